@@ -1,0 +1,14 @@
+// kgrec schema: uniqueness constraints on every node id, indexes used by loaders and queries.
+// Applied idempotently by kg.schema.apply_schema (IF NOT EXISTS).
+CREATE CONSTRAINT user_id IF NOT EXISTS FOR (u:User) REQUIRE u.id IS UNIQUE;
+CREATE CONSTRAINT item_id IF NOT EXISTS FOR (i:Item) REQUIRE i.id IS UNIQUE;
+CREATE CONSTRAINT query_id IF NOT EXISTS FOR (q:Query) REQUIRE q.id IS UNIQUE;
+CREATE CONSTRAINT entity_id IF NOT EXISTS FOR (e:Entity) REQUIRE e.id IS UNIQUE;
+CREATE CONSTRAINT meta_key IF NOT EXISTS FOR (m:KgrecMeta) REQUIRE m.key IS UNIQUE;
+CREATE INDEX entity_type IF NOT EXISTS FOR (e:Entity) ON (e.type);
+CREATE INDEX entity_name IF NOT EXISTS FOR (e:Entity) ON (e.name);
+CREATE INDEX item_title IF NOT EXISTS FOR (i:Item) ON (i.title);
+CREATE INDEX interacted_kind IF NOT EXISTS FOR ()-[r:INTERACTED]-() ON (r.kind);
+CREATE INDEX interacted_ts IF NOT EXISTS FOR ()-[r:INTERACTED]-() ON (r.ts);
+CREATE INDEX related_relation IF NOT EXISTS FOR ()-[r:RELATED]-() ON (r.relation);
+CREATE FULLTEXT INDEX item_text IF NOT EXISTS FOR (i:Item) ON EACH [i.title, i.description];

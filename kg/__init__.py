@@ -1,0 +1,1 @@
+"""Knowledge graph: schema, ingestion, governance, export. Imports nothing of gnn or serving."""

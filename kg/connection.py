@@ -1,0 +1,138 @@
+"""Connecting to Neo4j: one driver per process, created at the edge and passed in.
+
+Errors from the driver are wrapped in :mod:`kg.errors` types whose message says what to do.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
+
+import neo4j
+from neo4j import exceptions as neo4j_exc
+
+import cypher
+from kgrec.config import Neo4jConfig
+
+from .errors import ConstraintViolation, Neo4jConnectionError
+from .neo4j_server import read_password
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class Graph:
+    """A Neo4j driver plus database name: the only way kgrec talks to the graph.
+
+    Use as a context manager, or call :meth:`close`.
+    """
+
+    def __init__(self, driver: neo4j.Driver, database: str, where: str) -> None:
+        self.driver = driver
+        self.database = database
+        self.where = where
+
+    def __enter__(self) -> "Graph":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.driver.close()
+
+    def _wrap(self, e: Exception) -> Exception:
+        if isinstance(e, neo4j_exc.ConstraintError):
+            return ConstraintViolation(f"uniqueness constraint violated: {e.message}")
+        if isinstance(e, neo4j_exc.AuthError):
+            return Neo4jConnectionError(f"Neo4j at {self.where} refused the credentials: check NEO4J_USER/NEO4J_PASSWORD")
+        if isinstance(e, neo4j_exc.ServiceUnavailable):
+            return Neo4jConnectionError(f"Neo4j at {self.where} is unreachable: start it with `kgrec neo4j start` or fix NEO4J_URI")
+        return e
+
+    def query(self, name: str, **params: Any) -> list[dict[str, Any]]:
+        """Run the read statement ``cypher/<name>.cypher`` and return its records as dicts."""
+        try:
+            records, _, _ = self.driver.execute_query(cypher.load(name), parameters_=params,
+                                                      database_=self.database,
+                                                      routing_=neo4j.RoutingControl.READ)
+        except neo4j_exc.Neo4jError as e:
+            raise self._wrap(e) from e
+        except neo4j_exc.DriverError as e:
+            raise self._wrap(e) from e
+        return [r.data() for r in records]
+
+    def write(self, name: str, **params: Any) -> neo4j.SummaryCounters:
+        """Run the write statement ``cypher/<name>.cypher`` in a managed (retried) transaction."""
+        text = cypher.load(name)
+
+        def work(tx: neo4j.ManagedTransaction) -> neo4j.SummaryCounters:
+            return tx.run(text, params).consume().counters
+
+        return self.transaction(work)
+
+    def transaction(self, work: Callable[[neo4j.ManagedTransaction], T]) -> T:
+        """Run ``work(tx)`` in a managed write transaction (retried on transient errors)."""
+        try:
+            with self.driver.session(database=self.database) as session:
+                return session.execute_write(work)
+        except (neo4j_exc.Neo4jError, neo4j_exc.DriverError) as e:
+            raise self._wrap(e) from e
+
+    def stream(self, name: str, **params: Any) -> Iterator[neo4j.Record]:
+        """Stream the records of a read statement without holding them all in memory."""
+        text = cypher.load(name)
+        try:
+            with self.driver.session(database=self.database, default_access_mode=neo4j.READ_ACCESS,
+                                     fetch_size=10000) as session:
+                yield from session.run(text, params)
+        except (neo4j_exc.Neo4jError, neo4j_exc.DriverError) as e:
+            raise self._wrap(e) from e
+
+    def run_script(self, name: str) -> None:
+        """Run every statement of a multi-statement file (schema set-up), each on its own."""
+        try:
+            with self.driver.session(database=self.database) as session:
+                for stmt in cypher.statements(cypher.load(name)):
+                    session.run(stmt).consume()
+        except (neo4j_exc.Neo4jError, neo4j_exc.DriverError) as e:
+            raise self._wrap(e) from e
+
+
+def batches(rows: Sequence[T] | Iterable[T], size: int) -> Iterator[list[T]]:
+    """Cut ``rows`` into lists of at most ``size``."""
+    batch: list[T] = []
+    for row in rows:
+        batch.append(row)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def connect(config: Neo4jConfig) -> Graph:
+    """Open a verified connection to the configured Neo4j.
+
+    Raises:
+        Neo4jConnectionError: unreachable server or wrong credentials, with a one-line fix.
+        Neo4jSetupError: managed server with no password file yet.
+    """
+    uri = config.bolt_uri
+    password = read_password(config)
+    try:
+        driver = neo4j.GraphDatabase.driver(uri, auth=(config.user, password),
+                                            connection_timeout=10, max_connection_lifetime=3600)
+    except (ValueError, neo4j_exc.ConfigurationError) as e:
+        raise Neo4jConnectionError(f"bad NEO4J_URI {uri!r}: {e}") from e
+    try:
+        driver.verify_connectivity()
+    except neo4j_exc.AuthError as e:
+        driver.close()
+        raise Neo4jConnectionError(
+            f"Neo4j at {uri} refused user {config.user!r}: wrong password? "
+            f"Check NEO4J_USER/NEO4J_PASSWORD (managed server: {config.password_file})") from e
+    except (neo4j_exc.ServiceUnavailable, neo4j_exc.DriverError, OSError) as e:
+        driver.close()
+        hint = "run `kgrec neo4j start`" if config.managed else "check NEO4J_URI and that the server is up"
+        raise Neo4jConnectionError(f"Neo4j at {uri} is unreachable: {hint}") from e
+    return Graph(driver, config.database, uri)

@@ -1,0 +1,251 @@
+"""A real Neo4j 5.26 LTS Community server that kgrec installs and runs itself.
+
+The server jars (and Neo4j Browser) come from Maven Central through ``kg/neo4j-pom.xml``
+(``mvn dependency:copy-dependencies``), and run with
+``java org.neo4j.server.CommunityEntryPoint --home-dir=... --config-dir=...``.
+Everything lives under ``Neo4jConfig.home`` (git-ignored): ``lib/``, ``conf/``, ``data/``,
+``logs/``, ``run/neo4j.pid`` and the generated password (mode 0600).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from kgrec.config import Neo4jConfig
+
+from .errors import Neo4jSetupError
+
+logger = logging.getLogger(__name__)
+
+ENTRY_POINT = "org.neo4j.server.CommunityEntryPoint"
+ADMIN_TOOL = "org.neo4j.cli.AdminTool"
+
+
+@dataclass
+class ServerStatus:
+    """What ``kgrec neo4j status`` reports."""
+
+    running: bool
+    pid: int | None
+    bolt_uri: str
+    browser_url: str
+    password_file: Path
+    home: Path
+
+    def describe(self) -> str:
+        state = f"running (pid {self.pid})" if self.running else "stopped"
+        return (f"Neo4j {state}\n  Bolt:     {self.bolt_uri}\n  Browser:  {self.browser_url}"
+                f"\n  user:     neo4j\n  password: in {self.password_file.resolve()}")
+
+
+def _require(tool: str, hint: str) -> str:
+    path = shutil.which(tool)
+    if path is None:
+        raise Neo4jSetupError(f"{tool} not found on PATH: {hint}")
+    return path
+
+
+def _java() -> str:
+    java = _require("java", "install a Java 17 runtime (Debian/Ubuntu: apt-get install openjdk-17-jre-headless)")
+    out = subprocess.run([java, "-version"], capture_output=True, text=True).stderr
+    version = out.split('"')[1] if '"' in out else ""
+    major = int(version.split(".")[0]) if version[:2].isdigit() else 0
+    if major and major < 17:
+        raise Neo4jSetupError(f"Neo4j 5.26 needs Java 17 or newer; found {version}: install openjdk-17")
+    return java
+
+
+def _port_open(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex((host, port)) == 0
+
+
+class ManagedNeo4j:
+    """Install, start, stop and report on kgrec's own Neo4j server."""
+
+    def __init__(self, config: Neo4jConfig) -> None:
+        if not config.managed:
+            raise Neo4jSetupError("NEO4J_URI is set: kgrec uses that server and manages none")
+        self.config = config
+        self.home = config.home.resolve()
+
+    @property
+    def lib_dir(self) -> Path:
+        return self.home / "lib"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.home / "run" / "neo4j.pid"
+
+    @property
+    def browser_url(self) -> str:
+        return f"http://127.0.0.1:{self.config.http_port}/browser/"
+
+    def _marker(self) -> Path:
+        return self.lib_dir / f".installed-{self.config.version}-{self.config.browser_version}"
+
+    def install(self) -> None:
+        """Fetch the server and Browser jars with Maven (once; a marker file records it)."""
+        if self._marker().exists():
+            return
+        mvn = _require("mvn", "install Apache Maven (Debian/Ubuntu: apt-get install maven)")
+        _java()
+        self.lib_dir.mkdir(parents=True, exist_ok=True)
+        pom = resources.files("kg").joinpath("neo4j-pom.xml")
+        with resources.as_file(pom) as pom_path:
+            cmd = [mvn, "-q", "-B", "-f", str(pom_path), "dependency:copy-dependencies",
+                   f"-DoutputDirectory={self.lib_dir}", f"-Dneo4j.version={self.config.version}",
+                   f"-Dneo4j.browser.version={self.config.browser_version}"]
+            logger.info("installing Neo4j %s from Maven Central into %s", self.config.version, self.lib_dir)
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-15:])
+            raise Neo4jSetupError(f"Maven could not fetch org.neo4j:neo4j:{self.config.version}:\n{tail}")
+        for old in self.lib_dir.glob(".installed-*"):
+            old.unlink()
+        self._marker().touch()
+
+    def _write_conf(self) -> Path:
+        conf_dir = self.home / "conf"
+        conf_dir.mkdir(parents=True, exist_ok=True)
+        dirs = {d: self.home / d for d in ("data", "logs", "plugins", "run", "import")}
+        for d in dirs.values():
+            d.mkdir(parents=True, exist_ok=True)
+        c = self.config
+        lines = [
+            "# written by kgrec (kg/neo4j_server.py); edits are overwritten on start",
+            "server.default_listen_address=127.0.0.1",
+            f"server.bolt.listen_address=127.0.0.1:{c.bolt_port}",
+            f"server.http.listen_address=127.0.0.1:{c.http_port}",
+            "server.https.enabled=false",
+            "dbms.security.auth_enabled=true",
+            f"server.memory.heap.initial_size={c.heap}",
+            f"server.memory.heap.max_size={c.heap}",
+            f"server.memory.pagecache.size={c.pagecache}",
+            "db.tx_log.rotation.retention_policy=1G size",
+            "dbms.usage_report.enabled=false",
+            *(f"server.directories.{name}={path}" for name, path in dirs.items()),
+        ]
+        (conf_dir / "neo4j.conf").write_text("\n".join(lines) + "\n")
+        return conf_dir
+
+    def _ensure_password(self, java: str, conf_dir: Path) -> None:
+        """Generate the initial password before the first start and store it with mode 0600."""
+        pw_file = self.config.password_file.resolve()
+        auth_file = self.home / "data" / "dbms" / "auth.ini"
+        if pw_file.exists() and auth_file.exists():
+            return
+        if auth_file.exists() and not pw_file.exists():
+            raise Neo4jSetupError(f"{auth_file} exists but the password file {pw_file} is missing: "
+                                  f"remove {self.home / 'data'} to reset the managed database")
+        password = secrets.token_urlsafe(18)
+        env = {**os.environ, "NEO4J_HOME": str(self.home), "NEO4J_CONF": str(conf_dir)}
+        proc = subprocess.run([java, "-cp", str(self.lib_dir / "*"), ADMIN_TOOL, "dbms",
+                               "set-initial-password", password], capture_output=True, text=True, env=env)
+        if proc.returncode != 0:
+            raise Neo4jSetupError(f"neo4j-admin set-initial-password failed: {proc.stderr.strip()[-500:]}")
+        pw_file.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(pw_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(password + "\n")
+        os.chmod(pw_file, 0o600)
+
+    def pid(self) -> int | None:
+        """PID of the server this home started, if it is alive."""
+        try:
+            pid = int(self.pid_file.read_text().strip())
+        except (FileNotFoundError, ValueError):
+            return None
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        except PermissionError:
+            return pid
+        cmdline = Path(f"/proc/{pid}/cmdline")
+        if cmdline.exists() and ENTRY_POINT not in cmdline.read_text(errors="replace"):
+            return None
+        return pid
+
+    def status(self) -> ServerStatus:
+        pid = self.pid()
+        return ServerStatus(pid is not None and _port_open(self.config.bolt_port), pid,
+                            self.config.bolt_uri, self.browser_url, self.config.password_file.resolve(), self.home)
+
+    def start(self) -> tuple[ServerStatus, bool]:
+        """Install if needed, start in the background and wait for Bolt.
+
+        Returns:
+            The status and whether this call started the server (False: it was already running).
+        """
+        if self.pid() is not None:
+            self._wait_for_bolt()
+            return self.status(), False
+        if _port_open(self.config.bolt_port):
+            raise Neo4jSetupError(f"port {self.config.bolt_port} is taken by another process: stop it, "
+                                  f"set KGREC_NEO4J__BOLT_PORT, or point NEO4J_URI at that server")
+        self.install()
+        java = _java()
+        conf_dir = self._write_conf()
+        self._ensure_password(java, conf_dir)
+        log = (self.home / "logs" / "console.log").open("ab")
+        cmd = [java, "-XX:+UseG1GC", "-XX:+ExitOnOutOfMemoryError", "-Dfile.encoding=UTF-8",
+               "-cp", str(self.lib_dir / "*"), ENTRY_POINT,
+               f"--home-dir={self.home}", f"--config-dir={conf_dir}"]
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                cwd=self.home, start_new_session=True)
+        self.pid_file.write_text(str(proc.pid))
+        try:
+            self._wait_for_bolt(proc)
+        except Neo4jSetupError:
+            self.stop()
+            raise
+        return self.status(), True
+
+    def _wait_for_bolt(self, proc: subprocess.Popen | None = None) -> None:
+        deadline = time.monotonic() + self.config.start_timeout_s
+        while time.monotonic() < deadline:
+            if _port_open(self.config.bolt_port):
+                return
+            if proc is not None and proc.poll() is not None:
+                break
+            time.sleep(0.5)
+        log = self.home / "logs" / "console.log"
+        tail = "\n".join(log.read_text(errors="replace").splitlines()[-20:]) if log.exists() else ""
+        raise Neo4jSetupError(f"Neo4j did not open Bolt on port {self.config.bolt_port}; log tail:\n{tail}")
+
+    def stop(self, timeout_s: float = 60.0) -> bool:
+        """Stop the server this home started (and only that one). Returns whether one was running."""
+        pid = self.pid()
+        if pid is None:
+            self.pid_file.unlink(missing_ok=True)
+            return False
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and self.pid() is not None:
+            time.sleep(0.3)
+        if self.pid() is not None:
+            os.kill(pid, signal.SIGKILL)
+        self.pid_file.unlink(missing_ok=True)
+        return True
+
+
+def read_password(config: Neo4jConfig) -> str:
+    """The password to use: the configured one, else the managed server's generated one."""
+    if config.password:
+        return config.password
+    try:
+        return config.password_file.read_text().strip()
+    except FileNotFoundError:
+        raise Neo4jSetupError(f"no Neo4j password: run `kgrec neo4j start` (it writes "
+                              f"{config.password_file}) or set NEO4J_PASSWORD") from None

@@ -1,0 +1,170 @@
+"""The export snapshot: the plain on-disk artifact that encoders and gnn read.
+
+Layout of a snapshot directory::
+
+    meta.json            format version, name, counts, relation schema, split description
+    ids.json             external ids per node type (index = internal id) and entity types
+    texts.json           item titles/descriptions, query texts, entity names (aligned with ids)
+    interactions.npz     per split: <split>_user, <split>_item, <split>_weight, <split>_ts, <split>_kind
+    relations.npz        per relation name: int64 array of shape (2, E) (source row, target row)
+
+Node types are ``user``, ``item``, ``query``, ``entity``. ``meta["relations"]`` maps each relation
+name to ``[source_type, target_type]``. Interaction kinds are codes into ``meta["kinds"]``.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+FORMAT_VERSION = 1
+NODE_TYPES = ("user", "item", "query", "entity")
+SPLITS = ("train", "valid", "test")
+
+
+@dataclass
+class Interactions:
+    """Interactions of one split as aligned arrays (internal ids)."""
+
+    user: np.ndarray
+    item: np.ndarray
+    weight: np.ndarray
+    ts: np.ndarray
+    kind: np.ndarray
+
+    @classmethod
+    def empty(cls) -> "Interactions":
+        z = np.zeros(0, dtype=np.int64)
+        return cls(z, z.copy(), np.zeros(0, dtype=np.float32), z.copy(), np.zeros(0, dtype=np.int16))
+
+    def __len__(self) -> int:
+        return int(self.user.shape[0])
+
+    def take(self, index: np.ndarray) -> "Interactions":
+        """Rows at ``index`` (a boolean mask or integer positions)."""
+        return Interactions(self.user[index], self.item[index], self.weight[index], self.ts[index], self.kind[index])
+
+
+@dataclass
+class Snapshot:
+    """A graph exported for training: id maps, texts, split interactions and typed edges."""
+
+    ids: dict[str, list[str]]
+    entity_types: list[str]
+    item_titles: list[str]
+    item_descriptions: list[str]
+    query_texts: list[str]
+    entity_names: list[str]
+    splits: dict[str, Interactions]
+    relations: dict[str, np.ndarray] = field(default_factory=dict)
+    relation_types: dict[str, tuple[str, str]] = field(default_factory=dict)
+    kinds: list[str] = field(default_factory=lambda: ["interact"])
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def num_users(self) -> int:
+        return len(self.ids["user"])
+
+    @property
+    def num_items(self) -> int:
+        return len(self.ids["item"])
+
+    def num_nodes(self, node_type: str) -> int:
+        return len(self.ids[node_type])
+
+    def index(self, node_type: str) -> dict[str, int]:
+        """External id -> internal row for one node type."""
+        return {v: i for i, v in enumerate(self.ids[node_type])}
+
+    def item_attribute_names(self) -> list[list[str]]:
+        """For each item, the names of the entities it links to through item->entity relations."""
+        names: list[list[str]] = [[] for _ in range(self.num_items)]
+        for rel, (src, dst) in self.relation_types.items():
+            if src == "item" and dst == "entity":
+                edges = self.relations[rel]
+                for i, e in zip(edges[0].tolist(), edges[1].tolist()):
+                    names[i].append(self.entity_names[e])
+        return names
+
+    def save(self, path: str | Path) -> Path:
+        """Write the snapshot to ``path`` (a directory; written to a temp dir then renamed)."""
+        path = Path(path)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.mkdir(parents=True, exist_ok=True)
+        meta = {
+            **self.meta,
+            "format_version": FORMAT_VERSION,
+            "counts": {t: len(self.ids[t]) for t in NODE_TYPES},
+            "interactions": {s: len(self.splits.get(s, Interactions.empty())) for s in SPLITS},
+            "relations": {r: list(t) for r, t in self.relation_types.items()},
+            "edges": {r: int(e.shape[1]) for r, e in self.relations.items()},
+            "kinds": list(self.kinds),
+        }
+        meta.setdefault("created", time.strftime("%Y-%m-%dT%H:%M:%S"))
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
+        (tmp / "ids.json").write_text(json.dumps({**self.ids, "entity_types": self.entity_types}))
+        (tmp / "texts.json").write_text(json.dumps({
+            "item_title": self.item_titles, "item_description": self.item_descriptions,
+            "query_text": self.query_texts, "entity_name": self.entity_names}, ensure_ascii=False))
+        arrays: dict[str, np.ndarray] = {}
+        for split in SPLITS:
+            inter = self.splits.get(split, Interactions.empty())
+            for col in ("user", "item", "weight", "ts", "kind"):
+                arrays[f"{split}_{col}"] = getattr(inter, col)
+        np.savez(tmp / "interactions.npz", **arrays)
+        np.savez(tmp / "relations.npz", **{r: e.astype(np.int64) for r, e in self.relations.items()})
+        if path.exists():
+            old = path.with_name(path.name + ".old")
+            path.rename(old)
+            tmp.rename(path)
+            import shutil
+            shutil.rmtree(old)
+        else:
+            tmp.rename(path)
+        self.meta = meta
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Snapshot":
+        """Read a snapshot written by :meth:`save`."""
+        path = Path(path)
+        if not (path / "meta.json").is_file():
+            raise FileNotFoundError(f"{path} is not a kgrec snapshot (no meta.json)")
+        meta = json.loads((path / "meta.json").read_text())
+        if meta.get("format_version") != FORMAT_VERSION:
+            raise ValueError(f"snapshot format {meta.get('format_version')} is not {FORMAT_VERSION}")
+        ids = json.loads((path / "ids.json").read_text())
+        texts = json.loads((path / "texts.json").read_text())
+        with np.load(path / "interactions.npz") as z:
+            splits = {s: Interactions(*(z[f"{s}_{c}"] for c in ("user", "item", "weight", "ts", "kind")))
+                      for s in SPLITS}
+        with np.load(path / "relations.npz") as z:
+            relations = {r: z[r] for r in z.files}
+        entity_types = ids.pop("entity_types")
+        return cls(ids=ids, entity_types=entity_types, item_titles=texts["item_title"],
+                   item_descriptions=texts["item_description"], query_texts=texts["query_text"],
+                   entity_names=texts["entity_name"], splits=splits, relations=relations,
+                   relation_types={r: tuple(t) for r, t in meta["relations"].items()},
+                   kinds=meta["kinds"], meta=meta)
+
+    def to_hetero_data(self, split: str = "train"):
+        """The graph as ``torch_geometric.data.HeteroData``: node counts, the given split's
+        interactions as ``(user, interacts, item)`` plus reverse, and every typed relation."""
+        import torch
+        from torch_geometric.data import HeteroData
+
+        data = HeteroData()
+        for t in NODE_TYPES:
+            data[t].num_nodes = self.num_nodes(t)
+        inter = self.splits[split]
+        ui = torch.from_numpy(np.stack([inter.user, inter.item]).astype(np.int64))
+        data["user", "interacts", "item"].edge_index = ui
+        data["user", "interacts", "item"].edge_weight = torch.from_numpy(inter.weight.astype(np.float32))
+        data["item", "rev_interacts", "user"].edge_index = ui.flip(0)
+        for rel, (src, dst) in self.relation_types.items():
+            data[src, rel, dst].edge_index = torch.from_numpy(self.relations[rel].astype(np.int64))
+        return data

@@ -1,0 +1,1 @@
+"""Readers for source formats. Each returns canonical rows (kg.records) plus quarantined rows."""

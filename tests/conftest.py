@@ -1,0 +1,80 @@
+"""Shared fixtures. Tests talk to a real Neo4j server, never a mock.
+
+With ``NEO4J_URI`` set, tests use that server (its database is wiped!). Otherwise the suite starts
+its own managed Neo4j in ``.kgrec/neo4j-test-<port>`` on ``KGREC_TEST_BOLT_PORT`` (default 7688) and
+``KGREC_TEST_HTTP_PORT`` (default 7475), so the demo graph on 7687 is left alone. The test server is
+left running for the next run; ``make neo4j-test-stop`` (and .ci/run) stop it.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from kgrec.config import Config, Neo4jConfig, load_config
+
+ROOT = Path(__file__).resolve().parents[1]
+DATASETS = ROOT.parent / "shared" / "datasets"
+
+
+def test_neo4j_config() -> Neo4jConfig:
+    """The Neo4j config the test suite uses (see module docstring)."""
+    cfg = load_config(env={k: v for k, v in os.environ.items() if k.startswith("NEO4J_")}).neo4j
+    if cfg.managed:
+        bolt = int(os.environ.get("KGREC_TEST_BOLT_PORT", "7688"))
+        http = int(os.environ.get("KGREC_TEST_HTTP_PORT", "7475"))
+        cfg = Neo4jConfig(home=ROOT / ".kgrec" / f"neo4j-test-{bolt}", bolt_port=bolt, http_port=http,
+                          heap="1g", pagecache="1g")
+    return cfg
+
+
+test_neo4j_config.__test__ = False  # not a test
+
+
+@pytest.fixture(scope="session")
+def neo4j_config() -> Neo4jConfig:
+    from kg.neo4j_server import ManagedNeo4j
+
+    cfg = test_neo4j_config()
+    if cfg.managed:
+        ManagedNeo4j(cfg).start()
+    return cfg
+
+
+@pytest.fixture(scope="session")
+def graph_session(neo4j_config):
+    from kg.connection import connect
+
+    with connect(neo4j_config) as g:
+        yield g
+
+
+@pytest.fixture
+def graph(graph_session):
+    """A connected :class:`kg.connection.Graph` on an empty database with the kgrec schema."""
+    from kg.schema import apply_schema, wipe
+
+    wipe(graph_session)
+    apply_schema(graph_session)
+    return graph_session
+
+
+@pytest.fixture
+def config(tmp_path, neo4j_config) -> Config:
+    """A full config whose working files live in ``tmp_path`` and whose Neo4j is the test server."""
+    cfg = Config(workdir=tmp_path, neo4j=neo4j_config)
+    cfg.ingest.quarantine_dir = tmp_path / "quarantine"
+    cfg.export.out_dir = tmp_path / "snapshots"
+    cfg.encoder.cache_dir = ROOT / ".kgrec" / "cache" / "text-test"
+    cfg.train.out_dir = tmp_path / "models"
+    cfg.serving.model_dir = tmp_path / "models" / "current"
+    return cfg
+
+
+def dataset_dir(name: str) -> Path:
+    """Path of a shared dataset, or skip the test with a reason when it is absent."""
+    path = DATASETS / name
+    if not path.is_dir():
+        pytest.skip(f"../shared/datasets/{name} is absent (licensed data stays out of the repo)")
+    return path
