@@ -121,7 +121,8 @@ def connect(config: Neo4jConfig) -> Graph:
     password = read_password(config)
     try:
         driver = neo4j.GraphDatabase.driver(uri, auth=(config.user, password),
-                                            connection_timeout=10, max_connection_lifetime=3600)
+                                            connection_timeout=10, max_connection_lifetime=3600,
+                                            notifications_min_severity="OFF")
     except (ValueError, neo4j_exc.ConfigurationError) as e:
         raise Neo4jConnectionError(f"bad NEO4J_URI {uri!r}: {e}") from e
     try:

@@ -1,0 +1,38 @@
+# kgrec: `make demo` runs the main job end to end; `make test` runs the whole test suite.
+# Both create .venv and install everything they need on first use.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.kgrec-installed
+TEST_NEO4J := KGREC_NEO4J__HOME=.kgrec/neo4j-test-7688 KGREC_NEO4J__BOLT_PORT=7688 KGREC_NEO4J__HTTP_PORT=7475
+
+.PHONY: install demo test neo4j-start neo4j-stop neo4j-status neo4j-test-stop bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+install: $(STAMP)
+
+demo: install
+	HF_HUB_OFFLINE=1 $(BIN)/kgrec demo
+
+test: install
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
+
+neo4j-start: install
+	$(BIN)/kgrec neo4j start
+
+neo4j-stop: install
+	$(BIN)/kgrec neo4j stop
+
+neo4j-status: install
+	$(BIN)/kgrec neo4j status
+
+neo4j-test-stop:
+	@if [ -x $(BIN)/kgrec ]; then $(TEST_NEO4J) $(BIN)/kgrec neo4j stop; fi
+
+clean:
+	rm -rf $(VENV) *.egg-info

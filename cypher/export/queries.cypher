@@ -1,0 +1,1 @@
+MATCH (q:Query) RETURN q.id AS id, q.text AS text

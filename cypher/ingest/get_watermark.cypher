@@ -1,0 +1,2 @@
+MATCH (m:KgrecMeta {key: $key})
+RETURN m.value AS value

@@ -1,0 +1,4 @@
+UNWIND $rows AS row
+MATCH (a:User {id: row.user})
+MATCH (b:User {id: row.friend})
+MERGE (a)-[:FRIEND]->(b)

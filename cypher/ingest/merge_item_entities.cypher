@@ -1,0 +1,5 @@
+// The relation name (genre, brand, ...) is a property value, never a relationship type.
+UNWIND $rows AS row
+MATCH (i:Item {id: row.item})
+MATCH (e:Entity {id: row.entity})
+MERGE (i)-[r:HAS_ATTRIBUTE {relation: row.relation}]->(e)

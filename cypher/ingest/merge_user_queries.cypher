@@ -1,0 +1,4 @@
+UNWIND $rows AS row
+MATCH (u:User {id: row.user})
+MATCH (q:Query {id: row.query})
+MERGE (u)-[r:SEARCHED {ts: row.ts}]->(q)

@@ -1,0 +1,6 @@
+// Vector recall: the items nearest to a given item in the native vector index.
+MATCH (seed:Item {id: $item_id})
+CALL db.index.vector.queryNodes('item_embedding', $k + 1, seed.embedding) YIELD node, score
+WHERE node <> seed
+RETURN node.id AS item_id, node.title AS title, score
+LIMIT $k

@@ -1,0 +1,3 @@
+UNWIND $users AS uid
+MATCH (:User {id: uid})-[r:RECOMMENDED]->()
+DELETE r

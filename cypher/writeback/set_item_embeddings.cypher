@@ -1,0 +1,3 @@
+UNWIND $rows AS row
+MATCH (i:Item {id: row.id})
+CALL db.create.setNodeVectorProperty(i, 'embedding', row.embedding)

@@ -1,0 +1,3 @@
+UNWIND $rows AS row
+MATCH (u:User {id: row.id})
+CALL db.create.setNodeVectorProperty(u, 'embedding', row.embedding)

@@ -1,0 +1,220 @@
+"""The ``kgrec`` command line. Errors from kgrec print one actionable line (exit 2), not a traceback."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from .config import Config, ConfigError, load_config
+
+
+def _graph(cfg: Config, start: bool = False):
+    from kg.connection import connect
+    from kg.neo4j_server import ManagedNeo4j
+
+    if start and cfg.neo4j.managed:
+        status, started = ManagedNeo4j(cfg.neo4j).start()
+        print(("started " if started else "already running: ") + status.describe().splitlines()[0])
+    return connect(cfg.neo4j)
+
+
+def cmd_neo4j(args: argparse.Namespace, cfg: Config) -> None:
+    from kg.neo4j_server import ManagedNeo4j
+
+    if not cfg.neo4j.managed:
+        from kg.connection import connect
+
+        with connect(cfg.neo4j) as g:
+            print(f"NEO4J_URI is set: kgrec uses {g.where} and manages no server (reachable: yes)")
+        return
+    server = ManagedNeo4j(cfg.neo4j)
+    if args.action == "start":
+        status, started = server.start()
+        print(("Started " if started else "Already running. ") + status.describe())
+    elif args.action == "stop":
+        print("stopped" if server.stop() else "not running (nothing to stop)")
+    else:
+        print(server.status().describe())
+
+
+def cmd_demo(args: argparse.Namespace, cfg: Config) -> None:
+    from kg.neo4j_server import ManagedNeo4j
+    from kg.synthetic import SyntheticSpec
+
+    from .pipeline import run_demo
+
+    spec = SyntheticSpec(num_users=args.users, num_items=args.items, seed=args.seed)
+    with _graph(cfg, start=True) as g:
+        result = run_demo(g, cfg, spec)
+    print()
+    if cfg.neo4j.managed:
+        st = ManagedNeo4j(cfg.neo4j).status()
+        print(f"Neo4j is still running. Browser: {st.browser_url}  (connect to {st.bolt_uri}, user neo4j,")
+        print(f"password in {st.password_file}: `cat {st.password_file}`). Stop it with `kgrec neo4j stop`.")
+    print("Try in the Browser:  MATCH (u:User {id:'u0'})-[r:RECOMMENDED]->(i:Item) RETURN u, r, i")
+    print(f"Timings (s): {result.timings}")
+
+
+def cmd_ingest(args: argparse.Namespace, cfg: Config) -> None:
+    from kg.ingest import graph_counts, ingest
+
+    if args.format == "synthetic":
+        from kg.synthetic import SyntheticSpec, generate
+
+        records, extra = generate(SyntheticSpec(num_users=args.users, num_items=args.items, seed=args.seed)), {}
+    else:
+        if args.path is None:
+            raise ConfigError(f"kgrec ingest {args.format} needs a PATH")
+        from kg.governance import reconciliation_json, write_quarantine
+        from kg.sources import load_source
+
+        result = load_source(args.format, Path(args.path), Path(args.mapping) if args.mapping else None, cfg.ingest)
+        records = result.records
+        qfile = Path(cfg.ingest.quarantine_dir) / f"{Path(args.path).name}.quarantine.jsonl"
+        write_quarantine(result, qfile)
+        extra = {"reconciliation": reconciliation_json(result), "quarantine_file": str(qfile)}
+    with _graph(cfg) as g:
+        report = ingest(g, records, cfg.ingest, incremental=args.incremental)
+        report["graph"] = graph_counts(g)
+    print(json.dumps({**report, **extra}, indent=2, default=str))
+
+
+def cmd_export(args: argparse.Namespace, cfg: Config) -> None:
+    from kg.export import export_snapshot
+
+    if args.split:
+        cfg.export.split = args.split
+    with _graph(cfg) as g:
+        print(export_snapshot(g, cfg.export, args.name))
+
+
+def cmd_encode(args: argparse.Namespace, cfg: Config) -> None:
+    from .pipeline import ensure_text_embeddings
+
+    print(ensure_text_embeddings(Path(args.snapshot), cfg))
+
+
+def cmd_train(args: argparse.Namespace, cfg: Config) -> None:
+    from .pipeline import train_model
+
+    if args.model:
+        cfg.train.model = args.model
+    if args.epochs:
+        cfg.train.epochs = args.epochs
+    artifact = train_model(Path(args.snapshot), cfg)
+    print(artifact)
+    print((artifact / "metrics.json").read_text()[:2000])
+
+
+def cmd_recommend(args: argparse.Namespace, cfg: Config) -> None:
+    from serving.recommender import Recommender
+
+    rec = Recommender.load(args.model or cfg.serving.model_dir)
+    for r in rec.recommend(args.user, args.k):
+        print(f"{r.item_id}\t{r.score:.4f}\t{r.title}")
+
+
+def cmd_serve(args: argparse.Namespace, cfg: Config) -> None:
+    import uvicorn
+
+    from serving.http import create_app
+
+    uvicorn.run(create_app(args.model or cfg.serving.model_dir), host=cfg.serving.host, port=cfg.serving.port)
+
+
+def cmd_writeback(args: argparse.Namespace, cfg: Config) -> None:
+    from serving.recommender import Recommender
+    from serving.writeback import write_back
+
+    rec = Recommender.load(args.model or cfg.serving.model_dir)
+    with _graph(cfg) as g:
+        print(write_back(g, rec, args.k))
+
+
+def cmd_forget_user(args: argparse.Namespace, cfg: Config) -> None:
+    from kg.ingest import forget_user
+
+    with _graph(cfg) as g:
+        print(f"removed user {args.user_id}" if forget_user(g, args.user_id) else f"no user {args.user_id!r}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="kgrec", description="Knowledge-graph recommender on Neo4j + PyTorch")
+    p.add_argument("--config", help="TOML config file (environment overrides still apply)")
+    p.add_argument("-v", "--verbose", action="store_true")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("neo4j", help="manage kgrec's own Neo4j server")
+    s.add_argument("action", choices=["start", "stop", "status"])
+    s.set_defaults(func=cmd_neo4j)
+
+    s = sub.add_parser("demo", help="end to end on a generated dataset: ingest, export, encode, train, recommend")
+    s.add_argument("--users", type=int, default=600)
+    s.add_argument("--items", type=int, default=400)
+    s.add_argument("--seed", type=int, default=7)
+    s.set_defaults(func=cmd_demo)
+
+    s = sub.add_parser("ingest", help="load a source into Neo4j (validated; bad rows quarantined)")
+    s.add_argument("format", help="synthetic | tabular | recbole | lightgcn | kgat | lastfm | ml100k")
+    s.add_argument("path", nargs="?")
+    s.add_argument("--mapping", help="mapping TOML for tabular sources")
+    s.add_argument("--incremental", action="store_true", help="only events newer than the stored watermark")
+    s.add_argument("--users", type=int, default=600)
+    s.add_argument("--items", type=int, default=400)
+    s.add_argument("--seed", type=int, default=7)
+    s.set_defaults(func=cmd_ingest)
+
+    s = sub.add_parser("export", help="export the graph to a versioned snapshot")
+    s.add_argument("--name", default="graph")
+    s.add_argument("--split", choices=["given", "ratio", "loo", "temporal"])
+    s.set_defaults(func=cmd_export)
+
+    s = sub.add_parser("encode", help="encode a snapshot's texts (cached)")
+    s.add_argument("snapshot")
+    s.set_defaults(func=cmd_encode)
+
+    s = sub.add_parser("train", help="train on a snapshot and publish the model artifact")
+    s.add_argument("snapshot")
+    s.add_argument("--model")
+    s.add_argument("--epochs", type=int)
+    s.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("recommend", help="top-k items for a user from the current model")
+    s.add_argument("user")
+    s.add_argument("-k", type=int, default=10)
+    s.add_argument("--model", help="artifact directory (default: serving.model_dir)")
+    s.set_defaults(func=cmd_recommend)
+
+    s = sub.add_parser("serve", help="HTTP API over the current model")
+    s.add_argument("--model")
+    s.set_defaults(func=cmd_serve)
+
+    s = sub.add_parser("writeback", help="write embeddings, vector index and top-k lists to Neo4j")
+    s.add_argument("--model")
+    s.add_argument("-k", type=int, default=10)
+    s.set_defaults(func=cmd_writeback)
+
+    s = sub.add_parser("forget-user", help="remove a user and all their events (privacy)")
+    s.add_argument("user_id")
+    s.set_defaults(func=cmd_forget_user)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    from kg.errors import KgError
+
+    try:
+        cfg = load_config(args.config)
+        args.func(args, cfg)
+    except (KgError, ConfigError, FileNotFoundError) as e:
+        print(f"kgrec: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,69 @@
+"""HTTP API (FastAPI): ``GET /health``, ``GET /recommend/{user_id}``, ``POST /recommend/cold``,
+``GET /similar/{item_id}``. The loaded model comes in through a dependency, not a global."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from pydantic import BaseModel, Field
+
+from .recommender import Recommender, UnknownUserError
+
+
+class Item(BaseModel):
+    item_id: str
+    score: float
+    title: str
+
+
+class Recommendations(BaseModel):
+    model_version: str
+    items: list[Item]
+
+
+class ColdStartRequest(BaseModel):
+    item_ids: list[str] = Field(min_length=1, description="items the new user interacted with")
+    k: int = Field(10, ge=1, le=1000)
+
+
+def get_recommender(request: Request) -> Recommender:
+    return request.app.state.recommender
+
+
+def create_app(model_dir: str | Path) -> FastAPI:
+    """Build the app around the model artifact at ``model_dir``."""
+    app = FastAPI(title="kgrec", version="0.1.0")
+    app.state.recommender = Recommender.load(model_dir)
+
+    def _out(rec: Recommender, items) -> Recommendations:
+        return Recommendations(model_version=rec.version,
+                               items=[Item(item_id=r.item_id, score=r.score, title=r.title) for r in items])
+
+    @app.get("/health")
+    def health(rec: Recommender = Depends(get_recommender)) -> dict:
+        return {"status": "ok", "model_version": rec.version, "users": len(rec.user_ids), "items": len(rec.item_ids)}
+
+    @app.get("/recommend/{user_id}", response_model=Recommendations)
+    def recommend(user_id: str, k: int = Query(10, ge=1, le=1000),
+                  rec: Recommender = Depends(get_recommender)) -> Recommendations:
+        try:
+            return _out(rec, rec.recommend(user_id, k))
+        except UnknownUserError as e:
+            raise HTTPException(404, str(e.args[0])) from e
+
+    @app.post("/recommend/cold", response_model=Recommendations)
+    def cold(body: ColdStartRequest, rec: Recommender = Depends(get_recommender)) -> Recommendations:
+        try:
+            return _out(rec, rec.recommend_from_items(body.item_ids, body.k))
+        except UnknownUserError as e:
+            raise HTTPException(404, str(e.args[0])) from e
+
+    @app.get("/similar/{item_id}", response_model=Recommendations)
+    def similar(item_id: str, k: int = Query(10, ge=1, le=1000),
+                rec: Recommender = Depends(get_recommender)) -> Recommendations:
+        try:
+            return _out(rec, rec.similar_items(item_id, k))
+        except KeyError as e:
+            raise HTTPException(404, f"unknown item {item_id!r}") from e
+
+    return app

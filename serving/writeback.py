@@ -1,0 +1,49 @@
+"""Write the serving model back to Neo4j for Cypher users: embeddings, vector index, top-k lists.
+
+After this, Neo4j Browser can run ``MATCH (u:User {id:'u1'})-[r:RECOMMENDED]->(i) RETURN u, r, i``
+or vector queries against the ``item_embedding`` index.
+"""
+from __future__ import annotations
+
+import logging
+
+from kg.connection import Graph, batches
+
+from .recommender import Recommender
+
+logger = logging.getLogger(__name__)
+
+
+def write_back(graph: Graph, rec: Recommender, k: int = 10, batch_size: int = 2000,
+               users: list[str] | None = None) -> dict[str, int]:
+    """Store embeddings on nodes, (re)build the vector index, and write ``RECOMMENDED`` lists.
+
+    Args:
+        graph: connected graph.
+        rec: the loaded model.
+        k: length of each user's list.
+        batch_size: rows per transaction.
+        users: users to write lists for (default: all users of the model).
+
+    Returns:
+        Counts of items, users and recommendation relationships written.
+    """
+    dim = int(rec.item_emb.shape[1])
+    info = graph.query("writeback/vector_index_info")
+    if info and info[0]["dimensions"] != dim:
+        graph.write("writeback/drop_item_vector_index")
+    for rows in batches(({"id": i, "embedding": v} for i, v in zip(rec.item_ids, rec.item_emb.tolist())), batch_size):
+        graph.write("writeback/set_item_embeddings", rows=rows)
+    for rows in batches(({"id": u, "embedding": v} for u, v in zip(rec.user_ids, rec.user_emb.tolist())), batch_size):
+        graph.write("writeback/set_user_embeddings", rows=rows)
+    graph.write("writeback/create_item_vector_index",
+                options={"indexConfig": {"vector.dimensions": dim, "vector.similarity_function": "cosine"}})
+    users = rec.user_ids if users is None else users
+    written = 0
+    for chunk in batches(users, max(1, batch_size // max(1, k))):
+        rows = [{"user": u, "item": r.item_id, "rank": rank + 1, "score": r.score}
+                for u in chunk for rank, r in enumerate(rec.recommend(u, k))]
+        graph.write("writeback/clear_recommendations", users=chunk)
+        graph.write("writeback/set_recommendations", rows=rows, model=rec.version)
+        written += len(rows)
+    return {"items": len(rec.item_ids), "users": len(rec.user_ids), "recommendations": written}

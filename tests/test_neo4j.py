@@ -1,0 +1,92 @@
+"""The real Neo4j server: round trip, constraints, schema idempotency, actionable errors."""
+from __future__ import annotations
+
+import stat
+import subprocess
+import sys
+
+import pytest
+
+from kg.connection import connect
+from kg.errors import ConstraintViolation, Neo4jConnectionError
+from kg.ingest import graph_counts, ingest
+from kg.neo4j_server import ManagedNeo4j
+from kg.records import GraphRecords
+from kg.schema import apply_schema
+from kgrec.config import IngestConfig, Neo4jConfig
+
+pytestmark = pytest.mark.neo4j
+
+
+def test_round_trip(graph):
+    records = GraphRecords(users=[{"id": "alice", "props": {"age": 31}}],
+                           items=[{"id": "book", "title": "Dune", "description": "sand"}],
+                           interactions=[{"user": "alice", "item": "book", "kind": "purchase", "weight": 2.0, "ts": 5}])
+    ingest(graph, records, IngestConfig(), progress=False)
+    rows = graph.driver.execute_query(
+        "MATCH (u:User {id: $u})-[r:INTERACTED]->(i:Item) RETURN u.age AS age, i.title AS title, r.kind AS kind, r.weight AS w",
+        u="alice", database_=graph.database).records
+    assert [dict(r) for r in rows] == [{"age": 31, "title": "Dune", "kind": "purchase", "w": 2.0}]
+
+
+def test_constraint_violation_is_a_clear_error(graph):
+    graph.driver.execute_query("CREATE (:Item {id: 'dup'})", database_=graph.database)
+
+    def create_again(tx):
+        tx.run("CREATE (:Item {id: $id})", id="dup").consume()
+
+    with pytest.raises(ConstraintViolation, match="uniqueness constraint"):
+        graph.transaction(create_again)
+
+
+def test_schema_is_idempotent(graph):
+    apply_schema(graph)
+    apply_schema(graph)
+    names = {r["name"] for r in graph.driver.execute_query("SHOW CONSTRAINTS YIELD name", database_=graph.database).records}
+    assert {"user_id", "item_id", "query_id", "entity_id"} <= names
+
+
+def test_ingest_twice_changes_nothing(graph):
+    from kg.synthetic import SyntheticSpec, generate
+
+    records = generate(SyntheticSpec(num_users=50, num_items=30, num_queries=5))
+    first = ingest(graph, records, IngestConfig(batch_size=100), progress=False)
+    counts = graph_counts(graph)
+    second = ingest(graph, records, IngestConfig(batch_size=100), progress=False)
+    assert first["relationships_created"] > 0
+    assert second["nodes_created"] == 0 and second["relationships_created"] == 0
+    assert graph_counts(graph) == counts
+
+
+def test_wrong_password_is_one_actionable_line(neo4j_config):
+    bad = Neo4jConfig(**{**neo4j_config.__dict__, "password": "definitely-wrong"})
+    with pytest.raises(Neo4jConnectionError, match="wrong password"):
+        connect(bad)
+
+
+def test_unreachable_uri_is_one_actionable_line():
+    cfg = Neo4jConfig(uri="bolt://127.0.0.1:1", password="x")
+    with pytest.raises(Neo4jConnectionError, match="unreachable"):
+        connect(cfg)
+
+
+def test_cli_prints_one_line_not_a_traceback(tmp_path):
+    env = {"PATH": "/usr/bin:/bin", "NEO4J_URI": "bolt://127.0.0.1:1", "NEO4J_PASSWORD": "x", "HOME": str(tmp_path)}
+    proc = subprocess.run([sys.executable, "-m", "kgrec.cli", "export"], capture_output=True, text=True, env=env)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("kgrec: error: Neo4j at bolt://127.0.0.1:1 is unreachable")
+
+
+def test_managed_server_password_file_and_status(neo4j_config):
+    if not neo4j_config.managed:
+        pytest.skip("NEO4J_URI points at an external server")
+    server = ManagedNeo4j(neo4j_config)
+    mode = stat.S_IMODE(neo4j_config.password_file.stat().st_mode)
+    assert mode == 0o600
+    assert neo4j_config.password_file.read_text().strip() != "neo4j"
+    status, started = server.start()  # idempotent: already running
+    assert status.running and not started
+    conf = (neo4j_config.home / "conf" / "neo4j.conf").read_text()
+    assert "127.0.0.1" in conf and "dbms.security.auth_enabled=true" in conf
