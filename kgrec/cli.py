@@ -46,6 +46,7 @@ def cmd_demo(args: argparse.Namespace, cfg: Config) -> None:
     from .pipeline import run_demo
 
     spec = SyntheticSpec(num_users=args.users, num_items=args.items, seed=args.seed)
+    cfg.train.epochs, cfg.train.lr, cfg.train.batch_size = args.epochs, args.lr, args.batch_size
     with _graph(cfg, start=True) as g:
         result = run_demo(g, cfg, spec)
     print()
@@ -75,9 +76,16 @@ def cmd_ingest(args: argparse.Namespace, cfg: Config) -> None:
         qfile = Path(cfg.ingest.quarantine_dir) / f"{Path(args.path).name}.quarantine.jsonl"
         write_quarantine(result, qfile)
         extra = {"reconciliation": reconciliation_json(result), "quarantine_file": str(qfile)}
-    with _graph(cfg) as g:
-        report = ingest(g, records, cfg.ingest, incremental=args.incremental)
-        report["graph"] = graph_counts(g)
+    if args.bulk:
+        from kg.bulk_import import bulk_import
+
+        report = bulk_import(records, cfg.neo4j)
+        with _graph(cfg) as g:
+            report["graph"] = graph_counts(g)
+    else:
+        with _graph(cfg) as g:
+            report = ingest(g, records, cfg.ingest, incremental=args.incremental)
+            report["graph"] = graph_counts(g)
     print(json.dumps({**report, **extra}, indent=2, default=str))
 
 
@@ -154,6 +162,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--users", type=int, default=600)
     s.add_argument("--items", type=int, default=400)
     s.add_argument("--seed", type=int, default=7)
+    s.add_argument("--epochs", type=int, default=40, help="training epochs for the small demo graph")
+    s.add_argument("--lr", type=float, default=0.01)
+    s.add_argument("--batch-size", type=int, default=1024)
     s.set_defaults(func=cmd_demo)
 
     s = sub.add_parser("ingest", help="load a source into Neo4j (validated; bad rows quarantined)")
@@ -161,6 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("path", nargs="?")
     s.add_argument("--mapping", help="mapping TOML for tabular sources")
     s.add_argument("--incremental", action="store_true", help="only events newer than the stored watermark")
+    s.add_argument("--bulk", action="store_true",
+                   help="initial load through neo4j-admin import (replaces the managed database)")
     s.add_argument("--users", type=int, default=600)
     s.add_argument("--items", type=int, default=400)
     s.add_argument("--seed", type=int, default=7)

@@ -39,14 +39,11 @@ def ensure_text_embeddings(snapshot: Path, cfg: Config) -> Path:
 
 
 def train_model(snapshot: Path, cfg: Config) -> Path:
-    """Train on a snapshot and publish the artifact as ``<out_dir>/current``."""
-    from gnn.artifact import publish
+    """Train on a snapshot; gnn.train publishes the artifact as ``<out_dir>/current``."""
     from gnn.train import train
     from kg.snapshot import Snapshot
 
-    artifact = train(Snapshot.load(snapshot), cfg.train, Path(cfg.train.out_dir))
-    publish(artifact, Path(cfg.train.out_dir))
-    return artifact
+    return train(Snapshot.load(snapshot), cfg.train, Path(cfg.train.out_dir))
 
 
 def run_demo(graph: Graph, cfg: Config, spec: SyntheticSpec | None = None,

@@ -8,7 +8,9 @@ CREATE CONSTRAINT meta_key IF NOT EXISTS FOR (m:KgrecMeta) REQUIRE m.key IS UNIQ
 CREATE INDEX entity_type IF NOT EXISTS FOR (e:Entity) ON (e.type);
 CREATE INDEX entity_name IF NOT EXISTS FOR (e:Entity) ON (e.name);
 CREATE INDEX item_title IF NOT EXISTS FOR (i:Item) ON (i.title);
-CREATE INDEX interacted_kind IF NOT EXISTS FOR ()-[r:INTERACTED]-() ON (r.kind);
-CREATE INDEX interacted_ts IF NOT EXISTS FOR ()-[r:INTERACTED]-() ON (r.ts);
 CREATE INDEX related_relation IF NOT EXISTS FOR ()-[r:RELATED]-() ON (r.relation);
 CREATE FULLTEXT INDEX item_text IF NOT EXISTS FOR (i:Item) ON EACH [i.title, i.description];
+// No index on INTERACTED properties: the planner would seek MERGE candidates through it, and with
+// many events sharing a timestamp (ts = 0 in LightGCN data) every MERGE would scan them all.
+DROP INDEX interacted_kind IF EXISTS;
+DROP INDEX interacted_ts IF EXISTS;

@@ -1,0 +1,36 @@
+"""Helpers shared by the benchmarks: machine description and JSON result writing."""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import time
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def machine() -> dict:
+    """What the figures were measured on."""
+    import torch
+
+    info = {"python": platform.python_version(), "cpus": os.cpu_count(), "torch": torch.__version__,
+            "cuda": torch.cuda.is_available(), "platform": platform.platform()}
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far, in MiB."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def write_result(name: str, payload: dict) -> Path:
+    """Write ``bench/results/<name>.json`` (with machine info and a timestamp) and return its path."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out = RESULTS / f"{name}.json"
+    out.write_text(json.dumps({"benchmark": name, "when": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                               "machine": machine(), **payload}, indent=2))
+    return out

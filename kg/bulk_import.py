@@ -1,0 +1,107 @@
+"""Bulk initial load through ``neo4j-admin database import full`` (managed server only).
+
+For large first loads: rows are written as import CSVs, the managed server is stopped, the
+database is rebuilt offline from the CSVs (replacing its contents), the server is started
+again and the schema applied. Incremental loads go through :func:`kg.ingest.ingest` instead.
+"""
+from __future__ import annotations
+
+import csv
+import logging
+import os
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from kgrec.config import Neo4jConfig
+
+from .errors import Neo4jSetupError
+from .neo4j_server import ADMIN_TOOL, ManagedNeo4j, _java
+from .records import GraphRecords
+
+logger = logging.getLogger(__name__)
+
+
+def _write(path: Path, header: list[str], rows) -> int:
+    n = 0
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(header)
+        for row in rows:
+            w.writerow(row)
+            n += 1
+    return n
+
+
+def write_import_csvs(records: GraphRecords, out: Path) -> dict[str, Path]:
+    """Write node and relationship CSVs in neo4j-admin's header format. Returns files by name."""
+    out.mkdir(parents=True, exist_ok=True)
+    files = {k: out / f"{k}.csv" for k in ("users", "items", "queries", "entities", "interactions", "searched",
+                                             "relevant", "has_attribute", "related", "friend")}
+    _write(files["users"], ["id:ID(User)"], ([u["id"]] for u in records.users))
+    _write(files["items"], ["id:ID(Item)", "title", "description"],
+           ([i["id"], i.get("title", ""), i.get("description", "")] for i in records.items))
+    _write(files["queries"], ["id:ID(Query)", "text"], ([q["id"], q["text"]] for q in records.queries))
+    known = {e["id"] for e in records.entities}
+    extra = {x for t in records.triples for x in (t["head"], t["tail"]) if x not in known}
+    _write(files["entities"], ["id:ID(Entity)", "type", "name"],
+           [[e["id"], e["type"], e["name"]] for e in records.entities] + [[x, "kg", x] for x in sorted(extra)])
+    _write(files["interactions"], [":START_ID(User)", ":END_ID(Item)", "kind", "weight:float", "ts:long", "split"],
+           ([r["user"], r["item"], r.get("kind") or "interact", float(r.get("weight", 1.0)), int(r.get("ts") or 0),
+             r.get("split") or ""] for r in records.interactions))
+    _write(files["searched"], [":START_ID(User)", ":END_ID(Query)", "ts:long"],
+           ([r["user"], r["query"], r["ts"]] for r in records.user_queries))
+    _write(files["relevant"], [":START_ID(Query)", ":END_ID(Item)", "relevance:float"],
+           ([r["query"], r["item"], r["relevance"]] for r in records.query_items))
+    _write(files["has_attribute"], [":START_ID(Item)", ":END_ID(Entity)", "relation"],
+           ([r["item"], r["entity"], r["relation"]] for r in records.item_entities))
+    _write(files["related"], [":START_ID(Entity)", ":END_ID(Entity)", "relation"],
+           ([r["head"], r["tail"], r["relation"]] for r in records.triples))
+    _write(files["friend"], [":START_ID(User)", ":END_ID(User)"], ([r["user"], r["friend"]] for r in records.friends))
+    return files
+
+
+def bulk_import(records: GraphRecords, config: Neo4jConfig, workdir: Path | None = None) -> dict:
+    """Replace the managed database with ``records`` via the offline importer.
+
+    Returns:
+        Timings (csv, import, restart seconds) and the importer's summary tail.
+
+    Raises:
+        Neo4jSetupError: not a managed server, or the importer failed (its output is included).
+    """
+    from .connection import connect
+    from .schema import apply_schema
+
+    server = ManagedNeo4j(config)
+    java = _java()
+    timings: dict[str, float] = {}
+    with tempfile.TemporaryDirectory(dir=workdir) as tmp:
+        t = time.perf_counter()
+        files = write_import_csvs(records, Path(tmp))
+        timings["csv_seconds"] = round(time.perf_counter() - t, 2)
+        server.stop()
+        conf_dir = server.home / "conf"
+        if not (conf_dir / "neo4j.conf").exists():
+            server.install()
+            server._write_conf()
+        args = [java, "-cp", str(server.lib_dir / "*"), ADMIN_TOOL, "database", "import", "full", config.database,
+                "--overwrite-destination=true", "--threads=2",
+                f"--nodes=User={files['users']}", f"--nodes=Item={files['items']}",
+                f"--nodes=Query={files['queries']}", f"--nodes=Entity={files['entities']}",
+                f"--relationships=INTERACTED={files['interactions']}", f"--relationships=SEARCHED={files['searched']}",
+                f"--relationships=RELEVANT={files['relevant']}", f"--relationships=HAS_ATTRIBUTE={files['has_attribute']}",
+                f"--relationships=RELATED={files['related']}", f"--relationships=FRIEND={files['friend']}"]
+        env = {**os.environ, "NEO4J_HOME": str(server.home), "NEO4J_CONF": str(conf_dir)}
+        t = time.perf_counter()
+        proc = subprocess.run(args, capture_output=True, text=True, env=env)
+        timings["import_seconds"] = round(time.perf_counter() - t, 2)
+    t = time.perf_counter()
+    server.start()
+    with connect(config) as g:
+        apply_schema(g)
+    timings["restart_seconds"] = round(time.perf_counter() - t, 2)
+    if proc.returncode != 0:
+        raise Neo4jSetupError(f"neo4j-admin import failed:\n{(proc.stdout + proc.stderr)[-2000:]}")
+    return {**timings, "summary": proc.stdout.strip().splitlines()[-6:]}

@@ -1,0 +1,142 @@
+"""The end-to-end slice on the synthetic catalogue, against the real Neo4j server:
+ingest -> export -> encode -> train -> serve (Python and HTTP) -> write-back -> forget-user."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from kg.export import export_snapshot
+from kg.ingest import forget_user, ingest
+from kg.snapshot import Snapshot
+from kg.synthetic import SyntheticSpec, community_of_item, community_of_user, generate
+
+pytestmark = pytest.mark.neo4j
+SPEC = SyntheticSpec(num_users=400, num_items=240, num_communities=4, interactions_per_user=20, num_queries=20)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, graph_session, neo4j_config):
+    """Ingest, export, encode and train once for the whole module."""
+    from kg.schema import apply_schema, wipe
+    from kgrec.config import Config
+    from kgrec.pipeline import ensure_text_embeddings, train_model
+
+    root = tmp_path_factory.mktemp("pipeline")
+    cfg = Config(workdir=root, neo4j=neo4j_config)
+    cfg.export.out_dir = root / "snapshots"
+    cfg.train.out_dir = root / "models"
+    cfg.encoder.cache_dir = Path(__file__).resolve().parents[1] / ".kgrec" / "cache" / "text-test"
+    cfg.train.epochs = 40
+    cfg.train.lr = 0.01
+    cfg.train.batch_size = 1024
+    cfg.train.patience = 40
+    wipe(graph_session)
+    apply_schema(graph_session)
+    ingest(graph_session, generate(SPEC), cfg.ingest, progress=False)
+    snapshot = export_snapshot(graph_session, cfg.export, "slice")
+    ensure_text_embeddings(snapshot, cfg)
+    artifact = train_model(snapshot, cfg)
+    return cfg, snapshot, artifact
+
+
+def test_snapshot_matches_graph(trained):
+    _, snapshot, _ = trained
+    snap = Snapshot.load(snapshot)
+    assert snap.num_users == SPEC.num_users and snap.num_items == SPEC.num_items
+    total = sum(len(snap.splits[s]) for s in ("train", "valid", "test"))
+    assert total == snap.meta["raw_events"]  # generator emits unique pairs
+    assert {"has:category", "has:brand", "relevant", "searched"} <= set(snap.relation_types)
+    assert (snapshot / "text_embeddings.npz").is_file()
+
+
+def test_recall_far_above_random(trained):
+    _, _, artifact = trained
+    metrics = json.loads((artifact / "metrics.json").read_text())["test"]
+    random_recall = 20 / SPEC.num_items  # expected Recall@20 of a uniformly random ranking
+    assert metrics["recall@20"] > 4 * random_recall, metrics
+    assert metrics["ndcg@20"] > 0.1
+
+
+def test_planted_communities_come_back(trained):
+    from serving import Recommender
+
+    cfg, _, _ = trained
+    rec = Recommender.load(cfg.train.out_dir / "current")
+    own = total = 0
+    for user in [f"u{k}" for k in range(0, 40)]:
+        comm = community_of_user(user, SPEC)
+        recs = rec.recommend(user, k=10)
+        assert not set(r.item_id for r in recs) & set(rec.seen_items(user))
+        own += sum(community_of_item(r.item_id, SPEC) == comm for r in recs)
+        total += len(recs)
+    assert own / total > 0.7  # a random ranker gives 0.25 with 4 communities
+    assert all(r.title for r in rec.recommend("u0", k=5))
+
+
+def test_http_api(trained):
+    from fastapi.testclient import TestClient
+
+    from serving.http import create_app
+
+    cfg, _, _ = trained
+    client = TestClient(create_app(cfg.train.out_dir / "current"))
+    body = client.get("/recommend/u3", params={"k": 5}).json()
+    assert len(body["items"]) == 5 and body["model_version"]
+    assert client.get("/recommend/nobody").status_code == 404
+    assert client.get("/recommend/u3", params={"k": 0}).status_code == 422
+    cold = client.post("/recommend/cold", json={"item_ids": ["i0", "i4", "i8"], "k": 5}).json()["items"]
+    assert sum(community_of_item(r["item_id"], SPEC) == 0 for r in cold) >= 3
+
+
+def test_write_back_and_vector_index(trained, graph_session):
+    from serving import Recommender
+    from serving.writeback import write_back
+
+    cfg, _, _ = trained
+    rec = Recommender.load(cfg.train.out_dir / "current")
+    out = write_back(graph_session, rec, k=5, users=["u0", "u1"])
+    assert out["recommendations"] == 10
+    top = graph_session.driver.execute_query(
+        "MATCH (:User {id:'u0'})-[r:RECOMMENDED]->(i:Item) RETURN i.id AS id ORDER BY r.rank",
+        database_=graph_session.database).records
+    assert [r["id"] for r in top] == [r.item_id for r in rec.recommend("u0", 5)]
+    for _ in range(60):  # the vector index populates asynchronously
+        if graph_session.query("writeback/vector_index_info")[0]["state"] == "ONLINE":
+            break
+        time.sleep(0.5)
+    near = graph_session.query("serving/similar_items_vector", item_id="i0", k=5)
+    assert len(near) == 5 and "i0" not in {r["item_id"] for r in near}
+
+
+def test_killed_retrain_leaves_previous_model_serving(trained):
+    cfg, snapshot, artifact = trained
+    current = cfg.train.out_dir / "current"
+    before = current.resolve()
+    env = {**os.environ, "KGREC_TRAIN__OUT_DIR": str(cfg.train.out_dir), "KGREC_TRAIN__EPOCHS": "100000",
+           "KGREC_TRAIN__PATIENCE": "100000", "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "kgrec.cli", "train", str(snapshot)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(8)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert current.resolve() == before
+    from serving import Recommender
+
+    assert len(Recommender.load(current).recommend("u0", 3)) == 3
+
+
+def test_forget_user_removes_them_from_the_next_export(trained, graph_session, tmp_path):
+    from kgrec.config import ExportConfig
+
+    assert forget_user(graph_session, "u5")
+    assert not forget_user(graph_session, "u5")
+    snap = Snapshot.load(export_snapshot(graph_session, ExportConfig(out_dir=tmp_path), "after-forget"))
+    assert "u5" not in snap.ids["user"]
+    assert len(snap.ids["user"]) == SPEC.num_users - 1
