@@ -87,7 +87,7 @@ def bulk_import(records: GraphRecords, config: Neo4jConfig, workdir: Path | None
             server.install()
             server._write_conf()
         args = [java, "-cp", str(server.lib_dir / "*"), ADMIN_TOOL, "database", "import", "full", config.database,
-                "--overwrite-destination=true", "--threads=2",
+                "--overwrite-destination=true", "--threads=2", f"--report-file={Path(tmp) / 'import.report'}",
                 f"--nodes=User={files['users']}", f"--nodes=Item={files['items']}",
                 f"--nodes=Query={files['queries']}", f"--nodes=Entity={files['entities']}",
                 f"--relationships=INTERACTED={files['interactions']}", f"--relationships=SEARCHED={files['searched']}",

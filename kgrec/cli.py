@@ -75,7 +75,7 @@ def cmd_ingest(args: argparse.Namespace, cfg: Config) -> None:
         records = result.records
         qfile = Path(cfg.ingest.quarantine_dir) / f"{Path(args.path).name}.quarantine.jsonl"
         write_quarantine(result, qfile)
-        extra = {"reconciliation": reconciliation_json(result), "quarantine_file": str(qfile)}
+        extra = {"reconciliation": json.loads(reconciliation_json(result)), "quarantine_file": str(qfile)}
     if args.bulk:
         from kg.bulk_import import bulk_import
 

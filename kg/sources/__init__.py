@@ -1,1 +1,66 @@
-"""Readers for source formats. Each returns canonical rows (kg.records) plus quarantined rows."""
+"""Readers for source formats. Each returns canonical rows (kg.records) plus quarantined rows, as a
+:class:`kg.governance.LoadResult`; :func:`load_source` picks one by format name."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pragma: no cover
+    from kgrec.config import IngestConfig
+
+    from ..governance import LoadResult
+
+FORMATS = ("tabular", "recbole", "lightgcn", "kgat", "lastfm", "triples", "ml100k")
+
+
+def load_source(format: str, path: str | Path, mapping: str | Path | dict | None = None,
+                cfg: "IngestConfig | None" = None, *, limit: int | None = None) -> "LoadResult":
+    """Read a source through governance.
+
+    Args:
+        format: One of :data:`FORMATS`.
+        path: Data directory (or a single file for ``tabular`` / ``recbole``).
+        mapping: Mapping TOML or dict; required for ``tabular``, optional override for ``lastfm`` and
+            ``ml100k``, ignored otherwise.
+        cfg: Ingest settings (unknown-reference policy, text limit).
+        limit: Read at most this many data lines per file (slices, tests).
+
+    Returns:
+        The governed :class:`~kg.governance.LoadResult`.
+
+    Raises:
+        ValueError: unknown format, or ``tabular`` without a mapping.
+    """
+    path = Path(path)
+    if format == "tabular":
+        if mapping is None:
+            raise ValueError("format 'tabular' needs a mapping (TOML file or dict)")
+        from .tabular import read_tabular
+
+        return read_tabular(path, mapping, cfg, limit=limit)
+    if format == "recbole":
+        from .recbole import read_recbole
+
+        return read_recbole(path, cfg, limit=limit)
+    if format == "lightgcn":
+        from .lightgcn import read_lightgcn_governed
+
+        return read_lightgcn_governed(path, cfg, limit=limit)
+    if format == "kgat":
+        from .kgat import read_kgat
+
+        return read_kgat(path, cfg, limit=limit)
+    if format == "lastfm":
+        from .triples import read_lastfm
+
+        return read_lastfm(path, cfg, mapping=mapping, limit=limit)
+    if format == "triples":
+        from .triples import read_triples
+
+        link = "item_index2entity_id.txt"
+        return read_triples(path, cfg, link_file=link if (path / link).is_file() else None, limit=limit)
+    if format == "ml100k":
+        from .ml100k import read_ml100k
+
+        return read_ml100k(path, cfg, mapping=mapping, limit=limit)
+    raise ValueError(f"unknown source format {format!r}; expected one of {FORMATS}")

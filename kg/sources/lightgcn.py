@@ -5,12 +5,17 @@ Ids are already remapped to 0-based integers. The given split is kept (``split``
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 
 from ..records import GraphRecords, InteractionRow
 from ..snapshot import Interactions, Snapshot
+
+if TYPE_CHECKING:  # pragma: no cover
+    from kgrec.config import IngestConfig
+
+    from ..governance import Governor, LoadResult
 
 
 def iter_pairs(path: Path) -> Iterator[tuple[int, int, int]]:
@@ -80,3 +85,84 @@ def read_lightgcn(data_dir: str | Path, kind: str = "interact") -> GraphRecords:
     records.users = [{"id": u} for u in sorted(users, key=int)]
     records.items = [{"id": i, "title": "", "description": ""} for i in sorted(items, key=int)]
     return records
+
+
+def feed_lightgcn(gov: "Governor", data_dir: str | Path, *, kind: str = "interact", limit: int | None = None,
+                  create: bool = True) -> None:
+    """Feed a LightGCN/KGAT split into a governor, one row per (user, item) pair.
+
+    ``user_list.txt`` (``org_id remap_id``) gives the users, with ``org_id`` as a property, when
+    present; ``item_list.txt`` is read by the caller (KGAT) or here (LightGCN) when ``create`` is true.
+    Users/items without list files are declared from the pairs.
+
+    Args:
+        gov: The governor collecting rows.
+        data_dir: Directory with ``train.txt`` / ``test.txt``.
+        kind: Interaction kind of every pair.
+        limit: Read at most this many lines per file.
+        create: Read ``item_list.txt`` here (else the caller did).
+    """
+    data_dir = Path(data_dir)
+    lists = [("user_list.txt", "users")] + ([("item_list.txt", "items")] if create else [])
+    have = set()
+    for fname, node_kind in lists:
+        path = data_dir / fname
+        if not path.is_file():
+            continue
+        have.add(node_kind)
+        with path.open(encoding="utf-8", errors="replace") as fh:
+            for lineno, line in enumerate(fh, 1):
+                if limit is not None and lineno > limit + 1:
+                    break
+                tokens = line.split()
+                if not tokens or (lineno == 1 and tokens[0] == "org_id"):
+                    continue
+                if len(tokens) < 2:
+                    gov.quarantine(fname, lineno, "expected org_id remap_id", line.rstrip("\r\n"))
+                elif node_kind == "users":
+                    gov.add_user(fname, lineno, tokens, id=tokens[1], props={"org_id": tokens[0]})
+                else:
+                    gov.add_item(fname, lineno, tokens, id=tokens[1], props={"org_id": tokens[0]})
+    for split, fname in (("train", "train.txt"), ("test", "test.txt")):
+        path = data_dir / fname
+        if not path.is_file():
+            continue
+        with path.open(encoding="utf-8", errors="replace") as fh:
+            for lineno, line in enumerate(fh, 1):
+                if limit is not None and lineno > limit:
+                    break
+                tokens = line.split()
+                if not tokens:
+                    continue
+                user = tokens[0]
+                if len(tokens) == 1:
+                    continue  # a user without items in this split
+                for item in tokens[1:]:
+                    if not (user.isdigit() and item.isdigit()):
+                        gov.quarantine(fname, lineno, f"not a non-negative integer id: {user!r} {item!r}",
+                                       line.rstrip("\r\n"))
+                        continue
+                    if gov.add_interaction(fname, lineno, [user, item], user=user, item=item, kind=kind,
+                                           weight=1.0, ts=0, split=split):
+                        if "users" not in have:
+                            gov.declare("users", user)
+                        if create and "items" not in have:
+                            gov.declare("items", item)
+
+
+def read_lightgcn_governed(data_dir: str | Path, cfg: "IngestConfig | None" = None, *,
+                           kind: str = "interact", limit: int | None = None) -> "LoadResult":
+    """Read a LightGCN split through governance (the given train/test split is kept).
+
+    Args:
+        data_dir: Directory with ``train.txt``, ``test.txt`` and optionally ``user_list.txt`` /
+            ``item_list.txt``.
+        cfg: Ingest settings.
+        kind: Interaction kind of every pair.
+        limit: Read at most this many lines per file.
+    """
+    from ..governance import Governor
+
+    gov = Governor(cfg)
+    feed_lightgcn(gov, data_dir, kind=kind, limit=limit)
+    return gov.finish()

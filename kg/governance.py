@@ -1,0 +1,595 @@
+"""Row-level data governance: validate, normalise, deduplicate and reconcile source rows.
+
+Every reader in :mod:`kg.sources` feeds raw rows into a :class:`Governor`, which returns a
+:class:`LoadResult`: canonical :class:`~kg.records.GraphRecords`, the quarantined rows (each with its
+source file, line, reason and raw row) and a per-file reconciliation report where always
+``read == loaded + quarantined + deduplicated``.
+
+Rules applied to each candidate row:
+
+- required fields present; ids are non-empty strings after Unicode NFKC and whitespace strip
+  (integers are accepted and stringified; ids are lowercased only when a mapping asks for it);
+- weights/ratings/relevances are finite numbers ``>= 0`` (default ``1.0`` when absent);
+- timestamps are unix seconds or ISO 8601 (empty means unknown, stored as ``0``);
+- text is NFKC-normalised, whitespace collapsed and truncated to ``max_text_chars``
+  (truncation is recorded in :attr:`LoadResult.truncated`, the row is kept);
+- a node id seen twice: the later row is merged into the first (blank fields filled) and counted as
+  deduplicated; an edge seen twice (interaction key ``(user, item, kind, ts)``) is deduplicated;
+- an edge naming an unknown user/item/entity/query is quarantined or the node is created,
+  per ``IngestConfig.unknown_reference`` (KG triples always create their entities, type ``kg``);
+- relation names, interaction kinds, entity types and property names must match
+  ``^[A-Za-z0-9_.:\\-]{1,100}$`` (property names: an identifier). They are stored as property values
+  by the write path, never as labels or relationship types, so Cypher-looking text is only data.
+
+A row produced from a file counts once in that file's ``read``; a line that yields several rows (a
+LightGCN line with many items, a ``u.item`` line with its genre links) counts each row.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+import unicodedata
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .records import GraphRecords
+
+if TYPE_CHECKING:  # pragma: no cover
+    from kgrec.config import IngestConfig
+
+logger = logging.getLogger(__name__)
+
+NAME_RE = re.compile(r"^[A-Za-z0-9_.:\-]{1,100}$")
+PROP_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+RESERVED_PROPS = frozenset({"id", "title", "description", "type", "name", "text"})
+SPLITS = ("", "train", "valid", "test")
+MAX_ID_CHARS = 1000
+MAX_RAW_CHARS = 4096
+POLICIES = ("quarantine", "create")
+
+
+class GovernanceError(ValueError):
+    """A value fails a governance rule (the message is the quarantine reason)."""
+
+
+@dataclass
+class LoadResult:
+    """What one governed load produced.
+
+    Attributes:
+        records: Canonical rows that passed every rule (the write path's input).
+        quarantine: Rejected rows, each ``{"source", "line", "reason", "raw"}``.
+        report: Per source file ``{"read", "loaded", "quarantined", "deduplicated"}``.
+        truncated: Texts cut to ``max_text_chars``: ``{"source", "line", "field", "chars"}``.
+        created: Nodes created for unknown references (``unknown_reference='create'``) per kind.
+    """
+
+    records: GraphRecords = field(default_factory=GraphRecords)
+    quarantine: list[dict] = field(default_factory=list)
+    report: dict[str, dict[str, int]] = field(default_factory=dict)
+    truncated: list[dict] = field(default_factory=list)
+    created: dict[str, int] = field(default_factory=dict)
+
+    def totals(self) -> dict[str, int]:
+        """Report counts summed over all files."""
+        out = {"read": 0, "loaded": 0, "quarantined": 0, "deduplicated": 0}
+        for counts in self.report.values():
+            for k in out:
+                out[k] += counts.get(k, 0)
+        return out
+
+    def reconciles(self) -> bool:
+        """True when every file satisfies ``read == loaded + quarantined + deduplicated``."""
+        return all(c["read"] == c["loaded"] + c["quarantined"] + c["deduplicated"] for c in self.report.values())
+
+
+# --------------------------------------------------------------------------- value rules
+
+
+def normalize_text(value: Any, max_chars: int | None = None) -> tuple[str, bool]:
+    """NFKC-normalise, collapse whitespace and truncate.
+
+    Args:
+        value: Text (``None`` becomes ``""``; other scalars are stringified).
+        max_chars: Maximum length kept, or ``None`` for no limit.
+
+    Returns:
+        ``(text, truncated)``.
+    """
+    if value is None:
+        return "", False
+    text = " ".join(unicodedata.normalize("NFKC", str(value)).split())
+    if max_chars is not None and len(text) > max_chars:
+        return text[:max_chars], True
+    return text, False
+
+
+def normalize_id(value: Any, what: str = "id", lowercase: bool = False) -> str:
+    """Validate and normalise an external id (NFKC, whitespace strip, optional lowercase).
+
+    Raises:
+        GovernanceError: missing, empty, too long, or not a string/integer.
+    """
+    if value is None:
+        raise GovernanceError(f"missing {what}")
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise GovernanceError(f"{what} must be a string or integer, got {type(value).__name__}")
+    text = unicodedata.normalize("NFKC", str(value)).strip()
+    if not text:
+        raise GovernanceError(f"empty {what}")
+    if len(text) > MAX_ID_CHARS:
+        raise GovernanceError(f"{what} longer than {MAX_ID_CHARS} characters")
+    if any(unicodedata.category(c) == "Cc" for c in text):
+        raise GovernanceError(f"{what} contains control characters")
+    return text.lower() if lowercase else text
+
+
+def check_name(value: Any, what: str = "relation") -> str:
+    """Validate a relation name / kind / entity type against ``^[A-Za-z0-9_.:\\-]{1,100}$``.
+
+    Raises:
+        GovernanceError: the name does not match (it would never become a label or type anyway).
+    """
+    if not isinstance(value, str):
+        raise GovernanceError(f"{what} must be a string, got {type(value).__name__}")
+    name = unicodedata.normalize("NFKC", value).strip()
+    if not NAME_RE.match(name):
+        raise GovernanceError(f"invalid {what} name {_clip(repr(name), 120)}: must match {NAME_RE.pattern}")
+    return name
+
+
+def parse_number(value: Any, what: str = "weight", default: float | None = 1.0) -> float:
+    """Parse a finite, non-negative number.
+
+    Raises:
+        GovernanceError: not a number, NaN, infinite or negative (or missing without a default).
+    """
+    if value is None or (isinstance(value, str) and not value.strip()):
+        if default is None:
+            raise GovernanceError(f"missing {what}")
+        return float(default)
+    if isinstance(value, bool):
+        raise GovernanceError(f"{what} must be a number, got bool")
+    try:
+        number = float(value.strip() if isinstance(value, str) else value)
+    except (TypeError, ValueError):
+        raise GovernanceError(f"{what} is not a number: {_clip(repr(value), 80)}") from None
+    if math.isnan(number):
+        raise GovernanceError(f"{what} is NaN")
+    if math.isinf(number):
+        raise GovernanceError(f"{what} is infinite")
+    if number < 0:
+        raise GovernanceError(f"{what} is negative ({number:g})")
+    return number
+
+
+def parse_timestamp(value: Any) -> int:
+    """Parse unix seconds (int, float or numeric string) or ISO 8601 into integer unix seconds.
+
+    ``None`` or an empty string means unknown and gives ``0``. Naive ISO times are taken as UTC.
+
+    Raises:
+        GovernanceError: anything else.
+    """
+    if value is None:
+        return 0
+    if isinstance(value, bool):
+        raise GovernanceError("timestamp must be a number or ISO 8601 string, got bool")
+    if isinstance(value, (int, float)):
+        if not math.isfinite(value):
+            raise GovernanceError(f"timestamp is not finite ({value})")
+        return int(value)
+    if not isinstance(value, str):
+        raise GovernanceError(f"timestamp has unsupported type {type(value).__name__}")
+    text = value.strip()
+    if not text:
+        return 0
+    try:
+        number = float(text)
+    except ValueError:
+        number = None
+    if number is not None:
+        if not math.isfinite(number):
+            raise GovernanceError(f"timestamp is not finite ({text})")
+        return int(number)
+    iso = text[:-1] + "+00:00" if text.endswith(("Z", "z")) else text
+    try:
+        dt = datetime.fromisoformat(iso)
+    except ValueError:
+        raise GovernanceError(f"unparseable timestamp {_clip(repr(text), 80)}") from None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=timezone.utc)
+    return int(dt.timestamp())
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit] + f"...(+{len(text) - limit} chars)"
+
+
+def _clip_raw(raw: Any) -> Any:
+    """Keep quarantined raw rows bounded and JSON-friendly."""
+    if isinstance(raw, str):
+        return _clip(raw, MAX_RAW_CHARS)
+    if isinstance(raw, dict):
+        return {str(k): _clip_raw(v) for k, v in raw.items()}
+    if isinstance(raw, (list, tuple)):
+        return [_clip_raw(v) for v in raw]
+    if isinstance(raw, bytes):
+        return _clip(raw.decode("utf-8", errors="replace"), MAX_RAW_CHARS)
+    if raw is None or isinstance(raw, (int, float, bool)):
+        return raw
+    return _clip(str(raw), MAX_RAW_CHARS)
+
+
+# --------------------------------------------------------------------------- the governor
+
+
+@dataclass
+class _Edge:
+    kind: str
+    row: dict
+    source: str
+    line: int
+    raw: Any
+
+
+_EDGE_ENDPOINTS: dict[str, tuple[tuple[str, str], ...]] = {
+    # records field -> ((row key, node kind), ...) checked for referential integrity
+    "interactions": (("user", "users"), ("item", "items")),
+    "user_queries": (("user", "users"), ("query", "queries")),
+    "query_items": (("query", "queries"), ("item", "items")),
+    "item_entities": (("item", "items"), ("entity", "entities")),
+    "friends": (("user", "users"), ("friend", "users")),
+    "triples": (),
+}
+_NODE_KINDS = ("users", "items", "queries", "entities")
+_SINGULAR = {"users": "user", "items": "item", "queries": "query", "entities": "entity"}
+
+
+class Governor:
+    """Accumulates governed rows from one or more source files; :meth:`finish` returns the result.
+
+    Each ``add_*`` method takes the source file name, line number and raw row (kept for the
+    quarantine) plus the row's fields, and returns ``True`` when the row was accepted for now
+    (references are resolved in :meth:`finish`, since files may come in any order).
+
+    Args:
+        cfg: Ingest settings (``unknown_reference``, ``max_text_chars``); defaults when ``None``.
+    """
+
+    def __init__(self, cfg: "IngestConfig | None" = None) -> None:
+        if cfg is None:
+            from kgrec.config import IngestConfig
+
+            cfg = IngestConfig()
+        if cfg.unknown_reference not in POLICIES:
+            raise ValueError(f"unknown_reference must be one of {POLICIES}, got {cfg.unknown_reference!r}")
+        self.policy: str = cfg.unknown_reference
+        self.max_text_chars: int = int(cfg.max_text_chars)
+        self._nodes: dict[str, dict[str, dict]] = {k: {} for k in _NODE_KINDS}
+        self._node_source: dict[str, dict[str, str]] = {k: {} for k in _NODE_KINDS}
+        self._edges: list[_Edge] = []
+        self._declared: dict[str, set[str]] = {k: set() for k in _NODE_KINDS}
+        self._edge_keys: set[tuple] = set()
+        self._result = LoadResult()
+
+    # ---------------------------------------------------------------- bookkeeping
+
+    def _count(self, source: str, key: str, n: int = 1) -> None:
+        counts = self._result.report.setdefault(
+            source, {"read": 0, "loaded": 0, "quarantined": 0, "deduplicated": 0})
+        counts[key] += n
+
+    def quarantine(self, source: str, line: int, reason: str, raw: Any) -> bool:
+        """Record a row that was read but rejected. Returns ``False`` (for ``return`` chaining)."""
+        self._count(source, "read")
+        self._quarantine(source, line, reason, raw)
+        return False
+
+    def _quarantine(self, source: str, line: int, reason: str, raw: Any) -> None:
+        self._count(source, "quarantined")
+        self._result.quarantine.append({"source": source, "line": line, "reason": reason, "raw": _clip_raw(raw)})
+
+    def _text(self, value: Any, source: str, line: int, fieldname: str) -> str:
+        text, cut = normalize_text(value, self.max_text_chars)
+        if cut:
+            self._result.truncated.append({"source": source, "line": line, "field": fieldname,
+                                           "chars": len(normalize_text(value)[0])})
+        return text
+
+    def _props(self, props: dict | None, source: str, line: int) -> dict:
+        out: dict[str, Any] = {}
+        for key, value in (props or {}).items():
+            if not isinstance(key, str) or not PROP_RE.match(key) or key in RESERVED_PROPS:
+                raise GovernanceError(f"invalid property name {_clip(repr(key), 80)}")
+            if value is None or (isinstance(value, str) and not value.strip()):
+                continue
+            if isinstance(value, bool) or isinstance(value, int):
+                out[key] = value
+            elif isinstance(value, float):
+                if not math.isfinite(value):
+                    raise GovernanceError(f"property {key} is not finite")
+                out[key] = value
+            elif isinstance(value, str):
+                out[key] = self._text(value, source, line, key)
+            else:
+                raise GovernanceError(f"property {key} has unsupported type {type(value).__name__}")
+        return out
+
+    def _add_node(self, kind: str, row: dict, source: str) -> bool:
+        self._count(source, "read")
+        nodes = self._nodes[kind]
+        first = nodes.get(row["id"])
+        if first is None:
+            nodes[row["id"]] = row
+            self._node_source[kind][row["id"]] = source
+            return True
+        for key, value in row.items():  # later rows fill what the first left blank
+            if key == "props":
+                merged = dict(value)
+                merged.update(first.get("props") or {})
+                if merged:
+                    first["props"] = merged
+            elif value not in ("", None) and first.get(key) in ("", None):
+                first[key] = value
+        self._count(source, "deduplicated")
+        return False
+
+    def _add_edge(self, kind: str, row: dict, key: tuple, source: str, line: int, raw: Any) -> bool:
+        self._count(source, "read")
+        if key in self._edge_keys:
+            self._count(source, "deduplicated")
+            return False
+        self._edge_keys.add(key)
+        self._edges.append(_Edge(kind, row, source, line, raw))
+        return True
+
+    # ---------------------------------------------------------------- nodes
+
+    def add_user(self, source: str, line: int, raw: Any, *, id: Any, props: dict | None = None,
+                 lowercase: bool = False) -> bool:
+        """Add a user node row."""
+        try:
+            row: dict = {"id": normalize_id(id, "user id", lowercase)}
+            p = self._props(props, source, line)
+            if p:
+                row["props"] = p
+        except GovernanceError as e:
+            return self.quarantine(source, line, str(e), raw)
+        return self._add_node("users", row, source)
+
+    def add_item(self, source: str, line: int, raw: Any, *, id: Any, title: Any = None,
+                 description: Any = None, props: dict | None = None, lowercase: bool = False) -> bool:
+        """Add an item node row (title and description are governed text)."""
+        try:
+            row: dict = {"id": normalize_id(id, "item id", lowercase),
+                         "title": self._text(title, source, line, "title"),
+                         "description": self._text(description, source, line, "description")}
+            p = self._props(props, source, line)
+            if p:
+                row["props"] = p
+        except GovernanceError as e:
+            return self.quarantine(source, line, str(e), raw)
+        return self._add_node("items", row, source)
+
+    def add_entity(self, source: str, line: int, raw: Any, *, id: Any, type: Any, name: Any = None,
+                   lowercase: bool = False) -> bool:
+        """Add an entity node row (attribute value or KG entity; ``type`` is a checked name)."""
+        try:
+            eid = normalize_id(id, "entity id", lowercase)
+            row = {"id": eid, "type": check_name(type, "entity type"),
+                   "name": self._text(eid if name is None else name, source, line, "name")}
+        except GovernanceError as e:
+            return self.quarantine(source, line, str(e), raw)
+        return self._add_node("entities", row, source)
+
+    def add_query(self, source: str, line: int, raw: Any, *, id: Any, text: Any) -> bool:
+        """Add a query node row."""
+        try:
+            row = {"id": normalize_id(id, "query id"), "text": self._text(text, source, line, "text")}
+        except GovernanceError as e:
+            return self.quarantine(source, line, str(e), raw)
+        return self._add_node("queries", row, source)
+
+    def declare(self, kind: str, id: Any, lowercase: bool = False) -> None:
+        """Declare that a user/item/entity/query exists without a row of its own (for example the
+        users of an event log). Materialised in :meth:`finish` when no row adds it; counted in
+        :attr:`LoadResult.created`, not in any file's ``read``. Invalid ids are ignored here (the
+        edge naming them is quarantined)."""
+        try:
+            self._declared[kind].add(normalize_id(id, kind, lowercase))
+        except GovernanceError:
+            pass
+
+    # ---------------------------------------------------------------- edges
+
+    def add_interaction(self, source: str, line: int, raw: Any, *, user: Any, item: Any,
+                        kind: Any = "interact", weight: Any = None, ts: Any = None, split: Any = "",
+                        lowercase: bool = False) -> bool:
+        """Add a user-item event; duplicates of ``(user, item, kind, ts)`` are deduplicated."""
+        try:
+            row = {"user": normalize_id(user, "user id", lowercase),
+                   "item": normalize_id(item, "item id", lowercase),
+                   "kind": check_name(kind, "interaction kind"),
+                   "weight": parse_number(weight, "weight"),
+                   "ts": parse_timestamp(ts),
+                   "split": "" if split is None else str(split).strip()}
+            if row["split"] not in SPLITS:
+                raise GovernanceError(f"unknown split {_clip(repr(split), 40)} (expected train/valid/test)")
+        except GovernanceError as e:
+            return self.quarantine(source, line, str(e), raw)
+        key = ("i", row["user"], row["item"], row["kind"], row["ts"])
+        return self._add_edge("interactions", row, key, source, line, raw)
+
+    def add_user_query(self, source: str, line: int, raw: Any, *, user: Any, query: Any, ts: Any = None) -> bool:
+        """Add a user-searched-query edge."""
+        try:
+            row = {"user": normalize_id(user, "user id"), "query": normalize_id(query, "query id"),
+                   "ts": parse_timestamp(ts)}
+        except GovernanceError as e:
+            return self.quarantine(source, line, str(e), raw)
+        return self._add_edge("user_queries", row, ("uq", row["user"], row["query"], row["ts"]), source, line, raw)
+
+    def add_query_item(self, source: str, line: int, raw: Any, *, query: Any, item: Any,
+                       relevance: Any = None) -> bool:
+        """Add a query-relevant-item edge."""
+        try:
+            row = {"query": normalize_id(query, "query id"), "item": normalize_id(item, "item id"),
+                   "relevance": parse_number(relevance, "relevance")}
+        except GovernanceError as e:
+            return self.quarantine(source, line, str(e), raw)
+        return self._add_edge("query_items", row, ("qi", row["query"], row["item"]), source, line, raw)
+
+    def add_item_entity(self, source: str, line: int, raw: Any, *, item: Any, entity: Any, relation: Any,
+                        lowercase: bool = False) -> bool:
+        """Add an item-attribute edge; ``relation`` is a checked name stored as a property."""
+        try:
+            row = {"item": normalize_id(item, "item id", lowercase),
+                   "entity": normalize_id(entity, "entity id", lowercase),
+                   "relation": check_name(relation, "relation")}
+        except GovernanceError as e:
+            return self.quarantine(source, line, str(e), raw)
+        key = ("ie", row["item"], row["entity"], row["relation"])
+        return self._add_edge("item_entities", row, key, source, line, raw)
+
+    def add_triple(self, source: str, line: int, raw: Any, *, head: Any, relation: Any, tail: Any,
+                   lowercase: bool = False) -> bool:
+        """Add a KG triple; unseen head/tail entities are created with type ``kg``."""
+        try:
+            row = {"head": normalize_id(head, "head id", lowercase),
+                   "relation": check_name(relation, "relation"),
+                   "tail": normalize_id(tail, "tail id", lowercase)}
+        except GovernanceError as e:
+            return self.quarantine(source, line, str(e), raw)
+        return self._add_edge("triples", row, ("t", row["head"], row["relation"], row["tail"]), source, line, raw)
+
+    def add_friend(self, source: str, line: int, raw: Any, *, user: Any, friend: Any) -> bool:
+        """Add a directed user-user friend edge (self-loops are quarantined)."""
+        try:
+            row = {"user": normalize_id(user, "user id"), "friend": normalize_id(friend, "friend id")}
+            if row["user"] == row["friend"]:
+                raise GovernanceError("user is their own friend")
+        except GovernanceError as e:
+            return self.quarantine(source, line, str(e), raw)
+        return self._add_edge("friends", row, ("f", row["user"], row["friend"]), source, line, raw)
+
+    # ---------------------------------------------------------------- result
+
+    def _create(self, kind: str, node_id: str) -> None:
+        if kind == "users":
+            row: dict = {"id": node_id}
+        elif kind == "items":
+            row = {"id": node_id, "title": "", "description": ""}
+        elif kind == "entities":
+            row = {"id": node_id, "type": "kg", "name": node_id}
+        else:
+            row = {"id": node_id, "text": ""}
+        self._nodes[kind][node_id] = row
+        self._result.created[kind] = self._result.created.get(kind, 0) + 1
+
+    def finish(self) -> LoadResult:
+        """Resolve references, fill the records and return the :class:`LoadResult`.
+
+        The governor must not be used after this call.
+        """
+        res = self._result
+        nodes = self._nodes
+        accepted: list[_Edge] = []
+        for kind, ids in self._declared.items():
+            for node_id in sorted(ids - nodes[kind].keys()):
+                self._create(kind, node_id)
+        for edge in self._edges:  # KG triples define their entities (before links are checked)
+            if edge.kind == "triples":
+                for end in ("head", "tail"):
+                    if edge.row[end] not in nodes["entities"]:
+                        self._create("entities", edge.row[end])
+        for edge in self._edges:
+            if edge.kind == "triples":
+                accepted.append(edge)
+                continue
+            missing = [(key, kind) for key, kind in _EDGE_ENDPOINTS[edge.kind] if edge.row[key] not in nodes[kind]]
+            if missing and self.policy == "quarantine":
+                reason = "; ".join(f"unknown {_SINGULAR[kind]} {edge.row[key]!r}" for key, kind in missing)
+                self._quarantine(edge.source, edge.line, reason, edge.raw)
+                continue
+            for key, kind in missing:
+                if edge.row[key] not in nodes[kind]:
+                    self._create(kind, edge.row[key])
+            accepted.append(edge)
+        for kind in _NODE_KINDS:
+            getattr(res.records, kind).extend(nodes[kind].values())
+            for src in self._node_source[kind].values():
+                self._count(src, "loaded")
+        for edge in accepted:
+            getattr(res.records, edge.kind).append(edge.row)
+            self._count(edge.source, "loaded")
+        if res.quarantine:
+            logger.info("governance: %d rows quarantined, %d loaded", len(res.quarantine),
+                        res.totals()["loaded"])
+        return res
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def govern_records(records: GraphRecords, cfg: "IngestConfig | None" = None,
+                   source: str = "records") -> LoadResult:
+    """Run already-built canonical rows (a generator's or an ungoverned reader's) through governance.
+
+    Args:
+        records: Rows to check.
+        cfg: Ingest settings.
+        source: Name used as the ``source`` of every row in the report and quarantine.
+
+    Returns:
+        The governed :class:`LoadResult` (line numbers are row positions within each kind).
+    """
+    gov = Governor(cfg)
+    for n, r in enumerate(records.users, 1):
+        gov.add_user(source, n, r, id=r.get("id"), props=r.get("props"))
+    for n, r in enumerate(records.items, 1):
+        gov.add_item(source, n, r, id=r.get("id"), title=r.get("title"), description=r.get("description"),
+                     props=r.get("props"))
+    for n, r in enumerate(records.queries, 1):
+        gov.add_query(source, n, r, id=r.get("id"), text=r.get("text"))
+    for n, r in enumerate(records.entities, 1):
+        gov.add_entity(source, n, r, id=r.get("id"), type=r.get("type"), name=r.get("name"))
+    for n, r in enumerate(records.interactions, 1):
+        gov.add_interaction(source, n, r, user=r.get("user"), item=r.get("item"), kind=r.get("kind", "interact"),
+                            weight=r.get("weight"), ts=r.get("ts"), split=r.get("split", ""))
+    for n, r in enumerate(records.user_queries, 1):
+        gov.add_user_query(source, n, r, user=r.get("user"), query=r.get("query"), ts=r.get("ts"))
+    for n, r in enumerate(records.query_items, 1):
+        gov.add_query_item(source, n, r, query=r.get("query"), item=r.get("item"), relevance=r.get("relevance"))
+    for n, r in enumerate(records.item_entities, 1):
+        gov.add_item_entity(source, n, r, item=r.get("item"), entity=r.get("entity"), relation=r.get("relation"))
+    for n, r in enumerate(records.triples, 1):
+        gov.add_triple(source, n, r, head=r.get("head"), relation=r.get("relation"), tail=r.get("tail"))
+    for n, r in enumerate(records.friends, 1):
+        gov.add_friend(source, n, r, user=r.get("user"), friend=r.get("friend"))
+    return gov.finish()
+
+
+def write_quarantine(result: LoadResult, path: str | Path) -> Path:
+    """Write the quarantined rows as JSON Lines (one ``{"source","line","reason","raw"}`` a line).
+
+    Returns:
+        The path written (parent directories are created).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as fh:
+        for entry in result.quarantine:
+            fh.write(json.dumps(entry, ensure_ascii=False, default=str) + "\n")
+    return path
+
+
+def reconciliation_json(result: LoadResult) -> str:
+    """The reconciliation report as a JSON string (per file, totals, created nodes, truncations)."""
+    return json.dumps({"files": result.report, "totals": result.totals(), "reconciles": result.reconciles(),
+                       "created": result.created, "truncated": len(result.truncated),
+                       "records": result.records.counts()}, indent=2, sort_keys=True)

@@ -1,0 +1,137 @@
+"""Data-quality summary of canonical rows or an exported snapshot: degree distributions, sparsity,
+cold users/items, text coverage; plus log-log degree histograms."""
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .records import GraphRecords
+from .snapshot import Snapshot
+
+logger = logging.getLogger(__name__)
+
+
+def _degrees(data: GraphRecords | Snapshot) -> tuple[np.ndarray, np.ndarray]:
+    """Interaction counts per user and per item (nodes without interactions count 0)."""
+    if isinstance(data, Snapshot):
+        n_u, n_i = data.num_users, data.num_items
+        users = np.concatenate([s.user for s in data.splits.values()] or [np.zeros(0, np.int64)]).astype(np.int64)
+        items = np.concatenate([s.item for s in data.splits.values()] or [np.zeros(0, np.int64)]).astype(np.int64)
+        return np.bincount(users, minlength=n_u), np.bincount(items, minlength=n_i)
+    u_count = Counter(r["user"] for r in data.interactions)
+    i_count = Counter(r["item"] for r in data.interactions)
+    user_ids = {r["id"] for r in data.users} | set(u_count)
+    item_ids = {r["id"] for r in data.items} | set(i_count)
+    return (np.fromiter((u_count.get(u, 0) for u in user_ids), np.int64, len(user_ids)),
+            np.fromiter((i_count.get(i, 0) for i in item_ids), np.int64, len(item_ids)))
+
+
+def _stats(deg: np.ndarray) -> dict[str, float]:
+    if deg.size == 0:
+        return {"min": 0, "max": 0, "mean": 0.0, "median": 0.0, "p90": 0.0, "zero": 0}
+    return {"min": int(deg.min()), "max": int(deg.max()), "mean": float(deg.mean()),
+            "median": float(np.median(deg)), "p90": float(np.percentile(deg, 90)), "zero": int((deg == 0).sum())}
+
+
+def _gini(deg: np.ndarray) -> float:
+    """Gini coefficient of a degree distribution (0 = even, 1 = one node takes everything)."""
+    if deg.size == 0 or deg.sum() == 0:
+        return 0.0
+    x = np.sort(deg.astype(np.float64))
+    n = x.size
+    return float((2 * np.arange(1, n + 1) - n - 1).dot(x) / (n * x.sum()))
+
+
+def quality_summary(data: GraphRecords | Snapshot, cold_threshold: int = 5) -> dict[str, Any]:
+    """Summarise the quality of a graph's interaction data.
+
+    Args:
+        data: Canonical rows or a snapshot (all splits counted).
+        cold_threshold: Users/items with fewer interactions than this are "cold".
+
+    Returns:
+        A JSON-friendly dict: node and interaction counts, density and sparsity, degree statistics of
+        users and items (min/max/mean/median/p90/zero, item popularity Gini), cold counts and
+        fractions, text coverage of items (non-empty title/description), entity types and relation
+        counts.
+    """
+    u_deg, i_deg = _degrees(data)
+    n_u, n_i = int(u_deg.size), int(i_deg.size)
+    if isinstance(data, Snapshot):
+        n_inter = int(sum(len(s) for s in data.splits.values()))
+        titles = list(data.item_titles)
+        descriptions = list(data.item_descriptions)
+        entity_types = dict(Counter(data.entity_types))
+        relations = {r: int(e.shape[1]) for r, e in data.relations.items()}
+    else:
+        n_inter = len(data.interactions)
+        titles = [r.get("title") or "" for r in data.items]
+        descriptions = [r.get("description") or "" for r in data.items]
+        entity_types = dict(Counter(r["type"] for r in data.entities))
+        relations = dict(Counter(r["relation"] for r in data.item_entities))
+        for name, count in Counter(r["relation"] for r in data.triples).items():
+            relations[name] = relations.get(name, 0) + count
+        if data.friends:
+            relations["friend"] = len(data.friends)
+    pairs = n_u * n_i
+    density = n_inter / pairs if pairs else 0.0
+    n_titles = len(titles)
+    return {
+        "users": n_u, "items": n_i, "interactions": n_inter,
+        "density": density, "sparsity": 1.0 - density if pairs else 1.0,
+        "user_degree": _stats(u_deg), "item_degree": {**_stats(i_deg), "gini": _gini(i_deg)},
+        "cold_threshold": cold_threshold,
+        "cold_users": int((u_deg < cold_threshold).sum()), "cold_items": int((i_deg < cold_threshold).sum()),
+        "cold_user_fraction": float((u_deg < cold_threshold).mean()) if n_u else 0.0,
+        "cold_item_fraction": float((i_deg < cold_threshold).mean()) if n_i else 0.0,
+        "text_coverage": {
+            "title": sum(1 for t in titles if t.strip()) / n_titles if n_titles else 0.0,
+            "description": sum(1 for t in descriptions if t.strip()) / n_titles if n_titles else 0.0,
+            "any": sum(1 for t, d in zip(titles, descriptions) if t.strip() or d.strip()) / n_titles
+            if n_titles else 0.0,
+        },
+        "entity_types": entity_types,
+        "relations": relations,
+    }
+
+
+def plot_degree_histograms(data: GraphRecords | Snapshot, path: str | Path, title: str | None = None) -> Path:
+    """Save log-log histograms of user and item degrees (number of nodes per degree).
+
+    Args:
+        data: Canonical rows or a snapshot.
+        path: Image path (format from the suffix, e.g. ``.png``); parent directories are created.
+        title: Figure title.
+
+    Returns:
+        The path written.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    u_deg, i_deg = _degrees(data)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, deg, name in ((axes[0], u_deg, "users"), (axes[1], i_deg, "items")):
+        positive = deg[deg > 0]
+        if positive.size:
+            values, counts = np.unique(positive, return_counts=True)
+            ax.scatter(values, counts, s=6)
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+        ax.set_xlabel("degree (interactions)")
+        ax.set_ylabel(f"number of {name}")
+        ax.set_title(f"{name}: {deg.size} ({int((deg == 0).sum())} with degree 0)")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

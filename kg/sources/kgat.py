@@ -1,0 +1,95 @@
+"""KGAT format: ``train.txt``/``test.txt`` (``user item item ...``), ``kg_final.txt`` (``h r t``),
+``item_list.txt`` (``org_id remap_id freebase_id``), ``entity_list.txt`` (``org_id remap_id``),
+``relation_list.txt`` (``org_id remap_id``).
+
+The given split is kept. Items are ids ``0..n_items-1`` and KGAT numbers item ``i`` as entity ``i``,
+so each item is linked to entity ``kg:i`` with relation ``same_as``. Relation names are the last path
+segment of the relation's original id (``http://.../film.film.genre`` -> ``film.film.genre``), or
+``r<id>`` without ``relation_list.txt``.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ..governance import Governor, LoadResult
+from .lightgcn import feed_lightgcn
+
+if TYPE_CHECKING:  # pragma: no cover
+    from kgrec.config import IngestConfig
+
+logger = logging.getLogger(__name__)
+
+
+def _read_list(path: Path, limit: int | None = None) -> list[tuple[int, list[str]]]:
+    out = []
+    with path.open(encoding="utf-8", errors="replace") as fh:
+        for lineno, line in enumerate(fh, 1):
+            tokens = line.split()
+            if lineno == 1 and tokens and tokens[0] == "org_id":
+                continue
+            if tokens:
+                out.append((lineno, tokens))
+    return out
+
+
+def relation_name(org_id: str) -> str:
+    """Relation name from an original relation id (last URL path segment, ``#`` fragment dropped)."""
+    return org_id.rstrip("/").rsplit("/", 1)[-1].rsplit("#", 1)[-1]
+
+
+def read_kgat(data_dir: str | Path, cfg: "IngestConfig | None" = None, *, kind: str = "interact",
+              limit: int | None = None) -> LoadResult:
+    """Read a KGAT dataset directory through governance.
+
+    Args:
+        data_dir: Directory with the KGAT files (``kg_final.txt`` and the lists are optional).
+        cfg: Ingest settings.
+        kind: Interaction kind given to every pair.
+        limit: Read at most this many lines per file.
+    """
+    data_dir = Path(data_dir)
+    gov = Governor(cfg)
+    item_list = data_dir / "item_list.txt"
+    if item_list.is_file():
+        for lineno, tokens in _read_list(item_list)[:limit]:
+            if len(tokens) < 2:
+                gov.quarantine(item_list.name, lineno, "expected org_id remap_id [freebase_id]", " ".join(tokens))
+                continue
+            props = {"org_id": tokens[0]}
+            gov.add_item(item_list.name, lineno, tokens, id=tokens[1], props=props)
+            gov.add_entity(item_list.name, lineno, tokens, id=f"kg:{tokens[1]}", type="kg",
+                           name=tokens[2] if len(tokens) > 2 else tokens[0])
+            gov.add_item_entity(item_list.name, lineno, tokens, item=tokens[1], entity=f"kg:{tokens[1]}",
+                                relation="same_as")
+    entity_list = data_dir / "entity_list.txt"
+    if entity_list.is_file():
+        for lineno, tokens in _read_list(entity_list)[:limit]:
+            if len(tokens) < 2:
+                gov.quarantine(entity_list.name, lineno, "expected org_id remap_id", " ".join(tokens))
+                continue
+            gov.add_entity(entity_list.name, lineno, tokens, id=f"kg:{tokens[1]}", type="kg", name=tokens[0])
+    relations: dict[str, str] = {}
+    rel_list = data_dir / "relation_list.txt"
+    if rel_list.is_file():
+        for _, tokens in _read_list(rel_list):
+            if len(tokens) >= 2:
+                relations[tokens[1]] = relation_name(tokens[0])
+    kg = data_dir / "kg_final.txt"
+    if kg.is_file():
+        with kg.open(encoding="utf-8", errors="replace") as fh:
+            for lineno, line in enumerate(fh, 1):
+                if limit is not None and lineno > limit:
+                    break
+                tokens = line.split()
+                if not tokens:
+                    continue
+                if len(tokens) != 3:
+                    gov.quarantine(kg.name, lineno, f"expected 3 fields, got {len(tokens)}", line.rstrip("\r\n"))
+                    continue
+                h, r, t = tokens
+                gov.add_triple(kg.name, lineno, tokens, head=f"kg:{h}", relation=relations.get(r, f"r{r}"),
+                               tail=f"kg:{t}")
+    feed_lightgcn(gov, data_dir, kind=kind, limit=limit, create=not item_list.is_file())
+    return gov.finish()

@@ -1,0 +1,142 @@
+"""RecBole atomic files: ``<name>.inter``, ``.user``, ``.item``, ``.kg``, ``.link``.
+
+Each file is tab separated with a header of ``field:type`` tokens (types ``token``, ``token_seq``,
+``float``, ``float_seq``). ``token_seq`` fields are split on spaces. Fields are recognised by their
+RecBole names: ``user_id``, ``item_id``, ``rating`` (else ``label``/``weight``), ``timestamp``;
+``.item`` ``title``/``movie_title``/``name`` is the title, other ``token``/``token_seq`` fields become
+attributes (relation = field name), numeric fields properties; ``.kg`` has ``head_id``,
+``relation_id``, ``tail_id``; ``.link`` has ``item_id`` and ``entity_id`` (relation ``same_as``).
+KG entity ids get the prefix ``kg:``.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ..governance import PROP_RE, RESERVED_PROPS, Governor, LoadResult
+from .tabular import MappingError, feed_file
+
+if TYPE_CHECKING:  # pragma: no cover
+    from kgrec.config import IngestConfig
+
+logger = logging.getLogger(__name__)
+
+SUFFIXES = (".user", ".item", ".kg", ".link", ".inter")  # nodes first, then edges
+TITLE_FIELDS = ("title", "movie_title", "name", "item_name")
+WEIGHT_FIELDS = ("rating", "label", "weight", "score")
+
+
+def parse_header(path: Path) -> list[tuple[str, str]]:
+    """``[(field, type), ...]`` from a RecBole header line.
+
+    Raises:
+        MappingError: a token is not ``field:type``.
+    """
+    with path.open("r", encoding="utf-8", errors="replace") as fh:
+        line = fh.readline().lstrip("\ufeff").rstrip("\r\n")
+    out = []
+    for token in line.split("\t"):
+        name, sep, typ = token.strip().partition(":")
+        if not sep or typ not in ("token", "token_seq", "float", "float_seq"):
+            raise MappingError(f"{path.name}: header token {token!r} is not field:type "
+                               "(type token, token_seq, float or float_seq)")
+        out.append((name, typ))
+    return out
+
+
+def _spec_for(path: Path, header: list[tuple[str, str]]) -> dict:
+    cols = [f"{n}:{t}" for n, t in header]
+    by_name = {n: f"{n}:{t}" for n, t in header}
+    types = dict(header)
+    spec: dict = {"path": path.name, "delimiter": "\t", "header": True, "quoting": "none"}
+    suffix = path.suffix
+
+    def need(name: str) -> str:
+        if name not in by_name:
+            raise MappingError(f"{path.name}: required field {name!r} missing from header {cols}")
+        return by_name[name]
+
+    if suffix == ".inter":
+        spec.update(role="interactions", user=need("user_id"), item=need("item_id"))
+        for w in WEIGHT_FIELDS:
+            if w in by_name:
+                spec["weight"] = by_name[w]
+                spec["kind_value"] = "rating" if w == "rating" else "interact"
+                break
+        else:
+            spec["kind_value"] = "interact"
+        if "timestamp" in by_name:
+            spec["timestamp"] = by_name["timestamp"]
+    elif suffix == ".user":
+        spec.update(role="users", id=need("user_id"))
+        names = [n for n in by_name if n != "user_id" and types[n] in ("token", "float")
+                 and PROP_RE.match(n) and n not in RESERVED_PROPS]
+        spec["props"] = {by_name[n]: ("float" if types[n] == "float" else "str") for n in names}
+        spec["prop_names"] = {by_name[n]: n for n in names}
+    elif suffix == ".item":
+        spec.update(role="items", id=need("item_id"))
+        title = next((t for t in TITLE_FIELDS if t in by_name), None)
+        if title:
+            spec["title"] = by_name[title]
+        attrs, props = [], {}
+        for n, t in header:
+            if n in ("item_id", title):
+                continue
+            if t in ("token", "token_seq"):
+                attrs.append({"column": by_name[n], "relation": n, "entity_type": n,
+                              **({"separator": " "} if t == "token_seq" else {})})
+            elif t == "float" and PROP_RE.match(n) and n not in RESERVED_PROPS:
+                props[by_name[n]] = "float"
+        spec["attributes"] = attrs
+        spec["props"] = props
+        spec["prop_names"] = {col: col.split(":", 1)[0] for col in props}
+    elif suffix == ".kg":
+        spec.update(role="triples", head=need("head_id"), relation=need("relation_id"), tail=need("tail_id"),
+                    entity_prefix="kg:")
+    elif suffix == ".link":
+        spec.update(role="item_entities", item=need("item_id"), entity=need("entity_id"),
+                    relation_value="same_as", entity_prefix="kg:")
+    return spec
+
+
+def read_recbole(path: str | Path, cfg: "IngestConfig | None" = None, *, name: str | None = None,
+                 limit: int | None = None) -> LoadResult:
+    """Read a RecBole dataset directory (or one atomic file) through governance.
+
+    Args:
+        path: Directory holding ``<name>.<suffix>`` files, or a single atomic file.
+        cfg: Ingest settings.
+        name: Dataset name (default: the directory name, else the only name present).
+        limit: Read at most this many data lines per file.
+
+    Raises:
+        FileNotFoundError: no atomic file found.
+        MappingError: a header is malformed or lacks a required field.
+    """
+    path = Path(path)
+    if path.is_file():
+        files = [path]
+    else:
+        found = sorted(p for p in path.iterdir() if p.suffix in SUFFIXES)
+        if name is None:
+            names = {p.stem for p in found}
+            name = path.name if path.name in names else (names.pop() if len(names) == 1 else None)
+            if name is None:
+                raise FileNotFoundError(f"{path}: no RecBole atomic files, or several datasets ({sorted(names)}); "
+                                        "pass name=")
+        files = [path / f"{name}{s}" for s in SUFFIXES if (path / f"{name}{s}").is_file()]
+    if not files:
+        raise FileNotFoundError(f"{path}: no RecBole atomic files ({', '.join(SUFFIXES)})")
+    gov = Governor(cfg)
+    for f in sorted(files, key=lambda p: SUFFIXES.index(p.suffix) if p.suffix in SUFFIXES else 99):
+        if f.suffix not in SUFFIXES:
+            raise MappingError(f"{f.name}: not a RecBole atomic file suffix")
+        spec = _spec_for(f, parse_header(f))
+        has_node_files = any(p.suffix in (".user", ".item") for p in files)
+        if spec["role"] == "interactions":
+            spec["create_users"] = not any(p.suffix == ".user" for p in files)
+            spec["create_items"] = not any(p.suffix == ".item" for p in files)
+        feed_file(gov, f, spec, limit=limit)
+        logger.debug("recbole %s read (node files: %s)", f.name, has_node_files)
+    return gov.finish()

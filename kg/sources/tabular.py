@@ -1,0 +1,413 @@
+"""Generic CSV / TSV / JSONL reader driven by a small mapping (a TOML file or a dict).
+
+A mapping lists files, each with a ``role`` and which column holds which field::
+
+    name = "ml-100k"
+    lowercase_ids = false              # ids are never lowercased unless asked
+
+    [[files]]
+    path = "u.data"                    # relative to the data directory
+    role = "interactions"
+    format = "csv"                     # csv (any delimiter) | jsonl
+    delimiter = "\\t"
+    encoding = "utf-8"                 # undecodable bytes: row quarantined
+    header = false                     # else the first line names the columns
+    quoting = "none"                   # none | minimal (default: minimal for ",", none otherwise)
+    columns = ["user", "item", "rating", "ts"]
+    user = "user"
+    item = "item"
+    weight = "rating"
+    timestamp = "ts"
+    kind_value = "rating"              # or kind = "<column>"
+
+Roles and their fields (``<field>`` names a column, ``<field>_value`` gives a constant):
+
+- ``interactions``: user, item, weight, timestamp, kind, split; ``create_users`` / ``create_items``
+  / ``create_nodes = true`` declare the users / items / both named by the events (for an event log
+  without node files; counted in ``LoadResult.created``); ``title``/``description``/``attributes``
+  also emit item rows.
+- ``users``: id, props. ``items``: id, title, description, props, attributes, flags.
+- ``entities``: id, name, type. ``item_entities``: item, entity, relation, ``entity_prefix``.
+- ``triples``: head, relation, tail, ``entity_prefix``. ``friends``: user, friend.
+- ``queries``: id, text. ``user_queries``: user, query, timestamp. ``query_items``: query, item, relevance.
+
+``props`` is a list of columns or a table ``{column = "int"|"float"|"str"|"bool"}``; the property is
+named after the column unless ``prop_names = {column = "name"}`` says otherwise (names must be
+identifiers). ``attributes`` is a list of ``{column, relation, entity_type, separator}``:
+each value becomes an entity ``<entity_type>:<value>`` linked by ``relation``. ``flags`` is
+``{columns, names, relation, entity_type, value = "1"}`` for one-hot columns (MovieLens genres).
+
+Lines are parsed one at a time (quoted fields spanning lines are not supported; use JSONL), so a
+malformed line is quarantined without affecting the next. A mapped column absent from the header
+raises :class:`MappingError` naming it.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator
+
+from ..governance import PROP_RE, RESERVED_PROPS, Governor, LoadResult
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+if TYPE_CHECKING:  # pragma: no cover
+    from kgrec.config import IngestConfig
+
+logger = logging.getLogger(__name__)
+
+ROLE_FIELDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    # role -> (required fields, optional fields); each may be a column or a `<field>_value` constant
+    "interactions": (("user", "item"), ("weight", "timestamp", "kind", "split", "title", "description")),
+    "users": (("id",), ()),
+    "items": (("id",), ("title", "description")),
+    "entities": (("id", "type"), ("name",)),
+    "item_entities": (("item", "entity", "relation"), ()),
+    "triples": (("head", "relation", "tail"), ()),
+    "friends": (("user", "friend"), ()),
+    "queries": (("id", "text"), ()),
+    "user_queries": (("user", "query"), ("timestamp",)),
+    "query_items": (("query", "item"), ("relevance",)),
+}
+PROP_TYPES = ("str", "int", "float", "bool")
+
+
+class MappingError(ValueError):
+    """The mapping is invalid or does not fit the file (for example a column is missing)."""
+
+
+def load_mapping(mapping: str | Path | dict) -> dict:
+    """Read a mapping from a TOML file (or take a dict) and validate its shape.
+
+    Raises:
+        MappingError: unknown role, missing required field, bad property name.
+    """
+    if isinstance(mapping, dict):
+        data = dict(mapping)
+    else:
+        with Path(mapping).open("rb") as fh:
+            data = tomllib.load(fh)
+    files = data.get("files")
+    if not isinstance(files, list) or not files:
+        raise MappingError("mapping needs a non-empty [[files]] list")
+    for n, spec in enumerate(files):
+        role = spec.get("role")
+        if role not in ROLE_FIELDS:
+            raise MappingError(f"files[{n}]: unknown role {role!r} (expected one of {sorted(ROLE_FIELDS)})")
+        if spec.get("format", "csv") not in ("csv", "tsv", "jsonl"):
+            raise MappingError(f"files[{n}]: format must be csv, tsv or jsonl")
+        required, _ = ROLE_FIELDS[role]
+        for f in required:
+            if f not in spec and f"{f}_value" not in spec:
+                raise MappingError(f"files[{n}] ({role}): field {f!r} needs a column ({f} = ...) "
+                                   f"or a constant ({f}_value = ...)")
+        renames = spec.get("prop_names") or {}
+        for col in _prop_spec(spec, n):
+            prop = renames.get(col, col)
+            if not PROP_RE.match(prop) or prop in RESERVED_PROPS:
+                raise MappingError(f"files[{n}]: property name {prop!r} is not an identifier or is reserved")
+    return data
+
+
+def _prop_spec(spec: dict, n: int = 0) -> dict[str, str]:
+    props = spec.get("props") or {}
+    if isinstance(props, list):
+        props = {p: "str" for p in props}
+    for col, typ in props.items():
+        if typ not in PROP_TYPES:
+            raise MappingError(f"files[{n}]: property {col!r} has type {typ!r}, expected one of {PROP_TYPES}")
+    return props
+
+
+def _used_columns(spec: dict) -> list[str]:
+    role = spec["role"]
+    req, opt = ROLE_FIELDS[role]
+    cols = [spec[f] for f in req + opt if f in spec]
+    cols += list(_prop_spec(spec))
+    cols += [a["column"] for a in spec.get("attributes") or []]
+    for flags in _as_list(spec.get("flags")):
+        cols += list(flags["columns"])
+    return cols
+
+
+def _as_list(value: Any) -> list:
+    if value is None:
+        return []
+    return value if isinstance(value, list) else [value]
+
+
+def _lines(path: Path, encoding: str) -> Iterator[tuple[int, str, str | None]]:
+    """Yield ``(line_number, text, decode_error)`` for each non-blank line (CR/LF and BOM stripped)."""
+    with path.open("rb") as fh:
+        for lineno, raw in enumerate(fh, 1):
+            raw = raw.rstrip(b"\r\n")
+            if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                raw = raw[3:]
+            if not raw.strip():
+                continue
+            try:
+                yield lineno, raw.decode(encoding), None
+            except UnicodeDecodeError as e:
+                yield lineno, raw.decode(encoding, errors="replace"), f"invalid {encoding} bytes at {e.start}"
+
+
+def _split(line: str, delimiter: str, quoting: str) -> list[str]:
+    if quoting == "none" or '"' not in line:
+        return line.split(delimiter)
+    return next(csv.reader([line], delimiter=delimiter, strict=True))
+
+
+def iter_rows(path: Path, spec: dict, limit: int | None = None
+              ) -> Iterator[tuple[int, dict | None, Any, str | None]]:
+    """Yield ``(line, row, raw, error)`` for one file; ``row`` maps column name to value.
+
+    Raises:
+        MappingError: a mapped column is missing from the header (or from ``columns``).
+    """
+    fmt = spec.get("format", "csv")
+    encoding = spec.get("encoding", "utf-8")
+    delimiter = spec.get("delimiter", "\t" if fmt == "tsv" else ",")
+    quoting = spec.get("quoting", "minimal" if delimiter == "," else "none")
+    header = spec.get("header", True)
+    columns: list[str] | None = list(spec["columns"]) if spec.get("columns") else None
+    used = _used_columns(spec)
+    if fmt != "jsonl" and not header and columns is None:
+        raise MappingError(f"{path.name}: header = false needs a columns list")
+    if columns is not None and fmt != "jsonl":
+        _check_columns(path, used, columns)
+    n = 0
+    for lineno, text, err in _lines(path, encoding):
+        if fmt != "jsonl" and header and columns is None:
+            try:
+                columns = [c.strip() for c in _split(text, delimiter, quoting)]
+            except csv.Error as e:
+                raise MappingError(f"{path.name}: malformed header line ({e})") from e
+            _check_columns(path, used, columns)
+            continue
+        if fmt != "jsonl" and header and lineno == 1:
+            continue  # header line when columns are also given
+        if limit is not None and n >= limit:
+            return
+        n += 1
+        if err:
+            yield lineno, None, text, err
+            continue
+        if fmt == "jsonl":
+            try:
+                obj = json.loads(text)
+            except json.JSONDecodeError as e:
+                yield lineno, None, text, f"invalid JSON ({e.msg})"
+                continue
+            if not isinstance(obj, dict):
+                yield lineno, None, text, "JSON line is not an object"
+                continue
+            missing = [c for c in used if c not in obj]
+            if missing:
+                yield lineno, None, obj, f"missing field {missing[0]!r}"
+                continue
+            yield lineno, obj, obj, None
+            continue
+        try:
+            fields = _split(text, delimiter, quoting)
+        except csv.Error as e:
+            yield lineno, None, text, f"malformed CSV ({e})"
+            continue
+        assert columns is not None
+        if len(fields) != len(columns):
+            yield lineno, None, text, f"expected {len(columns)} fields, got {len(fields)}"
+            continue
+        yield lineno, dict(zip(columns, fields)), text, None
+
+
+def _check_columns(path: Path, used: list[str], columns: list[str]) -> None:
+    for col in used:
+        if col not in columns:
+            raise MappingError(f"{path.name}: column {col!r} named in the mapping is not in the file's "
+                               f"columns {columns[:30]}")
+
+
+def _get(spec: dict, row: dict, f: str, default: Any = None) -> Any:
+    if f in spec:
+        return row.get(spec[f])
+    return spec.get(f"{f}_value", default)
+
+
+def _convert_props(spec: dict, row: dict) -> dict:
+    out: dict[str, Any] = {}
+    renames = spec.get("prop_names") or {}
+    for col, typ in _prop_spec(spec).items():
+        value = row.get(col)
+        if isinstance(value, str):
+            value = value.strip()
+            if value == "":
+                continue
+            try:
+                if typ == "int":
+                    value = int(value)
+                elif typ == "float":
+                    value = float(value)
+                elif typ == "bool":
+                    if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                        raise ValueError(value)
+                    value = value.lower() in ("true", "1", "yes")
+            except ValueError:
+                raise ValueError(f"property {col!r} is not {typ}: {value[:80]!r}") from None
+        out[renames.get(col, col)] = value
+    return out
+
+
+def _item_attributes(gov: Governor, spec: dict, row: dict, item: Any, source: str, line: int, raw: Any,
+                     lower: bool) -> None:
+    for attr in spec.get("attributes") or []:
+        value = row.get(attr["column"])
+        if value is None or (isinstance(value, str) and not value.strip()):
+            continue
+        relation = attr.get("relation", attr["column"])
+        etype = attr.get("entity_type", relation)
+        prefix = attr.get("prefix", f"{etype}:")
+        sep = attr.get("separator")
+        values = value if isinstance(value, list) else (str(value).split(sep) if sep is not None else [value])
+        for v in values:
+            v = str(v).strip()
+            if not v:
+                continue
+            gov.add_entity(source, line, raw, id=prefix + v, type=etype, name=v, lowercase=lower)
+            gov.add_item_entity(source, line, raw, item=item, entity=prefix + v, relation=relation,
+                                lowercase=lower)
+    for flags in _as_list(spec.get("flags")):
+        on = str(flags.get("value", "1"))
+        relation = flags.get("relation", "genre")
+        etype = flags.get("entity_type", relation)
+        prefix = flags.get("prefix", f"{etype}:")
+        for col, name in zip(flags["columns"], flags.get("names", flags["columns"])):
+            value = row.get(col)
+            if value is None or str(value).strip() != on:
+                continue
+            gov.add_item_entity(source, line, raw, item=item, entity=prefix + name, relation=relation,
+                                lowercase=lower)
+
+
+def _flag_entities(gov: Governor, spec: dict, source: str) -> None:
+    """Flag columns name a fixed set of entities: one entity row each, from the mapping itself."""
+    for flags in _as_list(spec.get("flags")):
+        relation = flags.get("relation", "genre")
+        etype = flags.get("entity_type", relation)
+        prefix = flags.get("prefix", f"{etype}:")
+        for name in flags.get("names", flags["columns"]):
+            gov.add_entity(source, 0, {"flag": name}, id=prefix + name, type=etype, name=name)
+
+
+def feed_file(gov: Governor, path: Path, spec: dict, *, lowercase_ids: bool = False,
+              limit: int | None = None, source: str | None = None) -> None:
+    """Read one file per its mapping entry and feed every row to ``gov``.
+
+    Args:
+        gov: The governor collecting rows.
+        path: The file.
+        spec: Its ``[[files]]`` entry.
+        lowercase_ids: Lowercase every id (only when the mapping says so).
+        limit: Read at most this many data lines (for slices and tests).
+        source: Name used in the report (default: the file name).
+    """
+    role = spec["role"]
+    source = source or path.name
+    lower = lowercase_ids
+    if spec.get("flags"):
+        _flag_entities(gov, spec, source + "#flags")
+    for line, row, raw, err in iter_rows(path, spec, limit):
+        if err is not None or row is None:
+            gov.quarantine(source, line, err or "unreadable row", raw)
+            continue
+        g = lambda f, d=None: _get(spec, row, f, d)  # noqa: E731
+        if role == "interactions":
+            user, item = g("user"), g("item")
+            if "title" in spec or "description" in spec or spec.get("attributes"):
+                gov.add_item(source, line, raw, id=item, title=g("title"), description=g("description"),
+                             lowercase=lower)
+                _item_attributes(gov, spec, row, item, source, line, raw, lower)
+            if gov.add_interaction(source, line, raw, user=user, item=item, kind=g("kind", "interact"),
+                                   weight=g("weight"), ts=g("timestamp"), split=g("split", ""), lowercase=lower):
+                if spec.get("create_nodes") or spec.get("create_users"):
+                    gov.declare("users", user, lower)
+                if spec.get("create_nodes") or spec.get("create_items"):
+                    gov.declare("items", item, lower)
+        elif role in ("users", "items"):
+            try:
+                props = _convert_props(spec, row)
+            except ValueError as e:
+                gov.quarantine(source, line, str(e), raw)
+                continue
+            if role == "users":
+                gov.add_user(source, line, raw, id=g("id"), props=props, lowercase=lower)
+            else:
+                gov.add_item(source, line, raw, id=g("id"), title=g("title"), description=g("description"),
+                             props=props, lowercase=lower)
+                _item_attributes(gov, spec, row, g("id"), source, line, raw, lower)
+        elif role == "entities":
+            prefix = spec.get("entity_prefix", "")
+            eid = g("id")
+            gov.add_entity(source, line, raw, id=None if eid is None else prefix + str(eid).strip(),
+                           type=g("type"), name=g("name", eid), lowercase=lower)
+        elif role == "item_entities":
+            prefix = spec.get("entity_prefix", "")
+            ent = g("entity")
+            gov.add_item_entity(source, line, raw, item=g("item"),
+                                entity=None if ent is None else prefix + str(ent).strip(),
+                                relation=g("relation"), lowercase=lower)
+        elif role == "triples":
+            prefix = spec.get("entity_prefix", "")
+            head, tail = g("head"), g("tail")
+            gov.add_triple(source, line, raw, head=None if head is None else prefix + str(head).strip(),
+                           relation=g("relation"), tail=None if tail is None else prefix + str(tail).strip(),
+                           lowercase=lower)
+        elif role == "friends":
+            gov.add_friend(source, line, raw, user=g("user"), friend=g("friend"))
+        elif role == "queries":
+            gov.add_query(source, line, raw, id=g("id"), text=g("text"))
+        elif role == "user_queries":
+            gov.add_user_query(source, line, raw, user=g("user"), query=g("query"), ts=g("timestamp"))
+        elif role == "query_items":
+            gov.add_query_item(source, line, raw, query=g("query"), item=g("item"), relevance=g("relevance"))
+
+
+def read_tabular(path: str | Path, mapping: str | Path | dict, cfg: "IngestConfig | None" = None, *,
+                 limit: int | None = None) -> LoadResult:
+    """Read the files a mapping describes, through governance.
+
+    Args:
+        path: Data directory (file paths in the mapping are relative to it), or a single file when the
+            mapping has one ``[[files]]`` entry (its ``path`` may then be omitted).
+        mapping: TOML path or dict (see the module docstring).
+        cfg: Ingest settings (unknown-reference policy, text limit).
+        limit: Read at most this many data lines per file.
+
+    Returns:
+        The governed :class:`~kg.governance.LoadResult`.
+
+    Raises:
+        MappingError: invalid mapping or a mapped column missing from a file.
+        FileNotFoundError: a mapped file does not exist.
+    """
+    data = load_mapping(mapping)
+    path = Path(path)
+    gov = Governor(cfg)
+    files = data["files"]
+    for spec in files:
+        if path.is_file():
+            if len(files) != 1:
+                raise MappingError(f"{path} is a file but the mapping lists {len(files)} files; pass a directory")
+            fpath = path
+        else:
+            if "path" not in spec:
+                raise MappingError(f"files entry with role {spec['role']!r} has no path")
+            fpath = path / spec["path"]
+        if not fpath.is_file():
+            raise FileNotFoundError(f"{fpath}: file named in the mapping does not exist")
+        feed_file(gov, fpath, spec, lowercase_ids=bool(data.get("lowercase_ids", False)), limit=limit)
+    return gov.finish()

@@ -1,0 +1,312 @@
+"""Governance rules on hand-written rows and files (pure Python, no Neo4j)."""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from kg.governance import (Governor, GovernanceError, LoadResult, check_name, govern_records, normalize_id,
+                           parse_number, parse_timestamp, reconciliation_json, write_quarantine)
+from kg.records import GraphRecords
+from kg.sources.tabular import MappingError, read_tabular
+from kgrec.config import IngestConfig
+
+INJECTION = "x'}) DETACH DELETE n //"
+EVENTS = {"files": [{"path": "events.csv", "role": "interactions", "user": "user", "item": "item",
+                     "weight": "rating", "timestamp": "ts", "kind_value": "rating", "create_nodes": True}]}
+
+
+def _reconciles(res: LoadResult) -> None:
+    assert res.reconciles(), res.report
+    for counts in res.report.values():
+        assert counts["read"] == counts["loaded"] + counts["quarantined"] + counts["deduplicated"]
+    assert res.totals()["quarantined"] == len(res.quarantine)
+    for q in res.quarantine:
+        assert set(q) == {"source", "line", "reason", "raw"} and q["reason"]
+
+
+def _reasons(res: LoadResult) -> dict[int, str]:
+    return {q["line"]: q["reason"] for q in res.quarantine}
+
+
+def _write(tmp_path, name: str, data: str | bytes):
+    path = tmp_path / name
+    path.write_bytes(data if isinstance(data, bytes) else data.encode("utf-8"))
+    return path
+
+
+# ----------------------------------------------------------------------------- value rules
+
+
+def test_normalize_id_nfkc_strip_no_lowercase():
+    assert normalize_id("  ＵＳＥＲ１\t") == "USER1"
+    assert normalize_id(42) == "42"
+    assert normalize_id("AbC", lowercase=True) == "abc"
+    for bad in ("", "   ", None, 1.5, True, "a\x00b", "x" * 1001):
+        with pytest.raises(GovernanceError):
+            normalize_id(bad)
+
+
+@pytest.mark.parametrize("value,expected", [(None, 1.0), ("", 1.0), ("3", 3.0), (0, 0.0), ("2.5 ", 2.5)])
+def test_parse_number_ok(value, expected):
+    assert parse_number(value) == expected
+
+
+@pytest.mark.parametrize("value,reason", [("nan", "NaN"), (math.nan, "NaN"), ("-1", "negative"), ("inf", "infinite"),
+                                          ("abc", "not a number"), (True, "bool")])
+def test_parse_number_rejects(value, reason):
+    with pytest.raises(GovernanceError, match=reason):
+        parse_number(value)
+
+
+def test_parse_timestamp():
+    assert parse_timestamp("881250949") == 881250949
+    assert parse_timestamp(881250949.7) == 881250949
+    assert parse_timestamp("1970-01-02T00:00:00Z") == 86400
+    assert parse_timestamp("1970-01-02T01:00:00+01:00") == 86400
+    assert parse_timestamp("1970-01-02") == 86400
+    assert parse_timestamp("") == 0 and parse_timestamp(None) == 0
+    for bad in ("yesterday", "nan", "2020-13-45", [1]):
+        with pytest.raises(GovernanceError):
+            parse_timestamp(bad)
+
+
+@pytest.mark.parametrize("name", ["genre", "music.artist.origin", "a:b-c_d", "x" * 100])
+def test_check_name_ok(name):
+    assert check_name(name) == name
+
+
+@pytest.mark.parametrize("name", ["", "has space", "x" * 101, "genre`]->(n) DETACH DELETE n//", "a)-[:X]->(b",
+                                  "Label:`Admin`", INJECTION, 7])
+def test_check_name_rejects(name):
+    with pytest.raises(GovernanceError):
+        check_name(name)
+
+
+# ----------------------------------------------------------------------------- governor
+
+
+def test_unknown_references_quarantined():
+    gov = Governor(IngestConfig(unknown_reference="quarantine"))
+    gov.add_user("u.csv", 1, "u1", id="u1")
+    gov.add_item("i.csv", 1, "i1", id="i1")
+    gov.add_interaction("e.csv", 1, "r1", user="u1", item="i1")
+    gov.add_interaction("e.csv", 2, "r2", user="u1", item="ghost")
+    gov.add_interaction("e.csv", 3, "r3", user="nobody", item="ghost")
+    gov.add_friend("f.csv", 1, "f", user="u1", friend="nobody")
+    res = gov.finish()
+    _reconciles(res)
+    assert len(res.records.interactions) == 1 and not res.records.friends
+    assert "unknown item 'ghost'" in _reasons(res)[2]
+    assert "unknown user 'nobody'" in _reasons(res)[3] and "unknown item" in _reasons(res)[3]
+    assert res.report["e.csv"] == {"read": 3, "loaded": 1, "quarantined": 2, "deduplicated": 0}
+    assert res.created == {}
+
+
+def test_unknown_references_created():
+    gov = Governor(IngestConfig(unknown_reference="create"))
+    gov.add_user("u.csv", 1, "u1", id="u1")
+    gov.add_interaction("e.csv", 1, "r1", user="u1", item="i9")
+    gov.add_interaction("e.csv", 2, "r2", user="u2", item="i9")
+    gov.add_item_entity("e.csv", 3, "r3", item="i9", entity="genre:x", relation="genre")
+    res = gov.finish()
+    _reconciles(res)
+    assert not res.quarantine
+    assert {u["id"] for u in res.records.users} == {"u1", "u2"}
+    assert res.records.items == [{"id": "i9", "title": "", "description": ""}]
+    assert res.created == {"users": 1, "items": 1, "entities": 1}
+
+
+def test_bad_policy_rejected():
+    with pytest.raises(ValueError, match="unknown_reference"):
+        Governor(IngestConfig(unknown_reference="ignore"))
+
+
+def test_duplicates_merged_and_counted():
+    gov = Governor()
+    gov.add_item("a.csv", 1, "r", id="i1", title="")
+    gov.add_item("a.csv", 2, "r", id=" i1 ", title="Late title", props={"year": 1999})
+    gov.add_item("b.csv", 1, "r", id="i1", title="Ignored")
+    gov.add_user("a.csv", 3, "r", id="u1")
+    for line in (4, 5):
+        gov.add_interaction("a.csv", line, "r", user="u1", item="i1", kind="view", ts=100)
+    gov.add_interaction("a.csv", 6, "r", user="u1", item="i1", kind="view", ts=101)  # other event
+    gov.add_interaction("a.csv", 7, "r", user="u1", item="i1", kind="click", ts=100)  # other kind
+    res = gov.finish()
+    _reconciles(res)
+    assert res.records.items == [{"id": "i1", "title": "Late title", "description": "", "props": {"year": 1999}}]
+    assert len(res.records.interactions) == 3
+    assert res.report["a.csv"]["deduplicated"] == 2 and res.report["b.csv"]["deduplicated"] == 1
+
+
+def test_text_normalised_empty_and_megabyte():
+    gov = Governor(IngestConfig(max_text_chars=1000))
+    gov.add_item("i.csv", 1, "r", id="i1", title="  Ｔｏｙ   Story\n(1995) ", description="")
+    gov.add_item("i.csv", 2, "r", id="i2", title="big", description="word " * 220_000)  # ~1.1 MB
+    gov.add_item("i.csv", 3, "r", id="i3", title=None)
+    res = gov.finish()
+    _reconciles(res)
+    by_id = {r["id"]: r for r in res.records.items}
+    assert by_id["i1"]["title"] == "Toy Story (1995)" and by_id["i1"]["description"] == ""
+    assert len(by_id["i2"]["description"]) == 1000
+    assert res.truncated == [{"source": "i.csv", "line": 2, "field": "description", "chars": 220_000 * 5 - 1}]
+    assert by_id["i3"]["title"] == ""
+    assert not res.quarantine
+
+
+def test_cypher_looking_strings_are_data():
+    gov = Governor()
+    gov.add_user("u", 1, "r", id=INJECTION)
+    gov.add_item("i", 1, "r", id="i1", title=INJECTION, description="MATCH (n) DETACH DELETE n",
+                 props={"note": "'}]->(x:Admin) //"})
+    gov.add_entity("e", 1, "r", id="e1", type="genre", name=INJECTION)
+    gov.add_interaction("x", 1, "r", user=INJECTION, item="i1", kind="view")
+    gov.add_interaction("x", 2, "r", user=INJECTION, item="i1", kind="view`]->(n) DELETE n //")
+    gov.add_item_entity("x", 3, "r", item="i1", entity="e1", relation="HAS_ATTRIBUTE]->(n:Admin)<-[:X")
+    gov.add_item_entity("x", 4, "r", item="i1", entity="e1", relation="genre")
+    gov.add_triple("x", 5, "r", head="e1", relation="`; DROP CONSTRAINT x; //", tail="e2")
+    gov.add_triple("x", 6, "r", head="e1", relation="film.actor.film", tail="e2")
+    gov.add_entity("e", 2, "r", id="e3", type="Genre:Admin`)", name="x")
+    gov.add_item("i", 2, "r", id="i2", props={"`x` = 1 SET n:Admin //": "v"})
+    res = gov.finish()
+    _reconciles(res)
+    assert res.records.users[0]["id"] == INJECTION
+    assert res.records.items[0]["title"] == INJECTION
+    assert res.records.interactions == [{"user": INJECTION, "item": "i1", "kind": "view", "weight": 1.0, "ts": 0,
+                                         "split": ""}]
+    assert [r["relation"] for r in res.records.item_entities] == ["genre"]
+    assert [r["relation"] for r in res.records.triples] == ["film.actor.film"]
+    reasons = {q["line"]: q["reason"] for q in res.quarantine if q["source"] == "x"}
+    assert "interaction kind" in reasons[2] and "invalid relation name" in reasons[3]
+    assert {q["source"]: q["reason"] for q in res.quarantine if q["source"] == "e"}["e"].startswith("invalid entity type")
+    assert any("invalid property name" in q["reason"] for q in res.quarantine)
+    assert len(res.quarantine) == 5
+
+
+def test_govern_records_and_outputs(tmp_path):
+    records = GraphRecords(users=[{"id": "u1"}], items=[{"id": "i1"}],
+                           interactions=[{"user": "u1", "item": "i1", "weight": -3.0},
+                                         {"user": "u1", "item": "i1", "weight": 2.0, "ts": 5, "split": "train"},
+                                         {"user": "u1", "item": "i1", "weight": 2.0, "ts": 5, "split": "bogus"}])
+    res = govern_records(records, source="synthetic")
+    _reconciles(res)
+    assert res.report["synthetic"] == {"read": 5, "loaded": 3, "quarantined": 2, "deduplicated": 0}
+    path = write_quarantine(res, tmp_path / "q" / "quarantine.jsonl")
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [q["reason"] for q in lines] == ["weight is negative (-3)", "unknown split 'bogus' (expected train/valid/test)"]
+    rec = json.loads(reconciliation_json(res))
+    assert rec["reconciles"] and rec["totals"]["read"] == 5 and rec["records"]["interactions"] == 1
+
+
+# ----------------------------------------------------------------------------- malformed files
+
+
+def test_csv_quoting_types_and_nan(tmp_path):
+    _write(tmp_path, "events.csv", "\n".join([
+        "user,item,rating,ts",
+        'u1,i1,4,881250949',                  # 2 ok
+        '"u2","i,2",5,2020-01-01T00:00:00Z',  # 3 ok, quoted delimiter
+        '"u3,i3,5,1',                         # 4 unterminated quote
+        '"u4"x,i4,5,1',                       # 5 junk after quote
+        'u5,i5,abc,1',                        # 6 rating not a number
+        'u6,i6,NaN,1',                        # 7 NaN
+        'u7,i7,-2,1',                         # 8 negative
+        'u8,i8,inf,1',                        # 9 infinite
+        'u9,i9,3,yesterday',                  # 10 bad timestamp
+        'u10,i10,3',                          # 11 missing field
+        'u11,i11,3,1,extra',                  # 12 extra field
+        '',                                   # blank: skipped
+        ',i12,3,1',                           # 14 empty user id
+        'u1,i1,4,881250949',                  # 15 duplicate event
+    ]) + "\n")
+    res = read_tabular(tmp_path, EVENTS)
+    _reconciles(res)
+    r = _reasons(res)
+    assert "malformed CSV" in r[4] and "malformed CSV" in r[5]
+    assert "not a number" in r[6] and "NaN" in r[7] and "negative" in r[8] and "infinite" in r[9]
+    assert "timestamp" in r[10] and "expected 4 fields, got 3" in r[11] and "got 5" in r[12]
+    assert "empty user id" in r[14]
+    assert res.report["events.csv"] == {"read": 13, "loaded": 2, "quarantined": 10, "deduplicated": 1}
+    assert {(i["user"], i["item"], i["ts"]) for i in res.records.interactions} == {
+        ("u1", "i1", 881250949), ("u2", "i,2", 1577836800)}
+    assert res.created == {"users": 2, "items": 2}
+
+
+def test_bad_encoding_quarantined_with_replacement(tmp_path):
+    _write(tmp_path, "events.csv", b"user,item,rating,ts\r\nu1,caf\xc3\xa9,1,1\r\nu2,caf\xe9,1,1\r\nu3,i3,1,1\r\n")
+    res = read_tabular(tmp_path, EVENTS)
+    _reconciles(res)
+    assert [i["item"] for i in res.records.interactions] == ["café", "i3"]
+    (q,) = res.quarantine
+    assert q["line"] == 3 and "invalid utf-8" in q["reason"] and "\ufffd" in q["raw"]
+
+
+def test_latin1_and_bom(tmp_path):
+    _write(tmp_path, "events.csv", b"\xef\xbb\xbfuser,item,rating,ts\nu1,caf\xe9,1,1\n")
+    with pytest.raises(MappingError):  # BOM stripped, so this works; the latin-1 byte fails in utf-8
+        read_tabular(tmp_path, {"files": [{**EVENTS["files"][0], "user": "missing"}]})
+    res = read_tabular(tmp_path, {"files": [{**EVENTS["files"][0], "encoding": "latin-1"}]})
+    assert res.records.interactions[0]["item"] == "café" and not res.quarantine
+
+
+def test_missing_column_names_it(tmp_path):
+    _write(tmp_path, "events.csv", "user,item,ts\nu1,i1,1\n")
+    with pytest.raises(MappingError, match="'rating'"):
+        read_tabular(tmp_path, EVENTS)
+
+
+def test_mapping_errors():
+    with pytest.raises(MappingError, match="unknown role"):
+        read_tabular(".", {"files": [{"role": "edges"}]})
+    with pytest.raises(MappingError, match="field 'item'"):
+        read_tabular(".", {"files": [{"role": "interactions", "user": "u"}]})
+    with pytest.raises(MappingError, match="property name"):
+        read_tabular(".", {"files": [{"role": "users", "id": "id", "props": ["bad name) SET n:Admin"]}]})
+
+
+def test_jsonl_and_attributes(tmp_path):
+    rows = [{"item": "i1", "title": "A", "cats": "x|y", "brand": "acme"},
+            {"item": "i2", "title": "B" * 50, "cats": "", "brand": INJECTION},
+            "not an object", {"item": "i3"}]
+    _write(tmp_path, "items.jsonl", "\n".join(json.dumps(r) for r in rows) + "\n{broken\n")
+    mapping = {"files": [{"path": "items.jsonl", "role": "items", "format": "jsonl", "id": "item", "title": "title",
+                          "attributes": [{"column": "cats", "relation": "category", "separator": "|"},
+                                         {"column": "brand", "relation": "brand"}]}]}
+    res = read_tabular(tmp_path, mapping, IngestConfig(max_text_chars=10))
+    _reconciles(res)
+    assert [i["id"] for i in res.records.items] == ["i1", "i2"]
+    assert res.records.items[1]["title"] == "B" * 10 and res.truncated[0]["field"] == "title"
+    assert {e["id"] for e in res.records.entities} == {"category:x", "category:y", "brand:acme", f"brand:{INJECTION}"}
+    assert {(r["item"], r["relation"]) for r in res.records.item_entities} == {
+        ("i1", "category"), ("i1", "brand"), ("i2", "brand")}
+    assert sorted(q["reason"].split(" (")[0] for q in res.quarantine) == [
+        "JSON line is not an object", "invalid JSON", "missing field 'title'"]
+
+
+def test_relation_from_column_injection_quarantined(tmp_path):
+    _write(tmp_path, "kg.tsv", "h\tr\tt\ne1\tfilm.actor.film\te2\ne1\tX]->(n) DETACH DELETE n //\te3\n"
+                               "e1\tRELATED`:Admin\te4\n")
+    mapping = {"files": [{"path": "kg.tsv", "role": "triples", "delimiter": "\t", "head": "h", "relation": "r",
+                          "tail": "t"}]}
+    res = read_tabular(tmp_path, mapping)
+    _reconciles(res)
+    assert [t["relation"] for t in res.records.triples] == ["film.actor.film"]
+    assert len(res.quarantine) == 2 and all("invalid relation name" in q["reason"] for q in res.quarantine)
+
+
+def test_toml_mapping_and_lowercase_ids(tmp_path):
+    _write(tmp_path, "events.tsv", "User\tItem\tWhen\nAlice\tBook-1\t2021-05-01T10:00:00\nALICE\tbook-1\t\n")
+    mapping = tmp_path / "m.toml"
+    mapping.write_text('lowercase_ids = true\n[[files]]\npath = "events.tsv"\nrole = "interactions"\n'
+                       'delimiter = "\\t"\nuser = "User"\nitem = "Item"\ntimestamp = "When"\n'
+                       'kind_value = "view"\ncreate_nodes = true\n')
+    res = read_tabular(tmp_path, mapping)
+    _reconciles(res)
+    assert [(i["user"], i["item"], i["ts"]) for i in res.records.interactions] == [
+        ("alice", "book-1", 1619863200), ("alice", "book-1", 0)]
+    assert res.records.users == [{"id": "alice"}]
+    plain = read_tabular(tmp_path / "events.tsv", {"files": [{**{"role": "interactions", "delimiter": "\t",
+                                                               "user": "User", "item": "Item"}}]},
+                         IngestConfig(unknown_reference="create"))
+    assert {i["user"] for i in plain.records.interactions} == {"Alice", "ALICE"}

@@ -1,0 +1,235 @@
+"""Source readers on small hand-written files and on slices of the shared datasets."""
+from __future__ import annotations
+
+import pytest
+
+from kg.governance import LoadResult
+from kg.sources import FORMATS, load_source
+from kg.sources.kgat import relation_name
+from kg.sources.recbole import read_recbole
+from kg.sources.tabular import MappingError
+from kgrec.config import IngestConfig
+
+from conftest import dataset_dir
+
+CREATE = IngestConfig(unknown_reference="create")
+
+
+def _ok(res: LoadResult) -> None:
+    assert res.reconciles(), res.report
+    assert res.totals()["quarantined"] == len(res.quarantine)
+
+
+def _read(graph, text: str) -> list[dict]:
+    """Ad-hoc read for assertions (test code only; library code runs files from cypher/)."""
+    records, _, _ = graph.driver.execute_query(text, database_=graph.database)
+    return [r.data() for r in records]
+
+
+def _files(tmp_path, files: dict[str, str | bytes]):
+    for name, text in files.items():
+        (tmp_path / name).write_bytes(text if isinstance(text, bytes) else text.encode("utf-8"))
+    return tmp_path
+
+
+# ----------------------------------------------------------------------------- hand-written files
+
+
+def test_recbole_atomic_files(tmp_path):
+    (tmp_path / "toy").mkdir()
+    d = _files(tmp_path / "toy", {
+        "toy.inter": "user_id:token\titem_id:token\trating:float\ttimestamp:float\n"
+                     "u1\ti1\t4.0\t881250949\nu1\ti2\t3.0\t881250950\nu2\ti1\tnan\t1\nu1\ti1\t4.0\t881250949\n",
+        "toy.user": "user_id:token\tage:token\tgender:token\nu1\t24\tM\nu2\t30\tF\n",
+        "toy.item": "item_id:token\tmovie_title:token_seq\tgenre:token_seq\tprice:float\n"
+                    "i1\tToy Story\tAnimation Comedy\t9.5\ni2\tHeat\tCrime\t\n",
+        "toy.kg": "head_id:token\trelation_id:token\ttail_id:token\n"
+                  "m.01\tfilm.film.genre\tm.02\nm.01\tbad relation\tm.03\n",
+        "toy.link": "item_id:token\tentity_id:token\ni1\tm.01\ni9\tm.02\n",
+    })
+    res = load_source("recbole", d)
+    _ok(res)
+    c = res.records.counts()
+    assert (c["users"], c["items"], c["interactions"], c["triples"], c["item_entities"]) == (2, 2, 2, 1, 4)
+    items = {i["id"]: i for i in res.records.items}
+    assert items["i1"]["title"] == "Toy Story" and items["i1"]["props"] == {"price": 9.5}
+    assert {e["id"] for e in res.records.entities} >= {"genre:Animation", "genre:Comedy", "genre:Crime",
+                                                       "kg:m.01", "kg:m.02"}
+    assert {r["relation"] for r in res.records.item_entities} == {"genre", "same_as"}
+    assert res.records.interactions[0] == {"user": "u1", "item": "i1", "kind": "rating", "weight": 4.0,
+                                           "ts": 881250949, "split": ""}
+    assert res.report["toy.inter"] == {"read": 4, "loaded": 2, "quarantined": 1, "deduplicated": 1}
+    reasons = sorted(q["reason"] for q in res.quarantine)
+    assert len(reasons) == 3 and reasons[0].startswith("invalid relation name")
+    assert reasons[1] == "unknown item 'i9'" and reasons[2] == "weight is NaN"
+
+
+def test_recbole_bad_header(tmp_path):
+    _files(tmp_path, {"x.inter": "user_id\titem_id:token\nu\ti\n"})
+    with pytest.raises(MappingError, match="field:type"):
+        read_recbole(tmp_path / "x.inter")
+    _files(tmp_path, {"x.inter": "user:token\titem_id:token\nu\ti\n"})
+    with pytest.raises(MappingError, match="user_id"):
+        read_recbole(tmp_path / "x.inter")
+
+
+def test_lightgcn_governed_keeps_split(tmp_path):
+    _files(tmp_path, {"train.txt": "0 1 2 3\n1 2\n2\n", "test.txt": "0 4\n1 x\n"})
+    res = load_source("lightgcn", tmp_path)
+    _ok(res)
+    assert [(r["user"], r["item"], r["split"]) for r in res.records.interactions] == [
+        ("0", "1", "train"), ("0", "2", "train"), ("0", "3", "train"), ("1", "2", "train"), ("0", "4", "test")]
+    assert len(res.records.users) == 2 and len(res.records.items) == 4
+    assert res.report["test.txt"] == {"read": 2, "loaded": 1, "quarantined": 1, "deduplicated": 0}
+
+
+def test_kgat(tmp_path):
+    _files(tmp_path, {
+        "train.txt": "0 0 1\n1 1\n", "test.txt": "0 2\n",
+        "item_list.txt": "org_id remap_id freebase_id\n100 0 m.a\n101 1 m.b\n102 2 m.c\n",
+        "entity_list.txt": "org_id remap_id\nm.a 0\nm.b 1\nm.c 2\nm.z 3\n",
+        "relation_list.txt": "org_id remap_id\nhttp://rdf.freebase.com/ns/film.film.genre 0\n",
+        "kg_final.txt": "0 0 3\n1 0 3\n2 7 3\n1 0\n",
+    })
+    res = load_source("kgat", tmp_path)
+    _ok(res)
+    c = res.records.counts()
+    assert (c["items"], c["users"], c["interactions"], c["entities"], c["triples"]) == (3, 2, 4, 4, 3)
+    assert {t["relation"] for t in res.records.triples} == {"film.film.genre", "r7"}
+    assert {(r["item"], r["entity"]) for r in res.records.item_entities} == {("0", "kg:0"), ("1", "kg:1"), ("2", "kg:2")}
+    assert res.report["entity_list.txt"]["deduplicated"] == 3  # items' entities already named by item_list
+    assert relation_name("http://x/ns/a.b#c") == "c"
+    assert [q["reason"] for q in res.quarantine] == ["expected 3 fields, got 2"]
+
+
+def test_triples_reader(tmp_path):
+    _files(tmp_path, {"kg.txt": "1\tmusic.artist.origin\t2\r\n2\tfilm.actor.film\t3\r\n",
+                      "item_index2entity_id.txt": "7\t1\r\n"})
+    res = load_source("triples", tmp_path, cfg=CREATE)
+    _ok(res)
+    assert len(res.records.triples) == 2 and res.created == {"entities": 3, "items": 1}
+    assert res.records.item_entities == [{"item": "7", "entity": "kg:1", "relation": "same_as"}]
+
+
+def test_unknown_format():
+    with pytest.raises(ValueError, match="unknown source format"):
+        load_source("parquet", ".")
+    with pytest.raises(ValueError, match="mapping"):
+        load_source("tabular", ".")
+    assert "lastfm" in FORMATS
+
+
+# ----------------------------------------------------------------------------- shared datasets (slices)
+
+
+@pytest.mark.datasets
+def test_lastfm_slice():
+    res = load_source("lastfm", dataset_dir("lastfm"), limit=300, cfg=CREATE)
+    _ok(res)
+    assert {f: c["read"] for f, c in res.report.items()} == {f: 300 for f in (
+        "artists.dat", "user_artists.dat", "tags.dat", "user_friends.dat", "kg.txt", "item_index2entity_id.txt")}
+    c = res.records.counts()
+    assert c["interactions"] == 300 and c["triples"] == 300 and c["friends"] == 300 and c["item_entities"] == 300
+    assert all(i["kind"] == "listen" and i["weight"] > 0 for i in res.records.interactions)
+    assert res.records.items[0] == {"id": "1", "title": "MALICE MIZER", "description": "",
+                                    "props": {"url": "http://www.last.fm/music/MALICE+MIZER"}}
+    assert not res.quarantine
+
+
+@pytest.mark.datasets
+def test_lastfm_slice_quarantines_unknown_references():
+    res = load_source("lastfm", dataset_dir("lastfm"), limit=300)
+    _ok(res)
+    # user_artists.dat names artists beyond the first 300 of artists.dat: those events are quarantined
+    assert res.report["user_artists.dat"]["quarantined"] > 0
+    assert all(q["reason"].startswith("unknown") for q in res.quarantine)
+
+
+@pytest.mark.datasets
+def test_ml100k_slice():
+    res = load_source("ml100k", dataset_dir("ml-100k"), limit=200, cfg=CREATE)
+    _ok(res)
+    c = res.records.counts()
+    assert c["interactions"] == 200 and c["entities"] == 19
+    first = res.records.interactions[0]
+    assert first == {"user": "196", "item": "242", "kind": "rating", "weight": 3.0, "ts": 881250949, "split": ""}
+    toy = next(i for i in res.records.items if i["id"] == "1")
+    assert toy["title"] == "Toy Story (1995)" and toy["props"]["release_date"] == "01-Jan-1995"
+    assert {r["entity"] for r in res.records.item_entities if r["item"] == "1"} == {
+        "genre:Animation", "genre:Children's", "genre:Comedy"}
+    assert next(u for u in res.records.users if u["id"] == "1")["props"] == {
+        "age": 24, "gender": "M", "occupation": "technician", "zip": "85711"}
+
+
+@pytest.mark.datasets
+def test_gowalla_slice():
+    res = load_source("lightgcn", dataset_dir("gowalla"), limit=50)
+    _ok(res)
+    assert res.report["user_list.txt"]["loaded"] == 50 and res.report["item_list.txt"]["loaded"] == 50
+    # pairs whose user/item lie beyond the first 50 list entries are unknown references
+    assert res.report["train.txt"]["read"] > 50
+    assert {i["split"] for i in res.records.interactions} <= {"train", "test"}
+
+
+# ----------------------------------------------------------------------------- Neo4j
+
+
+@pytest.mark.neo4j
+def test_injection_strings_stored_as_data_and_ingest_idempotent(graph):
+    ingest_mod = pytest.importorskip("kg.ingest")
+    from kg.governance import Governor
+
+    evil = "x'}) DETACH DELETE n //"
+    gov = Governor()
+    gov.add_user("u", 1, "r", id=evil)
+    gov.add_item("i", 1, "r", id="i1", title=evil, description="MATCH (n) DETACH DELETE n")
+    gov.add_entity("e", 1, "r", id="genre:x", type="genre", name=evil)
+    gov.add_interaction("x", 1, "r", user=evil, item="i1", kind="view", ts="2020-01-01T00:00:00Z")
+    gov.add_item_entity("x", 2, "r", item="i1", entity="genre:x", relation="genre")
+    gov.add_item_entity("x", 3, "r", item="i1", entity="genre:x", relation="X]->(n) DETACH DELETE n //")
+    gov.add_triple("x", 4, "r", head="genre:x", relation="music.artist.origin", tail="kg:1")
+    res = gov.finish()
+    assert len(res.quarantine) == 1
+    cfg = IngestConfig()
+    ingest_mod.ingest(graph, res.records, cfg, progress=False)
+    first = ingest_mod.graph_counts(graph)
+    ingest_mod.ingest(graph, res.records, cfg, progress=False)
+    assert ingest_mod.graph_counts(graph) == first
+    rows = _read(graph, "MATCH (u:User)-[r:INTERACTED]->(i:Item) RETURN u.id AS u, i.title AS t, r.ts AS ts")
+    assert [(r["u"], r["t"], r["ts"]) for r in rows] == [(evil, evil, 1577836800)]
+    labels = _read(graph, "CALL db.labels() YIELD label RETURN collect(label) AS l")[0]["l"]
+    types = _read(graph, "CALL db.relationshipTypes() YIELD relationshipType AS t RETURN collect(t) AS l")[0]["l"]
+    assert set(labels) <= {"User", "Item", "Query", "Entity", "KgrecMeta"}
+    assert set(types) <= {"INTERACTED", "SEARCHED", "RELEVANT", "HAS_ATTRIBUTE", "RELATED", "SAME_AS", "FRIEND"}
+
+
+@pytest.mark.neo4j
+@pytest.mark.datasets
+def test_ml100k_slice_ingest_idempotent(graph):
+    ingest_mod = pytest.importorskip("kg.ingest")
+    res = load_source("ml100k", dataset_dir("ml-100k"), limit=100, cfg=CREATE)
+    cfg = IngestConfig()
+    ingest_mod.ingest(graph, res.records, cfg, progress=False)
+    first = ingest_mod.graph_counts(graph)
+    ingest_mod.ingest(graph, res.records, cfg, progress=False)
+    assert ingest_mod.graph_counts(graph) == first
+
+
+# ----------------------------------------------------------------------------- quality
+
+
+def test_quality_summary_records_and_snapshot(tmp_path):
+    from kg.quality import plot_degree_histograms, quality_summary
+    from kg.sources.lightgcn import snapshot_from_lightgcn
+
+    _files(tmp_path, {"train.txt": "0 0 1 2 3 4 5\n1 0 1\n", "test.txt": "0 6\n2 0\n"})
+    res = load_source("lightgcn", tmp_path)
+    q = quality_summary(res.records)
+    assert (q["users"], q["items"], q["interactions"]) == (3, 7, 10)
+    assert q["density"] == pytest.approx(10 / 21) and q["sparsity"] == pytest.approx(11 / 21)
+    assert q["user_degree"]["max"] == 7 and q["cold_users"] == 2 and q["cold_items"] == 7
+    assert q["text_coverage"]["title"] == 0.0
+    snap = quality_summary(snapshot_from_lightgcn(tmp_path))
+    assert (snap["users"], snap["items"], snap["interactions"], snap["cold_users"]) == (3, 7, 10, 2)
+    out = plot_degree_histograms(res.records, tmp_path / "plots" / "degrees.png", title="toy")
+    assert out.is_file() and out.stat().st_size > 1000
