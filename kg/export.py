@@ -95,12 +95,13 @@ def export_snapshot(graph: Graph, cfg: ExportConfig, name: str = "graph") -> Pat
     kinds: dict[str, int] = {}
     split_code = {"train": 0, "valid": 1, "test": 2}
     for r in graph.stream("export/interactions"):
-        cols["user"].append(uidx[r["user"]])
-        cols["item"].append(iidx[r["item"]])
-        cols["ts"].append(int(r["ts"] or 0))
-        cols["kind"].append(kinds.setdefault(r["kind"] or "interact", len(kinds)))
-        cols["split"].append(split_code.get(r["split"] or "", -1))
-        weights.append(float(r["weight"] if r["weight"] is not None else 1.0))
+        items_ = r["items"]
+        cols["user"].extend([uidx[r["user"]]] * len(items_))
+        cols["item"].extend([iidx[x] for x in items_])
+        cols["ts"].extend([int(t or 0) for t in r["ts"]])
+        cols["kind"].extend([kinds.setdefault(k or "interact", len(kinds)) for k in r["kinds"]])
+        cols["split"].extend([split_code.get(s or "", -1) for s in r["splits"]])
+        weights.extend([1.0 if x is None else float(x) for x in r["weights"]])
     u = np.frombuffer(cols["user"], dtype=np.int64)
     i = np.frombuffer(cols["item"], dtype=np.int64)
     ts = np.frombuffer(cols["ts"], dtype=np.int64)

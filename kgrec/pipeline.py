@@ -68,8 +68,12 @@ def run_demo(graph: Graph, cfg: Config, spec: SyntheticSpec | None = None,
         timings[name] = round(time.perf_counter() - t, 2)
         return out
 
-    records = stage("generate", generate, spec)
-    say(f"[1/6] generated synthetic catalogue: {records.counts()}")
+    from kg.governance import govern_records
+
+    loaded = stage("generate", lambda: govern_records(generate(spec), cfg.ingest, "synthetic"))
+    records = loaded.records
+    say(f"[1/6] generated synthetic catalogue: {records.counts()}; "
+        f"governance: {loaded.totals()} (reconciles: {loaded.reconciles()})")
     report = stage("ingest", lambda: ingest(graph, records, cfg.ingest))
     say(f"[2/6] ingested into Neo4j ({timings['ingest']}s): {graph_counts(graph)}; "
         f"created {report['nodes_created']} nodes, {report['relationships_created']} relationships")

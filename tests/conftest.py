@@ -42,8 +42,9 @@ def neo4j_config() -> Neo4jConfig:
     return cfg
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def graph_session(neo4j_config):
+    """One driver per test module (a module that rebuilds the database gets no stale bookmarks)."""
     from kg.connection import connect
 
     with connect(neo4j_config) as g:

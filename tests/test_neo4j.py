@@ -90,3 +90,16 @@ def test_managed_server_password_file_and_status(neo4j_config):
     assert status.running and not started
     conf = (neo4j_config.home / "conf" / "neo4j.conf").read_text()
     assert "127.0.0.1" in conf and "dbms.security.auth_enabled=true" in conf
+
+
+def test_incremental_ingest_writes_only_events_past_the_watermark(graph):
+    base = GraphRecords(users=[{"id": "a"}], items=[{"id": "x", "title": "X"}, {"id": "y", "title": "Y"}],
+                        interactions=[{"user": "a", "item": "x", "kind": "click", "weight": 1.0, "ts": 100}])
+    first = ingest(graph, base, IngestConfig(), progress=False)
+    assert first["watermark"] == 100
+    newer = GraphRecords(interactions=[
+        {"user": "a", "item": "y", "kind": "click", "weight": 1.0, "ts": 50},   # older than the watermark
+        {"user": "a", "item": "y", "kind": "cart", "weight": 1.0, "ts": 150}])
+    second = ingest(graph, newer, IngestConfig(), incremental=True, progress=False)
+    assert second["skipped_old"] == 1 and second["relationships_created"] == 1
+    assert second["watermark"] == 150

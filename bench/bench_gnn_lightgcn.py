@@ -1,0 +1,95 @@
+"""Our LightGCN on the LightGCN Gowalla split under a time budget, optionally beside the PyG recipe.
+
+Usage: python bench/bench_gnn_lightgcn.py [--budget-s 600] [--baseline] [--batch-size 16384] [--lr 5e-3]
+Trains with gnn.train.train (evaluating on test each epoch: the split has no validation set), records
+per-epoch train seconds and Recall/NDCG@20, then (with --baseline) runs
+../shared/baselines/pyg_lightgcn_recipe.py for --baseline-epochs epochs in the same run and reports
+the epoch-time ratio. Writes bench/results/gnn_lightgcn_<dataset>.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_gnn_gfcf import device_info  # noqa: E402
+
+
+def run_baseline(data: str, epochs: int, timeout_s: float) -> list[dict]:
+    """Run the PyG recipe as a subprocess and parse its per-epoch JSON lines."""
+    recipe = ROOT.parent / "shared" / "baselines" / "pyg_lightgcn_recipe.py"
+    proc = subprocess.run([sys.executable, str(recipe), data, str(epochs)], capture_output=True, text=True,
+                          timeout=timeout_s)
+    if proc.returncode != 0:
+        raise RuntimeError(f"baseline failed: {proc.stderr[-2000:]}")
+    return [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+
+
+def main() -> None:
+    from gnn.train import resolve_device, train
+    from kg.sources.lightgcn import snapshot_from_lightgcn
+    from kgrec.config import TrainConfig
+
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--data", default=str(ROOT.parent / "shared" / "datasets" / "gowalla"))
+    ap.add_argument("--budget-s", type=float, default=600.0)
+    ap.add_argument("--epochs", type=int, default=1000)
+    ap.add_argument("--batch-size", type=int, default=16384)
+    ap.add_argument("--lr", type=float, default=5e-3)
+    ap.add_argument("--layers", type=int, default=3)
+    ap.add_argument("--dim", type=int, default=64)
+    ap.add_argument("--negatives", default="uniform")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--baseline", action="store_true", help="also run the PyG recipe (about 330 s/epoch on 2 CPU cores)")
+    ap.add_argument("--baseline-epochs", type=int, default=1)
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+
+    snap = snapshot_from_lightgcn(args.data)
+    cfg = TrainConfig(model="lightgcn", embedding_dim=args.dim, num_layers=args.layers, lr=args.lr,
+                      weight_decay=1e-4, batch_size=args.batch_size, epochs=args.epochs, eval_every=1,
+                      patience=1000, negative_sampling=args.negatives, ks=[20], seed=2020, device=args.device)
+    rows: list[dict] = []
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        art = train(snap, cfg, Path(tmp), epoch_hook=lambda e, r: rows.append(dict(r)), max_time_s=args.budget_s,
+                    progress=False)
+        final = json.loads((art / "metrics.json").read_text())
+    wall = time.perf_counter() - t0
+    epochs = [{"epoch": r["epoch"], "loss": round(r["loss"], 5), "train_s": r["train_s"], "eval_s": r.get("eval_s"),
+               "recall@20": round(r["test_recall@20"], 4), "ndcg@20": round(r["test_ndcg@20"], 4)} for r in rows]
+    ours_epoch_s = sum(r["train_s"] for r in rows) / len(rows)
+    result = {"model": "lightgcn (gnn.models.lightgcn)", "dataset": Path(args.data).name,
+              "config": {k: str(v) if isinstance(v, Path) else v for k, v in vars(cfg).items()},
+              "budget_s": args.budget_s, "wall_s": round(wall, 1), "epochs": epochs,
+              "mean_epoch_train_s": round(ours_epoch_s, 2),
+              "best": {"epoch": final["best_epoch"], "recall@20": round(final["test"]["recall@20"], 4),
+                       "ndcg@20": round(final["test"]["ndcg@20"], 4)},
+              "machine": device_info(resolve_device(args.device)),
+              "measured": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    print(json.dumps({"ours": epochs}), flush=True)
+    if args.baseline:
+        base = run_baseline(args.data, args.baseline_epochs, timeout_s=3600)
+        base_epoch_s = sum(r["train_s"] for r in base) / len(base)
+        result["baseline"] = {"recipe": "shared/baselines/pyg_lightgcn_recipe.py (PyG LightGCN, batch 8192, lr 1e-3)",
+                              "epochs": base, "mean_epoch_train_s": round(base_epoch_s, 2)}
+        result["epoch_time_ratio_baseline_over_ours"] = round(base_epoch_s / ours_epoch_s, 2)
+        print(json.dumps({"baseline": base, "ratio": result["epoch_time_ratio_baseline_over_ours"]}), flush=True)
+    out = Path(args.out) if args.out else ROOT / "bench" / "results" / f"gnn_lightgcn_{result['dataset']}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

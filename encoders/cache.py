@@ -1,0 +1,196 @@
+"""A content-addressed on-disk cache of text vectors.
+
+Layout under ``cache_dir``::
+
+    <namespace digest>/namespace.txt         the encoder's cache namespace, for humans
+    <namespace digest>/<shard>.vecs.npy      float32 (n, dim) vectors
+    <namespace digest>/<shard>.keys.npy      uint8 (n, 32) sha256 keys, one per vector row
+
+A key is ``sha256(namespace + "\\0" + normalised text)``; the namespace holds model id, weight
+fingerprint, pooling and max length, so a different model or setting never hits old vectors. The
+compute dtype is not part of it: float32 and bf16/fp16-autocast vectors of one model agree to about
+1e-3 in cosine and share entries.
+Shards are append-only and each file is written to a temporary name then ``os.replace``-d; the keys
+file is written last and a shard counts only once both files are complete, so a run killed midway
+loses at most the batch in flight and never leaves a corrupt cache.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import uuid
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from encoders.base import TextEncoder, TextLike, normalize_texts
+
+logger = logging.getLogger(__name__)
+
+
+def _atomic_save(path: Path, array: np.ndarray) -> None:
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    with open(tmp, "wb") as fh:
+        np.save(fh, array)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+class VectorCache:
+    """Key -> vector store for one encoder namespace (see module docstring).
+
+    Args:
+        cache_dir: root directory of the cache (shared by all namespaces).
+        namespace: the encoder's :attr:`~encoders.base.TextEncoder.cache_namespace`.
+        dim: vector dimension.
+    """
+
+    def __init__(self, cache_dir: str | Path, namespace: str, dim: int) -> None:
+        self.namespace = namespace
+        self.dim = int(dim)
+        self.dir = Path(cache_dir) / hashlib.sha256(namespace.encode("utf-8")).hexdigest()[:24]
+        self.dir.mkdir(parents=True, exist_ok=True)
+        ns_file = self.dir / "namespace.txt"
+        if not ns_file.exists():
+            ns_file.write_text(namespace + "\n", encoding="utf-8")
+        self._index: dict[bytes, tuple[str, int]] = {}
+        self._vecs: dict[str, np.ndarray] = {}
+        self._load_index()
+
+    def _load_index(self) -> None:
+        for keys_file in sorted(self.dir.glob("*.keys.npy")):
+            shard = keys_file.name[: -len(".keys.npy")]
+            vecs_file = self.dir / f"{shard}.vecs.npy"
+            try:
+                keys = np.load(keys_file)
+                vecs = np.load(vecs_file, mmap_mode="r")
+            except (OSError, ValueError) as e:
+                logger.warning("skipping unreadable cache shard %s: %s", keys_file, e)
+                continue
+            if vecs.shape != (keys.shape[0], self.dim):
+                logger.warning("skipping cache shard %s: shape %s does not match %d keys of dim %d",
+                               shard, vecs.shape, keys.shape[0], self.dim)
+                continue
+            self._vecs[shard] = vecs
+            for row, key in enumerate(keys):
+                self._index[key.tobytes()] = (shard, row)
+        logger.debug("text cache %s: %d vectors in %d shards", self.dir, len(self._index), len(self._vecs))
+
+    def key(self, text: str) -> bytes:
+        """The 32-byte key of a normalised text."""
+        return hashlib.sha256(f"{self.namespace}\0{text}".encode("utf-8")).digest()
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def __contains__(self, key: bytes) -> bool:
+        return key in self._index
+
+    def get_many(self, keys: Sequence[bytes]) -> np.ndarray:
+        """Vectors of keys that are all present, shape (len(keys), dim)."""
+        out = np.empty((len(keys), self.dim), dtype=np.float32)
+        by_shard: dict[str, tuple[list[int], list[int]]] = {}
+        for i, k in enumerate(keys):
+            shard, row = self._index[k]
+            pos, rows = by_shard.setdefault(shard, ([], []))
+            pos.append(i)
+            rows.append(row)
+        for shard, (pos, rows) in by_shard.items():
+            out[pos] = self._vecs[shard][rows]
+        return out
+
+    def put_many(self, keys: Sequence[bytes], vectors: np.ndarray) -> None:
+        """Append one shard holding ``vectors`` under ``keys`` (written atomically)."""
+        if len(keys) == 0:
+            return
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        if vectors.shape != (len(keys), self.dim):
+            raise ValueError(f"vectors of shape {vectors.shape} for {len(keys)} keys of dim {self.dim}")
+        shard = uuid.uuid4().hex
+        key_arr = np.frombuffer(b"".join(keys), dtype=np.uint8).reshape(len(keys), 32)
+        _atomic_save(self.dir / f"{shard}.vecs.npy", vectors)
+        _atomic_save(self.dir / f"{shard}.keys.npy", key_arr)
+        self._vecs[shard] = vectors
+        for row, k in enumerate(keys):
+            self._index[k] = (shard, row)
+
+    def compact(self) -> int:
+        """Merge all shards into one (atomically), returning the number of vectors kept."""
+        old = list(self._vecs)
+        if len(old) <= 1:
+            return len(self._index)
+        keys = list(self._index)
+        vectors = self.get_many(keys)
+        self.put_many(keys, vectors)
+        for shard in old:
+            self._vecs.pop(shard, None)
+            for suffix in (".keys.npy", ".vecs.npy"):  # keys first: a half-removed shard is ignored
+                (self.dir / f"{shard}{suffix}").unlink(missing_ok=True)
+        return len(keys)
+
+
+class CachedEncoder(TextEncoder):
+    """Wrap any :class:`~encoders.base.TextEncoder` with the on-disk :class:`VectorCache`.
+
+    Only texts whose (normalised) content is not cached are passed to the wrapped encoder, in
+    chunks of ``flush_every`` that are each written to disk before the next, so an interrupted run
+    keeps its progress. ``hits`` and ``misses`` count texts served from cache and encoded.
+
+    Args:
+        encoder: the encoder to wrap.
+        cache_dir: root directory of the cache.
+        flush_every: texts encoded between two shard writes.
+    """
+
+    def __init__(self, encoder: TextEncoder, cache_dir: str | Path, flush_every: int = 4096) -> None:
+        if flush_every <= 0:
+            raise ValueError("flush_every must be positive")
+        self.encoder = encoder
+        self.flush_every = int(flush_every)
+        self.cache = VectorCache(cache_dir, encoder.cache_namespace, encoder.dim)
+        self.hits = 0
+        self.misses = 0
+
+    @property
+    def model_id(self) -> str:
+        return self.encoder.model_id
+
+    @property
+    def dim(self) -> int:
+        return self.encoder.dim
+
+    @property
+    def cache_namespace(self) -> str:
+        return self.encoder.cache_namespace
+
+    def reset_counters(self) -> None:
+        """Set ``hits`` and ``misses`` back to zero."""
+        self.hits = 0
+        self.misses = 0
+
+    def encode(self, texts: Sequence[TextLike]) -> np.ndarray:
+        """Encode texts, reading cached vectors and encoding (then caching) only the rest."""
+        clean = normalize_texts(texts)
+        keys = [self.cache.key(t) for t in clean]
+        missing: dict[bytes, str] = {}
+        for k, t in zip(keys, clean):
+            if k not in self.cache and k not in missing:
+                missing[k] = t
+        self.misses += len(missing)
+        self.hits += len(clean) - len(missing)
+        new_keys = list(missing)
+        for start in range(0, len(new_keys), self.flush_every):
+            chunk = new_keys[start:start + self.flush_every]
+            vectors = self.encoder.encode([missing[k] for k in chunk])
+            self.cache.put_many(chunk, vectors)
+        if new_keys:
+            logger.info("text cache: %d cached, %d encoded", len(clean) - len(new_keys), len(new_keys))
+        if not clean:
+            return np.empty((0, self.dim), dtype=np.float32)
+        return self.cache.get_many(keys)
+
+    def __repr__(self) -> str:
+        return f"CachedEncoder({self.encoder!r}, cache_dir={str(self.cache.dir)!r})"

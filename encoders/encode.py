@@ -1,0 +1,107 @@
+"""The ``encode`` stage: text embeddings for every item, query and entity of a snapshot."""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from encoders.base import TextEncoder
+from encoders.cache import CachedEncoder
+from encoders.texts import node_texts
+
+logger = logging.getLogger(__name__)
+
+EMBEDDINGS_FILE = "text_embeddings.npz"
+META_FILE = "text_embeddings.json"
+
+
+def build_encoder(cfg: Any, show_progress: bool = True) -> TextEncoder:
+    """The encoder described by an :class:`kgrec.config.EncoderConfig`.
+
+    Args:
+        cfg: encoder config (model, pooling, max_length, batch_size, device, dtype, cache_dir).
+        show_progress: draw progress bars.
+
+    Returns:
+        An :class:`~encoders.hf.HFTextEncoder`, wrapped in a :class:`~encoders.cache.CachedEncoder`
+        unless ``cfg.cache_dir`` is ``None``.
+    """
+    from encoders.hf import HFTextEncoder
+
+    encoder: TextEncoder = HFTextEncoder(cfg.model, pooling=cfg.pooling, max_length=cfg.max_length,
+                                         batch_size=cfg.batch_size, device=cfg.device, dtype=cfg.dtype,
+                                         show_progress=show_progress)
+    if cfg.cache_dir is not None:
+        encoder = CachedEncoder(encoder, cfg.cache_dir)
+    return encoder
+
+
+def _texts_digest(texts: list[str]) -> str:
+    h = hashlib.sha256()
+    for t in texts:
+        h.update(t.encode("utf-8"))
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+def encode_snapshot(snapshot_dir: str | Path, cfg: Any, encoder: TextEncoder | None = None) -> Path:
+    """Encode a snapshot's node texts and write them beside its other arrays.
+
+    Writes ``text_embeddings.npz`` (float32 arrays ``item``, ``query``, ``entity`` with rows
+    aligned to the snapshot's ids) and ``text_embeddings.json`` (model id, dim, pooling, max
+    length, counts, text digests) inside ``snapshot_dir``, each atomically.
+
+    Args:
+        snapshot_dir: a directory written by :meth:`kg.snapshot.Snapshot.save`.
+        cfg: an :class:`kgrec.config.EncoderConfig`.
+        encoder: an encoder to use instead of ``build_encoder(cfg)`` (lets callers reuse a loaded one).
+
+    Returns:
+        Path of the ``.npz`` file.
+
+    Raises:
+        FileNotFoundError: ``snapshot_dir`` is not a snapshot.
+        encoders.base.EncoderError: the model cannot be loaded.
+    """
+    from kg.snapshot import Snapshot
+
+    snapshot_dir = Path(snapshot_dir)
+    snapshot = Snapshot.load(snapshot_dir)
+    texts = node_texts(snapshot, cfg)
+    if encoder is None:
+        encoder = build_encoder(cfg)
+    started = time.perf_counter()
+    arrays = {kind: encoder.encode(values).astype(np.float32, copy=False) for kind, values in texts.items()}
+    seconds = time.perf_counter() - started
+    meta: dict[str, Any] = {
+        "model_id": encoder.model_id,
+        "dim": encoder.dim,
+        "pooling": cfg.pooling,
+        "max_length": cfg.max_length,
+        "cache_namespace": encoder.cache_namespace,
+        "counts": {kind: int(a.shape[0]) for kind, a in arrays.items()},
+        "text_sha256": {kind: _texts_digest(values) for kind, values in texts.items()},
+        "templates": {"item": cfg.item_template, "query": cfg.query_template, "entity": cfg.entity_template},
+        "seconds": round(seconds, 3),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+    if isinstance(encoder, CachedEncoder):
+        meta["cache"] = {"hits": encoder.hits, "misses": encoder.misses}
+    npz_path = snapshot_dir / EMBEDDINGS_FILE
+    tmp = snapshot_dir / f".{EMBEDDINGS_FILE}.{uuid.uuid4().hex}.tmp"
+    with open(tmp, "wb") as fh:
+        np.savez(fh, **arrays)
+    os.replace(tmp, npz_path)
+    meta_tmp = snapshot_dir / f".{META_FILE}.{uuid.uuid4().hex}.tmp"
+    meta_tmp.write_text(json.dumps(meta, indent=2, ensure_ascii=False), encoding="utf-8")
+    os.replace(meta_tmp, snapshot_dir / META_FILE)
+    logger.info("encoded %s with %s (dim %d) in %.1fs: %s", snapshot_dir, encoder.model_id, encoder.dim,
+                seconds, meta["counts"])
+    return npz_path

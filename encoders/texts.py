@@ -1,0 +1,70 @@
+"""The text of each snapshot node, built from the templates in :class:`kgrec.config.EncoderConfig`."""
+from __future__ import annotations
+
+import re
+import string
+from typing import Any, Mapping
+
+from encoders.base import normalize_text
+
+ITEM_FIELDS = ("title", "description", "attributes")
+QUERY_FIELDS = ("text",)
+ENTITY_FIELDS = ("name",)
+_SPACES = re.compile(r"\s+")
+
+
+def check_template(template: str, allowed: tuple[str, ...]) -> None:
+    """Check that a template only uses the plain fields ``allowed``.
+
+    Raises:
+        ValueError: an unknown field, a positional field or attribute/index access.
+    """
+    for _, field_name, _, _ in string.Formatter().parse(template):
+        if field_name is None:
+            continue
+        if field_name not in allowed:
+            raise ValueError(f"template {template!r} uses {{{field_name}}}; allowed fields: "
+                             + ", ".join("{" + f + "}" for f in allowed))
+
+
+def fill(template: str, values: Mapping[str, Any]) -> str:
+    """Fill a template with normalised values; ``""`` when every value is empty.
+
+    Runs of whitespace collapse to one space, so an empty field leaves no gap.
+    """
+    clean = {k: normalize_text(v) for k, v in values.items()}
+    if not any(clean.values()):
+        return ""
+    return _SPACES.sub(" ", template.format_map(clean)).strip()
+
+
+def node_texts(snapshot: Any, cfg: Any) -> dict[str, list[str]]:
+    """The text of every item, query and entity of a snapshot.
+
+    Items use ``cfg.item_template`` with ``{title}``, ``{description}`` and ``{attributes}`` (the
+    names of the entities an item links to, de-duplicated and joined with ``", "``); queries use
+    ``cfg.query_template`` with ``{text}``; entities use ``cfg.entity_template`` with ``{name}``.
+    A node whose fields are all empty gets ``""``.
+
+    Args:
+        snapshot: a :class:`kg.snapshot.Snapshot`.
+        cfg: an :class:`kgrec.config.EncoderConfig` (only the templates are read).
+
+    Returns:
+        ``{"item": [...], "query": [...], "entity": [...]}``, aligned with the snapshot's ids.
+
+    Raises:
+        ValueError: a template uses an unknown field.
+    """
+    check_template(cfg.item_template, ITEM_FIELDS)
+    check_template(cfg.query_template, QUERY_FIELDS)
+    check_template(cfg.entity_template, ENTITY_FIELDS)
+    attributes = snapshot.item_attribute_names()
+    items = [
+        fill(cfg.item_template, {"title": title, "description": desc,
+                                 "attributes": ", ".join(dict.fromkeys(n for n in attrs if n))})
+        for title, desc, attrs in zip(snapshot.item_titles, snapshot.item_descriptions, attributes)
+    ]
+    queries = [fill(cfg.query_template, {"text": t}) for t in snapshot.query_texts]
+    entities = [fill(cfg.entity_template, {"name": n}) for n in snapshot.entity_names]
+    return {"item": items, "query": queries, "entity": entities}

@@ -1,0 +1,133 @@
+"""Model artifacts: a versioned directory of plain files that ``serving`` loads.
+
+Layout of ``<out_dir>/<version>/``::
+
+    embeddings.npz     user (U, d) float32, item (I, d) float32; score(u, i) = user[u] · item[i]
+    ids.json           {"user": [external ids], "item": [external ids]} (row = internal id)
+    train_items.npz    CSR of each user's training positives: indptr (U+1,), indices (nnz,)
+    config.json        the TrainConfig the model was trained with
+    metrics.json       {"test": {...final metrics}, "best_epoch": n, "history": [{epoch row}, ...]}
+    meta.json          {version, model, created, code_version, snapshot}
+    curve.png          training curve
+
+``<out_dir>/current`` is a symlink to the served version, swapped atomically by :func:`publish`.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+ARTIFACT_FILES = ("embeddings.npz", "ids.json", "train_items.npz", "config.json", "metrics.json",
+                  "meta.json", "curve.png")
+
+
+@dataclass
+class Artifact:
+    """A loaded model artifact."""
+
+    path: Path
+    user_embeddings: np.ndarray
+    item_embeddings: np.ndarray
+    ids: dict[str, list[str]]
+    train_indptr: np.ndarray
+    train_indices: np.ndarray
+    config: dict[str, Any]
+    metrics: dict[str, Any]
+    meta: dict[str, Any]
+
+    def train_items(self, user: int) -> np.ndarray:
+        """Internal item ids the user interacted with in training."""
+        return self.train_indices[self.train_indptr[user]:self.train_indptr[user + 1]]
+
+
+def save_artifact(path: str | Path, *, user_embeddings: np.ndarray, item_embeddings: np.ndarray,
+                  ids: dict[str, list[str]], train_indptr: np.ndarray, train_indices: np.ndarray,
+                  config: dict[str, Any], metrics: dict[str, Any], meta: dict[str, Any],
+                  curve_png: bytes | Path | None = None) -> Path:
+    """Write an artifact into ``path`` (a directory, created; normally a temp dir renamed later).
+
+    Raises:
+        ValueError: shapes disagree with ids.
+    """
+    path = Path(path)
+    ue = np.ascontiguousarray(user_embeddings, dtype=np.float32)
+    ie = np.ascontiguousarray(item_embeddings, dtype=np.float32)
+    if ue.shape[0] != len(ids["user"]) or ie.shape[0] != len(ids["item"]) or ue.shape[1] != ie.shape[1]:
+        raise ValueError(f"embedding shapes {ue.shape}/{ie.shape} do not match ids "
+                         f"({len(ids['user'])} users, {len(ids['item'])} items)")
+    if len(train_indptr) != ue.shape[0] + 1:
+        raise ValueError("train_indptr must have num_users + 1 entries")
+    path.mkdir(parents=True, exist_ok=True)
+    np.savez(path / "embeddings.npz", user=ue, item=ie)
+    (path / "ids.json").write_text(json.dumps({k: list(v) for k, v in ids.items()}))  # user, item, item_title
+    np.savez(path / "train_items.npz", indptr=np.asarray(train_indptr, dtype=np.int64),
+             indices=np.asarray(train_indices, dtype=np.int64))
+    (path / "config.json").write_text(json.dumps(config, indent=2, default=str))
+    (path / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    (path / "meta.json").write_text(json.dumps(meta, indent=2, default=str))
+    if isinstance(curve_png, Path):
+        shutil.copyfile(curve_png, path / "curve.png")
+    elif curve_png is not None:
+        (path / "curve.png").write_bytes(curve_png)
+    return path
+
+
+def load_artifact(path: str | Path) -> Artifact:
+    """Read an artifact directory (or the ``current`` symlink).
+
+    Raises:
+        FileNotFoundError: a required file is missing.
+    """
+    path = Path(path).resolve()
+    for name in ("embeddings.npz", "ids.json", "train_items.npz", "meta.json"):
+        if not (path / name).is_file():
+            raise FileNotFoundError(f"{path} is not a model artifact (no {name})")
+    with np.load(path / "embeddings.npz") as z:
+        ue, ie = z["user"], z["item"]
+    with np.load(path / "train_items.npz") as z:
+        indptr, indices = z["indptr"], z["indices"]
+
+    def _json(name: str) -> dict[str, Any]:
+        f = path / name
+        return json.loads(f.read_text()) if f.is_file() else {}
+
+    return Artifact(path=path, user_embeddings=ue, item_embeddings=ie, ids=_json("ids.json"),
+                    train_indptr=indptr, train_indices=indices, config=_json("config.json"),
+                    metrics=_json("metrics.json"), meta=_json("meta.json"))
+
+
+def publish(artifact_dir: str | Path, out_dir: str | Path, link_name: str = "current") -> Path:
+    """Atomically point ``out_dir/<link_name>`` at ``artifact_dir``.
+
+    A temporary symlink is created beside the target and moved over it with ``os.replace``
+    (atomic on POSIX), so readers see either the old or the new version, never neither.
+
+    Returns:
+        The symlink path.
+
+    Raises:
+        FileNotFoundError: ``artifact_dir`` is not an artifact.
+    """
+    artifact_dir = Path(artifact_dir)
+    out_dir = Path(out_dir)
+    if not (artifact_dir / "embeddings.npz").is_file():
+        raise FileNotFoundError(f"{artifact_dir} is not a model artifact")
+    link = out_dir / link_name
+    tmp = out_dir / f".{link_name}.tmp-{os.getpid()}"
+    if tmp.is_symlink() or tmp.exists():
+        tmp.unlink()
+    # Relative target when the artifact sits in out_dir, so the tree can be moved as a whole.
+    target = artifact_dir.name if artifact_dir.resolve().parent == out_dir.resolve() else str(artifact_dir.resolve())
+    os.symlink(target, tmp)
+    os.replace(tmp, link)
+    logger.info("published %s -> %s", link, target)
+    return link

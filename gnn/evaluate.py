@@ -1,0 +1,127 @@
+"""Full-ranking evaluation: every item is a candidate except the user's known positives.
+
+Protocol (LightGCN paper): for each user with at least one truth item, score all items, mask the
+training positives (and any extra exclusions, e.g. validation positives when evaluating test), take
+the top-K and average the per-user metrics of :mod:`gnn.metrics` over those users.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Callable, Sequence
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from . import metrics as M
+
+logger = logging.getLogger(__name__)
+
+ScoreFn = Callable[[torch.Tensor], torch.Tensor]
+
+
+def to_csr(user: np.ndarray, item: np.ndarray, num_users: int, num_items: int) -> sp.csr_matrix:
+    """Binary (num_users, num_items) CSR matrix of the pairs (duplicates collapse to 1)."""
+    m = sp.csr_matrix((np.ones(len(user), dtype=np.float32), (np.asarray(user), np.asarray(item))),
+                      shape=(num_users, num_items))
+    m.sum_duplicates()
+    m.data[:] = 1.0
+    return m
+
+
+def as_csr(matrix: "sp.spmatrix | tuple[np.ndarray, np.ndarray]", num_items: int) -> sp.csr_matrix:
+    """Accept a scipy sparse matrix or an ``(indptr, indices)`` pair and return a CSR matrix."""
+    if isinstance(matrix, tuple):
+        indptr, indices = (np.asarray(a) for a in matrix)
+        return sp.csr_matrix((np.ones(len(indices), dtype=np.float32), indices, indptr),
+                             shape=(len(indptr) - 1, num_items))
+    return sp.csr_matrix(matrix)
+
+
+def _rows(m: sp.csr_matrix, users: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """(row-in-batch, column) index tensors of the nonzeros of ``m[users]``."""
+    sub = m[users].tocoo()
+    return torch.from_numpy(sub.row.astype(np.int64)), torch.from_numpy(sub.col.astype(np.int64))
+
+
+@torch.no_grad()
+def evaluate(score_fn: ScoreFn,
+             train: "sp.spmatrix | tuple[np.ndarray, np.ndarray]",
+             truth: "sp.spmatrix | tuple[np.ndarray, np.ndarray]",
+             ks: Sequence[int],
+             num_items: int,
+             batch_size: int = 2048,
+             device: torch.device | str = "cpu",
+             exclude: "sp.spmatrix | tuple[np.ndarray, np.ndarray] | None" = None,
+             item_popularity: np.ndarray | None = None,
+             item_embeddings: torch.Tensor | np.ndarray | None = None) -> dict[str, float]:
+    """Full-ranking top-K metrics.
+
+    Args:
+        score_fn: maps a (B,) long tensor of user indices (on ``device``) to (B, num_items) scores.
+        train: (U, I) training positives, masked out of the ranking.
+        truth: (U, I) held-out positives; only users with at least one are evaluated.
+        ks: cut-offs, e.g. ``[10, 20, 50]``.
+        num_items: I.
+        batch_size: users scored at once.
+        device: where scores and top-k run.
+        exclude: optional extra (U, I) positives to mask (validation items when evaluating test).
+        item_popularity: (I,) popularity for ``avg_pop@K``; defaults to training counts.
+        item_embeddings: (I, d) vectors for ``ild@K`` (intra-list diversity); skipped when None.
+
+    Returns:
+        ``{"recall@K", "ndcg@K", "precision@K", "hit@K", "mrr@K", "coverage@K", "avg_pop@K",
+        ["ild@K"], "num_users"}`` as floats.
+
+    Raises:
+        ValueError: empty ``ks`` or no user with truth items.
+    """
+    if not ks:
+        raise ValueError("ks must not be empty")
+    device = torch.device(device)
+    ks = sorted(int(k) for k in ks)
+    kmax = min(ks[-1], num_items)
+    train_m = as_csr(train, num_items)
+    truth_m = as_csr(truth, num_items)
+    excl_m = as_csr(exclude, num_items) if exclude is not None else None
+    users = np.flatnonzero(np.diff(truth_m.indptr) > 0)
+    if len(users) == 0:
+        raise ValueError("no user has truth items")
+    pop = np.asarray(train_m.sum(0)).ravel() if item_popularity is None else np.asarray(item_popularity)
+    pop_t = torch.as_tensor(pop, dtype=torch.float64, device=device)
+    emb_t = None if item_embeddings is None else torch.as_tensor(item_embeddings, device=device).float()
+
+    sums: dict[str, float] = {}
+    covered = {k: torch.zeros(num_items, dtype=torch.bool, device=device) for k in ks}
+    for start in range(0, len(users), batch_size):
+        ub = users[start:start + batch_size]
+        u_t = torch.from_numpy(ub.astype(np.int64)).to(device)
+        scores = score_fn(u_t).float()
+        if scores.shape != (len(ub), num_items):
+            raise ValueError(f"score_fn returned {tuple(scores.shape)}, expected {(len(ub), num_items)}")
+        for m in (train_m, excl_m):
+            if m is not None:
+                r, c = _rows(m, ub)
+                scores[r.to(device), c.to(device)] = -float("inf")
+        top = torch.topk(scores, kmax, dim=1).indices  # (B, kmax)
+        r, c = _rows(truth_m, ub)
+        gt = torch.zeros(len(ub), num_items, dtype=torch.bool, device=device)
+        gt[r.to(device), c.to(device)] = True
+        n_truth = gt.sum(1)
+        hits_all = gt.gather(1, top)
+        for k in ks:
+            hits, tk = hits_all[:, :k], top[:, :k]
+            parts = {f"recall@{k}": M.recall(hits, n_truth), f"ndcg@{k}": M.ndcg(hits, n_truth),
+                     f"precision@{k}": hits.to(torch.float64).sum(1) / k, f"hit@{k}": M.hit_rate(hits),
+                     f"mrr@{k}": M.mrr(hits), f"avg_pop@{k}": M.average_popularity(tk, pop_t)}
+            if emb_t is not None:
+                parts[f"ild@{k}"] = M.intra_list_diversity(tk, emb_t)
+            for name, v in parts.items():
+                sums[name] = sums.get(name, 0.0) + float(v.sum())
+            covered[k][tk.reshape(-1)] = True
+    n = float(len(users))
+    out = {name: v / n for name, v in sums.items()}
+    for k in ks:
+        out[f"coverage@{k}"] = float(covered[k].sum()) / num_items
+    out["num_users"] = n
+    return dict(sorted(out.items()))

@@ -1,0 +1,1 @@
+"""Recommendation models: one model, one file (``lightgcn``, ``gfcf``)."""

@@ -1,0 +1,150 @@
+"""GF-CF (Shen et al., CIKM 2021): a training-free graph filter for collaborative filtering."""
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+logger = logging.getLogger(__name__)
+
+
+class GFCF:
+    r"""Linear item-item filter plus an ideal low-pass filter, fitted in closed form.
+
+    With the binary interaction matrix :math:`R \in \{0,1\}^{U \times I}` and
+    :math:`\tilde R = D_U^{-1/2} R D_I^{-1/2}`, a user's raw row :math:`r` is scored as
+
+    .. math::
+        s(r) = r \tilde R^\top \tilde R + \alpha \, r D_I^{-1/2} V_k V_k^\top D_I^{1/2}
+
+    where :math:`V_k` (I, k) are the top-``k`` right singular vectors of :math:`\tilde R`
+    (this is the authors' reference code; the linear term uses the raw row, as there).
+
+    Args:
+        k: rank of the ideal low-pass filter (0 disables it).
+        alpha: weight of the low-pass term.
+        svd_solver: ``arpack`` (``scipy.sparse.linalg.svds``, exact) or ``randomized``
+            (``torch.svd_lowrank`` with oversampling).
+        seed: seed for the solver's start vector / random projection.
+        device: where scoring runs (the SVD runs on CPU for ``arpack``).
+    """
+
+    def __init__(self, k: int = 256, alpha: float = 0.3, svd_solver: str = "arpack", seed: int = 2020,
+                 device: torch.device | str = "cpu") -> None:
+        if svd_solver not in ("arpack", "randomized"):
+            raise ValueError(f"unknown svd_solver {svd_solver!r}")
+        if k < 0:
+            raise ValueError("k must be >= 0")
+        self.k = k
+        self.alpha = alpha
+        self.svd_solver = svd_solver
+        self.seed = seed
+        self.device = torch.device(device)
+        self.R: sp.csr_matrix | None = None
+        self._rn_sp: sp.csr_matrix | None = None  # (U, I) scipy, CPU scoring
+        self._rn_t_sp: sp.csr_matrix | None = None  # (I, U) scipy
+        self._rn: torch.Tensor | None = None  # (U, I) sparse CSR
+        self._rn_t: torch.Tensor | None = None  # (I, U) sparse CSR
+        self._di: torch.Tensor | None = None  # (I,) D_I^{-1/2}
+        self._di_inv: torch.Tensor | None = None  # (I,) D_I^{1/2}
+        self._vt: torch.Tensor | None = None  # (k, I)
+        self.fit_seconds = 0.0
+
+    def fit(self, train: sp.spmatrix) -> "GFCF":
+        """Build the normalised matrix and its truncated SVD.
+
+        Args:
+            train: (U, I) training interactions (nonzero = positive).
+
+        Returns:
+            ``self``.
+        """
+        t0 = time.perf_counter()
+        R = sp.csr_matrix(train, dtype=np.float64)
+        R.data[:] = 1.0
+        du = np.asarray(R.sum(1)).ravel()
+        di = np.asarray(R.sum(0)).ravel()
+        du_is = np.zeros_like(du)
+        np.power(du, -0.5, out=du_is, where=du > 0)
+        di_is = np.zeros_like(di)
+        np.power(di, -0.5, out=di_is, where=di > 0)
+        Rn = sp.diags(du_is) @ R @ sp.diags(di_is)
+        self.R = R.astype(np.float32)
+        if self.device.type == "cpu":
+            self._rn_sp = sp.csr_matrix(Rn, dtype=np.float32)
+            self._rn_t_sp = sp.csr_matrix(Rn.T, dtype=np.float32)
+        else:
+            self._rn = self._to_torch(Rn)
+            self._rn_t = self._to_torch(Rn.T)
+        self._di = torch.from_numpy(di_is.astype(np.float32)).to(self.device)
+        di_inv = np.zeros_like(di_is)
+        np.divide(1.0, di_is, out=di_inv, where=di_is > 0)
+        self._di_inv = torch.from_numpy(di_inv.astype(np.float32)).to(self.device)
+        k = min(self.k, min(R.shape) - 1)
+        self._vt = None
+        if k > 0:
+            if self.svd_solver == "arpack":
+                from scipy.sparse.linalg import svds
+                v0 = np.random.default_rng(self.seed).random(min(R.shape))
+                _, sv, vt = svds(Rn, k=k, v0=v0)
+                vt = vt[np.argsort(-sv)]
+            else:
+                torch.manual_seed(self.seed)
+                a = self._to_torch(Rn, layout=torch.sparse_coo)
+                _, _, v = torch.svd_lowrank(a, q=k + 64, niter=6)
+                vt = v[:, :k].t().cpu().numpy()
+            self._vt = torch.from_numpy(np.ascontiguousarray(vt, dtype=np.float32)).to(self.device)
+        self.fit_seconds = time.perf_counter() - t0
+        logger.info("GF-CF fit in %.1fs (k=%d, alpha=%.2f, %s)", self.fit_seconds, k, self.alpha, self.svd_solver)
+        return self
+
+    def score(self, user: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """(B, I) float32 scores on ``device`` for (B,) user indices.
+
+        Raises:
+            RuntimeError: called before :meth:`fit`.
+        """
+        if self.R is None:
+            raise RuntimeError("GFCF.fit must be called first")
+        u = user.cpu().numpy() if isinstance(user, torch.Tensor) else np.asarray(user)
+        r_sp = self.R[u]
+        r = torch.from_numpy(r_sp.toarray()).to(self.device)  # (B, I) raw rows
+        if self._rn_sp is not None:
+            # CPU: sparse-sparse products (r R~^T) R~ are the fastest measured path
+            out = torch.from_numpy(((r_sp @ self._rn_t_sp) @ self._rn_sp).toarray())
+        else:
+            # accelerator: (R~^T (R~ r^T))^T with two sparse-dense products
+            out = torch.sparse.mm(self._rn_t, torch.sparse.mm(self._rn, r.t().contiguous())).t()
+        if self._vt is not None and self.alpha != 0:
+            ideal = ((r * self._di) @ self._vt.t()) @ self._vt * self._di_inv
+            out = out + self.alpha * ideal
+        return out.contiguous()
+
+    def _to_torch(self, m: sp.spmatrix, layout: torch.layout = torch.sparse_csr) -> torch.Tensor:
+        coo = sp.coo_matrix(m)
+        idx = torch.from_numpy(np.stack([coo.row, coo.col]).astype(np.int64))
+        t = torch.sparse_coo_tensor(idx, torch.from_numpy(coo.data.astype(np.float32)), coo.shape,
+                                    check_invariants=False).coalesce()
+        if layout == torch.sparse_csr:
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+                t = t.to_sparse_csr()
+        return t.to(self.device)
+
+    def recommend(self, user: np.ndarray | torch.Tensor, k: int, exclude_train: bool = True) -> torch.Tensor:
+        """(B, k) top items per user, training items excluded by default."""
+        s = self.score(user)
+        if exclude_train:
+            u = user.cpu().numpy() if isinstance(user, torch.Tensor) else np.asarray(user)
+            sub = self.R[u].tocoo()
+            s[torch.from_numpy(sub.row.astype(np.int64)).to(s.device),
+              torch.from_numpy(sub.col.astype(np.int64)).to(s.device)] = -float("inf")
+        return s.topk(k, dim=1).indices
+
+    def __repr__(self) -> str:
+        shape = None if self.R is None else self.R.shape
+        return f"GFCF(k={self.k}, alpha={self.alpha}, solver={self.svd_solver}, fitted={shape})"

@@ -1,0 +1,332 @@
+"""Training entry point: BPR mini-batches, early stopping, checkpoints, versioned artifacts.
+
+``train(snapshot, cfg, out_dir)`` resolves the :class:`~kgrec.config.TrainConfig` into a model,
+trains it, writes ``out_dir/<version>/`` (see :mod:`gnn.artifact`) through a temporary directory
+renamed at the end, and repoints ``out_dir/current``. Errors are raised, never turned into exits.
+Checkpoints live in ``out_dir/.checkpoints/<model>-<fingerprint>/`` and let an interrupted run
+with the same configuration and data resume; they are removed once the artifact is published.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import json
+import logging
+import random
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from kgrec.config import TrainConfig
+
+from .artifact import publish, save_artifact
+from .evaluate import evaluate, to_csr
+from .sampling import NegativeSampler
+
+logger = logging.getLogger(__name__)
+
+EpochHook = Callable[[int, dict[str, Any]], None]
+MODELS = ("lightgcn", "fused", "rgcn")
+
+
+class TrainingError(RuntimeError):
+    """Training could not produce an artifact (bad data, bad configuration)."""
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; anything else is passed to ``torch.device``."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, numpy's legacy RNG and torch (CPU and CUDA)."""
+    random.seed(seed)
+    np.random.seed(seed % (2 ** 32))
+    torch.manual_seed(seed)
+
+
+def code_version() -> str:
+    """``git describe --always --dirty`` of the source tree, else the installed package version."""
+    try:
+        out = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=Path(__file__).parent,
+                             capture_output=True, text=True, timeout=5)
+        if out.returncode == 0 and out.stdout.strip():
+            return out.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    try:
+        from importlib.metadata import version
+        return version("kgrec")
+    except Exception:  # noqa: BLE001 - metadata missing in odd installs
+        return "unknown"
+
+
+def build_model(cfg: TrainConfig, snapshot: Any, text_embeddings: np.ndarray | None = None) -> torch.nn.Module:
+    """Resolve ``cfg.model`` into a model with explicit constructor arguments.
+
+    Raises:
+        ValueError: unknown model name, or a text model without text embeddings.
+    """
+    num_users, num_items = snapshot.num_users, snapshot.num_items
+    if cfg.model == "rgcn":
+        from .models.rgcn import RGCNRec
+        counts = {t: snapshot.num_nodes(t) for t in ("user", "item", "query", "entity")}
+        return RGCNRec(counts, RGCNRec.count_relations(snapshot.relations), embedding_dim=cfg.embedding_dim,
+                       num_layers=cfg.num_layers)
+    if cfg.model == "lightgcn":
+        from .models.lightgcn import LightGCN
+        if text_embeddings is not None:
+            logger.warning("lightgcn ignores text embeddings")
+        return LightGCN(num_users, num_items, embedding_dim=cfg.embedding_dim, num_layers=cfg.num_layers)
+    if cfg.model == "fused":
+        from .models.fused import FusedLightGCN
+        if text_embeddings is None:
+            raise ValueError("model 'fused' needs text_embeddings (I, T)")
+        return FusedLightGCN(num_users, num_items, text_embeddings, embedding_dim=cfg.embedding_dim,
+                             num_layers=cfg.num_layers, fusion=cfg.fusion)
+    raise ValueError(f"unknown model {cfg.model!r}; trainable models: {MODELS}")
+
+
+def _build_graph(model: torch.nn.Module, snapshot: Any, user: np.ndarray, item: np.ndarray,
+                 device: torch.device) -> Any:
+    """The graph object the model's ``get_embedding``/``loss`` take (adjacency or typed edges)."""
+    from .models.rgcn import RGCNRec
+    if isinstance(model, RGCNRec):
+        counts = {t: snapshot.num_nodes(t) for t in ("user", "item", "query", "entity")}
+        return model.build_graph(user, item, counts, snapshot.relations, snapshot.relation_types, device=device)
+    return model.build_adjacency(user, item, snapshot.num_users, snapshot.num_items, device=device)
+
+
+def _config_dict(cfg: TrainConfig) -> dict[str, Any]:
+    return json.loads(json.dumps(dataclasses.asdict(cfg), default=str))
+
+
+def _fingerprint(cfg: TrainConfig, train_csr: sp.csr_matrix, text_embeddings: np.ndarray | None = None) -> str:
+    """Hash of what decides the optimisation path (not epochs/patience/out_dir/device)."""
+    d = _config_dict(cfg)
+    for k in ("epochs", "patience", "out_dir", "device", "eval_every"):
+        d.pop(k, None)
+    h = hashlib.sha1(json.dumps(d, sort_keys=True).encode())
+    h.update(np.asarray(train_csr.shape, dtype=np.int64).tobytes())
+    h.update(train_csr.indptr.astype(np.int64).tobytes())
+    h.update(train_csr.indices.astype(np.int64).tobytes())
+    if text_embeddings is not None:
+        h.update(np.ascontiguousarray(text_embeddings, dtype=np.float32).tobytes())
+    return h.hexdigest()[:12]
+
+
+def _curve_png(history: list[dict[str, Any]], metric: str) -> bytes:
+    """Loss and validation metric per epoch as PNG bytes (Agg canvas, no global backend)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(8, 3.2))
+    FigureCanvasAgg(fig)
+    ax1, ax2 = fig.subplots(1, 2)
+    ax1.plot([r["epoch"] for r in history], [r["loss"] for r in history], marker=".")
+    ax1.set_xlabel("epoch")
+    ax1.set_ylabel("BPR loss")
+    ev = [r for r in history if metric in r]
+    ax2.plot([r["epoch"] for r in ev], [r[metric] for r in ev], marker=".", color="C1")
+    ax2.set_xlabel("epoch")
+    ax2.set_ylabel(metric)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    return buf.getvalue()
+
+
+def _new_version(out_dir: Path, model: str) -> str:
+    base = f"{time.strftime('%Y%m%d-%H%M%S')}-{model}"
+    version, n = base, 1
+    while (out_dir / version).exists() or (out_dir / f".tmp-{version}").exists():
+        n += 1
+        version = f"{base}-{n}"
+    return version
+
+
+def train(snapshot: Any, cfg: TrainConfig, out_dir: str | Path, text_embeddings: np.ndarray | None = None,
+          *, snapshot_path: str | Path | None = None, epoch_hook: EpochHook | None = None,
+          resume: bool = True, publish_current: bool = True, max_time_s: float | None = None,
+          progress: bool = True) -> Path:
+    """Train ``cfg.model`` on ``snapshot`` and write a model artifact.
+
+    Args:
+        snapshot: a :class:`kg.snapshot.Snapshot` (``splits``, ``ids``, ``num_users``, ``num_items``).
+        cfg: training configuration.
+        out_dir: models directory; the artifact goes to ``out_dir/<version>/``.
+        text_embeddings: optional (I, t) item text vectors for text-aware models.
+        snapshot_path: recorded in ``meta.json``.
+        epoch_hook: called as ``hook(epoch, row)`` after each epoch's checkpoint (an exception
+            raised there aborts training, leaving ``current`` untouched).
+        resume: continue from a matching checkpoint when one exists.
+        publish_current: repoint ``out_dir/current`` at the new artifact.
+        max_time_s: stop after the first epoch that ends past this many seconds of training.
+        progress: show a tqdm bar over batches.
+
+    Returns:
+        The artifact directory.
+
+    Raises:
+        TrainingError: no training interactions, or nothing to evaluate on.
+        ValueError: unknown model or sampling strategy.
+    """
+    from tqdm.auto import tqdm
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(cfg.device)
+    U, I = snapshot.num_users, snapshot.num_items
+    tr = snapshot.splits["train"]
+    if len(tr) == 0:
+        raise TrainingError("snapshot has no training interactions")
+    valid = snapshot.splits.get("valid")
+    test = snapshot.splits.get("test")
+    eval_split = "valid" if valid is not None and len(valid) > 0 else "test"
+    ev = snapshot.splits[eval_split]
+    if len(ev) == 0:
+        raise TrainingError("snapshot has neither valid nor test interactions to evaluate on")
+    train_csr = to_csr(tr.user, tr.item, U, I)
+    eval_csr = to_csr(ev.user, ev.item, U, I)
+    ks = sorted(set(cfg.ks) | {20})
+    stop_metric = "ndcg@20"
+
+    seed_everything(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    model = build_model(cfg, snapshot, text_embeddings).to(device)
+    coo = train_csr.tocoo()
+    pairs_u = coo.row.astype(np.int64)
+    pairs_i = coo.col.astype(np.int64)
+    adj = _build_graph(model, snapshot, pairs_u, pairs_i, device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    sampler = NegativeSampler(train_csr, cfg.negative_sampling, rng)
+    use_amp = bool(cfg.amp and device.type == "cuda")
+    amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
+
+    ckpt_dir = out_dir / ".checkpoints" / f"{cfg.model}-{_fingerprint(cfg, train_csr, text_embeddings)}"
+    ckpt = ckpt_dir / "last.pt"
+    history: list[dict[str, Any]] = []
+    best_score, best_epoch, bad_evals, start_epoch = -1.0, 0, 0, 1
+    best_state: dict[str, torch.Tensor] | None = None
+    if resume and ckpt.is_file():
+        state = torch.load(ckpt, map_location=device, weights_only=False)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        rng.bit_generator.state = state["rng"]
+        torch.set_rng_state(state["torch_rng"])
+        history, best_score, best_epoch = state["history"], state["best_score"], state["best_epoch"]
+        bad_evals, best_state, start_epoch = state["bad_evals"], state["best_state"], state["epoch"] + 1
+        logger.info("resumed %s from epoch %d", ckpt_dir.name, state["epoch"])
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    logger.info("training %r on %s: %d users, %d items, %d train pairs, early stopping on %s %s",
+                model, device, U, I, len(pairs_u), eval_split, stop_metric)
+
+    def embeddings() -> tuple[torch.Tensor, torch.Tensor]:
+        model.eval()
+        with torch.no_grad():
+            ue, ie = model.get_embedding(adj)
+        return ue.float(), ie.float()
+
+    def run_eval(truth: sp.csr_matrix, exclude: sp.csr_matrix | None) -> dict[str, float]:
+        ue, ie = embeddings()
+        return evaluate(lambda u: ue[u] @ ie.t(), train_csr, truth, ks, I, device=device, exclude=exclude)
+
+    t_start = time.perf_counter()
+    n = len(pairs_u)
+    epoch = start_epoch - 1
+    for epoch in range(start_epoch, cfg.epochs + 1):
+        t0 = time.perf_counter()
+        ue_h = ie_h = None
+        if cfg.negative_sampling == "hard":
+            ue_h, ie_h = embeddings()
+        model.train()
+        perm = rng.permutation(n)
+        total = 0.0
+        for b in tqdm(range(0, n, cfg.batch_size), desc=f"epoch {epoch}", leave=False, disable=not progress):
+            idx = perm[b:b + cfg.batch_size]
+            u_np = pairs_u[idx]
+            neg_np = sampler.sample(u_np, ue_h, ie_h)
+            u = torch.from_numpy(u_np).to(device)
+            p = torch.from_numpy(pairs_i[idx]).to(device)
+            neg = torch.from_numpy(neg_np).to(device)
+            optimizer.zero_grad(set_to_none=True)
+            with torch.autocast(device_type=device.type, dtype=amp_dtype, enabled=use_amp):
+                loss = model.loss(adj, u, p, neg, reg_weight=cfg.weight_decay)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            total += float(loss.detach()) * len(idx)
+        if not np.isfinite(total):
+            raise TrainingError(f"loss diverged at epoch {epoch} (lr {cfg.lr} too high?)")
+        row: dict[str, Any] = {"epoch": epoch, "loss": total / n, "train_s": round(time.perf_counter() - t0, 3)}
+        if epoch % cfg.eval_every == 0 or epoch == cfg.epochs:
+            t1 = time.perf_counter()
+            row.update({f"{eval_split}_{k}": v for k, v in run_eval(eval_csr, None).items() if k != "num_users"})
+            row["eval_s"] = round(time.perf_counter() - t1, 3)
+            score = row[f"{eval_split}_{stop_metric}"]
+            if score > best_score:
+                best_score, best_epoch, bad_evals = score, epoch, 0
+                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            else:
+                bad_evals += 1
+        history.append(row)
+        logger.info("epoch %d %s", epoch, json.dumps(row))
+        torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
+                    "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(), "history": history,
+                    "best_score": best_score, "best_epoch": best_epoch, "bad_evals": bad_evals,
+                    "best_state": best_state}, ckpt_dir / "last.pt.tmp")
+        (ckpt_dir / "last.pt.tmp").replace(ckpt)
+        (ckpt_dir / "history.json").write_text(json.dumps(history, indent=1))
+        if epoch_hook is not None:
+            epoch_hook(epoch, row)
+        if bad_evals >= cfg.patience:
+            logger.info("early stop at epoch %d (best %s %.4f at epoch %d)", epoch, stop_metric, best_score, best_epoch)
+            break
+        if max_time_s is not None and time.perf_counter() - t_start > max_time_s:
+            logger.info("time budget %.0fs reached after epoch %d", max_time_s, epoch)
+            break
+
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    ue, ie = embeddings()
+    final: dict[str, float] = {}
+    if test is not None and len(test) > 0:
+        excl = to_csr(valid.user, valid.item, U, I) if eval_split == "valid" else None
+        final = run_eval(to_csr(test.user, test.item, U, I), excl)
+
+    version = _new_version(out_dir, cfg.model)
+    tmp = out_dir / f".tmp-{version}"
+    try:
+        save_artifact(
+            tmp, user_embeddings=ue.cpu().numpy(), item_embeddings=ie.cpu().numpy(),
+            ids={"user": list(snapshot.ids["user"]), "item": list(snapshot.ids["item"]),
+                 "item_title": list(getattr(snapshot, "item_titles", None) or [""] * I)},
+            train_indptr=train_csr.indptr, train_indices=train_csr.indices, config=_config_dict(cfg),
+            metrics={"test": final, "eval_split": eval_split, "stop_metric": stop_metric,
+                     "best_epoch": best_epoch, "best_score": best_score, "history": history},
+            meta={"version": version, "model": cfg.model, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                  "code_version": code_version(),
+                  "snapshot": str(snapshot_path) if snapshot_path is not None else snapshot.meta.get("name"),
+                  "device": str(device), "epochs_run": epoch, "num_users": U, "num_items": I,
+                  "embedding_dim": int(ue.shape[1])},
+            curve_png=_curve_png(history, f"{eval_split}_{stop_metric}"))
+        final_dir = out_dir / version
+        tmp.rename(final_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if publish_current:
+        publish(final_dir, out_dir)
+    shutil.rmtree(ckpt_dir, ignore_errors=True)
+    logger.info("wrote %s (test %s)", final_dir, {k: round(v, 4) for k, v in final.items() if "@20" in k})
+    return final_dir

