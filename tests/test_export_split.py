@@ -1,0 +1,47 @@
+"""Split rules of the export (pure numpy, hand-checked cases)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from kg.export import split_interactions
+from kgrec.config import ExportConfig
+
+
+def test_leave_one_out_takes_latest_for_test_and_next_for_valid():
+    user = np.array([0, 0, 0, 0, 1, 1])
+    item = np.arange(6)
+    ts = np.array([40, 10, 30, 20, 5, 6])
+    codes = split_interactions(user, item, ts, ExportConfig(split="loo"))
+    # user 0: ts 40 -> test, ts 30 -> valid, rest train; user 1 has < 3 events: all train
+    assert codes.tolist() == [2, 0, 1, 0, 0, 0]
+
+
+def test_ratio_keeps_one_training_pair_per_user_and_is_seeded():
+    rng = np.random.default_rng(0)
+    user = np.repeat(np.arange(50), rng.integers(1, 30, size=50))
+    item = np.arange(user.size)
+    ts = np.zeros(user.size, dtype=np.int64)
+    cfg = ExportConfig(split="ratio", valid_ratio=0.1, test_ratio=0.2, seed=3)
+    codes = split_interactions(user, item, ts, cfg)
+    assert (codes == split_interactions(user, item, ts, cfg)).all()
+    for u in range(50):
+        mine = codes[user == u]
+        assert (mine == 0).sum() >= 1
+        n = mine.size
+        if n >= 10:
+            assert (mine == 2).sum() == min(int(np.floor(n * 0.2 + 0.5)), n - 1)
+    assert 0.15 < (codes == 2).mean() < 0.25
+
+
+def test_temporal_cut_is_global():
+    user = np.zeros(10, dtype=np.int64)
+    ts = np.arange(10)
+    codes = split_interactions(user, np.arange(10), ts, ExportConfig(split="temporal", valid_ratio=0.1, test_ratio=0.2))
+    assert codes.tolist() == [0] * 7 + [1] + [2] * 2
+
+
+def test_given_split_requires_every_row():
+    with pytest.raises(ValueError, match="given"):
+        split_interactions(np.zeros(2, np.int64), np.arange(2), np.zeros(2, np.int64),
+                           ExportConfig(split="given"), np.array([0, -1]))
