@@ -39,11 +39,25 @@ def ensure_text_embeddings(snapshot: Path, cfg: Config) -> Path:
 
 
 def train_model(snapshot: Path, cfg: Config) -> Path:
-    """Train on a snapshot; gnn.train publishes the artifact as ``<out_dir>/current``."""
+    """Train on a snapshot; gnn.train publishes the artifact as ``<out_dir>/current``.
+
+    Item text vectors from ``kgrec encode`` (``text_embeddings.npz`` in the snapshot) are passed to
+    text-aware models; ``fused`` needs them and says so when they are missing.
+    """
+    import numpy as np
+
     from gnn.train import train
     from kg.snapshot import Snapshot
 
-    return train(Snapshot.load(snapshot), cfg.train, Path(cfg.train.out_dir))
+    text = None
+    vectors = Path(snapshot) / "text_embeddings.npz"
+    if vectors.is_file():
+        with np.load(vectors) as z:
+            text = z["item"]
+    elif cfg.train.model == "fused":
+        raise FileNotFoundError(f"model 'fused' needs item text vectors: run `kgrec encode {snapshot}` first")
+    return train(Snapshot.load(snapshot), cfg.train, Path(cfg.train.out_dir), text,
+                 snapshot_path=Path(snapshot).resolve())
 
 
 def run_demo(graph: Graph, cfg: Config, spec: SyntheticSpec | None = None,
