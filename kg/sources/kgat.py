@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..governance import Governor, LoadResult
-from .lightgcn import feed_lightgcn
+from .lightgcn import feed_lightgcn, token_lines
 
 if TYPE_CHECKING:  # pragma: no cover
     from kgrec.config import IngestConfig
@@ -23,15 +23,8 @@ logger = logging.getLogger(__name__)
 
 
 def _read_list(path: Path, limit: int | None = None) -> list[tuple[int, list[str]]]:
-    out = []
-    with path.open(encoding="utf-8", errors="replace") as fh:
-        for lineno, line in enumerate(fh, 1):
-            tokens = line.split()
-            if lineno == 1 and tokens and tokens[0] == "org_id":
-                continue
-            if tokens:
-                out.append((lineno, tokens))
-    return out
+    return [(lineno, tokens) for lineno, tokens, _ in token_lines(path, limit)
+            if not (lineno == 1 and tokens[0] == "org_id")]
 
 
 def relation_name(org_id: str) -> str:
@@ -78,18 +71,12 @@ def read_kgat(data_dir: str | Path, cfg: "IngestConfig | None" = None, *, kind: 
                 relations[tokens[1]] = relation_name(tokens[0])
     kg = data_dir / "kg_final.txt"
     if kg.is_file():
-        with kg.open(encoding="utf-8", errors="replace") as fh:
-            for lineno, line in enumerate(fh, 1):
-                if limit is not None and lineno > limit:
-                    break
-                tokens = line.split()
-                if not tokens:
-                    continue
-                if len(tokens) != 3:
-                    gov.quarantine(kg.name, lineno, f"expected 3 fields, got {len(tokens)}", line.rstrip("\r\n"))
-                    continue
-                h, r, t = tokens
-                gov.add_triple(kg.name, lineno, tokens, head=f"kg:{h}", relation=relations.get(r, f"r{r}"),
-                               tail=f"kg:{t}")
+        for lineno, tokens, raw in token_lines(kg, limit):
+            if len(tokens) != 3:
+                gov.quarantine(kg.name, lineno, f"expected 3 fields, got {len(tokens)}", raw)
+                continue
+            h, r, t = tokens
+            gov.add_triple(kg.name, lineno, tokens, head=f"kg:{h}", relation=relations.get(r, f"r{r}"),
+                           tail=f"kg:{t}")
     feed_lightgcn(gov, data_dir, kind=kind, limit=limit, create=not item_list.is_file())
     return gov.finish()

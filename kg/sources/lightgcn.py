@@ -18,6 +18,18 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..governance import Governor, LoadResult
 
 
+def token_lines(path: Path, limit: int | None = None) -> Iterator[tuple[int, list[str], str]]:
+    """Yield ``(line_number, tokens, raw_line)`` for each non-blank line of a whitespace-separated
+    file (UTF-8, undecodable bytes replaced), reading at most ``limit`` lines."""
+    with Path(path).open(encoding="utf-8", errors="replace") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if limit is not None and lineno > limit:
+                break
+            tokens = line.split()
+            if tokens:
+                yield lineno, tokens, line.rstrip("\r\n")
+
+
 def iter_pairs(path: Path) -> Iterator[tuple[int, int, int]]:
     """Yield ``(line_number, user, item)`` for every pair in one LightGCN file.
 
@@ -110,44 +122,31 @@ def feed_lightgcn(gov: "Governor", data_dir: str | Path, *, kind: str = "interac
         if not path.is_file():
             continue
         have.add(node_kind)
-        with path.open(encoding="utf-8", errors="replace") as fh:
-            for lineno, line in enumerate(fh, 1):
-                if limit is not None and lineno > limit + 1:
-                    break
-                tokens = line.split()
-                if not tokens or (lineno == 1 and tokens[0] == "org_id"):
-                    continue
-                if len(tokens) < 2:
-                    gov.quarantine(fname, lineno, "expected org_id remap_id", line.rstrip("\r\n"))
-                elif node_kind == "users":
-                    gov.add_user(fname, lineno, tokens, id=tokens[1], props={"org_id": tokens[0]})
-                else:
-                    gov.add_item(fname, lineno, tokens, id=tokens[1], props={"org_id": tokens[0]})
+        for lineno, tokens, raw in token_lines(path, None if limit is None else limit + 1):
+            if lineno == 1 and tokens[0] == "org_id":
+                continue
+            if len(tokens) < 2:
+                gov.quarantine(fname, lineno, "expected org_id remap_id", raw)
+            elif node_kind == "users":
+                gov.add_user(fname, lineno, tokens, id=tokens[1], props={"org_id": tokens[0]})
+            else:
+                gov.add_item(fname, lineno, tokens, id=tokens[1], props={"org_id": tokens[0]})
     for split, fname in (("train", "train.txt"), ("test", "test.txt")):
         path = data_dir / fname
         if not path.is_file():
             continue
-        with path.open(encoding="utf-8", errors="replace") as fh:
-            for lineno, line in enumerate(fh, 1):
-                if limit is not None and lineno > limit:
-                    break
-                tokens = line.split()
-                if not tokens:
+        for lineno, tokens, raw in token_lines(path, limit):
+            user = tokens[0]
+            for item in tokens[1:]:  # a user alone on a line has no items in this split
+                if not (user.isdigit() and item.isdigit()):
+                    gov.quarantine(fname, lineno, f"not a non-negative integer id: {user!r} {item!r}", raw)
                     continue
-                user = tokens[0]
-                if len(tokens) == 1:
-                    continue  # a user without items in this split
-                for item in tokens[1:]:
-                    if not (user.isdigit() and item.isdigit()):
-                        gov.quarantine(fname, lineno, f"not a non-negative integer id: {user!r} {item!r}",
-                                       line.rstrip("\r\n"))
-                        continue
-                    if gov.add_interaction(fname, lineno, [user, item], user=user, item=item, kind=kind,
-                                           weight=1.0, ts=0, split=split):
-                        if "users" not in have:
-                            gov.declare("users", user)
-                        if create and "items" not in have:
-                            gov.declare("items", item)
+                if gov.add_interaction(fname, lineno, [user, item], user=user, item=item, kind=kind,
+                                       weight=1.0, ts=0, split=split):
+                    if "users" not in have:
+                        gov.declare("users", user)
+                    if create and "items" not in have:
+                        gov.declare("items", item)
 
 
 def read_lightgcn_governed(data_dir: str | Path, cfg: "IngestConfig | None" = None, *,
