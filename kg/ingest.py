@@ -3,12 +3,19 @@
 Every batch is one managed transaction (retried on transient errors by the driver); every value
 is a parameter. Running the same load twice changes nothing. With ``incremental=True`` only
 interactions newer than the stored watermark are written.
+
+Interactions, the bulk of any load, are deduplicated by (user, item, kind, ts) and sent one row
+per user with parallel event lists. Users that have no interaction in the graph yet get their
+events with ``CREATE``; users that have some get ``MERGE`` (which must look at their existing
+relationships). Which is which is read just before writing, so a re-run or an incremental load
+merges, and a first load never pays for the MERGE lookups. Two concurrent ingests of the same
+new users could both take the CREATE path: run one ingest at a time per database.
 """
 from __future__ import annotations
 
 import logging
 from dataclasses import fields
-from typing import Any
+from typing import Any, Iterator
 
 from tqdm.auto import tqdm
 
@@ -28,7 +35,7 @@ STATEMENTS: dict[str, str] = {
     "items": "ingest/merge_items",
     "queries": "ingest/merge_queries",
     "entities": "ingest/merge_entities",
-    "interactions": "ingest/merge_interactions",
+    "interactions": "ingest/merge_interactions",  # see _write_interactions
     "user_queries": "ingest/merge_user_queries",
     "query_items": "ingest/merge_query_items",
     "item_entities": "ingest/merge_item_entities",
@@ -42,6 +49,66 @@ def _normalise_interactions(rows: list[dict]) -> list[dict]:
     return [{"user": r["user"], "item": r["item"], "kind": r.get("kind") or "interact",
              "weight": float(r.get("weight", 1.0)), "ts": int(r.get("ts") or 0),
              "split": r.get("split") or ""} for r in rows]
+
+
+EVENT_FIELDS = ("item", "kind", "ts", "weight", "split")
+
+
+def _group_by_user(events: list[dict]) -> dict[str, dict[str, list]]:
+    """Deduplicate events by (user, item, kind, ts) (the last row wins) and group them per user
+    into parallel lists: ``{user: {"item": [...], "kind": [...], ...}}``."""
+    unique = {(e["user"], e["item"], e["kind"], e["ts"]): e for e in events}
+    groups: dict[str, dict[str, list]] = {}
+    for e in unique.values():
+        cols = groups.get(e["user"])
+        if cols is None:
+            cols = groups[e["user"]] = {f: [] for f in EVENT_FIELDS}
+        for f in EVENT_FIELDS:
+            cols[f].append(e[f])
+    return groups
+
+
+def _user_rows(groups: dict[str, dict[str, list]], users: list[str], size: int) -> Iterator[list[dict]]:
+    """Rows ``{"user", "item": [...], ...}`` in batches of about ``size`` events (a user with more
+    than ``size`` events is cut into several rows)."""
+    batch: list[dict] = []
+    count = 0
+    for user in users:
+        cols = groups[user]
+        for lo in range(0, len(cols["item"]), size):
+            batch.append({"user": user, **{f: v[lo:lo + size] for f, v in cols.items()}})
+            count += len(batch[-1]["item"])
+            if count >= size:
+                yield batch
+                batch, count = [], 0
+    if batch:
+        yield batch
+
+
+def _write_interactions(graph: Graph, events: list[dict], size: int, totals: dict[str, int],
+                        progress: bool) -> int:
+    """CREATE the events of users without interactions, MERGE the others; returns events sent."""
+    groups = _group_by_user(events)
+    users = list(groups)
+    seen: set[str] = set()
+    for chunk in batches(users, 20_000):
+        seen.update(r["id"] for r in graph.query("ingest/users_with_interactions", ids=chunk))
+    sent = 0
+    bar = tqdm(total=sum(len(c["item"]) for c in groups.values()), desc="ingest interactions", unit="row",
+               disable=not progress, leave=False)
+    for statement, subset in (("ingest/create_interactions", [u for u in users if u not in seen]),
+                              ("ingest/merge_interactions", [u for u in users if u in seen])):
+        for rows in _user_rows(groups, subset, size):
+            counters = graph.write(statement, rows=rows)
+            totals["relationships_created"] += counters.relationships_created
+            totals["properties_set"] += counters.properties_set
+            n = sum(len(r["item"]) for r in rows)
+            sent += n
+            bar.update(n)
+    bar.close()
+    logger.info("interactions: %d events of %d new users created, of %d known users merged",
+                sent, len(users) - len(seen), len(seen))
+    return sent
 
 
 def get_watermark(graph: Graph) -> int | None:
@@ -79,6 +146,10 @@ def ingest(graph: Graph, records: GraphRecords, cfg: IngestConfig, *,
     for kind, statement in STATEMENTS.items():
         rows = interactions if kind == "interactions" else getattr(records, kind)
         if not rows:
+            continue
+        if kind == "interactions":
+            _write_interactions(graph, rows, cfg.batch_size, totals, progress)
+            written[kind] = len(rows)
             continue
         bar = tqdm(total=len(rows), desc=f"ingest {kind}", unit="row", disable=not progress, leave=False)
         for batch in batches(rows, cfg.batch_size):

@@ -59,7 +59,7 @@ class Neo4jConfig:
 class IngestConfig:
     """How source rows are validated and written."""
 
-    batch_size: int = 5000
+    batch_size: int = 10000
     unknown_reference: str = "quarantine"  # or "create"
     quarantine_dir: Path = Path(".kgrec/quarantine")
     max_text_chars: int = 20000
@@ -110,7 +110,12 @@ class TrainConfig:
     seed: int = 2020
     device: str = "auto"
     amp: bool = True
-    fusion: str = "sum"  # sum | concat | gate
+    fusion: str = "sum"  # sum | concat | gate | text (text-only item egos, no item ids)
+    kg_layers: int = 2  # kgfused: R-GCN layers over the knowledge graph
+    kg_bases: int = 0  # kgfused: R-GCN basis decomposition size (0 = a full weight per relation)
+    sampler: str = "full"  # full | neighbor (rgcn only: mini-batches on sampled subgraphs, gnn.sampled)
+    num_neighbors: list[int] = field(default_factory=lambda: [10, 10])  # neighbor: fan-out per layer, hop 1
+    # first; -1 = all in-edges; a list shorter than num_layers repeats its last entry
     out_dir: Path = Path(".kgrec/models")
 
 

@@ -103,3 +103,22 @@ def test_incremental_ingest_writes_only_events_past_the_watermark(graph):
     second = ingest(graph, newer, IngestConfig(), incremental=True, progress=False)
     assert second["skipped_old"] == 1 and second["relationships_created"] == 1
     assert second["watermark"] == 150
+
+
+def test_new_users_are_created_known_users_merged_and_repeats_collapse(graph):
+    """First load takes the CREATE path; a repeated event in the same load is written once; a
+    later load for a known user merges (no duplicate of an old event, the new one added)."""
+    items = [{"id": f"i{k}", "title": f"Item {k}"} for k in range(3)]
+    ev = {"user": "a", "item": "i0", "kind": "click", "weight": 1.0, "ts": 10}
+    first = ingest(graph, GraphRecords(users=[{"id": "a"}, {"id": "b"}], items=items, interactions=[
+        ev, dict(ev, weight=2.0),  # the same event twice: one relationship, the last weight
+        {"user": "b", "item": "i1", "kind": "click", "weight": 1.0, "ts": 10}]),
+        IngestConfig(batch_size=1), progress=False)
+    assert first["relationships_created"] == 2
+    second = ingest(graph, GraphRecords(interactions=[
+        ev, {"user": "a", "item": "i2", "kind": "buy", "weight": 1.0, "ts": 20}]), IngestConfig(), progress=False)
+    assert second["relationships_created"] == 1
+    rows = graph.driver.execute_query(
+        "MATCH (:User {id: 'a'})-[r:INTERACTED]->(i) RETURN i.id AS item, r.kind AS kind, r.weight AS w "
+        "ORDER BY item", database_=graph.database).records
+    assert [(r["item"], r["kind"], r["w"]) for r in rows] == [("i0", "click", 1.0), ("i2", "buy", 1.0)]

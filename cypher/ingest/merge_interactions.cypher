@@ -1,6 +1,8 @@
-// One relationship per distinct (user, item, kind, ts) event; re-running changes nothing.
+// Events of users who already have some: one relationship per distinct (user, item, kind, ts),
+// merged so a re-run changes nothing. Rows are per user, with parallel event lists (columnar).
 UNWIND $rows AS row
 MATCH (u:User {id: row.user})
-MATCH (i:Item {id: row.item})
-MERGE (u)-[r:INTERACTED {kind: row.kind, ts: row.ts}]->(i)
-SET r.weight = row.weight, r.split = row.split
+UNWIND range(0, size(row.item) - 1) AS k
+MATCH (i:Item {id: row.item[k]})
+MERGE (u)-[r:INTERACTED {kind: row.kind[k], ts: row.ts[k]}]->(i)
+SET r.weight = row.weight[k], r.split = row.split[k]
