@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import logging
 import os
+import re
 import subprocess
 import tempfile
 import time
@@ -34,14 +35,55 @@ def _write(path: Path, header: list[str], rows) -> int:
     return n
 
 
+_SAFE_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def _prop_columns(rows: list[dict], reserved: set[str]) -> list[tuple[str, str]]:
+    """``(key, neo4j-admin type)`` for every key of the rows' ``props`` maps, sorted by key.
+
+    Types: all bool -> boolean, all int -> long, int/float -> double, else string.
+
+    Raises:
+        Neo4jSetupError: a key that is not a plain identifier (it would be read as header syntax).
+    """
+    kinds: dict[str, set[type]] = {}
+    for row in rows:
+        for key, value in (row.get("props") or {}).items():
+            if value is not None:
+                kinds.setdefault(key, set()).add(type(value))
+    cols = []
+    for key in sorted(kinds):
+        if not _SAFE_KEY.match(key) or key in reserved:
+            raise Neo4jSetupError(f"property {key!r} cannot be a neo4j-admin import column; "
+                                  "load this source without --bulk (the UNWIND path takes any name)")
+        t = kinds[key]
+        kind = ("boolean" if t == {bool} else "long" if t == {int} else
+                "double" if t <= {int, float} and bool not in t else "string")
+        cols.append((key, kind))
+    return cols
+
+
+def _prop_values(row: dict, cols: list[tuple[str, str]]) -> list:
+    props = row.get("props") or {}
+    out = []
+    for key, kind in cols:
+        v = props.get(key)
+        out.append(None if v is None else (str(v).lower() if kind == "boolean" else v if kind != "string" else str(v)))
+    return out
+
+
 def write_import_csvs(records: GraphRecords, out: Path) -> dict[str, Path]:
     """Write node and relationship CSVs in neo4j-admin's header format. Returns files by name."""
     out.mkdir(parents=True, exist_ok=True)
     files = {k: out / f"{k}.csv" for k in ("users", "items", "queries", "entities", "interactions", "searched",
                                              "relevant", "has_attribute", "related", "friend")}
-    _write(files["users"], ["id:ID(User)"], ([u["id"]] for u in records.users))
-    _write(files["items"], ["id:ID(Item)", "title", "description"],
-           ([i["id"], i.get("title", ""), i.get("description", "")] for i in records.items))
+    user_cols = _prop_columns(records.users, {"id"})
+    item_cols = _prop_columns(records.items, {"id", "title", "description"})
+    _write(files["users"], ["id:ID(User)", *(f"{k}:{t}" for k, t in user_cols)],
+           ([u["id"], *_prop_values(u, user_cols)] for u in records.users))
+    _write(files["items"], ["id:ID(Item)", "title", "description", *(f"{k}:{t}" for k, t in item_cols)],
+           ([i["id"], i.get("title", ""), i.get("description", ""), *_prop_values(i, item_cols)]
+            for i in records.items))
     _write(files["queries"], ["id:ID(Query)", "text"], ([q["id"], q["text"]] for q in records.queries))
     known = {e["id"] for e in records.entities}
     extra = {x for t in records.triples for x in (t["head"], t["tail"]) if x not in known}

@@ -26,3 +26,34 @@ def test_bulk_import_then_merge_changes_nothing(neo4j_config):
                                            + c["item_entities"])
         again = ingest(g, records, IngestConfig(), progress=False)
         assert again["nodes_created"] == 0 and again["relationships_created"] == 0
+
+
+def test_bulk_import_keeps_user_and_item_properties(neo4j_config):
+    if not neo4j_config.managed:
+        pytest.skip("bulk import rebuilds the managed server's database offline")
+    from kg.records import GraphRecords
+
+    records = GraphRecords(
+        users=[{"id": "a", "props": {"age": 31, "gender": "F", "vip": True}}, {"id": "b", "props": {"age": 40}}],
+        items=[{"id": "x", "title": "X", "props": {"price": 9.5, "year": 1999}},
+               {"id": "y", "title": "Y", "props": {"price": 3}}],
+        interactions=[{"user": "a", "item": "x", "kind": "click", "weight": 1.0, "ts": 5}])
+    bulk_import(records, neo4j_config)
+    with connect(neo4j_config) as g:
+        users = {r["id"]: r for r in g.driver.execute_query(
+            "MATCH (u:User) RETURN u.id AS id, u.age AS age, u.gender AS gender, u.vip AS vip",
+            database_=g.database).records}
+        items = {r["id"]: r for r in g.driver.execute_query(
+            "MATCH (i:Item) RETURN i.id AS id, i.price AS price, i.year AS year", database_=g.database).records}
+    assert (users["a"]["age"], users["a"]["gender"], users["a"]["vip"]) == (31, "F", True)
+    assert (users["b"]["age"], users["b"]["gender"]) == (40, None)
+    assert (items["x"]["price"], items["x"]["year"], items["y"]["price"]) == (9.5, 1999, 3.0)
+
+
+def test_bulk_import_refuses_a_property_name_that_is_header_syntax(neo4j_config, tmp_path):
+    from kg.bulk_import import write_import_csvs
+    from kg.errors import Neo4jSetupError
+    from kg.records import GraphRecords
+
+    with pytest.raises(Neo4jSetupError, match="without --bulk"):
+        write_import_csvs(GraphRecords(users=[{"id": "a", "props": {"x:ID(User)": 1}}]), tmp_path)
