@@ -5,6 +5,7 @@ import argparse
 import json
 import logging
 import sys
+from typing import Any
 from pathlib import Path
 
 from .config import Config, ConfigError, load_config
@@ -75,7 +76,10 @@ def cmd_ingest(args: argparse.Namespace, cfg: Config) -> None:
         records = result.records
         qfile = Path(cfg.ingest.quarantine_dir) / f"{Path(args.path).name}.quarantine.jsonl"
         write_quarantine(result, qfile)
-        extra = {"reconciliation": json.loads(reconciliation_json(result)), "quarantine_file": str(qfile)}
+        rfile = qfile.with_name(f"{Path(args.path).name}.reconciliation.json")
+        rfile.write_text(reconciliation_json(result))
+        extra = {"reconciliation": json.loads(rfile.read_text()), "quarantine_file": str(qfile),
+                 "reconciliation_file": str(rfile)}
     if args.bulk:
         from kg.bulk_import import bulk_import
 
@@ -86,7 +90,21 @@ def cmd_ingest(args: argparse.Namespace, cfg: Config) -> None:
         with _graph(cfg) as g:
             report = ingest(g, records, cfg.ingest, incremental=args.incremental)
             report["graph"] = graph_counts(g)
+    if not args.no_quality:
+        extra.update(_quality_report(records, cfg, args.format if args.path is None else Path(args.path).name))
     print(json.dumps({**report, **extra}, indent=2, default=str))
+
+
+def _quality_report(records: Any, cfg: Config, name: str) -> dict[str, Any]:
+    """Quality summary of the loaded rows, saved as JSON beside a degree-histogram plot."""
+    from kg.quality import plot_degree_histograms, quality_summary
+
+    out = Path(cfg.workdir) / "quality"
+    out.mkdir(parents=True, exist_ok=True)
+    summary = quality_summary(records)
+    (out / f"{name}.quality.json").write_text(json.dumps(summary, indent=2, default=str))
+    plot = plot_degree_histograms(records, out / f"{name}.degrees.png", title=name)
+    return {"quality": summary, "quality_file": str(out / f"{name}.quality.json"), "quality_plot": str(plot)}
 
 
 def cmd_export(args: argparse.Namespace, cfg: Config) -> None:
@@ -109,8 +127,14 @@ def cmd_train(args: argparse.Namespace, cfg: Config) -> None:
 
     if args.model:
         cfg.train.model = args.model
+    if args.fusion:
+        cfg.train.fusion = args.fusion
     if args.epochs:
         cfg.train.epochs = args.epochs
+    if args.sampler:
+        cfg.train.sampler = args.sampler
+    if args.num_neighbors:
+        cfg.train.num_neighbors = [int(k) for k in args.num_neighbors.split(",") if k.strip()]
     artifact = train_model(Path(args.snapshot), cfg)
     print(artifact)
     print((artifact / "metrics.json").read_text()[:2000])
@@ -177,6 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--users", type=int, default=600)
     s.add_argument("--items", type=int, default=400)
     s.add_argument("--seed", type=int, default=7)
+    s.add_argument("--no-quality", action="store_true", help="skip the quality summary and its plot")
     s.set_defaults(func=cmd_ingest)
 
     s = sub.add_parser("export", help="export the graph to a versioned snapshot")
@@ -190,7 +215,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("train", help="train on a snapshot and publish the model artifact")
     s.add_argument("snapshot")
-    s.add_argument("--model")
+    s.add_argument("--model", choices=["lightgcn", "fused", "rgcn", "kgfused"],
+                   help="fused: item text + LightGCN; kgfused: text + LightGCN + R-GCN over the KG")
+    s.add_argument("--fusion", choices=["sum", "concat", "gate", "text"],
+                   help="how text and id embeddings combine (text: text only, no item ids)")
+    s.add_argument("--sampler", choices=["full", "neighbor"],
+                   help="rgcn: full-graph steps, or mini-batches on neighbour-sampled subgraphs")
+    s.add_argument("--num-neighbors", metavar="K1,K2", help="fan-out per layer for --sampler neighbor, e.g. 10,10")
     s.add_argument("--epochs", type=int)
     s.set_defaults(func=cmd_train)
 

@@ -122,3 +122,20 @@ def test_new_users_are_created_known_users_merged_and_repeats_collapse(graph):
         "MATCH (:User {id: 'a'})-[r:INTERACTED]->(i) RETURN i.id AS item, r.kind AS kind, r.weight AS w "
         "ORDER BY item", database_=graph.database).records
     assert [(r["item"], r["kind"], r["w"]) for r in rows] == [("i0", "click", 1.0), ("i2", "buy", 1.0)]
+
+
+def test_cli_ingest_saves_quality_summary_and_plot(neo4j_config, tmp_path, monkeypatch, capsys):
+    import json
+
+    from kg.neo4j_server import read_password
+    from kgrec.cli import main
+
+    monkeypatch.setenv("KGREC_WORKDIR", str(tmp_path))
+    monkeypatch.setenv("NEO4J_URI", neo4j_config.bolt_uri)
+    monkeypatch.setenv("NEO4J_PASSWORD", read_password(neo4j_config))
+    assert main(["ingest", "synthetic", "--users", "40", "--items", "30"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    saved = json.loads((tmp_path / "quality" / "synthetic.quality.json").read_text())
+    assert report["quality"] == saved
+    assert (tmp_path / "quality" / "synthetic.degrees.png").read_bytes()[:4] == b"\x89PNG"
+    assert saved["users"] == 40 and saved["items"] == 30
