@@ -103,17 +103,104 @@ class RGCNRec(nn.Module):
         """(N, d) layer-0 embeddings of all nodes."""
         return self.embedding.weight
 
-    def get_embedding(self, graph: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
-        """``graph = (edge_index, edge_type)`` -> ``(user (U, d), item (I, d))`` layer-mean outputs."""
-        edge_index, edge_type = graph
-        x = self.ego_embeddings()
-        out = x
+    def _propagate(self, x: Tensor, edge_index: Tensor, edge_type: Tensor, num_out: int,
+                   num_sampled_nodes: Sequence[int] | None = None,
+                   num_sampled_edges: Sequence[int] | None = None) -> Tensor:
+        """Layer-mean output of the first ``num_out`` rows of ``x`` after all convolutions.
+
+        With per-hop counts (a neighbour-sampled subgraph whose nodes and edges are in hop order),
+        layer ``l`` runs only on the nodes within ``L - l`` hops of the seeds (PyG ``trim_to_layer``).
+        """
+        out = x[:num_out]
         for l, conv in enumerate(self.convs):
+            if num_sampled_nodes is not None and num_sampled_edges is not None:
+                from torch_geometric.utils import trim_to_layer
+                x, edge_index, edge_type = trim_to_layer(l, list(num_sampled_nodes), list(num_sampled_edges),
+                                                         x, edge_index, edge_type)
             x = conv(x, edge_index, edge_type)
             if l < self.num_layers - 1:
                 x = torch.relu(x)
-            out = out + x
-        out = out / (self.num_layers + 1)
+            out = out + x[:num_out]
+        return out / (self.num_layers + 1)
+
+    def get_embedding(self, graph: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+        """``graph = (edge_index, edge_type)`` -> ``(user (U, d), item (I, d))`` layer-mean outputs."""
+        edge_index, edge_type = graph
+        out = self._propagate(self.ego_embeddings(), edge_index, edge_type, self.num_total)
+        u0, i0 = self.offsets["user"], self.offsets["item"]
+        return out[u0:u0 + self.num_users], out[i0:i0 + self.num_items]
+
+    def embed_subgraph(self, n_id: Tensor, edge_index: Tensor, edge_type: Tensor, num_seeds: int,
+                       num_sampled_nodes: Sequence[int] | None = None,
+                       num_sampled_edges: Sequence[int] | None = None) -> Tensor:
+        """Layer-mean outputs of the seed nodes of a sampled subgraph (as PyG's ``NeighborLoader`` yields it).
+
+        Args:
+            n_id: (n,) global node ids of the subgraph, the ``num_seeds`` seeds first.
+            edge_index: (2, e) local indices into ``n_id`` (source, target).
+            edge_type: (e,) relation of each edge.
+            num_seeds: number of seed nodes.
+            num_sampled_nodes, num_sampled_edges: optional per-hop counts (hop 0 = seeds) for trimming.
+
+        Returns:
+            (num_seeds, d); exact when every neighbour within L hops was sampled.
+        """
+        return self._propagate(self.embedding(n_id), edge_index, edge_type, num_seeds,
+                               num_sampled_nodes, num_sampled_edges)
+
+    def subgraph_loss(self, n_id: Tensor, edge_index: Tensor, edge_type: Tensor, num_seeds: int, user: Tensor,
+                      pos_item: Tensor, neg_item: Tensor, reg_weight: float = 1e-4,
+                      num_sampled_nodes: Sequence[int] | None = None,
+                      num_sampled_edges: Sequence[int] | None = None) -> Tensor:
+        r""":meth:`loss` on a sampled subgraph; ``user``, ``pos_item``, ``neg_item`` are (B,) positions of the
+        triples' nodes among the seeds (``< num_seeds``). Same BPR + :math:`\frac{\lambda}{2B}` L2 on ego embeddings."""
+        h = self.embed_subgraph(n_id, edge_index, edge_type, num_seeds, num_sampled_nodes, num_sampled_edges)
+        u = h[user]
+        bpr = nn.functional.softplus((u * h[neg_item]).sum(-1) - (u * h[pos_item]).sum(-1)).mean()
+        w = self.embedding(n_id[:num_seeds])
+        ego = w[user].pow(2).sum() + w[pos_item].pow(2).sum() + w[neg_item].pow(2).sum()
+        return bpr + reg_weight * 0.5 * ego / user.numel()
+
+    @torch.no_grad()
+    def layerwise_embedding(self, colptr: Tensor, row: Tensor, edge_type: Tensor,
+                            max_edges: int = 2 ** 19) -> tuple[Tensor, Tensor]:
+        """:meth:`get_embedding` computed one layer at a time over chunks of target nodes (exact, no sampling).
+
+        The graph is given in CSC form and may stay on the CPU while the model is on an accelerator; each
+        chunk's in-edges are moved to the model's device. Memory: three (N, d) tensors (current layer,
+        next layer, running mean) plus one chunk's messages (about ``max_edges`` x d; a node with more
+        in-edges forms a chunk of its own).
+
+        Args:
+            colptr: (N + 1,) CSC pointers: the in-edges of node v are positions ``colptr[v]:colptr[v + 1]``.
+            row: (E,) source node of each CSC position.
+            edge_type: (E,) relation of each CSC position.
+            max_edges: in-edges per chunk.
+
+        Returns:
+            ``(user (U, d), item (I, d))``.
+        """
+        dev = self.embedding.weight.device
+        colptr, row, edge_type = colptr.cpu(), row.cpu(), edge_type.cpu()
+        n, e = colptr.numel() - 1, int(colptr[-1])
+        if n != self.num_total:
+            raise ValueError(f"graph has {n} nodes, the model {self.num_total}")
+        marks = torch.arange(1, max(e - 1, 0) // max_edges + 1) * max_edges  # chunk edge budgets
+        cuts = torch.searchsorted(colptr, marks, right=True) - 1
+        bounds = torch.unique(torch.cat([torch.tensor([0, n]), cuts.clamp(0, n)])).tolist()
+        deg = colptr.diff()
+        x = self.ego_embeddings()
+        out = x.detach().clone()
+        for l, conv in enumerate(self.convs):
+            nxt = torch.empty_like(out)
+            for a, b in zip(bounds[:-1], bounds[1:]):
+                e0, e1 = int(colptr[a]), int(colptr[b])
+                dst = torch.repeat_interleave(torch.arange(b - a), deg[a:b])
+                ei = torch.stack([row[e0:e1], dst]).to(dev)
+                nxt[a:b] = conv((x, x[a:b]), ei, edge_type[e0:e1].to(dev))
+            x = torch.relu(nxt) if l < self.num_layers - 1 else nxt
+            out += x
+        out /= self.num_layers + 1
         u0, i0 = self.offsets["user"], self.offsets["item"]
         return out[u0:u0 + self.num_users], out[i0:i0 + self.num_items]
 
