@@ -18,7 +18,7 @@ import shutil
 import subprocess
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import scipy.sparse as sp
@@ -33,7 +33,7 @@ from .sampling import NegativeSampler
 logger = logging.getLogger(__name__)
 
 EpochHook = Callable[[int, dict[str, Any]], None]
-MODELS = ("lightgcn", "fused", "rgcn")
+MODELS = ("lightgcn", "fused", "rgcn", "kgfused")
 
 
 class TrainingError(RuntimeError):
@@ -70,8 +70,11 @@ def code_version() -> str:
         return "unknown"
 
 
-def build_model(cfg: TrainConfig, snapshot: Any, text_embeddings: np.ndarray | None = None) -> torch.nn.Module:
+def build_model(cfg: TrainConfig, snapshot: Any, text_embeddings: Any = None) -> torch.nn.Module:
     """Resolve ``cfg.model`` into a model with explicit constructor arguments.
+
+    ``text_embeddings`` is an (I, T) item array, or for ``kgfused`` also a mapping
+    ``{"item": (I, T), "query": (Q, T), "entity": (E, T)}`` (``text_embeddings.npz``'s arrays).
 
     Raises:
         ValueError: unknown model name, or a text model without text embeddings.
@@ -87,6 +90,15 @@ def build_model(cfg: TrainConfig, snapshot: Any, text_embeddings: np.ndarray | N
         if text_embeddings is not None:
             logger.warning("lightgcn ignores text embeddings")
         return LightGCN(num_users, num_items, embedding_dim=cfg.embedding_dim, num_layers=cfg.num_layers)
+    if cfg.model == "kgfused":  # issue #6: fused text + LightGCN + R-GCN over the KG
+        from .models.kgfused import KGFusedRec
+        counts = {t: snapshot.num_nodes(t) for t in ("user", "item", "query", "entity")}
+        text = dict(text_embeddings) if isinstance(text_embeddings, Mapping) else {"item": text_embeddings}
+        return KGFusedRec(counts, KGFusedRec.count_relations(snapshot.relations), text, embedding_dim=cfg.embedding_dim,
+                          num_layers=cfg.num_layers, kg_layers=cfg.kg_layers, fusion=cfg.fusion,
+                          num_bases=cfg.kg_bases or None)
+    if isinstance(text_embeddings, Mapping):
+        text_embeddings = text_embeddings.get("item")
     if cfg.model == "fused":
         from .models.fused import FusedLightGCN
         if text_embeddings is None:
@@ -99,8 +111,9 @@ def build_model(cfg: TrainConfig, snapshot: Any, text_embeddings: np.ndarray | N
 def _build_graph(model: torch.nn.Module, snapshot: Any, user: np.ndarray, item: np.ndarray,
                  device: torch.device) -> Any:
     """The graph object the model's ``get_embedding``/``loss`` take (adjacency or typed edges)."""
+    from .models.kgfused import KGFusedRec
     from .models.rgcn import RGCNRec
-    if isinstance(model, RGCNRec):
+    if isinstance(model, (RGCNRec, KGFusedRec)):
         counts = {t: snapshot.num_nodes(t) for t in ("user", "item", "query", "entity")}
         return model.build_graph(user, item, counts, snapshot.relations, snapshot.relation_types, device=device)
     return model.build_adjacency(user, item, snapshot.num_users, snapshot.num_items, device=device)
@@ -120,7 +133,8 @@ def _fingerprint(cfg: TrainConfig, train_csr: sp.csr_matrix, text_embeddings: np
     h.update(train_csr.indptr.astype(np.int64).tobytes())
     h.update(train_csr.indices.astype(np.int64).tobytes())
     if text_embeddings is not None:
-        h.update(np.ascontiguousarray(text_embeddings, dtype=np.float32).tobytes())
+        for part in (text_embeddings.values() if isinstance(text_embeddings, Mapping) else [text_embeddings]):
+            h.update(np.ascontiguousarray(part, dtype=np.float32).tobytes())
     return h.hexdigest()[:12]
 
 
@@ -170,7 +184,8 @@ def train(snapshot: Any, cfg: TrainConfig, out_dir: str | Path, text_embeddings:
             raised there aborts training, leaving ``current`` untouched).
         resume: continue from a matching checkpoint when one exists.
         publish_current: repoint ``out_dir/current`` at the new artifact.
-        max_time_s: stop after the first epoch that ends past this many seconds of training.
+        max_time_s: stop after the first epoch that ends past this many seconds of training; the
+            artifact is written and the checkpoint kept, so calling again continues the run.
         progress: show a tqdm bar over batches.
 
     Returns:
@@ -206,7 +221,12 @@ def train(snapshot: Any, cfg: TrainConfig, out_dir: str | Path, text_embeddings:
     coo = train_csr.tocoo()
     pairs_u = coo.row.astype(np.int64)
     pairs_i = coo.col.astype(np.int64)
-    adj = _build_graph(model, snapshot, pairs_u, pairs_i, device)
+    if cfg.sampler == "full":
+        adj = _build_graph(model, snapshot, pairs_u, pairs_i, device)
+    else:  # neighbour-sampled mini-batches (gnn.sampled): the typed graph stays on CPU, subgraphs go to device
+        from .sampled import prepare
+        model, adj = prepare(model, _build_graph(model, snapshot, pairs_u, pairs_i, torch.device("cpu")),
+                             cfg.sampler, cfg.num_neighbors)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     sampler = NegativeSampler(train_csr, cfg.negative_sampling, rng)
     use_amp = bool(cfg.amp and device.type == "cuda")
@@ -242,6 +262,7 @@ def train(snapshot: Any, cfg: TrainConfig, out_dir: str | Path, text_embeddings:
         return evaluate(lambda u: ue[u] @ ie.t(), train_csr, truth, ks, I, device=device, exclude=exclude)
 
     t_start = time.perf_counter()
+    budget_stop = False
     n = len(pairs_u)
     epoch = start_epoch - 1
     for epoch in range(start_epoch, cfg.epochs + 1):
@@ -293,7 +314,9 @@ def train(snapshot: Any, cfg: TrainConfig, out_dir: str | Path, text_embeddings:
             logger.info("early stop at epoch %d (best %s %.4f at epoch %d)", epoch, stop_metric, best_score, best_epoch)
             break
         if max_time_s is not None and time.perf_counter() - t_start > max_time_s:
-            logger.info("time budget %.0fs reached after epoch %d", max_time_s, epoch)
+            logger.info("time budget %.0fs reached after epoch %d; the checkpoint is kept, so the same "
+                        "call continues from here", max_time_s, epoch)
+            budget_stop = epoch < cfg.epochs
             break
 
     if best_state is not None:
@@ -327,6 +350,7 @@ def train(snapshot: Any, cfg: TrainConfig, out_dir: str | Path, text_embeddings:
         raise
     if publish_current:
         publish(final_dir, out_dir)
-    shutil.rmtree(ckpt_dir, ignore_errors=True)
+    if not budget_stop:
+        shutil.rmtree(ckpt_dir, ignore_errors=True)
     logger.info("wrote %s (test %s)", final_dir, {k: round(v, 4) for k, v in final.items() if "@20" in k})
     return final_dir

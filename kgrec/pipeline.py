@@ -42,7 +42,8 @@ def train_model(snapshot: Path, cfg: Config) -> Path:
     """Train on a snapshot; gnn.train publishes the artifact as ``<out_dir>/current``.
 
     Item text vectors from ``kgrec encode`` (``text_embeddings.npz`` in the snapshot) are passed to
-    text-aware models; ``fused`` needs them and says so when they are missing.
+    text-aware models (``kgfused`` gets the query and entity vectors too); ``fused`` and the
+    ``text`` fusion need them and say so when they are missing.
     """
     import numpy as np
 
@@ -53,9 +54,10 @@ def train_model(snapshot: Path, cfg: Config) -> Path:
     vectors = Path(snapshot) / "text_embeddings.npz"
     if vectors.is_file():
         with np.load(vectors) as z:
-            text = z["item"]
-    elif cfg.train.model == "fused":
-        raise FileNotFoundError(f"model 'fused' needs item text vectors: run `kgrec encode {snapshot}` first")
+            # kgfused also fuses query and entity text (issue #6)
+            text = {k: z[k] for k in z.files} if cfg.train.model == "kgfused" else z["item"]
+    elif cfg.train.model == "fused" or (cfg.train.model == "kgfused" and cfg.train.fusion == "text"):
+        raise FileNotFoundError(f"model {cfg.train.model!r} needs item text vectors: run `kgrec encode {snapshot}` first")
     return train(Snapshot.load(snapshot), cfg.train, Path(cfg.train.out_dir), text,
                  snapshot_path=Path(snapshot).resolve())
 

@@ -1,0 +1,311 @@
+"""Ablation on data with text and a knowledge graph (issue #6): id-only LightGCN, text-only,
+fused, fused + R-GCN, with GF-CF and popularity as baselines; warm test, full test and cold-start slices.
+
+Usage::
+
+    KGREC_TEST_BOLT_PORT=7690 KGREC_TEST_HTTP_PORT=7477 \\
+        .venv/bin/python bench/bench_ablation.py --dataset ml-100k [--budget-s 100] [--rebuild]
+
+The snapshot is built through the product path, once per dataset, and reused afterwards: the
+source is read by ``kg.sources`` (``kgrec ingest lastfm|ml100k``), written into a managed test
+Neo4j (``.kgrec/neo4j-test-<bolt port>``, wiped first; never the demo server) with
+``kg.ingest.ingest``, exported with ``kg.export.export_snapshot`` (per-user ratio split 70/10/20,
+seed 2020) to ``.kgrec/bench-snapshots/ablation-<dataset>-latest`` and encoded with
+``encoders.encode.encode_snapshot`` (MiniLM, cached). ``--snapshot DIR`` uses any encoded snapshot.
+
+Protocol: ``gnn.coldstart.hold_out_items`` removes ``--cold-fraction`` of the items (seeded) with all
+their interactions and edges; every model trains on the rest with ``gnn.train.train`` (same
+configuration, same time budget, early stopping on validation NDCG@20). Reported per row:
+
+- ``warm``: test pairs of the training items, ranking the training items (what ``train`` reports);
+- ``test``: the full catalogue's test pairs (original test split + every pair of a held-out item),
+  ranking all items; held-out items (and any item without training pairs) get the inductive
+  embedding of ``gnn.coldstart`` (ridge map from [item text, mean attribute-entity text] to the
+  trained item embeddings); popularity and GF-CF score them 0;
+- ``cold``: the ``test`` pairs whose item has no training interaction, ranking all items;
+- ``cold_only``: the same pairs ranking only those unseen items among themselves;
+- ``few``: the ``test`` pairs whose item has at most ``--few`` training interactions (unseen included);
+- ``new_users``: ``gnn.coldstart.hold_out_users`` also removes ``--user-fraction`` of the users from
+  training; each is folded in from their first ``--shots`` interactions (mean item embedding; GF-CF
+  and popularity score the raw row) and evaluated on the rest of their history, ranking the
+  training items. Every other slice leaves these users out.
+
+Writes ``bench/results/ablation_<dataset>.json`` and prints a table.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import tempfile
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import write_result  # noqa: E402
+
+logger = logging.getLogger("bench_ablation")
+
+DATASETS = {"ml-100k": "ml100k", "lastfm": "lastfm"}
+# name -> (TrainConfig.model, TrainConfig.fusion); one trained row each
+TRAINED = {"lightgcn (id only)": ("lightgcn", "sum"), "text only": ("fused", "text"), "fused": ("fused", "sum"),
+           "fused + R-GCN": ("kgfused", "sum"), "fused (gate)": ("fused", "gate"), "fused (concat)": ("fused", "concat"),
+           "fused + R-GCN (gate)": ("kgfused", "gate")}
+DEFAULT_ROWS = ("popularity", "gf-cf", "lightgcn (id only)", "text only", "fused", "fused + R-GCN")
+
+
+def test_neo4j_config():
+    """The managed test server (as tests/conftest.py), or NEO4J_URI's server when that is set."""
+    from kgrec.config import Neo4jConfig, load_config
+
+    cfg = load_config(env={k: v for k, v in os.environ.items() if k.startswith("NEO4J_")}).neo4j
+    if cfg.managed:
+        bolt = int(os.environ.get("KGREC_TEST_BOLT_PORT", "7688"))
+        http = int(os.environ.get("KGREC_TEST_HTTP_PORT", "7475"))
+        cfg = Neo4jConfig(home=ROOT / ".kgrec" / f"neo4j-test-{bolt}", bolt_port=bolt, http_port=http,
+                          heap="1g", pagecache="1g")
+    return cfg
+
+
+def build_snapshot(dataset: str, data_dir: Path, out_dir: Path, stop_server: bool) -> tuple[Path, dict[str, float]]:
+    """Source -> Neo4j (wiped) -> snapshot -> text vectors, timing each stage."""
+    from encoders.encode import encode_snapshot
+    from kg.connection import connect
+    from kg.export import export_snapshot
+    from kg.ingest import ingest
+    from kg.neo4j_server import ManagedNeo4j
+    from kg.schema import apply_schema, wipe
+    from kg.sources import load_source
+    from kgrec.config import EncoderConfig, ExportConfig, IngestConfig
+
+    timings: dict[str, float] = {}
+    neo = test_neo4j_config()
+    server = ManagedNeo4j(neo) if neo.managed else None
+    started = False
+    t = time.perf_counter()
+    if server is not None:
+        _, started = server.start()
+    timings["neo4j_start_s"] = round(time.perf_counter() - t, 1)
+    try:
+        t = time.perf_counter()
+        loaded = load_source(DATASETS[dataset], data_dir, None, IngestConfig())
+        timings["read_s"] = round(time.perf_counter() - t, 1)
+        with connect(neo) as g:
+            t = time.perf_counter()
+            wipe(g)
+            apply_schema(g)
+            report = ingest(g, loaded.records, IngestConfig(), progress=False)
+            timings["ingest_s"] = round(time.perf_counter() - t, 1)
+            logger.info("ingested %s: %s", dataset, {k: v for k, v in report.items() if isinstance(v, (int, float))})
+            t = time.perf_counter()
+            snap_dir = export_snapshot(g, ExportConfig(out_dir=out_dir, split="ratio", valid_ratio=0.1, test_ratio=0.2,
+                                                       seed=2020), f"ablation-{dataset}")
+            timings["export_s"] = round(time.perf_counter() - t, 1)
+    finally:
+        if server is not None and started and stop_server:
+            server.stop()
+    t = time.perf_counter()
+    encode_snapshot(snap_dir, EncoderConfig(cache_dir=ROOT / ".kgrec" / "cache" / "text", device="cpu"))
+    timings["encode_s"] = round(time.perf_counter() - t, 1)
+    return snap_dir, timings
+
+
+def load_text(snapshot_dir: Path) -> dict[str, np.ndarray]:
+    """``text_embeddings.npz``'s arrays (item, query, entity)."""
+    path = snapshot_dir / "text_embeddings.npz"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} missing: run `kgrec encode {snapshot_dir}`")
+    with np.load(path) as z:
+        return {k: z[k] for k in z.files}
+
+
+def rounded(m: dict[str, float], keys: tuple[str, ...] = ("recall@20", "ndcg@20")) -> dict[str, float]:
+    return {k: round(float(m[k]), 4) for k in keys if k in m} | {"users": int(m.get("num_users", 0))}
+
+
+def evaluate_row(score_full: Callable, score_view: Callable, score_new_users: Callable, mats: dict, view_mats: dict,
+                 num_warm: int, few: int) -> dict[str, Any]:
+    """Warm, full-test, cold-item and cold-user metrics of one model (see module docstring)."""
+    from gnn.coldstart import evaluate_item_slice
+    from gnn.evaluate import evaluate
+
+    ks = [20]
+    warm = evaluate(score_view, view_mats["train"], view_mats["test"], ks, num_warm, exclude=view_mats["valid"])
+    full = evaluate(score_full, mats["train"], mats["test"], ks, mats["train"].shape[1], exclude=mats["valid"])
+    cold = evaluate_item_slice(score_full, mats["train"], mats["test"], 0, ks, exclude=mats["valid"])
+    cold_only = evaluate_item_slice(score_full, mats["train"], mats["test"], 0, ks, exclude=mats["valid"],
+                                    slice_only=True)
+    few_m = evaluate_item_slice(score_full, mats["train"], mats["test"], few, ks, exclude=mats["valid"])
+    new_users = evaluate(score_new_users, view_mats["support"], view_mats["truth"], ks, num_warm)
+    return {"warm": rounded(warm), "test": rounded(full), "cold": rounded(cold), "cold_only": rounded(cold_only),
+            f"few<={few}": rounded(few_m), "new_users": rounded(new_users), "cold_pairs": int(cold["num_pairs"]),
+            "few_pairs": int(few_m["num_pairs"])}
+
+
+def main(argv: list[str] | None = None) -> int:
+    import torch
+
+    from gnn.coldstart import (embedding_scorer, fold_in_users, hold_out_items, hold_out_users,
+                               inductive_item_embeddings, item_side_features, item_train_counts, popularity_scorer,
+                               snapshot_item_entity_edges, split_matrices, text_for_view)
+    from gnn.evaluate import to_csr
+    from gnn.models.gfcf import GFCF
+    from gnn.train import train
+    from kg.snapshot import Snapshot
+    from kgrec.config import TrainConfig
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--dataset", choices=sorted(DATASETS), required=True)
+    ap.add_argument("--datasets-dir", type=Path, default=ROOT.parent / "shared" / "datasets")
+    ap.add_argument("--snapshot", type=Path, help="an encoded snapshot to use instead of building one")
+    ap.add_argument("--rebuild", action="store_true", help="re-ingest, re-export and re-encode")
+    ap.add_argument("--keep-neo4j", action="store_true", help="leave the test Neo4j running after building")
+    ap.add_argument("--cold-fraction", type=float, default=0.1)
+    ap.add_argument("--few", type=int, default=5)
+    ap.add_argument("--user-fraction", type=float, default=0.1, help="share of users held out as new users")
+    ap.add_argument("--shots", type=int, default=3, help="interactions a held-out user reveals (fold-in)")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch CPU threads (1 is much faster than 2 on a contended 2-core machine)")
+    ap.add_argument("--budget-s", type=float, default=120.0, help="training time budget of each trained row")
+    ap.add_argument("--epochs", type=int, default=200)
+    ap.add_argument("--patience", type=int, default=10)
+    ap.add_argument("--lr", type=float, default=5e-3)
+    ap.add_argument("--batch-size", type=int, default=2048)
+    ap.add_argument("--dim", type=int, default=64)
+    ap.add_argument("--layers", type=int, default=3)
+    ap.add_argument("--kg-layers", type=int, default=1)
+    ap.add_argument("--kg-bases", type=int, default=0)
+    ap.add_argument("--weight-decay", type=float, default=1e-4)
+    ap.add_argument("--rows", default=",".join(DEFAULT_ROWS),
+                    help=f"comma-separated rows to run, from popularity, gf-cf, {', '.join(TRAINED)}")
+    ap.add_argument("--seed", type=int, default=2020)
+    ap.add_argument("--out", default=None, help="result name (default ablation_<dataset>)")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    torch.set_num_threads(args.threads)
+    t_all = time.perf_counter()
+
+    build: dict[str, Any] = {}
+    snap_dir = args.snapshot
+    if snap_dir is None:
+        out_dir = ROOT / ".kgrec" / "bench-snapshots"
+        latest = out_dir / f"ablation-{args.dataset}-latest"
+        if args.rebuild or not (latest / "text_embeddings.npz").is_file():
+            data_dir = args.datasets_dir / args.dataset
+            if not data_dir.is_dir():
+                print(f"skipped: {data_dir} is absent (licensed data stays out of the repo)")
+                return 0
+            snap_dir, build = build_snapshot(args.dataset, data_dir, out_dir, stop_server=not args.keep_neo4j)
+        else:
+            snap_dir = latest.resolve()
+            build = {"reused": str(snap_dir)}
+    snap = Snapshot.load(snap_dir)
+    text = load_text(snap_dir)
+    split = hold_out_items(snap, args.cold_fraction, seed=args.seed)
+    users = hold_out_users(split.snapshot, args.user_fraction, shots=args.shots, seed=args.seed)
+    view = users.snapshot
+    U = snap.num_users
+    mats = split_matrices(split, U, drop_users=users.cold_users)
+    vs = {s: view.splits[s] for s in ("train", "valid", "test")}
+    vs.update(support=users.support, truth=users.truth)
+    view_mats = {s: to_csr(vs[s].user, vs[s].item, U, view.num_items) for s in vs}
+    known = item_train_counts(mats["train"]) > 0
+    feats = item_side_features(text["item"], text.get("entity"), snapshot_item_entity_edges(snap))
+    data = {"snapshot": str(snap_dir), "users": U, "items": snap.num_items,
+            "entities": snap.num_nodes("entity"), "queries": snap.num_nodes("query"),
+            "relations": {r: int(e.shape[1]) for r, e in snap.relations.items() if e.shape[1]},
+            "interactions": {s: len(snap.splits[s]) for s in ("train", "valid", "test")},
+            "held_out_items": int(len(split.cold_items)), "items_without_train_pairs": int((~known).sum()),
+            "held_out_users": int(len(users.cold_users)), "new_user_support": len(users.support),
+            "new_user_truth": len(users.truth),
+            "full_test_pairs": len(split.test), "text_dim": int(text["item"].shape[1])}
+    logger.info("data: %s", data)
+
+    rows_wanted = [r.strip() for r in args.rows.split(",") if r.strip()]
+    results: dict[str, Any] = {}
+    warm_index = split.warm_items
+
+    def view_scorer(full_scores: Callable) -> Callable:
+        idx = torch.from_numpy(warm_index)
+        return lambda users: full_scores(users)[:, idx]
+
+    if "popularity" in rows_wanted:
+        t = time.perf_counter()
+        pop = popularity_scorer(mats["train"], seed=args.seed)
+        results["popularity"] = {**evaluate_row(pop, view_scorer(pop), view_scorer(pop), mats, view_mats, view.num_items,
+                                                args.few),
+                                 "seconds": round(time.perf_counter() - t, 1)}
+    if "gf-cf" in rows_wanted:
+        t = time.perf_counter()
+        gf = GFCF(k=min(256, min(mats["train"].shape) - 1), alpha=0.3).fit(mats["train"])
+        # new users: GF-CF scores a user from their raw row, so refit with the support rows added
+        gf_new = GFCF(k=min(256, min(mats["train"].shape) - 1), alpha=0.3).fit(view_mats["train"] + view_mats["support"])
+        results["gf-cf"] = {**evaluate_row(gf.score, view_scorer(gf.score), gf_new.score, mats, view_mats,
+                                           view.num_items, args.few),
+                            "fit_s": round(gf.fit_seconds, 1), "seconds": round(time.perf_counter() - t, 1)}
+    view_text = text_for_view(text, split)
+    for name, (model, fusion) in TRAINED.items():
+        if name not in rows_wanted:
+            continue
+        cfg = TrainConfig(model=model, fusion=fusion, embedding_dim=args.dim, num_layers=args.layers,
+                          kg_layers=args.kg_layers, kg_bases=args.kg_bases, lr=args.lr,
+                          weight_decay=args.weight_decay, batch_size=args.batch_size, epochs=args.epochs,
+                          patience=args.patience, ks=[20], seed=args.seed, device="cpu")
+        text_arg = None if model == "lightgcn" else (view_text if model == "kgfused" else view_text["item"])
+        t = time.perf_counter()
+        with tempfile.TemporaryDirectory() as tmp:
+            art = train(view, cfg, Path(tmp), text_arg, max_time_s=args.budget_s, progress=False)
+            metrics = json.loads((art / "metrics.json").read_text())
+            with np.load(art / "embeddings.npz") as z:
+                ue, ie_view = z["user"], z["item"]
+        train_s = time.perf_counter() - t
+        ie, ridge = inductive_item_embeddings(split.to_full(ie_view), feats, known)
+        ie_warm = ie[warm_index]  # the view's items, inductive rows for those without training pairs
+        new_fn = embedding_scorer(fold_in_users(ie_warm, view_mats["support"]), ie_warm)
+        row = evaluate_row(embedding_scorer(ue, ie), embedding_scorer(ue, ie_view), new_fn, mats, view_mats,
+                           view.num_items, args.few)
+        hist = metrics["history"]
+        results[name] = {**row, "model": model, "fusion": fusion, "best_epoch": metrics["best_epoch"],
+                         "epochs_run": len(hist), "train_s": round(train_s, 1),
+                         "mean_epoch_s": round(float(np.mean([h["train_s"] for h in hist])), 2),
+                         "ridge_alpha": ridge.alpha, "valid_ndcg@20": round(metrics["best_score"], 4),
+                         "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()}}
+        logger.info("%s: %s", name, results[name])
+
+    payload = {"dataset": args.dataset, "data": data, "build": build,
+               "protocol": {"split": "per-user ratio 70/10/20 (export seed 2020)", "cold_fraction": args.cold_fraction,
+                            "cold_seed": args.seed, "few": args.few, "user_fraction": args.user_fraction,
+                            "shots": args.shots, "threads": args.threads, "budget_s_per_trained_row": args.budget_s,
+                            "early_stopping": f"valid ndcg@20, patience {args.patience}"},
+               "rows": results, "total_s": round(time.perf_counter() - t_all, 1),
+               "command": "python bench/bench_ablation.py " + " ".join(argv if argv is not None else sys.argv[1:])}
+    out = write_result(args.out or f"ablation_{args.dataset}", payload)
+    print(table(results, args.few))
+    print(f"wrote {out}")
+    return 0
+
+
+def table(results: dict[str, Any], few: int) -> str:
+    """Markdown table of Recall@20 / NDCG@20 per row and slice."""
+    cols = ("warm", "test", "cold", "cold_only", f"few<={few}", "new_users")
+    head = "| model | " + " | ".join(f"{c} R@20 | {c} N@20" for c in cols) + " | train s |"
+    lines = [head, "|" + "---|" * (2 * len(cols) + 2)]
+    for name, r in results.items():
+        cells = []
+        for c in cols:
+            cells += [f"{r[c].get('recall@20', 0):.4f}", f"{r[c].get('ndcg@20', 0):.4f}"]
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {r.get('train_s', r.get('seconds', ''))} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

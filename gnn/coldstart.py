@@ -1,0 +1,419 @@
+"""Cold start: an explicit cold-item split, inductive item embeddings, and cold-slice metrics.
+
+- :func:`hold_out_items` removes a seeded fraction of items, with all their interactions, from a
+  snapshot, so a model trained on the result has never seen them; their interactions join the test
+  split of the full catalogue.
+- :class:`RidgeMap` / :func:`inductive_item_embeddings` give such unseen items an embedding from
+  their side information (text vector, mean text vector of their attribute entities) with a ridge
+  regression fitted on the warm items' trained embeddings.
+- :func:`evaluate_item_slice` restricts full-ranking metrics to test interactions whose item has at
+  most N training interactions (N = 0: items never seen in training), optionally ranking only the
+  slice's items; :func:`popularity_scorer` is the baseline.
+- :func:`hold_out_users` removes a seeded fraction of users' histories, keeping their first few
+  interactions as the support a new user gives; :func:`fold_in_users` embeds such a user as the
+  mean embedding of those items (as ``serving.Recommender.recommend_from_items`` does).
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, replace
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from kg.snapshot import SPLITS, Interactions, Snapshot
+
+from .evaluate import ScoreFn, evaluate, to_csr
+
+logger = logging.getLogger(__name__)
+
+
+def concat_interactions(parts: Sequence[Interactions]) -> Interactions:
+    """One :class:`Interactions` holding the rows of ``parts`` in order."""
+    parts = [p for p in parts if len(p)] or [Interactions.empty()]
+    return Interactions(*(np.concatenate([getattr(p, c) for p in parts])
+                          for c in ("user", "item", "weight", "ts", "kind")))
+
+
+@dataclass
+class ColdItemSplit:
+    """A snapshot with some items held out, and how to map back to the full catalogue.
+
+    Attributes:
+        snapshot: the training view: held-out items, their interactions and their edges removed;
+            the remaining items renumbered ``0..len(warm_items)-1``.
+        warm_items: (I_w,) full-catalogue index of each item of ``snapshot``.
+        cold_items: (I_c,) full-catalogue indices of the held-out items (sorted).
+        num_items: I, the full catalogue size.
+        train: training interactions in full-catalogue item indices (= ``snapshot``'s train).
+        valid: validation interactions in full-catalogue indices (warm items only).
+        test: full-catalogue test interactions: the original test split plus every train and
+            valid interaction of a held-out item.
+    """
+
+    snapshot: Snapshot
+    warm_items: np.ndarray
+    cold_items: np.ndarray
+    num_items: int
+    train: Interactions
+    valid: Interactions
+    test: Interactions
+
+    def to_full(self, item_embeddings: np.ndarray) -> np.ndarray:
+        """(I, d) array with the training view's (I_w, d) rows at their catalogue positions, zeros elsewhere."""
+        out = np.zeros((self.num_items, item_embeddings.shape[1]), dtype=np.float32)
+        out[self.warm_items] = item_embeddings
+        return out
+
+
+def hold_out_items(snapshot: Snapshot, fraction: float, seed: int = 2020, min_interactions: int = 1) -> ColdItemSplit:
+    """Hold out ``fraction`` of the items that have at least ``min_interactions`` interactions.
+
+    The choice is deterministic in ``seed``. Held-out items lose every interaction (train, valid
+    and test) and every relation edge in the training view; all their interactions go to
+    :attr:`ColdItemSplit.test`.
+
+    Args:
+        snapshot: the full snapshot.
+        fraction: share of eligible items to hold out, in [0, 1).
+        seed: RNG seed of the choice.
+        min_interactions: only items with at least this many interactions (all splits) are eligible.
+
+    Returns:
+        The :class:`ColdItemSplit`.
+
+    Raises:
+        ValueError: ``fraction`` outside [0, 1).
+    """
+    if not 0 <= fraction < 1:
+        raise ValueError("fraction must be in [0, 1)")
+    num_items = snapshot.num_items
+    splits = {s: snapshot.splits.get(s, Interactions.empty()) for s in SPLITS}
+    counts = sum(np.bincount(splits[s].item, minlength=num_items) for s in SPLITS)
+    eligible = np.flatnonzero(counts >= min_interactions)
+    n_cold = int(round(fraction * len(eligible)))
+    rng = np.random.default_rng(seed)
+    cold = np.sort(rng.choice(eligible, size=n_cold, replace=False)) if n_cold else np.zeros(0, np.int64)
+    is_cold = np.zeros(num_items, dtype=bool)
+    is_cold[cold] = True
+    warm = np.flatnonzero(~is_cold)
+    new_index = np.full(num_items, -1, dtype=np.int64)
+    new_index[warm] = np.arange(len(warm))
+
+    kept = {s: splits[s].take(~is_cold[splits[s].item]) for s in SPLITS}
+    view_splits = {s: replace(kept[s], item=new_index[kept[s].item]) for s in SPLITS}
+    relations: dict[str, np.ndarray] = {}
+    for name, edges in snapshot.relations.items():
+        src_t, dst_t = snapshot.relation_types[name]
+        e = np.asarray(edges, dtype=np.int64).reshape(2, -1)
+        keep = np.ones(e.shape[1], dtype=bool)
+        e = e.copy()
+        for row, t in ((0, src_t), (1, dst_t)):
+            if t == "item":
+                keep &= ~is_cold[e[row]]
+                e[row] = new_index[e[row]]
+        relations[name] = e[:, keep]
+    view = Snapshot(
+        ids={**snapshot.ids, "item": [snapshot.ids["item"][i] for i in warm]},
+        entity_types=snapshot.entity_types,
+        item_titles=[snapshot.item_titles[i] for i in warm],
+        item_descriptions=[snapshot.item_descriptions[i] for i in warm],
+        query_texts=snapshot.query_texts, entity_names=snapshot.entity_names, splits=view_splits,
+        relations=relations, relation_types=dict(snapshot.relation_types), kinds=list(snapshot.kinds),
+        meta={**snapshot.meta, "name": f"{snapshot.meta.get('name', 'snapshot')}-warm",
+              "cold_items": {"fraction": fraction, "seed": seed, "held_out": int(n_cold)}})
+    cold_pairs = [splits[s].take(is_cold[splits[s].item]) for s in ("train", "valid")]
+    logger.info("held out %d of %d items (%d interactions moved to test)", n_cold, num_items,
+                sum(len(p) for p in cold_pairs))
+    return ColdItemSplit(view, warm, cold, num_items, kept["train"], kept["valid"],
+                         concat_interactions([splits["test"], *cold_pairs]))
+
+
+@dataclass
+class ColdUserSplit:
+    """A snapshot with some users' histories held out, keeping a few interactions each to fold them in.
+
+    Attributes:
+        snapshot: the training view: same ids, the held-out users have no interaction and no edge.
+        cold_users: (n,) held-out user indices (sorted).
+        support: the first ``shots`` interactions (by time) of each held-out user: what a new
+            user has told the system.
+        truth: the rest of their interactions, to evaluate on.
+    """
+
+    snapshot: Snapshot
+    cold_users: np.ndarray
+    support: Interactions
+    truth: Interactions
+
+
+def hold_out_users(snapshot: Snapshot, fraction: float, shots: int = 3, seed: int = 2020) -> ColdUserSplit:
+    """Hold out ``fraction`` of the users that have more than ``shots`` interactions.
+
+    Each held-out user loses every interaction (all splits) and every edge (friends, searches) in
+    the training view; their ``shots`` earliest interactions become :attr:`ColdUserSplit.support`
+    and the others :attr:`ColdUserSplit.truth`. Deterministic in ``seed``.
+
+    Raises:
+        ValueError: ``fraction`` outside [0, 1) or ``shots`` < 1.
+    """
+    if not 0 <= fraction < 1 or shots < 1:
+        raise ValueError("fraction must be in [0, 1) and shots >= 1")
+    splits = {s: snapshot.splits.get(s, Interactions.empty()) for s in SPLITS}
+    counts = sum(np.bincount(splits[s].user, minlength=snapshot.num_users) for s in SPLITS)
+    eligible = np.flatnonzero(counts > shots)
+    n_cold = int(round(fraction * len(eligible)))
+    rng = np.random.default_rng(seed)
+    cold = np.sort(rng.choice(eligible, size=n_cold, replace=False)) if n_cold else np.zeros(0, np.int64)
+    is_cold = np.zeros(snapshot.num_users, dtype=bool)
+    is_cold[cold] = True
+    history = concat_interactions([splits[s].take(is_cold[splits[s].user]) for s in SPLITS])
+    order = np.lexsort((rng.random(len(history)), history.ts, history.user))  # by user, then time (ties random)
+    history = history.take(order)
+    starts = np.r_[0, np.flatnonzero(np.diff(history.user)) + 1] if len(history) else np.zeros(0, np.int64)
+    rank = np.arange(len(history)) - np.repeat(starts, np.diff(np.r_[starts, len(history)]))
+    relations = {}
+    for name, edges in snapshot.relations.items():
+        e = np.asarray(edges, dtype=np.int64).reshape(2, -1)
+        keep = np.ones(e.shape[1], dtype=bool)
+        for row, t in enumerate(snapshot.relation_types[name]):
+            if t == "user":
+                keep &= ~is_cold[e[row]]
+        relations[name] = e[:, keep]
+    view = replace(snapshot, splits={s: splits[s].take(~is_cold[splits[s].user]) for s in SPLITS},
+                   relations=relations, meta={**snapshot.meta, "cold_users": {"fraction": fraction, "seed": seed,
+                                                                           "shots": shots, "held_out": n_cold}})
+    logger.info("held out %d users (%d support, %d truth interactions)", n_cold, int((rank < shots).sum()),
+                int((rank >= shots).sum()))
+    return ColdUserSplit(view, cold, history.take(rank < shots), history.take(rank >= shots))
+
+
+def item_side_features(item_text: np.ndarray, entity_text: np.ndarray | None = None,
+                       item_entity_edges: Sequence[np.ndarray] = ()) -> np.ndarray:
+    """Side-information features of every item: ``[t_i, mean of t_e over i's attribute entities]``.
+
+    Text vectors are L2-normalised first; an item without attribute entities gets zeros in the
+    second half. Without ``entity_text`` only ``t_i`` is returned.
+
+    Args:
+        item_text: (I, T) item text vectors.
+        entity_text: (E, T) entity text vectors.
+        item_entity_edges: (2, M) arrays of (item row, entity row) pairs.
+
+    Returns:
+        (I, T) or (I, 2T) float32 features.
+    """
+    def unit(a: np.ndarray) -> np.ndarray:
+        a = np.asarray(a, dtype=np.float32)
+        return a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
+
+    t = unit(item_text)
+    if entity_text is None:
+        return t
+    te = unit(entity_text)
+    edges = [np.asarray(e, dtype=np.int64).reshape(2, -1) for e in item_entity_edges]
+    e = np.concatenate(edges, axis=1) if edges else np.zeros((2, 0), np.int64)
+    m = sp.csr_matrix((np.ones(e.shape[1], np.float32), (e[0], e[1])), shape=(t.shape[0], te.shape[0]))
+    m.sum_duplicates()
+    m.data[:] = 1.0
+    deg = np.asarray(m.sum(1)).ravel()
+    attrs = (m @ te) / np.maximum(deg, 1)[:, None]
+    return np.concatenate([t, attrs.astype(np.float32)], axis=1)
+
+
+def snapshot_item_entity_edges(snapshot: Snapshot) -> list[np.ndarray]:
+    """The (2, M) edge arrays of every item -> entity relation of ``snapshot``."""
+    return [np.asarray(snapshot.relations[r]) for r, (s, d) in sorted(snapshot.relation_types.items())
+            if s == "item" and d == "entity"]
+
+
+class RidgeMap:
+    r"""Multi-output ridge regression :math:`Y \approx X W + b` with a validated penalty.
+
+    :meth:`fit` holds out ``valid_fraction`` of the rows, picks the ``alpha`` with the lowest
+    validation squared error, then refits on all rows:
+    :math:`W = (\tilde X^\top \tilde X + \alpha I)^{-1} \tilde X^\top \tilde Y` on centred data.
+
+    Args:
+        alphas: candidate penalties.
+        valid_fraction: share of rows used to choose ``alpha`` (0: use ``alphas[0]``).
+        seed: RNG seed of the validation rows.
+    """
+
+    def __init__(self, alphas: Sequence[float] = (0.01, 0.1, 1.0, 10.0, 100.0), valid_fraction: float = 0.1,
+                 seed: int = 0) -> None:
+        if not alphas:
+            raise ValueError("alphas must not be empty")
+        self.alphas = [float(a) for a in alphas]
+        self.valid_fraction, self.seed = valid_fraction, seed
+        self.alpha: float | None = None
+        self.weight: np.ndarray | None = None
+        self.bias: np.ndarray | None = None
+
+    @staticmethod
+    def _solve(x: np.ndarray, y: np.ndarray, alpha: float) -> tuple[np.ndarray, np.ndarray]:
+        mx, my = x.mean(0), y.mean(0)
+        xc, yc = x - mx, y - my
+        w = np.linalg.solve(xc.T @ xc + alpha * np.eye(x.shape[1]), xc.T @ yc)
+        return w, my - mx @ w
+
+    def fit(self, x: np.ndarray, y: np.ndarray) -> "RidgeMap":
+        """Fit on (n, F) features ``x`` and (n, d) targets ``y``.
+
+        Raises:
+            ValueError: fewer than two rows, or row counts differ.
+        """
+        x = np.asarray(x, dtype=np.float64)
+        y = np.asarray(y, dtype=np.float64)
+        if x.shape[0] != y.shape[0] or x.shape[0] < 2:
+            raise ValueError(f"need >= 2 aligned rows, got x {x.shape}, y {y.shape}")
+        self.alpha = self.alphas[0]
+        n_val = int(round(self.valid_fraction * x.shape[0]))
+        if len(self.alphas) > 1 and 1 <= n_val < x.shape[0] - 1:
+            perm = np.random.default_rng(self.seed).permutation(x.shape[0])
+            va, tr = perm[:n_val], perm[n_val:]
+            errors = []
+            for a in self.alphas:
+                w, b = self._solve(x[tr], y[tr], a)
+                errors.append(float(((x[va] @ w + b - y[va]) ** 2).sum()))
+            self.alpha = self.alphas[int(np.argmin(errors))]
+        self.weight, self.bias = self._solve(x, y, self.alpha)
+        return self
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """(n, d) float32 predictions for (n, F) features.
+
+        Raises:
+            RuntimeError: called before :meth:`fit`.
+        """
+        if self.weight is None:
+            raise RuntimeError("RidgeMap.fit must be called first")
+        return (np.asarray(x, dtype=np.float64) @ self.weight + self.bias).astype(np.float32)
+
+    def __repr__(self) -> str:
+        return f"RidgeMap(alphas={self.alphas}, alpha={self.alpha})"
+
+
+def inductive_item_embeddings(item_embeddings: np.ndarray, features: np.ndarray, known: np.ndarray,
+                              ridge: RidgeMap | None = None) -> tuple[np.ndarray, RidgeMap]:
+    """Replace the embeddings of unknown items by a ridge map from their side features.
+
+    Args:
+        item_embeddings: (I, d) trained embeddings (rows of unknown items are ignored).
+        features: (I, F) side features (see :func:`item_side_features`).
+        known: (I,) bool, the items whose trained embedding is trusted (e.g. >= 1 training
+            interaction); the map is fitted on them.
+        ridge: the regression to fit (default :class:`RidgeMap()`).
+
+    Returns:
+        ``(embeddings (I, d) float32, fitted ridge)``.
+    """
+    known = np.asarray(known, dtype=bool)
+    ridge = ridge or RidgeMap()
+    ridge.fit(features[known], item_embeddings[known])
+    out = np.array(item_embeddings, dtype=np.float32, copy=True)
+    if (~known).any():
+        out[~known] = ridge.predict(features[~known])
+    logger.info("inductive embeddings for %d items (ridge alpha %s, fitted on %d)", int((~known).sum()),
+                ridge.alpha, int(known.sum()))
+    return out, ridge
+
+
+def fold_in_users(item_embeddings: np.ndarray, user_items: sp.spmatrix) -> np.ndarray:
+    """Embeddings of new users from a few items each: the mean of those items' embeddings.
+
+    Args:
+        item_embeddings: (I, d).
+        user_items: (n, I) binary matrix of each new user's known items.
+
+    Returns:
+        (n, d) float32; zeros for a user with no items.
+    """
+    m = sp.csr_matrix(user_items, dtype=np.float32)
+    deg = np.asarray(m.sum(1)).ravel()
+    return (np.asarray(m @ item_embeddings) / np.maximum(deg, 1)[:, None]).astype(np.float32)
+
+
+def popularity_scorer(train: sp.spmatrix, seed: int = 0, device: torch.device | str = "cpu") -> ScoreFn:
+    """Score every item by its training interaction count (ties broken by a fixed seeded jitter < 1)."""
+    counts = np.asarray(sp.csr_matrix(train).sum(0)).ravel().astype(np.float64)
+    jitter = np.random.default_rng(seed).random(counts.shape[0]) * 0.5
+    scores = torch.as_tensor(counts + jitter, dtype=torch.float32, device=device)
+    return lambda users: scores.unsqueeze(0).expand(len(users), -1).clone()
+
+
+def embedding_scorer(user_embeddings: np.ndarray | torch.Tensor, item_embeddings: np.ndarray | torch.Tensor,
+                     device: torch.device | str = "cpu") -> ScoreFn:
+    """Dot-product score function over (U, d) user and (I, d) item embeddings."""
+    ue = torch.as_tensor(np.asarray(user_embeddings), dtype=torch.float32, device=device)
+    ie = torch.as_tensor(np.asarray(item_embeddings), dtype=torch.float32, device=device)
+    return lambda users: ue[users] @ ie.t()
+
+
+def item_train_counts(train: sp.spmatrix) -> np.ndarray:
+    """(I,) number of training users of each item."""
+    m = sp.csr_matrix(train, copy=True)
+    m.data[:] = 1.0
+    return np.asarray(m.sum(0)).ravel().astype(np.int64)
+
+
+def evaluate_item_slice(score_fn: ScoreFn, train: sp.spmatrix, truth: sp.spmatrix, max_train: int,
+                        ks: Sequence[int], *, exclude: sp.spmatrix | None = None, slice_only: bool = False,
+                        device: torch.device | str = "cpu") -> dict[str, float]:
+    """Full-ranking metrics on the truth pairs whose item has ``<= max_train`` training interactions.
+
+    Args:
+        score_fn: (B,) users -> (B, I) scores.
+        train: (U, I) training positives (masked from the ranking; defines the item counts).
+        truth: (U, I) held-out positives; only pairs on slice items count, and only users with
+            at least one such pair are evaluated.
+        max_train: the slice is items with at most this many training interactions (0: unseen).
+        ks: cut-offs.
+        exclude: extra positives to mask (validation pairs).
+        slice_only: rank only the slice's items (how well are the cold items ordered among
+            themselves) instead of the whole catalogue.
+        device: where scoring runs.
+
+    Returns:
+        :func:`gnn.evaluate.evaluate`'s metrics plus ``num_pairs`` and ``num_items`` of the slice;
+        ``{"num_users": 0, ...}`` when the slice holds no truth pair.
+    """
+    train = sp.csr_matrix(train)
+    num_items = train.shape[1]
+    in_slice = item_train_counts(train) <= max_train
+    t = sp.csr_matrix(truth, copy=True)
+    t = t @ sp.diags(in_slice.astype(np.float32))
+    t.eliminate_zeros()
+    info = {"num_pairs": float(t.nnz), "num_items": float(in_slice.sum())}
+    if t.nnz == 0:
+        return {"num_users": 0.0, **info}
+    fn = score_fn
+    if slice_only:
+        outside = torch.as_tensor(~in_slice, device=device)
+
+        def fn(users: torch.Tensor) -> torch.Tensor:
+            return score_fn(users).float().masked_fill(outside, -float("inf"))
+    return {**evaluate(fn, train, t, ks, num_items, device=device, exclude=exclude), **info}
+
+
+def split_matrices(split: ColdItemSplit, num_users: int, drop_users: np.ndarray | None = None) -> dict[str, sp.csr_matrix]:
+    """``train``/``valid``/``test`` (U, I) matrices of a :class:`ColdItemSplit` over the full catalogue.
+
+    Rows of ``drop_users`` (e.g. :attr:`ColdUserSplit.cold_users`) are emptied.
+    """
+    keep = np.ones(num_users, dtype=np.float32)
+    if drop_users is not None:
+        keep[np.asarray(drop_users, dtype=np.int64)] = 0
+    out = {}
+    for name, inter in (("train", split.train), ("valid", split.valid), ("test", split.test)):
+        m = sp.csr_matrix(sp.diags(keep) @ to_csr(inter.user, inter.item, num_users, split.num_items))
+        m.eliminate_zeros()
+        out[name] = m
+    return out
+
+
+def text_for_view(text: Mapping[str, np.ndarray], split: ColdItemSplit) -> dict[str, Any]:
+    """The training view's text vectors: item rows of the warm items, other types unchanged."""
+    return {**text, "item": np.asarray(text["item"])[split.warm_items]}

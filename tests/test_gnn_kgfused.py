@@ -1,0 +1,199 @@
+"""The text fusion module, the text-only option and KGFusedRec (fused text + LightGCN + R-GCN)."""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from gnn.models.fusion import FUSIONS, TextFusion
+from gnn.models.kgfused import KGFusedRec
+from gnn.train import MODELS, train
+from kg.export import split_interactions
+from kg.snapshot import Interactions, Snapshot
+from kg.synthetic import SyntheticSpec, community_of_item, generate
+from kgrec.config import ExportConfig, TrainConfig
+
+SPEC = SyntheticSpec(num_users=240, num_items=160, num_communities=4, interactions_per_user=14, num_queries=24,
+                     seed=3)
+
+
+def bag_of_words(texts: list[str]) -> np.ndarray:
+    """A deterministic stand-in for the text encoder: word counts over the texts' vocabulary."""
+    tokens = [re.findall(r"[a-z]+", t.lower()) for t in texts]
+    vocab = {w: k for k, w in enumerate(sorted({w for ts in tokens for w in ts}))}
+    out = np.zeros((len(texts), max(1, len(vocab))), dtype=np.float32)
+    for row, ts in enumerate(tokens):
+        for w in ts:
+            out[row, vocab[w]] += 1
+    return out
+
+
+def synthetic_snapshot(spec: SyntheticSpec = SPEC) -> tuple[Snapshot, dict[str, np.ndarray]]:
+    """kg.synthetic rows turned into a Snapshot in memory (what export would write, without Neo4j),
+    plus bag-of-words text vectors for items (title, description, attribute names), queries and entities."""
+    rec = generate(spec)
+    ids = {"user": [u["id"] for u in rec.users], "item": [i["id"] for i in rec.items],
+           "query": [q["id"] for q in rec.queries], "entity": [e["id"] for e in rec.entities]}
+    index = {t: {v: k for k, v in enumerate(vs)} for t, vs in ids.items()}
+    u = np.array([index["user"][r["user"]] for r in rec.interactions], dtype=np.int64)
+    i = np.array([index["item"][r["item"]] for r in rec.interactions], dtype=np.int64)
+    ts = np.array([r["ts"] for r in rec.interactions], dtype=np.int64)
+    codes = split_interactions(u, i, ts, ExportConfig(split="ratio", valid_ratio=0.1, test_ratio=0.2, seed=1))
+    splits = {name: Interactions(u[codes == c], i[codes == c], np.ones(int((codes == c).sum()), np.float32),
+                                 ts[codes == c], np.zeros(int((codes == c).sum()), np.int16))
+              for c, name in enumerate(("train", "valid", "test"))}
+    relations: dict[str, list[tuple[int, int]]] = {}
+    relation_types: dict[str, tuple[str, str]] = {}
+    for r in rec.item_entities:
+        name = f"has:{r['relation']}"
+        relations.setdefault(name, []).append((index["item"][r["item"]], index["entity"][r["entity"]]))
+        relation_types[name] = ("item", "entity")
+    relations["relevant"] = [(index["query"][r["query"]], index["item"][r["item"]]) for r in rec.query_items]
+    relations["searched"] = [(index["user"][r["user"]], index["query"][r["query"]]) for r in rec.user_queries]
+    relation_types.update({"relevant": ("query", "item"), "searched": ("user", "query")})
+    snap = Snapshot(ids=ids, entity_types=[e["type"] for e in rec.entities],
+                    item_titles=[x["title"] for x in rec.items], item_descriptions=[x["description"] for x in rec.items],
+                    query_texts=[q["text"] for q in rec.queries], entity_names=[e["name"] for e in rec.entities],
+                    splits=splits, relations={k: np.asarray(v, dtype=np.int64).T for k, v in relations.items()},
+                    relation_types=relation_types, meta={"name": "synthetic"})
+    attrs = snap.item_attribute_names()
+    item_texts = [f"{t}. {d} {' '.join(a)}" for t, d, a in zip(snap.item_titles, snap.item_descriptions, attrs)]
+    vectors = bag_of_words(item_texts + snap.query_texts + snap.entity_names)
+    n_i, n_q = snap.num_items, snap.num_nodes("query")
+    text = {"item": vectors[:n_i], "query": vectors[n_i:n_i + n_q], "entity": vectors[n_i + n_q:]}
+    return snap, text
+
+
+def item_communities(snap: Snapshot, spec: SyntheticSpec = SPEC) -> np.ndarray:
+    return np.array([community_of_item(i, spec) for i in snap.ids["item"]])
+
+
+def tiny_cfg(**kw) -> TrainConfig:
+    base = dict(embedding_dim=16, num_layers=2, kg_layers=1, lr=0.02, weight_decay=1e-4, batch_size=512, epochs=12,
+                patience=4, ks=[10, 20], seed=7, device="cpu")
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+COUNTS = {"user": 4, "item": 5, "query": 2, "entity": 3}
+RELATIONS = {"has:genre": np.array([[0, 1, 2, 4], [0, 0, 1, 2]]), "relevant": np.array([[0, 1], [3, 4]]),
+             "friend": np.array([[0], [1]])}
+RELATION_TYPES = {"has:genre": ("item", "entity"), "relevant": ("query", "item"), "friend": ("user", "user")}
+
+
+def tiny_graph():
+    return KGFusedRec.build_graph(np.array([0, 1, 2, 3]), np.array([0, 1, 2, 3]), COUNTS, RELATIONS, RELATION_TYPES)
+
+
+@pytest.mark.parametrize("fusion", FUSIONS)
+def test_text_fusion_modes(fusion: str) -> None:
+    f = TextFusion(10, 4, fusion)
+    ids, text = torch.randn(3, 4), torch.randn(3, 10)
+    out = f(ids, text)
+    assert out.shape == (3, 4)
+    if fusion == "sum":
+        assert torch.allclose(out, ids + f.proj(text))
+    if fusion == "text":
+        assert not f.uses_ids and torch.allclose(f(None, text), f.proj(text))
+    else:
+        with pytest.raises(ValueError):
+            f(None, text)
+    with pytest.raises(ValueError):
+        TextFusion(10, 4, "nope")
+
+
+def test_build_graph_types_and_offsets() -> None:
+    g = tiny_graph()
+    # relations sorted by name: friend (0/1), has:genre (2/3), relevant (4/5); offsets user 0, item 4, query 9, entity 11
+    assert g.edge_index.shape == (2, 14)
+    fwd = g.edge_type == 2
+    assert g.edge_index[0, fwd].tolist() == [4, 5, 6, 8] and g.edge_index[1, fwd].tolist() == [11, 11, 12, 13]
+    rev = g.edge_type == 3
+    assert g.edge_index[0, rev].tolist() == [11, 11, 12, 13]
+    assert g.edge_index[:, g.edge_type == 4].tolist() == [[9, 10], [7, 8]]
+    assert g.edge_index[:, g.edge_type == 0].tolist() == [[0], [1]]
+    assert g.adj.shape == (9, 9)
+    assert KGFusedRec.count_relations(RELATIONS) == 6
+
+
+@pytest.mark.parametrize("fusion", ["sum", "gate", "text"])
+@pytest.mark.parametrize("kg_layers", [0, 1, 2])
+def test_kgfused_shapes_and_gradients(fusion: str, kg_layers: int) -> None:
+    g = tiny_graph()
+    text = {"item": torch.randn(5, 7), "entity": torch.randn(3, 7)}
+    m = KGFusedRec(COUNTS, 6, text, embedding_dim=8, num_layers=2, kg_layers=kg_layers, fusion=fusion)
+    ue, ie = m.get_embedding(g)
+    assert ue.shape == (4, 8) and ie.shape == (5, 8)
+    assert m(g, torch.tensor([0, 1]), torch.tensor([2, 3])).shape == (2,)
+    assert m.recommend(g, torch.tensor([0, 1, 2]), k=3).shape == (3, 3)
+    loss = m.loss(g, torch.tensor([0, 1]), torch.tensor([0, 1]), torch.tensor([4, 4]))
+    loss.backward()
+    assert m.fuse["item"].proj.weight.grad.abs().sum() > 0
+    assert ("item" in m.embedding) == (fusion != "text")  # text-only: no item id embeddings
+    assert "query" in m.embedding and "user" in m.embedding  # no query text given -> ids
+    if kg_layers:
+        assert m.convs[0].weight.grad.abs().sum() > 0
+        # entity text reaches the item embeddings only through the KG branch
+        assert m.fuse["entity"].proj.weight.grad.abs().sum() > 0
+    assert f"kg_layers={kg_layers}" in repr(m) and f"fusion={fusion}" in repr(m)
+
+
+def test_kg_branch_changes_items_with_entity_edges_only() -> None:
+    """Perturbing an entity's text moves exactly the items linked to it (one R-GCN layer, no LightGCN layers)."""
+    torch.manual_seed(0)
+    text = {"item": torch.randn(5, 7), "entity": torch.randn(3, 7)}
+    m = KGFusedRec(COUNTS, 6, text, embedding_dim=8, num_layers=0, kg_layers=1)
+    g = tiny_graph()
+    before = m.get_embedding(g)[1].detach()
+    m.text_entity[2] += 1.0  # entity 2 is linked to item 4 only
+    after = m.get_embedding(g)[1].detach()
+    moved = (after - before).abs().sum(1) > 1e-6
+    assert moved.tolist() == [False, False, False, False, True]
+    # no self-loop weight: a node without KG edges (users 2, 3) keeps exactly its LightGCN output
+    ue = m.get_embedding(g)[0].detach()
+    assert torch.allclose(ue[2:], m.type_ego("user")[2:].detach())
+    assert not torch.allclose(ue[:2], m.type_ego("user")[:2].detach())  # friends u0 <-> u1
+
+
+def test_kgfused_rejects_bad_arguments() -> None:
+    with pytest.raises(ValueError):
+        KGFusedRec({"user": 0, "item": 3}, 2)
+    with pytest.raises(ValueError):
+        KGFusedRec(COUNTS, 6, None, fusion="text")
+    with pytest.raises(ValueError):
+        KGFusedRec(COUNTS, 6, {"item": np.zeros((4, 3))})
+    with pytest.raises(ValueError):
+        KGFusedRec(COUNTS, 6, kg_layers=-1)
+
+
+def test_kgfused_trains_on_planted_communities(tmp_path: Path) -> None:
+    assert "kgfused" in MODELS
+    snap, text = synthetic_snapshot()
+    art = train(snap, tiny_cfg(model="kgfused"), tmp_path, text_embeddings=text, progress=False)
+    metrics = json.loads((art / "metrics.json").read_text())
+    m = metrics["test"]
+    random_recall = 20 / SPEC.num_items
+    assert m["recall@20"] > 3 * random_recall, m
+    # items of one community end up closer to each other than to other communities
+    with np.load(art / "embeddings.npz") as z:
+        ie = z["item"]
+    comm = item_communities(snap)
+    e = ie / np.linalg.norm(ie, axis=1, keepdims=True)
+    sim = e @ e.T
+    same = sim[comm[:, None] == comm[None, :]].mean()
+    other = sim[comm[:, None] != comm[None, :]].mean()
+    assert same > other + 0.2, (same, other)
+
+
+def test_text_only_fused_trains_without_item_ids(tmp_path: Path) -> None:
+    snap, text = synthetic_snapshot()
+    art = train(snap, tiny_cfg(model="fused", fusion="text"), tmp_path, text_embeddings=text["item"], progress=False)
+    m = json.loads((art / "metrics.json").read_text())["test"]
+    assert m["recall@20"] > 3 * 20 / SPEC.num_items, m
+    from gnn.models.fused import FusedLightGCN
+    model = FusedLightGCN(snap.num_users, snap.num_items, text["item"], embedding_dim=8, fusion="text")
+    assert model.embedding.weight.shape == (snap.num_users, 8)
