@@ -12,6 +12,7 @@ Uses the test server (``.kgrec/neo4j-test-7688``, wiped) unless NEO4J_URI is set
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -28,6 +29,14 @@ from kg.schema import apply_schema, wipe  # noqa: E402
 from kg.synthetic import SyntheticSpec, generate  # noqa: E402
 from kgrec.config import ExportConfig, IngestConfig  # noqa: E402
 from tests.conftest import test_neo4j_config  # noqa: E402
+
+
+def process_cpu_s(pid: int | None) -> float | None:
+    """User + system CPU seconds of process ``pid`` so far (None when unknown)."""
+    if pid is None:
+        return None
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def main() -> None:
@@ -54,8 +63,10 @@ def main() -> None:
         return
 
     cfg = test_neo4j_config()
+    server_pid = None
     if cfg.managed:
         ManagedNeo4j(cfg).start()
+        server_pid = ManagedNeo4j(cfg).pid()
     per_user = 25
     users = max(100, args.interactions // per_user)
     records = generate(SyntheticSpec(num_users=users, num_items=max(100, users // 2), num_communities=8,
@@ -76,10 +87,12 @@ def main() -> None:
             g.write("ingest/create_interactions_one", **e)
         single_rate = len(sample) / (time.perf_counter() - t)
 
-        t = time.perf_counter()
+        t, server0, client0 = time.perf_counter(), process_cpu_s(server_pid), time.process_time()
         report = ingest(g, GraphRecords(interactions=records.interactions),
                         IngestConfig(batch_size=args.batch_size), progress=True)
         batch_s = time.perf_counter() - t
+        client_cpu = time.process_time() - client0
+        server_cpu = None if server0 is None else process_cpu_s(server_pid) - server0
         batch_rate = report["relationships_created"] / batch_s
 
         t = time.perf_counter()
@@ -107,7 +120,10 @@ def main() -> None:
                      "relationships_per_s_total": round(len(events) / bulk_s)})
     result = {
         "interactions": len(events), "batch_size": args.batch_size, "nodes_seconds": round(nodes_s, 2),
-        "unwind_batches": {"seconds": round(batch_s, 2), "relationships_per_s": round(batch_rate)},
+        "unwind_batches": {"seconds": round(batch_s, 2), "relationships_per_s": round(batch_rate),
+                           # where the time goes: CPU seconds of the Neo4j JVM and of this client
+                           "server_cpu_s": None if server_cpu is None else round(server_cpu, 1),
+                           "client_cpu_s": round(client_cpu, 1)},
         "one_per_transaction": {"sample": len(sample), "relationships_per_s": round(single_rate)},
         "ratio_unwind_vs_single": round(batch_rate / single_rate, 1),
         "known_users_merge_path": {"seconds": round(known_s, 2),
