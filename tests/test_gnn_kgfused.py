@@ -197,3 +197,28 @@ def test_text_only_fused_trains_without_item_ids(tmp_path: Path) -> None:
     from gnn.models.fused import FusedLightGCN
     model = FusedLightGCN(snap.num_users, snap.num_items, text["item"], embedding_dim=8, fusion="text")
     assert model.embedding.weight.shape == (snap.num_users, 8)
+
+
+@pytest.mark.parametrize("num_bases", [None, 2])
+def test_relational_conv_equals_pyg_rgcnconv(num_bases: int | None) -> None:
+    from torch_geometric.nn import RGCNConv
+
+    from gnn.models.relconv import RelationalConv, sort_by_type
+
+    torch.manual_seed(0)
+    n, d, r = 12, 5, 4
+    edge_index = torch.randint(0, n, (2, 40))
+    edge_type = torch.randint(0, r, (40,))
+    edge_type[edge_type == 3] = 2  # relation 3 has no edges
+    x = torch.randn(n, d)
+    ours = RelationalConv(d, 3, r, num_bases)
+    ref = RGCNConv(d, 3, r, num_bases=num_bases, root_weight=False, bias=False, aggr="mean")
+    with torch.no_grad():
+        if num_bases:
+            ref.weight.copy_(ours.basis)
+            ref.comp.copy_(ours.comp)
+        else:
+            ref.weight.copy_(ours.weight)
+    ei, _, ptr, norm = sort_by_type(edge_index, edge_type, r)
+    assert ptr.tolist()[-1] == 40 and ptr[4] == ptr[3]
+    assert torch.allclose(ours(x, ei, ptr, norm), ref(x, edge_index, edge_type), atol=1e-5)

@@ -10,6 +10,7 @@ from torch import Tensor, nn
 
 from .fusion import FUSIONS, TextFusion, as_text_buffer
 from .lightgcn import LightGCN, _SymmetricSpMM
+from .relconv import RelationalConv, sort_by_type
 
 logger = logging.getLogger(__name__)
 
@@ -21,8 +22,10 @@ class KGGraph(NamedTuple):
     """What :meth:`KGFusedRec.get_embedding` propagates over."""
 
     adj: Tensor  # (U+I, U+I) normalised user-item adjacency (LightGCN)
-    edge_index: Tensor  # (2, E) typed KG edges in the shared node index space (R-GCN)
+    edge_index: Tensor  # (2, E) typed KG edges in the shared node index space (R-GCN), sorted by type
     edge_type: Tensor  # (E,)
+    type_ptr: Tensor  # (R+1,): edges of type r are type_ptr[r]:type_ptr[r+1]
+    norm: Tensor  # (E,) 1/|N_r(v)| of each edge (mean aggregation per relation)
 
 
 class KGFusedRec(nn.Module):
@@ -43,7 +46,9 @@ class KGFusedRec(nn.Module):
     :math:`\mathrm{RGCN}_k` is PyG's ``RGCNConv`` without self-loop weight or bias,
     :math:`r_v^{(k+1)} = \sum_{r} \frac{1}{|N_r(v)|} \sum_{w \in N_r(v)} W_r^{(k)} r_w^{(k)}`, over the
     snapshot's typed relations (item-entity, entity-entity triples, query-item, user-query,
-    user-user friends, each with its reverse; ReLU between layers): a node's own ego reaches the
+    user-user friends, each with its reverse; ReLU between layers; computed by
+    :class:`~gnn.models.relconv.RelationalConv`, the same function as PyG's ``RGCNConv`` with one
+    matrix product per relation over that relation's edges only): a node's own ego reaches the
     output through LightGCN only, and a node without KG edges gets :math:`R_v = 0`. Final
     embeddings are :math:`e_u = z_u + R_u`, :math:`e_i = z_i + R_i`; score(u, i) = :math:`e_u^\top e_i`.
 
@@ -66,8 +71,6 @@ class KGFusedRec(nn.Module):
                  text_embeddings: Mapping[str, Tensor | np.ndarray] | None = None, embedding_dim: int = 64,
                  num_layers: int = 3, kg_layers: int = 2, fusion: str = "sum", num_bases: int | None = None) -> None:
         super().__init__()
-        from torch_geometric.nn import RGCNConv
-
         if num_nodes.get("user", 0) <= 0 or num_nodes.get("item", 0) <= 0:
             raise ValueError("need at least one user and one item")
         if num_layers < 0 or kg_layers < 0:
@@ -96,8 +99,8 @@ class KGFusedRec(nn.Module):
             if self.counts[t] > 0 and (t not in self.text_types or self.fuse[t].uses_ids)})
         # no self-loop weight and no bias: the node's own ego is LightGCN's; the KG branch adds only
         # what arrives over typed edges (0 for a node without KG edges)
-        self.convs = nn.ModuleList(RGCNConv(embedding_dim, embedding_dim, self.num_relations, num_bases=num_bases,
-                                            root_weight=False, bias=False) for _ in range(kg_layers))
+        self.convs = nn.ModuleList(RelationalConv(embedding_dim, embedding_dim, self.num_relations, num_bases)
+                                   for _ in range(kg_layers))
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -145,7 +148,8 @@ class KGFusedRec(nn.Module):
             types += [np.full(len(s), 2 * k), np.full(len(s), 2 * k + 1)]
         ei = torch.from_numpy(np.stack([np.concatenate(srcs), np.concatenate(dsts)]))
         et = torch.from_numpy(np.concatenate(types).astype(np.int64))
-        return KGGraph(adj, ei.to(device), et.to(device))
+        ei, et, ptr, norm = sort_by_type(ei, et, max(1, 2 * len(relations)))
+        return KGGraph(adj, ei.to(device), et.to(device), ptr, norm.to(device))
 
     def type_ego(self, node_type: str) -> Tensor:
         """(n, d) ego embeddings of one node type."""
@@ -173,7 +177,7 @@ class KGFusedRec(nn.Module):
         if self.kg_layers > 0:
             r, acc = h, None
             for k, conv in enumerate(self.convs):
-                r = conv(r, graph.edge_index, graph.edge_type)
+                r = conv(r, graph.edge_index, graph.type_ptr, graph.norm)
                 if k < self.kg_layers - 1:
                     r = torch.relu(r)
                 acc = r if acc is None else acc + r
