@@ -76,7 +76,8 @@ def write_import_csvs(records: GraphRecords, out: Path) -> dict[str, Path]:
     """Write node and relationship CSVs in neo4j-admin's header format. Returns files by name."""
     out.mkdir(parents=True, exist_ok=True)
     files = {k: out / f"{k}.csv" for k in ("users", "items", "queries", "entities", "interactions", "searched",
-                                             "relevant", "has_attribute", "related", "friend")}
+                                             "relevant", "has_attribute", "user_attribute", "related",
+                                             "friend")}
     user_cols = _prop_columns(records.users, {"id"})
     item_cols = _prop_columns(records.items, {"id", "title", "description"})
     _write(files["users"], ["id:ID(User)", *(f"{k}:{t}" for k, t in user_cols)],
@@ -98,6 +99,8 @@ def write_import_csvs(records: GraphRecords, out: Path) -> dict[str, Path]:
            ([r["query"], r["item"], r["relevance"]] for r in records.query_items))
     _write(files["has_attribute"], [":START_ID(Item)", ":END_ID(Entity)", "relation"],
            ([r["item"], r["entity"], r["relation"]] for r in records.item_entities))
+    _write(files["user_attribute"], [":START_ID(User)", ":END_ID(Entity)", "relation"],
+           ([r["user"], r["entity"], r["relation"]] for r in records.user_entities))
     _write(files["related"], [":START_ID(Entity)", ":END_ID(Entity)", "relation"],
            ([r["head"], r["tail"], r["relation"]] for r in records.triples))
     _write(files["friend"], [":START_ID(User)", ":END_ID(User)"], ([r["user"], r["friend"]] for r in records.friends))
@@ -134,6 +137,7 @@ def bulk_import(records: GraphRecords, config: Neo4jConfig, workdir: Path | None
                 f"--nodes=Query={files['queries']}", f"--nodes=Entity={files['entities']}",
                 f"--relationships=INTERACTED={files['interactions']}", f"--relationships=SEARCHED={files['searched']}",
                 f"--relationships=RELEVANT={files['relevant']}", f"--relationships=HAS_ATTRIBUTE={files['has_attribute']}",
+                f"--relationships=HAS_ATTRIBUTE={files['user_attribute']}",
                 f"--relationships=RELATED={files['related']}", f"--relationships=FRIEND={files['friend']}"]
         env = {**os.environ, "NEO4J_HOME": str(server.home), "NEO4J_CONF": str(conf_dir)}
         t = time.perf_counter()

@@ -243,6 +243,7 @@ _EDGE_ENDPOINTS: dict[str, tuple[tuple[str, str], ...]] = {
     "user_queries": (("user", "users"), ("query", "queries")),
     "query_items": (("query", "queries"), ("item", "items")),
     "item_entities": (("item", "items"), ("entity", "entities")),
+    "user_entities": (("user", "users"), ("entity", "entities")),
     "friends": (("user", "users"), ("friend", "users")),
     "triples": (),
 }
@@ -456,6 +457,18 @@ class Governor:
         key = ("ie", row["item"], row["entity"], row["relation"])
         return self._add_edge("item_entities", row, key, source, line, raw)
 
+    def add_user_entity(self, source: str, line: int, raw: Any, *, user: Any, entity: Any, relation: Any,
+                        lowercase: bool = False) -> bool:
+        """Add a user-attribute edge (occupation, gender, ...); ``relation`` is a checked name."""
+        try:
+            row = {"user": normalize_id(user, "user id", lowercase),
+                   "entity": normalize_id(entity, "entity id", lowercase),
+                   "relation": check_name(relation, "relation")}
+        except GovernanceError as e:
+            return self.quarantine(source, line, str(e), raw)
+        key = ("ue", row["user"], row["entity"], row["relation"])
+        return self._add_edge("user_entities", row, key, source, line, raw)
+
     def add_triple(self, source: str, line: int, raw: Any, *, head: Any, relation: Any, tail: Any,
                    lowercase: bool = False) -> bool:
         """Add a KG triple; unseen head/tail entities are created with type ``kg``."""
@@ -567,6 +580,8 @@ def govern_records(records: GraphRecords, cfg: "IngestConfig | None" = None,
         gov.add_query_item(source, n, r, query=r.get("query"), item=r.get("item"), relevance=r.get("relevance"))
     for n, r in enumerate(records.item_entities, 1):
         gov.add_item_entity(source, n, r, item=r.get("item"), entity=r.get("entity"), relation=r.get("relation"))
+    for n, r in enumerate(records.user_entities, 1):
+        gov.add_user_entity(source, n, r, user=r.get("user"), entity=r.get("entity"), relation=r.get("relation"))
     for n, r in enumerate(records.triples, 1):
         gov.add_triple(source, n, r, head=r.get("head"), relation=r.get("relation"), tail=r.get("tail"))
     for n, r in enumerate(records.friends, 1):

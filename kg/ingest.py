@@ -39,6 +39,7 @@ STATEMENTS: dict[str, str] = {
     "user_queries": "ingest/merge_user_queries",
     "query_items": "ingest/merge_query_items",
     "item_entities": "ingest/merge_item_entities",
+    "user_entities": "ingest/merge_user_entities",
     "triples": "ingest/merge_triples",
     "friends": "ingest/merge_friends",
 }

@@ -63,6 +63,12 @@ class ItemEntityRow(TypedDict):
     relation: str
 
 
+class UserEntityRow(TypedDict):
+    user: str
+    entity: str
+    relation: str
+
+
 class TripleRow(TypedDict):
     head: str
     relation: str
@@ -86,6 +92,7 @@ class GraphRecords:
     user_queries: list[UserQueryRow] = field(default_factory=list)
     query_items: list[QueryItemRow] = field(default_factory=list)
     item_entities: list[ItemEntityRow] = field(default_factory=list)
+    user_entities: list[UserEntityRow] = field(default_factory=list)
     triples: list[TripleRow] = field(default_factory=list)
     friends: list[FriendRow] = field(default_factory=list)
 

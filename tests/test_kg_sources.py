@@ -150,7 +150,9 @@ def test_ml100k_slice():
     res = load_source("ml100k", dataset_dir("ml-100k"), limit=200, cfg=CREATE)
     _ok(res)
     c = res.records.counts()
-    assert c["interactions"] == 200 and c["entities"] == 19
+    assert c["interactions"] == 200
+    assert sum(e["type"] == "genre" for e in res.records.entities) == 19
+    assert {r["entity"] for r in res.records.user_entities if r["user"] == "1"} == {"gender:M", "occupation:technician"}
     first = res.records.interactions[0]
     assert first == {"user": "196", "item": "242", "kind": "rating", "weight": 3.0, "ts": 881250949, "split": ""}
     toy = next(i for i in res.records.items if i["id"] == "1")
@@ -201,6 +203,67 @@ def test_injection_strings_stored_as_data_and_ingest_idempotent(graph):
     types = _read(graph, "CALL db.relationshipTypes() YIELD relationshipType AS t RETURN collect(t) AS l")[0]["l"]
     assert set(labels) <= {"User", "Item", "Query", "Entity", "KgrecMeta"}
     assert set(types) <= {"INTERACTED", "SEARCHED", "RELEVANT", "HAS_ATTRIBUTE", "RELATED", "SAME_AS", "FRIEND"}
+
+
+USER_ATTRIBUTE_MAPPING = {"files": [
+    {"path": "users.csv", "role": "users", "id": "id", "props": {"age": "int"},
+     "attributes": [{"column": "job", "relation": "occupation"}]},
+    {"path": "items.csv", "role": "items", "id": "id", "title": "title"},
+    {"path": "events.csv", "role": "interactions", "user": "user", "item": "item"},
+]}
+
+
+def _user_attribute_files(tmp_path):
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    return _files(tmp_path, {"users.csv": "id,age,job\nu1,30,nurse\nu2,41,nurse\nu3,25,\n",
+                             "items.csv": "id,title\ni1,One\ni2,Two\n",
+                             "events.csv": "user,item\nu1,i1\nu2,i2\nu3,i1\n"})
+
+
+def test_user_attributes_become_entities_and_edges(tmp_path):
+    res = load_source("tabular", _user_attribute_files(tmp_path), mapping=USER_ATTRIBUTE_MAPPING)
+    _ok(res)
+    assert [e["id"] for e in res.records.entities] == ["occupation:nurse"]  # declared once, deduplicated
+    assert res.records.user_entities == [
+        {"user": "u1", "entity": "occupation:nurse", "relation": "occupation"},
+        {"user": "u2", "entity": "occupation:nurse", "relation": "occupation"}]  # u3's empty job: no edge
+
+
+def test_user_attribute_naming_an_unknown_user_is_quarantined():
+    from kg.governance import govern_records
+    from kg.records import GraphRecords
+
+    recs = GraphRecords(users=[{"id": "u1"}], entities=[{"id": "occupation:nurse", "type": "occupation",
+                                                         "name": "nurse"}],
+                        user_entities=[{"user": "u1", "entity": "occupation:nurse", "relation": "occupation"},
+                                       {"user": "ghost", "entity": "occupation:nurse", "relation": "occupation"},
+                                       {"user": "u1", "entity": "occupation:nurse", "relation": "a`b"}])
+    res = govern_records(recs)
+    assert res.reconciles() and len(res.records.user_entities) == 1
+    reasons = sorted(q["reason"] for q in res.quarantine)
+    assert len(reasons) == 2 and any("unknown" in r for r in reasons)
+
+
+@pytest.mark.neo4j
+def test_user_attributes_reach_the_graph_and_the_export(graph, tmp_path):
+    from kg.export import export_snapshot
+    from kg.ingest import graph_counts, ingest
+    from kg.snapshot import Snapshot
+    from kgrec.config import ExportConfig
+
+    res = load_source("tabular", _user_attribute_files(tmp_path / "src"), mapping=USER_ATTRIBUTE_MAPPING)
+    ingest(graph, res.records, IngestConfig(), progress=False)
+    first = graph_counts(graph)
+    ingest(graph, res.records, IngestConfig(), progress=False)
+    assert graph_counts(graph) == first  # idempotent
+    rows = _read(graph, "MATCH (u:User)-[r:HAS_ATTRIBUTE]->(e:Entity) RETURN u.id AS u, r.relation AS rel, e.id AS e "
+                        "ORDER BY u")
+    assert rows == [{"u": "u1", "rel": "occupation", "e": "occupation:nurse"},
+                    {"u": "u2", "rel": "occupation", "e": "occupation:nurse"}]
+    snap = Snapshot.load(export_snapshot(graph, ExportConfig(out_dir=tmp_path / "snap", split="ratio"), "ua"))
+    assert snap.relation_types["user:occupation"] == ("user", "entity")
+    edges = snap.relations["user:occupation"]
+    assert edges.shape == (2, 2) and {snap.ids["user"][u] for u in edges[0]} == {"u1", "u2"}
 
 
 @pytest.mark.neo4j

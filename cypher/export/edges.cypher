@@ -2,6 +2,8 @@
 CALL () {
   MATCH (i:Item)-[r:HAS_ATTRIBUTE]->(e:Entity) RETURN 'has:' + r.relation AS relation, 'item' AS src_type, i.id AS src, 'entity' AS dst_type, e.id AS dst
   UNION ALL
+  MATCH (u:User)-[r:HAS_ATTRIBUTE]->(e:Entity) RETURN 'user:' + r.relation AS relation, 'user' AS src_type, u.id AS src, 'entity' AS dst_type, e.id AS dst
+  UNION ALL
   MATCH (h:Entity)-[r:RELATED]->(t:Entity) RETURN 'kg:' + r.relation AS relation, 'entity' AS src_type, h.id AS src, 'entity' AS dst_type, t.id AS dst
   UNION ALL
   MATCH (u:User)-[:SEARCHED]->(q:Query) RETURN 'searched' AS relation, 'user' AS src_type, u.id AS src, 'query' AS dst_type, q.id AS dst

@@ -1,6 +1,7 @@
 """MovieLens 100K (``u.data``, ``u.item`` latin-1 with 19 genre flags, ``u.user``), read through the
 packaged mapping ``kg/mappings/ml-100k.toml``: ratings are ``rating`` interactions with unix
-timestamps, genres become ``genre:<name>`` entities linked with relation ``genre``."""
+timestamps, genres become ``genre:<name>`` entities linked with relation ``genre``; users' gender and
+occupation become ``gender:<v>`` / ``occupation:<v>`` entities linked with those relations."""
 from __future__ import annotations
 
 from pathlib import Path

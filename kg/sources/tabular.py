@@ -26,7 +26,7 @@ Roles and their fields (``<field>`` names a column, ``<field>_value`` gives a co
   / ``create_nodes = true`` declare the users / items / both named by the events (for an event log
   without node files; counted in ``LoadResult.created``); ``title``/``description``/``attributes``
   also emit item rows.
-- ``users``: id, props. ``items``: id, title, description, props, attributes, flags.
+- ``users``: id, props, attributes, flags. ``items``: id, title, description, props, attributes, flags.
 - ``entities``: id, name, type. ``item_entities``: item, entity, relation, ``entity_prefix``.
 - ``triples``: head, relation, tail, ``entity_prefix``. ``friends``: user, friend.
 - ``queries``: id, text. ``user_queries``: user, query, timestamp. ``query_items``: query, item, relevance.
@@ -262,8 +262,11 @@ def _convert_props(spec: dict, row: dict) -> dict:
     return out
 
 
-def _item_attributes(gov: Governor, spec: dict, row: dict, item: Any, source: str, line: int, raw: Any,
-                     lower: bool) -> None:
+def _attributes(gov: Governor, spec: dict, row: dict, item: Any, source: str, line: int, raw: Any,
+                     lower: bool, *, owner: str = "item") -> None:
+    """Entities and edges from ``attributes`` and ``flags`` columns of an item (or, with
+    ``owner="user"``, a user) row."""
+    link = gov.add_user_entity if owner == "user" else gov.add_item_entity
     for attr in spec.get("attributes") or []:
         value = row.get(attr["column"])
         if value is None or (isinstance(value, str) and not value.strip()):
@@ -278,8 +281,7 @@ def _item_attributes(gov: Governor, spec: dict, row: dict, item: Any, source: st
             if not v:
                 continue
             gov.add_entity(source, line, raw, id=prefix + v, type=etype, name=v, lowercase=lower)
-            gov.add_item_entity(source, line, raw, item=item, entity=prefix + v, relation=relation,
-                                lowercase=lower)
+            link(source, line, raw, **{owner: item}, entity=prefix + v, relation=relation, lowercase=lower)
     for flags in _as_list(spec.get("flags")):
         on = str(flags.get("value", "1"))
         relation = flags.get("relation", "genre")
@@ -289,8 +291,7 @@ def _item_attributes(gov: Governor, spec: dict, row: dict, item: Any, source: st
             value = row.get(col)
             if value is None or str(value).strip() != on:
                 continue
-            gov.add_item_entity(source, line, raw, item=item, entity=prefix + name, relation=relation,
-                                lowercase=lower)
+            link(source, line, raw, **{owner: item}, entity=prefix + name, relation=relation, lowercase=lower)
 
 
 def _flag_entities(gov: Governor, spec: dict, source: str) -> None:
@@ -330,7 +331,7 @@ def feed_file(gov: Governor, path: Path, spec: dict, *, lowercase_ids: bool = Fa
             if "title" in spec or "description" in spec or spec.get("attributes"):
                 gov.add_item(source, line, raw, id=item, title=g("title"), description=g("description"),
                              lowercase=lower)
-                _item_attributes(gov, spec, row, item, source, line, raw, lower)
+                _attributes(gov, spec, row, item, source, line, raw, lower)
             if gov.add_interaction(source, line, raw, user=user, item=item, kind=g("kind", "interact"),
                                    weight=g("weight"), ts=g("timestamp"), split=g("split", ""), lowercase=lower):
                 if spec.get("create_nodes") or spec.get("create_users"):
@@ -345,10 +346,11 @@ def feed_file(gov: Governor, path: Path, spec: dict, *, lowercase_ids: bool = Fa
                 continue
             if role == "users":
                 gov.add_user(source, line, raw, id=g("id"), props=props, lowercase=lower)
+                _attributes(gov, spec, row, g("id"), source, line, raw, lower, owner="user")
             else:
                 gov.add_item(source, line, raw, id=g("id"), title=g("title"), description=g("description"),
                              props=props, lowercase=lower)
-                _item_attributes(gov, spec, row, g("id"), source, line, raw, lower)
+                _attributes(gov, spec, row, g("id"), source, line, raw, lower)
         elif role == "entities":
             prefix = spec.get("entity_prefix", "")
             eid = g("id")

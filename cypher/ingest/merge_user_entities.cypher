@@ -1,0 +1,6 @@
+// User attributes (occupation, gender, ...) as edges to Entity nodes, so the R-GCN sees them.
+// The relation name is a property value, never a relationship type.
+UNWIND $rows AS row
+MATCH (u:User {id: row.user})
+MATCH (e:Entity {id: row.entity})
+MERGE (u)-[r:HAS_ATTRIBUTE {relation: row.relation}]->(e)
