@@ -62,14 +62,14 @@ class RelationalConv(nn.Module):
     def forward(self, x: Tensor, edge_index: Tensor, ptr: Tensor, norm: Tensor) -> Tensor:
         """(N, out) for (N, in) ``x`` and type-sorted edges (see :func:`sort_by_type`)."""
         src, dst = edge_index
-        weights = self.relation_weights()
-        bounds = ptr.tolist()
-        parts = [x[src[a:b]] @ weights[r] for r, (a, b) in enumerate(zip(bounds[:-1], bounds[1:])) if b > a]
         out = x.new_zeros(x.shape[0], self.out_dim)
-        if not parts:
+        if src.numel() == 0:
             return out
-        msg = torch.cat(parts) * norm.to(x.dtype).unsqueeze(1)
-        return out.index_add_(0, dst, msg)
+        # one gather, then split/unbind (whose backward is one cat/stack, not a scatter per relation)
+        sizes = (ptr[1:] - ptr[:-1]).tolist()
+        chunks = x.index_select(0, src).split(sizes)
+        msg = torch.cat([c @ w for c, w in zip(chunks, self.relation_weights().unbind(0))])
+        return out.index_add_(0, dst, msg * norm.to(x.dtype).unsqueeze(1))
 
     def extra_repr(self) -> str:
         return f"{self.in_dim}, {self.out_dim}, relations={self.num_relations}, bases={self.num_bases}"
