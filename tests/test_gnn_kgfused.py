@@ -126,6 +126,8 @@ def test_kgfused_shapes_and_gradients(fusion: str, kg_layers: int) -> None:
     g = tiny_graph()
     text = {"item": torch.randn(5, 7), "entity": torch.randn(3, 7)}
     m = KGFusedRec(COUNTS, 6, text, embedding_dim=8, num_layers=2, kg_layers=kg_layers, fusion=fusion)
+    with torch.no_grad():
+        m.kg_gate.fill_(0.5)  # as after some training (they start at 0)
     ue, ie = m.get_embedding(g)
     assert ue.shape == (4, 8) and ie.shape == (5, 8)
     assert m(g, torch.tensor([0, 1]), torch.tensor([2, 3])).shape == (2,)
@@ -136,7 +138,7 @@ def test_kgfused_shapes_and_gradients(fusion: str, kg_layers: int) -> None:
     assert ("item" in m.embedding) == (fusion != "text")  # text-only: no item id embeddings
     assert "query" in m.embedding and "user" in m.embedding  # no query text given -> ids
     if kg_layers:
-        assert m.convs[0].weight.grad.abs().sum() > 0
+        assert m.convs[0].weight.grad.abs().sum() > 0 and m.kg_gate.grad.abs().sum() > 0
         # entity text reaches the item embeddings only through the KG branch
         assert m.fuse["entity"].proj.weight.grad.abs().sum() > 0
     assert f"kg_layers={kg_layers}" in repr(m) and f"fusion={fusion}" in repr(m)
@@ -148,6 +150,9 @@ def test_kg_branch_changes_items_with_entity_edges_only() -> None:
     text = {"item": torch.randn(5, 7), "entity": torch.randn(3, 7)}
     m = KGFusedRec(COUNTS, 6, text, embedding_dim=8, num_layers=0, kg_layers=1)
     g = tiny_graph()
+    assert torch.equal(m.get_embedding(g)[1], m.type_ego("item"))  # gates start at 0: the KG adds nothing yet
+    with torch.no_grad():
+        m.kg_gate.fill_(1.0)
     before = m.get_embedding(g)[1].detach()
     m.text_entity[2] += 1.0  # entity 2 is linked to item 4 only
     after = m.get_embedding(g)[1].detach()

@@ -50,7 +50,9 @@ class KGFusedRec(nn.Module):
     :class:`~gnn.models.relconv.RelationalConv`, the same function as PyG's ``RGCNConv`` with one
     matrix product per relation over that relation's edges only): a node's own ego reaches the
     output through LightGCN only, and a node without KG edges gets :math:`R_v = 0`. Final
-    embeddings are :math:`e_u = z_u + R_u`, :math:`e_i = z_i + R_i`; score(u, i) = :math:`e_u^\top e_i`.
+    embeddings are :math:`e_u = z_u + a_{user} R_u`, :math:`e_i = z_i + a_{item} R_i`, with learned scalar
+    gates :math:`a` that start at 0 (ReZero-style: training starts from the fused LightGCN and
+    lets the data decide how much of the KG signal to add); score(u, i) = :math:`e_u^\top e_i`.
 
     Args:
         num_nodes: node count per type, e.g. ``{"user": U, "item": I, "query": Q, "entity": E}``.
@@ -101,6 +103,7 @@ class KGFusedRec(nn.Module):
         # what arrives over typed edges (0 for a node without KG edges)
         self.convs = nn.ModuleList(RelationalConv(embedding_dim, embedding_dim, self.num_relations, num_bases)
                                    for _ in range(kg_layers))
+        self.kg_gate = nn.Parameter(torch.zeros(2))  # (user, item) weight of the KG branch
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -111,6 +114,8 @@ class KGFusedRec(nn.Module):
             f.reset_parameters()
         for conv in self.convs:
             conv.reset_parameters()
+        if hasattr(self, "kg_gate"):
+            nn.init.zeros_(self.kg_gate)
 
     @staticmethod
     def count_relations(relations: Mapping[str, np.ndarray]) -> int:
@@ -181,7 +186,9 @@ class KGFusedRec(nn.Module):
                 if k < self.kg_layers - 1:
                     r = torch.relu(r)
                 acc = r if acc is None else acc + r
-            z = z + acc[:n_ui] / self.kg_layers
+            gate = torch.repeat_interleave(self.kg_gate, torch.tensor([self.num_users, self.num_items],
+                                                                      device=self.kg_gate.device))
+            z = z + gate.unsqueeze(1) * acc[:n_ui] / self.kg_layers
         return z[: self.num_users], z[self.num_users:]
 
     def forward(self, graph: KGGraph, user: Tensor, item: Tensor) -> Tensor:
