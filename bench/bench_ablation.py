@@ -52,6 +52,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import write_result  # noqa: E402
 
+sys.path.insert(0, str(ROOT))
+from tests.conftest import test_neo4j_config  # noqa: E402  (the test server, or NEO4J_URI's)
+
 logger = logging.getLogger("bench_ablation")
 
 DATASETS = {"ml-100k": "ml100k", "lastfm": "lastfm"}
@@ -60,19 +63,6 @@ TRAINED = {"lightgcn (id only)": ("lightgcn", "sum"), "text only": ("fused", "te
            "fused + R-GCN": ("kgfused", "sum"), "fused (gate)": ("fused", "gate"), "fused (concat)": ("fused", "concat"),
            "fused + R-GCN (gate)": ("kgfused", "gate")}
 DEFAULT_ROWS = ("popularity", "gf-cf", "lightgcn (id only)", "text only", "fused", "fused + R-GCN")
-
-
-def test_neo4j_config():
-    """The managed test server (as tests/conftest.py), or NEO4J_URI's server when that is set."""
-    from kgrec.config import Neo4jConfig, load_config
-
-    cfg = load_config(env={k: v for k, v in os.environ.items() if k.startswith("NEO4J_")}).neo4j
-    if cfg.managed:
-        bolt = int(os.environ.get("KGREC_TEST_BOLT_PORT", "7688"))
-        http = int(os.environ.get("KGREC_TEST_HTTP_PORT", "7475"))
-        cfg = Neo4jConfig(home=ROOT / ".kgrec" / f"neo4j-test-{bolt}", bolt_port=bolt, http_port=http,
-                          heap="1g", pagecache="1g")
-    return cfg
 
 
 def build_snapshot(dataset: str, data_dir: Path, out_dir: Path, stop_server: bool) -> tuple[Path, dict[str, float]]:

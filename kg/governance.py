@@ -448,26 +448,23 @@ class Governor:
     def add_item_entity(self, source: str, line: int, raw: Any, *, item: Any, entity: Any, relation: Any,
                         lowercase: bool = False) -> bool:
         """Add an item-attribute edge; ``relation`` is a checked name stored as a property."""
-        try:
-            row = {"item": normalize_id(item, "item id", lowercase),
-                   "entity": normalize_id(entity, "entity id", lowercase),
-                   "relation": check_name(relation, "relation")}
-        except GovernanceError as e:
-            return self.quarantine(source, line, str(e), raw)
-        key = ("ie", row["item"], row["entity"], row["relation"])
-        return self._add_edge("item_entities", row, key, source, line, raw)
+        return self._add_attribute("item", item, entity, relation, source, line, raw, lowercase)
 
     def add_user_entity(self, source: str, line: int, raw: Any, *, user: Any, entity: Any, relation: Any,
                         lowercase: bool = False) -> bool:
         """Add a user-attribute edge (occupation, gender, ...); ``relation`` is a checked name."""
+        return self._add_attribute("user", user, entity, relation, source, line, raw, lowercase)
+
+    def _add_attribute(self, owner: str, owner_id: Any, entity: Any, relation: Any, source: str, line: int,
+                       raw: Any, lowercase: bool) -> bool:
         try:
-            row = {"user": normalize_id(user, "user id", lowercase),
+            row = {owner: normalize_id(owner_id, f"{owner} id", lowercase),
                    "entity": normalize_id(entity, "entity id", lowercase),
                    "relation": check_name(relation, "relation")}
         except GovernanceError as e:
             return self.quarantine(source, line, str(e), raw)
-        key = ("ue", row["user"], row["entity"], row["relation"])
-        return self._add_edge("user_entities", row, key, source, line, raw)
+        key = (owner[0] + "e", row[owner], row["entity"], row["relation"])
+        return self._add_edge(f"{owner}_entities", row, key, source, line, raw)
 
     def add_triple(self, source: str, line: int, raw: Any, *, head: Any, relation: Any, tail: Any,
                    lowercase: bool = False) -> bool:
