@@ -173,6 +173,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--layers", type=int, default=3)
     ap.add_argument("--kg-layers", type=int, default=1)
     ap.add_argument("--kg-bases", type=int, default=0)
+    ap.add_argument("--no-entity-text", action="store_true",
+                    help="kgfused: id embeddings only for entities (their names may be bare ids, e.g. Freebase)")
     ap.add_argument("--weight-decay", type=float, default=1e-4)
     ap.add_argument("--rows", default=",".join(DEFAULT_ROWS),
                     help=f"comma-separated rows to run, from popularity, gf-cf, {', '.join(TRAINED)}")
@@ -243,6 +245,8 @@ def main(argv: list[str] | None = None) -> int:
                                            view.num_items, args.few),
                             "fit_s": round(gf.fit_seconds, 1), "seconds": round(time.perf_counter() - t, 1)}
     view_text = text_for_view(text, split)
+    if args.no_entity_text:
+        view_text = {k: v for k, v in view_text.items() if k != "entity"}
     for name, (model, fusion) in TRAINED.items():
         if name not in rows_wanted:
             continue
