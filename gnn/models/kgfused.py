@@ -8,6 +8,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from .base import EmbeddingRecommender
 from .fusion import FUSIONS, TextFusion, as_text_buffer
 from .lightgcn import LightGCN, _SymmetricSpMM
 from .relconv import RelationalConv, sort_by_type
@@ -28,7 +29,7 @@ class KGGraph(NamedTuple):
     norm: Tensor  # (E,) 1/|N_r(v)| of each edge (mean aggregation per relation)
 
 
-class KGFusedRec(nn.Module):
+class KGFusedRec(EmbeddingRecommender):
     r"""Fused text + id ego embeddings, LightGCN on interactions, R-GCN on the knowledge graph.
 
     Users, items, queries and entities share one index space (in that order). The ego embedding
@@ -190,20 +191,6 @@ class KGFusedRec(nn.Module):
                                                                       device=self.kg_gate.device))
             z = z + gate.unsqueeze(1) * acc[:n_ui] / self.kg_layers
         return z[: self.num_users], z[self.num_users:]
-
-    def forward(self, graph: KGGraph, user: Tensor, item: Tensor) -> Tensor:
-        """(B,) scores for (B,) user and item indices."""
-        ue, ie = self.get_embedding(graph)
-        return (ue[user] * ie[item]).sum(-1)
-
-    @torch.no_grad()
-    def recommend(self, graph: KGGraph, user: Tensor, k: int, exclude: Tensor | None = None) -> Tensor:
-        """(B, k) top items; ``exclude`` is an optional (B, I) boolean mask."""
-        ue, ie = self.get_embedding(graph)
-        scores = ue[user] @ ie.t()
-        if exclude is not None:
-            scores = scores.masked_fill(exclude, -float("inf"))
-        return scores.topk(k, dim=1).indices
 
     def loss(self, graph: KGGraph, user: Tensor, pos_item: Tensor, neg_item: Tensor,
              reg_weight: float = 1e-4) -> Tensor:

@@ -8,6 +8,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from .base import EmbeddingRecommender
+
 logger = logging.getLogger(__name__)
 
 
@@ -24,7 +26,7 @@ class _SymmetricSpMM(torch.autograd.Function):
         return None, torch.sparse.mm(ctx.adj, grad)
 
 
-class LightGCN(nn.Module):
+class LightGCN(EmbeddingRecommender):
     r"""LightGCN over the user-item bipartite graph.
 
     Nodes are users ``0..U-1`` followed by items ``U..U+I-1``. With ego embeddings
@@ -109,30 +111,6 @@ class LightGCN(nn.Module):
             out = out + x
         out = out / (self.num_layers + 1)
         return out[: self.num_users], out[self.num_users:]
-
-    def forward(self, adj: Tensor, user: Tensor, item: Tensor) -> Tensor:
-        """Scores of pairs: (B,) ``user`` and (B,) ``item`` indices -> (B,) dot products."""
-        ue, ie = self.get_embedding(adj)
-        return (ue[user] * ie[item]).sum(-1)
-
-    @torch.no_grad()
-    def recommend(self, adj: Tensor, user: Tensor, k: int, exclude: Tensor | None = None) -> Tensor:
-        """Top-``k`` items for each user.
-
-        Args:
-            adj: normalised adjacency.
-            user: (B,) user indices.
-            k: list length.
-            exclude: optional (B, I) boolean mask of items never to recommend.
-
-        Returns:
-            (B, k) item indices, best first.
-        """
-        ue, ie = self.get_embedding(adj)
-        scores = ue[user] @ ie.t()
-        if exclude is not None:
-            scores = scores.masked_fill(exclude, -float("inf"))
-        return scores.topk(k, dim=1).indices
 
     def loss(self, adj: Tensor, user: Tensor, pos_item: Tensor, neg_item: Tensor,
              reg_weight: float = 1e-4) -> Tensor:

@@ -8,12 +8,14 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from .base import EmbeddingRecommender
+
 logger = logging.getLogger(__name__)
 
 NODE_ORDER = ("user", "item", "query", "entity")
 
 
-class RGCNRec(nn.Module):
+class RGCNRec(EmbeddingRecommender):
     r"""Relational GCN (Schlichtkrull et al., 2018) scoring users against items.
 
     All node types share one index space (users, items, queries, entities, in that order). Each
@@ -203,20 +205,6 @@ class RGCNRec(nn.Module):
         out /= self.num_layers + 1
         u0, i0 = self.offsets["user"], self.offsets["item"]
         return out[u0:u0 + self.num_users], out[i0:i0 + self.num_items]
-
-    def forward(self, graph: tuple[Tensor, Tensor], user: Tensor, item: Tensor) -> Tensor:
-        """(B,) scores for (B,) user and item indices."""
-        ue, ie = self.get_embedding(graph)
-        return (ue[user] * ie[item]).sum(-1)
-
-    @torch.no_grad()
-    def recommend(self, graph: tuple[Tensor, Tensor], user: Tensor, k: int, exclude: Tensor | None = None) -> Tensor:
-        """(B, k) top items; ``exclude`` is an optional (B, I) boolean mask."""
-        ue, ie = self.get_embedding(graph)
-        scores = ue[user] @ ie.t()
-        if exclude is not None:
-            scores = scores.masked_fill(exclude, -float("inf"))
-        return scores.topk(k, dim=1).indices
 
     def loss(self, graph: tuple[Tensor, Tensor], user: Tensor, pos_item: Tensor, neg_item: Tensor,
              reg_weight: float = 1e-4) -> Tensor:
