@@ -37,6 +37,7 @@ from torch_geometric.data import Data
 from torch_geometric.sampler import NeighborSampler, SamplerOutput
 from torch_geometric.sampler.base import SubgraphType
 
+from .models.base import EmbeddingRecommender
 from .models.rgcn import RGCNRec
 
 logger = logging.getLogger(__name__)
@@ -251,7 +252,7 @@ class NeighborGraph:
                 f"num_neighbors={self.num_neighbors}, backend={self.backend})")
 
 
-class NeighborSampledRGCN(nn.Module):
+class NeighborSampledRGCN(EmbeddingRecommender):
     """An :class:`RGCNRec` trained on neighbour-sampled subgraphs, with the trainer's model surface
     (``loss``, ``get_embedding``, ``forward``, ``recommend``) over a :class:`NeighborGraph`.
 
@@ -289,20 +290,6 @@ class NeighborSampledRGCN(nn.Module):
     def get_embedding(self, graph: NeighborGraph) -> tuple[Tensor, Tensor]:
         """Exact ``(user (U, d), item (I, d))`` by layer-wise inference over all neighbours (no gradient)."""
         return self.model.layerwise_embedding(graph.colptr, graph.row, graph.edge_type, self.inference_edges)
-
-    def forward(self, graph: NeighborGraph, user: Tensor, item: Tensor) -> Tensor:
-        """(B,) scores for (B,) user and item indices."""
-        ue, ie = self.get_embedding(graph)
-        return (ue[user] * ie[item]).sum(-1)
-
-    @torch.no_grad()
-    def recommend(self, graph: NeighborGraph, user: Tensor, k: int, exclude: Tensor | None = None) -> Tensor:
-        """(B, k) top items; ``exclude`` is an optional (B, I) boolean mask."""
-        ue, ie = self.get_embedding(graph)
-        scores = ue[user] @ ie.t()
-        if exclude is not None:
-            scores = scores.masked_fill(exclude, -float("inf"))
-        return scores.topk(k, dim=1).indices
 
     def __repr__(self) -> str:
         return f"{self.__class__.__name__}({self.model!r}, inference_edges={self.inference_edges})"

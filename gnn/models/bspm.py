@@ -82,11 +82,7 @@ class BSPM(GFCF):
         Raises:
             RuntimeError: called before :meth:`fit`.
         """
-        if self.R is None:
-            raise RuntimeError("BSPM.fit must be called first")
-        u = user.cpu().numpy() if isinstance(user, torch.Tensor) else np.asarray(user)
-        r_sp = self.R[u]
-        r = torch.from_numpy(r_sp.T.toarray()).to(self.device)  # (I, B): one column per user
+        r = torch.from_numpy(self._rows(user).T.toarray()).to(self.device)  # (I, B): one column per user
         # blur: Euler steps of x' = xA - x (one unit step is the GF-CF linear filter r A)
         h = self.blur_time / self.blur_steps
         x = r

@@ -108,10 +108,7 @@ class GFCF:
         Raises:
             RuntimeError: called before :meth:`fit`.
         """
-        if self.R is None:
-            raise RuntimeError("GFCF.fit must be called first")
-        u = user.cpu().numpy() if isinstance(user, torch.Tensor) else np.asarray(user)
-        r_sp = self.R[u]
+        r_sp = self._rows(user)
         r = torch.from_numpy(r_sp.toarray()).to(self.device)  # (B, I) raw rows
         if self._rn_sp is not None:
             # CPU: sparse-sparse products (r R~^T) R~ are the fastest measured path
@@ -123,6 +120,16 @@ class GFCF:
             ideal = ((r * self._di) @ self._vt.t()) @ self._vt * self._di_inv
             out = out + self.alpha * ideal
         return out.contiguous()
+
+    def _rows(self, user: np.ndarray | torch.Tensor) -> sp.csr_matrix:
+        """The (B, I) raw training rows of ``user``.
+
+        Raises:
+            RuntimeError: called before :meth:`fit`.
+        """
+        if self.R is None:
+            raise RuntimeError(f"{type(self).__name__}.fit must be called first")
+        return self.R[user.cpu().numpy() if isinstance(user, torch.Tensor) else np.asarray(user)]
 
     def _to_torch(self, m: sp.spmatrix, layout: torch.layout = torch.sparse_csr) -> torch.Tensor:
         coo = sp.coo_matrix(m)
