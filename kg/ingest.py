@@ -10,18 +10,22 @@ events with ``CREATE``; users that have some get ``MERGE`` (which must look at t
 relationships). Which is which is read just before writing, so a re-run or an incremental load
 merges, and a first load never pays for the MERGE lookups. Two concurrent ingests of the same
 new users could both take the CREATE path: run one ingest at a time per database.
+
+With ``IngestConfig.writers = P > 1`` interactions go through P concurrent writers that never
+share a user or an item between running transactions (:mod:`kg.interaction_writer`).
 """
 from __future__ import annotations
 
 import logging
 from dataclasses import fields
-from typing import Any, Iterator
+from typing import Any
 
 from tqdm.auto import tqdm
 
 from kgrec.config import IngestConfig
 
 from .connection import Graph, batches
+from .interaction_writer import write_interactions
 from .records import GraphRecords
 from .schema import apply_schema
 
@@ -52,64 +56,15 @@ def _normalise_interactions(rows: list[dict]) -> list[dict]:
              "split": r.get("split") or ""} for r in rows]
 
 
-EVENT_FIELDS = ("item", "kind", "ts", "weight", "split")
-
-
-def _group_by_user(events: list[dict]) -> dict[str, dict[str, list]]:
-    """Deduplicate events by (user, item, kind, ts) (the last row wins) and group them per user
-    into parallel lists: ``{user: {"item": [...], "kind": [...], ...}}``."""
-    unique = {(e["user"], e["item"], e["kind"], e["ts"]): e for e in events}
-    groups: dict[str, dict[str, list]] = {}
-    for e in unique.values():
-        cols = groups.get(e["user"])
-        if cols is None:
-            cols = groups[e["user"]] = {f: [] for f in EVENT_FIELDS}
-        for f in EVENT_FIELDS:
-            cols[f].append(e[f])
-    return groups
-
-
-def _user_rows(groups: dict[str, dict[str, list]], users: list[str], size: int) -> Iterator[list[dict]]:
-    """Rows ``{"user", "item": [...], ...}`` in batches of about ``size`` events (a user with more
-    than ``size`` events is cut into several rows)."""
-    batch: list[dict] = []
-    count = 0
-    for user in users:
-        cols = groups[user]
-        for lo in range(0, len(cols["item"]), size):
-            batch.append({"user": user, **{f: v[lo:lo + size] for f, v in cols.items()}})
-            count += len(batch[-1]["item"])
-            if count >= size:
-                yield batch
-                batch, count = [], 0
-    if batch:
-        yield batch
-
-
-def _write_interactions(graph: Graph, events: list[dict], size: int, totals: dict[str, int],
+def _write_interactions(graph: Graph, events: list[dict], cfg: IngestConfig, totals: dict[str, int],
                         progress: bool) -> int:
     """CREATE the events of users without interactions, MERGE the others; returns events sent."""
-    groups = _group_by_user(events)
-    users = list(groups)
-    seen: set[str] = set()
-    for chunk in batches(users, 20_000):
-        seen.update(r["id"] for r in graph.query("ingest/users_with_interactions", ids=chunk))
-    sent = 0
-    bar = tqdm(total=sum(len(c["item"]) for c in groups.values()), desc="ingest interactions", unit="row",
-               disable=not progress, leave=False)
-    for statement, subset in (("ingest/create_interactions", [u for u in users if u not in seen]),
-                              ("ingest/merge_interactions", [u for u in users if u in seen])):
-        for rows in _user_rows(groups, subset, size):
-            counters = graph.write(statement, rows=rows)
-            totals["relationships_created"] += counters.relationships_created
-            totals["properties_set"] += counters.properties_set
-            n = sum(len(r["item"]) for r in rows)
-            sent += n
-            bar.update(n)
-    bar.close()
-    logger.info("interactions: %d events of %d new users created, of %d known users merged",
-                sent, len(users) - len(seen), len(seen))
-    return sent
+    report = write_interactions(graph, events, cfg.writers, cfg.batch_size, progress)
+    totals["relationships_created"] += report["relationships_created"]
+    totals["properties_set"] += report["properties_set"]
+    logger.info("interactions: %d events of %d new users created, of %d known users merged (%d writers)",
+                report["sent"], report["new_users"], report["known_users"], cfg.writers)
+    return report["sent"]
 
 
 def get_watermark(graph: Graph) -> int | None:
@@ -149,7 +104,7 @@ def ingest(graph: Graph, records: GraphRecords, cfg: IngestConfig, *,
         if not rows:
             continue
         if kind == "interactions":
-            _write_interactions(graph, rows, cfg.batch_size, totals, progress)
+            _write_interactions(graph, rows, cfg, totals, progress)
             written[kind] = len(rows)
             continue
         bar = tqdm(total=len(rows), desc=f"ingest {kind}", unit="row", disable=not progress, leave=False)

@@ -60,6 +60,7 @@ class IngestConfig:
     """How source rows are validated and written."""
 
     batch_size: int = 10000
+    writers: int = 2  # concurrent interaction writers, each on a disjoint user x item block (1 = sequential)
     unknown_reference: str = "quarantine"  # or "create"
     quarantine_dir: Path = Path(".kgrec/quarantine")
     max_text_chars: int = 20000
@@ -113,6 +114,7 @@ class TrainConfig:
     fusion: str = "sum"  # sum | concat | gate | text (text-only item egos, no item ids)
     kg_layers: int = 2  # kgfused: R-GCN layers over the knowledge graph
     kg_bases: int = 0  # kgfused: R-GCN basis decomposition size (0 = a full weight per relation)
+    kg_users: bool = True  # kgfused: add the KG branch to user embeddings too (False: items only)
     sampler: str = "full"  # full | neighbor (rgcn only: mini-batches on sampled subgraphs, gnn.sampled)
     num_neighbors: list[int] = field(default_factory=lambda: [10, 10])  # neighbor: fan-out per layer, hop 1
     # first; -1 = all in-edges; a list shorter than num_layers repeats its last entry

@@ -1,0 +1,180 @@
+"""Concurrent interaction writes that never share a node between concurrent transactions.
+
+Users and items are dealt round-robin into ``P`` buckets each, which cuts the events into a P x P
+grid of blocks. A batch holds events of one block only. ``P`` writer threads take ready batches
+from a :class:`BlockScheduler`, which hands out a batch only when no running transaction holds its
+user bucket or its item bucket, so concurrent transactions touch disjoint users and disjoint items
+and do not wait on each other's node locks (dense item nodes deadlocked when only the users were
+disjoint). The scheduler serves the grid diagonal by diagonal (blocks (b, (b + r) mod P) for
+r = 0, 1, ...): a new relationship locks the first relationship of both of its nodes' chains, so
+alternating between diagonals makes every batch start on chain heads another writer just made and
+measured 30 % slower. Batches are cut while the writers already work on the first diagonal, so the
+client's grouping overlaps the server's work.
+
+Events are rows ``{"user", "item", "kind", "ts", "weight", "split"}``, deduplicated by
+(user, item, kind, ts) with the last row winning. Users without any interaction in the graph get
+``CREATE`` (cypher/ingest/create_interactions), the others ``MERGE`` (merge_interactions).
+"""
+from __future__ import annotations
+
+import threading
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from typing import Iterable, Iterator
+
+from tqdm.auto import tqdm
+
+from .connection import Graph, batches
+
+EVENT_FIELDS = ("item", "kind", "ts", "weight", "split")
+STATEMENTS = {False: "ingest/create_interactions", True: "ingest/merge_interactions"}
+
+Block = tuple[int, int]
+Batch = tuple[Block, str, list[dict]]  # (block, statement, rows)
+
+
+class BlockScheduler:
+    """Ready batches per block of a ``parts`` x ``parts`` grid, served diagonal by diagonal;
+    :meth:`take` hands out a batch of the current diagonal whose user and item buckets are free."""
+
+    def __init__(self, parts: int) -> None:
+        self._parts = parts
+        self._round = 0  # the diagonal being served: blocks (b, (b + round) mod parts)
+        self._cv = threading.Condition()
+        self._ready: dict[Block, deque[Batch]] = {}
+        self._busy_users: set[int] = set()
+        self._busy_items: set[int] = set()
+        self._closed = False
+        self._failed = False
+
+    def put(self, batch: Batch) -> None:
+        """Queue a batch (ignored after a writer failed: the load is being abandoned)."""
+        with self._cv:
+            if not self._failed:
+                self._ready.setdefault(batch[0], deque()).append(batch)
+                self._cv.notify_all()
+
+    def close(self) -> None:
+        """No more batches will come: writers drain the queue and stop."""
+        with self._cv:
+            self._closed = True
+            self._cv.notify_all()
+
+    def fail(self) -> None:
+        """A writer failed: drop queued batches and stop every writer."""
+        with self._cv:
+            self._failed = True
+            self._ready.clear()
+            self._cv.notify_all()
+
+    def take(self) -> Batch | None:
+        """Block until a batch of the current diagonal can run without sharing a bucket with a
+        running one; None once every batch is written (or a writer failed)."""
+        with self._cv:
+            while True:
+                if self._failed or self._round >= self._parts:
+                    return None
+                diagonal = [(b, (b + self._round) % self._parts) for b in range(self._parts)]
+                for ub, ib in diagonal:
+                    queue = self._ready.get((ub, ib))
+                    if queue and ub not in self._busy_users and ib not in self._busy_items:
+                        self._busy_users.add(ub)
+                        self._busy_items.add(ib)
+                        return queue.popleft()
+                if self._closed and not self._busy_users and not any(self._ready.get(k) for k in diagonal):
+                    self._round += 1  # this diagonal is done: the next one may start
+                    self._cv.notify_all()
+                    continue
+                self._cv.wait()
+
+    def release(self, block: Block) -> None:
+        """The batch of ``block`` is written: free its buckets."""
+        with self._cv:
+            self._busy_users.discard(block[0])
+            self._busy_items.discard(block[1])
+            self._cv.notify_all()
+
+
+def cut_batches(unique: Iterable[dict], known_users: set[str], parts: int, size: int) -> Iterator[Batch]:
+    """Cut deduplicated events into batches of about ``size`` events, each inside one block and one
+    statement, as per-user rows ``{"user", "item": [...], "kind": [...], ...}`` (a user's events
+    that fall in one pending batch share a row)."""
+    user_bucket: dict[str, int] = {}
+    item_bucket: dict[str, int] = {}
+    pending: dict[tuple[Block, bool], tuple[dict[str, dict], list[int]]] = {}
+    for e in unique:
+        user = e["user"]
+        ub = user_bucket.get(user)
+        if ub is None:
+            ub = user_bucket[user] = len(user_bucket) % parts
+        ib = item_bucket.get(e["item"])
+        if ib is None:
+            ib = item_bucket[e["item"]] = len(item_bucket) % parts
+        key = ((ub, ib), user in known_users)
+        slot = pending.get(key)
+        if slot is None:
+            slot = pending[key] = ({}, [0])
+        rows, count = slot
+        row = rows.get(user)
+        if row is None:
+            row = rows[user] = {"user": user, **{f: [] for f in EVENT_FIELDS}}
+        for f in EVENT_FIELDS:
+            row[f].append(e[f])
+        count[0] += 1
+        if count[0] >= size:
+            del pending[key]
+            yield key[0], STATEMENTS[key[1]], list(rows.values())
+    for (block, known), (rows, _) in pending.items():
+        yield block, STATEMENTS[known], list(rows.values())
+
+
+def write_interactions(graph: Graph, events: list[dict], writers: int, size: int,
+                       progress: bool = True) -> dict[str, int]:
+    """Write normalised interaction events with ``writers`` concurrent writers (see module doc).
+
+    Returns:
+        ``{"sent": events written, "new_users": n, "known_users": n, "relationships_created": n,
+        "properties_set": n}``.
+    """
+    parts = max(1, writers)
+    unique = {(e["user"], e["item"], e["kind"], e["ts"]): e for e in events}
+    users = list(dict.fromkeys(key[0] for key in unique))
+    known: set[str] = set()
+    for chunk in batches(users, 20_000):
+        known.update(r["id"] for r in graph.query("ingest/users_with_interactions", ids=chunk))
+    totals = {"relationships_created": 0, "properties_set": 0}
+    lock = threading.Lock()
+    scheduler = BlockScheduler(parts)
+    bar = tqdm(total=len(unique), desc="ingest interactions", unit="row", disable=not progress, leave=False)
+
+    def writer() -> None:
+        try:
+            while (batch := scheduler.take()) is not None:
+                block, statement, rows = batch
+                try:
+                    counters = graph.write(statement, rows=rows)
+                finally:
+                    scheduler.release(block)
+                with lock:
+                    totals["relationships_created"] += counters.relationships_created
+                    totals["properties_set"] += counters.properties_set
+                bar.update(sum(len(r["item"]) for r in rows))
+        except BaseException:
+            scheduler.fail()
+            raise
+
+    with ThreadPoolExecutor(max_workers=parts) as pool:
+        futures = [pool.submit(writer) for _ in range(parts)]
+        try:
+            for batch in cut_batches(unique.values(), known, parts, size):
+                scheduler.put(batch)
+        except BaseException:
+            scheduler.fail()
+            raise
+        finally:
+            scheduler.close()
+        for f in futures:
+            f.result()
+    bar.close()
+    return {"sent": len(unique), "new_users": len(users) - len(known), "known_users": len(known), **totals}
+
