@@ -173,6 +173,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--layers", type=int, default=3)
     ap.add_argument("--kg-layers", type=int, default=1)
     ap.add_argument("--kg-bases", type=int, default=0)
+    ap.add_argument("--kg-users", action="store_true",
+                    help="kgfused: add the KG term to user embeddings too (default: items only, as TrainConfig)")
     ap.add_argument("--no-entity-text", action="store_true",
                     help="kgfused: id embeddings only for entities (their names may be bare ids, e.g. Freebase)")
     ap.add_argument("--weight-decay", type=float, default=1e-4)
@@ -251,7 +253,8 @@ def main(argv: list[str] | None = None) -> int:
         if name not in rows_wanted:
             continue
         cfg = TrainConfig(model=model, fusion=fusion, embedding_dim=args.dim, num_layers=args.layers,
-                          kg_layers=args.kg_layers, kg_bases=args.kg_bases, lr=args.lr,
+                          kg_layers=args.kg_layers, kg_bases=args.kg_bases, kg_users=args.kg_users,
+                          lr=args.lr,
                           weight_decay=args.weight_decay, batch_size=args.batch_size, epochs=args.epochs,
                           patience=args.patience, ks=[20], seed=args.seed, device="cpu")
         text_arg = None if model == "lightgcn" else (view_text if model == "kgfused" else view_text["item"])

@@ -96,7 +96,7 @@ def build_model(cfg: TrainConfig, snapshot: Any, text_embeddings: Any = None) ->
         text = dict(text_embeddings) if isinstance(text_embeddings, Mapping) else {"item": text_embeddings}
         return KGFusedRec(counts, KGFusedRec.count_relations(snapshot.relations), text, embedding_dim=cfg.embedding_dim,
                           num_layers=cfg.num_layers, kg_layers=cfg.kg_layers, fusion=cfg.fusion,
-                          num_bases=cfg.kg_bases or None)
+                          num_bases=cfg.kg_bases or None, kg_users=cfg.kg_users)
     if isinstance(text_embeddings, Mapping):
         text_embeddings = text_embeddings.get("item")
     if cfg.model == "fused":

@@ -114,7 +114,7 @@ class TrainConfig:
     fusion: str = "sum"  # sum | concat | gate | text (text-only item egos, no item ids)
     kg_layers: int = 2  # kgfused: R-GCN layers over the knowledge graph
     kg_bases: int = 0  # kgfused: R-GCN basis decomposition size (0 = a full weight per relation)
-    kg_users: bool = True  # kgfused: add the KG branch to user embeddings too (False: items only)
+    kg_users: bool = False  # kgfused: add the KG term to user embeddings too (default: items only)
     sampler: str = "full"  # full | neighbor (rgcn only: mini-batches on sampled subgraphs, gnn.sampled)
     num_neighbors: list[int] = field(default_factory=lambda: [10, 10])  # neighbor: fan-out per layer, hop 1
     # first; -1 = all in-edges; a list shorter than num_layers repeats its last entry

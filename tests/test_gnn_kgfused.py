@@ -148,7 +148,7 @@ def test_kg_branch_changes_items_with_entity_edges_only() -> None:
     """Perturbing an entity's text moves exactly the items linked to it (one R-GCN layer, no LightGCN layers)."""
     torch.manual_seed(0)
     text = {"item": torch.randn(5, 7), "entity": torch.randn(3, 7)}
-    m = KGFusedRec(COUNTS, 6, text, embedding_dim=8, num_layers=0, kg_layers=1)
+    m = KGFusedRec(COUNTS, 6, text, embedding_dim=8, num_layers=0, kg_layers=1, kg_users=True)
     g = tiny_graph()
     assert torch.equal(m.get_embedding(g)[1], m.type_ego("item"))  # gates start at 0: the KG adds nothing yet
     with torch.no_grad():
@@ -162,6 +162,19 @@ def test_kg_branch_changes_items_with_entity_edges_only() -> None:
     ue = m.get_embedding(g)[0].detach()
     assert torch.allclose(ue[2:], m.type_ego("user")[2:].detach())
     assert not torch.allclose(ue[:2], m.type_ego("user")[:2].detach())  # friends u0 <-> u1
+
+
+def test_items_only_kg_leaves_users_with_their_lightgcn_output() -> None:
+    """kg_users=False: the friend edge u0 <-> u1 no longer changes users, items still get the KG term."""
+    torch.manual_seed(0)
+    text = {"item": torch.randn(5, 7), "entity": torch.randn(3, 7)}
+    m = KGFusedRec(COUNTS, 6, text, embedding_dim=8, num_layers=0, kg_layers=1, kg_users=False)
+    with torch.no_grad():
+        m.kg_gate.fill_(1.0)
+    ue, ie = m.get_embedding(tiny_graph())
+    assert torch.equal(ue, m.type_ego("user"))
+    assert not torch.allclose(ie[:3], m.type_ego("item")[:3])  # items 0-2 are linked to entities
+    assert "kg_users" not in m.state_dict() and "kg_gate_mask" not in m.state_dict()
 
 
 def test_kgfused_rejects_bad_arguments() -> None:

@@ -53,7 +53,10 @@ class KGFusedRec(EmbeddingRecommender):
     output through LightGCN only, and a node without KG edges gets :math:`R_v = 0`. Final
     embeddings are :math:`e_u = z_u + a_{user} R_u`, :math:`e_i = z_i + a_{item} R_i`, with learned scalar
     gates :math:`a` that start at 0 (ReZero-style: training starts from the fused LightGCN and
-    lets the data decide how much of the KG signal to add); score(u, i) = :math:`e_u^\top e_i`.
+    lets the data decide how much of the KG signal to add). By default (``kg_users=False``) the user
+    gate stays 0: users get no KG term (their friends and attributes still reach items through the
+    graph), because user-side messages hurt on both ml-100k and lastfm (docs/results.md);
+    score(u, i) = :math:`e_u^\top e_i`.
 
     Args:
         num_nodes: node count per type, e.g. ``{"user": U, "item": I, "query": Q, "entity": E}``.
@@ -65,6 +68,7 @@ class KGFusedRec(EmbeddingRecommender):
         kg_layers: K, R-GCN layers (0: no KG branch, the model is a fused LightGCN).
         fusion: ``sum`` | ``concat`` | ``gate`` | ``text`` (``text`` needs item text).
         num_bases: R-GCN basis decomposition size (``None``: one full weight per relation).
+        kg_users: whether users get the KG term too (default ``False``: items only).
 
     Raises:
         ValueError: no users or items, bad layer counts, unknown fusion, text of the wrong shape.
@@ -72,7 +76,8 @@ class KGFusedRec(EmbeddingRecommender):
 
     def __init__(self, num_nodes: Mapping[str, int], num_relations: int,
                  text_embeddings: Mapping[str, Tensor | np.ndarray] | None = None, embedding_dim: int = 64,
-                 num_layers: int = 3, kg_layers: int = 2, fusion: str = "sum", num_bases: int | None = None) -> None:
+                 num_layers: int = 3, kg_layers: int = 2, fusion: str = "sum", num_bases: int | None = None,
+                 kg_users: bool = False) -> None:
         super().__init__()
         if num_nodes.get("user", 0) <= 0 or num_nodes.get("item", 0) <= 0:
             raise ValueError("need at least one user and one item")
@@ -105,6 +110,8 @@ class KGFusedRec(EmbeddingRecommender):
         self.convs = nn.ModuleList(RelationalConv(embedding_dim, embedding_dim, self.num_relations, num_bases)
                                    for _ in range(kg_layers))
         self.kg_gate = nn.Parameter(torch.zeros(2))  # (user, item) weight of the KG branch
+        self.kg_users = kg_users
+        self.register_buffer("kg_gate_mask", torch.tensor([float(kg_users), 1.0]), persistent=False)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -187,7 +194,7 @@ class KGFusedRec(EmbeddingRecommender):
                 if k < self.kg_layers - 1:
                     r = torch.relu(r)
                 acc = r if acc is None else acc + r
-            gate = torch.repeat_interleave(self.kg_gate, torch.tensor([self.num_users, self.num_items],
+            gate = torch.repeat_interleave(self.kg_gate * self.kg_gate_mask, torch.tensor([self.num_users, self.num_items],
                                                                       device=self.kg_gate.device))
             z = z + gate.unsqueeze(1) * acc[:n_ui] / self.kg_layers
         return z[: self.num_users], z[self.num_users:]
@@ -205,5 +212,5 @@ class KGFusedRec(EmbeddingRecommender):
     def __repr__(self) -> str:
         return (f"{self.__class__.__name__}(nodes={self.num_total}, users={self.num_users}, "
                 f"items={self.num_items}, relations={self.num_relations}, dim={self.embedding_dim}, "
-                f"layers={self.num_layers}, kg_layers={self.kg_layers}, fusion={self.fusion}, "
+                f"layers={self.num_layers}, kg_layers={self.kg_layers}, kg_users={self.kg_users}, fusion={self.fusion}, "
                 f"text={list(self.text_types)})")
