@@ -6,7 +6,7 @@ a sample), then a full export snapshot (time and peak RSS), then the same number
 the now known users (the MERGE path an incremental load takes), then the bulk import into a fresh
 database.
 
-    .venv/bin/python bench/bench_ingest_write.py --interactions 1000000 --writers 1,2,3
+    .venv/bin/python bench/bench_ingest_write.py --interactions 1000000 --writers 1,2,4
 
 Uses the test server (``.kgrec/neo4j-test-7688``, wiped) unless NEO4J_URI is set.
 """
