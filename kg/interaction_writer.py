@@ -7,8 +7,8 @@ user bucket or its item bucket, so concurrent transactions touch disjoint users 
 and do not wait on each other's node locks (dense item nodes deadlocked when only the users were
 disjoint). The scheduler serves the grid diagonal by diagonal (blocks (b, (b + r) mod P) for
 r = 0, 1, ...): a new relationship locks the first relationship of both of its nodes' chains, so
-alternating between diagonals makes every batch start on chain heads another writer just made and
-measured 30 % slower. Batches are cut while the writers already work on the first diagonal, so the
+alternating between diagonals makes every batch start on chain heads another writer just made; that
+measured 33k-37k rel/s against 40k-48k on the 1M bench (docs/ingest.md). Batches are cut while the writers already work on the first diagonal, so the
 client's grouping overlaps the server's work.
 
 Events are rows ``{"user", "item", "kind", "ts", "weight", "split"}``, deduplicated by
@@ -35,15 +35,15 @@ Batch = tuple[Block, str, list[dict]]  # (block, statement, rows)
 
 class BlockScheduler:
     """Ready batches per block of a ``parts`` x ``parts`` grid, served diagonal by diagonal;
-    :meth:`take` hands out a batch of the current diagonal whose user and item buckets are free."""
+    :meth:`take` hands out a batch of the current diagonal whose block is not being written. The
+    blocks of one diagonal share no user bucket and no item bucket, so running batches never do."""
 
     def __init__(self, parts: int) -> None:
         self._parts = parts
         self._round = 0  # the diagonal being served: blocks (b, (b + round) mod parts)
         self._cv = threading.Condition()
         self._ready: dict[Block, deque[Batch]] = {}
-        self._busy_users: set[int] = set()
-        self._busy_items: set[int] = set()
+        self._busy: set[Block] = set()
         self._closed = False
         self._failed = False
 
@@ -68,30 +68,28 @@ class BlockScheduler:
             self._cv.notify_all()
 
     def take(self) -> Batch | None:
-        """Block until a batch of the current diagonal can run without sharing a bucket with a
-        running one; None once every batch is written (or a writer failed)."""
+        """Block until a batch of the current diagonal whose block is idle is ready; None once
+        every batch is written (or a writer failed)."""
         with self._cv:
             while True:
                 if self._failed or self._round >= self._parts:
                     return None
                 diagonal = [(b, (b + self._round) % self._parts) for b in range(self._parts)]
-                for ub, ib in diagonal:
-                    queue = self._ready.get((ub, ib))
-                    if queue and ub not in self._busy_users and ib not in self._busy_items:
-                        self._busy_users.add(ub)
-                        self._busy_items.add(ib)
+                for block in diagonal:
+                    queue = self._ready.get(block)
+                    if queue and block not in self._busy:
+                        self._busy.add(block)
                         return queue.popleft()
-                if self._closed and not self._busy_users and not any(self._ready.get(k) for k in diagonal):
+                if self._closed and not self._busy and not any(self._ready.get(k) for k in diagonal):
                     self._round += 1  # this diagonal is done: the next one may start
                     self._cv.notify_all()
                     continue
                 self._cv.wait()
 
     def release(self, block: Block) -> None:
-        """The batch of ``block`` is written: free its buckets."""
+        """The batch of ``block`` is written: its block may take the next one."""
         with self._cv:
-            self._busy_users.discard(block[0])
-            self._busy_items.discard(block[1])
+            self._busy.discard(block)
             self._cv.notify_all()
 
 
