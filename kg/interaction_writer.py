@@ -99,7 +99,8 @@ def cut_batches(unique: Iterable[dict], known_users: set[str], parts: int, size:
     that fall in one pending batch share a row)."""
     user_bucket: dict[str, int] = {}
     item_bucket: dict[str, int] = {}
-    pending: dict[tuple[Block, bool], tuple[dict[str, dict], list[int]]] = {}
+    pending: dict[tuple[Block, bool], dict[str, dict]] = {}  # (block, known user) -> rows by user
+    counts: dict[tuple[Block, bool], int] = {}  # events in each pending batch
     for e in unique:
         user = e["user"]
         ub = user_bucket.get(user)
@@ -109,20 +110,17 @@ def cut_batches(unique: Iterable[dict], known_users: set[str], parts: int, size:
         if ib is None:
             ib = item_bucket[e["item"]] = len(item_bucket) % parts
         key = ((ub, ib), user in known_users)
-        slot = pending.get(key)
-        if slot is None:
-            slot = pending[key] = ({}, [0])
-        rows, count = slot
+        rows = pending.setdefault(key, {})
         row = rows.get(user)
         if row is None:
             row = rows[user] = {"user": user, **{f: [] for f in EVENT_FIELDS}}
         for f in EVENT_FIELDS:
             row[f].append(e[f])
-        count[0] += 1
-        if count[0] >= size:
-            del pending[key]
+        counts[key] = counts.get(key, 0) + 1
+        if counts[key] >= size:
+            del pending[key], counts[key]
             yield key[0], STATEMENTS[key[1]], list(rows.values())
-    for (block, known), (rows, _) in pending.items():
+    for (block, known), rows in pending.items():
         yield block, STATEMENTS[known], list(rows.values())
 
 
