@@ -9,6 +9,8 @@ Layout of ``<out_dir>/<version>/``::
     metrics.json       {"test": {...final metrics}, "best_epoch": n, "history": [{epoch row}, ...]}
     meta.json          {version, model, created, code_version, snapshot}
     curve.png          training curve
+    filter.npz         graph-filter models only (gfcf, bspm): ``vt`` (k, I), the low-pass basis; serving
+                       scores with the whole filter and the embeddings are its low-pass factors
 
 ``<out_dir>/current`` is a symlink to the served version, swapped atomically by :func:`publish`.
 """
@@ -43,6 +45,7 @@ class Artifact:
     config: dict[str, Any]
     metrics: dict[str, Any]
     meta: dict[str, Any]
+    filter_state: dict[str, np.ndarray] | None = None
 
     def train_items(self, user: int) -> np.ndarray:
         """Internal item ids the user interacted with in training."""
@@ -52,7 +55,7 @@ class Artifact:
 def save_artifact(path: str | Path, *, user_embeddings: np.ndarray, item_embeddings: np.ndarray,
                   ids: dict[str, list[str]], train_indptr: np.ndarray, train_indices: np.ndarray,
                   config: dict[str, Any], metrics: dict[str, Any], meta: dict[str, Any],
-                  curve_png: bytes | Path | None = None) -> Path:
+                  curve_png: bytes | Path | None = None, filter_state: dict[str, np.ndarray] | None = None) -> Path:
     """Write an artifact into ``path`` (a directory, created; normally a temp dir renamed later).
 
     Raises:
@@ -78,6 +81,8 @@ def save_artifact(path: str | Path, *, user_embeddings: np.ndarray, item_embeddi
         shutil.copyfile(curve_png, path / "curve.png")
     elif curve_png is not None:
         (path / "curve.png").write_bytes(curve_png)
+    if filter_state is not None:
+        np.savez(path / "filter.npz", **filter_state)
     return path
 
 
@@ -102,7 +107,16 @@ def load_artifact(path: str | Path) -> Artifact:
 
     return Artifact(path=path, user_embeddings=ue, item_embeddings=ie, ids=_json("ids.json"),
                     train_indptr=indptr, train_indices=indices, config=_json("config.json"),
-                    metrics=_json("metrics.json"), meta=_json("meta.json"))
+                    metrics=_json("metrics.json"), meta=_json("meta.json"), filter_state=load_filter_state(path))
+
+
+def load_filter_state(path: str | Path) -> dict[str, np.ndarray] | None:
+    """The arrays of ``filter.npz`` (graph-filter models), or None for embedding models."""
+    f = Path(path) / "filter.npz"
+    if not f.is_file():
+        return None
+    with np.load(f) as z:
+        return {k: z[k] for k in z.files}
 
 
 def publish(artifact_dir: str | Path, out_dir: str | Path, link_name: str = "current") -> Path:

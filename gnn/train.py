@@ -3,6 +3,8 @@
 ``train(snapshot, cfg, out_dir)`` resolves the :class:`~kgrec.config.TrainConfig` into a model,
 trains it, writes ``out_dir/<version>/`` (see :mod:`gnn.artifact`) through a temporary directory
 renamed at the end, and repoints ``out_dir/current``. Errors are raised, never turned into exits.
+The training-free graph filters (``gfcf``, ``bspm``) take the same entry point: they are fitted in
+closed form, evaluated like a trained model and written as the same kind of artifact.
 Checkpoints live in ``out_dir/.checkpoints/<model>-<fingerprint>/`` and let an interrupted run
 with the same configuration and data resume; they are removed once the artifact is published.
 """
@@ -28,6 +30,7 @@ from kgrec.config import TrainConfig
 
 from .artifact import publish, save_artifact
 from .evaluate import evaluate, to_csr
+from .models.filters import FILTER_MODELS, build_filter
 from .sampling import NegativeSampler
 
 logger = logging.getLogger(__name__)
@@ -199,6 +202,8 @@ def train(snapshot: Any, cfg: TrainConfig, out_dir: str | Path, text_embeddings:
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    if cfg.model in FILTER_MODELS:
+        return _fit_filter(snapshot, cfg, out_dir, snapshot_path=snapshot_path, publish_current=publish_current)
     device = resolve_device(cfg.device)
     U, I = snapshot.num_users, snapshot.num_items
     tr = snapshot.splits["train"]
@@ -327,22 +332,37 @@ def train(snapshot: Any, cfg: TrainConfig, out_dir: str | Path, text_embeddings:
         excl = to_csr(valid.user, valid.item, U, I) if eval_split == "valid" else None
         final = run_eval(to_csr(test.user, test.item, U, I), excl)
 
+    final_dir = _write_artifact(
+        out_dir, cfg, snapshot, train_csr, ue.cpu().numpy(), ie.cpu().numpy(),
+        metrics={"test": final, "eval_split": eval_split, "stop_metric": stop_metric,
+                 "best_epoch": best_epoch, "best_score": best_score, "history": history},
+        meta={"snapshot": str(snapshot_path) if snapshot_path is not None else snapshot.meta.get("name"),
+              "device": str(device), "epochs_run": epoch},
+        curve_png=_curve_png(history, f"{eval_split}_{stop_metric}"), publish_current=publish_current)
+    if not budget_stop:
+        shutil.rmtree(ckpt_dir, ignore_errors=True)
+    logger.info("wrote %s (test %s)", final_dir, {k: round(v, 4) for k, v in final.items() if "@20" in k})
+    return final_dir
+
+
+def _write_artifact(out_dir: Path, cfg: TrainConfig, snapshot: Any, train_csr: sp.csr_matrix, ue: np.ndarray,
+                    ie: np.ndarray, *, metrics: dict[str, Any], meta: dict[str, Any], curve_png: bytes | None,
+                    publish_current: bool, filter_state: dict[str, np.ndarray] | None = None) -> Path:
+    """Write ``out_dir/<version>/`` through a temporary directory renamed at the end, then publish it."""
     version = _new_version(out_dir, cfg.model)
     tmp = out_dir / f".tmp-{version}"
+    U, I = train_csr.shape
     try:
         save_artifact(
-            tmp, user_embeddings=ue.cpu().numpy(), item_embeddings=ie.cpu().numpy(),
+            tmp, user_embeddings=ue, item_embeddings=ie,
             ids={"user": list(snapshot.ids["user"]), "item": list(snapshot.ids["item"]),
                  "item_title": list(getattr(snapshot, "item_titles", None) or [""] * I)},
             train_indptr=train_csr.indptr, train_indices=train_csr.indices, config=_config_dict(cfg),
-            metrics={"test": final, "eval_split": eval_split, "stop_metric": stop_metric,
-                     "best_epoch": best_epoch, "best_score": best_score, "history": history},
+            metrics=metrics,
             meta={"version": version, "model": cfg.model, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                  "code_version": code_version(),
-                  "snapshot": str(snapshot_path) if snapshot_path is not None else snapshot.meta.get("name"),
-                  "device": str(device), "epochs_run": epoch, "num_users": U, "num_items": I,
+                  "code_version": code_version(), **meta, "num_users": U, "num_items": I,
                   "embedding_dim": int(ue.shape[1])},
-            curve_png=_curve_png(history, f"{eval_split}_{stop_metric}"))
+            curve_png=curve_png, filter_state=filter_state)
         final_dir = out_dir / version
         tmp.rename(final_dir)
     except BaseException:
@@ -350,7 +370,51 @@ def train(snapshot: Any, cfg: TrainConfig, out_dir: str | Path, text_embeddings:
         raise
     if publish_current:
         publish(final_dir, out_dir)
-    if not budget_stop:
-        shutil.rmtree(ckpt_dir, ignore_errors=True)
-    logger.info("wrote %s (test %s)", final_dir, {k: round(v, 4) for k, v in final.items() if "@20" in k})
+    return final_dir
+
+
+def _fit_filter(snapshot: Any, cfg: TrainConfig, out_dir: Path, *, snapshot_path: str | Path | None,
+                publish_current: bool) -> Path:
+    """Fit ``gfcf``/``bspm`` on the training split, evaluate it like a trained model, write its artifact.
+
+    The artifact's embeddings are the filter's low-pass factors (``GFCF.spectral_embeddings``, for
+    the vector index and item similarity); ``filter.npz`` holds what serving needs to score with
+    the whole filter.
+    """
+    device = resolve_device(cfg.device)
+    U, I = snapshot.num_users, snapshot.num_items
+    splits = {name: snapshot.splits.get(name) for name in ("train", "valid", "test")}
+    if splits["train"] is None or len(splits["train"]) == 0:
+        raise TrainingError("snapshot has no training interactions")
+    train_csr = to_csr(splits["train"].user, splits["train"].item, U, I)
+    model = build_filter(cfg.model, cfg.filter, cfg.seed, device).fit(train_csr)
+    if model.k < 1 or model.state()["vt"].shape[0] == 0:
+        raise TrainingError(f"{cfg.model} needs a low-pass rank k >= 1 for its embeddings (got {model.k})")
+    ks = sorted(set(cfg.ks) | {20})
+    results: dict[str, dict[str, float]] = {}
+    valid = splits["valid"]
+    for name in ("valid", "test"):
+        part = splits[name]
+        if part is None or len(part) == 0:
+            continue
+        exclude = (to_csr(valid.user, valid.item, U, I) if name == "test" and valid is not None and len(valid) > 0
+                   else None)
+        results[name] = evaluate(model.score, train_csr, to_csr(part.user, part.item, U, I), ks, I,
+                                 device=device, exclude=exclude)
+    if not results:
+        raise TrainingError("snapshot has neither valid nor test interactions to evaluate on")
+    ue, ie = model.spectral_embeddings()
+    eval_split = "valid" if "valid" in results else "test"
+    row = {"epoch": 0, "loss": 0.0, "train_s": round(model.fit_seconds, 3),
+           **{f"{eval_split}_{k}": v for k, v in results[eval_split].items() if k != "num_users"}}
+    final_dir = _write_artifact(
+        out_dir, cfg, snapshot, train_csr, ue, ie,
+        metrics={"test": results.get("test", {}), "eval_split": eval_split, "stop_metric": "ndcg@20",
+                 "best_epoch": 0, "best_score": results[eval_split]["ndcg@20"], "history": [row],
+                 "fit_seconds": model.fit_seconds},
+        meta={"snapshot": str(snapshot_path) if snapshot_path is not None else snapshot.meta.get("name"),
+              "device": str(device), "epochs_run": 0, "scorer": cfg.model},
+        curve_png=None, publish_current=publish_current, filter_state=model.state())
+    logger.info("wrote %s (%r, test %s)", final_dir, model,
+                {k: round(v, 4) for k, v in results.get("test", {}).items() if "@20" in k})
     return final_dir

@@ -215,8 +215,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("train", help="train on a snapshot and publish the model artifact")
     s.add_argument("snapshot")
-    s.add_argument("--model", choices=["lightgcn", "fused", "rgcn", "kgfused"],
-                   help="fused: item text + LightGCN; kgfused: text + LightGCN + R-GCN over the KG")
+    s.add_argument("--model", choices=["lightgcn", "fused", "rgcn", "kgfused", "gfcf", "bspm"],
+                   help="fused: item text + LightGCN; kgfused: text + LightGCN + R-GCN over the KG; "
+                        "gfcf, bspm: training-free graph filters (fitted in closed form)")
     s.add_argument("--fusion", choices=["sum", "concat", "gate", "text"],
                    help="how text and id embeddings combine (text: text only, no item ids)")
     s.add_argument("--sampler", choices=["full", "neighbor"],

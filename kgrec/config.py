@@ -8,6 +8,7 @@ external Neo4j server. The resolved object is passed down explicitly; nothing re
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import sys
 from dataclasses import dataclass, field
@@ -118,6 +119,9 @@ class TrainConfig:
     sampler: str = "full"  # full | neighbor (rgcn only: mini-batches on sampled subgraphs, gnn.sampled)
     num_neighbors: list[int] = field(default_factory=lambda: [10, 10])  # neighbor: fan-out per layer, hop 1
     # first; -1 = all in-edges; a list shorter than num_layers repeats its last entry
+    # gfcf / bspm: keyword arguments of gnn.models.gfcf.GFCF / gnn.models.bspm.BSPM, e.g. {k = 448, beta = 0.2};
+    # empty = the model's defaults (GF-CF k=256, alpha=0.3; BSPM the authors' Gowalla setting)
+    filter: dict[str, Any] = field(default_factory=dict)
     out_dir: Path = Path(".kgrec/models")
 
 
@@ -176,6 +180,11 @@ def _coerce(name: str, value: Any, current: Any, annotation: Any) -> Any:
             return int(value)
         if isinstance(current, float):
             return float(value)
+        if isinstance(current, dict):
+            value = json.loads(value) if text_type else value
+            if not isinstance(value, Mapping):
+                raise ValueError("expected a table")
+            return dict(value)
         if isinstance(current, list):
             if text_type:
                 return [int(v) for v in value.split(",") if v.strip()]

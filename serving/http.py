@@ -41,7 +41,8 @@ def create_app(model_dir: str | Path) -> FastAPI:
 
     @app.get("/health")
     def health(rec: Recommender = Depends(get_recommender)) -> dict:
-        return {"status": "ok", "model_version": rec.version, "users": len(rec.user_ids), "items": len(rec.item_ids)}
+        return {"status": "ok", "model_version": rec.version, "users": len(rec.user_ids), "items": len(rec.item_ids),
+                "scorer": "graph filter" if rec.scorer is not None else "embeddings"}
 
     @app.get("/recommend/{user_id}", response_model=Recommendations)
     def recommend(user_id: str, k: int = Query(10, ge=1, le=1000),

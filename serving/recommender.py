@@ -3,6 +3,8 @@
 An artifact directory holds ``embeddings.npz`` (``user``, ``item``), ``ids.json``,
 ``train_items.npz`` (CSR of each user's training items, excluded from results), ``meta.json``
 and, optionally, item titles in ``ids.json["item_title"]``. Serving reads only these plain files.
+Graph-filter artifacts (``gfcf``, ``bspm``) also hold ``filter.npz``: their scores come from the
+whole filter applied to the user's item row, which also serves new users from their items.
 """
 from __future__ import annotations
 
@@ -10,8 +12,10 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 
 logger = logging.getLogger(__name__)
@@ -30,12 +34,20 @@ class Recommendation:
     title: str
 
 
+class RowScorer(Protocol):
+    """Scores every item from users' raw item rows (a graph filter such as ``gnn.models.gfcf.GFCF``)."""
+
+    def score_rows(self, rows: sp.csr_matrix) -> torch.Tensor:  # pragma: no cover - protocol
+        ...
+
+
 class Recommender:
-    """Top-k recommendations from user and item embeddings (exact dot-product top-k)."""
+    """Top-k recommendations: exact dot-product top-k over the embeddings, or, for graph-filter
+    models, top-k of the filter's scores (``scorer``)."""
 
     def __init__(self, user_emb: np.ndarray, item_emb: np.ndarray, user_ids: list[str], item_ids: list[str],
                  item_titles: list[str], train_indptr: np.ndarray, train_indices: np.ndarray,
-                 meta: dict | None = None) -> None:
+                 meta: dict | None = None, scorer: RowScorer | None = None) -> None:
         self.user_emb = torch.from_numpy(np.ascontiguousarray(user_emb, dtype=np.float32))
         self.item_emb = torch.from_numpy(np.ascontiguousarray(item_emb, dtype=np.float32))
         self.user_ids, self.item_ids, self.item_titles = user_ids, item_ids, item_titles
@@ -43,6 +55,7 @@ class Recommender:
         self.item_index = {i: k for k, i in enumerate(item_ids)}
         self.train_indptr, self.train_indices = train_indptr, train_indices
         self.meta = meta or {}
+        self.scorer = scorer
 
     @classmethod
     def load(cls, path: str | Path) -> "Recommender":
@@ -62,7 +75,8 @@ class Recommender:
         titles = ids.get("item_title") or _titles_from_snapshot(meta, len(ids["item"]))
         with np.load(path / "train_items.npz") as z:
             indptr, indices = z["indptr"], z["indices"]
-        return cls(user_emb, item_emb, ids["user"], ids["item"], titles, indptr, indices, meta)
+        return cls(user_emb, item_emb, ids["user"], ids["item"], titles, indptr, indices, meta,
+                   scorer=_filter_scorer(path, meta, indptr, indices, len(ids["item"])))
 
     @property
     def version(self) -> str:
@@ -89,21 +103,47 @@ class Recommender:
         Raises:
             UnknownUserError: the user is not in the model.
         """
-        u = self._user(user_id)
-        scores = self.score_items(self.user_emb[u])
+        return self.recommend_many([user_id], k, exclude_seen)[0]
+
+    def recommend_many(self, user_ids: list[str], k: int = 10, exclude_seen: bool = True) -> list[list[Recommendation]]:
+        """:meth:`recommend` for several known users, scored as one batch.
+
+        Raises:
+            UnknownUserError: a user is not in the model.
+        """
+        users = np.array([self._user(u) for u in user_ids], dtype=np.int64)
+        seen = self._train_rows(users)
+        if self.scorer is not None:
+            scores = self.scorer.score_rows(seen).float().cpu()
+        else:
+            scores = self.user_emb[torch.from_numpy(users)] @ self.item_emb.t()
         if exclude_seen:
-            seen = torch.from_numpy(self.train_indices[self.train_indptr[u]:self.train_indptr[u + 1]].astype(np.int64))
-            scores[seen] = float("-inf")
-        return self._top(scores, k)
+            coo = seen.tocoo()
+            scores[torch.from_numpy(coo.row.astype(np.int64)), torch.from_numpy(coo.col.astype(np.int64))] = float("-inf")
+        return [self._top(row, k) for row in scores]
 
     def recommend_from_items(self, item_ids: list[str], k: int = 10) -> list[Recommendation]:
-        """Cold-start user: the mean embedding of the given items stands in for the user."""
-        rows = [self.item_index[i] for i in item_ids if i in self.item_index]
+        """Cold-start user from the items they interacted with: graph-filter models score that item
+        row exactly as they score a trained user's; embedding models use the items' mean embedding."""
+        rows = sorted({self.item_index[i] for i in item_ids if i in self.item_index})
         if not rows:
             raise UnknownUserError("none of the given items is known to the model")
-        scores = self.score_items(self.item_emb[rows].mean(0))
+        if self.scorer is not None:
+            row = sp.csr_matrix((np.ones(len(rows), np.float32), (np.zeros(len(rows), np.int64), rows)),
+                                shape=(1, len(self.item_ids)))
+            scores = self.scorer.score_rows(row)[0].float().cpu()
+        else:
+            scores = self.score_items(self.item_emb[rows].mean(0))
         scores[torch.tensor(rows)] = float("-inf")
         return self._top(scores, k)
+
+    def _train_rows(self, users: np.ndarray) -> sp.csr_matrix:
+        """(B, I) binary CSR of the users' training items."""
+        starts, ends = self.train_indptr[users], self.train_indptr[users + 1]
+        indptr = np.concatenate([[0], np.cumsum(ends - starts)])
+        indices = (np.concatenate([self.train_indices[a:b] for a, b in zip(starts, ends)])
+                   if len(users) else np.zeros(0, np.int64))
+        return sp.csr_matrix((np.ones(len(indices), np.float32), indices, indptr), shape=(len(users), len(self.item_ids)))
 
     def similar_items(self, item_id: str, k: int = 10) -> list[Recommendation]:
         """Items nearest to ``item_id`` by cosine similarity of their embeddings."""
@@ -119,6 +159,20 @@ class Recommender:
         values, index = torch.topk(scores, k)
         return [Recommendation(self.item_ids[j], float(v), self.item_titles[j])
                 for v, j in zip(values.tolist(), index.tolist())]
+
+
+def _filter_scorer(path: Path, meta: dict, indptr: np.ndarray, indices: np.ndarray, num_items: int) -> RowScorer | None:
+    """The fitted graph filter of a ``gfcf``/``bspm`` artifact (None for embedding models)."""
+    from gnn.artifact import load_filter_state
+
+    state = load_filter_state(path)
+    if state is None:
+        return None
+    from gnn.models.filters import load_filter
+
+    config = json.loads((path / "config.json").read_text()) if (path / "config.json").is_file() else {}
+    train = sp.csr_matrix((np.ones(len(indices), np.float32), indices, indptr), shape=(len(indptr) - 1, num_items))
+    return load_filter(meta.get("model", "gfcf"), config.get("filter"), train, state)
 
 
 def _titles_from_snapshot(meta: dict, n: int) -> list[str]:

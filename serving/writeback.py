@@ -42,7 +42,7 @@ def write_back(graph: Graph, rec: Recommender, k: int = 10, batch_size: int = 20
     written = 0
     for chunk in batches(users, max(1, batch_size // max(1, k))):
         rows = [{"user": u, "item": r.item_id, "rank": rank + 1, "score": r.score}
-                for u in chunk for rank, r in enumerate(rec.recommend(u, k))]
+                for u, recs in zip(chunk, rec.recommend_many(chunk, k)) for rank, r in enumerate(recs)]
         graph.write("writeback/clear_recommendations", users=chunk)
         graph.write("writeback/set_recommendations", rows=rows, model=rec.version)
         written += len(rows)

@@ -23,9 +23,13 @@ def test_toml_then_environment(tmp_path):
     assert cfg.train.epochs == 9 and cfg.train.lr == 0.01 and cfg.train.amp is False
     assert cfg.encoder.cache_dir == Path("/tmp/x")
     assert not cfg.neo4j.managed and cfg.neo4j.bolt_uri == "neo4j+s://example.invalid"
+    f.write_text('[train]\nmodel = "bspm"\nfilter = {k = 448, beta = 0.2}\n')
+    assert load_config(f, env={}).train.filter == {"k": 448, "beta": 0.2}
+    assert load_config(f, env={"KGREC_TRAIN__FILTER": '{"k": 8}'}).train.filter == {"k": 8}
 
 
-@pytest.mark.parametrize("text,env", [("[train]\nepochz = 1\n", {}), ("", {"KGREC_TRAIN__EPOCHS": "many"})])
+@pytest.mark.parametrize("text,env", [("[train]\nepochz = 1\n", {}), ("", {"KGREC_TRAIN__EPOCHS": "many"}),
+                                      ("", {"KGREC_TRAIN__FILTER": "k=8"}), ("[train]\nfilter = 3\n", {})])
 def test_bad_values_are_config_errors(tmp_path, text, env):
     f = tmp_path / "k.toml"
     f.write_text(text)

@@ -46,3 +46,74 @@ def test_gfcf_errors() -> None:
         GFCF(svd_solver="nope")
     with pytest.raises(RuntimeError):
         GFCF().score(np.array([0]))
+
+
+def test_gfcf_state_reload_and_new_rows_match_fit() -> None:
+    """A filter rebuilt from ``state()`` scores exactly like the fitted one; a new user's row is
+    scored like a trained user with the same items; the spectral factors give the low-pass term."""
+    from gnn.models.filters import build_filter, load_filter
+
+    rng = np.random.default_rng(1)
+    R = sp.csr_matrix((rng.random((40, 30)) < 0.2).astype(np.float32))
+    for name, params in (("gfcf", {"k": 6, "alpha": 0.3}), ("bspm", {"k": 6, "beta": 0.2})):
+        fitted = build_filter(name, params).fit(R)
+        reloaded = load_filter(name, params, R, fitted.state())
+        users = np.arange(40)
+        np.testing.assert_allclose(reloaded.score(users).numpy(), fitted.score(users).numpy(), atol=1e-5)
+        np.testing.assert_allclose(fitted.score_rows(R[[3, 7]]).numpy(), fitted.score(np.array([3, 7])).numpy(),
+                                   atol=1e-5)
+    gf = build_filter("gfcf", {"k": 6, "alpha": 1.0}).fit(R)
+    ue, ie = gf.spectral_embeddings()
+    no_ideal = build_filter("gfcf", {"k": 0}).fit(R)
+    np.testing.assert_allclose(ue @ ie.T, gf.score(users).numpy() - no_ideal.score(users).numpy(), atol=1e-4)
+    with pytest.raises(ValueError, match="not a graph-filter model"):
+        build_filter("lightgcn")
+    with pytest.raises(ValueError, match="filter parameters for gfcf"):
+        build_filter("gfcf", {"beta": 0.2})
+    with pytest.raises(ValueError, match="does not fit"):
+        load_filter("gfcf", {}, R, {"vt": np.zeros((2, 5), np.float32)})
+
+
+@pytest.mark.parametrize("model", ["gfcf", "bspm"])
+def test_filter_models_train_publish_and_serve(tmp_path, model: str) -> None:
+    """``gnn.train.train`` fits a filter into a published artifact; serving scores with the whole
+    filter, finds the planted block for known users and for a new user given only items."""
+    from gnn.artifact import load_artifact
+    from gnn.train import train
+    from kgrec.config import TrainConfig
+    from serving.recommender import Recommender
+    from test_gnn import BLOCK, planted_snapshot
+
+    snap = planted_snapshot()
+    cfg = TrainConfig(model=model, filter={"k": 8}, ks=[10, 20], device="cpu")
+    art = train(snap, cfg, tmp_path, progress=False)
+    assert (tmp_path / "current").resolve() == art.resolve()
+    a = load_artifact(tmp_path / "current")
+    assert a.filter_state is not None and a.filter_state["vt"].shape == (8, snap.num_items)
+    assert a.user_embeddings.shape == (160, 8) and a.item_embeddings.shape == (snap.num_items, 8)
+    assert a.meta["scorer"] == model and a.config["filter"] == {"k": 8}
+    assert a.metrics["eval_split"] == "valid" and a.metrics["test"]["recall@20"] > 0.6, a.metrics
+
+    rec = Recommender.load(tmp_path / "current")
+    assert rec.scorer is not None
+    # the served scores are the filter's (not the low-pass embeddings' dot products)
+    fitted = _fitted_filter(a)
+    top = rec.recommend("u0", 5)
+    want = fitted.score(np.array([0]))[0]
+    want[torch.from_numpy(a.train_items(0).astype(np.int64))] = -float("inf")
+    assert [r.item_id for r in top] == [f"i{j}" for j in want.topk(5).indices.tolist()]
+    # user 0 is in community A (items 0..19): every recommendation comes from its block
+    assert all(int(r.item_id[1:]) < BLOCK for r in top)
+    many = rec.recommend_many(["u0", "u1"], 5)
+    assert [r.item_id for r in many[0]] == [r.item_id for r in top]
+    assert all(BLOCK <= int(r.item_id[1:]) < 2 * BLOCK for r in many[1])
+    cold = rec.recommend_from_items([f"i{j}" for j in range(BLOCK, BLOCK + 6)], 5)
+    assert all(BLOCK + 6 <= int(r.item_id[1:]) < 2 * BLOCK for r in cold)
+
+
+def _fitted_filter(artifact):
+    from gnn.models.filters import load_filter
+
+    train = sp.csr_matrix((np.ones(len(artifact.train_indices), np.float32), artifact.train_indices,
+                           artifact.train_indptr), shape=(len(artifact.train_indptr) - 1, len(artifact.ids["item"])))
+    return load_filter(artifact.meta["model"], artifact.config["filter"], train, artifact.filter_state)

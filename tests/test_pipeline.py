@@ -69,6 +69,12 @@ def test_planted_communities_come_back(trained):
 
     cfg, _, _ = trained
     rec = Recommender.load(cfg.train.out_dir / "current")
+    assert_planted_communities(rec)
+    assert all(r.title for r in rec.recommend("u0", k=5))
+
+
+def assert_planted_communities(rec) -> None:
+    """Most of the first 40 users' top-10 items are from their own community, none seen in training."""
     own = total = 0
     for user in [f"u{k}" for k in range(0, 40)]:
         comm = community_of_user(user, SPEC)
@@ -77,7 +83,19 @@ def test_planted_communities_come_back(trained):
         own += sum(community_of_item(r.item_id, SPEC) == comm for r in recs)
         total += len(recs)
     assert own / total > 0.7  # a random ranker gives 0.25 with 4 communities
-    assert all(r.title for r in rec.recommend("u0", k=5))
+
+
+def assert_written_back(graph_session, rec, users: list[str], k: int = 5) -> None:
+    """write_back stores exactly the served top-k of ``users`` as RECOMMENDED relationships."""
+    from serving.writeback import write_back
+
+    out = write_back(graph_session, rec, k=k, users=users)
+    assert out["recommendations"] == k * len(users)
+    for user in users:
+        top = graph_session.driver.execute_query(
+            "MATCH (:User {id:$user})-[r:RECOMMENDED]->(i:Item) RETURN i.id AS id ORDER BY r.rank", user=user,
+            database_=graph_session.database).records
+        assert [r["id"] for r in top] == [r.item_id for r in rec.recommend(user, k)]
 
 
 def test_http_api(trained):
@@ -97,16 +115,10 @@ def test_http_api(trained):
 
 def test_write_back_and_vector_index(trained, graph_session):
     from serving import Recommender
-    from serving.writeback import write_back
 
     cfg, _, _ = trained
     rec = Recommender.load(cfg.train.out_dir / "current")
-    out = write_back(graph_session, rec, k=5, users=["u0", "u1"])
-    assert out["recommendations"] == 10
-    top = graph_session.driver.execute_query(
-        "MATCH (:User {id:'u0'})-[r:RECOMMENDED]->(i:Item) RETURN i.id AS id ORDER BY r.rank",
-        database_=graph_session.database).records
-    assert [r["id"] for r in top] == [r.item_id for r in rec.recommend("u0", 5)]
+    assert_written_back(graph_session, rec, ["u0", "u1"])
     for _ in range(60):  # the vector index populates asynchronously
         if graph_session.query("writeback/vector_index_info")[0]["state"] == "ONLINE":
             break
@@ -130,6 +142,30 @@ def test_killed_retrain_leaves_previous_model_serving(trained):
     from serving import Recommender
 
     assert len(Recommender.load(current).recommend("u0", 3)) == 3
+
+
+def test_graph_filter_model_through_cli_serving_and_write_back(trained, graph_session, tmp_path):
+    """`kgrec train --model bspm` on the exported snapshot: a published artifact whose filter serves
+    the planted communities, over HTTP too, and whose low-pass embeddings feed the vector index."""
+    from fastapi.testclient import TestClient
+
+    from serving import Recommender
+    from serving.http import create_app
+
+    _, snapshot, _ = trained
+    env = {**os.environ, "KGREC_TRAIN__OUT_DIR": str(tmp_path), "KGREC_TRAIN__FILTER": '{"k": 24, "beta": 0.2}',
+           "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run([sys.executable, "-m", "kgrec.cli", "train", str(snapshot), "--model", "bspm"], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rec = Recommender.load(tmp_path / "current")
+    assert rec.scorer is not None and rec.item_emb.shape == (SPEC.num_items, 24)
+    assert_planted_communities(rec)
+    client = TestClient(create_app(tmp_path / "current"))
+    assert client.get("/health").json()["scorer"] == "graph filter"
+    cold = client.post("/recommend/cold", json={"item_ids": ["i0", "i4", "i8"], "k": 5}).json()["items"]
+    assert sum(community_of_item(r["item_id"], SPEC) == 0 for r in cold) >= 4
+    assert_written_back(graph_session, rec, ["u0", "u1"])
 
 
 def test_forget_user_removes_them_from_the_next_export(trained, graph_session, tmp_path):

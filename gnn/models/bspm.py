@@ -56,16 +56,15 @@ class BSPM(GFCF):
         self._rn_csr: torch.Tensor | None = None
         self._rn_t_csr: torch.Tensor | None = None
 
-    def fit(self, train: sp.spmatrix) -> "BSPM":
-        """GF-CF's fit (normalised matrix, truncated SVD) plus torch CSR copies for dense products."""
-        super().fit(train)
-        rn = self._rn_sp if self._rn_sp is not None else None
-        if rn is not None:
-            self._rn_csr = self._to_torch(rn)
+    def _prepare(self, train: sp.spmatrix) -> sp.csr_matrix:
+        """GF-CF's preparation plus torch CSR copies of R~ and R~^T for the dense products."""
+        Rn = super()._prepare(train)
+        if self._rn_sp is not None:
+            self._rn_csr = self._to_torch(self._rn_sp)
             self._rn_t_csr = self._to_torch(self._rn_t_sp)
         else:
             self._rn_csr, self._rn_t_csr = self._rn, self._rn_t
-        return self
+        return Rn
 
     def _times_a(self, cols: torch.Tensor) -> torch.Tensor:
         """:math:`(x A)^\\top` for column-stacked rows ``cols`` (I, B): :math:`\\tilde R^\\top (\\tilde R\\, x^\\top)`."""
@@ -76,13 +75,9 @@ class BSPM(GFCF):
         di, di_inv = self._di.unsqueeze(1), self._di_inv.unsqueeze(1)
         return (self._vt.t() @ (self._vt @ (cols * di))) * di_inv
 
-    def score(self, user: np.ndarray | torch.Tensor) -> torch.Tensor:
-        """(B, I) float32 scores on ``device`` for (B,) user indices.
-
-        Raises:
-            RuntimeError: called before :meth:`fit`.
-        """
-        r = torch.from_numpy(self._rows(user).T.toarray()).to(self.device)  # (I, B): one column per user
+    def score_rows(self, r_sp: sp.csr_matrix) -> torch.Tensor:
+        """(B, I) float32 scores for (B, I) raw interaction rows, trained users or not."""
+        r = torch.from_numpy(sp.csr_matrix(r_sp, dtype=np.float32).T.toarray()).to(self.device)  # (I, B)
         # blur: Euler steps of x' = xA - x (one unit step is the GF-CF linear filter r A)
         h = self.blur_time / self.blur_steps
         x = r

@@ -64,6 +64,63 @@ class GFCF:
             ``self``.
         """
         t0 = time.perf_counter()
+        Rn = self._prepare(train)
+        k = min(self.k, min(Rn.shape) - 1)
+        vt = None
+        if k > 0:
+            if self.svd_solver == "arpack":
+                from scipy.sparse.linalg import svds
+                v0 = np.random.default_rng(self.seed).random(min(Rn.shape))
+                _, sv, vt = svds(Rn, k=k, v0=v0)
+                vt = vt[np.argsort(-sv)]
+            else:
+                torch.manual_seed(self.seed)
+                a = self._to_torch(Rn, layout=torch.sparse_coo)
+                _, _, v = torch.svd_lowrank(a, q=k + 64, niter=6)
+                vt = v[:, :k].t().cpu().numpy()
+        self._set_vt(vt)
+        self.fit_seconds = time.perf_counter() - t0
+        logger.info("%s fit in %.1fs (k=%d, %s)", type(self).__name__, self.fit_seconds, k, self.svd_solver)
+        return self
+
+    def load(self, train: sp.spmatrix, vt: np.ndarray | None) -> "GFCF":
+        """Rebuild a fitted filter from its training matrix and the saved :meth:`state` (no SVD).
+
+        Raises:
+            ValueError: ``vt`` does not have one column per item.
+        """
+        Rn = self._prepare(train)
+        if vt is not None and (vt.ndim != 2 or vt.shape[1] != Rn.shape[1]):
+            raise ValueError(f"vt of shape {vt.shape} does not fit {Rn.shape[1]} items")
+        self._set_vt(vt if vt is not None and vt.size else None)
+        return self
+
+    def state(self) -> dict[str, np.ndarray]:
+        """What :meth:`load` needs besides the training matrix: ``vt`` (k, I), the top right singular vectors."""
+        if self.R is None:
+            raise RuntimeError(f"{type(self).__name__}.fit must be called first")
+        vt = self._vt.cpu().numpy() if self._vt is not None else np.zeros((0, self.R.shape[1]), np.float32)
+        return {"vt": vt}
+
+    def spectral_embeddings(self) -> tuple[np.ndarray, np.ndarray]:
+        r"""User (U, k) and item (I, k) factors of the ideal low-pass term.
+
+        ``user @ item.T`` equals :math:`R D_I^{-1/2} V_k V_k^\top D_I^{1/2}` (without ``alpha``); the
+        item rows are :math:`V_k` scaled per item, so their cosine similarity is that of the items'
+        spectral coordinates. Models write these to Neo4j's vector index.
+        """
+        if self.R is None or self._vt is None:
+            raise RuntimeError(f"{type(self).__name__} has no low-pass term (fit it with k > 0)")
+        vt = self._vt.cpu().numpy()
+        user = np.asarray((self.R @ sp.diags(self._di.cpu().numpy())) @ vt.T, dtype=np.float32)
+        item = np.ascontiguousarray((vt * self._di_inv.cpu().numpy()).T)
+        return user, item
+
+    def _set_vt(self, vt: np.ndarray | None) -> None:
+        self._vt = None if vt is None else torch.from_numpy(np.ascontiguousarray(vt, dtype=np.float32)).to(self.device)
+
+    def _prepare(self, train: sp.spmatrix) -> sp.csr_matrix:
+        """Binary ``R``, degree scalings and the normalised matrix in the scoring layout; returns R~ (float64)."""
         R = sp.csr_matrix(train, dtype=np.float64)
         R.data[:] = 1.0
         du = np.asarray(R.sum(1)).ravel()
@@ -84,23 +141,7 @@ class GFCF:
         di_inv = np.zeros_like(di_is)
         np.divide(1.0, di_is, out=di_inv, where=di_is > 0)
         self._di_inv = torch.from_numpy(di_inv.astype(np.float32)).to(self.device)
-        k = min(self.k, min(R.shape) - 1)
-        self._vt = None
-        if k > 0:
-            if self.svd_solver == "arpack":
-                from scipy.sparse.linalg import svds
-                v0 = np.random.default_rng(self.seed).random(min(R.shape))
-                _, sv, vt = svds(Rn, k=k, v0=v0)
-                vt = vt[np.argsort(-sv)]
-            else:
-                torch.manual_seed(self.seed)
-                a = self._to_torch(Rn, layout=torch.sparse_coo)
-                _, _, v = torch.svd_lowrank(a, q=k + 64, niter=6)
-                vt = v[:, :k].t().cpu().numpy()
-            self._vt = torch.from_numpy(np.ascontiguousarray(vt, dtype=np.float32)).to(self.device)
-        self.fit_seconds = time.perf_counter() - t0
-        logger.info("GF-CF fit in %.1fs (k=%d, alpha=%.2f, %s)", self.fit_seconds, k, self.alpha, self.svd_solver)
-        return self
+        return Rn
 
     def score(self, user: np.ndarray | torch.Tensor) -> torch.Tensor:
         """(B, I) float32 scores on ``device`` for (B,) user indices.
@@ -108,7 +149,15 @@ class GFCF:
         Raises:
             RuntimeError: called before :meth:`fit`.
         """
-        r_sp = self._rows(user)
+        return self.score_rows(self._rows(user))
+
+    def score_rows(self, r_sp: sp.csr_matrix) -> torch.Tensor:
+        """(B, I) float32 scores for (B, I) raw interaction rows, trained users or not.
+
+        The filter needs no user parameters, so a new user's row (the items they interacted
+        with) is scored exactly like a training user's.
+        """
+        r_sp = sp.csr_matrix(r_sp, dtype=np.float32)
         r = torch.from_numpy(r_sp.toarray()).to(self.device)  # (B, I) raw rows
         if self._rn_sp is not None:
             # CPU: sparse-sparse products (r R~^T) R~ are the fastest measured path
