@@ -8,7 +8,9 @@ database.
 
     .venv/bin/python bench/bench_ingest_write.py --interactions 1000000 --writers 1,2,4
 
-Uses the test server (``.kgrec/neo4j-test-7688``, wiped) unless NEO4J_URI is set.
+Uses its own managed server (``.kgrec/neo4j-bench``, ports 7692/7479, wiped; ``--heap``, default the
+product's 2 GB heap and page cache) unless NEO4J_URI is set. It keeps running for ``--export-only``;
+``--stop`` stops it.
 """
 from __future__ import annotations
 
@@ -29,7 +31,7 @@ from kg.neo4j_server import ManagedNeo4j  # noqa: E402
 from kg.records import GraphRecords  # noqa: E402
 from kg.schema import apply_schema, wipe  # noqa: E402
 from kg.synthetic import SyntheticSpec, generate  # noqa: E402
-from kgrec.config import ExportConfig, IngestConfig  # noqa: E402
+from kgrec.config import ExportConfig, IngestConfig, Neo4jConfig  # noqa: E402
 from tests.conftest import test_neo4j_config  # noqa: E402
 
 
@@ -53,6 +55,15 @@ class RetryCounter(logging.Handler):
             self.count += 1
 
 
+def bench_neo4j_config(heap: str) -> Neo4jConfig:
+    """NEO4J_URI's server when set, else the bench's own managed server (ports 7692/7479) with ``heap``
+    for both the heap and the page cache. A running bench server keeps the heap it was started with."""
+    cfg = test_neo4j_config()
+    if not cfg.managed:
+        return cfg
+    return Neo4jConfig(home=Path(__file__).resolve().parents[1] / ".kgrec" / "neo4j-bench", bolt_port=7692, http_port=7479, heap=heap, pagecache=heap)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--interactions", type=int, default=1_000_000)
@@ -61,10 +72,17 @@ def main() -> None:
                    help="comma-separated concurrent writer counts to compare; the last one's graph is kept")
     p.add_argument("--single-sample", type=int, default=2000, help="events written one per transaction")
     p.add_argument("--export-only", action="store_true",
-                   help="only time an export of the graph already in the test server (writes ingest_export.json)")
+                   help="only time an export of the graph already in the bench server (writes ingest_export.json)")
+    p.add_argument("--heap", default=Neo4jConfig().heap,
+                   help="heap and page cache of the bench's own server (default: the product default)")
+    p.add_argument("--stop", action="store_true", help="stop the bench's own server and exit")
     args = p.parse_args()
+    cfg = bench_neo4j_config(args.heap)
+    if args.stop:
+        if cfg.managed:
+            ManagedNeo4j(cfg).stop()
+        return
     if args.export_only:
-        cfg = test_neo4j_config()
         with connect(cfg) as g:
             from kg.ingest import graph_counts
 
@@ -78,7 +96,6 @@ def main() -> None:
         print(write_result("ingest_export", result))
         return
 
-    cfg = test_neo4j_config()
     server_pid = None
     if cfg.managed:
         ManagedNeo4j(cfg).start()
@@ -168,6 +185,7 @@ def main() -> None:
         "bulk_import": bulk,
         "ratio_bulk_vs_unwind": round(bulk["relationships_per_s_total"] / batch_rate, 1) if bulk else None,
         "targets": {"relationships_per_s": 50_000, "export_seconds_1M": 30},
+        "server": {"heap": cfg.heap, "pagecache": cfg.pagecache, "managed": cfg.managed},
     }
     print(result)
     print(write_result("ingest_write", result))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -28,6 +29,17 @@ logger = logging.getLogger(__name__)
 
 ENTRY_POINT = "org.neo4j.server.CommunityEntryPoint"
 ADMIN_TOOL = "org.neo4j.cli.AdminTool"
+# The JVM flags Neo4j's own launcher (bin/neo4j) starts the server with by default. A direct
+# ``java ... CommunityEntryPoint`` start must pass them itself, and the heap too: the launcher turns
+# ``server.memory.heap.*`` into -Xms/-Xmx, the server never reads them.
+JVM_OPTIONS = ("-XX:+UseG1GC", "-XX:-OmitStackTraceInFastThrow", "-XX:+AlwaysPreTouch",
+               "-XX:+UnlockExperimentalVMOptions", "-XX:+TrustFinalNonStaticFields", "-XX:+DisableExplicitGC",
+               "-Djdk.nio.maxCachedBufferSize=1024", "-Dio.netty.tryReflectionSetAccessible=true",
+               "-Djdk.tls.ephemeralDHKeySize=2048", "-Djdk.tls.rejectClientInitiatedRenegotiation=true",
+               "-Dlog4j2.disable.jmx=true", "-XX:+ExitOnOutOfMemoryError", "-Dfile.encoding=UTF-8",
+               "--add-opens=java.base/java.nio=ALL-UNNAMED", "--add-opens=java.base/java.io=ALL-UNNAMED",
+               "--add-opens=java.base/sun.nio.ch=ALL-UNNAMED")
+_MEMORY_SIZE = re.compile(r"^[1-9][0-9]*[kKmMgG]?$")
 
 
 @dataclass
@@ -115,6 +127,17 @@ class ManagedNeo4j:
             old.unlink()
         self._marker().touch()
 
+    def jvm_options(self) -> list[str]:
+        """JVM flags for the server: the configured heap as -Xms/-Xmx plus :data:`JVM_OPTIONS`.
+
+        Raises:
+            Neo4jSetupError: the heap size is not a JVM memory size such as ``2g`` or ``512m``.
+        """
+        heap = str(self.config.heap).strip()
+        if not _MEMORY_SIZE.match(heap):
+            raise Neo4jSetupError(f"neo4j.heap must be a size such as 2g or 512m, not {heap!r}")
+        return [f"-Xms{heap}", f"-Xmx{heap}", *JVM_OPTIONS]
+
     def _write_conf(self) -> Path:
         conf_dir = self.home / "conf"
         conf_dir.mkdir(parents=True, exist_ok=True)
@@ -199,8 +222,7 @@ class ManagedNeo4j:
         conf_dir = self._write_conf()
         self._ensure_password(java, conf_dir)
         log = (self.home / "logs" / "console.log").open("ab")
-        cmd = [java, "-XX:+UseG1GC", "-XX:+ExitOnOutOfMemoryError", "-Dfile.encoding=UTF-8",
-               "-cp", str(self.lib_dir / "*"), ENTRY_POINT,
+        cmd = [java, *self.jvm_options(), "-cp", str(self.lib_dir / "*"), ENTRY_POINT,
                f"--home-dir={self.home}", f"--config-dir={conf_dir}"]
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 cwd=self.home, start_new_session=True)

@@ -20,7 +20,14 @@ def apply_schema(graph: Graph) -> None:
 
 
 def wipe(graph: Graph, batch: int = 20000) -> int:
-    """Delete every node and relationship, in batches. Returns the number of nodes deleted."""
+    """Delete every relationship, then every node, ``batch`` at a time. Returns the number of nodes deleted.
+
+    Relationships go first so that no transaction holds more than ``batch`` deletions: with a 1 GB
+    heap, detaching 20,000 nodes of the 1M-interaction graph at once exceeded the server's
+    transaction memory limit (70 % of the heap).
+    """
+    while graph.write("schema/wipe_relationships_batch", limit=batch).relationships_deleted:
+        pass
     total = 0
     while True:
         counters = graph.write("schema/wipe_batch", limit=batch)

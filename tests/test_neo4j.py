@@ -4,11 +4,12 @@ from __future__ import annotations
 import stat
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from kg.connection import connect
-from kg.errors import ConstraintViolation, Neo4jConnectionError
+from kg.errors import ConstraintViolation, Neo4jConnectionError, Neo4jSetupError
 from kg.ingest import graph_counts, ingest
 from kg.neo4j_server import ManagedNeo4j
 from kg.records import GraphRecords
@@ -90,6 +91,15 @@ def test_managed_server_password_file_and_status(neo4j_config):
     assert status.running and not started
     conf = (neo4j_config.home / "conf" / "neo4j.conf").read_text()
     assert "127.0.0.1" in conf and "dbms.security.auth_enabled=true" in conf
+    # the running JVM got the configured heap (the server itself never reads server.memory.heap.*)
+    cmdline = Path(f"/proc/{status.pid}/cmdline").read_bytes().split(b"\0")
+    assert f"-Xmx{neo4j_config.heap}".encode() in cmdline and f"-Xms{neo4j_config.heap}".encode() in cmdline
+
+
+def test_jvm_options_reject_a_bad_heap_size(tmp_path):
+    assert ManagedNeo4j(Neo4jConfig(home=tmp_path, heap="512m")).jvm_options()[:2] == ["-Xms512m", "-Xmx512m"]
+    with pytest.raises(Neo4jSetupError, match="heap"):
+        ManagedNeo4j(Neo4jConfig(home=tmp_path, heap="2 GB")).jvm_options()
 
 
 def test_incremental_ingest_writes_only_events_past_the_watermark(graph):
