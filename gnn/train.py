@@ -336,8 +336,7 @@ def train(snapshot: Any, cfg: TrainConfig, out_dir: str | Path, text_embeddings:
         out_dir, cfg, snapshot, train_csr, ue.cpu().numpy(), ie.cpu().numpy(),
         metrics={"test": final, "eval_split": eval_split, "stop_metric": stop_metric,
                  "best_epoch": best_epoch, "best_score": best_score, "history": history},
-        meta={"snapshot": str(snapshot_path) if snapshot_path is not None else snapshot.meta.get("name"),
-              "device": str(device), "epochs_run": epoch},
+        meta={"device": str(device), "epochs_run": epoch}, snapshot_path=snapshot_path,
         curve_png=_curve_png(history, f"{eval_split}_{stop_metric}"), publish_current=publish_current)
     if not budget_stop:
         shutil.rmtree(ckpt_dir, ignore_errors=True)
@@ -346,8 +345,9 @@ def train(snapshot: Any, cfg: TrainConfig, out_dir: str | Path, text_embeddings:
 
 
 def _write_artifact(out_dir: Path, cfg: TrainConfig, snapshot: Any, train_csr: sp.csr_matrix, ue: np.ndarray,
-                    ie: np.ndarray, *, metrics: dict[str, Any], meta: dict[str, Any], curve_png: bytes | None,
-                    publish_current: bool, filter_state: dict[str, np.ndarray] | None = None) -> Path:
+                    ie: np.ndarray, *, metrics: dict[str, Any], meta: dict[str, Any],
+                    snapshot_path: str | Path | None, curve_png: bytes | None, publish_current: bool,
+                    filter_state: dict[str, np.ndarray] | None = None) -> Path:
     """Write ``out_dir/<version>/`` through a temporary directory renamed at the end, then publish it."""
     version = _new_version(out_dir, cfg.model)
     tmp = out_dir / f".tmp-{version}"
@@ -360,7 +360,9 @@ def _write_artifact(out_dir: Path, cfg: TrainConfig, snapshot: Any, train_csr: s
             train_indptr=train_csr.indptr, train_indices=train_csr.indices, config=_config_dict(cfg),
             metrics=metrics,
             meta={"version": version, "model": cfg.model, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                  "code_version": code_version(), **meta, "num_users": U, "num_items": I,
+                  "code_version": code_version(),
+                  "snapshot": str(snapshot_path) if snapshot_path is not None else snapshot.meta.get("name"),
+                  **meta, "num_users": U, "num_items": I,
                   "embedding_dim": int(ue.shape[1])},
             curve_png=curve_png, filter_state=filter_state)
         final_dir = out_dir / version
@@ -388,8 +390,9 @@ def _fit_filter(snapshot: Any, cfg: TrainConfig, out_dir: Path, *, snapshot_path
         raise TrainingError("snapshot has no training interactions")
     train_csr = to_csr(splits["train"].user, splits["train"].item, U, I)
     model = build_filter(cfg.model, cfg.filter, cfg.seed, device).fit(train_csr)
-    if model.k < 1 or model.state()["vt"].shape[0] == 0:
-        raise TrainingError(f"{cfg.model} needs a low-pass rank k >= 1 for its embeddings (got {model.k})")
+    if model.state()["vt"].shape[0] == 0:
+        raise TrainingError(f"{cfg.model} needs a low-pass rank k >= 1 for its embeddings "
+                            f"(k={model.k}, {min(train_csr.shape)} users or items)")
     ks = sorted(set(cfg.ks) | {20})
     results: dict[str, dict[str, float]] = {}
     valid = splits["valid"]
@@ -412,8 +415,7 @@ def _fit_filter(snapshot: Any, cfg: TrainConfig, out_dir: Path, *, snapshot_path
         metrics={"test": results.get("test", {}), "eval_split": eval_split, "stop_metric": "ndcg@20",
                  "best_epoch": 0, "best_score": results[eval_split]["ndcg@20"], "history": [row],
                  "fit_seconds": model.fit_seconds},
-        meta={"snapshot": str(snapshot_path) if snapshot_path is not None else snapshot.meta.get("name"),
-              "device": str(device), "epochs_run": 0, "scorer": cfg.model},
+        meta={"device": str(device), "epochs_run": 0, "scorer": cfg.model}, snapshot_path=snapshot_path,
         curve_png=None, publish_current=publish_current, filter_state=model.state())
     logger.info("wrote %s (%r, test %s)", final_dir, model,
                 {k: round(v, 4) for k, v in results.get("test", {}).items() if "@20" in k})
