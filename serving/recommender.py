@@ -56,6 +56,7 @@ class Recommender:
         self.train_indptr, self.train_indices = train_indptr, train_indices
         self.meta = meta or {}
         self.scorer = scorer
+        self._train = _train_csr(train_indptr, train_indices, len(item_ids))
 
     @classmethod
     def load(cls, path: str | Path) -> "Recommender":
@@ -76,7 +77,7 @@ class Recommender:
         with np.load(path / "train_items.npz") as z:
             indptr, indices = z["indptr"], z["indices"]
         return cls(user_emb, item_emb, ids["user"], ids["item"], titles, indptr, indices, meta,
-                   scorer=_filter_scorer(path, meta, indptr, indices, len(ids["item"])))
+                   scorer=_filter_scorer(path, meta, _train_csr(indptr, indices, len(ids["item"]))))
 
     @property
     def version(self) -> str:
@@ -112,7 +113,7 @@ class Recommender:
             UnknownUserError: a user is not in the model.
         """
         users = np.array([self._user(u) for u in user_ids], dtype=np.int64)
-        seen = self._train_rows(users)
+        seen = self._train[users]
         if self.scorer is not None:
             scores = self.scorer.score_rows(seen).float().cpu()
         else:
@@ -137,14 +138,6 @@ class Recommender:
         scores[torch.tensor(rows)] = float("-inf")
         return self._top(scores, k)
 
-    def _train_rows(self, users: np.ndarray) -> sp.csr_matrix:
-        """(B, I) binary CSR of the users' training items."""
-        starts, ends = self.train_indptr[users], self.train_indptr[users + 1]
-        indptr = np.concatenate([[0], np.cumsum(ends - starts)])
-        indices = (np.concatenate([self.train_indices[a:b] for a, b in zip(starts, ends)])
-                   if len(users) else np.zeros(0, np.int64))
-        return sp.csr_matrix((np.ones(len(indices), np.float32), indices, indptr), shape=(len(users), len(self.item_ids)))
-
     def similar_items(self, item_id: str, k: int = 10) -> list[Recommendation]:
         """Items nearest to ``item_id`` by cosine similarity of their embeddings."""
         if item_id not in self.item_index:
@@ -161,7 +154,12 @@ class Recommender:
                 for v, j in zip(values.tolist(), index.tolist())]
 
 
-def _filter_scorer(path: Path, meta: dict, indptr: np.ndarray, indices: np.ndarray, num_items: int) -> RowScorer | None:
+def _train_csr(indptr: np.ndarray, indices: np.ndarray, num_items: int) -> sp.csr_matrix:
+    """(U, I) binary CSR of every user's training items."""
+    return sp.csr_matrix((np.ones(len(indices), np.float32), indices, indptr), shape=(len(indptr) - 1, num_items))
+
+
+def _filter_scorer(path: Path, meta: dict, train: sp.csr_matrix) -> RowScorer | None:
     """The fitted graph filter of a ``gfcf``/``bspm`` artifact (None for embedding models)."""
     from gnn.artifact import load_filter_state
 
@@ -171,7 +169,6 @@ def _filter_scorer(path: Path, meta: dict, indptr: np.ndarray, indices: np.ndarr
     from gnn.models.filters import load_filter
 
     config = json.loads((path / "config.json").read_text()) if (path / "config.json").is_file() else {}
-    train = sp.csr_matrix((np.ones(len(indices), np.float32), indices, indptr), shape=(len(indptr) - 1, num_items))
     return load_filter(meta.get("model", "gfcf"), config.get("filter"), train, state)
 
 
