@@ -61,7 +61,8 @@ def bench_neo4j_config(heap: str) -> Neo4jConfig:
     cfg = test_neo4j_config()
     if not cfg.managed:
         return cfg
-    return Neo4jConfig(home=Path(__file__).resolve().parents[1] / ".kgrec" / "neo4j-bench", bolt_port=7692, http_port=7479, heap=heap, pagecache=heap)
+    return Neo4jConfig(home=Path(__file__).resolve().parents[1] / ".kgrec" / "neo4j-bench", bolt_port=7692,
+                       http_port=7479, heap=heap, pagecache=heap)
 
 
 def main() -> None:

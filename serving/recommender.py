@@ -56,7 +56,8 @@ class Recommender:
         self.train_indptr, self.train_indices = train_indptr, train_indices
         self.meta = meta or {}
         self.scorer = scorer
-        self._train = _train_csr(train_indptr, train_indices, len(item_ids))
+        self._train = sp.csr_matrix((np.ones(len(train_indices), np.float32), train_indices, train_indptr),
+                                    shape=(len(user_ids), len(item_ids)))  # (U, I) training items
 
     @classmethod
     def load(cls, path: str | Path) -> "Recommender":
@@ -76,8 +77,9 @@ class Recommender:
         titles = ids.get("item_title") or _titles_from_snapshot(meta, len(ids["item"]))
         with np.load(path / "train_items.npz") as z:
             indptr, indices = z["indptr"], z["indices"]
-        return cls(user_emb, item_emb, ids["user"], ids["item"], titles, indptr, indices, meta,
-                   scorer=_filter_scorer(path, meta, _train_csr(indptr, indices, len(ids["item"]))))
+        rec = cls(user_emb, item_emb, ids["user"], ids["item"], titles, indptr, indices, meta)
+        rec.scorer = _filter_scorer(path, meta, rec._train)
+        return rec
 
     @property
     def version(self) -> str:
@@ -154,20 +156,14 @@ class Recommender:
                 for v, j in zip(values.tolist(), index.tolist())]
 
 
-def _train_csr(indptr: np.ndarray, indices: np.ndarray, num_items: int) -> sp.csr_matrix:
-    """(U, I) binary CSR of every user's training items."""
-    return sp.csr_matrix((np.ones(len(indices), np.float32), indices, indptr), shape=(len(indptr) - 1, num_items))
-
-
 def _filter_scorer(path: Path, meta: dict, train: sp.csr_matrix) -> RowScorer | None:
     """The fitted graph filter of a ``gfcf``/``bspm`` artifact (None for embedding models)."""
     from gnn.artifact import load_filter_state
+    from gnn.models.filters import load_filter
 
     state = load_filter_state(path)
     if state is None:
         return None
-    from gnn.models.filters import load_filter
-
     config = json.loads((path / "config.json").read_text()) if (path / "config.json").is_file() else {}
     return load_filter(meta.get("model", "gfcf"), config.get("filter"), train, state)
 
