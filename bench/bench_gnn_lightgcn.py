@@ -49,7 +49,9 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=5e-3)
     ap.add_argument("--layers", type=int, default=3)
     ap.add_argument("--dim", type=int, default=64)
+    ap.add_argument("--weight-decay", type=float, default=1e-4, help="L2 on the batch's ego embeddings")
     ap.add_argument("--negatives", default="uniform")
+    ap.add_argument("--positive-sampling", default="interaction", choices=["interaction", "user"])
     ap.add_argument("--device", default="auto")
     ap.add_argument("--eval-every", type=int, default=1)
     ap.add_argument("--target-recall", type=float, default=0.18, help="report the wall time to reach this Recall@20")
@@ -63,41 +65,55 @@ def main() -> None:
 
     snap = snapshot_from_lightgcn(args.data)
     cfg = TrainConfig(model="lightgcn", embedding_dim=args.dim, num_layers=args.layers, lr=args.lr,
-                      weight_decay=1e-4, batch_size=args.batch_size, epochs=args.epochs, eval_every=args.eval_every,
-                      patience=1000, negative_sampling=args.negatives, ks=[20], seed=2020, device=args.device)
+                      weight_decay=args.weight_decay, batch_size=args.batch_size, epochs=args.epochs, eval_every=args.eval_every,
+                      patience=1000, negative_sampling=args.negatives,
+                      positive_sampling=args.positive_sampling, ks=[20], seed=2020, device=args.device)
     rows: list[dict] = []
     t0 = time.perf_counter()
     clock: list[float] = []
+    out = Path(args.out) if args.out else ROOT / "bench" / "results" / f"gnn_lightgcn_{Path(args.data).name}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+    def summary(final: dict | None) -> dict:
+        """The result so far; ``final`` is the artifact's metrics once training has ended."""
+        epochs = [{"epoch": r["epoch"], "loss": round(r["loss"], 5), "train_s": r["train_s"],
+                   "eval_s": r.get("eval_s"), "wall_s": round(c, 1),
+                   "recall@20": round(r["test_recall@20"], 4) if "test_recall@20" in r else None,
+                   "ndcg@20": round(r["test_ndcg@20"], 4) if "test_ndcg@20" in r else None}
+                  for r, c in zip(rows, clock)]
+        reached = next((e for e in epochs if (e["recall@20"] or 0) >= args.target_recall), None)
+        evaluated = [e for e in epochs if e["ndcg@20"] is not None]
+        best = max(evaluated, key=lambda e: e["ndcg@20"], default=None)
+        if final is not None:
+            best = {"epoch": final["best_epoch"], "recall@20": round(final["test"]["recall@20"], 4),
+                    "ndcg@20": round(final["test"]["ndcg@20"], 4)}
+        return {"model": "lightgcn (gnn.models.lightgcn)", "dataset": Path(args.data).name,
+                "config": {k: str(v) if isinstance(v, Path) else v for k, v in vars(cfg).items()},
+                "complete": final is not None, "budget_s": args.budget_s,
+                "wall_s": round(time.perf_counter() - t0, 1), "epochs": epochs,
+                "mean_epoch_train_s": round(sum(r["train_s"] for r in rows) / len(rows), 2),
+                "median_epoch_train_s": round(statistics.median(r["train_s"] for r in rows), 2),
+                "min_epoch_train_s": round(min(r["train_s"] for r in rows), 2),
+                "best": best and {k: best[k] for k in ("epoch", "recall@20", "ndcg@20")},
+                "time_to_target": {"recall@20": args.target_recall,
+                                   "wall_s": reached["wall_s"] if reached else None,
+                                   "epoch": reached["epoch"] if reached else None,
+                                   "reached": reached is not None},
+                "machine": device_info(resolve_device(args.device)),
+                "measured": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
 
     def hook(epoch: int, row: dict) -> None:
         rows.append(dict(row))
         clock.append(time.perf_counter() - t0)
+        if "test_ndcg@20" in row:  # a killed run still leaves its figures so far ("complete": false)
+            out.write_text(json.dumps(summary(None), indent=2))
 
     with tempfile.TemporaryDirectory() as tmp:
         art = train(snap, cfg, Path(args.models_dir or tmp), epoch_hook=hook, max_time_s=args.budget_s,
                     progress=False, publish_current=False)
-        final = json.loads((art / "metrics.json").read_text())
-    wall = time.perf_counter() - t0
-    epochs = [{"epoch": r["epoch"], "loss": round(r["loss"], 5), "train_s": r["train_s"], "eval_s": r.get("eval_s"),
-               "wall_s": round(c, 1), "recall@20": round(r["test_recall@20"], 4) if "test_recall@20" in r else None,
-               "ndcg@20": round(r["test_ndcg@20"], 4) if "test_ndcg@20" in r else None}
-              for r, c in zip(rows, clock)]
-    reached = next((e for e in epochs if (e["recall@20"] or 0) >= args.target_recall), None)
-    ours_epoch_s = sum(r["train_s"] for r in rows) / len(rows)
-    result = {"model": "lightgcn (gnn.models.lightgcn)", "dataset": Path(args.data).name,
-              "config": {k: str(v) if isinstance(v, Path) else v for k, v in vars(cfg).items()},
-              "budget_s": args.budget_s, "wall_s": round(wall, 1), "epochs": epochs,
-              "mean_epoch_train_s": round(ours_epoch_s, 2),
-              "median_epoch_train_s": round(statistics.median(r["train_s"] for r in rows), 2),
-              "min_epoch_train_s": round(min(r["train_s"] for r in rows), 2),
-              "best": {"epoch": final["best_epoch"], "recall@20": round(final["test"]["recall@20"], 4),
-                       "ndcg@20": round(final["test"]["ndcg@20"], 4)},
-              "time_to_target": {"recall@20": args.target_recall,
-                                 "wall_s": reached["wall_s"] if reached else None,
-                                 "epoch": reached["epoch"] if reached else None,
-                                 "reached": reached is not None},
-              "machine": device_info(resolve_device(args.device)),
-              "measured": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        result = summary(json.loads((art / "metrics.json").read_text()))
+    epochs = result["epochs"]
+    ours_epoch_s = result["mean_epoch_train_s"]
     print(json.dumps({"ours": epochs}), flush=True)
     if args.baseline:
         base = run_baseline(args.data, args.baseline_epochs, timeout_s=3600)
@@ -107,8 +123,6 @@ def main() -> None:
         result["epoch_time_ratio_baseline_over_ours"] = round(base_epoch_s / ours_epoch_s, 2)
         result["epoch_time_ratio_baseline_over_ours_median"] = round(base_epoch_s / result["median_epoch_train_s"], 2)
         print(json.dumps({"baseline": base, "ratio": result["epoch_time_ratio_baseline_over_ours"]}), flush=True)
-    out = Path(args.out) if args.out else ROOT / "bench" / "results" / f"gnn_lightgcn_{result['dataset']}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
 
 

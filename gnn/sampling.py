@@ -10,6 +10,27 @@ import torch
 logger = logging.getLogger(__name__)
 
 STRATEGIES = ("uniform", "popularity", "hard")
+POSITIVE_SAMPLING = ("interaction", "user")
+
+
+def epoch_pairs(train: sp.csr_matrix, unit: str, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """One epoch's (user, positive item) pairs, as many as there are training pairs.
+
+    ``interaction`` shuffles the training pairs (each is visited once); ``user`` draws a uniform
+    user among those with training items, then one of that user's items uniformly, so every user
+    weighs the same in the loss, as in the metrics (the LightGCN reference code's sampler).
+    """
+    if unit not in POSITIVE_SAMPLING:
+        raise ValueError(f"unknown positive_sampling {unit!r}; choose from {POSITIVE_SAMPLING}")
+    deg = np.diff(train.indptr)
+    if unit == "interaction":
+        perm = rng.permutation(train.nnz)
+        users = np.repeat(np.arange(train.shape[0], dtype=np.int64), deg)
+        return users[perm], train.indices[perm].astype(np.int64)
+    active = np.flatnonzero(deg > 0)
+    users = active[rng.integers(0, len(active), train.nnz)].astype(np.int64)
+    offset = (rng.random(train.nnz) * deg[users]).astype(np.int64)
+    return users, train.indices[train.indptr[users] + offset].astype(np.int64)
 
 
 class NegativeSampler:

@@ -31,7 +31,7 @@ from kgrec.config import TrainConfig
 from .artifact import publish, save_artifact
 from .evaluate import evaluate, to_csr
 from .models.filters import FILTER_MODELS, build_filter
-from .sampling import NegativeSampler
+from .sampling import POSITIVE_SAMPLING, NegativeSampler, epoch_pairs
 
 logger = logging.getLogger(__name__)
 
@@ -204,6 +204,8 @@ def train(snapshot: Any, cfg: TrainConfig, out_dir: str | Path, text_embeddings:
     out_dir.mkdir(parents=True, exist_ok=True)
     if cfg.model in FILTER_MODELS:
         return _fit_filter(snapshot, cfg, out_dir, snapshot_path=snapshot_path, publish_current=publish_current)
+    if cfg.positive_sampling not in POSITIVE_SAMPLING:
+        raise ValueError(f"unknown positive_sampling {cfg.positive_sampling!r}; choose from {POSITIVE_SAMPLING}")
     device = resolve_device(cfg.device)
     U, I = snapshot.num_users, snapshot.num_items
     tr = snapshot.splits["train"]
@@ -276,14 +278,13 @@ def train(snapshot: Any, cfg: TrainConfig, out_dir: str | Path, text_embeddings:
         if cfg.negative_sampling == "hard":
             ue_h, ie_h = embeddings()
         model.train()
-        perm = rng.permutation(n)
+        epoch_u, epoch_i = epoch_pairs(train_csr, cfg.positive_sampling, rng)
         total = 0.0
         for b in tqdm(range(0, n, cfg.batch_size), desc=f"epoch {epoch}", leave=False, disable=not progress):
-            idx = perm[b:b + cfg.batch_size]
-            u_np = pairs_u[idx]
+            u_np = epoch_u[b:b + cfg.batch_size]
             neg_np = sampler.sample(u_np, ue_h, ie_h)
             u = torch.from_numpy(u_np).to(device)
-            p = torch.from_numpy(pairs_i[idx]).to(device)
+            p = torch.from_numpy(epoch_i[b:b + cfg.batch_size]).to(device)
             neg = torch.from_numpy(neg_np).to(device)
             optimizer.zero_grad(set_to_none=True)
             with torch.autocast(device_type=device.type, dtype=amp_dtype, enabled=use_amp):
@@ -291,7 +292,7 @@ def train(snapshot: Any, cfg: TrainConfig, out_dir: str | Path, text_embeddings:
             scaler.scale(loss).backward()
             scaler.step(optimizer)
             scaler.update()
-            total += float(loss.detach()) * len(idx)
+            total += float(loss.detach()) * len(u_np)
         if not np.isfinite(total):
             raise TrainingError(f"loss diverged at epoch {epoch} (lr {cfg.lr} too high?)")
         row: dict[str, Any] = {"epoch": epoch, "loss": total / n, "train_s": round(time.perf_counter() - t0, 3)}

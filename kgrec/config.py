@@ -108,6 +108,9 @@ class TrainConfig:
     eval_every: int = 1
     patience: int = 10
     negative_sampling: str = "uniform"  # uniform | popularity | hard
+    # interaction: each epoch visits every training pair once; user: each epoch draws as many pairs
+    # by picking a uniform user, then one of its items (the LightGCN reference code's sampler)
+    positive_sampling: str = "interaction"
     ks: list[int] = field(default_factory=lambda: [10, 20, 50])
     seed: int = 2020
     device: str = "auto"

@@ -12,7 +12,7 @@ import torch
 from gnn.artifact import ARTIFACT_FILES, load_artifact, publish
 from gnn.evaluate import to_csr
 from gnn.models.lightgcn import LightGCN
-from gnn.sampling import NegativeSampler
+from gnn.sampling import NegativeSampler, epoch_pairs
 from gnn.train import train
 from kg.snapshot import Interactions, Snapshot
 from kgrec.config import TrainConfig
@@ -104,9 +104,33 @@ def test_negative_sampler_avoids_positives(strategy: str) -> None:
         NegativeSampler(train_csr, "nope", np.random.default_rng(0))
 
 
-def test_training_learns_planted_structure_and_writes_artifact(tmp_path: Path) -> None:
+def test_epoch_pairs_interaction_visits_each_pair_and_user_weighs_users_equally(tmp_path: Path) -> None:
+    # user 0 has 9 training items, user 1 one item, user 2 none
+    users = np.array([0] * 9 + [1])
+    items = np.array(list(range(9)) + [9])
+    train_csr = to_csr(users, items, 3, 10)
+    u, i = epoch_pairs(train_csr, "interaction", np.random.default_rng(0))
+    assert sorted(zip(u.tolist(), i.tolist())) == sorted(zip(users.tolist(), items.tolist()))
+    draws = [epoch_pairs(train_csr, "user", np.random.default_rng(s)) for s in range(400)]
+    u = np.concatenate([d[0] for d in draws])
+    i = np.concatenate([d[1] for d in draws])
+    assert len(u) == 4000 and not (u == 2).any()
+    assert train_csr[u, i].all()  # every drawn item is one of its user's training items
+    # interaction sampling would give user 1 a tenth of the pairs; user sampling gives it half
+    assert abs((u == 1).mean() - 0.5) < 0.03
+    assert set(i[u == 0].tolist()) == set(range(9))
+    with pytest.raises(ValueError, match="positive_sampling"):
+        epoch_pairs(train_csr, "item", np.random.default_rng(0))
+    with pytest.raises(ValueError, match="positive_sampling"):  # refused before any training
+        train(planted_snapshot(), tiny_cfg(positive_sampling="item"), tmp_path, progress=False)
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("positive_sampling", ["interaction", "user"])
+def test_training_learns_planted_structure_and_writes_artifact(tmp_path: Path, positive_sampling: str) -> None:
     snap = planted_snapshot()
-    art = train(snap, tiny_cfg(), tmp_path, progress=False)
+    cfg = tiny_cfg(positive_sampling=positive_sampling)
+    art = train(snap, cfg, tmp_path, progress=False)
     assert sorted(p.name for p in art.iterdir()) == sorted(ARTIFACT_FILES)
     assert (tmp_path / "current").resolve() == art.resolve()
     a = load_artifact(tmp_path / "current")
@@ -121,7 +145,7 @@ def test_training_learns_planted_structure_and_writes_artifact(tmp_path: Path) -
     assert a.meta["model"] == "lightgcn" and a.meta["version"] == art.name
     assert not list(tmp_path.glob(".tmp-*")) and not list((tmp_path / ".checkpoints").iterdir())
     # deterministic given the seed
-    art2 = train(snap, tiny_cfg(), tmp_path, progress=False, publish_current=False)
+    art2 = train(snap, cfg, tmp_path, progress=False, publish_current=False)
     with np.load(art / "embeddings.npz") as z1, np.load(art2 / "embeddings.npz") as z2:
         np.testing.assert_allclose(z1["item"], z2["item"], rtol=1e-5, atol=1e-6)
     assert (tmp_path / "current").resolve() == art.resolve()
