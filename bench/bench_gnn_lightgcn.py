@@ -4,13 +4,17 @@ Usage: python bench/bench_gnn_lightgcn.py [--budget-s 600] [--baseline] [--batch
 Trains with gnn.train.train (evaluating on test each epoch: the split has no validation set), records
 per-epoch train seconds and Recall/NDCG@20, then (with --baseline) runs
 ../shared/baselines/pyg_lightgcn_recipe.py for --baseline-epochs epochs in the same run and reports
-the epoch-time ratio. Writes bench/results/gnn_lightgcn_<dataset>.json.
+the epoch-time ratio. Peak memory is recorded for both: torch.cuda.max_memory_allocated on CUDA (the
+recipe runs in a child interpreter that prints its own), peak RSS of the process on either device.
+Writes bench/results/gnn_lightgcn_<dataset>.json (--out), after every evaluation ("complete": false
+until training has ended).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import logging
+import resource
 import statistics
 import subprocess
 import sys
@@ -23,17 +27,28 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from _common import peak_rss_mb  # noqa: E402
 from bench_gnn_gfcf import device_info  # noqa: E402
 
 
-def run_baseline(data: str, epochs: int, timeout_s: float) -> list[dict]:
-    """Run the PyG recipe as a subprocess and parse its per-epoch JSON lines."""
+# runs the recipe in a child interpreter and then prints that interpreter's peak CUDA memory
+_RECIPE_WITH_PEAK = ("import json, runpy, sys, torch; sys.argv = sys.argv[1:]; "
+                     "runpy.run_path(sys.argv[0], run_name='__main__'); "
+                     "print(json.dumps({'peak_gpu_mib': round(torch.cuda.max_memory_allocated() / 2**20, 1) "
+                     "if torch.cuda.is_available() else None}))")
+
+
+def run_baseline(data: str, epochs: int, timeout_s: float) -> tuple[list[dict], dict]:
+    """Run the PyG recipe as a subprocess; return its per-epoch JSON lines and its peak memory."""
     recipe = ROOT.parent / "shared" / "baselines" / "pyg_lightgcn_recipe.py"
-    proc = subprocess.run([sys.executable, str(recipe), data, str(epochs)], capture_output=True, text=True,
-                          timeout=timeout_s)
+    proc = subprocess.run([sys.executable, "-c", _RECIPE_WITH_PEAK, str(recipe), data, str(epochs)],
+                          capture_output=True, text=True, timeout=timeout_s)
     if proc.returncode != 0:
         raise RuntimeError(f"baseline failed: {proc.stderr[-2000:]}")
-    return [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    lines = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    peak = {"gpu_mib": lines[-1]["peak_gpu_mib"],
+            "rss_mib": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1)}
+    return lines[:-1], peak
 
 
 def main() -> None:
@@ -57,7 +72,8 @@ def main() -> None:
     ap.add_argument("--target-recall", type=float, default=0.18, help="report the wall time to reach this Recall@20")
     ap.add_argument("--models-dir", default=None,
                     help="keep checkpoints here so a killed or budget-limited run resumes (default: a temp dir)")
-    ap.add_argument("--baseline", action="store_true", help="also run the PyG recipe (about 330 s/epoch on 2 CPU cores)")
+    ap.add_argument("--baseline", action="store_true",
+                    help="also run the PyG recipe (about 330 s/epoch on 2 CPU cores)")
     ap.add_argument("--baseline-epochs", type=int, default=1)
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
@@ -65,9 +81,12 @@ def main() -> None:
 
     snap = snapshot_from_lightgcn(args.data)
     cfg = TrainConfig(model="lightgcn", embedding_dim=args.dim, num_layers=args.layers, lr=args.lr,
-                      weight_decay=args.weight_decay, batch_size=args.batch_size, epochs=args.epochs, eval_every=args.eval_every,
-                      patience=1000, negative_sampling=args.negatives,
+                      weight_decay=args.weight_decay, batch_size=args.batch_size, epochs=args.epochs,
+                      eval_every=args.eval_every, patience=1000, negative_sampling=args.negatives,
                       positive_sampling=args.positive_sampling, ks=[20], seed=2020, device=args.device)
+    device = resolve_device(args.device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
     rows: list[dict] = []
     t0 = time.perf_counter()
     clock: list[float] = []
@@ -99,7 +118,9 @@ def main() -> None:
                                    "wall_s": reached["wall_s"] if reached else None,
                                    "epoch": reached["epoch"] if reached else None,
                                    "reached": reached is not None},
-                "machine": device_info(resolve_device(args.device)),
+                "peak_memory": {"gpu_mib": round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
+                                if device.type == "cuda" else None, "rss_mib": round(peak_rss_mb(), 1)},
+                "machine": device_info(device),
                 "measured": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
 
     def hook(epoch: int, row: dict) -> None:
@@ -116,10 +137,11 @@ def main() -> None:
     ours_epoch_s = result["mean_epoch_train_s"]
     print(json.dumps({"ours": epochs}), flush=True)
     if args.baseline:
-        base = run_baseline(args.data, args.baseline_epochs, timeout_s=3600)
+        base, base_peak = run_baseline(args.data, args.baseline_epochs, timeout_s=3600)
         base_epoch_s = sum(r["train_s"] for r in base) / len(base)
         result["baseline"] = {"recipe": "shared/baselines/pyg_lightgcn_recipe.py (PyG LightGCN, batch 8192, lr 1e-3)",
-                              "epochs": base, "mean_epoch_train_s": round(base_epoch_s, 2)}
+                              "epochs": base, "mean_epoch_train_s": round(base_epoch_s, 2),
+                              "peak_memory": base_peak}
         result["epoch_time_ratio_baseline_over_ours"] = round(base_epoch_s / ours_epoch_s, 2)
         result["epoch_time_ratio_baseline_over_ours_median"] = round(base_epoch_s / result["median_epoch_train_s"], 2)
         print(json.dumps({"baseline": base, "ratio": result["epoch_time_ratio_baseline_over_ours"]}), flush=True)
