@@ -13,6 +13,12 @@ STRATEGIES = ("uniform", "popularity", "hard")
 POSITIVE_SAMPLING = ("interaction", "user")
 
 
+def check_positive_sampling(unit: str) -> None:
+    """Raise ValueError unless ``unit`` is one of :data:`POSITIVE_SAMPLING`."""
+    if unit not in POSITIVE_SAMPLING:
+        raise ValueError(f"unknown positive_sampling {unit!r}; choose from {POSITIVE_SAMPLING}")
+
+
 def epoch_pairs(train: sp.csr_matrix, unit: str, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """One epoch's (user, positive item) pairs, as many as there are training pairs.
 
@@ -20,8 +26,7 @@ def epoch_pairs(train: sp.csr_matrix, unit: str, rng: np.random.Generator) -> tu
     user among those with training items, then one of that user's items uniformly, so every user
     weighs the same in the loss, as in the metrics (the LightGCN reference code's sampler).
     """
-    if unit not in POSITIVE_SAMPLING:
-        raise ValueError(f"unknown positive_sampling {unit!r}; choose from {POSITIVE_SAMPLING}")
+    check_positive_sampling(unit)
     deg = np.diff(train.indptr)
     if unit == "interaction":
         perm = rng.permutation(train.nnz)

@@ -31,7 +31,7 @@ from kgrec.config import TrainConfig
 from .artifact import publish, save_artifact
 from .evaluate import evaluate, to_csr
 from .models.filters import FILTER_MODELS, build_filter
-from .sampling import POSITIVE_SAMPLING, NegativeSampler, epoch_pairs
+from .sampling import NegativeSampler, check_positive_sampling, epoch_pairs
 
 logger = logging.getLogger(__name__)
 
@@ -204,8 +204,7 @@ def train(snapshot: Any, cfg: TrainConfig, out_dir: str | Path, text_embeddings:
     out_dir.mkdir(parents=True, exist_ok=True)
     if cfg.model in FILTER_MODELS:
         return _fit_filter(snapshot, cfg, out_dir, snapshot_path=snapshot_path, publish_current=publish_current)
-    if cfg.positive_sampling not in POSITIVE_SAMPLING:
-        raise ValueError(f"unknown positive_sampling {cfg.positive_sampling!r}; choose from {POSITIVE_SAMPLING}")
+    check_positive_sampling(cfg.positive_sampling)  # before anything is built
     device = resolve_device(cfg.device)
     U, I = snapshot.num_users, snapshot.num_items
     tr = snapshot.splits["train"]
