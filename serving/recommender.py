@@ -53,7 +53,6 @@ class Recommender:
         self.user_ids, self.item_ids, self.item_titles = user_ids, item_ids, item_titles
         self.user_index = {u: k for k, u in enumerate(user_ids)}
         self.item_index = {i: k for k, i in enumerate(item_ids)}
-        self.train_indptr, self.train_indices = train_indptr, train_indices
         self.meta = meta or {}
         self.scorer = scorer
         self._train = sp.csr_matrix((np.ones(len(train_indices), np.float32), train_indices, train_indptr),
@@ -88,7 +87,7 @@ class Recommender:
     def seen_items(self, user_id: str) -> list[str]:
         """Items the user interacted with in training."""
         u = self._user(user_id)
-        return [self.item_ids[j] for j in self.train_indices[self.train_indptr[u]:self.train_indptr[u + 1]]]
+        return [self.item_ids[j] for j in self._train.indices[self._train.indptr[u]:self._train.indptr[u + 1]]]
 
     def _user(self, user_id: str) -> int:
         try:
