@@ -18,6 +18,9 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from gnn.artifact import load_artifact
+from gnn.models.filters import load_filter
+
 logger = logging.getLogger(__name__)
 
 
@@ -65,19 +68,16 @@ class Recommender:
         Raises:
             FileNotFoundError: the path holds no model artifact.
         """
-        path = Path(path).resolve()
-        if not (path / "embeddings.npz").is_file():
-            raise FileNotFoundError(f"no model artifact at {path}: run `kgrec train` first")
-        with np.load(path / "embeddings.npz") as z:
-            user_emb, item_emb = z["user"], z["item"]
-        ids = json.loads((path / "ids.json").read_text())
-        meta = json.loads((path / "meta.json").read_text()) if (path / "meta.json").is_file() else {}
-        meta["path"] = str(path)
-        titles = ids.get("item_title") or _titles_from_snapshot(meta, len(ids["item"]))
-        with np.load(path / "train_items.npz") as z:
-            indptr, indices = z["indptr"], z["indices"]
-        rec = cls(user_emb, item_emb, ids["user"], ids["item"], titles, indptr, indices, meta)
-        rec.scorer = _filter_scorer(path, meta, rec._train)
+        try:
+            art = load_artifact(path)
+        except FileNotFoundError as e:
+            raise FileNotFoundError(f"{e}: run `kgrec train` first") from None
+        meta = {**art.meta, "path": str(art.path)}
+        titles = art.ids.get("item_title") or _titles_from_snapshot(meta, len(art.ids["item"]))
+        rec = cls(art.user_embeddings, art.item_embeddings, art.ids["user"], art.ids["item"], titles,
+                  art.train_indptr, art.train_indices, meta)
+        if art.filter_state is not None:
+            rec.scorer = load_filter(meta.get("model", "gfcf"), art.config.get("filter"), rec._train, art.filter_state)
         return rec
 
     @property
@@ -153,18 +153,6 @@ class Recommender:
         values, index = torch.topk(scores, k)
         return [Recommendation(self.item_ids[j], float(v), self.item_titles[j])
                 for v, j in zip(values.tolist(), index.tolist())]
-
-
-def _filter_scorer(path: Path, meta: dict, train: sp.csr_matrix) -> RowScorer | None:
-    """The fitted graph filter of a ``gfcf``/``bspm`` artifact (None for embedding models)."""
-    from gnn.artifact import load_filter_state
-    from gnn.models.filters import load_filter
-
-    state = load_filter_state(path)
-    if state is None:
-        return None
-    config = json.loads((path / "config.json").read_text()) if (path / "config.json").is_file() else {}
-    return load_filter(meta.get("model", "gfcf"), config.get("filter"), train, state)
 
 
 def _titles_from_snapshot(meta: dict, n: int) -> list[str]:
