@@ -233,7 +233,7 @@ def train(snapshot: Any, cfg: TrainConfig, out_dir: str | Path, text_embeddings:
         from .sampled import prepare
         model, adj = prepare(model, _build_graph(model, snapshot, pairs_u, pairs_i, torch.device("cpu")),
                              cfg.sampler, cfg.num_neighbors)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, fused=device.type == "cuda")
     sampler = NegativeSampler(train_csr, cfg.negative_sampling, rng)
     use_amp = bool(cfg.amp and device.type == "cuda")
     amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
@@ -277,21 +277,23 @@ def train(snapshot: Any, cfg: TrainConfig, out_dir: str | Path, text_embeddings:
         if cfg.negative_sampling == "hard":
             ue_h, ie_h = embeddings()
         model.train()
+        # the epoch's triples go to the device once, and the loss is summed there, so no step waits
+        # on the host; negatives are drawn batch by batch, the order (and RNG stream) of a per-step draw
+        starts = range(0, n, cfg.batch_size)
         epoch_u, epoch_i = epoch_pairs(train_csr, cfg.positive_sampling, rng)
-        total = 0.0
-        for b in tqdm(range(0, n, cfg.batch_size), desc=f"epoch {epoch}", leave=False, disable=not progress):
-            u_np = epoch_u[b:b + cfg.batch_size]
-            neg_np = sampler.sample(u_np, ue_h, ie_h)
-            u = torch.from_numpy(u_np).to(device)
-            p = torch.from_numpy(epoch_i[b:b + cfg.batch_size]).to(device)
-            neg = torch.from_numpy(neg_np).to(device)
+        epoch_n = np.concatenate([sampler.sample(epoch_u[b:b + cfg.batch_size], ue_h, ie_h) for b in starts])
+        users, positives, negatives = (torch.from_numpy(a).to(device) for a in (epoch_u, epoch_i, epoch_n))
+        loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+        for b in tqdm(starts, desc=f"epoch {epoch}", leave=False, disable=not progress):
+            u, p, neg = (t[b:b + cfg.batch_size] for t in (users, positives, negatives))
             optimizer.zero_grad(set_to_none=True)
             with torch.autocast(device_type=device.type, dtype=amp_dtype, enabled=use_amp):
                 loss = model.loss(adj, u, p, neg, reg_weight=cfg.weight_decay)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
             scaler.update()
-            total += float(loss.detach()) * len(u_np)
+            loss_sum += loss.detach().double() * len(u)
+        total = float(loss_sum)
         if not np.isfinite(total):
             raise TrainingError(f"loss diverged at epoch {epoch} (lr {cfg.lr} too high?)")
         row: dict[str, Any] = {"epoch": epoch, "loss": total / n, "train_s": round(time.perf_counter() - t0, 3)}
