@@ -171,6 +171,51 @@ def _new_version(out_dir: Path, model: str) -> str:
     return version
 
 
+@dataclasses.dataclass
+class _RunState:
+    """Early-stopping bookkeeping of a training run, saved with the model in every checkpoint."""
+
+    history: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    epoch: int = 0  # the last finished epoch
+    best_score: float = -1.0
+    best_epoch: int = 0
+    bad_evals: int = 0
+    best_state: dict[str, torch.Tensor] | None = None
+
+    def end_epoch(self, row: dict[str, Any], score: float | None, model: torch.nn.Module) -> None:
+        """Record an epoch's row; with a validation ``score``, keep the best weights so far."""
+        self.epoch = row["epoch"]
+        self.history.append(row)
+        if score is None:
+            return
+        if score > self.best_score:
+            self.best_score, self.best_epoch, self.bad_evals = score, self.epoch, 0
+            self.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        else:
+            self.bad_evals += 1
+
+    def save(self, ckpt_dir: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+             rng: np.random.Generator) -> None:
+        """Write ``last.pt`` (atomically, through a temporary file) and ``history.json``."""
+        tmp = ckpt_dir / "last.pt.tmp"
+        bookkeeping = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "rng": rng.bit_generator.state,
+                    "torch_rng": torch.get_rng_state(), **bookkeeping}, tmp)
+        tmp.replace(ckpt_dir / "last.pt")
+        (ckpt_dir / "history.json").write_text(json.dumps(self.history, indent=1))
+
+    @classmethod
+    def load(cls, ckpt: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+             rng: np.random.Generator, device: torch.device) -> "_RunState":
+        """Restore model, optimizer and RNG states from ``last.pt``; return the bookkeeping."""
+        state = torch.load(ckpt, map_location=device, weights_only=False)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        rng.bit_generator.state = state["rng"]
+        torch.set_rng_state(state["torch_rng"])
+        return cls(**{f.name: state[f.name] for f in dataclasses.fields(cls)})
+
+
 def train(snapshot: Any, cfg: TrainConfig, out_dir: str | Path, text_embeddings: np.ndarray | None = None,
           *, snapshot_path: str | Path | None = None, epoch_hook: EpochHook | None = None,
           resume: bool = True, publish_current: bool = True, max_time_s: float | None = None,
@@ -240,19 +285,10 @@ def train(snapshot: Any, cfg: TrainConfig, out_dir: str | Path, text_embeddings:
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
 
     ckpt_dir = out_dir / ".checkpoints" / f"{cfg.model}-{_fingerprint(cfg, train_csr, text_embeddings)}"
-    ckpt = ckpt_dir / "last.pt"
-    history: list[dict[str, Any]] = []
-    best_score, best_epoch, bad_evals, start_epoch = -1.0, 0, 0, 1
-    best_state: dict[str, torch.Tensor] | None = None
-    if resume and ckpt.is_file():
-        state = torch.load(ckpt, map_location=device, weights_only=False)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        rng.bit_generator.state = state["rng"]
-        torch.set_rng_state(state["torch_rng"])
-        history, best_score, best_epoch = state["history"], state["best_score"], state["best_epoch"]
-        bad_evals, best_state, start_epoch = state["bad_evals"], state["best_state"], state["epoch"] + 1
-        logger.info("resumed %s from epoch %d", ckpt_dir.name, state["epoch"])
+    run = _RunState()
+    if resume and (ckpt_dir / "last.pt").is_file():
+        run = _RunState.load(ckpt_dir / "last.pt", model, optimizer, rng, device)
+        logger.info("resumed %s from epoch %d", ckpt_dir.name, run.epoch)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     logger.info("training %r on %s: %d users, %d items, %d train pairs, early stopping on %s %s",
                 model, device, U, I, len(pairs_u), eval_split, stop_metric)
@@ -270,8 +306,8 @@ def train(snapshot: Any, cfg: TrainConfig, out_dir: str | Path, text_embeddings:
     t_start = time.perf_counter()
     budget_stop = False
     n = len(pairs_u)
-    epoch = start_epoch - 1
-    for epoch in range(start_epoch, cfg.epochs + 1):
+    epoch = run.epoch
+    for epoch in range(run.epoch + 1, cfg.epochs + 1):
         t0 = time.perf_counter()
         ue_h = ie_h = None
         if cfg.negative_sampling == "hard":
@@ -297,28 +333,20 @@ def train(snapshot: Any, cfg: TrainConfig, out_dir: str | Path, text_embeddings:
         if not np.isfinite(total):
             raise TrainingError(f"loss diverged at epoch {epoch} (lr {cfg.lr} too high?)")
         row: dict[str, Any] = {"epoch": epoch, "loss": total / n, "train_s": round(time.perf_counter() - t0, 3)}
+        score = None
         if epoch % cfg.eval_every == 0 or epoch == cfg.epochs:
             t1 = time.perf_counter()
             row.update({f"{eval_split}_{k}": v for k, v in run_eval(eval_csr, None).items() if k != "num_users"})
             row["eval_s"] = round(time.perf_counter() - t1, 3)
             score = row[f"{eval_split}_{stop_metric}"]
-            if score > best_score:
-                best_score, best_epoch, bad_evals = score, epoch, 0
-                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            else:
-                bad_evals += 1
-        history.append(row)
+        run.end_epoch(row, score, model)
         logger.info("epoch %d %s", epoch, json.dumps(row))
-        torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
-                    "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(), "history": history,
-                    "best_score": best_score, "best_epoch": best_epoch, "bad_evals": bad_evals,
-                    "best_state": best_state}, ckpt_dir / "last.pt.tmp")
-        (ckpt_dir / "last.pt.tmp").replace(ckpt)
-        (ckpt_dir / "history.json").write_text(json.dumps(history, indent=1))
+        run.save(ckpt_dir, model, optimizer, rng)
         if epoch_hook is not None:
             epoch_hook(epoch, row)
-        if bad_evals >= cfg.patience:
-            logger.info("early stop at epoch %d (best %s %.4f at epoch %d)", epoch, stop_metric, best_score, best_epoch)
+        if run.bad_evals >= cfg.patience:
+            logger.info("early stop at epoch %d (best %s %.4f at epoch %d)", epoch, stop_metric, run.best_score,
+                        run.best_epoch)
             break
         if max_time_s is not None and time.perf_counter() - t_start > max_time_s:
             logger.info("time budget %.0fs reached after epoch %d; the checkpoint is kept, so the same "
@@ -326,8 +354,8 @@ def train(snapshot: Any, cfg: TrainConfig, out_dir: str | Path, text_embeddings:
             budget_stop = epoch < cfg.epochs
             break
 
-    if best_state is not None:
-        model.load_state_dict(best_state)
+    if run.best_state is not None:
+        model.load_state_dict(run.best_state)
     ue, ie = embeddings()
     final: dict[str, float] = {}
     if test is not None and len(test) > 0:
@@ -337,9 +365,9 @@ def train(snapshot: Any, cfg: TrainConfig, out_dir: str | Path, text_embeddings:
     final_dir = _write_artifact(
         out_dir, cfg, snapshot, train_csr, ue.cpu().numpy(), ie.cpu().numpy(),
         metrics={"test": final, "eval_split": eval_split, "stop_metric": stop_metric,
-                 "best_epoch": best_epoch, "best_score": best_score, "history": history},
+                 "best_epoch": run.best_epoch, "best_score": run.best_score, "history": run.history},
         meta={"device": str(device), "epochs_run": epoch}, snapshot_path=snapshot_path,
-        curve_png=_curve_png(history, f"{eval_split}_{stop_metric}"), publish_current=publish_current)
+        curve_png=_curve_png(run.history, f"{eval_split}_{stop_metric}"), publish_current=publish_current)
     if not budget_stop:
         shutil.rmtree(ckpt_dir, ignore_errors=True)
     logger.info("wrote %s (test %s)", final_dir, {k: round(v, 4) for k, v in final.items() if "@20" in k})

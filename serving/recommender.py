@@ -77,7 +77,8 @@ class Recommender:
         rec = cls(art.user_embeddings, art.item_embeddings, art.ids["user"], art.ids["item"], titles,
                   art.train_indptr, art.train_indices, meta)
         if art.filter_state is not None:
-            rec.scorer = load_filter(meta.get("model", "gfcf"), art.config.get("filter"), rec._train, art.filter_state)
+            rec.scorer = load_filter(meta.get("model", "gfcf"), art.config.get("filter"), rec._train,
+                                     art.filter_state)
         return rec
 
     @property
