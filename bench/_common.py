@@ -22,9 +22,9 @@ def machine() -> dict:
     return info
 
 
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process so far, in MiB."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def peak_rss_mb(children: bool = False) -> float:
+    """Peak resident memory so far, in MiB: of this process, or (``children``) of the largest waited-for child."""
+    return resource.getrusage(resource.RUSAGE_CHILDREN if children else resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def write_result(name: str, payload: dict) -> Path:

@@ -3,18 +3,17 @@
 Usage: python bench/bench_gnn_lightgcn.py [--budget-s 600] [--baseline] [--batch-size 16384] [--lr 5e-3]
 Trains with gnn.train.train (evaluating on test each epoch: the split has no validation set), records
 per-epoch train seconds and Recall/NDCG@20, then (with --baseline) runs
-../shared/baselines/pyg_lightgcn_recipe.py for --baseline-epochs epochs in the same run and reports
-the epoch-time ratio. Peak memory is recorded for both: torch.cuda.max_memory_allocated on CUDA (the
-recipe runs in a child interpreter that prints its own), peak RSS of the process on either device.
-Writes bench/results/gnn_lightgcn_<dataset>.json (--out), after every evaluation ("complete": false
-until training has ended).
+../shared/baselines/pyg_lightgcn_recipe.py (or --baseline-recipe) for --baseline-epochs epochs in the
+same run and reports the epoch-time ratio. Peak memory is recorded for both:
+torch.cuda.max_memory_allocated on CUDA (the recipe runs in a child interpreter that prints its own),
+peak RSS of the process on either device. Writes bench/results/gnn_lightgcn_<dataset>.json (--out),
+after every evaluation ("complete": false until training has ended).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import logging
-import resource
 import statistics
 import subprocess
 import sys
@@ -46,7 +45,7 @@ def run_baseline(recipe: str, data: str, epochs: int, timeout_s: float) -> tuple
         raise RuntimeError(f"baseline failed: {proc.stderr[-2000:]}")
     lines = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
     peak = {"gpu_mib": lines[-1]["peak_gpu_mib"],
-            "rss_mib": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1)}
+            "rss_mib": round(peak_rss_mb(children=True), 1)}
     return lines[:-1], peak
 
 
