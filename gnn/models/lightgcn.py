@@ -14,16 +14,22 @@ logger = logging.getLogger(__name__)
 
 
 class _SymmetricSpMM(torch.autograd.Function):
-    """``A @ X`` for a symmetric sparse ``A``: the backward is ``A @ G`` (no transpose needed)."""
+    """``A @ X`` for a symmetric sparse ``A``: the backward is ``A @ G`` (no transpose needed).
+
+    Both products run in ``A``'s dtype with autocast off: autocast would cast ``A`` to bf16/fp16,
+    which CPU CSR kernels lack, and the backward (outside autocast) would then mix dtypes.
+    """
 
     @staticmethod
     def forward(ctx, adj: Tensor, x: Tensor) -> Tensor:  # type: ignore[override]
-        ctx.adj = adj
-        return torch.sparse.mm(adj, x)
+        ctx.adj, ctx.x_dtype = adj, x.dtype
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            return torch.sparse.mm(adj, x.to(adj.dtype))
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple[None, Tensor]:  # type: ignore[override]
-        return None, torch.sparse.mm(ctx.adj, grad)
+        with torch.autocast(device_type=grad.device.type, enabled=False):
+            return None, torch.sparse.mm(ctx.adj, grad.to(ctx.adj.dtype)).to(ctx.x_dtype)
 
 
 class LightGCN(EmbeddingRecommender):
