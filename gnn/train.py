@@ -212,7 +212,7 @@ class _RunState:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         rng.bit_generator.state = state["rng"]
-        torch.set_rng_state(state["torch_rng"])
+        torch.set_rng_state(state["torch_rng"].cpu())  # map_location moved it; the CPU generator takes a CPU tensor
         return cls(**{f.name: state[f.name] for f in dataclasses.fields(cls)})
 
 
