@@ -50,7 +50,8 @@ def run_baseline(recipe: str, data: str, epochs: int, timeout_s: float) -> tuple
 
 
 def main() -> None:
-    from gnn.train import resolve_device, train
+    from gnn.evaluate import to_csr
+    from gnn.train import checkpoint_dir, resolve_device, seed_checkpoint, train
     from kg.sources.lightgcn import snapshot_from_lightgcn
     from kgrec.config import TrainConfig
 
@@ -70,6 +71,10 @@ def main() -> None:
     ap.add_argument("--target-recall", type=float, default=0.18, help="report the wall time to reach this Recall@20")
     ap.add_argument("--models-dir", default=None,
                     help="keep checkpoints here so a killed or budget-limited run resumes (default: a temp dir)")
+    ap.add_argument("--continue-from", metavar="CKPT_DIR",
+                    help="start from another run's checkpoint directory (<models-dir>/.checkpoints/lightgcn-*): "
+                         "its weights, Adam moments and epochs, under this run's batch size and lr; "
+                         "needs --models-dir, and is ignored once this run has a checkpoint of its own")
     ap.add_argument("--baseline", action="store_true",
                     help="also run the PyG recipe (about 330 s/epoch on 2 CPU cores)")
     ap.add_argument("--baseline-epochs", type=int, default=1)
@@ -77,6 +82,8 @@ def main() -> None:
                     help="the PyG recipe script (a copy travels to a device machine, where ../shared does not)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
+    if args.continue_from and not args.models_dir:
+        ap.error("--continue-from needs --models-dir (the continued run's checkpoints live there)")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
 
     snap = snapshot_from_lightgcn(args.data)
@@ -84,6 +91,11 @@ def main() -> None:
                       weight_decay=args.weight_decay, batch_size=args.batch_size, epochs=args.epochs,
                       eval_every=args.eval_every, patience=1000, negative_sampling=args.negatives,
                       positive_sampling=args.positive_sampling, ks=[20], seed=2020, device=args.device)
+    if args.continue_from:
+        tr = snap.splits["train"]
+        own = checkpoint_dir(args.models_dir, cfg, to_csr(tr.user, tr.item, snap.num_users, snap.num_items))
+        if seed_checkpoint(args.continue_from, own, cfg.lr):
+            logging.info("seeded %s from %s", own, args.continue_from)
     device = resolve_device(args.device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -108,6 +120,7 @@ def main() -> None:
                     "ndcg@20": round(final["test"]["ndcg@20"], 4)}
         return {"model": "lightgcn (gnn.models.lightgcn)", "dataset": Path(args.data).name,
                 "config": {k: str(v) if isinstance(v, Path) else v for k, v in vars(cfg).items()},
+                "continued_from": args.continue_from,
                 "complete": final is not None, "budget_s": args.budget_s,
                 "wall_s": round(time.perf_counter() - t0, 1), "epochs": epochs,
                 "mean_epoch_train_s": round(sum(r["train_s"] for r in rows) / len(rows), 2),

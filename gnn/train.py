@@ -7,6 +7,8 @@ The training-free graph filters (``gfcf``, ``bspm``) take the same entry point: 
 closed form, evaluated like a trained model and written as the same kind of artifact.
 Checkpoints live in ``out_dir/.checkpoints/<model>-<fingerprint>/`` and let an interrupted run
 with the same configuration and data resume; they are removed once the artifact is published.
+``seed_checkpoint`` starts a run from another run's checkpoint, to change batch size or learning rate
+mid-way.
 """
 from __future__ import annotations
 
@@ -139,6 +141,36 @@ def _fingerprint(cfg: TrainConfig, train_csr: sp.csr_matrix, text_embeddings: np
         for part in (text_embeddings.values() if isinstance(text_embeddings, Mapping) else [text_embeddings]):
             h.update(np.ascontiguousarray(part, dtype=np.float32).tobytes())
     return h.hexdigest()[:12]
+
+
+def checkpoint_dir(out_dir: str | Path, cfg: TrainConfig, train_csr: sp.csr_matrix,
+                   text_embeddings: np.ndarray | None = None) -> Path:
+    """The directory where ``train`` keeps, and resumes from, the checkpoint of ``cfg`` on ``train_csr``."""
+    return Path(out_dir) / ".checkpoints" / f"{cfg.model}-{_fingerprint(cfg, train_csr, text_embeddings)}"
+
+
+def seed_checkpoint(src: str | Path, dst: str | Path, lr: float) -> bool:
+    """Make the run whose checkpoint directory is ``dst`` resume from the checkpoint in ``src``.
+
+    Weights, Adam moments, epoch count and early-stopping state carry over; the learning rate
+    becomes ``lr``. The two runs must train the same model on the same data (loading checks the
+    shapes); batch size, learning rate or sampling may differ. Returns False, and changes nothing,
+    when ``dst`` already has a checkpoint of its own.
+    """
+    src, dst = Path(src), Path(dst)
+    if (dst / "last.pt").is_file():
+        return False
+    if not (src / "last.pt").is_file():
+        raise FileNotFoundError(f"no checkpoint (last.pt) in {src}")
+    state = torch.load(src / "last.pt", map_location="cpu", weights_only=False)
+    for group in state["optimizer"]["param_groups"]:
+        group["lr"] = lr
+    dst.mkdir(parents=True, exist_ok=True)
+    tmp = dst / "last.pt.tmp"
+    torch.save(state, tmp)
+    tmp.replace(dst / "last.pt")
+    (dst / "history.json").write_text(json.dumps(state["history"], indent=1))
+    return True
 
 
 def _curve_png(history: list[dict[str, Any]], metric: str) -> bytes:
@@ -284,7 +316,7 @@ def train(snapshot: Any, cfg: TrainConfig, out_dir: str | Path, text_embeddings:
     amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
 
-    ckpt_dir = out_dir / ".checkpoints" / f"{cfg.model}-{_fingerprint(cfg, train_csr, text_embeddings)}"
+    ckpt_dir = checkpoint_dir(out_dir, cfg, train_csr, text_embeddings)
     run = _RunState()
     if resume and (ckpt_dir / "last.pt").is_file():
         run = _RunState.load(ckpt_dir / "last.pt", model, optimizer, rng, device)

@@ -13,7 +13,7 @@ from gnn.artifact import ARTIFACT_FILES, load_artifact, publish
 from gnn.evaluate import to_csr
 from gnn.models.lightgcn import LightGCN
 from gnn.sampling import NegativeSampler, epoch_pairs
-from gnn.train import train
+from gnn.train import checkpoint_dir, seed_checkpoint, train
 from kg.snapshot import Interactions, Snapshot
 from kgrec.config import TrainConfig
 
@@ -176,6 +176,39 @@ def test_killed_training_keeps_current_and_resumes(tmp_path: Path) -> None:
     hist = json.loads((second / "metrics.json").read_text())["history"]
     assert [r["epoch"] for r in hist] == [1, 2, 3, 4]
     assert (tmp_path / "current").resolve() == second.resolve()
+
+
+def test_seed_checkpoint_continues_a_run_under_a_new_batch_size_and_lr(tmp_path: Path) -> None:
+    snap = planted_snapshot(num_users=60)
+    tr = snap.splits["train"]
+    train_csr = to_csr(tr.user, tr.item, snap.num_users, snap.num_items)
+    first = tiny_cfg(epochs=4)
+
+    def stop_at_2(epoch: int, row: dict) -> None:
+        if epoch == 2:
+            raise Boom("stopped")
+
+    with pytest.raises(Boom):
+        train(snap, first, tmp_path / "a", epoch_hook=stop_at_2, progress=False)
+    src = checkpoint_dir(tmp_path / "a", first, train_csr)
+    cfg = tiny_cfg(epochs=4, batch_size=64, lr=0.005)
+    dst = checkpoint_dir(tmp_path / "b", cfg, train_csr)
+    assert dst.name != src.name  # another configuration, so train() alone would start afresh
+    with pytest.raises(FileNotFoundError):
+        seed_checkpoint(tmp_path / "nowhere", dst, cfg.lr)
+
+    assert seed_checkpoint(src, dst, cfg.lr)
+    seeded = torch.load(dst / "last.pt", weights_only=False)
+    assert seeded["epoch"] == 2 and [g["lr"] for g in seeded["optimizer"]["param_groups"]] == [0.005]
+    assert seeded["optimizer"]["state"]  # Adam's moments carry over
+    assert not seed_checkpoint(src, dst, 0.1)  # the run's own checkpoint is never overwritten
+    seen: list[int] = []
+    art = train(snap, cfg, tmp_path / "b", epoch_hook=lambda e, r: seen.append(e), progress=False)
+    assert seen == [3, 4]
+    hist = json.loads((art / "metrics.json").read_text())["history"]
+    assert [r["epoch"] for r in hist] == [1, 2, 3, 4]
+    assert hist[:2] == json.loads((src / "history.json").read_text())
+    assert json.loads((art / "config.json").read_text())["batch_size"] == 64
 
 
 def test_publish_is_atomic_swap(tmp_path: Path) -> None:
