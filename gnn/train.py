@@ -166,11 +166,16 @@ def seed_checkpoint(src: str | Path, dst: str | Path, lr: float) -> bool:
     for group in state["optimizer"]["param_groups"]:
         group["lr"] = lr
     dst.mkdir(parents=True, exist_ok=True)
-    tmp = dst / "last.pt.tmp"
-    torch.save(state, tmp)
-    tmp.replace(dst / "last.pt")
-    (dst / "history.json").write_text(json.dumps(state["history"], indent=1))
+    _write_checkpoint(dst, state)
     return True
+
+
+def _write_checkpoint(ckpt_dir: Path, state: dict[str, Any]) -> None:
+    """Write ``state`` to ``last.pt`` atomically (through a temporary file), and its history beside it."""
+    tmp = ckpt_dir / "last.pt.tmp"
+    torch.save(state, tmp)
+    tmp.replace(ckpt_dir / "last.pt")
+    (ckpt_dir / "history.json").write_text(json.dumps(state["history"], indent=1))
 
 
 def _curve_png(history: list[dict[str, Any]], metric: str) -> bytes:
@@ -229,12 +234,10 @@ class _RunState:
     def save(self, ckpt_dir: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
              rng: np.random.Generator) -> None:
         """Write ``last.pt`` (atomically, through a temporary file) and ``history.json``."""
-        tmp = ckpt_dir / "last.pt.tmp"
         bookkeeping = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "rng": rng.bit_generator.state,
-                    "torch_rng": torch.get_rng_state(), **bookkeeping}, tmp)
-        tmp.replace(ckpt_dir / "last.pt")
-        (ckpt_dir / "history.json").write_text(json.dumps(self.history, indent=1))
+        _write_checkpoint(ckpt_dir, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                                     "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
+                                     **bookkeeping})
 
     @classmethod
     def load(cls, ckpt: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
