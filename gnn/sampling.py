@@ -1,4 +1,9 @@
-"""Vectorised negative sampling for BPR (uniform, popularity, hard)."""
+"""BPR training triples drawn on the training device: positives by interaction or by user, negatives
+uniform, by popularity or hard.
+
+Everything is a torch operation on one device with one seeded ``torch.Generator``, so a CUDA run
+draws a whole epoch on the GPU in a few kernels and no step waits on the host.
+"""
 from __future__ import annotations
 
 import logging
@@ -6,6 +11,7 @@ import logging
 import numpy as np
 import scipy.sparse as sp
 import torch
+from torch import Tensor
 
 logger = logging.getLogger(__name__)
 
@@ -19,88 +25,125 @@ def check_positive_sampling(unit: str) -> None:
         raise ValueError(f"unknown positive_sampling {unit!r}; choose from {POSITIVE_SAMPLING}")
 
 
-def epoch_pairs(train: sp.csr_matrix, unit: str, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """One epoch's (user, positive item) pairs, as many as there are training pairs.
+def make_generator(seed: int, device: torch.device | str = "cpu") -> torch.Generator:
+    """A ``torch.Generator`` on ``device`` seeded with ``seed``."""
+    gen = torch.Generator(device=torch.device(device))
+    gen.manual_seed(int(seed))
+    return gen
 
-    ``interaction`` shuffles the training pairs (each is visited once); ``user`` draws a uniform
-    user among those with training items, then one of that user's items uniformly, so every user
-    weighs the same in the loss, as in the metrics (the LightGCN reference code's sampler).
+
+class TrainPairs:
+    """A user-item training matrix as CSR index tensors on the device.
+
+    Args:
+        train: (U, I) binary CSR of training positives.
+        device: where the tensors live (the generator passed to the methods must live there too).
     """
-    check_positive_sampling(unit)
-    deg = np.diff(train.indptr)
-    if unit == "interaction":
-        perm = rng.permutation(train.nnz)
-        users = np.repeat(np.arange(train.shape[0], dtype=np.int64), deg)
-        return users[perm], train.indices[perm].astype(np.int64)
-    active = np.flatnonzero(deg > 0)
-    users = active[rng.integers(0, len(active), train.nnz)].astype(np.int64)
-    offset = (rng.random(train.nnz) * deg[users]).astype(np.int64)
-    return users, train.indices[train.indptr[users] + offset].astype(np.int64)
+
+    def __init__(self, train: sp.csr_matrix, device: torch.device | str = "cpu") -> None:
+        device = torch.device(device)
+        self.num_users, self.num_items = train.shape
+        self.nnz = int(train.nnz)
+        deg = np.diff(train.indptr).astype(np.int64)
+        self.indptr = torch.from_numpy(train.indptr.astype(np.int64)).to(device)
+        self.indices = torch.from_numpy(train.indices.astype(np.int64)).to(device)
+        self.row = torch.from_numpy(np.repeat(np.arange(self.num_users, dtype=np.int64), deg)).to(device)
+        self.degree = torch.from_numpy(deg).to(device)
+        self.active = torch.from_numpy(np.flatnonzero(deg > 0).astype(np.int64)).to(device)
+        # sorted (user * I + item) keys: membership by binary search (CSR order is already sorted
+        # when each row's indices are; sort anyway, scipy does not promise it)
+        self.keys = torch.sort(self.row * self.num_items + self.indices).values
+
+    def epoch_pairs(self, unit: str, gen: torch.Generator) -> tuple[Tensor, Tensor]:
+        """One epoch's (user, positive item) pairs, as many as there are training pairs.
+
+        ``interaction`` shuffles the training pairs (each is visited once); ``user`` draws a uniform
+        user among those with training items, then one of that user's items uniformly, so every user
+        weighs the same in the loss, as in the metrics (the LightGCN reference code's sampler).
+        """
+        check_positive_sampling(unit)
+        dev = self.indices.device
+        if unit == "interaction":
+            perm = torch.randperm(self.nnz, generator=gen, device=dev)
+            return self.row[perm], self.indices[perm]
+        users = self.active[torch.randint(0, len(self.active), (self.nnz,), generator=gen, device=dev)]
+        offset = (torch.rand(self.nnz, generator=gen, device=dev, dtype=torch.float64)
+                  * self.degree[users]).long()
+        return users, self.indices[self.indptr[users] + offset]
+
+    def is_positive(self, user: Tensor, item: Tensor) -> Tensor:
+        """Bool tensor of ``user``'s shape: whether each (user, item) is a training positive."""
+        key = user * self.num_items + item
+        pos = torch.searchsorted(self.keys, key).clamp_(max=len(self.keys) - 1)
+        return self.keys[pos] == key
 
 
 class NegativeSampler:
     """Draw one negative item per (user, positive) pair, never one of the user's training items.
 
     Args:
-        train: (U, I) binary CSR of training positives.
+        train: the training pairs (:class:`TrainPairs`, on the device the draws happen on).
         strategy: ``uniform`` (p(i) = 1/I), ``popularity`` (p(i) ∝ deg(i)^beta) or ``hard``
             (the highest-scoring of ``num_candidates`` uniform draws under the given embeddings).
-        rng: numpy generator (the trainer seeds it).
+        gen: the seeded generator of the run, on the same device.
         beta: popularity exponent.
         num_candidates: candidates per pair for ``hard``.
         max_rounds: re-draw rounds for collisions with positives (rare leftovers are kept).
+        chunk: pairs scored at once by ``hard`` (bounds its (chunk, candidates, d) gather).
+
+    Raises:
+        ValueError: unknown strategy.
     """
 
-    def __init__(self, train: sp.csr_matrix, strategy: str, rng: np.random.Generator, beta: float = 0.75,
-                 num_candidates: int = 16, max_rounds: int = 10) -> None:
+    def __init__(self, train: TrainPairs, strategy: str, gen: torch.Generator, beta: float = 0.75,
+                 num_candidates: int = 16, max_rounds: int = 10, chunk: int = 65536) -> None:
         if strategy not in STRATEGIES:
             raise ValueError(f"unknown negative_sampling {strategy!r}; choose from {STRATEGIES}")
         self.strategy = strategy
-        self.rng = rng
-        self.num_items = train.shape[1]
+        self.train = train
+        self.gen = gen
+        self.num_items = train.num_items
         self.num_candidates = num_candidates
         self.max_rounds = max_rounds
-        coo = train.tocoo()
-        self._keys = np.unique(coo.row.astype(np.int64) * self.num_items + coo.col.astype(np.int64))
-        deg = np.asarray(train.sum(0)).ravel().astype(np.float64)
-        w = np.power(deg, beta)
-        w = w + (1e-12 if w.sum() == 0 else 0.0)
-        self._cdf = np.cumsum(w / w.sum())
+        self.chunk = chunk
+        deg = torch.bincount(train.indices, minlength=train.num_items).double()
+        w = deg.pow(beta)
+        w = w + (1e-12 if float(w.sum()) == 0 else 0.0)
+        self._cdf = torch.cumsum(w / w.sum(), 0)
 
-    def is_positive(self, user: np.ndarray, item: np.ndarray) -> np.ndarray:
-        """(B,) bool: whether each (user, item) is a training positive."""
-        key = user.astype(np.int64) * self.num_items + item.astype(np.int64)
-        pos = np.searchsorted(self._keys, key)
-        pos = np.minimum(pos, len(self._keys) - 1)
-        return self._keys[pos] == key
-
-    def _draw(self, n: int, popularity: bool) -> np.ndarray:
+    def _draw(self, n: int, popularity: bool) -> Tensor:
+        dev = self._cdf.device
         if popularity:
-            return np.minimum(np.searchsorted(self._cdf, self.rng.random(n)), self.num_items - 1)
-        return self.rng.integers(0, self.num_items, n)
+            u = torch.rand(n, generator=self.gen, device=dev, dtype=torch.float64)
+            return torch.searchsorted(self._cdf, u).clamp_(max=self.num_items - 1)
+        return torch.randint(0, self.num_items, (n,), generator=self.gen, device=dev)
 
-    def _rejecting(self, user: np.ndarray, popularity: bool) -> np.ndarray:
+    def _rejecting(self, user: Tensor, popularity: bool) -> Tensor:
         item = self._draw(len(user), popularity)
+        bad = torch.arange(len(user), device=user.device)
         for r in range(2 * self.max_rounds):
-            bad = np.flatnonzero(self.is_positive(user, item))
+            bad = bad[self.train.is_positive(user[bad], item[bad])]
             if len(bad) == 0:
                 break
             # after max_rounds popularity draws, fall back to uniform draws for the leftovers
             item[bad] = self._draw(len(bad), popularity and r < self.max_rounds)
         return item
 
-    def sample(self, user: np.ndarray, user_emb: torch.Tensor | None = None,
-               item_emb: torch.Tensor | None = None) -> np.ndarray:
-        """Negatives for (B,) ``user``; ``hard`` needs (U, d) / (I, d) embeddings of the current model."""
+    def sample(self, user: Tensor, user_emb: Tensor | None = None, item_emb: Tensor | None = None) -> Tensor:
+        """Negatives for the (B,) long tensor ``user``, on its device.
+
+        ``hard`` needs (U, d) / (I, d) embeddings of the current model, on the same device.
+        """
         if self.strategy != "hard":
             return self._rejecting(user, self.strategy == "popularity")
         if user_emb is None or item_emb is None:
             raise ValueError("hard negative sampling needs user and item embeddings")
         c = self.num_candidates
-        cand = self._rejecting(np.repeat(user, c), False).reshape(len(user), c)
+        out = []
         with torch.no_grad():
-            dev = item_emb.device
-            u = user_emb[torch.from_numpy(user).to(dev)]  # (B, d)
-            e = item_emb[torch.from_numpy(cand).to(dev)]  # (B, c, d)
-            best = (e @ u.unsqueeze(-1)).squeeze(-1).argmax(1).cpu().numpy()
-        return cand[np.arange(len(user)), best]
+            for s in range(0, len(user), self.chunk):
+                ub = user[s:s + self.chunk]
+                cand = self._rejecting(ub.repeat_interleave(c), False).view(len(ub), c)
+                score = (item_emb[cand] @ user_emb[ub].unsqueeze(-1)).squeeze(-1)  # (b, c)
+                out.append(cand.gather(1, score.argmax(1, keepdim=True)).squeeze(1))
+        return torch.cat(out) if out else user.new_zeros(0)

@@ -33,7 +33,7 @@ from kgrec.config import TrainConfig
 from .artifact import publish, save_artifact
 from .evaluate import evaluate, to_csr
 from .models.filters import FILTER_MODELS, build_filter
-from .sampling import NegativeSampler, check_positive_sampling, epoch_pairs
+from .sampling import NegativeSampler, TrainPairs, check_positive_sampling, make_generator
 
 logger = logging.getLogger(__name__)
 
@@ -232,22 +232,30 @@ class _RunState:
             self.bad_evals += 1
 
     def save(self, ckpt_dir: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-             rng: np.random.Generator) -> None:
+             gen: torch.Generator) -> None:
         """Write ``last.pt`` (atomically, through a temporary file) and ``history.json``."""
         bookkeeping = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         _write_checkpoint(ckpt_dir, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                                     "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
+                                     "sampler_rng": gen.get_state(), "torch_rng": torch.get_rng_state(),
                                      **bookkeeping})
 
     @classmethod
     def load(cls, ckpt: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-             rng: np.random.Generator, device: torch.device) -> "_RunState":
-        """Restore model, optimizer and RNG states from ``last.pt``; return the bookkeeping."""
+             gen: torch.Generator, device: torch.device) -> "_RunState":
+        """Restore model, optimizer and RNG states from ``last.pt``; return the bookkeeping.
+
+        A checkpoint of a run on another kind of device, or of a kgrec that sampled with numpy, has no
+        usable sampler state: the sampler then keeps its fresh seed (logged).
+        """
         state = torch.load(ckpt, map_location=device, weights_only=False)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
-        rng.bit_generator.state = state["rng"]
-        torch.set_rng_state(state["torch_rng"].cpu())  # map_location moved it; the CPU generator takes a CPU tensor
+        try:  # generator states are CPU byte tensors; map_location moved them
+            gen.set_state(state["sampler_rng"].cpu())
+        except (KeyError, RuntimeError) as e:
+            logger.warning("checkpoint %s has no sampler state for %s (%s); sampling starts from the seed",
+                           ckpt, gen.device, type(e).__name__)
+        torch.set_rng_state(state["torch_rng"].cpu())
         return cls(**{f.name: state[f.name] for f in dataclasses.fields(cls)})
 
 
@@ -302,7 +310,6 @@ def train(snapshot: Any, cfg: TrainConfig, out_dir: str | Path, text_embeddings:
     stop_metric = "ndcg@20"
 
     seed_everything(cfg.seed)
-    rng = np.random.default_rng(cfg.seed)
     model = build_model(cfg, snapshot, text_embeddings).to(device)
     coo = train_csr.tocoo()
     pairs_u = coo.row.astype(np.int64)
@@ -314,7 +321,9 @@ def train(snapshot: Any, cfg: TrainConfig, out_dir: str | Path, text_embeddings:
         model, adj = prepare(model, _build_graph(model, snapshot, pairs_u, pairs_i, torch.device("cpu")),
                              cfg.sampler, cfg.num_neighbors)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, fused=device.type == "cuda")
-    sampler = NegativeSampler(train_csr, cfg.negative_sampling, rng)
+    gen = make_generator(cfg.seed, device)
+    train_pairs = TrainPairs(train_csr, device)
+    sampler = NegativeSampler(train_pairs, cfg.negative_sampling, gen)
     use_amp = bool(cfg.amp and device.type == "cuda")
     amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
@@ -322,7 +331,7 @@ def train(snapshot: Any, cfg: TrainConfig, out_dir: str | Path, text_embeddings:
     ckpt_dir = checkpoint_dir(out_dir, cfg, train_csr, text_embeddings)
     run = _RunState()
     if resume and (ckpt_dir / "last.pt").is_file():
-        run = _RunState.load(ckpt_dir / "last.pt", model, optimizer, rng, device)
+        run = _RunState.load(ckpt_dir / "last.pt", model, optimizer, gen, device)
         logger.info("resumed %s from epoch %d", ckpt_dir.name, run.epoch)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     logger.info("training %r on %s: %d users, %d items, %d train pairs, early stopping on %s %s",
@@ -348,12 +357,11 @@ def train(snapshot: Any, cfg: TrainConfig, out_dir: str | Path, text_embeddings:
         if cfg.negative_sampling == "hard":
             ue_h, ie_h = embeddings()
         model.train()
-        # the epoch's triples go to the device once, and the loss is summed there, so no step waits
-        # on the host; negatives are drawn batch by batch, the order (and RNG stream) of a per-step draw
+        # the epoch's triples are drawn on the device, and the loss is summed there, so no step waits
+        # on the host
         starts = range(0, n, cfg.batch_size)
-        epoch_u, epoch_i = epoch_pairs(train_csr, cfg.positive_sampling, rng)
-        epoch_n = np.concatenate([sampler.sample(epoch_u[b:b + cfg.batch_size], ue_h, ie_h) for b in starts])
-        users, positives, negatives = (torch.from_numpy(a).to(device) for a in (epoch_u, epoch_i, epoch_n))
+        users, positives = train_pairs.epoch_pairs(cfg.positive_sampling, gen)
+        negatives = sampler.sample(users, ue_h, ie_h)
         loss_sum = torch.zeros((), dtype=torch.float64, device=device)
         for b in tqdm(starts, desc=f"epoch {epoch}", leave=False, disable=not progress):
             u, p, neg = (t[b:b + cfg.batch_size] for t in (users, positives, negatives))
@@ -376,7 +384,7 @@ def train(snapshot: Any, cfg: TrainConfig, out_dir: str | Path, text_embeddings:
             score = row[f"{eval_split}_{stop_metric}"]
         run.end_epoch(row, score, model)
         logger.info("epoch %d %s", epoch, json.dumps(row))
-        run.save(ckpt_dir, model, optimizer, rng)
+        run.save(ckpt_dir, model, optimizer, gen)
         if epoch_hook is not None:
             epoch_hook(epoch, row)
         if run.bad_evals >= cfg.patience:

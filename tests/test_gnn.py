@@ -12,7 +12,7 @@ import torch
 from gnn.artifact import ARTIFACT_FILES, load_artifact, publish
 from gnn.evaluate import to_csr
 from gnn.models.lightgcn import LightGCN
-from gnn.sampling import NegativeSampler, epoch_pairs
+from gnn.sampling import NegativeSampler, TrainPairs, make_generator
 from gnn.train import checkpoint_dir, seed_checkpoint, train
 from kg.snapshot import Interactions, Snapshot
 from kgrec.config import TrainConfig
@@ -92,16 +92,24 @@ def test_lightgcn_rejects_bad_sizes() -> None:
 @pytest.mark.parametrize("strategy", ["uniform", "popularity", "hard"])
 def test_negative_sampler_avoids_positives(strategy: str) -> None:
     train_csr = to_csr(np.array([0, 0, 0, 1]), np.array([0, 1, 2, 3]), 2, 6)
-    s = NegativeSampler(train_csr, strategy, np.random.default_rng(0))
-    users = np.zeros(500, dtype=np.int64)
+    s = NegativeSampler(TrainPairs(train_csr), strategy, make_generator(0), chunk=64)
+    users = torch.zeros(500, dtype=torch.long)
     emb = (torch.randn(2, 4), torch.randn(6, 4)) if strategy == "hard" else (None, None)
     neg = s.sample(users, *emb)
-    assert not np.isin(neg, [0, 1, 2]).any()
+    assert neg.shape == (500,) and neg.dtype == torch.long
+    assert not torch.isin(neg, torch.tensor([0, 1, 2])).any()
     if strategy == "popularity":
         # item 3 is the only other item with degree > 0, so it dominates
-        assert (neg == 3).mean() > 0.9
+        assert (neg == 3).double().mean() > 0.9
+    if strategy == "hard":
+        # user 0's best candidate among its three negatives (3, 4, 5) is drawn almost always
+        best = 3 + int((emb[1][3:] @ emb[0][0]).argmax())
+        assert (neg == best).double().mean() > 0.85
+    # the same seed draws the same negatives
+    again = NegativeSampler(TrainPairs(train_csr), strategy, make_generator(0), chunk=64).sample(users, *emb)
+    assert torch.equal(neg, again)
     with pytest.raises(ValueError):
-        NegativeSampler(train_csr, "nope", np.random.default_rng(0))
+        NegativeSampler(TrainPairs(train_csr), "nope", make_generator(0))
 
 
 def test_epoch_pairs_interaction_visits_each_pair_and_user_weighs_users_equally(tmp_path: Path) -> None:
@@ -109,18 +117,21 @@ def test_epoch_pairs_interaction_visits_each_pair_and_user_weighs_users_equally(
     users = np.array([0] * 9 + [1])
     items = np.array(list(range(9)) + [9])
     train_csr = to_csr(users, items, 3, 10)
-    u, i = epoch_pairs(train_csr, "interaction", np.random.default_rng(0))
+    pairs = TrainPairs(train_csr)
+    assert pairs.is_positive(torch.tensor([0, 0, 1, 2]), torch.tensor([8, 9, 9, 0])).tolist() == [
+        True, False, True, False]
+    u, i = pairs.epoch_pairs("interaction", make_generator(0))
     assert sorted(zip(u.tolist(), i.tolist())) == sorted(zip(users.tolist(), items.tolist()))
-    draws = [epoch_pairs(train_csr, "user", np.random.default_rng(s)) for s in range(400)]
-    u = np.concatenate([d[0] for d in draws])
-    i = np.concatenate([d[1] for d in draws])
+    draws = [pairs.epoch_pairs("user", make_generator(s)) for s in range(400)]
+    u = torch.cat([d[0] for d in draws]).numpy().copy()
+    i = torch.cat([d[1] for d in draws]).numpy().copy()
     assert len(u) == 4000 and not (u == 2).any()
     assert train_csr[u, i].all()  # every drawn item is one of its user's training items
     # interaction sampling would give user 1 a tenth of the pairs; user sampling gives it half
     assert abs((u == 1).mean() - 0.5) < 0.03
     assert set(i[u == 0].tolist()) == set(range(9))
     with pytest.raises(ValueError, match="positive_sampling"):
-        epoch_pairs(train_csr, "item", np.random.default_rng(0))
+        pairs.epoch_pairs("item", make_generator(0))
     with pytest.raises(ValueError, match="positive_sampling"):  # refused before any training
         train(planted_snapshot(), tiny_cfg(positive_sampling="item"), tmp_path, progress=False)
     assert not any(tmp_path.iterdir())
