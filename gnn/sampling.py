@@ -50,8 +50,7 @@ class TrainPairs:
         self.row = torch.from_numpy(np.repeat(np.arange(self.num_users, dtype=np.int64), deg)).to(device)
         self.degree = torch.from_numpy(deg).to(device)
         self.active = torch.from_numpy(np.flatnonzero(deg > 0).astype(np.int64)).to(device)
-        # sorted (user * I + item) keys: membership by binary search (CSR order is already sorted
-        # when each row's indices are; sort anyway, scipy does not promise it)
+        # sorted (user * I + item) keys: membership by binary search
         self.keys = torch.sort(self.row * self.num_items + self.indices).values
 
     def epoch_pairs(self, unit: str, gen: torch.Generator) -> tuple[Tensor, Tensor]:
