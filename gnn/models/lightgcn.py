@@ -80,7 +80,8 @@ class LightGCN(EmbeddingRecommender):
             device: where the tensor lives.
 
         Returns:
-            Sparse (U+I, U+I) float32 CSR tensor (symmetric; :meth:`get_embedding` relies on it).
+            Sparse (U+I, U+I) float32 CSR tensor (symmetric; :meth:`get_embedding` relies on it), with
+            int32 indices when they fit: the CPU (MKL) product converts int64 indices on every call.
         """
         n = num_users + num_items
         key = np.unique(np.asarray(user, dtype=np.int64) * num_items + np.asarray(item, dtype=np.int64))
@@ -95,7 +96,11 @@ class LightGCN(EmbeddingRecommender):
         adj = torch.sparse_coo_tensor(idx, torch.from_numpy(val), (n, n), check_invariants=False).coalesce()
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
-            return adj.to_sparse_csr().to(device)
+            csr = adj.to_sparse_csr()
+            if max(n, len(row)) < 2 ** 31:
+                csr = torch.sparse_csr_tensor(csr.crow_indices().int(), csr.col_indices().int(), csr.values(),
+                                              csr.shape, check_invariants=False)
+            return csr.to(device)
 
     def ego_embeddings(self) -> Tensor:
         """(U+I, d) layer-0 embeddings (subclasses fuse side information here)."""
