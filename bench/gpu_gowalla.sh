@@ -10,7 +10,8 @@
 # recipe (same batch of 8,192) for BASELINE_S seconds in the same process, and records: epoch time
 # of each, the epoch-time ratio, training seconds to the recipe's best Recall@20 on each side (the
 # "same quality" ratio), ours' wall time to 0.18, and peak GPU memory of each; first, bench_sampling.py
-# times drawing an epoch's triples on the GPU against the old numpy sampler. The JSON is rewritten
+# times drawing an epoch's triples on the GPU against the old numpy sampler, and bench_step.py one BPR
+# step by batch size. The JSON is rewritten
 # after every evaluation and copied with the log into $OUT, so a call cut short still brings back
 # what it measured.
 # The device's python3 already holds torch and PyG; kgrec runs from the source tree (PYTHONPATH).
@@ -54,6 +55,9 @@ run() {
     # drawing an epoch's triples: torch on CPU and CUDA against the old numpy sampler (about 30 s)
     "$PY" bench/bench_sampling.py --data "$DATA" > "$RESULTS/sampling.log" 2>&1 \
         && cp bench/results/sampling_gowalla.json "$RESULTS/sampling_gowalla_gpu.json" || tail -n 5 "$RESULTS/sampling.log"
+    # one BPR step by batch size, int32 against int64 adjacency indices (about 20 s)
+    "$PY" bench/bench_step.py --data "$DATA" --device "$DEVICE" --batch-sizes 2048,8192,65536 > "$RESULTS/step.log" 2>&1 \
+        && cp bench/results/step_gowalla_cuda.json "$RESULTS/" || tail -n 5 "$RESULTS/step.log"
     "$PY" bench/bench_gnn_lightgcn.py --data "$DATA" --device "$DEVICE" --batch-size 8192 --lr 3.5e-3 \
         --positive-sampling user --eval-every 10 --epochs 800 --budget-s "$TRAIN_S" \
         --baseline --baseline-recipe "$RECIPE" --baseline-epochs 1000 --baseline-budget-s "$BASELINE_S" \
