@@ -51,13 +51,15 @@ PY
 
 run() {
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
-    local json=$RESULTS/gnn_lightgcn_gowalla_gpu.json status=0
+    local name json status=0
+    name=$(basename "$DATA")
+    json=$RESULTS/gnn_lightgcn_${name}_gpu.json
     # drawing an epoch's triples: torch on CPU and CUDA against the old numpy sampler (about 30 s)
     "$PY" bench/bench_sampling.py --data "$DATA" > "$RESULTS/sampling.log" 2>&1 \
-        && cp bench/results/sampling_gowalla.json "$RESULTS/sampling_gowalla_gpu.json" || tail -n 5 "$RESULTS/sampling.log"
+        && cp "bench/results/sampling_$name.json" "$RESULTS/sampling_${name}_gpu.json" || tail -n 5 "$RESULTS/sampling.log"
     # one BPR step by batch size, int32 against int64 adjacency indices (about 20 s)
     "$PY" bench/bench_step.py --data "$DATA" --device "$DEVICE" --batch-sizes 2048,8192,65536 > "$RESULTS/step.log" 2>&1 \
-        && cp bench/results/step_gowalla_cuda.json "$RESULTS/" || tail -n 5 "$RESULTS/step.log"
+        && cp "bench/results/step_${name}_${DEVICE%%:*}.json" "$RESULTS/" || tail -n 5 "$RESULTS/step.log"
     "$PY" bench/bench_gnn_lightgcn.py --data "$DATA" --device "$DEVICE" --batch-size 8192 --lr 3.5e-3 \
         --positive-sampling user --eval-every 10 --epochs 800 --budget-s "$TRAIN_S" \
         --baseline --baseline-recipe "$RECIPE" --baseline-epochs 1000 --baseline-budget-s "$BASELINE_S" \
