@@ -189,6 +189,26 @@ def test_killed_training_keeps_current_and_resumes(tmp_path: Path) -> None:
     assert (tmp_path / "current").resolve() == second.resolve()
 
 
+@pytest.mark.parametrize("negative_sampling", ["uniform", "hard"])
+def test_resumed_training_matches_an_uninterrupted_run(tmp_path: Path, negative_sampling: str) -> None:
+    # the checkpoint carries the sampler's generator, so the resumed epochs draw the same triples
+    snap = planted_snapshot(num_users=60)
+    cfg = tiny_cfg(epochs=4, eval_every=1, negative_sampling=negative_sampling)
+    whole = train(snap, cfg, tmp_path / "whole", progress=False)
+
+    def stop_at_2(epoch: int, row: dict) -> None:
+        if epoch == 2:
+            raise Boom("killed")
+
+    with pytest.raises(Boom):
+        train(snap, cfg, tmp_path / "cut", epoch_hook=stop_at_2, progress=False)
+    resumed = train(snap, cfg, tmp_path / "cut", progress=False)
+    losses = [[r["loss"] for r in json.loads((a / "metrics.json").read_text())["history"]] for a in (whole, resumed)]
+    assert losses[0] == pytest.approx(losses[1], rel=1e-6)
+    with np.load(whole / "embeddings.npz") as z1, np.load(resumed / "embeddings.npz") as z2:
+        np.testing.assert_allclose(z1["item"], z2["item"], rtol=1e-5, atol=1e-6)
+
+
 def test_seed_checkpoint_continues_a_run_under_a_new_batch_size_and_lr(tmp_path: Path) -> None:
     snap = planted_snapshot(num_users=60)
     tr = snap.splits["train"]
