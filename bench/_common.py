@@ -7,6 +7,10 @@ import platform
 import resource
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Callable
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -20,6 +24,19 @@ def machine() -> dict:
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
     return info
+
+
+def timed(fn: Callable[[], object], device: "torch.device") -> float:
+    """Seconds that ``fn()`` takes, with the CUDA device synchronised before and after it."""
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    t = time.perf_counter()
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - t
 
 
 def peak_rss_mb(children: bool = False) -> float:

@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import peak_rss_mb, write_result  # noqa: E402
+from _common import peak_rss_mb, timed, write_result  # noqa: E402
 
 
 def _status_mb(field: str) -> float | None:
@@ -201,21 +201,20 @@ def run_steps(args: argparse.Namespace) -> None:
     rss0 = reset_peak_rss()  # graph generation and set-up excluded from the peak
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
+
+    def step(u: torch.Tensor, p: torch.Tensor, n: torch.Tensor) -> None:
+        opt.zero_grad(set_to_none=True)
+        step_model.loss(graph, u, p, n).backward()
+        opt.step()
+
     times = []
     for s in range(args.steps + 1):  # the first step warms up and is not timed
         pick = rng.choice(len(tr), args.batch_size, replace=False)
         u, p = torch.from_numpy(tr.user[pick]).to(device), torch.from_numpy(tr.item[pick]).to(device)
         n = torch.from_numpy(rng.integers(0, snap.num_items, args.batch_size)).to(device)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        t0 = time.perf_counter()
-        opt.zero_grad(set_to_none=True)
-        step_model.loss(graph, u, p, n).backward()
-        opt.step()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+        seconds = timed(lambda: step(u, p, n), device)
         if s:
-            times.append(time.perf_counter() - t0)
+            times.append(seconds)
     out = {"variant": args.variant, "users": args.users, "nodes": model.num_total,
            "edges": int(graph[0].size(1)) if args.variant == "step-full" else graph.num_edges,
            "train_interactions": len(tr), "step_s": round(float(np.median(times)), 3),

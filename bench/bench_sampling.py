@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +20,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import write_result  # noqa: E402
+from _common import timed, write_result  # noqa: E402
 
 
 def numpy_epoch(train: sp.csr_matrix, unit: str, strategy: str, rng: np.random.Generator, batch_size: int,
@@ -77,16 +76,7 @@ def main() -> None:
 
     def clock(fn, device: torch.device) -> float:
         fn()  # warm-up
-        times = []
-        for _ in range(args.repeats):
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            t = time.perf_counter()
-            fn()
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            times.append(time.perf_counter() - t)
-        return round(statistics.median(times), 4)
+        return round(statistics.median(timed(fn, device) for _ in range(args.repeats)), 4)
 
     rows = []
     for device in devices:

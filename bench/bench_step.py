@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -20,7 +19,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import write_result  # noqa: E402
+from _common import timed, write_result  # noqa: E402
 
 
 def main() -> None:
@@ -49,24 +48,20 @@ def main() -> None:
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     gen = torch.Generator(device=device).manual_seed(0)
 
-    def sync() -> None:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+    def step(adj: torch.Tensor, u: torch.Tensor, p: torch.Tensor, n: torch.Tensor) -> None:
+        opt.zero_grad(set_to_none=True)
+        model.loss(adj, u, p, n).backward()
+        opt.step()
 
     rows = []
     for batch in (int(b) for b in args.batch_sizes.split(",")):
         times: dict[str, list[float]] = {name: [] for name in adjs}
-        for step in range(args.steps + 2):
+        for i in range(args.steps + 2):  # the first two steps of each warm up and are not timed
             for name, adj in adjs.items():
                 u, p, n = (torch.randint(0, hi, (batch,), generator=gen, device=device) for hi in (U, I, I))
-                sync()
-                t = time.perf_counter()
-                opt.zero_grad(set_to_none=True)
-                model.loss(adj, u, p, n).backward()
-                opt.step()
-                sync()
-                if step >= 2:
-                    times[name].append(time.perf_counter() - t)
+                seconds = timed(lambda: step(adj, u, p, n), device)
+                if i >= 2:
+                    times[name].append(seconds)
         row = {"batch_size": batch, **{f"{name}_step_ms": round(statistics.median(t) * 1000, 2)
                                        for name, t in times.items()}}
         row["ratio_int64_over_ours"] = round(statistics.median(times["int64"]) / statistics.median(times["ours"]), 3)
