@@ -108,6 +108,8 @@ def main() -> None:
     ap.add_argument("--positive-sampling", default="interaction", choices=["interaction", "user"])
     ap.add_argument("--device", default="auto")
     ap.add_argument("--eval-every", type=int, default=1)
+    ap.add_argument("--swa-start", type=int, default=0,
+                    help="evaluate and publish the mean of the weights from this epoch on (0 = off)")
     ap.add_argument("--target-recall", type=float, default=0.18, help="report the wall time to reach this Recall@20")
     ap.add_argument("--models-dir", default=None,
                     help="keep checkpoints here so a killed or budget-limited run resumes (default: a temp dir)")
@@ -131,7 +133,8 @@ def main() -> None:
     snap = snapshot_from_lightgcn(args.data)
     cfg = TrainConfig(model="lightgcn", embedding_dim=args.dim, num_layers=args.layers, lr=args.lr,
                       weight_decay=args.weight_decay, batch_size=args.batch_size, epochs=args.epochs,
-                      eval_every=args.eval_every, patience=1000, negative_sampling=args.negatives,
+                      eval_every=args.eval_every, patience=1000, swa_start=args.swa_start,
+                      negative_sampling=args.negatives,
                       positive_sampling=args.positive_sampling, ks=[20], seed=2020, device=args.device)
     if args.continue_from:
         tr = snap.splits["train"]

@@ -8,7 +8,8 @@ closed form, evaluated like a trained model and written as the same kind of arti
 Checkpoints live in ``out_dir/.checkpoints/<model>-<fingerprint>/`` and let an interrupted run
 with the same configuration and data resume; they are removed once the artifact is published.
 ``seed_checkpoint`` starts a run from another run's checkpoint, to change batch size or learning rate
-mid-way.
+mid-way. With ``swa_start`` set, evaluation, early stopping and the artifact use the running mean of
+the weights from that epoch on (stochastic weight averaging); the mean is kept in the checkpoint.
 """
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import scipy.sparse as sp
 import torch
+from torch.optim.swa_utils import AveragedModel
 
 from kgrec.config import TrainConfig
 
@@ -129,9 +131,10 @@ def _config_dict(cfg: TrainConfig) -> dict[str, Any]:
 
 
 def _fingerprint(cfg: TrainConfig, train_csr: sp.csr_matrix, text_embeddings: np.ndarray | None = None) -> str:
-    """Hash of what decides the optimisation path (not epochs/patience/out_dir/device)."""
+    """Hash of what decides the optimisation path (not epochs/patience/out_dir/device, nor the weight
+    average, which the optimiser never sees: a run in progress can start averaging on resume)."""
     d = _config_dict(cfg)
-    for k in ("epochs", "patience", "out_dir", "device", "eval_every"):
+    for k in ("epochs", "patience", "out_dir", "device", "eval_every", "swa_start"):
         d.pop(k, None)
     h = hashlib.sha1(json.dumps(d, sort_keys=True).encode())
     h.update(np.asarray(train_csr.shape, dtype=np.int64).tobytes())
@@ -232,24 +235,27 @@ class _RunState:
             self.bad_evals += 1
 
     def save(self, ckpt_dir: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-             gen: torch.Generator) -> None:
+             gen: torch.Generator, swa: AveragedModel | None = None) -> None:
         """Write ``last.pt`` (atomically, through a temporary file) and ``history.json``."""
         bookkeeping = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         _write_checkpoint(ckpt_dir, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                                      "sampler_rng": gen.get_state(), "torch_rng": torch.get_rng_state(),
-                                     **bookkeeping})
+                                     "swa": swa.state_dict() if swa is not None else None, **bookkeeping})
 
     @classmethod
     def load(cls, ckpt: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-             gen: torch.Generator, device: torch.device) -> "_RunState":
-        """Restore model, optimizer and RNG states from ``last.pt``; return the bookkeeping.
+             gen: torch.Generator, device: torch.device, swa: AveragedModel | None = None) -> "_RunState":
+        """Restore model, optimizer, weight average and RNG states from ``last.pt``; return the bookkeeping.
 
         A checkpoint of a run on another kind of device, or of a kgrec that sampled with numpy, has no
-        usable sampler state: the sampler then keeps its fresh seed (logged).
+        usable sampler state: the sampler then keeps its fresh seed (logged). A checkpoint without a
+        weight average (a run without ``swa_start``, or one seeded from it) starts the average afresh.
         """
         state = torch.load(ckpt, map_location=device, weights_only=False)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
+        if swa is not None and state.get("swa") is not None:
+            swa.load_state_dict(state["swa"])
         try:  # generator states are CPU byte tensors; map_location moved them
             gen.set_state(state["sampler_rng"].cpu())
         except (KeyError, RuntimeError) as e:
@@ -328,23 +334,29 @@ def train(snapshot: Any, cfg: TrainConfig, out_dir: str | Path, text_embeddings:
     amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
 
+    # the weight average (cfg.swa_start > 0) is what is evaluated and published once it holds an epoch
+    swa = AveragedModel(model) if cfg.swa_start > 0 else None
+
+    def scored_model() -> torch.nn.Module:
+        return swa.module if swa is not None and int(swa.n_averaged) > 0 else model
+
     ckpt_dir = checkpoint_dir(out_dir, cfg, train_csr, text_embeddings)
     run = _RunState()
     if resume and (ckpt_dir / "last.pt").is_file():
-        run = _RunState.load(ckpt_dir / "last.pt", model, optimizer, gen, device)
+        run = _RunState.load(ckpt_dir / "last.pt", model, optimizer, gen, device, swa)
         logger.info("resumed %s from epoch %d", ckpt_dir.name, run.epoch)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     logger.info("training %r on %s: %d users, %d items, %d train pairs, early stopping on %s %s",
                 model, device, U, I, len(pairs_u), eval_split, stop_metric)
 
-    def embeddings() -> tuple[torch.Tensor, torch.Tensor]:
-        model.eval()
+    def embeddings(net: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+        net.eval()
         with torch.no_grad():
-            ue, ie = model.get_embedding(adj)
+            ue, ie = net.get_embedding(adj)
         return ue.float(), ie.float()
 
-    def run_eval(truth: sp.csr_matrix, exclude: sp.csr_matrix | None) -> dict[str, float]:
-        ue, ie = embeddings()
+    def run_eval(net: torch.nn.Module, truth: sp.csr_matrix, exclude: sp.csr_matrix | None) -> dict[str, float]:
+        ue, ie = embeddings(net)
         return evaluate(lambda u: ue[u] @ ie.t(), train_csr, truth, ks, I, device=device, exclude=exclude)
 
     t_start = time.perf_counter()
@@ -355,7 +367,7 @@ def train(snapshot: Any, cfg: TrainConfig, out_dir: str | Path, text_embeddings:
         t0 = time.perf_counter()
         ue_h = ie_h = None
         if cfg.negative_sampling == "hard":
-            ue_h, ie_h = embeddings()
+            ue_h, ie_h = embeddings(model)  # hard negatives come from the live weights, not the average
         model.train()
         # the epoch's triples are drawn on the device, and the loss is summed there, so no step waits
         # on the host
@@ -376,15 +388,19 @@ def train(snapshot: Any, cfg: TrainConfig, out_dir: str | Path, text_embeddings:
         if not np.isfinite(total):
             raise TrainingError(f"loss diverged at epoch {epoch} (lr {cfg.lr} too high?)")
         row: dict[str, Any] = {"epoch": epoch, "loss": total / n, "train_s": round(time.perf_counter() - t0, 3)}
+        if swa is not None and epoch >= cfg.swa_start:
+            swa.update_parameters(model)
+            row["swa_epochs"] = int(swa.n_averaged)
         score = None
         if epoch % cfg.eval_every == 0 or epoch == cfg.epochs:
             t1 = time.perf_counter()
-            row.update({f"{eval_split}_{k}": v for k, v in run_eval(eval_csr, None).items() if k != "num_users"})
+            scores = run_eval(scored_model(), eval_csr, None)
+            row.update({f"{eval_split}_{k}": v for k, v in scores.items() if k != "num_users"})
             row["eval_s"] = round(time.perf_counter() - t1, 3)
             score = row[f"{eval_split}_{stop_metric}"]
-        run.end_epoch(row, score, model)
+        run.end_epoch(row, score, scored_model())
         logger.info("epoch %d %s", epoch, json.dumps(row))
-        run.save(ckpt_dir, model, optimizer, gen)
+        run.save(ckpt_dir, model, optimizer, gen, swa)
         if epoch_hook is not None:
             epoch_hook(epoch, row)
         if run.bad_evals >= cfg.patience:
@@ -397,13 +413,12 @@ def train(snapshot: Any, cfg: TrainConfig, out_dir: str | Path, text_embeddings:
             budget_stop = epoch < cfg.epochs
             break
 
-    if run.best_state is not None:
-        model.load_state_dict(run.best_state)
-    ue, ie = embeddings()
+    model.load_state_dict(run.best_state if run.best_state is not None else scored_model().state_dict())
+    ue, ie = embeddings(model)
     final: dict[str, float] = {}
     if test is not None and len(test) > 0:
         excl = to_csr(valid.user, valid.item, U, I) if eval_split == "valid" else None
-        final = run_eval(to_csr(test.user, test.item, U, I), excl)
+        final = run_eval(model, to_csr(test.user, test.item, U, I), excl)
 
     final_dir = _write_artifact(
         out_dir, cfg, snapshot, train_csr, ue.cpu().numpy(), ie.cpu().numpy(),

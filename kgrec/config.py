@@ -107,6 +107,9 @@ class TrainConfig:
     epochs: int = 30
     eval_every: int = 1
     patience: int = 10
+    # stochastic weight averaging: from this epoch on, evaluate and publish the running mean of the
+    # weights at the end of each epoch (torch.optim.swa_utils.AveragedModel); 0 = off
+    swa_start: int = 0
     negative_sampling: str = "uniform"  # uniform | popularity | hard
     # interaction: each epoch visits every training pair once; user: each epoch draws as many pairs
     # by picking a uniform user, then one of its items (the LightGCN reference code's sampler)

@@ -242,6 +242,45 @@ def test_seed_checkpoint_continues_a_run_under_a_new_batch_size_and_lr(tmp_path:
     assert json.loads((art / "config.json").read_text())["batch_size"] == 64
 
 
+def test_weight_averaging_evaluates_and_publishes_the_mean_of_the_epochs_weights(tmp_path: Path) -> None:
+    snap = planted_snapshot(num_users=60)
+    tr = snap.splits["train"]
+    train_csr = to_csr(tr.user, tr.item, snap.num_users, snap.num_items)
+    cfg = tiny_cfg(epochs=5, eval_every=5, swa_start=3)
+    ckpt = checkpoint_dir(tmp_path, cfg, train_csr)
+    assert ckpt == checkpoint_dir(tmp_path, tiny_cfg(epochs=5, eval_every=5), train_csr)  # same optimisation path
+    live: dict[int, torch.Tensor] = {}
+
+    def keep_weights(epoch: int, row: dict) -> None:  # the checkpoint of each epoch is written before the hook
+        state = torch.load(ckpt / "last.pt", weights_only=False)
+        live[epoch] = state["model"]["embedding.weight"].clone()
+        assert row.get("swa_epochs") == (epoch - 2 if epoch >= 3 else None)
+        if epoch == 4:
+            torch.testing.assert_close(state["swa"]["module.embedding.weight"], (live[3] + live[4]) / 2)
+            raise Boom("killed")  # the average survives a restart
+
+    with pytest.raises(Boom):
+        train(snap, cfg, tmp_path, epoch_hook=keep_weights, progress=False)
+    art = train(snap, cfg, tmp_path, epoch_hook=keep_weights, progress=False)
+
+    coo = train_csr.tocoo()
+    adj = LightGCN.build_adjacency(coo.row, coo.col, snap.num_users, snap.num_items)
+    ue, ie = propagate(snap, (live[3] + live[4] + live[5]) / 3, adj)
+    with np.load(art / "embeddings.npz") as z:
+        np.testing.assert_allclose(z["user"], ue, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(z["item"], ie, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(ie, propagate(snap, live[5], adj)[1], atol=1e-4)  # not the last epoch's weights
+
+
+def propagate(snap: Snapshot, ego: torch.Tensor, adj: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Final user and item embeddings of a 16-d, 2-layer LightGCN with ego embeddings ``ego``."""
+    model = LightGCN(snap.num_users, snap.num_items, embedding_dim=16, num_layers=2)
+    model.embedding.weight.data = ego
+    with torch.no_grad():
+        ue, ie = model.get_embedding(adj)
+    return ue.numpy(), ie.numpy()
+
+
 def test_publish_is_atomic_swap(tmp_path: Path) -> None:
     snap = planted_snapshot(num_users=40)
     a = train(snap, tiny_cfg(epochs=1), tmp_path, progress=False)
