@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from gnn.artifact import ARTIFACT_FILES, load_artifact, publish
-from gnn.evaluate import to_csr
+from gnn.evaluate import evaluate, to_csr
 from gnn.models.lightgcn import LightGCN
 from gnn.sampling import NegativeSampler, TrainPairs, make_generator
 from gnn.train import checkpoint_dir, seed_checkpoint, train
@@ -244,11 +244,11 @@ def test_seed_checkpoint_continues_a_run_under_a_new_batch_size_and_lr(tmp_path:
 
 def test_weight_averaging_evaluates_and_publishes_the_mean_of_the_epochs_weights(tmp_path: Path) -> None:
     snap = planted_snapshot(num_users=60)
-    tr = snap.splits["train"]
+    tr, va, te = (snap.splits[s] for s in ("train", "valid", "test"))
     train_csr = to_csr(tr.user, tr.item, snap.num_users, snap.num_items)
-    cfg = tiny_cfg(epochs=5, eval_every=5, swa_start=3)
+    cfg = tiny_cfg(epochs=6, eval_every=5, swa_start=3)
     ckpt = checkpoint_dir(tmp_path, cfg, train_csr)
-    assert ckpt == checkpoint_dir(tmp_path, tiny_cfg(epochs=5, eval_every=5), train_csr)  # same optimisation path
+    assert ckpt == checkpoint_dir(tmp_path, tiny_cfg(epochs=6, eval_every=5), train_csr)  # same optimisation path
     live: dict[int, torch.Tensor] = {}
 
     def keep_weights(epoch: int, row: dict) -> None:  # the checkpoint of each epoch is written before the hook
@@ -263,13 +263,20 @@ def test_weight_averaging_evaluates_and_publishes_the_mean_of_the_epochs_weights
         train(snap, cfg, tmp_path, epoch_hook=keep_weights, progress=False)
     art = train(snap, cfg, tmp_path, epoch_hook=keep_weights, progress=False)
 
+    # evaluations at epochs 5 and 6 scored the means of epochs 3-5 and 3-6; the artifact is the better one
+    metrics = json.loads((art / "metrics.json").read_text())
+    best = metrics["best_epoch"]
     coo = train_csr.tocoo()
     adj = LightGCN.build_adjacency(coo.row, coo.col, snap.num_users, snap.num_items)
-    ue, ie = propagate(snap, (live[3] + live[4] + live[5]) / 3, adj)
+    ue, ie = propagate(snap, sum(live[e] for e in range(3, best + 1)) / (best - 2), adj)
     with np.load(art / "embeddings.npz") as z:
         np.testing.assert_allclose(z["user"], ue, rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(z["item"], ie, rtol=1e-5, atol=1e-6)
-    assert not np.allclose(ie, propagate(snap, live[5], adj)[1], atol=1e-4)  # not the last epoch's weights
+    assert not np.allclose(ie, propagate(snap, live[best], adj)[1], atol=1e-4)  # not that epoch's own weights
+    test_scores = evaluate(lambda u: torch.from_numpy(ue[u] @ ie.T), train_csr,
+                           to_csr(te.user, te.item, snap.num_users, snap.num_items), [10, 20], snap.num_items,
+                           exclude=to_csr(va.user, va.item, snap.num_users, snap.num_items))
+    assert metrics["test"]["ndcg@20"] == pytest.approx(test_scores["ndcg@20"], abs=1e-6)  # the published weights
 
 
 def propagate(snap: Snapshot, ego: torch.Tensor, adj: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
