@@ -98,7 +98,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--data", default=str(ROOT.parent / "shared" / "datasets" / "gowalla"))
     ap.add_argument("--budget-s", type=float, default=600.0)
-    ap.add_argument("--epochs", type=int, default=1000)
+    ap.add_argument("--epochs", type=int, default=10000,
+                    help="the last epoch, counted across a --continue-from chain; reaching it ends the run and "
+                         "deletes its checkpoint, so the budget is the usual stop")
     ap.add_argument("--batch-size", type=int, default=16384)
     ap.add_argument("--lr", type=float, default=5e-3)
     ap.add_argument("--layers", type=int, default=3)
