@@ -265,6 +265,28 @@ class _RunState:
         return cls(**{f.name: state[f.name] for f in dataclasses.fields(cls)})
 
 
+def weight_average(model: torch.nn.Module) -> AveragedModel:
+    """``AveragedModel(model)`` whose copy shares ``model``'s buffers instead of deep-copying them.
+
+    The average (``use_buffers=False``) never updates buffers, and ours are constants: the fused models'
+    text features and masks. Sharing them keeps weight averaging from doubling that memory, which
+    for a large catalogue's text embeddings is most of the model; only the parameters are copied.
+    """
+    owners = [(module, name, buf) for module in model.modules() for name, buf in module._buffers.items()
+              if buf is not None]
+    for module, name, _ in owners:  # hidden from the deep copy, then handed to both models
+        module._buffers[name] = None
+    try:
+        swa = AveragedModel(model)
+    finally:
+        for module, name, buf in owners:
+            module._buffers[name] = buf
+    copies = dict(zip(map(id, model.modules()), swa.module.modules()))
+    for module, name, buf in owners:
+        copies[id(module)]._buffers[name] = buf
+    return swa
+
+
 def train(snapshot: Any, cfg: TrainConfig, out_dir: str | Path, text_embeddings: np.ndarray | None = None,
           *, snapshot_path: str | Path | None = None, epoch_hook: EpochHook | None = None,
           resume: bool = True, publish_current: bool = True, max_time_s: float | None = None,
@@ -335,7 +357,7 @@ def train(snapshot: Any, cfg: TrainConfig, out_dir: str | Path, text_embeddings:
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
 
     # the weight average (cfg.swa_start > 0) is what is evaluated and published once it holds an epoch
-    swa = AveragedModel(model) if cfg.swa_start > 0 else None
+    swa = weight_average(model) if cfg.swa_start > 0 else None
 
     def scored_model() -> torch.nn.Module:
         return swa.module if swa is not None and int(swa.n_averaged) > 0 else model

@@ -13,7 +13,7 @@ from gnn.artifact import ARTIFACT_FILES, load_artifact, publish
 from gnn.evaluate import evaluate, to_csr
 from gnn.models.lightgcn import LightGCN
 from gnn.sampling import NegativeSampler, TrainPairs, make_generator
-from gnn.train import checkpoint_dir, seed_checkpoint, train
+from gnn.train import checkpoint_dir, seed_checkpoint, train, weight_average
 from kg.snapshot import Interactions, Snapshot
 from kgrec.config import TrainConfig
 
@@ -277,6 +277,41 @@ def test_weight_averaging_evaluates_and_publishes_the_mean_of_the_epochs_weights
                            to_csr(te.user, te.item, snap.num_users, snap.num_items), [10, 20], snap.num_items,
                            exclude=to_csr(va.user, va.item, snap.num_users, snap.num_items))
     assert metrics["test"]["ndcg@20"] == pytest.approx(test_scores["ndcg@20"], abs=1e-6)  # the published weights
+
+
+def test_weight_average_shares_the_text_buffer_and_copies_only_parameters(tmp_path: Path) -> None:
+    from gnn.models.fused import FusedLightGCN
+
+    adj = LightGCN.build_adjacency(np.array([0, 1, 2]), np.array([0, 1, 3]), 3, 400)
+    model = FusedLightGCN(3, 400, torch.randn(400, 64), embedding_dim=8, num_layers=2, fusion="gate")
+    swa = weight_average(model)
+    assert swa.module.text is model.text  # one text matrix in memory, not two
+    for (name, p), q in zip(model.named_parameters(), swa.module.parameters()):
+        assert p.data_ptr() != q.data_ptr(), name
+    first = {k: v.clone() for k, v in model.state_dict().items()}
+    swa.update_parameters(model)
+    with torch.no_grad():
+        model.embedding.weight.add_(1.0)
+    swa.update_parameters(model)
+    torch.testing.assert_close(swa.module.embedding.weight, first["embedding.weight"] + 0.5)
+    torch.testing.assert_close(swa.module.get_embedding(adj)[1],
+                               _with_weights(model, swa.module.state_dict()).get_embedding(adj)[1])
+    # a checkpoint of both holds the text once: torch.save writes a shared storage once
+    torch.save({"model": model.state_dict(), "swa": swa.state_dict()}, tmp_path / "both.pt")
+    torch.save({"model": model.state_dict()}, tmp_path / "one.pt")
+    text_bytes = model.text.numel() * 4
+    assert (tmp_path / "both.pt").stat().st_size < (tmp_path / "one.pt").stat().st_size + text_bytes // 2
+    restored = weight_average(model)
+    restored.load_state_dict(torch.load(tmp_path / "both.pt", weights_only=False)["swa"])
+    assert int(restored.n_averaged) == 2 and restored.module.text is model.text
+
+
+def _with_weights(model: torch.nn.Module, state: dict) -> torch.nn.Module:
+    import copy
+
+    other = copy.deepcopy(model)
+    other.load_state_dict(state)
+    return other
 
 
 def propagate(snap: Snapshot, ego: torch.Tensor, adj: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
