@@ -42,8 +42,8 @@ def train_model(snapshot: Path, cfg: Config) -> Path:
     """Train on a snapshot; gnn.train publishes the artifact as ``<out_dir>/current``.
 
     Item text vectors from ``kgrec encode`` (``text_embeddings.npz`` in the snapshot) are passed to
-    text-aware models (``kgfused`` gets the query and entity vectors too); ``fused`` and the
-    ``text`` fusion need them and say so when they are missing.
+    the text-aware models only (``kgfused`` gets the query and entity vectors too); ``fused`` and
+    the ``text`` fusion need them and say so when they are missing.
     """
     import numpy as np
 
@@ -52,7 +52,7 @@ def train_model(snapshot: Path, cfg: Config) -> Path:
 
     text = None
     vectors = Path(snapshot) / "text_embeddings.npz"
-    if vectors.is_file():
+    if vectors.is_file() and cfg.train.model in ("fused", "kgfused"):
         with np.load(vectors) as z:
             # kgfused also fuses query and entity text (issue #6)
             text = {k: z[k] for k in z.files} if cfg.train.model == "kgfused" else z["item"]

@@ -64,6 +64,20 @@ def test_recall_far_above_random(trained):
     assert metrics["ndcg@20"] > 0.1
 
 
+def test_text_vectors_go_only_to_text_models(trained, tmp_path, caplog):
+    """An encoded snapshot still trains plain LightGCN without its text vectors (so no warning)."""
+    from dataclasses import replace
+
+    from kgrec.pipeline import train_model
+
+    cfg, snapshot, _ = trained
+    one_epoch = replace(cfg, train=replace(cfg.train, out_dir=tmp_path / "models", epochs=1))
+    with caplog.at_level("WARNING", logger="gnn.train"):
+        train_model(snapshot, one_epoch)
+    assert "ignores text" not in caplog.text
+    assert (snapshot / "text_embeddings.npz").is_file()
+
+
 def test_planted_communities_come_back(trained):
     from serving import Recommender
 
