@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.kgrec-installed
 TEST_NEO4J := KGREC_NEO4J__HOME=.kgrec/neo4j-test-7688 KGREC_NEO4J__BOLT_PORT=7688 KGREC_NEO4J__HTTP_PORT=7475
 
-.PHONY: install demo test neo4j-start neo4j-stop neo4j-status neo4j-test-stop bench clean
+.PHONY: install demo test test-lowest neo4j-start neo4j-stop neo4j-status neo4j-test-stop bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,15 @@ demo: install
 
 test: install
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
+
+# The suite at the lowest versions pyproject.toml allows for kgrec's direct dependencies
+# (uv's lowest-direct resolution), in a separate venv; not part of `make test`.
+LOWEST := .kgrec/venv-lowest
+test-lowest:
+	$(PYTHON) -m venv $(LOWEST)
+	$(LOWEST)/bin/pip install -q uv
+	$(LOWEST)/bin/uv pip install -q --python $(LOWEST)/bin/python --resolution lowest-direct -e '.[dev]'
+	HF_HUB_OFFLINE=1 $(LOWEST)/bin/python -m pytest
 
 neo4j-start: install
 	$(BIN)/kgrec neo4j start

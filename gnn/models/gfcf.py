@@ -76,7 +76,7 @@ class GFCF:
             else:
                 torch.manual_seed(self.seed)
                 a = self._to_torch(Rn, layout=torch.sparse_coo)
-                _, _, v = torch.svd_lowrank(a, q=k + 64, niter=6)
+                _, _, v = torch.svd_lowrank(a, q=min(k + 64, min(Rn.shape)), niter=6)
                 vt = v[:, :k].t().cpu().numpy()
         self._set_vt(vt)
         self.fit_seconds = time.perf_counter() - t0
