@@ -41,6 +41,17 @@ def test_gfcf_matches_dense_formula(solver: str) -> None:
     assert "GFCF(k=5" in repr(model)
 
 
+def test_randomized_solver_is_seeded_and_leaves_the_global_rng_alone() -> None:
+    rng = np.random.default_rng(2)
+    R = sp.csr_matrix((rng.random((30, 25)) < 0.2).astype(np.float64))
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    first = GFCF(k=5, svd_solver="randomized", seed=7).fit(R).score(np.arange(30))
+    assert torch.equal(torch.get_rng_state(), before)
+    again = GFCF(k=5, svd_solver="randomized", seed=7).fit(R).score(np.arange(30))
+    assert torch.equal(first, again)
+
+
 def test_gfcf_errors() -> None:
     with pytest.raises(ValueError):
         GFCF(svd_solver="nope")

@@ -74,9 +74,11 @@ class GFCF:
                 _, sv, vt = svds(Rn, k=k, v0=v0)
                 vt = vt[np.argsort(-sv)]
             else:
-                torch.manual_seed(self.seed)
                 a = self._to_torch(Rn, layout=torch.sparse_coo)
-                _, _, v = torch.svd_lowrank(a, q=min(k + 64, min(Rn.shape)), niter=6)
+                cuda = [a.device.index] if a.device.type == "cuda" else []
+                with torch.random.fork_rng(devices=cuda):  # a seeded projection; the caller's RNG is untouched
+                    torch.manual_seed(self.seed)
+                    _, _, v = torch.svd_lowrank(a, q=min(k + 64, min(Rn.shape)), niter=6)
                 vt = v[:, :k].t().cpu().numpy()
         self._set_vt(vt)
         self.fit_seconds = time.perf_counter() - t0
