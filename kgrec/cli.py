@@ -10,6 +10,8 @@ from pathlib import Path
 
 from .config import Config, ConfigError, load_config
 
+MODELS = ("lightgcn", "fused", "rgcn", "kgfused", "gfcf", "bspm")  # the names gnn.train.build_model knows
+
 
 def _graph(cfg: Config, start: bool = False):
     from kg.connection import connect
@@ -47,7 +49,8 @@ def cmd_demo(args: argparse.Namespace, cfg: Config) -> None:
     from .pipeline import run_demo
 
     spec = SyntheticSpec(num_users=args.users, num_items=args.items, seed=args.seed)
-    cfg.train.epochs, cfg.train.lr, cfg.train.batch_size = args.epochs, args.lr, args.batch_size
+    cfg.train.model, cfg.train.epochs = args.model, args.epochs
+    cfg.train.lr, cfg.train.batch_size = args.lr, args.batch_size
     with _graph(cfg, start=True) as g:
         result = run_demo(g, cfg, spec)
     print()
@@ -186,6 +189,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--users", type=int, default=600)
     s.add_argument("--items", type=int, default=400)
     s.add_argument("--seed", type=int, default=7)
+    s.add_argument("--model", choices=MODELS, default="kgfused",
+                   help="kgfused (default): text + LightGCN + R-GCN over the attribute graph; see `kgrec train`")
     s.add_argument("--epochs", type=int, default=40, help="training epochs for the small demo graph")
     s.add_argument("--lr", type=float, default=0.01)
     s.add_argument("--batch-size", type=int, default=1024)
@@ -215,7 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("train", help="train on a snapshot and publish the model artifact")
     s.add_argument("snapshot")
-    s.add_argument("--model", choices=["lightgcn", "fused", "rgcn", "kgfused", "gfcf", "bspm"],
+    s.add_argument("--model", choices=MODELS,
                    help="fused: item text + LightGCN; kgfused: text + LightGCN + R-GCN over the KG; "
                         "gfcf, bspm: training-free graph filters (fitted in closed form)")
     s.add_argument("--fusion", choices=["sum", "concat", "gate", "text"],
