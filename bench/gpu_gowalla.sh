@@ -16,6 +16,10 @@
 # step by batch size. The JSON is rewritten
 # after every evaluation and copied with the log into $OUT, so a call cut short still brings back
 # what it measured.
+# If ours stopped short of Recall@20 0.18 and device time is left, call at once (a machine goes back
+# 30 s after a call)
+#   bash bench/gpu_gowalla.sh more       # TRAIN_S more seconds of ours from run's checkpoint
+# which writes ..._gpu_more.json: its epochs carry on from run's, its times start at zero.
 # The device's python3 already holds torch and PyG; kgrec runs from the source tree (PYTHONPATH).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,6 +31,7 @@ DEVICE=${KGREC_GPU_DEVICE:-cuda}
 TRAIN_S=${KGREC_GPU_TRAIN_S:-240}        # ours: training budget (evaluations come on top)
 BASELINE_S=${KGREC_GPU_BASELINE_S:-150}  # the PyG recipe: wall budget, start-up included
 SWA_START=${KGREC_GPU_SWA_START:-400}    # ours: the epoch the published weight average starts
+MODELS_DIR=${KGREC_GPU_MODELS_DIR:-.kgrec/bench-models/gpu-gowalla}  # ours' checkpoint, which `more` resumes
 RESULTS=${OUT:-bench/results}
 mkdir -p "$RESULTS"
 
@@ -52,6 +57,13 @@ if "baseline" in r:
 PY
 }
 
+ours() {  # our LightGCN with session 14's recipe for TRAIN_S seconds, resuming MODELS_DIR's checkpoint if any
+    local json=$1; shift
+    "$PY" bench/bench_gnn_lightgcn.py --data "$DATA" --device "$DEVICE" --batch-size 16384 --lr 5e-3 \
+        --positive-sampling user --eval-every 10 --epochs 1000 --swa-start "$SWA_START" --budget-s "$TRAIN_S" \
+        --models-dir "$MODELS_DIR" --out "$json" "$@"
+}
+
 run() {
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
     local name json status=0
@@ -63,17 +75,26 @@ run() {
     # one BPR step by batch size, int32 against int64 adjacency indices (about 20 s)
     "$PY" bench/bench_step.py --data "$DATA" --device "$DEVICE" --batch-sizes 2048,8192,65536 > "$RESULTS/step.log" 2>&1 \
         && cp "bench/results/step_${name}_${DEVICE%%:*}.json" "$RESULTS/" || tail -n 5 "$RESULTS/step.log"
-    "$PY" bench/bench_gnn_lightgcn.py --data "$DATA" --device "$DEVICE" --batch-size 16384 --lr 5e-3 \
-        --positive-sampling user --eval-every 10 --epochs 1000 --swa-start "$SWA_START" --budget-s "$TRAIN_S" \
-        --baseline --baseline-recipe "$RECIPE" --baseline-epochs 1000 --baseline-budget-s "$BASELINE_S" \
-        --out "$json" > "$RESULTS/gpu_run.log" 2>&1 || status=$?
+    rm -rf "$MODELS_DIR"  # a fresh start; `more` continues from where this run's budget stops it
+    ours "$json" --baseline --baseline-recipe "$RECIPE" --baseline-epochs 1000 --baseline-budget-s "$BASELINE_S" \
+        > "$RESULTS/gpu_run.log" 2>&1 || status=$?
     [[ -f $json ]] && summary "$json"
     if (( status )); then tail -n 30 "$RESULTS/gpu_run.log"; fi
+    return "$status"
+}
+
+more() {  # a second call on the still-warm machine: TRAIN_S more seconds of ours from run's checkpoint
+    local json status=0
+    json=$RESULTS/gnn_lightgcn_$(basename "$DATA")_gpu_more.json
+    ours "$json" > "$RESULTS/gpu_more.log" 2>&1 || status=$?
+    [[ -f $json ]] && summary "$json"
+    if (( status )); then tail -n 30 "$RESULTS/gpu_more.log"; fi
     return "$status"
 }
 
 case "${1:-}" in
     stage) stage ;;
     run) run ;;
-    *) echo "usage: $0 stage|run" >&2; exit 2 ;;
+    more) more ;;
+    *) echo "usage: $0 stage|run|more" >&2; exit 2 ;;
 esac
