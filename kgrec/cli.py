@@ -8,9 +8,7 @@ import sys
 from typing import Any
 from pathlib import Path
 
-from .config import Config, ConfigError, load_config
-
-MODELS = ("lightgcn", "fused", "rgcn", "kgfused", "gfcf", "bspm")  # the names gnn.train.build_model knows
+from .config import MODELS, Config, ConfigError, load_config
 
 
 def _graph(cfg: Config, start: bool = False):

@@ -94,6 +94,12 @@ class EncoderConfig:
     entity_template: str = "{name}"
 
 
+# The names TrainConfig.model takes (gnn.train.build_model, gnn.models.filters); the text models are the
+# ones that read a snapshot's text_embeddings.npz.
+MODELS = ("lightgcn", "fused", "rgcn", "kgfused", "gfcf", "bspm")
+TEXT_MODELS = ("fused", "kgfused")
+
+
 @dataclass
 class TrainConfig:
     """Model training (see gnn.train)."""

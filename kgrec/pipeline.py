@@ -16,7 +16,7 @@ from kg.export import export_snapshot
 from kg.ingest import graph_counts, ingest
 from kg.synthetic import SyntheticSpec, community_of_item, community_of_user, generate
 
-from .config import Config
+from .config import TEXT_MODELS, Config
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ def train_model(snapshot: Path, cfg: Config) -> Path:
 
     text = None
     vectors = Path(snapshot) / "text_embeddings.npz"
-    if vectors.is_file() and cfg.train.model in ("fused", "kgfused"):
+    if vectors.is_file() and cfg.train.model in TEXT_MODELS:
         with np.load(vectors) as z:
             # kgfused also fuses query and entity text (issue #6)
             text = {k: z[k] for k in z.files} if cfg.train.model == "kgfused" else z["item"]
