@@ -57,6 +57,12 @@ if "baseline" in r:
 PY
 }
 
+report() {  # $1 the bench's JSON, $2 its log, $3 its exit status: the summary, and the log's end on failure
+    [[ -f $1 ]] && summary "$1"
+    if (( $3 )); then tail -n 30 "$2"; fi
+    return "$3"
+}
+
 ours() {  # our LightGCN with session 14's recipe for TRAIN_S seconds, resuming MODELS_DIR's checkpoint if any
     local json=$1; shift
     "$PY" bench/bench_gnn_lightgcn.py --data "$DATA" --device "$DEVICE" --batch-size 16384 --lr 5e-3 \
@@ -78,18 +84,14 @@ run() {
     rm -rf "$MODELS_DIR"  # a fresh start; `more` continues from where this run's budget stops it
     ours "$json" --baseline --baseline-recipe "$RECIPE" --baseline-epochs 1000 --baseline-budget-s "$BASELINE_S" \
         > "$RESULTS/gpu_run.log" 2>&1 || status=$?
-    [[ -f $json ]] && summary "$json"
-    if (( status )); then tail -n 30 "$RESULTS/gpu_run.log"; fi
-    return "$status"
+    report "$json" "$RESULTS/gpu_run.log" "$status"
 }
 
 more() {  # a second call on the still-warm machine: TRAIN_S more seconds of ours from run's checkpoint
     local json status=0
     json=$RESULTS/gnn_lightgcn_$(basename "$DATA")_gpu_more.json
     ours "$json" > "$RESULTS/gpu_more.log" 2>&1 || status=$?
-    [[ -f $json ]] && summary "$json"
-    if (( status )); then tail -n 30 "$RESULTS/gpu_more.log"; fi
-    return "$status"
+    report "$json" "$RESULTS/gpu_more.log" "$status"
 }
 
 case "${1:-}" in
