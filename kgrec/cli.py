@@ -50,7 +50,7 @@ def cmd_demo(args: argparse.Namespace, cfg: Config) -> None:
     cfg.train.model, cfg.train.epochs = args.model, args.epochs
     cfg.train.lr, cfg.train.batch_size = args.lr, args.batch_size
     with _graph(cfg, start=True) as g:
-        result = run_demo(g, cfg, spec)
+        result = run_demo(g, cfg, spec, reset=args.reset)
     print()
     if cfg.neo4j.managed:
         st = ManagedNeo4j(cfg.neo4j).status()
@@ -192,6 +192,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--epochs", type=int, default=40, help="training epochs for the small demo graph")
     s.add_argument("--lr", type=float, default=0.01)
     s.add_argument("--batch-size", type=int, default=1024)
+    s.add_argument("--reset", action="store_true",
+                   help="delete everything in the target database first (the demo refuses a database that "
+                        "holds anything but its own dataset)")
     s.set_defaults(func=cmd_demo)
 
     s = sub.add_parser("ingest", help="load a source into Neo4j (validated; bad rows quarantined)")

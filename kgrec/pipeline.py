@@ -5,6 +5,8 @@ synthetic rows -> kg.ingest -> Neo4j -> kg.export snapshot -> encoders -> gnn.tr
 """
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -14,9 +16,10 @@ from typing import Callable
 from kg.connection import Graph
 from kg.export import export_snapshot
 from kg.ingest import graph_counts, ingest
+from kg.schema import wipe
 from kg.synthetic import SyntheticSpec, community_of_item, community_of_user, generate
 
-from .config import TEXT_MODELS, Config
+from .config import TEXT_MODELS, Config, ConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -62,8 +65,42 @@ def train_model(snapshot: Path, cfg: Config) -> Path:
                  snapshot_path=Path(snapshot).resolve())
 
 
+def claim_demo_graph(graph: Graph, spec: SyntheticSpec, reset: bool = False) -> int:
+    """Let the demo write only into an empty database or one holding this very demo dataset.
+
+    The demo MERGEs generated users ``u0…`` and items ``i0…``: into another dataset, or another
+    demo's (other seed or sizes), they would mix, and the metrics would describe the mixture. A
+    ``(:KgrecDemo)`` marker node records the spec the demo wrote.
+
+    Args:
+        graph: the target database.
+        spec: the dataset the demo is about to generate.
+        reset: delete everything in the database first (``kgrec demo --reset``).
+
+    Returns:
+        Nodes deleted by ``reset`` (0 without it).
+
+    Raises:
+        ConfigError: the database holds other data and ``reset`` is off; nothing was written.
+    """
+    want = json.dumps(dataclasses.asdict(spec), sort_keys=True)
+    deleted = wipe(graph) if reset else 0
+    state = graph.query("demo/state")[0]
+    if state["nodes"] and state["spec"] != want:
+        if state["spec"] is None:
+            what, other = "data that no kgrec demo wrote", ""
+        else:
+            what, other = f"another demo dataset ({state['spec']})", " rerun with that dataset's --users/--items/--seed,"
+        raise ConfigError(
+            f"the database at {graph.where} holds {state['nodes']} nodes of {what}; the demo would mix its "
+            f"synthetic users and items into them. Nothing was written. Run `kgrec demo --reset` to delete "
+            f"everything there first,{other} or point NEO4J_URI at an empty database.")
+    graph.write("demo/mark", spec=want)
+    return deleted
+
+
 def run_demo(graph: Graph, cfg: Config, spec: SyntheticSpec | None = None,
-             say: Callable[[str], None] = print) -> DemoResult:
+             say: Callable[[str], None] = print, reset: bool = False) -> DemoResult:
     """Generate, ingest, export, train, evaluate, recommend and write back.
 
     Args:
@@ -71,12 +108,19 @@ def run_demo(graph: Graph, cfg: Config, spec: SyntheticSpec | None = None,
         cfg: the resolved configuration.
         spec: synthetic dataset sizes.
         say: where progress lines go (the CLI passes print).
+        reset: delete everything in the database first (see :func:`claim_demo_graph`).
+
+    Raises:
+        ConfigError: the database holds data other than this demo dataset, and ``reset`` is off.
     """
     from serving.recommender import Recommender
     from serving.writeback import write_back
 
     spec = spec or SyntheticSpec()
     timings: dict[str, float] = {}
+    deleted = claim_demo_graph(graph, spec, reset)
+    if deleted:
+        say(f"[0/6] --reset: deleted {deleted} nodes (and their relationships) from {graph.where}")
 
     def stage(name: str, fn, *args):
         t = time.perf_counter()
@@ -99,7 +143,6 @@ def run_demo(graph: Graph, cfg: Config, spec: SyntheticSpec | None = None,
     say(f"[4/6] encoded item/query/attribute texts with {cfg.encoder.model} -> {emb.name} ({timings['encode']}s)")
     model = stage("train", train_model, snapshot, cfg)
     rec = Recommender.load(Path(cfg.train.out_dir) / "current")
-    import json
     metrics = json.loads((model / "metrics.json").read_text()).get("test", {})
     shown = {k: round(v, 4) for k, v in metrics.items() if k.split("@")[0] in ("recall", "ndcg") and k.endswith("@20")}
     say(f"[5/6] trained {cfg.train.model} on {rec.meta.get('device', 'cpu')} ({timings['train']}s): test {shown}")

@@ -22,3 +22,25 @@ def test_demo_trains_the_fused_model_and_finds_the_planted_communities(graph, co
     edges = graph.driver.execute_query("MATCH (:User)-[r:RECOMMENDED]->(:Item) RETURN count(r) AS n",
                                        database_=graph.database).records[0]["n"]
     assert edges == 10 * args.users  # the top-10 of every user, written back for Cypher users
+
+
+def test_demo_refuses_a_database_holding_other_data_and_reset_clears_it(graph, config):
+    from kg.synthetic import SyntheticSpec
+    from kgrec.config import ConfigError
+    from kgrec.pipeline import claim_demo_graph
+
+    def nodes() -> int:
+        return graph.driver.execute_query("MATCH (n) RETURN count(n) AS n", database_=graph.database).records[0]["n"]
+
+    spec = SyntheticSpec(num_users=30, num_items=20, seed=1)
+    assert claim_demo_graph(graph, spec) == 0  # empty: claimed (the marker is the only node)
+    assert claim_demo_graph(graph, spec) == 0  # the same dataset again: fine (ingest MERGEs)
+    graph.driver.execute_query("CREATE (:User {id: 'alice'})", database_=graph.database)
+    with pytest.raises(ConfigError, match="another demo dataset"):
+        claim_demo_graph(graph, SyntheticSpec(num_users=30, num_items=20, seed=2))
+    graph.driver.execute_query("MATCH (m:KgrecDemo) DELETE m", database_=graph.database)
+    with pytest.raises(ConfigError, match="no kgrec demo wrote.*--reset"):
+        claim_demo_graph(graph, spec)
+    assert nodes() == 1  # refused without writing anything
+    assert claim_demo_graph(graph, spec, reset=True) == 1  # alice went
+    assert nodes() == 1  # only the new marker
