@@ -149,18 +149,23 @@ class ColdUserSplit:
     truth: Interactions
 
 
-def hold_out_users(snapshot: Snapshot, fraction: float, shots: int = 3, seed: int = 2020) -> ColdUserSplit:
+def hold_out_users(snapshot: Snapshot, fraction: float, shots: int = 3, seed: int = 2020,
+                   keep_relations: Sequence[str] = ()) -> ColdUserSplit:
     """Hold out ``fraction`` of the users that have more than ``shots`` interactions.
 
     Each held-out user loses every interaction (all splits) and every edge (friends, searches) in
-    the training view; their ``shots`` earliest interactions become :attr:`ColdUserSplit.support`
-    and the others :attr:`ColdUserSplit.truth`. Deterministic in ``seed``.
+    the training view, except edges of ``keep_relations`` (e.g. ``["friend"]``: a new user who
+    brings their friends but no history); their ``shots`` earliest interactions become
+    :attr:`ColdUserSplit.support` and the others :attr:`ColdUserSplit.truth`. Deterministic in ``seed``.
 
     Raises:
         ValueError: ``fraction`` outside [0, 1) or ``shots`` < 1.
     """
     if not 0 <= fraction < 1 or shots < 1:
         raise ValueError("fraction must be in [0, 1) and shots >= 1")
+    unknown = sorted(set(keep_relations) - set(snapshot.relations))
+    if unknown:
+        raise ValueError(f"keep_relations {unknown} are not in the snapshot; it has {sorted(snapshot.relations)}")
     splits = {s: snapshot.splits.get(s, Interactions.empty()) for s in SPLITS}
     counts = sum(np.bincount(splits[s].user, minlength=snapshot.num_users) for s in SPLITS)
     eligible = np.flatnonzero(counts > shots)
@@ -179,12 +184,13 @@ def hold_out_users(snapshot: Snapshot, fraction: float, shots: int = 3, seed: in
         e = np.asarray(edges, dtype=np.int64).reshape(2, -1)
         keep = np.ones(e.shape[1], dtype=bool)
         for row, t in enumerate(snapshot.relation_types[name]):
-            if t == "user":
+            if t == "user" and name not in keep_relations:
                 keep &= ~is_cold[e[row]]
         relations[name] = e[:, keep]
     view = replace(snapshot, splits={s: splits[s].take(~is_cold[splits[s].user]) for s in SPLITS},
                    relations=relations, meta={**snapshot.meta, "cold_users": {"fraction": fraction, "seed": seed,
-                                                                           "shots": shots, "held_out": n_cold}})
+                                                                           "shots": shots, "held_out": n_cold,
+                                                                           "kept_relations": list(keep_relations)}})
     logger.info("held out %d users (%d support, %d truth interactions)", n_cold, int((rank < shots).sum()),
                 int((rank >= shots).sum()))
     return ColdUserSplit(view, cold, history.take(rank < shots), history.take(rank >= shots))

@@ -23,7 +23,7 @@ import shutil
 import subprocess
 import time
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import scipy.sparse as sp
@@ -115,15 +115,45 @@ def build_model(cfg: TrainConfig, snapshot: Any, text_embeddings: Any = None) ->
     raise ValueError(f"unknown model {cfg.model!r}; trainable models: {MODELS}")
 
 
+def graph_relation_edges(snapshot: Any, names: Sequence[str]) -> np.ndarray | None:
+    """(2, F) edges of the named user/item relations in LightGCN's joint index space, or ``None``.
+
+    Users are ``0..U-1`` and items ``U..U+I-1``; this is what ``TrainConfig.graph_relations`` adds
+    to the LightGCN adjacency.
+
+    Raises:
+        ValueError: a name the snapshot lacks, or a relation touching other node types.
+    """
+    if not names:
+        return None
+    offset = {"user": 0, "item": snapshot.num_users}
+    edges = []
+    for name in names:
+        if name not in snapshot.relations:
+            raise ValueError(f"graph relation {name!r} is not in the snapshot; it has {sorted(snapshot.relations)}")
+        src, dst = snapshot.relation_types[name]
+        if src not in offset or dst not in offset:
+            raise ValueError(f"graph relation {name!r} links {src} to {dst}; only user/item relations can join "
+                             "the LightGCN graph (the KG reaches kgfused through R-GCN)")
+        e = np.asarray(snapshot.relations[name], np.int64).reshape(2, -1)
+        edges.append(np.stack([e[0] + offset[src], e[1] + offset[dst]]))
+    return np.concatenate(edges, 1)
+
+
 def _build_graph(model: torch.nn.Module, snapshot: Any, user: np.ndarray, item: np.ndarray,
-                 device: torch.device) -> Any:
+                 device: torch.device, graph_relations: Sequence[str] = ()) -> Any:
     """The graph object the model's ``get_embedding``/``loss`` take (adjacency or typed edges)."""
     from .models.kgfused import KGFusedRec
     from .models.rgcn import RGCNRec
+    extra = graph_relation_edges(snapshot, graph_relations)
+    if isinstance(model, RGCNRec):
+        if extra is not None:
+            raise ValueError("graph_relations applies to lightgcn, fused and kgfused; rgcn already uses every relation")
     if isinstance(model, (RGCNRec, KGFusedRec)):
         counts = {t: snapshot.num_nodes(t) for t in ("user", "item", "query", "entity")}
-        return model.build_graph(user, item, counts, snapshot.relations, snapshot.relation_types, device=device)
-    return model.build_adjacency(user, item, snapshot.num_users, snapshot.num_items, device=device)
+        kw = {"extra_edges": extra} if isinstance(model, KGFusedRec) else {}
+        return model.build_graph(user, item, counts, snapshot.relations, snapshot.relation_types, device=device, **kw)
+    return model.build_adjacency(user, item, snapshot.num_users, snapshot.num_items, device=device, extra_edges=extra)
 
 
 def _config_dict(cfg: TrainConfig) -> dict[str, Any]:
@@ -343,10 +373,11 @@ def train(snapshot: Any, cfg: TrainConfig, out_dir: str | Path, text_embeddings:
     pairs_u = coo.row.astype(np.int64)
     pairs_i = coo.col.astype(np.int64)
     if cfg.sampler == "full":
-        adj = _build_graph(model, snapshot, pairs_u, pairs_i, device)
+        adj = _build_graph(model, snapshot, pairs_u, pairs_i, device, cfg.graph_relations)
     else:  # neighbour-sampled mini-batches (gnn.sampled): the typed graph stays on CPU, subgraphs go to device
         from .sampled import prepare
-        model, adj = prepare(model, _build_graph(model, snapshot, pairs_u, pairs_i, torch.device("cpu")),
+        model, adj = prepare(model, _build_graph(model, snapshot, pairs_u, pairs_i, torch.device("cpu"),
+                                                 cfg.graph_relations),
                              cfg.sampler, cfg.num_neighbors)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, fused=device.type == "cuda")
     gen = make_generator(cfg.seed, device)

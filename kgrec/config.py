@@ -128,6 +128,9 @@ class TrainConfig:
     kg_layers: int = 2  # kgfused: R-GCN layers over the knowledge graph
     kg_bases: int = 0  # kgfused: R-GCN basis decomposition size (0 = a full weight per relation)
     kg_users: bool = False  # kgfused: add the KG term to user embeddings too (default: items only)
+    # lightgcn / fused / kgfused: snapshot relations between users and/or items (e.g. FRIEND) whose
+    # edges join the LightGCN adjacency, so embeddings also propagate along them; [] = interactions only
+    graph_relations: list[str] = field(default_factory=list)
     sampler: str = "full"  # full | neighbor (rgcn only: mini-batches on sampled subgraphs, gnn.sampled)
     num_neighbors: list[int] = field(default_factory=lambda: [10, 10])  # neighbor: fan-out per layer, hop 1
     # first; -1 = all in-edges; a list shorter than num_layers repeats its last entry

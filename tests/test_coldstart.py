@@ -91,6 +91,14 @@ def test_hold_out_users_keeps_first_shots_as_support() -> None:
     assert u not in view.relations["friend"].ravel().tolist()
     assert view.relations["has:genre"].shape == (2, 6)
     assert np.array_equal(hold_out_users(snap, 0.34, shots=1, seed=0).cold_users, split.cold_users)
+    # keep_relations: the held-out user keeps their friends (and nothing else changes)
+    social = hold_out_users(snap, 0.34, shots=1, seed=0, keep_relations=["friend"])
+    assert np.array_equal(social.cold_users, split.cold_users)
+    assert np.array_equal(social.snapshot.relations["friend"], snap.relations["friend"])
+    assert social.snapshot.meta["cold_users"]["kept_relations"] == ["friend"]
+    assert len(social.snapshot.splits["train"]) == len(view.splits["train"])
+    with pytest.raises(ValueError, match="not in the snapshot"):
+        hold_out_users(snap, 0.34, keep_relations=["follows"])
     with pytest.raises(ValueError):
         hold_out_users(snap, 0.5, shots=0)
     items = hold_out_items(snap, 0.0)

@@ -390,3 +390,16 @@ def test_rgcn_graph_and_training_run(tmp_path: Path) -> None:
     art = train(snap, tiny_cfg(model="rgcn", epochs=4, num_layers=1, lr=0.01), tmp_path, progress=False)
     m = json.loads((art / "metrics.json").read_text())["test"]
     assert m["recall@20"] > 0.3, m
+
+
+def test_adjacency_extra_edges_join_both_directions_and_normalise() -> None:
+    # u0-i0 interaction; friendship u1->u0 given twice (once reversed) and a self-loop, all collapsed
+    adj = LightGCN.build_adjacency(np.array([0]), np.array([0]), 2, 1,
+                                   extra_edges=np.array([[1, 0, 1], [0, 1, 1]])).to_dense()
+    assert torch.allclose(adj, adj.t())
+    # deg(u0) = 2 (i0, u1), deg(u1) = 1, deg(i0) = 1
+    assert adj[0, 2].item() == pytest.approx(2 ** -0.5)
+    assert adj[0, 1].item() == pytest.approx(2 ** -0.5)
+    assert adj[1, 1].item() == 0.0 and int((adj != 0).sum()) == 4
+    with pytest.raises(ValueError, match="outside"):
+        LightGCN.build_adjacency(np.array([0]), np.array([0]), 2, 1, extra_edges=np.array([[0], [3]]))

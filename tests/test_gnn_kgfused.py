@@ -266,3 +266,64 @@ def test_models_step_under_bf16_autocast(model: str) -> None:
     assert grads and all(g.dtype == torch.float32 and torch.isfinite(g).all() for g in grads)
     if model == "lightgcn":  # nothing in LightGCN's loss is autocast to bf16: the same loss exactly
         assert loss.item() == reference.item()
+
+
+def with_friends(snap: Snapshot, spec: SyntheticSpec, cold_users: np.ndarray, per_user: int = 4) -> Snapshot:
+    """``snap`` plus a FRIEND relation: every user befriends ``per_user`` users of its planted community,
+    and ``cold_users`` lose their training interactions (only their friends say who they are)."""
+    from kg.synthetic import community_of_user
+    rng = np.random.default_rng(0)
+    comm = np.array([community_of_user(u, spec) for u in snap.ids["user"]])
+    src, dst = [], []
+    for u in range(snap.num_users):
+        peers = np.flatnonzero((comm == comm[u]) & ~np.isin(np.arange(snap.num_users), cold_users))
+        peers = peers[peers != u]
+        for v in rng.choice(peers, per_user, replace=False):
+            src.append(u)
+            dst.append(v)
+    tr = snap.splits["train"]
+    keep = ~np.isin(tr.user, cold_users)
+    splits = {**snap.splits, "train": Interactions(tr.user[keep], tr.item[keep], tr.weight[keep], tr.ts[keep],
+                                                   tr.kind[keep])}
+    return Snapshot(ids=snap.ids, entity_types=snap.entity_types, item_titles=snap.item_titles,
+                    item_descriptions=snap.item_descriptions, query_texts=snap.query_texts,
+                    entity_names=snap.entity_names, splits=splits,
+                    relations={**snap.relations, "FRIEND": np.array([src, dst], dtype=np.int64)},
+                    relation_types={**snap.relation_types, "FRIEND": ("user", "user")}, meta=snap.meta)
+
+
+@pytest.mark.parametrize("model", ["lightgcn", "kgfused"])
+def test_graph_relations_reach_users_without_interactions_through_friends(tmp_path: Path, model: str) -> None:
+    from kg.synthetic import community_of_user
+    snap, text = synthetic_snapshot()
+    cold = np.arange(0, snap.num_users, 12)  # 20 users with no training interaction
+    snap = with_friends(snap, SPEC, cold)
+    comm = item_communities(snap)
+    text_arg = text if model == "kgfused" else None
+
+    def own_share(graph_relations: list[str]) -> float:
+        art = train(snap, tiny_cfg(model=model, graph_relations=graph_relations, epochs=15, patience=15),
+                    tmp_path / "-".join([model, *graph_relations]), text_embeddings=text_arg, progress=False)
+        with np.load(art / "embeddings.npz") as z:
+            ue, ie = z["user"], z["item"]
+        top = np.argsort(-(ue[cold] @ ie.T), axis=1)[:, :10]
+        own = np.array([community_of_user(snap.ids["user"][u], SPEC) for u in cold])
+        return float((comm[top] == own[:, None]).mean())
+
+    with_graph, without = own_share(["FRIEND"]), own_share([])
+    # 4 communities: chance is 0.25; friends' embeddings carry the community to the cold users
+    assert with_graph > 0.8, with_graph
+    assert without < 0.5, without
+
+
+def test_graph_relations_are_checked() -> None:
+    from gnn.train import graph_relation_edges
+    snap, _ = synthetic_snapshot()
+    assert graph_relation_edges(snap, []) is None
+    with pytest.raises(ValueError, match="not in the snapshot"):
+        graph_relation_edges(snap, ["FRIEND"])
+    with pytest.raises(ValueError, match="only user/item relations"):
+        graph_relation_edges(snap, ["relevant"])
+    snap = with_friends(snap, SPEC, np.array([], dtype=np.int64))
+    e = graph_relation_edges(snap, ["FRIEND"])
+    assert e.shape == (2, 4 * snap.num_users) and e.max() < snap.num_users

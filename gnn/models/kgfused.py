@@ -133,7 +133,7 @@ class KGFusedRec(EmbeddingRecommender):
     @staticmethod
     def build_graph(user: np.ndarray, item: np.ndarray, num_nodes: Mapping[str, int],
                     relations: Mapping[str, np.ndarray], relation_types: Mapping[str, Sequence[str]],
-                    device: torch.device | str = "cpu") -> KGGraph:
+                    device: torch.device | str = "cpu", extra_edges: np.ndarray | None = None) -> KGGraph:
         """LightGCN adjacency of the training pairs plus the typed KG edge list.
 
         Relation ``k`` (sorted by name) gets edge types ``2k`` (source -> target) and ``2k + 1``
@@ -145,12 +145,15 @@ class KGFusedRec(EmbeddingRecommender):
             relations: relation name -> (2, E) source/target rows.
             relation_types: relation name -> (source type, target type).
             device: where the tensors live.
+            extra_edges: optional user/item edges that join the LightGCN adjacency too (see
+                :meth:`LightGCN.build_adjacency`).
         """
         off, total = {}, 0
         for t in NODE_ORDER:
             off[t] = total
             total += int(num_nodes.get(t, 0))
-        adj = LightGCN.build_adjacency(user, item, int(num_nodes["user"]), int(num_nodes["item"]), device=device)
+        adj = LightGCN.build_adjacency(user, item, int(num_nodes["user"]), int(num_nodes["item"]), device=device,
+                                       extra_edges=extra_edges)
         srcs, dsts, types = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
         for k, name in enumerate(sorted(relations)):
             src_t, dst_t = relation_types[name]

@@ -69,7 +69,7 @@ class LightGCN(EmbeddingRecommender):
 
     @staticmethod
     def build_adjacency(user: np.ndarray, item: np.ndarray, num_users: int, num_items: int,
-                        device: torch.device | str = "cpu") -> Tensor:
+                        device: torch.device | str = "cpu", extra_edges: np.ndarray | None = None) -> Tensor:
         r"""Symmetric-normalised adjacency :math:`\hat A = D^{-1/2} A D^{-1/2}` from pair arrays.
 
         Args:
@@ -78,6 +78,10 @@ class LightGCN(EmbeddingRecommender):
             num_users: U.
             num_items: I.
             device: where the tensor lives.
+            extra_edges: optional (2, F) edges between nodes of the joint index space (users
+                ``0..U-1``, items ``U..U+I-1``), e.g. user-user friendships: they join :math:`A` in
+                both directions (duplicates collapsed, self-loops dropped) before normalisation, so
+                propagation also runs along them (SocialLGN-style, Liao et al. 2022).
 
         Returns:
             Sparse (U+I, U+I) float32 CSR tensor (symmetric; :meth:`get_embedding` relies on it), with
@@ -88,6 +92,13 @@ class LightGCN(EmbeddingRecommender):
         u, i = key // num_items, key % num_items + num_users
         row = np.concatenate([u, i])
         col = np.concatenate([i, u])
+        if extra_edges is not None and np.asarray(extra_edges).size:
+            e = np.asarray(extra_edges, dtype=np.int64).reshape(2, -1)
+            if e.min() < 0 or e.max() >= n:
+                raise ValueError(f"extra_edges index outside 0..{n - 1}")
+            e = e[:, e[0] != e[1]]
+            key = np.unique(np.concatenate([row * n + col, e[0] * n + e[1], e[1] * n + e[0]]))
+            row, col = key // n, key % n
         deg = np.bincount(row, minlength=n).astype(np.float64)
         dinv = np.zeros_like(deg)
         np.power(deg, -0.5, out=dinv, where=deg > 0)
