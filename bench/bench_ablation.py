@@ -29,6 +29,12 @@ configuration, same time budget, early stopping on validation NDCG@20). Reported
   training; each is folded in from their first ``--shots`` interactions (mean item embedding; GF-CF
   and popularity score the raw row) and evaluated on the rest of their history, ranking the
   training items. Every other slice leaves these users out.
+- ``new_users_0`` (with ``--new-user-relations friend``): the held-out users keep their edges of
+  those relations (they bring their friends, not their history) and are scored with no interaction
+  at all, on their whole history, ranking the training items: a trained model scores them with the
+  user embedding it learnt (only meaningful when ``--graph-relations`` propagates over those
+  edges); popularity ranks by count; an extra row, ``friends' items``, scores each item by how many
+  of the user's friends have it in training (ties broken by popularity).
 
 Writes ``bench/results/ablation_<dataset>.json`` and prints a table.
 """
@@ -177,6 +183,12 @@ def main(argv: list[str] | None = None) -> int:
                     help="kgfused: add the KG term to user embeddings too (default: items only, as TrainConfig)")
     ap.add_argument("--no-entity-text", action="store_true",
                     help="kgfused: id embeddings only for entities (their names may be bare ids, e.g. Freebase)")
+    ap.add_argument("--graph-relations", default="",
+                    help="comma-separated user/item relations (e.g. FRIEND) added to the LightGCN graph of every "
+                         "trained row (TrainConfig.graph_relations)")
+    ap.add_argument("--new-user-relations", default="",
+                    help="comma-separated relations (e.g. friend) whose edges the held-out users keep; adds the "
+                         "new_users_0 slice (no interactions) and the friends' items row")
     ap.add_argument("--weight-decay", type=float, default=1e-4)
     ap.add_argument("--rows", default=",".join(DEFAULT_ROWS),
                     help=f"comma-separated rows to run, from popularity, gf-cf, {', '.join(TRAINED)}")
@@ -205,7 +217,8 @@ def main(argv: list[str] | None = None) -> int:
     snap = Snapshot.load(snap_dir)
     text = load_text(snap_dir)
     split = hold_out_items(snap, args.cold_fraction, seed=args.seed)
-    users = hold_out_users(split.snapshot, args.user_fraction, shots=args.shots, seed=args.seed)
+    kept = [r for r in args.new_user_relations.split(",") if r]
+    users = hold_out_users(split.snapshot, args.user_fraction, shots=args.shots, seed=args.seed, keep_relations=kept)
     view = users.snapshot
     U = snap.num_users
     mats = split_matrices(split, U, drop_users=users.cold_users)
@@ -232,12 +245,35 @@ def main(argv: list[str] | None = None) -> int:
         idx = torch.from_numpy(warm_index)
         return lambda users: full_scores(users)[:, idx]
 
+    def zero_shot(score_view: Callable) -> dict[str, Any]:
+        """new_users_0: the held-out users, no interaction revealed, all their history as truth."""
+        if not kept:
+            return {}
+        from gnn.evaluate import evaluate
+        truth = view_mats["support"] + view_mats["truth"]
+        return {"new_users_0": rounded(evaluate(score_view, to_csr(np.zeros(0, np.int64), np.zeros(0, np.int64), U,
+                                                                   view.num_items), truth, [20], view.num_items))}
+
     if "popularity" in rows_wanted:
         t = time.perf_counter()
         pop = popularity_scorer(mats["train"], seed=args.seed)
         results["popularity"] = {**evaluate_row(pop, view_scorer(pop), view_scorer(pop), mats, view_mats, view.num_items,
-                                                args.few),
+                                                args.few), **zero_shot(view_scorer(pop)),
                                  "seconds": round(time.perf_counter() - t, 1)}
+    if kept:  # the social baseline of new_users_0: count the user's friends who have each item
+        import scipy.sparse as sp
+        links = [view.relations[r] for r in kept if view.relation_types[r] == ("user", "user")]
+        e = np.concatenate(links, 1) if links else np.zeros((2, 0), np.int64)
+        friends = sp.csr_matrix((np.ones(2 * e.shape[1], np.float32), (np.r_[e[0], e[1]], np.r_[e[1], e[0]])), (U, U))
+        friends.data[:] = 1.0
+        by_friends = friends @ view_mats["train"]
+        tie = torch.from_numpy(np.asarray(view_mats["train"].sum(0), np.float32).ravel())
+        tie = tie / (tie.max() + 1)  # < 1: breaks ties only
+
+        def friends_items(u: "torch.Tensor") -> "torch.Tensor":
+            return torch.from_numpy(by_friends[u.numpy()].toarray().astype(np.float32)) + tie
+
+        results["friends' items"] = zero_shot(friends_items)
     if "gf-cf" in rows_wanted:
         t = time.perf_counter()
         gf = GFCF(k=min(256, min(mats["train"].shape) - 1), alpha=0.3).fit(mats["train"])
@@ -254,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         cfg = TrainConfig(model=model, fusion=fusion, embedding_dim=args.dim, num_layers=args.layers,
                           kg_layers=args.kg_layers, kg_bases=args.kg_bases, kg_users=args.kg_users,
-                          lr=args.lr,
+                          graph_relations=[r for r in args.graph_relations.split(",") if r], lr=args.lr,
                           weight_decay=args.weight_decay, batch_size=args.batch_size, epochs=args.epochs,
                           patience=args.patience, ks=[20], seed=args.seed, device="cpu")
         text_arg = None if model == "lightgcn" else (view_text if model == "kgfused" else view_text["item"])
@@ -270,6 +306,7 @@ def main(argv: list[str] | None = None) -> int:
         new_fn = embedding_scorer(fold_in_users(ie_warm, view_mats["support"]), ie_warm)
         row = evaluate_row(embedding_scorer(ue, ie), embedding_scorer(ue, ie_view), new_fn, mats, view_mats,
                            view.num_items, args.few)
+        row.update(zero_shot(embedding_scorer(ue, ie_view)))
         hist = metrics["history"]
         results[name] = {**row, "model": model, "fusion": fusion, "best_epoch": metrics["best_epoch"],
                          "epochs_run": len(hist), "train_s": round(train_s, 1),
@@ -281,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
     payload = {"dataset": args.dataset, "data": data, "build": build,
                "protocol": {"split": "per-user ratio 70/10/20 (export seed 2020)", "cold_fraction": args.cold_fraction,
                             "cold_seed": args.seed, "few": args.few, "user_fraction": args.user_fraction,
-                            "shots": args.shots, "threads": args.threads, "budget_s_per_trained_row": args.budget_s,
+                            "shots": args.shots, "new_user_relations": kept, "threads": args.threads, "budget_s_per_trained_row": args.budget_s,
                             "early_stopping": f"valid ndcg@20, patience {args.patience}"},
                "rows": results, "total_s": round(time.perf_counter() - t_all, 1),
                "command": "python bench/bench_ablation.py " + " ".join(argv if argv is not None else sys.argv[1:])}
@@ -294,12 +331,15 @@ def main(argv: list[str] | None = None) -> int:
 def table(results: dict[str, Any], few: int) -> str:
     """Markdown table of Recall@20 / NDCG@20 per row and slice."""
     cols = ("warm", "test", "cold", "cold_only", f"few<={few}", "new_users")
+    if any("new_users_0" in r for r in results.values()):
+        cols += ("new_users_0",)
     head = "| model | " + " | ".join(f"{c} R@20 | {c} N@20" for c in cols) + " | train s |"
     lines = [head, "|" + "---|" * (2 * len(cols) + 2)]
     for name, r in results.items():
         cells = []
         for c in cols:
-            cells += [f"{r[c].get('recall@20', 0):.4f}", f"{r[c].get('ndcg@20', 0):.4f}"]
+            m = r.get(c, {})
+            cells += [f"{m['recall@20']:.4f}", f"{m['ndcg@20']:.4f}"] if m else ["–", "–"]
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {r.get('train_s', r.get('seconds', ''))} |")
     return "\n".join(lines)
 
