@@ -201,9 +201,11 @@ def _coerce(name: str, value: Any, current: Any, annotation: Any) -> Any:
                 raise ValueError("expected a table")
             return dict(value)
         if isinstance(current, list):
-            if text_type:
-                return [int(v) for v in value.split(",") if v.strip()]
-            return list(value)
+            if text_type:  # "a,b" or a JSON array
+                value = json.loads(value) if value.lstrip().startswith("[") else [
+                    v.strip() for v in value.split(",") if v.strip()]
+            item = int if "int" in str(annotation) else str
+            return [item(v) for v in value]
         return value
     except (TypeError, ValueError) as e:
         raise ConfigError(f"config {name}: cannot use {value!r} ({e})") from e

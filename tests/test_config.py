@@ -26,10 +26,19 @@ def test_toml_then_environment(tmp_path):
     f.write_text('[train]\nmodel = "bspm"\nfilter = {k = 448, beta = 0.2}\n')
     assert load_config(f, env={}).train.filter == {"k": 448, "beta": 0.2}
     assert load_config(f, env={"KGREC_TRAIN__FILTER": '{"k": 8}'}).train.filter == {"k": 8}
+    # lists from the environment: "a,b" or a JSON array, elements of the field's type
+    f.write_text('[train]\ngraph_relations = ["friend"]\n')
+    assert load_config(f, env={}).train.graph_relations == ["friend"]
+    env = {"KGREC_TRAIN__GRAPH_RELATIONS": "friend, follows", "KGREC_TRAIN__KS": "[5, 10]",
+           "KGREC_TRAIN__NUM_NEIGHBORS": "-1,5"}
+    cfg = load_config(f, env=env)
+    assert cfg.train.graph_relations == ["friend", "follows"] and cfg.train.ks == [5, 10]
+    assert cfg.train.num_neighbors == [-1, 5]
 
 
 @pytest.mark.parametrize("text,env", [("[train]\nepochz = 1\n", {}), ("", {"KGREC_TRAIN__EPOCHS": "many"}),
-                                      ("", {"KGREC_TRAIN__FILTER": "k=8"}), ("[train]\nfilter = 3\n", {})])
+                                      ("", {"KGREC_TRAIN__FILTER": "k=8"}), ("[train]\nfilter = 3\n", {}),
+                                      ("", {"KGREC_TRAIN__KS": "ten"})])
 def test_bad_values_are_config_errors(tmp_path, text, env):
     f = tmp_path / "k.toml"
     f.write_text(text)
