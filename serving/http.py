@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from .recommender import Recommender, UnknownUserError
 
@@ -22,8 +22,15 @@ class Recommendations(BaseModel):
 
 
 class ColdStartRequest(BaseModel):
-    item_ids: list[str] = Field(min_length=1, description="items the new user interacted with")
+    item_ids: list[str] = Field(default_factory=list, description="items the new user interacted with")
+    friend_ids: list[str] = Field(default_factory=list, description="known users the new user befriends")
     k: int = Field(10, ge=1, le=1000)
+
+    @model_validator(mode="after")
+    def _some_input(self) -> "ColdStartRequest":
+        if not self.item_ids and not self.friend_ids:
+            raise ValueError("give item_ids, friend_ids or both")
+        return self
 
 
 def get_recommender(request: Request) -> Recommender:
@@ -55,9 +62,11 @@ def create_app(model_dir: str | Path) -> FastAPI:
     @app.post("/recommend/cold", response_model=Recommendations)
     def cold(body: ColdStartRequest, rec: Recommender = Depends(get_recommender)) -> Recommendations:
         try:
-            return _out(rec, rec.recommend_from_items(body.item_ids, body.k))
+            return _out(rec, rec.recommend_from_items(body.item_ids, body.k, body.friend_ids))
         except UnknownUserError as e:
             raise HTTPException(404, str(e.args[0])) from e
+        except ValueError as e:
+            raise HTTPException(422, str(e)) from e
 
     @app.get("/similar/{item_id}", response_model=Recommendations)
     def similar(item_id: str, k: int = Query(10, ge=1, le=1000),

@@ -125,6 +125,12 @@ def test_http_api(trained):
     assert client.get("/recommend/u3", params={"k": 0}).status_code == 422
     cold = client.post("/recommend/cold", json={"item_ids": ["i0", "i4", "i8"], "k": 5}).json()["items"]
     assert sum(community_of_item(r["item_id"], SPEC) == 0 for r in cold) >= 3
+    # a new user who brings only friends: their friends' community comes back
+    friends = [u for u in (f"u{k}" for k in range(40)) if community_of_user(u, SPEC) == 1][:3]
+    cold = client.post("/recommend/cold", json={"friend_ids": friends, "k": 5}).json()["items"]
+    assert sum(community_of_item(r["item_id"], SPEC) == 1 for r in cold) >= 4
+    assert client.post("/recommend/cold", json={"k": 5}).status_code == 422
+    assert client.post("/recommend/cold", json={"friend_ids": ["nobody"]}).status_code == 404
 
 
 def test_write_back_and_vector_index(trained, graph_session):
@@ -179,6 +185,7 @@ def test_graph_filter_model_through_cli_serving_and_write_back(trained, graph_se
     assert client.get("/health").json()["scorer"] == "graph filter"
     cold = client.post("/recommend/cold", json={"item_ids": ["i0", "i4", "i8"], "k": 5}).json()["items"]
     assert sum(community_of_item(r["item_id"], SPEC) == 0 for r in cold) >= 4
+    assert client.post("/recommend/cold", json={"friend_ids": ["u0"]}).status_code == 422  # a filter takes no friends
     assert_written_back(graph_session, rec, ["u0", "u1"])
 
 
