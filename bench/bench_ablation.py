@@ -35,6 +35,9 @@ configuration, same time budget, early stopping on validation NDCG@20). Reported
   user embedding it learnt (only meaningful when ``--graph-relations`` propagates over those
   edges); popularity ranks by count; an extra row, ``friends' items``, scores each item by how many
   of the user's friends have it in training (ties broken by popularity).
+- ``new_users_0_foldin`` (with ``--friend-fold-in friend``): the same users, left out of training
+  with their edges (the default protocol), each scored after training from the mean of their
+  friends' trained user embeddings, as ``POST /recommend/cold`` with ``friend_ids`` does.
 
 Writes ``bench/results/ablation_<dataset>.json`` and prints a table.
 """
@@ -189,6 +192,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--new-user-relations", default="",
                     help="comma-separated relations (e.g. friend) whose edges the held-out users keep; adds the "
                          "new_users_0 slice (no interactions) and the friends' items row")
+    ap.add_argument("--friend-fold-in", default="",
+                    help="a user-user relation (e.g. friend): add new_users_0_foldin, each held-out user scored "
+                         "from the mean of their friends' trained embeddings")
     ap.add_argument("--weight-decay", type=float, default=1e-4)
     ap.add_argument("--rows", default=",".join(DEFAULT_ROWS),
                     help=f"comma-separated rows to run, from popularity, gf-cf, {', '.join(TRAINED)}")
@@ -245,14 +251,27 @@ def main(argv: list[str] | None = None) -> int:
         idx = torch.from_numpy(warm_index)
         return lambda users: full_scores(users)[:, idx]
 
-    def zero_shot(score_view: Callable) -> dict[str, Any]:
-        """new_users_0: the held-out users, no interaction revealed, all their history as truth."""
-        if not kept:
+    def zero_shot(score_view: Callable, key: str = "new_users_0") -> dict[str, Any]:
+        """The held-out users, no interaction revealed, all their history as truth."""
+        if not kept and key == "new_users_0":
             return {}
         from gnn.evaluate import evaluate
         truth = view_mats["support"] + view_mats["truth"]
-        return {"new_users_0": rounded(evaluate(score_view, to_csr(np.zeros(0, np.int64), np.zeros(0, np.int64), U,
-                                                                   view.num_items), truth, [20], view.num_items))}
+        return {key: rounded(evaluate(score_view, to_csr(np.zeros(0, np.int64), np.zeros(0, np.int64), U,
+                                                         view.num_items), truth, [20], view.num_items))}
+
+    def friend_fold_in(ue: np.ndarray) -> np.ndarray:
+        """Each held-out user's embedding replaced by the mean of their trained (not held-out) friends'."""
+        import scipy.sparse as sp
+        e = np.asarray(snap.relations[args.friend_fold_in], np.int64).reshape(2, -1)
+        adj = sp.csr_matrix((np.ones(2 * e.shape[1], np.float32), (np.r_[e[0], e[1]], np.r_[e[1], e[0]])), (U, U))
+        adj.data[:] = 1.0
+        warm = np.ones(U, np.float32)
+        warm[users.cold_users] = 0
+        adj = adj[users.cold_users] @ sp.diags(warm)
+        out = ue.copy()
+        out[users.cold_users] = np.asarray(adj @ ue) / np.maximum(np.asarray(adj.sum(1)), 1)
+        return out
 
     if "popularity" in rows_wanted:
         t = time.perf_counter()
@@ -307,6 +326,8 @@ def main(argv: list[str] | None = None) -> int:
         row = evaluate_row(embedding_scorer(ue, ie), embedding_scorer(ue, ie_view), new_fn, mats, view_mats,
                            view.num_items, args.few)
         row.update(zero_shot(embedding_scorer(ue, ie_view)))
+        if args.friend_fold_in:
+            row.update(zero_shot(embedding_scorer(friend_fold_in(ue), ie_view), "new_users_0_foldin"))
         hist = metrics["history"]
         results[name] = {**row, "model": model, "fusion": fusion, "best_epoch": metrics["best_epoch"],
                          "epochs_run": len(hist), "train_s": round(train_s, 1),
@@ -331,8 +352,7 @@ def main(argv: list[str] | None = None) -> int:
 def table(results: dict[str, Any], few: int) -> str:
     """Markdown table of Recall@20 / NDCG@20 per row and slice."""
     cols = ("warm", "test", "cold", "cold_only", f"few<={few}", "new_users")
-    if any("new_users_0" in r for r in results.values()):
-        cols += ("new_users_0",)
+    cols += tuple(c for c in ("new_users_0", "new_users_0_foldin") if any(c in r for r in results.values()))
     head = "| model | " + " | ".join(f"{c} R@20 | {c} N@20" for c in cols) + " | train s |"
     lines = [head, "|" + "---|" * (2 * len(cols) + 2)]
     for name, r in results.items():
