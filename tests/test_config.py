@@ -44,3 +44,13 @@ def test_bad_values_are_config_errors(tmp_path, text, env):
     f.write_text(text)
     with pytest.raises(ConfigError):
         load_config(f, env=env)
+
+
+def test_model_names_agree_with_gnn():
+    """The CLI's choices (kgrec.config, kept torch-free) name exactly what gnn can build."""
+    from gnn.models.filters import FILTER_MODELS
+    from gnn.train import MODELS as TRAINABLE
+    from kgrec.config import MODELS, TEXT_MODELS
+
+    assert sorted(MODELS) == sorted((*TRAINABLE, *FILTER_MODELS))
+    assert set(TEXT_MODELS) <= set(TRAINABLE)
