@@ -126,6 +126,16 @@ def load_text(snapshot_dir: Path) -> dict[str, np.ndarray]:
         return {k: z[k] for k in z.files}
 
 
+def user_graph(edges: np.ndarray, num_users: int) -> "sp.csr_matrix":
+    """(U, U) binary, symmetric adjacency of user-user edges (2, E)."""
+    import scipy.sparse as sp
+    e = np.asarray(edges, np.int64).reshape(2, -1)
+    adj = sp.csr_matrix((np.ones(2 * e.shape[1], np.float32), (np.r_[e[0], e[1]], np.r_[e[1], e[0]])),
+                        (num_users, num_users))
+    adj.data[:] = 1.0
+    return adj
+
+
 def rounded(m: dict[str, float], keys: tuple[str, ...] = ("recall@20", "ndcg@20")) -> dict[str, float]:
     return {k: round(float(m[k]), 4) for k in keys if k in m} | {"users": int(m.get("num_users", 0))}
 
@@ -263,12 +273,9 @@ def main(argv: list[str] | None = None) -> int:
     def friend_fold_in(ue: np.ndarray) -> np.ndarray:
         """Each held-out user's embedding replaced by the mean of their trained (not held-out) friends'."""
         import scipy.sparse as sp
-        e = np.asarray(snap.relations[args.friend_fold_in], np.int64).reshape(2, -1)
-        adj = sp.csr_matrix((np.ones(2 * e.shape[1], np.float32), (np.r_[e[0], e[1]], np.r_[e[1], e[0]])), (U, U))
-        adj.data[:] = 1.0
         warm = np.ones(U, np.float32)
         warm[users.cold_users] = 0
-        adj = adj[users.cold_users] @ sp.diags(warm)
+        adj = user_graph(snap.relations[args.friend_fold_in], U)[users.cold_users] @ sp.diags(warm)
         out = ue.copy()
         out[users.cold_users] = np.asarray(adj @ ue) / np.maximum(np.asarray(adj.sum(1)), 1)
         return out
@@ -280,11 +287,8 @@ def main(argv: list[str] | None = None) -> int:
                                                 args.few), **zero_shot(view_scorer(pop)),
                                  "seconds": round(time.perf_counter() - t, 1)}
     if kept:  # the social baseline of new_users_0: count the user's friends who have each item
-        import scipy.sparse as sp
         links = [view.relations[r] for r in kept if view.relation_types[r] == ("user", "user")]
-        e = np.concatenate(links, 1) if links else np.zeros((2, 0), np.int64)
-        friends = sp.csr_matrix((np.ones(2 * e.shape[1], np.float32), (np.r_[e[0], e[1]], np.r_[e[1], e[0]])), (U, U))
-        friends.data[:] = 1.0
+        friends = user_graph(np.concatenate(links, 1) if links else np.zeros((2, 0), np.int64), U)
         by_friends = friends @ view_mats["train"]
         tie = torch.from_numpy(np.asarray(view_mats["train"].sum(0), np.float32).ravel())
         tie = tie / (tie.max() + 1)  # < 1: breaks ties only
@@ -339,7 +343,8 @@ def main(argv: list[str] | None = None) -> int:
     payload = {"dataset": args.dataset, "data": data, "build": build,
                "protocol": {"split": "per-user ratio 70/10/20 (export seed 2020)", "cold_fraction": args.cold_fraction,
                             "cold_seed": args.seed, "few": args.few, "user_fraction": args.user_fraction,
-                            "shots": args.shots, "new_user_relations": kept, "threads": args.threads, "budget_s_per_trained_row": args.budget_s,
+                            "shots": args.shots, "new_user_relations": kept, "friend_fold_in": args.friend_fold_in,
+                            "threads": args.threads, "budget_s_per_trained_row": args.budget_s,
                             "early_stopping": f"valid ndcg@20, patience {args.patience}"},
                "rows": results, "total_s": round(time.perf_counter() - t_all, 1),
                "command": "python bench/bench_ablation.py " + " ".join(argv if argv is not None else sys.argv[1:])}

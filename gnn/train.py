@@ -146,9 +146,8 @@ def _build_graph(model: torch.nn.Module, snapshot: Any, user: np.ndarray, item: 
     from .models.kgfused import KGFusedRec
     from .models.rgcn import RGCNRec
     extra = graph_relation_edges(snapshot, graph_relations)
-    if isinstance(model, RGCNRec):
-        if extra is not None:
-            raise ValueError("graph_relations applies to lightgcn, fused and kgfused; rgcn already uses every relation")
+    if isinstance(model, RGCNRec) and extra is not None:
+        raise ValueError("graph_relations applies to lightgcn, fused and kgfused; rgcn already uses every relation")
     if isinstance(model, (RGCNRec, KGFusedRec)):
         counts = {t: snapshot.num_nodes(t) for t in ("user", "item", "query", "entity")}
         kw = {"extra_edges": extra} if isinstance(model, KGFusedRec) else {}
