@@ -128,12 +128,9 @@ def load_text(snapshot_dir: Path) -> dict[str, np.ndarray]:
 
 def user_graph(edges: np.ndarray, num_users: int) -> "sp.csr_matrix":
     """(U, U) binary, symmetric adjacency of user-user edges (2, E)."""
-    import scipy.sparse as sp
+    from gnn.evaluate import to_csr
     e = np.asarray(edges, np.int64).reshape(2, -1)
-    adj = sp.csr_matrix((np.ones(2 * e.shape[1], np.float32), (np.r_[e[0], e[1]], np.r_[e[1], e[0]])),
-                        (num_users, num_users))
-    adj.data[:] = 1.0
-    return adj
+    return to_csr(np.r_[e[0], e[1]], np.r_[e[1], e[0]], num_users, num_users)
 
 
 def rounded(m: dict[str, float], keys: tuple[str, ...] = ("recall@20", "ndcg@20")) -> dict[str, float]:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -282,14 +283,9 @@ def with_friends(snap: Snapshot, spec: SyntheticSpec, cold_users: np.ndarray, pe
             src.append(u)
             dst.append(v)
     tr = snap.splits["train"]
-    keep = ~np.isin(tr.user, cold_users)
-    splits = {**snap.splits, "train": Interactions(tr.user[keep], tr.item[keep], tr.weight[keep], tr.ts[keep],
-                                                   tr.kind[keep])}
-    return Snapshot(ids=snap.ids, entity_types=snap.entity_types, item_titles=snap.item_titles,
-                    item_descriptions=snap.item_descriptions, query_texts=snap.query_texts,
-                    entity_names=snap.entity_names, splits=splits,
-                    relations={**snap.relations, "FRIEND": np.array([src, dst], dtype=np.int64)},
-                    relation_types={**snap.relation_types, "FRIEND": ("user", "user")}, meta=snap.meta)
+    return replace(snap, splits={**snap.splits, "train": tr.take(~np.isin(tr.user, cold_users))},
+                   relations={**snap.relations, "FRIEND": np.array([src, dst], dtype=np.int64)},
+                   relation_types={**snap.relation_types, "FRIEND": ("user", "user")})
 
 
 @pytest.mark.parametrize("model", ["lightgcn", "kgfused"])
