@@ -11,6 +11,8 @@ import dataclasses
 import json
 import os
 import sys
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -177,11 +179,21 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def _coerce(name: str, value: Any, current: Any, annotation: Any) -> Any:
-    """Convert a TOML or environment value to the type of the field it replaces."""
+def _coerce(name: str, value: Any, hint: Any) -> Any:
+    """Convert a TOML or environment value to ``hint``, the field's resolved type.
+
+    Strings (environment values) are parsed: booleans from ``true/false/1/0/yes/no/on/off``, tables
+    from JSON, lists from ``a,b`` or a JSON array; list elements take the list's element type.
+    """
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        options = [a for a in typing.get_args(hint) if a is not type(None)]
+        if value is None and len(options) < len(typing.get_args(hint)):
+            return None
+        hint = options[0] if len(options) == 1 else Any
     text_type = isinstance(value, str)
+    origin = typing.get_origin(hint) or hint
     try:
-        if isinstance(current, bool) or annotation in ("bool",):
+        if hint is bool:
             if text_type:
                 if value.lower() in ("1", "true", "yes", "on"):
                     return True
@@ -189,30 +201,31 @@ def _coerce(name: str, value: Any, current: Any, annotation: Any) -> Any:
                     return False
                 raise ValueError(value)
             return bool(value)
-        if isinstance(current, Path):
-            return Path(value)
-        if isinstance(current, int):
-            return int(value)
-        if isinstance(current, float):
-            return float(value)
-        if isinstance(current, dict):
+        if hint is int and isinstance(value, float) and not value.is_integer():
+            raise ValueError("expected an integer")
+        if hint in (Path, int, float):
+            return hint(value)
+        if origin is dict:
             value = json.loads(value) if text_type else value
             if not isinstance(value, Mapping):
                 raise ValueError("expected a table")
             return dict(value)
-        if isinstance(current, list):
+        if origin is list:
             if text_type:  # "a,b" or a JSON array
                 value = json.loads(value) if value.lstrip().startswith("[") else [
                     v.strip() for v in value.split(",") if v.strip()]
-            item = int if "int" in str(annotation) else str
-            return [item(v) for v in value]
+            if not isinstance(value, list):
+                raise ValueError("expected a list")
+            (element,) = typing.get_args(hint) or (Any,)
+            return [_coerce(name, v, element) for v in value]
         return value
     except (TypeError, ValueError) as e:
         raise ConfigError(f"config {name}: cannot use {value!r} ({e})") from e
 
 
 def _apply(obj: Any, values: Mapping[str, Any], prefix: str) -> None:
-    fields = {f.name: f for f in dataclasses.fields(obj)}
+    fields = {f.name for f in dataclasses.fields(obj)}
+    hints = typing.get_type_hints(type(obj))
     for key, value in values.items():
         if key not in fields:
             raise ConfigError(f"unknown config key {prefix}{key!r}; known: {sorted(fields)}")
@@ -222,7 +235,7 @@ def _apply(obj: Any, values: Mapping[str, Any], prefix: str) -> None:
                 raise ConfigError(f"config {prefix}{key} must be a table")
             _apply(current, value, f"{prefix}{key}.")
         else:
-            setattr(obj, key, _coerce(prefix + key, value, current, fields[key].type))
+            setattr(obj, key, _coerce(prefix + key, value, hints[key]))
 
 
 def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Config:
