@@ -183,9 +183,10 @@ def hold_out_users(snapshot: Snapshot, fraction: float, shots: int = 3, seed: in
     for name, edges in snapshot.relations.items():
         e = np.asarray(edges, dtype=np.int64).reshape(2, -1)
         keep = np.ones(e.shape[1], dtype=bool)
-        for row, t in enumerate(snapshot.relation_types[name]):
-            if t == "user" and name not in keep_relations:
-                keep &= ~is_cold[e[row]]
+        if name not in keep_relations:
+            for row, t in enumerate(snapshot.relation_types[name]):
+                if t == "user":
+                    keep &= ~is_cold[e[row]]
         relations[name] = e[:, keep]
     view = replace(snapshot, splits={s: splits[s].take(~is_cold[splits[s].user]) for s in SPLITS},
                    relations=relations, meta={**snapshot.meta, "cold_users": {"fraction": fraction, "seed": seed,
