@@ -201,6 +201,8 @@ def _coerce(name: str, value: Any, hint: Any) -> Any:
                     return False
                 raise ValueError(value)
             return bool(value)
+        if hint in (int, float) and isinstance(value, bool):
+            raise ValueError("expected a number")
         if hint is int and isinstance(value, float) and not value.is_integer():
             raise ValueError("expected an integer")
         if hint in (Path, int, float):

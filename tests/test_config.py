@@ -39,7 +39,8 @@ def test_toml_then_environment(tmp_path):
 @pytest.mark.parametrize("text,env", [("[train]\nepochz = 1\n", {}), ("", {"KGREC_TRAIN__EPOCHS": "many"}),
                                       ("", {"KGREC_TRAIN__FILTER": "k=8"}), ("[train]\nfilter = 3\n", {}),
                                       ("", {"KGREC_TRAIN__KS": "ten"}), ("[train]\nks = 5\n", {}),
-                                      ("[train]\nks = [2.5]\n", {}), ("[train]\nepochs = 1.5\n", {})])
+                                      ("[train]\nks = [2.5]\n", {}), ("[train]\nepochs = 1.5\n", {}),
+                                      ("[train]\nlr = true\n", {})])
 def test_bad_values_are_config_errors(tmp_path, text, env):
     f = tmp_path / "k.toml"
     f.write_text(text)
