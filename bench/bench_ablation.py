@@ -67,6 +67,7 @@ from tests.conftest import test_neo4j_config  # noqa: E402  (the test server, or
 logger = logging.getLogger("bench_ablation")
 
 DATASETS = {"ml-100k": "ml100k", "lastfm": "lastfm"}
+SNAPSHOTS = ROOT / ".kgrec" / "bench-snapshots"
 # name -> (TrainConfig.model, TrainConfig.fusion); one trained row each
 TRAINED = {"lightgcn (id only)": ("lightgcn", "sum"), "text only": ("fused", "text"), "fused": ("fused", "sum"),
            "fused + R-GCN": ("kgfused", "sum"), "fused (gate)": ("fused", "gate"), "fused (concat)": ("fused", "concat"),
@@ -126,11 +127,16 @@ def load_text(snapshot_dir: Path) -> dict[str, np.ndarray]:
         return {k: z[k] for k in z.files}
 
 
-def user_graph(edges: np.ndarray, num_users: int) -> "sp.csr_matrix":
-    """(U, U) binary, symmetric adjacency of user-user edges (2, E)."""
+def latest_snapshot(dataset: str) -> Path:
+    """Where the ablation keeps the encoded snapshot of ``dataset`` (a link to its latest build)."""
+    return SNAPSHOTS / f"ablation-{dataset}-latest"
+
+
+def symmetric_graph(edges: np.ndarray, num_nodes: int) -> "sp.csr_matrix":
+    """(N, N) binary, symmetric adjacency of edges (2, E) between nodes of one type (users, entities)."""
     from gnn.evaluate import to_csr
     e = np.asarray(edges, np.int64).reshape(2, -1)
-    return to_csr(np.r_[e[0], e[1]], np.r_[e[1], e[0]], num_users, num_users)
+    return to_csr(np.r_[e[0], e[1]], np.r_[e[1], e[0]], num_nodes, num_nodes)
 
 
 def rounded(m: dict[str, float], keys: tuple[str, ...] = ("recall@20", "ndcg@20")) -> dict[str, float]:
@@ -216,8 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     build: dict[str, Any] = {}
     snap_dir = args.snapshot
     if snap_dir is None:
-        out_dir = ROOT / ".kgrec" / "bench-snapshots"
-        latest = out_dir / f"ablation-{args.dataset}-latest"
+        out_dir, latest = SNAPSHOTS, latest_snapshot(args.dataset)
         if args.rebuild or not (latest / "text_embeddings.npz").is_file():
             data_dir = args.datasets_dir / args.dataset
             if not data_dir.is_dir():
@@ -272,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
         import scipy.sparse as sp
         warm = np.ones(U, np.float32)
         warm[users.cold_users] = 0
-        adj = user_graph(snap.relations[args.friend_fold_in], U)[users.cold_users] @ sp.diags(warm)
+        adj = symmetric_graph(snap.relations[args.friend_fold_in], U)[users.cold_users] @ sp.diags(warm)
         out = ue.copy()
         out[users.cold_users] = np.asarray(adj @ ue) / np.maximum(np.asarray(adj.sum(1)), 1)
         return out
@@ -285,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
                                  "seconds": round(time.perf_counter() - t, 1)}
     if kept:  # the social baseline of new_users_0: count the user's friends who have each item
         links = [view.relations[r] for r in kept if view.relation_types[r] == ("user", "user")]
-        friends = user_graph(np.concatenate(links, 1) if links else np.zeros((2, 0), np.int64), U)
+        friends = symmetric_graph(np.concatenate(links, 1) if links else np.zeros((2, 0), np.int64), U)
         by_friends = friends @ view_mats["train"]
         tie = torch.from_numpy(np.asarray(view_mats["train"].sum(0), np.float32).ravel())
         tie = tie / (tie.max() + 1)  # < 1: breaks ties only

@@ -42,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(ROOT))
 
 from _common import write_result  # noqa: E402
-from bench_ablation import DATASETS, load_text, rounded  # noqa: E402
+from bench_ablation import DATASETS, latest_snapshot, load_text, rounded, symmetric_graph  # noqa: E402
 
 logger = logging.getLogger("bench_side_signal")
 
@@ -93,7 +93,7 @@ def kg_features(snapshot, num_entities: int) -> sp.csr_matrix:
     if not ent_ent:
         return one_hop
     ee = np.concatenate(ent_ent, 1)
-    kg = to_csr(np.r_[ee[0], ee[1]], np.r_[ee[1], ee[0]], num_entities, num_entities).astype(np.float32)
+    kg = symmetric_graph(ee, num_entities).astype(np.float32)
     two = one_hop + one_hop @ kg
     two.data[:] = 1.0
     return two.tocsr()
@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     torch.set_num_threads(args.threads)
 
-    snap_dir = args.snapshot or ROOT / ".kgrec" / "bench-snapshots" / f"ablation-{args.dataset}-latest"
+    snap_dir = args.snapshot or latest_snapshot(args.dataset)
     if not (snap_dir / "text_embeddings.npz").is_file():
         ap.error(f"{snap_dir} has no encoded snapshot: run bench/bench_ablation.py --dataset {args.dataset} first")
     snap = Snapshot.load(snap_dir)
