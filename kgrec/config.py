@@ -183,7 +183,8 @@ def _coerce(name: str, value: Any, hint: Any) -> Any:
     """Convert a TOML or environment value to ``hint``, the field's resolved type.
 
     Strings (environment values) are parsed: booleans from ``true/false/1/0/yes/no/on/off``, tables
-    from JSON, lists from ``a,b`` or a JSON array; list elements take the list's element type.
+    from JSON, lists from ``a,b`` or a JSON array; list elements take the list's element type. A
+    TOML value of another type (``kg_users = 1``, ``heap = 2``) is an error, not a guess.
     """
     if typing.get_origin(hint) in (typing.Union, types.UnionType):
         options = [a for a in typing.get_args(hint) if a is not type(None)]
@@ -200,7 +201,11 @@ def _coerce(name: str, value: Any, hint: Any) -> Any:
                 if value.lower() in ("0", "false", "no", "off"):
                     return False
                 raise ValueError(value)
-            return bool(value)
+            if not isinstance(value, bool):
+                raise ValueError("expected true or false")
+            return value
+        if hint is str and not text_type:
+            raise ValueError("expected a string")
         if hint in (int, float) and isinstance(value, bool):
             raise ValueError("expected a number")
         if hint is int and isinstance(value, float) and not value.is_integer():

@@ -40,7 +40,8 @@ def test_toml_then_environment(tmp_path):
                                       ("", {"KGREC_TRAIN__FILTER": "k=8"}), ("[train]\nfilter = 3\n", {}),
                                       ("", {"KGREC_TRAIN__KS": "ten"}), ("[train]\nks = 5\n", {}),
                                       ("[train]\nks = [2.5]\n", {}), ("[train]\nepochs = 1.5\n", {}),
-                                      ("[train]\nlr = true\n", {})])
+                                      ("[train]\nlr = true\n", {}), ("[train]\nkg_users = 1\n", {}),
+                                      ("[neo4j]\nheap = 2\n", {})])
 def test_bad_values_are_config_errors(tmp_path, text, env):
     f = tmp_path / "k.toml"
     f.write_text(text)
