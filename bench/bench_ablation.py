@@ -13,9 +13,11 @@ Neo4j (``.kgrec/neo4j-test-<bolt port>``, wiped first; never the demo server) wi
 seed 2020) to ``.kgrec/bench-snapshots/ablation-<dataset>-latest`` and encoded with
 ``encoders.encode.encode_snapshot`` (MiniLM, cached). ``--snapshot DIR`` uses any encoded snapshot.
 
-Protocol: ``gnn.coldstart.hold_out_items`` removes ``--cold-fraction`` of the items (seeded) with all
-their interactions and edges; every model trains on the rest with ``gnn.train.train`` (same
-configuration, same time budget, early stopping on validation NDCG@20). Reported per row:
+Protocol: ``--train-fraction`` first keeps that share of each user's training interactions
+(``gnn.coldstart.thin_train``, seeded; 1 keeps all). ``gnn.coldstart.hold_out_items`` then removes
+``--cold-fraction`` of the items (seeded) with all their interactions and edges; every model trains
+on the rest with ``gnn.train.train`` (same configuration, same time budget, early stopping on
+validation NDCG@20). Reported per row:
 
 - ``warm``: test pairs of the training items, ranking the training items (what ``train`` reports);
 - ``test``: the full catalogue's test pairs (original test split + every pair of a held-out item),
@@ -167,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from gnn.coldstart import (embedding_scorer, fold_in_users, hold_out_items, hold_out_users,
                                inductive_item_embeddings, item_side_features, item_train_counts, popularity_scorer,
-                               snapshot_item_entity_edges, split_matrices, text_for_view)
+                               snapshot_item_entity_edges, split_matrices, text_for_view, thin_train)
     from gnn.evaluate import to_csr
     from gnn.models.gfcf import GFCF
     from gnn.train import train
@@ -183,6 +185,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cold-fraction", type=float, default=0.1)
     ap.add_argument("--few", type=int, default=5)
     ap.add_argument("--user-fraction", type=float, default=0.1, help="share of users held out as new users")
+    ap.add_argument("--train-fraction", type=float, default=1.0,
+                    help="keep this share of each user's training interactions (a sparsity study)")
     ap.add_argument("--shots", type=int, default=3, help="interactions a held-out user reveals (fold-in)")
     ap.add_argument("--threads", type=int, default=1,
                     help="torch CPU threads (1 is much faster than 2 on a contended 2-core machine)")
@@ -232,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             snap_dir = latest.resolve()
             build = {"reused": str(snap_dir)}
-    snap = Snapshot.load(snap_dir)
+    snap = thin_train(Snapshot.load(snap_dir), args.train_fraction, seed=args.seed)
     text = load_text(snap_dir)
     split = hold_out_items(snap, args.cold_fraction, seed=args.seed)
     kept = [r for r in args.new_user_relations.split(",") if r]
@@ -343,7 +347,8 @@ def main(argv: list[str] | None = None) -> int:
         logger.info("%s: %s", name, results[name])
 
     payload = {"dataset": args.dataset, "data": data, "build": build,
-               "protocol": {"split": "per-user ratio 70/10/20 (export seed 2020)", "cold_fraction": args.cold_fraction,
+               "protocol": {"split": "per-user ratio 70/10/20 (export seed 2020)", "train_fraction": args.train_fraction,
+                            "cold_fraction": args.cold_fraction,
                             "cold_seed": args.seed, "few": args.few, "user_fraction": args.user_fraction,
                             "shots": args.shots, "new_user_relations": kept, "friend_fold_in": args.friend_fold_in,
                             "threads": args.threads, "budget_s_per_trained_row": args.budget_s,

@@ -197,6 +197,33 @@ def hold_out_users(snapshot: Snapshot, fraction: float, shots: int = 3, seed: in
     return ColdUserSplit(view, cold, history.take(rank < shots), history.take(rank >= shots))
 
 
+def thin_train(snapshot: Snapshot, fraction: float, seed: int = 2020) -> Snapshot:
+    """Keep ``fraction`` of each user's training interactions (at least one), for sparsity studies.
+
+    Each user keeps ``max(1, round(fraction * n))`` of their ``n`` training interactions, chosen at
+    random (deterministic in ``seed``); validation, test and every edge stay as they are.
+
+    Raises:
+        ValueError: ``fraction`` outside (0, 1].
+    """
+    if not 0 < fraction <= 1:
+        raise ValueError("fraction must be in (0, 1]")
+    train = snapshot.splits.get("train", Interactions.empty())
+    if fraction == 1 or not len(train):
+        return snapshot
+    rng = np.random.default_rng(seed)
+    order = np.lexsort((rng.random(len(train)), train.user))  # by user, random within
+    user = train.user[order]
+    starts = np.r_[0, np.flatnonzero(np.diff(user)) + 1]
+    sizes = np.diff(np.r_[starts, len(user)])
+    rank = np.arange(len(user)) - np.repeat(starts, sizes)
+    quota = np.maximum(1, np.rint(fraction * sizes)).astype(np.int64)
+    kept = np.sort(order[rank < np.repeat(quota, sizes)])
+    logger.info("kept %d of %d training interactions (fraction %.2f)", len(kept), len(train), fraction)
+    return replace(snapshot, splits={**snapshot.splits, "train": train.take(kept)},
+                   meta={**snapshot.meta, "thinned_train": {"fraction": fraction, "seed": seed}})
+
+
 def item_side_features(item_text: np.ndarray, entity_text: np.ndarray | None = None,
                        item_entity_edges: Sequence[np.ndarray] = ()) -> np.ndarray:
     """Side-information features of every item: ``[t_i, mean of t_e over i's attribute entities]``.

@@ -11,7 +11,7 @@ import torch
 
 from gnn.coldstart import (RidgeMap, embedding_scorer, evaluate_item_slice, fold_in_users, hold_out_items,
                            hold_out_users, inductive_item_embeddings, item_side_features, item_train_counts, popularity_scorer,
-                           snapshot_item_entity_edges, split_matrices, text_for_view)
+                           snapshot_item_entity_edges, split_matrices, text_for_view, thin_train)
 from gnn.evaluate import to_csr
 from gnn.train import train
 from kg.snapshot import Interactions, Snapshot
@@ -67,6 +67,26 @@ def test_hold_out_items_removes_items_everywhere() -> None:
         hold_out_items(snap, 1.0)
     full = split.to_full(np.ones((len(split.warm_items), 2), np.float32))
     assert full.shape == (6, 2) and full[cold].sum() == 0 and full[split.warm_items].min() == 1
+
+
+def test_thin_train_keeps_a_share_of_each_users_training_pairs() -> None:
+    snap = small_snapshot()
+    # u0: 10 training pairs, u1: 3, u2: 1
+    snap.splits["train"] = inter([(0, k % 6) for k in range(10)] + [(1, 0), (1, 1), (1, 2), (2, 3)])
+    thin = thin_train(snap, 0.3, seed=1)
+    train = thin.splits["train"]
+    assert np.bincount(train.user, minlength=3).tolist() == [3, 1, 1]  # round(3.0), round(0.9), at least 1
+    before = set(zip(snap.splits["train"].user.tolist(), snap.splits["train"].ts.tolist(),
+                     snap.splits["train"].item.tolist()))
+    assert set(zip(train.user.tolist(), train.ts.tolist(), train.item.tolist())) <= before
+    assert thin.splits["valid"] is snap.splits["valid"] and thin.splits["test"] is snap.splits["test"]
+    assert thin.relations is snap.relations and thin.meta["thinned_train"] == {"fraction": 0.3, "seed": 1}
+    again = thin_train(snap, 0.3, seed=1).splits["train"]
+    assert np.array_equal(again.item, train.item) and np.array_equal(again.ts, train.ts)
+    assert thin_train(snap, 1.0) is snap
+    for bad in (0.0, 1.5):
+        with pytest.raises(ValueError):
+            thin_train(snap, bad)
 
 
 def test_hold_out_users_keeps_first_shots_as_support() -> None:
