@@ -91,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--weight-decays", default="1e-4,3e-4,1e-3,3e-3,1e-2")
     ap.add_argument("--seeds", default="2020,2021,2022,2023,2024")
     ap.add_argument("--patience", type=int, default=30)
+    ap.add_argument("--epochs", type=int, default=200, help="epoch cap of each row")
     ap.add_argument("--budget-s", type=float, default=300.0)
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--out", default=None, help="result name (default sparsity_<dataset>)")
@@ -98,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     fractions = [float(f) for f in args.fractions.split(",")]
     weights = [float(w) for w in args.weight_decays.split(",")]
     seeds = [int(s) for s in args.seeds.split(",")]
-    extra = ["--patience", str(args.patience), "--budget-s", str(args.budget_s)]
+    extra = ["--patience", str(args.patience), "--epochs", str(args.epochs), "--budget-s", str(args.budget_s)]
     t0 = time.perf_counter()
 
     def run_one(job: tuple[str, float, float, int]) -> dict[str, Any]:
@@ -137,7 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     runs += more
     summary = summarise(runs, fractions)
     payload = {"dataset": args.dataset, "protocol": {"fractions": fractions, "weight_decays": weights, "seeds": seeds,
-                                                     "patience": args.patience, "budget_s": args.budget_s,
+                                                     "patience": args.patience, "epochs": args.epochs,
+                                                     "budget_s": args.budget_s,
                                                      "selection": "each model's weight by valid ndcg@20 on the first seed"},
                "summary": summary, "runs": runs, "total_s": round(time.perf_counter() - t0, 1),
                "command": "python bench/bench_sparsity.py " + " ".join(argv if argv is not None else sys.argv[1:])}
