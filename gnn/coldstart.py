@@ -30,6 +30,14 @@ from .evaluate import ScoreFn, evaluate, to_csr
 logger = logging.getLogger(__name__)
 
 
+def rank_within_runs(keys: np.ndarray) -> np.ndarray:
+    """Each element's position within its run of equal ``keys`` (grouped): [5, 5, 7, 7, 7] -> [0, 1, 0, 1, 2]."""
+    if not len(keys):
+        return np.zeros(0, np.int64)
+    starts = np.r_[0, np.flatnonzero(np.diff(keys)) + 1]
+    return np.arange(len(keys)) - np.repeat(starts, np.diff(np.r_[starts, len(keys)]))
+
+
 def concat_interactions(parts: Sequence[Interactions]) -> Interactions:
     """One :class:`Interactions` holding the rows of ``parts`` in order."""
     parts = [p for p in parts if len(p)] or [Interactions.empty()]
@@ -177,8 +185,7 @@ def hold_out_users(snapshot: Snapshot, fraction: float, shots: int = 3, seed: in
     history = concat_interactions([splits[s].take(is_cold[splits[s].user]) for s in SPLITS])
     order = np.lexsort((rng.random(len(history)), history.ts, history.user))  # by user, then time (ties random)
     history = history.take(order)
-    starts = np.r_[0, np.flatnonzero(np.diff(history.user)) + 1] if len(history) else np.zeros(0, np.int64)
-    rank = np.arange(len(history)) - np.repeat(starts, np.diff(np.r_[starts, len(history)]))
+    rank = rank_within_runs(history.user)
     relations = {}
     for name, edges in snapshot.relations.items():
         e = np.asarray(edges, dtype=np.int64).reshape(2, -1)
@@ -214,11 +221,8 @@ def thin_train(snapshot: Snapshot, fraction: float, seed: int = 2020) -> Snapsho
     rng = np.random.default_rng(seed)
     order = np.lexsort((rng.random(len(train)), train.user))  # by user, random within
     user = train.user[order]
-    starts = np.r_[0, np.flatnonzero(np.diff(user)) + 1]
-    sizes = np.diff(np.r_[starts, len(user)])
-    rank = np.arange(len(user)) - np.repeat(starts, sizes)
-    quota = np.maximum(1, np.rint(fraction * sizes)).astype(np.int64)
-    kept = np.sort(order[rank < np.repeat(quota, sizes)])
+    quota = np.maximum(1, np.rint(fraction * np.bincount(user)))
+    kept = np.sort(order[rank_within_runs(user) < quota[user]])
     logger.info("kept %d of %d training interactions (fraction %.2f)", len(kept), len(train), fraction)
     return replace(snapshot, splits={**snapshot.splits, "train": train.take(kept)},
                    meta={**snapshot.meta, "thinned_train": {"fraction": fraction, "seed": seed}})
