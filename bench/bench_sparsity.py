@@ -127,12 +127,10 @@ def main(argv: list[str] | None = None) -> int:
         if not edge:
             break
         runs += run_all([(m, f, next_weight(best(f, m)["weight_decay"]), seeds[0]) for f, m in edge])
-    chosen: dict[tuple[float, str], float] = {}
     for f in fractions:
         for m in MODELS:
-            chosen[(f, m)] = best(f, m)["weight_decay"]
             best(f, m)["chosen"] = True
-    more = run_all([(m, f, chosen[(f, m)], s) for f in fractions for m in MODELS for s in seeds[1:]])
+    more = run_all([(m, f, best(f, m)["weight_decay"], s) for f in fractions for m in MODELS for s in seeds[1:]])
     for r in more:
         r["chosen"] = True
     runs += more
