@@ -23,19 +23,11 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from kg.snapshot import SPLITS, Interactions, Snapshot
+from kg.snapshot import SPLITS, Interactions, Snapshot, rank_within_runs
 
 from .evaluate import ScoreFn, evaluate, to_csr
 
 logger = logging.getLogger(__name__)
-
-
-def rank_within_runs(keys: np.ndarray) -> np.ndarray:
-    """Each element's position within its run of equal ``keys`` (grouped): [5, 5, 7, 7, 7] -> [0, 1, 0, 1, 2]."""
-    if not len(keys):
-        return np.zeros(0, np.int64)
-    starts = np.r_[0, np.flatnonzero(np.diff(keys)) + 1]
-    return np.arange(len(keys)) - np.repeat(starts, np.diff(np.r_[starts, len(keys)]))
 
 
 def concat_interactions(parts: Sequence[Interactions]) -> Interactions:

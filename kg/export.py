@@ -17,7 +17,7 @@ import numpy as np
 from kgrec.config import ExportConfig
 
 from .connection import Graph
-from .snapshot import Interactions, Snapshot
+from .snapshot import Interactions, Snapshot, rank_within_runs
 
 logger = logging.getLogger(__name__)
 
@@ -56,9 +56,8 @@ def split_interactions(user: np.ndarray, item: np.ndarray, ts: np.ndarray, cfg: 
     key = ts.astype(np.float64) if cfg.split == "loo" else rng.random(n)
     order = np.lexsort((key, user))
     u_sorted = user[order]
-    starts = np.r_[0, np.flatnonzero(np.diff(u_sorted)) + 1]
-    counts = np.diff(np.r_[starts, n])
-    rank_from_end = (np.repeat(starts + counts, counts) - 1) - np.arange(n)  # 0 = last of the user
+    counts = np.unique(u_sorted, return_counts=True)[1]  # per user, in sorted order
+    rank_from_end = np.repeat(counts, counts) - 1 - rank_within_runs(u_sorted)  # 0 = last of the user
     if cfg.split == "loo":
         n_test = (counts >= 3).astype(np.int64)
         n_valid = (counts >= 3).astype(np.int64)

@@ -26,6 +26,14 @@ NODE_TYPES = ("user", "item", "query", "entity")
 SPLITS = ("train", "valid", "test")
 
 
+def rank_within_runs(keys: np.ndarray) -> np.ndarray:
+    """Each element's position within its run of equal ``keys`` (grouped): [5, 5, 7, 7, 7] -> [0, 1, 0, 1, 2]."""
+    if not len(keys):
+        return np.zeros(0, np.int64)
+    starts = np.r_[0, np.flatnonzero(np.diff(keys)) + 1]
+    return np.arange(len(keys)) - np.repeat(starts, np.diff(np.r_[starts, len(keys)]))
+
+
 @dataclass
 class Interactions:
     """Interactions of one split as aligned arrays (internal ids)."""
