@@ -92,7 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", default="2020,2021,2022,2023,2024")
     ap.add_argument("--patience", type=int, default=30)
     ap.add_argument("--epochs", type=int, default=200, help="epoch cap of each row")
-    ap.add_argument("--budget-s", type=float, default=300.0)
+    ap.add_argument("--budget-s", type=float, default=1200.0,
+                    help="time limit of each row; a row that reaches it is flagged (raise it rather than compare such rows)")
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--out", default=None, help="result name (default sparsity_<dataset>)")
     args = ap.parse_args(argv)
@@ -104,9 +105,11 @@ def main(argv: list[str] | None = None) -> int:
 
     def run_one(job: tuple[str, float, float, int]) -> dict[str, Any]:
         r = run_row(args.dataset, *job, extra)
+        r["stopped_by"] = ("time budget" if r["train_s"] >= args.budget_s else
+                           "epoch cap" if r["epochs_run"] >= args.epochs else "patience")
         print(f"f={r['fraction']} {r['row']} wd={r['weight_decay']:g} seed={r['seed']}: valid "
               f"{r['valid_ndcg@20']:.4f}, warm {r['warm']['recall@20']:.4f} / {r['warm']['ndcg@20']:.4f} "
-              f"({r['train_s']:.0f} s)", flush=True)
+              f"({r['train_s']:.0f} s, {r['epochs_run']} epochs, stopped by {r['stopped_by']})", flush=True)
         return r
 
     def run_all(jobs: list[tuple[str, float, float, int]]) -> list[dict[str, Any]]:
