@@ -173,8 +173,10 @@ class ManagedNeo4j:
                                   f"remove {self.home / 'data'} to reset the managed database")
         password = secrets.token_urlsafe(18)
         env = {**os.environ, "NEO4J_HOME": str(self.home), "NEO4J_CONF": str(conf_dir)}
+        # "--" ends the options: token_urlsafe starts with "-" one time in 64, and neo4j-admin would
+        # read such a password as an unknown option and print its usage instead of setting it
         proc = subprocess.run([java, "-cp", str(self.lib_dir / "*"), ADMIN_TOOL, "dbms",
-                               "set-initial-password", password], capture_output=True, text=True, env=env)
+                               "set-initial-password", "--", password], capture_output=True, text=True, env=env)
         if proc.returncode != 0:
             raise Neo4jSetupError(f"neo4j-admin set-initial-password failed: {proc.stderr.strip()[-500:]}")
         pw_file.parent.mkdir(parents=True, exist_ok=True)

@@ -96,6 +96,28 @@ def test_managed_server_password_file_and_status(neo4j_config):
     assert f"-Xmx{neo4j_config.heap}".encode() in cmdline and f"-Xms{neo4j_config.heap}".encode() in cmdline
 
 
+def test_a_generated_password_starting_with_a_dash_is_set_and_works(neo4j_config, tmp_path, monkeypatch):
+    """token_urlsafe starts with "-" one time in 64; neo4j-admin must take it as the password, not an option."""
+    if not neo4j_config.managed:
+        pytest.skip("NEO4J_URI points at an external server")
+    home = tmp_path / "neo4j"
+    home.mkdir()
+    for installed in (neo4j_config.home.resolve() / "lib").iterdir():  # the test server's jars, not a new install
+        if installed.is_file():
+            (home / "lib").mkdir(exist_ok=True)
+            (home / "lib" / installed.name).symlink_to(installed)
+    cfg = Neo4jConfig(home=home, bolt_port=7690, http_port=7477, heap="512m", pagecache="128m")
+    monkeypatch.setattr("kg.neo4j_server.secrets.token_urlsafe", lambda nbytes: "-starts-with-a-dash")
+    server = ManagedNeo4j(cfg)
+    try:
+        server.start()
+        assert cfg.password_file.read_text().strip() == "-starts-with-a-dash"
+        with connect(cfg) as g:
+            assert g.driver.execute_query("RETURN 1 AS one", database_=g.database).records[0]["one"] == 1
+    finally:
+        server.stop()
+
+
 def test_jvm_options_reject_a_bad_heap_size(tmp_path):
     assert ManagedNeo4j(Neo4jConfig(home=tmp_path, heap="512m")).jvm_options()[:2] == ["-Xms512m", "-Xmx512m"]
     with pytest.raises(Neo4jSetupError, match="heap"):
