@@ -101,11 +101,9 @@ def test_a_generated_password_starting_with_a_dash_is_set_and_works(neo4j_config
     if not neo4j_config.managed:
         pytest.skip("NEO4J_URI points at an external server")
     home = tmp_path / "neo4j"
-    home.mkdir()
+    (home / "lib").mkdir(parents=True)
     for installed in (neo4j_config.home.resolve() / "lib").iterdir():  # the test server's jars, not a new install
-        if installed.is_file():
-            (home / "lib").mkdir(exist_ok=True)
-            (home / "lib" / installed.name).symlink_to(installed)
+        (home / "lib" / installed.name).symlink_to(installed)
     cfg = Neo4jConfig(home=home, bolt_port=7690, http_port=7477, heap="512m", pagecache="128m")
     monkeypatch.setattr("kg.neo4j_server.secrets.token_urlsafe", lambda nbytes: "-starts-with-a-dash")
     server = ManagedNeo4j(cfg)
