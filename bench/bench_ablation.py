@@ -213,6 +213,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="a user-user relation (e.g. friend): add new_users_0_foldin, each held-out user scored "
                          "from the mean of their friends' trained embeddings")
     ap.add_argument("--weight-decay", type=float, default=1e-4)
+    ap.add_argument("--id-weight-decay", type=float, default=0.0,
+                    help="extra L2 on the item id embeddings of the rows with ids beside text (fused, kgfused; "
+                         "TrainConfig.id_weight_decay)")
     ap.add_argument("--rows", default=",".join(DEFAULT_ROWS),
                     help=f"comma-separated rows to run, from popularity, gf-cf, {', '.join(TRAINED)}")
     ap.add_argument("--seed", type=int, default=2020)
@@ -320,7 +323,9 @@ def main(argv: list[str] | None = None) -> int:
         cfg = TrainConfig(model=model, fusion=fusion, embedding_dim=args.dim, num_layers=args.layers,
                           kg_layers=args.kg_layers, kg_bases=args.kg_bases, kg_users=args.kg_users,
                           graph_relations=[r for r in args.graph_relations.split(",") if r], lr=args.lr,
-                          weight_decay=args.weight_decay, batch_size=args.batch_size, epochs=args.epochs,
+                          weight_decay=args.weight_decay,
+                          id_weight_decay=args.id_weight_decay if model != "lightgcn" and fusion != "text" else 0.0,
+                          batch_size=args.batch_size, epochs=args.epochs,
                           patience=args.patience, ks=[20], seed=args.seed, device="cpu")
         text_arg = None if model == "lightgcn" else (view_text if model == "kgfused" else view_text["item"])
         t = time.perf_counter()

@@ -30,7 +30,7 @@ import scipy.sparse as sp
 import torch
 from torch.optim.swa_utils import AveragedModel
 
-from kgrec.config import TrainConfig
+from kgrec.config import TEXT_MODELS, TrainConfig
 
 from .artifact import publish, save_artifact
 from .evaluate import evaluate, to_csr
@@ -115,6 +115,23 @@ def build_model(cfg: TrainConfig, snapshot: Any, text_embeddings: Any = None) ->
     raise ValueError(f"unknown model {cfg.model!r}; trainable models: {MODELS}")
 
 
+def loss_weights(cfg: TrainConfig) -> dict[str, float]:
+    """The regularisation keyword arguments ``train`` passes to the model's ``loss``.
+
+    Raises:
+        ValueError: a negative ``id_weight_decay``, or a positive one for a model without item id
+            embeddings beside text (anything but ``fused``/``kgfused`` with fusion sum, concat or gate).
+    """
+    if cfg.id_weight_decay < 0:
+        raise ValueError(f"id_weight_decay must be >= 0, got {cfg.id_weight_decay}")
+    if not cfg.id_weight_decay:
+        return {"reg_weight": cfg.weight_decay}
+    if cfg.model not in TEXT_MODELS or cfg.fusion == "text":
+        raise ValueError(f"id_weight_decay applies to {' and '.join(TEXT_MODELS)} with item id embeddings "
+                         f"(fusion sum, concat or gate), not model {cfg.model!r} with fusion {cfg.fusion!r}")
+    return {"reg_weight": cfg.weight_decay, "id_reg_weight": cfg.id_weight_decay}
+
+
 def graph_relation_edges(snapshot: Any, names: Sequence[str]) -> np.ndarray | None:
     """(2, F) edges of the named user/item relations in LightGCN's joint index space, or ``None``.
 
@@ -165,6 +182,8 @@ def _fingerprint(cfg: TrainConfig, train_csr: sp.csr_matrix, text_embeddings: np
     d = _config_dict(cfg)
     for k in ("epochs", "patience", "out_dir", "device", "eval_every", "swa_start"):
         d.pop(k, None)
+    if not d.get("id_weight_decay"):  # off: fingerprints match those made before the field existed
+        d.pop("id_weight_decay", None)
     h = hashlib.sha1(json.dumps(d, sort_keys=True).encode())
     h.update(np.asarray(train_csr.shape, dtype=np.int64).tobytes())
     h.update(train_csr.indptr.astype(np.int64).tobytes())
@@ -341,7 +360,7 @@ def train(snapshot: Any, cfg: TrainConfig, out_dir: str | Path, text_embeddings:
 
     Raises:
         TrainingError: no training interactions, or nothing to evaluate on.
-        ValueError: unknown model or sampling strategy.
+        ValueError: unknown model or sampling strategy, or an id_weight_decay the model cannot take.
     """
     from tqdm.auto import tqdm
 
@@ -350,6 +369,7 @@ def train(snapshot: Any, cfg: TrainConfig, out_dir: str | Path, text_embeddings:
     if cfg.model in FILTER_MODELS:
         return _fit_filter(snapshot, cfg, out_dir, snapshot_path=snapshot_path, publish_current=publish_current)
     check_positive_sampling(cfg.positive_sampling)  # before anything is built
+    regularisation = loss_weights(cfg)
     device = resolve_device(cfg.device)
     U, I = snapshot.num_users, snapshot.num_items
     tr = snapshot.splits["train"]
@@ -431,7 +451,7 @@ def train(snapshot: Any, cfg: TrainConfig, out_dir: str | Path, text_embeddings:
             u, p, neg = (t[b:b + cfg.batch_size] for t in (users, positives, negatives))
             optimizer.zero_grad(set_to_none=True)
             with torch.autocast(device_type=device.type, dtype=amp_dtype, enabled=use_amp):
-                loss = model.loss(adj, u, p, neg, reg_weight=cfg.weight_decay)
+                loss = model.loss(adj, u, p, neg, **regularisation)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
             scaler.update()

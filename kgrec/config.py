@@ -111,6 +111,10 @@ class TrainConfig:
     num_layers: int = 3
     lr: float = 1e-3
     weight_decay: float = 1e-4
+    # fused / kgfused: an extra L2 weight on the batch items' id embeddings alone, the part of an item's
+    # ego embedding beside its projected text; larger values pull each item toward what its text says
+    # (0 = off; needs item ids, so not fusion = "text")
+    id_weight_decay: float = 0.0
     batch_size: int = 2048
     epochs: int = 30
     eval_every: int = 1

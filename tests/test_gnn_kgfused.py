@@ -323,3 +323,98 @@ def test_graph_relations_are_checked() -> None:
     snap = with_friends(snap, SPEC, np.array([], dtype=np.int64))
     e = graph_relation_edges(snap, ["FRIEND"])
     assert e.shape == (2, 4 * snap.num_users) and e.max() < snap.num_users
+
+
+def _fused_and_kgfused(fusion: str = "sum") -> list[tuple[torch.nn.Module, object]]:
+    """A FusedLightGCN and a KGFusedRec on the same 4 users and 5 items, each with the graph its loss takes."""
+    from gnn.models.fused import FusedLightGCN
+    from gnn.models.lightgcn import LightGCN
+
+    torch.manual_seed(0)
+    text = torch.randn(COUNTS["item"], 6)
+    fused = FusedLightGCN(COUNTS["user"], COUNTS["item"], text, embedding_dim=8, num_layers=2, fusion=fusion)
+    adj = LightGCN.build_adjacency(np.array([0, 1, 2, 3]), np.array([0, 1, 2, 3]), COUNTS["user"], COUNTS["item"])
+    kgfused = KGFusedRec(COUNTS, 6, {"item": text}, embedding_dim=8, num_layers=2, kg_layers=1, fusion=fusion)
+    return [(fused, adj), (kgfused, tiny_graph())]
+
+
+@pytest.mark.parametrize("which", [0, 1], ids=["fused", "kgfused"])
+def test_id_weight_decay_adds_the_hand_computed_penalty_on_the_batch_item_ids_only(which: int) -> None:
+    model, graph = _fused_and_kgfused()[which]
+    user, pos, neg = torch.tensor([0, 1, 2]), torch.tensor([0, 1, 4]), torch.tensor([2, 0, 3])
+    ids = (model.embedding.weight[COUNTS["user"]:] if which == 0 else model.embedding["item"].weight)
+    mu = 0.5
+
+    def grads(id_reg_weight: float) -> tuple[float, dict[str, torch.Tensor]]:
+        model.zero_grad()
+        loss = model.loss(graph, user, pos, neg, reg_weight=1e-3, id_reg_weight=id_reg_weight)
+        loss.backward()
+        return loss.item(), {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None}
+
+    base, g0 = grads(0.0)
+    with_ids, g1 = grads(mu)
+    e = ids.detach()
+    # mu / (2B) * (sum over positives and negatives of ||e_i||^2), B = 3; item 0 is both a positive and a negative
+    by_hand = mu / 6 * sum(float(e[i].pow(2).sum()) for i in (0, 1, 4, 2, 0, 3))
+    assert with_ids - base == pytest.approx(by_hand, rel=1e-5)
+    # its gradient is mu / B * (times the item is in the batch) * e_i on each item id row, and nothing else
+    times = torch.tensor([2.0, 1, 1, 1, 1]).unsqueeze(1)
+    id_name = "embedding.weight" if which == 0 else "embedding.item.weight"
+    for name, g in g1.items():
+        extra = g - g0[name]
+        if name == id_name:
+            rows = extra[COUNTS["user"]:] if which == 0 else extra
+            assert torch.allclose(rows, mu / 3 * times * e, atol=1e-6), name
+            if which == 0:  # user rows share the tensor
+                assert torch.allclose(extra[:COUNTS["user"]], torch.zeros_like(extra[:COUNTS["user"]]), atol=1e-7)
+        else:
+            assert torch.allclose(extra, torch.zeros_like(extra), atol=1e-7), name
+
+
+@pytest.mark.parametrize("which", [0, 1], ids=["fused", "kgfused"])
+def test_id_weight_decay_needs_item_ids(which: int) -> None:
+    model, graph = _fused_and_kgfused("text")[which]
+    user, pos, neg = torch.tensor([0]), torch.tensor([1]), torch.tensor([2])
+    model.loss(graph, user, pos, neg, id_reg_weight=0.0)  # off is fine without ids
+    with pytest.raises(ValueError, match="item id"):
+        model.loss(graph, user, pos, neg, id_reg_weight=0.1)
+
+
+def test_train_checks_id_weight_decay_and_keeps_it_in_the_checkpoint_fingerprint(tmp_path: Path) -> None:
+    from gnn.train import checkpoint_dir, loss_weights
+    from gnn.evaluate import to_csr
+
+    snap, text = synthetic_snapshot()
+    for bad in (tiny_cfg(model="lightgcn", id_weight_decay=0.1), tiny_cfg(model="fused", fusion="text", id_weight_decay=0.1),
+                tiny_cfg(model="fused", id_weight_decay=-1.0)):
+        with pytest.raises(ValueError, match="id_weight_decay"):
+            train(snap, bad, tmp_path, text_embeddings=text["item"], progress=False)
+    assert loss_weights(tiny_cfg(model="kgfused", id_weight_decay=0.1)) == {"reg_weight": 1e-4, "id_reg_weight": 0.1}
+    assert loss_weights(tiny_cfg(model="lightgcn")) == {"reg_weight": 1e-4}
+    tr = snap.splits["train"]
+    csr = to_csr(tr.user, tr.item, snap.num_users, snap.num_items)
+    off, on = (checkpoint_dir(tmp_path, tiny_cfg(model="fused", id_weight_decay=w), csr, text["item"]) for w in (0.0, 0.1))
+    assert off != on  # a run with another id_weight_decay never resumes this one's checkpoint
+
+
+def test_a_large_id_weight_decay_shrinks_the_item_ids_and_still_learns_the_communities(tmp_path: Path) -> None:
+    from gnn.evaluate import to_csr
+    from gnn.train import checkpoint_dir
+
+    snap, text = synthetic_snapshot()
+    tr = snap.splits["train"]
+    csr = to_csr(tr.user, tr.item, snap.num_users, snap.num_items)
+    norms = {}
+    for mu in (0.0, 1.0):
+        cfg = tiny_cfg(model="fused", id_weight_decay=mu, epochs=8)
+        out = tmp_path / f"mu{mu}"
+        last = checkpoint_dir(out, cfg, csr, text["item"]) / "last.pt"
+
+        def item_id_norm(epoch: int, row: dict, last: Path = last, mu: float = mu) -> None:
+            ids = torch.load(last, weights_only=False)["model"]["embedding.weight"][snap.num_users:]
+            norms[mu] = float(ids.norm(dim=1).mean())
+
+        art = train(snap, cfg, out, text_embeddings=text["item"], progress=False, epoch_hook=item_id_norm)
+        m = json.loads((art / "metrics.json").read_text())["test"]
+        assert m["recall@20"] > 3 * 20 / SPEC.num_items, (mu, m)
+    assert norms[1.0] < 0.5 * norms[0.0], norms

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .fusion import FUSIONS, TextFusion, as_text_buffer
+from .fusion import FUSIONS, TextFusion, as_text_buffer, id_penalty
 from .lightgcn import LightGCN
 
 logger = logging.getLogger(__name__)
@@ -70,6 +70,22 @@ class FusedLightGCN(LightGCN):
         w = self.embedding.weight
         ids = w[self.num_users:] if self.fuse.uses_ids else None
         return torch.cat([w[: self.num_users], self.fuse(ids, self.text)], 0)
+
+    def loss(self, adj: Tensor, user: Tensor, pos_item: Tensor, neg_item: Tensor,
+             reg_weight: float = 1e-4, id_reg_weight: float = 0.0) -> Tensor:
+        r"""LightGCN's BPR + L2 loss, plus :math:`\mu\frac{1}{2B}(\|e_p\|^2 + \|e_n\|^2)` on the batch
+        items' id embeddings (``id_reg_weight`` = μ; see ``TrainConfig.id_weight_decay``).
+
+        Raises:
+            ValueError: μ > 0 with ``fusion="text"``, which has no item ids.
+        """
+        loss = super().loss(adj, user, pos_item, neg_item, reg_weight)
+        if not id_reg_weight:
+            return loss
+        if not self.fuse.uses_ids:
+            raise ValueError("id_reg_weight needs item id embeddings; fusion 'text' has none")
+        ids = self.embedding.weight[self.num_users:]
+        return loss + id_reg_weight * id_penalty(ids, pos_item, neg_item, user.numel())
 
     def __repr__(self) -> str:
         return (f"{self.__class__.__name__}(users={self.num_users}, items={self.num_items}, "

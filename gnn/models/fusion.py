@@ -84,3 +84,8 @@ class TextFusion(nn.Module):
 
     def extra_repr(self) -> str:
         return f"text={self.text_dim}, dim={self.embedding_dim}, fusion={self.fusion}"
+
+
+def id_penalty(ids: Tensor, pos_item: Tensor, neg_item: Tensor, batch: int) -> Tensor:
+    r""":math:`\frac{1}{2B}(\|e_p\|^2 + \|e_n\|^2)` over the batch items' id embeddings ``ids`` (I, d)."""
+    return 0.5 * (ids[pos_item].pow(2).sum() + ids[neg_item].pow(2).sum()) / batch

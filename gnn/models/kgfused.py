@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from .base import EmbeddingRecommender
-from .fusion import FUSIONS, TextFusion, as_text_buffer
+from .fusion import FUSIONS, TextFusion, as_text_buffer, id_penalty
 from .lightgcn import LightGCN, _SymmetricSpMM
 from .relconv import RelationalConv, sort_by_type
 
@@ -203,14 +203,24 @@ class KGFusedRec(EmbeddingRecommender):
         return z[: self.num_users], z[self.num_users:]
 
     def loss(self, graph: KGGraph, user: Tensor, pos_item: Tensor, neg_item: Tensor,
-             reg_weight: float = 1e-4) -> Tensor:
-        r"""BPR loss + :math:`\frac{\lambda}{2B}` L2 on the batch's user and item ego embeddings."""
+             reg_weight: float = 1e-4, id_reg_weight: float = 0.0) -> Tensor:
+        r"""BPR loss + :math:`\frac{\lambda}{2B}` L2 on the batch's user and item ego embeddings, plus
+        :math:`\frac{\mu}{2B}` L2 on the batch items' id embeddings (``id_reg_weight`` = μ).
+
+        Raises:
+            ValueError: μ > 0 when items have no id embeddings (``fusion="text"``).
+        """
         ue, ie = self.get_embedding(graph)
         u = ue[user]
         bpr = nn.functional.softplus((u * ie[neg_item]).sum(-1) - (u * ie[pos_item]).sum(-1)).mean()
         eu, ei = self.type_ego("user"), self.type_ego("item")
         ego = eu[user].pow(2).sum() + ei[pos_item].pow(2).sum() + ei[neg_item].pow(2).sum()
-        return bpr + reg_weight * 0.5 * ego / user.numel()
+        loss = bpr + reg_weight * 0.5 * ego / user.numel()
+        if not id_reg_weight:
+            return loss
+        if "item" not in self.embedding:
+            raise ValueError("id_reg_weight needs item id embeddings; fusion 'text' has none")
+        return loss + id_reg_weight * id_penalty(self.embedding["item"].weight, pos_item, neg_item, user.numel())
 
     def __repr__(self) -> str:
         return (f"{self.__class__.__name__}(nodes={self.num_total}, users={self.num_users}, "
