@@ -325,24 +325,25 @@ def test_graph_relations_are_checked() -> None:
     assert e.shape == (2, 4 * snap.num_users) and e.max() < snap.num_users
 
 
-def _fused_and_kgfused(fusion: str = "sum") -> list[tuple[torch.nn.Module, object]]:
-    """A FusedLightGCN and a KGFusedRec on the same 4 users and 5 items, each with the graph its loss takes."""
+def _text_model(kind: str, fusion: str = "sum") -> tuple[torch.nn.Module, object, torch.Tensor | None]:
+    """A FusedLightGCN or KGFusedRec on 4 users and 5 items: the model, the graph its loss takes, its item ids."""
     from gnn.models.fused import FusedLightGCN
     from gnn.models.lightgcn import LightGCN
 
     torch.manual_seed(0)
     text = torch.randn(COUNTS["item"], 6)
-    fused = FusedLightGCN(COUNTS["user"], COUNTS["item"], text, embedding_dim=8, num_layers=2, fusion=fusion)
+    if kind == "kgfused":
+        model = KGFusedRec(COUNTS, 6, {"item": text}, embedding_dim=8, num_layers=2, kg_layers=1, fusion=fusion)
+        return model, tiny_graph(), model.embedding["item"].weight if "item" in model.embedding else None
+    model = FusedLightGCN(COUNTS["user"], COUNTS["item"], text, embedding_dim=8, num_layers=2, fusion=fusion)
     adj = LightGCN.build_adjacency(np.array([0, 1, 2, 3]), np.array([0, 1, 2, 3]), COUNTS["user"], COUNTS["item"])
-    kgfused = KGFusedRec(COUNTS, 6, {"item": text}, embedding_dim=8, num_layers=2, kg_layers=1, fusion=fusion)
-    return [(fused, adj), (kgfused, tiny_graph())]
+    return model, adj, model.embedding.weight[COUNTS["user"]:] if model.fuse.uses_ids else None
 
 
-@pytest.mark.parametrize("which", [0, 1], ids=["fused", "kgfused"])
-def test_id_weight_decay_adds_the_hand_computed_penalty_on_the_batch_item_ids_only(which: int) -> None:
-    model, graph = _fused_and_kgfused()[which]
+@pytest.mark.parametrize("kind", ["fused", "kgfused"])
+def test_id_weight_decay_adds_the_hand_computed_penalty_on_the_batch_item_ids_only(kind: str) -> None:
+    model, graph, ids = _text_model(kind)
     user, pos, neg = torch.tensor([0, 1, 2]), torch.tensor([0, 1, 4]), torch.tensor([2, 0, 3])
-    ids = (model.embedding.weight[COUNTS["user"]:] if which == 0 else model.embedding["item"].weight)
     mu = 0.5
 
     def grads(id_reg_weight: float) -> tuple[float, dict[str, torch.Tensor]]:
@@ -359,21 +360,23 @@ def test_id_weight_decay_adds_the_hand_computed_penalty_on_the_batch_item_ids_on
     assert with_ids - base == pytest.approx(by_hand, rel=1e-5)
     # its gradient is mu / B * (times the item is in the batch) * e_i on each item id row, and nothing else
     times = torch.tensor([2.0, 1, 1, 1, 1]).unsqueeze(1)
-    id_name = "embedding.weight" if which == 0 else "embedding.item.weight"
+    id_name = "embedding.weight" if kind == "fused" else "embedding.item.weight"
     for name, g in g1.items():
         extra = g - g0[name]
         if name == id_name:
-            rows = extra[COUNTS["user"]:] if which == 0 else extra
-            assert torch.allclose(rows, mu / 3 * times * e, atol=1e-6), name
-            if which == 0:  # user rows share the tensor
-                assert torch.allclose(extra[:COUNTS["user"]], torch.zeros_like(extra[:COUNTS["user"]]), atol=1e-7)
+            if kind == "fused":  # the users' rows come first and get nothing
+                users = extra[:COUNTS["user"]]
+                assert torch.allclose(users, torch.zeros_like(users), atol=1e-7)
+                extra = extra[COUNTS["user"]:]
+            assert torch.allclose(extra, mu / 3 * times * e, atol=1e-6), name
         else:
             assert torch.allclose(extra, torch.zeros_like(extra), atol=1e-7), name
 
 
-@pytest.mark.parametrize("which", [0, 1], ids=["fused", "kgfused"])
-def test_id_weight_decay_needs_item_ids(which: int) -> None:
-    model, graph = _fused_and_kgfused("text")[which]
+@pytest.mark.parametrize("kind", ["fused", "kgfused"])
+def test_id_weight_decay_needs_item_ids(kind: str) -> None:
+    model, graph, ids = _text_model(kind, "text")
+    assert ids is None
     user, pos, neg = torch.tensor([0]), torch.tensor([1]), torch.tensor([2])
     model.loss(graph, user, pos, neg, id_reg_weight=0.0)  # off is fine without ids
     with pytest.raises(ValueError, match="item id"):
@@ -381,8 +384,8 @@ def test_id_weight_decay_needs_item_ids(which: int) -> None:
 
 
 def test_train_checks_id_weight_decay_and_keeps_it_in_the_checkpoint_fingerprint(tmp_path: Path) -> None:
-    from gnn.train import checkpoint_dir, loss_weights
     from gnn.evaluate import to_csr
+    from gnn.train import checkpoint_dir, loss_weights
 
     snap, text = synthetic_snapshot()
     for bad in (tiny_cfg(model="lightgcn", id_weight_decay=0.1), tiny_cfg(model="fused", fusion="text", id_weight_decay=0.1),

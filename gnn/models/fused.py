@@ -82,9 +82,7 @@ class FusedLightGCN(LightGCN):
         loss = super().loss(adj, user, pos_item, neg_item, reg_weight)
         if not id_reg_weight:
             return loss
-        if not self.fuse.uses_ids:
-            raise ValueError("id_reg_weight needs item id embeddings; fusion 'text' has none")
-        ids = self.embedding.weight[self.num_users:]
+        ids = self.embedding.weight[self.num_users:] if self.fuse.uses_ids else None
         return loss + id_reg_weight * id_penalty(ids, pos_item, neg_item, user.numel())
 
     def __repr__(self) -> str:

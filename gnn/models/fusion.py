@@ -86,6 +86,12 @@ class TextFusion(nn.Module):
         return f"text={self.text_dim}, dim={self.embedding_dim}, fusion={self.fusion}"
 
 
-def id_penalty(ids: Tensor, pos_item: Tensor, neg_item: Tensor, batch: int) -> Tensor:
-    r""":math:`\frac{1}{2B}(\|e_p\|^2 + \|e_n\|^2)` over the batch items' id embeddings ``ids`` (I, d)."""
+def id_penalty(ids: Tensor | None, pos_item: Tensor, neg_item: Tensor, batch: int) -> Tensor:
+    r""":math:`\frac{1}{2B}(\|e_p\|^2 + \|e_n\|^2)` over the batch items' id embeddings ``ids`` (I, d).
+
+    Raises:
+        ValueError: ``ids`` is None (``fusion="text"`` allocates no item ids).
+    """
+    if ids is None:
+        raise ValueError("an L2 on the item ids needs item id embeddings; fusion 'text' has none")
     return 0.5 * (ids[pos_item].pow(2).sum() + ids[neg_item].pow(2).sum()) / batch

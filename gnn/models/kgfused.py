@@ -218,9 +218,8 @@ class KGFusedRec(EmbeddingRecommender):
         loss = bpr + reg_weight * 0.5 * ego / user.numel()
         if not id_reg_weight:
             return loss
-        if "item" not in self.embedding:
-            raise ValueError("id_reg_weight needs item id embeddings; fusion 'text' has none")
-        return loss + id_reg_weight * id_penalty(self.embedding["item"].weight, pos_item, neg_item, user.numel())
+        ids = self.embedding["item"].weight if "item" in self.embedding else None
+        return loss + id_reg_weight * id_penalty(ids, pos_item, neg_item, user.numel())
 
     def __repr__(self) -> str:
         return (f"{self.__class__.__name__}(nodes={self.num_total}, users={self.num_users}, "
