@@ -172,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
                                snapshot_item_entity_edges, split_matrices, text_for_view, thin_train)
     from gnn.evaluate import to_csr
     from gnn.models.gfcf import GFCF
-    from gnn.train import train
+    from gnn.train import has_item_ids_beside_text, train
     from kg.snapshot import Snapshot
     from kgrec.config import TrainConfig
 
@@ -324,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
                           kg_layers=args.kg_layers, kg_bases=args.kg_bases, kg_users=args.kg_users,
                           graph_relations=[r for r in args.graph_relations.split(",") if r], lr=args.lr,
                           weight_decay=args.weight_decay,
-                          id_weight_decay=args.id_weight_decay if model != "lightgcn" and fusion != "text" else 0.0,
+                          id_weight_decay=args.id_weight_decay if has_item_ids_beside_text(model, fusion) else 0.0,
                           batch_size=args.batch_size, epochs=args.epochs,
                           patience=args.patience, ks=[20], seed=args.seed, device="cpu")
         text_arg = None if model == "lightgcn" else (view_text if model == "kgfused" else view_text["item"])

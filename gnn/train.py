@@ -115,6 +115,12 @@ def build_model(cfg: TrainConfig, snapshot: Any, text_embeddings: Any = None) ->
     raise ValueError(f"unknown model {cfg.model!r}; trainable models: {MODELS}")
 
 
+def has_item_ids_beside_text(model: str, fusion: str) -> bool:
+    """Whether ``model`` with ``fusion`` gives items id embeddings beside their text (what
+    ``TrainConfig.id_weight_decay`` penalises): ``fused``/``kgfused`` with fusion sum, concat or gate."""
+    return model in TEXT_MODELS and fusion != "text"
+
+
 def loss_weights(cfg: TrainConfig) -> dict[str, float]:
     """The regularisation keyword arguments ``train`` passes to the model's ``loss``.
 
@@ -126,7 +132,7 @@ def loss_weights(cfg: TrainConfig) -> dict[str, float]:
         raise ValueError(f"id_weight_decay must be >= 0, got {cfg.id_weight_decay}")
     if not cfg.id_weight_decay:
         return {"reg_weight": cfg.weight_decay}
-    if cfg.model not in TEXT_MODELS or cfg.fusion == "text":
+    if not has_item_ids_beside_text(cfg.model, cfg.fusion):
         raise ValueError(f"id_weight_decay applies to {' and '.join(TEXT_MODELS)} with item id embeddings "
                          f"(fusion sum, concat or gate), not model {cfg.model!r} with fusion {cfg.fusion!r}")
     return {"reg_weight": cfg.weight_decay, "id_reg_weight": cfg.id_weight_decay}
