@@ -30,7 +30,7 @@ import scipy.sparse as sp
 import torch
 from torch.optim.swa_utils import AveragedModel
 
-from kgrec.config import TEXT_MODELS, TrainConfig
+from kgrec.config import DEFAULT_ID_WEIGHT_DECAY, TEXT_MODELS, TrainConfig
 
 from .artifact import publish, save_artifact
 from .evaluate import evaluate, to_csr
@@ -121,21 +121,30 @@ def has_item_ids_beside_text(model: str, fusion: str) -> bool:
     return model in TEXT_MODELS and fusion != "text"
 
 
-def loss_weights(cfg: TrainConfig) -> dict[str, float]:
-    """The regularisation keyword arguments ``train`` passes to the model's ``loss``.
+def effective_id_weight_decay(cfg: TrainConfig) -> float:
+    """The L2 weight on the item id embeddings that training uses: ``cfg.id_weight_decay``, or when it
+    is unset, ``DEFAULT_ID_WEIGHT_DECAY`` for a model with item ids beside text and 0 for any other.
 
     Raises:
-        ValueError: a negative ``id_weight_decay``, or a positive one for a model without item id
-            embeddings beside text (anything but ``fused``/``kgfused`` with fusion sum, concat or gate).
+        ValueError: a negative value, or a positive one for a model without item id embeddings beside
+            text (anything but ``fused``/``kgfused`` with fusion sum, concat or gate).
     """
+    has_ids = has_item_ids_beside_text(cfg.model, cfg.fusion)
+    if cfg.id_weight_decay is None:
+        return DEFAULT_ID_WEIGHT_DECAY if has_ids else 0.0
     if cfg.id_weight_decay < 0:
         raise ValueError(f"id_weight_decay must be >= 0, got {cfg.id_weight_decay}")
-    if not cfg.id_weight_decay:
-        return {"reg_weight": cfg.weight_decay}
-    if not has_item_ids_beside_text(cfg.model, cfg.fusion):
+    if cfg.id_weight_decay and not has_ids:
         raise ValueError(f"id_weight_decay applies to {' and '.join(TEXT_MODELS)} with item id embeddings "
                          f"(fusion sum, concat or gate), not model {cfg.model!r} with fusion {cfg.fusion!r}")
-    return {"reg_weight": cfg.weight_decay, "id_reg_weight": cfg.id_weight_decay}
+    return cfg.id_weight_decay
+
+
+def loss_weights(cfg: TrainConfig) -> dict[str, float]:
+    """The regularisation keyword arguments ``train`` passes to the model's ``loss`` (errors as
+    :func:`effective_id_weight_decay`)."""
+    mu = effective_id_weight_decay(cfg)
+    return {"reg_weight": cfg.weight_decay, "id_reg_weight": mu} if mu else {"reg_weight": cfg.weight_decay}
 
 
 def graph_relation_edges(snapshot: Any, names: Sequence[str]) -> np.ndarray | None:
@@ -188,8 +197,9 @@ def _fingerprint(cfg: TrainConfig, train_csr: sp.csr_matrix, text_embeddings: np
     d = _config_dict(cfg)
     for k in ("epochs", "patience", "out_dir", "device", "eval_every", "swa_start"):
         d.pop(k, None)
-    if not d.get("id_weight_decay"):  # off: fingerprints match those made before the field existed
-        d.pop("id_weight_decay", None)
+    d["id_weight_decay"] = effective_id_weight_decay(cfg)  # the value in use, whether set or the default
+    if not d["id_weight_decay"]:  # off: fingerprints match those made before the field existed
+        d.pop("id_weight_decay")
     h = hashlib.sha1(json.dumps(d, sort_keys=True).encode())
     h.update(np.asarray(train_csr.shape, dtype=np.int64).tobytes())
     h.update(train_csr.indptr.astype(np.int64).tobytes())
@@ -376,6 +386,7 @@ def train(snapshot: Any, cfg: TrainConfig, out_dir: str | Path, text_embeddings:
         return _fit_filter(snapshot, cfg, out_dir, snapshot_path=snapshot_path, publish_current=publish_current)
     check_positive_sampling(cfg.positive_sampling)  # before anything is built
     regularisation = loss_weights(cfg)
+    cfg = dataclasses.replace(cfg, id_weight_decay=effective_id_weight_decay(cfg))  # the value used, for the artifact
     device = resolve_device(cfg.device)
     U, I = snapshot.num_users, snapshot.num_items
     tr = snapshot.splits["train"]

@@ -100,6 +100,9 @@ class EncoderConfig:
 # ones that read a snapshot's text_embeddings.npz.
 MODELS = ("lightgcn", "fused", "rgcn", "kgfused", "gfcf", "bspm")
 TEXT_MODELS = ("fused", "kgfused")
+# TrainConfig.id_weight_decay when unset, for fused / kgfused with item ids: the one value that beat
+# 0 on both ml-100k and lastfm (docs/results.md, session 23)
+DEFAULT_ID_WEIGHT_DECAY = 1e-3
 
 
 @dataclass
@@ -112,9 +115,10 @@ class TrainConfig:
     lr: float = 1e-3
     weight_decay: float = 1e-4
     # fused / kgfused: an extra L2 weight on the batch items' id embeddings alone, the part of an item's
-    # ego embedding beside its projected text; larger values pull each item toward what its text says
-    # (0 = off; needs item ids, so not fusion = "text")
-    id_weight_decay: float = 0.0
+    # ego embedding beside its projected text; larger values pull each item toward what its text says.
+    # Unset: DEFAULT_ID_WEIGHT_DECAY for models with item ids beside text, 0 for the others; 0 = off;
+    # a value above 0 needs item ids, so not lightgcn or fusion = "text" (gnn.train.effective_id_weight_decay)
+    id_weight_decay: float | None = None
     batch_size: int = 2048
     epochs: int = 30
     eval_every: int = 1

@@ -16,7 +16,7 @@ from gnn.train import MODELS, train
 from kg.export import split_interactions
 from kg.snapshot import Interactions, Snapshot
 from kg.synthetic import SyntheticSpec, community_of_item, generate
-from kgrec.config import ExportConfig, TrainConfig
+from kgrec.config import DEFAULT_ID_WEIGHT_DECAY, ExportConfig, TrainConfig
 
 SPEC = SyntheticSpec(num_users=240, num_items=160, num_communities=4, interactions_per_user=14, num_queries=24,
                      seed=3)
@@ -193,6 +193,8 @@ def test_kgfused_trains_on_planted_communities(tmp_path: Path) -> None:
     assert "kgfused" in MODELS
     snap, text = synthetic_snapshot()
     art = train(snap, tiny_cfg(model="kgfused"), tmp_path, text_embeddings=text, progress=False)
+    # id_weight_decay unset: the artifact records the default it trained with
+    assert json.loads((art / "config.json").read_text())["id_weight_decay"] == DEFAULT_ID_WEIGHT_DECAY
     metrics = json.loads((art / "metrics.json").read_text())
     m = metrics["test"]
     random_recall = 20 / SPEC.num_items
@@ -385,7 +387,7 @@ def test_id_weight_decay_needs_item_ids(kind: str) -> None:
 
 def test_train_checks_id_weight_decay_and_keeps_it_in_the_checkpoint_fingerprint(tmp_path: Path) -> None:
     from gnn.evaluate import to_csr
-    from gnn.train import checkpoint_dir, loss_weights
+    from gnn.train import checkpoint_dir, effective_id_weight_decay, loss_weights
 
     snap, text = synthetic_snapshot()
     for bad in (tiny_cfg(model="lightgcn", id_weight_decay=0.1), tiny_cfg(model="fused", fusion="text", id_weight_decay=0.1),
@@ -393,11 +395,23 @@ def test_train_checks_id_weight_decay_and_keeps_it_in_the_checkpoint_fingerprint
         with pytest.raises(ValueError, match="id_weight_decay"):
             train(snap, bad, tmp_path, text_embeddings=text["item"], progress=False)
     assert loss_weights(tiny_cfg(model="kgfused", id_weight_decay=0.1)) == {"reg_weight": 1e-4, "id_reg_weight": 0.1}
+    assert loss_weights(tiny_cfg(model="fused", id_weight_decay=0.0)) == {"reg_weight": 1e-4}
+    # unset: the default for the models with item ids beside text, off for the others
+    assert DEFAULT_ID_WEIGHT_DECAY > 0
+    for model in ("fused", "kgfused"):
+        assert effective_id_weight_decay(tiny_cfg(model=model)) == DEFAULT_ID_WEIGHT_DECAY
+        assert effective_id_weight_decay(tiny_cfg(model=model, fusion="text")) == 0.0
     assert loss_weights(tiny_cfg(model="lightgcn")) == {"reg_weight": 1e-4}
     tr = snap.splits["train"]
     csr = to_csr(tr.user, tr.item, snap.num_users, snap.num_items)
-    off, on = (checkpoint_dir(tmp_path, tiny_cfg(model="fused", id_weight_decay=w), csr, text["item"]) for w in (0.0, 0.1))
+    off, on, unset = (checkpoint_dir(tmp_path, tiny_cfg(model="fused", id_weight_decay=w), csr, text["item"])
+                      for w in (0.0, 0.1, None))
     assert off != on  # a run with another id_weight_decay never resumes this one's checkpoint
+    assert unset == checkpoint_dir(tmp_path, tiny_cfg(model="fused", id_weight_decay=DEFAULT_ID_WEIGHT_DECAY), csr,
+                                   text["item"])
+    # lightgcn leaves the field out of its fingerprint, set to 0 or not
+    lightgcn = [checkpoint_dir(tmp_path, tiny_cfg(model="lightgcn", id_weight_decay=w), csr) for w in (0.0, None)]
+    assert lightgcn[0] == lightgcn[1]
 
 
 def test_a_large_id_weight_decay_shrinks_the_item_ids_and_still_learns_the_communities(tmp_path: Path) -> None:
