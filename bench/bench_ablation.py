@@ -215,8 +215,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--weight-decay", type=float, default=1e-4)
     ap.add_argument("--id-weight-decay", type=float, default=0.0,
                     help="extra L2 on the item id embeddings of the rows with ids beside text (fused, kgfused; "
-                         "TrainConfig.id_weight_decay). 0 here, where TrainConfig's default is 1e-3 for those "
-                         "models: the ablation's fused rows are plain fused, as in every committed result")
+                         "TrainConfig.id_weight_decay). 0 here, where TrainConfig's default is 1e-3 for fused: "
+                         "the ablation's fused rows are plain fused, as in every committed result")
     ap.add_argument("--rows", default=",".join(DEFAULT_ROWS),
                     help=f"comma-separated rows to run, from popularity, gf-cf, {', '.join(TRAINED)}")
     ap.add_argument("--seed", type=int, default=2020)

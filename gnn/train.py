@@ -123,7 +123,8 @@ def has_item_ids_beside_text(model: str, fusion: str) -> bool:
 
 def effective_id_weight_decay(cfg: TrainConfig) -> float:
     """The L2 weight on the item id embeddings that training uses: ``cfg.id_weight_decay``, or when it
-    is unset, ``DEFAULT_ID_WEIGHT_DECAY`` for a model with item ids beside text and 0 for any other.
+    is unset, the model's ``DEFAULT_ID_WEIGHT_DECAY`` (``fused`` 1e-3) when it has item ids beside
+    text, and 0 otherwise.
 
     Raises:
         ValueError: a negative value, or a positive one for a model without item id embeddings beside
@@ -131,7 +132,7 @@ def effective_id_weight_decay(cfg: TrainConfig) -> float:
     """
     has_ids = has_item_ids_beside_text(cfg.model, cfg.fusion)
     if cfg.id_weight_decay is None:
-        return DEFAULT_ID_WEIGHT_DECAY if has_ids else 0.0
+        return DEFAULT_ID_WEIGHT_DECAY.get(cfg.model, 0.0) if has_ids else 0.0
     if cfg.id_weight_decay < 0:
         raise ValueError(f"id_weight_decay must be >= 0, got {cfg.id_weight_decay}")
     if cfg.id_weight_decay and not has_ids:

@@ -16,7 +16,7 @@ from gnn.models.lightgcn import LightGCN
 from gnn.sampling import NegativeSampler, TrainPairs, make_generator
 from gnn.train import checkpoint_dir, seed_checkpoint, train, weight_average
 from kg.snapshot import Interactions, Snapshot
-from kgrec.config import TrainConfig
+from kgrec.config import DEFAULT_ID_WEIGHT_DECAY, TrainConfig
 
 BLOCK = 20
 NUM_ITEMS = 300  # items 0-19 community A, 20-39 community B, the rest rarely-seen noise
@@ -359,6 +359,8 @@ def test_fused_training_run(tmp_path: Path) -> None:
                 progress=False)
     m = json.loads((art / "metrics.json").read_text())["test"]
     assert m["recall@20"] > 0.4, m
+    # id_weight_decay unset: the artifact records fused's default, which it trained with
+    assert json.loads((art / "config.json").read_text())["id_weight_decay"] == DEFAULT_ID_WEIGHT_DECAY["fused"]
     with pytest.raises(ValueError):
         train(snap, tiny_cfg(model="fused"), tmp_path, progress=False)
     with pytest.raises(ValueError):

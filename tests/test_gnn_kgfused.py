@@ -193,8 +193,8 @@ def test_kgfused_trains_on_planted_communities(tmp_path: Path) -> None:
     assert "kgfused" in MODELS
     snap, text = synthetic_snapshot()
     art = train(snap, tiny_cfg(model="kgfused"), tmp_path, text_embeddings=text, progress=False)
-    # id_weight_decay unset: the artifact records the default it trained with
-    assert json.loads((art / "config.json").read_text())["id_weight_decay"] == DEFAULT_ID_WEIGHT_DECAY
+    # id_weight_decay unset: the artifact records the value it trained with (off for kgfused)
+    assert json.loads((art / "config.json").read_text())["id_weight_decay"] == 0.0
     metrics = json.loads((art / "metrics.json").read_text())
     m = metrics["test"]
     random_recall = 20 / SPEC.num_items
@@ -396,19 +396,19 @@ def test_train_checks_id_weight_decay_and_keeps_it_in_the_checkpoint_fingerprint
             train(snap, bad, tmp_path, text_embeddings=text["item"], progress=False)
     assert loss_weights(tiny_cfg(model="kgfused", id_weight_decay=0.1)) == {"reg_weight": 1e-4, "id_reg_weight": 0.1}
     assert loss_weights(tiny_cfg(model="fused", id_weight_decay=0.0)) == {"reg_weight": 1e-4}
-    # unset: the default for the models with item ids beside text, off for the others
-    assert DEFAULT_ID_WEIGHT_DECAY > 0
-    for model in ("fused", "kgfused"):
-        assert effective_id_weight_decay(tiny_cfg(model=model)) == DEFAULT_ID_WEIGHT_DECAY
-        assert effective_id_weight_decay(tiny_cfg(model=model, fusion="text")) == 0.0
+    # unset: fused's default with item ids beside text, off for the others (kgfused included)
+    assert DEFAULT_ID_WEIGHT_DECAY["fused"] > 0
+    assert effective_id_weight_decay(tiny_cfg(model="fused")) == DEFAULT_ID_WEIGHT_DECAY["fused"]
+    for cfg in (tiny_cfg(model="fused", fusion="text"), tiny_cfg(model="kgfused"), tiny_cfg(model="lightgcn")):
+        assert effective_id_weight_decay(cfg) == 0.0
     assert loss_weights(tiny_cfg(model="lightgcn")) == {"reg_weight": 1e-4}
     tr = snap.splits["train"]
     csr = to_csr(tr.user, tr.item, snap.num_users, snap.num_items)
     off, on, unset = (checkpoint_dir(tmp_path, tiny_cfg(model="fused", id_weight_decay=w), csr, text["item"])
                       for w in (0.0, 0.1, None))
     assert off != on  # a run with another id_weight_decay never resumes this one's checkpoint
-    assert unset == checkpoint_dir(tmp_path, tiny_cfg(model="fused", id_weight_decay=DEFAULT_ID_WEIGHT_DECAY), csr,
-                                   text["item"])
+    assert unset == checkpoint_dir(tmp_path, tiny_cfg(model="fused", id_weight_decay=DEFAULT_ID_WEIGHT_DECAY["fused"]),
+                                   csr, text["item"])
     # lightgcn leaves the field out of its fingerprint, set to 0 or not
     lightgcn = [checkpoint_dir(tmp_path, tiny_cfg(model="lightgcn", id_weight_decay=w), csr) for w in (0.0, None)]
     assert lightgcn[0] == lightgcn[1]
