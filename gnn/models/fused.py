@@ -65,11 +65,14 @@ class FusedLightGCN(LightGCN):
         if hasattr(self, "fuse"):
             self.fuse.reset_parameters()
 
+    def item_id_embeddings(self) -> Tensor | None:
+        """(I, d) item id embeddings, the part of each item beside its text; None with fusion "text"."""
+        return self.embedding.weight[self.num_users:] if self.fuse.uses_ids else None
+
     def ego_embeddings(self) -> Tensor:
         """(U+I, d): user id embeddings stacked on fused item embeddings."""
-        w = self.embedding.weight
-        ids = w[self.num_users:] if self.fuse.uses_ids else None
-        return torch.cat([w[: self.num_users], self.fuse(ids, self.text)], 0)
+        users = self.embedding.weight[: self.num_users]
+        return torch.cat([users, self.fuse(self.item_id_embeddings(), self.text)], 0)
 
     def loss(self, adj: Tensor, user: Tensor, pos_item: Tensor, neg_item: Tensor,
              reg_weight: float = 1e-4, id_reg_weight: float = 0.0) -> Tensor:
@@ -82,8 +85,7 @@ class FusedLightGCN(LightGCN):
         loss = super().loss(adj, user, pos_item, neg_item, reg_weight)
         if not id_reg_weight:
             return loss
-        ids = self.embedding.weight[self.num_users:] if self.fuse.uses_ids else None
-        return loss + id_reg_weight * id_penalty(ids, pos_item, neg_item, user.numel())
+        return loss + id_reg_weight * id_penalty(self.item_id_embeddings(), pos_item, neg_item, user.numel())
 
     def __repr__(self) -> str:
         return (f"{self.__class__.__name__}(users={self.num_users}, items={self.num_items}, "

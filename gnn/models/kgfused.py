@@ -167,9 +167,13 @@ class KGFusedRec(EmbeddingRecommender):
         ei, et, ptr, norm = sort_by_type(ei, et, max(1, 2 * len(relations)))
         return KGGraph(adj, ei.to(device), et.to(device), ptr, norm.to(device))
 
+    def id_embeddings(self, node_type: str) -> Tensor | None:
+        """(n, d) id embeddings of one node type; None for a text type with fusion "text"."""
+        return self.embedding[node_type].weight if node_type in self.embedding else None
+
     def type_ego(self, node_type: str) -> Tensor:
         """(n, d) ego embeddings of one node type."""
-        ids = self.embedding[node_type].weight if node_type in self.embedding else None
+        ids = self.id_embeddings(node_type)
         if node_type in self.text_types:
             return self.fuse[node_type](ids, getattr(self, f"text_{node_type}"))
         if ids is None:
@@ -218,8 +222,7 @@ class KGFusedRec(EmbeddingRecommender):
         loss = bpr + reg_weight * 0.5 * ego / user.numel()
         if not id_reg_weight:
             return loss
-        ids = self.embedding["item"].weight if "item" in self.embedding else None
-        return loss + id_reg_weight * id_penalty(ids, pos_item, neg_item, user.numel())
+        return loss + id_reg_weight * id_penalty(self.id_embeddings("item"), pos_item, neg_item, user.numel())
 
     def __repr__(self) -> str:
         return (f"{self.__class__.__name__}(nodes={self.num_total}, users={self.num_users}, "
