@@ -5,6 +5,8 @@ Layout of ``<out_dir>/<version>/``::
     embeddings.npz     user (U, d) float32, item (I, d) float32; score(u, i) = user[u] · item[i]
     ids.json           {"user": [external ids], "item": [external ids]} (row = internal id)
     train_items.npz    CSR of each user's training positives: indptr (U+1,), indices (nnz,)
+    seen_items.npz     the same for every interaction in the snapshot (train, valid and test): what
+                       serving leaves out of a user's results (older artifacts lack it: train only)
     config.json        the TrainConfig the model was trained with
     metrics.json       {"test": {...final metrics}, "best_epoch": n, "history": [{epoch row}, ...]}
     meta.json          {version, model, created, code_version, snapshot}
@@ -28,8 +30,8 @@ import numpy as np
 
 logger = logging.getLogger(__name__)
 
-ARTIFACT_FILES = ("embeddings.npz", "ids.json", "train_items.npz", "config.json", "metrics.json",
-                  "meta.json", "curve.png")
+ARTIFACT_FILES = ("embeddings.npz", "ids.json", "train_items.npz", "seen_items.npz", "config.json",
+                  "metrics.json", "meta.json", "curve.png")
 
 
 @dataclass
@@ -46,17 +48,29 @@ class Artifact:
     metrics: dict[str, Any]
     meta: dict[str, Any]
     filter_state: dict[str, np.ndarray] | None = None
+    seen_indptr: np.ndarray | None = None  # every snapshot interaction; None in older artifacts
+    seen_indices: np.ndarray | None = None
 
     def train_items(self, user: int) -> np.ndarray:
         """Internal item ids the user interacted with in training."""
         return self.train_indices[self.train_indptr[user]:self.train_indptr[user + 1]]
 
+    def seen_items(self, user: int) -> np.ndarray:
+        """Internal item ids of every interaction of the user in the snapshot (train if not recorded)."""
+        if self.seen_indptr is None:
+            return self.train_items(user)
+        return self.seen_indices[self.seen_indptr[user]:self.seen_indptr[user + 1]]
+
 
 def save_artifact(path: str | Path, *, user_embeddings: np.ndarray, item_embeddings: np.ndarray,
                   ids: dict[str, list[str]], train_indptr: np.ndarray, train_indices: np.ndarray,
                   config: dict[str, Any], metrics: dict[str, Any], meta: dict[str, Any],
-                  curve_png: bytes | Path | None = None, filter_state: dict[str, np.ndarray] | None = None) -> Path:
+                  curve_png: bytes | Path | None = None, filter_state: dict[str, np.ndarray] | None = None,
+                  seen_indptr: np.ndarray | None = None, seen_indices: np.ndarray | None = None) -> Path:
     """Write an artifact into ``path`` (a directory, created; normally a temp dir renamed later).
+
+    ``seen_indptr``/``seen_indices`` (CSR, every interaction of each user, training ones included)
+    are what serving excludes; without them it excludes the training items only.
 
     Raises:
         ValueError: shapes disagree with ids.
@@ -69,11 +83,18 @@ def save_artifact(path: str | Path, *, user_embeddings: np.ndarray, item_embeddi
                          f"({len(ids['user'])} users, {len(ids['item'])} items)")
     if len(train_indptr) != ue.shape[0] + 1:
         raise ValueError("train_indptr must have num_users + 1 entries")
+    if (seen_indptr is None) != (seen_indices is None):
+        raise ValueError("give seen_indptr and seen_indices together")
+    if seen_indptr is not None and len(seen_indptr) != ue.shape[0] + 1:
+        raise ValueError("seen_indptr must have num_users + 1 entries")
     path.mkdir(parents=True, exist_ok=True)
     np.savez(path / "embeddings.npz", user=ue, item=ie)
     (path / "ids.json").write_text(json.dumps({k: list(v) for k, v in ids.items()}))  # user, item, item_title
     np.savez(path / "train_items.npz", indptr=np.asarray(train_indptr, dtype=np.int64),
              indices=np.asarray(train_indices, dtype=np.int64))
+    if seen_indptr is not None:
+        np.savez(path / "seen_items.npz", indptr=np.asarray(seen_indptr, dtype=np.int64),
+                 indices=np.asarray(seen_indices, dtype=np.int64))
     (path / "config.json").write_text(json.dumps(config, indent=2, default=str))
     (path / "metrics.json").write_text(json.dumps(metrics, indent=2))
     (path / "meta.json").write_text(json.dumps(meta, indent=2, default=str))
@@ -100,6 +121,10 @@ def load_artifact(path: str | Path) -> Artifact:
         ue, ie = z["user"], z["item"]
     with np.load(path / "train_items.npz") as z:
         indptr, indices = z["indptr"], z["indices"]
+    seen_indptr = seen_indices = None
+    if (path / "seen_items.npz").is_file():
+        with np.load(path / "seen_items.npz") as z:
+            seen_indptr, seen_indices = z["indptr"], z["indices"]
 
     def _json(name: str) -> dict[str, Any]:
         f = path / name
@@ -107,7 +132,8 @@ def load_artifact(path: str | Path) -> Artifact:
 
     return Artifact(path=path, user_embeddings=ue, item_embeddings=ie, ids=_json("ids.json"),
                     train_indptr=indptr, train_indices=indices, config=_json("config.json"),
-                    metrics=_json("metrics.json"), meta=_json("meta.json"), filter_state=load_filter_state(path))
+                    metrics=_json("metrics.json"), meta=_json("meta.json"), filter_state=load_filter_state(path),
+                    seen_indptr=seen_indptr, seen_indices=seen_indices)
 
 
 def load_filter_state(path: str | Path) -> dict[str, np.ndarray] | None:

@@ -530,6 +530,8 @@ def _write_artifact(out_dir: Path, cfg: TrainConfig, snapshot: Any, train_csr: s
     version = _new_version(out_dir, cfg.model)
     tmp = out_dir / f".tmp-{version}"
     U, I = train_csr.shape
+    parts = [p for p in snapshot.splits.values() if p is not None and len(p) > 0]
+    seen_csr = to_csr(np.concatenate([p.user for p in parts]), np.concatenate([p.item for p in parts]), U, I)
     try:
         save_artifact(
             tmp, user_embeddings=ue, item_embeddings=ie,
@@ -542,7 +544,7 @@ def _write_artifact(out_dir: Path, cfg: TrainConfig, snapshot: Any, train_csr: s
                   "snapshot": str(snapshot_path) if snapshot_path is not None else snapshot.meta.get("name"),
                   **meta, "num_users": U, "num_items": I,
                   "embedding_dim": int(ue.shape[1])},
-            curve_png=curve_png, filter_state=filter_state)
+            curve_png=curve_png, filter_state=filter_state, seen_indptr=seen_csr.indptr, seen_indices=seen_csr.indices)
         final_dir = out_dir / version
         tmp.rename(final_dir)
     except BaseException:

@@ -1,7 +1,9 @@
 """The Python recommendation API over a versioned model artifact written by ``gnn``.
 
 An artifact directory holds ``embeddings.npz`` (``user``, ``item``), ``ids.json``,
-``train_items.npz`` (CSR of each user's training items, excluded from results), ``meta.json``
+``train_items.npz`` (CSR of each user's training items), ``seen_items.npz`` (CSR of every
+interaction in the snapshot, training, validation and test alike: excluded from results; older
+artifacts without it exclude the training items only), ``meta.json``
 and, optionally, item titles in ``ids.json["item_title"]``. Serving reads only these plain files.
 Graph-filter artifacts (``gfcf``, ``bspm``) also hold ``filter.npz``: their scores come from the
 whole filter applied to the user's item row, which also serves new users from their items.
@@ -50,7 +52,8 @@ class Recommender:
 
     def __init__(self, user_emb: np.ndarray, item_emb: np.ndarray, user_ids: list[str], item_ids: list[str],
                  item_titles: list[str], train_indptr: np.ndarray, train_indices: np.ndarray,
-                 meta: dict | None = None, scorer: RowScorer | None = None) -> None:
+                 meta: dict | None = None, scorer: RowScorer | None = None,
+                 seen_indptr: np.ndarray | None = None, seen_indices: np.ndarray | None = None) -> None:
         self.user_emb = torch.from_numpy(np.ascontiguousarray(user_emb, dtype=np.float32))
         self.item_emb = torch.from_numpy(np.ascontiguousarray(item_emb, dtype=np.float32))
         self.user_ids, self.item_ids, self.item_titles = user_ids, item_ids, item_titles
@@ -60,6 +63,9 @@ class Recommender:
         self.scorer = scorer
         self._train = sp.csr_matrix((np.ones(len(train_indices), np.float32), train_indices, train_indptr),
                                     shape=(len(user_ids), len(item_ids)))  # (U, I) training items
+        self._seen = self._train if seen_indptr is None else sp.csr_matrix(
+            (np.ones(len(seen_indices), np.float32), seen_indices, seen_indptr),
+            shape=(len(user_ids), len(item_ids)))  # (U, I) every known interaction: never recommended
 
     @classmethod
     def load(cls, path: str | Path) -> "Recommender":
@@ -75,7 +81,8 @@ class Recommender:
         meta = {**art.meta, "path": str(art.path)}
         titles = art.ids.get("item_title") or _titles_from_snapshot(meta, len(art.ids["item"]))
         rec = cls(art.user_embeddings, art.item_embeddings, art.ids["user"], art.ids["item"], titles,
-                  art.train_indptr, art.train_indices, meta)
+                  art.train_indptr, art.train_indices, meta, seen_indptr=art.seen_indptr,
+                  seen_indices=art.seen_indices)
         if art.filter_state is not None:
             rec.scorer = load_filter(meta.get("model", "gfcf"), art.config.get("filter"), rec._train,
                                      art.filter_state)
@@ -86,9 +93,9 @@ class Recommender:
         return str(self.meta.get("version", Path(self.meta.get("path", "?")).name))
 
     def seen_items(self, user_id: str) -> list[str]:
-        """Items the user interacted with in training."""
+        """Items the user is known to have interacted with (any split of the training snapshot)."""
         u = self._user(user_id)
-        return [self.item_ids[j] for j in self._train.indices[self._train.indptr[u]:self._train.indptr[u + 1]]]
+        return [self.item_ids[j] for j in self._seen.indices[self._seen.indptr[u]:self._seen.indptr[u + 1]]]
 
     def _user(self, user_id: str) -> int:
         try:
@@ -101,7 +108,7 @@ class Recommender:
         return self.item_emb @ user_vector
 
     def recommend(self, user_id: str, k: int = 10, exclude_seen: bool = True) -> list[Recommendation]:
-        """Top-``k`` items for a known user, excluding training items by default.
+        """Top-``k`` items for a known user, excluding the items they interacted with by default.
 
         Raises:
             UnknownUserError: the user is not in the model.
@@ -115,13 +122,12 @@ class Recommender:
             UnknownUserError: a user is not in the model.
         """
         users = np.array([self._user(u) for u in user_ids], dtype=np.int64)
-        seen = self._train[users]
-        if self.scorer is not None:
-            scores = self.scorer.score_rows(seen).float().cpu()
+        if self.scorer is not None:  # the filter scores the row it was fitted on: training items
+            scores = self.scorer.score_rows(self._train[users]).float().cpu()
         else:
             scores = self.user_emb[torch.from_numpy(users)] @ self.item_emb.t()
         if exclude_seen:
-            coo = seen.tocoo()
+            coo = self._seen[users].tocoo()
             scores[torch.from_numpy(coo.row.astype(np.int64)), torch.from_numpy(coo.col.astype(np.int64))] = float("-inf")
         return [self._top(row, k) for row in scores]
 

@@ -149,6 +149,10 @@ def test_training_learns_planted_structure_and_writes_artifact(tmp_path: Path, p
     assert a.user_embeddings.shape == (160, 16) and a.item_embeddings.dtype == np.float32
     assert a.ids["item"][5] == "i5"
     assert list(a.train_items(0)) == sorted(a.train_items(0))
+    for u in range(10):  # serving's exclusion list: every split's items, training ones included
+        known = {int(i) for part in snap.splits.values() for i in part.item[part.user == u]}
+        assert set(a.seen_items(u).tolist()) == known and set(a.train_items(u).tolist()) <= known
+    assert len(a.seen_indices) == sum(len(part) for part in snap.splits.values()) > len(a.train_indices)
     m = a.metrics["test"]
     # random ranking gives Recall@20 ~ 20/291 = 0.07; the planted block gives ~1
     assert m["recall@20"] > 0.6, m

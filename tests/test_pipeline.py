@@ -81,19 +81,25 @@ def test_text_vectors_go_only_to_text_models(trained, tmp_path, caplog):
 def test_planted_communities_come_back(trained):
     from serving import Recommender
 
-    cfg, _, _ = trained
+    cfg, snapshot, _ = trained
     rec = Recommender.load(cfg.train.out_dir / "current")
-    assert_planted_communities(rec)
+    assert_planted_communities(rec, snapshot)
     assert all(r.title for r in rec.recommend("u0", k=5))
 
 
-def assert_planted_communities(rec) -> None:
-    """Most of the first 40 users' top-10 items are from their own community, none seen in training."""
+def assert_planted_communities(rec, snapshot_dir: Path) -> None:
+    """Most of the first 40 users' top-10 items are from their own community, and none is an item
+    the user interacted with in any split of the snapshot (held-out validation and test items too)."""
+    snap = Snapshot.load(snapshot_dir)
     own = total = 0
-    for user in [f"u{k}" for k in range(0, 40)]:
+    for k in range(0, 40):
+        user = f"u{k}"
+        u = snap.ids["user"].index(user)
+        known = {snap.ids["item"][i] for part in snap.splits.values() for i in part.item[part.user == u]}
+        assert set(rec.seen_items(user)) == known
         comm = community_of_user(user, SPEC)
         recs = rec.recommend(user, k=10)
-        assert not set(r.item_id for r in recs) & set(rec.seen_items(user))
+        assert not {r.item_id for r in recs} & known
         own += sum(community_of_item(r.item_id, SPEC) == comm for r in recs)
         total += len(recs)
     assert own / total > 0.7  # a random ranker gives 0.25 with 4 communities
@@ -180,7 +186,7 @@ def test_graph_filter_model_through_cli_serving_and_write_back(trained, graph_se
     assert proc.returncode == 0, proc.stderr[-2000:]
     rec = Recommender.load(tmp_path / "current")
     assert rec.scorer is not None and rec.item_emb.shape == (SPEC.num_items, 24)
-    assert_planted_communities(rec)
+    assert_planted_communities(rec, snapshot)
     client = TestClient(create_app(tmp_path / "current"))
     assert client.get("/health").json()["scorer"] == "graph filter"
     cold = client.post("/recommend/cold", json={"item_ids": ["i0", "i4", "i8"], "k": 5}).json()["items"]
