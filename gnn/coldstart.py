@@ -403,7 +403,8 @@ def evaluate_item_slice(score_fn: ScoreFn, train: sp.spmatrix, truth: sp.spmatri
         ks: cut-offs.
         exclude: extra positives to mask (validation pairs).
         slice_only: rank only the slice's items (how well are the cold items ordered among
-            themselves) instead of the whole catalogue.
+            themselves) instead of the whole catalogue; ``coverage@K`` is then the share of the
+            slice's items recommended, not of the catalogue's.
         device: where scoring runs.
 
     Returns:
@@ -425,7 +426,10 @@ def evaluate_item_slice(score_fn: ScoreFn, train: sp.spmatrix, truth: sp.spmatri
 
         def fn(users: torch.Tensor) -> torch.Tensor:
             return score_fn(users).float().masked_fill(outside, -float("inf"))
-    return {**evaluate(fn, train, t, ks, num_items, device=device, exclude=exclude), **info}
+    out = evaluate(fn, train, t, ks, num_items, device=device, exclude=exclude)
+    if slice_only:  # only slice items are ever ranked (the rest are -inf, never counted as covered)
+        out = {k: v * num_items / info["num_items"] if k.startswith("coverage@") else v for k, v in out.items()}
+    return {**out, **info}
 
 
 def split_matrices(split: ColdItemSplit, num_users: int, drop_users: np.ndarray | None = None) -> dict[str, sp.csr_matrix]:

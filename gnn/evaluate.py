@@ -58,10 +58,11 @@ def evaluate(score_fn: ScoreFn,
     """Full-ranking top-K metrics.
 
     Args:
-        score_fn: maps a (B,) long tensor of user indices (on ``device``) to (B, num_items) scores.
+        score_fn: maps a (B,) long tensor of user indices (on ``device``) to (B, num_items) scores
+            (a fresh tensor: the masking writes into it).
         train: (U, I) training positives, masked out of the ranking.
         truth: (U, I) held-out positives; only users with at least one are evaluated.
-        ks: cut-offs, e.g. ``[10, 20, 50]``.
+        ks: cut-offs, e.g. ``[10, 20, 50]`` (each >= 1; repeats count once).
         num_items: I.
         batch_size: users scored at once.
         device: where scores and top-k run.
@@ -74,16 +75,22 @@ def evaluate(score_fn: ScoreFn,
         ["ild@K"], "num_users"}`` as floats.
 
     Raises:
-        ValueError: empty ``ks`` or no user with truth items.
+        ValueError: empty ``ks``, a cut-off below 1, a matrix without ``num_items`` columns, or
+            no user with truth items.
     """
     if not ks:
         raise ValueError("ks must not be empty")
+    ks = sorted({int(k) for k in ks})
+    if ks[0] < 1:
+        raise ValueError(f"cut-offs must be >= 1, got {ks[0]}")
     device = torch.device(device)
-    ks = sorted(int(k) for k in ks)
     kmax = min(ks[-1], num_items)
     train_m = as_csr(train, num_items)
     truth_m = as_csr(truth, num_items)
     excl_m = as_csr(exclude, num_items) if exclude is not None else None
+    for name, m in (("train", train_m), ("truth", truth_m), ("exclude", excl_m)):
+        if m is not None and m.shape[1] != num_items:
+            raise ValueError(f"{name} has {m.shape[1]} item columns, expected num_items={num_items}")
     users = np.flatnonzero(np.diff(truth_m.indptr) > 0)
     if len(users) == 0:
         raise ValueError("no user has truth items")
@@ -103,12 +110,13 @@ def evaluate(score_fn: ScoreFn,
             if m is not None:
                 r, c = _rows(m, ub)
                 scores[r.to(device), c.to(device)] = -float("inf")
-        top = torch.topk(scores, kmax, dim=1).indices  # (B, kmax)
+        values, top = torch.topk(scores, kmax, dim=1)  # (B, kmax)
+        ranked = torch.isfinite(values)  # False where a user has fewer than kmax unmasked items
         r, c = _rows(truth_m, ub)
         gt = torch.zeros(len(ub), num_items, dtype=torch.bool, device=device)
         gt[r.to(device), c.to(device)] = True
         n_truth = gt.sum(1)
-        hits_all = gt.gather(1, top)
+        hits_all = gt.gather(1, top) & ranked  # a masked item filling the list is never a hit
         for k in ks:
             hits, tk = hits_all[:, :k], top[:, :k]
             parts = {f"recall@{k}": M.recall(hits, n_truth), f"ndcg@{k}": M.ndcg(hits, n_truth),
@@ -118,7 +126,7 @@ def evaluate(score_fn: ScoreFn,
                 parts[f"ild@{k}"] = M.intra_list_diversity(tk, emb_t)
             for name, v in parts.items():
                 sums[name] = sums.get(name, 0.0) + float(v.sum())
-            covered[k][tk.reshape(-1)] = True
+            covered[k][tk[ranked[:, :k]]] = True
     n = float(len(users))
     out = {name: v / n for name, v in sums.items()}
     for k in ks:

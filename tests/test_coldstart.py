@@ -181,6 +181,8 @@ def test_item_slice_metrics_by_hand() -> None:
     assert cold["num_pairs"] == 2 and cold["num_items"] == 2 and cold["num_users"] == 2
     only = evaluate_item_slice(score, train_m, truth, 0, [1], slice_only=True)
     assert only["recall@1"] == 0.5  # u0's top among {2, 3} is 2 (a hit), u1's is 2 (a miss)
+    assert only["coverage@1"] == 0.5  # both lists are [2]: 1 of the slice's 2 items
+    assert evaluate_item_slice(score, train_m, truth, 0, [1])["coverage@1"] == 0.5  # [1] and [2]: 2 of 4
     few = evaluate_item_slice(score, train_m, truth, 1, [1])
     assert few["recall@1"] == pytest.approx(0.25)  # u0: item 1 is 1 of 2 truths; u1: miss
     empty = evaluate_item_slice(score, train_m, to_csr(np.array([0]), np.array([0]), 2, 4), 0, [1])

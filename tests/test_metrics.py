@@ -92,3 +92,21 @@ def test_evaluate_diversity_and_errors() -> None:
         evaluate(score_fn, train, truth, ks=[], num_items=5)
     with pytest.raises(ValueError):
         evaluate(lambda u: torch.zeros(len(u), 3), train, truth, ks=[2], num_items=5)
+
+
+def test_evaluate_masked_items_filling_the_list_are_not_hits() -> None:
+    """K at the catalogue size: the masked training item fills the last slot; it is neither a hit
+    (though it is a truth item, a repeat) nor covered, and a repeated cut-off counts once."""
+    train, _, score_fn = _toy()
+    truth = to_csr(np.array([0, 0]), np.array([0, 3]), 3, 5)  # user 0 again interacts with item 0, and 3
+    out = evaluate(score_fn, train, truth, ks=[5, 5], num_items=5)
+    # user 0 ranking: 1,2,3,4 then masked 0 -> hits [0,0,1,0,0], |T|=2: DCG .5, IDCG 1.6309297536
+    assert out["recall@5"] == pytest.approx(0.5)
+    assert out["ndcg@5"] == pytest.approx(0.3065735964)
+    assert out["precision@5"] == pytest.approx(0.2)
+    assert out["mrr@5"] == pytest.approx(1 / 3)
+    assert out["coverage@5"] == pytest.approx(0.8)  # {1,2,3,4}
+    with pytest.raises(ValueError, match=">= 1"):
+        evaluate(score_fn, train, truth, ks=[0, 5], num_items=5)
+    with pytest.raises(ValueError, match="item columns"):
+        evaluate(score_fn, train, to_csr(np.array([0]), np.array([1]), 3, 4), ks=[2], num_items=5)
