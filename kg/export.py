@@ -3,10 +3,12 @@
 Records are streamed (driver fetch size 10k) straight into compact arrays, so memory stays
 bounded by the arrays themselves. Repeated events of a (user, item) pair collapse into one
 training pair (weights summed, latest timestamp kept). The split is the given one when the
-source carried it, else per-user random ratio, leave-one-out, or a global temporal cut.
+source carried it on every interaction (``split = "auto"``, the default, or ``"given"``), else
+per-user random ratio, leave-one-out, or a global temporal cut.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from array import array
@@ -28,46 +30,79 @@ def _ids(graph: Graph, name: str, *cols: str) -> tuple[list[str], dict[str, list
     return ids, {c: [r[k + 1] for r in rows] for k, c in enumerate(cols)}
 
 
+SPLITS = ("auto", "given", "ratio", "loo", "temporal")
+
+
+def resolve_split(cfg: ExportConfig, given: np.ndarray | None) -> str:
+    """The split :func:`split_interactions` applies: ``auto`` is ``given`` when every interaction
+    carries the source's split, else ``ratio``; any other name is checked and kept.
+
+    Raises:
+        ValueError: an unknown split name, or valid/test ratios outside ``0 <= v, t`` and ``v + t < 1``.
+    """
+    if cfg.split not in SPLITS:
+        raise ValueError(f"unknown split {cfg.split!r}: use {', '.join(SPLITS)}")
+    if not (0 <= cfg.valid_ratio and 0 <= cfg.test_ratio and cfg.valid_ratio + cfg.test_ratio < 1):
+        raise ValueError(f"valid_ratio {cfg.valid_ratio} and test_ratio {cfg.test_ratio} must be >= 0 "
+                         "and sum to less than 1")
+    if cfg.split == "auto":
+        return "given" if given is not None and given.size and (given >= 0).all() else "ratio"
+    return cfg.split
+
+
 def split_interactions(user: np.ndarray, item: np.ndarray, ts: np.ndarray, cfg: ExportConfig,
                        given: np.ndarray | None = None) -> np.ndarray:
     """Assign each interaction to a split: 0 train, 1 valid, 2 test.
 
     Args:
         user, item, ts: aligned arrays of unique (user, item) pairs.
-        cfg: ``split`` is ``given`` | ``ratio`` | ``loo`` | ``temporal``; ratios for valid and test.
-        given: the source's split codes (-1 where none), used when ``cfg.split == "given"``.
+        cfg: ``split`` is ``auto`` | ``given`` | ``ratio`` | ``loo`` | ``temporal`` (see
+            :func:`resolve_split`); ratios for valid and test.
+        given: the source's split codes (-1 where none), used by ``given`` (and ``auto``).
 
-    Users with a single interaction keep it in train.
+    ``ratio`` and ``loo`` work per user, and users with a single interaction keep it in train.
+    ``temporal`` is one global cut: interactions ordered by time (ties by user, then item), the
+    latest ``test_ratio`` of them to test and the ``valid_ratio`` before those to valid.
+
+    Raises:
+        ValueError: a bad split or ratios; ``given`` without a split on every interaction;
+            ``temporal`` when every interaction has the same timestamp (none recorded).
     """
     n = user.size
-    if cfg.split == "given":
+    split = resolve_split(cfg, given)
+    if split == "given":
         if given is None or (given < 0).any():
             raise ValueError("split 'given' needs a split on every interaction (LightGCN/KGAT data)")
         return given.astype(np.int8)
     out = np.zeros(n, dtype=np.int8)
     if n == 0:
         return out
-    if cfg.split == "temporal":
-        hi, lo = np.quantile(ts, [1 - cfg.test_ratio, 1 - cfg.test_ratio - cfg.valid_ratio])
-        out[ts > lo] = 1
-        out[ts > hi] = 2
+    if split == "temporal":
+        if n > 1 and (ts == ts[0]).all():
+            raise ValueError("split 'temporal' needs timestamps, but every interaction has ts "
+                             f"{int(ts[0])}; use ratio or loo")
+        order = np.lexsort((item, user, ts))  # by time; ties broken by user, then item
+        n_test = int(np.floor(n * cfg.test_ratio + 0.5))
+        n_valid = int(np.floor(n * cfg.valid_ratio + 0.5))
+        out[order[n - n_test - n_valid:n - n_test]] = 1
+        out[order[n - n_test:]] = 2
         return out
     rng = np.random.default_rng(cfg.seed)
-    key = ts.astype(np.float64) if cfg.split == "loo" else rng.random(n)
+    key = ts.astype(np.float64) if split == "loo" else rng.random(n)
     order = np.lexsort((key, user))
     u_sorted = user[order]
     counts = np.unique(u_sorted, return_counts=True)[1]  # per user, in sorted order
     rank_from_end = np.repeat(counts, counts) - 1 - rank_within_runs(u_sorted)  # 0 = last of the user
-    if cfg.split == "loo":
+    if split == "loo":
         n_test = (counts >= 3).astype(np.int64)
         n_valid = (counts >= 3).astype(np.int64)
-    elif cfg.split == "ratio":
+    elif split == "ratio":
         n_test = np.floor(counts * cfg.test_ratio + 0.5).astype(np.int64)
         n_valid = np.floor(counts * cfg.valid_ratio + 0.5).astype(np.int64)
         n_test = np.minimum(n_test, counts - 1)  # every user keeps at least one training pair
         n_valid = np.minimum(n_valid, counts - 1 - n_test)
-    else:
-        raise ValueError(f"unknown split {cfg.split!r}: use given, ratio, loo or temporal")
+    else:  # pragma: no cover - resolve_split admits nothing else
+        raise AssertionError(split)
     nt, nv = np.repeat(n_test, counts), np.repeat(n_valid, counts)
     codes = np.where(rank_from_end < nt, 2, np.where(rank_from_end < nt + nv, 1, 0)).astype(np.int8)
     out[order] = codes
@@ -117,9 +152,7 @@ def export_snapshot(graph: Graph, cfg: ExportConfig, name: str = "graph") -> Pat
     pick = order[last]
     wsum = np.add.reduceat(w[order], first) if key_s.size else w
     pu, pi, pts, pkind, pgiven = u[pick], i[pick], ts[pick], kind[pick].astype(np.int16), given[pick]
-    effective = cfg
-    if cfg.split != "given" and key_s.size and (pgiven >= 0).all():
-        effective = ExportConfig(**{**cfg.__dict__, "split": "given"})
+    effective = dataclasses.replace(cfg, split=resolve_split(cfg, pgiven))  # auto -> given or ratio
     codes = split_interactions(pu, pi, pts, effective, pgiven)
     splits = {name_: Interactions(pu[codes == c], pi[codes == c], wsum[codes == c].astype(np.float32),
                                   pts[codes == c], pkind[codes == c])

@@ -212,7 +212,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("export", help="export the graph to a versioned snapshot")
     s.add_argument("--name", default="graph")
-    s.add_argument("--split", choices=["given", "ratio", "loo", "temporal"])
+    s.add_argument("--split", choices=["auto", "given", "ratio", "loo", "temporal"],
+                   help="auto (default): the source's split when every interaction has one, else ratio")
     s.set_defaults(func=cmd_export)
 
     s = sub.add_parser("encode", help="encode a snapshot's texts (cached)")

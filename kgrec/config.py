@@ -74,7 +74,9 @@ class ExportConfig:
     """Snapshot export and split."""
 
     out_dir: Path = Path(".kgrec/snapshots")
-    split: str = "ratio"  # ratio | loo | temporal | given
+    # auto: the source's own split when every interaction carries one (LightGCN/KGAT data), else ratio;
+    # given | ratio (per user, random) | loo (per user, latest) | temporal (one global cut by time)
+    split: str = "auto"
     valid_ratio: float = 0.1
     test_ratio: float = 0.2
     seed: int = 2020

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from kg.export import split_interactions
+from kg.export import resolve_split, split_interactions
 from kgrec.config import ExportConfig
 
 
@@ -45,3 +45,31 @@ def test_given_split_requires_every_row():
     with pytest.raises(ValueError, match="given"):
         split_interactions(np.zeros(2, np.int64), np.arange(2), np.zeros(2, np.int64),
                            ExportConfig(split="given"), np.array([0, -1]))
+
+
+def test_temporal_cut_with_tied_timestamps():
+    """Day-level timestamps tie: the cut is by rank in time, so test gets its share even then."""
+    user = np.repeat(np.arange(4), 5)
+    item = np.tile(np.arange(5), 4)
+    ts = np.array([0] * 15 + [1] * 5)
+    codes = split_interactions(user, item, ts, ExportConfig(split="temporal", valid_ratio=0.1, test_ratio=0.2))
+    assert (codes == 2).sum() == 4 and (codes == 1).sum() == 2
+    assert (ts[codes == 2] == 1).all()  # the latest four; then ties go by user, then item
+    assert (codes[ts == 0] == 1).sum() == 1 and codes[14] == 1  # the last tied pair before them: (user 2, item 4)
+    with pytest.raises(ValueError, match="timestamps"):
+        split_interactions(user, item, np.zeros(20, np.int64), ExportConfig(split="temporal"))
+
+
+def test_auto_split_uses_the_source_split_only_when_every_row_has_one():
+    user, item, ts = np.array([0, 0, 0, 1, 1, 1]), np.array([0, 1, 2, 0, 1, 2]), np.zeros(6, np.int64)
+    given = np.array([0, 0, 2, 0, 1, 2])
+    assert resolve_split(ExportConfig(), given) == "given"
+    assert split_interactions(user, item, ts, ExportConfig(), given).tolist() == given.tolist()
+    assert resolve_split(ExportConfig(), np.array([0, -1, 2, 0, 1, 2])) == "ratio"
+    assert resolve_split(ExportConfig(), None) == "ratio"
+    # an explicit split is honoured even when the source has its own
+    assert resolve_split(ExportConfig(split="loo"), given) == "loo"
+    for bad in (ExportConfig(split="random"), ExportConfig(valid_ratio=0.5, test_ratio=0.5),
+                ExportConfig(test_ratio=-0.1)):
+        with pytest.raises(ValueError):
+            resolve_split(bad, given)
