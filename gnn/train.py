@@ -377,7 +377,8 @@ def train(snapshot: Any, cfg: TrainConfig, out_dir: str | Path, text_embeddings:
 
     Raises:
         TrainingError: no training interactions, or nothing to evaluate on.
-        ValueError: unknown model or sampling strategy, or an id_weight_decay the model cannot take.
+        ValueError: unknown model or sampling strategy, an id_weight_decay the model cannot take, or
+            epochs, eval_every, patience or batch_size below 1.
     """
     from tqdm.auto import tqdm
 
@@ -386,6 +387,9 @@ def train(snapshot: Any, cfg: TrainConfig, out_dir: str | Path, text_embeddings:
     if cfg.model in FILTER_MODELS:
         return _fit_filter(snapshot, cfg, out_dir, snapshot_path=snapshot_path, publish_current=publish_current)
     check_positive_sampling(cfg.positive_sampling)  # before anything is built
+    for name in ("epochs", "eval_every", "patience", "batch_size"):
+        if getattr(cfg, name) < 1:
+            raise ValueError(f"{name} must be >= 1, got {getattr(cfg, name)}")
     regularisation = loss_weights(cfg)
     cfg = dataclasses.replace(cfg, id_weight_decay=effective_id_weight_decay(cfg))  # the value used, for the artifact
     device = resolve_device(cfg.device)

@@ -5,7 +5,7 @@ Errors from the driver are wrapped in :mod:`kg.errors` types whose message says 
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence, TypeVar
 
 import neo4j
 from neo4j import exceptions as neo4j_exc
@@ -69,6 +69,16 @@ class Graph:
             return tx.run(text, params).consume().counters
 
         return self.transaction(work)
+
+    def write_all(self, steps: Sequence[tuple[str, Mapping[str, Any]]]) -> None:
+        """Run several write statements ``(name, params)`` in order, in one transaction: all or none."""
+        texts = [(cypher.load(name), dict(params)) for name, params in steps]
+
+        def work(tx: neo4j.ManagedTransaction) -> None:
+            for text, params in texts:
+                tx.run(text, params).consume()
+
+        self.transaction(work)
 
     def transaction(self, work: Callable[[neo4j.ManagedTransaction], T]) -> T:
         """Run ``work(tx)`` in a managed write transaction (retried on transient errors)."""

@@ -11,6 +11,14 @@ from pathlib import Path
 from .config import MODELS, Config, ConfigError, load_config
 
 
+def _positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
 def _graph(cfg: Config, start: bool = False):
     from kg.connection import connect
     from kg.neo4j_server import ManagedNeo4j
@@ -130,7 +138,7 @@ def cmd_train(args: argparse.Namespace, cfg: Config) -> None:
         cfg.train.model = args.model
     if args.fusion:
         cfg.train.fusion = args.fusion
-    if args.epochs:
+    if args.epochs is not None:
         cfg.train.epochs = args.epochs
     if args.sampler:
         cfg.train.sampler = args.sampler
@@ -144,7 +152,7 @@ def cmd_train(args: argparse.Namespace, cfg: Config) -> None:
 def cmd_recommend(args: argparse.Namespace, cfg: Config) -> None:
     from serving.recommender import Recommender
 
-    rec = Recommender.load(args.model or cfg.serving.model_dir)
+    rec = Recommender.load(args.model or cfg.served_model())
     for r in rec.recommend(args.user, args.k):
         print(f"{r.item_id}\t{r.score:.4f}\t{r.title}")
 
@@ -154,14 +162,14 @@ def cmd_serve(args: argparse.Namespace, cfg: Config) -> None:
 
     from serving.http import create_app
 
-    uvicorn.run(create_app(args.model or cfg.serving.model_dir), host=cfg.serving.host, port=cfg.serving.port)
+    uvicorn.run(create_app(args.model or cfg.served_model()), host=cfg.serving.host, port=cfg.serving.port)
 
 
 def cmd_writeback(args: argparse.Namespace, cfg: Config) -> None:
     from serving.recommender import Recommender
     from serving.writeback import write_back
 
-    rec = Recommender.load(args.model or cfg.serving.model_dir)
+    rec = Recommender.load(args.model or cfg.served_model())
     with _graph(cfg) as g:
         print(write_back(g, rec, args.k))
 
@@ -189,7 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=7)
     s.add_argument("--model", choices=MODELS, default="kgfused",
                    help="kgfused (default): text + LightGCN + R-GCN over the attribute graph; see `kgrec train`")
-    s.add_argument("--epochs", type=int, default=40, help="training epochs for the small demo graph")
+    s.add_argument("--epochs", type=_positive_int, default=40, help="training epochs for the small demo graph")
     s.add_argument("--lr", type=float, default=0.01)
     s.add_argument("--batch-size", type=int, default=1024)
     s.add_argument("--reset", action="store_true",
@@ -230,13 +238,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--sampler", choices=["full", "neighbor"],
                    help="rgcn: full-graph steps, or mini-batches on neighbour-sampled subgraphs")
     s.add_argument("--num-neighbors", metavar="K1,K2", help="fan-out per layer for --sampler neighbor, e.g. 10,10")
-    s.add_argument("--epochs", type=int)
+    s.add_argument("--epochs", type=_positive_int)
     s.set_defaults(func=cmd_train)
 
     s = sub.add_parser("recommend", help="top-k items for a user from the current model")
     s.add_argument("user")
-    s.add_argument("-k", type=int, default=10)
-    s.add_argument("--model", help="artifact directory (default: serving.model_dir)")
+    s.add_argument("-k", type=_positive_int, default=10)
+    s.add_argument("--model", help="artifact directory (default: serving.model_dir, else <train.out_dir>/current)")
     s.set_defaults(func=cmd_recommend)
 
     s = sub.add_parser("serve", help="HTTP API over the current model")
@@ -245,7 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("writeback", help="write embeddings, vector index and top-k lists to Neo4j")
     s.add_argument("--model")
-    s.add_argument("-k", type=int, default=10)
+    s.add_argument("-k", type=_positive_int, default=10)
     s.set_defaults(func=cmd_writeback)
 
     s = sub.add_parser("forget-user", help="remove a user and all their events (privacy)")
@@ -257,15 +265,29 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    from kg.errors import KgError
-
     try:
         cfg = load_config(args.config)
         args.func(args, cfg)
-    except (KgError, ConfigError, FileNotFoundError) as e:
-        print(f"kgrec: error: {e}", file=sys.stderr)
+    except Exception as e:
+        if not isinstance(e, _user_errors()):
+            raise
+        if args.verbose:
+            logging.getLogger("kgrec").exception("the full story")
+        print(f"kgrec: error: {e.args[0] if isinstance(e, KeyError) and e.args else e}", file=sys.stderr)
         return 2
     return 0
+
+
+def _user_errors() -> tuple[type[Exception], ...]:
+    """Errors whose message says what to fix: kgrec's own, and bad values (``ValueError``). The
+    modules are looked up, not imported: one not loaded yet cannot have raised."""
+    found: list[type[Exception]] = [ConfigError, FileNotFoundError, ValueError]
+    for module, name in (("kg.errors", "KgError"), ("gnn.train", "TrainingError"),
+                         ("encoders.base", "EncoderError"), ("serving.recommender", "UnknownUserError"),
+                         ("serving.recommender", "UnknownItemError")):
+        if module in sys.modules:
+            found.append(getattr(sys.modules[module], name))
+    return tuple(found)
 
 
 if __name__ == "__main__":

@@ -125,7 +125,7 @@ class TrainConfig:
     batch_size: int = 2048
     epochs: int = 30
     eval_every: int = 1
-    patience: int = 10
+    patience: int = 10  # evaluations (every eval_every epochs) without a better validation NDCG@20
     # stochastic weight averaging: from this epoch on, evaluate and publish the running mean of the
     # weights at the end of each epoch (torch.optim.swa_utils.AveragedModel); 0 = off
     swa_start: int = 0
@@ -157,7 +157,7 @@ class TrainConfig:
 class ServingConfig:
     """Serving layer (recall then rank)."""
 
-    model_dir: Path = Path(".kgrec/models/current")
+    model_dir: Path | None = None  # the artifact served; None: <train.out_dir>/current, what `kgrec train` publishes
     host: str = "127.0.0.1"
     port: int = 8000
     recall_size: int = 200
@@ -174,6 +174,10 @@ class Config:
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     serving: ServingConfig = field(default_factory=ServingConfig)
+
+    def served_model(self) -> Path:
+        """The artifact that serving loads: ``serving.model_dir``, else ``<train.out_dir>/current``."""
+        return Path(self.serving.model_dir) if self.serving.model_dir is not None else Path(self.train.out_dir) / "current"
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-serialisable dict (paths as strings)."""

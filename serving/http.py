@@ -7,7 +7,7 @@ from pathlib import Path
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from pydantic import BaseModel, Field, model_validator
 
-from .recommender import Recommender, UnknownUserError
+from .recommender import Recommender, UnknownItemError, UnknownUserError
 
 
 class Item(BaseModel):
@@ -73,7 +73,7 @@ def create_app(model_dir: str | Path) -> FastAPI:
                 rec: Recommender = Depends(get_recommender)) -> Recommendations:
         try:
             return _out(rec, rec.similar_items(item_id, k))
-        except KeyError as e:
-            raise HTTPException(404, f"unknown item {item_id!r}") from e
+        except UnknownItemError as e:
+            raise HTTPException(404, str(e.args[0])) from e
 
     return app

@@ -30,6 +30,10 @@ class UnknownUserError(KeyError):
     """The user id is not in the model (and no cold-start input was given)."""
 
 
+class UnknownItemError(KeyError):
+    """The item id is not in the model."""
+
+
 @dataclass(frozen=True)
 class Recommendation:
     """One recommended item."""
@@ -163,15 +167,21 @@ class Recommender:
         return self._top(scores, k)
 
     def similar_items(self, item_id: str, k: int = 10) -> list[Recommendation]:
-        """Items nearest to ``item_id`` by cosine similarity of their embeddings."""
+        """Items nearest to ``item_id`` by cosine similarity of their embeddings.
+
+        Raises:
+            UnknownItemError: the item is not in the model.
+        """
         if item_id not in self.item_index:
-            raise KeyError(f"unknown item {item_id!r}")
+            raise UnknownItemError(f"unknown item {item_id!r}")
         normed = torch.nn.functional.normalize(self.item_emb, dim=1)
         scores = normed @ normed[self.item_index[item_id]]
         scores[self.item_index[item_id]] = float("-inf")
         return self._top(scores, k)
 
     def _top(self, scores: torch.Tensor, k: int) -> list[Recommendation]:
+        if k < 0:
+            raise ValueError(f"k must be >= 0, got {k}")
         k = min(k, int(torch.isfinite(scores).sum()))
         values, index = torch.topk(scores, k)
         return [Recommendation(self.item_ids[j], float(v), self.item_titles[j])

@@ -43,7 +43,8 @@ def write_back(graph: Graph, rec: Recommender, k: int = 10, batch_size: int = 20
     for chunk in batches(users, max(1, batch_size // max(1, k))):
         rows = [{"user": u, "item": r.item_id, "rank": rank + 1, "score": r.score}
                 for u, recs in zip(chunk, rec.recommend_many(chunk, k)) for rank, r in enumerate(recs)]
-        graph.write("writeback/clear_recommendations", users=chunk)
-        graph.write("writeback/set_recommendations", rows=rows, model=rec.version)
+        # clear and set in one transaction, so a reader never finds a user with no list
+        graph.write_all([("writeback/clear_recommendations", {"users": chunk}),
+                         ("writeback/set_recommendations", {"rows": rows, "model": rec.version})])
         written += len(rows)
     return {"items": len(rec.item_ids), "users": len(rec.user_ids), "recommendations": written}

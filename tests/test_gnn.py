@@ -135,6 +135,9 @@ def test_epoch_pairs_interaction_visits_each_pair_and_user_weighs_users_equally(
         pairs.epoch_pairs("item", make_generator(0))
     with pytest.raises(ValueError, match="positive_sampling"):  # refused before any training
         train(planted_snapshot(), tiny_cfg(positive_sampling="item"), tmp_path, progress=False)
+    for bad in ({"eval_every": 0}, {"patience": 0}, {"epochs": 0}):
+        with pytest.raises(ValueError, match="must be >= 1"):
+            train(planted_snapshot(), tiny_cfg(**bad), tmp_path, progress=False)
     assert not any(tmp_path.iterdir())
 
 

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from neo4j.exceptions import CypherTypeError
 
 from kg.connection import connect
 from kg.errors import ConstraintViolation, Neo4jConnectionError, Neo4jSetupError
@@ -38,6 +39,27 @@ def test_constraint_violation_is_a_clear_error(graph):
 
     with pytest.raises(ConstraintViolation, match="uniqueness constraint"):
         graph.transaction(create_again)
+
+
+def test_write_all_is_one_transaction(graph):
+    """A failing later statement rolls back the earlier ones: write-back's clear-then-set of a
+    user's list leaves the old list in place when the new one cannot be written."""
+    ingest(graph, GraphRecords(users=[{"id": "ann"}], items=[{"id": "old"}, {"id": "new"}]), IngestConfig(),
+           progress=False)
+    graph.write("writeback/set_recommendations", rows=[{"user": "ann", "item": "old", "rank": 1, "score": 1.0}],
+                model="m1")
+    bad = [{"user": "ann", "item": "new", "rank": 1, "score": {"not": "a property value"}}]
+    with pytest.raises(CypherTypeError):
+        graph.write_all([("writeback/clear_recommendations", {"users": ["ann"]}),
+                         ("writeback/set_recommendations", {"rows": bad, "model": "m2"})])
+    listed = "MATCH (:User {id: 'ann'})-[r:RECOMMENDED]->(i) RETURN i.id AS item, r.model AS model"
+    assert [dict(r) for r in graph.driver.execute_query(listed, database_=graph.database).records] == [
+        {"item": "old", "model": "m1"}]
+    good = [{"user": "ann", "item": "new", "rank": 1, "score": 0.5}]
+    graph.write_all([("writeback/clear_recommendations", {"users": ["ann"]}),
+                     ("writeback/set_recommendations", {"rows": good, "model": "m2"})])
+    assert [dict(r) for r in graph.driver.execute_query(listed, database_=graph.database).records] == [
+        {"item": "new", "model": "m2"}]
 
 
 def test_schema_is_idempotent(graph):

@@ -137,6 +137,25 @@ def test_http_api(trained):
     assert sum(community_of_item(r["item_id"], SPEC) == 1 for r in cold) >= 4
     assert client.post("/recommend/cold", json={"k": 5}).status_code == 422
     assert client.post("/recommend/cold", json={"friend_ids": ["nobody"]}).status_code == 404
+    similar = client.get("/similar/i0", params={"k": 3}).json()["items"]
+    assert len(similar) == 3 and "i0" not in {r["item_id"] for r in similar}
+    missing = client.get("/similar/nothing")
+    assert missing.status_code == 404 and "nothing" in missing.json()["detail"]
+
+
+def test_cli_errors_are_one_line(trained, capsys):
+    """A wrong id or value from the command line is one `kgrec: error:` line and exit 2."""
+    from kgrec.cli import main
+
+    cfg, _, _ = trained
+    current = str(cfg.train.out_dir / "current")
+    assert main(["recommend", "u3", "-k", "2", "--model", current]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 2
+    assert main(["recommend", "nobody", "--model", current]) == 2
+    assert capsys.readouterr().err.strip() == "kgrec: error: unknown user 'nobody'"
+    with pytest.raises(SystemExit) as e:  # argparse: k must be >= 1
+        main(["recommend", "u3", "-k", "0", "--model", current])
+    assert e.value.code == 2 and "must be >= 1" in capsys.readouterr().err
 
 
 def test_write_back_and_vector_index(trained, graph_session):
