@@ -300,17 +300,21 @@ class _RunState:
             self.bad_evals += 1
 
     def save(self, ckpt_dir: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-             gen: torch.Generator, swa: AveragedModel | None = None) -> None:
+             gen: torch.Generator, swa: AveragedModel | None = None,
+             scaler: torch.amp.GradScaler | None = None) -> None:
         """Write ``last.pt`` (atomically, through a temporary file) and ``history.json``."""
         bookkeeping = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         _write_checkpoint(ckpt_dir, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                                      "sampler_rng": gen.get_state(), "torch_rng": torch.get_rng_state(),
-                                     "swa": swa.state_dict() if swa is not None else None, **bookkeeping})
+                                     "swa": swa.state_dict() if swa is not None else None,
+                                     "scaler": scaler.state_dict() if scaler is not None else None, **bookkeeping})
 
     @classmethod
     def load(cls, ckpt: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-             gen: torch.Generator, device: torch.device, swa: AveragedModel | None = None) -> "_RunState":
-        """Restore model, optimizer, weight average and RNG states from ``last.pt``; return the bookkeeping.
+             gen: torch.Generator, device: torch.device, swa: AveragedModel | None = None,
+             scaler: torch.amp.GradScaler | None = None) -> "_RunState":
+        """Restore model, optimizer, weight average, fp16 loss scale and RNG states from ``last.pt``;
+        return the bookkeeping.
 
         A checkpoint of a run on another kind of device, or of a kgrec that sampled with numpy, has no
         usable sampler state: the sampler then keeps its fresh seed (logged). A checkpoint without a
@@ -321,6 +325,8 @@ class _RunState:
         optimizer.load_state_dict(state["optimizer"])
         if swa is not None and state.get("swa") is not None:
             swa.load_state_dict(state["swa"])
+        if scaler is not None and scaler.is_enabled() and state.get("scaler"):  # fp16 AMP only
+            scaler.load_state_dict(state["scaler"])
         try:  # generator states are CPU byte tensors; map_location moved them
             gen.set_state(state["sampler_rng"].cpu())
         except (KeyError, RuntimeError) as e:
@@ -437,7 +443,7 @@ def train(snapshot: Any, cfg: TrainConfig, out_dir: str | Path, text_embeddings:
     ckpt_dir = checkpoint_dir(out_dir, cfg, train_csr, text_embeddings)
     run = _RunState()
     if resume and (ckpt_dir / "last.pt").is_file():
-        run = _RunState.load(ckpt_dir / "last.pt", model, optimizer, gen, device, swa)
+        run = _RunState.load(ckpt_dir / "last.pt", model, optimizer, gen, device, swa, scaler)
         logger.info("resumed %s from epoch %d", ckpt_dir.name, run.epoch)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     logger.info("training %r on %s: %d users, %d items, %d train pairs, early stopping on %s %s",
@@ -494,7 +500,7 @@ def train(snapshot: Any, cfg: TrainConfig, out_dir: str | Path, text_embeddings:
             score = row[f"{eval_split}_{stop_metric}"]
         run.end_epoch(row, score, scored_model())
         logger.info("epoch %d %s", epoch, json.dumps(row))
-        run.save(ckpt_dir, model, optimizer, gen, swa)
+        run.save(ckpt_dir, model, optimizer, gen, swa, scaler)
         if epoch_hook is not None:
             epoch_hook(epoch, row)
         if run.bad_evals >= cfg.patience:
@@ -531,8 +537,14 @@ def _write_artifact(out_dir: Path, cfg: TrainConfig, snapshot: Any, train_csr: s
                     snapshot_path: str | Path | None, curve_png: bytes | None, publish_current: bool,
                     filter_state: dict[str, np.ndarray] | None = None) -> Path:
     """Write ``out_dir/<version>/`` through a temporary directory renamed at the end, then publish it."""
-    version = _new_version(out_dir, cfg.model)
-    tmp = out_dir / f".tmp-{version}"
+    while True:  # claim the version by creating its temporary directory: two runs never share one
+        version = _new_version(out_dir, cfg.model)
+        tmp = out_dir / f".tmp-{version}"
+        try:
+            tmp.mkdir()
+            break
+        except FileExistsError:
+            continue
     U, I = train_csr.shape
     parts = [p for p in snapshot.splits.values() if p is not None and len(p) > 0]
     seen_csr = to_csr(np.concatenate([p.user for p in parts]), np.concatenate([p.item for p in parts]), U, I)
