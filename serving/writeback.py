@@ -18,6 +18,9 @@ def write_back(graph: Graph, rec: Recommender, k: int = 10, batch_size: int = 20
                users: list[str] | None = None) -> dict[str, int]:
     """Store embeddings on nodes, (re)build the vector index, and write ``RECOMMENDED`` lists.
 
+    Each embedding is stored with the model version (``embedding_model``); embeddings of another
+    model on nodes this one does not know are removed, so the index holds one model's vectors.
+
     Args:
         graph: connected graph.
         rec: the loaded model.
@@ -33,9 +36,10 @@ def write_back(graph: Graph, rec: Recommender, k: int = 10, batch_size: int = 20
     if info and info[0]["dimensions"] != dim:
         graph.write("writeback/drop_item_vector_index")
     for rows in batches(({"id": i, "embedding": v} for i, v in zip(rec.item_ids, rec.item_emb.tolist())), batch_size):
-        graph.write("writeback/set_item_embeddings", rows=rows)
+        graph.write("writeback/set_item_embeddings", rows=rows, model=rec.version)
     for rows in batches(({"id": u, "embedding": v} for u, v in zip(rec.user_ids, rec.user_emb.tolist())), batch_size):
-        graph.write("writeback/set_user_embeddings", rows=rows)
+        graph.write("writeback/set_user_embeddings", rows=rows, model=rec.version)
+    graph.write("writeback/clear_stale_embeddings", model=rec.version)  # nodes this model does not know
     graph.write("writeback/create_item_vector_index",
                 options={"indexConfig": {"vector.dimensions": dim, "vector.similarity_function": "cosine"}})
     users = rec.user_ids if users is None else users

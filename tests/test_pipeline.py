@@ -163,7 +163,19 @@ def test_write_back_and_vector_index(trained, graph_session):
 
     cfg, _, _ = trained
     rec = Recommender.load(cfg.train.out_dir / "current")
+    # an item the model does not know, holding an older model's vector: its embedding goes
+    stale = "MATCH (i:Item {id: 'stale-item'}) RETURN i.embedding AS e, i.embedding_model AS m"
+    graph_session.driver.execute_query(
+        "CREATE (i:Item {id: 'stale-item', embedding_model: 'older'}) "
+        "WITH i CALL db.create.setNodeVectorProperty(i, 'embedding', $v)",
+        v=[1.0] * int(rec.item_emb.shape[1]), database_=graph_session.database)
     assert_written_back(graph_session, rec, ["u0", "u1"])
+    left = graph_session.driver.execute_query(stale, database_=graph_session.database).records
+    assert [dict(r) for r in left] == [{"e": None, "m": None}]
+    graph_session.driver.execute_query("MATCH (i:Item {id: 'stale-item'}) DELETE i", database_=graph_session.database)
+    models = graph_session.driver.execute_query("MATCH (i:Item) RETURN collect(DISTINCT i.embedding_model) AS m",
+                                                database_=graph_session.database).records
+    assert models[0]["m"] == [rec.version]
     for _ in range(60):  # the vector index populates asynchronously
         if graph_session.query("writeback/vector_index_info")[0]["state"] == "ONLINE":
             break

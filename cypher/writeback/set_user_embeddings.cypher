@@ -1,3 +1,4 @@
 UNWIND $rows AS row
 MATCH (u:User {id: row.id})
 CALL db.create.setNodeVectorProperty(u, 'embedding', row.embedding)
+SET u.embedding_model = $model

@@ -1,0 +1,8 @@
+// Embeddings that another model left on items and users this model does not know: removed, so the
+// vector index and Cypher similarity never mix two models' vectors.
+CALL {
+  MATCH (i:Item) WHERE i.embedding IS NOT NULL AND coalesce(i.embedding_model, '') <> $model RETURN i AS n
+  UNION
+  MATCH (u:User) WHERE u.embedding IS NOT NULL AND coalesce(u.embedding_model, '') <> $model RETURN u AS n
+}
+REMOVE n.embedding, n.embedding_model
