@@ -494,8 +494,8 @@ class Governor:
             row: dict = {"id": node_id}
         elif kind == "items":
             row = {"id": node_id, "title": "", "description": ""}
-        elif kind == "entities":
-            row = {"id": node_id, "type": "kg", "name": node_id}
+        elif kind == "entities":  # placeholder: never overwrites a stored type or name (merge_entities)
+            row = {"id": node_id, "type": "kg", "name": node_id, "placeholder": True}
         else:
             row = {"id": node_id, "text": ""}
         self._nodes[kind][node_id] = row

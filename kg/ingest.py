@@ -2,7 +2,9 @@
 
 Every batch is one managed transaction (retried on transient errors by the driver); every value
 is a parameter. Running the same load twice changes nothing. With ``incremental=True`` only
-interactions newer than the stored watermark are written.
+interactions at or after the stored watermark, or without a timestamp (``ts`` 0: they cannot be
+dated, and re-writing them merges), are written. Empty texts and placeholder nodes (created for an
+unknown reference) never overwrite what the graph already holds.
 
 Interactions, the bulk of any load, are deduplicated by (user, item, kind, ts) and sent one row
 per user with parallel event lists. Users that have no interaction in the graph yet get their
@@ -81,7 +83,8 @@ def ingest(graph: Graph, records: GraphRecords, cfg: IngestConfig, *,
         graph: connected graph.
         records: canonical rows (already validated by kg.governance or a trusted generator).
         cfg: batch size and policies.
-        incremental: write only interactions with ``ts`` above the stored watermark.
+        incremental: skip interactions dated before the stored watermark (undated ones, ``ts`` 0,
+            and those at the watermark are written: they merge with what is there).
         progress: show a tqdm bar per row kind.
 
     Returns:
@@ -95,7 +98,7 @@ def ingest(graph: Graph, records: GraphRecords, cfg: IngestConfig, *,
         mark = get_watermark(graph)
         if mark is not None:
             before = len(interactions)
-            interactions = [r for r in interactions if r["ts"] > mark]
+            interactions = [r for r in interactions if r["ts"] >= mark or r["ts"] == 0]
             skipped = before - len(interactions)
     totals = {"nodes_created": 0, "relationships_created": 0, "properties_set": 0}
     written: dict[str, int] = {}

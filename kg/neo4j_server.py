@@ -16,6 +16,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass
 from importlib import resources
@@ -69,11 +70,20 @@ def _require(tool: str, hint: str) -> str:
 def _java() -> str:
     java = _require("java", "install a Java 17 runtime (Debian/Ubuntu: apt-get install openjdk-17-jre-headless)")
     out = subprocess.run([java, "-version"], capture_output=True, text=True).stderr
-    version = out.split('"')[1] if '"' in out else ""
-    major = int(version.split(".")[0]) if version[:2].isdigit() else 0
+    major = java_major_version(out)
     if major and major < 17:
-        raise Neo4jSetupError(f"Neo4j 5.26 needs Java 17 or newer; found {version}: install openjdk-17")
+        raise Neo4jSetupError(f"Neo4j 5.26 needs Java 17 or newer; found Java {major}: install openjdk-17")
     return java
+
+
+def java_major_version(version_output: str) -> int:
+    """Java's major version from ``java -version`` output (``"1.8.0_292"`` is 8, ``"17.0.9"`` is 17);
+    0 when it cannot be read (then let through)."""
+    version = version_output.split('"')[1] if '"' in version_output else ""
+    parts = re.findall(r"\d+", version)
+    if not parts:
+        return 0
+    return int(parts[1]) if parts[0] == "1" and len(parts) > 1 else int(parts[0])
 
 
 def _port_open(port: int, host: str = "127.0.0.1") -> bool:
@@ -112,6 +122,8 @@ class ManagedNeo4j:
             return
         mvn = _require("mvn", "install Apache Maven (Debian/Ubuntu: apt-get install maven)")
         _java()
+        # a new version goes into an empty lib/: two versions' jars on one classpath clash
+        shutil.rmtree(self.lib_dir, ignore_errors=True)
         self.lib_dir.mkdir(parents=True, exist_ok=True)
         pom = resources.files("kg").joinpath("neo4j-pom.xml")
         with resources.as_file(pom) as pom_path:
@@ -172,18 +184,19 @@ class ManagedNeo4j:
             raise Neo4jSetupError(f"{auth_file} exists but the password file {pw_file} is missing: "
                                   f"remove {self.home / 'data'} to reset the managed database")
         password = secrets.token_urlsafe(18)
+        # stored first (a failed neo4j-admin run leaves no auth.ini, so the next start makes a new one)
+        _write_private(pw_file, password + "\n")
         env = {**os.environ, "NEO4J_HOME": str(self.home), "NEO4J_CONF": str(conf_dir)}
-        # "--" ends the options: token_urlsafe starts with "-" one time in 64, and neo4j-admin would
-        # read such a password as an unknown option and print its usage instead of setting it
-        proc = subprocess.run([java, "-cp", str(self.lib_dir / "*"), ADMIN_TOOL, "dbms",
-                               "set-initial-password", "--", password], capture_output=True, text=True, env=env)
+        # The password reaches neo4j-admin in a 0600 argument file (picocli's @file), never on its
+        # command line, where any local user could read it. "--" ends the options: token_urlsafe
+        # starts with "-" one time in 64, and neo4j-admin would read that as an unknown option.
+        with tempfile.TemporaryDirectory(dir=self.home) as tmp:  # mode 0700
+            argfile = Path(tmp) / "set-initial-password.args"
+            _write_private(argfile, f"-- {password}\n")
+            proc = subprocess.run([java, "-cp", str(self.lib_dir / "*"), ADMIN_TOOL, "dbms",
+                                   "set-initial-password", f"@{argfile}"], capture_output=True, text=True, env=env)
         if proc.returncode != 0:
             raise Neo4jSetupError(f"neo4j-admin set-initial-password failed: {proc.stderr.strip()[-500:]}")
-        pw_file.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(pw_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(password + "\n")
-        os.chmod(pw_file, 0o600)
 
     def pid(self) -> int | None:
         """PID of the server this home started, if it is alive."""
@@ -198,7 +211,11 @@ class ManagedNeo4j:
         except PermissionError:
             return pid
         cmdline = Path(f"/proc/{pid}/cmdline")
-        if cmdline.exists() and ENTRY_POINT not in cmdline.read_text(errors="replace"):
+        try:  # a recycled pid, or another home's server, is not ours
+            args = cmdline.read_text(errors="replace").split("\0")
+        except OSError:
+            return pid
+        if ENTRY_POINT not in args or f"--home-dir={self.home}" not in args:
             return None
         return pid
 
@@ -223,11 +240,11 @@ class ManagedNeo4j:
         java = _java()
         conf_dir = self._write_conf()
         self._ensure_password(java, conf_dir)
-        log = (self.home / "logs" / "console.log").open("ab")
         cmd = [java, *self.jvm_options(), "-cp", str(self.lib_dir / "*"), ENTRY_POINT,
                f"--home-dir={self.home}", f"--config-dir={conf_dir}"]
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                cwd=self.home, start_new_session=True)
+        with (self.home / "logs" / "console.log").open("ab") as log:  # the child keeps its own copy
+            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    cwd=self.home, start_new_session=True)
         self.pid_file.write_text(str(proc.pid))
         try:
             self._wait_for_bolt(proc)
@@ -254,14 +271,29 @@ class ManagedNeo4j:
         if pid is None:
             self.pid_file.unlink(missing_ok=True)
             return False
-        os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline and self.pid() is not None:
-            time.sleep(0.3)
-        if self.pid() is not None:
-            os.kill(pid, signal.SIGKILL)
+        try:
+            os.kill(pid, signal.SIGTERM)
+            deadline = time.monotonic() + timeout_s
+            while time.monotonic() < deadline and self.pid() is not None:
+                time.sleep(0.3)
+            if self.pid() is not None:
+                os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:  # it exited on its own meanwhile
+            pass
         self.pid_file.unlink(missing_ok=True)
         return True
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` with mode 0600 from the first byte: a new file (never an
+    existing one, nor a symlink) renamed over the target."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
 
 
 def read_password(config: Neo4jConfig) -> str:

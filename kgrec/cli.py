@@ -209,7 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("format", help="synthetic | tabular | recbole | lightgcn | kgat | lastfm | ml100k")
     s.add_argument("path", nargs="?")
     s.add_argument("--mapping", help="mapping TOML for tabular sources")
-    s.add_argument("--incremental", action="store_true", help="only events newer than the stored watermark")
+    s.add_argument("--incremental", action="store_true", help="skip events dated before the stored watermark")
     s.add_argument("--bulk", action="store_true",
                    help="initial load through neo4j-admin import (replaces the managed database)")
     s.add_argument("--users", type=int, default=600)

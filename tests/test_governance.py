@@ -310,3 +310,28 @@ def test_toml_mapping_and_lowercase_ids(tmp_path):
                                                                "user": "User", "item": "Item"}}]},
                          IngestConfig(unknown_reference="create"))
     assert {i["user"] for i in plain.records.interactions} == {"Alice", "ALICE"}
+
+
+def test_header_after_blank_lines_and_delimiter_only_rows(tmp_path):
+    """With columns given, the header is the first non-blank line (not line 1); a line of delimiters
+    only is a row: read, then quarantined, so the counts still reconcile."""
+    _write(tmp_path, "events.tsv", "\n\nuser\titem\nu1\ti1\n\t\nu2\ti2\n")
+    mapping = {"files": [{"path": "events.tsv", "role": "interactions", "delimiter": "\t", "header": True,
+                          "columns": ["user", "item"], "user": "user", "item": "item", "create_nodes": True}]}
+    res = read_tabular(tmp_path, mapping)
+    _reconciles(res)
+    assert [(i["user"], i["item"]) for i in res.records.interactions] == [("u1", "i1"), ("u2", "i2")]
+    assert res.report["events.tsv"]["read"] == 3 and list(_reasons(res)) == [5]
+
+
+def test_lowercase_ids_reach_flag_entities(tmp_path):
+    _write(tmp_path, "items.csv", "id,title,Action,Drama\nI1,Heat,1,0\nI2,Up,0,1\n")
+    mapping = {"lowercase_ids": True, "files": [{
+        "path": "items.csv", "role": "items", "id": "id", "title": "title",
+        "flags": {"columns": ["Action", "Drama"], "relation": "genre"}}]}
+    res = read_tabular(tmp_path, mapping)
+    _reconciles(res)
+    assert not res.quarantine
+    assert {e["id"] for e in res.records.entities} == {"genre:action", "genre:drama"}
+    assert {(r["item"], r["entity"]) for r in res.records.item_entities} == {("i1", "genre:action"),
+                                                                           ("i2", "genre:drama")}

@@ -83,6 +83,15 @@ def test_lightgcn_governed_keeps_split(tmp_path):
     assert res.report["test.txt"] == {"read": 2, "loaded": 1, "quarantined": 1, "deduplicated": 0}
 
 
+def test_lightgcn_files_with_a_byte_order_mark(tmp_path):
+    _files(tmp_path, {"train.txt": "\ufeff0 1 2\n1 2\n", "test.txt": "\ufeff0 3\n",
+                      "user_list.txt": "\ufefforg_id remap_id\nalice 0\nbob 1\n"})
+    res = load_source("lightgcn", tmp_path)
+    _ok(res)
+    assert not res.quarantine and len(res.records.interactions) == 4
+    assert sorted(u["id"] for u in res.records.users) == ["0", "1"]
+
+
 def test_kgat(tmp_path):
     _files(tmp_path, {
         "train.txt": "0 0 1\n1 1\n", "test.txt": "0 2\n",

@@ -138,6 +138,16 @@ def test_a_generated_password_starting_with_a_dash_is_set_and_works(neo4j_config
         server.stop()
 
 
+def test_java_major_version_reads_both_numbering_schemes():
+    from kg.neo4j_server import java_major_version
+
+    assert java_major_version('openjdk version "17.0.9" 2023-10-17') == 17
+    assert java_major_version('java version "1.8.0_292"') == 8
+    assert java_major_version('openjdk version "9.0.4"') == 9
+    assert java_major_version('openjdk version "21" 2023-09-19') == 21
+    assert java_major_version("no version here") == 0
+
+
 def test_jvm_options_reject_a_bad_heap_size(tmp_path):
     assert ManagedNeo4j(Neo4jConfig(home=tmp_path, heap="512m")).jvm_options()[:2] == ["-Xms512m", "-Xmx512m"]
     with pytest.raises(Neo4jSetupError, match="heap"):
@@ -155,6 +165,35 @@ def test_incremental_ingest_writes_only_events_past_the_watermark(graph):
     second = ingest(graph, newer, IngestConfig(), incremental=True, progress=False)
     assert second["skipped_old"] == 1 and second["relationships_created"] == 1
     assert second["watermark"] == 150
+    # undated events (ts 0: LightGCN, KGAT, Last.fm) and one at the watermark are written, not skipped
+    undated = GraphRecords(interactions=[
+        {"user": "a", "item": "x", "kind": "listen", "weight": 1.0, "ts": 0},
+        {"user": "a", "item": "x", "kind": "view", "weight": 1.0, "ts": 150}])
+    third = ingest(graph, undated, IngestConfig(), incremental=True, progress=False)
+    assert third["skipped_old"] == 0 and third["relationships_created"] == 2 and third["watermark"] == 150
+    assert ingest(graph, undated, IngestConfig(), incremental=True, progress=False)["relationships_created"] == 0
+
+
+def test_a_later_load_never_blanks_texts_or_retypes_entities(graph):
+    """Nodes created for unknown references, or a file without a title column, leave stored values."""
+    ingest(graph, GraphRecords(items=[{"id": "book", "title": "Dune", "description": "sand"}],
+                               queries=[{"id": "q1", "text": "desert novels"}],
+                               entities=[{"id": "genre:scifi", "type": "genre", "name": "Science fiction"}]),
+           IngestConfig(), progress=False)
+    ingest(graph, GraphRecords(items=[{"id": "book", "title": "", "description": ""}],
+                               queries=[{"id": "q1", "text": ""}],
+                               entities=[{"id": "genre:scifi", "type": "kg", "name": "genre:scifi", "placeholder": True},
+                                         {"id": "kg:new", "type": "kg", "name": "kg:new", "placeholder": True}]),
+           IngestConfig(), progress=False)
+    rows = graph.driver.execute_query(
+        "MATCH (i:Item {id: 'book'}), (q:Query {id: 'q1'}), (e:Entity {id: 'genre:scifi'}), (n:Entity {id: 'kg:new'}) "
+        "RETURN i.title AS title, i.description AS d, q.text AS q, e.type AS type, e.name AS name, n.type AS new_type",
+        database_=graph.database).records
+    assert dict(rows[0]) == {"title": "Dune", "d": "sand", "q": "desert novels", "type": "genre",
+                             "name": "Science fiction", "new_type": "kg"}
+    ingest(graph, GraphRecords(items=[{"id": "book", "title": "Dune Messiah"}]), IngestConfig(), progress=False)
+    title = graph.driver.execute_query("MATCH (i:Item {id: 'book'}) RETURN i.title AS t", database_=graph.database)
+    assert title.records[0]["t"] == "Dune Messiah"  # a real new value still replaces the old
 
 
 def test_new_users_are_created_known_users_merged_and_repeats_collapse(graph):

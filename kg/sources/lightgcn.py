@@ -21,7 +21,7 @@ if TYPE_CHECKING:  # pragma: no cover
 def token_lines(path: Path, limit: int | None = None) -> Iterator[tuple[int, list[str], str]]:
     """Yield ``(line_number, tokens, raw_line)`` for each non-blank line of a whitespace-separated
     file (UTF-8, undecodable bytes replaced), reading at most ``limit`` lines."""
-    with Path(path).open(encoding="utf-8", errors="replace") as fh:
+    with Path(path).open(encoding="utf-8-sig", errors="replace") as fh:  # a leading BOM is dropped
         for lineno, line in enumerate(fh, 1):
             if limit is not None and lineno > limit:
                 break
@@ -36,7 +36,7 @@ def iter_pairs(path: Path) -> Iterator[tuple[int, int, int]]:
     Raises:
         ValueError: a token is not a non-negative integer (with file and line).
     """
-    with Path(path).open(encoding="utf-8") as fh:
+    with Path(path).open(encoding="utf-8-sig") as fh:
         for lineno, line in enumerate(fh, 1):
             tokens = line.split()
             if not tokens:

@@ -143,13 +143,14 @@ def _as_list(value: Any) -> list:
 
 
 def _lines(path: Path, encoding: str) -> Iterator[tuple[int, str, str | None]]:
-    """Yield ``(line_number, text, decode_error)`` for each non-blank line (CR/LF and BOM stripped)."""
+    """Yield ``(line_number, text, decode_error)`` for each line that is not empty or all spaces
+    (CR/LF and BOM stripped); a line of delimiters only is a row, read and then quarantined."""
     with path.open("rb") as fh:
         for lineno, raw in enumerate(fh, 1):
             raw = raw.rstrip(b"\r\n")
             if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
                 raw = raw[3:]
-            if not raw.strip():
+            if not raw.strip(b" "):
                 continue
             try:
                 yield lineno, raw.decode(encoding), None
@@ -182,16 +183,17 @@ def iter_rows(path: Path, spec: dict, limit: int | None = None
     if columns is not None and fmt != "jsonl":
         _check_columns(path, used, columns)
     n = 0
+    header_pending = fmt != "jsonl" and header  # the first non-blank line is the header
     for lineno, text, err in _lines(path, encoding):
-        if fmt != "jsonl" and header and columns is None:
-            try:
-                columns = [c.strip() for c in _split(text, delimiter, quoting)]
-            except csv.Error as e:
-                raise MappingError(f"{path.name}: malformed header line ({e})") from e
-            _check_columns(path, used, columns)
-            continue
-        if fmt != "jsonl" and header and lineno == 1:
-            continue  # header line when columns are also given
+        if header_pending:
+            header_pending = False
+            if columns is None:
+                try:
+                    columns = [c.strip() for c in _split(text, delimiter, quoting)]
+                except csv.Error as e:
+                    raise MappingError(f"{path.name}: malformed header line ({e})") from e
+                _check_columns(path, used, columns)
+            continue  # with columns given as well, the header line is skipped
         if limit is not None and n >= limit:
             return
         n += 1
@@ -294,14 +296,14 @@ def _attributes(gov: Governor, spec: dict, row: dict, item: Any, source: str, li
             link(source, line, raw, **{owner: item}, entity=prefix + name, relation=relation, lowercase=lower)
 
 
-def _flag_entities(gov: Governor, spec: dict, source: str) -> None:
+def _flag_entities(gov: Governor, spec: dict, source: str, lowercase: bool = False) -> None:
     """Flag columns name a fixed set of entities: one entity row each, from the mapping itself."""
     for flags in _as_list(spec.get("flags")):
         relation = flags.get("relation", "genre")
         etype = flags.get("entity_type", relation)
         prefix = flags.get("prefix", f"{etype}:")
         for name in flags.get("names", flags["columns"]):
-            gov.add_entity(source, 0, {"flag": name}, id=prefix + name, type=etype, name=name)
+            gov.add_entity(source, 0, {"flag": name}, id=prefix + name, type=etype, name=name, lowercase=lowercase)
 
 
 def feed_file(gov: Governor, path: Path, spec: dict, *, lowercase_ids: bool = False,
@@ -320,7 +322,7 @@ def feed_file(gov: Governor, path: Path, spec: dict, *, lowercase_ids: bool = Fa
     source = source or path.name
     lower = lowercase_ids
     if spec.get("flags"):
-        _flag_entities(gov, spec, source + "#flags")
+        _flag_entities(gov, spec, source + "#flags", lower)
     for line, row, raw, err in iter_rows(path, spec, limit):
         if err is not None or row is None:
             gov.quarantine(source, line, err or "unreadable row", raw)
