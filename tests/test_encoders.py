@@ -178,6 +178,29 @@ def test_cache_invalidates_on_model_change(encoder, tmp_path):
     assert not np.allclose(CachedEncoder(cls, tmp_path).encode(texts), mean, atol=1e-3)
 
 
+def test_model_fingerprint_sees_replaced_weights_and_tokenizer(tmp_path):
+    """Same config, same-size weights written again (a fine-tune), or another vocabulary: a new
+    fingerprint, so the cache never serves the old model's vectors. Hub ids carry their revision."""
+    from encoders.resolve import model_fingerprint
+
+    model = tmp_path / "m"
+    model.mkdir()
+    (model / "config.json").write_text('{"model_type": "bert"}')
+    (model / "vocab.txt").write_text("[PAD]\nhello\n")
+    weights = model / "model.safetensors"
+    weights.write_bytes(b"a" * 100)
+    first = model_fingerprint(str(model))
+    assert model_fingerprint(str(model)) == first
+    weights.write_bytes(b"b" * 100)
+    os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 1_000_000))
+    second = model_fingerprint(str(model))
+    assert second != first
+    (model / "vocab.txt").write_text("[PAD]\nworld\n")
+    assert model_fingerprint(str(model)) not in (first, second)
+    assert model_fingerprint("bert-base-chinese", "abc123") == "bert-base-chinese@abc123"
+    assert model_fingerprint("bert-base-chinese") == "bert-base-chinese"
+
+
 def test_cache_survives_interrupted_write(tmp_path):
     cache = VectorCache(tmp_path, "ns", dim=3)
     k1, k2 = cache.key("a"), cache.key("b")
