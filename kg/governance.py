@@ -182,7 +182,7 @@ def parse_timestamp(value: Any) -> int:
     if isinstance(value, (int, float)):
         if not math.isfinite(value):
             raise GovernanceError(f"timestamp is not finite ({value})")
-        return int(value)
+        return _int64(int(value), "timestamp")
     if not isinstance(value, str):
         raise GovernanceError(f"timestamp has unsupported type {type(value).__name__}")
     text = value.strip()
@@ -195,7 +195,7 @@ def parse_timestamp(value: Any) -> int:
     if number is not None:
         if not math.isfinite(number):
             raise GovernanceError(f"timestamp is not finite ({text})")
-        return int(number)
+        return _int64(int(number), "timestamp")
     iso = text[:-1] + "+00:00" if text.endswith(("Z", "z")) else text
     try:
         dt = datetime.fromisoformat(iso)
@@ -204,6 +204,13 @@ def parse_timestamp(value: Any) -> int:
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=timezone.utc)
     return int(dt.timestamp())
+
+
+def _int64(value: int, what: str) -> int:
+    """``value`` if Neo4j can store it (a 64-bit integer), else a GovernanceError."""
+    if not -(1 << 63) <= value < (1 << 63):
+        raise GovernanceError(f"{what} {_clip(str(value), 40)} is outside the 64-bit integer range")
+    return value
 
 
 def _clip(text: str, limit: int) -> str:
@@ -276,6 +283,7 @@ class Governor:
         self._edges: list[_Edge] = []
         self._declared: dict[str, set[str]] = {k: set() for k in _NODE_KINDS}
         self._edge_keys: set[tuple] = set()
+        self._event_split: dict[tuple, str] = {}  # interaction key -> the split of its first row
         self._result = LoadResult()
 
     # ---------------------------------------------------------------- bookkeeping
@@ -309,8 +317,10 @@ class Governor:
                 raise GovernanceError(f"invalid property name {_clip(repr(key), 80)}")
             if value is None or (isinstance(value, str) and not value.strip()):
                 continue
-            if isinstance(value, bool) or isinstance(value, int):
+            if isinstance(value, bool):
                 out[key] = value
+            elif isinstance(value, int):
+                out[key] = _int64(value, f"property {key}")
             elif isinstance(value, float):
                 if not math.isfinite(value):
                     raise GovernanceError(f"property {key} is not finite")
@@ -424,6 +434,9 @@ class Governor:
         except GovernanceError as e:
             return self.quarantine(source, line, str(e), raw)
         key = ("i", row["user"], row["item"], row["kind"], row["ts"])
+        first = self._event_split.setdefault(key, row["split"])
+        if first != row["split"]:  # e.g. a pair in both train.txt and test.txt
+            return self.quarantine(source, line, f"the same event is already in split {first or '(none)'!r}", raw)
         return self._add_edge("interactions", row, key, source, line, raw)
 
     def add_user_query(self, source: str, line: int, raw: Any, *, user: Any, query: Any, ts: Any = None) -> bool:

@@ -67,7 +67,7 @@ def test_parse_timestamp():
     assert parse_timestamp("1970-01-02T01:00:00+01:00") == 86400
     assert parse_timestamp("1970-01-02") == 86400
     assert parse_timestamp("") == 0 and parse_timestamp(None) == 0
-    for bad in ("yesterday", "nan", "2020-13-45", [1]):
+    for bad in ("yesterday", "nan", "2020-13-45", [1], "1e20", 2**63):
         with pytest.raises(GovernanceError):
             parse_timestamp(bad)
 
@@ -138,6 +138,26 @@ def test_duplicates_merged_and_counted():
     assert res.records.items == [{"id": "i1", "title": "Late title", "description": "", "props": {"year": 1999}}]
     assert len(res.records.interactions) == 3
     assert res.report["a.csv"]["deduplicated"] == 2 and res.report["b.csv"]["deduplicated"] == 1
+
+
+def test_out_of_range_integers_and_split_conflicts_are_quarantined():
+    """What Neo4j cannot store, or an event given two splits, is quarantined with its reason
+    (an int beyond 64 bits used to abort the whole ingest after earlier batches had committed)."""
+    gov = Governor()
+    gov.add_user("u.csv", 1, "r", id="u1", props={"visits": 2**63})
+    gov.add_user("u.csv", 2, "r", id="u2", props={"visits": 2**63 - 1})
+    gov.add_item("i.csv", 1, "r", id="i1")
+    gov.add_interaction("train.txt", 1, "r", user="u2", item="i1", split="train")
+    gov.add_interaction("test.txt", 1, "r", user="u2", item="i1", split="test")
+    gov.add_interaction("train.txt", 2, "r", user="u2", item="i1", split="train")  # a plain repeat
+    res = gov.finish()
+    _reconciles(res)
+    assert [u["id"] for u in res.records.users] == ["u2"]
+    assert [i["split"] for i in res.records.interactions] == ["train"]
+    assert {(q["source"], q["reason"]) for q in res.quarantine} == {
+        ("u.csv", "property visits 9223372036854775808 is outside the 64-bit integer range"),
+        ("test.txt", "the same event is already in split 'train'")}
+    assert res.report["train.txt"]["deduplicated"] == 1
 
 
 def test_text_normalised_empty_and_megabyte():
