@@ -14,6 +14,9 @@ name to ``[source_type, target_type]``. Interaction kinds are codes into ``meta[
 from __future__ import annotations
 
 import json
+import os
+import secrets
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -99,10 +102,31 @@ class Snapshot:
         return names
 
     def save(self, path: str | Path) -> Path:
-        """Write the snapshot to ``path`` (a directory; written to a temp dir then renamed)."""
+        """Write the snapshot to ``path`` (a directory; written to a temp dir of its own, then renamed).
+
+        Two saves never share a temp dir, and a crashed save leaves only a hidden ``.<name>.*.tmp``.
+        """
         path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
+        tmp.mkdir()
+        try:
+            meta = self._write_files(tmp)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        if path.exists():  # swap: the old directory goes aside under a unique name, then is removed
+            old = tmp.with_suffix(".old")
+            path.rename(old)
+            tmp.rename(path)
+            shutil.rmtree(old)
+        else:
+            tmp.rename(path)
+        self.meta = meta
+        return path
+
+    def _write_files(self, tmp: Path) -> dict:
+        """Write every file of the snapshot into ``tmp``; return the meta written."""
         meta = {
             **self.meta,
             "format_version": FORMAT_VERSION,
@@ -125,16 +149,7 @@ class Snapshot:
                 arrays[f"{split}_{col}"] = getattr(inter, col)
         np.savez(tmp / "interactions.npz", **arrays)
         np.savez(tmp / "relations.npz", **{r: e.astype(np.int64) for r, e in self.relations.items()})
-        if path.exists():
-            old = path.with_name(path.name + ".old")
-            path.rename(old)
-            tmp.rename(path)
-            import shutil
-            shutil.rmtree(old)
-        else:
-            tmp.rename(path)
-        self.meta = meta
-        return path
+        return meta
 
     @classmethod
     def load(cls, path: str | Path) -> "Snapshot":

@@ -73,3 +73,17 @@ def test_auto_split_uses_the_source_split_only_when_every_row_has_one():
                 ExportConfig(test_ratio=-0.1)):
         with pytest.raises(ValueError):
             resolve_split(bad, given)
+
+
+def test_snapshot_save_replaces_in_place_and_leaves_no_temp_dirs(tmp_path):
+    """Saving over a snapshot swaps it whole; a crashed save's leftovers do not block the next one."""
+    from kg.snapshot import Snapshot
+    from test_gnn import planted_snapshot
+
+    snap = planted_snapshot(num_users=20)
+    (tmp_path / ".snap.123-dead.tmp").mkdir()  # what a killed save leaves behind
+    path = snap.save(tmp_path / "snap")
+    snap.meta["note"] = "second"
+    assert snap.save(tmp_path / "snap") == path
+    assert Snapshot.load(path).meta["note"] == "second"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".snap.123-dead.tmp", "snap"]
