@@ -105,3 +105,29 @@ def encode_snapshot(snapshot_dir: str | Path, cfg: Any, encoder: TextEncoder | N
     logger.info("encoded %s with %s (dim %d) in %.1fs: %s", snapshot_dir, encoder.model_id, encoder.dim,
                 seconds, meta["counts"])
     return npz_path
+
+
+def stale_embeddings_reason(snapshot_dir: str | Path, cfg: Any) -> str | None:
+    """Why the snapshot's ``text_embeddings.npz`` does not match ``cfg`` (an ``EncoderConfig``) and
+    the snapshot's texts, or None when it does (or was written before its meta recorded these).
+
+    Compared: model, pooling, max length, templates and the digest of every text list.
+    """
+    from kg.snapshot import Snapshot
+
+    meta_path = Path(snapshot_dir) / META_FILE
+    if not meta_path.is_file():
+        return f"{META_FILE} is missing"
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    want = {"model_id": cfg.model, "pooling": cfg.pooling, "max_length": cfg.max_length,
+            "templates": {"item": cfg.item_template, "query": cfg.query_template, "entity": cfg.entity_template}}
+    for key, value in want.items():
+        if key in meta and meta[key] != value:
+            return f"encoded with {key} {meta[key]!r}, but the config says {value!r}"
+    if "text_sha256" in meta:
+        texts = node_texts(Snapshot.load(snapshot_dir), cfg)
+        changed = [kind for kind, values in texts.items() if meta["text_sha256"].get(kind) != _texts_digest(values)]
+        if changed:
+            return f"the snapshot's {', '.join(changed)} texts differ from those encoded"
+    return None
+

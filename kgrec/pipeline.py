@@ -47,15 +47,23 @@ def train_model(snapshot: Path, cfg: Config) -> Path:
     Item text vectors from ``kgrec encode`` (``text_embeddings.npz`` in the snapshot) are passed to
     the text-aware models only (``kgfused`` gets the query and entity vectors too); ``fused`` and
     the ``text`` fusion need them and say so when they are missing.
+
+    Raises:
+        EncoderError: the vectors were encoded with another encoder setting, or from other texts,
+            than ``cfg.encoder`` and the snapshot give now (``kgrec encode`` again).
     """
     import numpy as np
 
+    from encoders import EncoderError, stale_embeddings_reason
     from gnn.train import train
     from kg.snapshot import Snapshot
 
     text = None
     vectors = Path(snapshot) / "text_embeddings.npz"
     if vectors.is_file() and cfg.train.model in TEXT_MODELS:
+        reason = stale_embeddings_reason(snapshot, cfg.encoder)
+        if reason is not None:
+            raise EncoderError(f"{vectors} is stale ({reason}): run `kgrec encode {snapshot}` again")
         with np.load(vectors) as z:
             # kgfused also fuses query and entity text (issue #6)
             text = {k: z[k] for k in z.files} if cfg.train.model == "kgfused" else z["item"]

@@ -277,3 +277,19 @@ def test_encode_snapshot(encoder, tmp_path):
     assert meta["cache"]["misses"] == 0 and meta["cache"]["hits"] == 8
     with np.load(again) as z:
         np.testing.assert_array_equal(z["item"], arrays["item"])
+
+    # vectors that no longer match the config or the snapshot's texts are called stale
+    from dataclasses import replace
+
+    from encoders import stale_embeddings_reason
+    from kg.snapshot import Snapshot
+
+    assert stale_embeddings_reason(snap_dir, cfg) is None
+    assert "templates" in stale_embeddings_reason(snap_dir, replace(cfg, item_template="{title}"))
+    assert "model_id" in stale_embeddings_reason(snap_dir, replace(cfg, model="bert-base-chinese"))
+    changed = Snapshot.load(snap_dir)
+    changed.item_titles[0] = "something else entirely"
+    other = changed.save(tmp_path / "other")
+    assert stale_embeddings_reason(other, cfg) == "text_embeddings.json is missing"
+    (other / "text_embeddings.json").write_text((snap_dir / "text_embeddings.json").read_text())
+    assert stale_embeddings_reason(other, cfg) == "the snapshot's item texts differ from those encoded"
