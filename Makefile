@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.kgrec-installed
 TEST_NEO4J := KGREC_NEO4J__HOME=.kgrec/neo4j-test-7688 KGREC_NEO4J__BOLT_PORT=7688 KGREC_NEO4J__HTTP_PORT=7475
 
-.PHONY: install demo test test-lowest neo4j-start neo4j-stop neo4j-status neo4j-test-stop bench clean
+.PHONY: install demo test test-lowest neo4j-start neo4j-stop neo4j-status neo4j-test-stop clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)

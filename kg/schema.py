@@ -6,7 +6,8 @@ Relationships (types are a fixed vocabulary; names from data are stored as prope
 - ``(:User)-[:INTERACTED {kind, weight, ts, split}]->(:Item)``
 - ``(:User)-[:SEARCHED {ts}]->(:Query)``, ``(:Query)-[:RELEVANT {relevance}]->(:Item)``
 - ``(:Item)-[:HAS_ATTRIBUTE {relation}]->(:Entity)``
-- ``(:Entity)-[:RELATED {relation}]->(:Entity)`` (KG triples), ``(:Item)-[:SAME_AS]->(:Entity)``
+- ``(:Entity)-[:RELATED {relation}]->(:Entity)`` (KG triples); item-KG links are
+  ``HAS_ATTRIBUTE {relation: "same_as"}`` (``SAME_AS`` is reserved, not written)
 - ``(:User)-[:FRIEND]->(:User)``
 """
 from __future__ import annotations

@@ -206,7 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_demo)
 
     s = sub.add_parser("ingest", help="load a source into Neo4j (validated; bad rows quarantined)")
-    s.add_argument("format", help="synthetic | tabular | recbole | lightgcn | kgat | lastfm | ml100k")
+    s.add_argument("format", help="synthetic | tabular | recbole | lightgcn | kgat | triples | lastfm | ml100k")
     s.add_argument("path", nargs="?")
     s.add_argument("--mapping", help="mapping TOML for tabular sources")
     s.add_argument("--incremental", action="store_true", help="skip events dated before the stored watermark")
