@@ -188,8 +188,9 @@ class TorchNeighborSampler(NeighborSampler):
                                       "replacement; install pyg-lib for the other modes")
         node, row, col, pos, nn_, ne = sample_neighbors(self.colptr, self.row, seed,
                                                         self.num_neighbors.get_mapped_values(), self.generator)
-        edge = pos if self.perm is None else self.perm[pos]
-        return SamplerOutput(node=node, row=row, col=col, edge=edge, batch=None, num_sampled_nodes=nn_,
+        # positions in the CSC order, as PyG's own kernels return: its filter_data maps them through
+        # self.perm (edge_permutation) to the input's edge ids
+        return SamplerOutput(node=node, row=row, col=col, edge=pos, batch=None, num_sampled_nodes=nn_,
                              num_sampled_edges=ne)
 
 

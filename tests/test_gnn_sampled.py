@@ -93,6 +93,24 @@ def test_sampler_contract_and_fanout_bound() -> None:
     assert b.num_nodes <= graph.max_subgraph_nodes(5) == 5 * (1 + 6 + 18)
 
 
+def test_torch_sampler_on_unsorted_edges_keeps_each_edge_its_type() -> None:
+    """Given edges in any order, PyG maps the kernel's CSC positions through the edge permutation;
+    the kernel must not apply it a second time (edge types came out shuffled)."""
+    from torch_geometric.data import Data
+    from torch_geometric.loader import NeighborLoader
+
+    from gnn.sampled import TorchNeighborSampler
+
+    g = torch.Generator().manual_seed(1)
+    ei = torch.randint(0, 30, (2, 200), generator=g)  # not sorted by target
+    data = Data(edge_index=ei, edge_type=torch.arange(200), num_nodes=30)
+    sampler = TorchNeighborSampler(data, num_neighbors=[-1])
+    assert sampler.perm is not None
+    (b,) = list(NeighborLoader(data, num_neighbors=[-1], input_nodes=torch.arange(30), batch_size=30,
+                               neighbor_sampler=sampler))
+    assert torch.equal(ei[:, b.edge_type], b.n_id[b.edge_index])
+
+
 def test_rejection_path_is_uniform_enough() -> None:
     ei = torch.stack([torch.arange(400), torch.zeros(400, dtype=torch.long)])  # node 0 has 400 in-edges
     colptr = torch.tensor([0, 400] + [400] * 399)

@@ -123,7 +123,9 @@ class GFCF:
 
     def _prepare(self, train: sp.spmatrix) -> sp.csr_matrix:
         """Binary ``R``, degree scalings and the normalised matrix in the scoring layout; returns R~ (float64)."""
-        R = sp.csr_matrix(train, dtype=np.float64)
+        R = sp.csr_matrix(train, dtype=np.float64, copy=True)
+        R.sum_duplicates()
+        R.eliminate_zeros()  # a stored 0 is no interaction
         R.data[:] = 1.0
         du = np.asarray(R.sum(1)).ravel()
         di = np.asarray(R.sum(0)).ravel()
