@@ -15,8 +15,11 @@ Rules applied to each candidate row:
   (truncation is recorded in :attr:`LoadResult.truncated`, the row is kept);
 - a node id seen twice: the later row is merged into the first (blank fields filled) and counted as
   deduplicated; an edge seen twice (interaction key ``(user, item, kind, ts)``) is deduplicated;
-- an edge naming an unknown user/item/entity/query is quarantined or the node is created,
-  per ``IngestConfig.unknown_reference`` (KG triples always create their entities, type ``kg``);
+- an edge naming a user/item/entity/query that neither this load nor the target graph (the
+  ``known`` lookup, when given) holds is quarantined or the node is created, per
+  ``IngestConfig.unknown_reference`` (KG triples always create their entities, type ``kg``);
+- an event given two splits (the same ``(user, item, kind, ts)``) and integers beyond 64 bits are
+  quarantined;
 - relation names, interaction kinds, entity types and property names must match
   ``^[A-Za-z0-9_.:\\-]{1,100}$`` (property names: an identifier). They are stored as property values
   by the write path, never as labels or relationship types, so Cypher-looking text is only data.
@@ -34,7 +37,7 @@ import unicodedata
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from .records import GraphRecords
 
@@ -66,6 +69,8 @@ class LoadResult:
         report: Per source file ``{"read", "loaded", "quarantined", "deduplicated"}``.
         truncated: Texts cut to ``max_text_chars``: ``{"source", "line", "field", "chars"}``.
         created: Nodes created for unknown references (``unknown_reference='create'``) per kind.
+        in_graph: References to nodes the load has no row for but the target graph already holds
+            (found through the ``known`` lookup), per kind: accepted, not created.
     """
 
     records: GraphRecords = field(default_factory=GraphRecords)
@@ -73,6 +78,7 @@ class LoadResult:
     report: dict[str, dict[str, int]] = field(default_factory=dict)
     truncated: list[dict] = field(default_factory=list)
     created: dict[str, int] = field(default_factory=dict)
+    in_graph: dict[str, int] = field(default_factory=dict)
 
     def totals(self) -> dict[str, int]:
         """Report counts summed over all files."""
@@ -255,6 +261,8 @@ _EDGE_ENDPOINTS: dict[str, tuple[tuple[str, str], ...]] = {
     "triples": (),
 }
 _NODE_KINDS = ("users", "items", "queries", "entities")
+KnownIds = Callable[[str, list[str]], Iterable[str]]
+"""``known(kind, ids)``: which of ``ids`` of a node kind (``users``...) the target graph holds."""
 _SINGULAR = {"users": "user", "items": "item", "queries": "query", "entities": "entity"}
 
 
@@ -267,9 +275,13 @@ class Governor:
 
     Args:
         cfg: Ingest settings (``unknown_reference``, ``max_text_chars``); defaults when ``None``.
+        known: ``known(kind, ids)`` -> the ids of that kind (``users``, ``items``, ``entities``,
+            ``queries``) the target graph already holds (``kg.ingest.existing_ids``). References to
+            them are accepted without a row, so a file of new events for known users and items
+            loads on its own. ``None``: only this load's rows count.
     """
 
-    def __init__(self, cfg: "IngestConfig | None" = None) -> None:
+    def __init__(self, cfg: "IngestConfig | None" = None, known: "KnownIds | None" = None) -> None:
         if cfg is None:
             from kgrec.config import IngestConfig
 
@@ -284,6 +296,7 @@ class Governor:
         self._declared: dict[str, set[str]] = {k: set() for k in _NODE_KINDS}
         self._edge_keys: set[tuple] = set()
         self._event_split: dict[tuple, str] = {}  # interaction key -> the split of its first row
+        self._known = known
         self._result = LoadResult()
 
     # ---------------------------------------------------------------- bookkeeping
@@ -514,6 +527,25 @@ class Governor:
         self._nodes[kind][node_id] = row
         self._result.created[kind] = self._result.created.get(kind, 0) + 1
 
+    def _in_graph(self) -> dict[str, set[str]]:
+        """Ids that edges reference without a row in this load, and that the graph already holds."""
+        found: dict[str, set[str]] = {k: set() for k in _NODE_KINDS}
+        if self._known is None:
+            return found
+        wanted: dict[str, set[str]] = {k: set() for k in _NODE_KINDS}
+        for edge in self._edges:
+            ends = ((("head", "entities"), ("tail", "entities")) if edge.kind == "triples"
+                    else _EDGE_ENDPOINTS[edge.kind])
+            for key, kind in ends:
+                if edge.row[key] not in self._nodes[kind]:
+                    wanted[kind].add(edge.row[key])
+        for kind, ids in wanted.items():
+            if ids:
+                found[kind] = set(self._known(kind, sorted(ids))) & ids
+                if found[kind]:
+                    self._result.in_graph[kind] = len(found[kind])
+        return found
+
     def finish(self) -> LoadResult:
         """Resolve references, fill the records and return the :class:`LoadResult`.
 
@@ -525,16 +557,18 @@ class Governor:
         for kind, ids in self._declared.items():
             for node_id in sorted(ids - nodes[kind].keys()):
                 self._create(kind, node_id)
+        in_graph = self._in_graph()
         for edge in self._edges:  # KG triples define their entities (before links are checked)
             if edge.kind == "triples":
                 for end in ("head", "tail"):
-                    if edge.row[end] not in nodes["entities"]:
+                    if edge.row[end] not in nodes["entities"] and edge.row[end] not in in_graph["entities"]:
                         self._create("entities", edge.row[end])
         for edge in self._edges:
             if edge.kind == "triples":
                 accepted.append(edge)
                 continue
-            missing = [(key, kind) for key, kind in _EDGE_ENDPOINTS[edge.kind] if edge.row[key] not in nodes[kind]]
+            missing = [(key, kind) for key, kind in _EDGE_ENDPOINTS[edge.kind]
+                       if edge.row[key] not in nodes[kind] and edge.row[key] not in in_graph[kind]]
             if missing and self.policy == "quarantine":
                 reason = "; ".join(f"unknown {_SINGULAR[kind]} {edge.row[key]!r}" for key, kind in missing)
                 self._quarantine(edge.source, edge.line, reason, edge.raw)
@@ -616,5 +650,6 @@ def write_quarantine(result: LoadResult, path: str | Path) -> Path:
 def reconciliation_json(result: LoadResult) -> str:
     """The reconciliation report as a JSON string (per file, totals, created nodes, truncations)."""
     return json.dumps({"files": result.report, "totals": result.totals(), "reconciles": result.reconciles(),
-                       "created": result.created, "truncated": len(result.truncated),
+                       "created": result.created, "in_graph": result.in_graph,
+                       "truncated": len(result.truncated),
                        "records": result.records.counts()}, indent=2, sort_keys=True)

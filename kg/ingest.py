@@ -69,6 +69,17 @@ def _write_interactions(graph: Graph, events: list[dict], cfg: IngestConfig, tot
     return report["sent"]
 
 
+def existing_ids(graph: Graph, kind: str, ids: list[str], batch_size: int = 10000) -> set[str]:
+    """Which of ``ids`` the graph holds as nodes of ``kind`` (``users``, ``items``, ``entities``,
+    ``queries``): the ``known`` lookup of :class:`kg.governance.Governor` for loads into this graph."""
+    if kind not in ("users", "items", "entities", "queries"):
+        raise ValueError(f"unknown node kind {kind!r}")
+    found: set[str] = set()
+    for batch in batches(ids, batch_size):
+        found.update(r["id"] for r in graph.query(f"ingest/existing_{kind}", ids=batch))
+    return found
+
+
 def get_watermark(graph: Graph) -> int | None:
     """The largest interaction timestamp ingested so far (None before the first load)."""
     rows = graph.query("ingest/get_watermark", key=WATERMARK_KEY)

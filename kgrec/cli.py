@@ -5,10 +5,13 @@ import argparse
 import json
 import logging
 import sys
-from typing import Any
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from .config import MODELS, Config, ConfigError, load_config
+
+if TYPE_CHECKING:  # pragma: no cover
+    from kg.governance import KnownIds
 
 
 def _positive_int(text: str) -> int:
@@ -69,39 +72,45 @@ def cmd_demo(args: argparse.Namespace, cfg: Config) -> None:
 
 
 def cmd_ingest(args: argparse.Namespace, cfg: Config) -> None:
-    from kg.ingest import graph_counts, ingest
+    from kg.ingest import existing_ids, graph_counts, ingest
 
-    if args.format == "synthetic":
-        from kg.synthetic import SyntheticSpec, generate
-
-        records, extra = generate(SyntheticSpec(num_users=args.users, num_items=args.items, seed=args.seed)), {}
-    else:
-        if args.path is None:
-            raise ConfigError(f"kgrec ingest {args.format} needs a PATH")
-        from kg.governance import reconciliation_json, write_quarantine
-        from kg.sources import load_source
-
-        result = load_source(args.format, Path(args.path), Path(args.mapping) if args.mapping else None, cfg.ingest)
-        records = result.records
-        qfile = Path(cfg.ingest.quarantine_dir) / f"{Path(args.path).name}.quarantine.jsonl"
-        write_quarantine(result, qfile)
-        rfile = qfile.with_name(f"{Path(args.path).name}.reconciliation.json")
-        rfile.write_text(reconciliation_json(result))
-        extra = {"reconciliation": json.loads(rfile.read_text()), "quarantine_file": str(qfile),
-                 "reconciliation_file": str(rfile)}
     if args.bulk:
         from kg.bulk_import import bulk_import
 
+        records, extra = _read_source(args, cfg)  # into an empty database: nothing there to look up
         report = bulk_import(records, cfg.neo4j)
         with _graph(cfg) as g:
             report["graph"] = graph_counts(g)
     else:
-        with _graph(cfg) as g:
+        with _graph(cfg) as g:  # references to users/items/entities the graph holds are not unknown
+            records, extra = _read_source(args, cfg, lambda kind, ids: existing_ids(g, kind, ids))
             report = ingest(g, records, cfg.ingest, incremental=args.incremental)
             report["graph"] = graph_counts(g)
     if not args.no_quality:
         extra.update(_quality_report(records, cfg, args.format if args.path is None else Path(args.path).name))
     print(json.dumps({**report, **extra}, indent=2, default=str))
+
+
+def _read_source(args: argparse.Namespace, cfg: Config, known: "KnownIds | None" = None
+                 ) -> tuple[Any, dict[str, Any]]:
+    """The rows to ingest (governed; quarantine and reconciliation files written) and what to report."""
+    if args.format == "synthetic":
+        from kg.synthetic import SyntheticSpec, generate
+
+        return generate(SyntheticSpec(num_users=args.users, num_items=args.items, seed=args.seed)), {}
+    if args.path is None:
+        raise ConfigError(f"kgrec ingest {args.format} needs a PATH")
+    from kg.governance import reconciliation_json, write_quarantine
+    from kg.sources import load_source
+
+    result = load_source(args.format, Path(args.path), Path(args.mapping) if args.mapping else None, cfg.ingest,
+                         known=known)
+    qfile = Path(cfg.ingest.quarantine_dir) / f"{Path(args.path).name}.quarantine.jsonl"
+    write_quarantine(result, qfile)
+    rfile = qfile.with_name(f"{Path(args.path).name}.reconciliation.json")
+    rfile.write_text(reconciliation_json(result))
+    return result.records, {"reconciliation": json.loads(rfile.read_text()), "quarantine_file": str(qfile),
+                            "reconciliation_file": str(rfile)}
 
 
 def _quality_report(records: Any, cfg: Config, name: str) -> dict[str, Any]:

@@ -355,3 +355,28 @@ def test_lowercase_ids_reach_flag_entities(tmp_path):
     assert {e["id"] for e in res.records.entities} == {"genre:action", "genre:drama"}
     assert {(r["item"], r["entity"]) for r in res.records.item_entities} == {("i1", "genre:action"),
                                                                            ("i2", "genre:drama")}
+
+
+def test_references_to_nodes_already_in_the_graph_are_accepted():
+    """A file of new events for known users and items loads on its own: the ``known`` lookup says
+    which ids the graph holds; those are neither quarantined nor re-created as placeholders."""
+    in_graph = {"users": {"u1"}, "items": {"i1"}, "entities": {"genre:drama"}, "queries": set()}
+    asked = []
+
+    def known(kind, ids):
+        asked.append((kind, ids))
+        return in_graph[kind] & set(ids)
+
+    gov = Governor(known=known)
+    gov.add_interaction("delta.csv", 1, "r", user="u1", item="i1", ts=5)
+    gov.add_interaction("delta.csv", 2, "r", user="u9", item="i1", ts=6)
+    gov.add_item_entity("delta.csv", 3, "r", item="i1", entity="genre:drama", relation="genre")
+    gov.add_triple("kg.tsv", 1, "r", head="genre:drama", relation="subgenre_of", tail="kg:x")
+    res = gov.finish()
+    _reconciles(res)
+    assert [(i["user"], i["item"]) for i in res.records.interactions] == [("u1", "i1")]
+    assert _reasons(res) == {2: "unknown user 'u9'"}
+    assert res.records.users == [] and res.records.items == []  # nothing re-created
+    assert [e["id"] for e in res.records.entities] == ["kg:x"]  # only the entity the graph lacks
+    assert res.in_graph == {"users": 1, "items": 1, "entities": 1}
+    assert sorted(asked) == [("entities", ["genre:drama", "kg:x"]), ("items", ["i1"]), ("users", ["u1", "u9"])]

@@ -174,6 +174,30 @@ def test_incremental_ingest_writes_only_events_past_the_watermark(graph):
     assert ingest(graph, undated, IngestConfig(), incremental=True, progress=False)["relationships_created"] == 0
 
 
+def test_a_delta_file_of_events_for_known_users_and_items_loads_on_its_own(graph, tmp_path):
+    """Governance asks the graph which referenced ids exist (kg.ingest.existing_ids): events for
+    users and items ingested earlier load; an id the graph lacks is still quarantined."""
+    from kg.ingest import existing_ids
+    from kg.sources import load_source
+
+    ingest(graph, GraphRecords(users=[{"id": "ann"}], items=[{"id": "book", "title": "Dune"}]), IngestConfig(),
+           progress=False)
+    (tmp_path / "delta.csv").write_text("user,item,ts\nann,book,100\nzed,book,101\n")
+    mapping = {"files": [{"path": "delta.csv", "role": "interactions", "user": "user", "item": "item",
+                          "timestamp": "ts"}]}
+    alone = load_source("tabular", tmp_path, mapping, IngestConfig())
+    assert len(alone.quarantine) == 2 and not alone.records.interactions  # without the graph: all unknown
+    res = load_source("tabular", tmp_path, mapping, IngestConfig(),
+                      known=lambda kind, ids: existing_ids(graph, kind, ids))
+    assert [(q["line"], q["reason"]) for q in res.quarantine] == [(3, "unknown user 'zed'")]
+    assert res.in_graph == {"users": 1, "items": 1} and not res.records.users and not res.records.items
+    assert ingest(graph, res.records, IngestConfig(), progress=False)["relationships_created"] == 1
+    title = graph.driver.execute_query("MATCH (i:Item {id: 'book'}) RETURN i.title AS t", database_=graph.database)
+    assert title.records[0]["t"] == "Dune"
+    with pytest.raises(ValueError, match="node kind"):
+        existing_ids(graph, "Admin", ["x"])
+
+
 def test_a_later_load_never_blanks_texts_or_retypes_entities(graph):
     """Nodes created for unknown references, or a file without a title column, leave stored values."""
     ingest(graph, GraphRecords(items=[{"id": "book", "title": "Dune", "description": "sand"}],

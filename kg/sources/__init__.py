@@ -8,13 +8,14 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # pragma: no cover
     from kgrec.config import IngestConfig
 
-    from ..governance import LoadResult
+    from ..governance import KnownIds, LoadResult
 
 FORMATS = ("tabular", "recbole", "lightgcn", "kgat", "lastfm", "triples", "ml100k")
 
 
 def load_source(format: str, path: str | Path, mapping: str | Path | dict | None = None,
-                cfg: "IngestConfig | None" = None, *, limit: int | None = None) -> "LoadResult":
+                cfg: "IngestConfig | None" = None, *, limit: int | None = None,
+                known: "KnownIds | None" = None) -> "LoadResult":
     """Read a source through governance.
 
     Args:
@@ -24,6 +25,8 @@ def load_source(format: str, path: str | Path, mapping: str | Path | dict | None
             ``ml100k``, ignored otherwise.
         cfg: Ingest settings (unknown-reference policy, text limit).
         limit: Read at most this many data lines per file (slices, tests).
+        known: ``known(kind, ids)``: which ids the target graph already holds, so references to them
+            are accepted without a row (``kg.ingest.existing_ids``); ``None``: this load only.
 
     Returns:
         The governed :class:`~kg.governance.LoadResult`.
@@ -37,30 +40,30 @@ def load_source(format: str, path: str | Path, mapping: str | Path | dict | None
             raise ValueError("format 'tabular' needs a mapping (TOML file or dict)")
         from .tabular import read_tabular
 
-        return read_tabular(path, mapping, cfg, limit=limit)
+        return read_tabular(path, mapping, cfg, limit=limit, known=known)
     if format == "recbole":
         from .recbole import read_recbole
 
-        return read_recbole(path, cfg, limit=limit)
+        return read_recbole(path, cfg, limit=limit, known=known)
     if format == "lightgcn":
         from .lightgcn import read_lightgcn_governed
 
-        return read_lightgcn_governed(path, cfg, limit=limit)
+        return read_lightgcn_governed(path, cfg, limit=limit, known=known)
     if format == "kgat":
         from .kgat import read_kgat
 
-        return read_kgat(path, cfg, limit=limit)
+        return read_kgat(path, cfg, limit=limit, known=known)
     if format == "lastfm":
         from .triples import read_lastfm
 
-        return read_lastfm(path, cfg, mapping=mapping, limit=limit)
+        return read_lastfm(path, cfg, mapping=mapping, limit=limit, known=known)
     if format == "triples":
         from .triples import read_triples
 
         link = "item_index2entity_id.txt"
-        return read_triples(path, cfg, link_file=link if (path / link).is_file() else None, limit=limit)
+        return read_triples(path, cfg, link_file=link if (path / link).is_file() else None, limit=limit, known=known)
     if format == "ml100k":
         from .ml100k import read_ml100k
 
-        return read_ml100k(path, cfg, mapping=mapping, limit=limit)
+        return read_ml100k(path, cfg, mapping=mapping, limit=limit, known=known)
     raise ValueError(f"unknown source format {format!r}; expected one of {FORMATS}")

@@ -13,7 +13,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..governance import Governor, LoadResult
+from ..governance import Governor, KnownIds, LoadResult
 from .lightgcn import feed_lightgcn, token_lines
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -33,7 +33,7 @@ def relation_name(org_id: str) -> str:
 
 
 def read_kgat(data_dir: str | Path, cfg: "IngestConfig | None" = None, *, kind: str = "interact",
-              limit: int | None = None) -> LoadResult:
+              limit: int | None = None, known: "KnownIds | None" = None) -> LoadResult:
     """Read a KGAT dataset directory through governance.
 
     Args:
@@ -41,9 +41,10 @@ def read_kgat(data_dir: str | Path, cfg: "IngestConfig | None" = None, *, kind: 
         cfg: Ingest settings.
         kind: Interaction kind given to every pair.
         limit: Read at most this many lines per file.
+        known: the target graph's ids lookup (see :class:`~kg.governance.Governor`).
     """
     data_dir = Path(data_dir)
-    gov = Governor(cfg)
+    gov = Governor(cfg, known)
     item_list = data_dir / "item_list.txt"
     if item_list.is_file():
         for lineno, tokens in _read_list(item_list)[:limit]:

@@ -15,7 +15,7 @@ from ..snapshot import Interactions, Snapshot
 if TYPE_CHECKING:  # pragma: no cover
     from kgrec.config import IngestConfig
 
-    from ..governance import Governor, LoadResult
+    from ..governance import Governor, KnownIds, LoadResult
 
 
 def token_lines(path: Path, limit: int | None = None) -> Iterator[tuple[int, list[str], str]]:
@@ -150,7 +150,8 @@ def feed_lightgcn(gov: "Governor", data_dir: str | Path, *, kind: str = "interac
 
 
 def read_lightgcn_governed(data_dir: str | Path, cfg: "IngestConfig | None" = None, *,
-                           kind: str = "interact", limit: int | None = None) -> "LoadResult":
+                           kind: str = "interact", limit: int | None = None,
+                           known: "KnownIds | None" = None) -> "LoadResult":
     """Read a LightGCN split through governance (the given train/test split is kept).
 
     Args:
@@ -159,9 +160,10 @@ def read_lightgcn_governed(data_dir: str | Path, cfg: "IngestConfig | None" = No
         cfg: Ingest settings.
         kind: Interaction kind of every pair.
         limit: Read at most this many lines per file.
+        known: the target graph's ids lookup (see :class:`~kg.governance.Governor`).
     """
     from ..governance import Governor
 
-    gov = Governor(cfg)
+    gov = Governor(cfg, known)
     feed_lightgcn(gov, data_dir, kind=kind, limit=limit)
     return gov.finish()

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..governance import LoadResult
+from ..governance import KnownIds, LoadResult
 from .tabular import read_tabular
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -17,6 +17,6 @@ MAPPING = Path(__file__).resolve().parents[1] / "mappings" / "ml-100k.toml"
 
 
 def read_ml100k(data_dir: str | Path, cfg: "IngestConfig | None" = None, *, mapping: str | Path | dict | None = None,
-                limit: int | None = None) -> LoadResult:
+                limit: int | None = None, known: "KnownIds | None" = None) -> LoadResult:
     """Read an ml-100k directory through governance (packaged mapping unless one is given)."""
-    return read_tabular(data_dir, mapping or MAPPING, cfg, limit=limit)
+    return read_tabular(data_dir, mapping or MAPPING, cfg, limit=limit, known=known)

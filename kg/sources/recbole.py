@@ -14,7 +14,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..governance import PROP_RE, RESERVED_PROPS, Governor, LoadResult
+from ..governance import PROP_RE, RESERVED_PROPS, Governor, KnownIds, LoadResult
 from .tabular import MappingError, feed_file
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -101,7 +101,7 @@ def _spec_for(path: Path, header: list[tuple[str, str]]) -> dict:
 
 
 def read_recbole(path: str | Path, cfg: "IngestConfig | None" = None, *, name: str | None = None,
-                 limit: int | None = None) -> LoadResult:
+                 limit: int | None = None, known: "KnownIds | None" = None) -> LoadResult:
     """Read a RecBole dataset directory (or one atomic file) through governance.
 
     Args:
@@ -109,6 +109,7 @@ def read_recbole(path: str | Path, cfg: "IngestConfig | None" = None, *, name: s
         cfg: Ingest settings.
         name: Dataset name (default: the directory name, else the only name present).
         limit: Read at most this many data lines per file.
+        known: the target graph's ids lookup (see :class:`~kg.governance.Governor`).
 
     Raises:
         FileNotFoundError: no atomic file found.
@@ -128,7 +129,7 @@ def read_recbole(path: str | Path, cfg: "IngestConfig | None" = None, *, name: s
         files = [path / f"{name}{s}" for s in SUFFIXES if (path / f"{name}{s}").is_file()]
     if not files:
         raise FileNotFoundError(f"{path}: no RecBole atomic files ({', '.join(SUFFIXES)})")
-    gov = Governor(cfg)
+    gov = Governor(cfg, known)
     for f in sorted(files, key=lambda p: SUFFIXES.index(p.suffix) if p.suffix in SUFFIXES else 99):
         if f.suffix not in SUFFIXES:
             raise MappingError(f"{f.name}: not a RecBole atomic file suffix")

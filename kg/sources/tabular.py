@@ -50,7 +50,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
-from ..governance import PROP_RE, RESERVED_PROPS, Governor, LoadResult
+from ..governance import PROP_RE, RESERVED_PROPS, Governor, KnownIds, LoadResult
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -381,7 +381,7 @@ def feed_file(gov: Governor, path: Path, spec: dict, *, lowercase_ids: bool = Fa
 
 
 def read_tabular(path: str | Path, mapping: str | Path | dict, cfg: "IngestConfig | None" = None, *,
-                 limit: int | None = None) -> LoadResult:
+                 limit: int | None = None, known: "KnownIds | None" = None) -> LoadResult:
     """Read the files a mapping describes, through governance.
 
     Args:
@@ -390,6 +390,7 @@ def read_tabular(path: str | Path, mapping: str | Path | dict, cfg: "IngestConfi
         mapping: TOML path or dict (see the module docstring).
         cfg: Ingest settings (unknown-reference policy, text limit).
         limit: Read at most this many data lines per file.
+        known: the target graph's ids lookup (see :class:`~kg.governance.Governor`).
 
     Returns:
         The governed :class:`~kg.governance.LoadResult`.
@@ -400,7 +401,7 @@ def read_tabular(path: str | Path, mapping: str | Path | dict, cfg: "IngestConfi
     """
     data = load_mapping(mapping)
     path = Path(path)
-    gov = Governor(cfg)
+    gov = Governor(cfg, known)
     files = data["files"]
     for spec in files:
         if path.is_file():

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..governance import LoadResult
+from ..governance import KnownIds, LoadResult
 from .tabular import read_tabular
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -20,14 +20,15 @@ MAPPINGS = Path(__file__).resolve().parents[1] / "mappings"
 
 
 def read_lastfm(data_dir: str | Path, cfg: "IngestConfig | None" = None, *, mapping: str | Path | dict | None = None,
-                limit: int | None = None) -> LoadResult:
+                limit: int | None = None, known: "KnownIds | None" = None) -> LoadResult:
     """Read the Last.fm + KG dataset directory (packaged mapping unless one is given)."""
-    return read_tabular(data_dir, mapping or MAPPINGS / "lastfm.toml", cfg, limit=limit)
+    return read_tabular(data_dir, mapping or MAPPINGS / "lastfm.toml", cfg, limit=limit, known=known)
 
 
 def read_triples(data_dir: str | Path, cfg: "IngestConfig | None" = None, *, kg_file: str = "kg.txt",
                  link_file: str | None = None, friends_file: str | None = None, delimiter: str = "\t",
-                 entity_prefix: str = "kg:", link_relation: str = "same_as", limit: int | None = None) -> LoadResult:
+                 entity_prefix: str = "kg:", link_relation: str = "same_as", limit: int | None = None,
+                 known: "KnownIds | None" = None) -> LoadResult:
     """Read headerless triple / link / friend files.
 
     Args:
@@ -40,6 +41,7 @@ def read_triples(data_dir: str | Path, cfg: "IngestConfig | None" = None, *, kg_
         entity_prefix: Prefix of KG entity ids.
         link_relation: Relation name of item -> entity links.
         limit: Read at most this many lines per file.
+        known: the target graph's ids lookup (see :class:`~kg.governance.Governor`).
     """
     base = {"delimiter": delimiter, "header": False, "quoting": "none"}
     files = [{**base, "path": kg_file, "role": "triples", "columns": ["h", "r", "t"], "head": "h",
@@ -50,4 +52,4 @@ def read_triples(data_dir: str | Path, cfg: "IngestConfig | None" = None, *, kg_
     if friends_file:
         files.append({**base, "path": friends_file, "role": "friends", "columns": ["u", "f"], "user": "u",
                       "friend": "f"})
-    return read_tabular(data_dir, {"files": files}, cfg, limit=limit)
+    return read_tabular(data_dir, {"files": files}, cfg, limit=limit, known=known)
