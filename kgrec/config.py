@@ -155,12 +155,11 @@ class TrainConfig:
 
 @dataclass
 class ServingConfig:
-    """Serving layer (recall then rank)."""
+    """Serving layer: which artifact to load, and where the HTTP API listens."""
 
     model_dir: Path | None = None  # the artifact served; None: <train.out_dir>/current, what `kgrec train` publishes
     host: str = "127.0.0.1"
     port: int = 8000
-    recall_size: int = 200
 
 
 @dataclass

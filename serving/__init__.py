@@ -1,4 +1,5 @@
-"""Serving: load a model artifact, recall candidates, rank, answer over Python and HTTP."""
+"""Serving: load a model artifact and answer over Python and HTTP with an exact top-k over the whole
+catalogue (embedding dot products, or a graph filter's scores), never a user's own items."""
 
 from .recommender import Recommendation, Recommender, UnknownItemError, UnknownUserError
 

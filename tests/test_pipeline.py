@@ -182,6 +182,10 @@ def test_write_back_and_vector_index(trained, graph_session):
         time.sleep(0.5)
     near = graph_session.query("serving/similar_items_vector", item_id="i0", k=5)
     assert len(near) == 5 and "i0" not in {r["item_id"] for r in near}
+    # graph recall for Browser users: co-interacted items, none of the user's own, mostly their community
+    recall = graph_session.query("serving/graph_recall_copurchase", user_id="u0", k=10)
+    assert len(recall) == 10 and not {r["item_id"] for r in recall} & set(rec.seen_items("u0"))
+    assert sum(community_of_item(r["item_id"], SPEC) == community_of_user("u0", SPEC) for r in recall) >= 7
 
 
 def test_killed_retrain_leaves_previous_model_serving(trained):
