@@ -130,4 +130,3 @@ def stale_embeddings_reason(snapshot_dir: str | Path, cfg: Any) -> str | None:
         if changed:
             return f"the snapshot's {', '.join(changed)} texts differ from those encoded"
     return None
-

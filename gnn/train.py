@@ -267,13 +267,20 @@ def _curve_png(history: list[dict[str, Any]], metric: str) -> bytes:
     return buf.getvalue()
 
 
-def _new_version(out_dir: Path, model: str) -> str:
+def _claim_version(out_dir: Path, model: str) -> tuple[str, Path]:
+    """A new version name and its temporary directory, created here: two runs never share one."""
     base = f"{time.strftime('%Y%m%d-%H%M%S')}-{model}"
     version, n = base, 1
-    while (out_dir / version).exists() or (out_dir / f".tmp-{version}").exists():
+    while True:
+        tmp = out_dir / f".tmp-{version}"
+        if not (out_dir / version).exists():
+            try:
+                tmp.mkdir()
+                return version, tmp
+            except FileExistsError:
+                pass
         n += 1
         version = f"{base}-{n}"
-    return version
 
 
 @dataclasses.dataclass
@@ -537,14 +544,7 @@ def _write_artifact(out_dir: Path, cfg: TrainConfig, snapshot: Any, train_csr: s
                     snapshot_path: str | Path | None, curve_png: bytes | None, publish_current: bool,
                     filter_state: dict[str, np.ndarray] | None = None) -> Path:
     """Write ``out_dir/<version>/`` through a temporary directory renamed at the end, then publish it."""
-    while True:  # claim the version by creating its temporary directory: two runs never share one
-        version = _new_version(out_dir, cfg.model)
-        tmp = out_dir / f".tmp-{version}"
-        try:
-            tmp.mkdir()
-            break
-        except FileExistsError:
-            continue
+    version, tmp = _claim_version(out_dir, cfg.model)
     U, I = train_csr.shape
     parts = [p for p in snapshot.splits.values() if p is not None and len(p) > 0]
     seen_csr = to_csr(np.concatenate([p.user for p in parts]), np.concatenate([p.item for p in parts]), U, I)

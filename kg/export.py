@@ -8,7 +8,6 @@ per-user random ratio, leave-one-out, or a global temporal cut.
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 from array import array
@@ -152,8 +151,8 @@ def export_snapshot(graph: Graph, cfg: ExportConfig, name: str = "graph") -> Pat
     pick = order[last]
     wsum = np.add.reduceat(w[order], first) if key_s.size else w
     pu, pi, pts, pkind, pgiven = u[pick], i[pick], ts[pick], kind[pick].astype(np.int16), given[pick]
-    effective = dataclasses.replace(cfg, split=resolve_split(cfg, pgiven))  # auto -> given or ratio
-    codes = split_interactions(pu, pi, pts, effective, pgiven)
+    split = resolve_split(cfg, pgiven)  # auto -> given or ratio, recorded in the snapshot's meta
+    codes = split_interactions(pu, pi, pts, cfg, pgiven)
     splits = {name_: Interactions(pu[codes == c], pi[codes == c], wsum[codes == c].astype(np.float32),
                                   pts[codes == c], pkind[codes == c])
               for c, name_ in enumerate(("train", "valid", "test"))}
@@ -180,7 +179,7 @@ def export_snapshot(graph: Graph, cfg: ExportConfig, name: str = "graph") -> Pat
         entity_names=[t or "" for t in ent_cols["name"]],
         splits=splits, relations=relations, relation_types=rel_types,
         kinds=sorted(kinds, key=kinds.get) or ["interact"],
-        meta={"name": name, "source": f"neo4j:{graph.where}/{graph.database}", "split": effective.split,
+        meta={"name": name, "source": f"neo4j:{graph.where}/{graph.database}", "split": split,
               "raw_events": int(u.size)},
     )
     version = time.strftime("%Y%m%d-%H%M%S")

@@ -412,3 +412,14 @@ def test_adjacency_extra_edges_join_both_directions_and_normalise() -> None:
     assert adj[1, 1].item() == 0.0 and int((adj != 0).sum()) == 4
     with pytest.raises(ValueError, match="outside"):
         LightGCN.build_adjacency(np.array([0]), np.array([0]), 2, 1, extra_edges=np.array([[0], [3]]))
+
+
+def test_each_run_claims_its_own_version_directory(tmp_path: Path) -> None:
+    """Two artifacts of one model written in the same second never share a temporary directory."""
+    from gnn.train import _claim_version
+
+    (v1, t1), (v2, t2) = _claim_version(tmp_path, "lightgcn"), _claim_version(tmp_path, "lightgcn")
+    assert v1 != v2 and t1.is_dir() and t2.is_dir() and t1 != t2
+    (tmp_path / v1).mkdir()  # a published version is not reused either
+    t1.rmdir()
+    assert _claim_version(tmp_path, "lightgcn")[0] not in (v1, v2)
