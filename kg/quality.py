@@ -16,18 +16,28 @@ logger = logging.getLogger(__name__)
 
 
 def _degrees(data: GraphRecords | Snapshot) -> tuple[np.ndarray, np.ndarray]:
-    """Interaction counts per user and per item (nodes without interactions count 0)."""
+    """Distinct interacted items per user and users per item (repeated events of a pair count once,
+    as in the export; nodes without interactions count 0)."""
     if isinstance(data, Snapshot):
         n_u, n_i = data.num_users, data.num_items
         users = np.concatenate([s.user for s in data.splits.values()] or [np.zeros(0, np.int64)]).astype(np.int64)
         items = np.concatenate([s.item for s in data.splits.values()] or [np.zeros(0, np.int64)]).astype(np.int64)
         return np.bincount(users, minlength=n_u), np.bincount(items, minlength=n_i)
-    u_count = Counter(r["user"] for r in data.interactions)
-    i_count = Counter(r["item"] for r in data.interactions)
+    pairs = {(r["user"], r["item"]) for r in data.interactions}
+    u_count = Counter(u for u, _ in pairs)
+    i_count = Counter(i for _, i in pairs)
     user_ids = {r["id"] for r in data.users} | set(u_count)
     item_ids = {r["id"] for r in data.items} | set(i_count)
     return (np.fromiter((u_count.get(u, 0) for u in user_ids), np.int64, len(user_ids)),
             np.fromiter((i_count.get(i, 0) for i in item_ids), np.int64, len(item_ids)))
+
+
+def _record_relations(data: GraphRecords) -> dict[str, int]:
+    """Edge counts per relation, named as the export names them (``cypher/export/edges.cypher``)."""
+    names = ([f"has:{r['relation']}" for r in data.item_entities] + [f"user:{r['relation']}" for r in data.user_entities]
+             + [f"kg:{r['relation']}" for r in data.triples] + ["friend"] * len(data.friends)
+             + ["searched"] * len(data.user_queries) + ["relevant"] * len(data.query_items))
+    return dict(Counter(names))
 
 
 def _stats(deg: np.ndarray) -> dict[str, float]:
@@ -54,34 +64,32 @@ def quality_summary(data: GraphRecords | Snapshot, cold_threshold: int = 5) -> d
         cold_threshold: Users/items with fewer interactions than this are "cold".
 
     Returns:
-        A JSON-friendly dict: node and interaction counts, density and sparsity, degree statistics of
+        A JSON-friendly dict: node counts, interactions (distinct user-item pairs, as the export
+        keeps them; ``events`` counts repeats too), density and sparsity, degree statistics of
         users and items (min/max/mean/median/p90/zero, item popularity Gini), cold counts and
         fractions, text coverage of items (non-empty title/description), entity types and relation
         counts.
     """
     u_deg, i_deg = _degrees(data)
     n_u, n_i = int(u_deg.size), int(i_deg.size)
+    n_inter = int(u_deg.sum())
     if isinstance(data, Snapshot):
-        n_inter = int(sum(len(s) for s in data.splits.values()))
+        n_events = n_inter
         titles = list(data.item_titles)
         descriptions = list(data.item_descriptions)
         entity_types = dict(Counter(data.entity_types))
         relations = {r: int(e.shape[1]) for r, e in data.relations.items()}
     else:
-        n_inter = len(data.interactions)
+        n_events = len(data.interactions)
         titles = [r.get("title") or "" for r in data.items]
         descriptions = [r.get("description") or "" for r in data.items]
         entity_types = dict(Counter(r["type"] for r in data.entities))
-        relations = dict(Counter(r["relation"] for r in data.item_entities))
-        for name, count in Counter(r["relation"] for r in data.triples).items():
-            relations[name] = relations.get(name, 0) + count
-        if data.friends:
-            relations["friend"] = len(data.friends)
+        relations = _record_relations(data)
     pairs = n_u * n_i
     density = n_inter / pairs if pairs else 0.0
     n_titles = len(titles)
     return {
-        "users": n_u, "items": n_i, "interactions": n_inter,
+        "users": n_u, "items": n_i, "interactions": n_inter, "events": n_events,
         "density": density, "sparsity": 1.0 - density if pairs else 1.0,
         "user_degree": _stats(u_deg), "item_degree": {**_stats(i_deg), "gini": _gini(i_deg)},
         "cold_threshold": cold_threshold,

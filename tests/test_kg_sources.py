@@ -305,3 +305,21 @@ def test_quality_summary_records_and_snapshot(tmp_path):
     assert (snap["users"], snap["items"], snap["interactions"], snap["cold_users"]) == (3, 7, 10, 2)
     out = plot_degree_histograms(res.records, tmp_path / "plots" / "degrees.png", title="toy")
     assert out.is_file() and out.stat().st_size > 1000
+
+
+def test_quality_summary_counts_pairs_and_names_relations_as_the_export():
+    """Repeated events of a pair are one interaction (density stays <= 1); relations carry the
+    export's prefixes, so a genre attribute and a KG relation called genre stay apart."""
+    from kg.quality import quality_summary
+    from kg.records import GraphRecords
+
+    records = GraphRecords(
+        users=[{"id": "u1"}], items=[{"id": "i1"}],
+        interactions=[{"user": "u1", "item": "i1", "kind": k, "ts": t} for k, t in (("view", 1), ("view", 2), ("buy", 3))],
+        item_entities=[{"item": "i1", "entity": "genre:x", "relation": "genre"}],
+        user_entities=[{"user": "u1", "entity": "gender:f", "relation": "gender"}],
+        triples=[{"head": "genre:x", "relation": "genre", "tail": "kg:y"}],
+        friends=[{"user": "u1", "friend": "u2"}])
+    q = quality_summary(records)
+    assert (q["interactions"], q["events"], q["density"], q["user_degree"]["max"]) == (1, 3, 1.0, 1)
+    assert q["relations"] == {"has:genre": 1, "user:gender": 1, "kg:genre": 1, "friend": 1}
