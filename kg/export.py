@@ -4,7 +4,9 @@ Records are streamed (driver fetch size 10k) straight into compact arrays, so me
 bounded by the arrays themselves. Repeated events of a (user, item) pair collapse into one
 training pair (weights summed, latest timestamp kept). The split is the given one when the
 source carried it on every interaction (``split = "auto"``, the default, or ``"given"``), else
-per-user random ratio, leave-one-out, or a global temporal cut.
+per-user random ratio, leave-one-out, or a global temporal cut. Ids are sorted, relations are sorted
+by name and each relation's edges by (source, target), so the same graph always gives the same
+snapshot.
 """
 from __future__ import annotations
 
@@ -108,6 +110,13 @@ def split_interactions(user: np.ndarray, item: np.ndarray, ts: np.ndarray, cfg: 
     return out
 
 
+def _canonical_edges(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """(2, E) edges sorted by (source, target): the snapshot does not depend on the order Neo4j
+    happens to return them in (item texts list attributes in this order, too)."""
+    order = np.lexsort((dst, src))
+    return np.stack([src[order], dst[order]])
+
+
 def export_snapshot(graph: Graph, cfg: ExportConfig, name: str = "graph") -> Path:
     """Stage entry point: read the whole graph and write ``<out_dir>/<name>-<timestamp>/``.
 
@@ -167,8 +176,9 @@ def export_snapshot(graph: Graph, cfg: ExportConfig, name: str = "graph") -> Pat
             rel_src[rel], rel_dst[rel] = array("q"), array("q")
         rel_src[rel].append(index[r["src_type"]][r["src"]])
         rel_dst[rel].append(index[r["dst_type"]][r["dst"]])
-    relations = {rel: np.stack([np.frombuffer(rel_src[rel], dtype=np.int64),
-                                np.frombuffer(rel_dst[rel], dtype=np.int64)]) for rel in rel_types}
+    relations = {rel: _canonical_edges(np.frombuffer(rel_src[rel], dtype=np.int64),
+                                       np.frombuffer(rel_dst[rel], dtype=np.int64)) for rel in sorted(rel_types)}
+    rel_types = {rel: rel_types[rel] for rel in sorted(rel_types)}
 
     snapshot = Snapshot(
         ids={"user": users, "item": items, "query": queries, "entity": entities},

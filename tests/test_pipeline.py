@@ -53,6 +53,11 @@ def test_snapshot_matches_graph(trained):
     total = sum(len(snap.splits[s]) for s in ("train", "valid", "test"))
     assert total == snap.meta["raw_events"]  # generator emits unique pairs
     assert {"has:category", "has:brand", "relevant", "searched"} <= set(snap.relation_types)
+    # canonical order, whatever order Neo4j streams in: relations by name, edges by (source, target)
+    assert list(snap.relation_types) == sorted(snap.relation_types) == list(snap.relations)
+    for edges in snap.relations.values():
+        keys = edges[0] * (edges[1].max() + 1) + edges[1]
+        assert (keys[1:] >= keys[:-1]).all()
     assert (snapshot / "text_embeddings.npz").is_file()
 
 
