@@ -27,6 +27,11 @@ class RGCNRec(EmbeddingRecommender):
     with ReLU between layers; the output is the mean of all layers (ego included), and
     score(u, i) = :math:`h_u^\top h_i`.
 
+    Caveat: with ``pyg-lib`` installed (kgrec does not require it) and neither ``num_bases`` nor
+    ``num_blocks`` set, PyG's ``RGCNConv`` takes its segment-matmul path, whose mean runs over all
+    of a node's in-edges rather than per relation (a TODO in PyG 2.8); results then differ slightly
+    from a machine without it. ``KGFusedRec`` uses kgrec's own ``RelationalConv`` and is unaffected.
+
     Args:
         num_nodes: node count per type, e.g. ``{"user": U, "item": I, "query": Q, "entity": E}``.
         num_relations: number of edge types (including reverses).
