@@ -166,7 +166,7 @@ class ServingConfig:
 class Config:
     """The whole kgrec configuration; build it with :func:`load_config`."""
 
-    workdir: Path = Path(".kgrec")
+    workdir: Path = Path(".kgrec")  # kgrec's state; other paths left at their defaults live under it
     neo4j: Neo4jConfig = field(default_factory=Neo4jConfig)
     ingest: IngestConfig = field(default_factory=IngestConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
@@ -292,4 +292,20 @@ def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = 
         if env.get(var):
             overrides.setdefault("neo4j", {})[key] = env[var]
     _apply(cfg, overrides, "")
+    _follow_workdir(cfg)
     return cfg
+
+
+def _follow_workdir(cfg: Config) -> None:
+    """Paths left at their ``.kgrec/...`` defaults move under ``workdir`` when it is set elsewhere
+    (``KGREC_WORKDIR``): the Neo4j home, quarantine, snapshots, text cache and models. Paths set
+    explicitly stay where they were put."""
+    root = Config().workdir
+    if Path(cfg.workdir) == root:
+        return
+    for section in (cfg.neo4j, cfg.ingest, cfg.export, cfg.encoder, cfg.train, cfg.serving):
+        defaults = type(section)()
+        for f in dataclasses.fields(section):
+            default = getattr(defaults, f.name)
+            if isinstance(default, Path) and getattr(section, f.name) == default and default.parts[:1] == root.parts:
+                setattr(section, f.name, Path(cfg.workdir).joinpath(*default.parts[1:]))

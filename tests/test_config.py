@@ -16,6 +16,15 @@ def test_defaults_need_no_file():
     assert cfg.export.split == "auto"
 
 
+def test_workdir_moves_every_default_path_but_not_explicit_ones():
+    cfg = load_config(env={"KGREC_WORKDIR": "/srv/kgrec", "KGREC_TRAIN__OUT_DIR": "/models"})
+    assert cfg.neo4j.home == Path("/srv/kgrec/neo4j") and cfg.neo4j.password_file == Path("/srv/kgrec/neo4j/password")
+    assert cfg.export.out_dir == Path("/srv/kgrec/snapshots") and cfg.ingest.quarantine_dir == Path("/srv/kgrec/quarantine")
+    assert cfg.encoder.cache_dir == Path("/srv/kgrec/cache/text")
+    assert cfg.train.out_dir == Path("/models") and cfg.served_model() == Path("/models/current")
+    assert load_config(env={}).export.out_dir == Path(".kgrec/snapshots")
+
+
 def test_served_model_follows_the_training_output_unless_set():
     assert load_config(env={}).served_model() == Path(".kgrec/models/current")
     assert load_config(env={"KGREC_TRAIN__OUT_DIR": "/tmp/m"}).served_model() == Path("/tmp/m/current")
