@@ -416,6 +416,9 @@ def train(snapshot: Any, cfg: TrainConfig, out_dir: str | Path, text_embeddings:
     ev = snapshot.splits[eval_split]
     if len(ev) == 0:
         raise TrainingError("snapshot has neither valid nor test interactions to evaluate on")
+    if eval_split == "test":
+        logger.warning("the snapshot has no validation split: early stopping and the published weights use "
+                       "the test split (as the LightGCN reference code does), so its test metrics are optimistic")
     train_csr = to_csr(tr.user, tr.item, U, I)
     eval_csr = to_csr(ev.user, ev.item, U, I)
     ks = sorted(set(cfg.ks) | {20})
