@@ -172,9 +172,9 @@ def evaluate_row(score_full: Callable, score_view: Callable, score_new_users: Ca
                                     slice_only=True)
     few_m = evaluate_item_slice(score_full, mats["train"], mats["test"], few, ks, exclude=mats["valid"])
     new_users = evaluate(score_new_users, view_mats["support"], view_mats["truth"], ks, num_warm)
-    return {"warm": rounded(warm), "warm_trained": rounded(warm_trained), "test": rounded(full), "cold": rounded(cold), "cold_only": rounded(cold_only),
-            f"few<={few}": rounded(few_m), "new_users": rounded(new_users), "cold_pairs": int(cold["num_pairs"]),
-            "few_pairs": int(few_m["num_pairs"])}
+    return {"warm": rounded(warm), "warm_trained": rounded(warm_trained), "test": rounded(full),
+            "cold": rounded(cold), "cold_only": rounded(cold_only), f"few<={few}": rounded(few_m),
+            "new_users": rounded(new_users), "cold_pairs": int(cold["num_pairs"]), "few_pairs": int(few_m["num_pairs"])}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -34,7 +34,8 @@ def _degrees(data: GraphRecords | Snapshot) -> tuple[np.ndarray, np.ndarray]:
 
 def _record_relations(data: GraphRecords) -> dict[str, int]:
     """Edge counts per relation, named as the export names them (``cypher/export/edges.cypher``)."""
-    names = ([f"has:{r['relation']}" for r in data.item_entities] + [f"user:{r['relation']}" for r in data.user_entities]
+    names = ([f"has:{r['relation']}" for r in data.item_entities]
+             + [f"user:{r['relation']}" for r in data.user_entities]
              + [f"kg:{r['relation']}" for r in data.triples] + ["friend"] * len(data.friends)
              + ["searched"] * len(data.user_queries) + ["relevant"] * len(data.query_items))
     return dict(Counter(names))
