@@ -44,12 +44,12 @@ class Artifact:
     ids: dict[str, list[str]]
     train_indptr: np.ndarray
     train_indices: np.ndarray
+    seen_indptr: np.ndarray  # every snapshot interaction (the training ones in older artifacts)
+    seen_indices: np.ndarray
     config: dict[str, Any]
     metrics: dict[str, Any]
     meta: dict[str, Any]
     filter_state: dict[str, np.ndarray] | None = None
-    seen_indptr: np.ndarray | None = None  # every snapshot interaction; None in older artifacts
-    seen_indices: np.ndarray | None = None
 
     def train_items(self, user: int) -> np.ndarray:
         """Internal item ids the user interacted with in training."""
@@ -57,8 +57,6 @@ class Artifact:
 
     def seen_items(self, user: int) -> np.ndarray:
         """Internal item ids of every interaction of the user in the snapshot (train if not recorded)."""
-        if self.seen_indptr is None:
-            return self.train_items(user)
         return self.seen_indices[self.seen_indptr[user]:self.seen_indptr[user + 1]]
 
 
@@ -121,7 +119,7 @@ def load_artifact(path: str | Path) -> Artifact:
         ue, ie = z["user"], z["item"]
     with np.load(path / "train_items.npz") as z:
         indptr, indices = z["indptr"], z["indices"]
-    seen_indptr = seen_indices = None
+    seen_indptr, seen_indices = indptr, indices  # an artifact from before seen_items.npz: training only
     if (path / "seen_items.npz").is_file():
         with np.load(path / "seen_items.npz") as z:
             seen_indptr, seen_indices = z["indptr"], z["indices"]

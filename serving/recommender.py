@@ -56,8 +56,8 @@ class Recommender:
 
     def __init__(self, user_emb: np.ndarray, item_emb: np.ndarray, user_ids: list[str], item_ids: list[str],
                  item_titles: list[str], train_indptr: np.ndarray, train_indices: np.ndarray,
-                 meta: dict | None = None, scorer: RowScorer | None = None,
-                 seen_indptr: np.ndarray | None = None, seen_indices: np.ndarray | None = None) -> None:
+                 seen_indptr: np.ndarray, seen_indices: np.ndarray, meta: dict | None = None,
+                 scorer: RowScorer | None = None) -> None:
         self.user_emb = torch.from_numpy(np.ascontiguousarray(user_emb, dtype=np.float32))
         self.item_emb = torch.from_numpy(np.ascontiguousarray(item_emb, dtype=np.float32))
         self.user_ids, self.item_ids, self.item_titles = user_ids, item_ids, item_titles
@@ -67,9 +67,9 @@ class Recommender:
         self.scorer = scorer
         self._train = sp.csr_matrix((np.ones(len(train_indices), np.float32), train_indices, train_indptr),
                                     shape=(len(user_ids), len(item_ids)))  # (U, I) training items
-        self._seen = self._train if seen_indptr is None else sp.csr_matrix(
-            (np.ones(len(seen_indices), np.float32), seen_indices, seen_indptr),
-            shape=(len(user_ids), len(item_ids)))  # (U, I) every known interaction: never recommended
+        # (U, I) every known interaction, training or held out: never recommended
+        self._seen = sp.csr_matrix((np.ones(len(seen_indices), np.float32), seen_indices, seen_indptr),
+                                   shape=(len(user_ids), len(item_ids)))
 
     @classmethod
     def load(cls, path: str | Path) -> "Recommender":
@@ -85,8 +85,7 @@ class Recommender:
         meta = {**art.meta, "path": str(art.path)}
         titles = art.ids.get("item_title") or _titles_from_snapshot(meta, len(art.ids["item"]))
         rec = cls(art.user_embeddings, art.item_embeddings, art.ids["user"], art.ids["item"], titles,
-                  art.train_indptr, art.train_indices, meta, seen_indptr=art.seen_indptr,
-                  seen_indices=art.seen_indices)
+                  art.train_indptr, art.train_indices, art.seen_indptr, art.seen_indices, meta)
         if art.filter_state is not None:
             rec.scorer = load_filter(meta.get("model", "gfcf"), art.config.get("filter"), rec._train,
                                      art.filter_state)

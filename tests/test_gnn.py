@@ -4,6 +4,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -156,6 +157,9 @@ def test_training_learns_planted_structure_and_writes_artifact(tmp_path: Path, p
         known = {int(i) for part in snap.splits.values() for i in part.item[part.user == u]}
         assert set(a.seen_items(u).tolist()) == known and set(a.train_items(u).tolist()) <= known
     assert len(a.seen_indices) == sum(len(part) for part in snap.splits.values()) > len(a.train_indices)
+    older = Path(shutil.copytree(art, tmp_path / "older"))  # an artifact from before seen_items.npz
+    (older / "seen_items.npz").unlink()
+    assert list(load_artifact(older).seen_items(0)) == list(a.train_items(0))
     m = a.metrics["test"]
     # random ranking gives Recall@20 ~ 20/291 = 0.07; the planted block gives ~1
     assert m["recall@20"] > 0.6, m
