@@ -11,7 +11,12 @@ per user with parallel event lists. Users that have no interaction in the graph 
 events with ``CREATE``; users that have some get ``MERGE`` (which must look at their existing
 relationships). Which is which is read just before writing, so a re-run or an incremental load
 merges, and a first load never pays for the MERGE lookups. Two concurrent ingests of the same
-new users could both take the CREATE path: run one ingest at a time per database.
+new users could both take the CREATE path, so every ingest holds the graph's ingest lock
+(:mod:`kg.lock`): a second one waits ``IngestConfig.lock_wait_s`` seconds, then fails with the
+holder's name and nothing written.
+
+The watermark is kept per feed: ``feed="clicks"`` and ``feed="orders"`` each skip only their own
+old events; without a feed, loads share one watermark.
 
 With ``IngestConfig.writers = P > 1`` interactions go through P concurrent writers that never
 share a user or an item between running transactions (:mod:`kg.interaction_writer`).
@@ -28,8 +33,8 @@ from kgrec.config import IngestConfig
 
 from .connection import Graph, batches
 from .interaction_writer import write_interactions
+from .lock import INGEST_LOCK, graph_lock
 from .records import GraphRecords
-from .schema import apply_schema
 
 logger = logging.getLogger(__name__)
 
@@ -80,33 +85,47 @@ def existing_ids(graph: Graph, kind: str, ids: list[str], batch_size: int = 1000
     return found
 
 
-def get_watermark(graph: Graph) -> int | None:
-    """The largest interaction timestamp ingested so far (None before the first load)."""
-    rows = graph.query("ingest/get_watermark", key=WATERMARK_KEY)
+def watermark_key(feed: str | None = None) -> str:
+    """The ``KgrecMeta`` key of a feed's watermark (``None``: the watermark loads share by default)."""
+    return WATERMARK_KEY if not feed else f"{WATERMARK_KEY}/{feed}"
+
+
+def get_watermark(graph: Graph, feed: str | None = None) -> int | None:
+    """The largest interaction timestamp ingested so far for ``feed`` (None before its first load)."""
+    rows = graph.query("ingest/get_watermark", key=watermark_key(feed))
     return rows[0]["value"] if rows else None
 
 
 def ingest(graph: Graph, records: GraphRecords, cfg: IngestConfig, *,
-           incremental: bool = False, progress: bool = True) -> dict[str, Any]:
-    """Write ``records`` to the graph.
+           incremental: bool = False, progress: bool = True, feed: str | None = None) -> dict[str, Any]:
+    """Write ``records`` to the graph, holding the graph's ingest lock.
 
     Args:
         graph: connected graph.
         records: canonical rows (already validated by kg.governance or a trusted generator).
-        cfg: batch size and policies.
-        incremental: skip interactions dated before the stored watermark (undated ones, ``ts`` 0,
-            and those at the watermark are written: they merge with what is there).
+        cfg: batch size, lock wait and policies.
+        incremental: skip interactions dated before the feed's stored watermark (undated ones,
+            ``ts`` 0, and those at the watermark are written: they merge with what is there).
         progress: show a tqdm bar per row kind.
+        feed: whose watermark to read and advance (None: the shared one).
 
     Returns:
         ``{"written": {kind: rows}, "skipped_old": n, "nodes_created": n,
-        "relationships_created": n, "properties_set": n, "watermark": ts}``.
+        "relationships_created": n, "properties_set": n, "feed": feed, "watermark": ts}``.
+
+    Raises:
+        kg.lock.LockedError: another ingest held the lock for ``cfg.lock_wait_s`` seconds.
     """
-    apply_schema(graph)
+    with graph_lock(graph, INGEST_LOCK, cfg.lock_wait_s):  # which applies the schema first
+        return _ingest_locked(graph, records, cfg, incremental, progress, feed)
+
+
+def _ingest_locked(graph: Graph, records: GraphRecords, cfg: IngestConfig, incremental: bool, progress: bool,
+                   feed: str | None) -> dict[str, Any]:
     interactions = _normalise_interactions(records.interactions)
     skipped = 0
     if incremental:
-        mark = get_watermark(graph)
+        mark = get_watermark(graph, feed)
         if mark is not None:
             before = len(interactions)
             interactions = [r for r in interactions if r["ts"] >= mark or r["ts"] == 0]
@@ -132,14 +151,17 @@ def ingest(graph: Graph, records: GraphRecords, cfg: IngestConfig, *,
         written[kind] = len(rows)
     watermark = max((r["ts"] for r in interactions), default=None)
     if watermark is not None:
-        graph.write("ingest/set_watermark", key=WATERMARK_KEY, value=watermark)
+        graph.write("ingest/set_watermark", key=watermark_key(feed), value=watermark)
     logger.info("ingested %s", written)
-    return {"written": written, "skipped_old": skipped, **totals, "watermark": get_watermark(graph)}
+    return {"written": written, "skipped_old": skipped, **totals, "feed": feed,
+            "watermark": get_watermark(graph, feed)}
 
 
-def forget_user(graph: Graph, user_id: str) -> bool:
-    """Delete a user and all their events, searches and friendships. Returns whether one existed."""
-    counters = graph.write("ingest/forget_user", id=user_id)
+def forget_user(graph: Graph, user_id: str, lock_wait_s: float = 0.0) -> bool:
+    """Delete a user and all their events, searches and friendships, holding the ingest lock.
+    Returns whether one existed."""
+    with graph_lock(graph, INGEST_LOCK, lock_wait_s):
+        counters = graph.write("ingest/forget_user", id=user_id)
     return counters.nodes_deleted > 0
 
 

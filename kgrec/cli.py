@@ -22,6 +22,20 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _seconds(text: str) -> float:
+    """argparse type: a duration in seconds, >= 0."""
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0 seconds, got {text}")
+    return value
+
+
+def _lock_wait(args: argparse.Namespace, cfg: Config) -> None:
+    """``--wait`` overrides ``ingest.lock_wait_s``."""
+    if args.lock_wait_s is not None:
+        cfg.ingest.lock_wait_s = args.lock_wait_s
+
+
 def _graph(cfg: Config, start: bool = False):
     from kg.connection import connect
     from kg.neo4j_server import ManagedNeo4j
@@ -74,6 +88,7 @@ def cmd_demo(args: argparse.Namespace, cfg: Config) -> None:
 def cmd_ingest(args: argparse.Namespace, cfg: Config) -> None:
     from kg.ingest import existing_ids, graph_counts, ingest
 
+    _lock_wait(args, cfg)
     if args.bulk:
         from kg.bulk_import import bulk_import
 
@@ -84,7 +99,7 @@ def cmd_ingest(args: argparse.Namespace, cfg: Config) -> None:
     else:
         with _graph(cfg) as g:  # references to users/items/entities the graph holds are not unknown
             records, extra = _read_source(args, cfg, lambda kind, ids: existing_ids(g, kind, ids))
-            report = ingest(g, records, cfg.ingest, incremental=args.incremental)
+            report = ingest(g, records, cfg.ingest, incremental=args.incremental, feed=args.feed)
             report["graph"] = graph_counts(g)
     if not args.no_quality:
         extra.update(_quality_report(records, cfg, args.format if args.path is None else Path(args.path).name))
@@ -186,8 +201,19 @@ def cmd_writeback(args: argparse.Namespace, cfg: Config) -> None:
 def cmd_forget_user(args: argparse.Namespace, cfg: Config) -> None:
     from kg.ingest import forget_user
 
+    _lock_wait(args, cfg)
     with _graph(cfg) as g:
-        print(f"removed user {args.user_id}" if forget_user(g, args.user_id) else f"no user {args.user_id!r}")
+        removed = forget_user(g, args.user_id, cfg.ingest.lock_wait_s)
+    print(f"removed user {args.user_id}" if removed else f"no user {args.user_id!r}")
+
+
+def cmd_unlock(args: argparse.Namespace, cfg: Config) -> None:
+    from kg.lock import break_lock
+
+    with _graph(cfg) as g:
+        holder = break_lock(g)
+    print("the ingest lock was free" if holder is None else
+          f"removed the ingest lock held by process {holder['pid']} on {holder['host']} since {holder['since']}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -218,7 +244,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("format", help="synthetic | tabular | recbole | lightgcn | kgat | triples | lastfm | ml100k")
     s.add_argument("path", nargs="?")
     s.add_argument("--mapping", help="mapping TOML for tabular sources")
-    s.add_argument("--incremental", action="store_true", help="skip events dated before the stored watermark")
+    s.add_argument("--incremental", action="store_true", help="skip events dated before the feed's stored watermark")
+    s.add_argument("--feed", help="name of the event feed whose watermark this load reads and advances "
+                                  "(default: one watermark shared by every load)")
+    s.add_argument("--wait", type=_seconds, metavar="SECONDS", dest="lock_wait_s",
+                   help="wait this long for another ingest to finish (default: ingest.lock_wait_s, 0)")
     s.add_argument("--bulk", action="store_true",
                    help="initial load through neo4j-admin import (replaces the managed database)")
     s.add_argument("--users", type=int, default=600)
@@ -267,7 +297,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("forget-user", help="remove a user and all their events (privacy)")
     s.add_argument("user_id")
+    s.add_argument("--wait", type=_seconds, metavar="SECONDS", dest="lock_wait_s",
+                   help="wait this long for a running ingest to finish (default: ingest.lock_wait_s, 0)")
     s.set_defaults(func=cmd_forget_user)
+
+    s = sub.add_parser("unlock", help="remove the ingest lock left by a writer that died on another machine")
+    s.set_defaults(func=cmd_unlock)
     return p
 
 

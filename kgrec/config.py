@@ -67,6 +67,7 @@ class IngestConfig:
     unknown_reference: str = "quarantine"  # or "create"
     quarantine_dir: Path = Path(".kgrec/quarantine")
     max_text_chars: int = 20000
+    lock_wait_s: float = 0.0  # how long an ingest waits for another one to finish before failing
 
 
 @dataclass

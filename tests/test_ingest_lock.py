@@ -1,0 +1,132 @@
+"""The graph's ingest lock (kg.lock) and per-feed watermarks, on the real test server."""
+from __future__ import annotations
+
+import logging
+import socket
+import subprocess
+import sys
+import threading
+
+import pytest
+
+from kg.ingest import forget_user, get_watermark, graph_counts, ingest
+from kg.lock import INGEST_LOCK, LockedError, break_lock, graph_lock, lock_holder
+from kg.records import GraphRecords
+from kgrec.config import IngestConfig
+
+
+def _records(n_users: int = 30, n_items: int = 20) -> GraphRecords:
+    users = [{"id": f"u{u}"} for u in range(n_users)]
+    items = [{"id": f"i{i}", "title": f"item {i}"} for i in range(n_items)]
+    events = [{"user": f"u{u}", "item": f"i{(u * 7 + j) % n_items}", "kind": "click", "weight": 1.0, "ts": 10 + j}
+              for u in range(n_users) for j in range(5)]
+    return GraphRecords(users=users, items=items, interactions=events)
+
+
+def _interactions(graph) -> int:
+    return graph.driver.execute_query("MATCH ()-[r:INTERACTED]->() RETURN count(r) AS n",
+                                      database_=graph.database).records[0]["n"]
+
+
+def test_an_ingest_fails_while_another_holds_the_lock_and_writes_nothing(graph):
+    with graph_lock(graph):
+        holder = lock_holder(graph)
+        assert holder["pid"] > 0 and holder["host"] == socket.gethostname()
+        with pytest.raises(LockedError, match=rf"process {holder['pid']} on .*nothing was written.*kgrec unlock"):
+            ingest(graph, _records(), IngestConfig(), progress=False)
+        with pytest.raises(LockedError):
+            forget_user(graph, "u1")
+        assert graph_counts(graph).get("User", 0) == 0
+    assert lock_holder(graph) is None  # released on leaving the block
+    assert ingest(graph, _records(), IngestConfig(), progress=False)["written"]["interactions"] == 150
+    assert lock_holder(graph) is None
+
+
+def test_the_lock_is_released_when_the_ingest_fails(graph):
+    bad = GraphRecords(interactions=[{"user": "u1", "item": "i1", "kind": "click", "weight": 1.0, "ts": "late"}])
+    with pytest.raises(ValueError):
+        ingest(graph, bad, IngestConfig(), progress=False)
+    assert lock_holder(graph) is None
+
+
+def test_concurrent_ingests_of_the_same_new_users_wait_and_write_each_event_once(graph):
+    records, cfg = _records(), IngestConfig(batch_size=7, lock_wait_s=120)
+    reports, errors = [], []
+
+    def load() -> None:
+        try:
+            reports.append(ingest(graph, records, cfg, progress=False))
+        except Exception as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=load) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and len(reports) == 3
+    assert sorted(r["relationships_created"] for r in reports) == [0, 0, 150]
+    assert _interactions(graph) == 150
+
+
+def test_a_lock_left_by_a_dead_process_on_this_host_is_taken_over(graph, caplog):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    graph.write("lock/acquire", lock=INGEST_LOCK, owner="gone", host=socket.gethostname(), pid=dead.pid)
+    with caplog.at_level(logging.WARNING, logger="kg.lock"):
+        ingest(graph, _records(2, 2), IngestConfig(), progress=False)
+    assert f"dead process {dead.pid}" in caplog.text
+    assert lock_holder(graph) is None
+
+
+def test_a_lock_held_on_another_machine_blocks_until_broken(graph):
+    graph.write("lock/acquire", lock=INGEST_LOCK, owner="far", host="elsewhere.example", pid=1)
+    with pytest.raises(LockedError, match="process 1 on elsewhere.example"):
+        ingest(graph, _records(2, 2), IngestConfig(lock_wait_s=1.0), progress=False)
+    assert break_lock(graph)["owner"] == "far"
+    assert break_lock(graph) is None
+    assert ingest(graph, _records(2, 2), IngestConfig(), progress=False)["written"]["users"] == 2
+
+
+def test_each_feed_skips_only_its_own_old_events(graph):
+    def events(*rows):
+        return GraphRecords(users=[{"id": "a"}], items=[{"id": "x"}, {"id": "y"}],
+                            interactions=[{"user": "a", "item": i, "kind": k, "weight": 1.0, "ts": ts}
+                                          for i, k, ts in rows])
+
+    assert ingest(graph, events(("x", "click", 100)), IngestConfig(), feed="clicks",
+                  progress=False)["watermark"] == 100
+    # orders lag behind clicks: their first incremental load is not cut at the clicks' watermark
+    orders = ingest(graph, events(("y", "order", 40)), IngestConfig(), incremental=True, feed="orders",
+                    progress=False)
+    assert orders["skipped_old"] == 0 and orders["relationships_created"] == 1 and orders["watermark"] == 40
+    late_click = ingest(graph, events(("y", "click", 50)), IngestConfig(), incremental=True, feed="clicks",
+                        progress=False)
+    assert late_click["skipped_old"] == 1 and late_click["relationships_created"] == 0
+    assert get_watermark(graph, "clicks") == 100 and get_watermark(graph, "orders") == 40
+    assert get_watermark(graph) is None  # the shared watermark is separate from every named feed
+
+
+def test_cli_reports_a_held_lock_in_one_line_and_unlock_removes_it(graph, neo4j_config, tmp_path, monkeypatch,
+                                                                   capsys):
+    import json
+
+    from kg.neo4j_server import read_password
+    from kgrec.cli import main
+
+    monkeypatch.setenv("KGREC_WORKDIR", str(tmp_path))
+    monkeypatch.setenv("NEO4J_URI", neo4j_config.bolt_uri)
+    monkeypatch.setenv("NEO4J_PASSWORD", read_password(neo4j_config))
+    graph.write("lock/acquire", lock=INGEST_LOCK, owner="far", host="elsewhere.example", pid=4242)
+    argv = ["ingest", "synthetic", "--users", "20", "--items", "15", "--no-quality", "--feed", "nightly"]
+    assert main([*argv, "--wait", "0.5"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "process 4242 on elsewhere.example" in err[0] and "kgrec unlock" in err[0]
+    assert main(["forget-user", "u1"]) == 2
+    assert main(["unlock"]) == 0
+    assert "process 4242 on elsewhere.example" in capsys.readouterr().out
+    assert main(argv) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["feed"] == "nightly" and report["watermark"] == get_watermark(graph, "nightly") is not None
+    with pytest.raises(SystemExit):
+        main([*argv, "--wait", "-1"])
