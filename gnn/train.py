@@ -397,6 +397,7 @@ def train(snapshot: Any, cfg: TrainConfig, out_dir: str | Path, text_embeddings:
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    effective_id_weight_decay(cfg)  # a value the model cannot use is an error for every model
     if cfg.model in FILTER_MODELS:
         return _fit_filter(snapshot, cfg, out_dir, snapshot_path=snapshot_path, publish_current=publish_current)
     check_positive_sampling(cfg.positive_sampling)  # before anything is built

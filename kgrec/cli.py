@@ -8,10 +8,14 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .config import MODELS, Config, ConfigError, load_config
+from .config import MODELS, Config, ConfigError, TrainConfig, load_config
 
 if TYPE_CHECKING:  # pragma: no cover
     from kg.governance import KnownIds
+
+
+# `kgrec demo`'s training settings for its small graph, used where neither a flag nor the config sets one
+DEMO_TRAIN = {"model": "kgfused", "epochs": 40, "lr": 0.01, "batch_size": 1024}
 
 
 def _positive_int(text: str) -> int:
@@ -72,8 +76,12 @@ def cmd_demo(args: argparse.Namespace, cfg: Config) -> None:
     from .pipeline import run_demo
 
     spec = SyntheticSpec(num_users=args.users, num_items=args.items, seed=args.seed)
-    cfg.train.model, cfg.train.epochs = args.model, args.epochs
-    cfg.train.lr, cfg.train.batch_size = args.lr, args.batch_size
+    defaults = TrainConfig()
+    for name, demo_value in DEMO_TRAIN.items():  # a flag wins; then the config, unless left at its default
+        if getattr(args, name) is not None:
+            setattr(cfg.train, name, getattr(args, name))
+        elif getattr(cfg.train, name) == getattr(defaults, name):
+            setattr(cfg.train, name, demo_value)
     with _graph(cfg, start=True) as g:
         result = run_demo(g, cfg, spec, reset=args.reset)
     print()
@@ -92,6 +100,10 @@ def cmd_ingest(args: argparse.Namespace, cfg: Config) -> None:
     if args.bulk:
         from kg.bulk_import import bulk_import
 
+        if args.incremental or args.feed or args.lock_wait_s is not None:
+            raise ConfigError("--bulk replaces the whole database offline: --incremental, --feed and --wait "
+                              "apply to online ingests only")
+
         records, extra = _read_source(args, cfg)  # into an empty database: nothing there to look up
         report = bulk_import(records, cfg.neo4j)
         with _graph(cfg) as g:
@@ -109,20 +121,26 @@ def cmd_ingest(args: argparse.Namespace, cfg: Config) -> None:
 def _read_source(args: argparse.Namespace, cfg: Config, known: "KnownIds | None" = None
                  ) -> tuple[Any, dict[str, Any]]:
     """The rows to ingest (governed; quarantine and reconciliation files written) and what to report."""
-    if args.format == "synthetic":
+    from kg.governance import reconciliation_json, write_quarantine
+
+    if args.format == "synthetic":  # generated rows go through the same governance as a file's
+        from kg.governance import govern_records
         from kg.synthetic import SyntheticSpec, generate
 
-        return generate(SyntheticSpec(num_users=args.users, num_items=args.items, seed=args.seed)), {}
-    if args.path is None:
+        name = "synthetic"
+        result = govern_records(generate(SyntheticSpec(num_users=args.users, num_items=args.items, seed=args.seed)),
+                                cfg.ingest, name)
+    elif args.path is None:
         raise ConfigError(f"kgrec ingest {args.format} needs a PATH")
-    from kg.governance import reconciliation_json, write_quarantine
-    from kg.sources import load_source
+    else:
+        from kg.sources import load_source
 
-    result = load_source(args.format, Path(args.path), Path(args.mapping) if args.mapping else None, cfg.ingest,
-                         known=known)
-    qfile = Path(cfg.ingest.quarantine_dir) / f"{Path(args.path).name}.quarantine.jsonl"
+        name = Path(args.path).name
+        result = load_source(args.format, Path(args.path), Path(args.mapping) if args.mapping else None,
+                             cfg.ingest, known=known)
+    qfile = Path(cfg.ingest.quarantine_dir) / f"{name}.quarantine.jsonl"
     write_quarantine(result, qfile)
-    rfile = qfile.with_name(f"{Path(args.path).name}.reconciliation.json")
+    rfile = qfile.with_name(f"{name}.reconciliation.json")
     rfile.write_text(reconciliation_json(result))
     return result.records, {"reconciliation": json.loads(rfile.read_text()), "quarantine_file": str(qfile),
                             "reconciliation_file": str(rfile)}
@@ -230,11 +248,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--users", type=int, default=600)
     s.add_argument("--items", type=int, default=400)
     s.add_argument("--seed", type=int, default=7)
-    s.add_argument("--model", choices=MODELS, default="kgfused",
+    s.add_argument("--model", choices=MODELS,
                    help="kgfused (default): text + LightGCN + R-GCN over the attribute graph; see `kgrec train`")
-    s.add_argument("--epochs", type=_positive_int, default=40, help="training epochs for the small demo graph")
-    s.add_argument("--lr", type=float, default=0.01)
-    s.add_argument("--batch-size", type=int, default=1024)
+    s.add_argument("--epochs", type=_positive_int, help="training epochs (default 40, for the small demo graph)")
+    s.add_argument("--lr", type=float, help="learning rate (default 0.01)")
+    s.add_argument("--batch-size", type=_positive_int, help="training batch size (default 1024)")
     s.add_argument("--reset", action="store_true",
                    help="delete everything in the target database first (the demo refuses a database that "
                         "holds anything but its own dataset)")

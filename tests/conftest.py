@@ -1,7 +1,10 @@
 """Shared fixtures. Tests talk to a real Neo4j server, never a mock.
 
-With ``NEO4J_URI`` set, tests use that server (its database is wiped!). Otherwise the suite starts
-its own managed Neo4j in ``.kgrec/neo4j-test-<port>`` on ``KGREC_TEST_BOLT_PORT`` (default 7688) and
+The suite never uses the ``NEO4J_*`` variables a user exported for their own graph: they are
+removed from the environment before any test runs, so no test (nor any ``kgrec`` it starts) can
+wipe that database. With ``KGREC_TEST_NEO4J_URI`` (and ``KGREC_TEST_NEO4J_USER``,
+``_PASSWORD``, ``_DATABASE``) set, tests use that server, and wipe its database. Otherwise the
+suite starts its own managed Neo4j in ``.kgrec/neo4j-test-<port>`` on ``KGREC_TEST_BOLT_PORT`` (default 7688) and
 ``KGREC_TEST_HTTP_PORT`` (default 7475), so the demo graph on 7687 is left alone. The test server is
 left running for the next run; ``make neo4j-test-stop`` (and .ci/run) stop it.
 """
@@ -16,11 +19,14 @@ from kgrec.config import Config, Neo4jConfig, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 DATASETS = ROOT.parent / "shared" / "datasets"
+TEST_SERVER = {k.removeprefix("KGREC_TEST_"): v for k, v in os.environ.items() if k.startswith("KGREC_TEST_NEO4J_")}
+for _name in [k for k in os.environ if k.startswith("NEO4J_")]:
+    del os.environ[_name]  # the user's own graph: never the test server
 
 
 def test_neo4j_config() -> Neo4jConfig:
     """The Neo4j config the test suite uses (see module docstring)."""
-    cfg = load_config(env={k: v for k, v in os.environ.items() if k.startswith("NEO4J_")}).neo4j
+    cfg = load_config(env=TEST_SERVER).neo4j
     if cfg.managed:
         bolt = int(os.environ.get("KGREC_TEST_BOLT_PORT", "7688"))
         http = int(os.environ.get("KGREC_TEST_HTTP_PORT", "7475"))

@@ -12,16 +12,39 @@ def test_demo_trains_the_fused_model_and_finds_the_planted_communities(graph, co
     from kgrec.cli import build_parser, cmd_demo
 
     args = build_parser().parse_args(["demo"])
-    assert args.model == "kgfused"
     cmd_demo(args, config)
     out = capsys.readouterr().out
-    assert "trained kgfused" in out
+    assert "trained kgfused" in out and (config.train.model, config.train.epochs) == ("kgfused", 40)
     assert out.count("5/5 from their community") == 2  # u0 and u1 get only their own community's items
     metrics = json.loads((config.train.out_dir / "current" / "metrics.json").read_text())["test"]
     assert metrics["recall@20"] > 5 * 20 / args.items  # five times a random ranking's Recall@20 (it is 0.43)
     edges = graph.driver.execute_query("MATCH (:User)-[r:RECOMMENDED]->(:Item) RETURN count(r) AS n",
                                        database_=graph.database).records[0]["n"]
     assert edges == 10 * args.users  # the top-10 of every user, written back for Cypher users
+
+
+def test_demo_training_settings_come_from_flags_then_config_then_the_demo(monkeypatch):
+    """`kgrec demo`'s small-graph settings replace only what neither a flag nor the config sets."""
+    from kgrec import cli
+    from kgrec.config import load_config
+
+    class Connected(Exception):
+        """Raised where the demo would connect: the settings are final by then."""
+
+    def connect(cfg, start=False):
+        raise Connected
+
+    monkeypatch.setattr(cli, "_graph", connect)
+
+    def settings(argv: list[str], env: dict[str, str]) -> tuple:
+        cfg = load_config(env=env)
+        with pytest.raises(Connected):
+            cli.cmd_demo(cli.build_parser().parse_args(["demo", *argv]), cfg)
+        return cfg.train.model, cfg.train.epochs, cfg.train.lr, cfg.train.batch_size
+
+    assert settings([], {}) == ("kgfused", 40, 0.01, 1024)
+    assert settings([], {"KGREC_TRAIN__EPOCHS": "5", "KGREC_TRAIN__MODEL": "fused"}) == ("fused", 5, 0.01, 1024)
+    assert settings(["--epochs", "7"], {"KGREC_TRAIN__EPOCHS": "5"}) == ("kgfused", 7, 0.01, 1024)
 
 
 def test_demo_refuses_a_database_holding_other_data_and_reset_clears_it(graph, config):
