@@ -192,16 +192,23 @@ def _config_dict(cfg: TrainConfig) -> dict[str, Any]:
     return json.loads(json.dumps(dataclasses.asdict(cfg), default=str))
 
 
-def _fingerprint(cfg: TrainConfig, train_csr: sp.csr_matrix, text_embeddings: np.ndarray | None = None) -> str:
+def _fingerprint(cfg: TrainConfig, train_csr: sp.csr_matrix, text_embeddings: np.ndarray | None = None,
+                 snapshot: Any = None) -> str:
     """Hash of what decides the optimisation path (not epochs/patience/out_dir/device, nor the weight
-    average, which the optimiser never sees: a run in progress can start averaging on resume)."""
+    average, which the optimiser never sees: a run in progress can start averaging on resume).
+    With ``snapshot``, the graph beyond the training pairs counts too, for the models that use it."""
     d = _config_dict(cfg)
     for k in ("epochs", "patience", "out_dir", "device", "eval_every", "swa_start"):
         d.pop(k, None)
     d["id_weight_decay"] = effective_id_weight_decay(cfg)  # the value in use, whether set or the default
     if not d["id_weight_decay"]:  # off: fingerprints match those made before the field existed
         d.pop("id_weight_decay")
+    graph = _graph_relations_used(cfg, snapshot)
+    if graph:  # the R-GCN's typed graph, or the extra LightGCN edges (plain LightGCN: the pairs alone)
+        d["graph"] = {"nodes": {k: len(v) for k, v in snapshot.ids.items()}, "relations": sorted(graph)}
     h = hashlib.sha1(json.dumps(d, sort_keys=True).encode())
+    for name in sorted(graph):
+        h.update(np.ascontiguousarray(graph[name], dtype=np.int64).tobytes())
     h.update(np.asarray(train_csr.shape, dtype=np.int64).tobytes())
     h.update(train_csr.indptr.astype(np.int64).tobytes())
     h.update(train_csr.indices.astype(np.int64).tobytes())
@@ -211,10 +218,19 @@ def _fingerprint(cfg: TrainConfig, train_csr: sp.csr_matrix, text_embeddings: np
     return h.hexdigest()[:12]
 
 
+def _graph_relations_used(cfg: TrainConfig, snapshot: Any) -> dict[str, np.ndarray]:
+    """The snapshot's relations that shape the model's graph besides the training pairs."""
+    if snapshot is None:
+        return {}
+    names = snapshot.relations if cfg.model in ("rgcn", "kgfused") else cfg.graph_relations
+    return {name: snapshot.relations[name] for name in names if name in snapshot.relations}
+
+
 def checkpoint_dir(out_dir: str | Path, cfg: TrainConfig, train_csr: sp.csr_matrix,
-                   text_embeddings: np.ndarray | None = None) -> Path:
-    """The directory where ``train`` keeps, and resumes from, the checkpoint of ``cfg`` on ``train_csr``."""
-    return Path(out_dir) / ".checkpoints" / f"{cfg.model}-{_fingerprint(cfg, train_csr, text_embeddings)}"
+                   text_embeddings: np.ndarray | None = None, snapshot: Any = None) -> Path:
+    """The directory where ``train`` keeps, and resumes from, the checkpoint of ``cfg`` on ``train_csr``
+    (and on ``snapshot``'s graph, for the models that use more than the training pairs)."""
+    return Path(out_dir) / ".checkpoints" / f"{cfg.model}-{_fingerprint(cfg, train_csr, text_embeddings, snapshot)}"
 
 
 def seed_checkpoint(src: str | Path, dst: str | Path, lr: float) -> bool:
@@ -442,7 +458,9 @@ def train(snapshot: Any, cfg: TrainConfig, out_dir: str | Path, text_embeddings:
     train_pairs = TrainPairs(train_csr, device)
     sampler = NegativeSampler(train_pairs, cfg.negative_sampling, gen)
     use_amp = bool(cfg.amp and device.type == "cuda")
-    amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
+    # bf16 where the GPU computes it natively (Ampere on); is_bf16_supported() also says yes for older
+    # GPUs that only emulate it, and asks about the current device rather than this one
+    amp_dtype = torch.bfloat16 if use_amp and torch.cuda.get_device_capability(device)[0] >= 8 else torch.float16
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
 
     # the weight average (cfg.swa_start > 0) is what is evaluated and published once it holds an epoch
@@ -451,7 +469,7 @@ def train(snapshot: Any, cfg: TrainConfig, out_dir: str | Path, text_embeddings:
     def scored_model() -> torch.nn.Module:
         return swa.module if swa is not None and int(swa.n_averaged) > 0 else model
 
-    ckpt_dir = checkpoint_dir(out_dir, cfg, train_csr, text_embeddings)
+    ckpt_dir = checkpoint_dir(out_dir, cfg, train_csr, text_embeddings, snapshot)
     run = _RunState()
     if resume and (ckpt_dir / "last.pt").is_file():
         run = _RunState.load(ckpt_dir / "last.pt", model, optimizer, gen, device, swa, scaler)
@@ -474,7 +492,10 @@ def train(snapshot: Any, cfg: TrainConfig, out_dir: str | Path, text_embeddings:
     budget_stop = False
     n = len(pairs_u)
     epoch = run.epoch
-    for epoch in range(run.epoch + 1, cfg.epochs + 1):
+    # a checkpoint of a run that had already stopped early (killed before its artifact was written)
+    # goes straight to the artifact, as the uninterrupted run did
+    first = run.epoch + 1 if run.bad_evals < cfg.patience else cfg.epochs + 1
+    for epoch in range(first, cfg.epochs + 1):
         t0 = time.perf_counter()
         ue_h = ie_h = None
         if cfg.negative_sampling == "hard":
@@ -583,6 +604,9 @@ def _fit_filter(snapshot: Any, cfg: TrainConfig, out_dir: Path, *, snapshot_path
     the vector index and item similarity); ``filter.npz`` holds what serving needs to score with
     the whole filter.
     """
+    if cfg.graph_relations:
+        raise ValueError("graph_relations applies to lightgcn, fused and kgfused; a graph filter scores the "
+                         "user-item matrix alone")
     device = resolve_device(cfg.device)
     U, I = snapshot.num_users, snapshot.num_items
     splits = {name: snapshot.splits.get(name) for name in ("train", "valid", "test")}

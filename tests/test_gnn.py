@@ -427,3 +427,42 @@ def test_each_run_claims_its_own_version_directory(tmp_path: Path) -> None:
     (tmp_path / v1).mkdir()  # a published version is not reused either
     t1.rmdir()
     assert _claim_version(tmp_path, "lightgcn")[0] not in (v1, v2)
+
+
+def test_a_run_killed_after_it_stopped_early_resumes_straight_to_the_same_artifact(tmp_path: Path) -> None:
+    snap = planted_snapshot(num_users=60)
+    cfg = tiny_cfg(epochs=30, patience=1, lr=0.05)
+    whole = json.loads((train(snap, cfg, tmp_path / "whole", progress=False) / "metrics.json").read_text())
+    stop = len(whole["history"])
+    assert stop < cfg.epochs  # it did stop early
+
+    def killed_at_the_stop(epoch: int, row: dict) -> None:  # the checkpoint already says "stop"
+        if epoch == stop:
+            raise Boom("killed before the artifact")
+
+    with pytest.raises(Boom):
+        train(snap, cfg, tmp_path / "cut", epoch_hook=killed_at_the_stop, progress=False)
+    seen: list[int] = []
+    resumed = json.loads((train(snap, cfg, tmp_path / "cut", epoch_hook=lambda e, r: seen.append(e),
+                                progress=False) / "metrics.json").read_text())
+    assert seen == []  # no epoch trained after the stop
+    assert [r["epoch"] for r in resumed["history"]] == list(range(1, stop + 1))
+    assert resumed["best_epoch"] == whole["best_epoch"] and resumed["test"] == whole["test"]
+
+
+def test_the_checkpoint_follows_the_graph_of_the_models_that_use_it(tmp_path: Path) -> None:
+    """Another KG (or friend edges) under the same training pairs is another run for rgcn/kgfused
+    and for graph_relations; plain LightGCN trains on the pairs alone, so its checkpoint stays."""
+    import dataclasses
+
+    snap = planted_snapshot(num_users=60)
+    tr = snap.splits["train"]
+    csr = to_csr(tr.user, tr.item, snap.num_users, snap.num_items)
+    name = "friend"  # a user-user relation: usable by rgcn, kgfused and graph_relations alike
+    snap.relations, snap.relation_types = {name: np.array([[0, 1], [1, 2]])}, {name: ("user", "user")}
+    other = dataclasses.replace(snap, relations={name: np.array([[0, 1], [1, 3]])})
+    for cfg in (tiny_cfg(model="rgcn"), tiny_cfg(graph_relations=[name])):
+        assert checkpoint_dir(tmp_path, cfg, csr, snapshot=snap) != checkpoint_dir(tmp_path, cfg, csr, snapshot=other)
+    plain = tiny_cfg()
+    assert checkpoint_dir(tmp_path, plain, csr, snapshot=snap) == checkpoint_dir(tmp_path, plain, csr, snapshot=other)
+    assert checkpoint_dir(tmp_path, plain, csr, snapshot=snap) == checkpoint_dir(tmp_path, plain, csr)

@@ -96,6 +96,8 @@ def test_filter_models_train_publish_and_serve(tmp_path, model: str) -> None:
     from test_gnn import BLOCK, planted_snapshot
 
     snap = planted_snapshot()
+    with pytest.raises(ValueError, match="graph_relations"):  # a filter has no graph to add edges to
+        train(snap, TrainConfig(model=model, graph_relations=["friend"], device="cpu"), tmp_path, progress=False)
     cfg = TrainConfig(model=model, filter={"k": 8}, ks=[10, 20], device="cpu")
     art = train(snap, cfg, tmp_path, progress=False)
     assert (tmp_path / "current").resolve() == art.resolve()

@@ -323,3 +323,6 @@ def test_cli_ingest_saves_quality_summary_and_plot(neo4j_config, tmp_path, monke
     assert report["quality"] == saved
     assert (tmp_path / "quality" / "synthetic.degrees.png").read_bytes()[:4] == b"\x89PNG"
     assert saved["users"] == 40 and saved["items"] == 30
+    # generated rows are governed like a file's: every row accounted for, in the saved reconciliation
+    assert report["reconciliation"]["reconciles"] is True
+    assert (tmp_path / "quarantine" / "synthetic.reconciliation.json").is_file()

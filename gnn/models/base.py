@@ -21,9 +21,10 @@ class EmbeddingRecommender(nn.Module):
 
     @torch.no_grad()
     def recommend(self, graph: Any, user: Tensor, k: int, exclude: Tensor | None = None) -> Tensor:
-        """(B, k) item indices, best first; ``exclude`` is an optional (B, I) mask of items never to recommend."""
+        """(B, min(k, I)) item indices, best first; ``exclude`` is an optional (B, I) mask of items never
+        to recommend (a user with fewer than k others gets excluded ones, scored -inf, at the end)."""
         ue, ie = self.get_embedding(graph)
         scores = ue[user] @ ie.t()
         if exclude is not None:
             scores = scores.masked_fill(exclude, -float("inf"))
-        return scores.topk(k, dim=1).indices
+        return scores.topk(min(k, scores.shape[1]), dim=1).indices

@@ -75,7 +75,8 @@ class GFCF:
                 vt = vt[np.argsort(-sv)]
             else:
                 a = self._to_torch(Rn, layout=torch.sparse_coo)
-                cuda = [a.device.index] if a.device.type == "cuda" else []
+                # manual_seed reseeds every GPU, so every GPU's state is saved and restored
+                cuda = list(range(torch.cuda.device_count()))
                 with torch.random.fork_rng(devices=cuda):  # a seeded projection; the caller's RNG is untouched
                     torch.manual_seed(self.seed)
                     _, _, v = torch.svd_lowrank(a, q=min(k + 64, min(Rn.shape)), niter=6)
@@ -196,14 +197,15 @@ class GFCF:
         return t.to(self.device)
 
     def recommend(self, user: np.ndarray | torch.Tensor, k: int, exclude_train: bool = True) -> torch.Tensor:
-        """(B, k) top items per user, training items excluded by default."""
+        """(B, min(k, I)) top items per user, training items excluded by default (a user with fewer
+        than k other items gets excluded ones, scored -inf, at the end of the row)."""
         s = self.score(user)
         if exclude_train:
             u = user.cpu().numpy() if isinstance(user, torch.Tensor) else np.asarray(user)
             sub = self.R[u].tocoo()
             s[torch.from_numpy(sub.row.astype(np.int64)).to(s.device),
               torch.from_numpy(sub.col.astype(np.int64)).to(s.device)] = -float("inf")
-        return s.topk(k, dim=1).indices
+        return s.topk(min(k, s.shape[1]), dim=1).indices
 
     def __repr__(self) -> str:
         shape = None if self.R is None else self.R.shape

@@ -201,8 +201,8 @@ class KGFusedRec(EmbeddingRecommender):
                 if k < self.kg_layers - 1:
                     r = torch.relu(r)
                 acc = r if acc is None else acc + r
-            gate = torch.repeat_interleave(self.kg_gate * self.kg_gate_mask, torch.tensor([self.num_users, self.num_items],
-                                                                      device=self.kg_gate.device))
+            g = self.kg_gate * self.kg_gate_mask  # expanded, not repeat_interleave'd: no wait on the host
+            gate = torch.cat([g[0].expand(self.num_users), g[1].expand(self.num_items)])
             z = z + gate.unsqueeze(1) * acc[:n_ui] / self.kg_layers
         return z[: self.num_users], z[self.num_users:]
 
