@@ -1,6 +1,8 @@
 """Serving: load a model artifact and answer over Python and HTTP with an exact top-k over the whole
-catalogue (embedding dot products, or a graph filter's scores), never a user's own items."""
+catalogue (embedding dot products, or a graph filter's scores), never a user's own items.
+:class:`LiveModel` follows the published ``current`` link, so servers pick up retrained models."""
 
+from .live import LiveModel
 from .recommender import Recommendation, Recommender, UnknownItemError, UnknownUserError
 
-__all__ = ["Recommendation", "Recommender", "UnknownItemError", "UnknownUserError"]
+__all__ = ["LiveModel", "Recommendation", "Recommender", "UnknownItemError", "UnknownUserError"]

@@ -1,5 +1,7 @@
 """HTTP API (FastAPI): ``GET /health``, ``GET /recommend/{user_id}``, ``POST /recommend/cold``,
-``GET /similar/{item_id}``. The loaded model comes in through a dependency, not a global."""
+``GET /similar/{item_id}``. The model comes in through a dependency, not a global: a
+:class:`serving.live.LiveModel`, so a version published while the server runs (``kgrec train``,
+``kgrec retrain``) is served from the next request on, without a restart."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,6 +9,7 @@ from pathlib import Path
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from pydantic import BaseModel, Field, model_validator
 
+from .live import LiveModel
 from .recommender import Recommender, UnknownItemError, UnknownUserError
 
 
@@ -34,13 +37,14 @@ class ColdStartRequest(BaseModel):
 
 
 def get_recommender(request: Request) -> Recommender:
-    return request.app.state.recommender
+    return request.app.state.model.get()
 
 
-def create_app(model_dir: str | Path) -> FastAPI:
-    """Build the app around the model artifact at ``model_dir``."""
+def create_app(model_dir: str | Path, reload_check_s: float = 1.0) -> FastAPI:
+    """Build the app around the model artifact at ``model_dir``, or the link to one (``current``),
+    looking for a newly published version at most every ``reload_check_s`` seconds."""
     app = FastAPI(title="kgrec", version="0.1.0")
-    app.state.recommender = Recommender.load(model_dir)
+    app.state.model = LiveModel(model_dir, reload_check_s)
 
     def _out(rec: Recommender, items) -> Recommendations:
         return Recommendations(model_version=rec.version,

@@ -1,0 +1,53 @@
+"""A running server follows the published model: new versions are served without a restart, and a
+version that does not load leaves the previous one serving."""
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+from fastapi.testclient import TestClient
+
+from gnn.artifact import publish
+from gnn.train import train
+from serving import LiveModel
+from serving.http import create_app
+from test_gnn import planted_snapshot, tiny_cfg
+
+
+def _two_versions(out: Path) -> tuple[Path, Path]:
+    snap = planted_snapshot(num_users=40)
+    first = train(snap, tiny_cfg(epochs=1), out, progress=False)
+    second = train(snap, tiny_cfg(epochs=2), out, progress=False)
+    assert first.name != second.name and (out / "current").resolve() == second.resolve()
+    return first, second
+
+
+def test_the_http_api_serves_each_newly_published_version_and_survives_a_broken_one(tmp_path, caplog):
+    first, second = _two_versions(tmp_path)
+    publish(first, tmp_path)
+    client = TestClient(create_app(tmp_path / "current", reload_check_s=0))
+    assert client.get("/health").json()["model_version"] == first.name
+    publish(second, tmp_path)
+    assert client.get("/health").json()["model_version"] == second.name
+    assert client.get("/recommend/u1", params={"k": 3}).json()["model_version"] == second.name
+
+    broken = tmp_path / "broken"
+    shutil.copytree(second, broken)
+    (broken / "ids.json").write_text("{not json")
+    publish(broken, tmp_path)
+    with caplog.at_level(logging.ERROR, logger="serving.live"):
+        assert client.get("/health").json()["model_version"] == second.name  # still the last good one
+        assert client.get("/health").status_code == 200
+    assert caplog.text.count("did not load") == 1  # tried once, not on every request
+    publish(first, tmp_path)  # rolling back is publishing the older version again
+    assert client.get("/health").json()["model_version"] == first.name
+
+
+def test_a_live_model_checks_the_link_at_most_every_check_s(tmp_path):
+    first, second = _two_versions(tmp_path)
+    live = LiveModel(tmp_path / "current", check_s=3600)
+    assert live.get().version == second.name
+    publish(first, tmp_path)
+    assert live.get().version == second.name  # not checked again yet
+    assert LiveModel(first).get().version == first.name  # an artifact path, not a link: fixed
