@@ -117,6 +117,20 @@ def _canonical_edges(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     return np.stack([src[order], dst[order]])
 
 
+def _claim_snapshot_dir(out_dir: Path, stem: str) -> Path:
+    """A new, empty ``out_dir/<stem>`` (``<stem>-2``, ``-3``… when an export in the same second has
+    it), created atomically: a snapshot a model was trained on is never overwritten."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for n in range(1, 10_000):
+        path = out_dir / (stem if n == 1 else f"{stem}-{n}")
+        try:
+            path.mkdir()
+        except FileExistsError:
+            continue
+        return path
+    raise FileExistsError(f"no free snapshot name for {out_dir / stem}")
+
+
 def export_snapshot(graph: Graph, cfg: ExportConfig, name: str = "graph") -> Path:
     """Stage entry point: read the whole graph and write ``<out_dir>/<name>-<timestamp>/``.
 
@@ -192,8 +206,7 @@ def export_snapshot(graph: Graph, cfg: ExportConfig, name: str = "graph") -> Pat
         meta={"name": name, "source": f"neo4j:{graph.where}/{graph.database}", "split": split,
               "raw_events": int(u.size)},
     )
-    version = time.strftime("%Y%m%d-%H%M%S")
-    out = snapshot.save(Path(cfg.out_dir) / f"{name}-{version}")
+    out = snapshot.save(_claim_snapshot_dir(Path(cfg.out_dir), f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"))
     latest = Path(cfg.out_dir) / f"{name}-latest"
     tmp_link = latest.with_name(latest.name + ".tmp")
     tmp_link.unlink(missing_ok=True)

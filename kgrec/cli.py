@@ -216,6 +216,25 @@ def cmd_writeback(args: argparse.Namespace, cfg: Config) -> None:
         print(write_back(g, rec, args.k))
 
 
+def cmd_retrain(args: argparse.Namespace, cfg: Config) -> int:
+    """Exit status 0 when the new model was published, 3 when the quality gate kept the served one."""
+    from dataclasses import asdict
+
+    from .retrain import retrain
+
+    _lock_wait(args, cfg)
+    if args.model:
+        cfg.train.model = args.model
+    if args.force:
+        cfg.retrain.max_drop = 1.0
+    if args.no_writeback:
+        cfg.retrain.writeback = False
+    with _graph(cfg) as g:
+        report = retrain(g, cfg, say=lambda line: print(line, file=sys.stderr))
+    print(json.dumps(asdict(report), indent=2))
+    return 0 if report.published else 3
+
+
 def cmd_forget_user(args: argparse.Namespace, cfg: Config) -> None:
     from kg.ingest import forget_user
 
@@ -313,6 +332,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-k", type=_positive_int, default=10)
     s.set_defaults(func=cmd_writeback)
 
+    s = sub.add_parser("retrain", help="periodic job: export, encode, train, publish if the quality gate "
+                                       "passes, write back, prune old versions (exit 3: gate kept the old model)")
+    s.add_argument("--model", choices=MODELS, help="model to train (default: [train] model)")
+    s.add_argument("--force", action="store_true", help="publish whatever the quality gate says")
+    s.add_argument("--no-writeback", action="store_true", help="leave Neo4j's embeddings and RECOMMENDED lists")
+    s.add_argument("--wait", type=_seconds, metavar="SECONDS", dest="lock_wait_s",
+                   help="wait this long for a running ingest to finish before exporting")
+    s.set_defaults(func=cmd_retrain)
+
     s = sub.add_parser("forget-user", help="remove a user and all their events (privacy)")
     s.add_argument("user_id")
     s.add_argument("--wait", type=_seconds, metavar="SECONDS", dest="lock_wait_s",
@@ -329,7 +357,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         cfg = load_config(args.config)
-        args.func(args, cfg)
+        status = args.func(args, cfg)
     except Exception as e:
         if not isinstance(e, _user_errors()):
             raise
@@ -337,7 +365,7 @@ def main(argv: list[str] | None = None) -> int:
             logging.getLogger("kgrec").exception("the full story")
         print(f"kgrec: error: {e.args[0] if isinstance(e, KeyError) and e.args else e}", file=sys.stderr)
         return 2
-    return 0
+    return status or 0
 
 
 def _user_errors() -> tuple[type[Exception], ...]:
@@ -345,8 +373,8 @@ def _user_errors() -> tuple[type[Exception], ...]:
     modules are looked up, not imported: one not loaded yet cannot have raised."""
     found: list[type[Exception]] = [ConfigError, FileNotFoundError, ValueError]
     for module, name in (("kg.errors", "KgError"), ("gnn.train", "TrainingError"),
-                         ("encoders.base", "EncoderError"), ("serving.recommender", "UnknownUserError"),
-                         ("serving.recommender", "UnknownItemError")):
+                         ("kgrec.retrain", "RetrainBusyError"), ("encoders.base", "EncoderError"),
+                         ("serving.recommender", "UnknownUserError"), ("serving.recommender", "UnknownItemError")):
         if module in sys.modules:
             found.append(getattr(sys.modules[module], name))
     return tuple(found)

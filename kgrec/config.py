@@ -164,6 +164,20 @@ class ServingConfig:
 
 
 @dataclass
+class RetrainConfig:
+    """The periodic retraining job (``kgrec retrain``, kgrec.retrain)."""
+
+    snapshot_name: str = "retrain"  # snapshots are <export.out_dir>/<snapshot_name>-<time>
+    metric: str = "ndcg@20"  # the test metric the quality gate compares (its k must be in train.ks)
+    # the new model is published unless its metric falls more than this fraction below the served
+    # model's (each measured on its own snapshot's test split: a guard against broken runs)
+    max_drop: float = 0.1
+    keep: int = 5  # model versions (and retrain snapshots) kept besides the served one; 0 = keep all
+    writeback: bool = True  # write embeddings, vector index and RECOMMENDED lists once published
+    writeback_k: int = 10
+
+
+@dataclass
 class Config:
     """The whole kgrec configuration; build it with :func:`load_config`."""
 
@@ -174,6 +188,7 @@ class Config:
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     serving: ServingConfig = field(default_factory=ServingConfig)
+    retrain: RetrainConfig = field(default_factory=RetrainConfig)
 
     def served_model(self) -> Path:
         """The artifact that serving loads: ``serving.model_dir``, else ``<train.out_dir>/current``."""

@@ -41,8 +41,9 @@ def ensure_text_embeddings(snapshot: Path, cfg: Config) -> Path:
     return encode_snapshot(snapshot, cfg.encoder)
 
 
-def train_model(snapshot: Path, cfg: Config) -> Path:
-    """Train on a snapshot; gnn.train publishes the artifact as ``<out_dir>/current``.
+def train_model(snapshot: Path, cfg: Config, publish: bool = True) -> Path:
+    """Train on a snapshot; gnn.train publishes the artifact as ``<out_dir>/current`` (unless
+    ``publish`` is off: kgrec.retrain publishes only what passes its quality gate).
 
     Item text vectors from ``kgrec encode`` (``text_embeddings.npz`` in the snapshot) are passed to
     the text-aware models only (``kgfused`` gets the query and entity vectors too); ``fused`` and
@@ -70,7 +71,7 @@ def train_model(snapshot: Path, cfg: Config) -> Path:
     elif cfg.train.model == "fused" or (cfg.train.model == "kgfused" and cfg.train.fusion == "text"):
         raise FileNotFoundError(f"model {cfg.train.model!r} needs item text vectors: run `kgrec encode {snapshot}` first")
     return train(Snapshot.load(snapshot), cfg.train, Path(cfg.train.out_dir), text,
-                 snapshot_path=Path(snapshot).resolve())
+                 snapshot_path=Path(snapshot).resolve(), publish_current=publish)
 
 
 def claim_demo_graph(graph: Graph, spec: SyntheticSpec, reset: bool = False) -> int:

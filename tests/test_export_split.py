@@ -87,3 +87,12 @@ def test_snapshot_save_replaces_in_place_and_leaves_no_temp_dirs(tmp_path):
     assert snap.save(tmp_path / "snap") == path
     assert Snapshot.load(path).meta["note"] == "second"
     assert sorted(p.name for p in tmp_path.iterdir()) == [".snap.123-dead.tmp", "snap"]
+
+
+def test_two_exports_in_the_same_second_get_their_own_snapshot_directories(tmp_path):
+    from kg.export import _claim_snapshot_dir
+
+    first = _claim_snapshot_dir(tmp_path, "graph-20261202-120000")
+    second = _claim_snapshot_dir(tmp_path, "graph-20261202-120000")
+    assert (first.name, second.name) == ("graph-20261202-120000", "graph-20261202-120000-2")
+    assert first.is_dir() and second.is_dir() and not any(first.iterdir())

@@ -1,0 +1,137 @@
+"""The periodic retraining job (kgrec.retrain) on the real test server: publish, quality gate,
+write-back, pruning, and the locks that keep it from racing ingests or another retrain."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from kg.ingest import ingest
+from kg.lock import LockedError, graph_lock
+from kg.synthetic import SyntheticSpec, generate
+from kgrec.config import ConfigError
+from kgrec.retrain import RetrainBusyError, _exclusive, prune, retrain
+
+pytestmark = pytest.mark.neo4j
+SPEC = SyntheticSpec(num_users=160, num_items=96, num_communities=4, interactions_per_user=16, num_queries=8)
+
+
+@pytest.fixture
+def loaded(graph, config):
+    ingest(graph, generate(SPEC), config.ingest, progress=False)
+    config.train.model, config.train.epochs, config.train.lr = "lightgcn", 15, 0.02
+    config.train.batch_size, config.train.ks = 512, [10, 20]
+    return graph, config
+
+
+def _recommended(graph) -> int:
+    return graph.driver.execute_query("MATCH (:User)-[r:RECOMMENDED]->(:Item) RETURN count(r) AS n",
+                                      database_=graph.database).records[0]["n"]
+
+
+def test_retrain_publishes_gates_a_broken_run_and_writes_back(loaded):
+    graph, cfg = loaded
+    current = Path(cfg.train.out_dir) / "current"
+    first = retrain(graph, cfg)
+    assert first.published and first.served_version is None and "no served model" in first.decision
+    assert current.resolve().name == first.version and first.new_score > 0.2
+    assert first.writeback["users"] == SPEC.num_users and _recommended(graph) == 10 * SPEC.num_users
+    saved = json.loads((Path(cfg.workdir) / "retrain" / f"{first.version}.json").read_text())
+    assert saved["published"] and saved["snapshot"] == first.snapshot
+
+    cfg.train.epochs, cfg.train.lr = 1, 1e-6  # a run that learns nothing
+    broken = retrain(graph, cfg)
+    assert not broken.published and broken.served_version == first.version
+    assert broken.new_score < 0.9 * first.new_score and "kept the served model" in broken.decision
+    assert current.resolve().name == first.version  # still serving the good model
+    assert (Path(cfg.train.out_dir) / broken.version / "meta.json").is_file()  # kept for inspection
+
+    cfg.retrain.max_drop = 1.0  # what `kgrec retrain --force` sets
+    forced = retrain(graph, cfg)
+    assert forced.published and current.resolve().name == forced.version
+
+
+def test_prune_keeps_the_newest_versions_the_served_one_and_their_snapshots(loaded):
+    graph, cfg = loaded
+    cfg.train.epochs, cfg.retrain.keep, cfg.retrain.writeback = 3, 2, False
+    reports = [retrain(graph, cfg) for _ in range(2)]
+    cfg.train.lr = 1e-6  # gated out twice: the served version becomes the oldest
+    reports += [retrain(graph, cfg) for _ in range(2)]
+    assert [r.published for r in reports] == [True, True, False, False]
+    out = Path(cfg.train.out_dir)
+    versions = sorted(p.name for p in out.iterdir() if (p / "meta.json").is_file() and not p.is_symlink())
+    assert versions == sorted([reports[1].version, reports[2].version, reports[3].version])
+    assert (out / "current").resolve().name == reports[1].version
+    assert not (out / reports[0].version).exists() and str(out / reports[0].version) in reports[2].pruned
+    snaps = sorted(p.name for p in Path(cfg.export.out_dir).glob("retrain-*") if not p.is_symlink())
+    assert snaps == sorted(Path(r.snapshot).name for r in reports[1:])  # the served model's snapshot stays
+    cfg.retrain.keep = 0
+    assert prune(cfg) == []
+
+
+def test_retrain_waits_for_nobody_and_changes_nothing_when_busy(loaded):
+    graph, cfg = loaded
+    out = Path(cfg.train.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    with _exclusive(out / ".retrain.lock"):
+        with pytest.raises(RetrainBusyError, match="another retrain is running"):
+            retrain(graph, cfg)
+    with graph_lock(graph):  # an ingest in progress: no snapshot of half a load
+        with pytest.raises(LockedError):
+            retrain(graph, cfg)
+    assert not (out / "current").exists()
+    cfg.retrain.metric = "auc"
+    with pytest.raises(ConfigError, match="retrain.metric"):
+        retrain(graph, cfg)
+
+
+def test_cli_retrain_exit_status_says_whether_it_published(loaded, neo4j_config, tmp_path, monkeypatch, capsys):
+    from kg.neo4j_server import read_password
+    from kgrec.cli import main
+
+    for var, value in {"KGREC_WORKDIR": str(tmp_path / "cli"), "NEO4J_URI": neo4j_config.bolt_uri,
+                       "NEO4J_PASSWORD": read_password(neo4j_config), "KGREC_TRAIN__EPOCHS": "15",
+                       "KGREC_TRAIN__LR": "0.02", "KGREC_TRAIN__BATCH_SIZE": "512", "KGREC_TRAIN__KS": "10,20",
+                       "KGREC_ENCODER__CACHE_DIR": str(loaded[1].encoder.cache_dir)}.items():
+        monkeypatch.setenv(var, value)
+    assert main(["retrain", "--model", "lightgcn", "--no-writeback"]) == 0
+    first = json.loads(capsys.readouterr().out)
+    assert first["published"] and first["writeback"] is None
+    monkeypatch.setenv("KGREC_TRAIN__LR", "1e-6")
+    monkeypatch.setenv("KGREC_TRAIN__EPOCHS", "1")
+    assert main(["retrain", "--model", "lightgcn", "--no-writeback"]) == 3
+    second = json.loads(capsys.readouterr().out)
+    assert not second["published"] and second["served_version"] == first["version"]
+
+
+def test_the_cron_script_loads_a_delta_file_then_retrains(loaded, neo4j_config, tmp_path):
+    """scripts/retrain.sh: the day's events for known users and items load incrementally under their
+    feed's watermark, then the retrain publishes a model trained on them."""
+    import os
+    import subprocess
+    import sys
+
+    from kg.ingest import get_watermark
+    from kg.neo4j_server import read_password
+
+    graph, cfg = loaded
+    (tmp_path / "clicks.csv").write_text("user,item,ts\nu1,i2,2000000000\nu3,i5,2000000001\nnobody,i1,2000000002\n")
+    (tmp_path / "clicks.toml").write_text('[[files]]\nrole = "interactions"\nuser = "user"\nitem = "item"\n'
+                                          'timestamp = "ts"\n')
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "KGREC": str(Path(sys.executable).with_name("kgrec")), "KGREC_FEED": "clicks",
+           "KGREC_WAIT": "5", "KGREC_WORKDIR": str(tmp_path / "work"), "NEO4J_URI": neo4j_config.bolt_uri,
+           "NEO4J_PASSWORD": read_password(neo4j_config), "KGREC_TRAIN__EPOCHS": "5", "KGREC_TRAIN__KS": "10,20",
+           "KGREC_ENCODER__CACHE_DIR": str(cfg.encoder.cache_dir)}
+    proc = subprocess.run([str(root / "scripts" / "retrain.sh"), "tabular", str(tmp_path / "clicks.csv"),
+                           "--mapping", str(tmp_path / "clicks.toml")], env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert get_watermark(graph, "clicks") == 2000000001
+    quarantine = (tmp_path / "work" / "quarantine" / "clicks.csv.quarantine.jsonl").read_text()
+    assert "unknown user 'nobody'" in quarantine and "u1" not in quarantine
+    current = tmp_path / "work" / "models" / "current"
+    meta = json.loads((current / "meta.json").read_text())
+    assert meta["model"] == "lightgcn" and Path(meta["snapshot"]).name.startswith("retrain-")
+    assert '"published": true' in proc.stdout
