@@ -15,7 +15,7 @@ logger = logging.getLogger(__name__)
 
 
 def write_back(graph: Graph, rec: Recommender, k: int = 10, batch_size: int = 2000,
-               users: list[str] | None = None) -> dict[str, int]:
+               users: list[str] | None = None, index_timeout_s: int = 600) -> dict[str, int]:
     """Store embeddings on nodes, (re)build the vector index, and write ``RECOMMENDED`` lists.
 
     Each embedding is stored with the model version (``embedding_model``); embeddings of another
@@ -27,6 +27,8 @@ def write_back(graph: Graph, rec: Recommender, k: int = 10, batch_size: int = 20
         k: length of each user's list.
         batch_size: rows per transaction.
         users: users to write lists for (default: all users of the model).
+        index_timeout_s: how long to wait for the vector index to come online (Neo4j fills it in
+            the background; a vector query before then fails).
 
     Returns:
         Counts of items, users and recommendation relationships written.
@@ -42,6 +44,7 @@ def write_back(graph: Graph, rec: Recommender, k: int = 10, batch_size: int = 20
     graph.write("writeback/clear_stale_embeddings", model=rec.version)  # nodes this model does not know
     graph.write("writeback/create_item_vector_index",
                 options={"indexConfig": {"vector.dimensions": dim, "vector.similarity_function": "cosine"}})
+    graph.query("writeback/await_item_vector_index", timeout_s=index_timeout_s)  # populated before we return
     users = rec.user_ids if users is None else users
     written = 0
     for chunk in batches(users, max(1, batch_size // max(1, k))):

@@ -181,10 +181,8 @@ def test_write_back_and_vector_index(trained, graph_session):
     models = graph_session.driver.execute_query("MATCH (i:Item) RETURN collect(DISTINCT i.embedding_model) AS m",
                                                 database_=graph_session.database).records
     assert models[0]["m"] == [rec.version]
-    for _ in range(60):  # the vector index populates asynchronously
-        if graph_session.query("writeback/vector_index_info")[0]["state"] == "ONLINE":
-            break
-        time.sleep(0.5)
+    # write_back returns once the index Neo4j populates in the background is online
+    assert graph_session.query("writeback/vector_index_info")[0]["state"] == "ONLINE"
     near = graph_session.query("serving/similar_items_vector", item_id="i0", k=5)
     assert len(near) == 5 and "i0" not in {r["item_id"] for r in near}
     # graph recall for Browser users: co-interacted items, none of the user's own, mostly their community
