@@ -1,16 +1,25 @@
 """A named lock held in the graph itself, so that two writers on different machines exclude each other.
 
 The lock is a ``(:KgrecLock {name})`` node under a uniqueness constraint: creating it succeeds for
-exactly one holder. It records who holds it (host, pid, a random owner token) and since when, and
-is deleted when the holder is done. A lock whose holder is a dead process on this host is taken
-over with a warning; one left by a process on another machine that died is removed with
-``kgrec unlock`` (:func:`break_lock`).
+exactly one holder. It records who holds it (host, pid, the process's identity, a random owner
+token), since when, and ``renewed``: a heartbeat thread refreshes it every ``heartbeat_s``
+seconds while the holder works, and the holder deletes the node when done.
+
+A lock is taken over, with a warning, when its holder is certainly gone:
+
+- its heartbeat is older than ``stale_s`` (the holder was killed, or its machine died), or
+- the holder was a process of this very machine and process namespace that no longer runs (the
+  identity compares boot id, pid namespace and the process's start time, so a reused pid or a
+  container that shares the host name is not mistaken for it).
+
+``kgrec unlock`` (:func:`break_lock`) removes a lock whose holder is not alive, or any with ``force``.
 """
 from __future__ import annotations
 
 import logging
 import os
 import socket
+import threading
 import time
 import uuid
 from contextlib import contextmanager
@@ -23,6 +32,8 @@ from .schema import apply_schema
 logger = logging.getLogger(__name__)
 
 INGEST_LOCK = "ingest"
+HEARTBEAT_S = 15.0
+STALE_S = 120.0  # eight missed heartbeats
 
 
 class LockedError(KgError):
@@ -30,52 +41,115 @@ class LockedError(KgError):
 
 
 def lock_holder(graph: Graph, name: str = INGEST_LOCK) -> dict[str, Any] | None:
-    """``{"owner", "host", "pid", "since"}`` of the lock's holder, or None when it is free."""
+    """``{"owner", "host", "pid", "proc", "since", "idle_s"}`` of the lock's holder (``idle_s``:
+    seconds since its last heartbeat), or None when the lock is free."""
     rows = graph.query("lock/holder", lock=name)
     return rows[0] if rows else None
 
 
-def break_lock(graph: Graph, name: str = INGEST_LOCK) -> dict[str, Any] | None:
-    """Remove the lock whoever holds it; returns the holder it removed (None when it was free)."""
+def holder_is_gone(holder: dict[str, Any], stale_s: float = STALE_S) -> bool:
+    """Whether the holder has certainly stopped: no heartbeat for ``stale_s`` seconds, or a process
+    of this machine and pid namespace that no longer runs."""
+    if holder.get("idle_s") is not None and holder["idle_s"] > stale_s:
+        return True
+    proc = holder.get("proc") or ""
+    mine = process_identity(os.getpid())
+    if not proc or mine is None or proc.rsplit(":", 2)[0] != mine.rsplit(":", 2)[0]:
+        return False  # another machine or container: only the heartbeat can tell
+    pid = int(proc.rsplit(":", 2)[1])
+    return process_identity(pid) != proc  # gone, or the pid now belongs to a younger process
+
+
+def process_identity(pid: int) -> str | None:
+    """``<boot id>:<pid namespace>:<pid>:<start time>`` of a live process, None when it does not
+    run (or /proc is not there)."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            boot = f.read().strip()
+        namespace = os.stat("/proc/self/ns/pid").st_ino
+        with open(f"/proc/{pid}/stat") as f:
+            start = f.read().rsplit(")", 1)[1].split()[19]  # field 22, after "pid (comm)"
+    except (OSError, IndexError):
+        return None
+    return f"{boot}:{namespace}:{pid}:{start}"
+
+
+def break_lock(graph: Graph, name: str = INGEST_LOCK, force: bool = False) -> dict[str, Any] | None:
+    """Remove the lock when its holder is gone (:func:`holder_is_gone`), or whatever the holder with
+    ``force``; returns the holder removed (None when the lock was free).
+
+    Raises:
+        LockedError: the holder is alive as far as can be told, and ``force`` is off.
+    """
     holder = lock_holder(graph, name)
-    graph.write("lock/break", lock=name)
+    if holder is None:
+        return None
+    if not force and not holder_is_gone(holder):
+        raise LockedError(f"the {name!r} lock on {graph.where} is held by {_describe(holder)}, which is alive "
+                          f"(heartbeat {holder['idle_s']:.0f} s ago); wait for it, or use --force if you "
+                          f"know it is dead")
+    graph.write("lock/release", lock=name, owner=holder["owner"])  # only that holder's, never a newer one
     return holder
 
 
 @contextmanager
-def graph_lock(graph: Graph, name: str = INGEST_LOCK, wait_s: float = 0.0, poll_s: float = 0.5) -> Iterator[None]:
-    """Hold the named lock for the ``with`` block.
+def graph_lock(graph: Graph, name: str = INGEST_LOCK, wait_s: float = 0.0, poll_s: float = 0.5,
+               heartbeat_s: float = HEARTBEAT_S, stale_s: float = STALE_S) -> Iterator[None]:
+    """Hold the named lock for the ``with`` block, renewing it every ``heartbeat_s`` seconds.
 
     Args:
         graph: connected graph (the lock's constraint is created if missing).
         name: which lock; kgrec's writers of source data share :data:`INGEST_LOCK`.
         wait_s: how long to wait for a busy lock before giving up.
         poll_s: how often to try again while waiting.
+        heartbeat_s: how often the holder renews the lock.
+        stale_s: a lock not renewed for this long is taken over.
 
     Raises:
         LockedError: the lock stayed busy for ``wait_s`` seconds; the message names its holder.
     """
     apply_schema(graph)
     owner = uuid.uuid4().hex
-    mine = {"lock": name, "owner": owner, "host": socket.gethostname(), "pid": os.getpid()}
+    mine = {"lock": name, "owner": owner, "host": socket.gethostname(), "pid": os.getpid(),
+            "proc": process_identity(os.getpid()) or ""}
     deadline = time.monotonic() + wait_s
     while not _try_acquire(graph, mine):
         holder = lock_holder(graph, name)
-        if holder is not None and _died_here(holder):
-            logger.warning("taking over the %r lock left by dead process %s on this host (since %s)",
-                           name, holder["pid"], holder["since"])
+        if holder is not None and holder["owner"] == owner:
+            break  # our own CREATE committed, and the driver retried it after a lost acknowledgement
+        if holder is not None and holder_is_gone(holder, stale_s):
+            logger.warning("taking over the %r lock of %s, which is gone (heartbeat %.0f s ago)",
+                           name, _describe(holder), holder["idle_s"] or 0)
             graph.write("lock/release", lock=name, owner=holder["owner"])
             continue
         if time.monotonic() >= deadline:
-            who = "someone" if holder is None else f"process {holder['pid']} on {holder['host']} since {holder['since']}"
+            who = "someone" if holder is None else _describe(holder)
             raise LockedError(
                 f"another kgrec writer holds the {name!r} lock on {graph.where} ({who}); nothing was written. "
-                f"Wait for it to finish and retry; if that process is dead, run `kgrec unlock`.")
+                f"Wait for it to finish and retry (--wait SECONDS); a holder that died is taken over once "
+                f"its heartbeat is {stale_s:.0f} s old, or now with `kgrec unlock`.")
         time.sleep(poll_s)
+    done = threading.Event()
+    beat = threading.Thread(target=_heartbeat, args=(graph, name, owner, heartbeat_s, done), daemon=True,
+                            name=f"kgrec-lock-{name}")
+    beat.start()
     try:
         yield
     finally:
-        graph.write("lock/release", lock=name, owner=owner)
+        done.set()
+        beat.join()
+        try:
+            graph.write("lock/release", lock=name, owner=owner)
+        except Exception:  # never hide the block's own error; the heartbeat lets others take over
+            logger.exception("could not release the %r lock; others take it over in %.0f s", name, stale_s)
+
+
+def _heartbeat(graph: Graph, name: str, owner: str, every_s: float, done: threading.Event) -> None:
+    while not done.wait(every_s):
+        try:
+            graph.write("lock/renew", lock=name, owner=owner)
+        except Exception as e:  # a missed beat is not fatal: the lock goes stale only after many
+            logger.warning("could not renew the %r lock: %s", name, e)
 
 
 def _try_acquire(graph: Graph, mine: dict[str, Any]) -> bool:
@@ -86,14 +160,5 @@ def _try_acquire(graph: Graph, mine: dict[str, Any]) -> bool:
     return True
 
 
-def _died_here(holder: dict[str, Any]) -> bool:
-    """Whether the holder is a process of this host that no longer exists."""
-    if holder.get("host") != socket.gethostname() or not isinstance(holder.get("pid"), int):
-        return False
-    try:
-        os.kill(holder["pid"], 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:  # alive, someone else's
-        return False
-    return False
+def _describe(holder: dict[str, Any]) -> str:
+    return f"process {holder['pid']} on {holder['host']} since {holder['since']}"

@@ -4,9 +4,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
+import threading
+from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterator
 
 from .config import MODELS, Config, ConfigError, TrainConfig, load_config
 
@@ -248,7 +251,7 @@ def cmd_unlock(args: argparse.Namespace, cfg: Config) -> None:
     from kg.lock import break_lock
 
     with _graph(cfg) as g:
-        holder = break_lock(g)
+        holder = break_lock(g, force=args.force)
     print("the ingest lock was free" if holder is None else
           f"removed the ingest lock held by process {holder['pid']} on {holder['host']} since {holder['since']}")
 
@@ -347,7 +350,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="wait this long for a running ingest to finish (default: ingest.lock_wait_s, 0)")
     s.set_defaults(func=cmd_forget_user)
 
-    s = sub.add_parser("unlock", help="remove the ingest lock left by a writer that died on another machine")
+    s = sub.add_parser("unlock", help="remove the ingest lock left by a writer that died (before its heartbeat "
+                                      "goes stale and the next writer takes it over)")
+    s.add_argument("--force", action="store_true", help="remove it even if its holder looks alive")
     s.set_defaults(func=cmd_unlock)
     return p
 
@@ -356,8 +361,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        cfg = load_config(args.config)
-        status = args.func(args, cfg)
+        with _sigterm_unwinds():
+            cfg = load_config(args.config)
+            status = args.func(args, cfg)
     except Exception as e:
         if not isinstance(e, _user_errors()):
             raise
@@ -366,6 +372,24 @@ def main(argv: list[str] | None = None) -> int:
         print(f"kgrec: error: {e.args[0] if isinstance(e, KeyError) and e.args else e}", file=sys.stderr)
         return 2
     return status or 0
+
+
+@contextmanager
+def _sigterm_unwinds() -> Iterator[None]:
+    """While a command runs, SIGTERM (kill, a scheduler's timeout) unwinds like Ctrl-C, so the graph
+    lock and temporary files are released on the way out (exit status 143)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _user_errors() -> tuple[type[Exception], ...]:

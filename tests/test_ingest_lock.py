@@ -2,15 +2,17 @@
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import subprocess
 import sys
 import threading
+import time
 
 import pytest
 
 from kg.ingest import forget_user, get_watermark, graph_counts, ingest
-from kg.lock import INGEST_LOCK, LockedError, break_lock, graph_lock, lock_holder
+from kg.lock import INGEST_LOCK, LockedError, break_lock, graph_lock, lock_holder, process_identity
 from kg.records import GraphRecords
 from kgrec.config import IngestConfig
 
@@ -23,6 +25,14 @@ def _records(n_users: int = 30, n_items: int = 20) -> GraphRecords:
     return GraphRecords(users=users, items=items, interactions=events)
 
 
+def _hold(graph, owner: str, host: str = "elsewhere.example", pid: int = 1, proc: str = "", idle_s: int = 0) -> None:
+    """A lock as another writer left it, its last heartbeat ``idle_s`` seconds ago."""
+    graph.driver.execute_query(
+        "CREATE (:KgrecLock {name: $lock, owner: $owner, host: $host, pid: $pid, proc: $proc, "
+        "since: datetime() - duration({seconds: $idle}), renewed: datetime() - duration({seconds: $idle})})",
+        lock=INGEST_LOCK, owner=owner, host=host, pid=pid, proc=proc, idle=idle_s, database_=graph.database)
+
+
 def _interactions(graph) -> int:
     return graph.driver.execute_query("MATCH ()-[r:INTERACTED]->() RETURN count(r) AS n",
                                       database_=graph.database).records[0]["n"]
@@ -31,7 +41,8 @@ def _interactions(graph) -> int:
 def test_an_ingest_fails_while_another_holds_the_lock_and_writes_nothing(graph):
     with graph_lock(graph):
         holder = lock_holder(graph)
-        assert holder["pid"] > 0 and holder["host"] == socket.gethostname()
+        assert holder["pid"] == os.getpid() and holder["host"] == socket.gethostname()
+        assert holder["proc"] == process_identity(os.getpid()) and holder["idle_s"] <= 1
         with pytest.raises(LockedError, match=rf"process {holder['pid']} on .*nothing was written.*kgrec unlock"):
             ingest(graph, _records(), IngestConfig(), progress=False)
         with pytest.raises(LockedError):
@@ -69,23 +80,58 @@ def test_concurrent_ingests_of_the_same_new_users_wait_and_write_each_event_once
     assert _interactions(graph) == 150
 
 
-def test_a_lock_left_by_a_dead_process_on_this_host_is_taken_over(graph, caplog):
-    dead = subprocess.Popen([sys.executable, "-c", "pass"])
-    dead.wait()
-    graph.write("lock/acquire", lock=INGEST_LOCK, owner="gone", host=socket.gethostname(), pid=dead.pid)
+def test_a_lock_left_by_a_dead_process_of_this_machine_is_taken_over(graph, caplog):
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    identity = process_identity(child.pid)
+    child.kill()
+    child.wait()
+    assert identity is not None and process_identity(child.pid) is None
+    _hold(graph, "gone", socket.gethostname(), child.pid, identity)
     with caplog.at_level(logging.WARNING, logger="kg.lock"):
         ingest(graph, _records(2, 2), IngestConfig(), progress=False)
-    assert f"dead process {dead.pid}" in caplog.text
+    assert f"process {child.pid} on {socket.gethostname()}" in caplog.text and "which is gone" in caplog.text
     assert lock_holder(graph) is None
 
 
-def test_a_lock_held_on_another_machine_blocks_until_broken(graph):
-    graph.write("lock/acquire", lock=INGEST_LOCK, owner="far", host="elsewhere.example", pid=1)
+def test_a_live_holder_is_never_taken_over_whatever_its_host_name(graph):
+    """A container that shares this host name, or a pid reused by a younger process, is told apart
+    by the process identity (boot id, pid namespace, start time)."""
+    me = process_identity(os.getpid())
+    boot, namespace, pid, start = me.split(":")
+    other_container = f"{boot}:{int(namespace) + 1}:{pid}:{start}"
+    _hold(graph, "twin", socket.gethostname(), int(pid), other_container)
+    with pytest.raises(LockedError, match="nothing was written"):
+        ingest(graph, _records(2, 2), IngestConfig(), progress=False)
+    with pytest.raises(LockedError, match="alive"):
+        break_lock(graph)
+    assert lock_holder(graph)["owner"] == "twin"
+    graph.write("lock/release", lock=INGEST_LOCK, owner="twin")
+    reused = f"{boot}:{namespace}:{pid}:{int(start) - 1}"  # this pid, but an older process's start time
+    _hold(graph, "reused", socket.gethostname(), int(pid), reused)
+    assert break_lock(graph)["owner"] == "reused"
+
+
+def test_a_lock_held_on_another_machine_blocks_until_stale_or_forced(graph):
+    _hold(graph, "far", idle_s=5)
     with pytest.raises(LockedError, match="process 1 on elsewhere.example"):
         ingest(graph, _records(2, 2), IngestConfig(lock_wait_s=1.0), progress=False)
-    assert break_lock(graph)["owner"] == "far"
+    with pytest.raises(LockedError, match="alive"):
+        break_lock(graph)
+    assert break_lock(graph, force=True)["owner"] == "far"
     assert break_lock(graph) is None
+    _hold(graph, "crashed", idle_s=600)  # its heartbeat stopped ten minutes ago
     assert ingest(graph, _records(2, 2), IngestConfig(), progress=False)["written"]["users"] == 2
+    assert lock_holder(graph) is None
+
+
+def test_the_holder_renews_its_lock_while_it_works(graph):
+    with graph_lock(graph, heartbeat_s=0.2):
+        time.sleep(1.5)
+        assert lock_holder(graph)["idle_s"] <= 1
+        graph.driver.execute_query("MATCH (l:KgrecLock) SET l.renewed = datetime() - duration('PT1H')",
+                                   database_=graph.database)
+        time.sleep(0.6)
+        assert lock_holder(graph)["idle_s"] <= 1  # renewed again
 
 
 def test_each_feed_skips_only_its_own_old_events(graph):
@@ -117,16 +163,38 @@ def test_cli_reports_a_held_lock_in_one_line_and_unlock_removes_it(graph, neo4j_
     monkeypatch.setenv("KGREC_WORKDIR", str(tmp_path))
     monkeypatch.setenv("NEO4J_URI", neo4j_config.bolt_uri)
     monkeypatch.setenv("NEO4J_PASSWORD", read_password(neo4j_config))
-    graph.write("lock/acquire", lock=INGEST_LOCK, owner="far", host="elsewhere.example", pid=4242)
+    _hold(graph, "far", pid=4242)
     argv = ["ingest", "synthetic", "--users", "20", "--items", "15", "--no-quality", "--feed", "nightly"]
     assert main([*argv, "--wait", "0.5"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "process 4242 on elsewhere.example" in err[0] and "kgrec unlock" in err[0]
     assert main(["forget-user", "u1"]) == 2
-    assert main(["unlock"]) == 0
+    assert main(["unlock"]) == 2 and "alive" in capsys.readouterr().err
+    assert main(["unlock", "--force"]) == 0
     assert "process 4242 on elsewhere.example" in capsys.readouterr().out
     assert main(argv) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["feed"] == "nightly" and report["watermark"] == get_watermark(graph, "nightly") is not None
     with pytest.raises(SystemExit):
         main([*argv, "--wait", "-1"])
+
+
+def test_a_terminated_command_releases_the_lock_on_its_way_out(graph, neo4j_config):
+    """kgrec's commands turn SIGTERM (kill, a scheduler's timeout) into an orderly exit."""
+    import signal
+
+    from kg.neo4j_server import read_password
+
+    code = ("import sys, time\n"
+            "from kg.connection import connect\nfrom kg.lock import graph_lock\nfrom kgrec.cli import _sigterm_unwinds\n"
+            "from kgrec.config import load_config\n"
+            "cfg = load_config(env={'NEO4J_URI': sys.argv[1], 'NEO4J_PASSWORD': sys.argv[2]})\n"
+            "with connect(cfg.neo4j) as g, _sigterm_unwinds(), graph_lock(g):\n"
+            "    print('held', flush=True)\n    time.sleep(120)\n")
+    proc = subprocess.Popen([sys.executable, "-c", code, neo4j_config.bolt_uri, read_password(neo4j_config)],
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "held"
+    assert lock_holder(graph)["pid"] == proc.pid
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 128 + signal.SIGTERM
+    assert lock_holder(graph) is None

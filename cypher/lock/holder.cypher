@@ -1,3 +1,4 @@
-// Who holds a named kgrec lock (no row when it is free).
+// Who holds a named kgrec lock, and how many seconds since its last heartbeat (no row when free).
 MATCH (l:KgrecLock {name: $lock})
-RETURN l.owner AS owner, l.host AS host, l.pid AS pid, toString(l.since) AS since
+RETURN l.owner AS owner, l.host AS host, l.pid AS pid, l.proc AS proc, toString(l.since) AS since,
+       duration.inSeconds(coalesce(l.renewed, l.since), datetime()).seconds AS idle_s

@@ -1,3 +1,0 @@
-// Remove a named kgrec lock whoever holds it (its holder died on another machine).
-MATCH (l:KgrecLock {name: $lock})
-DELETE l
