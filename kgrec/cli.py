@@ -228,12 +228,10 @@ def cmd_retrain(args: argparse.Namespace, cfg: Config) -> int:
     _lock_wait(args, cfg)
     if args.model:
         cfg.train.model = args.model
-    if args.force:
-        cfg.retrain.max_drop = 1.0
     if args.no_writeback:
         cfg.retrain.writeback = False
     with _graph(cfg) as g:
-        report = retrain(g, cfg, say=lambda line: print(line, file=sys.stderr))
+        report = retrain(g, cfg, say=lambda line: print(line, file=sys.stderr), force=args.force)
     print(json.dumps(asdict(report), indent=2))
     return 0 if report.published else 3
 

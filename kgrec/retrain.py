@@ -6,23 +6,28 @@ loads; ``scripts/retrain.sh`` chains the two). Each run:
 1. exports a fresh snapshot while holding the graph's ingest lock, so it never sees half a load;
 2. encodes its texts (cached: only new texts cost anything) when the model reads text;
 3. trains a new version without publishing it;
-4. compares its test ``retrain.metric`` with the served model's: it is published (``current`` is
-   repointed atomically, and running ``kgrec serve`` processes switch to it) unless it falls more
-   than ``retrain.max_drop`` below. Each figure is measured on its own snapshot's test split, so
-   this catches broken runs and bad data, not small regressions;
+4. compares its test ``retrain.metric`` with the served model's (``serving.model_dir`` when set,
+   else ``current``): it is published (``current`` is repointed atomically, and running
+   ``kgrec serve`` processes switch to it) unless it falls more than ``retrain.max_drop`` below,
+   or the served model has no such figure to compare with (``force`` publishes anyway). Each
+   figure is measured on its own snapshot's test split, so this catches broken runs and bad
+   data, not small regressions;
 5. writes embeddings, the vector index and ``RECOMMENDED`` lists back to Neo4j once published;
-6. deletes model versions and retrain snapshots beyond the newest ``retrain.keep``, never the
-   served one nor the snapshot it was trained on.
+6. deletes its own older versions (those with a ``retrain.json``) beyond the newest
+   ``retrain.keep`` published ones and the latest rejected one, with their snapshots; never the
+   served version, ``current``, nor anything ``kgrec train`` or another model directory made.
 
 Only one retrain runs at a time per model directory (an OS file lock, released if the process
-dies). A run that fails or is killed at any step leaves the served model as it was. The report
-is printed and saved as ``<workdir>/retrain/<version>.json``.
+dies). A run that fails or is killed at any step leaves the served model as it was; a failed run
+removes the snapshot it exported. The report is printed, saved in the version as
+``retrain.json`` and as ``<workdir>/retrain/<version>.json``.
 """
 from __future__ import annotations
 
 import fcntl
 import json
 import logging
+import math
 import os
 import shutil
 import time
@@ -44,29 +49,42 @@ class RetrainBusyError(RuntimeError):
     """Another retrain of the same model directory is running."""
 
 
+REPORT_FILE = "retrain.json"  # in every version a retrain made: what prune may delete
+
+
 @dataclass
 class RetrainReport:
     """What one retrain did; ``published`` is False when the quality gate kept the served model."""
 
     snapshot: str
     version: str
+    model: str
     published: bool
     decision: str
     metric: str
-    new_score: float
+    new_score: float | None
     served_version: str | None
+    served_model: str | None
     served_score: float | None
     writeback: dict[str, int] | None = None
     pruned: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
 
 
-def retrain(graph: Graph, cfg: Config, say: Callable[[str], None] = logger.info) -> RetrainReport:
+def retrain(graph: Graph, cfg: Config, say: Callable[[str], None] = logger.info,
+            force: bool = False) -> RetrainReport:
     """Run the retraining job once (module docstring); the stage entry point of ``kgrec retrain``.
+
+    Args:
+        graph: connected graph.
+        cfg: the configuration (``retrain``, ``export``, ``encoder``, ``train``, ``serving``).
+        say: where progress lines go.
+        force: publish whatever the gate says (a model whose score is not finite never is).
 
     Raises:
         RetrainBusyError: another retrain holds this model directory.
-        ConfigError: ``retrain.metric`` is not a metric that training reports.
+        ConfigError: ``retrain.metric`` is not a metric training reports, or the snapshot has no
+            test split to gate on.
         kg.lock.LockedError: an ingest held the graph for longer than ``ingest.lock_wait_s``.
     """
     from gnn.artifact import publish
@@ -88,62 +106,79 @@ def retrain(graph: Graph, cfg: Config, say: Callable[[str], None] = logger.info)
         with graph_lock(graph, INGEST_LOCK, cfg.ingest.lock_wait_s):  # a snapshot of whole loads only
             snapshot = stage("export", lambda: export_snapshot(graph, cfg.export, cfg.retrain.snapshot_name))
         say(f"exported {snapshot}")
-        if cfg.train.model in TEXT_MODELS:
-            stage("encode", lambda: ensure_text_embeddings(snapshot, cfg))
-        artifact = stage("train", lambda: train_model(snapshot, cfg, publish=False))
+        try:
+            tests = json.loads((snapshot / "meta.json").read_text())["interactions"].get("test", 0)
+            if not tests:
+                raise ConfigError(f"{snapshot} has no test interactions for the quality gate: use an "
+                                  f"[export] split that holds some out (ratio, loo, temporal)")
+            if cfg.train.model in TEXT_MODELS:
+                stage("encode", lambda: ensure_text_embeddings(snapshot, cfg))
+            artifact = stage("train", lambda: train_model(snapshot, cfg, publish=False))
+        except BaseException:  # nothing was trained on it: the snapshot goes, and the served model stays
+            shutil.rmtree(snapshot, ignore_errors=True)
+            raise
         new_score = _test_score(artifact, metric)
-        if new_score is None:
-            raise ConfigError(f"{artifact} has no test {metric}: the snapshot needs a test split for the gate")
-        served = _served(out_dir)
+        served = _served(cfg)
         served_score = _test_score(served, metric) if served is not None else None
-        published, decision = _gate(new_score, served_score, cfg.retrain.max_drop, metric)
-        say(f"trained {artifact.name}: test {metric} {new_score:.4f}; {decision}")
-        report = RetrainReport(snapshot=str(snapshot), version=artifact.name, published=published,
-                               decision=decision, metric=metric, new_score=new_score,
+        published, decision = _gate(new_score, served, served_score, cfg.retrain.max_drop, metric, force)
+        say(f"trained {artifact.name}: test {metric} {new_score}; {decision}")
+        report = RetrainReport(snapshot=str(snapshot), version=artifact.name, model=cfg.train.model,
+                               published=published, decision=decision, metric=metric, new_score=new_score,
                                served_version=served.name if served is not None else None,
+                               served_model=_meta(served).get("model") if served is not None else None,
                                served_score=served_score, timings=timings)
+        _save(report, artifact, cfg)  # before anything else can fail: the version is marked as retrain's
         if published:
             stage("publish", lambda: publish(artifact, out_dir))
+            if Path(cfg.served_model()).resolve() != artifact.resolve():
+                say(f"note: serving.model_dir pins {cfg.served_model()}; `kgrec serve` keeps serving it")
             if cfg.retrain.writeback:
                 report.writeback = stage("writeback", lambda: _write_back(graph, out_dir / "current",
                                                                           cfg.retrain.writeback_k))
         report.pruned = stage("prune", lambda: prune(cfg))
-    path = Path(cfg.workdir) / "retrain" / f"{artifact.name}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(asdict(report), indent=2))
+        _save(report, artifact, cfg)
     return report
 
 
 def prune(cfg: Config) -> list[str]:
-    """Delete model versions, then retrain snapshots, beyond the newest ``retrain.keep`` of each.
+    """Delete the versions ``kgrec retrain`` made in ``train.out_dir`` beyond the newest
+    ``retrain.keep`` published ones and the latest rejected one, each with its ``retrain-*``
+    snapshot.
 
-    The served version and every snapshot a remaining version was trained on are always kept; a
-    ``keep`` of 0 keeps everything. Returns the deleted paths.
+    The served model (``serving.model_dir``), ``current``'s target, and versions without a
+    ``retrain.json`` (from ``kgrec train``) are never deleted; a ``keep`` of 0 keeps everything.
+    Returns the deleted paths.
     """
     keep = cfg.retrain.keep
-    if keep <= 0:
-        return []
     out_dir = Path(cfg.train.out_dir)
-    served = _served(out_dir)
-    versions = sorted((p for p in out_dir.iterdir()  # not the link, nor a training run's .tmp-<version>
-                       if (p / "meta.json").is_file() and not p.is_symlink() and not p.name.startswith(".")),
-                      key=lambda p: p.name, reverse=True)
-    doomed = [p for p in versions[keep:] if served is None or p.resolve() != served.resolve()]
-    kept_snapshots = set()
-    for p in versions:
-        if p not in doomed:
-            snap = json.loads((p / "meta.json").read_text()).get("snapshot")
-            if snap:
-                kept_snapshots.add(Path(snap).resolve())
-    snap_dir = Path(cfg.export.out_dir)
-    prefix = f"{cfg.retrain.snapshot_name}-"
-    snapshots = sorted((p for p in snap_dir.glob(f"{prefix}*") if p.is_dir() and not p.is_symlink()),
-                       key=lambda p: p.name, reverse=True) if snap_dir.is_dir() else []
-    doomed += [p for p in snapshots[keep:] if p.resolve() not in kept_snapshots]
-    for p in doomed:
-        shutil.rmtree(p)
-        logger.info("pruned %s", p)
-    return [str(p) for p in doomed]
+    if keep <= 0 or not out_dir.is_dir():
+        return []
+    protected = {p.resolve() for p in (out_dir / "current", Path(cfg.served_model())) if p.exists()}
+    ours = sorted((p for p in out_dir.iterdir()  # not the link, nor a training run's .tmp-<version>
+                   if (p / REPORT_FILE).is_file() and not p.is_symlink() and not p.name.startswith(".")),
+                  key=_version_order, reverse=True)
+    published = [p for p in ours if json.loads((p / REPORT_FILE).read_text()).get("published")]
+    rejected = [p for p in ours if p not in published]
+    doomed = [p for p in published[keep:] + rejected[1:] if p.resolve() not in protected]
+    kept_snapshots = {_meta(p).get("snapshot") for p in out_dir.iterdir() if p not in doomed}
+    deleted: list[str] = []
+    for version in doomed:
+        snap = _meta(version).get("snapshot")
+        shutil.rmtree(version)
+        deleted.append(str(version))
+        if snap and snap not in kept_snapshots and Path(snap).name.startswith(f"{cfg.retrain.snapshot_name}-") \
+                and Path(snap).is_dir():
+            shutil.rmtree(snap)
+            deleted.append(snap)
+    for path in deleted:
+        logger.info("pruned %s", path)
+    return deleted
+
+
+def _version_order(version: Path) -> tuple[str, int]:
+    """Sort key of ``<time>-<model>[-n]`` version names (gnn.train._claim_version): oldest first."""
+    base, _, n = version.name.rpartition("-")
+    return (base, int(n)) if n.isdigit() else (version.name, 1)
 
 
 def _check_metric(cfg: Config) -> str:
@@ -156,28 +191,52 @@ def _check_metric(cfg: Config) -> str:
     return metric
 
 
-def _gate(new: float, served: float | None, max_drop: float, metric: str) -> tuple[bool, str]:
+def _gate(new: float | None, served: Path | None, served_score: float | None, max_drop: float, metric: str,
+          force: bool) -> tuple[bool, str]:
     """Whether to publish, and why."""
+    if new is None:
+        return False, f"kept the served model: the new version has no finite test {metric}"
+    if force:
+        return True, "published: --force"
     if served is None:
         return True, "published: no served model to compare with"
-    floor = served * (1 - max_drop)
+    if served_score is None:
+        return False, (f"kept the served model: {served.name} has no test {metric} to compare with; "
+                       f"--force publishes the new version")
+    floor = served_score * (1 - max_drop)
     if new >= floor:
-        return True, f"published: {new:.4f} >= {floor:.4f} (served {served:.4f} less {max_drop:.0%})"
-    return False, (f"kept the served model: {metric} {new:.4f} < {floor:.4f} (served {served:.4f} less "
+        return True, f"published: {new:.4f} >= {floor:.4f} (served {served_score:.4f} less {max_drop:.0%})"
+    return False, (f"kept the served model: {metric} {new:.4f} < {floor:.4f} (served {served_score:.4f} less "
                    f"{max_drop:.0%}); the new version stays on disk unpublished")
 
 
-def _served(out_dir: Path) -> Path | None:
-    link = out_dir / "current"
-    return link.resolve() if (link / "meta.json").is_file() else None
+def _served(cfg: Config) -> Path | None:
+    path = Path(cfg.served_model())
+    return path.resolve() if (path / "meta.json").is_file() else None
+
+
+def _meta(version: Path) -> dict[str, Any]:
+    try:
+        return json.loads((version / "meta.json").read_text())
+    except (OSError, ValueError):
+        return {}
 
 
 def _test_score(artifact: Path, metric: str) -> float | None:
+    """The artifact's finite test ``metric``, None when it has none."""
     try:
         value = json.loads((artifact / "metrics.json").read_text()).get("test", {}).get(metric)
     except (OSError, ValueError):
         return None
-    return float(value) if value is not None else None
+    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
+
+
+def _save(report: RetrainReport, artifact: Path, cfg: Config) -> None:
+    text = json.dumps(asdict(report), indent=2)
+    (artifact / REPORT_FILE).write_text(text)
+    path = Path(cfg.workdir) / "retrain" / f"{artifact.name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
 
 
 def _write_back(graph: Graph, model: Path, k: int) -> dict[str, int]:

@@ -1,9 +1,11 @@
 """The served model, following the ``current`` link that training and ``kgrec retrain`` publish.
 
 A long-running server (``kgrec serve``) loads the artifact once, then checks where the link points
-(one ``realpath`` per request, at most every ``check_s`` seconds). When a new version is published
-it loads it beside the old one and swaps; requests in flight finish on the model they started
-with. A version that fails to load is logged and skipped, and the old model keeps serving.
+(one ``realpath``, at most every ``check_s`` seconds). When a new version is published a background
+thread loads it beside the old one and swaps; until then, and while it loads, every request is
+answered by the old model at once (two models are in memory for the moment of the swap). A
+version that fails to load is logged, the old model keeps serving, and the load is tried again
+after ``retry_s`` seconds (a lack of memory can pass) or as soon as the link moves on.
 """
 from __future__ import annotations
 
@@ -26,35 +28,48 @@ class LiveModel:
         FileNotFoundError: from the constructor, when ``path`` holds no model artifact.
     """
 
-    def __init__(self, path: str | Path, check_s: float = 1.0) -> None:
+    def __init__(self, path: str | Path, check_s: float = 1.0, retry_s: float = 300.0) -> None:
         self.path = Path(path)
-        self.check_s = check_s
+        self.check_s, self.retry_s = check_s, retry_s
         self._target = os.path.realpath(self.path)
         self._model = Recommender.load(self.path)
-        self._failed: str | None = None  # a target that did not load: retried only once the link moves on
+        self._failed: tuple[str, float] | None = None  # a target that did not load, and when
         self._checked = time.monotonic()
-        self._lock = threading.Lock()
+        self._loading = threading.Lock()
+        self._loader: threading.Thread | None = None
 
     def get(self) -> Recommender:
-        """The model to answer this request with (a newly published version once it has loaded)."""
+        """The model to answer this request with; never waits for a load."""
         now = time.monotonic()
         if now - self._checked >= self.check_s:
             self._checked = now
             target = os.path.realpath(self.path)
-            if target not in (self._target, self._failed):
-                self._reload(target)
+            if self._wanted(target, now) and self._loading.acquire(blocking=False):
+                self._loader = threading.Thread(target=self._load, args=(target,), daemon=True,
+                                                name="kgrec-model-reload")
+                self._loader.start()
         return self._model
 
-    def _reload(self, target: str) -> None:
-        with self._lock:  # one loader; the other requests keep the model they have
-            if target in (self._target, self._failed):
-                return
-            try:
-                model = Recommender.load(target)
-            except Exception:  # a broken artifact must not take the service down
-                logger.exception("the model published at %s (%s) did not load; still serving %s",
-                                 self.path, target, self._model.version)
-                self._failed = target
-                return
+    def wait_for_reload(self, timeout: float | None = None) -> None:
+        """Block until a reload started by :meth:`get` has finished (for tests and scripts)."""
+        loader = self._loader
+        if loader is not None:
+            loader.join(timeout)
+
+    def _wanted(self, target: str, now: float) -> bool:
+        if target == self._target:
+            return False
+        return self._failed is None or self._failed[0] != target or now - self._failed[1] >= self.retry_s
+
+    def _load(self, target: str) -> None:
+        try:
+            model = Recommender.load(target)
+        except Exception:  # a broken artifact must not take the service down
+            logger.exception("the model published at %s (%s) did not load; still serving %s, retrying in %.0f s",
+                             self.path, target, self._model.version, self.retry_s)
+            self._failed = (target, time.monotonic())
+        else:
             logger.info("now serving %s (was %s)", model.version, self._model.version)
             self._model, self._target, self._failed = model, target, None
+        finally:
+            self._loading.release()

@@ -47,27 +47,48 @@ def test_retrain_publishes_gates_a_broken_run_and_writes_back(loaded):
     assert current.resolve().name == first.version  # still serving the good model
     assert (Path(cfg.train.out_dir) / broken.version / "meta.json").is_file()  # kept for inspection
 
-    cfg.retrain.max_drop = 1.0  # what `kgrec retrain --force` sets
-    forced = retrain(graph, cfg)
-    assert forced.published and current.resolve().name == forced.version
+    forced = retrain(graph, cfg, force=True)  # `kgrec retrain --force`
+    assert forced.published and forced.decision == "published: --force" and current.resolve().name == forced.version
 
 
-def test_prune_keeps_the_newest_versions_the_served_one_and_their_snapshots(loaded):
+def test_prune_keeps_the_newest_published_versions_the_served_one_and_their_snapshots(loaded):
     graph, cfg = loaded
-    cfg.train.epochs, cfg.retrain.keep, cfg.retrain.writeback = 3, 2, False
+    cfg.train.epochs, cfg.retrain.keep, cfg.retrain.writeback = 3, 1, False
+    out, snaps = Path(cfg.train.out_dir), Path(cfg.export.out_dir)
+    hand = out / "20200101-000000-lightgcn"  # a version `kgrec train` made: never retrain's to delete
+    hand.mkdir(parents=True)
+    (hand / "meta.json").write_text("{}")
+    (snaps / "graph-20200101-000000").mkdir(parents=True)  # a snapshot `kgrec export` made
     reports = [retrain(graph, cfg) for _ in range(2)]
-    cfg.train.lr = 1e-6  # gated out twice: the served version becomes the oldest
+    cfg.train.lr = 1e-6  # gated out twice
     reports += [retrain(graph, cfg) for _ in range(2)]
     assert [r.published for r in reports] == [True, True, False, False]
-    out = Path(cfg.train.out_dir)
     versions = sorted(p.name for p in out.iterdir() if (p / "meta.json").is_file() and not p.is_symlink())
-    assert versions == sorted([reports[1].version, reports[2].version, reports[3].version])
+    # the newest published one (served) and the latest rejected one stay, besides the hand-made one
+    assert versions == sorted([hand.name, reports[1].version, reports[3].version])
     assert (out / "current").resolve().name == reports[1].version
-    assert not (out / reports[0].version).exists() and str(out / reports[0].version) in reports[2].pruned
-    snaps = sorted(p.name for p in Path(cfg.export.out_dir).glob("retrain-*") if not p.is_symlink())
-    assert snaps == sorted(Path(r.snapshot).name for r in reports[1:])  # the served model's snapshot stays
+    assert str(out / reports[0].version) in reports[1].pruned and reports[0].snapshot in reports[1].pruned
+    assert str(out / reports[2].version) in reports[3].pruned and reports[2].snapshot in reports[3].pruned
+    left = sorted(p.name for p in snaps.iterdir() if p.is_dir() and not p.is_symlink())
+    assert left == sorted(["graph-20200101-000000"] + [Path(r.snapshot).name for r in (reports[1], reports[3])])
     cfg.retrain.keep = 0
     assert prune(cfg) == []
+
+
+def test_the_gate_needs_a_figure_to_compare_and_pruning_spares_a_pinned_model(loaded):
+    graph, cfg = loaded
+    cfg.retrain.writeback, cfg.retrain.keep = False, 1
+    first = retrain(graph, cfg)
+    cfg.serving.model_dir = Path(cfg.train.out_dir) / first.version  # serving pinned to this version
+    metrics = Path(cfg.serving.model_dir) / "metrics.json"
+    saved = metrics.read_text()
+    metrics.write_text(json.dumps({**json.loads(saved), "test": {}}))  # nothing to compare with
+    blind = retrain(graph, cfg)
+    assert not blind.published and "has no test ndcg@20" in blind.decision
+    metrics.write_text(saved)
+    newer = [retrain(graph, cfg) for _ in range(2)]
+    assert all(r.published and r.served_version == first.version for r in newer)
+    assert Path(cfg.serving.model_dir).is_dir()  # still there, though two newer versions were published
 
 
 def test_retrain_waits_for_nobody_and_changes_nothing_when_busy(loaded):
@@ -81,6 +102,10 @@ def test_retrain_waits_for_nobody_and_changes_nothing_when_busy(loaded):
         with pytest.raises(LockedError):
             retrain(graph, cfg)
     assert not (out / "current").exists()
+    cfg.train.batch_size = 0  # training fails: its snapshot goes, nothing is published
+    with pytest.raises(ValueError, match="batch_size"):
+        retrain(graph, cfg)
+    assert not list(Path(cfg.export.out_dir).glob("retrain-2*")) and not (out / "current").exists()
     cfg.retrain.metric = "auc"
     with pytest.raises(ConfigError, match="retrain.metric"):
         retrain(graph, cfg)
@@ -124,9 +149,9 @@ def test_the_cron_script_loads_a_delta_file_then_retrains(loaded, neo4j_config, 
            "KGREC_WAIT": "5", "KGREC_WORKDIR": str(tmp_path / "work"), "NEO4J_URI": neo4j_config.bolt_uri,
            "NEO4J_PASSWORD": read_password(neo4j_config), "KGREC_TRAIN__EPOCHS": "5", "KGREC_TRAIN__KS": "10,20",
            "KGREC_ENCODER__CACHE_DIR": str(cfg.encoder.cache_dir)}
-    proc = subprocess.run([str(root / "scripts" / "retrain.sh"), "tabular", str(tmp_path / "clicks.csv"),
-                           "--mapping", str(tmp_path / "clicks.toml")], env=env, capture_output=True, text=True,
-                          timeout=600)
+    # started elsewhere, with paths relative to where it is started (as from cron)
+    proc = subprocess.run([str(root / "scripts" / "retrain.sh"), "tabular", "clicks.csv", "--mapping", "clicks.toml"],
+                          env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert get_watermark(graph, "clicks") == 2000000001
     quarantine = (tmp_path / "work" / "quarantine" / "clicks.csv.quarantine.jsonl").read_text()

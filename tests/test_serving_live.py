@@ -26,10 +26,18 @@ def _two_versions(out: Path) -> tuple[Path, Path]:
 def test_the_http_api_serves_each_newly_published_version_and_survives_a_broken_one(tmp_path, caplog):
     first, second = _two_versions(tmp_path)
     publish(first, tmp_path)
-    client = TestClient(create_app(tmp_path / "current", reload_check_s=0))
+    app = create_app(tmp_path / "current", reload_check_s=0)
+    client, live = TestClient(app), app.state.model
+
+    def version_after_reload() -> str:
+        client.get("/health")  # notices the link moved: loads in the background, answers at once
+        live.wait_for_reload(60)
+        return client.get("/health").json()["model_version"]
+
     assert client.get("/health").json()["model_version"] == first.name
     publish(second, tmp_path)
-    assert client.get("/health").json()["model_version"] == second.name
+    assert client.get("/health").json()["model_version"] == first.name  # the old model while the new loads
+    live.wait_for_reload(60)
     assert client.get("/recommend/u1", params={"k": 3}).json()["model_version"] == second.name
 
     broken = tmp_path / "broken"
@@ -37,11 +45,16 @@ def test_the_http_api_serves_each_newly_published_version_and_survives_a_broken_
     (broken / "ids.json").write_text("{not json")
     publish(broken, tmp_path)
     with caplog.at_level(logging.ERROR, logger="serving.live"):
-        assert client.get("/health").json()["model_version"] == second.name  # still the last good one
-        assert client.get("/health").status_code == 200
+        assert version_after_reload() == second.name  # still the last good one
+        assert version_after_reload() == second.name
     assert caplog.text.count("did not load") == 1  # tried once, not on every request
+    live.retry_s = 0  # a failed load is retried after retry_s
+    with caplog.at_level(logging.ERROR, logger="serving.live"):
+        assert version_after_reload() == second.name
+    assert caplog.text.count("did not load") >= 2
+    live.wait_for_reload(60)
     publish(first, tmp_path)  # rolling back is publishing the older version again
-    assert client.get("/health").json()["model_version"] == first.name
+    assert version_after_reload() == first.name
 
 
 def test_a_live_model_checks_the_link_at_most_every_check_s(tmp_path):
@@ -49,5 +62,7 @@ def test_a_live_model_checks_the_link_at_most_every_check_s(tmp_path):
     live = LiveModel(tmp_path / "current", check_s=3600)
     assert live.get().version == second.name
     publish(first, tmp_path)
+    live.get()
+    live.wait_for_reload(60)
     assert live.get().version == second.name  # not checked again yet
     assert LiveModel(first).get().version == first.name  # an artifact path, not a link: fixed
