@@ -34,14 +34,17 @@ def write_back(graph: Graph, rec: Recommender, k: int = 10, batch_size: int = 20
         Counts of items, users and recommendation relationships written.
     """
     dim = int(rec.item_emb.shape[1])
-    info = graph.query("writeback/vector_index_info")
-    if info and info[0]["dimensions"] != dim:
-        graph.write("writeback/drop_item_vector_index")
     for rows in batches(({"id": i, "embedding": v} for i, v in zip(rec.item_ids, rec.item_emb.tolist())), batch_size):
         graph.write("writeback/set_item_embeddings", rows=rows, model=rec.version)
     for rows in batches(({"id": u, "embedding": v} for u, v in zip(rec.user_ids, rec.user_emb.tolist())), batch_size):
         graph.write("writeback/set_user_embeddings", rows=rows, model=rec.version)
     graph.write("writeback/clear_stale_embeddings", model=rec.version)  # nodes this model does not know
+    # An index of another dimension is replaced only now: while the vectors were written it kept
+    # answering (Neo4j just leaves vectors of the wrong size out), so vector queries fail only
+    # while the new index fills, which the await below waits out.
+    info = graph.query("writeback/vector_index_info")
+    if info and info[0]["dimensions"] != dim:
+        graph.write("writeback/drop_item_vector_index")
     graph.write("writeback/create_item_vector_index",
                 options={"indexConfig": {"vector.dimensions": dim, "vector.similarity_function": "cosine"}})
     graph.query("writeback/await_item_vector_index", timeout_s=index_timeout_s)  # populated before we return

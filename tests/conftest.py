@@ -31,7 +31,7 @@ def test_neo4j_config() -> Neo4jConfig:
         bolt = int(os.environ.get("KGREC_TEST_BOLT_PORT", "7688"))
         http = int(os.environ.get("KGREC_TEST_HTTP_PORT", "7475"))
         cfg = Neo4jConfig(home=ROOT / ".kgrec" / f"neo4j-test-{bolt}", bolt_port=bolt, http_port=http,
-                          heap="1g", pagecache="1g")
+                          heap="1g", pagecache="1g", start_timeout_s=300)  # bulk-import tests restart it
     return cfg
 
 

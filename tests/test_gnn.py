@@ -328,13 +328,23 @@ def propagate(snap: Snapshot, ego: torch.Tensor, adj: torch.Tensor) -> tuple[np.
     return ue.numpy(), ie.numpy()
 
 
-def test_publish_is_atomic_swap(tmp_path: Path) -> None:
+def test_publish_is_atomic_swap(tmp_path: Path, monkeypatch) -> None:
     snap = planted_snapshot(num_users=40)
     a = train(snap, tiny_cfg(epochs=1), tmp_path, progress=False)
     b = train(snap, tiny_cfg(epochs=1, seed=3), tmp_path, progress=False, publish_current=False)
     assert os.readlink(tmp_path / "current") == a.name
+    real_replace, swaps = os.replace, []
+
+    def replace_spy(src, dst) -> None:  # at the moment of the swap, readers still see the old version
+        assert Path(dst) == tmp_path / "current" and os.readlink(dst) == a.name
+        assert os.readlink(src) == b.name
+        swaps.append(dst)
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace_spy)
     publish(b, tmp_path)
-    assert os.readlink(tmp_path / "current") == b.name
+    monkeypatch.undo()
+    assert len(swaps) == 1 and os.readlink(tmp_path / "current") == b.name
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".current")]
     with pytest.raises(FileNotFoundError):
         publish(tmp_path / "missing", tmp_path)

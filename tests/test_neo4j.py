@@ -275,13 +275,20 @@ def test_scheduler_serves_one_diagonal_at_a_time_without_shared_buckets():
     # the second (0, 0) batch shares both buckets with the running one; (0, 1) belongs to the next
     # diagonal, which waits until diagonal 0 is closed and drained: take() blocks
     got: list = []
-    waiter = threading.Thread(target=lambda: got.append(s.take()))
+    taking = threading.Event()
+
+    def take() -> None:
+        taking.set()
+        got.append(s.take())
+
+    waiter = threading.Thread(target=take)
     waiter.start()
+    assert taking.wait(30)
     waiter.join(0.3)
     assert waiter.is_alive() and not got
     s.release((0, 0))
-    waiter.join(5)
-    assert got[0][0] == (0, 0)
+    waiter.join(30)
+    assert not waiter.is_alive() and got[0][0] == (0, 0)
     s.close()
     s.release((0, 0))
     assert s.take()[0] == (0, 1)  # diagonal 0 drained: diagonal 1 starts

@@ -69,18 +69,21 @@ def test_recall_far_above_random(trained):
     assert metrics["ndcg@20"] > 0.1
 
 
-def test_text_vectors_go_only_to_text_models(trained, tmp_path, caplog):
-    """An encoded snapshot still trains plain LightGCN without its text vectors (so no warning)."""
+def test_text_vectors_go_only_to_text_models(trained, tmp_path, monkeypatch):
+    """An encoded snapshot still trains plain LightGCN without its text vectors; fused gets them."""
     from dataclasses import replace
 
+    import gnn.train
     from kgrec.pipeline import train_model
 
     cfg, snapshot, _ = trained
-    one_epoch = replace(cfg, train=replace(cfg.train, out_dir=tmp_path / "models", epochs=1))
-    with caplog.at_level("WARNING", logger="gnn.train"):
-        train_model(snapshot, one_epoch)
-    assert "ignores text" not in caplog.text
     assert (snapshot / "text_embeddings.npz").is_file()
+    given = {}
+    monkeypatch.setattr(gnn.train, "train", lambda snap, tcfg, out, text=None, **kw: given.update({tcfg.model: text}))
+    for model in ("lightgcn", "fused"):
+        train_model(snapshot, replace(cfg, train=replace(cfg.train, model=model, out_dir=tmp_path / "models")))
+    assert given["lightgcn"] is None
+    assert given["fused"].shape == (SPEC.num_items, 384)  # MiniLM's item vectors
 
 
 def test_planted_communities_come_back(trained):
@@ -197,11 +200,27 @@ def test_killed_retrain_leaves_previous_model_serving(trained):
     before = current.resolve()
     env = {**os.environ, "KGREC_TRAIN__OUT_DIR": str(cfg.train.out_dir), "KGREC_TRAIN__EPOCHS": "100000",
            "KGREC_TRAIN__PATIENCE": "100000", "HF_HUB_OFFLINE": "1"}
+    checkpoints = cfg.train.out_dir / ".checkpoints"
+    had = set(checkpoints.glob("*/last.pt"))
+    # killed mid-training, once it has written a checkpoint (so training really ran)
     proc = subprocess.Popen([sys.executable, "-m", "kgrec.cli", "train", str(snapshot)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(8)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    try:
+        deadline = time.monotonic() + 300
+        while not set(checkpoints.glob("*/last.pt")) - had:
+            assert proc.poll() is None and time.monotonic() < deadline, "training never wrote a checkpoint"
+            time.sleep(0.2)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert current.resolve() == before
+    # killed at the worst moment: the new artifact is written and about to be published
+    code = ("import os, signal, sys\nimport gnn.train\n"
+            "gnn.train.publish = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)\n"
+            "from kgrec.cli import main\nmain(['train', sys.argv[1]])\n")
+    short = {**env, "KGREC_TRAIN__EPOCHS": "2"}
+    proc = subprocess.run([sys.executable, "-c", code, str(snapshot)], env=short, capture_output=True, timeout=600)
+    assert proc.returncode == -signal.SIGKILL
     assert current.resolve() == before
     from serving import Recommender
 
@@ -231,6 +250,9 @@ def test_graph_filter_model_through_cli_serving_and_write_back(trained, graph_se
     assert sum(community_of_item(r["item_id"], SPEC) == 0 for r in cold) >= 4
     assert client.post("/recommend/cold", json={"friend_ids": ["u0"]}).status_code == 422  # a filter takes no friends
     assert_written_back(graph_session, rec, ["u0", "u1"])
+    # the 64-dimensional index of the earlier write-back was replaced by a 24-dimensional one, online
+    assert graph_session.query("writeback/vector_index_info") == [{"dimensions": 24, "state": "ONLINE"}]
+    assert len(graph_session.query("serving/similar_items_vector", item_id="i0", k=5)) == 5
 
 
 def test_forget_user_removes_them_from_the_next_export(trained, graph_session, tmp_path):

@@ -23,21 +23,41 @@ def _two_versions(out: Path) -> tuple[Path, Path]:
     return first, second
 
 
-def test_the_http_api_serves_each_newly_published_version_and_survives_a_broken_one(tmp_path, caplog):
+def test_the_http_api_serves_each_newly_published_version_and_survives_a_broken_one(tmp_path, caplog, monkeypatch):
+    import threading
+
+    from serving import live as live_module
+
     first, second = _two_versions(tmp_path)
     publish(first, tmp_path)
     app = create_app(tmp_path / "current", reload_check_s=0)
     client, live = TestClient(app), app.state.model
 
+    def wait_for_reload() -> None:
+        live.wait_for_reload(120)
+        assert live._loader is None or not live._loader.is_alive(), "the reload did not finish"
+
     def version_after_reload() -> str:
         client.get("/health")  # notices the link moved: loads in the background, answers at once
-        live.wait_for_reload(60)
+        wait_for_reload()
         return client.get("/health").json()["model_version"]
 
     assert client.get("/health").json()["model_version"] == first.name
+    real_load, loading, may_finish = live_module.Recommender.load, threading.Event(), threading.Event()
+
+    def slow_load(path):  # holds the new version's load until the old model has answered
+        loading.set()
+        assert may_finish.wait(120)
+        return real_load(path)
+
+    monkeypatch.setattr(live_module.Recommender, "load", slow_load)
     publish(second, tmp_path)
+    assert client.get("/health").json()["model_version"] == first.name  # notices, starts the load
+    assert loading.wait(120)
     assert client.get("/health").json()["model_version"] == first.name  # the old model while the new loads
-    live.wait_for_reload(60)
+    may_finish.set()
+    wait_for_reload()
+    monkeypatch.undo()
     assert client.get("/recommend/u1", params={"k": 3}).json()["model_version"] == second.name
 
     broken = tmp_path / "broken"
@@ -52,7 +72,7 @@ def test_the_http_api_serves_each_newly_published_version_and_survives_a_broken_
     with caplog.at_level(logging.ERROR, logger="serving.live"):
         assert version_after_reload() == second.name
     assert caplog.text.count("did not load") >= 2
-    live.wait_for_reload(60)
+    wait_for_reload()
     publish(first, tmp_path)  # rolling back is publishing the older version again
     assert version_after_reload() == first.name
 
@@ -63,6 +83,6 @@ def test_a_live_model_checks_the_link_at_most_every_check_s(tmp_path):
     assert live.get().version == second.name
     publish(first, tmp_path)
     live.get()
-    live.wait_for_reload(60)
-    assert live.get().version == second.name  # not checked again yet
+    assert live._loader is None  # no load started: the link is not looked at again for an hour
+    assert live.get().version == second.name
     assert LiveModel(first).get().version == first.name  # an artifact path, not a link: fixed

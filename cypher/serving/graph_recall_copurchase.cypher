@@ -2,5 +2,5 @@
 MATCH (u:User {id: $user_id})-[:INTERACTED]->(:Item)<-[:INTERACTED]-(peer:User)-[:INTERACTED]->(cand:Item)
 WHERE peer <> u AND NOT (u)-[:INTERACTED]->(cand)
 RETURN cand.id AS item_id, count(*) AS support
-ORDER BY support DESC
+ORDER BY support DESC, item_id
 LIMIT $k
