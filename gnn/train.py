@@ -413,7 +413,6 @@ def train(snapshot: Any, cfg: TrainConfig, out_dir: str | Path, text_embeddings:
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    effective_id_weight_decay(cfg)  # a value the model cannot use is an error for every model
     if cfg.model in FILTER_MODELS:
         return _fit_filter(snapshot, cfg, out_dir, snapshot_path=snapshot_path, publish_current=publish_current)
     check_positive_sampling(cfg.positive_sampling)  # before anything is built
@@ -607,6 +606,7 @@ def _fit_filter(snapshot: Any, cfg: TrainConfig, out_dir: Path, *, snapshot_path
     if cfg.graph_relations:
         raise ValueError("graph_relations applies to lightgcn, fused and kgfused; a graph filter scores the "
                          "user-item matrix alone")
+    effective_id_weight_decay(cfg)  # refuses a value above 0, as for every model without item ids
     device = resolve_device(cfg.device)
     U, I = snapshot.num_users, snapshot.num_items
     splits = {name: snapshot.splits.get(name) for name in ("train", "valid", "test")}

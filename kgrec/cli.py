@@ -106,7 +106,6 @@ def cmd_ingest(args: argparse.Namespace, cfg: Config) -> None:
         if args.incremental or args.feed or args.lock_wait_s is not None:
             raise ConfigError("--bulk replaces the whole database offline: --incremental, --feed and --wait "
                               "apply to online ingests only")
-
         records, extra = _read_source(args, cfg)  # into an empty database: nothing there to look up
         report = bulk_import(records, cfg.neo4j)
         with _graph(cfg) as g:

@@ -116,6 +116,9 @@ def retrain(graph: Graph, cfg: Config, say: Callable[[str], None] = logger.info,
             artifact = stage("train", lambda: train_model(snapshot, cfg, publish=False))
         except BaseException:  # nothing was trained on it: the snapshot goes, and the served model stays
             shutil.rmtree(snapshot, ignore_errors=True)
+            latest = snapshot.with_name(f"{cfg.retrain.snapshot_name}-latest")
+            if latest.is_symlink() and os.readlink(latest) == snapshot.name:
+                latest.unlink()
             raise
         new_score = _test_score(artifact, metric)
         served = _served(cfg)
