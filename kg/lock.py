@@ -115,19 +115,20 @@ def graph_lock(graph: Graph, name: str = INGEST_LOCK, wait_s: float = 0.0, poll_
     deadline = time.monotonic() + wait_s
     while not _try_acquire(graph, mine):
         holder = lock_holder(graph, name)
-        if holder is not None and holder["owner"] == owner:
+        if holder is None:
+            continue  # released in between: try again at once
+        if holder["owner"] == owner:
             break  # our own CREATE committed, and the driver retried it after a lost acknowledgement
-        if holder is not None and holder_is_gone(holder, stale_s):
+        if holder_is_gone(holder, stale_s):
             logger.warning("taking over the %r lock of %s, which is gone (heartbeat %.0f s ago)",
                            name, _describe(holder), holder["idle_s"] or 0)
             graph.write("lock/release", lock=name, owner=holder["owner"])
             continue
         if time.monotonic() >= deadline:
-            who = "someone" if holder is None else _describe(holder)
             raise LockedError(
-                f"another kgrec writer holds the {name!r} lock on {graph.where} ({who}); nothing was written. "
-                f"Wait for it to finish and retry (--wait SECONDS); a holder that died is taken over once "
-                f"its heartbeat is {stale_s:.0f} s old, or now with `kgrec unlock`.")
+                f"another kgrec writer holds the {name!r} lock on {graph.where} ({_describe(holder)}); nothing "
+                f"was written. Wait for it to finish and retry (--wait SECONDS); a holder that died is taken "
+                f"over once its heartbeat is {stale_s:.0f} s old, or now with `kgrec unlock`.")
         time.sleep(poll_s)
     done = threading.Event()
     beat = threading.Thread(target=_heartbeat, args=(graph, name, owner, heartbeat_s, done), daemon=True,
