@@ -196,7 +196,7 @@ def cmd_train(args: argparse.Namespace, cfg: Config) -> None:
 def cmd_recommend(args: argparse.Namespace, cfg: Config) -> None:
     from serving.recommender import Recommender
 
-    rec = Recommender.load(args.model or cfg.served_model())
+    rec = Recommender.load(args.model or cfg.served_model(), cfg.serving)
     for r in rec.recommend(args.user, args.k):
         print(f"{r.item_id}\t{r.score:.4f}\t{r.title}")
 
@@ -206,14 +206,15 @@ def cmd_serve(args: argparse.Namespace, cfg: Config) -> None:
 
     from serving.http import create_app
 
-    uvicorn.run(create_app(args.model or cfg.served_model()), host=cfg.serving.host, port=cfg.serving.port)
+    uvicorn.run(create_app(args.model or cfg.served_model(), cfg=cfg.serving), host=cfg.serving.host,
+                port=cfg.serving.port)
 
 
 def cmd_writeback(args: argparse.Namespace, cfg: Config) -> None:
     from serving.recommender import Recommender
     from serving.writeback import write_back
 
-    rec = Recommender.load(args.model or cfg.served_model())
+    rec = Recommender.load(args.model or cfg.served_model(), cfg.serving)
     with _graph(cfg) as g:
         print(write_back(g, rec, args.k))
 

@@ -161,6 +161,11 @@ class ServingConfig:
     model_dir: Path | None = None  # the artifact served; None: <train.out_dir>/current, what `kgrec train` publishes
     host: str = "127.0.0.1"
     port: int = 8000
+    # catalogues of at least this many items recall candidates from a FAISS index of the item
+    # embeddings and rank only those (serving.recall); smaller ones are ranked exactly; 0 = always exact
+    ann_min_items: int = 2_000_000
+    ann_candidates: int = 300  # candidates ranked per request, beyond k and the user's own items
+    ann_nprobe: int = 32  # index cells scanned per request: more is slower and closer to exact
 
 
 @dataclass

@@ -151,7 +151,7 @@ def run_demo(graph: Graph, cfg: Config, spec: SyntheticSpec | None = None,
     emb = stage("encode", ensure_text_embeddings, snapshot, cfg)
     say(f"[4/6] encoded item/query/attribute texts with {cfg.encoder.model} -> {emb.name} ({timings['encode']}s)")
     model = stage("train", train_model, snapshot, cfg)
-    rec = Recommender.load(Path(cfg.train.out_dir) / "current")
+    rec = Recommender.load(Path(cfg.train.out_dir) / "current", cfg.serving)
     metrics = json.loads((model / "metrics.json").read_text()).get("test", {})
     shown = {k: round(v, 4) for k, v in metrics.items() if k.split("@")[0] in ("recall", "ndcg") and k.endswith("@20")}
     say(f"[5/6] trained {cfg.train.model} on {rec.meta.get('device', 'cpu')} ({timings['train']}s): test {shown}")

@@ -136,8 +136,7 @@ def retrain(graph: Graph, cfg: Config, say: Callable[[str], None] = logger.info,
             if Path(cfg.served_model()).resolve() != artifact.resolve():
                 say(f"note: serving.model_dir pins {cfg.served_model()}; `kgrec serve` keeps serving it")
             if cfg.retrain.writeback:
-                report.writeback = stage("writeback", lambda: _write_back(graph, out_dir / "current",
-                                                                          cfg.retrain.writeback_k))
+                report.writeback = stage("writeback", lambda: _write_back(graph, out_dir / "current", cfg))
         report.pruned = stage("prune", lambda: prune(cfg))
         _save(report, artifact, cfg)
     return report
@@ -242,11 +241,11 @@ def _save(report: RetrainReport, artifact: Path, cfg: Config) -> None:
     path.write_text(text)
 
 
-def _write_back(graph: Graph, model: Path, k: int) -> dict[str, int]:
+def _write_back(graph: Graph, model: Path, cfg: Config) -> dict[str, int]:
     from serving.recommender import Recommender
     from serving.writeback import write_back
 
-    return write_back(graph, Recommender.load(model), k)
+    return write_back(graph, Recommender.load(model, cfg.serving), cfg.retrain.writeback_k)
 
 
 @contextmanager

@@ -9,6 +9,8 @@ from pathlib import Path
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from pydantic import BaseModel, Field, model_validator
 
+from kgrec.config import ServingConfig
+
 from .live import LiveModel
 from .recommender import Recommender, UnknownItemError, UnknownUserError
 
@@ -40,11 +42,12 @@ def get_recommender(request: Request) -> Recommender:
     return request.app.state.model.get()
 
 
-def create_app(model_dir: str | Path, reload_check_s: float = 1.0) -> FastAPI:
+def create_app(model_dir: str | Path, reload_check_s: float = 1.0, cfg: ServingConfig | None = None) -> FastAPI:
     """Build the app around the model artifact at ``model_dir``, or the link to one (``current``),
-    looking for a newly published version at most every ``reload_check_s`` seconds."""
+    looking for a newly published version at most every ``reload_check_s`` seconds; ``cfg``'s
+    ``ann_*`` settings decide the recall of very large catalogues."""
     app = FastAPI(title="kgrec", version="0.1.0")
-    app.state.model = LiveModel(model_dir, reload_check_s)
+    app.state.model = LiveModel(model_dir, reload_check_s, cfg=cfg)
 
     def _out(rec: Recommender, items) -> Recommendations:
         return Recommendations(model_version=rec.version,

@@ -15,6 +15,8 @@ import threading
 import time
 from pathlib import Path
 
+from kgrec.config import ServingConfig
+
 from .recommender import Recommender
 
 logger = logging.getLogger(__name__)
@@ -28,11 +30,12 @@ class LiveModel:
         FileNotFoundError: from the constructor, when ``path`` holds no model artifact.
     """
 
-    def __init__(self, path: str | Path, check_s: float = 1.0, retry_s: float = 300.0) -> None:
+    def __init__(self, path: str | Path, check_s: float = 1.0, retry_s: float = 300.0,
+                 cfg: ServingConfig | None = None) -> None:
         self.path = Path(path)
-        self.check_s, self.retry_s = check_s, retry_s
+        self.check_s, self.retry_s, self.cfg = check_s, retry_s, cfg
         self._target = os.path.realpath(self.path)
-        self._model = Recommender.load(self.path)
+        self._model = Recommender.load(self.path, cfg)
         self._failed: tuple[str, float] | None = None  # a target that did not load, and when
         self._checked = time.monotonic()
         self._loading = threading.Lock()
@@ -63,7 +66,7 @@ class LiveModel:
 
     def _load(self, target: str) -> None:
         try:
-            model = Recommender.load(target)
+            model = Recommender.load(target, self.cfg)
         except Exception:  # a broken artifact must not take the service down
             logger.exception("the model published at %s (%s) did not load; still serving %s, retrying in %.0f s",
                              self.path, target, self._model.version, self.retry_s)

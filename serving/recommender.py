@@ -7,6 +7,10 @@ artifacts without it exclude the training items only), ``meta.json``
 and, optionally, item titles in ``ids.json["item_title"]``. Serving reads only these plain files.
 Graph-filter artifacts (``gfcf``, ``bspm``) also hold ``filter.npz``: their scores come from the
 whole filter applied to the user's item row, which also serves new users from their items.
+
+Embedding models rank every item exactly, unless the catalogue reaches ``[serving] ann_min_items``:
+then a FAISS index of the item embeddings (:mod:`serving.recall`) recalls candidates by inner
+product and only those are ranked, exactly, without the user's own items.
 """
 from __future__ import annotations
 
@@ -22,6 +26,9 @@ import torch
 
 from gnn.artifact import load_artifact
 from gnn.models.filters import load_filter
+from kgrec.config import ServingConfig
+
+from .recall import ItemIndex
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +58,8 @@ class RowScorer(Protocol):
 
 
 class Recommender:
-    """Top-k recommendations: exact dot-product top-k over the embeddings, or, for graph-filter
+    """Top-k recommendations: exact dot-product top-k over the embeddings (over an approximate
+    recall's candidates for very large catalogues, :meth:`use_index`), or, for graph-filter
     models, top-k of the filter's scores (``scorer``)."""
 
     def __init__(self, user_emb: np.ndarray, item_emb: np.ndarray, user_ids: list[str], item_ids: list[str],
@@ -65,6 +73,8 @@ class Recommender:
         self.item_index = {i: k for k, i in enumerate(item_ids)}
         self.meta = meta or {}
         self.scorer = scorer
+        self.index: ItemIndex | None = None
+        self.candidates = 0
         self._train = sp.csr_matrix((np.ones(len(train_indices), np.float32), train_indices, train_indptr),
                                     shape=(len(user_ids), len(item_ids)))  # (U, I) training items
         # (U, I) every known interaction, training or held out: never recommended
@@ -72,8 +82,9 @@ class Recommender:
                                    shape=(len(user_ids), len(item_ids)))
 
     @classmethod
-    def load(cls, path: str | Path) -> "Recommender":
-        """Load an artifact directory (or the ``current`` link that points to one).
+    def load(cls, path: str | Path, cfg: ServingConfig | None = None) -> "Recommender":
+        """Load an artifact directory (or the ``current`` link that points to one); with ``cfg``'s
+        ``ann_*`` settings (default: ``ServingConfig()``'s) for the approximate recall.
 
         Raises:
             FileNotFoundError: the path holds no model artifact.
@@ -89,7 +100,15 @@ class Recommender:
         if art.filter_state is not None:
             rec.scorer = load_filter(meta.get("model", "gfcf"), art.config.get("filter"), rec._train,
                                      art.filter_state)
+        rec.use_index(cfg or ServingConfig())
         return rec
+
+    def use_index(self, cfg: ServingConfig) -> None:
+        """Recall candidates from a FAISS index from now on when the catalogue has at least
+        ``cfg.ann_min_items`` items (an embedding model only: a graph filter scores its whole row)."""
+        large = cfg.ann_min_items > 0 and len(self.item_ids) >= cfg.ann_min_items
+        self.index = ItemIndex(self.item_emb.numpy(), cfg.ann_nprobe) if large and self.scorer is None else None
+        self.candidates = cfg.ann_candidates
 
     @property
     def version(self) -> str:
@@ -125,6 +144,8 @@ class Recommender:
             UnknownUserError: a user is not in the model.
         """
         users = np.array([self._user(u) for u in user_ids], dtype=np.int64)
+        if self.index is not None:
+            return self._recommend_recalled(users, k, exclude_seen)
         if self.scorer is not None:  # the filter scores the row it was fitted on: training items
             scores = self.scorer.score_rows(self._train[users]).float().cpu()
         else:
@@ -133,6 +154,23 @@ class Recommender:
             coo = self._seen[users].tocoo()
             scores[torch.from_numpy(coo.row.astype(np.int64)), torch.from_numpy(coo.col.astype(np.int64))] = float("-inf")
         return [self._top(row, k) for row in scores]
+
+    def _recommend_recalled(self, users: np.ndarray, k: int, exclude_seen: bool) -> list[list[Recommendation]]:
+        """Top-``k`` of each user's recalled candidates, ranked by their exact scores."""
+        vectors = self.user_emb[torch.from_numpy(users)]
+        own = self._seen[users] if exclude_seen else None
+        most_own = int(np.diff(own.indptr).max()) if own is not None and len(users) else 0
+        n = min(len(self.item_ids), k + most_own + self.candidates)
+        rows = torch.from_numpy(self.index.search(vectors.numpy(), n))  # (B, n), -1 pads
+        scores = (self.item_emb[rows.clamp(min=0)] * vectors[:, None, :]).sum(-1)
+        scores[rows < 0] = float("-inf")
+        out = []
+        for b in range(len(users)):
+            if own is not None:
+                mine = torch.from_numpy(np.isin(rows[b].numpy(), own.indices[own.indptr[b]:own.indptr[b + 1]]))
+                scores[b, mine] = float("-inf")
+            out.append(self._top(scores[b], k, rows[b]))
+        return out
 
     def recommend_from_items(self, item_ids: list[str], k: int = 10,
                              friend_ids: list[str] | tuple[str, ...] = ()) -> list[Recommendation]:
@@ -178,11 +216,14 @@ class Recommender:
         scores[self.item_index[item_id]] = float("-inf")
         return self._top(scores, k)
 
-    def _top(self, scores: torch.Tensor, k: int) -> list[Recommendation]:
+    def _top(self, scores: torch.Tensor, k: int, rows: torch.Tensor | None = None) -> list[Recommendation]:
+        """The best ``k`` finite scores; ``rows`` maps score positions to item rows (default: the same)."""
         if k < 0:
             raise ValueError(f"k must be >= 0, got {k}")
         k = min(k, int(torch.isfinite(scores).sum()))
         values, index = torch.topk(scores, k)
+        if rows is not None:
+            index = rows[index]
         return [Recommendation(self.item_ids[j], float(v), self.item_titles[j])
                 for v, j in zip(values.tolist(), index.tolist())]
 

@@ -193,7 +193,8 @@ def test_a_terminated_command_releases_the_lock_on_its_way_out(graph, neo4j_conf
     from kg.neo4j_server import read_password
 
     code = ("import sys, time\n"
-            "from kg.connection import connect\nfrom kg.lock import graph_lock\nfrom kgrec.cli import _sigterm_unwinds\n"
+            "from kg.connection import connect\nfrom kg.lock import graph_lock\n"
+            "from kgrec.cli import _sigterm_unwinds\n"
             "from kgrec.config import load_config\n"
             "cfg = load_config(env={'NEO4J_URI': sys.argv[1], 'NEO4J_PASSWORD': sys.argv[2]})\n"
             "with connect(cfg.neo4j) as g, _sigterm_unwinds(), graph_lock(g):\n"

@@ -45,10 +45,10 @@ def test_the_http_api_serves_each_newly_published_version_and_survives_a_broken_
     assert client.get("/health").json()["model_version"] == first.name
     real_load, loading, may_finish = live_module.Recommender.load, threading.Event(), threading.Event()
 
-    def slow_load(path):  # holds the new version's load until the old model has answered
+    def slow_load(path, cfg=None):  # holds the new version's load until the old model has answered
         loading.set()
         assert may_finish.wait(120)
-        return real_load(path)
+        return real_load(path, cfg)
 
     monkeypatch.setattr(live_module.Recommender, "load", slow_load)
     publish(second, tmp_path)
