@@ -48,12 +48,26 @@ DIM, SEEN = 64, 30
 
 def make_recommender(num_items: int, num_users: int, seed: int = 0) -> Recommender:
     """Clustered random embeddings (as trained ones are: 1,000 taste clusters, items and users
-    scattered around them), ``SEEN`` random interactions per user."""
+    scattered around them); of each user's ``SEEN`` interactions two thirds lie in their own
+    cluster (where the recall looks, so the masking matters) and one third anywhere."""
     rng = np.random.default_rng(seed)
     centres = 2 * rng.standard_normal((1000, DIM), dtype=np.float32)
-    items = centres[rng.integers(0, 1000, num_items)] + rng.standard_normal((num_items, DIM), dtype=np.float32)
-    users = centres[rng.integers(0, 1000, num_users)] + rng.standard_normal((num_users, DIM), dtype=np.float32)
-    seen = np.sort(rng.integers(0, num_items, (num_users, SEEN)), axis=1).ravel()
+    item_cluster = rng.integers(0, 1000, num_items)
+    user_cluster = rng.integers(0, 1000, num_users)
+    items = centres[item_cluster] + rng.standard_normal((num_items, DIM), dtype=np.float32)
+    users = centres[user_cluster] + rng.standard_normal((num_users, DIM), dtype=np.float32)
+    by_cluster = np.argsort(item_cluster, kind="stable")
+    starts = np.searchsorted(item_cluster[by_cluster], np.arange(1001))
+    seen = []
+    for c in user_cluster:
+        members = by_cluster[starts[c]:starts[c + 1]]
+        near = rng.choice(members, min(len(members), 2 * SEEN // 3), replace=False)
+        anywhere = rng.choice(num_items, SEEN - len(near), replace=False)
+        row = np.unique(np.concatenate([near, anywhere]))
+        while len(row) < SEEN:  # the rare collision: top up
+            row = np.unique(np.concatenate([row, rng.choice(num_items, SEEN - len(row))]))
+        seen.append(row)
+    seen = np.concatenate(seen)
     indptr = np.arange(0, num_users * SEEN + 1, SEEN)
     return Recommender(users, items, [f"u{u}" for u in range(num_users)], [f"i{i}" for i in range(num_items)],
                        [""] * num_items, indptr, seen, indptr, seen)

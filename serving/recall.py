@@ -1,7 +1,7 @@
 """Approximate recall for large catalogues: a FAISS inverted-file index over the item embeddings.
 
-Below ``[serving] ann_min_items`` serving ranks every item exactly (``bench/bench_serving_scale.py``: 24 ms per
-request at a million items on two cores). Above, ``Recommender`` asks this index for a few hundred
+Below ``[serving] ann_min_items`` serving ranks every item exactly (``bench/bench_serving_scale.py``:
+29 ms per request at a million items on two cores). Above, ``Recommender`` asks this index for a few hundred
 candidates by inner product and ranks only those, exactly, with the user's own items removed. The
 index is an ``IndexIVFFlat``: k-means cells over the item vectors, of which a query scans the
 ``ann_nprobe`` whose centroids score highest, so it returns true inner products of a subset of
@@ -23,6 +23,8 @@ logger = logging.getLogger(__name__)
 class ItemIndex:
     """Maximum-inner-product candidates for user vectors, from a FAISS IVF index of the items."""
 
+    MIN_ITEMS = 39  # k-means wants 39 points per cell; smaller catalogues are ranked exactly anyway
+
     def __init__(self, item_emb: np.ndarray, nprobe: int = 32, seed: int = 0) -> None:
         import faiss
 
@@ -40,7 +42,7 @@ class ItemIndex:
         logger.info("item index: %d items in %d cells, nprobe %d, built in %.1fs", n, cells, self.index.nprobe,
                     self.build_s)
 
-    def search(self, queries: np.ndarray, n: int) -> np.ndarray:
-        """(B, n) candidate item rows per query, best first; -1 pads a row with fewer candidates."""
-        _, rows = self.index.search(np.ascontiguousarray(queries, dtype=np.float32), n)
-        return rows
+    def search(self, queries: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """(B, n) inner products and item rows of each query's candidates, best first; row -1 pads
+        a query whose scanned cells hold fewer than ``n`` items."""
+        return self.index.search(np.ascontiguousarray(queries, dtype=np.float32), n)

@@ -105,8 +105,15 @@ class Recommender:
 
     def use_index(self, cfg: ServingConfig) -> None:
         """Recall candidates from a FAISS index from now on when the catalogue has at least
-        ``cfg.ann_min_items`` items (an embedding model only: a graph filter scores its whole row)."""
-        large = cfg.ann_min_items > 0 and len(self.item_ids) >= cfg.ann_min_items
+        ``cfg.ann_min_items`` items (an embedding model only: a graph filter scores its whole row).
+
+        Raises:
+            ValueError: ``ann_nprobe`` below 1 or ``ann_candidates`` below 0.
+        """
+        if cfg.ann_nprobe < 1 or cfg.ann_candidates < 0:
+            raise ValueError(f"[serving] ann_nprobe must be >= 1 and ann_candidates >= 0, got "
+                             f"{cfg.ann_nprobe} and {cfg.ann_candidates}")
+        large = cfg.ann_min_items > 0 and len(self.item_ids) >= max(cfg.ann_min_items, ItemIndex.MIN_ITEMS)
         self.index = ItemIndex(self.item_emb.numpy(), cfg.ann_nprobe) if large and self.scorer is None else None
         self.candidates = cfg.ann_candidates
 
@@ -156,20 +163,28 @@ class Recommender:
         return [self._top(row, k) for row in scores]
 
     def _recommend_recalled(self, users: np.ndarray, k: int, exclude_seen: bool) -> list[list[Recommendation]]:
-        """Top-``k`` of each user's recalled candidates, ranked by their exact scores."""
+        """Top-``k`` of each user's recalled candidates, by their exact inner products (an IVF index
+        returns those); a user for whom the scanned cells hold fewer than ``k`` items besides their
+        own is ranked over the whole catalogue instead."""
+        if k < 0:
+            raise ValueError(f"k must be >= 0, got {k}")
         vectors = self.user_emb[torch.from_numpy(users)]
         own = self._seen[users] if exclude_seen else None
         most_own = int(np.diff(own.indptr).max()) if own is not None and len(users) else 0
-        n = min(len(self.item_ids), k + most_own + self.candidates)
-        rows = torch.from_numpy(self.index.search(vectors.numpy(), n))  # (B, n), -1 pads
-        scores = (self.item_emb[rows.clamp(min=0)] * vectors[:, None, :]).sum(-1)
+        n = max(1, min(len(self.item_ids), k + most_own + self.candidates))
+        found, rows = self.index.search(vectors.numpy(), n)  # (B, n) scores and item rows; -1 pads
+        scores, rows = torch.from_numpy(found), torch.from_numpy(rows)
         scores[rows < 0] = float("-inf")
         out = []
         for b in range(len(users)):
-            if own is not None:
-                mine = torch.from_numpy(np.isin(rows[b].numpy(), own.indices[own.indptr[b]:own.indptr[b + 1]]))
-                scores[b, mine] = float("-inf")
-            out.append(self._top(scores[b], k, rows[b]))
+            mine = own.indices[own.indptr[b]:own.indptr[b + 1]] if own is not None else np.empty(0, np.int32)
+            scores[b, torch.from_numpy(np.isin(rows[b].numpy(), mine))] = float("-inf")
+            if int(torch.isfinite(scores[b]).sum()) < min(k, len(self.item_ids) - len(mine)):
+                exact = self.score_items(vectors[b])
+                exact[torch.from_numpy(mine.astype(np.int64))] = float("-inf")
+                out.append(self._top(exact, k))
+            else:
+                out.append(self._top(scores[b], k, rows[b]))
         return out
 
     def recommend_from_items(self, item_ids: list[str], k: int = 10,

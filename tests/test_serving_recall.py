@@ -68,3 +68,31 @@ def test_small_catalogues_and_graph_filters_stay_exact(tmp_path):
     assert loaded.index is not None
     exact = Recommender.load(lightgcn)
     assert exact.index is None and top_ids(loaded, 5) == top_ids(exact, 5)
+
+
+def test_a_user_whose_own_items_fill_the_scanned_cells_is_ranked_over_the_whole_catalogue():
+    rec = clustered()
+    rec.use_index(ServingConfig(ann_min_items=1000, ann_nprobe=1, ann_candidates=0))
+    vector = rec.user_emb[0].numpy()[None]
+    _, rows = rec.index.search(vector, ITEMS)
+    reachable = np.sort(rows[0][rows[0] >= 0])  # every item the user's one scanned cell holds
+    heavy = np.unique(np.concatenate([reachable, rec._seen[0].indices]))
+    rec._seen = rec._seen.tolil()
+    rec._seen[0, :] = 0
+    rec._seen[0, heavy] = 1
+    rec._seen = rec._seen.tocsr()
+    got = rec.recommend("u0", 10)
+    assert len(got) == 10 and not {r.item_id for r in got} & {f"i{j}" for j in heavy}
+    rec.index = None
+    assert [r.item_id for r in got] == [r.item_id for r in rec.recommend("u0", 10)]  # the exact answer
+
+
+def test_recall_settings_and_k_are_checked():
+    rec = clustered()
+    for bad in (ServingConfig(ann_min_items=1000, ann_nprobe=0), ServingConfig(ann_min_items=1000, ann_candidates=-1)):
+        with pytest.raises(ValueError, match="ann_nprobe must be >= 1"):
+            rec.use_index(bad)
+    rec.use_index(ServingConfig(ann_min_items=1000))
+    with pytest.raises(ValueError, match="k must be >= 0"):
+        rec.recommend("u0", -5)
+    assert rec.recommend("u0", 0) == []
