@@ -1,13 +1,13 @@
 """Approximate recall for large catalogues: a FAISS inverted-file index over the item embeddings.
 
 Below ``[serving] ann_min_items`` serving ranks every item exactly (``bench/bench_serving_scale.py``:
-29 ms per request at a million items on two cores). Above, ``Recommender`` asks this index for a few hundred
+28 ms per request at a million items on two cores). Above, ``Recommender`` asks this index for a few hundred
 candidates by inner product and ranks only those, exactly, with the user's own items removed. The
 index is an ``IndexIVFFlat``: k-means cells over the item vectors, of which a query scans the
 ``ann_nprobe`` whose centroids score highest, so it returns true inner products of a subset of
 items; ``ann_candidates`` of them are ranked per request. It serves known users' requests (and
 so write-back); a cold-start user's and ``similar_items`` are one product each and stay exact.
-The index is built when the model loads (59 s for a million 64-dimensional items on two cores).
+The index is built when the model loads (66 s for a million 64-dimensional items on two cores).
 """
 from __future__ import annotations
 
