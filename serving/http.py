@@ -1,7 +1,7 @@
 """HTTP API (FastAPI): ``GET /health``, ``GET /recommend/{user_id}``, ``POST /recommend/cold``,
 ``GET /similar/{item_id}``. The model comes in through a dependency, not a global: a
 :class:`serving.live.LiveModel`, so a version published while the server runs (``kgrec train``,
-``kgrec retrain``) is served from the next request on, without a restart."""
+``kgrec retrain``) is loaded in the background and served once loaded, without a restart."""
 from __future__ import annotations
 
 from pathlib import Path
