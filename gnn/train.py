@@ -188,6 +188,11 @@ def _build_graph(model: torch.nn.Module, snapshot: Any, user: np.ndarray, item: 
     return model.build_adjacency(user, item, snapshot.num_users, snapshot.num_items, device=device, extra_edges=extra)
 
 
+def evaluated_ks(cfg: TrainConfig) -> list[int]:
+    """The cut-offs every evaluation reports: ``cfg.ks`` and 20, which early stopping uses."""
+    return sorted(set(cfg.ks) | {20})
+
+
 def _config_dict(cfg: TrainConfig) -> dict[str, Any]:
     return json.loads(json.dumps(dataclasses.asdict(cfg), default=str))
 
@@ -437,7 +442,7 @@ def train(snapshot: Any, cfg: TrainConfig, out_dir: str | Path, text_embeddings:
                        "the test split (as the LightGCN reference code does), so its test metrics are optimistic")
     train_csr = to_csr(tr.user, tr.item, U, I)
     eval_csr = to_csr(ev.user, ev.item, U, I)
-    ks = sorted(set(cfg.ks) | {20})
+    ks = evaluated_ks(cfg)
     stop_metric = "ndcg@20"
 
     seed_everything(cfg.seed)
@@ -617,7 +622,7 @@ def _fit_filter(snapshot: Any, cfg: TrainConfig, out_dir: Path, *, snapshot_path
     if model.state()["vt"].shape[0] == 0:
         raise TrainingError(f"{cfg.model} needs a low-pass rank k >= 1 for its embeddings "
                             f"(k={model.k}, {min(train_csr.shape)} users or items)")
-    ks = sorted(set(cfg.ks) | {20})
+    ks = evaluated_ks(cfg)
     results: dict[str, dict[str, float]] = {}
     valid = splits["valid"]
     for name in ("valid", "test"):

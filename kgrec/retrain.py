@@ -184,12 +184,14 @@ def _version_order(version: Path) -> tuple[str, int]:
 
 
 def _check_metric(cfg: Config) -> str:
+    from gnn.train import evaluated_ks
+
     metric = cfg.retrain.metric.lower()
     name, _, k = metric.partition("@")
-    known = ("recall", "ndcg", "precision", "hit", "mrr")
-    if name not in known or not k.isdigit() or int(k) not in set(cfg.train.ks) | {20}:
+    known, ks = ("recall", "ndcg", "precision", "hit", "mrr"), evaluated_ks(cfg.train)
+    if name not in known or not k.isdigit() or int(k) not in ks:
         raise ConfigError(f"retrain.metric {cfg.retrain.metric!r} is not one training reports: use "
-                          f"<{'|'.join(known)}>@k with k in train.ks {sorted(set(cfg.train.ks) | {20})}")
+                          f"<{'|'.join(known)}>@k with k in train.ks {ks}")
     return metric
 
 
