@@ -13,6 +13,9 @@ Layout of ``<out_dir>/<version>/``::
     curve.png          training curve
     filter.npz         graph-filter models only (gfcf, bspm): ``vt`` (k, I), the low-pass basis; serving
                        scores with the whole filter and the embeddings are its low-pass factors
+    item_text.npy      optional (I, T) float16 unit-length text vectors of the items, for free-text
+                       search (``serving.search``); ``meta.json["text_encoder"]`` names the encoder
+                       setting that made them, so a query is encoded the same way
 
 ``<out_dir>/current`` is a symlink to the served version, swapped atomically by :func:`publish`.
 """
@@ -34,6 +37,20 @@ ARTIFACT_FILES = ("embeddings.npz", "ids.json", "train_items.npz", "seen_items.n
                   "metrics.json", "meta.json", "curve.png")
 
 
+@dataclass(frozen=True)
+class TextIndex:
+    """Item text vectors to keep in an artifact for free-text search, and how they were encoded.
+
+    Attributes:
+        vectors: (I, T) text vectors aligned with the items (any scale: stored unit-length).
+        encoder: the encoder setting a query must be encoded with: ``model``, ``pooling``,
+            ``max_length`` and ``query_template`` (an ``EncoderConfig``'s fields).
+    """
+
+    vectors: np.ndarray
+    encoder: dict[str, Any]
+
+
 @dataclass
 class Artifact:
     """A loaded model artifact."""
@@ -50,6 +67,7 @@ class Artifact:
     metrics: dict[str, Any]
     meta: dict[str, Any]
     filter_state: dict[str, np.ndarray] | None = None
+    item_text: np.ndarray | None = None  # (I, T) unit-length float16 text vectors, when written
 
     def train_items(self, user: int) -> np.ndarray:
         """Internal item ids the user interacted with in training."""
@@ -64,11 +82,13 @@ def save_artifact(path: str | Path, *, user_embeddings: np.ndarray, item_embeddi
                   ids: dict[str, list[str]], train_indptr: np.ndarray, train_indices: np.ndarray,
                   config: dict[str, Any], metrics: dict[str, Any], meta: dict[str, Any],
                   curve_png: bytes | Path | None = None, filter_state: dict[str, np.ndarray] | None = None,
-                  seen_indptr: np.ndarray | None = None, seen_indices: np.ndarray | None = None) -> Path:
+                  seen_indptr: np.ndarray | None = None, seen_indices: np.ndarray | None = None,
+                  text_index: TextIndex | None = None) -> Path:
     """Write an artifact into ``path`` (a directory, created; normally a temp dir renamed later).
 
     ``seen_indptr``/``seen_indices`` (CSR, every interaction of each user, training ones included)
-    are what serving excludes; without them it excludes the training items only.
+    are what serving excludes; without them it excludes the training items only. ``text_index``
+    adds ``item_text.npy`` and ``meta["text_encoder"]`` for free-text search.
 
     Raises:
         ValueError: shapes disagree with ids.
@@ -85,6 +105,10 @@ def save_artifact(path: str | Path, *, user_embeddings: np.ndarray, item_embeddi
         raise ValueError("give seen_indptr and seen_indices together")
     if seen_indptr is not None and len(seen_indptr) != ue.shape[0] + 1:
         raise ValueError("seen_indptr must have num_users + 1 entries")
+    if text_index is not None:
+        if text_index.vectors.ndim != 2 or text_index.vectors.shape[0] != ie.shape[0]:
+            raise ValueError(f"item text vectors {text_index.vectors.shape} do not match {ie.shape[0]} items")
+        meta = {**meta, "text_encoder": dict(text_index.encoder)}
     path.mkdir(parents=True, exist_ok=True)
     np.savez(path / "embeddings.npz", user=ue, item=ie)
     (path / "ids.json").write_text(json.dumps({k: list(v) for k, v in ids.items()}))  # user, item, item_title
@@ -102,6 +126,10 @@ def save_artifact(path: str | Path, *, user_embeddings: np.ndarray, item_embeddi
         (path / "curve.png").write_bytes(curve_png)
     if filter_state is not None:
         np.savez(path / "filter.npz", **filter_state)
+    if text_index is not None:
+        vectors = np.asarray(text_index.vectors, dtype=np.float32)
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        np.save(path / "item_text.npy", (vectors / np.where(norms > 0, norms, 1.0)).astype(np.float16))
     return path
 
 
@@ -131,7 +159,8 @@ def load_artifact(path: str | Path) -> Artifact:
     return Artifact(path=path, user_embeddings=ue, item_embeddings=ie, ids=_json("ids.json"),
                     train_indptr=indptr, train_indices=indices, config=_json("config.json"),
                     metrics=_json("metrics.json"), meta=_json("meta.json"), filter_state=load_filter_state(path),
-                    seen_indptr=seen_indptr, seen_indices=seen_indices)
+                    seen_indptr=seen_indptr, seen_indices=seen_indices,
+                    item_text=np.load(path / "item_text.npy") if (path / "item_text.npy").is_file() else None)
 
 
 def load_filter_state(path: str | Path) -> dict[str, np.ndarray] | None:

@@ -32,7 +32,7 @@ from torch.optim.swa_utils import AveragedModel
 
 from kgrec.config import DEFAULT_ID_WEIGHT_DECAY, TEXT_MODELS, TrainConfig
 
-from .artifact import publish, save_artifact
+from .artifact import TextIndex, publish, save_artifact
 from .evaluate import evaluate, to_csr
 from .models.filters import FILTER_MODELS, build_filter
 from .sampling import NegativeSampler, TrainPairs, check_positive_sampling, make_generator
@@ -389,7 +389,7 @@ def weight_average(model: torch.nn.Module) -> AveragedModel:
 def train(snapshot: Any, cfg: TrainConfig, out_dir: str | Path, text_embeddings: np.ndarray | None = None,
           *, snapshot_path: str | Path | None = None, epoch_hook: EpochHook | None = None,
           resume: bool = True, publish_current: bool = True, max_time_s: float | None = None,
-          progress: bool = True) -> Path:
+          progress: bool = True, text_index: TextIndex | None = None) -> Path:
     """Train ``cfg.model`` on ``snapshot`` and write a model artifact.
 
     Args:
@@ -405,6 +405,8 @@ def train(snapshot: Any, cfg: TrainConfig, out_dir: str | Path, text_embeddings:
         max_time_s: stop after the first epoch that ends past this many seconds of training; the
             artifact is written and the checkpoint kept, so calling again continues the run.
         progress: show a tqdm bar over batches.
+        text_index: item text vectors kept in the artifact for free-text search (any model; not
+            used in training).
 
     Returns:
         The artifact directory.
@@ -419,7 +421,8 @@ def train(snapshot: Any, cfg: TrainConfig, out_dir: str | Path, text_embeddings:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     if cfg.model in FILTER_MODELS:
-        return _fit_filter(snapshot, cfg, out_dir, snapshot_path=snapshot_path, publish_current=publish_current)
+        return _fit_filter(snapshot, cfg, out_dir, snapshot_path=snapshot_path, publish_current=publish_current,
+                           text_index=text_index)
     check_positive_sampling(cfg.positive_sampling)  # before anything is built
     for name in ("epochs", "eval_every", "patience", "batch_size"):
         if getattr(cfg, name) < 1:
@@ -561,7 +564,8 @@ def train(snapshot: Any, cfg: TrainConfig, out_dir: str | Path, text_embeddings:
         metrics={"test": final, "eval_split": eval_split, "stop_metric": stop_metric,
                  "best_epoch": run.best_epoch, "best_score": run.best_score, "history": run.history},
         meta={"device": str(device), "epochs_run": epoch}, snapshot_path=snapshot_path,
-        curve_png=_curve_png(run.history, f"{eval_split}_{stop_metric}"), publish_current=publish_current)
+        curve_png=_curve_png(run.history, f"{eval_split}_{stop_metric}"), publish_current=publish_current,
+        text_index=text_index)
     if not budget_stop:
         shutil.rmtree(ckpt_dir, ignore_errors=True)
     logger.info("wrote %s (test %s)", final_dir, {k: round(v, 4) for k, v in final.items() if "@20" in k})
@@ -571,7 +575,7 @@ def train(snapshot: Any, cfg: TrainConfig, out_dir: str | Path, text_embeddings:
 def _write_artifact(out_dir: Path, cfg: TrainConfig, snapshot: Any, train_csr: sp.csr_matrix, ue: np.ndarray,
                     ie: np.ndarray, *, metrics: dict[str, Any], meta: dict[str, Any],
                     snapshot_path: str | Path | None, curve_png: bytes | None, publish_current: bool,
-                    filter_state: dict[str, np.ndarray] | None = None) -> Path:
+                    filter_state: dict[str, np.ndarray] | None = None, text_index: TextIndex | None = None) -> Path:
     """Write ``out_dir/<version>/`` through a temporary directory renamed at the end, then publish it."""
     version, tmp = _claim_version(out_dir, cfg.model)
     U, I = train_csr.shape
@@ -589,7 +593,8 @@ def _write_artifact(out_dir: Path, cfg: TrainConfig, snapshot: Any, train_csr: s
                   "snapshot": str(snapshot_path) if snapshot_path is not None else snapshot.meta.get("name"),
                   **meta, "num_users": U, "num_items": I,
                   "embedding_dim": int(ue.shape[1])},
-            curve_png=curve_png, filter_state=filter_state, seen_indptr=seen_csr.indptr, seen_indices=seen_csr.indices)
+            curve_png=curve_png, filter_state=filter_state, seen_indptr=seen_csr.indptr, seen_indices=seen_csr.indices,
+            text_index=text_index)
         final_dir = out_dir / version
         tmp.rename(final_dir)
     except BaseException:
@@ -601,7 +606,7 @@ def _write_artifact(out_dir: Path, cfg: TrainConfig, snapshot: Any, train_csr: s
 
 
 def _fit_filter(snapshot: Any, cfg: TrainConfig, out_dir: Path, *, snapshot_path: str | Path | None,
-                publish_current: bool) -> Path:
+                publish_current: bool, text_index: TextIndex | None = None) -> Path:
     """Fit ``gfcf``/``bspm`` on the training split, evaluate it like a trained model, write its artifact.
 
     The artifact's embeddings are the filter's low-pass factors (``GFCF.spectral_embeddings``, for
@@ -645,7 +650,7 @@ def _fit_filter(snapshot: Any, cfg: TrainConfig, out_dir: Path, *, snapshot_path
                  "best_epoch": 0, "best_score": results[eval_split]["ndcg@20"], "history": [row],
                  "fit_seconds": model.fit_seconds},
         meta={"device": str(device), "epochs_run": 0, "scorer": cfg.model}, snapshot_path=snapshot_path,
-        curve_png=None, publish_current=publish_current, filter_state=model.state())
+        curve_png=None, publish_current=publish_current, filter_state=model.state(), text_index=text_index)
     logger.info("wrote %s (%r, test %s)", final_dir, model,
                 {k: round(v, 4) for k, v in results.get("test", {}).items() if "@20" in k})
     return final_dir

@@ -203,6 +203,14 @@ def cmd_recommend(args: argparse.Namespace, cfg: Config) -> None:
         print(f"{r.item_id}\t{r.score:.4f}\t{r.title}")
 
 
+def cmd_search(args: argparse.Namespace, cfg: Config) -> None:
+    from serving.recommender import Recommender
+
+    rec = Recommender.load(args.model or cfg.served_model(), dataclasses.replace(cfg.serving, ann_min_items=0))
+    for r in rec.search(args.text, args.k, args.user):
+        print(f"{r.item_id}\t{r.score:.4f}\t{r.title}")
+
+
 def cmd_serve(args: argparse.Namespace, cfg: Config) -> None:
     import uvicorn
 
@@ -324,6 +332,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--model", help="artifact directory (default: serving.model_dir, else <train.out_dir>/current)")
     s.set_defaults(func=cmd_recommend)
 
+    s = sub.add_parser("search", help="items for a free-text query, ranked for a user when one is given")
+    s.add_argument("text")
+    s.add_argument("--user", help="rank the matches for this known user")
+    s.add_argument("-k", type=_positive_int, default=10)
+    s.add_argument("--model", help="artifact directory (default: serving.model_dir, else <train.out_dir>/current)")
+    s.set_defaults(func=cmd_search)
+
     s = sub.add_parser("serve", help="HTTP API over the current model")
     s.add_argument("--model")
     s.set_defaults(func=cmd_serve)
@@ -396,7 +411,8 @@ def _user_errors() -> tuple[type[Exception], ...]:
     found: list[type[Exception]] = [ConfigError, FileNotFoundError, ValueError]
     for module, name in (("kg.errors", "KgError"), ("gnn.train", "TrainingError"),
                          ("kgrec.retrain", "RetrainBusyError"), ("encoders.base", "EncoderError"),
-                         ("serving.recommender", "UnknownUserError"), ("serving.recommender", "UnknownItemError")):
+                         ("serving.recommender", "UnknownUserError"), ("serving.recommender", "UnknownItemError"),
+                         ("serving.search", "SearchUnavailableError")):
         if module in sys.modules:
             found.append(getattr(sys.modules[module], name))
     return tuple(found)

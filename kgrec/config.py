@@ -166,6 +166,9 @@ class ServingConfig:
     ann_min_items: int = 2_000_000
     ann_candidates: int = 300  # candidates ranked per request, beyond k and the user's own items
     ann_nprobe: int = 32  # index cells scanned per request: more is slower and closer to exact
+    # free-text search (serving.search): items recalled by text similarity and ranked for the user
+    search_candidates: int = 100
+    search_device: str = "cpu"  # where queries are encoded: cpu, cuda, cuda:1, auto
 
 
 @dataclass

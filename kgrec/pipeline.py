@@ -17,7 +17,7 @@ from kg.connection import Graph
 from kg.export import export_snapshot
 from kg.ingest import graph_counts, ingest
 from kg.schema import wipe
-from kg.synthetic import SyntheticSpec, community_of_item, community_of_user, generate
+from kg.synthetic import TOPICS, SyntheticSpec, community_of_item, community_of_user, generate
 
 from .config import TEXT_MODELS, Config, ConfigError
 
@@ -47,7 +47,8 @@ def train_model(snapshot: Path, cfg: Config, publish: bool = True) -> Path:
 
     Item text vectors from ``kgrec encode`` (``text_embeddings.npz`` in the snapshot) are passed to
     the text-aware models only (``kgfused`` gets the query and entity vectors too); ``fused`` and
-    the ``text`` fusion need them and say so when they are missing.
+    the ``text`` fusion need them and say so when they are missing. Every model's artifact keeps
+    the item vectors, when there are current ones, for free-text search (``serving.search``).
 
     Raises:
         EncoderError: the vectors were encoded with another encoder setting, or from other texts,
@@ -56,22 +57,30 @@ def train_model(snapshot: Path, cfg: Config, publish: bool = True) -> Path:
     import numpy as np
 
     from encoders import EncoderError, stale_embeddings_reason
+    from gnn.artifact import TextIndex
     from gnn.train import train
     from kg.snapshot import Snapshot
 
-    text = None
+    text, text_index = None, None
     vectors = Path(snapshot) / "text_embeddings.npz"
-    if vectors.is_file() and cfg.train.model in TEXT_MODELS:
-        reason = stale_embeddings_reason(snapshot, cfg.encoder)
-        if reason is not None:
-            raise EncoderError(f"{vectors} is stale ({reason}): run `kgrec encode {snapshot}` again")
+    reason = stale_embeddings_reason(snapshot, cfg.encoder) if vectors.is_file() else "not encoded"
+    if reason is None:
         with np.load(vectors) as z:
-            # kgfused also fuses query and entity text (issue #6)
-            text = {k: z[k] for k in z.files} if cfg.train.model == "kgfused" else z["item"]
+            arrays = {k: z[k] for k in z.files}
+        text_index = TextIndex(arrays["item"], {"model": cfg.encoder.model, "pooling": cfg.encoder.pooling,
+                                                "max_length": cfg.encoder.max_length,
+                                                "query_template": cfg.encoder.query_template})
+        if cfg.train.model in TEXT_MODELS:  # kgfused also fuses query and entity text (issue #6)
+            text = arrays if cfg.train.model == "kgfused" else arrays["item"]
+    elif cfg.train.model in TEXT_MODELS and vectors.is_file():
+        raise EncoderError(f"{vectors} is stale ({reason}): run `kgrec encode {snapshot}` again")
     elif cfg.train.model == "fused" or (cfg.train.model == "kgfused" and cfg.train.fusion == "text"):
         raise FileNotFoundError(f"model {cfg.train.model!r} needs item text vectors: run `kgrec encode {snapshot}` first")
+    elif vectors.is_file():
+        logger.warning("%s is stale (%s): the model will have no free-text search until `kgrec encode` runs again",
+                       vectors, reason)
     return train(Snapshot.load(snapshot), cfg.train, Path(cfg.train.out_dir), text,
-                 snapshot_path=Path(snapshot).resolve(), publish_current=publish)
+                 snapshot_path=Path(snapshot).resolve(), publish_current=publish, text_index=text_index)
 
 
 def claim_demo_graph(graph: Graph, spec: SyntheticSpec, reset: bool = False) -> int:
@@ -165,6 +174,11 @@ def run_demo(graph: Graph, cfg: Config, spec: SyntheticSpec | None = None,
         say(f"      {user} (community {comm}): {hits}/5 from their community")
         for r in items:
             say(f"        {r.item_id:>6}  {r.score:7.3f}  {r.title}")
+    if rec.text_search is not None and "u1" in rec.user_index:
+        query = " ".join(TOPICS[next(iter(TOPICS))][:2])  # words of community 0, searched by u1 of community 1
+        say(f"      search {query!r} for u1 (text match, ranked by the model):")
+        for r in rec.search(query, k=3, user_id="u1"):
+            say(f"        {r.item_id:>6}  community {community_of_item(r.item_id, spec)}  {r.title}")
     wb = stage("writeback", write_back, graph, rec, 10)
     say(f"[6/6] wrote embeddings, vector index and {wb['recommendations']} RECOMMENDED edges back to Neo4j")
     return DemoResult(snapshot, model, metrics, timings)

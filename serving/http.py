@@ -1,5 +1,5 @@
 """HTTP API (FastAPI): ``GET /health``, ``GET /recommend/{user_id}``, ``POST /recommend/cold``,
-``GET /similar/{item_id}``. The model comes in through a dependency, not a global: a
+``GET /similar/{item_id}``, ``GET /search?q=...&user_id=...``. The model comes in through a dependency, not a global: a
 :class:`serving.live.LiveModel`, so a version published while the server runs (``kgrec train``,
 ``kgrec retrain``) is loaded in the background and served once loaded, without a restart."""
 from __future__ import annotations
@@ -13,6 +13,7 @@ from kgrec.config import ServingConfig
 
 from .live import LiveModel
 from .recommender import Recommender, UnknownItemError, UnknownUserError
+from .search import SearchUnavailableError
 
 
 class Item(BaseModel):
@@ -56,7 +57,8 @@ def create_app(model_dir: str | Path, reload_check_s: float = 1.0, cfg: ServingC
     @app.get("/health")
     def health(rec: Recommender = Depends(get_recommender)) -> dict:
         return {"status": "ok", "model_version": rec.version, "users": len(rec.user_ids), "items": len(rec.item_ids),
-                "scorer": "graph filter" if rec.scorer is not None else "embeddings"}
+                "scorer": "graph filter" if rec.scorer is not None else "embeddings",
+                "search": rec.text_search is not None}
 
     @app.get("/recommend/{user_id}", response_model=Recommendations)
     def recommend(user_id: str, k: int = Query(10, ge=1, le=1000),
@@ -82,5 +84,19 @@ def create_app(model_dir: str | Path, reload_check_s: float = 1.0, cfg: ServingC
             return _out(rec, rec.similar_items(item_id, k))
         except UnknownItemError as e:
             raise HTTPException(404, str(e.args[0])) from e
+
+    @app.get("/search", response_model=Recommendations)
+    def search(q: str = Query(..., min_length=1, max_length=2000, description="free text"),
+               k: int = Query(10, ge=1, le=1000),
+               user_id: str | None = Query(None, description="rank the matches for this user"),
+               rec: Recommender = Depends(get_recommender)) -> Recommendations:
+        try:
+            return _out(rec, rec.search(q, k, user_id))
+        except UnknownUserError as e:
+            raise HTTPException(404, str(e.args[0])) from e
+        except SearchUnavailableError as e:
+            raise HTTPException(409, str(e)) from e
+        except ValueError as e:
+            raise HTTPException(422, str(e)) from e
 
     return app

@@ -67,6 +67,8 @@ class LiveModel:
     def _load(self, target: str) -> None:
         try:
             model = Recommender.load(target, self.cfg)
+            if model.text_search is not None:  # so the first search after the swap does not wait for it
+                model.text_search.warm()
         except Exception:  # a broken artifact must not take the service down
             logger.exception("the model published at %s (%s) did not load; still serving %s, retrying in %.0f s",
                              self.path, target, self._model.version, self.retry_s)

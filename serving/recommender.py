@@ -11,6 +11,9 @@ whole filter applied to the user's item row, which also serves new users from th
 Embedding models rank every item exactly, unless the catalogue reaches ``[serving] ann_min_items``:
 then a FAISS index of the item embeddings (:mod:`serving.recall`) recalls candidates by inner
 product and only those are ranked, exactly, without the user's own items.
+
+An artifact with ``item_text.npy`` also answers free-text queries (:meth:`Recommender.search`,
+:mod:`serving.search`): items recalled by text similarity, ranked for a user by the model.
 """
 from __future__ import annotations
 
@@ -29,6 +32,7 @@ from gnn.models.filters import load_filter
 from kgrec.config import ServingConfig
 
 from .recall import ItemIndex
+from .search import SearchUnavailableError, TextSearch, fuse_ranks
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +79,8 @@ class Recommender:
         self.scorer = scorer
         self.index: ItemIndex | None = None
         self.candidates = 0
+        self.text_search: TextSearch | None = None
+        self.search_candidates = ServingConfig.search_candidates
         self._train = sp.csr_matrix((np.ones(len(train_indices), np.float32), train_indices, train_indptr),
                                     shape=(len(user_ids), len(item_ids)))  # (U, I) training items
         # (U, I) every known interaction, training or held out: never recommended
@@ -100,7 +106,13 @@ class Recommender:
         if art.filter_state is not None:
             rec.scorer = load_filter(meta.get("model", "gfcf"), art.config.get("filter"), rec._train,
                                      art.filter_state)
-        rec.use_index(cfg or ServingConfig())
+        cfg = cfg or ServingConfig()
+        if cfg.search_candidates < 1:
+            raise ValueError(f"[serving] search_candidates must be >= 1, got {cfg.search_candidates}")
+        rec.use_index(cfg)
+        if art.item_text is not None and "text_encoder" in meta:
+            rec.text_search = TextSearch(art.item_text, meta["text_encoder"], cfg.search_device)
+        rec.search_candidates = cfg.search_candidates
         return rec
 
     def use_index(self, cfg: ServingConfig) -> None:
@@ -186,6 +198,36 @@ class Recommender:
             else:
                 out.append(self._top(scores[b], k, rows[b]))
         return out
+
+    def search(self, text: str, k: int = 10, user_id: str | None = None) -> list[Recommendation]:
+        """Items for a free-text query: the most similar by text, or, for ``user_id``, the
+        ``search_candidates`` most similar that the user has not interacted with, ranked by fusing
+        the text order with the user's model scores (:mod:`serving.search`). Scores are the cosine
+        similarity without a user and the fused reciprocal-rank score with one.
+
+        Raises:
+            SearchUnavailableError: the artifact holds no item text vectors.
+            UnknownUserError: ``user_id`` is not in the model.
+            ValueError: an empty text, or k below 0.
+        """
+        if self.text_search is None:
+            raise SearchUnavailableError(f"model {self.version} has no item text vectors to search: run `kgrec "
+                                         "encode` on the snapshot before `kgrec train`")
+        if k < 0:
+            raise ValueError(f"k must be >= 0, got {k}")
+        u = self._user(user_id) if user_id is not None else None
+        relevance = self.text_search.relevance(text)
+        if u is None:
+            return self._top(relevance, k)
+        relevance[torch.from_numpy(self._seen.indices[self._seen.indptr[u]:self._seen.indptr[u + 1]].astype(np.int64))] \
+            = float("-inf")
+        n = min(max(k, self.search_candidates), int(torch.isfinite(relevance).sum()))
+        relevance, candidates = torch.topk(relevance, n)
+        if self.scorer is not None:
+            preference = self.scorer.score_rows(self._train[[u]])[0].float().cpu()[candidates]
+        else:
+            preference = self.item_emb[candidates] @ self.user_emb[u]
+        return self._top(fuse_ranks(relevance, preference), k, candidates)
 
     def recommend_from_items(self, item_ids: list[str], k: int = 10,
                              friend_ids: list[str] | tuple[str, ...] = ()) -> list[Recommendation]:

@@ -16,6 +16,8 @@ def test_demo_trains_the_fused_model_and_finds_the_planted_communities(graph, co
     out = capsys.readouterr().out
     assert "trained kgfused" in out and (config.train.model, config.train.epochs) == ("kgfused", 40)
     assert out.count("5/5 from their community") == 2  # u0 and u1 get only their own community's items
+    # u1 searches community 0's words: the text decides the topic (u1's own community is 1)
+    assert "search 'trail marathon' for u1" in out and out.count("  community 0  ") == 3
     metrics = json.loads((config.train.out_dir / "current" / "metrics.json").read_text())["test"]
     assert metrics["recall@20"] > 5 * 20 / args.items  # five times a random ranking's Recall@20 (it is 0.43)
     edges = graph.driver.execute_query("MATCH (:User)-[r:RECOMMENDED]->(:Item) RETURN count(r) AS n",

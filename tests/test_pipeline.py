@@ -149,6 +149,64 @@ def test_http_api(trained):
     assert len(similar) == 3 and "i0" not in {r["item_id"] for r in similar}
     missing = client.get("/similar/nothing")
     assert missing.status_code == 404 and "nothing" in missing.json()["detail"]
+    assert client.get("/health").json()["search"] is True
+    found = client.get("/search", params={"q": "trail sneaker", "k": 4}).json()["items"]
+    assert len(found) == 4 and all(community_of_item(r["item_id"], SPEC) == 0 for r in found)
+    assert len(client.get("/search", params={"q": "trail sneaker", "user_id": "u3"}).json()["items"]) == 10
+    assert client.get("/search", params={"q": "trail", "user_id": "nobody"}).status_code == 404
+    assert client.get("/search", params={"q": "   "}).status_code == 422
+    assert client.get("/search").status_code == 422
+
+
+def test_free_text_search_finds_the_topic_and_ranks_for_the_user(trained, tmp_path):
+    """A query in one community's words brings that community's items; words every community uses,
+    ranked for a user, bring mostly the user's own community; a user's own items never come back."""
+    import shutil
+
+    from kg.synthetic import TOPICS
+    from serving import Recommender
+    from serving.recommender import UnknownUserError
+    from serving.search import SearchUnavailableError
+
+    cfg, snapshot, artifact = trained
+    assert (artifact / "item_text.npy").is_file()
+    assert json.loads((artifact / "meta.json").read_text())["text_encoder"]["model"] == cfg.encoder.model
+    rec = Recommender.load(cfg.train.out_dir / "current")
+    for comm, topic in enumerate(list(TOPICS)[:SPEC.num_communities]):
+        words = " ".join(TOPICS[topic][:2])
+        found = rec.search(words, k=10)
+        assert len(found) == 10 and found[0].score >= found[-1].score
+        assert sum(community_of_item(r.item_id, SPEC) == comm for r in found) >= 9, (words, found)
+    generic = "handmade vintage premium"  # adjectives of every community's titles
+    text_only = own = total = 0
+    for user in (f"u{k}" for k in range(8)):
+        comm = community_of_user(user, SPEC)
+        text_only += sum(community_of_item(r.item_id, SPEC) == comm for r in rec.search(generic, k=10))
+        ranked = rec.search(generic, k=10, user_id=user)
+        assert not {r.item_id for r in ranked} & set(rec.seen_items(user))
+        own += sum(community_of_item(r.item_id, SPEC) == comm for r in ranked)
+        total += len(ranked)
+    assert total == 80 and own / total > 0.6 and own > 1.5 * text_only, (own, text_only)
+    with pytest.raises(UnknownUserError):
+        rec.search(generic, user_id="nobody")
+    with pytest.raises(ValueError, match="empty"):
+        rec.search("  \n ")
+    bare = tmp_path / "no-text"
+    shutil.copytree(artifact, bare)
+    (bare / "item_text.npy").unlink()
+    with pytest.raises(SearchUnavailableError, match="kgrec encode"):
+        Recommender.load(bare).search(generic)
+
+
+def test_rank_fusion_by_hand():
+    """1/(60 + rank by text) + 1/(60 + rank by the model), ranks from 1."""
+    import torch
+
+    from serving.search import fuse_ranks
+
+    fused = fuse_ranks(torch.tensor([0.9, 0.5, 0.7]), torch.tensor([1.0, 3.0, 2.0]))
+    want = [1 / 61 + 1 / 63, 1 / 63 + 1 / 61, 1 / 62 + 1 / 62]
+    assert fused.tolist() == pytest.approx(want)
 
 
 def test_cli_errors_are_one_line(trained, capsys):
@@ -160,6 +218,10 @@ def test_cli_errors_are_one_line(trained, capsys):
     assert main(["recommend", "u3", "-k", "2", "--model", current]) == 0
     assert len(capsys.readouterr().out.splitlines()) == 2
     assert main(["recommend", "nobody", "--model", current]) == 2
+    assert capsys.readouterr().err.strip() == "kgrec: error: unknown user 'nobody'"
+    assert main(["search", "trail sneaker", "-k", "3", "--user", "u3", "--model", current]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 3
+    assert main(["search", "trail", "--user", "nobody", "--model", current]) == 2
     assert capsys.readouterr().err.strip() == "kgrec: error: unknown user 'nobody'"
     with pytest.raises(SystemExit) as e:  # argparse: k must be >= 1
         main(["recommend", "u3", "-k", "0", "--model", current])
@@ -244,6 +306,8 @@ def test_graph_filter_model_through_cli_serving_and_write_back(trained, graph_se
     rec = Recommender.load(tmp_path / "current")
     assert rec.scorer is not None and rec.item_emb.shape == (SPEC.num_items, 24)
     assert_planted_communities(rec, snapshot)
+    ranked = rec.search("trail sneaker", k=5, user_id="u0")  # the filter's scores rank the text matches
+    assert len(ranked) == 5 and all(community_of_item(r.item_id, SPEC) == 0 for r in ranked)
     client = TestClient(create_app(tmp_path / "current"))
     assert client.get("/health").json()["scorer"] == "graph filter"
     cold = client.post("/recommend/cold", json={"item_ids": ["i0", "i4", "i8"], "k": 5}).json()["items"]
