@@ -169,6 +169,7 @@ class ServingConfig:
     # free-text search (serving.search): items recalled by text similarity and ranked for the user
     search_candidates: int = 100
     search_device: str = "cpu"  # where queries are encoded: cpu, cuda, cuda:1, auto
+    query_items: int = 10  # a new user's query (POST /recommend/cold) stands for this many best text matches
 
 
 @dataclass

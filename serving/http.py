@@ -30,12 +30,13 @@ class Recommendations(BaseModel):
 class ColdStartRequest(BaseModel):
     item_ids: list[str] = Field(default_factory=list, description="items the new user interacted with")
     friend_ids: list[str] = Field(default_factory=list, description="known users the new user befriends")
+    queries: list[str] = Field(default_factory=list, description="free-text queries the new user searched")
     k: int = Field(10, ge=1, le=1000)
 
     @model_validator(mode="after")
     def _some_input(self) -> "ColdStartRequest":
-        if not self.item_ids and not self.friend_ids:
-            raise ValueError("give item_ids, friend_ids or both")
+        if not self.item_ids and not self.friend_ids and not self.queries:
+            raise ValueError("give item_ids, friend_ids, queries or several")
         return self
 
 
@@ -71,9 +72,11 @@ def create_app(model_dir: str | Path, reload_check_s: float = 1.0, cfg: ServingC
     @app.post("/recommend/cold", response_model=Recommendations)
     def cold(body: ColdStartRequest, rec: Recommender = Depends(get_recommender)) -> Recommendations:
         try:
-            return _out(rec, rec.recommend_from_items(body.item_ids, body.k, body.friend_ids))
+            return _out(rec, rec.recommend_from_items(body.item_ids, body.k, body.friend_ids, body.queries))
         except UnknownUserError as e:
             raise HTTPException(404, str(e.args[0])) from e
+        except SearchUnavailableError as e:
+            raise HTTPException(409, str(e)) from e
         except ValueError as e:
             raise HTTPException(422, str(e)) from e
 

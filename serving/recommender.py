@@ -81,6 +81,7 @@ class Recommender:
         self.candidates = 0
         self.text_search: TextSearch | None = None
         self.search_candidates = ServingConfig.search_candidates
+        self.query_items = ServingConfig.query_items
         self._train = sp.csr_matrix((np.ones(len(train_indices), np.float32), train_indices, train_indptr),
                                     shape=(len(user_ids), len(item_ids)))  # (U, I) training items
         # (U, I) every known interaction, training or held out: never recommended
@@ -107,12 +108,13 @@ class Recommender:
             rec.scorer = load_filter(meta.get("model", "gfcf"), art.config.get("filter"), rec._train,
                                      art.filter_state)
         cfg = cfg or ServingConfig()
-        if cfg.search_candidates < 1:
-            raise ValueError(f"[serving] search_candidates must be >= 1, got {cfg.search_candidates}")
+        if cfg.search_candidates < 1 or cfg.query_items < 1:
+            raise ValueError(f"[serving] search_candidates and query_items must be >= 1, got "
+                             f"{cfg.search_candidates} and {cfg.query_items}")
         rec.use_index(cfg)
         if art.item_text is not None and "text_encoder" in meta:
             rec.text_search = TextSearch(art.item_text, meta["text_encoder"], cfg.search_device)
-        rec.search_candidates = cfg.search_candidates
+        rec.search_candidates, rec.query_items = cfg.search_candidates, cfg.query_items
         return rec
 
     def use_index(self, cfg: ServingConfig) -> None:
@@ -230,35 +232,54 @@ class Recommender:
         return self._top(fuse_ranks(relevance, preference), k, candidates)
 
     def recommend_from_items(self, item_ids: list[str], k: int = 10,
-                             friend_ids: list[str] | tuple[str, ...] = ()) -> list[Recommendation]:
-        """Cold-start user from the items they interacted with and/or the known users they befriend.
+                             friend_ids: list[str] | tuple[str, ...] = (),
+                             queries: list[str] | tuple[str, ...] = ()) -> list[Recommendation]:
+        """Cold-start user from the items they interacted with, the known users they befriend and/or
+        the free-text queries they searched.
 
-        Graph-filter models score the item row exactly as they score a trained user's (they take no
-        friends). Embedding models use the mean of the neighbours' embeddings, each item and each
-        friend counting once: one LightGCN propagation step for the new node. On lastfm this beats
-        counting the friends' items, with plain LightGCN and a little more with
-        ``graph_relations = ["friend"]`` (docs/results.md). Unknown ids are skipped.
+        Each query stands for its ``query_items`` best text matches (:mod:`serving.search`),
+        together counting as one item. Graph-filter models score the item row exactly as they
+        score a trained user's, a query's matches sharing one item's weight (they take no
+        friends). Embedding models use the mean of the neighbours' embeddings, each item, friend
+        and query counting once: one LightGCN propagation step for the new node. On lastfm this
+        beats counting the friends' items, with plain LightGCN and a little more with
+        ``graph_relations = ["friend"]`` (docs/results.md). Unknown ids are skipped; the given items
+        are not recommended, a query's matches may be.
 
         Raises:
-            UnknownUserError: none of the given items or friends is known to the model.
-            ValueError: friends given to a graph-filter model.
+            UnknownUserError: no query is given and none of the given items or friends is known.
+            SearchUnavailableError: queries given to a model without item text vectors.
+            ValueError: friends given to a graph-filter model, or an empty query.
         """
         rows = sorted({self.item_index[i] for i in item_ids if i in self.item_index})
         friends = sorted({self.user_index[u] for u in friend_ids if u in self.user_index})
-        if not rows and not friends:
+        if not rows and not friends and not queries:
             raise UnknownUserError("none of the given items or friends is known to the model")
+        matches = [self._query_matches(q) for q in queries]  # one (query_items,) row set per query
         if self.scorer is not None:
             if friend_ids:
                 raise ValueError("a graph-filter model scores item rows only; it cannot use friends")
-            row = sp.csr_matrix((np.ones(len(rows), np.float32), (np.zeros(len(rows), np.int64), rows)),
-                                shape=(1, len(self.item_ids)))
+            cols = np.concatenate([np.asarray(rows, np.int64), *matches])
+            weights = np.concatenate([np.ones(len(rows), np.float32),
+                                      *(np.full(len(m), 1 / len(m), np.float32) for m in matches)])
+            row = sp.csr_matrix((weights, (np.zeros(len(cols), np.int64), cols)), shape=(1, len(self.item_ids)))
+            row.sum_duplicates()
             scores = self.scorer.score_rows(row)[0].float().cpu()
         else:
-            neighbours = torch.cat([self.item_emb[rows], self.user_emb[friends]], 0)
+            neighbours = torch.cat([self.item_emb[rows], self.user_emb[friends],
+                                    *(self.item_emb[torch.from_numpy(m)].mean(0, keepdim=True) for m in matches)], 0)
             scores = self.score_items(neighbours.mean(0))
         if rows:
             scores[torch.tensor(rows)] = float("-inf")
         return self._top(scores, k)
+
+    def _query_matches(self, text: str) -> np.ndarray:
+        """Item rows of a query's ``query_items`` best text matches."""
+        if self.text_search is None:
+            raise SearchUnavailableError(f"model {self.version} has no item text vectors to match queries with: "
+                                         "run `kgrec encode` on the snapshot before `kgrec train`")
+        relevance = self.text_search.relevance(text)
+        return torch.topk(relevance, min(self.query_items, len(relevance))).indices.numpy()
 
     def similar_items(self, item_id: str, k: int = 10) -> list[Recommendation]:
         """Items nearest to ``item_id`` by cosine similarity of their embeddings.

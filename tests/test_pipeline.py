@@ -144,6 +144,10 @@ def test_http_api(trained):
     cold = client.post("/recommend/cold", json={"friend_ids": friends, "k": 5}).json()["items"]
     assert sum(community_of_item(r["item_id"], SPEC) == 1 for r in cold) >= 4
     assert client.post("/recommend/cold", json={"k": 5}).status_code == 422
+    # a new user who brings only what they searched: the words' community comes back
+    cold = client.post("/recommend/cold", json={"queries": ["trail sneaker", "marathon pace"], "k": 5}).json()["items"]
+    assert sum(community_of_item(r["item_id"], SPEC) == 0 for r in cold) >= 4
+    assert client.post("/recommend/cold", json={"queries": [" "]}).status_code == 422
     assert client.post("/recommend/cold", json={"friend_ids": ["nobody"]}).status_code == 404
     similar = client.get("/similar/i0", params={"k": 3}).json()["items"]
     assert len(similar) == 3 and "i0" not in {r["item_id"] for r in similar}
@@ -196,6 +200,26 @@ def test_free_text_search_finds_the_topic_and_ranks_for_the_user(trained, tmp_pa
     (bare / "item_text.npy").unlink()
     with pytest.raises(SearchUnavailableError, match="kgrec encode"):
         Recommender.load(bare).search(generic)
+    with pytest.raises(SearchUnavailableError, match="kgrec encode"):
+        Recommender.load(bare).recommend_from_items(["i0"], queries=["trail"])
+
+
+def test_new_user_from_queries_stands_on_their_text_matches(trained):
+    """A query counts as one neighbour: the mean embedding of its best text matches, so a new user
+    with one item and one query scores items by the mean of that item and those matches."""
+    import torch
+
+    from serving import Recommender
+
+    cfg, _, _ = trained
+    rec = Recommender.load(cfg.train.out_dir / "current")
+    rec.query_items = 4
+    matches = [rec.item_index[r.item_id] for r in rec.search("camera lens", k=4)]
+    want = (rec.item_emb[rec.item_index["i1"]] + rec.item_emb[matches].mean(0)) / 2 @ rec.item_emb.t()
+    want[rec.item_index["i1"]] = float("-inf")
+    got = rec.recommend_from_items(["i1"], k=5, queries=["camera lens"])
+    assert [r.item_id for r in got] == [rec.item_ids[j] for j in torch.topk(want, 5).indices.tolist()]
+    assert [r.score for r in got] == pytest.approx(torch.topk(want, 5).values.tolist(), rel=1e-5)
 
 
 def test_rank_fusion_by_hand():
@@ -308,6 +332,8 @@ def test_graph_filter_model_through_cli_serving_and_write_back(trained, graph_se
     assert_planted_communities(rec, snapshot)
     ranked = rec.search("trail sneaker", k=5, user_id="u0")  # the filter's scores rank the text matches
     assert len(ranked) == 5 and all(community_of_item(r.item_id, SPEC) == 0 for r in ranked)
+    cold = rec.recommend_from_items([], k=5, queries=["skillet recipe"])  # a new user's query, through the filter
+    assert sum(community_of_item(r.item_id, SPEC) == 1 for r in cold) >= 4
     client = TestClient(create_app(tmp_path / "current"))
     assert client.get("/health").json()["scorer"] == "graph filter"
     cold = client.post("/recommend/cold", json={"item_ids": ["i0", "i4", "i8"], "k": 5}).json()["items"]
