@@ -33,7 +33,7 @@ from kgrec.config import IngestConfig
 
 from .connection import Graph, batches
 from .interaction_writer import write_interactions
-from .lock import INGEST_LOCK, graph_lock
+from .lock import INGEST_LOCK, Lease, graph_lock
 from .records import GraphRecords
 
 logger = logging.getLogger(__name__)
@@ -64,9 +64,9 @@ def _normalise_interactions(rows: list[dict]) -> list[dict]:
 
 
 def _write_interactions(graph: Graph, events: list[dict], cfg: IngestConfig, totals: dict[str, int],
-                        progress: bool) -> int:
+                        progress: bool, lease: Lease) -> int:
     """CREATE the events of users without interactions, MERGE the others; returns events sent."""
-    report = write_interactions(graph, events, cfg.writers, cfg.batch_size, progress)
+    report = write_interactions(graph, events, cfg.writers, cfg.batch_size, progress, check=lease.check)
     totals["relationships_created"] += report["relationships_created"]
     totals["properties_set"] += report["properties_set"]
     logger.info("interactions: %d events of %d new users created, of %d known users merged (%d writers)",
@@ -115,13 +115,16 @@ def ingest(graph: Graph, records: GraphRecords, cfg: IngestConfig, *,
 
     Raises:
         kg.lock.LockedError: another ingest held the lock for ``cfg.lock_wait_s`` seconds.
+        kg.lock.LockLostError: the lock was lost on the way (taken over after the database was
+            unreachable for minutes); the batches written so far stay, and the same load run again
+            completes it.
     """
-    with graph_lock(graph, INGEST_LOCK, cfg.lock_wait_s):  # which applies the schema first
-        return _ingest_locked(graph, records, cfg, incremental, progress, feed)
+    with graph_lock(graph, INGEST_LOCK, cfg.lock_wait_s) as lease:  # which applies the schema first
+        return _ingest_locked(graph, records, cfg, incremental, progress, feed, lease)
 
 
 def _ingest_locked(graph: Graph, records: GraphRecords, cfg: IngestConfig, incremental: bool, progress: bool,
-                   feed: str | None) -> dict[str, Any]:
+                   feed: str | None, lease: Lease) -> dict[str, Any]:
     interactions = _normalise_interactions(records.interactions)
     skipped = 0
     if incremental:
@@ -137,11 +140,12 @@ def _ingest_locked(graph: Graph, records: GraphRecords, cfg: IngestConfig, incre
         if not rows:
             continue
         if kind == "interactions":
-            _write_interactions(graph, rows, cfg, totals, progress)
+            _write_interactions(graph, rows, cfg, totals, progress, lease)
             written[kind] = len(rows)
             continue
         bar = tqdm(total=len(rows), desc=f"ingest {kind}", unit="row", disable=not progress, leave=False)
         for batch in batches(rows, cfg.batch_size):
+            lease.check()
             counters = graph.write(statement, rows=batch)
             totals["nodes_created"] += counters.nodes_created
             totals["relationships_created"] += counters.relationships_created
@@ -151,6 +155,7 @@ def _ingest_locked(graph: Graph, records: GraphRecords, cfg: IngestConfig, incre
         written[kind] = len(rows)
     watermark = max((r["ts"] for r in interactions), default=None)
     if watermark is not None:
+        lease.check()
         graph.write("ingest/set_watermark", key=watermark_key(feed), value=watermark)
     logger.info("ingested %s", written)
     return {"written": written, "skipped_old": skipped, **totals, "feed": feed,
@@ -160,7 +165,8 @@ def _ingest_locked(graph: Graph, records: GraphRecords, cfg: IngestConfig, incre
 def forget_user(graph: Graph, user_id: str, lock_wait_s: float = 0.0) -> bool:
     """Delete a user and all their events, searches and friendships, holding the ingest lock.
     Returns whether one existed."""
-    with graph_lock(graph, INGEST_LOCK, lock_wait_s):
+    with graph_lock(graph, INGEST_LOCK, lock_wait_s) as lease:
+        lease.check()
         counters = graph.write("ingest/forget_user", id=user_id)
     return counters.nodes_deleted > 0
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import threading
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 from tqdm.auto import tqdm
 
@@ -125,8 +125,9 @@ def cut_batches(unique: Iterable[dict], known_users: set[str], parts: int, size:
 
 
 def write_interactions(graph: Graph, events: list[dict], writers: int, size: int,
-                       progress: bool = True) -> dict[str, int]:
-    """Write normalised interaction events with ``writers`` concurrent writers (see module doc).
+                       progress: bool = True, check: Callable[[], None] | None = None) -> dict[str, int]:
+    """Write normalised interaction events with ``writers`` concurrent writers (see module doc);
+    ``check`` runs before each batch (the ingest lock's ``Lease.check``) and stops them by raising.
 
     Returns:
         ``{"sent": events written, "new_users": n, "known_users": n, "relationships_created": n,
@@ -148,6 +149,8 @@ def write_interactions(graph: Graph, events: list[dict], writers: int, size: int
             while (batch := scheduler.take()) is not None:
                 block, statement, rows = batch
                 try:
+                    if check is not None:
+                        check()
                     counters = graph.write(statement, rows=rows)
                 finally:
                     scheduler.release(block)

@@ -13,6 +13,12 @@ A lock is taken over, with a warning, when its holder is certainly gone:
   container that shares the host name is not mistaken for it).
 
 ``kgrec unlock`` (:func:`break_lock`) removes a lock whose holder is not alive, or any with ``force``.
+
+The holder learns when it may no longer hold the lock: :meth:`Lease.check`, which writers call before
+each batch, raises :class:`LockLostError` once a renewal found the lock gone (taken over, or removed
+by ``kgrec unlock --force``), or once no renewal has succeeded for ``0.8 * stale_s`` (the holder was
+cut off from the database long enough that another writer may take the lock over soon). A batch
+already sent when that happens still commits: the lease narrows the overlap to one batch per writer.
 """
 from __future__ import annotations
 
@@ -38,6 +44,34 @@ STALE_S = 120.0  # eight missed heartbeats
 
 class LockedError(KgError):
     """Another writer holds the lock."""
+
+
+class LockLostError(KgError):
+    """The holder's lock was taken over, or not renewed for so long that it may be."""
+
+
+class Lease:
+    """The holder's side of a lock it took (what :func:`graph_lock` yields)."""
+
+    def __init__(self, name: str, owner: str, stale_s: float) -> None:
+        self.name, self.owner = name, owner
+        self.expire_s = 0.8 * stale_s  # others take over at stale_s after the last renewal they saw
+        self.renewed_at = time.monotonic()  # when the last renewal that succeeded was sent
+        self.lost: str | None = None  # why the lock is no longer held
+
+    def check(self) -> None:
+        """Return if the lock is still held; call it before each write.
+
+        Raises:
+            LockLostError: a renewal found the lock gone, or none has succeeded for ``0.8 * stale_s``.
+        """
+        idle = time.monotonic() - self.renewed_at
+        if self.lost is None and idle > self.expire_s:
+            self.lost = (f"it could not be renewed for {idle:.0f} s, so another writer may take it over; the "
+                         f"database was unreachable or too slow")
+        if self.lost is not None:
+            raise LockLostError(f"lost the {self.name!r} lock: {self.lost}. Stopped before the next write; what "
+                                f"was written stays (loads merge, so running the same load again completes it)")
 
 
 def lock_holder(graph: Graph, name: str = INGEST_LOCK) -> dict[str, Any] | None:
@@ -94,8 +128,9 @@ def break_lock(graph: Graph, name: str = INGEST_LOCK, force: bool = False) -> di
 
 @contextmanager
 def graph_lock(graph: Graph, name: str = INGEST_LOCK, wait_s: float = 0.0, poll_s: float = 0.5,
-               heartbeat_s: float = HEARTBEAT_S, stale_s: float = STALE_S) -> Iterator[None]:
-    """Hold the named lock for the ``with`` block, renewing it every ``heartbeat_s`` seconds.
+               heartbeat_s: float = HEARTBEAT_S, stale_s: float = STALE_S) -> Iterator[Lease]:
+    """Hold the named lock for the ``with`` block, renewing it every ``heartbeat_s`` seconds; the
+    block gets the :class:`Lease`, whose ``check()`` tells whether the lock is still held.
 
     Args:
         graph: connected graph (the lock's constraint is created if missing).
@@ -113,7 +148,11 @@ def graph_lock(graph: Graph, name: str = INGEST_LOCK, wait_s: float = 0.0, poll_
     mine = {"lock": name, "owner": owner, "host": socket.gethostname(), "pid": os.getpid(),
             "proc": process_identity(os.getpid()) or ""}
     deadline = time.monotonic() + wait_s
-    while not _try_acquire(graph, mine):
+    lease = Lease(name, owner, stale_s)
+    while True:
+        sent = time.monotonic()
+        if _try_acquire(graph, mine):
+            break
         holder = lock_holder(graph, name)
         if holder is None:
             continue  # released in between: try again at once
@@ -130,12 +169,13 @@ def graph_lock(graph: Graph, name: str = INGEST_LOCK, wait_s: float = 0.0, poll_
                 f"was written. Wait for it to finish and retry (--wait SECONDS); a holder that died is taken "
                 f"over once its heartbeat is {stale_s:.0f} s old, or now with `kgrec unlock`.")
         time.sleep(poll_s)
+    lease.renewed_at = sent  # held from the moment the CREATE that took it was sent
     done = threading.Event()
-    beat = threading.Thread(target=_heartbeat, args=(graph, name, owner, heartbeat_s, done), daemon=True,
+    beat = threading.Thread(target=_heartbeat, args=(graph, lease, heartbeat_s, done), daemon=True,
                             name=f"kgrec-lock-{name}")
     beat.start()
     try:
-        yield
+        yield lease
     finally:
         done.set()
         beat.join()
@@ -145,12 +185,19 @@ def graph_lock(graph: Graph, name: str = INGEST_LOCK, wait_s: float = 0.0, poll_
             logger.exception("could not release the %r lock; others take it over in %.0f s", name, stale_s)
 
 
-def _heartbeat(graph: Graph, name: str, owner: str, every_s: float, done: threading.Event) -> None:
-    while not done.wait(every_s):
+def _heartbeat(graph: Graph, lease: Lease, every_s: float, done: threading.Event) -> None:
+    while lease.lost is None and not done.wait(every_s):
+        sent = time.monotonic()
         try:
-            graph.write("lock/renew", lock=name, owner=owner)
+            renewed = graph.write("lock/renew", lock=lease.name, owner=lease.owner).properties_set > 0
         except Exception as e:  # a missed beat is not fatal: the lock goes stale only after many
-            logger.warning("could not renew the %r lock: %s", name, e)
+            logger.warning("could not renew the %r lock: %s", lease.name, e)
+            continue
+        if renewed:
+            lease.renewed_at = sent
+        elif not done.is_set():
+            lease.lost = "another writer took it over, or `kgrec unlock --force` removed it"
+            logger.error("lost the %r lock: %s", lease.name, lease.lost)
 
 
 def _try_acquire(graph: Graph, mine: dict[str, Any]) -> bool:

@@ -12,7 +12,8 @@ import time
 import pytest
 
 from kg.ingest import forget_user, get_watermark, graph_counts, ingest
-from kg.lock import INGEST_LOCK, LockedError, break_lock, graph_lock, lock_holder, process_identity
+from kg.lock import (INGEST_LOCK, LockedError, LockLostError, break_lock, graph_lock, lock_holder,
+                     process_identity)
 from kg.records import GraphRecords
 from kgrec.config import IngestConfig
 
@@ -139,6 +140,41 @@ def test_the_holder_renews_its_lock_while_it_works(graph):
                                        database_=graph.database)
             assert lock_holder(graph)["idle_s"] >= 3599
             assert renewed_within(30)
+
+
+def test_a_holder_whose_lock_was_taken_over_stops_before_its_next_write(graph):
+    """The heartbeat finds the lock gone (another writer took it over after a long partition, or
+    `kgrec unlock --force`): the holder's next batch raises instead of writing beside the new holder."""
+    from kg.ingest import _ingest_locked, _normalise_interactions
+    from kg.interaction_writer import write_interactions
+
+    with graph_lock(graph, heartbeat_s=0.2) as lease:
+        lease.check()  # held
+        graph.driver.execute_query("MATCH (l:KgrecLock) DELETE l", database_=graph.database)
+        _hold(graph, owner="newcomer")
+        deadline = time.monotonic() + 30
+        while lease.lost is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        with pytest.raises(LockLostError, match="took it over.*running the same load again"):
+            lease.check()
+        with pytest.raises(LockLostError):
+            _ingest_locked(graph, _records(), IngestConfig(), False, False, None, lease)
+        with pytest.raises(LockLostError):
+            write_interactions(graph, _normalise_interactions(_records().interactions), 2, 10, progress=False,
+                               check=lease.check)
+    assert graph_counts(graph).get("User", 0) == 0 and _interactions(graph) == 0
+    assert lock_holder(graph)["owner"] == "newcomer"  # leaving the block released nothing of the new holder's
+
+
+def test_a_holder_that_cannot_renew_gives_up_before_others_may_take_over(graph):
+    """No renewal for 0.8 x stale_s (the database unreachable): the lease expires on the holder's side
+    before the lock looks stale to anyone else."""
+    with graph_lock(graph, heartbeat_s=3600, stale_s=0.5) as lease:  # no heartbeat in this test's time
+        lease.check()
+        time.sleep(0.45)
+        with pytest.raises(LockLostError, match="could not be renewed"):
+            lease.check()
+    assert lock_holder(graph) is None
 
 
 def test_each_feed_skips_only_its_own_old_events(graph):
