@@ -107,6 +107,22 @@ def encode_snapshot(snapshot_dir: str | Path, cfg: Any, encoder: TextEncoder | N
     return npz_path
 
 
+def query_encoder_setting(snapshot_dir: str | Path, cfg: Any) -> dict[str, Any]:
+    """How to encode a query so that it compares with the snapshot's item vectors: the model (a
+    local path made absolute), pooling, max length and query template that ``text_embeddings.json``
+    records (``cfg``'s where it does not), and ``encoded_with``, the encoder's cache namespace
+    (model fingerprint included) for a later check."""
+    meta_path = Path(snapshot_dir) / META_FILE
+    meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.is_file() else {}
+    model = meta.get("model_id", cfg.model)
+    local = Path(model).expanduser()
+    if local.exists():  # so a server started in another directory finds it
+        model = str(local.resolve())
+    return {"model": model, "pooling": meta.get("pooling", cfg.pooling), "max_length": meta.get("max_length", cfg.max_length),
+            "query_template": meta.get("templates", {}).get("query", cfg.query_template),
+            "encoded_with": meta.get("cache_namespace")}
+
+
 def stale_embeddings_reason(snapshot_dir: str | Path, cfg: Any) -> str | None:
     """Why the snapshot's ``text_embeddings.npz`` does not match ``cfg`` (an ``EncoderConfig``) and
     the snapshot's texts, or None when it does (or was written before its meta recorded these).

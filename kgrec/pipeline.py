@@ -57,19 +57,23 @@ def train_model(snapshot: Path, cfg: Config, publish: bool = True) -> Path:
     import numpy as np
 
     from encoders import EncoderError, stale_embeddings_reason
+    from encoders.encode import query_encoder_setting
     from gnn.artifact import TextIndex
     from gnn.train import train
     from kg.snapshot import Snapshot
 
     text, text_index = None, None
     vectors = Path(snapshot) / "text_embeddings.npz"
-    reason = stale_embeddings_reason(snapshot, cfg.encoder) if vectors.is_file() else "not encoded"
+    try:
+        reason = stale_embeddings_reason(snapshot, cfg.encoder) if vectors.is_file() else "not encoded"
+    except (OSError, ValueError) as e:  # unreadable meta, a bad template: fatal only where training reads text
+        if cfg.train.model in TEXT_MODELS:
+            raise
+        reason = f"cannot check it: {e}"
     if reason is None:
         with np.load(vectors) as z:
             arrays = {k: z[k] for k in z.files}
-        text_index = TextIndex(arrays["item"], {"model": cfg.encoder.model, "pooling": cfg.encoder.pooling,
-                                                "max_length": cfg.encoder.max_length,
-                                                "query_template": cfg.encoder.query_template})
+        text_index = TextIndex(arrays["item"], query_encoder_setting(snapshot, cfg.encoder))
         if cfg.train.model in TEXT_MODELS:  # kgfused also fuses query and entity text (issue #6)
             text = arrays if cfg.train.model == "kgfused" else arrays["item"]
     elif cfg.train.model in TEXT_MODELS and vectors.is_file():
@@ -77,8 +81,10 @@ def train_model(snapshot: Path, cfg: Config, publish: bool = True) -> Path:
     elif cfg.train.model == "fused" or (cfg.train.model == "kgfused" and cfg.train.fusion == "text"):
         raise FileNotFoundError(f"model {cfg.train.model!r} needs item text vectors: run `kgrec encode {snapshot}` first")
     elif vectors.is_file():
-        logger.warning("%s is stale (%s): the model will have no free-text search until `kgrec encode` runs again",
-                       vectors, reason)
+        logger.warning("%s is stale (%s): the model will answer no free-text search until `kgrec encode %s`",
+                       vectors, reason, snapshot)
+    else:
+        logger.info("%s was not encoded: the model will answer no free-text search", snapshot)
     return train(Snapshot.load(snapshot), cfg.train, Path(cfg.train.out_dir), text,
                  snapshot_path=Path(snapshot).resolve(), publish_current=publish, text_index=text_index)
 

@@ -4,7 +4,8 @@
 loads; ``scripts/retrain.sh`` chains the two). Each run:
 
 1. exports a fresh snapshot while holding the graph's ingest lock, so it never sees half a load;
-2. encodes its texts (cached: only new texts cost anything) when the model reads text;
+2. encodes its texts (cached: only new texts cost anything) when the model reads text, or the
+   served model answers free-text search (its artifact keeps item text vectors), so it still will;
 3. trains a new version without publishing it;
 4. compares its test ``retrain.metric`` with the served model's (``serving.model_dir`` when set,
    else ``current``): it is published (``current`` is repointed atomically, and running
@@ -103,16 +104,18 @@ def retrain(graph: Graph, cfg: Config, say: Callable[[str], None] = logger.info,
         return result
 
     with _exclusive(out_dir / ".retrain.lock"):
-        with graph_lock(graph, INGEST_LOCK, cfg.ingest.lock_wait_s):  # a snapshot of whole loads only
+        with graph_lock(graph, INGEST_LOCK, cfg.ingest.lock_wait_s) as lease:  # a snapshot of whole loads only
             snapshot = stage("export", lambda: export_snapshot(graph, cfg.export, cfg.retrain.snapshot_name))
         say(f"exported {snapshot}")
         try:
+            lease.check()  # held all through the export, so no load ran beside it
             tests = json.loads((snapshot / "meta.json").read_text())["interactions"].get("test", 0)
             if not tests:
                 raise ConfigError(f"{snapshot} has no test interactions for the quality gate: use an "
                                   f"[export] split that holds some out (ratio, loo, temporal)")
-            if cfg.train.model in TEXT_MODELS:
-                stage("encode", lambda: ensure_text_embeddings(snapshot, cfg))
+            serving_now = _served(cfg)
+            if cfg.train.model in TEXT_MODELS or (serving_now is not None and (serving_now / "item_text.npy").is_file()):
+                stage("encode", lambda: ensure_text_embeddings(snapshot, cfg))  # cached; search keeps working
             artifact = stage("train", lambda: train_model(snapshot, cfg, publish=False))
         except BaseException:  # nothing was trained on it: the snapshot goes, and the served model stays
             shutil.rmtree(snapshot, ignore_errors=True)

@@ -9,6 +9,7 @@ from pathlib import Path
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from pydantic import BaseModel, Field, model_validator
 
+from encoders.base import EncoderError
 from kgrec.config import ServingConfig
 
 from .live import LiveModel
@@ -77,6 +78,8 @@ def create_app(model_dir: str | Path, reload_check_s: float = 1.0, cfg: ServingC
             raise HTTPException(404, str(e.args[0])) from e
         except SearchUnavailableError as e:
             raise HTTPException(409, str(e)) from e
+        except EncoderError as e:  # the query encoder cannot be loaded on this host
+            raise HTTPException(503, str(e)) from e
         except ValueError as e:
             raise HTTPException(422, str(e)) from e
 
@@ -99,6 +102,8 @@ def create_app(model_dir: str | Path, reload_check_s: float = 1.0, cfg: ServingC
             raise HTTPException(404, str(e.args[0])) from e
         except SearchUnavailableError as e:
             raise HTTPException(409, str(e)) from e
+        except EncoderError as e:  # the query encoder cannot be loaded on this host
+            raise HTTPException(503, str(e)) from e
         except ValueError as e:
             raise HTTPException(422, str(e)) from e
 

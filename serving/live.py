@@ -59,6 +59,16 @@ class LiveModel:
         if loader is not None:
             loader.join(timeout)
 
+    @staticmethod
+    def _warm_search(model: Recommender) -> None:
+        """Load the query encoder before the swap, so the first search does not wait for it; one
+        that fails to load fails search requests only, never the new version."""
+        if model.text_search is not None:
+            try:
+                model.text_search.warm()
+            except Exception:
+                logger.exception("the query encoder of %s did not load; its search requests will fail", model.version)
+
     def _wanted(self, target: str, now: float) -> bool:
         if target == self._target:
             return False
@@ -67,8 +77,7 @@ class LiveModel:
     def _load(self, target: str) -> None:
         try:
             model = Recommender.load(target, self.cfg)
-            if model.text_search is not None:  # so the first search after the swap does not wait for it
-                model.text_search.warm()
+            self._warm_search(model)
         except Exception:  # a broken artifact must not take the service down
             logger.exception("the model published at %s (%s) did not load; still serving %s, retrying in %.0f s",
                              self.path, target, self._model.version, self.retry_s)

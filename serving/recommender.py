@@ -229,7 +229,10 @@ class Recommender:
             preference = self.scorer.score_rows(self._train[[u]])[0].float().cpu()[candidates]
         else:
             preference = self.item_emb[candidates] @ self.user_emb[u]
-        return self._top(fuse_ranks(relevance, preference), k, candidates)
+        fused = fuse_ranks(relevance, preference)  # candidates are in relevance order: a stable sort keeps it on ties
+        order = torch.argsort(fused, descending=True, stable=True)[:k]
+        return [Recommendation(self.item_ids[j], float(v), self.item_titles[j])
+                for v, j in zip(fused[order].tolist(), candidates[order].tolist())]
 
     def recommend_from_items(self, item_ids: list[str], k: int = 10,
                              friend_ids: list[str] | tuple[str, ...] = (),

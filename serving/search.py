@@ -12,11 +12,14 @@ GPU that may be training).
 """
 from __future__ import annotations
 
+import logging
 import threading
 from typing import Any
 
 import numpy as np
 import torch
+
+logger = logging.getLogger(__name__)
 
 RRF_K = 60  # reciprocal rank fusion's constant, the paper's value
 
@@ -44,11 +47,17 @@ class TextSearch:
                 cfg = EncoderConfig(model=self.setting["model"], pooling=self.setting.get("pooling", "mean"),
                                     max_length=int(self.setting.get("max_length", 128)), batch_size=1,
                                     device=self.device, cache_dir=None)
-                self._encoder = build_encoder(cfg, show_progress=False)
-                if self._encoder.dim != self.item_text.shape[1]:
+                encoder = build_encoder(cfg, show_progress=False)
+                if encoder.dim != self.item_text.shape[1]:
                     raise SearchUnavailableError(
-                        f"the encoder {self.setting['model']!r} gives {self._encoder.dim}-d vectors, but the "
+                        f"the encoder {self.setting['model']!r} gives {encoder.dim}-d vectors, but the "
                         f"items' text vectors are {self.item_text.shape[1]}-d")
+                encoded_with = self.setting.get("encoded_with")
+                if encoded_with and encoder.cache_namespace != encoded_with:
+                    logger.warning("queries are encoded by %s, the items were by %s: if the weights differ, "
+                                   "search results will be poor until the model is retrained",
+                                   encoder.cache_namespace, encoded_with)
+                self._encoder = encoder
         return self._encoder
 
     def warm(self) -> None:
@@ -75,7 +84,8 @@ class TextSearch:
 
 
 def fuse_ranks(relevance: torch.Tensor, preference: torch.Tensor) -> torch.Tensor:
-    """Reciprocal rank fusion of two score vectors over the same candidates (higher is better)."""
+    """Reciprocal rank fusion of two score vectors over the same candidates (higher is better).
+    Ties are common (ranks (a, b) and (b, a) fuse to the same value): order them by relevance."""
     def ranks(scores: torch.Tensor) -> torch.Tensor:
         order = torch.argsort(scores, descending=True, stable=True)
         out = torch.empty_like(order)

@@ -167,8 +167,11 @@ def test_free_text_search_finds_the_topic_and_ranks_for_the_user(trained, tmp_pa
     ranked for a user, bring mostly the user's own community; a user's own items never come back."""
     import shutil
 
+    from fastapi.testclient import TestClient
+
     from kg.synthetic import TOPICS
     from serving import Recommender
+    from serving.http import create_app
     from serving.recommender import UnknownUserError
     from serving.search import SearchUnavailableError
 
@@ -202,6 +205,11 @@ def test_free_text_search_finds_the_topic_and_ranks_for_the_user(trained, tmp_pa
         Recommender.load(bare).search(generic)
     with pytest.raises(SearchUnavailableError, match="kgrec encode"):
         Recommender.load(bare).recommend_from_items(["i0"], queries=["trail"])
+    client = TestClient(create_app(bare))
+    assert client.get("/health").json()["search"] is False
+    refused = client.get("/search", params={"q": "trail"})
+    assert refused.status_code == 409 and "kgrec encode" in refused.json()["detail"]
+    assert client.post("/recommend/cold", json={"queries": ["trail"]}).status_code == 409
 
 
 def test_new_user_from_queries_stands_on_their_text_matches(trained):
@@ -330,8 +338,13 @@ def test_graph_filter_model_through_cli_serving_and_write_back(trained, graph_se
     rec = Recommender.load(tmp_path / "current")
     assert rec.scorer is not None and rec.item_emb.shape == (SPEC.num_items, 24)
     assert_planted_communities(rec, snapshot)
-    ranked = rec.search("trail sneaker", k=5, user_id="u0")  # the filter's scores rank the text matches
-    assert len(ranked) == 5 and all(community_of_item(r.item_id, SPEC) == 0 for r in ranked)
+    generic = "handmade vintage premium"  # words of every community: the filter's scores choose among them
+    own = text_only = 0
+    for user in (f"u{k}" for k in range(8)):
+        comm = community_of_user(user, SPEC)
+        own += sum(community_of_item(r.item_id, SPEC) == comm for r in rec.search(generic, k=10, user_id=user))
+        text_only += sum(community_of_item(r.item_id, SPEC) == comm for r in rec.search(generic, k=10))
+    assert own >= 40 and own > 1.5 * text_only, (own, text_only)  # 43 and 20 when written
     cold = rec.recommend_from_items([], k=5, queries=["skillet recipe"])  # a new user's query, through the filter
     assert sum(community_of_item(r.item_id, SPEC) == 1 for r in cold) >= 4
     client = TestClient(create_app(tmp_path / "current"))

@@ -160,3 +160,19 @@ def test_the_cron_script_loads_a_delta_file_then_retrains(loaded, neo4j_config, 
     meta = json.loads((current / "meta.json").read_text())
     assert meta["model"] == "lightgcn" and Path(meta["snapshot"]).name.startswith("retrain-")
     assert '"published": true' in proc.stdout
+
+
+def test_a_retrained_model_keeps_answering_free_text_search(loaded):
+    """Retrain encodes the new snapshot for a model that reads no text when the served model answers
+    free-text search, so the version it publishes still does."""
+    graph, cfg = loaded
+    cfg.retrain.writeback = False
+    out = Path(cfg.train.out_dir)
+    plain = retrain(graph, cfg)  # lightgcn, nothing served yet: no text to keep
+    assert plain.published and not (out / plain.version / "item_text.npy").exists()
+    cfg.train.model = "fused"  # reads text: encoded, and the artifact keeps the item vectors
+    searching = retrain(graph, cfg, force=True)
+    assert searching.published and (out / searching.version / "item_text.npy").is_file()
+    cfg.train.model = "lightgcn"
+    again = retrain(graph, cfg, force=True)
+    assert again.published and (out / again.version / "item_text.npy").is_file()
