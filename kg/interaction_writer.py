@@ -47,12 +47,13 @@ class BlockScheduler:
         self._closed = False
         self._failed = False
 
-    def put(self, batch: Batch) -> None:
-        """Queue a batch (ignored after a writer failed: the load is being abandoned)."""
+    def put(self, batch: Batch) -> bool:
+        """Queue a batch; False (and nothing queued) once a writer failed: the load is being abandoned."""
         with self._cv:
             if not self._failed:
                 self._ready.setdefault(batch[0], deque()).append(batch)
                 self._cv.notify_all()
+            return not self._failed
 
     def close(self) -> None:
         """No more batches will come: writers drain the queue and stop."""
@@ -166,7 +167,8 @@ def write_interactions(graph: Graph, events: list[dict], writers: int, size: int
         futures = [pool.submit(writer) for _ in range(parts)]
         try:
             for batch in cut_batches(unique.values(), known, parts, size):
-                scheduler.put(batch)
+                if not scheduler.put(batch):
+                    break  # a writer failed: its error is raised below
         except BaseException:
             scheduler.fail()
             raise

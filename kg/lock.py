@@ -70,8 +70,8 @@ class Lease:
             self.lost = (f"it could not be renewed for {idle:.0f} s, so another writer may take it over; the "
                          f"database was unreachable or too slow")
         if self.lost is not None:
-            raise LockLostError(f"lost the {self.name!r} lock: {self.lost}. Stopped before the next write; what "
-                                f"was written stays (loads merge, so running the same load again completes it)")
+            raise LockLostError(f"lost the {self.name!r} lock: {self.lost}. Stopped before the next write; "
+                                f"anything written before stays (an ingest run again completes its load)")
 
 
 def lock_holder(graph: Graph, name: str = INGEST_LOCK) -> dict[str, Any] | None:
@@ -150,6 +150,8 @@ def graph_lock(graph: Graph, name: str = INGEST_LOCK, wait_s: float = 0.0, poll_
     deadline = time.monotonic() + wait_s
     lease = Lease(name, owner, stale_s)
     while True:
+        # a lower bound on when the lock became ours (on a cluster whose reads lag, the "released in
+        # between" retry can move it later by one round trip: far inside the 0.2 * stale_s margin)
         sent = time.monotonic()
         if _try_acquire(graph, mine):
             break
@@ -178,7 +180,7 @@ def graph_lock(graph: Graph, name: str = INGEST_LOCK, wait_s: float = 0.0, poll_
         yield lease
     finally:
         done.set()
-        beat.join()
+        beat.join(timeout=5)  # a renewal stuck in the driver's retries must not hold up the exit
         try:
             graph.write("lock/release", lock=name, owner=owner)
         except Exception:  # never hide the block's own error; the heartbeat lets others take over
@@ -195,7 +197,7 @@ def _heartbeat(graph: Graph, lease: Lease, every_s: float, done: threading.Event
             continue
         if renewed:
             lease.renewed_at = sent
-        elif not done.is_set():
+        else:
             lease.lost = "another writer took it over, or `kgrec unlock --force` removed it"
             logger.error("lost the %r lock: %s", lease.name, lease.lost)
 

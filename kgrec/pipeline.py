@@ -45,6 +45,9 @@ def train_model(snapshot: Path, cfg: Config, publish: bool = True) -> Path:
     """Train on a snapshot; gnn.train publishes the artifact as ``<out_dir>/current`` (unless
     ``publish`` is off: kgrec.retrain publishes only what passes its quality gate).
 
+    An embedding model whose catalogue reaches ``[serving] ann_min_items`` gets its FAISS recall
+    index built into the artifact before it is published.
+
     Item text vectors from ``kgrec encode`` (``text_embeddings.npz`` in the snapshot) are passed to
     the text-aware models only (``kgfused`` gets the query and entity vectors too); ``fused`` and
     the ``text`` fusion need them and say so when they are missing. Every model's artifact keeps
@@ -59,6 +62,7 @@ def train_model(snapshot: Path, cfg: Config, publish: bool = True) -> Path:
     from encoders import EncoderError, stale_embeddings_reason
     from encoders.encode import query_encoder_setting
     from gnn.artifact import TextIndex
+    from gnn.artifact import publish as publish_artifact
     from gnn.train import train
     from kg.snapshot import Snapshot
 
@@ -85,8 +89,29 @@ def train_model(snapshot: Path, cfg: Config, publish: bool = True) -> Path:
                        vectors, reason, snapshot)
     else:
         logger.info("%s was not encoded: the model will answer no free-text search", snapshot)
-    return train(Snapshot.load(snapshot), cfg.train, Path(cfg.train.out_dir), text,
-                 snapshot_path=Path(snapshot).resolve(), publish_current=publish, text_index=text_index)
+    artifact = train(Snapshot.load(snapshot), cfg.train, Path(cfg.train.out_dir), text,
+                     snapshot_path=Path(snapshot).resolve(), publish_current=False, text_index=text_index)
+    _add_recall_index(artifact, cfg)
+    if publish:
+        publish_artifact(artifact, cfg.train.out_dir)
+    return artifact
+
+
+def _add_recall_index(artifact: Path, cfg: Config) -> None:
+    """Keep the FAISS recall index in an embedding model's artifact when its catalogue is large
+    enough for serving to recall through one (``[serving] ann_min_items``), so no server builds it."""
+    import numpy as np
+
+    from serving.recall import save_item_index
+
+    meta = json.loads((artifact / "meta.json").read_text())
+    if (artifact / "filter.npz").is_file() or not 0 < cfg.serving.ann_min_items <= meta.get("num_items", 0):
+        return
+    with np.load(artifact / "embeddings.npz") as z:
+        items = z["item"]
+    t = time.perf_counter()
+    save_item_index(artifact, items, cfg.serving.ann_min_items, cfg.serving.ann_nprobe)
+    logger.info("built the recall index of %d items into %s in %.0f s", len(items), artifact, time.perf_counter() - t)
 
 
 def claim_demo_graph(graph: Graph, spec: SyntheticSpec, reset: bool = False) -> int:

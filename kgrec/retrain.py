@@ -87,6 +87,7 @@ def retrain(graph: Graph, cfg: Config, say: Callable[[str], None] = logger.info,
         ConfigError: ``retrain.metric`` is not a metric training reports, or the snapshot has no
             test split to gate on.
         kg.lock.LockedError: an ingest held the graph for longer than ``ingest.lock_wait_s``.
+        kg.lock.LockLostError: the lock was lost during the export (its snapshot is removed).
     """
     from gnn.artifact import publish
 

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from pydantic import BaseModel, Field, model_validator
@@ -31,7 +32,8 @@ class Recommendations(BaseModel):
 class ColdStartRequest(BaseModel):
     item_ids: list[str] = Field(default_factory=list, description="items the new user interacted with")
     friend_ids: list[str] = Field(default_factory=list, description="known users the new user befriends")
-    queries: list[str] = Field(default_factory=list, description="free-text queries the new user searched")
+    queries: list[Annotated[str, Field(min_length=1, max_length=2000)]] = Field(
+        default_factory=list, max_length=50, description="free-text queries the new user searched")
     k: int = Field(10, ge=1, le=1000)
 
     @model_validator(mode="after")

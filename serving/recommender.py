@@ -31,7 +31,7 @@ from gnn.artifact import load_artifact
 from gnn.models.filters import load_filter
 from kgrec.config import ServingConfig
 
-from .recall import ItemIndex
+from .recall import INDEX_FILE, ItemIndex
 from .search import SearchUnavailableError, TextSearch, fuse_ranks
 
 logger = logging.getLogger(__name__)
@@ -128,8 +128,18 @@ class Recommender:
             raise ValueError(f"[serving] ann_nprobe must be >= 1 and ann_candidates >= 0, got "
                              f"{cfg.ann_nprobe} and {cfg.ann_candidates}")
         large = cfg.ann_min_items > 0 and len(self.item_ids) >= max(cfg.ann_min_items, ItemIndex.MIN_ITEMS)
-        self.index = ItemIndex(self.item_emb.numpy(), cfg.ann_nprobe) if large and self.scorer is None else None
+        self.index = self._item_index(cfg.ann_nprobe) if large and self.scorer is None else None
         self.candidates = cfg.ann_candidates
+
+    def _item_index(self, nprobe: int) -> ItemIndex:
+        """The artifact's saved index (``kgrec train`` writes one when serving will need it), else a new one."""
+        saved = Path(self.meta["path"]) / INDEX_FILE if "path" in self.meta else None
+        if saved is not None and saved.is_file():
+            try:
+                return ItemIndex.read(saved, self.item_emb.numpy(), nprobe)
+            except Exception:  # an unreadable or mismatched file costs a rebuild, not the model
+                logger.exception("could not use %s; building the index again", saved)
+        return ItemIndex(self.item_emb.numpy(), nprobe)
 
     @property
     def version(self) -> str:
@@ -258,10 +268,10 @@ class Recommender:
         friends = sorted({self.user_index[u] for u in friend_ids if u in self.user_index})
         if not rows and not friends and not queries:
             raise UnknownUserError("none of the given items or friends is known to the model")
+        if self.scorer is not None and friend_ids:
+            raise ValueError("a graph-filter model scores item rows only; it cannot use friends")
         matches = [self._query_matches(q) for q in queries]  # one (query_items,) row set per query
         if self.scorer is not None:
-            if friend_ids:
-                raise ValueError("a graph-filter model scores item rows only; it cannot use friends")
             cols = np.concatenate([np.asarray(rows, np.int64), *matches])
             weights = np.concatenate([np.ones(len(rows), np.float32),
                                       *(np.full(len(m), 1 / len(m), np.float32) for m in matches)])

@@ -79,11 +79,39 @@ def test_text_vectors_go_only_to_text_models(trained, tmp_path, monkeypatch):
     cfg, snapshot, _ = trained
     assert (snapshot / "text_embeddings.npz").is_file()
     given = {}
-    monkeypatch.setattr(gnn.train, "train", lambda snap, tcfg, out, text=None, **kw: given.update({tcfg.model: text}))
+
+    class Given(Exception):
+        """Raised by the stand-in for training once it has seen its arguments."""
+
+    def record(snap, tcfg, out, text=None, **kw):
+        given[tcfg.model] = text
+        raise Given
+
+    monkeypatch.setattr(gnn.train, "train", record)
     for model in ("lightgcn", "fused"):
-        train_model(snapshot, replace(cfg, train=replace(cfg.train, model=model, out_dir=tmp_path / "models")))
+        with pytest.raises(Given):
+            train_model(snapshot, replace(cfg, train=replace(cfg.train, model=model, out_dir=tmp_path / "models")))
     assert given["lightgcn"] is None
     assert given["fused"].shape == (SPEC.num_items, 384)  # MiniLM's item vectors
+
+
+def test_training_keeps_the_recall_index_of_a_large_catalogue(trained, tmp_path):
+    """From [serving] ann_min_items items the FAISS index is built before publishing and kept in the
+    artifact, so serving reads it instead of building it."""
+    from dataclasses import replace
+
+    from kgrec.pipeline import train_model
+    from serving import Recommender
+
+    cfg, snapshot, artifact = trained
+    assert not (artifact / "item_index.faiss").exists()  # 240 items: ranked exactly, no index
+    large = replace(cfg, train=replace(cfg.train, out_dir=tmp_path, epochs=2),
+                    serving=replace(cfg.serving, ann_min_items=100))
+    made = train_model(snapshot, large)
+    assert (made / "item_index.faiss").is_file() and (tmp_path / "current").resolve() == made
+    rec = Recommender.load(tmp_path / "current", large.serving)
+    assert rec.index is not None and rec.index.source == str(made / "item_index.faiss")
+    assert len(rec.recommend("u0", k=10)) == 10
 
 
 def test_planted_communities_come_back(trained):
@@ -148,6 +176,7 @@ def test_http_api(trained):
     cold = client.post("/recommend/cold", json={"queries": ["trail sneaker", "marathon pace"], "k": 5}).json()["items"]
     assert sum(community_of_item(r["item_id"], SPEC) == 0 for r in cold) >= 4
     assert client.post("/recommend/cold", json={"queries": [" "]}).status_code == 422
+    assert client.post("/recommend/cold", json={"queries": ["trail"] * 51}).status_code == 422  # at most 50
     assert client.post("/recommend/cold", json={"friend_ids": ["nobody"]}).status_code == 404
     similar = client.get("/similar/i0", params={"k": 3}).json()["items"]
     assert len(similar) == 3 and "i0" not in {r["item_id"] for r in similar}
@@ -309,8 +338,8 @@ def test_killed_retrain_leaves_previous_model_serving(trained):
         proc.wait()
     assert current.resolve() == before
     # killed at the worst moment: the new artifact is written and about to be published
-    code = ("import os, signal, sys\nimport gnn.train\n"
-            "gnn.train.publish = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)\n"
+    code = ("import os, signal, sys\nimport gnn.artifact, gnn.train\n"
+            "gnn.artifact.publish = gnn.train.publish = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)\n"
             "from kgrec.cli import main\nmain(['train', sys.argv[1]])\n")
     short = {**env, "KGREC_TRAIN__EPOCHS": "2"}
     proc = subprocess.run([sys.executable, "-c", code, str(snapshot)], env=short, capture_output=True, timeout=600)

@@ -96,3 +96,29 @@ def test_recall_settings_and_k_are_checked():
     with pytest.raises(ValueError, match="k must be >= 0"):
         rec.recommend("u0", -5)
     assert rec.recommend("u0", 0) == []
+
+
+def test_an_index_kept_in_the_artifact_is_read_not_rebuilt(tmp_path, caplog):
+    """`kgrec train` keeps the index of a large catalogue in the artifact; serving reads it (the same
+    answers as one built at load), and rebuilds in place of a file that does not fit the model."""
+    from serving.recall import INDEX_FILE, save_item_index
+
+    rec = clustered()
+    cfg = ServingConfig(ann_min_items=1000)
+    rec.use_index(cfg)
+    built = top_ids(rec)
+    assert rec.index.source == "built"
+    assert save_item_index(tmp_path, rec.item_emb.numpy(), min_items=30_000) is None  # serving would rank exactly
+    saved = save_item_index(tmp_path, rec.item_emb.numpy(), min_items=1000)
+    assert saved == tmp_path / INDEX_FILE and saved.is_file()
+    rec.meta["path"] = str(tmp_path)
+    rec.use_index(cfg)
+    assert rec.index.source == str(saved) and rec.index.index.nprobe == 32
+    assert top_ids(rec) == built
+    other = clustered(seed=1)
+    other.item_emb = other.item_emb[:15_000]
+    save_item_index(tmp_path, other.item_emb.numpy(), min_items=1000)  # 15,000 items: not this model's
+    with caplog.at_level("ERROR", logger="serving.recommender"):
+        rec.use_index(cfg)
+    assert rec.index.source == "built" and "building the index again" in caplog.text
+    assert top_ids(rec) == built
