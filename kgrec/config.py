@@ -179,8 +179,10 @@ class RetrainConfig:
     snapshot_name: str = "retrain"  # snapshots are <export.out_dir>/<snapshot_name>-<time>
     metric: str = "ndcg@20"  # the test metric the quality gate compares (its k must be in train.ks)
     # the new model is published unless its metric falls more than this fraction below the served
-    # model's (each measured on its own snapshot's test split: a guard against broken runs)
+    # model's: both measured on the new snapshot's test events the served model never saw (kgrec.gate)
+    # when at least min_gate_users users have some, else each on its own snapshot's test split
     max_drop: float = 0.1
+    min_gate_users: int = 200
     keep: int = 5  # model versions (and retrain snapshots) kept besides the served one; 0 = keep all
     writeback: bool = True  # write embeddings, vector index and RECOMMENDED lists once published
     writeback_k: int = 10

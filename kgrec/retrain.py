@@ -10,9 +10,11 @@ loads; ``scripts/retrain.sh`` chains the two). Each run:
 4. compares its test ``retrain.metric`` with the served model's (``serving.model_dir`` when set,
    else ``current``): it is published (``current`` is repointed atomically, and running
    ``kgrec serve`` processes switch to it) unless it falls more than ``retrain.max_drop`` below,
-   or the served model has no such figure to compare with (``force`` publishes anyway). Each
-   figure is measured on its own snapshot's test split, so this catches broken runs and bad
-   data, not small regressions;
+   or the served model has no such figure to compare with (``force`` publishes anyway). When at
+   least ``retrain.min_gate_users`` users have test events the served model never saw, both
+   models are measured on those same events (:mod:`kgrec.gate`), which catches a worse model;
+   otherwise each figure comes from its own snapshot's test split, which catches broken runs and
+   bad data, not small regressions;
 5. writes embeddings, the vector index and ``RECOMMENDED`` lists back to Neo4j once published;
 6. deletes its own older versions (those with a ``retrain.json``) beyond the newest
    ``retrain.keep`` published ones and the latest rejected one, with their snapshots; never the
@@ -35,13 +37,16 @@ import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from kg.connection import Graph
 from kg.export import export_snapshot
 from kg.lock import INGEST_LOCK, graph_lock
 
 from .config import TEXT_MODELS, Config, ConfigError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .gate import HeadToHead
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +72,9 @@ class RetrainReport:
     served_version: str | None
     served_model: str | None
     served_score: float | None
+    # "head to head" (both models on the same newest events, kgrec.gate) or "own test splits"
+    compared_on: str = "own test splits"
+    head_to_head: dict[str, float] | None = None  # {new, served, users, events} when measured
     writeback: dict[str, int] | None = None
     pruned: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
@@ -127,13 +135,20 @@ def retrain(graph: Graph, cfg: Config, say: Callable[[str], None] = logger.info,
         new_score = _test_score(artifact, metric)
         served = _served(cfg)
         served_score = _test_score(served, metric) if served is not None else None
-        published, decision = _gate(new_score, served, served_score, cfg.retrain.max_drop, metric, force)
-        say(f"trained {artifact.name}: test {metric} {new_score}; {decision}")
+        duel = stage("gate", lambda: _head_to_head(served, artifact, snapshot, metric)) if served is not None else None
+        compared_on = "own test splits"
+        if duel is not None and new_score is not None and duel.users >= cfg.retrain.min_gate_users:
+            compared_on = f"head to head on {duel.events} events of {duel.users} users the served model never saw"
+            published, decision = _gate(duel.new, served, duel.served, cfg.retrain.max_drop, metric, force)
+        else:
+            published, decision = _gate(new_score, served, served_score, cfg.retrain.max_drop, metric, force)
+        say(f"trained {artifact.name}: test {metric} {new_score}; compared on {compared_on}; {decision}")
         report = RetrainReport(snapshot=str(snapshot), version=artifact.name, model=cfg.train.model,
                                published=published, decision=decision, metric=metric, new_score=new_score,
                                served_version=served.name if served is not None else None,
                                served_model=_meta(served).get("model") if served is not None else None,
-                               served_score=served_score, timings=timings)
+                               served_score=served_score, compared_on=compared_on,
+                               head_to_head=asdict(duel) if duel is not None else None, timings=timings)
         _save(report, artifact, cfg)  # before anything else can fail: the version is marked as retrain's
         if published:
             stage("publish", lambda: publish(artifact, out_dir))
@@ -228,6 +243,19 @@ def _meta(version: Path) -> dict[str, Any]:
         return json.loads((version / "meta.json").read_text())
     except (OSError, ValueError):
         return {}
+
+
+def _head_to_head(served: Path, artifact: Path, snapshot: Path, metric: str) -> HeadToHead | None:
+    """Both models on the newest events (kgrec.gate); None, logged, when that cannot be measured
+    (an artifact that does not load fails the gate's other path instead)."""
+    from .gate import head_to_head
+
+    try:
+        return head_to_head(served, artifact, snapshot, metric)
+    except Exception:
+        logger.exception("could not compare %s and %s head to head; comparing their own test figures",
+                         served.name, artifact.name)
+        return None
 
 
 def _test_score(artifact: Path, metric: str) -> float | None:

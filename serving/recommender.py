@@ -156,6 +156,13 @@ class Recommender:
         except KeyError:
             raise UnknownUserError(f"unknown user {user_id!r}") from None
 
+    def score_users(self, users: np.ndarray) -> torch.Tensor:
+        """(B, I) scores of every item for the users at these rows, nothing masked: dot products,
+        or a graph filter's scores of each user's training row."""
+        if self.scorer is not None:  # the filter scores the row it was fitted on: training items
+            return self.scorer.score_rows(self._train[users]).float().cpu()
+        return self.user_emb[torch.from_numpy(np.asarray(users, dtype=np.int64))] @ self.item_emb.t()
+
     def score_items(self, user_vector: torch.Tensor) -> torch.Tensor:
         """Dot-product score of every item for one user vector of shape (d,)."""
         return self.item_emb @ user_vector
@@ -177,10 +184,7 @@ class Recommender:
         users = np.array([self._user(u) for u in user_ids], dtype=np.int64)
         if self.index is not None:
             return self._recommend_recalled(users, k, exclude_seen)
-        if self.scorer is not None:  # the filter scores the row it was fitted on: training items
-            scores = self.scorer.score_rows(self._train[users]).float().cpu()
-        else:
-            scores = self.user_emb[torch.from_numpy(users)] @ self.item_emb.t()
+        scores = self.score_users(users)
         if exclude_seen:
             coo = self._seen[users].tocoo()
             scores[torch.from_numpy(coo.row.astype(np.int64)), torch.from_numpy(coo.col.astype(np.int64))] = float("-inf")

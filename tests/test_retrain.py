@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from kg.ingest import ingest
 from kg.lock import LockedError, graph_lock
+from kg.records import GraphRecords
 from kg.synthetic import SyntheticSpec, generate
 from kgrec.config import ConfigError
 from kgrec.retrain import RetrainBusyError, _exclusive, prune, retrain
@@ -176,3 +178,38 @@ def test_a_retrained_model_keeps_answering_free_text_search(loaded):
     cfg.train.model = "lightgcn"
     again = retrain(graph, cfg, force=True)
     assert again.published and (out / again.version / "item_text.npy").is_file()
+
+
+def _later_events(seed: int, users: int = 100, per_user: int = 6) -> GraphRecords:
+    """New events of known users, each with items of their own planted community."""
+    rng = np.random.default_rng(seed)
+    events = [{"user": f"u{u}", "item": f"i{int(i)}", "kind": "click", "weight": 1.0, "ts": 2_000_000_000 + seed,
+               "split": ""}
+              for u in range(users)
+              for i in rng.choice(np.arange(u % SPEC.num_communities, SPEC.num_items, SPEC.num_communities),
+                                  per_user, replace=False)]
+    return GraphRecords(interactions=events)
+
+
+def test_the_gate_compares_both_models_on_the_events_the_served_one_never_saw(loaded):
+    """Once new events arrive, the served model and the new one are measured on the same ones: a
+    model that learned nothing is kept out by its own figure there, not by another snapshot's."""
+    graph, cfg = loaded
+    cfg.retrain.writeback, cfg.retrain.min_gate_users = False, 20
+    first = retrain(graph, cfg)
+    assert first.published and first.compared_on == "own test splits" and first.head_to_head is None
+    same = retrain(graph, cfg)  # nothing new in the graph: no event the served model never saw
+    assert same.compared_on == "own test splits" and same.head_to_head is None
+
+    ingest(graph, _later_events(1), cfg.ingest, progress=False)
+    good = retrain(graph, cfg)
+    duel = good.head_to_head
+    assert good.compared_on.startswith("head to head") and duel["users"] >= 20 and duel["events"] >= duel["users"]
+    assert good.published and duel["new"] >= 0.9 * duel["served"] and f"{duel['new']:.4f}" in good.decision
+
+    ingest(graph, _later_events(2), cfg.ingest, progress=False)
+    cfg.train.epochs, cfg.train.lr = 1, 1e-6  # learns nothing
+    broken = retrain(graph, cfg)
+    duel = broken.head_to_head
+    assert broken.compared_on.startswith("head to head") and not broken.published
+    assert duel["new"] < 0.9 * duel["served"] and (Path(cfg.train.out_dir) / "current").resolve().name == good.version
