@@ -5,7 +5,7 @@ Relationships (types are a fixed vocabulary; names from data are stored as prope
 
 - ``(:User)-[:INTERACTED {kind, weight, ts, split}]->(:Item)``
 - ``(:User)-[:SEARCHED {ts}]->(:Query)``, ``(:Query)-[:RELEVANT {relevance}]->(:Item)``
-- ``(:Item)-[:HAS_ATTRIBUTE {relation}]->(:Entity)``
+- ``(:Item)-[:HAS_ATTRIBUTE {relation}]->(:Entity)``, ``(:User)-[:HAS_ATTRIBUTE {relation}]->(:Entity)``
 - ``(:Entity)-[:RELATED {relation}]->(:Entity)`` (KG triples); item-KG links are
   ``HAS_ATTRIBUTE {relation: "same_as"}`` (``SAME_AS`` is reserved, not written)
 - ``(:User)-[:FRIEND]->(:User)``
