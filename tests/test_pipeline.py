@@ -311,6 +311,11 @@ def test_write_back_and_vector_index(trained, graph_session):
     assert graph_session.query("writeback/vector_index_info")[0]["state"] == "ONLINE"
     near = graph_session.query("serving/similar_items_vector", item_id="i0", k=5)
     assert len(near) == 5 and "i0" not in {r["item_id"] for r in near}
+    # full-text search ranked for a user, for Browser users: the words' community, none of the user's items
+    found = graph_session.query("serving/search_items_for_user", user_id="u1", query="trail sneaker", k=5)
+    assert len(found) == 5 and not {r["item_id"] for r in found} & set(rec.seen_items("u1"))
+    assert all(community_of_item(r["item_id"], SPEC) == 0 for r in found)
+    assert [r["score"] for r in found] == sorted((r["score"] for r in found), reverse=True)
     # graph recall for Browser users: co-interacted items, none of the user's own, mostly their community
     recall = graph_session.query("serving/graph_recall_copurchase", user_id="u0", k=10)
     assert len(recall) == 10 and not {r["item_id"] for r in recall} & set(rec.seen_items("u0"))

@@ -1,0 +1,21 @@
+// Free-text search ranked for one user, for Browser users (:param query => 'trail sneaker',
+// :param user_id => 'u0', :param k => 10; the query is Lucene syntax). The 100 best full-text
+// matches of the items' title and description (the item_text index) that the user has not
+// interacted with, ordered by reciprocal rank fusion of the text order and the user's model score
+// (the dot product of the written-back embeddings), as serving.search ranks them.
+MATCH (u:User {id: $user_id})
+WHERE u.embedding IS NOT NULL
+CALL db.index.fulltext.queryNodes('item_text', $query, {limit: 100}) YIELD node, score
+WITH u, node AS i, score
+WHERE i.embedding IS NOT NULL AND NOT (u)-[:INTERACTED]->(i)
+WITH u, collect(i) AS by_text
+UNWIND range(0, size(by_text) - 1) AS t
+WITH u, by_text[t] AS i, t + 1 AS text_rank
+WITH i, text_rank, reduce(s = 0.0, d IN range(0, size(u.embedding) - 1) | s + u.embedding[d] * i.embedding[d]) AS model
+ORDER BY model DESC, text_rank
+WITH collect({item: i, text_rank: text_rank}) AS by_model
+UNWIND range(0, size(by_model) - 1) AS m
+WITH by_model[m].item AS i, by_model[m].text_rank AS text_rank, m + 1 AS model_rank
+RETURN i.id AS item_id, i.title AS title, 1.0 / (60 + text_rank) + 1.0 / (60 + model_rank) AS score
+ORDER BY score DESC, text_rank
+LIMIT $k
