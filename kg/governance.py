@@ -411,10 +411,10 @@ class Governor:
             return self.quarantine(source, line, str(e), raw)
         return self._add_node("entities", row, source)
 
-    def add_query(self, source: str, line: int, raw: Any, *, id: Any, text: Any) -> bool:
+    def add_query(self, source: str, line: int, raw: Any, *, id: Any, text: Any, lowercase: bool = False) -> bool:
         """Add a query node row."""
         try:
-            row = {"id": normalize_id(id, "query id"), "text": self._text(text, source, line, "text")}
+            row = {"id": normalize_id(id, "query id", lowercase), "text": self._text(text, source, line, "text")}
         except GovernanceError as e:
             return self.quarantine(source, line, str(e), raw)
         return self._add_node("queries", row, source)
@@ -452,20 +452,21 @@ class Governor:
             return self.quarantine(source, line, f"the same event is already in split {first or '(none)'!r}", raw)
         return self._add_edge("interactions", row, key, source, line, raw)
 
-    def add_user_query(self, source: str, line: int, raw: Any, *, user: Any, query: Any, ts: Any = None) -> bool:
+    def add_user_query(self, source: str, line: int, raw: Any, *, user: Any, query: Any, ts: Any = None,
+                       lowercase: bool = False) -> bool:
         """Add a user-searched-query edge."""
         try:
-            row = {"user": normalize_id(user, "user id"), "query": normalize_id(query, "query id"),
+            row = {"user": normalize_id(user, "user id", lowercase), "query": normalize_id(query, "query id", lowercase),
                    "ts": parse_timestamp(ts)}
         except GovernanceError as e:
             return self.quarantine(source, line, str(e), raw)
         return self._add_edge("user_queries", row, ("uq", row["user"], row["query"], row["ts"]), source, line, raw)
 
     def add_query_item(self, source: str, line: int, raw: Any, *, query: Any, item: Any,
-                       relevance: Any = None) -> bool:
+                       relevance: Any = None, lowercase: bool = False) -> bool:
         """Add a query-relevant-item edge."""
         try:
-            row = {"query": normalize_id(query, "query id"), "item": normalize_id(item, "item id"),
+            row = {"query": normalize_id(query, "query id", lowercase), "item": normalize_id(item, "item id", lowercase),
                    "relevance": parse_number(relevance, "relevance")}
         except GovernanceError as e:
             return self.quarantine(source, line, str(e), raw)
@@ -503,10 +504,10 @@ class Governor:
             return self.quarantine(source, line, str(e), raw)
         return self._add_edge("triples", row, ("t", row["head"], row["relation"], row["tail"]), source, line, raw)
 
-    def add_friend(self, source: str, line: int, raw: Any, *, user: Any, friend: Any) -> bool:
+    def add_friend(self, source: str, line: int, raw: Any, *, user: Any, friend: Any, lowercase: bool = False) -> bool:
         """Add a directed user-user friend edge (self-loops are quarantined)."""
         try:
-            row = {"user": normalize_id(user, "user id"), "friend": normalize_id(friend, "friend id")}
+            row = {"user": normalize_id(user, "user id", lowercase), "friend": normalize_id(friend, "friend id", lowercase)}
             if row["user"] == row["friend"]:
                 raise GovernanceError("user is their own friend")
         except GovernanceError as e:

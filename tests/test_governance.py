@@ -380,3 +380,69 @@ def test_references_to_nodes_already_in_the_graph_are_accepted():
     assert [e["id"] for e in res.records.entities] == ["kg:x"]  # only the entity the graph lacks
     assert res.in_graph == {"users": 1, "items": 1, "entities": 1}
     assert sorted(asked) == [("entities", ["genre:drama", "kg:x"]), ("items", ["i1"]), ("users", ["u1", "u9"])]
+
+
+def test_a_header_that_is_not_the_mapped_columns_is_an_error(tmp_path):
+    """`columns` with `header = true` renames the header one for one: a header naming the same columns in
+    another order (users and items swapped), or a file without a header, is refused rather than misread."""
+    mapping = {"files": [{"path": "e.csv", "role": "interactions", "user": "user", "item": "item",
+                          "timestamp": "ts", "columns": ["user", "item", "ts"], "create_nodes": True}]}
+    _write(tmp_path, "e.csv", "item,user,ts\nI1,Alice,100\nI1,Bob,200\n")
+    with pytest.raises(MappingError, match="another order"):
+        read_tabular(tmp_path, mapping)
+    _write(tmp_path, "e.csv", "Alice,I1\nBob,I1\n")  # no header line, and two fields: not this layout
+    with pytest.raises(MappingError, match="header = false"):
+        read_tabular(tmp_path, mapping)
+    _write(tmp_path, "e.csv", "u,i,t\nAlice,I1,100\n")  # renamed one for one: fine
+    assert [(r["user"], r["item"]) for r in read_tabular(tmp_path, mapping).records.interactions] == [("Alice", "I1")]
+    _write(tmp_path, "e.csv", "user,item,user\nA,I1,B\n")
+    with pytest.raises(MappingError, match="twice"):
+        read_tabular(tmp_path, {"files": [{"path": "e.csv", "role": "interactions", "user": "user", "item": "item"}]})
+
+
+def test_lowercase_ids_reach_friends_and_queries(tmp_path):
+    _write(tmp_path, "users.csv", "id\nAlice\nBob\n")
+    _write(tmp_path, "items.csv", "id,title\nI1,One\n")
+    _write(tmp_path, "friends.csv", "user,friend\nAlice,Bob\n")
+    _write(tmp_path, "queries.csv", "id,text\nQ1,one\n")
+    _write(tmp_path, "searched.csv", "user,query\nALICE,q1\n")
+    _write(tmp_path, "relevant.csv", "query,item\nQ1,I1\n")
+    mapping = {"lowercase_ids": True, "files": [
+        {"path": "users.csv", "role": "users", "id": "id"},
+        {"path": "items.csv", "role": "items", "id": "id", "title": "title"},
+        {"path": "friends.csv", "role": "friends", "user": "user", "friend": "friend"},
+        {"path": "queries.csv", "role": "queries", "id": "id", "text": "text"},
+        {"path": "searched.csv", "role": "user_queries", "user": "user", "query": "query"},
+        {"path": "relevant.csv", "role": "query_items", "query": "query", "item": "item"}]}
+    res = read_tabular(tmp_path, mapping)
+    _reconciles(res)
+    assert not res.quarantine
+    assert [(f["user"], f["friend"]) for f in res.records.friends] == [("alice", "bob")]
+    assert [q["id"] for q in res.records.queries] == ["q1"]
+    assert [(r["user"], r["query"]) for r in res.records.user_queries] == [("alice", "q1")]
+    assert [(r["query"], r["item"]) for r in res.records.query_items] == [("q1", "i1")]
+
+
+def test_flag_columns_must_pair_with_names_and_hold_on_or_off(tmp_path):
+    _write(tmp_path, "items.csv", "id,g0,g1\nI1,1,0\nI2,1.0,\nI3,0,yes\n")
+    flags = {"columns": ["g0", "g1"], "names": ["action", "drama"], "relation": "genre"}
+    spec = {"path": "items.csv", "role": "items", "id": "id", "flags": flags}
+    res = read_tabular(tmp_path, {"files": [spec]})
+    _reconciles(res)
+    assert [(r["item"], r["entity"]) for r in res.records.item_entities] == [("I1", "genre:action")]
+    assert sorted(q["reason"] for q in res.quarantine) == [
+        "flag column 'g0' is '1.0', neither '1' nor '0'", "flag column 'g1' is 'yes', neither '1' nor '0'"]
+    assert {i["id"] for i in res.records.items} == {"I1", "I2", "I3"}  # the items themselves load
+    with pytest.raises(MappingError, match="2 columns but 1 names"):
+        read_tabular(tmp_path, {"files": [{**spec, "flags": {**flags, "names": ["action"]}}]})
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("x", "must be a table"),
+    ({"role": "items", "id": "id", "flags": {"names": ["a"]}}, "columns = \\[...\\]"),
+    ({"role": "items", "id": "id", "attributes": [{"relation": "brand"}]}, "needs a column"),
+    ({"role": "items", "id": "id", "delimiter": "::"}, "one character"),
+])
+def test_malformed_mappings_say_what_is_wrong(spec, message):
+    with pytest.raises(MappingError, match=message):
+        read_tabular(".", {"files": [spec]})

@@ -35,7 +35,10 @@ Roles and their fields (``<field>`` names a column, ``<field>_value`` gives a co
 named after the column unless ``prop_names = {column = "name"}`` says otherwise (names must be
 identifiers). ``attributes`` is a list of ``{column, relation, entity_type, separator}``:
 each value becomes an entity ``<entity_type>:<value>`` linked by ``relation``. ``flags`` is
-``{columns, names, relation, entity_type, value = "1"}`` for one-hot columns (MovieLens genres).
+``{columns, names, relation, entity_type, value = "1", off_value = "0"}`` for one-hot columns
+(MovieLens genres): ``value`` links, ``off_value`` or blank does not, anything else is quarantined.
+With ``header = true`` and ``columns`` both given, ``columns`` renames the header's columns one for
+one: a first line of another width, or naming the same columns in another order, is an error.
 
 Lines are parsed one at a time (quoted fields spanning lines are not supported; use JSONL), so a
 malformed line is quarantined without affecting the next. A mapped column absent from the header
@@ -97,6 +100,8 @@ def load_mapping(mapping: str | Path | dict) -> dict:
     if not isinstance(files, list) or not files:
         raise MappingError("mapping needs a non-empty [[files]] list")
     for n, spec in enumerate(files):
+        if not isinstance(spec, dict):
+            raise MappingError(f"files[{n}] must be a table ([[files]] with role = ...), not {spec!r}")
         role = spec.get("role")
         if role not in ROLE_FIELDS:
             raise MappingError(f"files[{n}]: unknown role {role!r} (expected one of {sorted(ROLE_FIELDS)})")
@@ -107,12 +112,32 @@ def load_mapping(mapping: str | Path | dict) -> dict:
             if f not in spec and f"{f}_value" not in spec:
                 raise MappingError(f"files[{n}] ({role}): field {f!r} needs a column ({f} = ...) "
                                    f"or a constant ({f}_value = ...)")
+        _check_shape(spec, n)
         renames = spec.get("prop_names") or {}
         for col in _prop_spec(spec, n):
             prop = renames.get(col, col)
             if not PROP_RE.match(prop) or prop in RESERVED_PROPS:
                 raise MappingError(f"files[{n}]: property name {prop!r} is not an identifier or is reserved")
     return data
+
+
+def _check_shape(spec: dict, n: int) -> None:
+    """The parts of a ``[[files]]`` entry that the readers index into, with a clear error."""
+    if not isinstance(spec, dict):
+        raise MappingError(f"files[{n}] must be a table ([[files]] with role = ...), not {spec!r}")
+    for attr in _as_list(spec.get("attributes")):
+        if not isinstance(attr, dict) or "column" not in attr:
+            raise MappingError(f"files[{n}]: each attributes entry needs a column = ...")
+    for flags in _as_list(spec.get("flags")):
+        if not isinstance(flags, dict) or not isinstance(flags.get("columns"), list):
+            raise MappingError(f"files[{n}]: flags needs a columns = [...] list")
+        names = flags.get("names", flags["columns"])
+        if not isinstance(names, list) or len(names) != len(flags["columns"]):
+            raise MappingError(f"files[{n}]: flags lists {len(flags['columns'])} columns but "
+                               f"{len(names) if isinstance(names, list) else names!r} names")
+    delimiter = spec.get("delimiter", ",")
+    if not isinstance(delimiter, str) or len(delimiter) != 1:
+        raise MappingError(f"files[{n}]: delimiter must be one character, got {delimiter!r}")
 
 
 def _prop_spec(spec: dict, n: int = 0) -> dict[str, str]:
@@ -187,12 +212,24 @@ def iter_rows(path: Path, spec: dict, limit: int | None = None
     for lineno, text, err in _lines(path, encoding):
         if header_pending:
             header_pending = False
+            try:
+                found = [c.strip() for c in _split(text, delimiter, quoting)]
+            except csv.Error as e:
+                raise MappingError(f"{path.name}: malformed header line ({e})") from e
             if columns is None:
-                try:
-                    columns = [c.strip() for c in _split(text, delimiter, quoting)]
-                except csv.Error as e:
-                    raise MappingError(f"{path.name}: malformed header line ({e})") from e
+                doubled = sorted({c for c in found if found.count(c) > 1})
+                if doubled:
+                    raise MappingError(f"{path.name}: the header names column(s) {doubled} twice")
+                columns = found
                 _check_columns(path, used, columns)
+            elif len(found) != len(columns):
+                # columns given as well rename the header's, one for one; a header of another width is
+                # another file layout (or no header at all: header = false)
+                raise MappingError(f"{path.name}: the first line has {len(found)} fields but the mapping's columns "
+                                   f"list {len(columns)}; if the file has no header line, set header = false")
+            elif set(found) == set(columns) and found != columns:
+                raise MappingError(f"{path.name}: the header {found} names the mapping's columns {columns} in "
+                                   f"another order; fix `columns` (or leave it out to use the header)")
             continue  # with columns given as well, the header line is skipped
         if limit is not None and n >= limit:
             return
@@ -289,11 +326,14 @@ def _attributes(gov: Governor, spec: dict, row: dict, item: Any, source: str, li
         relation = flags.get("relation", "genre")
         etype = flags.get("entity_type", relation)
         prefix = flags.get("prefix", f"{etype}:")
-        for col, name in zip(flags["columns"], flags.get("names", flags["columns"])):
-            value = row.get(col)
-            if value is None or str(value).strip() != on:
-                continue
-            link(source, line, raw, **{owner: item}, entity=prefix + name, relation=relation, lowercase=lower)
+        off = {"", "0", str(flags.get("off_value", "0"))}
+        for col, name in zip(flags["columns"], flags.get("names", flags["columns"])):  # same length: load_mapping
+            value = "" if row.get(col) is None else str(row.get(col)).strip()
+            if value == on:
+                link(source, line, raw, **{owner: item}, entity=prefix + name, relation=relation, lowercase=lower)
+            elif value not in off:
+                gov.quarantine(source, line, f"flag column {col!r} is {value[:40]!r}, neither {on!r} nor "
+                                             f"{str(flags.get('off_value', '0'))!r}", raw)
 
 
 def _flag_entities(gov: Governor, spec: dict, source: str, lowercase: bool = False) -> None:
@@ -371,13 +411,14 @@ def feed_file(gov: Governor, path: Path, spec: dict, *, lowercase_ids: bool = Fa
                            relation=g("relation"), tail=None if tail is None else prefix + str(tail).strip(),
                            lowercase=lower)
         elif role == "friends":
-            gov.add_friend(source, line, raw, user=g("user"), friend=g("friend"))
+            gov.add_friend(source, line, raw, user=g("user"), friend=g("friend"), lowercase=lower)
         elif role == "queries":
-            gov.add_query(source, line, raw, id=g("id"), text=g("text"))
+            gov.add_query(source, line, raw, id=g("id"), text=g("text"), lowercase=lower)
         elif role == "user_queries":
-            gov.add_user_query(source, line, raw, user=g("user"), query=g("query"), ts=g("timestamp"))
+            gov.add_user_query(source, line, raw, user=g("user"), query=g("query"), ts=g("timestamp"), lowercase=lower)
         elif role == "query_items":
-            gov.add_query_item(source, line, raw, query=g("query"), item=g("item"), relevance=g("relevance"))
+            gov.add_query_item(source, line, raw, query=g("query"), item=g("item"), relevance=g("relevance"),
+                               lowercase=lower)
 
 
 def read_tabular(path: str | Path, mapping: str | Path | dict, cfg: "IngestConfig | None" = None, *,
