@@ -147,7 +147,7 @@ def export_snapshot(graph: Graph, cfg: ExportConfig, name: str = "graph") -> Pat
 
     uidx, iidx = index["user"], index["item"]
     cols = {k: array("q") for k in ("user", "item", "ts", "kind", "split")}
-    weights = array("f")
+    weights = array("d")
     kinds: dict[str, int] = {}
     split_code = {"train": 0, "valid": 1, "test": 2}
     for r in graph.stream("export/interactions"):
@@ -161,13 +161,18 @@ def export_snapshot(graph: Graph, cfg: ExportConfig, name: str = "graph") -> Pat
     u = np.frombuffer(cols["user"], dtype=np.int64)
     i = np.frombuffer(cols["item"], dtype=np.int64)
     ts = np.frombuffer(cols["ts"], dtype=np.int64)
-    kind = np.frombuffer(cols["kind"], dtype=np.int64)
+    names = sorted(kinds)  # kind codes by name, not by the order Neo4j streamed them in
+    recode = np.zeros(max(1, len(kinds)), dtype=np.int64)
+    recode[[kinds[k] for k in names]] = np.arange(len(names))
+    kind = recode[np.frombuffer(cols["kind"], dtype=np.int64)]
     given = np.frombuffer(cols["split"], dtype=np.int64)
-    w = np.frombuffer(weights, dtype=np.float32)
+    w = np.frombuffer(weights, dtype=np.float64)
 
-    # Collapse repeated events of a pair: summed weight, latest ts, kind of the latest event.
+    # Collapse repeated events of a pair: summed weight, latest ts, kind of the latest event. Every
+    # column is a sort key, so the events of a pair come in one order whatever order Neo4j streamed
+    # them in: the same graph always gives the same snapshot (ties on ts broken by kind, then split).
     key = u * max(1, len(items)) + i
-    order = np.lexsort((ts, key))
+    order = np.lexsort((w, given, kind, ts, key))
     key_s = key[order]
     last = np.r_[np.flatnonzero(np.diff(key_s)), key_s.size - 1] if key_s.size else np.zeros(0, dtype=np.int64)
     first = np.r_[0, last[:-1] + 1] if key_s.size else last
@@ -202,7 +207,7 @@ def export_snapshot(graph: Graph, cfg: ExportConfig, name: str = "graph") -> Pat
         query_texts=[t or "" for t in query_cols["text"]],
         entity_names=[t or "" for t in ent_cols["name"]],
         splits=splits, relations=relations, relation_types=rel_types,
-        kinds=sorted(kinds, key=kinds.get) or ["interact"],
+        kinds=names or ["interact"],
         meta={"name": name, "source": f"neo4j:{graph.where}/{graph.database}", "split": split,
               "raw_events": int(u.size)},
     )

@@ -96,3 +96,35 @@ def test_two_exports_in_the_same_second_get_their_own_snapshot_directories(tmp_p
     second = _claim_snapshot_dir(tmp_path, "graph-20261202-120000")
     assert (first.name, second.name) == ("graph-20261202-120000", "graph-20261202-120000-2")
     assert first.is_dir() and second.is_dir() and not any(first.iterdir())
+
+
+@pytest.mark.neo4j
+def test_the_same_graph_exports_the_same_snapshot_whatever_order_it_was_written_in(graph, tmp_path):
+    """Kinds are coded by name and a pair's events are ordered by every column, so ties on ts (the rule
+    for undated data) resolve the same way whatever order Neo4j streams the events in."""
+    from kg.export import export_snapshot
+    from kg.ingest import ingest
+    from kg.records import GraphRecords
+    from kg.schema import apply_schema, wipe
+    from kg.snapshot import Snapshot
+    from kgrec.config import IngestConfig
+
+    events = [{"user": "u1", "item": "i1", "kind": "view", "weight": 1.0, "ts": 5, "split": "test"},
+              {"user": "u1", "item": "i1", "kind": "purchase", "weight": 2.0, "ts": 5, "split": "train"},
+              {"user": "u1", "item": "i2", "kind": "view", "weight": 1.0, "ts": 6, "split": "train"},
+              {"user": "u2", "item": "i1", "kind": "click", "weight": 1.0, "ts": 7, "split": "train"}]
+    snaps = []
+    for n, written in enumerate((events, events[::-1])):
+        wipe(graph)
+        apply_schema(graph)
+        records = GraphRecords(users=[{"id": "u1"}, {"id": "u2"}], items=[{"id": "i1"}, {"id": "i2"}],
+                               interactions=written)
+        ingest(graph, records, IngestConfig(writers=1), progress=False)
+        snaps.append(Snapshot.load(export_snapshot(graph, ExportConfig(out_dir=tmp_path / str(n), split="given"), "d")))
+    a, b = snaps
+    assert a.kinds == b.kinds == ["click", "purchase", "view"]
+    for name in ("train", "valid", "test"):
+        for col in ("user", "item", "weight", "ts", "kind"):
+            assert np.array_equal(getattr(a.splits[name], col), getattr(b.splits[name], col)), (name, col)
+    test = a.splits["test"]  # the tie goes to "view" (the last kind by name) and its split; weights summed
+    assert (test.user.tolist(), test.item.tolist(), test.weight.tolist(), test.kind.tolist()) == ([0], [0], [3.0], [2])
