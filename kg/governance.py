@@ -173,8 +173,18 @@ def parse_number(value: Any, what: str = "weight", default: float | None = 1.0) 
     return number
 
 
+MAX_SECONDS = 100_000_000_000  # the year 5138: a larger number is milliseconds (or finer), not seconds
+
+
+def _seconds(value: int) -> int:
+    if abs(value) >= MAX_SECONDS:  # stored as seconds it would also lift a feed's watermark past every real event
+        raise GovernanceError(f"timestamp {value} is not unix seconds (in milliseconds? divide by 1000)")
+    return value
+
+
 def parse_timestamp(value: Any) -> int:
     """Parse unix seconds (int, float or numeric string) or ISO 8601 into integer unix seconds.
+    Numbers of 10^11 or more (milliseconds, microseconds) are refused.
 
     ``None`` or an empty string means unknown and gives ``0``. Naive ISO times are taken as UTC.
 
@@ -188,7 +198,7 @@ def parse_timestamp(value: Any) -> int:
     if isinstance(value, (int, float)):
         if not math.isfinite(value):
             raise GovernanceError(f"timestamp is not finite ({value})")
-        return _int64(int(value), "timestamp")
+        return _seconds(_int64(int(value), "timestamp"))
     if not isinstance(value, str):
         raise GovernanceError(f"timestamp has unsupported type {type(value).__name__}")
     text = value.strip()
@@ -201,7 +211,7 @@ def parse_timestamp(value: Any) -> int:
     if number is not None:
         if not math.isfinite(number):
             raise GovernanceError(f"timestamp is not finite ({text})")
-        return _int64(int(number), "timestamp")
+        return _seconds(_int64(int(number), "timestamp"))
     iso = text[:-1] + "+00:00" if text.endswith(("Z", "z")) else text
     try:
         dt = datetime.fromisoformat(iso)

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import fields
-from typing import Any
+from typing import Any, Callable
 
 from tqdm.auto import tqdm
 
@@ -97,7 +97,8 @@ def get_watermark(graph: Graph, feed: str | None = None) -> int | None:
 
 
 def ingest(graph: Graph, records: GraphRecords, cfg: IngestConfig, *,
-           incremental: bool = False, progress: bool = True, feed: str | None = None) -> dict[str, Any]:
+           incremental: bool = False, progress: bool = True, feed: str | None = None,
+           on_skipped: Callable[[list[dict], int], None] | None = None) -> dict[str, Any]:
     """Write ``records`` to the graph, holding the graph's ingest lock.
 
     Args:
@@ -108,6 +109,8 @@ def ingest(graph: Graph, records: GraphRecords, cfg: IngestConfig, *,
             ``ts`` 0, and those at the watermark are written: they merge with what is there).
         progress: show a tqdm bar per row kind.
         feed: whose watermark to read and advance (None: the shared one).
+        on_skipped: called with the events ``incremental`` leaves out and the watermark they fall
+            before (the CLI writes them beside the quarantine, so no row goes unaccounted).
 
     Returns:
         ``{"written": {kind: rows}, "skipped_old": n, "nodes_created": n,
@@ -120,19 +123,22 @@ def ingest(graph: Graph, records: GraphRecords, cfg: IngestConfig, *,
             far stay, and the same load run again completes it.
     """
     with graph_lock(graph, INGEST_LOCK, cfg.lock_wait_s) as lease:  # which applies the schema first
-        return _ingest_locked(graph, records, cfg, incremental, progress, feed, lease)
+        return _ingest_locked(graph, records, cfg, incremental, progress, feed, lease, on_skipped)
 
 
 def _ingest_locked(graph: Graph, records: GraphRecords, cfg: IngestConfig, incremental: bool, progress: bool,
-                   feed: str | None, lease: Lease) -> dict[str, Any]:
+                   feed: str | None, lease: Lease,
+                   on_skipped: Callable[[list[dict], int], None] | None = None) -> dict[str, Any]:
     interactions = _normalise_interactions(records.interactions)
     skipped = 0
     if incremental:
         mark = get_watermark(graph, feed)
         if mark is not None:
-            before = len(interactions)
+            old = [r for r in interactions if not (r["ts"] >= mark or r["ts"] == 0)]
             interactions = [r for r in interactions if r["ts"] >= mark or r["ts"] == 0]
-            skipped = before - len(interactions)
+            skipped = len(old)
+            if old and on_skipped is not None:
+                on_skipped(old, mark)
     totals = {"nodes_created": 0, "relationships_created": 0, "properties_set": 0}
     written: dict[str, int] = {}
     for kind, statement in STATEMENTS.items():

@@ -114,7 +114,17 @@ def cmd_ingest(args: argparse.Namespace, cfg: Config) -> None:
     else:
         with _graph(cfg) as g:  # references to users/items/entities the graph holds are not unknown
             records, extra = _read_source(args, cfg, lambda kind, ids: existing_ids(g, kind, ids))
-            report = ingest(g, records, cfg.ingest, incremental=args.incremental, feed=args.feed)
+            skipped_file = Path(extra["quarantine_file"]).with_suffix("").with_suffix(".skipped.jsonl")
+            skipped_file.unlink(missing_ok=True)
+
+            def keep_skipped(rows: list[dict], mark: int) -> None:  # accounted for, beside the quarantine
+                reason = f"older than the watermark {mark} of feed {args.feed or '(shared)'} (--incremental)"
+                skipped_file.write_text("".join(json.dumps({"reason": reason, "row": r}) + "\n" for r in rows))
+                extra.update(skipped_old=len(rows), skipped_file=str(skipped_file))
+                print(f"kgrec: {len(rows)} events {reason}: listed in {skipped_file}", file=sys.stderr)
+
+            report = ingest(g, records, cfg.ingest, incremental=args.incremental, feed=args.feed,
+                            on_skipped=keep_skipped)
             report["graph"] = graph_counts(g)
     if not args.no_quality:
         extra.update(_quality_report(records, cfg, args.format if args.path is None else Path(args.path).name))

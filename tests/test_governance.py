@@ -70,6 +70,10 @@ def test_parse_timestamp():
     for bad in ("yesterday", "nan", "2020-13-45", [1], "1e20", 2**63):
         with pytest.raises(GovernanceError):
             parse_timestamp(bad)
+    assert parse_timestamp(99_999_999_999) == 99_999_999_999  # the year 5138: still seconds
+    for millis in (1_700_000_000_000, "1700000000000", -1_700_000_000_000):
+        with pytest.raises(GovernanceError, match="milliseconds"):
+            parse_timestamp(millis)
 
 
 @pytest.mark.parametrize("name", ["genre", "music.artist.origin", "a:b-c_d", "x" * 100])

@@ -8,10 +8,11 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
-from kg.ingest import forget_user, get_watermark, graph_counts, ingest
+from kg.ingest import forget_user, get_watermark, graph_counts, ingest, watermark_key
 from kg.lock import (INGEST_LOCK, LockedError, LockLostError, break_lock, graph_lock, lock_holder,
                      process_identity)
 from kg.records import GraphRecords
@@ -189,9 +190,11 @@ def test_each_feed_skips_only_its_own_old_events(graph):
     orders = ingest(graph, events(("y", "order", 40)), IngestConfig(), incremental=True, feed="orders",
                     progress=False)
     assert orders["skipped_old"] == 0 and orders["relationships_created"] == 1 and orders["watermark"] == 40
+    told = []
     late_click = ingest(graph, events(("y", "click", 50)), IngestConfig(), incremental=True, feed="clicks",
-                        progress=False)
+                        progress=False, on_skipped=lambda rows, mark: told.append(([r["item"] for r in rows], mark)))
     assert late_click["skipped_old"] == 1 and late_click["relationships_created"] == 0
+    assert told == [(["y"], 100)]  # the skipped events are handed back, to be accounted for
     assert get_watermark(graph, "clicks") == 100 and get_watermark(graph, "orders") == 40
     assert get_watermark(graph) is None  # the shared watermark is separate from every named feed
 
@@ -220,6 +223,15 @@ def test_cli_reports_a_held_lock_in_one_line_and_unlock_removes_it(graph, neo4j_
     assert report["feed"] == "nightly" and report["watermark"] == get_watermark(graph, "nightly") is not None
     with pytest.raises(SystemExit):
         main([*argv, "--wait", "-1"])
+    # the same load again, incremental, after the feed's watermark moved on: its older events are
+    # listed beside the quarantine with the reason, never dropped silently
+    graph.write("ingest/set_watermark", key=watermark_key("nightly"), value=report["watermark"] + 1)
+    assert main([*argv, "--incremental"]) == 0
+    out, err = capsys.readouterr()
+    again = json.loads(out)
+    skipped = [json.loads(line) for line in Path(again["skipped_file"]).read_text().splitlines()]
+    assert again["skipped_old"] == len(skipped) > 0 and "older than the watermark" in err
+    assert skipped[0]["reason"].startswith(f"older than the watermark {report['watermark'] + 1} of feed nightly")
 
 
 def test_a_terminated_command_releases_the_lock_on_its_way_out(graph, neo4j_config):
