@@ -417,6 +417,11 @@ class Governor:
             eid = normalize_id(id, "entity id", lowercase)
             row = {"id": eid, "type": check_name(type, "entity type"),
                    "name": self._text(eid if name is None else name, source, line, "name")}
+            first = self._nodes["entities"].get(eid)
+            if first is not None and first["type"] != row["type"]:  # two kinds of thing under one id
+                raise GovernanceError(f"entity {_clip(repr(eid), 80)} is already a {first['type']!r} (from "
+                                      f"{self._node_source['entities'][eid]}); give each entity type its own ids "
+                                      f"(entity_prefix)")
         except GovernanceError as e:
             return self.quarantine(source, line, str(e), raw)
         return self._add_node("entities", row, source)

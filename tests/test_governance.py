@@ -450,3 +450,17 @@ def test_flag_columns_must_pair_with_names_and_hold_on_or_off(tmp_path):
 def test_malformed_mappings_say_what_is_wrong(spec, message):
     with pytest.raises(MappingError, match=message):
         read_tabular(".", {"files": [spec]})
+
+
+def test_one_entity_id_with_two_types_is_quarantined(tmp_path):
+    """brands.csv and cats.csv both numbering from 1 would make brand 1 and category 1 one node."""
+    _write(tmp_path, "brands.csv", "id,name\n1,Acme\n")
+    _write(tmp_path, "cats.csv", "id,name\n1,Books\n2,Toys\n")
+    mapping = {"files": [{"path": "brands.csv", "role": "entities", "id": "id", "name": "name", "type_value": "brand"},
+                         {"path": "cats.csv", "role": "entities", "id": "id", "name": "name", "type_value": "category"}]}
+    res = read_tabular(tmp_path, mapping)
+    _reconciles(res)
+    assert [(e["id"], e["type"]) for e in res.records.entities] == [("1", "brand"), ("2", "category")]
+    assert len(res.quarantine) == 1 and "already a 'brand' (from brands.csv)" in res.quarantine[0]["reason"]
+    with_prefix = [{**f, "entity_prefix": f"{f['type_value']}:"} for f in mapping["files"]]
+    assert not read_tabular(tmp_path, {"files": with_prefix}).quarantine

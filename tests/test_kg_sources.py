@@ -323,3 +323,16 @@ def test_quality_summary_counts_pairs_and_names_relations_as_the_export():
     q = quality_summary(records)
     assert (q["interactions"], q["events"], q["density"], q["user_degree"]["max"]) == (1, 3, 1.0, 1)
     assert q["relations"] == {"has:genre": 1, "user:gender": 1, "kg:genre": 1, "friend": 1}
+
+
+def test_a_later_blank_entity_name_keeps_the_stored_one(graph):
+    from kg.ingest import ingest
+    from kg.records import GraphRecords
+    from kgrec.config import IngestConfig
+
+    for name in ("Acme", "", None):
+        ingest(graph, GraphRecords(entities=[{"id": "brand:1", "type": "brand", "name": name}]), IngestConfig(),
+               progress=False)
+    stored = graph.driver.execute_query("MATCH (e:Entity {id: 'brand:1'}) RETURN e.name AS name, e.type AS type",
+                                        database_=graph.database).records
+    assert [dict(r) for r in stored] == [{"name": "Acme", "type": "brand"}]
