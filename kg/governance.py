@@ -316,6 +316,11 @@ class Governor:
             source, {"read": 0, "loaded": 0, "quarantined": 0, "deduplicated": 0})
         counts[key] += n
 
+    @property
+    def quarantined(self) -> int:
+        """Rows quarantined so far (a caller can tell whether its last row was rejected)."""
+        return len(self._result.quarantine)
+
     def quarantine(self, source: str, line: int, reason: str, raw: Any) -> bool:
         """Record a row that was read but rejected. Returns ``False`` (for ``return`` chaining)."""
         self._count(source, "read")

@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 from kgrec.config import IngestConfig
 
 from .connection import Graph, batches
+from .governance import normalize_id
 from .interaction_writer import write_interactions
 from .lock import INGEST_LOCK, Lease, graph_lock
 from .records import GraphRecords
@@ -171,6 +172,7 @@ def _ingest_locked(graph: Graph, records: GraphRecords, cfg: IngestConfig, incre
 def forget_user(graph: Graph, user_id: str, lock_wait_s: float = 0.0) -> bool:
     """Delete a user and all their events, searches and friendships, holding the ingest lock.
     Returns whether one existed."""
+    user_id = normalize_id(user_id, "user id")  # as ingest stored it (a mapping's lowercase_ids aside)
     with graph_lock(graph, INGEST_LOCK, lock_wait_s):  # one statement, just after taking the lock
         counters = graph.write("ingest/forget_user", id=user_id)
     return counters.nodes_deleted > 0

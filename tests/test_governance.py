@@ -464,3 +464,15 @@ def test_one_entity_id_with_two_types_is_quarantined(tmp_path):
     assert len(res.quarantine) == 1 and "already a 'brand' (from brands.csv)" in res.quarantine[0]["reason"]
     with_prefix = [{**f, "entity_prefix": f"{f['type_value']}:"} for f in mapping["files"]]
     assert not read_tabular(tmp_path, {"files": with_prefix}).quarantine
+
+
+def test_a_rejected_user_row_loads_none_of_its_attributes(tmp_path):
+    _write(tmp_path, "users.csv", "id,age,occupation\nU1,99999999999999999999,engineer\n,30,writer\nU2,31,artist\n")
+    mapping = {"files": [{"path": "users.csv", "role": "users", "id": "id", "props": {"age": "int"},
+                          "attributes": [{"column": "occupation", "relation": "occupation"}]}]}
+    res = read_tabular(tmp_path, mapping, IngestConfig(unknown_reference="create"))
+    _reconciles(res)
+    assert len(res.quarantine) == 2
+    assert [u["id"] for u in res.records.users] == ["U2"]
+    assert [(r["user"], r["entity"]) for r in res.records.user_entities] == [("U2", "occupation:artist")]
+    assert [e["id"] for e in res.records.entities] == ["occupation:artist"]

@@ -35,19 +35,21 @@ def _files(tmp_path, files: dict[str, str | bytes]):
 # ----------------------------------------------------------------------------- hand-written files
 
 
-def test_recbole_atomic_files(tmp_path):
+def test_recbole_atomic_files(tmp_path, caplog):
     (tmp_path / "toy").mkdir()
     d = _files(tmp_path / "toy", {
         "toy.inter": "user_id:token\titem_id:token\trating:float\ttimestamp:float\n"
                      "u1\ti1\t4.0\t881250949\nu1\ti2\t3.0\t881250950\nu2\ti1\tnan\t1\nu1\ti1\t4.0\t881250949\n",
         "toy.user": "user_id:token\tage:token\tgender:token\nu1\t24\tM\nu2\t30\tF\n",
-        "toy.item": "item_id:token\tmovie_title:token_seq\tgenre:token_seq\tprice:float\n"
-                    "i1\tToy Story\tAnimation Comedy\t9.5\ni2\tHeat\tCrime\t\n",
+        "toy.item": "item_id:token\tmovie_title:token_seq\tgenre:token_seq\tprice:float\tvec:float_seq\n"
+                    "i1\tToy Story\tAnimation Comedy\t9.5\t0.1 0.2\ni2\tHeat\tCrime\t\t0.3 0.4\n",
         "toy.kg": "head_id:token\trelation_id:token\ttail_id:token\n"
                   "m.01\tfilm.film.genre\tm.02\nm.01\tbad relation\tm.03\n",
         "toy.link": "item_id:token\tentity_id:token\ni1\tm.01\ni9\tm.02\n",
     })
-    res = load_source("recbole", d)
+    with caplog.at_level("WARNING", logger="kg.sources.recbole"):
+        res = load_source("recbole", d)
+    assert "toy.item: ignoring field(s) ['vec']" in caplog.text  # said, not silently dropped
     _ok(res)
     c = res.records.counts()
     assert (c["users"], c["items"], c["interactions"], c["triples"], c["item_entities"]) == (2, 2, 2, 1, 4)

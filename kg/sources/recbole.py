@@ -97,7 +97,19 @@ def _spec_for(path: Path, header: list[tuple[str, str]]) -> dict:
     elif suffix == ".link":
         spec.update(role="item_entities", item=need("item_id"), entity=need("entity_id"),
                     relation_value="same_as", entity_prefix="kg:")
+    used = set(_used_field_names(spec))
+    ignored = [n for n, _ in header if by_name[n] not in used]
+    if ignored:
+        logger.warning("%s: ignoring field(s) %s (float_seq fields, and .user fields that are neither "
+                       "token nor float or not identifiers, have no place in the graph)", path.name, ignored)
     return spec
+
+
+def _used_field_names(spec: dict) -> list[str]:
+    """The header columns a reader spec maps."""
+    cols = [v for k, v in spec.items() if k in ("user", "item", "weight", "timestamp", "id", "title", "head",
+                                                 "relation", "tail", "entity") and isinstance(v, str)]
+    return cols + list(spec.get("props") or {}) + [a["column"] for a in spec.get("attributes") or []]
 
 
 def read_recbole(path: str | Path, cfg: "IngestConfig | None" = None, *, name: str | None = None,

@@ -386,13 +386,14 @@ def feed_file(gov: Governor, path: Path, spec: dict, *, lowercase_ids: bool = Fa
             except ValueError as e:
                 gov.quarantine(source, line, str(e), raw)
                 continue
+            rejected = gov.quarantined
             if role == "users":
                 gov.add_user(source, line, raw, id=g("id"), props=props, lowercase=lower)
-                _attributes(gov, spec, row, g("id"), source, line, raw, lower, owner="user")
             else:
                 gov.add_item(source, line, raw, id=g("id"), title=g("title"), description=g("description"),
                              props=props, lowercase=lower)
-                _attributes(gov, spec, row, g("id"), source, line, raw, lower)
+            if gov.quarantined == rejected:  # a rejected row's attributes would hang off nothing (or a placeholder)
+                _attributes(gov, spec, row, g("id"), source, line, raw, lower, owner=role[:-1])
         elif role == "entities":
             prefix = spec.get("entity_prefix", "")
             eid = g("id")
