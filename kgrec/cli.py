@@ -8,6 +8,7 @@ import logging
 import signal
 import sys
 import threading
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
@@ -115,7 +116,6 @@ def cmd_ingest(args: argparse.Namespace, cfg: Config) -> None:
         with _graph(cfg) as g:  # references to users/items/entities the graph holds are not unknown
             records, extra = _read_source(args, cfg, lambda kind, ids: existing_ids(g, kind, ids))
             skipped_file = Path(extra["quarantine_file"]).with_suffix("").with_suffix(".skipped.jsonl")
-            skipped_file.unlink(missing_ok=True)
 
             def keep_skipped(rows: list[dict], mark: int) -> None:  # accounted for, beside the quarantine
                 reason = f"older than the watermark {mark} of feed {args.feed or '(shared)'} (--incremental)"
@@ -151,12 +151,22 @@ def _read_source(args: argparse.Namespace, cfg: Config, known: "KnownIds | None"
         name = Path(args.path).name
         result = load_source(args.format, Path(args.path), Path(args.mapping) if args.mapping else None,
                              cfg.ingest, known=known)
-    qfile = Path(cfg.ingest.quarantine_dir) / f"{name}.quarantine.jsonl"
+    qdir = Path(cfg.ingest.quarantine_dir)
+    for kind in ("quarantine.jsonl", "reconciliation.json", "skipped.jsonl"):
+        _keep_previous(qdir / f"{name}.{kind}", name)  # a daily load of the same file keeps yesterday's
+    qfile = qdir / f"{name}.quarantine.jsonl"
     write_quarantine(result, qfile)
     rfile = qfile.with_name(f"{name}.reconciliation.json")
     rfile.write_text(reconciliation_json(result))
     return result.records, {"reconciliation": json.loads(rfile.read_text()), "quarantine_file": str(qfile),
                             "reconciliation_file": str(rfile)}
+
+
+def _keep_previous(path: Path, name: str) -> None:
+    """Move an earlier load's ``<name>.<kind>`` file aside as ``<name>.<its time>.<kind>``."""
+    if path.is_file():
+        stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(path.stat().st_mtime))
+        path.replace(path.with_name(f"{name}.{stamp}{path.name[len(name):]}"))
 
 
 def _quality_report(records: Any, cfg: Config, name: str) -> dict[str, Any]:
