@@ -229,6 +229,20 @@ def _int64(value: int, what: str) -> int:
     return value
 
 
+def _conflict(first: dict, row: dict) -> str:
+    """The first field (or property) where two rows of one node or edge both have a value and differ,
+    as ``"name 'a' (not 'b')"``; ``""`` when the later row only repeats or fills in the first."""
+    for key, value in row.items():
+        if key == "props":
+            mine = first.get("props") or {}
+            for prop, v in (value or {}).items():
+                if prop in mine and v not in ("", None) and mine[prop] not in ("", None) and mine[prop] != v:
+                    return f"{prop} {_clip(repr(mine[prop]), 40)} (not {_clip(repr(v), 40)})"
+        elif value not in ("", None) and first.get(key) not in ("", None) and first.get(key) != value:
+            return f"{key} {_clip(repr(first.get(key)), 40)} (not {_clip(repr(value), 40)})"
+    return ""
+
+
 def _clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[:limit] + f"...(+{len(text) - limit} chars)"
 
@@ -304,7 +318,7 @@ class Governor:
         self._node_source: dict[str, dict[str, str]] = {k: {} for k in _NODE_KINDS}
         self._edges: list[_Edge] = []
         self._declared: dict[str, set[str]] = {k: set() for k in _NODE_KINDS}
-        self._edge_keys: set[tuple] = set()
+        self._edge_keys: dict[tuple, _Edge] = {}  # the first row of each edge key
         self._event_split: dict[tuple, str] = {}  # interaction key -> the split of its first row
         self._known = known
         self._result = LoadResult()
@@ -359,7 +373,7 @@ class Governor:
                 raise GovernanceError(f"property {key} has unsupported type {type(value).__name__}")
         return out
 
-    def _add_node(self, kind: str, row: dict, source: str) -> bool:
+    def _add_node(self, kind: str, row: dict, source: str, line: int, raw: Any) -> bool:
         self._count(source, "read")
         nodes = self._nodes[kind]
         first = nodes.get(row["id"])
@@ -367,6 +381,11 @@ class Governor:
             nodes[row["id"]] = row
             self._node_source[kind][row["id"]] = source
             return True
+        clash = _conflict(first, row)
+        if clash:  # two different values for one node: kept first, the other shown, never silently lost
+            self._quarantine(source, line, f"{kind[:-1]} {_clip(repr(row['id']), 80)} is already loaded with "
+                                           f"{clash} (from {self._node_source[kind][row['id']]}); kept that row", raw)
+            return False
         for key, value in row.items():  # later rows fill what the first left blank
             if key == "props":
                 merged = dict(value)
@@ -380,11 +399,18 @@ class Governor:
 
     def _add_edge(self, kind: str, row: dict, key: tuple, source: str, line: int, raw: Any) -> bool:
         self._count(source, "read")
-        if key in self._edge_keys:
-            self._count(source, "deduplicated")
+        first = self._edge_keys.get(key)
+        if first is not None:
+            clash = _conflict(first.row, row)
+            if clash:
+                self._quarantine(source, line, f"the same {kind[:-1].replace('_', '-')} is already loaded with "
+                                               f"{clash} ({first.source}:{first.line}); kept that row", raw)
+            else:
+                self._count(source, "deduplicated")
             return False
-        self._edge_keys.add(key)
-        self._edges.append(_Edge(kind, row, source, line, raw))
+        edge = _Edge(kind, row, source, line, raw)
+        self._edge_keys[key] = edge
+        self._edges.append(edge)
         return True
 
     # ---------------------------------------------------------------- nodes
@@ -399,7 +425,7 @@ class Governor:
                 row["props"] = p
         except GovernanceError as e:
             return self.quarantine(source, line, str(e), raw)
-        return self._add_node("users", row, source)
+        return self._add_node("users", row, source, line, raw)
 
     def add_item(self, source: str, line: int, raw: Any, *, id: Any, title: Any = None,
                  description: Any = None, props: dict | None = None, lowercase: bool = False) -> bool:
@@ -413,7 +439,7 @@ class Governor:
                 row["props"] = p
         except GovernanceError as e:
             return self.quarantine(source, line, str(e), raw)
-        return self._add_node("items", row, source)
+        return self._add_node("items", row, source, line, raw)
 
     def add_entity(self, source: str, line: int, raw: Any, *, id: Any, type: Any, name: Any = None,
                    lowercase: bool = False) -> bool:
@@ -429,7 +455,7 @@ class Governor:
                                       f"(entity_prefix)")
         except GovernanceError as e:
             return self.quarantine(source, line, str(e), raw)
-        return self._add_node("entities", row, source)
+        return self._add_node("entities", row, source, line, raw)
 
     def add_query(self, source: str, line: int, raw: Any, *, id: Any, text: Any, lowercase: bool = False) -> bool:
         """Add a query node row."""
@@ -437,7 +463,7 @@ class Governor:
             row = {"id": normalize_id(id, "query id", lowercase), "text": self._text(text, source, line, "text")}
         except GovernanceError as e:
             return self.quarantine(source, line, str(e), raw)
-        return self._add_node("queries", row, source)
+        return self._add_node("queries", row, source, line, raw)
 
     def declare(self, kind: str, id: Any, lowercase: bool = False) -> None:
         """Declare that a user/item/entity/query exists without a row of its own (for example the

@@ -131,17 +131,24 @@ def test_duplicates_merged_and_counted():
     gov = Governor()
     gov.add_item("a.csv", 1, "r", id="i1", title="")
     gov.add_item("a.csv", 2, "r", id=" i1 ", title="Late title", props={"year": 1999})
-    gov.add_item("b.csv", 1, "r", id="i1", title="Ignored")
+    gov.add_item("b.csv", 1, "r", id="i1", title="Another title")  # a conflict: shown, not silently dropped
     gov.add_user("a.csv", 3, "r", id="u1")
     for line in (4, 5):
         gov.add_interaction("a.csv", line, "r", user="u1", item="i1", kind="view", ts=100)
     gov.add_interaction("a.csv", 6, "r", user="u1", item="i1", kind="view", ts=101)  # other event
     gov.add_interaction("a.csv", 7, "r", user="u1", item="i1", kind="click", ts=100)  # other kind
+    gov.add_interaction("a.csv", 8, "r", user="u1", item="i1", kind="click", ts=100, weight=5)  # another weight
     res = gov.finish()
     _reconciles(res)
     assert res.records.items == [{"id": "i1", "title": "Late title", "description": "", "props": {"year": 1999}}]
     assert len(res.records.interactions) == 3
-    assert res.report["a.csv"]["deduplicated"] == 2 and res.report["b.csv"]["deduplicated"] == 1
+    assert res.report["a.csv"]["deduplicated"] == 2 and res.report["b.csv"] == {
+        "read": 1, "loaded": 0, "quarantined": 1, "deduplicated": 0}
+    reasons = {q["source"] + ":" + str(q["line"]): q["reason"] for q in res.quarantine}
+    assert reasons["b.csv:1"] == ("item 'i1' is already loaded with title 'Late title' (not 'Another title') "
+                                  "(from a.csv); kept that row")
+    assert reasons["a.csv:8"].startswith("the same interaction is already loaded with weight")
+    assert "(a.csv:7)" in reasons["a.csv:8"]
 
 
 def test_out_of_range_integers_and_split_conflicts_are_quarantined():
