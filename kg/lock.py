@@ -199,7 +199,8 @@ def _heartbeat(graph: Graph, lease: Lease, every_s: float, done: threading.Event
             lease.renewed_at = sent
         else:
             lease.lost = "another writer took it over, or `kgrec unlock --force` removed it"
-            logger.error("lost the %r lock: %s", lease.name, lease.lost)
+            if not done.is_set():  # after the block a renewal can find the lock its holder just released
+                logger.error("lost the %r lock: %s", lease.name, lease.lost)
 
 
 def _try_acquire(graph: Graph, mine: dict[str, Any]) -> bool:

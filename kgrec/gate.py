@@ -62,8 +62,7 @@ def head_to_head(served_dir: Path, new_dir: Path, snapshot_dir: Path, metric: st
     users = np.unique(u)
     if len(users) == 0:
         return None
-    row_of = {int(x): r for r, x in enumerate(users)}
-    rows = np.array([row_of[int(x)] for x in u], dtype=np.int64)
+    rows = np.searchsorted(users, u)  # users is sorted: each event's row in the gate's matrices
     shape = (len(users), len(new_cols))
     truth = sp.csr_matrix((np.ones(len(rows), np.float32), (rows, c)), shape=shape)
 
@@ -72,7 +71,7 @@ def head_to_head(served_dir: Path, new_dir: Path, snapshot_dir: Path, metric: st
     for part in (snap.splits.get("train"), snap.splits.get("valid")):
         if part is not None and len(part):
             mine = np.isin(part.user, users) & (column[part.item] >= 0)
-            r = np.array([row_of[int(x)] for x in part.user[mine]], dtype=np.int64)
+            r = np.searchsorted(users, part.user[mine])
             known.append(sp.csr_matrix((np.ones(len(r), np.float32), (r, column[part.item[mine]])), shape=shape))
     masked = sum(known[1:], known[0].tocsr()).tocsr()
     masked.data[:] = 1
@@ -80,8 +79,13 @@ def head_to_head(served_dir: Path, new_dir: Path, snapshot_dir: Path, metric: st
     k = int(metric.partition("@")[2])
 
     def score(model: Recommender, model_rows: np.ndarray, cols: np.ndarray):
+        items = model.item_emb[torch.from_numpy(cols)] if model.scorer is None else None
+
         def fn(batch: torch.Tensor) -> torch.Tensor:
-            return model.score_users(model_rows[batch.numpy()])[:, torch.from_numpy(cols)].contiguous()
+            rows = model_rows[batch.numpy()]
+            if items is not None:  # only the common items' scores, not the whole catalogue's
+                return model.user_emb[torch.from_numpy(rows)] @ items.t()
+            return model.score_users(rows)[:, torch.from_numpy(cols)].contiguous()
         return fn
 
     figures = [evaluate(score(model, model_rows, cols), masked, truth, [k], shape[1])[metric]

@@ -42,8 +42,8 @@ def ensure_text_embeddings(snapshot: Path, cfg: Config) -> Path:
 
 
 def train_model(snapshot: Path, cfg: Config, publish: bool = True) -> Path:
-    """Train on a snapshot; gnn.train publishes the artifact as ``<out_dir>/current`` (unless
-    ``publish`` is off: kgrec.retrain publishes only what passes its quality gate).
+    """Train on a snapshot and publish the artifact as ``<out_dir>/current`` (unless ``publish`` is
+    off: kgrec.retrain publishes only what passes its quality gate).
 
     An embedding model whose catalogue reaches ``[serving] ann_min_items`` gets its FAISS recall
     index built into the artifact before it is published.
@@ -91,7 +91,10 @@ def train_model(snapshot: Path, cfg: Config, publish: bool = True) -> Path:
         logger.info("%s was not encoded: the model will answer no free-text search", snapshot)
     artifact = train(Snapshot.load(snapshot), cfg.train, Path(cfg.train.out_dir), text,
                      snapshot_path=Path(snapshot).resolve(), publish_current=False, text_index=text_index)
-    _add_recall_index(artifact, cfg)
+    try:
+        _add_recall_index(artifact, cfg)
+    except Exception:  # it only saves serving the build: the model is published without it
+        logger.exception("could not build the recall index into %s; serving will build it when it loads", artifact)
     if publish:
         publish_artifact(artifact, cfg.train.out_dir)
     return artifact

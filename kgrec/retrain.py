@@ -71,7 +71,7 @@ class RetrainReport:
     new_score: float | None
     served_version: str | None
     served_model: str | None
-    served_score: float | None
+    served_score: float | None  # new_score and served_score: each model's own test split
     # "head to head" (both models on the same newest events, kgrec.gate) or "own test splits"
     compared_on: str = "own test splits"
     head_to_head: dict[str, float] | None = None  # {new, served, users, events} when measured

@@ -62,9 +62,10 @@ class ItemIndex:
         t = time.perf_counter()
         self = cls.__new__(cls)
         self.index = faiss.read_index(str(path))
-        if self.index.ntotal != item_emb.shape[0] or self.index.d != item_emb.shape[1]:
-            raise ValueError(f"{path} indexes {self.index.ntotal} items of dimension {self.index.d}, the model has "
-                             f"{item_emb.shape[0]} of {item_emb.shape[1]}")
+        if (self.index.ntotal != item_emb.shape[0] or self.index.d != item_emb.shape[1]
+                or self.index.metric_type != faiss.METRIC_INNER_PRODUCT or not hasattr(self.index, "nlist")):
+            raise ValueError(f"{path} is not an inner-product IVF index of the model's {item_emb.shape[0]} items "
+                             f"of dimension {item_emb.shape[1]} ({self.index.ntotal} of {self.index.d})")
         self.index.nprobe = min(nprobe, self.index.nlist)
         self.build_s = time.perf_counter() - t
         self.source = str(path)

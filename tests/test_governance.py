@@ -452,7 +452,7 @@ def test_flag_columns_must_pair_with_names_and_hold_on_or_off(tmp_path):
     ("x", "must be a table"),
     ({"role": "items", "id": "id", "flags": {"names": ["a"]}}, "columns = \\[...\\]"),
     ({"role": "items", "id": "id", "attributes": [{"relation": "brand"}]}, "needs a column"),
-    ({"role": "items", "id": "id", "delimiter": "::"}, "one character"),
+    ({"role": "items", "id": "id", "delimiter": "::", "quoting": "minimal"}, "one character"),
 ])
 def test_malformed_mappings_say_what_is_wrong(spec, message):
     with pytest.raises(MappingError, match=message):
@@ -483,3 +483,14 @@ def test_a_rejected_user_row_loads_none_of_its_attributes(tmp_path):
     assert [u["id"] for u in res.records.users] == ["U2"]
     assert [(r["user"], r["entity"]) for r in res.records.user_entities] == [("U2", "occupation:artist")]
     assert [e["id"] for e in res.records.entities] == ["occupation:artist"]
+
+
+def test_multi_character_delimiters_and_unmapped_doubled_columns_still_read(tmp_path):
+    """MovieLens 1M's `::` files (no quoting) and headers with blank or repeated unmapped columns."""
+    _write(tmp_path, "items.dat", "1::Toy Story::x\n2::Heat::y\n")
+    spec = {"path": "items.dat", "role": "items", "id": "id", "title": "title", "delimiter": "::", "header": False,
+            "columns": ["id", "title", "other"]}
+    assert [i["title"] for i in read_tabular(tmp_path, {"files": [spec]}).records.items] == ["Toy Story", "Heat"]
+    _write(tmp_path, "items.csv", "id,title,note,note,,\n1,Up,a,b,,\n")
+    res = read_tabular(tmp_path, {"files": [{"path": "items.csv", "role": "items", "id": "id", "title": "title"}]})
+    assert [i["title"] for i in res.records.items] == ["Up"]

@@ -346,7 +346,7 @@ def test_killed_retrain_leaves_previous_model_serving(trained):
     code = ("import os, signal, sys\nimport gnn.artifact, gnn.train\n"
             "gnn.artifact.publish = gnn.train.publish = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)\n"
             "from kgrec.cli import main\nmain(['train', sys.argv[1]])\n")
-    short = {**env, "KGREC_TRAIN__EPOCHS": "2"}
+    short = {**env, "KGREC_TRAIN__EPOCHS": "2", "KGREC_SERVING__ANN_MIN_ITEMS": "100"}  # its index written first
     proc = subprocess.run([sys.executable, "-c", code, str(snapshot)], env=short, capture_output=True, timeout=600)
     assert proc.returncode == -signal.SIGKILL
     assert current.resolve() == before

@@ -2,13 +2,16 @@
 // :param user_id => 'u0', :param k => 10; the query is Lucene syntax). The 100 best full-text
 // matches of the items' title and description (the item_text index) that the user has not
 // interacted with, ordered by reciprocal rank fusion of the text order and the user's model score
-// (the dot product of the written-back embeddings), as serving.search ranks them.
+// (the dot product of the written-back embeddings), as serving.search ranks them for embedding
+// models (a graph filter's written-back embeddings are only its low-pass part).
 MATCH (u:User {id: $user_id})
 WHERE u.embedding IS NOT NULL
-CALL db.index.fulltext.queryNodes('item_text', $query, {limit: 100}) YIELD node, score
+CALL db.index.fulltext.queryNodes('item_text', $query, {limit: 100 + COUNT { (u)-[:INTERACTED]->() }})
+  YIELD node, score
 WITH u, node AS i, score
 WHERE i.embedding IS NOT NULL AND NOT (u)-[:INTERACTED]->(i)
-WITH u, collect(i) AS by_text
+WITH u, i ORDER BY score DESC, i.id
+WITH u, collect(i)[..100] AS by_text
 UNWIND range(0, size(by_text) - 1) AS t
 WITH u, by_text[t] AS i, t + 1 AS text_rank
 WITH i, text_rank, reduce(s = 0.0, d IN range(0, size(u.embedding) - 1) | s + u.embedding[d] * i.embedding[d]) AS model

@@ -100,8 +100,8 @@ def _spec_for(path: Path, header: list[tuple[str, str]]) -> dict:
     used = set(_used_field_names(spec))
     ignored = [n for n, _ in header if by_name[n] not in used]
     if ignored:
-        logger.warning("%s: ignoring field(s) %s (float_seq fields, and .user fields that are neither "
-                       "token nor float or not identifiers, have no place in the graph)", path.name, ignored)
+        logger.warning("%s: ignoring field(s) %s, which kgrec maps to nothing in the graph (see the module "
+                       "docstring for what each file's fields become)", path.name, ignored)
     return spec
 
 

@@ -36,7 +36,7 @@ named after the column unless ``prop_names = {column = "name"}`` says otherwise 
 identifiers). ``attributes`` is a list of ``{column, relation, entity_type, separator}``:
 each value becomes an entity ``<entity_type>:<value>`` linked by ``relation``. ``flags`` is
 ``{columns, names, relation, entity_type, value = "1", off_value = "0"}`` for one-hot columns
-(MovieLens genres): ``value`` links, ``off_value`` or blank does not, anything else is quarantined.
+(MovieLens genres): ``value`` links, ``off_value`` or a blank cell does not, anything else is quarantined.
 With ``header = true`` and ``columns`` both given, ``columns`` renames the header's columns one for
 one: a first line of another width, or naming the same columns in another order, is an error.
 
@@ -135,9 +135,11 @@ def _check_shape(spec: dict, n: int) -> None:
         if not isinstance(names, list) or len(names) != len(flags["columns"]):
             raise MappingError(f"files[{n}]: flags lists {len(flags['columns'])} columns but "
                                f"{len(names) if isinstance(names, list) else names!r} names")
-    delimiter = spec.get("delimiter", ",")
-    if not isinstance(delimiter, str) or len(delimiter) != 1:
-        raise MappingError(f"files[{n}]: delimiter must be one character, got {delimiter!r}")
+    delimiter = spec.get("delimiter", "\t" if spec.get("format") == "tsv" else ",")
+    quoting = spec.get("quoting", "minimal" if delimiter == "," else "none")
+    if not isinstance(delimiter, str) or not delimiter or (len(delimiter) != 1 and quoting != "none"):
+        raise MappingError(f"files[{n}]: delimiter {delimiter!r} must be one character, or several with "
+                           f"quoting = \"none\"")
 
 
 def _prop_spec(spec: dict, n: int = 0) -> dict[str, str]:
@@ -217,7 +219,7 @@ def iter_rows(path: Path, spec: dict, limit: int | None = None
             except csv.Error as e:
                 raise MappingError(f"{path.name}: malformed header line ({e})") from e
             if columns is None:
-                doubled = sorted({c for c in found if found.count(c) > 1})
+                doubled = sorted({c for c in found if c in used and found.count(c) > 1})
                 if doubled:
                     raise MappingError(f"{path.name}: the header names column(s) {doubled} twice")
                 columns = found
@@ -326,7 +328,7 @@ def _attributes(gov: Governor, spec: dict, row: dict, item: Any, source: str, li
         relation = flags.get("relation", "genre")
         etype = flags.get("entity_type", relation)
         prefix = flags.get("prefix", f"{etype}:")
-        off = {"", "0", str(flags.get("off_value", "0"))}
+        off = {"", str(flags.get("off_value", "0"))}
         for col, name in zip(flags["columns"], flags.get("names", flags["columns"])):  # same length: load_mapping
             value = "" if row.get(col) is None else str(row.get(col)).strip()
             if value == on:
@@ -371,9 +373,11 @@ def feed_file(gov: Governor, path: Path, spec: dict, *, lowercase_ids: bool = Fa
         if role == "interactions":
             user, item = g("user"), g("item")
             if "title" in spec or "description" in spec or spec.get("attributes"):
+                rejected = gov.quarantined
                 gov.add_item(source, line, raw, id=item, title=g("title"), description=g("description"),
                              lowercase=lower)
-                _attributes(gov, spec, row, item, source, line, raw, lower)
+                if gov.quarantined == rejected:
+                    _attributes(gov, spec, row, item, source, line, raw, lower)
             if gov.add_interaction(source, line, raw, user=user, item=item, kind=g("kind", "interact"),
                                    weight=g("weight"), ts=g("timestamp"), split=g("split", ""), lowercase=lower):
                 if spec.get("create_nodes") or spec.get("create_users"):
