@@ -16,6 +16,7 @@ loses at most the batch in flight and never leaves a corrupt cache.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 import os
@@ -28,6 +29,8 @@ import numpy as np
 from encoders.base import TextEncoder, TextLike, normalize_texts
 
 logger = logging.getLogger(__name__)
+
+MAX_SHARDS = 64  # more are merged into one when an encoder opens the cache
 
 
 def _atomic_save(path: Path, array: np.ndarray) -> None:
@@ -68,6 +71,8 @@ class VectorCache:
                 keys = np.load(keys_file)
                 vecs = np.load(vecs_file, mmap_mode="r")
             except (OSError, ValueError) as e:
+                if getattr(e, "errno", None) in (errno.EMFILE, errno.ENFILE):  # not the shard's fault
+                    raise
                 logger.warning("skipping unreadable cache shard %s: %s", keys_file, e)
                 continue
             if vecs.shape != (keys.shape[0], self.dim):
@@ -85,6 +90,11 @@ class VectorCache:
 
     def __len__(self) -> int:
         return len(self._index)
+
+    @property
+    def shards(self) -> int:
+        """Shard files in use (each keeps a file descriptor open through its memory map)."""
+        return len(self._vecs)
 
     def __contains__(self, key: bytes) -> bool:
         return key in self._index
@@ -151,6 +161,9 @@ class CachedEncoder(TextEncoder):
         self.encoder = encoder
         self.flush_every = int(flush_every)
         self.cache = VectorCache(cache_dir, encoder.cache_namespace, encoder.dim)
+        if self.cache.shards > MAX_SHARDS:  # every run with new texts adds shards; each holds a file open
+            logger.info("text cache %s: merging %d shards", self.cache.dir, self.cache.shards)
+            self.cache.compact()
         self.hits = 0
         self.misses = 0
 

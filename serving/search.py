@@ -34,6 +34,7 @@ class TextSearch:
     def __init__(self, item_text: np.ndarray, encoder: dict[str, Any], device: str = "cpu") -> None:
         self.item_text = torch.from_numpy(np.ascontiguousarray(item_text, dtype=np.float32))  # (I, T), unit rows
         self.setting = dict(encoder)
+        self._textless = self.item_text.abs().sum(1) == 0
         self.device = device
         self._encoder = None
         self._loading = threading.Lock()
@@ -53,7 +54,8 @@ class TextSearch:
                         f"the encoder {self.setting['model']!r} gives {encoder.dim}-d vectors, but the "
                         f"items' text vectors are {self.item_text.shape[1]}-d")
                 encoded_with = self.setting.get("encoded_with")
-                if encoded_with and encoder.cache_namespace != encoded_with:
+                # the model's files, pooling and length, not the path it was named by
+                if encoded_with and encoder.cache_namespace.split("|", 1)[-1] != encoded_with.split("|", 1)[-1]:
                     logger.warning("queries are encoded by %s, the items were by %s: if the weights differ, "
                                    "search results will be poor until the model is retrained",
                                    encoder.cache_namespace, encoded_with)
@@ -79,8 +81,11 @@ class TextSearch:
         return torch.nn.functional.normalize(vector, dim=0)
 
     def relevance(self, text: str) -> torch.Tensor:
-        """(I,) cosine similarity of every item's text to ``text``."""
-        return self.item_text @ self.query_vector(text)
+        """(I,) cosine similarity of every item's text to ``text``; ``-inf`` for items without text
+        (stored as zero rows), which would otherwise match every vague query."""
+        scores = self.item_text @ self.query_vector(text)
+        scores[self._textless] = float("-inf")
+        return scores
 
 
 def fuse_ranks(relevance: torch.Tensor, preference: torch.Tensor) -> torch.Tensor:

