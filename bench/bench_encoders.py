@@ -174,4 +174,5 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    outcome = main()
+    sys.exit(1 if outcome["cosine_vs_st"]["min"] < 0.9999 else 0)

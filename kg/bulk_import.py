@@ -35,7 +35,7 @@ def _write(path: Path, header: list[str], rows) -> int:
     return n
 
 
-_SAFE_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_SAFE_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # fullmatch: "$" would let a trailing newline through
 
 
 def _prop_columns(rows: list[dict], reserved: set[str]) -> list[tuple[str, str]]:
@@ -53,7 +53,7 @@ def _prop_columns(rows: list[dict], reserved: set[str]) -> list[tuple[str, str]]
                 kinds.setdefault(key, set()).add(type(value))
     cols = []
     for key in sorted(kinds):
-        if not _SAFE_KEY.match(key) or key in reserved:
+        if not _SAFE_KEY.fullmatch(key) or key in reserved:
             raise Neo4jSetupError(f"property {key!r} cannot be a neo4j-admin import column; "
                                   "load this source without --bulk (the UNWIND path takes any name)")
         t = kinds[key]

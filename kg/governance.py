@@ -46,8 +46,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 logger = logging.getLogger(__name__)
 
-NAME_RE = re.compile(r"^[A-Za-z0-9_.:\-]{1,100}$")
-PROP_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+NAME_RE = re.compile(r"[A-Za-z0-9_.:\-]{1,100}")  # used with fullmatch
+PROP_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")  # used with fullmatch
 RESERVED_PROPS = frozenset({"id", "title", "description", "type", "name", "text"})
 SPLITS = ("", "train", "valid", "test")
 MAX_ID_CHARS = 1000
@@ -143,7 +143,7 @@ def check_name(value: Any, what: str = "relation") -> str:
     if not isinstance(value, str):
         raise GovernanceError(f"{what} must be a string, got {type(value).__name__}")
     name = unicodedata.normalize("NFKC", value).strip()
-    if not NAME_RE.match(name):
+    if not NAME_RE.fullmatch(name):
         raise GovernanceError(f"invalid {what} name {_clip(repr(name), 120)}: must match {NAME_RE.pattern}")
     return name
 
@@ -170,9 +170,12 @@ def parse_number(value: Any, what: str = "weight", default: float | None = 1.0) 
         raise GovernanceError(f"{what} is infinite")
     if number < 0:
         raise GovernanceError(f"{what} is negative ({number:g})")
+    if number > FLOAT32_MAX:  # snapshots and bulk loads store weights as float32
+        raise GovernanceError(f"{what} {number:g} is beyond float32 range")
     return number
 
 
+FLOAT32_MAX = 3.4028234663852886e38
 MAX_SECONDS = 100_000_000_000  # the year 5138: a larger number is milliseconds (or finer), not seconds
 
 
@@ -355,7 +358,7 @@ class Governor:
     def _props(self, props: dict | None, source: str, line: int) -> dict:
         out: dict[str, Any] = {}
         for key, value in (props or {}).items():
-            if not isinstance(key, str) or not PROP_RE.match(key) or key in RESERVED_PROPS:
+            if not isinstance(key, str) or not PROP_RE.fullmatch(key) or key in RESERVED_PROPS:
                 raise GovernanceError(f"invalid property name {_clip(repr(key), 80)}")
             if value is None or (isinstance(value, str) and not value.strip()):
                 continue

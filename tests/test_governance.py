@@ -494,3 +494,11 @@ def test_multi_character_delimiters_and_unmapped_doubled_columns_still_read(tmp_
     _write(tmp_path, "items.csv", "id,title,note,note,,\n1,Up,a,b,,\n")
     res = read_tabular(tmp_path, {"files": [{"path": "items.csv", "role": "items", "id": "id", "title": "title"}]})
     assert [i["title"] for i in res.records.items] == ["Up"]
+
+
+def test_property_names_with_a_trailing_newline_and_weights_beyond_float32_are_refused():
+    with pytest.raises(MappingError, match="not an identifier"):
+        read_tabular(".", {"files": [{"role": "users", "id": "id", "props": ["age"], "prop_names": {"age": "age\n"}}]})
+    with pytest.raises(GovernanceError, match="float32"):
+        parse_number("1e39")
+    assert parse_number("3e38") == 3e38

@@ -71,7 +71,7 @@ def _spec_for(path: Path, header: list[tuple[str, str]]) -> dict:
     elif suffix == ".user":
         spec.update(role="users", id=need("user_id"))
         names = [n for n in by_name if n != "user_id" and types[n] in ("token", "float")
-                 and PROP_RE.match(n) and n not in RESERVED_PROPS]
+                 and PROP_RE.fullmatch(n) and n not in RESERVED_PROPS]
         spec["props"] = {by_name[n]: ("float" if types[n] == "float" else "str") for n in names}
         spec["prop_names"] = {by_name[n]: n for n in names}
     elif suffix == ".item":
@@ -86,7 +86,7 @@ def _spec_for(path: Path, header: list[tuple[str, str]]) -> dict:
             if t in ("token", "token_seq"):
                 attrs.append({"column": by_name[n], "relation": n, "entity_type": n,
                               **({"separator": " "} if t == "token_seq" else {})})
-            elif t == "float" and PROP_RE.match(n) and n not in RESERVED_PROPS:
+            elif t == "float" and PROP_RE.fullmatch(n) and n not in RESERVED_PROPS:
                 props[by_name[n]] = "float"
         spec["attributes"] = attrs
         spec["props"] = props

@@ -116,7 +116,7 @@ def load_mapping(mapping: str | Path | dict) -> dict:
         renames = spec.get("prop_names") or {}
         for col in _prop_spec(spec, n):
             prop = renames.get(col, col)
-            if not PROP_RE.match(prop) or prop in RESERVED_PROPS:
+            if not PROP_RE.fullmatch(prop) or prop in RESERVED_PROPS:
                 raise MappingError(f"files[{n}]: property name {prop!r} is not an identifier or is reserved")
     return data
 
