@@ -70,6 +70,18 @@ class Graph:
 
         return self.transaction(work)
 
+    def write_counted(self, name: str, **params: Any) -> tuple[neo4j.SummaryCounters, int]:
+        """:meth:`write` for a statement that ends ``RETURN count(*) AS written``: its counters, and how
+        many of the rows it was given reached its end (a row whose nodes are missing does not)."""
+        text = cypher.load(name)
+
+        def work(tx: neo4j.ManagedTransaction) -> tuple[neo4j.SummaryCounters, int]:
+            result = tx.run(text, params)
+            record = result.single()
+            return result.consume().counters, int(record["written"]) if record is not None else 0
+
+        return self.transaction(work)
+
     def write_all(self, steps: Sequence[tuple[str, Mapping[str, Any]]]) -> None:
         """Run several write statements ``(name, params)`` in order, in one transaction: all or none."""
         texts = [(cypher.load(name), dict(params)) for name, params in steps]

@@ -132,7 +132,7 @@ def write_interactions(graph: Graph, events: list[dict], writers: int, size: int
 
     Returns:
         ``{"sent": events written, "new_users": n, "known_users": n, "relationships_created": n,
-        "properties_set": n}``.
+        "properties_set": n, "not_written": events whose user or item was not in the graph}``.
     """
     parts = max(1, writers)
     unique = {(e["user"], e["item"], e["kind"], e["ts"]): e for e in events}
@@ -140,7 +140,7 @@ def write_interactions(graph: Graph, events: list[dict], writers: int, size: int
     known: set[str] = set()
     for chunk in batches(users, 20_000):
         known.update(r["id"] for r in graph.query("ingest/users_with_interactions", ids=chunk))
-    totals = {"relationships_created": 0, "properties_set": 0}
+    totals = {"relationships_created": 0, "properties_set": 0, "not_written": 0}
     lock = threading.Lock()
     scheduler = BlockScheduler(parts)
     bar = tqdm(total=len(unique), desc="ingest interactions", unit="row", disable=not progress, leave=False)
@@ -152,12 +152,13 @@ def write_interactions(graph: Graph, events: list[dict], writers: int, size: int
                 try:
                     if check is not None:
                         check()
-                    counters = graph.write(statement, rows=rows)
+                    counters, written = graph.write_counted(statement, rows=rows)
                 finally:
                     scheduler.release(block)
                 with lock:
                     totals["relationships_created"] += counters.relationships_created
                     totals["properties_set"] += counters.properties_set
+                    totals["not_written"] += sum(len(r["item"]) for r in rows) - written
                 bar.update(sum(len(r["item"]) for r in rows))
         except BaseException:
             scheduler.fail()

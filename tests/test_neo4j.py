@@ -333,3 +333,21 @@ def test_cli_ingest_saves_quality_summary_and_plot(neo4j_config, tmp_path, monke
     # generated rows are governed like a file's: every row accounted for, in the saved reconciliation
     assert report["reconciliation"]["reconciles"] is True
     assert (tmp_path / "quarantine" / "synthetic.reconciliation.json").is_file()
+
+
+def test_rows_whose_nodes_are_gone_are_reported_as_not_written(graph):
+    """Edges MATCH their ends: a row naming a node that is not in the graph (removed by a forget-user
+    between governance's lookup and the write, say) is counted, not silently dropped."""
+    records = GraphRecords(
+        users=[{"id": "u1"}], items=[{"id": "i1"}],
+        interactions=[{"user": "u1", "item": "i1", "kind": "click", "weight": 1.0, "ts": 1},
+                      {"user": "u1", "item": "gone", "kind": "click", "weight": 1.0, "ts": 2},
+                      {"user": "ghost", "item": "i1", "kind": "click", "weight": 1.0, "ts": 3}],
+        friends=[{"user": "u1", "friend": "ghost"}],
+        item_entities=[{"item": "i1", "entity": "missing", "relation": "brand"}])
+    report = ingest(graph, records, IngestConfig(), progress=False)
+    assert report["not_written"] == {"interactions": 2, "friends": 1, "item_entities": 1}
+    assert report["relationships_created"] == 1
+    again = ingest(graph, GraphRecords(users=[{"id": "u1"}], items=[{"id": "i1"}], interactions=records.interactions[:1]),
+                   IngestConfig(), progress=False)
+    assert again["not_written"] == {} and again["relationships_created"] == 0

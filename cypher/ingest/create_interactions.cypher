@@ -6,3 +6,4 @@ MATCH (u:User {id: row.user})
 UNWIND range(0, size(row.item) - 1) AS k
 MATCH (i:Item {id: row.item[k]})
 CREATE (u)-[:INTERACTED {kind: row.kind[k], ts: row.ts[k], weight: row.weight[k], split: row.split[k]}]->(i)
+RETURN count(*) AS written

@@ -3,3 +3,4 @@ UNWIND $rows AS row
 MATCH (i:Item {id: row.item})
 MATCH (e:Entity {id: row.entity})
 MERGE (i)-[r:HAS_ATTRIBUTE {relation: row.relation}]->(e)
+RETURN count(*) AS written

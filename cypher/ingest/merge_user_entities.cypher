@@ -4,3 +4,4 @@ UNWIND $rows AS row
 MATCH (u:User {id: row.user})
 MATCH (e:Entity {id: row.entity})
 MERGE (u)-[r:HAS_ATTRIBUTE {relation: row.relation}]->(e)
+RETURN count(*) AS written
