@@ -64,12 +64,14 @@ class VectorCache:
         self._load_index()
 
     def _load_index(self) -> None:
-        for keys_file in sorted(self.dir.glob("*.keys.npy")):
+        files = sorted(self.dir.glob("*.keys.npy"))
+        mmap = "r" if len(files) <= MAX_SHARDS else None  # each memory map holds a file open: past that, read
+        for keys_file in files:
             shard = keys_file.name[: -len(".keys.npy")]
             vecs_file = self.dir / f"{shard}.vecs.npy"
             try:
                 keys = np.load(keys_file)
-                vecs = np.load(vecs_file, mmap_mode="r")
+                vecs = np.load(vecs_file, mmap_mode=mmap)
             except (OSError, ValueError) as e:
                 if getattr(e, "errno", None) in (errno.EMFILE, errno.ENFILE):  # not the shard's fault
                     raise

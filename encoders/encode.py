@@ -146,7 +146,7 @@ def stale_embeddings_reason(snapshot_dir: str | Path, cfg: Any) -> str | None:
         if key in meta and meta[key] != value:
             return f"encoded with {key} {meta[key]!r}, but the config says {value!r}"
     encoded_fp = _fingerprint_of(meta.get("cache_namespace", ""))
-    if encoded_fp:
+    if encoded_fp.startswith("c2-"):  # an older, time-based fingerprint cannot be compared
         from encoders.resolve import is_local, model_fingerprint, resolve_model
 
         resolved = resolve_model(cfg.model)

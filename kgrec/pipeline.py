@@ -72,7 +72,8 @@ def train_model(snapshot: Path, cfg: Config, publish: bool = True) -> Path:
     vectors = Path(snapshot) / "text_embeddings.npz"
     try:
         reason = stale_embeddings_reason(snapshot, cfg.encoder) if vectors.is_file() else "not encoded"
-    except (OSError, ValueError) as e:  # unreadable meta, a bad template: fatal only where training reads text
+    except (OSError, ValueError, EncoderError) as e:  # unreadable meta, a bad template or model: fatal only
+        # where training reads text
         if cfg.train.model in TEXT_MODELS:
             raise
         reason = f"cannot check it: {e}"
@@ -80,7 +81,9 @@ def train_model(snapshot: Path, cfg: Config, publish: bool = True) -> Path:
         with np.load(vectors) as z:
             arrays = {k: z[k] for k in z.files}
         searchable = arrays["item"].copy()
-        searchable[[not t for t in node_texts(snap, cfg.encoder)["item"]]] = 0  # no text: no match
+        item_texts = node_texts(snap, cfg.encoder)["item"]
+        if len(item_texts) == len(searchable):
+            searchable[[not t for t in item_texts]] = 0  # no text: no match
         text_index = TextIndex(searchable, query_encoder_setting(snapshot, cfg.encoder))
         if cfg.train.model in TEXT_MODELS:  # kgfused also fuses query and entity text (issue #6)
             text = arrays if cfg.train.model == "kgfused" else arrays["item"]

