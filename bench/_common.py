@@ -39,6 +39,20 @@ def timed(fn: Callable[[], object], device: "torch.device") -> float:
     return time.perf_counter() - t
 
 
+def latencies_ms(fn: Callable[[object], object], args: list) -> dict[str, float]:
+    """p50 / p95 / mean milliseconds of ``fn(a)`` for each ``a``, one call at a time."""
+    import statistics
+
+    times = []
+    for a in args:
+        t = time.perf_counter()
+        fn(a)
+        times.append((time.perf_counter() - t) * 1000)
+    times.sort()
+    return {"p50_ms": round(statistics.median(times), 2), "p95_ms": round(times[int(0.95 * (len(times) - 1))], 2),
+            "mean_ms": round(statistics.fmean(times), 2)}
+
+
 def peak_rss_mb(children: bool = False) -> float:
     """Peak resident memory so far, in MiB: of this process, or (``children``) of the largest waited-for child."""
     return resource.getrusage(resource.RUSAGE_CHILDREN if children else resource.RUSAGE_SELF).ru_maxrss / 1024

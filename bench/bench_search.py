@@ -31,19 +31,9 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
-from _common import write_result
+from _common import latencies_ms, write_result
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _p50_ms(fn, args: list) -> dict[str, float]:
-    times = []
-    for a in args:
-        t = time.perf_counter()
-        fn(a)
-        times.append((time.perf_counter() - t) * 1000)
-    times.sort()
-    return {"p50_ms": round(statistics.median(times), 2), "p95_ms": round(times[int(0.95 * (len(times) - 1))], 2)}
 
 
 def main() -> None:
@@ -148,10 +138,10 @@ def main() -> None:
     # latency, one request at a time, beside recommend
     users = [snap.ids["user"][u] for u in range(min(200, snap.num_users))]
     texts = [snap.query_texts[q % snap.num_nodes("query")] for q in range(len(users))]
-    latency = {"recommend (baseline)": _p50_ms(lambda u: rec.recommend(u, k), users),
-               "search, no user": _p50_ms(lambda s: rec.search(s, k), texts),
-               "search, for a user": _p50_ms(lambda p: rec.search(p[0], k, user_id=p[1]), list(zip(texts, users))),
-               "encoding the query alone": _p50_ms(rec.text_search.query_vector, texts)}
+    latency = {"recommend (baseline)": latencies_ms(lambda u: rec.recommend(u, k), users),
+               "search, no user": latencies_ms(lambda s: rec.search(s, k), texts),
+               "search, for a user": latencies_ms(lambda p: rec.search(p[0], k, user_id=p[1]), list(zip(texts, users))),
+               "encoding the query alone": latencies_ms(rec.text_search.query_vector, texts)}
     for row in latency.values():
         row["x_recommend"] = round(row["p50_ms"] / latency["recommend (baseline)"]["p50_ms"], 2)
 
@@ -163,7 +153,7 @@ def main() -> None:
         vectors = rng.standard_normal((n, rec.text_search.item_text.shape[1]), dtype=np.float32)
         vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
         big = TextSearch(vectors.astype(np.float16), rec.text_search.setting)
-        scale[n] = {**_p50_ms(lambda q: torch.topk(big.item_text @ q, k), encoded),
+        scale[n] = {**latencies_ms(lambda q: torch.topk(big.item_text @ q, k), encoded),
                     "text_vectors_mib": round(big.item_text.numel() * 4 / 2**20, 1)}
         del big, vectors
 

@@ -11,25 +11,14 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import statistics
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
+from _common import latencies_ms
 from bench_gnn_gfcf import ROOT, device_info
-
-
-def _latencies_ms(fn, users: list[str]) -> dict[str, float]:
-    times = []
-    for u in users:
-        t = time.perf_counter()
-        fn(u)
-        times.append((time.perf_counter() - t) * 1000)
-    times.sort()
-    return {"p50_ms": round(statistics.median(times), 2), "p95_ms": round(times[int(0.95 * (len(times) - 1))], 2),
-            "mean_ms": round(statistics.fmean(times), 2)}
 
 
 def main() -> None:
@@ -62,13 +51,13 @@ def main() -> None:
         users = [rec.user_ids[i] for i in rng.choice(len(rec.user_ids), args.users, replace=False)]
         batch = [rec.user_ids[i] for i in rng.choice(len(rec.user_ids), args.batch, replace=False)]
         items = [r.item_id for r in rec.recommend(users[0], 5)]
-        filter_one = _latencies_ms(lambda u: rec.recommend(u, 20), users)
-        cold = _latencies_ms(lambda _: rec.recommend_from_items(items, 20), users[:50])
+        filter_one = latencies_ms(lambda u: rec.recommend(u, 20), users)
+        cold = latencies_ms(lambda _: rec.recommend_from_items(items, 20), users[:50])
         t = time.perf_counter()
         rec.recommend_many(batch, 20)
         many_s = time.perf_counter() - t
         scorer, rec.scorer = rec.scorer, None  # the baseline: the same artifact's embeddings, dot products
-        embed_one = _latencies_ms(lambda u: rec.recommend(u, 20), users)
+        embed_one = latencies_ms(lambda u: rec.recommend(u, 20), users)
         rec.scorer = scorer
     result = {"model": args.model, "dataset": Path(args.data).name, "path": "gnn.train.train -> serving.Recommender",
               "fit_and_evaluate_s": round(train_s, 1), "fit_s": round(metrics["fit_seconds"], 1),

@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Callable
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from pydantic import BaseModel, Field, model_validator
@@ -14,7 +14,7 @@ from encoders.base import EncoderError
 from kgrec.config import ServingConfig
 
 from .live import LiveModel
-from .recommender import Recommender, UnknownItemError, UnknownUserError
+from .recommender import Recommendation, Recommender, UnknownItemError, UnknownUserError
 from .search import SearchUnavailableError
 
 
@@ -43,6 +43,11 @@ class ColdStartRequest(BaseModel):
         return self
 
 
+# what each error means to a client, checked in order
+STATUS: dict[type[Exception], int] = {UnknownUserError: 404, UnknownItemError: 404, SearchUnavailableError: 409,
+                                      EncoderError: 503, ValueError: 422}  # 503: the query encoder cannot load here
+
+
 def get_recommender(request: Request) -> Recommender:
     return request.app.state.model.get()
 
@@ -54,7 +59,13 @@ def create_app(model_dir: str | Path, reload_check_s: float = 1.0, cfg: ServingC
     app = FastAPI(title="kgrec", version="0.1.0")
     app.state.model = LiveModel(model_dir, reload_check_s, cfg=cfg)
 
-    def _out(rec: Recommender, items) -> Recommendations:
+    def _answer(rec: Recommender, produce: Callable[[], list[Recommendation]]) -> Recommendations:
+        """The recommendations ``produce`` returns, or the HTTP error its exception stands for."""
+        try:
+            items = produce()
+        except tuple(STATUS) as e:
+            status = next(code for kind, code in STATUS.items() if isinstance(e, kind))
+            raise HTTPException(status, str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)) from e
         return Recommendations(model_version=rec.version,
                                items=[Item(item_id=r.item_id, score=r.score, title=r.title) for r in items])
 
@@ -67,46 +78,22 @@ def create_app(model_dir: str | Path, reload_check_s: float = 1.0, cfg: ServingC
     @app.get("/recommend/{user_id}", response_model=Recommendations)
     def recommend(user_id: str, k: int = Query(10, ge=1, le=1000),
                   rec: Recommender = Depends(get_recommender)) -> Recommendations:
-        try:
-            return _out(rec, rec.recommend(user_id, k))
-        except UnknownUserError as e:
-            raise HTTPException(404, str(e.args[0])) from e
+        return _answer(rec, lambda: rec.recommend(user_id, k))
 
     @app.post("/recommend/cold", response_model=Recommendations)
     def cold(body: ColdStartRequest, rec: Recommender = Depends(get_recommender)) -> Recommendations:
-        try:
-            return _out(rec, rec.recommend_from_items(body.item_ids, body.k, body.friend_ids, body.queries))
-        except UnknownUserError as e:
-            raise HTTPException(404, str(e.args[0])) from e
-        except SearchUnavailableError as e:
-            raise HTTPException(409, str(e)) from e
-        except EncoderError as e:  # the query encoder cannot be loaded on this host
-            raise HTTPException(503, str(e)) from e
-        except ValueError as e:
-            raise HTTPException(422, str(e)) from e
+        return _answer(rec, lambda: rec.recommend_from_items(body.item_ids, body.k, body.friend_ids, body.queries))
 
     @app.get("/similar/{item_id}", response_model=Recommendations)
     def similar(item_id: str, k: int = Query(10, ge=1, le=1000),
                 rec: Recommender = Depends(get_recommender)) -> Recommendations:
-        try:
-            return _out(rec, rec.similar_items(item_id, k))
-        except UnknownItemError as e:
-            raise HTTPException(404, str(e.args[0])) from e
+        return _answer(rec, lambda: rec.similar_items(item_id, k))
 
     @app.get("/search", response_model=Recommendations)
     def search(q: str = Query(..., min_length=1, max_length=2000, description="free text"),
                k: int = Query(10, ge=1, le=1000),
                user_id: str | None = Query(None, description="rank the matches for this user"),
                rec: Recommender = Depends(get_recommender)) -> Recommendations:
-        try:
-            return _out(rec, rec.search(q, k, user_id))
-        except UnknownUserError as e:
-            raise HTTPException(404, str(e.args[0])) from e
-        except SearchUnavailableError as e:
-            raise HTTPException(409, str(e)) from e
-        except EncoderError as e:  # the query encoder cannot be loaded on this host
-            raise HTTPException(503, str(e)) from e
-        except ValueError as e:
-            raise HTTPException(422, str(e)) from e
+        return _answer(rec, lambda: rec.search(q, k, user_id))
 
     return app
