@@ -226,22 +226,19 @@ class Recommender:
             UnknownUserError: ``user_id`` is not in the model.
             ValueError: an empty text, or k below 0.
         """
-        if self.text_search is None:
-            raise SearchUnavailableError(f"model {self.version} has no item text vectors to search: run `kgrec "
-                                         "encode` on the snapshot before `kgrec train`")
         if k < 0:
             raise ValueError(f"k must be >= 0, got {k}")
         u = self._user(user_id) if user_id is not None else None
-        relevance = self.text_search.relevance(text)
+        relevance = self._searchable().relevance(text)
         if u is None:
             return self._top(relevance, k)
         relevance[torch.from_numpy(self._seen.indices[self._seen.indptr[u]:self._seen.indptr[u + 1]].astype(np.int64))] \
             = float("-inf")
         n = min(max(k, self.search_candidates), int(torch.isfinite(relevance).sum()))
         relevance, candidates = torch.topk(relevance, n)
-        if self.scorer is not None:
-            preference = self.scorer.score_rows(self._train[[u]])[0].float().cpu()[candidates]
-        else:
+        if self.scorer is not None:  # a filter scores the whole row
+            preference = self.score_users(np.array([u]))[0][candidates]
+        else:  # the candidates' dot products only
             preference = self.item_emb[candidates] @ self.user_emb[u]
         fused = fuse_ranks(relevance, preference)  # candidates are in relevance order: a stable sort keeps it on ties
         order = torch.argsort(fused, descending=True, stable=True)[:k]
@@ -290,12 +287,15 @@ class Recommender:
             scores[torch.tensor(rows)] = float("-inf")
         return self._top(scores, k)
 
+    def _searchable(self) -> TextSearch:
+        if self.text_search is None:
+            raise SearchUnavailableError(f"model {self.version} has no item text vectors to search: run `kgrec "
+                                         "encode` on the snapshot before `kgrec train`")
+        return self.text_search
+
     def _query_matches(self, text: str) -> np.ndarray:
         """Item rows of a query's ``query_items`` best text matches."""
-        if self.text_search is None:
-            raise SearchUnavailableError(f"model {self.version} has no item text vectors to match queries with: "
-                                         "run `kgrec encode` on the snapshot before `kgrec train`")
-        relevance = self.text_search.relevance(text)
+        relevance = self._searchable().relevance(text)
         n = min(self.query_items, int(torch.isfinite(relevance).sum()))  # items without text never match
         if n == 0:
             raise SearchUnavailableError(f"model {self.version} has no item with text to match queries with")
