@@ -140,9 +140,11 @@ def _ingest_locked(graph: Graph, records: GraphRecords, cfg: IngestConfig, incre
     if incremental:
         mark = get_watermark(graph, feed)
         if mark is not None:
-            old = [r for r in interactions if not (r["ts"] >= mark or r["ts"] == 0)]
-            interactions = [r for r in interactions if r["ts"] >= mark or r["ts"] == 0]
-            skipped = len(old)
+            kept: list[dict] = []
+            old: list[dict] = []
+            for r in interactions:
+                (kept if r["ts"] >= mark or r["ts"] == 0 else old).append(r)
+            interactions, skipped = kept, len(old)
             if old and on_skipped is not None:
                 on_skipped(old, mark)
     totals: dict[str, Any] = {"nodes_created": 0, "relationships_created": 0, "properties_set": 0, "not_written": {}}

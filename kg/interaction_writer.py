@@ -155,11 +155,12 @@ def write_interactions(graph: Graph, events: list[dict], writers: int, size: int
                     counters, written = graph.write_counted(statement, rows=rows)
                 finally:
                     scheduler.release(block)
+                sent = sum(len(r["item"]) for r in rows)
                 with lock:
                     totals["relationships_created"] += counters.relationships_created
                     totals["properties_set"] += counters.properties_set
-                    totals["not_written"] += sum(len(r["item"]) for r in rows) - written
-                bar.update(sum(len(r["item"]) for r in rows))
+                    totals["not_written"] += sent - written
+                bar.update(sent)
         except BaseException:
             scheduler.fail()
             raise

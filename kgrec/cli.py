@@ -17,6 +17,7 @@ from .config import MODELS, Config, ConfigError, TrainConfig, load_config
 
 if TYPE_CHECKING:  # pragma: no cover
     from kg.governance import KnownIds
+    from serving.recommender import Recommender
 
 
 # `kgrec demo`'s training settings for its small graph, used where neither a flag nor the config sets one
@@ -214,21 +215,25 @@ def cmd_train(args: argparse.Namespace, cfg: Config) -> None:
     print((artifact / "metrics.json").read_text()[:2000])
 
 
-def cmd_recommend(args: argparse.Namespace, cfg: Config) -> None:
+def _one_request(args: argparse.Namespace, cfg: Config) -> "Recommender":
+    """The served model (or ``--model``) for one request: ranked exactly, which is quicker than
+    building the recall's index first."""
     from serving.recommender import Recommender
 
-    # one request: ranking it exactly is quicker than building the recall's index first
-    rec = Recommender.load(args.model or cfg.served_model(), dataclasses.replace(cfg.serving, ann_min_items=0))
-    for r in rec.recommend(args.user, args.k):
+    return Recommender.load(args.model or cfg.served_model(), dataclasses.replace(cfg.serving, ann_min_items=0))
+
+
+def _print_items(items: list) -> None:
+    for r in items:
         print(f"{r.item_id}\t{r.score:.4f}\t{r.title}")
+
+
+def cmd_recommend(args: argparse.Namespace, cfg: Config) -> None:
+    _print_items(_one_request(args, cfg).recommend(args.user, args.k))
 
 
 def cmd_search(args: argparse.Namespace, cfg: Config) -> None:
-    from serving.recommender import Recommender
-
-    rec = Recommender.load(args.model or cfg.served_model(), dataclasses.replace(cfg.serving, ann_min_items=0))
-    for r in rec.search(args.text, args.k, args.user):
-        print(f"{r.item_id}\t{r.score:.4f}\t{r.title}")
+    _print_items(_one_request(args, cfg).search(args.text, args.k, args.user))
 
 
 def cmd_serve(args: argparse.Namespace, cfg: Config) -> None:

@@ -100,8 +100,7 @@ def load_mapping(mapping: str | Path | dict) -> dict:
     if not isinstance(files, list) or not files:
         raise MappingError("mapping needs a non-empty [[files]] list")
     for n, spec in enumerate(files):
-        if not isinstance(spec, dict):
-            raise MappingError(f"files[{n}] must be a table ([[files]] with role = ...), not {spec!r}")
+        _check_shape(spec, n)
         role = spec.get("role")
         if role not in ROLE_FIELDS:
             raise MappingError(f"files[{n}]: unknown role {role!r} (expected one of {sorted(ROLE_FIELDS)})")
@@ -112,7 +111,6 @@ def load_mapping(mapping: str | Path | dict) -> dict:
             if f not in spec and f"{f}_value" not in spec:
                 raise MappingError(f"files[{n}] ({role}): field {f!r} needs a column ({f} = ...) "
                                    f"or a constant ({f}_value = ...)")
-        _check_shape(spec, n)
         renames = spec.get("prop_names") or {}
         for col in _prop_spec(spec, n):
             prop = renames.get(col, col)
@@ -328,14 +326,14 @@ def _attributes(gov: Governor, spec: dict, row: dict, item: Any, source: str, li
         relation = flags.get("relation", "genre")
         etype = flags.get("entity_type", relation)
         prefix = flags.get("prefix", f"{etype}:")
-        off = {"", str(flags.get("off_value", "0"))}
+        off_value = str(flags.get("off_value", "0"))
         for col, name in zip(flags["columns"], flags.get("names", flags["columns"])):  # same length: load_mapping
             value = "" if row.get(col) is None else str(row.get(col)).strip()
             if value == on:
                 link(source, line, raw, **{owner: item}, entity=prefix + name, relation=relation, lowercase=lower)
-            elif value not in off:
+            elif value not in ("", off_value):
                 gov.quarantine(source, line, f"flag column {col!r} is {value[:40]!r}, neither {on!r} nor "
-                                             f"{str(flags.get('off_value', '0'))!r}", raw)
+                                             f"{off_value!r}", raw)
 
 
 def _flag_entities(gov: Governor, spec: dict, source: str, lowercase: bool = False) -> None:
