@@ -30,12 +30,17 @@ def to_csr(user: np.ndarray, item: np.ndarray, num_users: int, num_items: int) -
 
 
 def as_csr(matrix: "sp.spmatrix | tuple[np.ndarray, np.ndarray]", num_items: int) -> sp.csr_matrix:
-    """Accept a scipy sparse matrix or an ``(indptr, indices)`` pair and return a CSR matrix."""
+    """Accept a scipy sparse matrix or an ``(indptr, indices)`` pair and return a binary CSR matrix:
+    every nonzero a positive; stored zeros (a weighted or masked matrix) are not."""
     if isinstance(matrix, tuple):
         indptr, indices = (np.asarray(a) for a in matrix)
         return sp.csr_matrix((np.ones(len(indices), dtype=np.float32), indices, indptr),
                              shape=(len(indptr) - 1, num_items))
-    return sp.csr_matrix(matrix)
+    m = sp.csr_matrix(matrix, dtype=np.float32, copy=True)
+    m.sum_duplicates()
+    m.eliminate_zeros()
+    m.data[:] = 1.0
+    return m
 
 
 def _rows(m: sp.csr_matrix, users: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
@@ -110,6 +115,7 @@ def evaluate(score_fn: ScoreFn,
             if m is not None:
                 r, c = _rows(m, ub)
                 scores[r.to(device), c.to(device)] = -float("inf")
+        scores.masked_fill_(scores.isnan(), -float("inf"))  # topk would rank NaN first
         values, top = torch.topk(scores, kmax, dim=1)  # (B, kmax)
         ranked = torch.isfinite(values)  # False where a user has fewer than kmax unmasked items
         r, c = _rows(truth_m, ub)
@@ -121,9 +127,9 @@ def evaluate(score_fn: ScoreFn,
             hits, tk = hits_all[:, :k], top[:, :k]
             parts = {f"recall@{k}": M.recall(hits, n_truth), f"ndcg@{k}": M.ndcg(hits, n_truth),
                      f"precision@{k}": hits.to(torch.float64).sum(1) / k, f"hit@{k}": M.hit_rate(hits),
-                     f"mrr@{k}": M.mrr(hits), f"avg_pop@{k}": M.average_popularity(tk, pop_t)}
+                     f"mrr@{k}": M.mrr(hits), f"avg_pop@{k}": M.average_popularity(tk, pop_t, ranked[:, :k])}
             if emb_t is not None:
-                parts[f"ild@{k}"] = M.intra_list_diversity(tk, emb_t)
+                parts[f"ild@{k}"] = M.intra_list_diversity(tk, emb_t, ranked[:, :k])
             for name, v in parts.items():
                 sums[name] = sums.get(name, 0.0) + float(v.sum())
             covered[k][tk[ranked[:, :k]]] = True

@@ -65,35 +65,47 @@ def coverage(top_items: torch.Tensor, num_items: int) -> float:
     return float(torch.unique(top_items).numel()) / num_items
 
 
-def average_popularity(top_items: torch.Tensor, popularity: torch.Tensor) -> torch.Tensor:
+def average_popularity(top_items: torch.Tensor, popularity: torch.Tensor,
+                       listed: torch.Tensor | None = None) -> torch.Tensor:
     """Mean popularity of each user's recommended items.
 
     Args:
         top_items: (B, K) item indices.
         popularity: (I,) popularity of every item (e.g. training interaction counts).
+        listed: optional (B, K) bool, False where a position holds no recommendation (a masked
+            item filling a list longer than the user's unmasked items); those are left out.
 
     Returns:
-        (B,) mean of ``popularity[top_items[b]]``.
+        (B,) mean of ``popularity[top_items[b]]`` over the listed positions (0 for none).
     """
-    return popularity.to(torch.float64)[top_items].mean(1)
+    pop = popularity.to(torch.float64)[top_items]
+    if listed is None:
+        return pop.mean(1)
+    listed = listed.to(torch.float64)
+    return (pop * listed).sum(1) / listed.sum(1).clamp(min=1)
 
 
-def intra_list_diversity(top_items: torch.Tensor, item_embeddings: torch.Tensor) -> torch.Tensor:
+def intra_list_diversity(top_items: torch.Tensor, item_embeddings: torch.Tensor,
+                         listed: torch.Tensor | None = None) -> torch.Tensor:
     """Intra-list diversity: mean pairwise cosine distance within each list.
 
     ILD(u) = 1 / (K (K - 1)) Σ_{i ≠ j} (1 - cos(e_i, e_j)).
 
     Args:
-        top_items: (B, K) item indices, K >= 2.
+        top_items: (B, K) item indices.
         item_embeddings: (I, d) item vectors.
+        listed: optional (B, K) bool, as for :func:`average_popularity`: K counts listed items only.
 
     Returns:
-        (B,) diversity per user (0 when K < 2).
+        (B,) diversity per user (0 for a list of fewer than 2 items).
     """
-    b, k = top_items.shape
-    if k < 2:
-        return torch.zeros(b, dtype=torch.float64, device=top_items.device)
     e = torch.nn.functional.normalize(item_embeddings.to(torch.float64)[top_items], dim=-1)  # (B, K, d)
     sim = e @ e.transpose(1, 2)  # (B, K, K)
+    if listed is None:
+        listed = torch.ones(top_items.shape, dtype=torch.bool, device=top_items.device)
+    m = listed.to(torch.float64)
+    sim = sim * m.unsqueeze(2) * m.unsqueeze(1)
+    n = m.sum(1)
+    pairs = n * (n - 1)
     off = sim.sum((1, 2)) - sim.diagonal(dim1=1, dim2=2).sum(1)
-    return 1.0 - off / (k * (k - 1))
+    return torch.where(pairs > 0, 1.0 - off / pairs.clamp(min=1), torch.zeros_like(off))

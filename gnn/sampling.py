@@ -52,6 +52,10 @@ class TrainPairs:
         self.active = torch.from_numpy(np.flatnonzero(deg > 0).astype(np.int64)).to(device)
         # sorted (user * I + item) keys: membership by binary search
         self.keys = torch.sort(self.row * self.num_items + self.indices).values
+        # keys less each item's rank within its user: non-decreasing, so the r-th item a user does
+        # not hold is found by binary search too (non_positive)
+        rank_in_row = torch.arange(self.nnz, device=device) - self.indptr[self.keys // max(self.num_items, 1)]
+        self._gaps = self.keys - rank_in_row
 
     def epoch_pairs(self, unit: str, gen: torch.Generator) -> tuple[Tensor, Tensor]:
         """One epoch's (user, positive item) pairs, as many as there are training pairs.
@@ -70,6 +74,11 @@ class TrainPairs:
                   * self.degree[users]).long()
         return users, self.indices[self.indptr[users] + offset]
 
+    def non_positive(self, user: Tensor, rank: Tensor) -> Tensor:
+        """The ``rank``-th (from 0) item that is not one of ``user``'s training items, elementwise;
+        ``rank`` must be below ``num_items - degree[user]``."""
+        return rank + torch.searchsorted(self._gaps, user * self.num_items + rank, right=True) - self.indptr[user]
+
     def is_positive(self, user: Tensor, item: Tensor) -> Tensor:
         """Bool tensor of ``user``'s shape: whether each (user, item) is a training positive."""
         key = user * self.num_items + item
@@ -87,7 +96,9 @@ class NegativeSampler:
         gen: the seeded generator of the run, on the same device.
         beta: popularity exponent.
         num_candidates: candidates per pair for ``hard``.
-        max_rounds: re-draw rounds for collisions with positives (rare leftovers are kept).
+        max_rounds: re-draw rounds for collisions with positives; what is left after twice as many
+            (the first half by popularity) is drawn uniformly from the user's non-positives exactly.
+            A user holding every item has no negative: their draws stay positives.
         chunk: pairs scored at once by ``hard`` (bounds its (chunk, candidates, d) gather).
 
     Raises:
@@ -120,12 +131,17 @@ class NegativeSampler:
     def _rejecting(self, user: Tensor, popularity: bool) -> Tensor:
         item = self._draw(len(user), popularity)
         bad = torch.arange(len(user), device=user.device)
-        for r in range(2 * self.max_rounds):
+        for r in range(2 * self.max_rounds + 1):
             bad = bad[self.train.is_positive(user[bad], item[bad])]
-            if len(bad) == 0:
+            if len(bad) == 0 or r == 2 * self.max_rounds:
                 break
             # after max_rounds popularity draws, fall back to uniform draws for the leftovers
             item[bad] = self._draw(len(bad), popularity and r < self.max_rounds)
+        if len(bad):  # heavy users: uniform over exactly the items they do not hold
+            free = self.num_items - self.train.degree[user[bad]]
+            bad, free = bad[free > 0], free[free > 0]
+            rank = (torch.rand(len(bad), generator=self.gen, device=bad.device, dtype=torch.float64) * free).long()
+            item[bad] = self.train.non_positive(user[bad], rank)
         return item
 
     def sample(self, user: Tensor, user_emb: Tensor | None = None, item_emb: Tensor | None = None) -> Tensor:

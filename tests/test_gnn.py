@@ -114,6 +114,23 @@ def test_negative_sampler_avoids_positives(strategy: str) -> None:
         NegativeSampler(TrainPairs(train_csr), "nope", make_generator(0))
 
 
+@pytest.mark.parametrize("strategy", ["uniform", "popularity"])
+def test_a_heavy_user_never_gets_a_positive_as_negative(strategy: str) -> None:
+    """User 0 holds 196 of 200 items, the popular ones among them: rejection rounds leave many
+    draws on positives, and those are drawn again from the four items the user does not hold."""
+    rng = np.random.default_rng(0)
+    users = np.concatenate([np.zeros(196, np.int64), np.repeat(np.arange(1, 41), 5)])
+    items = np.concatenate([np.arange(196), rng.integers(0, 50, 200)])
+    pairs = TrainPairs(to_csr(users, items, 41, 200))
+    free = torch.tensor([196, 197, 198, 199])
+    assert pairs.non_positive(torch.zeros(4, dtype=torch.long), torch.arange(4)).tolist() == free.tolist()
+    neg = NegativeSampler(pairs, strategy, make_generator(0), max_rounds=2).sample(torch.zeros(4000, dtype=torch.long))
+    assert torch.isin(neg, free).all() and len(torch.unique(neg)) == 4
+    full = TrainPairs(to_csr(np.zeros(3, np.int64), np.arange(3), 2, 3))  # user 0 holds every item
+    neg = NegativeSampler(full, strategy, make_generator(0)).sample(torch.tensor([0, 1, 1]))
+    assert neg.shape == (3,) and bool((neg[1:] < 3).all())
+
+
 def test_epoch_pairs_interaction_visits_each_pair_and_user_weighs_users_equally(tmp_path: Path) -> None:
     # user 0 has 9 training items, user 1 one item, user 2 none
     users = np.array([0] * 9 + [1])

@@ -41,6 +41,11 @@ def test_coverage_popularity_diversity_by_hand() -> None:
     assert M.intra_list_diversity(top, emb).tolist() == pytest.approx([1.0, 0.0])
     # [0,1,3]: cos = 0, 0.7071067812, 0.7071067812 -> 1 - 1.4142135624/3 = 0.5285954792
     assert M.intra_list_diversity(torch.tensor([[0, 1, 3]]), emb).tolist() == pytest.approx([0.5285954792])
+    # positions holding no recommendation (listed False) are left out: [0,1] of [0,1,3] -> 1; one item -> 0
+    listed = torch.tensor([[True, True, False], [True, False, False]])
+    three = torch.tensor([[0, 1, 3], [2, 0, 1]])
+    assert M.intra_list_diversity(three, emb, listed).tolist() == pytest.approx([1.0, 0.0])
+    assert M.average_popularity(three, pop, listed).tolist() == pytest.approx([6.0, 4.0])
 
 
 def _toy():
@@ -106,6 +111,21 @@ def test_evaluate_masked_items_filling_the_list_are_not_hits() -> None:
     assert out["precision@5"] == pytest.approx(0.2)
     assert out["mrr@5"] == pytest.approx(1 / 3)
     assert out["coverage@5"] == pytest.approx(0.8)  # {1,2,3,4}
+    assert out["avg_pop@5"] == pytest.approx(0.5)  # train counts [1,0,1,0,1] over 1,2,3,4: not the masked 0
+
+
+def test_evaluate_ignores_stored_zeros_and_nan_scores() -> None:
+    """A weighted matrix's stored zero is no positive; a NaN score (a diverged row) is never ranked."""
+    import scipy.sparse as sp
+
+    train, _, score_fn = _toy()
+    truth = sp.csr_matrix((np.array([1.0, 0.0, 0.0]), (np.array([0, 0, 1]), np.array([1, 3, 0]))), shape=(3, 5))
+    out = evaluate(score_fn, train, truth, ks=[1], num_items=5)
+    assert out["num_users"] == 1.0 and out["recall@1"] == pytest.approx(1.0)  # user 0's item 1, ranked first
+    table = torch.tensor([[10.0, float("nan"), 8, 7, 6], [1, 2, 3, 4, 5], [5, 4, 3, 2, 1]])
+    out = evaluate(lambda u: table[u].clone(), train, truth, ks=[4], num_items=5)
+    # user 0: item 0 masked, item 1 NaN -> 2,3,4 then masked filler: item 1 is no hit
+    assert out["recall@4"] == 0.0 and out["coverage@4"] == pytest.approx(0.6)
     with pytest.raises(ValueError, match=">= 1"):
         evaluate(score_fn, train, truth, ks=[0, 5], num_items=5)
     with pytest.raises(ValueError, match="item columns"):
