@@ -142,7 +142,10 @@ def graph_lock(graph: Graph, name: str = INGEST_LOCK, wait_s: float = 0.0, poll_
 
     Raises:
         LockedError: the lock stayed busy for ``wait_s`` seconds; the message names its holder.
+        ValueError: ``wait_s`` is below 0 or not a number (``ingest.lock_wait_s``).
     """
+    if not wait_s >= 0:  # NaN too: a deadline of NaN never passes
+        raise ValueError(f"ingest.lock_wait_s must be >= 0 seconds, got {wait_s}")
     apply_schema(graph)
     owner = uuid.uuid4().hex
     mine = {"lock": name, "owner": owner, "host": socket.gethostname(), "pid": os.getpid(),

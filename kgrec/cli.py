@@ -220,7 +220,8 @@ def _one_request(args: argparse.Namespace, cfg: Config) -> "Recommender":
     building the recall's index first."""
     from serving.recommender import Recommender
 
-    return Recommender.load(args.model or cfg.served_model(), dataclasses.replace(cfg.serving, ann_min_items=0))
+    exact = dataclasses.replace(cfg.serving, ann_min_items=0, search_ann_min_items=0)
+    return Recommender.load(args.model or cfg.served_model(), exact)
 
 
 def _print_items(items: list) -> None:
@@ -255,7 +256,8 @@ def cmd_writeback(args: argparse.Namespace, cfg: Config) -> None:
 
 
 def cmd_retrain(args: argparse.Namespace, cfg: Config) -> int:
-    """Exit status 0 when the new model was published, 3 when the quality gate kept the served one."""
+    """Exit status 0 when the new model was published, 3 when the quality gate kept the served one,
+    4 when it was published but its write-back to Neo4j failed (``kgrec writeback`` retries it)."""
     from .retrain import retrain
 
     _lock_wait(args, cfg)
@@ -266,7 +268,7 @@ def cmd_retrain(args: argparse.Namespace, cfg: Config) -> int:
     with _graph(cfg) as g:
         report = retrain(g, cfg, say=lambda line: print(line, file=sys.stderr), force=args.force)
     print(json.dumps(dataclasses.asdict(report), indent=2))
-    return 0 if report.published else 3
+    return (4 if report.writeback_error else 0) if report.published else 3
 
 
 def cmd_forget_user(args: argparse.Namespace, cfg: Config) -> None:

@@ -168,6 +168,9 @@ class ServingConfig:
     ann_nprobe: int = 32  # index cells scanned per request: more is slower and closer to exact
     # free-text search (serving.search): items recalled by text similarity and ranked for the user
     search_candidates: int = 100
+    # catalogues with at least this many items with text recall search results through a FAISS
+    # index of the text vectors (ann_nprobe cells per query); smaller ones are scored exactly; 0 = always exact
+    search_ann_min_items: int = 300_000
     search_device: str = "cpu"  # where queries are encoded: cpu, cuda, cuda:1, auto
     query_items: int = 10  # a new user's query (POST /recommend/cold) stands for this many best text matches
 
@@ -309,10 +312,10 @@ def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = 
             _apply(cfg, tomllib.load(fh), "")
     overrides: dict[str, Any] = {}
     for name, value in env.items():
-        if name.startswith("KGREC_") and "__" in name:
+        if name.startswith("KGREC_") and "__" in name and value != "":  # empty is unset, as for NEO4J_*
             section, _, key = name[len("KGREC_"):].lower().partition("__")
             overrides.setdefault(section, {})[key] = value
-    if "KGREC_WORKDIR" in env:
+    if env.get("KGREC_WORKDIR"):
         overrides["workdir"] = env["KGREC_WORKDIR"]
     for var, key in (("NEO4J_URI", "uri"), ("NEO4J_USER", "user"),
                      ("NEO4J_PASSWORD", "password"), ("NEO4J_DATABASE", "database")):

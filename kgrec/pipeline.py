@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,7 +47,8 @@ def train_model(snapshot: Path, cfg: Config, publish: bool = True) -> Path:
     off: kgrec.retrain publishes only what passes its quality gate).
 
     An embedding model whose catalogue reaches ``[serving] ann_min_items`` gets its FAISS recall
-    index built into the artifact before it is published.
+    index built into the artifact before it is published; a catalogue with ``search_ann_min_items``
+    items with text, the index of their text vectors.
 
     Item text vectors from ``kgrec encode`` (``text_embeddings.npz`` in the snapshot) are passed to
     the text-aware models only (``kgfused`` gets the query and entity vectors too); ``fused`` and
@@ -102,26 +104,36 @@ def train_model(snapshot: Path, cfg: Config, publish: bool = True) -> Path:
         _add_recall_index(artifact, cfg)
     except Exception:  # it only saves serving the build: the model is published without it
         logger.exception("could not build the recall index into %s; serving will build it when it loads", artifact)
+    except BaseException:  # stopped (SIGTERM, Ctrl-C): a version no one will publish is not left behind
+        shutil.rmtree(artifact, ignore_errors=True)
+        raise
     if publish:
         publish_artifact(artifact, cfg.train.out_dir)
     return artifact
 
 
 def _add_recall_index(artifact: Path, cfg: Config) -> None:
-    """Keep the FAISS recall index in an embedding model's artifact when its catalogue is large
-    enough for serving to recall through one (``[serving] ann_min_items``), so no server builds it."""
+    """Keep the FAISS recall indexes in a model artifact when its catalogue is large enough for
+    serving to recall through them, so no server builds them: the item embeddings' (an embedding
+    model, ``[serving] ann_min_items``) and the item text vectors' (``search_ann_min_items``)."""
     import numpy as np
 
     from serving.recall import save_item_index
+    from serving.search import save_text_index
 
-    meta = json.loads((artifact / "meta.json").read_text())
-    if (artifact / "filter.npz").is_file() or not 0 < cfg.serving.ann_min_items <= meta.get("num_items", 0):
-        return
-    with np.load(artifact / "embeddings.npz") as z:
-        items = z["item"]
-    t = time.perf_counter()
-    save_item_index(artifact, items, cfg.serving.ann_min_items, cfg.serving.ann_nprobe)
-    logger.info("built the recall index of %d items into %s in %.0f s", len(items), artifact, time.perf_counter() - t)
+    num_items = json.loads((artifact / "meta.json").read_text()).get("num_items", 0)
+    if not (artifact / "filter.npz").is_file() and 0 < cfg.serving.ann_min_items <= num_items:
+        with np.load(artifact / "embeddings.npz") as z:
+            items = z["item"]
+        t = time.perf_counter()
+        save_item_index(artifact, items, cfg.serving.ann_min_items, cfg.serving.ann_nprobe)
+        logger.info("built the recall index of %d items into %s in %.0f s", len(items), artifact,
+                    time.perf_counter() - t)
+    if (artifact / "item_text.npy").is_file() and 0 < cfg.serving.search_ann_min_items <= num_items:
+        t = time.perf_counter()
+        if save_text_index(artifact, np.load(artifact / "item_text.npy"), cfg.serving.search_ann_min_items,
+                           cfg.serving.ann_nprobe):
+            logger.info("built the text search index into %s in %.0f s", artifact, time.perf_counter() - t)
 
 
 def claim_demo_graph(graph: Graph, spec: SyntheticSpec, reset: bool = False) -> int:

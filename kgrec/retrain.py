@@ -76,6 +76,7 @@ class RetrainReport:
     compared_on: str = "own test splits"
     head_to_head: dict[str, float] | None = None  # {new, served, users, events} when measured
     writeback: dict[str, int] | None = None
+    writeback_error: str | None = None  # published, but Neo4j was not updated: `kgrec writeback` retries
     pruned: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -132,6 +133,10 @@ def retrain(graph: Graph, cfg: Config, say: Callable[[str], None] = logger.info,
             if latest.is_symlink() and os.readlink(latest) == snapshot.name:
                 latest.unlink()
             raise
+        report = RetrainReport(snapshot=str(snapshot), version=artifact.name, model=cfg.train.model, published=False,
+                               decision="stopped before the quality gate decided", metric=metric, new_score=None,
+                               served_version=None, served_model=None, served_score=None, timings=timings)
+        _save(report, artifact, cfg)  # before anything else can fail: the version is marked as retrain's (prunable)
         new_score = _test_score(artifact, metric)
         served = _served(cfg)
         served_score = _test_score(served, metric) if served is not None else None
@@ -144,18 +149,26 @@ def retrain(graph: Graph, cfg: Config, say: Callable[[str], None] = logger.info,
             published, decision = _gate(new_score, served, served_score, cfg.retrain.max_drop, metric, force)
         say(f"trained {artifact.name}: test {metric} {new_score}; compared on {compared_on}; {decision}")
         report = RetrainReport(snapshot=str(snapshot), version=artifact.name, model=cfg.train.model,
-                               published=published, decision=decision, metric=metric, new_score=new_score,
+                               published=False, decision=decision, metric=metric, new_score=new_score,
                                served_version=served.name if served is not None else None,
                                served_model=_meta(served).get("model") if served is not None else None,
                                served_score=served_score, compared_on=compared_on,
                                head_to_head=asdict(duel) if duel is not None else None, timings=timings)
-        _save(report, artifact, cfg)  # before anything else can fail: the version is marked as retrain's
+        _save(report, artifact, cfg)  # published only once it is
         if published:
             stage("publish", lambda: publish(artifact, out_dir))
+            report.published = True
+            _save(report, artifact, cfg)
             if Path(cfg.served_model()).resolve() != artifact.resolve():
                 say(f"note: serving.model_dir pins {cfg.served_model()}; `kgrec serve` keeps serving it")
             if cfg.retrain.writeback:
-                report.writeback = stage("writeback", lambda: _write_back(graph, out_dir / "current", cfg))
+                try:
+                    report.writeback = stage("writeback", lambda: _write_back(graph, artifact, cfg))
+                except Exception as e:  # the model is published and serving: say so, and what to run
+                    logger.exception("write-back of %s failed", artifact.name)
+                    report.writeback_error = f"{type(e).__name__}: {e}"
+                    say(f"published {artifact.name}, but the write-back to Neo4j failed ({report.writeback_error}); "
+                        f"`kgrec writeback` retries it")
         report.pruned = stage("prune", lambda: prune(cfg))
         _save(report, artifact, cfg)
     return report
@@ -178,7 +191,9 @@ def prune(cfg: Config) -> list[str]:
     ours = sorted((p for p in out_dir.iterdir()  # not the link, nor a training run's .tmp-<version>
                    if (p / REPORT_FILE).is_file() and not p.is_symlink() and not p.name.startswith(".")),
                   key=_version_order, reverse=True)
-    published = [p for p in ours if json.loads((p / REPORT_FILE).read_text()).get("published")]
+    reports = {p: _report(p) for p in ours}
+    ours = [p for p in ours if reports[p] is not None]  # an unreadable report: not deleted, logged
+    published = [p for p in ours if reports[p].get("published")]
     rejected = [p for p in ours if p not in published]
     doomed = [p for p in published[keep:] + rejected[1:] if p.resolve() not in protected]
     kept_snapshots = {_meta(p).get("snapshot") for p in out_dir.iterdir() if p not in doomed}
@@ -203,15 +218,20 @@ def _version_order(version: Path) -> tuple[str, int]:
 
 
 def _check_metric(cfg: Config) -> str:
+    """The gate's metric as training names it (``ndcg@20``), after checking the ``[retrain]`` settings."""
     from gnn.train import evaluated_ks
 
+    if not 0 <= cfg.retrain.max_drop <= 1:  # NaN too
+        raise ConfigError(f"retrain.max_drop must be a fraction from 0 to 1, got {cfg.retrain.max_drop}")
+    if cfg.retrain.writeback and cfg.retrain.writeback_k < 1:
+        raise ConfigError(f"retrain.writeback_k must be >= 1, got {cfg.retrain.writeback_k}")
     metric = cfg.retrain.metric.lower()
     name, _, k = metric.partition("@")
     known, ks = ("recall", "ndcg", "precision", "hit", "mrr"), evaluated_ks(cfg.train)
     if name not in known or not k.isdigit() or int(k) not in ks:
         raise ConfigError(f"retrain.metric {cfg.retrain.metric!r} is not one training reports: use "
                           f"<{'|'.join(known)}>@k with k in train.ks {ks}")
-    return metric
+    return f"{name}@{int(k)}"
 
 
 def _gate(new: float | None, served: Path | None, served_score: float | None, max_drop: float, metric: str,
@@ -267,12 +287,24 @@ def _test_score(artifact: Path, metric: str) -> float | None:
     return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
 
 
+def _report(version: Path) -> dict[str, Any] | None:
+    """A version's ``retrain.json``; None, logged, when it cannot be read."""
+    try:
+        return json.loads((version / REPORT_FILE).read_text())
+    except (OSError, ValueError) as e:
+        logger.warning("cannot read %s (%s): the version is left alone", version / REPORT_FILE, e)
+        return None
+
+
 def _save(report: RetrainReport, artifact: Path, cfg: Config) -> None:
+    """Write the report into the version and under ``<workdir>/retrain/``, each atomically."""
     text = json.dumps(asdict(report), indent=2)
-    (artifact / REPORT_FILE).write_text(text)
     path = Path(cfg.workdir) / "retrain" / f"{artifact.name}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
+    for target in (artifact / REPORT_FILE, path):
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        tmp.write_text(text)
+        os.replace(tmp, target)
 
 
 def _write_back(graph: Graph, model: Path, cfg: Config) -> dict[str, int]:

@@ -11,7 +11,8 @@
 # this checkout's .venv/bin/kgrec), KGREC_FEED (the ingest feed whose watermark the load uses),
 # KGREC_WAIT (seconds to wait for another ingest, default 600), and every KGREC_* / NEO4J_*
 # setting kgrec reads.
-# Exit status: 0 published, 3 the quality gate kept the served model, anything else an error.
+# Exit status: 0 published, 3 the quality gate kept the served model, 4 published but the write-back
+# to Neo4j failed (`kgrec writeback` retries it), anything else an error.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 export KGREC_WORKDIR=${KGREC_WORKDIR:-$root/.kgrec}

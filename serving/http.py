@@ -75,7 +75,7 @@ def create_app(model_dir: str | Path, reload_check_s: float = 1.0, cfg: ServingC
                 "scorer": "graph filter" if rec.scorer is not None else "embeddings",
                 "search": rec.text_search is not None}
 
-    @app.get("/recommend/{user_id}", response_model=Recommendations)
+    @app.get("/recommend/{user_id:path}", response_model=Recommendations)  # ids may hold "/"
     def recommend(user_id: str, k: int = Query(10, ge=1, le=1000),
                   rec: Recommender = Depends(get_recommender)) -> Recommendations:
         return _answer(rec, lambda: rec.recommend(user_id, k))
@@ -84,7 +84,7 @@ def create_app(model_dir: str | Path, reload_check_s: float = 1.0, cfg: ServingC
     def cold(body: ColdStartRequest, rec: Recommender = Depends(get_recommender)) -> Recommendations:
         return _answer(rec, lambda: rec.recommend_from_items(body.item_ids, body.k, body.friend_ids, body.queries))
 
-    @app.get("/similar/{item_id}", response_model=Recommendations)
+    @app.get("/similar/{item_id:path}", response_model=Recommendations)
     def similar(item_id: str, k: int = Query(10, ge=1, le=1000),
                 rec: Recommender = Depends(get_recommender)) -> Recommendations:
         return _answer(rec, lambda: rec.similar_items(item_id, k))

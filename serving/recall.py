@@ -32,18 +32,25 @@ class ItemIndex:
 
     MIN_ITEMS = 39  # k-means wants 39 points per cell; smaller catalogues are ranked exactly anyway
 
-    def __init__(self, item_emb: np.ndarray, nprobe: int = 32, seed: int = 0) -> None:
+    def __init__(self, item_emb: np.ndarray, nprobe: int = 32, seed: int = 0, rows: np.ndarray | None = None) -> None:
+        """Index ``item_emb``'s vectors; with ``rows``, they are those item rows' vectors (a subset)
+        and searches return those rows."""
         import faiss
 
         t = time.perf_counter()
         items = np.ascontiguousarray(item_emb, dtype=np.float32)
         n, d = items.shape
+        if rows is not None and len(rows) != n:
+            raise ValueError(f"{len(rows)} item rows for {n} vectors")
         cells = max(1, min(n // 39, int(4 * math.sqrt(n))))  # FAISS's rule of thumb; >= 39 points per cell
         sample = np.random.default_rng(seed).choice(n, min(n, 64 * cells), replace=False)
         self.index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, cells, faiss.METRIC_INNER_PRODUCT)
         self.index.cp.seed = seed
         self.index.train(items[np.sort(sample)])
-        self.index.add(items)
+        if rows is None:
+            self.index.add(items)
+        else:
+            self.index.add_with_ids(items, np.asarray(rows, dtype=np.int64))
         self.index.nprobe = min(nprobe, cells)
         self.build_s = time.perf_counter() - t
         self.source = "built"
@@ -51,21 +58,22 @@ class ItemIndex:
                     self.build_s)
 
     @classmethod
-    def read(cls, path: str | Path, item_emb: np.ndarray, nprobe: int = 32) -> "ItemIndex":
-        """An index saved by :meth:`write`, checked against the items it must hold.
+    def read(cls, path: str | Path, count: int, dim: int, nprobe: int = 32) -> "ItemIndex":
+        """An index saved by :meth:`write`, checked against the ``count`` vectors of dimension
+        ``dim`` it must hold.
 
         Raises:
-            ValueError: it holds another number of items, or vectors of another dimension.
+            ValueError: it holds another number of vectors, or vectors of another dimension.
         """
         import faiss
 
         t = time.perf_counter()
         self = cls.__new__(cls)
         self.index = faiss.read_index(str(path))
-        if (self.index.ntotal != item_emb.shape[0] or self.index.d != item_emb.shape[1]
+        if (self.index.ntotal != count or self.index.d != dim
                 or self.index.metric_type != faiss.METRIC_INNER_PRODUCT or not hasattr(self.index, "nlist")):
-            raise ValueError(f"{path} is not an inner-product IVF index of the model's {item_emb.shape[0]} items "
-                             f"of dimension {item_emb.shape[1]} ({self.index.ntotal} of {self.index.d})")
+            raise ValueError(f"{path} is not an inner-product IVF index of the model's {count} items "
+                             f"of dimension {dim} ({self.index.ntotal} of {self.index.d})")
         self.index.nprobe = min(nprobe, self.index.nlist)
         self.build_s = time.perf_counter() - t
         self.source = str(path)
@@ -87,6 +95,19 @@ class ItemIndex:
         """(B, n) inner products and item rows of each query's candidates, best first; row -1 pads
         a query whose scanned cells hold fewer than ``n`` items."""
         return self.index.search(np.ascontiguousarray(queries, dtype=np.float32), n)
+
+
+def saved_or_new_index(saved: Path | None, vectors: np.ndarray, nprobe: int,
+                       rows: np.ndarray | None = None) -> ItemIndex:
+    """The index saved at ``saved`` (``kgrec train`` writes one when serving will need it) when it
+    holds as many vectors as it must, else a new one of ``vectors`` (of its ``rows`` when given)."""
+    count = len(vectors) if rows is None else len(rows)
+    if saved is not None and saved.is_file():
+        try:
+            return ItemIndex.read(saved, count, vectors.shape[1], nprobe)
+        except Exception:  # an unreadable or mismatched file costs a rebuild, not the model
+            logger.exception("could not use %s; building the index again", saved)
+    return ItemIndex(vectors if rows is None else vectors[rows], nprobe, rows=rows)
 
 
 def save_item_index(artifact_dir: str | Path, item_emb: np.ndarray, min_items: int, nprobe: int = 32) -> Path | None:

@@ -31,8 +31,8 @@ from gnn.artifact import load_artifact
 from gnn.models.filters import load_filter
 from kgrec.config import ServingConfig
 
-from .recall import INDEX_FILE, ItemIndex
-from .search import SearchUnavailableError, TextSearch, fuse_ranks
+from .recall import INDEX_FILE, ItemIndex, saved_or_new_index
+from .search import TEXT_INDEX_FILE, SearchUnavailableError, TextSearch, fuse_ranks
 
 logger = logging.getLogger(__name__)
 
@@ -111,9 +111,9 @@ class Recommender:
         if cfg.search_candidates < 1 or cfg.query_items < 1:
             raise ValueError(f"[serving] search_candidates and query_items must be >= 1, got "
                              f"{cfg.search_candidates} and {cfg.query_items}")
-        rec.use_index(cfg)
         if art.item_text is not None and "text_encoder" in meta:
             rec.text_search = TextSearch(art.item_text, meta["text_encoder"], cfg.search_device)
+        rec.use_index(cfg)
         rec.search_candidates, rec.query_items = cfg.search_candidates, cfg.query_items
         return rec
 
@@ -128,18 +128,12 @@ class Recommender:
             raise ValueError(f"[serving] ann_nprobe must be >= 1 and ann_candidates >= 0, got "
                              f"{cfg.ann_nprobe} and {cfg.ann_candidates}")
         large = cfg.ann_min_items > 0 and len(self.item_ids) >= max(cfg.ann_min_items, ItemIndex.MIN_ITEMS)
-        self.index = self._item_index(cfg.ann_nprobe) if large and self.scorer is None else None
+        saved = Path(self.meta["path"]) if "path" in self.meta else None
+        self.index = (saved_or_new_index(saved and saved / INDEX_FILE, self.item_emb.numpy(), cfg.ann_nprobe)
+                      if large and self.scorer is None else None)
         self.candidates = cfg.ann_candidates
-
-    def _item_index(self, nprobe: int) -> ItemIndex:
-        """The artifact's saved index (``kgrec train`` writes one when serving will need it), else a new one."""
-        saved = Path(self.meta["path"]) / INDEX_FILE if "path" in self.meta else None
-        if saved is not None and saved.is_file():
-            try:
-                return ItemIndex.read(saved, self.item_emb.numpy(), nprobe)
-            except Exception:  # an unreadable or mismatched file costs a rebuild, not the model
-                logger.exception("could not use %s; building the index again", saved)
-        return ItemIndex(self.item_emb.numpy(), nprobe)
+        if self.text_search is not None:
+            self.text_search.use_index(cfg.search_ann_min_items, cfg.ann_nprobe, saved and saved / TEXT_INDEX_FILE)
 
     @property
     def version(self) -> str:
@@ -229,13 +223,12 @@ class Recommender:
         if k < 0:
             raise ValueError(f"k must be >= 0, got {k}")
         u = self._user(user_id) if user_id is not None else None
-        relevance = self._searchable().relevance(text)
         if u is None:
-            return self._top(relevance, k)
-        relevance[torch.from_numpy(self._seen.indices[self._seen.indptr[u]:self._seen.indptr[u + 1]].astype(np.int64))] \
-            = float("-inf")
-        n = min(max(k, self.search_candidates), int(torch.isfinite(relevance).sum()))
-        relevance, candidates = torch.topk(relevance, n)
+            relevance, rows = self._searchable().top(text, k)
+            return [Recommendation(self.item_ids[j], float(v), self.item_titles[j])
+                    for v, j in zip(relevance.tolist(), rows.tolist())]
+        seen = self._seen.indices[self._seen.indptr[u]:self._seen.indptr[u + 1]]
+        relevance, candidates = self._searchable().top(text, max(k, self.search_candidates), exclude=seen)
         if self.scorer is not None:  # a filter scores the whole row
             preference = self.score_users(np.array([u]))[0][candidates]
         else:  # the candidates' dot products only
@@ -295,11 +288,10 @@ class Recommender:
 
     def _query_matches(self, text: str) -> np.ndarray:
         """Item rows of a query's ``query_items`` best text matches."""
-        relevance = self._searchable().relevance(text)
-        n = min(self.query_items, int(torch.isfinite(relevance).sum()))  # items without text never match
-        if n == 0:
+        rows = self._searchable().top(text, self.query_items)[1]  # items without text never match
+        if len(rows) == 0:
             raise SearchUnavailableError(f"model {self.version} has no item with text to match queries with")
-        return torch.topk(relevance, n).indices.numpy()
+        return rows.numpy()
 
     def similar_items(self, item_id: str, k: int = 10) -> list[Recommendation]:
         """Items nearest to ``item_id`` by cosine similarity of their embeddings.
@@ -315,10 +307,14 @@ class Recommender:
         return self._top(scores, k)
 
     def _top(self, scores: torch.Tensor, k: int, rows: torch.Tensor | None = None) -> list[Recommendation]:
-        """The best ``k`` finite scores; ``rows`` maps score positions to item rows (default: the same)."""
+        """The best ``k`` finite scores; ``rows`` maps score positions to item rows (default: the same).
+        A NaN score (a model's broken embedding row) is never returned: topk would put it first."""
         if k < 0:
             raise ValueError(f"k must be >= 0, got {k}")
-        k = min(k, int(torch.isfinite(scores).sum()))
+        finite = torch.isfinite(scores)
+        if not bool(finite.all()):
+            scores = scores.masked_fill(~finite, float("-inf"))
+        k = min(k, int(finite.sum()))
         values, index = torch.topk(scores, k)
         if rows is not None:
             index = rows[index]

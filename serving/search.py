@@ -8,20 +8,27 @@ the answer. For a user, the ``candidates`` most relevant items they have not int
 recalled and ranked by reciprocal rank fusion of two orders: relevance, and the user's model scores
 (``1/(60 + r_text) + 1/(60 + r_model)``, Cormack et al. 2009). The encoder is loaded on the first
 query (on the CPU unless another device is given: one short text is quicker there than a copy to a
-GPU that may be training).
+GPU that may be training). Catalogues with at least ``[serving] search_ann_min_items`` items with
+text recall the most relevant through a FAISS index of the text vectors (:mod:`serving.recall`),
+which ``kgrec train`` keeps in the artifact (``item_text_index.faiss``); smaller ones are scored
+exactly.
 """
 from __future__ import annotations
 
 import logging
 import threading
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from .recall import ItemIndex, saved_or_new_index
+
 logger = logging.getLogger(__name__)
 
 RRF_K = 60  # reciprocal rank fusion's constant, the paper's value
+TEXT_INDEX_FILE = "item_text_index.faiss"
 
 
 class SearchUnavailableError(RuntimeError):
@@ -35,6 +42,7 @@ class TextSearch:
         self.item_text = torch.from_numpy(np.ascontiguousarray(item_text, dtype=np.float32))  # (I, T), unit rows
         self.setting = dict(encoder)
         self._textless = self.item_text.abs().sum(1) == 0
+        self.index: ItemIndex | None = None  # recall through FAISS for large catalogues (use_index)
         self.device = device
         self._encoder = None
         self._loading = threading.Lock()
@@ -84,9 +92,56 @@ class TextSearch:
     def relevance(self, text: str) -> torch.Tensor:
         """(I,) cosine similarity of every item's text to ``text``; ``-inf`` for items without text
         (stored as zero rows), which would otherwise match every vague query."""
-        scores = self.item_text @ self.query_vector(text)
+        return self._relevance(self.query_vector(text))
+
+    def _relevance(self, query: torch.Tensor) -> torch.Tensor:
+        scores = self.item_text @ query
         scores[self._textless] = float("-inf")
         return scores
+
+    def use_index(self, min_items: int, nprobe: int, saved: Path | None = None) -> None:
+        """Recall :meth:`top`'s items from a FAISS index of the text vectors (the one saved at
+        ``saved`` when it fits, else a new one) when at least ``min_items`` items have text
+        (``[serving] search_ann_min_items``; 0: always exact)."""
+        rows = np.flatnonzero(~self._textless.numpy())
+        large = min_items > 0 and len(rows) >= max(min_items, ItemIndex.MIN_ITEMS)
+        self.index = saved_or_new_index(saved, self.item_text.numpy(), nprobe, rows) if large else None
+
+    def top(self, text: str, n: int, exclude: np.ndarray | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The ``n`` items most similar to ``text``, best first, leaving out the rows ``exclude``:
+        their cosine similarities and item rows. Fewer when fewer items have text, or when the
+        index's scanned cells hold fewer.
+
+        Raises:
+            ValueError: the text is empty once whitespace is collapsed, or n below 0.
+        """
+        if n < 0:
+            raise ValueError(f"k must be >= 0, got {n}")
+        return self.nearest(self.query_vector(text), n, exclude)
+
+    def nearest(self, query: torch.Tensor, n: int,
+                exclude: np.ndarray | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`top` for an encoded (T,) unit-length query vector."""
+        if n == 0:
+            return torch.empty(0), torch.empty(0, dtype=torch.long)
+        skip = np.asarray(exclude if exclude is not None else (), dtype=np.int64)
+        if self.index is None:
+            scores = self._relevance(query)
+            scores[torch.from_numpy(skip)] = float("-inf")
+            return torch.topk(scores, min(n, int(torch.isfinite(scores).sum())))
+        scores, rows = (a[0] for a in self.index.search(query.numpy()[None], n + len(skip)))
+        keep = np.flatnonzero((rows >= 0) & ~np.isin(rows, skip))[:n]
+        return torch.from_numpy(scores[keep]), torch.from_numpy(rows[keep])
+
+
+def save_text_index(artifact_dir: str | Path, item_text: np.ndarray, min_items: int, nprobe: int = 32) -> Path | None:
+    """Build the FAISS index of the items' text vectors into a model artifact when serving will
+    search through one (at least ``min_items`` items with text, ``[serving] search_ann_min_items``);
+    None when it will not."""
+    rows = np.flatnonzero(np.any(item_text != 0, axis=1))
+    if min_items <= 0 or len(rows) < max(min_items, ItemIndex.MIN_ITEMS):
+        return None
+    return ItemIndex(item_text[rows], nprobe, rows=rows).write(Path(artifact_dir) / TEXT_INDEX_FILE)
 
 
 def fuse_ranks(relevance: torch.Tensor, preference: torch.Tensor) -> torch.Tensor:

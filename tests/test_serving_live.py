@@ -86,3 +86,30 @@ def test_a_live_model_checks_the_link_at_most_every_check_s(tmp_path):
     assert live._loader is None  # no load started: the link is not looked at again for an hour
     assert live.get().version == second.name
     assert LiveModel(first).get().version == first.name  # an artifact path, not a link: fixed
+
+
+def test_ids_holding_a_slash_are_served_and_a_nan_score_never_is(tmp_path):
+    """Source ids may be paths or URLs; the HTTP routes take them whole, escaped or not. A broken
+    (NaN) embedding row does not take the first place of every list."""
+    import json
+
+    import numpy as np
+
+    artifact = train(planted_snapshot(num_users=40), tiny_cfg(epochs=1), tmp_path, progress=False)
+    ids = json.loads((artifact / "ids.json").read_text())
+    ids["user"][0], ids["item"][0] = "shop/u 0", "https://example.org/item/0"
+    (artifact / "ids.json").write_text(json.dumps(ids))
+    with np.load(artifact / "embeddings.npz") as z:
+        emb = {k: z[k].copy() for k in z.files}
+    emb["item"][1] = np.nan
+    np.savez(artifact / "embeddings.npz", **emb)
+    client = TestClient(create_app(tmp_path / "current"))
+    for path in ("/recommend/shop/u 0", "/recommend/shop%2Fu%200"):
+        got = client.get(path, params={"k": 5})
+        assert got.status_code == 200 and len(got.json()["items"]) == 5, got.text
+        assert all(r["score"] is not None for r in got.json()["items"])
+        assert ids["item"][1] not in [r["item_id"] for r in got.json()["items"]]
+    got = client.get("/similar/https://example.org/item/0", params={"k": 3})
+    assert got.status_code == 200 and len(got.json()["items"]) == 3
+    assert client.get("/recommend/no/such/user").status_code == 404
+    assert client.post("/recommend/cold", json={"item_ids": ["https://example.org/item/0"], "k": 2}).status_code == 200

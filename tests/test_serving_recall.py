@@ -118,7 +118,7 @@ def test_an_index_kept_in_the_artifact_is_read_not_rebuilt(tmp_path, caplog):
     other = clustered(seed=1)
     other.item_emb = other.item_emb[:15_000]
     save_item_index(tmp_path, other.item_emb.numpy(), min_items=1000)  # 15,000 items: not this model's
-    with caplog.at_level("ERROR", logger="serving.recommender"):
+    with caplog.at_level("ERROR", logger="serving.recall"):
         rec.use_index(cfg)
     assert rec.index.source == "built" and "building the index again" in caplog.text
     assert top_ids(rec) == built

@@ -1,0 +1,100 @@
+"""Free-text search of large catalogues: the FAISS index of the item text vectors against scoring
+every item exactly, in the same run.
+
+Serving scores a query against every item's text vector (``serving.search.TextSearch``) below
+``[serving] search_ann_min_items`` items with text, and recalls through an IVF index of those
+vectors (``ann_nprobe`` cells per query) from there. Both paths are timed here through
+``TextSearch.nearest`` on the same vectors and queries (already encoded: encoding a query with
+MiniLM costs about 9 ms on two cores, ``search_demo.json``), for the ``search_candidates`` (100)
+best items. Recall@10 and @100 are the share of the exact answer that the index returns.
+
+The vectors are synthetic, 384-d (MiniLM's width), unit length, float16 as artifacts store them:
+``--topics`` topic centres with each item near one (noise of norm about ``--spread``), and queries
+drawn the same way; one row per size also has structureless vectors (uniform on the sphere: every
+item about equally far from a query, the index's worst case).
+
+    .venv/bin/python bench/bench_search_index.py --items 100000,300000,1000000
+Writes bench/results/search_index.json.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench._common import latencies_ms, peak_rss_mb, write_result  # noqa: E402
+from serving.search import TextSearch  # noqa: E402
+
+DIM = 384
+
+
+def unit(x: np.ndarray) -> np.ndarray:
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def topical(n: int, topics: int, spread: float, rng: np.random.Generator, centres: np.ndarray | None = None):
+    """``n`` unit vectors, each near one of the topic centres (made when not given), and the centres."""
+    if centres is None:
+        centres = unit(rng.standard_normal((topics, DIM), dtype=np.float32))
+    noise = rng.standard_normal((n, DIM), dtype=np.float32) * (spread / np.sqrt(DIM))
+    return unit(centres[rng.integers(0, len(centres), n)] + noise), centres
+
+
+def measure(items: np.ndarray, queries: np.ndarray, nprobe: int, candidates: int) -> dict:
+    search = TextSearch(items.astype(np.float16), {"model": "unused: queries are given encoded"})
+    vectors = [torch.from_numpy(q) for q in queries]
+    exact = latencies_ms(lambda q: search.nearest(q, candidates), vectors)
+    truth = [search.nearest(q, candidates)[1].numpy() for q in vectors]
+    t = time.perf_counter()
+    search.use_index(min_items=1, nprobe=nprobe)
+    build_s = time.perf_counter() - t
+    indexed = latencies_ms(lambda q: search.nearest(q, candidates), vectors)
+    found = [search.nearest(q, candidates)[1].numpy() for q in vectors]
+
+    def recall(k: int) -> float:
+        return round(float(np.mean([len(np.intersect1d(f[:k], e[:k])) / k for f, e in zip(found, truth)])), 4)
+
+    return {"exact": exact, "index": indexed, "speedup_p50": round(exact["p50_ms"] / indexed["p50_ms"], 1),
+            "index_build_s": round(build_s, 1), "cells": int(search.index.index.nlist),
+            "recall@10": recall(10), f"recall@{candidates}": recall(candidates),
+            "text_vectors_mib": round(items.size * 4 / 2**20, 1)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--items", default="100000,300000,1000000")
+    ap.add_argument("--queries", type=int, default=200)
+    ap.add_argument("--topics", type=int, default=2000)
+    ap.add_argument("--spread", type=float, default=0.8)
+    ap.add_argument("--nprobe", type=int, default=32)
+    ap.add_argument("--candidates", type=int, default=100)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    rows = {}
+    for n in [int(x) for x in args.items.split(",")]:
+        rng = np.random.default_rng(args.seed)
+        items, centres = topical(n, args.topics, args.spread, rng)
+        queries, _ = topical(args.queries, args.topics, args.spread, rng, centres)
+        rows[f"{n} topical"] = measure(items, queries, args.nprobe, args.candidates)
+        print(n, "topical", rows[f"{n} topical"], flush=True)
+        del items
+        flat = unit(rng.standard_normal((n, DIM), dtype=np.float32))
+        rows[f"{n} structureless"] = measure(flat, unit(rng.standard_normal((args.queries, DIM), dtype=np.float32)),
+                                             args.nprobe, args.candidates)
+        print(n, "structureless", rows[f"{n} structureless"], flush=True)
+        del flat
+    payload = {"rows": rows, "dim": DIM, "nprobe": args.nprobe, "candidates": args.candidates,
+               "topics": args.topics, "spread": args.spread, "peak_rss_mib": round(peak_rss_mb()),
+               "command": "python bench/bench_search_index.py " + " ".join(
+                   f"--{a} {v}" for a, v in vars(args).items())}
+    print(write_result("search_index", payload))
+
+
+if __name__ == "__main__":
+    main()
