@@ -18,6 +18,7 @@ import hashlib
 import io
 import json
 import logging
+import os
 import random
 import shutil
 import subprocess
@@ -260,11 +261,14 @@ def seed_checkpoint(src: str | Path, dst: str | Path, lr: float) -> bool:
 
 
 def _write_checkpoint(ckpt_dir: Path, state: dict[str, Any]) -> None:
-    """Write ``state`` to ``last.pt`` atomically (through a temporary file), and its history beside it."""
-    tmp = ckpt_dir / "last.pt.tmp"
+    """Write ``state`` to ``last.pt`` and its history beside it, each atomically (a temporary file
+    of this process, renamed; not fsynced: every epoch writes one)."""
+    tmp = ckpt_dir / f".last.pt.{os.getpid()}.tmp"
     torch.save(state, tmp)
     tmp.replace(ckpt_dir / "last.pt")
-    (ckpt_dir / "history.json").write_text(json.dumps(state["history"], indent=1))
+    tmp = ckpt_dir / f".history.json.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps(state["history"], indent=1))
+    tmp.replace(ckpt_dir / "history.json")
 
 
 def _curve_png(history: list[dict[str, Any]], metric: str) -> bytes:
@@ -290,7 +294,7 @@ def _curve_png(history: list[dict[str, Any]], metric: str) -> bytes:
 
 def _claim_version(out_dir: Path, model: str) -> tuple[str, Path]:
     """A new version name and its temporary directory, created here: two runs never share one."""
-    base = f"{time.strftime('%Y%m%d-%H%M%S')}-{model}"
+    base = f"{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{model}"  # UTC: ordered across DST and zones
     version, n = base, 1
     while True:
         tmp = out_dir / f".tmp-{version}"

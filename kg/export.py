@@ -211,7 +211,7 @@ def export_snapshot(graph: Graph, cfg: ExportConfig, name: str = "graph") -> Pat
         meta={"name": name, "source": f"neo4j:{graph.where}/{graph.database}", "split": split,
               "raw_events": int(u.size)},
     )
-    out = snapshot.save(_claim_snapshot_dir(Path(cfg.out_dir), f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"))
+    out = snapshot.save(_claim_snapshot_dir(Path(cfg.out_dir), f"{name}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}"))
     latest = Path(cfg.out_dir) / f"{name}-latest"
     tmp_link = latest.with_name(latest.name + ".tmp")
     tmp_link.unlink(missing_ok=True)

@@ -169,8 +169,10 @@ class ServingConfig:
     # free-text search (serving.search): items recalled by text similarity and ranked for the user
     search_candidates: int = 100
     # catalogues with at least this many items with text recall search results through a FAISS
-    # index of the text vectors (ann_nprobe cells per query); smaller ones are scored exactly; 0 = always exact
+    # index of the text vectors, scanning search_nprobe cells per query (text needs more than the
+    # embeddings' ann_nprobe: bench/bench_search_index.py); smaller ones are scored exactly; 0 = always exact
     search_ann_min_items: int = 300_000
+    search_nprobe: int = 128
     search_device: str = "cpu"  # where queries are encoded: cpu, cuda, cuda:1, auto
     query_items: int = 10  # a new user's query (POST /recommend/cold) stands for this many best text matches
 
@@ -186,7 +188,9 @@ class RetrainConfig:
     # when at least min_gate_users users have some, else each on its own snapshot's test split
     max_drop: float = 0.1
     min_gate_users: int = 200
-    keep: int = 5  # model versions (and retrain snapshots) kept besides the served one; 0 = keep all
+    # published versions of retrain's kept (the newest, served ones among them; a pinned or current one
+    # is never deleted), besides its latest rejected one, each with its snapshot; 0 = keep all
+    keep: int = 5
     writeback: bool = True  # write embeddings, vector index and RECOMMENDED lists once published
     writeback_k: int = 10
 

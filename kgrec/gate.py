@@ -39,7 +39,7 @@ def head_to_head(served_dir: Path, new_dir: Path, snapshot_dir: Path, metric: st
     served model never saw; None when there are none.
 
     ``new_dir`` must be the artifact trained on ``snapshot_dir`` (its rows are the snapshot's)."""
-    exact = ServingConfig(ann_min_items=0)
+    exact = ServingConfig(ann_min_items=0, search_ann_min_items=0)  # every item scored; no search
     served, new = Recommender.load(served_dir, exact), Recommender.load(new_dir, exact)
     snap = Snapshot.load(snapshot_dir)
     if list(new.user_ids) != list(snap.ids["user"]) or list(new.item_ids) != list(snap.ids["item"]):

@@ -132,7 +132,7 @@ def _add_recall_index(artifact: Path, cfg: Config) -> None:
     if (artifact / "item_text.npy").is_file() and 0 < cfg.serving.search_ann_min_items <= num_items:
         t = time.perf_counter()
         if save_text_index(artifact, np.load(artifact / "item_text.npy"), cfg.serving.search_ann_min_items,
-                           cfg.serving.ann_nprobe):
+                           cfg.serving.search_nprobe):
             logger.info("built the text search index into %s in %.0f s", artifact, time.perf_counter() - t)
 
 

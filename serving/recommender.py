@@ -119,21 +119,23 @@ class Recommender:
 
     def use_index(self, cfg: ServingConfig) -> None:
         """Recall candidates from a FAISS index from now on when the catalogue has at least
-        ``cfg.ann_min_items`` items (an embedding model only: a graph filter scores its whole row).
+        ``cfg.ann_min_items`` items (an embedding model only: a graph filter scores its whole row),
+        and search results from one of the text vectors from ``cfg.search_ann_min_items`` items
+        with text; each index is read from the artifact when it holds one, else built.
 
         Raises:
-            ValueError: ``ann_nprobe`` below 1 or ``ann_candidates`` below 0.
+            ValueError: ``ann_nprobe`` or ``search_nprobe`` below 1, or ``ann_candidates`` below 0.
         """
-        if cfg.ann_nprobe < 1 or cfg.ann_candidates < 0:
-            raise ValueError(f"[serving] ann_nprobe must be >= 1 and ann_candidates >= 0, got "
-                             f"{cfg.ann_nprobe} and {cfg.ann_candidates}")
+        if cfg.ann_nprobe < 1 or cfg.search_nprobe < 1 or cfg.ann_candidates < 0:
+            raise ValueError(f"[serving] ann_nprobe and search_nprobe must be >= 1 and ann_candidates >= 0, got "
+                             f"{cfg.ann_nprobe}, {cfg.search_nprobe} and {cfg.ann_candidates}")
         large = cfg.ann_min_items > 0 and len(self.item_ids) >= max(cfg.ann_min_items, ItemIndex.MIN_ITEMS)
         saved = Path(self.meta["path"]) if "path" in self.meta else None
         self.index = (saved_or_new_index(saved and saved / INDEX_FILE, self.item_emb.numpy(), cfg.ann_nprobe)
                       if large and self.scorer is None else None)
         self.candidates = cfg.ann_candidates
         if self.text_search is not None:
-            self.text_search.use_index(cfg.search_ann_min_items, cfg.ann_nprobe, saved and saved / TEXT_INDEX_FILE)
+            self.text_search.use_index(cfg.search_ann_min_items, cfg.search_nprobe, saved and saved / TEXT_INDEX_FILE)
 
     @property
     def version(self) -> str:

@@ -9,7 +9,8 @@ recalled and ranked by reciprocal rank fusion of two orders: relevance, and the 
 (``1/(60 + r_text) + 1/(60 + r_model)``, Cormack et al. 2009). The encoder is loaded on the first
 query (on the CPU unless another device is given: one short text is quicker there than a copy to a
 GPU that may be training). Catalogues with at least ``[serving] search_ann_min_items`` items with
-text recall the most relevant through a FAISS index of the text vectors (:mod:`serving.recall`),
+text recall the most relevant through a FAISS index of the text vectors (:mod:`serving.recall`,
+``search_nprobe`` cells per query),
 which ``kgrec train`` keeps in the artifact (``item_text_index.faiss``); smaller ones are scored
 exactly.
 """
@@ -45,22 +46,30 @@ class TextSearch:
         self.index: ItemIndex | None = None  # recall through FAISS for large catalogues (use_index)
         self.device = device
         self._encoder = None
+        self._unusable: SearchUnavailableError | None = None
         self._loading = threading.Lock()
 
     def _load_encoder(self):
         with self._loading:  # HTTP requests run in a thread pool: load once
+            if self._unusable is not None:  # a loaded encoder that does not fit: not loaded again per query
+                raise self._unusable
             if self._encoder is None:
+                from encoders.base import EncoderError
                 from encoders.encode import build_encoder
                 from kgrec.config import EncoderConfig
 
                 cfg = EncoderConfig(model=self.setting["model"], pooling=self.setting.get("pooling", "mean"),
                                     max_length=int(self.setting.get("max_length", 128)), batch_size=1,
                                     device=self.device, cache_dir=None)
-                encoder = build_encoder(cfg, show_progress=False)
+                try:
+                    encoder = build_encoder(cfg, show_progress=False)
+                except (ValueError, OSError) as e:  # the server's setting, not the client's query
+                    raise EncoderError(f"the query encoder {self.setting['model']!r} cannot load: {e}") from e
                 if encoder.dim != self.item_text.shape[1]:
-                    raise SearchUnavailableError(
+                    self._unusable = SearchUnavailableError(
                         f"the encoder {self.setting['model']!r} gives {encoder.dim}-d vectors, but the "
                         f"items' text vectors are {self.item_text.shape[1]}-d")
+                    raise self._unusable
                 encoded_with = self.setting.get("encoded_with")
                 # the model's files, pooling and length, not the path it was named by
                 if (encoded_with and "|fp=c2-" in encoded_with   # older, time-based fingerprints cannot be compared
@@ -134,7 +143,7 @@ class TextSearch:
         return torch.from_numpy(scores[keep]), torch.from_numpy(rows[keep])
 
 
-def save_text_index(artifact_dir: str | Path, item_text: np.ndarray, min_items: int, nprobe: int = 32) -> Path | None:
+def save_text_index(artifact_dir: str | Path, item_text: np.ndarray, min_items: int, nprobe: int = 128) -> Path | None:
     """Build the FAISS index of the items' text vectors into a model artifact when serving will
     search through one (at least ``min_items`` items with text, ``[serving] search_ann_min_items``);
     None when it will not."""

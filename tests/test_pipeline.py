@@ -97,7 +97,8 @@ def test_text_vectors_go_only_to_text_models(trained, tmp_path, monkeypatch):
 
 def test_training_keeps_the_recall_index_of_a_large_catalogue(trained, tmp_path):
     """From [serving] ann_min_items items the FAISS index is built before publishing and kept in the
-    artifact, so serving reads it instead of building it."""
+    artifact, so serving reads it instead of building it; the same for the text vectors' index from
+    search_ann_min_items."""
     from dataclasses import replace
 
     from kgrec.pipeline import train_model
@@ -105,13 +106,17 @@ def test_training_keeps_the_recall_index_of_a_large_catalogue(trained, tmp_path)
 
     cfg, snapshot, artifact = trained
     assert not (artifact / "item_index.faiss").exists()  # 240 items: ranked exactly, no index
+    assert not (artifact / "item_text_index.faiss").exists()
     large = replace(cfg, train=replace(cfg.train, out_dir=tmp_path, epochs=2),
-                    serving=replace(cfg.serving, ann_min_items=100))
+                    serving=replace(cfg.serving, ann_min_items=100, search_ann_min_items=100))
     made = train_model(snapshot, large)
     assert (made / "item_index.faiss").is_file() and (tmp_path / "current").resolve() == made
     rec = Recommender.load(tmp_path / "current", large.serving)
     assert rec.index is not None and rec.index.source == str(made / "item_index.faiss")
     assert len(rec.recommend("u0", k=10)) == 10
+    assert rec.text_search.index.source == str(made / "item_text_index.faiss")
+    found = rec.search("trail sneaker", k=5, user_id="u1")
+    assert len(found) == 5 and not {r.item_id for r in found} & set(rec.seen_items("u1"))
 
 
 def test_planted_communities_come_back(trained):
@@ -311,6 +316,10 @@ def test_write_back_and_vector_index(trained, graph_session):
     assert graph_session.query("writeback/vector_index_info")[0]["state"] == "ONLINE"
     near = graph_session.query("serving/similar_items_vector", item_id="i0", k=5)
     assert len(near) == 5 and "i0" not in {r["item_id"] for r in near}
+    graph_session.driver.execute_query("CREATE (:Item {id: 'newer-than-the-model'})", database_=graph_session.database)
+    assert graph_session.query("serving/similar_items_vector", item_id="newer-than-the-model", k=5) == []
+    graph_session.driver.execute_query("MATCH (i:Item {id: 'newer-than-the-model'}) DELETE i",
+                                       database_=graph_session.database)
     # full-text search ranked for a user, for Browser users: the words' community, none of the user's items
     found = graph_session.query("serving/search_items_for_user", user_id="u1", query="trail sneaker", k=5)
     assert len(found) == 5 and not {r["item_id"] for r in found} & set(rec.seen_items("u1"))
@@ -320,6 +329,16 @@ def test_write_back_and_vector_index(trained, graph_session):
     recall = graph_session.query("serving/graph_recall_copurchase", user_id="u0", k=10)
     assert len(recall) == 10 and not {r["item_id"] for r in recall} & set(rec.seen_items("u0"))
     assert sum(community_of_item(r["item_id"], SPEC) == community_of_user("u0", SPEC) for r in recall) >= 7
+    # one peer clicking an item 200 times, after one of u0's items once, adds one pair of support, not 200
+    odd = next(i for i in rec.item_ids if i not in set(rec.seen_items("u0")) and i not in {r["item_id"] for r in recall})
+    graph_session.driver.execute_query(
+        "MATCH (u:User {id: 'u0'})-[:INTERACTED]->(s:Item) WITH s LIMIT 1 MATCH (c:Item {id: $odd}) "
+        "CREATE (p:User {id: 'repeat-clicker'})-[:INTERACTED]->(s) WITH p, c UNWIND range(1, 200) AS n "
+        "CREATE (p)-[:INTERACTED]->(c)", odd=odd, database_=graph_session.database)
+    again = graph_session.query("serving/graph_recall_copurchase", user_id="u0", k=10)
+    graph_session.driver.execute_query("MATCH (p:User {id: 'repeat-clicker'}) DETACH DELETE p",
+                                       database_=graph_session.database)
+    assert odd not in {r["item_id"] for r in again}
 
 
 def test_killed_retrain_leaves_previous_model_serving(trained):

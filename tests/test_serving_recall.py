@@ -89,8 +89,9 @@ def test_a_user_whose_own_items_fill_the_scanned_cells_is_ranked_over_the_whole_
 
 def test_recall_settings_and_k_are_checked():
     rec = clustered()
-    for bad in (ServingConfig(ann_min_items=1000, ann_nprobe=0), ServingConfig(ann_min_items=1000, ann_candidates=-1)):
-        with pytest.raises(ValueError, match="ann_nprobe must be >= 1"):
+    for bad in (ServingConfig(ann_min_items=1000, ann_nprobe=0), ServingConfig(ann_min_items=1000, ann_candidates=-1),
+                ServingConfig(search_nprobe=0)):
+        with pytest.raises(ValueError, match="ann_nprobe and search_nprobe must be >= 1"):
             rec.use_index(bad)
     rec.use_index(ServingConfig(ann_min_items=1000))
     with pytest.raises(ValueError, match="k must be >= 0"):

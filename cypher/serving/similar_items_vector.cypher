@@ -1,5 +1,6 @@
 // Vector recall: the items nearest to a given item in the native vector index.
 MATCH (seed:Item {id: $item_id})
+WHERE seed.embedding IS NOT NULL  // an item newer than the model: no neighbours, not an error
 CALL db.index.vector.queryNodes('item_embedding', $k + 1, seed.embedding) YIELD node, score
 WHERE node <> seed
 RETURN node.id AS item_id, node.title AS title, score
