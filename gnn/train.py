@@ -23,8 +23,9 @@ import random
 import shutil
 import subprocess
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import scipy.sparse as sp
@@ -53,6 +54,27 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
+
+
+@contextmanager
+def deterministic_algorithms(on: bool) -> Iterator[None]:
+    """Within the block, make torch use deterministic kernels where it has them (``[train]
+    deterministic``): CUDA sums by atomics (R-GCN's index_add, scatter) otherwise differ from run
+    to run in their last bits. Kernels without a deterministic version warn and run. The previous
+    setting is restored after the block."""
+    if not on:
+        yield
+        return
+    if torch.cuda.is_available() and not os.environ.get("CUBLAS_WORKSPACE_CONFIG"):
+        logger.warning("[train] deterministic: set CUBLAS_WORKSPACE_CONFIG=:4096:8 before starting, or cuBLAS "
+                       "products on CUDA stay nondeterministic")
+    before, before_warn = torch.are_deterministic_algorithms_enabled(), \
+        torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before, warn_only=before_warn)
 
 
 def seed_everything(seed: int) -> None:
@@ -200,11 +222,11 @@ def _config_dict(cfg: TrainConfig) -> dict[str, Any]:
 
 def _fingerprint(cfg: TrainConfig, train_csr: sp.csr_matrix, text_embeddings: np.ndarray | None = None,
                  snapshot: Any = None) -> str:
-    """Hash of what decides the optimisation path (not epochs/patience/out_dir/device, nor the weight
+    """Hash of what decides the optimisation path (not epochs/patience/out_dir/device/deterministic, nor the weight
     average, which the optimiser never sees: a run in progress can start averaging on resume).
     With ``snapshot``, the graph beyond the training pairs counts too, for the models that use it."""
     d = _config_dict(cfg)
-    for k in ("epochs", "patience", "out_dir", "device", "eval_every", "swa_start"):
+    for k in ("epochs", "patience", "out_dir", "device", "eval_every", "swa_start", "deterministic"):
         d.pop(k, None)
     d["id_weight_decay"] = effective_id_weight_decay(cfg)  # the value in use, whether set or the default
     if not d["id_weight_decay"]:  # off: fingerprints match those made before the field existed
@@ -420,13 +442,24 @@ def train(snapshot: Any, cfg: TrainConfig, out_dir: str | Path, text_embeddings:
         ValueError: unknown model or sampling strategy, an id_weight_decay the model cannot take, or
             epochs, eval_every, patience or batch_size below 1.
     """
-    from tqdm.auto import tqdm
-
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     if cfg.model in FILTER_MODELS:
         return _fit_filter(snapshot, cfg, out_dir, snapshot_path=snapshot_path, publish_current=publish_current,
                            text_index=text_index)
+    with deterministic_algorithms(cfg.deterministic):
+        return _train_embeddings(snapshot, cfg, out_dir, text_embeddings, snapshot_path=snapshot_path,
+                                 epoch_hook=epoch_hook, resume=resume, publish_current=publish_current,
+                                 max_time_s=max_time_s, progress=progress, text_index=text_index)
+
+
+def _train_embeddings(snapshot: Any, cfg: TrainConfig, out_dir: Path, text_embeddings: np.ndarray | None, *,
+                      snapshot_path: str | Path | None, epoch_hook: EpochHook | None, resume: bool,
+                      publish_current: bool, max_time_s: float | None, progress: bool,
+                      text_index: TextIndex | None) -> Path:
+    """:func:`train` for the trainable (embedding) models."""
+    from tqdm.auto import tqdm
+
     check_positive_sampling(cfg.positive_sampling)  # before anything is built
     for name in ("epochs", "eval_every", "patience", "batch_size"):
         if getattr(cfg, name) < 1:
@@ -574,6 +607,7 @@ def train(snapshot: Any, cfg: TrainConfig, out_dir: str | Path, text_embeddings:
         shutil.rmtree(ckpt_dir, ignore_errors=True)
     logger.info("wrote %s (test %s)", final_dir, {k: round(v, 4) for k, v in final.items() if "@20" in k})
     return final_dir
+
 
 
 def _write_artifact(out_dir: Path, cfg: TrainConfig, snapshot: Any, train_csr: sp.csr_matrix, ue: np.ndarray,

@@ -136,6 +136,9 @@ class TrainConfig:
     positive_sampling: str = "interaction"
     ks: list[int] = field(default_factory=lambda: [10, 20, 50])
     seed: int = 2020
+    # deterministic kernels on CUDA (torch.use_deterministic_algorithms, warn-only; with
+    # CUBLAS_WORKSPACE_CONFIG=:4096:8 set before start): a rerun gives the same weights, a little slower
+    deterministic: bool = False
     device: str = "auto"
     amp: bool = True
     fusion: str = "sum"  # sum | concat | gate | text (text-only item egos, no item ids)

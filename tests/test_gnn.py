@@ -114,6 +114,24 @@ def test_negative_sampler_avoids_positives(strategy: str) -> None:
         NegativeSampler(TrainPairs(train_csr), "nope", make_generator(0))
 
 
+def test_deterministic_kernels_are_switched_on_for_the_run_only(tmp_path: Path) -> None:
+    """[train] deterministic turns torch's deterministic mode on while training and restores the
+    caller's setting after, even when training fails; on the CPU the weights are the same either way."""
+    from gnn.train import train
+
+    snap = planted_snapshot(num_users=40)
+    assert not torch.are_deterministic_algorithms_enabled()
+    plain = train(snap, tiny_cfg(epochs=2, model="rgcn"), tmp_path / "plain", progress=False, resume=False)
+    strict = train(snap, tiny_cfg(epochs=2, model="rgcn", deterministic=True), tmp_path / "strict", progress=False,
+                   resume=False)
+    assert not torch.are_deterministic_algorithms_enabled()
+    with np.load(plain / "embeddings.npz") as a, np.load(strict / "embeddings.npz") as b:
+        np.testing.assert_array_equal(a["item"], b["item"])
+    with pytest.raises(ValueError, match="batch_size"):
+        train(snap, tiny_cfg(batch_size=0, deterministic=True), tmp_path / "bad", progress=False)
+    assert not torch.are_deterministic_algorithms_enabled()
+
+
 @pytest.mark.parametrize("strategy", ["uniform", "popularity"])
 def test_a_heavy_user_never_gets_a_positive_as_negative(strategy: str) -> None:
     """User 0 holds 196 of 200 items, the popular ones among them: rejection rounds leave many
