@@ -4,7 +4,11 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.kgrec-installed
-TEST_NEO4J := KGREC_NEO4J__HOME=.kgrec/neo4j-test-7688 KGREC_NEO4J__BOLT_PORT=7688 KGREC_NEO4J__HTTP_PORT=7475
+# the server tests/conftest.py starts, whatever NEO4J_* / KGREC_NEO4J__URI point kgrec at otherwise
+TEST_BOLT  := $(or $(KGREC_TEST_BOLT_PORT),7688)
+TEST_HTTP  := $(or $(KGREC_TEST_HTTP_PORT),7475)
+TEST_NEO4J := env -u NEO4J_URI -u NEO4J_USER -u NEO4J_PASSWORD -u NEO4J_DATABASE -u KGREC_NEO4J__URI \
+	KGREC_NEO4J__HOME=.kgrec/neo4j-test-$(TEST_BOLT) KGREC_NEO4J__BOLT_PORT=$(TEST_BOLT) KGREC_NEO4J__HTTP_PORT=$(TEST_HTTP)
 
 .PHONY: install demo test test-lowest neo4j-start neo4j-stop neo4j-status neo4j-test-stop clean
 

@@ -8,6 +8,7 @@ Everything lives under ``Neo4jConfig.home`` (git-ignored): ``lib/``, ``conf/``, 
 """
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import re
@@ -160,6 +161,7 @@ class ManagedNeo4j:
         lines = [
             "# written by kgrec (kg/neo4j_server.py); edits are overwritten on start",
             "server.default_listen_address=127.0.0.1",
+            "server.default_advertised_address=127.0.0.1",
             f"server.bolt.listen_address=127.0.0.1:{c.bolt_port}",
             f"server.http.listen_address=127.0.0.1:{c.http_port}",
             "server.https.enabled=false",
@@ -208,8 +210,8 @@ class ManagedNeo4j:
             os.kill(pid, 0)
         except ProcessLookupError:
             return None
-        except PermissionError:
-            return pid
+        except PermissionError:  # another user's process (a recycled pid): this user started ours
+            return None
         cmdline = Path(f"/proc/{pid}/cmdline")
         try:  # a recycled pid, or another home's server, is not ours
             args = cmdline.read_text(errors="replace").split("\0")
@@ -230,12 +232,20 @@ class ManagedNeo4j:
         Returns:
             The status and whether this call started the server (False: it was already running).
         """
+        (self.home / "run").mkdir(parents=True, exist_ok=True)
+        self.home.chmod(0o700)  # the store and auth.ini inside: no other local user reads around auth
+        with open(self.home / "run" / "start.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # a second start waits, then finds this one's server
+            return self._start_locked()
+
+    def _start_locked(self) -> tuple[ServerStatus, bool]:
         if self.pid() is not None:
-            self._wait_for_bolt()
+            self._wait_for_ports()
             return self.status(), False
-        if _port_open(self.config.bolt_port):
-            raise Neo4jSetupError(f"port {self.config.bolt_port} is taken by another process: stop it, "
-                                  f"set KGREC_NEO4J__BOLT_PORT, or point NEO4J_URI at that server")
+        for port, setting in ((self.config.bolt_port, "BOLT_PORT"), (self.config.http_port, "HTTP_PORT")):
+            if _port_open(port):
+                raise Neo4jSetupError(f"port {port} is taken by another process: stop it, "
+                                      f"set KGREC_NEO4J__{setting}, or point NEO4J_URI at that server")
         self.install()
         java = _java()
         conf_dir = self._write_conf()
@@ -247,23 +257,26 @@ class ManagedNeo4j:
                                     cwd=self.home, start_new_session=True)
         self.pid_file.write_text(str(proc.pid))
         try:
-            self._wait_for_bolt(proc)
+            self._wait_for_ports(proc)
         except Neo4jSetupError:
             self.stop()
             raise
         return self.status(), True
 
-    def _wait_for_bolt(self, proc: subprocess.Popen | None = None) -> None:
+    def _wait_for_ports(self, proc: subprocess.Popen | None = None) -> None:
+        """Wait until Bolt and then HTTP (the Browser; Neo4j opens it last) accept connections,
+        while the server process lives."""
         deadline = time.monotonic() + self.config.start_timeout_s
         while time.monotonic() < deadline:
-            if _port_open(self.config.bolt_port):
-                return
             if proc is not None and proc.poll() is not None:
                 break
+            if _port_open(self.config.bolt_port) and _port_open(self.config.http_port):
+                return
             time.sleep(0.5)
         log = self.home / "logs" / "console.log"
         tail = "\n".join(log.read_text(errors="replace").splitlines()[-20:]) if log.exists() else ""
-        raise Neo4jSetupError(f"Neo4j did not open Bolt on port {self.config.bolt_port}; log tail:\n{tail}")
+        raise Neo4jSetupError(f"Neo4j did not open Bolt on port {self.config.bolt_port} and HTTP on "
+                              f"{self.config.http_port}; log tail:\n{tail}")
 
     def stop(self, timeout_s: float = 60.0) -> bool:
         """Stop the server this home started (and only that one). Returns whether one was running."""
@@ -278,6 +291,9 @@ class ManagedNeo4j:
                 time.sleep(0.3)
             if self.pid() is not None:
                 os.kill(pid, signal.SIGKILL)
+                deadline = time.monotonic() + 10  # gone before anyone opens its store again
+                while time.monotonic() < deadline and self.pid() is not None:
+                    time.sleep(0.1)
         except ProcessLookupError:  # it exited on its own meanwhile
             pass
         self.pid_file.unlink(missing_ok=True)
@@ -297,9 +313,13 @@ def _write_private(path: Path, text: str) -> None:
 
 
 def read_password(config: Neo4jConfig) -> str:
-    """The password to use: the configured one, else the managed server's generated one."""
+    """The password to use: the configured one, else the managed server's generated one (never
+    sent to another server: with ``NEO4J_URI`` set, ``NEO4J_PASSWORD`` must be too)."""
     if config.password:
         return config.password
+    if not config.managed:
+        raise Neo4jSetupError(f"NEO4J_URI points kgrec at {config.bolt_uri}: set NEO4J_PASSWORD for it "
+                              f"(the managed server's password is not sent elsewhere)")
     try:
         return config.password_file.read_text().strip()
     except FileNotFoundError:

@@ -118,6 +118,55 @@ def test_managed_server_password_file_and_status(neo4j_config):
     assert f"-Xmx{neo4j_config.heap}".encode() in cmdline and f"-Xms{neo4j_config.heap}".encode() in cmdline
 
 
+def test_the_managed_home_is_private_and_the_browser_is_up_when_start_returns(neo4j_config):
+    if not neo4j_config.managed:
+        pytest.skip("NEO4J_URI points at an external server")
+    import urllib.request
+
+    assert stat.S_IMODE(neo4j_config.home.stat().st_mode) == 0o700  # the store and auth.ini inside
+    with urllib.request.urlopen(ManagedNeo4j(neo4j_config).browser_url, timeout=10) as page:
+        assert page.status == 200
+
+
+def test_a_pid_file_naming_another_process_is_not_our_server(tmp_path):
+    """After a reboot the pid file may name anything: status says not running, stop kills nothing."""
+    import os
+
+    server = ManagedNeo4j(Neo4jConfig(home=tmp_path / "neo4j"))
+    server.pid_file.parent.mkdir(parents=True)
+    for pid in (os.getpid(), 1):  # this test process; init (another user's, unless run as root)
+        server.pid_file.write_text(str(pid))
+        assert server.pid() is None and not server.status().running
+        assert server.stop() is False and not server.pid_file.exists()
+
+
+def test_a_taken_http_port_fails_start_before_anything_is_installed(tmp_path):
+    import socket
+
+    with socket.socket() as bolt, socket.socket() as http:
+        bolt.bind(("127.0.0.1", 0))
+        http.bind(("127.0.0.1", 0))
+        http.listen()
+        free = bolt.getsockname()[1]  # bound, not listening: nothing answers there
+        cfg = Neo4jConfig(home=tmp_path / "neo4j", bolt_port=free, http_port=http.getsockname()[1])
+        with pytest.raises(Neo4jSetupError, match=f"port {cfg.http_port} is taken.*HTTP_PORT"):
+            ManagedNeo4j(cfg).start()
+    assert not (cfg.home / "lib").exists()
+
+
+def test_the_local_password_is_never_sent_to_another_server(tmp_path):
+    from kg.neo4j_server import read_password
+    from kgrec.config import load_config
+
+    cfg = load_config(env={"KGREC_WORKDIR": str(tmp_path), "NEO4J_URI": "bolt://db.example.invalid:7687"}).neo4j
+    cfg.password_file.parent.mkdir(parents=True)
+    cfg.password_file.write_text("local-secret\n")
+    with pytest.raises(Neo4jSetupError, match="set NEO4J_PASSWORD"):
+        read_password(cfg)
+    cfg.uri = None  # the managed server: its own password
+    assert read_password(cfg) == "local-secret"
+
+
 def test_a_generated_password_starting_with_a_dash_is_set_and_works(neo4j_config, tmp_path, monkeypatch):
     """token_urlsafe starts with "-" one time in 64; neo4j-admin must take it as the password, not an option."""
     if not neo4j_config.managed:
