@@ -76,7 +76,7 @@ class RetrainReport:
     compared_on: str = "own test splits"
     head_to_head: dict[str, float] | None = None  # {new, served, users, events} when measured
     writeback: dict[str, int] | None = None
-    writeback_error: str | None = None  # published, but Neo4j was not updated: `kgrec writeback` retries
+    writeback_error: str | None = None  # published, but Neo4j not (fully) updated: `kgrec writeback` retries
     pruned: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -168,7 +168,7 @@ def retrain(graph: Graph, cfg: Config, say: Callable[[str], None] = logger.info,
                     logger.exception("write-back of %s failed", artifact.name)
                     report.writeback_error = f"{type(e).__name__}: {e}"
                     say(f"published {artifact.name}, but the write-back to Neo4j failed ({report.writeback_error}); "
-                        f"`kgrec writeback` retries it")
+                        f"`kgrec writeback --model {artifact}` retries it")
         report.pruned = stage("prune", lambda: prune(cfg))
         _save(report, artifact, cfg)
     return report

@@ -235,6 +235,7 @@ class Recommender:
             preference = self.score_users(np.array([u]))[0][candidates]
         else:  # the candidates' dot products only
             preference = self.item_emb[candidates] @ self.user_emb[u]
+        preference = preference.nan_to_num(nan=float("-inf"))  # a broken row ranks last, not first
         fused = fuse_ranks(relevance, preference)  # candidates are in relevance order: a stable sort keeps it on ties
         order = torch.argsort(fused, descending=True, stable=True)[:k]
         return [Recommendation(self.item_ids[j], float(v), self.item_titles[j])

@@ -42,7 +42,8 @@ class TextSearch:
     def __init__(self, item_text: np.ndarray, encoder: dict[str, Any], device: str = "cpu") -> None:
         self.item_text = torch.from_numpy(np.ascontiguousarray(item_text, dtype=np.float32))  # (I, T), unit rows
         self.setting = dict(encoder)
-        self._textless = self.item_text.abs().sum(1) == 0
+        # zero rows (no text) and broken ones (NaN) match no query
+        self._textless = (self.item_text.abs().sum(1) == 0) | ~torch.isfinite(self.item_text).all(1)
         self.index: ItemIndex | None = None  # recall through FAISS for large catalogues (use_index)
         self.device = device
         self._encoder = None
@@ -118,8 +119,8 @@ class TextSearch:
 
     def top(self, text: str, n: int, exclude: np.ndarray | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """The ``n`` items most similar to ``text``, best first, leaving out the rows ``exclude``:
-        their cosine similarities and item rows. Fewer when fewer items have text, or when the
-        index's scanned cells hold fewer.
+        their cosine similarities and item rows; fewer only when fewer items have text. (When the
+        index's scanned cells hold too few, every item is scored.)
 
         Raises:
             ValueError: the text is empty once whitespace is collapsed, or n below 0.
@@ -134,20 +135,22 @@ class TextSearch:
         if n == 0:
             return torch.empty(0), torch.empty(0, dtype=torch.long)
         skip = np.asarray(exclude if exclude is not None else (), dtype=np.int64)
-        if self.index is None:
-            scores = self._relevance(query)
-            scores[torch.from_numpy(skip)] = float("-inf")
-            return torch.topk(scores, min(n, int(torch.isfinite(scores).sum())))
-        scores, rows = (a[0] for a in self.index.search(query.numpy()[None], n + len(skip)))
-        keep = np.flatnonzero((rows >= 0) & ~np.isin(rows, skip))[:n]
-        return torch.from_numpy(scores[keep]), torch.from_numpy(rows[keep])
+        if self.index is not None:
+            scores, rows = (a[0] for a in self.index.search(query.numpy()[None], n + len(skip)))
+            keep = np.flatnonzero((rows >= 0) & np.isfinite(scores) & ~np.isin(rows, skip))[:n]
+            if len(keep) == n or len(keep) >= self.index.index.ntotal - len(np.unique(skip)):
+                return torch.from_numpy(scores[keep]), torch.from_numpy(rows[keep])
+            # the scanned cells held too few items: every item is scored instead (rare)
+        scores = self._relevance(query)
+        scores[torch.from_numpy(skip)] = float("-inf")
+        return torch.topk(scores, min(n, int(torch.isfinite(scores).sum())))
 
 
 def save_text_index(artifact_dir: str | Path, item_text: np.ndarray, min_items: int, nprobe: int = 128) -> Path | None:
     """Build the FAISS index of the items' text vectors into a model artifact when serving will
     search through one (at least ``min_items`` items with text, ``[serving] search_ann_min_items``);
     None when it will not."""
-    rows = np.flatnonzero(np.any(item_text != 0, axis=1))
+    rows = np.flatnonzero(np.any(item_text != 0, axis=1) & np.all(np.isfinite(item_text), axis=1))
     if min_items <= 0 or len(rows) < max(min_items, ItemIndex.MIN_ITEMS):
         return None
     return ItemIndex(item_text[rows], nprobe, rows=rows).write(Path(artifact_dir) / TEXT_INDEX_FILE)

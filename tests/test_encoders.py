@@ -406,6 +406,21 @@ def test_search_of_a_large_catalogue_recalls_through_a_text_index(encoder, tmp_p
         _, rows = search.top(query, 30, exclude=skip)
         assert len(rows) == 30 and not set(rows.tolist()) & set(skip.tolist())
     assert len(search.top("shoes", 0)[1]) == 0
+    # cells too few for the answer (one scanned, most of it excluded): every item is scored instead
+    search.use_index(min_items=1000, nprobe=1)
+    want = exact.top("running shoes for trails", 400)[1].numpy()
+    _, rows = search.top("running shoes for trails", 30, exclude=want[:370])
+    np.testing.assert_array_equal(rows, want[370:])
+    # a broken (NaN) vector matches nothing, exactly or through the index
+    broken = items.copy()
+    broken[1] = np.nan
+    for min_items in (0, 1000):
+        nan_search = TextSearch(broken, setting)
+        nan_search._encoder = encoder
+        nan_search.use_index(min_items=min_items, nprobe=32)
+        scores, rows = nan_search.top(topics[topic[1]], 50)
+        assert 1 not in rows.tolist() and bool(torch.isfinite(scores).all())
+    search.use_index(min_items=1000, nprobe=32)
     # kept in the artifact by `kgrec train`, read back by serving instead of being built
     assert save_text_index(tmp_path, items, min_items=10_000) is None
     saved = save_text_index(tmp_path, items, min_items=1000, nprobe=32)
