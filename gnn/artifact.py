@@ -13,6 +13,9 @@ Layout of ``<out_dir>/<version>/``::
     curve.png          training curve
     filter.npz         graph-filter models only (gfcf, bspm): ``vt`` (k, I), the low-pass basis; serving
                        scores with the whole filter and the embeddings are its low-pass factors
+    item_attributes.npz  optional CSR (I, A) of each item's attributes and knowledge-graph entities
+                       (the snapshot's item->entity relations): indptr, indices; ``ids.json["attribute"]``
+                       names the A entities. Serving ranks within them (``Recommender.recommend(within=)``)
     item_text.npy      optional (I, T) float16 unit-length text vectors of the items, for free-text
                        search (``serving.search``); ``meta.json["text_encoder"]`` names the encoder
                        setting that made them, so a query is encoded the same way
@@ -68,6 +71,8 @@ class Artifact:
     meta: dict[str, Any]
     filter_state: dict[str, np.ndarray] | None = None
     item_text: np.ndarray | None = None  # (I, T) unit-length float16 text vectors, when written
+    # (indptr, indices) CSR of each item's attributes, columns named by ids["attribute"], when written
+    item_attributes: tuple[np.ndarray, np.ndarray] | None = None
 
     def train_items(self, user: int) -> np.ndarray:
         """Internal item ids the user interacted with in training."""
@@ -83,12 +88,14 @@ def save_artifact(path: str | Path, *, user_embeddings: np.ndarray, item_embeddi
                   config: dict[str, Any], metrics: dict[str, Any], meta: dict[str, Any],
                   curve_png: bytes | Path | None = None, filter_state: dict[str, np.ndarray] | None = None,
                   seen_indptr: np.ndarray | None = None, seen_indices: np.ndarray | None = None,
-                  text_index: TextIndex | None = None) -> Path:
+                  text_index: TextIndex | None = None,
+                  item_attributes: tuple[np.ndarray, np.ndarray, list[str]] | None = None) -> Path:
     """Write an artifact into ``path`` (a directory, created; normally a temp dir renamed later).
 
     ``seen_indptr``/``seen_indices`` (CSR, every interaction of each user, training ones included)
     are what serving excludes; without them it excludes the training items only. ``text_index``
-    adds ``item_text.npy`` and ``meta["text_encoder"]`` for free-text search.
+    adds ``item_text.npy`` and ``meta["text_encoder"]`` for free-text search. ``item_attributes``
+    (indptr, indices, attribute ids: a CSR of each item's attributes) adds ``item_attributes.npz``.
 
     Raises:
         ValueError: shapes disagree with ids.
@@ -109,9 +116,15 @@ def save_artifact(path: str | Path, *, user_embeddings: np.ndarray, item_embeddi
         if text_index.vectors.ndim != 2 or text_index.vectors.shape[0] != ie.shape[0]:
             raise ValueError(f"item text vectors {text_index.vectors.shape} do not match {ie.shape[0]} items")
         meta = {**meta, "text_encoder": dict(text_index.encoder)}
+    ids = {k: list(v) for k, v in ids.items()}  # user, item, item_title[, attribute]
+    if item_attributes is not None:
+        attr_indptr, attr_indices, attr_ids = item_attributes
+        if len(attr_indptr) != ie.shape[0] + 1 or (len(attr_indices) and int(np.max(attr_indices)) >= len(attr_ids)):
+            raise ValueError("item_attributes must be a CSR with one row per item and a column per attribute id")
+        ids["attribute"] = list(attr_ids)
     path.mkdir(parents=True, exist_ok=True)
     np.savez(path / "embeddings.npz", user=ue, item=ie)
-    (path / "ids.json").write_text(json.dumps({k: list(v) for k, v in ids.items()}))  # user, item, item_title
+    (path / "ids.json").write_text(json.dumps(ids))
     np.savez(path / "train_items.npz", indptr=np.asarray(train_indptr, dtype=np.int64),
              indices=np.asarray(train_indices, dtype=np.int64))
     if seen_indptr is not None:
@@ -126,6 +139,9 @@ def save_artifact(path: str | Path, *, user_embeddings: np.ndarray, item_embeddi
         (path / "curve.png").write_bytes(curve_png)
     if filter_state is not None:
         np.savez(path / "filter.npz", **filter_state)
+    if item_attributes is not None:
+        np.savez(path / "item_attributes.npz", indptr=np.asarray(attr_indptr, dtype=np.int64),
+                 indices=np.asarray(attr_indices, dtype=np.int64))
     if text_index is not None:
         vectors = np.asarray(text_index.vectors, dtype=np.float32)
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)
@@ -156,11 +172,17 @@ def load_artifact(path: str | Path) -> Artifact:
         f = path / name
         return json.loads(f.read_text()) if f.is_file() else {}
 
+    attributes = None
+    if (path / "item_attributes.npz").is_file():
+        with np.load(path / "item_attributes.npz") as z:
+            attributes = (z["indptr"], z["indices"])
+
     return Artifact(path=path, user_embeddings=ue, item_embeddings=ie, ids=_json("ids.json"),
                     train_indptr=indptr, train_indices=indices, config=_json("config.json"),
                     metrics=_json("metrics.json"), meta=_json("meta.json"), filter_state=load_filter_state(path),
                     seen_indptr=seen_indptr, seen_indices=seen_indices,
-                    item_text=np.load(path / "item_text.npy") if (path / "item_text.npy").is_file() else None)
+                    item_text=np.load(path / "item_text.npy") if (path / "item_text.npy").is_file() else None,
+                    item_attributes=attributes)
 
 
 def load_filter_state(path: str | Path) -> dict[str, np.ndarray] | None:

@@ -609,6 +609,21 @@ def _train_embeddings(snapshot: Any, cfg: TrainConfig, out_dir: Path, text_embed
     return final_dir
 
 
+def item_attributes(snapshot: Any) -> tuple[np.ndarray, np.ndarray, list[str]] | None:
+    """Each item's attributes and knowledge-graph entities (every item->entity relation of the
+    snapshot) as a CSR over the entities that some item links to: (indptr, indices, entity ids);
+    None when the snapshot links items to none."""
+    edges = [snapshot.relations[r] for r, (src, dst) in getattr(snapshot, "relation_types", {}).items()
+             if src == "item" and dst == "entity" and r in snapshot.relations]
+    edges = [e for e in edges if e.shape[1]]
+    if not edges:
+        return None
+    items, entities = np.concatenate(edges, axis=1)
+    used, columns = np.unique(entities, return_inverse=True)
+    m = sp.csr_matrix((np.ones(len(items), np.float32), (items, columns)), shape=(snapshot.num_items, len(used)))
+    m.sum_duplicates()
+    return m.indptr, m.indices, [snapshot.ids["entity"][e] for e in used.tolist()]
+
 
 def _write_artifact(out_dir: Path, cfg: TrainConfig, snapshot: Any, train_csr: sp.csr_matrix, ue: np.ndarray,
                     ie: np.ndarray, *, metrics: dict[str, Any], meta: dict[str, Any],
@@ -632,7 +647,7 @@ def _write_artifact(out_dir: Path, cfg: TrainConfig, snapshot: Any, train_csr: s
                   **meta, "num_users": U, "num_items": I,
                   "embedding_dim": int(ue.shape[1])},
             curve_png=curve_png, filter_state=filter_state, seen_indptr=seen_csr.indptr, seen_indices=seen_csr.indices,
-            text_index=text_index)
+            text_index=text_index, item_attributes=item_attributes(snapshot))
         final_dir = out_dir / version
         tmp.rename(final_dir)
     except BaseException:

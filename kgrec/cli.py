@@ -230,7 +230,7 @@ def _print_items(items: list) -> None:
 
 
 def cmd_recommend(args: argparse.Namespace, cfg: Config) -> None:
-    _print_items(_one_request(args, cfg).recommend(args.user, args.k))
+    _print_items(_one_request(args, cfg).recommend(args.user, args.k, within=args.within or ()))
 
 
 def cmd_search(args: argparse.Namespace, cfg: Config) -> None:
@@ -356,6 +356,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("recommend", help="top-k items for a user from the current model")
     s.add_argument("user")
     s.add_argument("-k", type=_positive_int, default=10)
+    s.add_argument("--within", action="append", metavar="ATTRIBUTE",
+                   help="rank only items with this attribute (an entity id such as genre:Comedy); repeatable")
     s.add_argument("--model", help="artifact directory (default: serving.model_dir, else <train.out_dir>/current)")
     s.set_defaults(func=cmd_recommend)
 
@@ -439,6 +441,7 @@ def _user_errors() -> tuple[type[Exception], ...]:
     for module, name in (("kg.errors", "KgError"), ("gnn.train", "TrainingError"),
                          ("kgrec.retrain", "RetrainBusyError"), ("encoders.base", "EncoderError"),
                          ("serving.recommender", "UnknownUserError"), ("serving.recommender", "UnknownItemError"),
+                         ("serving.recommender", "UnknownAttributeError"),
                          ("serving.search", "SearchUnavailableError")):
         if module in sys.modules:
             found.append(getattr(sys.modules[module], name))

@@ -232,6 +232,11 @@ def run_demo(graph: Graph, cfg: Config, spec: SyntheticSpec | None = None,
         say(f"      search {query!r} for u1 (text match, ranked by the model):")
         for r in rec.search(query, k=3, user_id="u1"):
             say(f"        {r.item_id:>6}  community {community_of_item(r.item_id, spec)}  {r.title}")
+    other = f"cat:{list(TOPICS)[1]}" if spec.num_communities > 1 else None
+    if other in rec.attribute_index and "u0" in rec.user_index:  # graph recall, then the model's ranking
+        say(f"      u0 within {other} (items with that category, ranked by the model):")
+        for r in rec.recommend("u0", k=3, within=[other]):
+            say(f"        {r.item_id:>6}  {r.score:7.3f}  {r.title}")
     wb = stage("writeback", write_back, graph, rec, 10)
     say(f"[6/6] wrote embeddings, vector index and {wb['recommendations']} RECOMMENDED edges back to Neo4j")
     return DemoResult(snapshot, model, metrics, timings)

@@ -4,6 +4,7 @@ large catalogues recall candidates from a FAISS index first (:mod:`serving.recal
 :class:`LiveModel` follows the published ``current`` link, so servers pick up retrained models."""
 
 from .live import LiveModel
-from .recommender import Recommendation, Recommender, UnknownItemError, UnknownUserError
+from .recommender import Recommendation, Recommender, UnknownAttributeError, UnknownItemError, UnknownUserError
 
-__all__ = ["LiveModel", "Recommendation", "Recommender", "UnknownItemError", "UnknownUserError"]
+__all__ = ["LiveModel", "Recommendation", "Recommender", "UnknownAttributeError", "UnknownItemError",
+           "UnknownUserError"]

@@ -14,7 +14,7 @@ from encoders.base import EncoderError
 from kgrec.config import ServingConfig
 
 from .live import LiveModel
-from .recommender import Recommendation, Recommender, UnknownItemError, UnknownUserError
+from .recommender import Recommendation, Recommender, UnknownAttributeError, UnknownItemError, UnknownUserError
 from .search import SearchUnavailableError
 
 
@@ -44,7 +44,8 @@ class ColdStartRequest(BaseModel):
 
 
 # what each error means to a client, checked in order
-STATUS: dict[type[Exception], int] = {UnknownUserError: 404, UnknownItemError: 404, SearchUnavailableError: 409,
+STATUS: dict[type[Exception], int] = {UnknownUserError: 404, UnknownItemError: 404, UnknownAttributeError: 404,
+                                      SearchUnavailableError: 409,
                                       EncoderError: 503, ValueError: 422}  # 503: the query encoder cannot load here
 
 
@@ -77,8 +78,10 @@ def create_app(model_dir: str | Path, reload_check_s: float = 1.0, cfg: ServingC
 
     @app.get("/recommend/{user_id:path}", response_model=Recommendations)  # ids may hold "/"
     def recommend(user_id: str, k: int = Query(10, ge=1, le=1000),
+                  within: list[str] = Query([], description="attribute ids (genre:Comedy): "
+                                            "rank only the items linked to every one"),
                   rec: Recommender = Depends(get_recommender)) -> Recommendations:
-        return _answer(rec, lambda: rec.recommend(user_id, k))
+        return _answer(rec, lambda: rec.recommend(user_id, k, within=within))
 
     @app.post("/recommend/cold", response_model=Recommendations)
     def cold(body: ColdStartRequest, rec: Recommender = Depends(get_recommender)) -> Recommendations:

@@ -14,6 +14,8 @@ product and only those are ranked, exactly, without the user's own items.
 
 An artifact with ``item_text.npy`` also answers free-text queries (:meth:`Recommender.search`,
 :mod:`serving.search`): items recalled by text similarity, ranked for a user by the model.
+One with ``item_attributes.npz`` ranks within attributes: ``recommend(user, within=["genre:Comedy"])``
+recalls the items linked to every one of them in the knowledge graph and ranks those.
 """
 from __future__ import annotations
 
@@ -43,6 +45,10 @@ class UnknownUserError(KeyError):
 
 class UnknownItemError(KeyError):
     """The item id is not in the model."""
+
+
+class UnknownAttributeError(KeyError):
+    """The attribute (entity) id links to no item of the model, or the model keeps no attributes."""
 
 
 @dataclass(frozen=True)
@@ -82,6 +88,8 @@ class Recommender:
         self.text_search: TextSearch | None = None
         self.search_candidates = ServingConfig.search_candidates
         self.query_items = ServingConfig.query_items
+        self.attribute_index: dict[str, int] = {}
+        self._attribute_items: sp.csr_matrix | None = None  # (A, I): the items holding each attribute
         self._train = sp.csr_matrix((np.ones(len(train_indices), np.float32), train_indices, train_indptr),
                                     shape=(len(user_ids), len(item_ids)))  # (U, I) training items
         # (U, I) every known interaction, training or held out: never recommended
@@ -111,6 +119,8 @@ class Recommender:
         if cfg.search_candidates < 1 or cfg.query_items < 1:
             raise ValueError(f"[serving] search_candidates and query_items must be >= 1, got "
                              f"{cfg.search_candidates} and {cfg.query_items}")
+        if art.item_attributes is not None:
+            rec.use_attributes(*art.item_attributes, art.ids.get("attribute", []))
         if art.item_text is not None and "text_encoder" in meta:
             rec.text_search = TextSearch(art.item_text, meta["text_encoder"], cfg.search_device)
         rec.use_index(cfg)
@@ -136,6 +146,33 @@ class Recommender:
         self.candidates = cfg.ann_candidates
         if self.text_search is not None:
             self.text_search.use_index(cfg.search_ann_min_items, cfg.search_nprobe, saved and saved / TEXT_INDEX_FILE)
+
+    def use_attributes(self, indptr: np.ndarray, indices: np.ndarray, attribute_ids: list[str]) -> None:
+        """Know each item's attributes: a CSR (items x attributes) and the attributes' entity ids."""
+        items = sp.csr_matrix((np.ones(len(indices), np.float32), indices, indptr),
+                              shape=(len(self.item_ids), len(attribute_ids)))
+        self._attribute_items = items.T.tocsr()
+        self._attribute_items.sort_indices()
+        self.attribute_index = {a: j for j, a in enumerate(attribute_ids)}
+
+    def items_within(self, attribute_ids: list[str]) -> np.ndarray:
+        """Rows of the items linked to every one of ``attribute_ids`` (entity ids such as
+        ``genre:Comedy``), ascending.
+
+        Raises:
+            UnknownAttributeError: an id links to no item, or the model keeps no item attributes.
+        """
+        if self._attribute_items is None:
+            raise UnknownAttributeError(f"model {self.version} keeps no item attributes: retrain it on a "
+                                        "snapshot whose items have attributes")
+        rows: np.ndarray | None = None
+        for a in dict.fromkeys(attribute_ids):
+            if a not in self.attribute_index:
+                raise UnknownAttributeError(f"no item of model {self.version} has attribute {a!r}")
+            j = self.attribute_index[a]
+            items = self._attribute_items.indices[self._attribute_items.indptr[j]:self._attribute_items.indptr[j + 1]]
+            rows = items if rows is None else np.intersect1d(rows, items, assume_unique=True)
+        return np.asarray(rows if rows is not None else np.arange(len(self.item_ids)), dtype=np.int64)
 
     @property
     def version(self) -> str:
@@ -163,13 +200,28 @@ class Recommender:
         """Dot-product score of every item for one user vector of shape (d,)."""
         return self.item_emb @ user_vector
 
-    def recommend(self, user_id: str, k: int = 10, exclude_seen: bool = True) -> list[Recommendation]:
+    def recommend(self, user_id: str, k: int = 10, exclude_seen: bool = True,
+                  within: list[str] | tuple[str, ...] = ()) -> list[Recommendation]:
         """Top-``k`` items for a known user, excluding the items they interacted with by default.
+        With ``within`` (attribute or knowledge-graph entity ids), only the items linked to every
+        one of them are ranked: graph recall, then the model's scores.
 
         Raises:
             UnknownUserError: the user is not in the model.
+            UnknownAttributeError: a ``within`` id links to no item of the model.
         """
-        return self.recommend_many([user_id], k, exclude_seen)[0]
+        if not within:
+            return self.recommend_many([user_id], k, exclude_seen)[0]
+        u = self._user(user_id)
+        rows = torch.from_numpy(self.items_within(list(within)))
+        if self.scorer is not None:  # a filter scores the whole row
+            scores = self.score_users(np.array([u]))[0][rows]
+        else:
+            scores = self.item_emb[rows] @ self.user_emb[u]
+        if exclude_seen:
+            seen = self._seen.indices[self._seen.indptr[u]:self._seen.indptr[u + 1]]
+            scores[torch.from_numpy(np.isin(rows.numpy(), seen))] = float("-inf")
+        return self._top(scores, k, rows)
 
     def recommend_many(self, user_ids: list[str], k: int = 10, exclude_seen: bool = True) -> list[list[Recommendation]]:
         """:meth:`recommend` for several known users, scored as one batch.

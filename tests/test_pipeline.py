@@ -294,6 +294,44 @@ def test_cli_errors_are_one_line(trained, capsys):
     assert e.value.code == 2 and "must be >= 1" in capsys.readouterr().err
 
 
+def test_recommendations_within_an_attribute(trained, tmp_path, capsys):
+    """Graph recall, then ranking: recommend(u, within=[...]) ranks only the items holding every
+    given attribute (the snapshot's item->entity edges, kept in the artifact), by the model's
+    scores, never the user's own; over Python, HTTP and the CLI."""
+    from fastapi.testclient import TestClient
+
+    from kg.synthetic import TOPICS
+    from kgrec.cli import main
+    from serving import Recommender, UnknownAttributeError
+    from serving.http import create_app
+
+    cfg, _, artifact = trained
+    rec = Recommender.load(artifact)
+    other = f"cat:{list(TOPICS)[1]}"  # u0 is in community 0
+    within = rec.items_within([other])
+    assert {rec.item_ids[j] for j in within} == {i for i in rec.item_ids if community_of_item(i, SPEC) == 1}
+    found = rec.recommend("u0", 5, within=[other])
+    assert len(found) == 5 and all(community_of_item(r.item_id, SPEC) == 1 for r in found)
+    assert not {r.item_id for r in found} & set(rec.seen_items("u0"))
+    # the model's order over those items: the best of them in the whole ranking, in that order
+    whole = [r.item_id for r in rec.recommend("u0", len(rec.item_ids)) if r.item_id in
+             {rec.item_ids[j] for j in within}]
+    assert [r.item_id for r in found] == whole[:5]
+    brand = f"brand:{list(TOPICS)[1]}0"
+    both = rec.recommend("u0", 50, within=[other, brand])
+    assert both and {r.item_id for r in both} <= {rec.item_ids[j] for j in rec.items_within([brand])} and \
+        len(both) < len(within)
+    assert rec.recommend("u0", 3, within=(other, other)) == rec.recommend("u0", 3, within=[other])
+    with pytest.raises(UnknownAttributeError, match="cat:nothing"):
+        rec.recommend("u0", 5, within=["cat:nothing"])
+    client = TestClient(create_app(artifact))
+    got = client.get("/recommend/u0", params={"k": 5, "within": [other]})
+    assert got.status_code == 200 and [i["item_id"] for i in got.json()["items"]] == [r.item_id for r in found]
+    assert client.get("/recommend/u0", params={"within": "cat:nothing"}).status_code == 404
+    assert main(["recommend", "u0", "-k", "3", "--within", other, "--model", str(artifact)]) in (0, None)
+    assert [line.split("\t")[0] for line in capsys.readouterr().out.splitlines()] == [r.item_id for r in found[:3]]
+
+
 def test_write_back_and_vector_index(trained, graph_session):
     from serving import Recommender
 
@@ -325,6 +363,12 @@ def test_write_back_and_vector_index(trained, graph_session):
     assert len(found) == 5 and not {r["item_id"] for r in found} & set(rec.seen_items("u1"))
     assert all(community_of_item(r["item_id"], SPEC) == 0 for r in found)
     assert [r["score"] for r in found] == sorted((r["score"] for r in found), reverse=True)
+    # recommendations within an attribute, for Browser users: the same items and order as serving
+    from kg.synthetic import TOPICS
+
+    other = f"cat:{list(TOPICS)[1]}"
+    within = graph_session.query("serving/recommend_within_attribute", user_id="u0", entity_id=other, k=5)
+    assert [r["item_id"] for r in within] == [r.item_id for r in rec.recommend("u0", 5, within=[other])]
     # graph recall for Browser users: co-interacted items, none of the user's own, mostly their community
     recall = graph_session.query("serving/graph_recall_copurchase", user_id="u0", k=10)
     assert len(recall) == 10 and not {r["item_id"] for r in recall} & set(rec.seen_items("u0"))

@@ -1,0 +1,14 @@
+// Recommendations within an attribute, for Browser users (:param user_id => 'u0',
+// :param entity_id => 'cat:running', :param k => 10): the items holding the attribute or
+// knowledge-graph entity that the user has not interacted with, ranked by the user's model score
+// (the dot product of the written-back embeddings), as Recommender.recommend(user, within=[...])
+// ranks them for embedding models.
+MATCH (u:User {id: $user_id})
+WHERE u.embedding IS NOT NULL
+MATCH (i:Item)-[:HAS_ATTRIBUTE]->(:Entity {id: $entity_id})
+WHERE i.embedding IS NOT NULL AND NOT (u)-[:INTERACTED]->(i)
+WITH DISTINCT u, i
+RETURN i.id AS item_id, i.title AS title,
+       reduce(s = 0.0, d IN range(0, size(u.embedding) - 1) | s + u.embedding[d] * i.embedding[d]) AS score
+ORDER BY score DESC, item_id
+LIMIT $k
