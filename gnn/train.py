@@ -57,15 +57,16 @@ def resolve_device(name: str) -> torch.device:
 
 
 @contextmanager
-def deterministic_algorithms(on: bool) -> Iterator[None]:
+def deterministic_algorithms(on: bool, cuda: bool = False) -> Iterator[None]:
     """Within the block, make torch use deterministic kernels where it has them (``[train]
     deterministic``): CUDA sums by atomics (R-GCN's index_add, scatter) otherwise differ from run
     to run in their last bits. Kernels without a deterministic version warn and run. The previous
-    setting is restored after the block."""
+    setting is restored after the block. ``cuda``: the run is on CUDA (cuBLAS needs its workspace
+    setting too)."""
     if not on:
         yield
         return
-    if torch.cuda.is_available() and not os.environ.get("CUBLAS_WORKSPACE_CONFIG"):
+    if cuda and not os.environ.get("CUBLAS_WORKSPACE_CONFIG"):
         logger.warning("[train] deterministic: set CUBLAS_WORKSPACE_CONFIG=:4096:8 before starting, or cuBLAS "
                        "products on CUDA stay nondeterministic")
     before, before_warn = torch.are_deterministic_algorithms_enabled(), \
@@ -447,7 +448,8 @@ def train(snapshot: Any, cfg: TrainConfig, out_dir: str | Path, text_embeddings:
     if cfg.model in FILTER_MODELS:
         return _fit_filter(snapshot, cfg, out_dir, snapshot_path=snapshot_path, publish_current=publish_current,
                            text_index=text_index)
-    with deterministic_algorithms(cfg.deterministic):
+    on_cuda = cfg.deterministic and resolve_device(cfg.device).type == "cuda"
+    with deterministic_algorithms(cfg.deterministic, cuda=on_cuda):
         return _train_embeddings(snapshot, cfg, out_dir, text_embeddings, snapshot_path=snapshot_path,
                                  epoch_hook=epoch_hook, resume=resume, publish_current=publish_current,
                                  max_time_s=max_time_s, progress=progress, text_index=text_index)

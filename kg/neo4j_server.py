@@ -30,6 +30,7 @@ from .errors import Neo4jSetupError
 logger = logging.getLogger(__name__)
 
 ENTRY_POINT = "org.neo4j.server.CommunityEntryPoint"
+LOCK_WAIT_S = 900.0  # beyond start_timeout_s, how long a start waits for another's (an install among it)
 ADMIN_TOOL = "org.neo4j.cli.AdminTool"
 # The JVM flags Neo4j's own launcher (bin/neo4j) starts the server with by default. A direct
 # ``java ... CommunityEntryPoint`` start must pass them itself, and the heap too: the launcher turns
@@ -157,6 +158,7 @@ class ManagedNeo4j:
         dirs = {d: self.home / d for d in ("data", "logs", "plugins", "run", "import")}
         for d in dirs.values():
             d.mkdir(parents=True, exist_ok=True)
+        self._private_data()
         c = self.config
         lines = [
             "# written by kgrec (kg/neo4j_server.py); edits are overwritten on start",
@@ -175,6 +177,14 @@ class ManagedNeo4j:
         ]
         (conf_dir / "neo4j.conf").write_text("\n".join(lines) + "\n")
         return conf_dir
+
+    def _private_data(self) -> None:
+        """Make ``data/`` (the store, auth.ini) its owner's alone: no other local user reads
+        around authentication."""
+        try:
+            (self.home / "data").chmod(0o700)
+        except OSError as e:
+            raise Neo4jSetupError(f"cannot make {self.home / 'data'} private to its owner: {e}") from e
 
     def _ensure_password(self, java: str, conf_dir: Path) -> None:
         """Generate the initial password before the first start and store it with mode 0600."""
@@ -233,14 +243,24 @@ class ManagedNeo4j:
             The status and whether this call started the server (False: it was already running).
         """
         (self.home / "run").mkdir(parents=True, exist_ok=True)
-        self.home.chmod(0o700)  # the store and auth.ini inside: no other local user reads around auth
+        if (self.home / "data").is_dir():
+            self._private_data()
         with open(self.home / "run" / "start.lock", "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)  # a second start waits, then finds this one's server
+            deadline = time.monotonic() + LOCK_WAIT_S + self.config.start_timeout_s
+            while True:  # a second start waits, then finds this one's server
+                try:
+                    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        raise Neo4jSetupError(f"another `kgrec neo4j start` on {self.home} has held its lock "
+                                              f"for {LOCK_WAIT_S + self.config.start_timeout_s:.0f} s") from None
+                    time.sleep(0.5)
             return self._start_locked()
 
     def _start_locked(self) -> tuple[ServerStatus, bool]:
         if self.pid() is not None:
-            self._wait_for_ports()
+            self._wait_for_ports(http=False)  # started by an earlier config, perhaps on another HTTP port
             return self.status(), False
         for port, setting in ((self.config.bolt_port, "BOLT_PORT"), (self.config.http_port, "HTTP_PORT")):
             if _port_open(port):
@@ -263,14 +283,14 @@ class ManagedNeo4j:
             raise
         return self.status(), True
 
-    def _wait_for_ports(self, proc: subprocess.Popen | None = None) -> None:
-        """Wait until Bolt and then HTTP (the Browser; Neo4j opens it last) accept connections,
-        while the server process lives."""
+    def _wait_for_ports(self, proc: subprocess.Popen | None = None, http: bool = True) -> None:
+        """Wait until Bolt and then (``http``) HTTP, the Browser, which Neo4j opens last, accept
+        connections, while the server process lives."""
         deadline = time.monotonic() + self.config.start_timeout_s
         while time.monotonic() < deadline:
             if proc is not None and proc.poll() is not None:
                 break
-            if _port_open(self.config.bolt_port) and _port_open(self.config.http_port):
+            if _port_open(self.config.bolt_port) and (not http or _port_open(self.config.http_port)):
                 return
             time.sleep(0.5)
         log = self.home / "logs" / "console.log"

@@ -210,10 +210,11 @@ class Recommender:
             UnknownUserError: the user is not in the model.
             UnknownAttributeError: a ``within`` id links to no item of the model.
         """
+        within = [a for a in within if a]  # an empty value (``?within=``) constrains nothing
         if not within:
             return self.recommend_many([user_id], k, exclude_seen)[0]
         u = self._user(user_id)
-        rows = torch.from_numpy(self.items_within(list(within)))
+        rows = torch.from_numpy(self.items_within(within))
         if self.scorer is not None:  # a filter scores the whole row
             scores = self.score_users(np.array([u]))[0][rows]
         else:

@@ -138,7 +138,8 @@ class TextSearch:
         if self.index is not None:
             scores, rows = (a[0] for a in self.index.search(query.numpy()[None], n + len(skip)))
             keep = np.flatnonzero((rows >= 0) & np.isfinite(scores) & ~np.isin(rows, skip))[:n]
-            if len(keep) == n or len(keep) >= self.index.index.ntotal - len(np.unique(skip)):
+            indexed_skips = int((~self._textless[torch.from_numpy(np.unique(skip))]).sum()) if len(skip) else 0
+            if len(keep) == n or len(keep) >= self.index.index.ntotal - indexed_skips:
                 return torch.from_numpy(scores[keep]), torch.from_numpy(rows[keep])
             # the scanned cells held too few items: every item is scored instead (rare)
         scores = self._relevance(query)

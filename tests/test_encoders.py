@@ -411,6 +411,9 @@ def test_search_of_a_large_catalogue_recalls_through_a_text_index(encoder, tmp_p
     want = exact.top("running shoes for trails", 400)[1].numpy()
     _, rows = search.top("running shoes for trails", 30, exclude=want[:370])
     np.testing.assert_array_equal(rows, want[370:])
+    textless = np.arange(0, 8000, 10)  # excluded items that were never in the index do not count
+    _, rows = search.top("running shoes for trails", 30, exclude=np.concatenate([textless, want[:370]]))
+    np.testing.assert_array_equal(rows, want[370:])
     # a broken (NaN) vector matches nothing, exactly or through the index
     broken = items.copy()
     broken[1] = np.nan

@@ -118,14 +118,22 @@ def test_managed_server_password_file_and_status(neo4j_config):
     assert f"-Xmx{neo4j_config.heap}".encode() in cmdline and f"-Xms{neo4j_config.heap}".encode() in cmdline
 
 
-def test_the_managed_home_is_private_and_the_browser_is_up_when_start_returns(neo4j_config):
+def test_the_managed_store_is_private_and_the_browser_is_up_when_start_returns(neo4j_config):
     if not neo4j_config.managed:
         pytest.skip("NEO4J_URI points at an external server")
     import urllib.request
 
-    assert stat.S_IMODE(neo4j_config.home.stat().st_mode) == 0o700  # the store and auth.ini inside
+    assert stat.S_IMODE((neo4j_config.home / "data").stat().st_mode) == 0o700  # the store and auth.ini
     with urllib.request.urlopen(ManagedNeo4j(neo4j_config).browser_url, timeout=10) as page:
         assert page.status == 200
+    # running already, though the HTTP port setting has changed since: found at once, not waited on
+    import dataclasses
+    import time
+
+    moved = dataclasses.replace(neo4j_config, http_port=neo4j_config.http_port + 1, start_timeout_s=30)
+    t = time.monotonic()
+    status, started = ManagedNeo4j(moved).start()
+    assert status.running and not started and time.monotonic() - t < 10
 
 
 def test_a_pid_file_naming_another_process_is_not_our_server(tmp_path):

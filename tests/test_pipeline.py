@@ -322,6 +322,7 @@ def test_recommendations_within_an_attribute(trained, tmp_path, capsys):
     assert both and {r.item_id for r in both} <= {rec.item_ids[j] for j in rec.items_within([brand])} and \
         len(both) < len(within)
     assert rec.recommend("u0", 3, within=(other, other)) == rec.recommend("u0", 3, within=[other])
+    assert rec.recommend("u0", 3, within=[""]) == rec.recommend("u0", 3)  # ?within= constrains nothing
     with pytest.raises(UnknownAttributeError, match="cat:nothing"):
         rec.recommend("u0", 5, within=["cat:nothing"])
     client = TestClient(create_app(artifact))
