@@ -63,11 +63,12 @@ def split_interactions(user: np.ndarray, item: np.ndarray, ts: np.ndarray, cfg: 
 
     ``ratio`` and ``loo`` work per user, and users with a single interaction keep it in train.
     ``temporal`` is one global cut: interactions ordered by time (ties by user, then item), the
-    latest ``test_ratio`` of them to test and the ``valid_ratio`` before those to valid.
+    latest ``test_ratio`` of them to test and the ``valid_ratio`` before those to valid; events of
+    unknown time (ts 0) stay in train and count for neither.
 
     Raises:
         ValueError: a bad split or ratios; ``given`` without a split on every interaction;
-            ``temporal`` when every interaction has the same timestamp (none recorded).
+            ``temporal`` or ``loo`` when every interaction has the same timestamp (none recorded).
     """
     n = user.size
     split = resolve_split(cfg, given)
@@ -78,15 +79,16 @@ def split_interactions(user: np.ndarray, item: np.ndarray, ts: np.ndarray, cfg: 
     out = np.zeros(n, dtype=np.int8)
     if n == 0:
         return out
+    if split in ("temporal", "loo") and n > 1 and (ts == ts[0]).all():
+        raise ValueError(f"split {split!r} needs timestamps, but every interaction has ts {int(ts[0])}; use ratio")
     if split == "temporal":
-        if n > 1 and (ts == ts[0]).all():
-            raise ValueError("split 'temporal' needs timestamps, but every interaction has ts "
-                             f"{int(ts[0])}; use ratio or loo")
-        order = np.lexsort((item, user, ts))  # by time; ties broken by user, then item
-        n_test = int(np.floor(n * cfg.test_ratio + 0.5))
-        n_valid = int(np.floor(n * cfg.valid_ratio + 0.5))
-        out[order[n - n_test - n_valid:n - n_test]] = 1
-        out[order[n - n_test:]] = 2
+        timed = np.flatnonzero(ts != 0)  # an event of unknown time (ts 0) stays in train
+        t = timed.size
+        order = timed[np.lexsort((item[timed], user[timed], ts[timed]))]  # by time; ties by user, then item
+        n_test = int(np.floor(t * cfg.test_ratio + 0.5))
+        n_valid = int(np.floor(t * cfg.valid_ratio + 0.5))
+        out[order[t - n_test - n_valid:t - n_test]] = 1
+        out[order[t - n_test:]] = 2
         return out
     rng = np.random.default_rng(cfg.seed)
     key = ts.astype(np.float64) if split == "loo" else rng.random(n)

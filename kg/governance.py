@@ -201,7 +201,7 @@ def parse_timestamp(value: Any) -> int:
     if isinstance(value, (int, float)):
         if not math.isfinite(value):
             raise GovernanceError(f"timestamp is not finite ({value})")
-        return _seconds(_int64(int(value), "timestamp"))
+        return _seconds(_int64(math.floor(value), "timestamp"))
     if not isinstance(value, str):
         raise GovernanceError(f"timestamp has unsupported type {type(value).__name__}")
     text = value.strip()
@@ -214,7 +214,7 @@ def parse_timestamp(value: Any) -> int:
     if number is not None:
         if not math.isfinite(number):
             raise GovernanceError(f"timestamp is not finite ({text})")
-        return _seconds(_int64(int(number), "timestamp"))
+        return _seconds(_int64(int(text) if text.lstrip("+-").isdigit() else math.floor(number), "timestamp"))
     iso = text[:-1] + "+00:00" if text.endswith(("Z", "z")) else text
     try:
         dt = datetime.fromisoformat(iso)
@@ -275,6 +275,7 @@ class _Edge:
     source: str
     line: int
     raw: Any
+    repeats: list[tuple[str, int, Any]] = field(default_factory=list)  # deduplicated rows: (source, line, raw)
 
 
 _EDGE_ENDPOINTS: dict[str, tuple[tuple[str, str], ...]] = {
@@ -410,6 +411,7 @@ class Governor:
                                                f"{clash} ({first.source}:{first.line}); kept that row", raw)
             else:
                 self._count(source, "deduplicated")
+                first.repeats.append((source, line, raw))  # quarantined with it, should it be
             return False
         edge = _Edge(kind, row, source, line, raw)
         self._edge_keys[key] = edge
@@ -482,15 +484,20 @@ class Governor:
 
     def add_interaction(self, source: str, line: int, raw: Any, *, user: Any, item: Any,
                         kind: Any = "interact", weight: Any = None, ts: Any = None, split: Any = "",
-                        lowercase: bool = False) -> bool:
-        """Add a user-item event; duplicates of ``(user, item, kind, ts)`` are deduplicated."""
+                        lowercase: bool = False, weight_required: bool = False,
+                        weight_range: tuple[float, float] | None = None) -> bool:
+        """Add a user-item event; duplicates of ``(user, item, kind, ts)`` are deduplicated.
+        A missing weight is 1 unless ``weight_required`` (a mapped rating column: a blank cell is
+        no rating of 1); ``weight_range`` (low, high) quarantines weights outside it."""
         try:
             row = {"user": normalize_id(user, "user id", lowercase),
                    "item": normalize_id(item, "item id", lowercase),
                    "kind": check_name(kind, "interaction kind"),
-                   "weight": parse_number(weight, "weight"),
+                   "weight": parse_number(weight, "weight", default=None if weight_required else 1.0),
                    "ts": parse_timestamp(ts),
                    "split": "" if split is None else str(split).strip()}
+            if weight_range is not None and not weight_range[0] <= row["weight"] <= weight_range[1]:
+                raise GovernanceError(f"weight {row['weight']:g} is outside {weight_range[0]:g}..{weight_range[1]:g}")
             if row["split"] not in SPLITS:
                 raise GovernanceError(f"unknown split {_clip(repr(split), 40)} (expected train/valid/test)")
         except GovernanceError as e:
@@ -589,6 +596,8 @@ class Governor:
             for key, kind in ends:
                 if edge.row[key] not in self._nodes[kind]:
                     wanted[kind].add(edge.row[key])
+        for kind, ids in self._declared.items():  # declared by events: perhaps stored already
+            wanted[kind] |= ids - self._nodes[kind].keys()
         for kind, ids in wanted.items():
             if ids:
                 found[kind] = set(self._known(kind, sorted(ids))) & ids
@@ -604,10 +613,10 @@ class Governor:
         res = self._result
         nodes = self._nodes
         accepted: list[_Edge] = []
-        for kind, ids in self._declared.items():
-            for node_id in sorted(ids - nodes[kind].keys()):
-                self._create(kind, node_id)
         in_graph = self._in_graph()
+        for kind, ids in self._declared.items():  # those the graph holds are not created (nor overwritten)
+            for node_id in sorted(ids - nodes[kind].keys() - in_graph[kind]):
+                self._create(kind, node_id)
         for edge in self._edges:  # KG triples define their entities (before links are checked)
             if edge.kind == "triples":
                 for end in ("head", "tail"):
@@ -622,6 +631,9 @@ class Governor:
             if missing and self.policy == "quarantine":
                 reason = "; ".join(f"unknown {_SINGULAR[kind]} {edge.row[key]!r}" for key, kind in missing)
                 self._quarantine(edge.source, edge.line, reason, edge.raw)
+                for src, line, raw in edge.repeats:  # no longer repeats of a loaded row
+                    self._count(src, "deduplicated", -1)
+                    self._quarantine(src, line, f"{reason} (a repeat of {edge.source}:{edge.line})", raw)
                 continue
             for key, kind in missing:
                 if edge.row[key] not in nodes[kind]:

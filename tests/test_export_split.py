@@ -51,11 +51,11 @@ def test_temporal_cut_with_tied_timestamps():
     """Day-level timestamps tie: the cut is by rank in time, so test gets its share even then."""
     user = np.repeat(np.arange(4), 5)
     item = np.tile(np.arange(5), 4)
-    ts = np.array([0] * 15 + [1] * 5)
+    ts = np.array([86_400] * 15 + [172_800] * 5)  # two days
     codes = split_interactions(user, item, ts, ExportConfig(split="temporal", valid_ratio=0.1, test_ratio=0.2))
     assert (codes == 2).sum() == 4 and (codes == 1).sum() == 2
-    assert (ts[codes == 2] == 1).all()  # the latest four; then ties go by user, then item
-    assert (codes[ts == 0] == 1).sum() == 1 and codes[14] == 1  # the last tied pair before them: (user 2, item 4)
+    assert (ts[codes == 2] == 172_800).all()  # the latest four; then ties go by user, then item
+    assert (codes[ts == 86_400] == 1).sum() == 1 and codes[14] == 1  # the last tied pair before them: (user 2, item 4)
     with pytest.raises(ValueError, match="timestamps"):
         split_interactions(user, item, np.zeros(20, np.int64), ExportConfig(split="temporal"))
 
@@ -128,3 +128,12 @@ def test_the_same_graph_exports_the_same_snapshot_whatever_order_it_was_written_
             assert np.array_equal(getattr(a.splits[name], col), getattr(b.splits[name], col)), (name, col)
     test = a.splits["test"]  # the tie goes to "view" (the last kind by name) and its split; weights summed
     assert (test.user.tolist(), test.item.tolist(), test.weight.tolist(), test.kind.tolist()) == ([0], [0], [3.0], [2])
+
+
+def test_loo_needs_timestamps_and_temporal_keeps_events_of_unknown_time_in_train():
+    user = np.zeros(10, np.int64)
+    with pytest.raises(ValueError, match="'loo' needs timestamps"):
+        split_interactions(user[:3], np.arange(3), np.zeros(3, np.int64), ExportConfig(split="loo"))
+    ts = np.array([0] * 8 + [5, 6])  # eight events of unknown time, two timed ones
+    codes = split_interactions(user, np.arange(10), ts, ExportConfig(split="temporal", valid_ratio=0.4, test_ratio=0.4))
+    assert codes[:8].tolist() == [0] * 8 and codes[8:].tolist() == [1, 2]

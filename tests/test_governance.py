@@ -502,3 +502,62 @@ def test_property_names_with_a_trailing_newline_and_weights_beyond_float32_are_r
     with pytest.raises(GovernanceError, match="float32"):
         parse_number("1e39")
     assert parse_number("3e38") == 3e38
+
+
+def test_a_repeat_of_a_quarantined_event_is_quarantined_with_it():
+    """Deduplicated against a row that is later rejected (an unknown item), the repeat is not a
+    repeat of anything loaded: it goes to quarantine too, and the counts still reconcile."""
+    gov = Governor(IngestConfig(unknown_reference="quarantine"))
+    gov.add_user("users.csv", 1, "r", id="u1")
+    gov.add_interaction("events.csv", 2, "r2", user="u1", item="nope", ts=1)
+    gov.add_interaction("events.csv", 3, "r3", user="u1", item="nope", ts=1)
+    res = gov.finish()
+    _reconciles(res)
+    assert sorted(_reasons(res)) == [2, 3] and "a repeat of events.csv:2" in _reasons(res)[3]
+    assert res.report["events.csv"]["deduplicated"] == 0 and res.report["events.csv"]["quarantined"] == 2
+
+
+def test_declared_nodes_the_graph_holds_are_not_reported_created():
+    gov = Governor(known=lambda kind, ids: {"users": {"u1"}, "items": {"i1"}}.get(kind, set()) & set(ids))
+    gov.add_interaction("delta.csv", 1, "r", user="u1", item="i1", ts=5)
+    gov.add_interaction("delta.csv", 2, "r", user="u2", item="i1", ts=6)
+    for kind, node in (("users", "u1"), ("items", "i1"), ("users", "u2")):
+        gov.declare(kind, node)
+    res = gov.finish()
+    _reconciles(res)
+    assert res.created == {"users": 1} and [u["id"] for u in res.records.users] == ["u2"]
+    assert res.records.items == [] and res.in_graph == {"users": 1, "items": 1}
+
+
+def test_a_blank_or_out_of_range_rating_is_quarantined_and_blank_ids_make_no_entity(tmp_path):
+    _write(tmp_path, "r.tsv", "u1\ti1\t4\nu1\ti2\t\nu1\ti3\t99\nu1\ti4\t0.5\n")
+    mapping = {"files": [{"path": "r.tsv", "role": "interactions", "delimiter": "\t", "header": False,
+                          "columns": ["u", "i", "r"], "user": "u", "item": "i", "weight": "r",
+                          "weight_range": [1, 5], "create_nodes": True}]}
+    res = read_tabular(tmp_path, mapping)
+    _reconciles(res)
+    assert [i["item"] for i in res.records.interactions] == ["i1"]
+    reasons = _reasons(res)
+    assert reasons[2] == "missing weight" and "outside 1..5" in reasons[3] and "outside 1..5" in reasons[4]
+    with pytest.raises(MappingError, match="weight_range"):
+        read_tabular(tmp_path, {"files": [{**mapping["files"][0], "weight_range": [5, 1]}]})
+    # a blank head or tail is a missing id, never the bare prefix "kg:"
+    _write(tmp_path, "kg.tsv", "\tgenre\t7\n1\tgenre\t \n1\tgenre\t7\n")
+    res = read_tabular(tmp_path, {"files": [{"path": "kg.tsv", "role": "triples", "delimiter": "\t",
+                                             "header": False, "columns": ["h", "r", "t"], "head": "h",
+                                             "relation": "r", "tail": "t", "entity_prefix": "kg:"}]})
+    _reconciles(res)
+    assert sorted(_reasons(res)) == [1, 2] and [(t["head"], t["tail"]) for t in res.records.triples] == [("kg:1", "kg:7")]
+    assert "kg:" not in {e["id"] for e in res.records.entities}
+
+
+def test_a_utf16_file_is_refused_with_what_to_do(tmp_path):
+    _write(tmp_path, "u.csv", "user,item\nu1,i1\n".encode("utf-16"))
+    with pytest.raises(MappingError, match="iconv"):
+        read_tabular(tmp_path, {"files": [{"path": "u.csv", "role": "interactions", "user": "user", "item": "item",
+                                           "encoding": "utf-16"}]})
+
+
+def test_negative_fractional_timestamps_round_down():
+    assert parse_timestamp("-0.5") == -1 and parse_timestamp(-1.5) == -2 and parse_timestamp("1.9") == 1
+    assert parse_timestamp("881250949") == 881250949

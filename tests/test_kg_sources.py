@@ -66,6 +66,24 @@ def test_recbole_atomic_files(tmp_path, caplog):
     assert reasons[1] == "unknown item 'i9'" and reasons[2] == "weight is NaN"
 
 
+def test_recbole_pre_split_benchmark_files_keep_their_split(tmp_path, caplog):
+    header = "user_id:token\titem_id:token\trating:float\n"
+    (tmp_path / "ml-toy").mkdir()
+    d = _files(tmp_path / "ml-toy", {"ml-toy.train.inter": header + "u1\ti1\t4\nu1\ti2\t3\nu2\ti1\t5\n",
+                                     "ml-toy.valid.inter": header + "u1\ti3\t2\n",
+                                     "ml-toy.test.inter": header + "u2\ti3\t1\n",
+                                     "ml-toy.inter": header + "u1\ti9\t1\n"})
+    with caplog.at_level("WARNING", logger="kg.sources.recbole"):
+        res = load_source("recbole", d)
+    _ok(res)
+    assert "reading the pre-split" in caplog.text
+    assert sorted((r["user"], r["item"], r["split"]) for r in res.records.interactions) == [
+        ("u1", "i1", "train"), ("u1", "i2", "train"), ("u1", "i3", "valid"), ("u2", "i1", "train"),
+        ("u2", "i3", "test")]
+    single = load_source("recbole", d / "ml-toy.test.inter")
+    assert [r["split"] for r in single.records.interactions] == ["test"]
+
+
 def test_recbole_bad_header(tmp_path):
     _files(tmp_path, {"x.inter": "user_id\titem_id:token\nu\ti\n"})
     with pytest.raises(MappingError, match="field:type"):
@@ -81,7 +99,7 @@ def test_lightgcn_governed_keeps_split(tmp_path):
     _ok(res)
     assert [(r["user"], r["item"], r["split"]) for r in res.records.interactions] == [
         ("0", "1", "train"), ("0", "2", "train"), ("0", "3", "train"), ("1", "2", "train"), ("0", "4", "test")]
-    assert len(res.records.users) == 2 and len(res.records.items) == 4
+    assert len(res.records.users) == 3 and len(res.records.items) == 4  # user 2, alone on a line, exists
     assert res.report["test.txt"] == {"read": 2, "loaded": 1, "quarantined": 1, "deduplicated": 0}
 
 

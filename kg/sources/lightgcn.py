@@ -137,7 +137,9 @@ def feed_lightgcn(gov: "Governor", data_dir: str | Path, *, kind: str = "interac
             continue
         for lineno, tokens, raw in token_lines(path, limit):
             user = tokens[0]
-            for item in tokens[1:]:  # a user alone on a line has no items in this split
+            if len(tokens) == 1 and user.isdigit() and "users" not in have:
+                gov.declare("users", user)  # a user alone on a line has no items in this split, but exists
+            for item in tokens[1:]:
                 if not (user.isdigit() and item.isdigit()):
                     gov.quarantine(fname, lineno, f"not a non-negative integer id: {user!r} {item!r}", raw)
                     continue

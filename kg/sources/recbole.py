@@ -6,7 +6,9 @@ RecBole names: ``user_id``, ``item_id``, ``rating`` (else ``label``/``weight``),
 ``.item`` ``title``/``movie_title``/``name`` is the title, other ``token``/``token_seq`` fields become
 attributes (relation = field name), numeric fields properties; ``.kg`` has ``head_id``,
 ``relation_id``, ``tail_id``; ``.link`` has ``item_id`` and ``entity_id`` (relation ``same_as``).
-KG entity ids get the prefix ``kg:``.
+KG entity ids get the prefix ``kg:``. RecBole's pre-split benchmark files
+``<name>.train.inter``, ``<name>.valid.inter`` and ``<name>.test.inter`` keep their split (and are
+read instead of ``<name>.inter`` when both are there).
 """
 from __future__ import annotations
 
@@ -25,6 +27,14 @@ logger = logging.getLogger(__name__)
 SUFFIXES = (".user", ".item", ".kg", ".link", ".inter")  # nodes first, then edges
 TITLE_FIELDS = ("title", "movie_title", "name", "item_name")
 WEIGHT_FIELDS = ("rating", "label", "weight", "score")
+SPLIT_FILES = ("train", "valid", "test")  # <name>.<split>.inter: RecBole's pre-split benchmark files
+
+
+def _dataset_name(path: Path) -> str:
+    """``ml-100k`` for ``ml-100k.inter`` and for ``ml-100k.train.inter`` alike."""
+    stem = path.stem
+    base, _, split = stem.rpartition(".")
+    return base if path.suffix == ".inter" and base and split in SPLIT_FILES else stem
 
 
 def parse_header(path: Path) -> list[tuple[str, str]]:
@@ -133,12 +143,18 @@ def read_recbole(path: str | Path, cfg: "IngestConfig | None" = None, *, name: s
     else:
         found = sorted(p for p in path.iterdir() if p.suffix in SUFFIXES)
         if name is None:
-            names = {p.stem for p in found}
+            names = {_dataset_name(p) for p in found}
             name = path.name if path.name in names else (names.pop() if len(names) == 1 else None)
             if name is None:
                 raise FileNotFoundError(f"{path}: no RecBole atomic files, or several datasets ({sorted(names)}); "
                                         "pass name=")
         files = [path / f"{name}{s}" for s in SUFFIXES if (path / f"{name}{s}").is_file()]
+        presplit = [path / f"{name}.{split}.inter" for split in SPLIT_FILES if (path / f"{name}.{split}.inter").is_file()]
+        if presplit:
+            if path / f"{name}.inter" in files:
+                logger.warning("%s: reading the pre-split %s, not %s.inter", path, [p.name for p in presplit], name)
+                files.remove(path / f"{name}.inter")
+            files += presplit
     if not files:
         raise FileNotFoundError(f"{path}: no RecBole atomic files ({', '.join(SUFFIXES)})")
     gov = Governor(cfg, known)
@@ -150,6 +166,9 @@ def read_recbole(path: str | Path, cfg: "IngestConfig | None" = None, *, name: s
         if spec["role"] == "interactions":
             spec["create_users"] = not any(p.suffix == ".user" for p in files)
             spec["create_items"] = not any(p.suffix == ".item" for p in files)
+            split = f.stem.rpartition(".")[2]
+            if "." in f.stem and split in SPLIT_FILES and "split" not in spec:
+                spec["split_value"] = split  # <name>.train.inter: RecBole's benchmark split, kept
         feed_file(gov, f, spec, limit=limit)
         logger.debug("recbole %s read (node files: %s)", f.name, has_node_files)
     return gov.finish()

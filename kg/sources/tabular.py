@@ -22,7 +22,9 @@ A mapping lists files, each with a ``role`` and which column holds which field::
 
 Roles and their fields (``<field>`` names a column, ``<field>_value`` gives a constant):
 
-- ``interactions``: user, item, weight, timestamp, kind, split; ``create_users`` / ``create_items``
+- ``interactions``: user, item, weight, timestamp, kind, split; a mapped weight column's blank cell is
+  quarantined (missing, not 1), and ``weight_range = [low, high]`` quarantines values outside it;
+  ``create_users`` / ``create_items``
   / ``create_nodes = true`` declare the users / items / both named by the events (for an event log
   without node files; counted in ``LoadResult.created``); ``title``/``description``/``attributes``
   also emit item rows.
@@ -133,6 +135,11 @@ def _check_shape(spec: dict, n: int) -> None:
         if not isinstance(names, list) or len(names) != len(flags["columns"]):
             raise MappingError(f"files[{n}]: flags lists {len(flags['columns'])} columns but "
                                f"{len(names) if isinstance(names, list) else names!r} names")
+    bounds = spec.get("weight_range")
+    if bounds is not None and not (isinstance(bounds, list) and len(bounds) == 2
+                                   and all(isinstance(b, (int, float)) and not isinstance(b, bool) for b in bounds)
+                                   and bounds[0] <= bounds[1]):
+        raise MappingError(f"files[{n}]: weight_range must be [low, high], got {bounds!r}")
     delimiter = spec.get("delimiter", "\t" if spec.get("format") == "tsv" else ",")
     quoting = spec.get("quoting", "minimal" if delimiter == "," else "none")
     if not isinstance(delimiter, str) or not delimiter or (len(delimiter) != 1 and quoting != "none"):
@@ -167,6 +174,13 @@ def _as_list(value: Any) -> list:
     return value if isinstance(value, list) else [value]
 
 
+def _prefixed(prefix: str, value: Any) -> str | None:
+    """``prefix`` + the id, or None (a missing id, quarantined as such) for a blank one: never the
+    bare prefix, which would make one entity of every blank id."""
+    text = None if value is None else str(value).strip()
+    return prefix + text if text else None
+
+
 def _lines(path: Path, encoding: str) -> Iterator[tuple[int, str, str | None]]:
     """Yield ``(line_number, text, decode_error)`` for each line that is not empty or all spaces
     (CR/LF and BOM stripped); a line of delimiters only is a row, read and then quarantined."""
@@ -198,6 +212,13 @@ def iter_rows(path: Path, spec: dict, limit: int | None = None
     """
     fmt = spec.get("format", "csv")
     encoding = spec.get("encoding", "utf-8")
+    try:  # lines are split on the byte \n: an encoding whose newline is another byte sequence cannot be read so
+        ascii_compatible = "\n".encode(encoding) == b"\n" and "a,\t".encode(encoding) == b"a,\t"
+    except LookupError:
+        raise MappingError(f"{path.name}: unknown encoding {encoding!r}") from None
+    if not ascii_compatible:
+        raise MappingError(f"{path.name}: encoding {encoding!r} is not ASCII-compatible (UTF-16/32): convert "
+                           f"the file to UTF-8 first, e.g. iconv -f {encoding} -t utf-8")
     delimiter = spec.get("delimiter", "\t" if fmt == "tsv" else ",")
     quoting = spec.get("quoting", "minimal" if delimiter == "," else "none")
     header = spec.get("header", True)
@@ -361,6 +382,7 @@ def feed_file(gov: Governor, path: Path, spec: dict, *, lowercase_ids: bool = Fa
     role = spec["role"]
     source = source or path.name
     lower = lowercase_ids
+    weight_range = tuple(spec["weight_range"]) if spec.get("weight_range") else None
     if spec.get("flags"):
         _flag_entities(gov, spec, source + "#flags", lower)
     for line, row, raw, err in iter_rows(path, spec, limit):
@@ -377,7 +399,8 @@ def feed_file(gov: Governor, path: Path, spec: dict, *, lowercase_ids: bool = Fa
                 if gov.quarantined == rejected:
                     _attributes(gov, spec, row, item, source, line, raw, lower)
             if gov.add_interaction(source, line, raw, user=user, item=item, kind=g("kind", "interact"),
-                                   weight=g("weight"), ts=g("timestamp"), split=g("split", ""), lowercase=lower):
+                                   weight=g("weight"), ts=g("timestamp"), split=g("split", ""), lowercase=lower,
+                                   weight_required="weight" in spec, weight_range=weight_range):
                 if spec.get("create_nodes") or spec.get("create_users"):
                     gov.declare("users", user, lower)
                 if spec.get("create_nodes") or spec.get("create_items"):
@@ -399,20 +422,16 @@ def feed_file(gov: Governor, path: Path, spec: dict, *, lowercase_ids: bool = Fa
         elif role == "entities":
             prefix = spec.get("entity_prefix", "")
             eid = g("id")
-            gov.add_entity(source, line, raw, id=None if eid is None else prefix + str(eid).strip(),
-                           type=g("type"), name=g("name", eid), lowercase=lower)
+            gov.add_entity(source, line, raw, id=_prefixed(prefix, eid), type=g("type"), name=g("name", eid),
+                           lowercase=lower)
         elif role == "item_entities":
-            prefix = spec.get("entity_prefix", "")
-            ent = g("entity")
             gov.add_item_entity(source, line, raw, item=g("item"),
-                                entity=None if ent is None else prefix + str(ent).strip(),
+                                entity=_prefixed(spec.get("entity_prefix", ""), g("entity")),
                                 relation=g("relation"), lowercase=lower)
         elif role == "triples":
             prefix = spec.get("entity_prefix", "")
-            head, tail = g("head"), g("tail")
-            gov.add_triple(source, line, raw, head=None if head is None else prefix + str(head).strip(),
-                           relation=g("relation"), tail=None if tail is None else prefix + str(tail).strip(),
-                           lowercase=lower)
+            gov.add_triple(source, line, raw, head=_prefixed(prefix, g("head")), relation=g("relation"),
+                           tail=_prefixed(prefix, g("tail")), lowercase=lower)
         elif role == "friends":
             gov.add_friend(source, line, raw, user=g("user"), friend=g("friend"), lowercase=lower)
         elif role == "queries":
