@@ -597,6 +597,10 @@ def _train_embeddings(snapshot: Any, cfg: TrainConfig, out_dir: Path, text_embed
     if test is not None and len(test) > 0:
         excl = to_csr(valid.user, valid.item, U, I) if eval_split == "valid" else None
         final = run_eval(model, to_csr(test.user, test.item, U, I), excl)
+    if budget_stop and run.best_state is None and publish_current:
+        logger.warning("the time budget ran out before the first evaluation: the artifact is written, not "
+                       "published as current")
+        publish_current = False
 
     final_dir = _write_artifact(
         out_dir, cfg, snapshot, train_csr, ue.cpu().numpy(), ie.cpu().numpy(),

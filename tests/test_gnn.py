@@ -114,6 +114,16 @@ def test_negative_sampler_avoids_positives(strategy: str) -> None:
         NegativeSampler(TrainPairs(train_csr), "nope", make_generator(0))
 
 
+def test_a_time_budget_spent_before_any_evaluation_publishes_nothing(tmp_path: Path) -> None:
+    from gnn.train import train
+
+    snap = planted_snapshot(num_users=40)
+    artifact = train(snap, tiny_cfg(epochs=10, eval_every=5), tmp_path, progress=False, max_time_s=0)
+    assert (artifact / "embeddings.npz").is_file() and not (tmp_path / "current").exists()
+    again = train(snap, tiny_cfg(epochs=10, eval_every=5), tmp_path, progress=False)  # resumes, evaluates
+    assert (tmp_path / "current").resolve() == again.resolve()
+
+
 def test_deterministic_kernels_are_switched_on_for_the_run_only(tmp_path: Path) -> None:
     """[train] deterministic turns torch's deterministic mode on while training and restores the
     caller's setting after, even when training fails; on the CPU the weights are the same either way."""
