@@ -131,9 +131,13 @@ def test_deterministic_kernels_are_switched_on_for_the_run_only(tmp_path: Path) 
 
     snap = planted_snapshot(num_users=40)
     assert not torch.are_deterministic_algorithms_enabled()
-    plain = train(snap, tiny_cfg(epochs=2, model="rgcn"), tmp_path / "plain", progress=False, resume=False)
+    seen: dict[str, bool] = {}
+    plain = train(snap, tiny_cfg(epochs=2, model="rgcn"), tmp_path / "plain", progress=False, resume=False,
+                  epoch_hook=lambda e, row: seen.setdefault("plain", torch.are_deterministic_algorithms_enabled()))
     strict = train(snap, tiny_cfg(epochs=2, model="rgcn", deterministic=True), tmp_path / "strict", progress=False,
-                   resume=False)
+                   resume=False,
+                   epoch_hook=lambda e, row: seen.setdefault("strict", torch.are_deterministic_algorithms_enabled()))
+    assert seen == {"plain": False, "strict": True}  # on while training, and only then
     assert not torch.are_deterministic_algorithms_enabled()
     with np.load(plain / "embeddings.npz") as a, np.load(strict / "embeddings.npz") as b:
         np.testing.assert_array_equal(a["item"], b["item"])

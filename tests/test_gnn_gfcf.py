@@ -119,9 +119,9 @@ def test_filter_models_train_publish_and_serve(tmp_path, model: str) -> None:
     assert all(int(r.item_id[1:]) < BLOCK for r in top)
     many = rec.recommend_many(["u0", "u1"], 5)
     assert [r.item_id for r in many[0]] == [r.item_id for r in top]
-    assert all(BLOCK <= int(r.item_id[1:]) < 2 * BLOCK for r in many[1])
+    assert len(many[1]) == 5 and all(BLOCK <= int(r.item_id[1:]) < 2 * BLOCK for r in many[1])
     cold = rec.recommend_from_items([f"i{j}" for j in range(BLOCK, BLOCK + 6)], 5)
-    assert all(BLOCK + 6 <= int(r.item_id[1:]) < 2 * BLOCK for r in cold)
+    assert len(cold) == 5 and all(BLOCK + 6 <= int(r.item_id[1:]) < 2 * BLOCK for r in cold)
 
 
 def _fitted_filter(artifact):

@@ -213,7 +213,7 @@ def test_sampled_training_close_to_full_graph(small_snap: Snapshot, tmp_path: Pa
 def test_sampled_training_is_deterministic(small_snap: Snapshot, tmp_path: Path) -> None:
     cfg = TrainConfig(model="rgcn", embedding_dim=8, num_layers=2, lr=0.01, batch_size=1024, epochs=2, ks=[20],
                       seed=3, device="cpu", sampler="neighbor", num_neighbors=[4])
-    a = train(small_snap, cfg, tmp_path, progress=False)
-    b = train(small_snap, cfg, tmp_path, progress=False, publish_current=False)
+    a = train(small_snap, cfg, tmp_path / "a", progress=False, resume=False)
+    b = train(small_snap, cfg, tmp_path / "b", progress=False, resume=False)
     with np.load(a / "embeddings.npz") as za, np.load(b / "embeddings.npz") as zb:
         np.testing.assert_allclose(za["item"], zb["item"], rtol=1e-5, atol=1e-6)

@@ -268,3 +268,13 @@ def test_the_gate_compares_both_models_on_the_events_the_served_one_never_saw(lo
     duel = broken.head_to_head
     assert broken.compared_on.startswith("head to head") and not broken.published
     assert duel["new"] < 0.9 * duel["served"] and (Path(cfg.train.out_dir) / "current").resolve().name == good.version
+
+
+def test_force_never_publishes_a_model_without_a_finite_score(tmp_path):
+    from kgrec.retrain import _gate, _test_score
+
+    (tmp_path / "metrics.json").write_text('{"test": {"ndcg@20": NaN}}')  # json.dumps writes NaN so
+    assert _test_score(tmp_path, "ndcg@20") is None
+    published, why = _gate(None, tmp_path, 0.3, 0.1, "ndcg@20", force=True)
+    assert not published and "no finite test ndcg@20" in why
+    assert _gate(0.2, tmp_path, 0.3, 0.1, "ndcg@20", force=True) == (True, "published: --force")
