@@ -26,7 +26,7 @@ from typing import Sequence
 
 import numpy as np
 
-from encoders.base import TextEncoder, TextLike, normalize_texts
+from encoders.base import EncoderError, TextEncoder, TextLike, normalize_texts
 
 logger = logging.getLogger(__name__)
 
@@ -55,15 +55,18 @@ class VectorCache:
         self.namespace = namespace
         self.dim = int(dim)
         self.dir = Path(cache_dir) / hashlib.sha256(namespace.encode("utf-8")).hexdigest()[:24]
-        self.dir.mkdir(parents=True, exist_ok=True)
         ns_file = self.dir / "namespace.txt"
-        if not ns_file.exists():
-            ns_file.write_text(namespace + "\n", encoding="utf-8")
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            if not ns_file.exists():
+                ns_file.write_text(namespace + "\n", encoding="utf-8")
+        except OSError as e:
+            raise EncoderError(f"cannot use the text cache at {cache_dir} ([encoder] cache_dir): {e}") from e
         self._index: dict[bytes, tuple[str, int]] = {}
         self._vecs: dict[str, np.ndarray] = {}
         self._load_index()
 
-    def _load_index(self) -> None:
+    def _load_index(self, retry: bool = True) -> None:
         files = sorted(self.dir.glob("*.keys.npy"))
         mmap = "r" if len(files) <= MAX_SHARDS else None  # each memory map holds a file open: past that, read
         for keys_file in files:
@@ -75,6 +78,10 @@ class VectorCache:
             except (OSError, ValueError) as e:
                 if getattr(e, "errno", None) in (errno.EMFILE, errno.ENFILE):  # not the shard's fault
                     raise
+                if getattr(e, "errno", None) == errno.ENOENT and retry:  # merged away by a compaction meanwhile
+                    self._index.clear()
+                    self._vecs.clear()
+                    return self._load_index(retry=False)
                 logger.warning("skipping unreadable cache shard %s: %s", keys_file, e)
                 continue
             if vecs.shape != (keys.shape[0], self.dim):

@@ -98,6 +98,9 @@ def encode_snapshot(snapshot_dir: str | Path, cfg: Any, encoder: TextEncoder | N
     tmp = snapshot_dir / f".{EMBEDDINGS_FILE}.{uuid.uuid4().hex}.tmp"
     with open(tmp, "wb") as fh:
         np.savez(fh, **arrays)
+    # the old metadata goes first: a run stopped between the two replaces leaves vectors that no
+    # metadata vouches for (stale, encoded again), never new vectors under the old description
+    (snapshot_dir / META_FILE).unlink(missing_ok=True)
     os.replace(tmp, npz_path)
     meta_tmp = snapshot_dir / f".{META_FILE}.{uuid.uuid4().hex}.tmp"
     meta_tmp.write_text(json.dumps(meta, indent=2, ensure_ascii=False), encoding="utf-8")

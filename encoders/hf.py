@@ -30,9 +30,14 @@ def _pick_device(device: str) -> Any:
             return torch.device("mps")
         return torch.device("cpu")
     try:
-        return torch.device(device)
+        picked = torch.device(device)
     except RuntimeError as e:
         raise EncoderError(f"unknown encoder device {device!r}") from e
+    if picked.type == "cuda" and (not torch.cuda.is_available()
+                                  or (picked.index or 0) >= torch.cuda.device_count()):
+        raise EncoderError(f"encoder device {device!r}: CUDA has {torch.cuda.device_count() if torch.cuda.is_available() else 'no'}"
+                           f" device(s) here; use [encoder] device = \"auto\" or \"cpu\"")
+    return picked
 
 
 def _pick_autocast(dtype: str, device: Any) -> Any:

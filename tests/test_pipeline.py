@@ -294,6 +294,27 @@ def test_cli_errors_are_one_line(trained, capsys):
     assert e.value.code == 2 and "must be >= 1" in capsys.readouterr().err
 
 
+def test_text_vectors_cut_short_are_stale_not_a_crash(trained, tmp_path):
+    """A text_embeddings.npz cut short (a full disk): a model that reads text says to encode again;
+    one that does not trains, without free-text search."""
+    import shutil
+    from dataclasses import replace
+
+    from encoders import EncoderError
+    from kgrec.pipeline import train_model
+
+    cfg, snapshot, _ = trained
+    copy = tmp_path / "snap"
+    shutil.copytree(snapshot, copy)
+    data = (copy / "text_embeddings.npz").read_bytes()
+    (copy / "text_embeddings.npz").write_bytes(data[: len(data) // 2])
+    small = replace(cfg, train=replace(cfg.train, out_dir=tmp_path / "models", epochs=1))
+    with pytest.raises(EncoderError, match="unreadable.*kgrec encode"):
+        train_model(copy, replace(small, train=replace(small.train, model="fused")))
+    artifact = train_model(copy, replace(small, train=replace(small.train, model="lightgcn")))
+    assert (artifact / "embeddings.npz").is_file() and not (artifact / "item_text.npy").exists()
+
+
 def test_recommendations_within_an_attribute(trained, tmp_path, capsys):
     """Graph recall, then ranking: recommend(u, within=[...]) ranks only the items holding every
     given attribute (the snapshot's item->entity edges, kept in the artifact), by the model's
