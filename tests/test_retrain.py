@@ -3,6 +3,7 @@ write-back, pruning, and the locks that keep it from racing ingests or another r
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -185,6 +186,43 @@ def test_cli_retrain_exit_status_says_whether_it_published(loaded, neo4j_config,
     assert main(["retrain", "--model", "lightgcn", "--no-writeback"]) == 3
     second = json.loads(capsys.readouterr().out)
     assert not second["published"] and second["served_version"] == first["version"]
+
+
+def test_a_retrain_killed_outright_leaves_a_whole_model_serving_and_no_lock(loaded, neo4j_config, tmp_path):
+    """SIGKILL (no handler runs) a `kgrec retrain` process in mid-run: `current` still names a whole
+    artifact, the OS has dropped the retrain lock, and the next retrain runs and publishes."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from kg.neo4j_server import read_password
+
+    graph, cfg = loaded
+    cfg.retrain.writeback = False
+    first = retrain(graph, cfg)
+    env = {**os.environ, "KGREC_WORKDIR": str(cfg.workdir), "NEO4J_URI": neo4j_config.bolt_uri,
+           "NEO4J_PASSWORD": read_password(neo4j_config), "KGREC_TRAIN__OUT_DIR": str(cfg.train.out_dir),
+           "KGREC_EXPORT__OUT_DIR": str(cfg.export.out_dir), "KGREC_TRAIN__EPOCHS": "100000",
+           "KGREC_TRAIN__PATIENCE": "100000", "KGREC_TRAIN__KS": "10,20",
+           "KGREC_ENCODER__CACHE_DIR": str(cfg.encoder.cache_dir)}
+    proc = subprocess.Popen([sys.executable, "-m", "kgrec.cli", "retrain", "--model", "lightgcn", "--no-writeback"],
+                            env=env, stderr=subprocess.PIPE, text=True)
+    for line in proc.stderr:  # killed while it trains (100,000 epochs: it will not finish first)
+        if line.startswith("exported"):
+            break
+    checkpoints = Path(cfg.train.out_dir) / ".checkpoints"
+    for _ in range(600):
+        if checkpoints.is_dir() and any(checkpoints.rglob("last.pt")):
+            break
+        time.sleep(0.1)
+    assert proc.poll() is None and any(checkpoints.rglob("last.pt"))  # training, mid-run
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(60)
+    current = (Path(cfg.train.out_dir) / "current").resolve()
+    assert current.name == first.version and (current / "embeddings.npz").is_file()
+    after = retrain(graph, cfg)  # not RetrainBusyError: the lock went with the process
+    assert after.published and (Path(cfg.train.out_dir) / "current").resolve().name == after.version
 
 
 def test_the_cron_script_loads_a_delta_file_then_retrains(loaded, neo4j_config, tmp_path):
