@@ -195,6 +195,7 @@ def test_a_retrain_killed_outright_leaves_a_whole_model_serving_and_no_lock(load
     import signal
     import subprocess
     import sys
+    import threading
 
     from kg.neo4j_server import read_password
 
@@ -211,6 +212,7 @@ def test_a_retrain_killed_outright_leaves_a_whole_model_serving_and_no_lock(load
     for line in proc.stderr:  # killed while it trains (100,000 epochs: it will not finish first)
         if line.startswith("exported"):
             break
+    threading.Thread(target=proc.stderr.read, daemon=True).start()  # progress bars never fill the pipe
     checkpoints = Path(cfg.train.out_dir) / ".checkpoints"
     for _ in range(600):
         if checkpoints.is_dir() and any(checkpoints.rglob("last.pt")):
