@@ -619,12 +619,11 @@ def item_attributes(snapshot: Any) -> tuple[np.ndarray, np.ndarray, list[str]] |
     """Each item's attributes and knowledge-graph entities (every item->entity relation of the
     snapshot) as a CSR over the entities that some item links to: (indptr, indices, entity ids);
     None when the snapshot links items to none."""
-    edges = [snapshot.relations[r] for r, (src, dst) in getattr(snapshot, "relation_types", {}).items()
-             if src == "item" and dst == "entity" and r in snapshot.relations]
-    edges = [e for e in edges if e.shape[1]]
-    if not edges:
+    if not hasattr(snapshot, "item_entity_edges"):
         return None
-    items, entities = np.concatenate(edges, axis=1)
+    items, entities = snapshot.item_entity_edges()
+    if not len(items):
+        return None
     used, columns = np.unique(entities, return_inverse=True)
     m = sp.csr_matrix((np.ones(len(items), np.float32), (items, columns)), shape=(snapshot.num_items, len(used)))
     m.sum_duplicates()

@@ -91,14 +91,19 @@ class Snapshot:
         """External id -> internal row for one node type."""
         return {v: i for i, v in enumerate(self.ids[node_type])}
 
+    def item_entity_edges(self) -> np.ndarray:
+        """(2, E) (item row, entity row) of every item->entity relation (attributes, KG links), in
+        relation order."""
+        edges = [self.relations[r] for r, (src, dst) in self.relation_types.items()
+                 if src == "item" and dst == "entity" and r in self.relations]
+        return np.concatenate(edges, axis=1) if edges else np.zeros((2, 0), np.int64)
+
     def item_attribute_names(self) -> list[list[str]]:
         """For each item, the names of the entities it links to through item->entity relations."""
         names: list[list[str]] = [[] for _ in range(self.num_items)]
-        for rel, (src, dst) in self.relation_types.items():
-            if src == "item" and dst == "entity":
-                edges = self.relations[rel]
-                for i, e in zip(edges[0].tolist(), edges[1].tolist()):
-                    names[i].append(self.entity_names[e])
+        edges = self.item_entity_edges()
+        for i, e in zip(edges[0].tolist(), edges[1].tolist()):
+            names[i].append(self.entity_names[e])
         return names
 
     def save(self, path: str | Path) -> Path:

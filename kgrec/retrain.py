@@ -35,7 +35,7 @@ import os
 import shutil
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
@@ -148,12 +148,10 @@ def retrain(graph: Graph, cfg: Config, say: Callable[[str], None] = logger.info,
         else:
             published, decision = _gate(new_score, served, served_score, cfg.retrain.max_drop, metric, force)
         say(f"trained {artifact.name}: test {metric} {new_score}; compared on {compared_on}; {decision}")
-        report = RetrainReport(snapshot=str(snapshot), version=artifact.name, model=cfg.train.model,
-                               published=False, decision=decision, metric=metric, new_score=new_score,
-                               served_version=served.name if served is not None else None,
-                               served_model=_meta(served).get("model") if served is not None else None,
-                               served_score=served_score, compared_on=compared_on,
-                               head_to_head=asdict(duel) if duel is not None else None, timings=timings)
+        report = replace(report, decision=decision, new_score=new_score, served_score=served_score,
+                         served_version=served.name if served is not None else None,
+                         served_model=_meta(served).get("model") if served is not None else None,
+                         compared_on=compared_on, head_to_head=asdict(duel) if duel is not None else None)
         _save(report, artifact, cfg)  # published only once it is
         if published:
             stage("publish", lambda: publish(artifact, out_dir))
