@@ -42,8 +42,7 @@ class TextSearch:
     def __init__(self, item_text: np.ndarray, encoder: dict[str, Any], device: str = "cpu") -> None:
         self.item_text = torch.from_numpy(np.ascontiguousarray(item_text, dtype=np.float32))  # (I, T), unit rows
         self.setting = dict(encoder)
-        # zero rows (no text) and broken ones (NaN) match no query
-        self._textless = (self.item_text.abs().sum(1) == 0) | ~torch.isfinite(self.item_text).all(1)
+        self._textless = torch.from_numpy(~with_text(item_text))  # these match no query
         self.index: ItemIndex | None = None  # recall through FAISS for large catalogues (use_index)
         self.device = device
         self._encoder = None
@@ -147,11 +146,17 @@ class TextSearch:
         return torch.topk(scores, min(n, int(torch.isfinite(scores).sum())))
 
 
+def with_text(item_text: np.ndarray) -> np.ndarray:
+    """(I,) bool: the items whose text vector is usable: not a zero row (no text), nor a broken
+    (NaN) one."""
+    return np.any(item_text != 0, axis=1) & np.all(np.isfinite(item_text), axis=1)
+
+
 def save_text_index(artifact_dir: str | Path, item_text: np.ndarray, min_items: int, nprobe: int = 128) -> Path | None:
     """Build the FAISS index of the items' text vectors into a model artifact when serving will
     search through one (at least ``min_items`` items with text, ``[serving] search_ann_min_items``);
     None when it will not."""
-    rows = np.flatnonzero(np.any(item_text != 0, axis=1) & np.all(np.isfinite(item_text), axis=1))
+    rows = np.flatnonzero(with_text(item_text))
     if min_items <= 0 or len(rows) < max(min_items, ItemIndex.MIN_ITEMS):
         return None
     return ItemIndex(item_text[rows], nprobe, rows=rows).write(Path(artifact_dir) / TEXT_INDEX_FILE)
