@@ -158,7 +158,6 @@ class ManagedNeo4j:
         dirs = {d: self.home / d for d in ("data", "logs", "plugins", "run", "import")}
         for d in dirs.values():
             d.mkdir(parents=True, exist_ok=True)
-        self._private_data()
         c = self.config
         lines = [
             "# written by kgrec (kg/neo4j_server.py); edits are overwritten on start",
@@ -242,9 +241,9 @@ class ManagedNeo4j:
         Returns:
             The status and whether this call started the server (False: it was already running).
         """
-        (self.home / "run").mkdir(parents=True, exist_ok=True)
-        if (self.home / "data").is_dir():
-            self._private_data()
+        for d in ("run", "data"):
+            (self.home / d).mkdir(parents=True, exist_ok=True)
+        self._private_data()
         with open(self.home / "run" / "start.lock", "a") as lock:
             deadline = time.monotonic() + LOCK_WAIT_S + self.config.start_timeout_s
             while True:  # a second start waits, then finds this one's server

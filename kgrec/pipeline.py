@@ -129,18 +129,18 @@ def _add_recall_index(artifact: Path, cfg: Config) -> None:
     model, ``[serving] ann_min_items``) and the item text vectors' (``search_ann_min_items``)."""
     import numpy as np
 
-    from serving.recall import save_item_index
+    from serving.recall import save_item_index, uses_index
     from serving.search import save_text_index
 
     num_items = json.loads((artifact / "meta.json").read_text()).get("num_items", 0)
-    if not (artifact / "filter.npz").is_file() and 0 < cfg.serving.ann_min_items <= num_items:
+    if not (artifact / "filter.npz").is_file() and uses_index(num_items, cfg.serving.ann_min_items):
         with np.load(artifact / "embeddings.npz") as z:
             items = z["item"]
         t = time.perf_counter()
         save_item_index(artifact, items, cfg.serving.ann_min_items, cfg.serving.ann_nprobe)
         logger.info("built the recall index of %d items into %s in %.0f s", len(items), artifact,
                     time.perf_counter() - t)
-    if (artifact / "item_text.npy").is_file() and 0 < cfg.serving.search_ann_min_items <= num_items:
+    if (artifact / "item_text.npy").is_file() and uses_index(num_items, cfg.serving.search_ann_min_items):
         t = time.perf_counter()
         if save_text_index(artifact, np.load(artifact / "item_text.npy"), cfg.serving.search_ann_min_items,
                            cfg.serving.search_nprobe):

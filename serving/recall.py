@@ -97,6 +97,12 @@ class ItemIndex:
         return self.index.search(np.ascontiguousarray(queries, dtype=np.float32), n)
 
 
+def uses_index(count: int, min_items: int) -> bool:
+    """Whether ``count`` vectors are recalled through an index at the threshold ``min_items``
+    (``[serving] ann_min_items`` / ``search_ann_min_items``; 0 or less: never)."""
+    return min_items > 0 and count >= max(min_items, ItemIndex.MIN_ITEMS)
+
+
 def saved_or_new_index(saved: Path | None, vectors: np.ndarray, nprobe: int,
                        rows: np.ndarray | None = None) -> ItemIndex:
     """The index saved at ``saved`` (``kgrec train`` writes one when serving will need it) when it
@@ -113,6 +119,6 @@ def saved_or_new_index(saved: Path | None, vectors: np.ndarray, nprobe: int,
 def save_item_index(artifact_dir: str | Path, item_emb: np.ndarray, min_items: int, nprobe: int = 32) -> Path | None:
     """Build the recall index of an embedding model's items into its artifact when serving will use
     one (at least ``min_items`` items, ``[serving] ann_min_items``); None when it will not."""
-    if min_items <= 0 or item_emb.shape[0] < max(min_items, ItemIndex.MIN_ITEMS):
+    if not uses_index(item_emb.shape[0], min_items):
         return None
     return ItemIndex(item_emb, nprobe).write(Path(artifact_dir) / INDEX_FILE)

@@ -33,7 +33,7 @@ from gnn.artifact import load_artifact
 from gnn.models.filters import load_filter
 from kgrec.config import ServingConfig
 
-from .recall import INDEX_FILE, ItemIndex, saved_or_new_index
+from .recall import INDEX_FILE, ItemIndex, saved_or_new_index, uses_index
 from .search import TEXT_INDEX_FILE, SearchUnavailableError, TextSearch, fuse_ranks
 
 logger = logging.getLogger(__name__)
@@ -139,7 +139,7 @@ class Recommender:
         if cfg.ann_nprobe < 1 or cfg.search_nprobe < 1 or cfg.ann_candidates < 0:
             raise ValueError(f"[serving] ann_nprobe and search_nprobe must be >= 1 and ann_candidates >= 0, got "
                              f"{cfg.ann_nprobe}, {cfg.search_nprobe} and {cfg.ann_candidates}")
-        large = cfg.ann_min_items > 0 and len(self.item_ids) >= max(cfg.ann_min_items, ItemIndex.MIN_ITEMS)
+        large = uses_index(len(self.item_ids), cfg.ann_min_items)
         saved = Path(self.meta["path"]) if "path" in self.meta else None
         self.index = (saved_or_new_index(saved and saved / INDEX_FILE, self.item_emb.numpy(), cfg.ann_nprobe)
                       if large and self.scorer is None else None)
@@ -180,8 +180,18 @@ class Recommender:
 
     def seen_items(self, user_id: str) -> list[str]:
         """Items the user is known to have interacted with (any split of the training snapshot)."""
-        u = self._user(user_id)
-        return [self.item_ids[j] for j in self._seen.indices[self._seen.indptr[u]:self._seen.indptr[u + 1]]]
+        return [self.item_ids[j] for j in self._seen_rows(self._user(user_id))]
+
+    def _seen_rows(self, u: int) -> np.ndarray:
+        """Item rows of user row ``u``'s known interactions."""
+        return self._seen.indices[self._seen.indptr[u]:self._seen.indptr[u + 1]]
+
+    def _candidate_scores(self, u: int, rows: torch.Tensor) -> torch.Tensor:
+        """User row ``u``'s scores of the item ``rows``: a graph filter scores its whole row, an
+        embedding model the candidates' dot products only."""
+        if self.scorer is not None:
+            return self.score_users(np.array([u]))[0][rows]
+        return self.item_emb[rows] @ self.user_emb[u]
 
     def _user(self, user_id: str) -> int:
         try:
@@ -215,13 +225,9 @@ class Recommender:
             return self.recommend_many([user_id], k, exclude_seen)[0]
         u = self._user(user_id)
         rows = torch.from_numpy(self.items_within(within))
-        if self.scorer is not None:  # a filter scores the whole row
-            scores = self.score_users(np.array([u]))[0][rows]
-        else:
-            scores = self.item_emb[rows] @ self.user_emb[u]
+        scores = self._candidate_scores(u, rows)
         if exclude_seen:
-            seen = self._seen.indices[self._seen.indptr[u]:self._seen.indptr[u + 1]]
-            scores[torch.from_numpy(np.isin(rows.numpy(), seen))] = float("-inf")
+            scores[torch.from_numpy(np.isin(rows.numpy(), self._seen_rows(u)))] = float("-inf")
         return self._top(scores, k, rows)
 
     def recommend_many(self, user_ids: list[str], k: int = 10, exclude_seen: bool = True) -> list[list[Recommendation]]:
@@ -282,13 +288,9 @@ class Recommender:
             relevance, rows = self._searchable().top(text, k)
             return [Recommendation(self.item_ids[j], float(v), self.item_titles[j])
                     for v, j in zip(relevance.tolist(), rows.tolist())]
-        seen = self._seen.indices[self._seen.indptr[u]:self._seen.indptr[u + 1]]
-        relevance, candidates = self._searchable().top(text, max(k, self.search_candidates), exclude=seen)
-        if self.scorer is not None:  # a filter scores the whole row
-            preference = self.score_users(np.array([u]))[0][candidates]
-        else:  # the candidates' dot products only
-            preference = self.item_emb[candidates] @ self.user_emb[u]
-        preference = preference.nan_to_num(nan=float("-inf"))  # a broken row ranks last, not first
+        relevance, candidates = self._searchable().top(text, max(k, self.search_candidates),
+                                                       exclude=self._seen_rows(u))
+        preference = self._candidate_scores(u, candidates).nan_to_num(nan=float("-inf"))  # a broken row ranks last
         fused = fuse_ranks(relevance, preference)  # candidates are in relevance order: a stable sort keeps it on ties
         order = torch.argsort(fused, descending=True, stable=True)[:k]
         return [Recommendation(self.item_ids[j], float(v), self.item_titles[j])

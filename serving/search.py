@@ -10,9 +10,8 @@ recalled and ranked by reciprocal rank fusion of two orders: relevance, and the 
 query (on the CPU unless another device is given: one short text is quicker there than a copy to a
 GPU that may be training). Catalogues with at least ``[serving] search_ann_min_items`` items with
 text recall the most relevant through a FAISS index of the text vectors (:mod:`serving.recall`,
-``search_nprobe`` cells per query),
-which ``kgrec train`` keeps in the artifact (``item_text_index.faiss``); smaller ones are scored
-exactly.
+``search_nprobe`` cells per query), which ``kgrec train`` keeps in the artifact
+(``item_text_index.faiss``); smaller ones are scored exactly.
 """
 from __future__ import annotations
 
@@ -24,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .recall import ItemIndex, saved_or_new_index
+from .recall import ItemIndex, saved_or_new_index, uses_index
 
 logger = logging.getLogger(__name__)
 
@@ -113,8 +112,8 @@ class TextSearch:
         ``saved`` when it fits, else a new one) when at least ``min_items`` items have text
         (``[serving] search_ann_min_items``; 0: always exact)."""
         rows = np.flatnonzero(~self._textless.numpy())
-        large = min_items > 0 and len(rows) >= max(min_items, ItemIndex.MIN_ITEMS)
-        self.index = saved_or_new_index(saved, self.item_text.numpy(), nprobe, rows) if large else None
+        self.index = saved_or_new_index(saved, self.item_text.numpy(), nprobe, rows) \
+            if uses_index(len(rows), min_items) else None
 
     def top(self, text: str, n: int, exclude: np.ndarray | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """The ``n`` items most similar to ``text``, best first, leaving out the rows ``exclude``:
@@ -157,7 +156,7 @@ def save_text_index(artifact_dir: str | Path, item_text: np.ndarray, min_items: 
     search through one (at least ``min_items`` items with text, ``[serving] search_ann_min_items``);
     None when it will not."""
     rows = np.flatnonzero(with_text(item_text))
-    if min_items <= 0 or len(rows) < max(min_items, ItemIndex.MIN_ITEMS):
+    if not uses_index(len(rows), min_items):
         return None
     return ItemIndex(item_text[rows], nprobe, rows=rows).write(Path(artifact_dir) / TEXT_INDEX_FILE)
 

@@ -30,11 +30,16 @@ WEIGHT_FIELDS = ("rating", "label", "weight", "score")
 SPLIT_FILES = ("train", "valid", "test")  # <name>.<split>.inter: RecBole's pre-split benchmark files
 
 
+def _split_of(path: Path) -> str | None:
+    """``train`` for ``ml-100k.train.inter`` (a pre-split file); None for any other file."""
+    base, _, split = path.stem.rpartition(".")
+    return split if path.suffix == ".inter" and base and split in SPLIT_FILES else None
+
+
 def _dataset_name(path: Path) -> str:
     """``ml-100k`` for ``ml-100k.inter`` and for ``ml-100k.train.inter`` alike."""
-    stem = path.stem
-    base, _, split = stem.rpartition(".")
-    return base if path.suffix == ".inter" and base and split in SPLIT_FILES else stem
+    split = _split_of(path)
+    return path.stem[: -len(split) - 1] if split else path.stem
 
 
 def parse_header(path: Path) -> list[tuple[str, str]]:
@@ -166,8 +171,8 @@ def read_recbole(path: str | Path, cfg: "IngestConfig | None" = None, *, name: s
         if spec["role"] == "interactions":
             spec["create_users"] = not any(p.suffix == ".user" for p in files)
             spec["create_items"] = not any(p.suffix == ".item" for p in files)
-            split = f.stem.rpartition(".")[2]
-            if "." in f.stem and split in SPLIT_FILES and "split" not in spec:
+            split = _split_of(f)
+            if split and "split" not in spec:
                 spec["split_value"] = split  # <name>.train.inter: RecBole's benchmark split, kept
         feed_file(gov, f, spec, limit=limit)
         logger.debug("recbole %s read (node files: %s)", f.name, has_node_files)
