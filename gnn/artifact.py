@@ -21,21 +21,25 @@ Layout of ``<out_dir>/<version>/``::
                        setting that made them, so a query is encoded the same way
 
 ``<out_dir>/current`` is a symlink to the served version, swapped atomically by :func:`publish`.
+A server holds a shared OS lock on ``<version>/.in-use`` while it serves that version
+(:func:`hold`), so ``kgrec retrain``'s prune leaves it alone (:func:`in_use`).
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 
 logger = logging.getLogger(__name__)
 
+IN_USE_FILE = ".in-use"
 ARTIFACT_FILES = ("embeddings.npz", "ids.json", "train_items.npz", "seen_items.npz", "config.json",
                   "metrics.json", "meta.json", "curve.png")
 
@@ -220,3 +224,35 @@ def publish(artifact_dir: str | Path, out_dir: str | Path, link_name: str = "cur
     os.replace(tmp, link)
     logger.info("published %s -> %s", link, target)
     return link
+
+
+def hold(artifact_dir: str | Path) -> IO[bytes] | None:
+    """Mark ``artifact_dir`` as in use by this process until the returned file is closed (or the
+    process ends): a shared lock on its ``.in-use`` file, which any number of servers can hold.
+
+    Returns None, with a warning, where the lock cannot be taken (a read-only directory): the
+    version is served all the same, but prune cannot see that it is.
+    """
+    path = Path(artifact_dir) / IN_USE_FILE
+    try:
+        f = open(path, "ab")
+        fcntl.flock(f, fcntl.LOCK_SH)
+    except OSError as exc:
+        logger.warning("cannot mark %s as in use (%s): prune may delete it while it is served", artifact_dir, exc)
+        return None
+    return f
+
+
+def in_use(artifact_dir: str | Path) -> bool:
+    """Whether a process on this machine holds ``artifact_dir`` (:func:`hold`)."""
+    path = Path(artifact_dir) / IN_USE_FILE
+    try:
+        with open(path, "rb") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            fcntl.flock(f, fcntl.LOCK_UN)
+    except FileNotFoundError:
+        return False
+    return False

@@ -177,10 +177,14 @@ def prune(cfg: Config) -> list[str]:
     ``retrain.keep`` published ones and the latest rejected one, each with its ``retrain-*``
     snapshot.
 
-    The served model (``serving.model_dir``), ``current``'s target, and versions without a
-    ``retrain.json`` (from ``kgrec train``) are never deleted; a ``keep`` of 0 keeps everything.
+    The served model (``serving.model_dir``), ``current``'s target, a version a server on this
+    machine is serving (``kgrec serve --model DIR``; :func:`gnn.artifact.in_use`), and versions
+    without a ``retrain.json`` (from ``kgrec train``) are never deleted; a ``keep`` of 0 keeps
+    everything.
     Returns the deleted paths.
     """
+    from gnn.artifact import in_use
+
     keep = cfg.retrain.keep
     out_dir = Path(cfg.train.out_dir)
     if keep <= 0 or not out_dir.is_dir():
@@ -194,6 +198,9 @@ def prune(cfg: Config) -> list[str]:
     published = [p for p in ours if reports[p].get("published")]
     rejected = [p for p in ours if p not in published]
     doomed = [p for p in published[keep:] + rejected[1:] if p.resolve() not in protected]
+    for version in [p for p in doomed if in_use(p)]:
+        logger.info("not pruning %s: a server is using it", version)
+        doomed.remove(version)
     kept_snapshots = {_meta(p).get("snapshot") for p in out_dir.iterdir() if p not in doomed}
     deleted: list[str] = []
     for version in doomed:

@@ -6,6 +6,9 @@ thread loads it beside the old one and swaps; until then, and while it loads, ev
 answered by the old model at once (two models are in memory for the moment of the swap). A
 version that fails to load is logged, the old model keeps serving, and the load is tried again
 after ``retry_s`` seconds (a lack of memory can pass) or as soon as the link moves on.
+
+The version being served is held (:func:`gnn.artifact.hold`) so that ``kgrec retrain``'s prune
+does not delete it, even when it is not the one ``current`` or the config names.
 """
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ import threading
 import time
 from pathlib import Path
 
+from gnn.artifact import hold
 from kgrec.config import ServingConfig
 
 from .recommender import Recommender
@@ -35,6 +39,7 @@ class LiveModel:
         self.path = Path(path)
         self.check_s, self.retry_s, self.cfg = check_s, retry_s, cfg
         self._target = os.path.realpath(self.path)
+        self._held = hold(self._target)
         self._model = Recommender.load(self.path, cfg)
         self._failed: tuple[str, float] | None = None  # a target that did not load, and when
         self._checked = time.monotonic()
@@ -75,6 +80,7 @@ class LiveModel:
         return self._failed is None or self._failed[0] != target or now - self._failed[1] >= self.retry_s
 
     def _load(self, target: str) -> None:
+        held = hold(target)
         try:
             model = Recommender.load(target, self.cfg)
             self._warm_search(model)
@@ -82,8 +88,13 @@ class LiveModel:
             logger.exception("the model published at %s (%s) did not load; still serving %s, retrying in %.0f s",
                              self.path, target, self._model.version, self.retry_s)
             self._failed = (target, time.monotonic())
+            if held is not None:
+                held.close()
         else:
             logger.info("now serving %s (was %s)", model.version, self._model.version)
             self._model, self._target, self._failed = model, target, None
+            released, self._held = self._held, held
+            if released is not None:
+                released.close()
         finally:
             self._loading.release()

@@ -318,3 +318,24 @@ def test_force_never_publishes_a_model_without_a_finite_score(tmp_path):
     published, why = _gate(None, tmp_path, 0.3, 0.1, "ndcg@20", force=True)
     assert not published and "no finite test ndcg@20" in why
     assert _gate(0.2, tmp_path, 0.3, 0.1, "ndcg@20", force=True) == (True, "published: --force")
+
+
+def test_prune_spares_a_version_a_server_holds_though_nothing_names_it(tmp_path):
+    """`kgrec serve --model DIR` on an old version: neither `current` nor the config names it, but
+    the server holds it (gnn.artifact.hold), so prune leaves it until the server lets go."""
+    from gnn.artifact import hold
+    from kgrec.config import Config
+
+    cfg = Config(workdir=tmp_path)
+    cfg.train.out_dir, cfg.retrain.keep = tmp_path / "models", 1
+    versions = [cfg.train.out_dir / f"20260101-00000{n}-lightgcn" for n in range(3)]
+    for v in versions:
+        v.mkdir(parents=True)
+        (v / "meta.json").write_text("{}")
+        (v / "retrain.json").write_text('{"published": true}')
+    (cfg.train.out_dir / "current").symlink_to(versions[-1].name)
+    served = hold(versions[0])
+    assert prune(cfg) == [str(versions[1])]
+    assert versions[0].is_dir() and versions[2].is_dir()
+    served.close()  # the server moved on, or stopped
+    assert prune(cfg) == [str(versions[0])]

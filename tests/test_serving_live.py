@@ -8,7 +8,7 @@ from pathlib import Path
 
 from fastapi.testclient import TestClient
 
-from gnn.artifact import publish
+from gnn.artifact import in_use, publish
 from gnn.train import train
 from serving import LiveModel
 from serving.http import create_app
@@ -43,6 +43,7 @@ def test_the_http_api_serves_each_newly_published_version_and_survives_a_broken_
         return client.get("/health").json()["model_version"]
 
     assert client.get("/health").json()["model_version"] == first.name
+    assert in_use(first) and not in_use(second)  # what prune must leave alone
     real_load, loading, may_finish = live_module.Recommender.load, threading.Event(), threading.Event()
 
     def slow_load(path, cfg=None):  # holds the new version's load until the old model has answered
@@ -59,6 +60,7 @@ def test_the_http_api_serves_each_newly_published_version_and_survives_a_broken_
     wait_for_reload()
     monkeypatch.undo()
     assert client.get("/recommend/u1", params={"k": 3}).json()["model_version"] == second.name
+    assert in_use(second) and not in_use(first)  # released at the swap
 
     broken = tmp_path / "broken"
     shutil.copytree(second, broken)
@@ -67,6 +69,7 @@ def test_the_http_api_serves_each_newly_published_version_and_survives_a_broken_
     with caplog.at_level(logging.ERROR, logger="serving.live"):
         assert version_after_reload() == second.name  # still the last good one
         assert version_after_reload() == second.name
+    assert in_use(second) and not in_use(broken)
     assert caplog.text.count("did not load") == 1  # tried once, not on every request
     live.retry_s = 0  # a failed load is retried after retry_s
     with caplog.at_level(logging.ERROR, logger="serving.live"):
