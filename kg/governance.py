@@ -497,7 +497,9 @@ class Governor:
                    "ts": parse_timestamp(ts),
                    "split": "" if split is None else str(split).strip()}
             if weight_range is not None and not weight_range[0] <= row["weight"] <= weight_range[1]:
-                raise GovernanceError(f"weight {row['weight']:g} is outside {weight_range[0]:g}..{weight_range[1]:g}")
+                low, high = weight_range
+                raise GovernanceError(f"weight {row['weight']:g} is below {low:g}" if high == float("inf")
+                                      else f"weight {row['weight']:g} is outside {low:g}..{high:g}")
             if row["split"] not in SPLITS:
                 raise GovernanceError(f"unknown split {_clip(repr(split), 40)} (expected train/valid/test)")
         except GovernanceError as e:

@@ -84,6 +84,17 @@ def test_recbole_pre_split_benchmark_files_keep_their_split(tmp_path, caplog):
     assert [r["split"] for r in single.records.interactions] == ["test"]
 
 
+def test_recbole_negative_labels_are_quarantined_not_learned_as_positives(tmp_path):
+    """RecBole's ``label`` 0 is negative feedback (a click-through log's non-clicks)."""
+    _files(tmp_path, {"ctr.inter": "user_id:token\titem_id:token\tlabel:float\n"
+                                   "u1\ti1\t1\nu1\ti2\t0\nu2\ti1\t1\n"})
+    res = read_recbole(tmp_path / "ctr.inter")
+    assert [(r["user"], r["item"], r["weight"]) for r in res.records.interactions] == [("u1", "i1", 1.0),
+                                                                                    ("u2", "i1", 1.0)]
+    assert [q["reason"] for q in res.quarantine] == ["weight 0 is below 1"]
+    assert res.report["ctr.inter"] == {"read": 3, "loaded": 2, "quarantined": 1, "deduplicated": 0}
+
+
 def test_recbole_bad_header(tmp_path):
     _files(tmp_path, {"x.inter": "user_id\titem_id:token\nu\ti\n"})
     with pytest.raises(MappingError, match="field:type"):

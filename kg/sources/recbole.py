@@ -2,7 +2,9 @@
 
 Each file is tab separated with a header of ``field:type`` tokens (types ``token``, ``token_seq``,
 ``float``, ``float_seq``). ``token_seq`` fields are split on spaces. Fields are recognised by their
-RecBole names: ``user_id``, ``item_id``, ``rating`` (else ``label``/``weight``), ``timestamp``;
+RecBole names: ``user_id``, ``item_id``, ``rating`` (else ``label``/``weight``), ``timestamp``
+(a ``label`` below 1 is RecBole's negative feedback: kgrec learns from positive events, so those
+rows are quarantined as "weight 0 is below 1");
 ``.item`` ``title``/``movie_title``/``name`` is the title, other ``token``/``token_seq`` fields become
 attributes (relation = field name), numeric fields properties; ``.kg`` has ``head_id``,
 ``relation_id``, ``tail_id``; ``.link`` has ``item_id`` and ``entity_id`` (relation ``same_as``).
@@ -78,6 +80,8 @@ def _spec_for(path: Path, header: list[tuple[str, str]]) -> dict:
             if w in by_name:
                 spec["weight"] = by_name[w]
                 spec["kind_value"] = "rating" if w == "rating" else "interact"
+                if w == "label":
+                    spec["weight_range"] = [1, float("inf")]
                 break
         else:
             spec["kind_value"] = "interact"
