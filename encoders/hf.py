@@ -61,10 +61,11 @@ def _pick_autocast(dtype: str, device: Any) -> Any:
 
 def _longest_input(config: Any, tokenizer: Any) -> int | None:
     """The most tokens the model takes: its position table, less the offset RoBERTa-style models
-    reserve for padding (514 positions, 512 tokens), or the tokenizer's limit when that is lower."""
+    reserve for padding (514 positions, 512 tokens), or the tokenizer's limit when that is lower.
+    BART-style models add their offset of 2 to the table instead (1024 positions, 1024 tokens)."""
     positions = getattr(config, "max_position_embeddings", None)
     if positions and getattr(config, "model_type", "") in ("roberta", "xlm-roberta", "camembert", "longformer",
-                                                             "bart", "mbart", "data2vec-text", "xlm-roberta-xl"):
+                                                             "data2vec-text", "xlm-roberta-xl"):
         positions -= int(getattr(config, "pad_token_id", 1) or 1) + 1
     limit = getattr(tokenizer, "model_max_length", None)
     if limit and limit < 1_000_000:  # an unset limit is a huge sentinel
@@ -122,6 +123,10 @@ class HFTextEncoder(TextEncoder):
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(self.path, local_files_only=local)
             self.tokenizer.padding_side = "right"  # cls pooling reads position 0
+            if self.tokenizer.pad_token is None:  # GPT-style: pad with end-of-text (masked out anyway)
+                if self.tokenizer.eos_token is None:
+                    raise ValueError("its tokenizer has neither a padding nor an end-of-text token")
+                self.tokenizer.pad_token = self.tokenizer.eos_token
             # float32 weights whatever the checkpoint stores (transformers 5 would keep fp16 ones):
             # the dtype setting decides the compute precision, through autocast
             dtype_arg = "dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype"

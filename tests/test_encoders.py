@@ -379,6 +379,32 @@ def test_roberta_style_models_take_two_tokens_fewer_than_their_positions():
     assert _longest_input(SimpleNamespace(model_type="bert", max_position_embeddings=512), unlimited) == 512
     assert _longest_input(SimpleNamespace(model_type="bert", max_position_embeddings=512),
                           SimpleNamespace(model_max_length=256)) == 256
+    # BART's position table holds max_position_embeddings + 2 rows: all 1024 positions are usable
+    assert _longest_input(SimpleNamespace(model_type="bart", max_position_embeddings=1024, pad_token_id=1),
+                          unlimited) == 1024
+
+
+def test_a_gpt_style_model_without_a_padding_token_encodes_batches(tmp_path):
+    """GPT-2's tokenizer has no pad token: batches are padded with end-of-text, which the
+    attention mask leaves out of mean pooling, so a text's vector does not depend on its batch."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import GPT2Config, GPT2Model, PreTrainedTokenizerFast
+
+    from encoders.hf import HFTextEncoder
+
+    vocab = {c: n for n, c in enumerate("abcdefghijklmnopqrstuvwxyz\u0120")} | {"<|endoftext|>": 27}
+    bpe = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|endoftext|>")
+    assert tokenizer.pad_token is None
+    tokenizer.save_pretrained(tmp_path / "gpt")
+    torch.manual_seed(0)
+    GPT2Model(GPT2Config(vocab_size=28, n_positions=64, n_embd=16, n_layer=1, n_head=2, bos_token_id=27,
+                         eos_token_id=27)).save_pretrained(tmp_path / "gpt")
+    enc = HFTextEncoder(str(tmp_path / "gpt"), batch_size=8, device="cpu", show_progress=False)
+    together = enc.encode(["hello world", "a much longer piece of text"])
+    alone = enc.encode(["hello world"])
+    assert together.shape == (2, 16) and np.allclose(together[0], alone[0], atol=1e-5)
 
 
 def test_many_cache_shards_are_merged_when_an_encoder_opens_the_cache(encoder, tmp_path):
