@@ -98,7 +98,7 @@ def main() -> None:
         if not truth or q not in query_comm:
             continue
         relevance = rec.text_search.relevance(snap.query_texts[q])
-        seen = rec._seen.indices[rec._seen.indptr[rec.user_index[user]]:rec._seen.indptr[rec.user_index[user] + 1]]
+        seen = rec.seen.indices[rec.seen.indptr[rec.user_index[user]]:rec.seen.indptr[rec.user_index[user] + 1]]
         relevance[torch.from_numpy(seen.astype(np.int64))] = float("-inf")
         cand = torch.topk(relevance, rec.search_candidates).indices
         by_model = cand[torch.topk(rec.item_emb[cand] @ rec.user_emb[rec.user_index[user]], k).indices]

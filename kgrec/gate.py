@@ -57,7 +57,7 @@ def head_to_head(served_dir: Path, new_dir: Path, snapshot_dir: Path, metric: st
     u, c = test.user.astype(np.int64), column[test.item]
     keep = (served_row[u] >= 0) & (c >= 0)
     u, c = u[keep], c[keep]
-    unseen = np.asarray(served._seen[served_row[u], served_cols[c]]).ravel() == 0
+    unseen = np.asarray(served.seen[served_row[u], served_cols[c]]).ravel() == 0
     u, c = u[unseen], c[unseen]
     users = np.unique(u)
     if len(users) == 0:
@@ -67,7 +67,7 @@ def head_to_head(served_dir: Path, new_dir: Path, snapshot_dir: Path, metric: st
     truth = sp.csr_matrix((np.ones(len(rows), np.float32), (rows, c)), shape=shape)
 
     # masked for both: what either model knew of these users, on the common items
-    known = [served._seen[served_row[users]][:, served_cols]]
+    known = [served.seen[served_row[users]][:, served_cols]]
     for part in (snap.splits.get("train"), snap.splits.get("valid")):
         if part is not None and len(part):
             mine = np.isin(part.user, users) & (column[part.item] >= 0)

@@ -178,6 +178,12 @@ class Recommender:
     def version(self) -> str:
         return str(self.meta.get("version", Path(self.meta.get("path", "?")).name))
 
+    @property
+    def seen(self) -> sp.csr_matrix:
+        """(users, items) 0/1 matrix of every interaction the model knows of (rows and columns as
+        ``user_ids`` and ``item_ids``): what recommendations leave out."""
+        return self._seen
+
     def seen_items(self, user_id: str) -> list[str]:
         """Items the user is known to have interacted with (any split of the training snapshot)."""
         return [self.item_ids[j] for j in self._seen_rows(self._user(user_id))]
