@@ -12,7 +12,9 @@ compute dtype is not part of it: float32 and bf16/fp16-autocast vectors of one m
 1e-3 in cosine and share entries.
 Shards are append-only and each file is written to a temporary name then ``os.replace``-d; the keys
 file is written last and a shard counts only once both files are complete, so a run killed midway
-loses at most the batch in flight and never leaves a corrupt cache.
+loses at most the batch in flight and never leaves a corrupt cache. What such a run leaves (a
+temporary file, a vectors file without its keys) is removed by the next cache opened once it is
+an hour old, when no writer can still be finishing it.
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ import errno
 import hashlib
 import logging
 import os
+import time
 import uuid
 from pathlib import Path
 from typing import Sequence
@@ -31,6 +34,7 @@ from encoders.base import EncoderError, TextEncoder, TextLike, normalize_texts
 logger = logging.getLogger(__name__)
 
 MAX_SHARDS = 64  # more are merged into one when an encoder opens the cache
+ORPHAN_AGE_S = 3600.0  # a killed writer's leftovers older than this are removed
 
 
 def _atomic_save(path: Path, array: np.ndarray) -> None:
@@ -64,7 +68,21 @@ class VectorCache:
             raise EncoderError(f"cannot use the text cache at {cache_dir} ([encoder] cache_dir): {e}") from e
         self._index: dict[bytes, tuple[str, int]] = {}
         self._vecs: dict[str, np.ndarray] = {}
+        self._remove_orphans()
         self._load_index()
+
+    def _remove_orphans(self, min_age_s: float = ORPHAN_AGE_S) -> None:
+        """Delete temporary files and keyless vectors files that killed writers left behind."""
+        now = time.time()
+        orphans = list(self.dir.glob(".*.tmp")) + [
+            v for v in self.dir.glob("*.vecs.npy") if not v.with_name(v.name.replace(".vecs.", ".keys.")).exists()]
+        for path in orphans:
+            try:
+                if now - path.stat().st_mtime >= min_age_s:
+                    path.unlink()
+                    logger.info("removed %s, left by an interrupted cache write", path)
+            except OSError:  # gone already, or not ours to remove
+                pass
 
     def _load_index(self, retry: bool = True) -> None:
         files = sorted(self.dir.glob("*.keys.npy"))

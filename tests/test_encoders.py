@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -228,6 +229,13 @@ def test_cache_survives_interrupted_write(tmp_path):
     assert reopened.compact() == 2
     assert len(list(reopened.dir.glob("*.keys.npy"))) == 2  # the compacted shard + the corrupt file
     np.testing.assert_array_equal(VectorCache(tmp_path, "ns", dim=3).get_many([k2, k1])[:, 0], [2, 1])
+    leftovers = [cache.dir / "deadbeef.vecs.npy", cache.dir / ".x.keys.npy.123.tmp"]
+    assert all(p.exists() for p in leftovers)  # fresh: a writer may still be finishing them
+    for p in leftovers:
+        os.utime(p, (time.time() - 7200, time.time() - 7200))
+    VectorCache(tmp_path, "ns", dim=3)
+    assert not any(p.exists() for p in leftovers)  # an hour old: removed
+    assert (cache.dir / "cafe.keys.npy").exists() and len(VectorCache(tmp_path, "ns", dim=3)) == 2
 
 
 # --- snapshot stage ----------------------------------------------------------------------------
