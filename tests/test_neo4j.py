@@ -195,6 +195,40 @@ def test_a_generated_password_starting_with_a_dash_is_set_and_works(neo4j_config
         server.stop()
 
 
+def test_two_starts_at_once_make_one_server(neo4j_config, tmp_path):
+    """Two `kgrec neo4j start` at once (a cron job and a user, say): the start lock makes the second
+    wait and find the first one's server, instead of racing it for the ports and the store."""
+    import threading
+
+    if not neo4j_config.managed:
+        pytest.skip("NEO4J_URI points at an external server")
+    home = tmp_path / "neo4j"
+    (home / "lib").mkdir(parents=True)
+    for installed in (neo4j_config.home.resolve() / "lib").iterdir():
+        (home / "lib" / installed.name).symlink_to(installed)
+    cfg = Neo4jConfig(home=home, bolt_port=7691, http_port=7478, heap="512m", pagecache="128m")
+    results: list = []
+    go = threading.Barrier(2)
+
+    def start() -> None:
+        go.wait()
+        results.append(ManagedNeo4j(cfg).start())
+
+    threads = [threading.Thread(target=start) for _ in range(2)]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(300)
+        assert len(results) == 2 and sorted(started for _, started in results) == [False, True]
+        assert results[0][0].pid == results[1][0].pid and all(status.running for status, _ in results)
+        with connect(cfg) as g:
+            assert g.driver.execute_query("RETURN 1 AS one", database_=g.database).records[0]["one"] == 1
+    finally:
+        ManagedNeo4j(cfg).stop()
+    assert not ManagedNeo4j(cfg).status().running
+
+
 def test_java_major_version_reads_both_numbering_schemes():
     from kg.neo4j_server import java_major_version
 
