@@ -48,7 +48,9 @@ logger = logging.getLogger(__name__)
 
 NAME_RE = re.compile(r"[A-Za-z0-9_.:\-]{1,100}")  # used with fullmatch
 PROP_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")  # used with fullmatch
-RESERVED_PROPS = frozenset({"id", "title", "description", "type", "name", "text"})
+# kgrec's own node properties: a source column of that name would overwrite them (embedding and
+# embedding_model are written back by serving.writeback)
+RESERVED_PROPS = frozenset({"id", "title", "description", "type", "name", "text", "embedding", "embedding_model"})
 SPLITS = ("", "train", "valid", "test")
 MAX_ID_CHARS = 1000
 MAX_RAW_CHARS = 4096
@@ -187,7 +189,7 @@ def _seconds(value: int) -> int:
 
 def parse_timestamp(value: Any) -> int:
     """Parse unix seconds (int, float or numeric string) or ISO 8601 into integer unix seconds.
-    Numbers of 10^11 or more (milliseconds, microseconds) are refused.
+    Numbers of 10^11 or more (milliseconds, microseconds) and dates past the year 5000 are refused.
 
     ``None`` or an empty string means unknown and gives ``0``. Naive ISO times are taken as UTC.
 
@@ -222,7 +224,11 @@ def parse_timestamp(value: Any) -> int:
         raise GovernanceError(f"unparseable timestamp {_clip(repr(text), 80)}") from None
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=timezone.utc)
-    return int(dt.timestamp())
+    seconds = int(dt.timestamp())
+    if abs(seconds) >= MAX_SECONDS:  # 9999-12-31 as "never" would lift a feed's watermark past every event
+        raise GovernanceError(f"timestamp {_clip(repr(text), 80)} is past the year 5000 (a placeholder? "
+                              "leave the cell blank for an unknown time)")
+    return seconds
 
 
 def _int64(value: int, what: str) -> int:
