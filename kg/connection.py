@@ -82,15 +82,15 @@ class Graph:
 
         return self.transaction(work)
 
-    def write_all(self, steps: Sequence[tuple[str, Mapping[str, Any]]]) -> None:
-        """Run several write statements ``(name, params)`` in order, in one transaction: all or none."""
+    def write_all(self, steps: Sequence[tuple[str, Mapping[str, Any]]]) -> list[neo4j.SummaryCounters]:
+        """Run several write statements ``(name, params)`` in order, in one transaction: all or none.
+        Returns each statement's counters."""
         texts = [(cypher.load(name), dict(params)) for name, params in steps]
 
-        def work(tx: neo4j.ManagedTransaction) -> None:
-            for text, params in texts:
-                tx.run(text, params).consume()
+        def work(tx: neo4j.ManagedTransaction) -> list[neo4j.SummaryCounters]:
+            return [tx.run(text, params).consume().counters for text, params in texts]
 
-        self.transaction(work)
+        return self.transaction(work)
 
     def transaction(self, work: Callable[[neo4j.ManagedTransaction], T]) -> T:
         """Run ``work(tx)`` in a managed write transaction (retried on transient errors)."""

@@ -18,8 +18,11 @@ def write_back(graph: Graph, rec: Recommender, k: int = 10, batch_size: int = 20
                users: list[str] | None = None, index_timeout_s: int = 600) -> dict[str, int]:
     """Store embeddings on nodes, (re)build the vector index, and write ``RECOMMENDED`` lists.
 
-    Each embedding is stored with the model version (``embedding_model``); embeddings of another
-    model on nodes this one does not know are removed, so the index holds one model's vectors.
+    Each embedding and list is stored with the model version (``embedding_model``, ``r.model``);
+    once this model's are written, embeddings and lists of another model on nodes this one does not
+    know (or, for lists, on users left out of ``users``) are removed, so the index and the lists are
+    one model's. While it runs, the graph holds both models' vectors: the Browser statements in
+    ``cypher/serving`` only combine vectors of one model (``embedding_model``).
 
     Args:
         graph: connected graph.
@@ -31,30 +34,32 @@ def write_back(graph: Graph, rec: Recommender, k: int = 10, batch_size: int = 20
             the background; a vector query before then fails).
 
     Returns:
-        Counts of items, users and recommendation relationships written.
+        Counts of items and users whose embeddings were written, and of recommendation
+        relationships written (nodes deleted since the model was trained are not counted).
     """
     dim = int(rec.item_emb.shape[1])
-    for rows in batches(({"id": i, "embedding": v} for i, v in zip(rec.item_ids, rec.item_emb.tolist())), batch_size):
-        graph.write("writeback/set_item_embeddings", rows=rows, model=rec.version)
-    for rows in batches(({"id": u, "embedding": v} for u, v in zip(rec.user_ids, rec.user_emb.tolist())), batch_size):
-        graph.write("writeback/set_user_embeddings", rows=rows, model=rec.version)
+    counts = {"items": 0, "users": 0, "recommendations": 0}
+    for kind, ids, emb in (("item", rec.item_ids, rec.item_emb), ("user", rec.user_ids, rec.user_emb)):
+        for rows in batches(({"id": n, "embedding": v} for n, v in zip(ids, emb.tolist())), batch_size):
+            counts[f"{kind}s"] += graph.write_counted(f"writeback/set_{kind}_embeddings", rows=rows, model=rec.version)[1]
     graph.write("writeback/clear_stale_embeddings", model=rec.version)  # nodes this model does not know
     # An index of another dimension is replaced only now: while the vectors were written it kept
-    # answering (Neo4j just leaves vectors of the wrong size out), so vector queries fail only
-    # while the new index fills, which the await below waits out.
+    # indexing the old-size ones (Neo4j leaves vectors of another size out); a query with a new
+    # vector fails against it, and any query fails while the new index fills (awaited below).
     info = graph.query("writeback/vector_index_info")
     if info and info[0]["dimensions"] != dim:
         graph.write("writeback/drop_item_vector_index")
     graph.write("writeback/create_item_vector_index",
                 options={"indexConfig": {"vector.dimensions": dim, "vector.similarity_function": "cosine"}})
     graph.query("writeback/await_item_vector_index", timeout_s=index_timeout_s)  # populated before we return
-    users = rec.user_ids if users is None else users
-    written = 0
+    users = list(dict.fromkeys(rec.user_ids if users is None else users))  # a repeated id: one list
     for chunk in batches(users, max(1, batch_size // max(1, k))):
         rows = [{"user": u, "item": r.item_id, "rank": rank + 1, "score": r.score}
                 for u, recs in zip(chunk, rec.recommend_many(chunk, k)) for rank, r in enumerate(recs)]
         # clear and set in one transaction, so a reader never finds a user with no list
-        graph.write_all([("writeback/clear_recommendations", {"users": chunk}),
-                         ("writeback/set_recommendations", {"rows": rows, "model": rec.version})])
-        written += len(rows)
-    return {"items": len(rec.item_ids), "users": len(rec.user_ids), "recommendations": written}
+        _, made = graph.write_all([("writeback/clear_recommendations", {"users": chunk}),
+                                   ("writeback/set_recommendations", {"rows": rows, "model": rec.version})])
+        counts["recommendations"] += made.relationships_created
+    while graph.write_counted("writeback/clear_stale_recommendations", model=rec.version, limit=10_000)[1]:
+        pass
+    return counts

@@ -365,10 +365,21 @@ def test_write_back_and_vector_index(trained, graph_session):
         "CREATE (i:Item {id: 'stale-item', embedding_model: 'older'}) "
         "WITH i CALL db.create.setNodeVectorProperty(i, 'embedding', $v)",
         v=[1.0] * int(rec.item_emb.shape[1]), database_=graph_session.database)
+    # and a user the model does not know, holding an older model's list: the list goes
+    graph_session.driver.execute_query(
+        "MATCH (i:Item {id: 'stale-item'}) CREATE (:User {id: 'stale-user'})-[:RECOMMENDED {rank: 1, model: 'older'}]->(i)",
+        database_=graph_session.database)
     assert_written_back(graph_session, rec, ["u0", "u1"])
     left = graph_session.driver.execute_query(stale, database_=graph_session.database).records
     assert [dict(r) for r in left] == [{"e": None, "m": None}]
-    graph_session.driver.execute_query("MATCH (i:Item {id: 'stale-item'}) DELETE i", database_=graph_session.database)
+    lists = graph_session.driver.execute_query("MATCH ()-[r:RECOMMENDED]->() RETURN collect(DISTINCT r.model) AS m",
+                                               database_=graph_session.database).records
+    assert lists[0]["m"] == [rec.version]
+    graph_session.driver.execute_query("MATCH (n) WHERE n.id IN ['stale-item', 'stale-user'] DETACH DELETE n",
+                                       database_=graph_session.database)
+    from serving.writeback import write_back
+
+    assert write_back(graph_session, rec, k=3, users=["u2", "u2"])["recommendations"] == 3  # one list, not two
     models = graph_session.driver.execute_query("MATCH (i:Item) RETURN collect(DISTINCT i.embedding_model) AS m",
                                                 database_=graph_session.database).records
     assert models[0]["m"] == [rec.version]
@@ -391,6 +402,12 @@ def test_write_back_and_vector_index(trained, graph_session):
     other = f"cat:{list(TOPICS)[1]}"
     within = graph_session.query("serving/recommend_within_attribute", user_id="u0", entity_id=other, k=5)
     assert [r["item_id"] for r in within] == [r.item_id for r in rec.recommend("u0", 5, within=[other])]
+    # mid write-back an item may still hold the older model's vector: never scored against the new user's
+    mark = "MATCH (i:Item {id: $id}) SET i.embedding_model = $m"
+    graph_session.driver.execute_query(mark, id=within[0]["item_id"], m="older", database_=graph_session.database)
+    mixed = graph_session.query("serving/recommend_within_attribute", user_id="u0", entity_id=other, k=5)
+    graph_session.driver.execute_query(mark, id=within[0]["item_id"], m=rec.version, database_=graph_session.database)
+    assert within[0]["item_id"] not in {r["item_id"] for r in mixed} and len(mixed) == 5
     # graph recall for Browser users: co-interacted items, none of the user's own, mostly their community
     recall = graph_session.query("serving/graph_recall_copurchase", user_id="u0", k=10)
     assert len(recall) == 10 and not {r["item_id"] for r in recall} & set(rec.seen_items("u0"))

@@ -6,7 +6,7 @@
 MATCH (u:User {id: $user_id})
 WHERE u.embedding IS NOT NULL
 MATCH (i:Item)-[:HAS_ATTRIBUTE]->(:Entity {id: $entity_id})
-WHERE i.embedding IS NOT NULL AND NOT (u)-[:INTERACTED]->(i)
+WHERE i.embedding_model = u.embedding_model AND NOT (u)-[:INTERACTED]->(i)  // one model's vectors
 WITH DISTINCT u, i
 RETURN i.id AS item_id, i.title AS title,
        reduce(s = 0.0, d IN range(0, size(u.embedding) - 1) | s + u.embedding[d] * i.embedding[d]) AS score

@@ -9,7 +9,7 @@ WHERE u.embedding IS NOT NULL
 CALL db.index.fulltext.queryNodes('item_text', $query, {limit: 100 + COUNT { (u)-[:INTERACTED]->() }})
   YIELD node, score
 WITH u, node AS i, score
-WHERE i.embedding IS NOT NULL AND NOT (u)-[:INTERACTED]->(i)
+WHERE i.embedding_model = u.embedding_model AND NOT (u)-[:INTERACTED]->(i)  // one model's vectors
 WITH u, i ORDER BY score DESC, i.id
 WITH u, collect(i)[..100] AS by_text
 UNWIND range(0, size(by_text) - 1) AS t

@@ -2,6 +2,6 @@
 MATCH (seed:Item {id: $item_id})
 WHERE seed.embedding IS NOT NULL  // an item newer than the model: no neighbours, not an error
 CALL db.index.vector.queryNodes('item_embedding', $k + 1, seed.embedding) YIELD node, score
-WHERE node <> seed
+WHERE node <> seed AND node.embedding_model = seed.embedding_model  // one model's, during a write-back
 RETURN node.id AS item_id, node.title AS title, score
 LIMIT $k
