@@ -1,4 +1,8 @@
-"""Export: one streamed read of Neo4j into a versioned :class:`kg.snapshot.Snapshot` on disk.
+"""Export: streamed reads of Neo4j into a versioned :class:`kg.snapshot.Snapshot` on disk.
+
+The reads are separate transactions, so a load committing between them could leave the snapshot
+with half of it (or an event whose user was not read yet): callers hold the ingest lock
+(:func:`kg.lock.graph_lock`) around the export, as ``kgrec export`` and ``kgrec retrain`` do.
 
 Records are streamed (driver fetch size 10k) straight into compact arrays, so memory stays
 bounded by the arrays themselves. Repeated events of a (user, item) pair collapse into one
@@ -11,6 +15,8 @@ snapshot.
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 import time
 from array import array
 from pathlib import Path
@@ -221,3 +227,12 @@ def export_snapshot(graph: Graph, cfg: ExportConfig, name: str = "graph") -> Pat
     tmp_link.replace(latest)
     logger.info("exported %s in %.1fs", out, time.perf_counter() - started)
     return out
+
+
+def discard_snapshot(snapshot: Path, name: str) -> None:
+    """Delete a snapshot :func:`export_snapshot` wrote under ``name``, and its ``<name>-latest``
+    link while that still points at it."""
+    shutil.rmtree(snapshot, ignore_errors=True)
+    latest = snapshot.with_name(f"{name}-latest")
+    if latest.is_symlink() and os.readlink(latest) == snapshot.name:
+        latest.unlink()

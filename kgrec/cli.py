@@ -183,12 +183,21 @@ def _quality_report(records: Any, cfg: Config, name: str) -> dict[str, Any]:
 
 
 def cmd_export(args: argparse.Namespace, cfg: Config) -> None:
-    from kg.export import export_snapshot
+    from kg.export import discard_snapshot, export_snapshot
+    from kg.lock import INGEST_LOCK, graph_lock
 
+    _lock_wait(args, cfg)
     if args.split:
         cfg.export.split = args.split
     with _graph(cfg) as g:
-        print(export_snapshot(g, cfg.export, args.name))
+        with graph_lock(g, INGEST_LOCK, cfg.ingest.lock_wait_s) as lease:  # whole loads only: no ingest beside it
+            snapshot = export_snapshot(g, cfg.export, args.name)
+        try:
+            lease.check()
+        except Exception:
+            discard_snapshot(snapshot, args.name)
+            raise
+        print(snapshot)
 
 
 def cmd_encode(args: argparse.Namespace, cfg: Config) -> None:
@@ -334,6 +343,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--name", default="graph")
     s.add_argument("--split", choices=["auto", "given", "ratio", "loo", "temporal"],
                    help="auto (default): the source's split when every interaction has one, else ratio")
+    s.add_argument("--wait", type=_seconds, metavar="SECONDS", dest="lock_wait_s",
+                   help="wait this long for a running ingest to finish (default: ingest.lock_wait_s, 0)")
     s.set_defaults(func=cmd_export)
 
     s = sub.add_parser("encode", help="encode a snapshot's texts (cached)")

@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from kg.connection import Graph
-from kg.export import export_snapshot
+from kg.export import discard_snapshot, export_snapshot
 from kg.lock import INGEST_LOCK, graph_lock
 
 from .config import TEXT_MODELS, Config, ConfigError
@@ -128,10 +128,7 @@ def retrain(graph: Graph, cfg: Config, say: Callable[[str], None] = logger.info,
                 stage("encode", lambda: ensure_text_embeddings(snapshot, cfg))  # cached; search keeps working
             artifact = stage("train", lambda: train_model(snapshot, cfg, publish=False))
         except BaseException:  # nothing was trained on it: the snapshot goes, and the served model stays
-            shutil.rmtree(snapshot, ignore_errors=True)
-            latest = snapshot.with_name(f"{cfg.retrain.snapshot_name}-latest")
-            if latest.is_symlink() and os.readlink(latest) == snapshot.name:
-                latest.unlink()
+            discard_snapshot(snapshot, cfg.retrain.snapshot_name)
             raise
         report = RetrainReport(snapshot=str(snapshot), version=artifact.name, model=cfg.train.model, published=False,
                                decision="stopped before the quality gate decided", metric=metric, new_score=None,

@@ -188,6 +188,24 @@ def test_cli_retrain_exit_status_says_whether_it_published(loaded, neo4j_config,
     assert not second["published"] and second["served_version"] == first["version"]
 
 
+def test_cli_export_waits_for_a_running_ingest_and_leaves_no_snapshot(loaded, neo4j_config, tmp_path, monkeypatch,
+                                                                       capsys):
+    """`kgrec export` reads in several transactions: beside an ingest it could catch half a load."""
+    from kg.neo4j_server import read_password
+    from kgrec.cli import main
+
+    graph, _ = loaded
+    snaps = tmp_path / "cli" / "snapshots"
+    for var, value in {"KGREC_WORKDIR": str(tmp_path / "cli"), "NEO4J_URI": neo4j_config.bolt_uri,
+                       "NEO4J_PASSWORD": read_password(neo4j_config)}.items():
+        monkeypatch.setenv(var, value)
+    with graph_lock(graph):  # an ingest in progress
+        assert main(["export", "--wait", "1"]) == 2
+    assert "lock" in capsys.readouterr().err and not snaps.exists()
+    assert main(["export"]) == 0
+    assert Path(capsys.readouterr().out.strip()).parent == snaps
+
+
 def test_a_retrain_killed_outright_leaves_a_whole_model_serving_and_no_lock(loaded, neo4j_config, tmp_path):
     """SIGKILL (no handler runs) a `kgrec retrain` process in mid-run: `current` still names a whole
     artifact, the OS has dropped the retrain lock, and the next retrain runs and publishes."""
