@@ -75,7 +75,7 @@ def quality_summary(data: GraphRecords | Snapshot, cold_threshold: int = 5) -> d
     n_u, n_i = int(u_deg.size), int(i_deg.size)
     n_inter = int(u_deg.sum())
     if isinstance(data, Snapshot):
-        n_events = n_inter
+        n_events = int(data.meta.get("raw_events", n_inter))  # before repeats of a pair were collapsed
         titles = list(data.item_titles)
         descriptions = list(data.item_descriptions)
         entity_types = dict(Counter(data.entity_types))

@@ -58,7 +58,9 @@ def test_demo_refuses_a_database_holding_other_data_and_reset_clears_it(graph, c
         return graph.driver.execute_query("MATCH (n) RETURN count(n) AS n", database_=graph.database).records[0]["n"]
 
     spec = SyntheticSpec(num_users=30, num_items=20, seed=1)
-    assert claim_demo_graph(graph, spec) == 0  # empty: claimed (the marker is the only node)
+    graph.driver.execute_query("CREATE (:KgrecLock {name: 'left-by-a-killed-ingest'})", database_=graph.database)
+    assert claim_demo_graph(graph, spec) == 0  # no data, only kgrec's bookkeeping: claimed
+    graph.driver.execute_query("MATCH (n:KgrecLock) DELETE n", database_=graph.database)
     assert claim_demo_graph(graph, spec) == 0  # the same dataset again: fine (ingest MERGEs)
     graph.driver.execute_query("CREATE (:User {id: 'alice'})", database_=graph.database)
     with pytest.raises(ConfigError, match="another demo dataset"):

@@ -1,5 +1,6 @@
-// What the demo is about to write into: how many nodes the database holds besides the demo's
-// marker, and the dataset spec the marker records (null when no demo has run here).
-CALL () { MATCH (n) RETURN count(n) AS total }
-CALL () { MATCH (m:KgrecDemo) RETURN count(m) AS markers, collect(m.spec)[0] AS spec }
-RETURN total - markers AS nodes, spec
+// What the demo is about to write into: how many nodes of data (users, items, queries, entities)
+// the database holds, and the dataset spec the demo's marker records (null when no demo has run
+// here). kgrec's bookkeeping (a lock left by a killed ingest, a feed watermark) is not data.
+CALL () { MATCH (n) WHERE n:User OR n:Item OR n:Query OR n:Entity RETURN count(n) AS nodes }
+CALL () { MATCH (m:KgrecDemo) RETURN collect(m.spec)[0] AS spec }
+RETURN nodes, spec
