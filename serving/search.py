@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from .recall import ItemIndex, saved_or_new_index, uses_index
 logger = logging.getLogger(__name__)
 
 RRF_K = 60  # reciprocal rank fusion's constant, the paper's value
+LOAD_RETRY_S = 60.0  # after a failed encoder load, queries fail at once for this long before it is tried again
 TEXT_INDEX_FILE = "item_text_index.faiss"
 
 
@@ -46,12 +48,15 @@ class TextSearch:
         self.device = device
         self._encoder = None
         self._unusable: SearchUnavailableError | None = None
+        self._failed: tuple[Exception, float] | None = None  # the last load's error, and when
         self._loading = threading.Lock()
 
     def _load_encoder(self):
         with self._loading:  # HTTP requests run in a thread pool: load once
             if self._unusable is not None:  # a loaded encoder that does not fit: not loaded again per query
                 raise self._unusable
+            if self._failed is not None and time.monotonic() - self._failed[1] < LOAD_RETRY_S:
+                raise self._failed[0]  # not a load (which can take a minute) per query while it cannot
             if self._encoder is None:
                 from encoders.base import EncoderError
                 from encoders.encode import build_encoder
@@ -62,8 +67,11 @@ class TextSearch:
                                     device=self.device, cache_dir=None)
                 try:
                     encoder = build_encoder(cfg, show_progress=False)
-                except (ValueError, OSError) as e:  # the server's setting, not the client's query
-                    raise EncoderError(f"the query encoder {self.setting['model']!r} cannot load: {e}") from e
+                except (ValueError, OSError, EncoderError) as e:  # the server's setting, not the client's query
+                    error = EncoderError(f"the query encoder {self.setting['model']!r} cannot load: {e} (tried "
+                                         f"again in {LOAD_RETRY_S:.0f} s)")
+                    self._failed = (error, time.monotonic())
+                    raise error from e
                 if encoder.dim != self.item_text.shape[1]:
                     self._unusable = SearchUnavailableError(
                         f"the encoder {self.setting['model']!r} gives {encoder.dim}-d vectors, but the "

