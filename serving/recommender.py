@@ -19,6 +19,7 @@ recalls the items linked to every one of them in the knowledge graph and ranks t
 """
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from dataclasses import dataclass
@@ -365,10 +366,16 @@ class Recommender:
         """
         if item_id not in self.item_index:
             raise UnknownItemError(f"unknown item {item_id!r}")
-        normed = torch.nn.functional.normalize(self.item_emb, dim=1)
-        scores = normed @ normed[self.item_index[item_id]]
-        scores[self.item_index[item_id]] = float("-inf")
+        j = self.item_index[item_id]
+        norms = self._item_norms  # once per model: not a normalised copy of the items per request
+        scores = (self.item_emb @ self.item_emb[j]) / (norms * norms[j]).clamp_min(1e-12)  # normalize()'s eps
+        scores[j] = float("-inf")
         return self._top(scores, k)
+
+    @functools.cached_property
+    def _item_norms(self) -> torch.Tensor:
+        """(I,) Euclidean norm of each item embedding."""
+        return torch.linalg.vector_norm(self.item_emb, dim=1)
 
     def _top(self, scores: torch.Tensor, k: int, rows: torch.Tensor | None = None) -> list[Recommendation]:
         """The best ``k`` finite scores; ``rows`` maps score positions to item rows (default: the same).

@@ -123,3 +123,14 @@ def test_an_index_kept_in_the_artifact_is_read_not_rebuilt(tmp_path, caplog):
         rec.use_index(cfg)
     assert rec.index.source == "built" and "building the index again" in caplog.text
     assert top_ids(rec) == built
+
+
+def test_similar_items_rank_by_cosine_and_skip_the_item_itself():
+    rec = clustered()
+    items = rec.item_emb.numpy()
+    unit = items / np.linalg.norm(items, axis=1, keepdims=True)
+    cosine = unit @ unit[5]
+    cosine[5] = -np.inf
+    got = rec.similar_items("i5", k=10)
+    assert [r.item_id for r in got] == [f"i{j}" for j in np.argsort(-cosine)[:10]]
+    np.testing.assert_allclose([r.score for r in got], np.sort(cosine)[::-1][:10], rtol=1e-5)
