@@ -41,6 +41,15 @@ class SyntheticSpec:
     num_queries: int = 80
     seed: int = 7
 
+    def __post_init__(self) -> None:
+        c = self.num_communities
+        if not 1 <= c <= len(TOPICS):
+            raise ValueError(f"num_communities must be 1..{len(TOPICS)} (one topic each), got {c}")
+        if self.num_items < c:
+            raise ValueError(f"need at least one item per community: num_items >= {c}, got {self.num_items}")
+        if self.num_users < 3 * c:  # each query is searched by three users of its community
+            raise ValueError(f"need at least three users per community: num_users >= {3 * c}, got {self.num_users}")
+
 
 def community_of_user(user_id: str, spec: SyntheticSpec) -> int:
     """The planted community of a generated user id (``u<index>``)."""
@@ -62,8 +71,6 @@ def generate(spec: SyntheticSpec | None = None) -> GraphRecords:
         Canonical rows ready for :func:`kg.ingest.ingest`.
     """
     spec = spec or SyntheticSpec()
-    if spec.num_communities > len(TOPICS):
-        raise ValueError(f"at most {len(TOPICS)} communities (one topic each)")
     rng = np.random.default_rng(spec.seed)
     topics = list(TOPICS)[: spec.num_communities]
     c = spec.num_communities

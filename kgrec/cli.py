@@ -251,6 +251,8 @@ def cmd_serve(args: argparse.Namespace, cfg: Config) -> None:
 
     from serving.http import create_app
 
+    if not 0 < cfg.serving.port < 65536:
+        raise ConfigError(f"serving.port must be 1..65535, got {cfg.serving.port}")
     uvicorn.run(create_app(args.model or cfg.served_model(), cfg=cfg.serving), host=cfg.serving.host,
                 port=cfg.serving.port)
 
@@ -309,8 +311,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_neo4j)
 
     s = sub.add_parser("demo", help="end to end on a generated dataset: ingest, export, encode, train, recommend")
-    s.add_argument("--users", type=int, default=600)
-    s.add_argument("--items", type=int, default=400)
+    s.add_argument("--users", type=_positive_int, default=600)
+    s.add_argument("--items", type=_positive_int, default=400)
     s.add_argument("--seed", type=int, default=7)
     s.add_argument("--model", choices=MODELS,
                    help="kgfused (default): text + LightGCN + R-GCN over the attribute graph; see `kgrec train`")
@@ -333,8 +335,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="wait this long for another ingest to finish (default: ingest.lock_wait_s, 0)")
     s.add_argument("--bulk", action="store_true",
                    help="initial load through neo4j-admin import (replaces the managed database)")
-    s.add_argument("--users", type=int, default=600)
-    s.add_argument("--items", type=int, default=400)
+    s.add_argument("--users", type=_positive_int, default=600)
+    s.add_argument("--items", type=_positive_int, default=400)
     s.add_argument("--seed", type=int, default=7)
     s.add_argument("--no-quality", action="store_true", help="skip the quality summary and its plot")
     s.set_defaults(func=cmd_ingest)

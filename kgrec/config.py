@@ -261,7 +261,9 @@ def _coerce(name: str, value: Any, hint: Any) -> Any:
             raise ValueError("expected a number")
         if hint is int and isinstance(value, float) and not value.is_integer():
             raise ValueError("expected an integer")
-        if hint in (Path, int, float):
+        if hint is Path:
+            return Path(value).expanduser()  # "~/models" as a shell would read it
+        if hint in (int, float):
             return hint(value)
         if origin is dict:
             value = json.loads(value) if text_type else value
@@ -319,10 +321,10 @@ def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = 
             _apply(cfg, tomllib.load(fh), "")
     overrides: dict[str, Any] = {}
     for name, value in env.items():
-        if name.startswith("KGREC_") and "__" in name and value != "":  # empty is unset, as for NEO4J_*
+        if name.startswith("KGREC_") and "__" in name and value.strip():  # empty is unset, as for NEO4J_*
             section, _, key = name[len("KGREC_"):].lower().partition("__")
             overrides.setdefault(section, {})[key] = value
-    if env.get("KGREC_WORKDIR"):
+    if env.get("KGREC_WORKDIR", "").strip():
         overrides["workdir"] = env["KGREC_WORKDIR"]
     for var, key in (("NEO4J_URI", "uri"), ("NEO4J_USER", "user"),
                      ("NEO4J_PASSWORD", "password"), ("NEO4J_DATABASE", "database")):

@@ -30,8 +30,10 @@ class Recommendations(BaseModel):
 
 
 class ColdStartRequest(BaseModel):
-    item_ids: list[str] = Field(default_factory=list, description="items the new user interacted with")
-    friend_ids: list[str] = Field(default_factory=list, description="known users the new user befriends")
+    item_ids: list[str] = Field(default_factory=list, max_length=10_000,
+                                description="items the new user interacted with")
+    friend_ids: list[str] = Field(default_factory=list, max_length=10_000,
+                                  description="known users the new user befriends")
     queries: list[Annotated[str, Field(min_length=1, max_length=2000)]] = Field(
         default_factory=list, max_length=50, description="free-text queries the new user searched")
     k: int = Field(10, ge=1, le=1000)
@@ -95,8 +97,8 @@ def create_app(model_dir: str | Path, reload_check_s: float = 1.0, cfg: ServingC
     @app.get("/search", response_model=Recommendations)
     def search(q: str = Query(..., min_length=1, max_length=2000, description="free text"),
                k: int = Query(10, ge=1, le=1000),
-               user_id: str | None = Query(None, description="rank the matches for this user"),
+               user_id: str | None = Query(None, description="rank the matches for this user (empty: no user)"),
                rec: Recommender = Depends(get_recommender)) -> Recommendations:
-        return _answer(rec, lambda: rec.search(q, k, user_id))
+        return _answer(rec, lambda: rec.search(q, k, user_id or None))
 
     return app

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from kgrec.config import ConfigError, load_config
+from kgrec.config import ConfigError, TrainConfig, load_config
 
 
 def test_defaults_need_no_file():
@@ -52,10 +52,13 @@ def test_toml_then_environment(tmp_path):
     assert cfg.train.graph_relations == ["friend", "follows"] and cfg.train.ks == [5, 10]
     assert cfg.train.num_neighbors == [-1, 5]
     # an empty variable is unset, as an empty NEO4J_URI is: not the working directory, not ""
-    cfg = load_config(None, env={"KGREC_SERVING__MODEL_DIR": "", "KGREC_NEO4J__URI": "", "KGREC_WORKDIR": "",
-                                 "NEO4J_URI": ""})
+    cfg = load_config(None, env={"KGREC_SERVING__MODEL_DIR": "", "KGREC_NEO4J__URI": "", "KGREC_WORKDIR": " ",
+                                 "NEO4J_URI": "", "KGREC_TRAIN__KS": " "})
     assert cfg.serving.model_dir is None and cfg.neo4j.uri is None and cfg.neo4j.managed
-    assert cfg.workdir == Path(".kgrec")
+    assert cfg.workdir == Path(".kgrec") and cfg.train.ks == TrainConfig().ks
+    # paths starting with ~ are the user's home, as in a shell
+    cfg = load_config(None, env={"KGREC_TRAIN__OUT_DIR": "~/models"})
+    assert cfg.train.out_dir == Path.home() / "models"
 
 
 @pytest.mark.parametrize("text,env", [("[train]\nepochz = 1\n", {}), ("", {"KGREC_TRAIN__EPOCHS": "many"}),

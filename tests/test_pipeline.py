@@ -171,6 +171,7 @@ def test_http_api(trained):
     assert client.get("/recommend/nobody").status_code == 404
     assert client.get("/recommend/u3", params={"k": 0}).status_code == 422
     cold = client.post("/recommend/cold", json={"item_ids": ["i0", "i4", "i8"], "k": 5}).json()["items"]
+    assert client.post("/recommend/cold", json={"item_ids": ["i0"] * 10_001}).status_code == 422
     assert sum(community_of_item(r["item_id"], SPEC) == 0 for r in cold) >= 3
     # a new user who brings only friends: their friends' community comes back
     friends = [u for u in (f"u{k}" for k in range(40)) if community_of_user(u, SPEC) == 1][:3]
@@ -192,6 +193,8 @@ def test_http_api(trained):
     assert len(found) == 4 and all(community_of_item(r["item_id"], SPEC) == 0 for r in found)
     assert len(client.get("/search", params={"q": "trail sneaker", "user_id": "u3"}).json()["items"]) == 10
     assert client.get("/search", params={"q": "trail", "user_id": "nobody"}).status_code == 404
+    anonymous = client.get("/search", params={"q": "trail sneaker", "k": 4, "user_id": ""})  # an empty form field
+    assert anonymous.status_code == 200 and anonymous.json()["items"] == found
     assert client.get("/search", params={"q": "   "}).status_code == 422
     assert client.get("/search").status_code == 422
 
@@ -486,6 +489,7 @@ def test_graph_filter_model_through_cli_serving_and_write_back(trained, graph_se
     client = TestClient(create_app(tmp_path / "current"))
     assert client.get("/health").json()["scorer"] == "graph filter"
     cold = client.post("/recommend/cold", json={"item_ids": ["i0", "i4", "i8"], "k": 5}).json()["items"]
+    assert client.post("/recommend/cold", json={"item_ids": ["i0"] * 10_001}).status_code == 422
     assert sum(community_of_item(r["item_id"], SPEC) == 0 for r in cold) >= 4
     assert client.post("/recommend/cold", json={"friend_ids": ["u0"]}).status_code == 422  # a filter takes no friends
     assert_written_back(graph_session, rec, ["u0", "u1"])
