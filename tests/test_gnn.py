@@ -453,6 +453,10 @@ def test_rgcn_graph_and_training_run(tmp_path: Path) -> None:
     assert et.tolist().count(0) == 2 and et.tolist().count(1) == 2 and et.tolist().count(2) == 2 * BLOCK
     assert ei[:, 0].tolist() == [0, 80 + 2]  # user 0 -> item 2 (items offset by 80 users)
     assert int(ei[1, et == 2].max()) == 80 + NUM_ITEMS + 1  # genre 1 after users and items
+    empty = {**snap.relations, "friend": np.zeros(0, np.int64)}  # a relation with no edges, stored flat
+    _, et2 = RGCNRec.build_graph(np.array([0, 1]), np.array([2, 3]), counts, empty,
+                                 {**snap.relation_types, "friend": ("user", "user")})
+    assert torch.equal(et2, torch.where(et >= 2, et + 2, et))  # "friend" sorts first: types 2, 3, with no edges
     model = RGCNRec(counts, RGCNRec.count_relations(snap.relations), embedding_dim=8, num_layers=2)
     ue, ie = model.get_embedding((ei, et))
     assert ue.shape == (80, 8) and ie.shape == (NUM_ITEMS, 8)

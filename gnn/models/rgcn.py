@@ -95,7 +95,7 @@ class RGCNRec(EmbeddingRecommender):
         add(np.asarray(user, np.int64) + off["user"], np.asarray(item, np.int64) + off["item"], 0)
         for k, name in enumerate(sorted(relations)):
             src_t, dst_t = relation_types[name]
-            e = np.asarray(relations[name], np.int64)
+            e = np.asarray(relations[name], np.int64).reshape(2, -1)
             add(e[0] + off[src_t], e[1] + off[dst_t], 2 + 2 * k)
         ei = torch.from_numpy(np.stack([np.concatenate(srcs), np.concatenate(dsts)]))
         et = torch.from_numpy(np.concatenate(types).astype(np.int64))
