@@ -130,7 +130,7 @@ def subgraph_sizes(snap: Snapshot, num_neighbors: list[int], batch_size: int, la
         rows.append((seeds.numel(), b.num_nodes, b.edge_index.size(1), time.perf_counter() - t0))
     a = np.asarray(rows, dtype=np.float64)
     return {"graph_nodes": graph.num_nodes, "graph_edges": graph.num_edges, "num_neighbors": graph.num_neighbors,
-            "backend": graph.backend, "batch_triples": batch_size, "mean_seeds": round(float(a[:, 0].mean()), 1),
+            "sampling": "per node and relation", "batch_triples": batch_size, "mean_seeds": round(float(a[:, 0].mean()), 1),
             "mean_nodes": round(float(a[:, 1].mean()), 1), "max_nodes": int(a[:, 1].max()),
             "mean_edges": round(float(a[:, 2].mean()), 1), "max_edges": int(a[:, 2].max()),
             "node_bound": graph.max_subgraph_nodes(int(a[:, 0].max())),

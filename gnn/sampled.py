@@ -6,11 +6,15 @@ How a BPR step works (``TrainConfig.sampler = "neighbor"``):
 2. Their nodes, deduplicated, are the *seeds*. PyG's :class:`~torch_geometric.loader.NeighborLoader`
    samples their L-hop in-neighbourhood over the homogeneous typed graph of
    :meth:`RGCNRec.build_graph <gnn.models.rgcn.RGCNRec.build_graph>` (edge types kept as an edge
-   attribute): at most ``num_neighbors[h]`` in-edges per node at hop ``h + 1``, uniformly without
-   replacement, across all relations together.
+   attribute): at most ``num_neighbors[h]`` in-edges *of each relation* per node at hop ``h + 1``,
+   uniformly without replacement, as PyG's heterogeneous sampling does per edge type. R-GCN takes
+   a mean per relation, and each relation's sampled mean estimates it without bias; a fan-out over
+   all relations together would mostly miss a node's rare relations (a popular item's one genre
+   edge among hundreds of interactions) and train their terms as zero.
 3. :meth:`RGCNRec.subgraph_loss` runs the R-GCN layers on that subgraph only (trimmed per layer with
    PyG's ``trim_to_layer`` when the sampler reports per-hop counts) and takes the BPR loss on the
-   seeds. Activation memory is bounded by ``batch size x (1 + k1 + k1 k2 + ...)``, not by the graph.
+   seeds. Activation memory is bounded by ``batch size x (1 + r k1 + r^2 k1 k2 + ...)`` for nodes of at
+   most ``r`` relations, not by the graph.
 
 Evaluation embeds every node *exactly* (all neighbours, no sampling), layer by layer over chunks of
 target nodes (:meth:`RGCNRec.layerwise_embedding`): memory is O(N d) plus one chunk of edges.
@@ -18,18 +22,18 @@ target nodes (:meth:`RGCNRec.layerwise_embedding`): memory is O(N d) plus one ch
 The full typed graph stays on the CPU in CSC form; only sampled subgraphs and inference chunks move
 to the training device. The embedding table itself (N x d) and its Adam state live on the device.
 
-Sampling backend: PyG's own kernels come from ``pyg-lib`` or ``torch-sparse``. Neither has a wheel
-on PyPI for current torch (``pyg-lib`` is not on PyPI at all, ``torch-sparse`` is a source-only
-package that needs a C++ build against the installed torch), so without them
-:class:`TorchNeighborSampler` supplies the kernel: a subclass of PyG's ``NeighborSampler`` whose
-homogeneous ``_sample`` is written in vectorised torch. Everything around it (CSC conversion, the
-loader, ``filter_data``, the batch layout with ``n_id``, ``batch_size`` and per-hop counts) is PyG's.
+Sampling kernel: :class:`TorchNeighborSampler`, a subclass of PyG's ``NeighborSampler`` whose
+homogeneous ``_sample`` is written in vectorised torch and draws per (node, relation). PyG's own
+compiled kernels (``pyg-lib``, ``torch-sparse``; neither has a wheel on PyPI for current torch) draw
+per node over a homogeneous graph, so they are not used. Everything around the kernel (CSC
+conversion, the loader, ``filter_data``, the batch layout with ``n_id``, ``batch_size`` and per-hop
+counts) is PyG's.
 """
 from __future__ import annotations
 
 import logging
 import warnings
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -47,17 +51,6 @@ SAMPLERS = ("full", "neighbor")
 _MAX_ROUNDS = 8
 #: nodes with in-degree up to this many times the fan-out are sampled by ranking random keys
 _DENSE_FACTOR = 4
-
-
-def sampling_backend() -> str:
-    """``"pyg-lib"``, ``"torch-sparse"`` (PyG's compiled kernels) or ``"torch"`` (:class:`TorchNeighborSampler`)."""
-    import torch_geometric.typing as pyg_typing
-
-    if pyg_typing.WITH_PYG_LIB:
-        return "pyg-lib"
-    if pyg_typing.WITH_TORCH_SPARSE:
-        return "torch-sparse"
-    return "torch"
 
 
 def _expand(start: Tensor, count: Tensor) -> tuple[Tensor, Tensor]:
@@ -119,13 +112,53 @@ def _choose(colptr: Tensor, nodes: Tensor, k: int, generator: torch.Generator | 
     return pos[order], which[order]
 
 
+class RelationRuns(NamedTuple):
+    """A CSC graph's in-edges grouped per (target node, relation): run ``j`` is
+    ``order[ptr[j]:ptr[j + 1]]`` (CSC positions), and node ``v``'s runs are ``node[v]:node[v + 1]``."""
+
+    order: Tensor | None  # CSC positions grouped by (target, relation); None: the CSC order already is
+    ptr: Tensor
+    node: Tensor
+
+    @staticmethod
+    def of(colptr: Tensor, edge_type: Tensor) -> "RelationRuns":
+        """The runs of a CSC graph (``colptr`` (N + 1,)) whose edges, in CSC order, have ``edge_type``."""
+        n = colptr.numel() - 1
+        target = torch.repeat_interleave(torch.arange(n), colptr[1:] - colptr[:-1])
+        key = target * (int(edge_type.max()) + 1 if edge_type.numel() else 1) + edge_type.long()
+        order = None
+        if bool((key[1:] < key[:-1]).any()):
+            order = torch.argsort(key, stable=True)
+            key, target = key[order], target[order]
+        starts = torch.nonzero(torch.cat([torch.ones(min(1, key.numel()), dtype=torch.bool), key[1:] != key[:-1]]))
+        starts = starts.flatten()
+        ptr = torch.cat([starts, torch.tensor([key.numel()])])
+        node = torch.searchsorted(target[starts], torch.arange(n + 1))
+        return RelationRuns(order, ptr, node)
+
+    def choose(self, nodes: Tensor, k: int, generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
+        """Up to ``k`` in-edges of each relation per node (``k < 0``: all): as :func:`_choose`."""
+        runs, owner = _expand(self.node[nodes], self.node[nodes + 1] - self.node[nodes])
+        pos, which = _choose(self.ptr, runs, k, generator)
+        if self.order is not None:
+            pos = self.order[pos]
+        which = owner[which]
+        order = torch.argsort(which, stable=True)
+        return pos[order], which[order]
+
+    def max_relations(self) -> int:
+        """The most relations any node has in-edges of."""
+        return int((self.node[1:] - self.node[:-1]).max()) if self.node.numel() > 1 else 0
+
+
 def sample_neighbors(colptr: Tensor, row: Tensor, seed: Tensor, num_neighbors: Sequence[int],
-                     generator: torch.Generator | None = None
+                     generator: torch.Generator | None = None, runs: RelationRuns | None = None
                      ) -> tuple[Tensor, Tensor, Tensor, Tensor, list[int], list[int]]:
     """Directional multi-hop neighbour sampling over a CSC graph (the semantics of PyG's kernels).
 
     Hop ``h`` samples up to ``num_neighbors[h]`` in-edges for each node first reached at hop ``h - 1``
-    (the seeds at hop 0); sources not seen before become new nodes. Nodes and edges come out in hop
+    (the seeds at hop 0), or of each of its relations with ``runs``; sources not seen before become
+    new nodes. Nodes and edges come out in hop
     order, so PyG's ``trim_to_layer`` applies.
 
     Args:
@@ -133,6 +166,7 @@ def sample_neighbors(colptr: Tensor, row: Tensor, seed: Tensor, num_neighbors: S
         seed: (S,) unique global node ids.
         num_neighbors: fan-out per hop (``-1``: all in-edges).
         generator: optional torch RNG (default: the global one, which the trainer seeds and checkpoints).
+        runs: the graph's :class:`RelationRuns`, to draw the fan-out per relation.
 
     Returns:
         ``(node, row, col, pos, num_sampled_nodes, num_sampled_edges)``: global ids of the subgraph's
@@ -146,7 +180,8 @@ def sample_neighbors(colptr: Tensor, row: Tensor, seed: Tensor, num_neighbors: S
     n_total = seed.numel()
     num_nodes, num_edges = [n_total], []
     for k in num_neighbors:
-        pos, which = _choose(colptr, frontier, int(k), generator)
+        pos, which = (runs.choose(frontier, int(k), generator) if runs is not None
+                      else _choose(colptr, frontier, int(k), generator))
         src = row[pos]
         at = torch.searchsorted(known, src).clamp(max=max(known.numel() - 1, 0))
         hit = known[at] == src if known.numel() else torch.zeros_like(src, dtype=torch.bool)
@@ -172,14 +207,19 @@ def sample_neighbors(colptr: Tensor, row: Tensor, seed: Tensor, num_neighbors: S
 
 class TorchNeighborSampler(NeighborSampler):
     """PyG's ``NeighborSampler`` with a pure-torch kernel for homogeneous, directional, non-temporal
-    sampling without replacement (the case kgrec uses) when neither ``pyg-lib`` nor ``torch-sparse``
-    is installed. Takes the same arguments; other modes raise ``NotImplementedError``."""
+    sampling without replacement (the case kgrec uses). With ``edge_type`` given (one per edge of
+    ``data``, in its order), the fan-out is drawn per relation of each node. Takes
+    ``NeighborSampler``'s arguments; other modes raise ``NotImplementedError``."""
 
-    def __init__(self, *args, generator: torch.Generator | None = None, **kwargs) -> None:
+    def __init__(self, *args, generator: torch.Generator | None = None, edge_type: Tensor | None = None,
+                 **kwargs) -> None:
         with warnings.catch_warnings():  # "without pyg-lib is deprecated": this class is the replacement
             warnings.simplefilter("ignore")
             super().__init__(*args, **kwargs)
         self.generator = generator
+        self.runs = None
+        if edge_type is not None:
+            self.runs = RelationRuns.of(self.colptr, edge_type if self.perm is None else edge_type[self.perm])
 
     def _sample(self, seed, seed_time=None, **kwargs):  # noqa: ANN001, ANN201 - PyG's signature
         if (isinstance(seed, dict) or seed_time is not None or self.disjoint or self.replace
@@ -187,7 +227,8 @@ class TorchNeighborSampler(NeighborSampler):
             raise NotImplementedError("TorchNeighborSampler covers homogeneous directional sampling without "
                                       "replacement; install pyg-lib for the other modes")
         node, row, col, pos, nn_, ne = sample_neighbors(self.colptr, self.row, seed,
-                                                        self.num_neighbors.get_mapped_values(), self.generator)
+                                                        self.num_neighbors.get_mapped_values(), self.generator,
+                                                        self.runs)
         # positions in the CSC order, as PyG's own kernels return: its filter_data maps them through
         # self.perm (edge_permutation) to the input's edge ids
         return SamplerOutput(node=node, row=row, col=col, edge=pos, batch=None, num_sampled_nodes=nn_,
@@ -201,30 +242,25 @@ class NeighborGraph:
         edge_index: (2, E) source/target over all node types (``RGCNRec.build_graph``'s index space).
         edge_type: (E,) relation of each edge.
         num_nodes: N.
-        num_neighbors: fan-out per hop, hop 1 first (``-1``: all in-edges).
-        backend: ``"auto"`` (PyG's compiled kernel when installed, else ``"torch"``) or ``"torch"``.
+        num_neighbors: fan-out per hop and relation, hop 1 first (``-1``: all in-edges).
     """
 
-    def __init__(self, edge_index: Tensor, edge_type: Tensor, num_nodes: int, num_neighbors: Sequence[int],
-                 backend: str = "auto") -> None:
+    def __init__(self, edge_index: Tensor, edge_type: Tensor, num_nodes: int, num_neighbors: Sequence[int]) -> None:
         from torch_geometric.loader import NeighborLoader
-        from torch_geometric.utils import sort_edge_index
 
         if not num_neighbors or any(int(k) == 0 or int(k) < -1 for k in num_neighbors):
             raise ValueError(f"num_neighbors must be a non-empty list of positive fan-outs or -1, got {num_neighbors}")
-        if backend not in ("auto", "torch"):
-            raise ValueError(f"unknown sampling backend {backend!r}; use 'auto' or 'torch'")
         self.num_neighbors = [int(k) for k in num_neighbors]
-        # sorted by target once, so the sampler's CSC shares this memory (no permutation copy)
-        ei, et = sort_edge_index(edge_index.cpu().long(), edge_type.cpu().long(), num_nodes=num_nodes,
-                                 sort_by_row=False)
+        # sorted by (target, relation) once, so the sampler's CSC shares this memory and each node's
+        # in-edges of one relation are one run (no permutation copies)
+        ei, et = edge_index.cpu().long(), edge_type.cpu().long()
+        order = torch.argsort(ei[1] * (int(et.max()) + 1 if et.numel() else 1) + et, stable=True)
+        ei, et = ei[:, order], et[order]
         self.data = Data(edge_index=ei, edge_type=et, num_nodes=num_nodes)
-        self.backend = sampling_backend() if backend == "auto" else "torch"
-        cls = TorchNeighborSampler if self.backend == "torch" else NeighborSampler
-        self.sampler = cls(self.data, num_neighbors=self.num_neighbors, is_sorted=True)
+        self.sampler = TorchNeighborSampler(self.data, num_neighbors=self.num_neighbors, is_sorted=True, edge_type=et)
         self.loader = NeighborLoader(self.data, self.num_neighbors, neighbor_sampler=self.sampler)
         self.colptr, self.row = self.sampler.colptr, self.sampler.row
-        self.edge_type = et if self.sampler.perm is None else et[self.sampler.perm]
+        self.edge_type = et
 
     @property
     def num_nodes(self) -> int:
@@ -241,16 +277,17 @@ class NeighborGraph:
         return self.loader(seeds.cpu().long())
 
     def max_subgraph_nodes(self, num_seeds: int) -> int:
-        """Upper bound on a subgraph's nodes for ``num_seeds`` seeds: S (1 + k1 + k1 k2 + ...), capped at N."""
-        total, width = num_seeds, num_seeds
+        """Upper bound on a subgraph's nodes for ``num_seeds`` seeds: S (1 + r k1 + r^2 k1 k2 + ...)
+        for nodes of at most r relations, capped at N."""
+        total, width, r = num_seeds, num_seeds, self.sampler.runs.max_relations()
         for k in self.num_neighbors:
-            width = width * k if k > 0 else self.num_nodes
+            width = width * r * k if k > 0 else self.num_nodes
             total += width
         return min(total, self.num_nodes)
 
     def __repr__(self) -> str:
         return (f"{self.__class__.__name__}(nodes={self.num_nodes}, edges={self.num_edges}, "
-                f"num_neighbors={self.num_neighbors}, backend={self.backend})")
+                f"num_neighbors={self.num_neighbors} per relation)")
 
 
 class NeighborSampledRGCN(EmbeddingRecommender):

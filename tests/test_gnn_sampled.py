@@ -72,7 +72,7 @@ def test_sampler_contract_and_fanout_bound() -> None:
     ei = torch.randint(0, n, (2, 6000), generator=g)
     ei[1, :2000] = 7  # a hub far above the fan-out (rejection path)
     ei[1, 2000:2030] = 8  # a node just above it (random-key ranking path)
-    graph = NeighborGraph(ei, torch.randint(0, 5, (6000,), generator=g), n, [6, 3], backend="torch")
+    graph = NeighborGraph(ei, torch.randint(0, 5, (6000,), generator=g), n, [6, 3])
     seeds = torch.tensor([7, 8, 1, 2, 499])
     b = graph.subgraph(seeds)
     assert b.n_id[:5].tolist() == seeds.tolist() and int(b.batch_size) == 5
@@ -82,15 +82,28 @@ def test_sampler_contract_and_fanout_bound() -> None:
     eid = b.e_id
     assert torch.equal(graph.data.edge_index[:, eid], b.n_id[b.edge_index])
     assert torch.equal(graph.data.edge_type[eid], b.edge_type) and eid.unique().numel() == eid.numel()
-    # hop 1: each seed gets min(in-degree, 6) in-edges; hop 2 only targets hop-1 nodes, at most 3 each
+    # hop 1: each seed gets min(in-degree, 6) in-edges of each of its 5 relations; hop 2 only
+    # targets hop-1 nodes, at most 3 per relation each
     e1 = b.num_sampled_edges[0]
-    deg = torch.bincount(graph.data.edge_index[1], minlength=n)
-    got = torch.bincount(b.edge_index[1, :e1], minlength=5)
+    deg = torch.bincount(graph.data.edge_index[1] * 5 + graph.data.edge_type, minlength=5 * n).view(n, 5)
+    got = torch.bincount(b.edge_index[1, :e1] * 5 + b.edge_type[:e1], minlength=25).view(5, 5)
     assert got.tolist() == deg[seeds].clamp(max=6).tolist()
     hop2 = b.edge_index[1, e1:]
     assert bool(((hop2 >= 5) & (hop2 < 5 + b.num_sampled_nodes[1])).all())
-    assert int(torch.bincount(hop2).max()) <= 3
-    assert b.num_nodes <= graph.max_subgraph_nodes(5) == 5 * (1 + 6 + 18)
+    assert int(torch.bincount(hop2 * 5 + b.edge_type[e1:]).max()) <= 3
+    assert b.num_nodes <= graph.max_subgraph_nodes(5) == min(5 * (1 + 5 * 6 + 25 * 18), n)
+
+
+def test_a_rare_relation_is_sampled_however_many_edges_the_others_have() -> None:
+    """R-GCN averages each relation apart: a user's one friend among 200 items is in every sample
+    (drawing 10 in-edges over all relations together would take it 5 % of the time)."""
+    n = 300
+    src = torch.cat([torch.arange(1, 201), torch.tensor([250])])
+    edge_type = torch.cat([torch.zeros(200, dtype=torch.long), torch.tensor([5])])
+    graph = NeighborGraph(torch.stack([src, torch.zeros(201, dtype=torch.long)]), edge_type, n, [10])
+    for _ in range(20):
+        b = graph.subgraph(torch.tensor([0]))
+        assert sorted(b.edge_type.tolist()) == [0] * 10 + [5]
 
 
 def test_torch_sampler_on_unsorted_edges_keeps_each_edge_its_type() -> None:
@@ -144,7 +157,7 @@ def test_all_neighbours_reproduce_full_graph(small_snap: Snapshot) -> None:
 
 
 def test_subgraph_size_bounded_by_fanout_not_graph() -> None:
-    """The same batch size on a graph 8x larger: the subgraph stays under S (1 + k1 + k1 k2) and
+    """The same batch size on a graph 8x larger: the subgraph stays under S (1 + r k1 + r^2 k1 k2) and
     far below the graph, and a sampled BPR step back-propagates into the embeddings."""
     for users in (1000, 8000):
         snap = synthetic_snapshot(SyntheticSpec(num_users=users, num_items=users // 2, interactions_per_user=10,
@@ -159,11 +172,12 @@ def test_subgraph_size_bounded_by_fanout_not_graph() -> None:
         seeds, inv = wrapped.seeds(user, pos, neg)
         assert seeds.numel() <= 3 * 64 and int(seeds[inv[0]]) == int(user[0])
         b = graph.subgraph(seeds)
-        bound = seeds.numel() * (1 + 5 + 15)
+        r = graph.sampler.runs.max_relations()
+        bound = seeds.numel() * (1 + r * 5 + r * r * 15)
         assert b.num_nodes <= graph.max_subgraph_nodes(seeds.numel()) == min(bound, graph.num_nodes)
-        assert b.edge_index.size(1) <= seeds.numel() * (5 + 15)
+        assert b.edge_index.size(1) <= seeds.numel() * (r * 5 + r * r * 15)
         if users == 8000:
-            assert bound < graph.num_nodes / 3
+            assert b.num_nodes < graph.num_nodes / 3
         loss = wrapped.loss(graph, user, pos, neg)
         loss.backward()
         assert torch.isfinite(loss) and model.embedding.weight.grad is not None
