@@ -76,7 +76,8 @@ def create_app(model_dir: str | Path, reload_check_s: float = 1.0, cfg: ServingC
     def health(rec: Recommender = Depends(get_recommender)) -> dict:
         return {"status": "ok", "model_version": rec.version, "users": len(rec.user_ids), "items": len(rec.item_ids),
                 "scorer": "graph filter" if rec.scorer is not None else "embeddings",
-                "search": rec.text_search is not None}
+                "search": rec.text_search is not None,
+                "search_encoder": rec.text_search.encoder_state if rec.text_search is not None else None}
 
     @app.get("/recommend/{user_id:path}", response_model=Recommendations)  # ids may hold "/"
     def recommend(user_id: str, k: int = Query(10, ge=1, le=1000),

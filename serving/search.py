@@ -87,6 +87,17 @@ class TextSearch:
                 self._encoder = encoder
         return self._encoder
 
+    @property
+    def encoder_state(self) -> str:
+        """``loaded``, ``not loaded yet`` (on the first query), or why queries fail now."""
+        if self._encoder is not None:
+            return "loaded"
+        if self._unusable is not None:
+            return f"unusable: {self._unusable}"
+        if self._failed is not None:
+            return f"failed: {self._failed[0]}"
+        return "not loaded yet"
+
     def warm(self) -> None:
         """Load the encoder now rather than on the first query."""
         self._load_encoder()

@@ -521,7 +521,7 @@ def test_a_query_encoder_that_does_not_fit_is_a_server_error_loaded_once(monkeyp
     first = search._unusable
     with pytest.raises(SearchUnavailableError) as again:
         search.top("boots", 5)
-    assert again.value is first and search._encoder is None
+    assert again.value is first and search._encoder is None and search.encoder_state.startswith("unusable: ")
     import encoders.encode
     from serving.search import LOAD_RETRY_S
 
@@ -531,7 +531,7 @@ def test_a_query_encoder_that_does_not_fit_is_a_server_error_loaded_once(monkeyp
     for _ in range(3):  # the later queries fail at once: a hub model's load can take a minute
         with pytest.raises(EncoderError, match="tried again in 60 s"):
             broken.top("shoes", 5)
-    assert loads == [1]
+    assert loads == [1] and broken.encoder_state.startswith("failed: ") and "median" in broken.encoder_state
     broken._failed = (broken._failed[0], broken._failed[1] - LOAD_RETRY_S)  # a minute later: tried again
     with pytest.raises(EncoderError):
         broken.top("shoes", 5)

@@ -191,6 +191,7 @@ def test_http_api(trained):
     assert client.get("/health").json()["search"] is True
     found = client.get("/search", params={"q": "trail sneaker", "k": 4}).json()["items"]
     assert len(found) == 4 and all(community_of_item(r["item_id"], SPEC) == 0 for r in found)
+    assert client.get("/health").json()["search_encoder"] == "loaded"
     assert len(client.get("/search", params={"q": "trail sneaker", "user_id": "u3"}).json()["items"]) == 10
     assert client.get("/search", params={"q": "trail", "user_id": "nobody"}).status_code == 404
     anonymous = client.get("/search", params={"q": "trail sneaker", "k": 4, "user_id": ""})  # an empty form field
