@@ -131,11 +131,12 @@ def _fingerprint_of(namespace: str) -> str:
     return next((part[3:] for part in namespace.split("|") if part.startswith("fp=")), "")
 
 
-def stale_embeddings_reason(snapshot_dir: str | Path, cfg: Any) -> str | None:
+def stale_embeddings_reason(snapshot_dir: str | Path, cfg: Any, snapshot: Any = None) -> str | None:
     """Why the snapshot's ``text_embeddings.npz`` does not match ``cfg`` (an ``EncoderConfig``) and
     the snapshot's texts, or None when it does (or was written before its meta recorded these).
 
     Compared: model, pooling, max length, templates and the digest of every text list.
+    ``snapshot`` is the snapshot at ``snapshot_dir`` when the caller has it loaded already.
     """
     from kg.snapshot import Snapshot
 
@@ -149,14 +150,18 @@ def stale_embeddings_reason(snapshot_dir: str | Path, cfg: Any) -> str | None:
         if key in meta and meta[key] != value:
             return f"encoded with {key} {meta[key]!r}, but the config says {value!r}"
     encoded_fp = _fingerprint_of(meta.get("cache_namespace", ""))
-    if encoded_fp.startswith("c2-"):  # an older, time-based fingerprint cannot be compared
-        from encoders.resolve import is_local, model_fingerprint, resolve_model
+    if encoded_fp.startswith("c2-") or "@" in encoded_fp:  # a local model's contents, a hub model's commit;
+        # an older, time-based fingerprint cannot be compared
+        from encoders.resolve import hub_revision, is_local, model_fingerprint, resolve_model
 
         resolved = resolve_model(cfg.model)
         if is_local(resolved) and model_fingerprint(resolved) != encoded_fp:  # the weights changed in place
             return f"encoded by model files with fingerprint {encoded_fp}, but {cfg.model!r} now has {model_fingerprint(resolved)}"
+        revision = None if is_local(resolved) else hub_revision(resolved)
+        if revision and model_fingerprint(resolved, revision) != encoded_fp:  # the hub cache moved on
+            return f"encoded by {encoded_fp}, but the Hugging Face cache now holds {cfg.model!r} at {revision}"
     if "text_sha256" in meta:
-        texts = node_texts(Snapshot.load(snapshot_dir), cfg)
+        texts = node_texts(snapshot if snapshot is not None else Snapshot.load(snapshot_dir), cfg)
         changed = [kind for kind, values in texts.items() if meta["text_sha256"].get(kind) != _texts_digest(values)]
         if changed:
             return f"the snapshot's {', '.join(changed)} texts differ from those encoded"

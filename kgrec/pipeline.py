@@ -74,7 +74,7 @@ def train_model(snapshot: Path, cfg: Config, publish: bool = True) -> Path:
     snap = Snapshot.load(snapshot)
     vectors = Path(snapshot) / "text_embeddings.npz"
     try:
-        reason = stale_embeddings_reason(snapshot, cfg.encoder) if vectors.is_file() else "not encoded"
+        reason = stale_embeddings_reason(snapshot, cfg.encoder, snap) if vectors.is_file() else "not encoded"
     except (OSError, ValueError, EncoderError) as e:  # unreadable meta, a bad template or model: fatal only
         # where training reads text
         if cfg.train.model in TEXT_MODELS:

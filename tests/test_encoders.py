@@ -376,6 +376,30 @@ def test_the_staleness_check_sees_weights_changed_in_place(tmp_path):
     assert stale_embeddings_reason(snap, cfg) is None  # not comparable: not called stale
 
 
+def test_vectors_of_a_hub_model_the_cache_has_since_updated_are_stale(tmp_path, monkeypatch):
+    """A hub id's fingerprint is the commit it was loaded at; a newer download of the model (another
+    commit in the Hugging Face cache) makes the vectors stale, as new files under a local path do."""
+    import json
+
+    import encoders.resolve
+    from encoders import stale_embeddings_reason
+    from kgrec.config import EncoderConfig
+
+    cfg = EncoderConfig(model="some-org/some-bert")
+    snap = tmp_path / "snap"
+    snap.mkdir()
+    (snap / "text_embeddings.json").write_text(json.dumps({
+        "model_id": cfg.model, "pooling": cfg.pooling, "max_length": cfg.max_length,
+        "templates": {"item": cfg.item_template, "query": cfg.query_template, "entity": cfg.entity_template},
+        "cache_namespace": f"{cfg.model}|fp={cfg.model}@abc123|pooling=mean|max_length=128"}))
+    monkeypatch.setattr(encoders.resolve, "hub_revision", lambda model_id: "abc123")
+    assert stale_embeddings_reason(snap, cfg) is None
+    monkeypatch.setattr(encoders.resolve, "hub_revision", lambda model_id: "def456")
+    assert "now holds 'some-org/some-bert' at def456" in stale_embeddings_reason(snap, cfg)
+    monkeypatch.setattr(encoders.resolve, "hub_revision", lambda model_id: None)  # no longer cached: cannot tell
+    assert stale_embeddings_reason(snap, cfg) is None
+
+
 def test_roberta_style_models_take_two_tokens_fewer_than_their_positions():
     from types import SimpleNamespace
 
