@@ -1,8 +1,8 @@
 """Export: streamed reads of Neo4j into a versioned :class:`kg.snapshot.Snapshot` on disk.
 
 The reads are separate transactions, so a load committing between them could leave the snapshot
-with half of it (or an event whose user was not read yet): callers hold the ingest lock
-(:func:`kg.lock.graph_lock`) around the export, as ``kgrec export`` and ``kgrec retrain`` do.
+with half of it (or an event whose user was not read yet): :func:`export_locked`, which ``kgrec
+export`` and ``kgrec retrain`` use, holds the ingest lock (:func:`kg.lock.graph_lock`) around them.
 
 Records are streamed (driver fetch size 10k) straight into compact arrays, so memory stays
 bounded by the arrays themselves. Repeated events of a (user, item) pair collapse into one
@@ -26,6 +26,7 @@ import numpy as np
 from kgrec.config import ExportConfig
 
 from .connection import Graph
+from .lock import INGEST_LOCK, LockLostError, graph_lock
 from .snapshot import Interactions, Snapshot, rank_within_runs
 
 logger = logging.getLogger(__name__)
@@ -227,6 +228,23 @@ def export_snapshot(graph: Graph, cfg: ExportConfig, name: str = "graph") -> Pat
     tmp_link.replace(latest)
     logger.info("exported %s in %.1fs", out, time.perf_counter() - started)
     return out
+
+
+def export_locked(graph: Graph, cfg: ExportConfig, name: str = "graph", lock_wait_s: float = 0.0) -> Path:
+    """:func:`export_snapshot` while holding the ingest lock, so no load commits beside its reads.
+
+    Raises:
+        kg.lock.LockedError: an ingest held the lock for longer than ``lock_wait_s``; nothing was written.
+        kg.lock.LockLostError: the lock was lost during the export; its snapshot is removed.
+    """
+    with graph_lock(graph, INGEST_LOCK, lock_wait_s) as lease:
+        snapshot = export_snapshot(graph, cfg, name)
+        try:
+            lease.check()  # held all through the reads
+        except LockLostError:
+            discard_snapshot(snapshot, name)
+            raise
+    return snapshot
 
 
 def discard_snapshot(snapshot: Path, name: str) -> None:

@@ -176,8 +176,12 @@ def write_interactions(graph: Graph, events: list[dict], writers: int, size: int
             raise
         finally:
             scheduler.close()
-        for f in futures:
-            f.result()
+        try:  # where the main thread waits out the load: a signal (SystemExit, Ctrl-C) lands here
+            for f in futures:
+                f.result()
+        except BaseException:
+            scheduler.fail()  # the writers stop after the batch in flight, not when the queue is empty
+            raise
     bar.close()
     return {"sent": len(unique), "new_users": len(users) - len(known), "known_users": len(known), **totals}
 

@@ -182,12 +182,13 @@ def graph_lock(graph: Graph, name: str = INGEST_LOCK, wait_s: float = 0.0, poll_
     try:
         yield lease
     finally:
+        lease.lost = lease.lost or "it was released"  # a writer thread still running stops at its next check
         done.set()
-        beat.join(timeout=5)  # a renewal stuck in the driver's retries must not hold up the exit
-        try:
+        try:  # released first: a second signal during the join below must not leave it held
             graph.write("lock/release", lock=name, owner=owner)
         except Exception:  # never hide the block's own error; the heartbeat lets others take over
             logger.exception("could not release the %r lock; others take it over in %.0f s", name, stale_s)
+        beat.join(timeout=5)  # a renewal stuck in the driver's retries must not hold up the exit
 
 
 def _heartbeat(graph: Graph, lease: Lease, every_s: float, done: threading.Event) -> None:

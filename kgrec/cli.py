@@ -183,21 +183,13 @@ def _quality_report(records: Any, cfg: Config, name: str) -> dict[str, Any]:
 
 
 def cmd_export(args: argparse.Namespace, cfg: Config) -> None:
-    from kg.export import discard_snapshot, export_snapshot
-    from kg.lock import INGEST_LOCK, graph_lock
+    from kg.export import export_locked
 
     _lock_wait(args, cfg)
     if args.split:
         cfg.export.split = args.split
-    with _graph(cfg) as g:
-        with graph_lock(g, INGEST_LOCK, cfg.ingest.lock_wait_s) as lease:  # whole loads only: no ingest beside it
-            snapshot = export_snapshot(g, cfg.export, args.name)
-        try:
-            lease.check()
-        except Exception:
-            discard_snapshot(snapshot, args.name)
-            raise
-        print(snapshot)
+    with _graph(cfg) as g:  # under the ingest lock: whole loads only
+        print(export_locked(g, cfg.export, args.name, cfg.ingest.lock_wait_s))
 
 
 def cmd_encode(args: argparse.Namespace, cfg: Config) -> None:

@@ -40,8 +40,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from kg.connection import Graph
-from kg.export import discard_snapshot, export_snapshot
-from kg.lock import INGEST_LOCK, graph_lock
+from kg.export import discard_snapshot, export_locked
 
 from .config import TEXT_MODELS, Config, ConfigError
 
@@ -114,11 +113,10 @@ def retrain(graph: Graph, cfg: Config, say: Callable[[str], None] = logger.info,
         return result
 
     with _exclusive(out_dir / ".retrain.lock"):
-        with graph_lock(graph, INGEST_LOCK, cfg.ingest.lock_wait_s) as lease:  # a snapshot of whole loads only
-            snapshot = stage("export", lambda: export_snapshot(graph, cfg.export, cfg.retrain.snapshot_name))
+        snapshot = stage("export", lambda: export_locked(graph, cfg.export, cfg.retrain.snapshot_name,
+                                                         cfg.ingest.lock_wait_s))  # a snapshot of whole loads only
         say(f"exported {snapshot}")
         try:
-            lease.check()  # held all through the export, so no load ran beside it
             tests = json.loads((snapshot / "meta.json").read_text())["interactions"].get("test", 0)
             if not tests:
                 raise ConfigError(f"{snapshot} has no test interactions for the quality gate: use an "

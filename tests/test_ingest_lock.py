@@ -263,3 +263,45 @@ def test_a_terminated_command_releases_the_lock_on_its_way_out(graph, neo4j_conf
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_a_signal_while_the_writers_run_stops_them_after_their_batch_in_flight(graph):
+    """SIGTERM (SystemExit from kgrec's handler) or Ctrl-C lands in the main thread while it waits for
+    the writers: they stop after the batch they are writing, not once the whole load is written."""
+    import signal
+    import threading
+
+    from kg.ingest import _normalise_interactions, ingest
+    from kg.interaction_writer import write_interactions
+
+    records = _records(n_users=200, n_items=50)
+    ingest(graph, GraphRecords(users=records.users, items=records.items), IngestConfig(), progress=False)
+    events = _normalise_interactions(records.interactions)
+    batches: list[int] = []
+
+    def check() -> None:  # before each batch; the third one signals the main thread
+        batches.append(1)
+        if len(batches) == 3:
+            signal.pthread_kill(threading.main_thread().ident, signal.SIGUSR1)
+            time.sleep(0.5)  # the handler runs while this writer still has its batch to write
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGUSR1, interrupt)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            write_interactions(graph, events, 2, 5, progress=False, check=check)  # 1,000 events: ~200 batches
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+    assert len(batches) <= 5 and _interactions(graph) <= 5 * 5
+
+
+def test_a_lease_is_lost_once_its_block_is_left(graph):
+    """A writer thread that outlives the block (the main thread left it on a second signal) stops at its
+    next check instead of writing beside the next holder."""
+    with graph_lock(graph) as lease:
+        lease.check()
+    assert lock_holder(graph) is None
+    with pytest.raises(LockLostError, match="it was released"):
+        lease.check()
