@@ -263,6 +263,15 @@ def test_incremental_ingest_writes_only_events_past_the_watermark(graph):
     third = ingest(graph, undated, IngestConfig(), incremental=True, progress=False)
     assert third["skipped_old"] == 0 and third["relationships_created"] == 2 and third["watermark"] == 150
     assert ingest(graph, undated, IngestConfig(), incremental=True, progress=False)["relationships_created"] == 0
+    # a mistyped year (2205 for 2025): loaded, but the watermark stops a day ahead, so today's events still load
+    import time
+
+    typo = GraphRecords(interactions=[{"user": "a", "item": "y", "kind": "view", "weight": 1.0, "ts": 7_400_000_000}])
+    fourth = ingest(graph, typo, IngestConfig(), incremental=True, progress=False)
+    assert fourth["relationships_created"] == 1 and fourth["watermark"] <= time.time() + 86_400
+    today = GraphRecords(interactions=[{"user": "a", "item": "y", "kind": "click", "weight": 1.0,
+                                        "ts": int(time.time()) + 86_400}])
+    assert ingest(graph, today, IngestConfig(), incremental=True, progress=False)["skipped_old"] == 0
 
 
 def test_a_delta_file_of_events_for_known_users_and_items_loads_on_its_own(graph, tmp_path):
