@@ -127,27 +127,30 @@ def bulk_import(records: GraphRecords, config: Neo4jConfig, workdir: Path | None
         files = write_import_csvs(records, Path(tmp))
         timings["csv_seconds"] = round(time.perf_counter() - t, 2)
         server.stop()
-        conf_dir = server.home / "conf"
-        if not (conf_dir / "neo4j.conf").exists():
-            server.install()
-            server._write_conf()
-        args = [java, "-cp", str(server.lib_dir / "*"), ADMIN_TOOL, "database", "import", "full", config.database,
-                "--overwrite-destination=true", "--threads=2", f"--report-file={Path(tmp) / 'import.report'}",
-                f"--nodes=User={files['users']}", f"--nodes=Item={files['items']}",
-                f"--nodes=Query={files['queries']}", f"--nodes=Entity={files['entities']}",
-                f"--relationships=INTERACTED={files['interactions']}", f"--relationships=SEARCHED={files['searched']}",
-                f"--relationships=RELEVANT={files['relevant']}", f"--relationships=HAS_ATTRIBUTE={files['has_attribute']}",
-                f"--relationships=HAS_ATTRIBUTE={files['user_attribute']}",
-                f"--relationships=RELATED={files['related']}", f"--relationships=FRIEND={files['friend']}"]
-        env = {**os.environ, "NEO4J_HOME": str(server.home), "NEO4J_CONF": str(conf_dir)}
-        t = time.perf_counter()
-        proc = subprocess.run(args, capture_output=True, text=True, env=env)
-        timings["import_seconds"] = round(time.perf_counter() - t, 2)
-    t = time.perf_counter()
-    server.start()
+        try:  # the server comes back up whatever happens here (an error, a signal)
+            conf_dir = server.home / "conf"
+            if not (conf_dir / "neo4j.conf").exists():
+                server.install()
+                server._write_conf()
+            args = [java, "-cp", str(server.lib_dir / "*"), ADMIN_TOOL, "database", "import", "full", config.database,
+                    "--overwrite-destination=true", "--threads=2", f"--report-file={Path(tmp) / 'import.report'}",
+                    f"--nodes=User={files['users']}", f"--nodes=Item={files['items']}",
+                    f"--nodes=Query={files['queries']}", f"--nodes=Entity={files['entities']}",
+                    f"--relationships=INTERACTED={files['interactions']}",
+                    f"--relationships=SEARCHED={files['searched']}", f"--relationships=RELEVANT={files['relevant']}",
+                    f"--relationships=HAS_ATTRIBUTE={files['has_attribute']}",
+                    f"--relationships=HAS_ATTRIBUTE={files['user_attribute']}",
+                    f"--relationships=RELATED={files['related']}", f"--relationships=FRIEND={files['friend']}"]
+            env = {**os.environ, "NEO4J_HOME": str(server.home), "NEO4J_CONF": str(conf_dir)}
+            t = time.perf_counter()
+            proc = subprocess.run(args, capture_output=True, text=True, env=env)
+            timings["import_seconds"] = round(time.perf_counter() - t, 2)
+        finally:
+            t = time.perf_counter()
+            server.start()
+    if proc.returncode != 0:  # before the schema: a failed import's own words, not the database's
+        raise Neo4jSetupError(f"neo4j-admin import failed:\n{(proc.stdout + proc.stderr)[-2000:]}")
     with connect(config) as g:
         apply_schema(g)
     timings["restart_seconds"] = round(time.perf_counter() - t, 2)
-    if proc.returncode != 0:
-        raise Neo4jSetupError(f"neo4j-admin import failed:\n{(proc.stdout + proc.stderr)[-2000:]}")
     return {**timings, "summary": proc.stdout.strip().splitlines()[-6:]}
