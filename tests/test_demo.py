@@ -69,5 +69,8 @@ def test_demo_refuses_a_database_holding_other_data_and_reset_clears_it(graph, c
     with pytest.raises(ConfigError, match="no kgrec demo wrote.*--reset"):
         claim_demo_graph(graph, spec)
     assert nodes() == 1  # refused without writing anything
-    assert claim_demo_graph(graph, spec, reset=True) == 1  # alice went
+    graph.driver.execute_query("MATCH (n) DELETE n CREATE (:Person {name: 'not kgrec data'})", database_=graph.database)
+    with pytest.raises(ConfigError, match="no kgrec demo wrote"):  # whatever its labels
+        claim_demo_graph(graph, spec)
+    assert claim_demo_graph(graph, spec, reset=True) == 1  # the other data went
     assert nodes() == 1  # only the new marker
