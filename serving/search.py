@@ -53,10 +53,11 @@ class TextSearch:
 
     def _load_encoder(self):
         with self._loading:  # HTTP requests run in a thread pool: load once
+            # a new exception each time: one raised again and again would pile up every request's frames
             if self._unusable is not None:  # a loaded encoder that does not fit: not loaded again per query
-                raise self._unusable
+                raise SearchUnavailableError(str(self._unusable))
             if self._failed is not None and time.monotonic() - self._failed[1] < LOAD_RETRY_S:
-                raise self._failed[0]  # not a load (which can take a minute) per query while it cannot
+                raise type(self._failed[0])(str(self._failed[0]))  # not a load (a minute) per query
             if self._encoder is None:
                 from encoders.base import EncoderError
                 from encoders.encode import build_encoder
