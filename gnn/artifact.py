@@ -244,7 +244,8 @@ def hold(artifact_dir: str | Path) -> IO[bytes] | None:
 
 
 def in_use(artifact_dir: str | Path) -> bool:
-    """Whether a process on this machine holds ``artifact_dir`` (:func:`hold`)."""
+    """Whether a process on this machine holds ``artifact_dir`` (:func:`hold`); a lock file this
+    process may not open counts as held."""
     path = Path(artifact_dir) / IN_USE_FILE
     try:
         with open(path, "rb") as f:
@@ -255,4 +256,25 @@ def in_use(artifact_dir: str | Path) -> bool:
             fcntl.flock(f, fcntl.LOCK_UN)
     except FileNotFoundError:
         return False
+    except OSError:  # another user's, say: cannot tell, so held
+        return True
     return False
+
+
+def remove_unless_in_use(artifact_dir: str | Path) -> bool:
+    """Delete ``artifact_dir`` unless a server holds it (:func:`hold`); True when deleted.
+
+    The exclusive lock is held through the deletion, so a server starting on this version meanwhile
+    waits for it and then fails to load (no model there), rather than serve a half-deleted one.
+    """
+    try:
+        f = open(Path(artifact_dir) / IN_USE_FILE, "ab")  # created if missing: a late server waits on it
+    except OSError:  # cannot tell whether it is held: kept
+        return False
+    with f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        shutil.rmtree(artifact_dir)
+    return True

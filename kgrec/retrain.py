@@ -178,7 +178,7 @@ def prune(cfg: Config) -> list[str]:
     everything.
     Returns the deleted paths.
     """
-    from gnn.artifact import in_use
+    from gnn.artifact import remove_unless_in_use
 
     keep = cfg.retrain.keep
     out_dir = Path(cfg.train.out_dir)
@@ -193,15 +193,15 @@ def prune(cfg: Config) -> list[str]:
     published = [p for p in ours if reports[p].get("published")]
     rejected = [p for p in ours if p not in published]
     doomed = [p for p in published[keep:] + rejected[1:] if p.resolve() not in protected]
-    for version in [p for p in doomed if in_use(p)]:
-        logger.info("not pruning %s: a server is using it", version)
-        doomed.remove(version)
-    kept_snapshots = {_meta(p).get("snapshot") for p in out_dir.iterdir() if p not in doomed}
+    snapshots = {p: _meta(p).get("snapshot") for p in doomed}
     deleted: list[str] = []
     for version in doomed:
-        snap = _meta(version).get("snapshot")
-        shutil.rmtree(version)
-        deleted.append(str(version))
+        if remove_unless_in_use(version):
+            deleted.append(str(version))
+        else:
+            logger.info("not pruning %s: a server is using it", version)
+    kept_snapshots = {_meta(p).get("snapshot") for p in out_dir.iterdir()}  # of every version left
+    for snap in dict.fromkeys(snapshots[Path(v)] for v in deleted):
         if snap and snap not in kept_snapshots and Path(snap).name.startswith(f"{cfg.retrain.snapshot_name}-") \
                 and Path(snap).is_dir():
             shutil.rmtree(snap)
