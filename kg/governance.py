@@ -189,7 +189,8 @@ def _seconds(value: int) -> int:
 
 def parse_timestamp(value: Any) -> int:
     """Parse unix seconds (int, float or numeric string) or ISO 8601 into integer unix seconds.
-    Numbers of 10^11 or more (milliseconds, microseconds) and dates past the year 5000 are refused.
+    Numbers of 10^11 or more (milliseconds, microseconds) and dates past the year 5138 (the same
+    bound) are refused.
 
     ``None`` or an empty string means unknown and gives ``0``. Naive ISO times are taken as UTC.
 
@@ -225,9 +226,9 @@ def parse_timestamp(value: Any) -> int:
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=timezone.utc)
     seconds = int(dt.timestamp())
-    if abs(seconds) >= MAX_SECONDS:  # 9999-12-31 as "never" would lift a feed's watermark past every event
-        raise GovernanceError(f"timestamp {_clip(repr(text), 80)} is past the year 5000 (a placeholder? "
-                              "leave the cell blank for an unknown time)")
+    if abs(seconds) >= MAX_SECONDS:  # 9999-12-31 as "never": not a time
+        raise GovernanceError(f"timestamp {_clip(repr(text), 80)} is past the year 5138, the most kgrec "
+                              "stores (a placeholder? leave the cell blank for an unknown time)")
     return seconds
 
 
