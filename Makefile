@@ -4,18 +4,20 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.kgrec-installed
+# pinned versions CI last passed with (see the file's header); CONSTRAINTS=/dev/null to resolve afresh
+CONSTRAINTS ?= constraints.txt
 # the server tests/conftest.py starts, whatever NEO4J_* / KGREC_NEO4J__URI point kgrec at otherwise
 TEST_BOLT  := $(or $(KGREC_TEST_BOLT_PORT),7688)
 TEST_HTTP  := $(or $(KGREC_TEST_HTTP_PORT),7475)
 TEST_NEO4J := env -u NEO4J_URI -u NEO4J_USER -u NEO4J_PASSWORD -u NEO4J_DATABASE -u KGREC_NEO4J__URI \
 	KGREC_NEO4J__HOME=.kgrec/neo4j-test-$(TEST_BOLT) KGREC_NEO4J__BOLT_PORT=$(TEST_BOLT) KGREC_NEO4J__HTTP_PORT=$(TEST_HTTP)
 
-.PHONY: install demo test test-lowest neo4j-start neo4j-stop neo4j-status neo4j-test-stop clean
+.PHONY: install demo test test-lowest constraints neo4j-start neo4j-stop neo4j-status neo4j-test-stop clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -c $(CONSTRAINTS) -e '.[dev]'
 	touch $@
 
 install: $(STAMP)
@@ -30,10 +32,16 @@ test: install
 # (uv's lowest-direct resolution), in a separate venv; not part of `make test`.
 LOWEST := .kgrec/venv-lowest
 test-lowest:
+	rm -rf $(LOWEST)  # a fresh venv: one kept from an earlier run would keep versions above the floors
 	$(PYTHON) -m venv $(LOWEST)
 	$(LOWEST)/bin/pip install -q uv
 	$(LOWEST)/bin/uv pip install -q --python $(LOWEST)/bin/python --resolution lowest-direct -e '.[dev]'
 	HF_HUB_OFFLINE=1 $(LOWEST)/bin/python -m pytest
+
+# write constraints.txt from the installed venv (after a green `make test`)
+constraints: install
+	{ sed -n '/^#/p' constraints.txt; $(BIN)/pip freeze --exclude-editable | grep -v '^-e' \
+	  | sed 's/$$/; python_version == "3.11"/'; } > constraints.txt.new && mv constraints.txt.new constraints.txt
 
 neo4j-start: install
 	$(BIN)/kgrec neo4j start

@@ -1,6 +1,6 @@
 """Shared fixtures. Tests talk to a real Neo4j server, never a mock.
 
-The suite never uses the ``NEO4J_*`` variables a user exported for their own graph: they are
+The suite never uses the ``NEO4J_*`` (or ``KGREC_NEO4J__*``) variables a user exported for their own graph: they are
 removed from the environment before any test runs, so no test (nor any ``kgrec`` it starts) can
 wipe that database. With ``KGREC_TEST_NEO4J_URI`` (and ``KGREC_TEST_NEO4J_USER``,
 ``_PASSWORD``, ``_DATABASE``) set, tests use that server, and wipe its database. Otherwise the
@@ -20,7 +20,7 @@ from kgrec.config import Config, Neo4jConfig, load_config
 ROOT = Path(__file__).resolve().parents[1]
 DATASETS = ROOT.parent / "shared" / "datasets"
 TEST_SERVER = {k.removeprefix("KGREC_TEST_"): v for k, v in os.environ.items() if k.startswith("KGREC_TEST_NEO4J_")}
-for _name in [k for k in os.environ if k.startswith("NEO4J_")]:
+for _name in [k for k in os.environ if k.startswith(("NEO4J_", "KGREC_NEO4J__"))]:
     del os.environ[_name]  # the user's own graph: never the test server
 
 
