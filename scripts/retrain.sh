@@ -7,8 +7,9 @@
 #   0 3 * * *  KGREC_FEED=clicks /srv/kgrec/scripts/retrain.sh tabular /data/clicks.csv --mapping /data/m.toml
 #
 # Paths are taken from the directory it is started in. kgrec's state stays in this checkout's
-# .kgrec/ unless KGREC_WORKDIR says otherwise. Environment: KGREC (the kgrec command, default
-# this checkout's .venv/bin/kgrec), KGREC_FEED (the ingest feed whose watermark the load uses),
+# .kgrec/ unless KGREC_WORKDIR says otherwise; kgrec's own Neo4j is started when it is not running
+# (unless NEO4J_URI names another server). Environment: KGREC (the kgrec command, default this
+# checkout's .venv/bin/kgrec, installed or updated first), KGREC_FEED (the ingest feed whose watermark the load uses),
 # KGREC_WAIT (seconds to wait for another ingest, default 600), and every KGREC_* / NEO4J_*
 # setting kgrec reads.
 # Exit status: 0 published, 3 the quality gate kept the served model, 4 published but the write-back
@@ -17,8 +18,16 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 export KGREC_WORKDIR=${KGREC_WORKDIR:-$root/.kgrec}
 export HF_HUB_OFFLINE=${HF_HUB_OFFLINE:-1}
-kgrec=${KGREC:-$root/.venv/bin/kgrec}
-if ! command -v "$kgrec" >/dev/null; then make -s -C "$root" install; fi
+if [ -n "${KGREC:-}" ]; then
+  kgrec=$KGREC
+  command -v "$kgrec" >/dev/null || { echo "KGREC=$kgrec is not a command here (cron's PATH?)" >&2; exit 2; }
+else
+  kgrec=$root/.venv/bin/kgrec
+  make -s -C "$root" install >&2  # nothing to do unless pyproject.toml or constraints.txt changed (a git pull)
+fi
+if [ -z "${NEO4J_URI:-}${KGREC_NEO4J__URI:-}" ]; then
+  "$kgrec" neo4j start >&2  # kgrec's own server, after a reboot say; nothing to do when it runs
+fi
 wait_s=${KGREC_WAIT:-600}
 if [ $# -gt 0 ]; then
   feed=()

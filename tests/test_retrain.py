@@ -256,7 +256,8 @@ def test_the_cron_script_loads_a_delta_file_then_retrains(loaded, neo4j_config, 
     from kg.neo4j_server import read_password
 
     graph, cfg = loaded
-    (tmp_path / "clicks.csv").write_text("user,item,ts\nu1,i2,2000000000\nu3,i5,2000000001\nnobody,i1,2000000002\n")
+    t0 = int(time.time()) - 3600  # the last hour's clicks
+    (tmp_path / "clicks.csv").write_text(f"user,item,ts\nu1,i2,{t0}\nu3,i5,{t0 + 1}\nnobody,i1,{t0 + 2}\n")
     (tmp_path / "clicks.toml").write_text('[[files]]\nrole = "interactions"\nuser = "user"\nitem = "item"\n'
                                           'timestamp = "ts"\n')
     root = Path(__file__).resolve().parents[1]
@@ -268,7 +269,7 @@ def test_the_cron_script_loads_a_delta_file_then_retrains(loaded, neo4j_config, 
     proc = subprocess.run([str(root / "scripts" / "retrain.sh"), "tabular", "clicks.csv", "--mapping", "clicks.toml"],
                           env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert get_watermark(graph, "clicks") == 2000000001
+    assert get_watermark(graph, "clicks") == t0 + 1
     quarantine = (tmp_path / "work" / "quarantine" / "clicks.csv.quarantine.jsonl").read_text()
     assert "unknown user 'nobody'" in quarantine and "u1" not in quarantine
     current = tmp_path / "work" / "models" / "current"
