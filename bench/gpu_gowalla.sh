@@ -37,6 +37,7 @@ mkdir -p "$RESULTS"
 
 stage() {
     mkdir -p .device
+    rm -rf .device/gowalla  # a second stage would copy into .device/gowalla/gowalla
     cp -r ../shared/datasets/gowalla .device/
     cp ../shared/baselines/pyg_lightgcn_recipe.py .device/
     du -sh .device
@@ -58,7 +59,7 @@ PY
 }
 
 report() {  # $1 the bench's JSON, $2 its log, $3 its exit status: the summary, and the log's end on failure
-    [[ -f $1 ]] && summary "$1"
+    [[ -f $1 ]] && { summary "$1" || echo "(no summary: $1 is incomplete)"; }  # never the bench's status
     if (( $3 )); then tail -n 30 "$2"; fi
     return "$3"
 }
