@@ -2,7 +2,10 @@
 
 For large first loads: rows are written as import CSVs, the managed server is stopped, the
 database is rebuilt offline from the CSVs (replacing its contents), the server is started
-again and the schema applied. Incremental loads go through :func:`kg.ingest.ingest` instead.
+again and the schema applied. It refuses to stop a server an ingest (or export, retrain,
+forget-user) holds the lock of, and sets the shared watermark from the events it loaded, so the
+first ``--incremental`` load after it skips what it already holds. Incremental loads go through
+:func:`kg.ingest.ingest` instead.
 """
 from __future__ import annotations
 
@@ -115,12 +118,22 @@ def bulk_import(records: GraphRecords, config: Neo4jConfig, workdir: Path | None
 
     Raises:
         Neo4jSetupError: not a managed server, or the importer failed (its output is included).
+        kg.lock.LockedError: a writer holds the ingest lock; nothing was changed.
     """
     from .connection import connect
+    from .ingest import FUTURE_TOLERANCE_S, watermark_key
+    from .lock import INGEST_LOCK, LockedError, holder_is_gone, lock_holder
     from .schema import apply_schema
 
     server = ManagedNeo4j(config)
     java = _java()
+    if server.status().running:  # not from under a writer: it would fail midway, its work replaced
+        with connect(config) as g:
+            holder = lock_holder(g, INGEST_LOCK)
+        if holder is not None and not holder_is_gone(holder):
+            raise LockedError(f"another kgrec writer holds the {INGEST_LOCK!r} lock ({holder['host']}, pid "
+                              f"{holder['pid']}); the bulk import would replace the database under it. Nothing "
+                              f"was changed: retry when it is done")
     timings: dict[str, float] = {}
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         t = time.perf_counter()
@@ -152,5 +165,9 @@ def bulk_import(records: GraphRecords, config: Neo4jConfig, workdir: Path | None
         raise Neo4jSetupError(f"neo4j-admin import failed:\n{(proc.stdout + proc.stderr)[-2000:]}")
     with connect(config) as g:
         apply_schema(g)
+        latest = max((int(r.get("ts") or 0) for r in records.interactions), default=0)
+        if latest > 0:
+            g.write("ingest/set_watermark", key=watermark_key(),
+                    value=min(latest, int(time.time()) + FUTURE_TOLERANCE_S))
     timings["restart_seconds"] = round(time.perf_counter() - t, 2)
     return {**timings, "summary": proc.stdout.strip().splitlines()[-6:]}

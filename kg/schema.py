@@ -20,8 +20,10 @@ def apply_schema(graph: Graph) -> None:
     graph.run_script("schema/constraints")
 
 
-def wipe(graph: Graph, batch: int = 20000) -> int:
+def wipe(graph: Graph, batch: int = 20000, keep_locks: bool = False) -> int:
     """Delete every relationship, then every node, ``batch`` at a time. Returns the number of nodes deleted.
+
+    ``keep_locks`` leaves the ``:KgrecLock`` nodes (a caller that holds the ingest lock while it wipes).
 
     Relationships go first so that no transaction holds more than ``batch`` deletions: with a 1 GB
     heap, detaching 20,000 nodes of the 1M-interaction graph at once exceeded the server's
@@ -31,7 +33,7 @@ def wipe(graph: Graph, batch: int = 20000) -> int:
         pass
     total = 0
     while True:
-        counters = graph.write("schema/wipe_batch", limit=batch)
+        counters = graph.write("schema/wipe_batch", limit=batch, keep_locks=keep_locks)
         total += counters.nodes_deleted
         if counters.nodes_deleted == 0:
             return total

@@ -18,6 +18,7 @@ from typing import Callable
 from kg.connection import Graph
 from kg.export import export_snapshot
 from kg.ingest import graph_counts, ingest
+from kg.lock import INGEST_LOCK, graph_lock
 from kg.schema import wipe
 from kg.synthetic import TOPICS, SyntheticSpec, community_of_item, community_of_user, generate
 
@@ -164,9 +165,13 @@ def claim_demo_graph(graph: Graph, spec: SyntheticSpec, reset: bool = False) -> 
 
     Raises:
         ConfigError: the database holds other data and ``reset`` is off; nothing was written.
+        kg.lock.LockedError: ``reset`` while an ingest holds the database; nothing was deleted.
     """
     want = json.dumps(dataclasses.asdict(spec), sort_keys=True)
-    deleted = wipe(graph) if reset else 0
+    deleted = 0
+    if reset:
+        with graph_lock(graph, INGEST_LOCK):  # not under a running ingest (it would write into the wipe)
+            deleted = wipe(graph, keep_locks=True)
     state = graph.query("demo/state")[0]
     if state["nodes"] and state["spec"] != want:
         if state["spec"] is None:

@@ -5,7 +5,7 @@ import pytest
 
 from kg.bulk_import import bulk_import
 from kg.connection import connect
-from kg.ingest import graph_counts, ingest
+from kg.ingest import get_watermark, graph_counts, ingest
 from kg.synthetic import SyntheticSpec, generate
 from kgrec.config import IngestConfig
 
@@ -24,8 +24,24 @@ def test_bulk_import_then_merge_changes_nothing(neo4j_config):
         assert counts["users"] == c["users"] and counts["items"] == c["items"]
         assert counts["relationships"] == (c["interactions"] + c["user_queries"] + c["query_items"]
                                            + c["item_entities"])
+        # the first incremental load after it skips what it loaded
+        assert get_watermark(g) == max(r["ts"] for r in records.interactions)
         again = ingest(g, records, IngestConfig(), progress=False)
         assert again["nodes_created"] == 0 and again["relationships_created"] == 0
+
+
+def test_bulk_import_refuses_to_replace_the_database_under_a_running_ingest(neo4j_config):
+    from kg.lock import LockedError, graph_lock
+    from kg.neo4j_server import ManagedNeo4j
+
+    if not neo4j_config.managed:
+        pytest.skip("bulk import rebuilds the managed server's database offline")
+    server = ManagedNeo4j(neo4j_config)
+    pid = server.status().pid
+    with connect(neo4j_config) as g, graph_lock(g):
+        with pytest.raises(LockedError, match="Nothing was changed"):
+            bulk_import(generate(SyntheticSpec(num_users=20, num_items=8, num_queries=0)), neo4j_config)
+        assert server.status().pid == pid  # the server was left running
 
 
 def test_bulk_import_keeps_user_and_item_properties(neo4j_config):

@@ -72,5 +72,10 @@ def test_demo_refuses_a_database_holding_other_data_and_reset_clears_it(graph, c
     graph.driver.execute_query("MATCH (n) DELETE n CREATE (:Person {name: 'not kgrec data'})", database_=graph.database)
     with pytest.raises(ConfigError, match="no kgrec demo wrote"):  # whatever its labels
         claim_demo_graph(graph, spec)
+    from kg.lock import LockedError, graph_lock
+
+    with graph_lock(graph):  # an ingest running: --reset would delete what it writes, and its lock
+        with pytest.raises(LockedError):
+            claim_demo_graph(graph, spec, reset=True)
     assert claim_demo_graph(graph, spec, reset=True) == 1  # the other data went
     assert nodes() == 1  # only the new marker
