@@ -93,6 +93,18 @@ def test_unreachable_uri_is_one_actionable_line():
         connect(cfg)
 
 
+def test_a_connection_lost_mid_write_says_the_commit_is_unknown_and_a_rerun_completes():
+    import neo4j.exceptions as neo4j_exc
+
+    from kg.connection import Graph
+
+    g = Graph(None, "neo4j", "bolt://db.example:7687")  # no driver needed to word an error
+    lost = g._wrap(neo4j_exc.IncompleteCommit("connection lost"))
+    assert isinstance(lost, Neo4jConnectionError) and "may or may not" in str(lost) and "again" in str(lost)
+    assert "kgrec neo4j start" not in str(lost)
+    assert "unreachable" in str(g._wrap(neo4j_exc.ServiceUnavailable("down")))
+
+
 def test_cli_prints_one_line_not_a_traceback(tmp_path):
     env = {"PATH": "/usr/bin:/bin", "NEO4J_URI": "bolt://127.0.0.1:1", "NEO4J_PASSWORD": "x", "HOME": str(tmp_path)}
     proc = subprocess.run([sys.executable, "-m", "kgrec.cli", "export"], capture_output=True, text=True, env=env)
