@@ -245,7 +245,7 @@ def cmd_serve(args: argparse.Namespace, cfg: Config) -> None:
 
     if not 0 < cfg.serving.port < 65536:
         raise ConfigError(f"serving.port must be 1..65535, got {cfg.serving.port}")
-    uvicorn.run(create_app(args.model or cfg.served_model(), cfg=cfg.serving), host=cfg.serving.host,
+    uvicorn.run(create_app(args.model or cfg.served_model(), cfg=cfg.serving, warm_search=True), host=cfg.serving.host,
                 port=cfg.serving.port)
 
 

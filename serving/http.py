@@ -55,12 +55,14 @@ def get_recommender(request: Request) -> Recommender:
     return request.app.state.model.get()
 
 
-def create_app(model_dir: str | Path, reload_check_s: float = 1.0, cfg: ServingConfig | None = None) -> FastAPI:
+def create_app(model_dir: str | Path, reload_check_s: float = 1.0, cfg: ServingConfig | None = None,
+               warm_search: bool = False) -> FastAPI:
     """Build the app around the model artifact at ``model_dir``, or the link to one (``current``),
     looking for a newly published version at most every ``reload_check_s`` seconds; ``cfg``'s
-    ``ann_*`` settings decide the recall of very large catalogues."""
+    ``ann_*`` settings decide the recall of very large catalogues; ``warm_search`` loads the query
+    encoder in the background at start (``kgrec serve`` does)."""
     app = FastAPI(title="kgrec", version="0.1.0")
-    app.state.model = LiveModel(model_dir, reload_check_s, cfg=cfg)
+    app.state.model = LiveModel(model_dir, reload_check_s, cfg=cfg, warm_search=warm_search)
 
     def _answer(rec: Recommender, produce: Callable[[], list[Recommendation]]) -> Recommendations:
         """The recommendations ``produce`` returns, or the HTTP error its exception stands for."""

@@ -28,19 +28,23 @@ logger = logging.getLogger(__name__)
 
 class LiveModel:
     """The :class:`Recommender` for the artifact that ``path`` (an artifact, or a link to one)
-    names now.
+    names now; ``warm_search`` loads its query encoder in the background at once (a new version's
+    is always loaded before the swap).
 
     Raises:
         FileNotFoundError: from the constructor, when ``path`` holds no model artifact.
     """
 
     def __init__(self, path: str | Path, check_s: float = 1.0, retry_s: float = 300.0,
-                 cfg: ServingConfig | None = None) -> None:
+                 cfg: ServingConfig | None = None, warm_search: bool = False) -> None:
         self.path = Path(path)
         self.check_s, self.retry_s, self.cfg = check_s, retry_s, cfg
         self._target = os.path.realpath(self.path)
         self._held = hold(self._target)
         self._model = Recommender.load(self.path, cfg)
+        if warm_search:  # the query encoder loads beside the first requests instead of in the first search
+            threading.Thread(target=self._warm_search, args=(self._model,), daemon=True,
+                             name="kgrec-search-warm").start()
         self._failed: tuple[str, float] | None = None  # a target that did not load, and when
         self._checked = time.monotonic()
         self._loading = threading.Lock()

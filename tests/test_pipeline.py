@@ -189,6 +189,12 @@ def test_http_api(trained):
     missing = client.get("/similar/nothing")
     assert missing.status_code == 404 and "nothing" in missing.json()["detail"]
     assert client.get("/health").json()["search"] is True
+    # an app built as `kgrec serve` builds it loads the query encoder at start, not at the first search
+    warm = TestClient(create_app(cfg.train.out_dir / "current", warm_search=True))
+    deadline = time.monotonic() + 120
+    while warm.get("/health").json()["search_encoder"] != "loaded" and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert warm.get("/health").json()["search_encoder"] == "loaded"  # with no search asked of it
     found = client.get("/search", params={"q": "trail sneaker", "k": 4}).json()["items"]
     assert len(found) == 4 and all(community_of_item(r["item_id"], SPEC) == 0 for r in found)
     assert client.get("/health").json()["search_encoder"] == "loaded"
