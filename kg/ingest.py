@@ -105,8 +105,11 @@ def get_watermark(graph: Graph, feed: str | None = None) -> int | None:
 
 def ingest(graph: Graph, records: GraphRecords, cfg: IngestConfig, *,
            incremental: bool = False, progress: bool = True, feed: str | None = None,
-           on_skipped: Callable[[list[dict], int], None] | None = None) -> dict[str, Any]:
-    """Write ``records`` to the graph, holding the graph's ingest lock.
+           on_skipped: Callable[[list[dict], int], None] | None = None,
+           lease: Lease | None = None) -> dict[str, Any]:
+    """Write ``records`` to the graph, holding the graph's ingest lock (or the caller's ``lease``
+    of it: the CLI takes the lock before governance looks up which ids the graph holds, so no
+    ``forget-user`` can remove one between that look-up and the write).
 
     Args:
         graph: connected graph.
@@ -130,8 +133,10 @@ def ingest(graph: Graph, records: GraphRecords, cfg: IngestConfig, *,
             unreachable for minutes, or removed by ``kgrec unlock --force``); the batches written so
             far stay, and the same load run again completes it.
     """
-    with graph_lock(graph, INGEST_LOCK, cfg.lock_wait_s) as lease:  # which applies the schema first
+    if lease is not None:
         return _ingest_locked(graph, records, cfg, incremental, progress, feed, lease, on_skipped)
+    with graph_lock(graph, INGEST_LOCK, cfg.lock_wait_s) as held:  # which applies the schema first
+        return _ingest_locked(graph, records, cfg, incremental, progress, feed, held, on_skipped)
 
 
 def _ingest_locked(graph: Graph, records: GraphRecords, cfg: IngestConfig, incremental: bool, progress: bool,

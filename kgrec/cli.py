@@ -101,6 +101,7 @@ def cmd_demo(args: argparse.Namespace, cfg: Config) -> None:
 
 def cmd_ingest(args: argparse.Namespace, cfg: Config) -> None:
     from kg.ingest import existing_ids, graph_counts, ingest
+    from kg.lock import INGEST_LOCK, graph_lock
 
     _lock_wait(args, cfg)
     if args.bulk:
@@ -114,7 +115,9 @@ def cmd_ingest(args: argparse.Namespace, cfg: Config) -> None:
         with _graph(cfg) as g:
             report["graph"] = graph_counts(g)
     else:
-        with _graph(cfg) as g:  # references to users/items/entities the graph holds are not unknown
+        with _graph(cfg) as g, graph_lock(g, INGEST_LOCK, cfg.ingest.lock_wait_s) as lease:
+            # references to users/items/entities the graph holds are not unknown; looked up under the
+            # lock, so none is removed (forget-user) before the write
             records, extra = _read_source(args, cfg, lambda kind, ids: existing_ids(g, kind, ids))
             skipped_file = Path(extra["quarantine_file"]).with_suffix("").with_suffix(".skipped.jsonl")
 
@@ -125,7 +128,7 @@ def cmd_ingest(args: argparse.Namespace, cfg: Config) -> None:
                 print(f"kgrec: {len(rows)} events {reason}: listed in {skipped_file}", file=sys.stderr)
 
             report = ingest(g, records, cfg.ingest, incremental=args.incremental, feed=args.feed,
-                            on_skipped=keep_skipped)
+                            on_skipped=keep_skipped, lease=lease)
             report["graph"] = graph_counts(g)
     if not args.no_quality:
         extra.update(_quality_report(records, cfg, args.format if args.path is None else Path(args.path).name))
