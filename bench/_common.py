@@ -16,14 +16,36 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def machine() -> dict:
-    """What the figures were measured on."""
+    """What the figures were measured on: the CPU model, torch's thread count and the load average
+    at the end too, since a shared host's neighbours move timings by 2-4x."""
     import torch
 
-    info = {"python": platform.python_version(), "cpus": os.cpu_count(), "torch": torch.__version__,
-            "cuda": torch.cuda.is_available(), "platform": platform.platform()}
+    info = {"python": platform.python_version(), "cpus": os.cpu_count(), "cpu_model": _cpu_model(),
+            "torch": torch.__version__, "torch_threads": torch.get_num_threads(), "cuda": torch.cuda.is_available(),
+            "platform": platform.platform(), "load_average": [round(x, 2) for x in os.getloadavg()]}
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
     return info
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def neo4j_config(heap: str = "1g", home: str = "neo4j-bench", bolt_port: int = 7692, http_port: int = 7479):
+    """The benches' own managed Neo4j under ``.kgrec/<home>`` (``heap`` for both the heap and the page
+    cache; a running one keeps the heap it was started with). Never ``NEO4J_URI``'s server: benches
+    wipe the database they write to."""
+    from kgrec.config import Neo4jConfig
+
+    return Neo4jConfig(home=RESULTS.parents[1] / ".kgrec" / home, bolt_port=bolt_port, http_port=http_port,
+                       heap=heap, pagecache=heap)
 
 
 def timed(fn: Callable[[], object], device: "torch.device") -> float:

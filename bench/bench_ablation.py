@@ -7,8 +7,8 @@ Usage::
         .venv/bin/python bench/bench_ablation.py --dataset ml-100k [--budget-s 100] [--rebuild]
 
 The snapshot is built through the product path, once per dataset, and reused afterwards: the
-source is read by ``kg.sources`` (``kgrec ingest lastfm|ml100k``), written into a managed test
-Neo4j (``.kgrec/neo4j-test-<bolt port>``, wiped first; never the demo server) with
+source is read by ``kg.sources`` (``kgrec ingest lastfm|ml100k``), written into the benches' own managed
+Neo4j (``.kgrec/neo4j-bench``, ports 7692/7479, wiped first; never the demo server nor NEO4J_URI's) with
 ``kg.ingest.ingest``, exported with ``kg.export.export_snapshot`` (per-user ratio split 70/10/20,
 seed 2020) to ``.kgrec/bench-snapshots/ablation-<dataset>-latest`` and encoded with
 ``encoders.encode.encode_snapshot`` (MiniLM, cached). ``--snapshot DIR`` uses any encoded snapshot.
@@ -65,10 +65,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import write_result  # noqa: E402
+from _common import neo4j_config, write_result  # noqa: E402
 
 sys.path.insert(0, str(ROOT))
-from tests.conftest import test_neo4j_config  # noqa: E402  (the test server, or NEO4J_URI's)
 
 logger = logging.getLogger("bench_ablation")
 
@@ -93,8 +92,8 @@ def build_snapshot(dataset: str, data_dir: Path, out_dir: Path, stop_server: boo
     from kgrec.config import EncoderConfig, ExportConfig, IngestConfig
 
     timings: dict[str, float] = {}
-    neo = test_neo4j_config()
-    server = ManagedNeo4j(neo) if neo.managed else None
+    neo = neo4j_config()  # the benches' own server, which this wipes
+    server = ManagedNeo4j(neo)
     started = False
     t = time.perf_counter()
     if server is not None:
@@ -194,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--datasets-dir", type=Path, default=ROOT.parent / "shared" / "datasets")
     ap.add_argument("--snapshot", type=Path, help="an encoded snapshot to use instead of building one")
     ap.add_argument("--rebuild", action="store_true", help="re-ingest, re-export and re-encode")
-    ap.add_argument("--keep-neo4j", action="store_true", help="leave the test Neo4j running after building")
+    ap.add_argument("--keep-neo4j", action="store_true", help="leave the bench Neo4j running after building")
     ap.add_argument("--cold-fraction", type=float, default=0.1)
     ap.add_argument("--few", type=int, default=5)
     ap.add_argument("--user-fraction", type=float, default=0.1, help="share of users held out as new users")

@@ -9,7 +9,7 @@ database.
     .venv/bin/python bench/bench_ingest_write.py --interactions 1000000 --writers 1,2,4
 
 Uses its own managed server (``.kgrec/neo4j-bench``, ports 7692/7479, wiped; ``--heap``, default the
-product's 2 GB heap and page cache) unless NEO4J_URI is set. It keeps running for ``--export-only``;
+product's 2 GB heap and page cache; never NEO4J_URI's server). It keeps running for ``--export-only``;
 ``--stop`` stops it.
 """
 from __future__ import annotations
@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._common import peak_rss_mb, write_result  # noqa: E402
+from bench._common import neo4j_config, peak_rss_mb, write_result  # noqa: E402
 from kg.connection import connect  # noqa: E402
 from kg.export import export_snapshot  # noqa: E402
 from kg.ingest import _normalise_interactions, ingest  # noqa: E402
@@ -32,7 +32,6 @@ from kg.records import GraphRecords  # noqa: E402
 from kg.schema import apply_schema, wipe  # noqa: E402
 from kg.synthetic import SyntheticSpec, generate  # noqa: E402
 from kgrec.config import ExportConfig, IngestConfig, Neo4jConfig  # noqa: E402
-from tests.conftest import test_neo4j_config  # noqa: E402
 
 
 def process_cpu_s(pid: int | None) -> float | None:
@@ -56,13 +55,9 @@ class RetryCounter(logging.Handler):
 
 
 def bench_neo4j_config(heap: str) -> Neo4jConfig:
-    """NEO4J_URI's server when set, else the bench's own managed server (ports 7692/7479) with ``heap``
-    for both the heap and the page cache. A running bench server keeps the heap it was started with."""
-    cfg = test_neo4j_config()
-    if not cfg.managed:
-        return cfg
-    return Neo4jConfig(home=Path(__file__).resolve().parents[1] / ".kgrec" / "neo4j-bench", bolt_port=7692,
-                       http_port=7479, heap=heap, pagecache=heap)
+    """The bench's own managed server (ports 7692/7479; never NEO4J_URI's, which it would wipe) with
+    ``heap`` for both the heap and the page cache. A running bench server keeps the heap it was started with."""
+    return neo4j_config(heap)
 
 
 def main() -> None:

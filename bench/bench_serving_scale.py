@@ -12,7 +12,7 @@ what that costs as the catalogue grows, with random 64-dimensional embeddings:
 - the baseline beside it: the same top-k asked of Neo4j's HNSW vector index
   (``db.index.vector.queryNodes`` through the driver, ``cypher/serving`` style), on the first
   ``--neo4j-items`` items written by ``serving.writeback`` to the bench's own server
-  (``.kgrec/neo4j-bench``, ports 7692/7479, wiped, stopped afterwards) unless NEO4J_URI is set,
+  (``.kgrec/neo4j-bench``, ports 7692/7479, wiped, stopped afterwards; never NEO4J_URI's server),
   measured after the exact rows so that the server's background work does not slow them. The index ranks by
   cosine and returns the user's own items too (asked for k + 30 and filtered), so its lists differ
   from the exact dot-product ones; only the time is compared.

@@ -44,8 +44,9 @@ def run_row(dataset: str, row: str, fraction: float, weight_decay: float, seed: 
             str(weight_decay), "--seed", str(seed), *extra]
     proc = subprocess.run([sys.executable, str(ABLATION), *args, "--out", name], capture_output=True, text=True)
     out = RESULTS / f"{name}.json"
-    if proc.returncode != 0 or not out.is_file():
-        raise RuntimeError(f"bench_ablation.py {' '.join(args)} failed:\n{proc.stderr[-2000:]}")
+    if proc.returncode != 0 or not out.is_file():  # a skipped dataset says so on stdout, with exit 0
+        raise RuntimeError(f"bench_ablation.py {' '.join(args)} wrote no result:\n"
+                           f"{(proc.stdout + proc.stderr)[-2000:]}")
     payload = json.loads(out.read_text())
     out.unlink()
     result = payload["rows"][row]
