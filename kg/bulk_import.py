@@ -127,18 +127,18 @@ def bulk_import(records: GraphRecords, config: Neo4jConfig, workdir: Path | None
 
     server = ManagedNeo4j(config)
     java = _java()
-    if server.status().running:  # not from under a writer: it would fail midway, its work replaced
-        with connect(config) as g:
-            holder = lock_holder(g, INGEST_LOCK)
-        if holder is not None and not holder_is_gone(holder):
-            raise LockedError(f"another kgrec writer holds the {INGEST_LOCK!r} lock ({holder['host']}, pid "
-                              f"{holder['pid']}); the bulk import would replace the database under it. Nothing "
-                              f"was changed: retry when it is done")
     timings: dict[str, float] = {}
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         t = time.perf_counter()
         files = write_import_csvs(records, Path(tmp))
         timings["csv_seconds"] = round(time.perf_counter() - t, 2)
+        if server.status().running:  # not from under a writer (checked now, after the minutes of CSVs)
+            with connect(config) as g:
+                holder = lock_holder(g, INGEST_LOCK)
+            if holder is not None and not holder_is_gone(holder):
+                raise LockedError(f"another kgrec writer holds the {INGEST_LOCK!r} lock ({holder['host']}, pid "
+                                  f"{holder['pid']}); the bulk import would replace the database under it. "
+                                  f"Nothing was changed: retry when it is done")
         server.stop()
         try:  # the server comes back up whatever happens here (an error, a signal)
             conf_dir = server.home / "conf"
@@ -165,9 +165,9 @@ def bulk_import(records: GraphRecords, config: Neo4jConfig, workdir: Path | None
         raise Neo4jSetupError(f"neo4j-admin import failed:\n{(proc.stdout + proc.stderr)[-2000:]}")
     with connect(config) as g:
         apply_schema(g)
-        latest = max((int(r.get("ts") or 0) for r in records.interactions), default=0)
+        horizon = int(time.time()) + FUTURE_TOLERANCE_S  # later (mistyped) dates are left out, as ingest does
+        latest = max((ts for r in records.interactions if 0 < (ts := int(r.get("ts") or 0)) <= horizon), default=0)
         if latest > 0:
-            g.write("ingest/set_watermark", key=watermark_key(),
-                    value=min(latest, int(time.time()) + FUTURE_TOLERANCE_S))
+            g.write("ingest/set_watermark", key=watermark_key(), value=latest)
     timings["restart_seconds"] = round(time.perf_counter() - t, 2)
     return {**timings, "summary": proc.stdout.strip().splitlines()[-6:]}

@@ -41,7 +41,7 @@ from .records import GraphRecords
 logger = logging.getLogger(__name__)
 
 WATERMARK_KEY = "interactions.max_ts"
-FUTURE_TOLERANCE_S = 86_400  # events dated further ahead than this do not move a feed's watermark past it
+FUTURE_TOLERANCE_S = 86_400  # events dated further ahead than this do not move a feed's watermark
 
 # Row kind -> statement, in dependency order (nodes before the relationships that MATCH them).
 # the edge statements MATCH both ends, so they report how many rows they wrote (RETURN count(*))
@@ -179,13 +179,12 @@ def _ingest_locked(graph: Graph, records: GraphRecords, cfg: IngestConfig, incre
             bar.update(len(batch))
         bar.close()
         written[kind] = len(rows)
-    watermark = max((r["ts"] for r in interactions), default=None)
     horizon = int(time.time()) + FUTURE_TOLERANCE_S
-    if watermark is not None and watermark > horizon:  # a mistyped year (2205 for 2025) must not end the feed
-        future = sum(r["ts"] > horizon for r in interactions)
-        logger.warning("%d event(s) are dated more than a day ahead (latest %d): loaded, but the feed's "
-                       "watermark stops at now + 1 day so later incremental loads are not skipped", future, watermark)
-        watermark = horizon
+    watermark = max((r["ts"] for r in interactions if r["ts"] <= horizon), default=None)
+    future = sum(r["ts"] > horizon for r in interactions)
+    if future:  # a mistyped year (2205 for 2025) must not make every later event "older"
+        logger.warning("%d event(s) are dated more than a day ahead: loaded, but left out of the feed's "
+                       "watermark", future)
     if watermark is not None:
         lease.check()
         graph.write("ingest/set_watermark", key=watermark_key(feed), value=watermark)
