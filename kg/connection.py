@@ -45,10 +45,14 @@ class Graph:
             return ConstraintViolation(f"uniqueness constraint violated: {e.message}")
         if isinstance(e, neo4j_exc.AuthError):
             return Neo4jConnectionError(f"Neo4j at {self.where} refused the credentials: check NEO4J_USER/NEO4J_PASSWORD")
-        if isinstance(e, (neo4j_exc.IncompleteCommit, neo4j_exc.SessionExpired)):
+        if isinstance(e, neo4j_exc.IncompleteCommit):
             return Neo4jConnectionError(
-                f"the connection to Neo4j at {self.where} broke during a write, whose commit may or may not have "
+                f"the connection to Neo4j at {self.where} broke during a commit, which may or may not have "
                 f"happened: what committed before stays, and running the same command again completes it")
+        if isinstance(e, neo4j_exc.SessionExpired):  # a cluster or Aura: no server answered, reads too
+            return Neo4jConnectionError(
+                f"lost the connection to Neo4j at {self.where} (no server available): check that it is up, "
+                f"then run the command again (what committed before stays)")
         if isinstance(e, neo4j_exc.ServiceUnavailable):
             return Neo4jConnectionError(f"Neo4j at {self.where} is unreachable: start it with `kgrec neo4j start` or fix NEO4J_URI")
         return e
