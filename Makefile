@@ -15,7 +15,7 @@ TEST_NEO4J := env -u NEO4J_URI -u NEO4J_USER -u NEO4J_PASSWORD -u NEO4J_DATABASE
 .PHONY: install demo test test-lowest constraints neo4j-start neo4j-stop neo4j-status neo4j-test-stop clean
 
 $(STAMP): pyproject.toml $(CONSTRAINTS)
-	$(PYTHON) -m venv $(VENV)
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -c $(CONSTRAINTS) -e '.[dev]'
 	touch $@
@@ -40,8 +40,12 @@ test-lowest:
 
 # write constraints.txt from the installed venv (after a green `make test`)
 constraints: install
-	{ sed -n '/^#/p' constraints.txt; $(BIN)/pip freeze --exclude-editable | grep -v '^-e' \
-	  | sed 's/$$/; python_version == "3.11"/'; } > constraints.txt.new && mv constraints.txt.new constraints.txt
+	$(BIN)/pip freeze --exclude-editable > constraints.txt.freeze
+	grep -v -e '^-e' -e ' @ ' constraints.txt.freeze | sed 's/$$/; python_version == "3.11"/' > constraints.txt.pins
+	test -s constraints.txt.pins
+	sed -n '/^#/p' constraints.txt | cat - constraints.txt.pins > constraints.txt.new
+	mv constraints.txt.new constraints.txt
+	rm -f constraints.txt.freeze constraints.txt.pins
 
 neo4j-start: install
 	$(BIN)/kgrec neo4j start

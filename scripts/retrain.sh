@@ -9,7 +9,7 @@
 # Paths are taken from the directory it is started in. kgrec's state stays in this checkout's
 # .kgrec/ unless KGREC_WORKDIR says otherwise; kgrec's own Neo4j is started when it is not running
 # (unless NEO4J_URI names another server). Environment: KGREC (the kgrec command, default this
-# checkout's .venv/bin/kgrec, installed or updated first), KGREC_FEED (the ingest feed whose watermark the load uses),
+# checkout's .venv/bin/kgrec, installed on first use; run `make install` after a git pull), KGREC_FEED (the ingest feed whose watermark the load uses),
 # KGREC_WAIT (seconds to wait for another ingest, default 600), and every KGREC_* / NEO4J_*
 # setting kgrec reads.
 # Exit status: 0 published, 3 the quality gate kept the served model, 4 published but the write-back
@@ -23,7 +23,9 @@ if [ -n "${KGREC:-}" ]; then
   command -v "$kgrec" >/dev/null || { echo "KGREC=$kgrec is not a command here (cron's PATH?)" >&2; exit 2; }
 else
   kgrec=$root/.venv/bin/kgrec
-  make -s -C "$root" install >&2  # nothing to do unless pyproject.toml or constraints.txt changed (a git pull)
+  # installed on first use only: an upgrade (after a git pull) is `make install`, run by hand, not
+  # by a nightly job that may be offline or race another one on the same venv
+  [ -x "$kgrec" ] || make -s -C "$root" install >&2
 fi
 if [ -z "${NEO4J_URI:-}${KGREC_NEO4J__URI:-}" ]; then
   "$kgrec" neo4j start >&2  # kgrec's own server, after a reboot say; nothing to do when it runs
