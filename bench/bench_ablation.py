@@ -8,7 +8,8 @@ Usage::
 
 The snapshot is built through the product path, once per dataset, and reused afterwards: the
 source is read by ``kg.sources`` (``kgrec ingest lastfm|ml100k``), written into the benches' own managed
-Neo4j (``.kgrec/neo4j-bench``, ports 7692/7479, wiped first; never the demo server nor NEO4J_URI's) with
+Neo4j (``.kgrec/neo4j-bench-ablation``, ports 7694/7481, wiped first; never the demo server nor
+NEO4J_URI's, nor another bench's) with
 ``kg.ingest.ingest``, exported with ``kg.export.export_snapshot`` (per-user ratio split 70/10/20,
 seed 2020) to ``.kgrec/bench-snapshots/ablation-<dataset>-latest`` and encoded with
 ``encoders.encode.encode_snapshot`` (MiniLM, cached). ``--snapshot DIR`` uses any encoded snapshot.
@@ -92,7 +93,7 @@ def build_snapshot(dataset: str, data_dir: Path, out_dir: Path, stop_server: boo
     from kgrec.config import EncoderConfig, ExportConfig, IngestConfig
 
     timings: dict[str, float] = {}
-    neo = neo4j_config()  # the benches' own server, which this wipes
+    neo = neo4j_config(home="neo4j-bench-ablation", bolt_port=7694, http_port=7481)  # its own: it wipes it
     server = ManagedNeo4j(neo)
     started = False
     t = time.perf_counter()

@@ -115,6 +115,8 @@ def cmd_ingest(args: argparse.Namespace, cfg: Config) -> None:
         with _graph(cfg) as g:
             report["graph"] = graph_counts(g)
     else:
+        if args.format != "synthetic" and args.path is None:  # before waiting for the lock
+            raise ConfigError(f"kgrec ingest {args.format} needs a PATH")
         with _graph(cfg) as g, graph_lock(g, INGEST_LOCK, cfg.ingest.lock_wait_s) as lease:
             # references to users/items/entities the graph holds are not unknown; looked up under the
             # lock, so none is removed (forget-user) before the write
