@@ -75,6 +75,29 @@ def latencies_ms(fn: Callable[[object], object], args: list) -> dict[str, float]
             "mean_ms": round(statistics.fmean(times), 2)}
 
 
+def alternating_latencies_ms(fns: dict[str, Callable[[object], object]], args: list,
+                             block: int = 25) -> dict[str, dict[str, float]]:
+    """:func:`latencies_ms` of several ways of answering the same calls, taken in turn ``block``
+    calls at a time, so that a burst of load from a neighbour on a shared host slows every way
+    alike. (Blocks rather than single calls: a way that leaves thread pools spinning, as FAISS's
+    OpenMP does for a while after each search, would otherwise slow the next way's call.)"""
+    import statistics
+
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for start in range(0, len(args), block):
+        for name, fn in fns.items():
+            for a in args[start:start + block]:
+                t = time.perf_counter()
+                fn(a)
+                times[name].append((time.perf_counter() - t) * 1000)
+    out = {}
+    for name, ts in times.items():
+        ts.sort()
+        out[name] = {"p50_ms": round(statistics.median(ts), 2), "p95_ms": round(ts[int(0.95 * (len(ts) - 1))], 2),
+                     "mean_ms": round(statistics.fmean(ts), 2)}
+    return out
+
+
 def peak_rss_mb(children: bool = False) -> float:
     """Peak resident memory so far, in MiB: of this process, or (``children``) of the largest waited-for child."""
     return resource.getrusage(resource.RUSAGE_CHILDREN if children else resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -6,7 +6,8 @@ Serving scores a query against every item's text vector (``serving.search.TextSe
 vectors (``search_nprobe`` cells per query, ``--nprobe`` here) from there. Both paths are timed here through
 ``TextSearch.nearest`` on the same vectors and queries (already encoded: encoding a query with
 MiniLM costs about 9 ms on two cores, ``search_demo.json``), for the ``search_candidates`` (100)
-best items. Recall@10 and @100 are the share of the exact answer that the index returns.
+best items, taken in turn 25 queries at a time (exact, index, exact, ...) so that a neighbour's burst
+of load on a shared host slows both alike. Recall@10 and @100 are the share of the exact answer that the index returns.
 
 The vectors are synthetic, 384-d (MiniLM's width), unit length, float16 as artifacts store them:
 ``--topics`` topic centres with each item near one (noise of norm about ``--spread``), and queries
@@ -32,7 +33,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._common import latencies_ms, peak_rss_mb, write_result  # noqa: E402
+from bench._common import alternating_latencies_ms, peak_rss_mb, write_result  # noqa: E402
 from kgrec.config import ServingConfig  # noqa: E402
 from serving.search import TextSearch  # noqa: E402
 
@@ -54,13 +55,20 @@ def topical(n: int, topics: int, spread: float, rng: np.random.Generator, centre
 def measure(items: np.ndarray, queries: np.ndarray, nprobe: int, candidates: int) -> dict:
     search = TextSearch(items.astype(np.float16), {"model": "unused: queries are given encoded"})
     vectors = [torch.from_numpy(q) for q in queries]
-    exact = latencies_ms(lambda q: search.nearest(q, candidates), vectors)
     truth = [search.nearest(q, candidates)[1].numpy() for q in vectors]
     t = time.perf_counter()
     search.use_index(min_items=1, nprobe=nprobe)
     build_s = time.perf_counter() - t
-    indexed = latencies_ms(lambda q: search.nearest(q, candidates), vectors)
-    found = [search.nearest(q, candidates)[1].numpy() for q in vectors]
+    index = search.index
+
+    def answer(q: torch.Tensor, through: object) -> object:  # the same object, with or without its index
+        search.index = through
+        return search.nearest(q, candidates)
+
+    timed = alternating_latencies_ms({"exact": lambda q: answer(q, None), "index": lambda q: answer(q, index)},
+                                     vectors)
+    exact, indexed = timed["exact"], timed["index"]
+    found = [answer(q, index)[1].numpy() for q in vectors]
 
     def recall(k: int) -> float:
         return round(float(np.mean([len(np.intersect1d(f[:k], e[:k])) / k for f, e in zip(found, truth)])), 4)
@@ -107,6 +115,8 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     rows = {}
     sizes = [int(x) for x in args.items.split(",") if x]
+    warm_rng = np.random.default_rng(args.seed + 1)  # FAISS imported and its threads started before any
+    measure(topical(20_000, 50, args.spread, warm_rng)[0], topical(5, 50, args.spread, warm_rng)[0], 8, 10)  # timing
     for n in sizes:
         rng = np.random.default_rng(args.seed)
         items, centres = topical(n, args.topics, args.spread, rng)
