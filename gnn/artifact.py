@@ -14,7 +14,8 @@ Layout of ``<out_dir>/<version>/``::
     filter.npz         graph-filter models only (gfcf, bspm): ``vt`` (k, I), the low-pass basis; serving
                        scores with the whole filter and the embeddings are its low-pass factors
     item_attributes.npz  optional CSR (I, A) of each item's attributes and knowledge-graph entities
-                       (the snapshot's item->entity relations): indptr, indices; ``ids.json["attribute"]``
+                       (the snapshot's item->entity relations, and one knowledge-graph triple
+                       further: ``gnn.train.item_attributes``): indptr, indices; ``ids.json["attribute"]``
                        names the A entities. Serving ranks within them (``Recommender.recommend(within=)``)
     item_text.npy      optional (I, T) float16 unit-length text vectors of the items, for free-text
                        search (``serving.search``); ``meta.json["text_encoder"]`` names the encoder

@@ -616,17 +616,29 @@ def _train_embeddings(snapshot: Any, cfg: TrainConfig, out_dir: Path, text_embed
 
 
 def item_attributes(snapshot: Any) -> tuple[np.ndarray, np.ndarray, list[str]] | None:
-    """Each item's attributes and knowledge-graph entities (every item->entity relation of the
-    snapshot) as a CSR over the entities that some item links to: (indptr, indices, entity ids);
-    None when the snapshot links items to none."""
+    """Each item's attributes and knowledge-graph entities as a CSR over the entities that some item
+    reaches: (indptr, indices, entity ids); None when the snapshot links items to none.
+
+    An item reaches the entities it links to (every item->entity relation of the snapshot) and, one
+    knowledge-graph triple further, their tails: an artist ``same_as`` a Freebase entity reaches
+    that entity's genre."""
     if not hasattr(snapshot, "item_entity_edges"):
         return None
     items, entities = snapshot.item_entity_edges()
     if not len(items):
         return None
-    used, columns = np.unique(entities, return_inverse=True)
-    m = sp.csr_matrix((np.ones(len(items), np.float32), (items, columns)), shape=(snapshot.num_items, len(used)))
+    n_entities = len(snapshot.ids["entity"])
+    direct = sp.csr_matrix((np.ones(len(items), np.float32), (items, entities)), shape=(snapshot.num_items, n_entities))
+    heads, tails = snapshot.entity_entity_edges() if hasattr(snapshot, "entity_entity_edges") else ([], [])
+    reach = direct
+    if len(heads):
+        triples = sp.csr_matrix((np.ones(len(heads), np.float32), (heads, tails)), shape=(n_entities, n_entities))
+        reach = direct + direct @ triples
+    reach = reach.tocsc()
+    used = np.flatnonzero(np.diff(reach.indptr))  # entities some item reaches
+    m = reach[:, used].tocsr()
     m.sum_duplicates()
+    m.sort_indices()
     return m.indptr, m.indices, [snapshot.ids["entity"][e] for e in used.tolist()]
 
 

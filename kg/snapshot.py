@@ -98,6 +98,12 @@ class Snapshot:
                  if src == "item" and dst == "entity" and r in self.relations]
         return np.concatenate(edges, axis=1) if edges else np.zeros((2, 0), np.int64)
 
+    def entity_entity_edges(self) -> np.ndarray:
+        """(2, T) (head entity row, tail entity row) of every knowledge-graph triple, in relation order."""
+        edges = [self.relations[r] for r, (src, dst) in self.relation_types.items()
+                 if src == "entity" and dst == "entity" and r in self.relations]
+        return np.concatenate(edges, axis=1) if edges else np.zeros((2, 0), np.int64)
+
     def item_attribute_names(self) -> list[list[str]]:
         """For each item, the names of the entities it links to through item->entity relations."""
         names: list[list[str]] = [[] for _ in range(self.num_items)]

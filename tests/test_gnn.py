@@ -437,6 +437,24 @@ def test_fused_training_run(tmp_path: Path) -> None:
         train(snap, tiny_cfg(model="nope"), tmp_path, progress=False)
 
 
+def test_items_reach_their_entities_and_one_triple_further() -> None:
+    """An artist same_as a Freebase entity reaches that entity's genre (one triple on, head to
+    tail), so recommendations can be asked within it; an entity no item reaches is left out."""
+    from gnn.train import item_attributes
+
+    snap = planted_snapshot(num_users=10)
+    snap.ids["entity"] = ["fb:artist0", "fb:rock", "fb:album", "genre:x", "fb:nothing"]
+    snap.entity_types, snap.entity_names = ["kg"] * 5, list(snap.ids["entity"])
+    snap.relations = {"same_as": np.array([[0], [0]]), "has:genre": np.array([[1, 2], [3, 3]]),
+                      "kg:genre": np.array([[0], [1]]), "kg:album_of": np.array([[2], [0]])}
+    snap.relation_types = {"same_as": ("item", "entity"), "has:genre": ("item", "entity"),
+                           "kg:genre": ("entity", "entity"), "kg:album_of": ("entity", "entity")}
+    indptr, indices, ids = item_attributes(snap)
+    reached = {i: sorted(ids[j] for j in indices[indptr[i]:indptr[i + 1]]) for i in range(3)}
+    assert reached == {0: ["fb:artist0", "fb:rock"], 1: ["genre:x"], 2: ["genre:x"]}
+    assert "fb:nothing" not in ids and "fb:album" not in ids  # the album points at the artist, not back
+
+
 def test_rgcn_graph_and_training_run(tmp_path: Path) -> None:
     from gnn.models.rgcn import RGCNRec
 

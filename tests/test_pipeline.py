@@ -412,6 +412,14 @@ def test_write_back_and_vector_index(trained, graph_session):
     other = f"cat:{list(TOPICS)[1]}"
     within = graph_session.query("serving/recommend_within_attribute", user_id="u0", entity_id=other, k=5)
     assert [r["item_id"] for r in within] == [r.item_id for r in rec.recommend("u0", 5, within=[other])]
+    # an entity one knowledge-graph triple beyond the attribute: the same items
+    graph_session.driver.execute_query("MATCH (c:Entity {id: $id}) CREATE (c)-[:RELATED {relation: 'kind_of'}]->"
+                                       "(:Entity {id: 'kg:hobby', type: 'kg', name: 'hobby'})",
+                                       id=other, database_=graph_session.database)
+    beyond = graph_session.query("serving/recommend_within_attribute", user_id="u0", entity_id="kg:hobby", k=5)
+    graph_session.driver.execute_query("MATCH (e:Entity {id: 'kg:hobby'}) DETACH DELETE e",
+                                       database_=graph_session.database)
+    assert beyond == within
     # mid write-back an item may still hold the older model's vector: never scored against the new user's
     mark = "MATCH (i:Item {id: $id}) SET i.embedding_model = $m"
     graph_session.driver.execute_query(mark, id=within[0]["item_id"], m="older", database_=graph_session.database)

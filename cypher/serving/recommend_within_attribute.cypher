@@ -1,11 +1,12 @@
 // Recommendations within an attribute, for Browser users (:param user_id => 'u0',
 // :param entity_id => 'cat:running', :param k => 10): the items holding the attribute or
-// knowledge-graph entity that the user has not interacted with, ranked by the user's model score
+// knowledge-graph entity, or one a knowledge-graph triple away (an artist's Freebase entity's
+// genre), that the user has not interacted with, ranked by the user's model score
 // (the dot product of the written-back embeddings), as Recommender.recommend(user, within=[...])
 // ranks them for embedding models.
 MATCH (u:User {id: $user_id})
 WHERE u.embedding IS NOT NULL
-MATCH (i:Item)-[:HAS_ATTRIBUTE]->(:Entity {id: $entity_id})
+MATCH (i:Item)-[:HAS_ATTRIBUTE]->(:Entity)-[:RELATED*0..1]->(:Entity {id: $entity_id})
 WHERE i.embedding_model = u.embedding_model AND NOT (u)-[:INTERACTED]->(i)  // one model's vectors
 WITH DISTINCT u, i
 RETURN i.id AS item_id, i.title AS title,
