@@ -11,6 +11,8 @@ have such events, and the figures of each model's own test split otherwise.
 """
 from __future__ import annotations
 
+import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +24,8 @@ from gnn.evaluate import evaluate
 from kg.snapshot import Snapshot
 from kgrec.config import ServingConfig
 from serving.recommender import Recommender
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -36,9 +40,21 @@ class HeadToHead:
 
 def head_to_head(served_dir: Path, new_dir: Path, snapshot_dir: Path, metric: str) -> HeadToHead | None:
     """The gate ``metric`` (``name@k``) of both models on the new snapshot's test events that the
-    served model never saw; None when there are none.
+    served model never saw; None when there are none, or when they cannot be compared fairly:
+
+    - the new model was picked among its epochs by those very events (a snapshot without a
+      validation split early-stops on test);
+    - the served artifact does not record every interaction it knew of (``seen_items.npz``, missing
+      from older artifacts), so its own validation and test events would count as unseen.
 
     ``new_dir`` must be the artifact trained on ``snapshot_dir`` (its rows are the snapshot's)."""
+    new_metrics = json.loads((Path(new_dir) / "metrics.json").read_text())
+    if new_metrics.get("eval_split") == "test" and len(new_metrics.get("history") or []) > 1:
+        logger.info("no head-to-head: %s was early-stopped on the test events it would be judged on", new_dir)
+        return None
+    if not (Path(served_dir) / "seen_items.npz").is_file():
+        logger.info("no head-to-head: %s does not record every interaction it knew of", served_dir)
+        return None
     exact = ServingConfig(ann_min_items=0, search_ann_min_items=0)  # every item scored; no search
     served, new = Recommender.load(served_dir, exact), Recommender.load(new_dir, exact)
     snap = Snapshot.load(snapshot_dir)
@@ -90,4 +106,4 @@ def head_to_head(served_dir: Path, new_dir: Path, snapshot_dir: Path, metric: st
 
     figures = [evaluate(score(model, model_rows, cols), masked, truth, [k], shape[1])[metric]
                for model, model_rows, cols in ((new, users, new_cols), (served, served_row[users], served_cols))]
-    return HeadToHead(new=float(figures[0]), served=float(figures[1]), users=len(users), events=len(rows))
+    return HeadToHead(new=float(figures[0]), served=float(figures[1]), users=len(users), events=int(truth.nnz))

@@ -358,3 +358,17 @@ def test_prune_spares_a_version_a_server_holds_though_nothing_names_it(tmp_path)
     assert versions[0].is_dir() and versions[2].is_dir()
     served.close()  # the server moved on, or stopped
     assert prune(cfg) == [str(versions[0])]
+
+
+def test_no_head_to_head_when_it_would_favour_one_side(tmp_path):
+    """The new model early-stopped on its test split would be judged on the events it was picked by;
+    a served artifact without seen_items.npz would be judged on its own validation and test events."""
+    from kgrec.gate import head_to_head
+
+    new, served = tmp_path / "new", tmp_path / "served"
+    new.mkdir()
+    served.mkdir()
+    (new / "metrics.json").write_text(json.dumps({"eval_split": "test", "history": [{"epoch": 1}, {"epoch": 2}]}))
+    assert head_to_head(served, new, tmp_path / "snapshot", "ndcg@20") is None
+    (new / "metrics.json").write_text(json.dumps({"eval_split": "valid", "history": [{"epoch": 1}, {"epoch": 2}]}))
+    assert head_to_head(served, new, tmp_path / "snapshot", "ndcg@20") is None  # no seen_items.npz
