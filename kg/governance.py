@@ -7,7 +7,8 @@ source file, line, reason and raw row) and a per-file reconciliation report wher
 
 Rules applied to each candidate row:
 
-- required fields present; ids are non-empty strings after Unicode NFKC and whitespace strip
+- required fields present; ids are non-empty strings after Unicode NFKC, removal of invisible
+  format characters (zero-width spaces, soft hyphens) and whitespace strip
   (integers are accepted and stringified; ids are lowercased only when a mapping asks for it);
 - weights/ratings/relevances are finite numbers ``>= 0`` (default ``1.0`` when absent);
 - timestamps are unix seconds or ISO 8601 (empty means unknown, stored as ``0``);
@@ -117,7 +118,10 @@ def normalize_text(value: Any, max_chars: int | None = None) -> tuple[str, bool]
 
 
 def normalize_id(value: Any, what: str = "id", lowercase: bool = False) -> str:
-    """Validate and normalise an external id (NFKC, whitespace strip, optional lowercase).
+    """Validate and normalise an external id (NFKC, invisible format characters such as zero-width
+    spaces, soft hyphens and stray byte-order marks removed, whitespace strip, optional lowercase).
+    NFKC folds compatibility forms on purpose: full-width ``ＵＳＥＲ１`` is ``USER1``, and so ``u²``
+    is ``u2``.
 
     Raises:
         GovernanceError: missing, empty, too long, or not a string/integer.
@@ -126,7 +130,8 @@ def normalize_id(value: Any, what: str = "id", lowercase: bool = False) -> str:
         raise GovernanceError(f"missing {what}")
     if isinstance(value, bool) or not isinstance(value, (str, int)):
         raise GovernanceError(f"{what} must be a string or integer, got {type(value).__name__}")
-    text = unicodedata.normalize("NFKC", str(value)).strip()
+    text = "".join(c for c in unicodedata.normalize("NFKC", str(value))
+                   if unicodedata.category(c) != "Cf").strip()  # "u\u200b2" would be a second, invisible u2
     if not text:
         raise GovernanceError(f"empty {what}")
     if len(text) > MAX_ID_CHARS:

@@ -41,6 +41,8 @@ def _write(tmp_path, name: str, data: str | bytes):
 
 def test_normalize_id_nfkc_strip_no_lowercase():
     assert normalize_id("  ＵＳＥＲ１\t") == "USER1"
+    for invisible in ("u\u200b2", "\ufeffu2", "u\u00ad2", "u2\u2060"):  # pasted ids: not a second, invisible u2
+        assert normalize_id(invisible) == "u2"
     assert normalize_id(42) == "42"
     assert normalize_id("AbC", lowercase=True) == "abc"
     for bad in ("", "   ", None, 1.5, True, "a\x00b", "x" * 1001):
