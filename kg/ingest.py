@@ -103,6 +103,18 @@ def get_watermark(graph: Graph, feed: str | None = None) -> int | None:
     return rows[0]["value"] if rows else None
 
 
+def reset_watermark(graph: Graph, feed: str | None, value: int | None, lock_wait_s: float = 0.0) -> None:
+    """Set ``feed``'s watermark to ``value`` (seconds; lower than it is, too), or remove it
+    (``None``), holding the ingest lock (``kgrec watermark``): after a load dated in the future
+    before that was kept out of watermarks, say, or to have the next incremental load resend
+    everything."""
+    with graph_lock(graph, INGEST_LOCK, lock_wait_s):
+        if value is None:
+            graph.write("ingest/clear_watermark", key=watermark_key(feed))
+        else:
+            graph.write("ingest/force_watermark", key=watermark_key(feed), value=int(value))
+
+
 def ingest(graph: Graph, records: GraphRecords, cfg: IngestConfig, *,
            incremental: bool = False, progress: bool = True, feed: str | None = None,
            on_skipped: Callable[[list[dict], int], None] | None = None,

@@ -297,6 +297,23 @@ def cmd_unlock(args: argparse.Namespace, cfg: Config) -> None:
           f"removed the ingest lock held by process {holder['pid']} on {holder['host']} since {holder['since']}")
 
 
+def cmd_watermark(args: argparse.Namespace, cfg: Config) -> None:
+    from kg.governance import GovernanceError, parse_timestamp
+    from kg.ingest import get_watermark, reset_watermark
+
+    _lock_wait(args, cfg)
+    value = None
+    if args.set is not None:
+        try:
+            value = parse_timestamp(args.set)
+        except GovernanceError as e:
+            raise ConfigError(f"--set {args.set!r}: {e}") from None
+    with _graph(cfg) as g:
+        if args.set is not None or args.clear:
+            reset_watermark(g, args.feed, value, cfg.ingest.lock_wait_s)
+        print(json.dumps({"feed": args.feed, "watermark": get_watermark(g, args.feed)}))
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="kgrec", description="Knowledge-graph recommender on Neo4j + PyTorch")
     p.add_argument("--config", help="TOML config file (environment overrides still apply)")
@@ -401,6 +418,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--wait", type=_seconds, metavar="SECONDS", dest="lock_wait_s",
                    help="wait this long for a running ingest to finish (default: ingest.lock_wait_s, 0)")
     s.set_defaults(func=cmd_forget_user)
+
+    s = sub.add_parser("watermark", help="show a feed's incremental-load watermark, or set or clear it")
+    s.add_argument("--feed", help="the feed (default: the watermark loads share)")
+    action = s.add_mutually_exclusive_group()
+    action.add_argument("--set", metavar="TIME", help="unix seconds or ISO 8601; may lower it")
+    action.add_argument("--clear", action="store_true", help="remove it: the next --incremental load skips nothing")
+    s.add_argument("--wait", type=_seconds, metavar="SECONDS", dest="lock_wait_s",
+                   help="wait this long for a running ingest to finish (default: ingest.lock_wait_s, 0)")
+    s.set_defaults(func=cmd_watermark)
 
     s = sub.add_parser("unlock", help="remove the ingest lock left by a writer that died (before its heartbeat "
                                       "goes stale and the next writer takes it over)")

@@ -289,6 +289,33 @@ def test_incremental_ingest_writes_only_events_past_the_watermark(graph):
     assert ingest(graph, now, IngestConfig(), incremental=True, progress=False)["skipped_old"] == 0
 
 
+def test_kgrec_watermark_shows_lowers_and_clears_a_feeds_watermark(graph, neo4j_config, monkeypatch, capsys):
+    """An operator's way out of a watermark set too far ahead (before future dates were kept out)."""
+    import json
+
+    from kg.ingest import get_watermark
+    from kg.lock import graph_lock
+    from kg.neo4j_server import read_password
+    from kgrec.cli import main
+
+    ingest(graph, GraphRecords(users=[{"id": "a"}], items=[{"id": "x", "title": "X"}], interactions=[
+        {"user": "a", "item": "x", "kind": "click", "weight": 1.0, "ts": 7_400_000_000}]), IngestConfig(),
+        feed="clicks", progress=False)
+    graph.write("ingest/force_watermark", key="interactions.max_ts/clicks", value=7_400_000_000)  # as before
+    for var, value in {"NEO4J_URI": neo4j_config.bolt_uri, "NEO4J_PASSWORD": read_password(neo4j_config)}.items():
+        monkeypatch.setenv(var, value)
+    assert main(["watermark", "--feed", "clicks"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"feed": "clicks", "watermark": 7_400_000_000}
+    assert main(["watermark", "--feed", "clicks", "--set", "2025-01-01T00:00:00Z"]) == 0  # lowered
+    assert json.loads(capsys.readouterr().out)["watermark"] == 1_735_689_600
+    assert get_watermark(graph) is None  # the shared one is another key, untouched
+    with graph_lock(graph):  # not beside a running ingest
+        assert main(["watermark", "--feed", "clicks", "--clear"]) == 2
+    assert main(["watermark", "--feed", "clicks", "--clear"]) == 0
+    assert json.loads(capsys.readouterr().out)["watermark"] is None
+    assert main(["watermark", "--set", "yesterday"]) == 2
+
+
 def test_a_delta_file_of_events_for_known_users_and_items_loads_on_its_own(graph, tmp_path):
     """Governance asks the graph which referenced ids exist (kg.ingest.existing_ids): events for
     users and items ingested earlier load; an id the graph lacks is still quarantined."""

@@ -1,0 +1,3 @@
+// Remove a feed's watermark (kgrec watermark --clear): its next --incremental load skips nothing.
+MATCH (m:KgrecMeta {key: $key})
+DELETE m

@@ -1,0 +1,3 @@
+// Set a feed's watermark to $value, lower than it is too (kgrec watermark --set).
+MERGE (m:KgrecMeta {key: $key})
+SET m.value = $value
