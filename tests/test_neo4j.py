@@ -493,3 +493,15 @@ def test_rows_whose_nodes_are_gone_are_reported_as_not_written(graph):
     again = ingest(graph, GraphRecords(users=[{"id": "u1"}], items=[{"id": "i1"}], interactions=records.interactions[:1]),
                    IngestConfig(), progress=False)
     assert again["not_written"] == {} and again["relationships_created"] == 0
+    # a duplicate of an event and of an attribute link made outside kgrec (in Browser, say): a row
+    # that MERGEs onto both is still one row written, not -1 not written
+    graph.driver.execute_query(
+        "MATCH (u:User {id: 'u1'})-[r:INTERACTED]->(i) CREATE (u)-[:INTERACTED {kind: r.kind, ts: r.ts}]->(i) "
+        "MERGE (e:Entity {id: 'brand:1', type: 'brand'}) CREATE (i)-[:HAS_ATTRIBUTE {relation: 'brand'}]->(e) "
+        "CREATE (i)-[:HAS_ATTRIBUTE {relation: 'brand'}]->(e)", database_=graph.database)
+    twice = ingest(graph, GraphRecords(users=[{"id": "u1"}], items=[{"id": "i1"}],
+                                       entities=[{"id": "brand:1", "type": "brand", "name": "B"}],
+                                       interactions=records.interactions[:1],
+                                       item_entities=[{"item": "i1", "entity": "brand:1", "relation": "brand"}]),
+                   IngestConfig(), progress=False)
+    assert twice["not_written"] == {}

@@ -6,4 +6,5 @@ UNWIND range(0, size(row.item) - 1) AS k
 MATCH (i:Item {id: row.item[k]})
 MERGE (u)-[r:INTERACTED {kind: row.kind[k], ts: row.ts[k]}]->(i)
 SET r.weight = row.weight[k], r.split = row.split[k]
+WITH DISTINCT u, k  // one per event, however many relationships (duplicates made outside kgrec) it matched
 RETURN count(*) AS written

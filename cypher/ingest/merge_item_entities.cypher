@@ -3,4 +3,5 @@ UNWIND $rows AS row
 MATCH (i:Item {id: row.item})
 MATCH (e:Entity {id: row.entity})
 MERGE (i)-[r:HAS_ATTRIBUTE {relation: row.relation}]->(e)
+WITH DISTINCT row  // one per row, however many relationships (duplicates made outside kgrec) it matched
 RETURN count(*) AS written

@@ -3,4 +3,5 @@ MATCH (q:Query {id: row.query})
 MATCH (i:Item {id: row.item})
 MERGE (q)-[r:RELEVANT]->(i)
 SET r.relevance = row.relevance
+WITH DISTINCT row  // one per row, however many relationships (duplicates made outside kgrec) it matched
 RETURN count(*) AS written

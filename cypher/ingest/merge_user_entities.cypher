@@ -4,4 +4,5 @@ UNWIND $rows AS row
 MATCH (u:User {id: row.user})
 MATCH (e:Entity {id: row.entity})
 MERGE (u)-[r:HAS_ATTRIBUTE {relation: row.relation}]->(e)
+WITH DISTINCT row  // one per row, however many relationships (duplicates made outside kgrec) it matched
 RETURN count(*) AS written
