@@ -8,7 +8,7 @@ source file, line, reason and raw row) and a per-file reconciliation report wher
 Rules applied to each candidate row:
 
 - required fields present; ids are non-empty strings after Unicode NFKC, removal of invisible
-  format characters (zero-width spaces, soft hyphens) and whitespace strip
+  characters (zero-width spaces, soft hyphens, stray byte-order marks, bidi marks) and whitespace strip
   (integers are accepted and stringified; ids are lowercased only when a mapping asks for it);
 - weights/ratings/relevances are finite numbers ``>= 0`` (default ``1.0`` when absent);
 - timestamps are unix seconds or ISO 8601 (empty means unknown, stored as ``0``);
@@ -51,6 +51,11 @@ NAME_RE = re.compile(r"[A-Za-z0-9_.:\-]{1,100}")  # used with fullmatch
 PROP_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")  # used with fullmatch
 # kgrec's own node properties: a source column of that name would overwrite them (embedding and
 # embedding_model are written back by serving.writeback)
+# invisible characters that copy and paste leave in ids: zero-width space, soft hyphen, word joiner,
+# byte-order mark, bidi marks and embeddings. Not the zero-width (non-)joiners, which tell words
+# apart in Persian and Indic scripts and join emoji sequences.
+INVISIBLE = dict.fromkeys([0x200B, 0x00AD, 0x2060, 0xFEFF, 0x200E, 0x200F, *range(0x202A, 0x202F),
+                           *range(0x2066, 0x206A)])
 RESERVED_PROPS = frozenset({"id", "title", "description", "type", "name", "text", "embedding", "embedding_model"})
 SPLITS = ("", "train", "valid", "test")
 MAX_ID_CHARS = 1000
@@ -118,8 +123,8 @@ def normalize_text(value: Any, max_chars: int | None = None) -> tuple[str, bool]
 
 
 def normalize_id(value: Any, what: str = "id", lowercase: bool = False) -> str:
-    """Validate and normalise an external id (NFKC, invisible format characters such as zero-width
-    spaces, soft hyphens and stray byte-order marks removed, whitespace strip, optional lowercase).
+    """Validate and normalise an external id (NFKC, the invisible characters of :data:`INVISIBLE`
+    removed, whitespace strip, optional lowercase).
     NFKC folds compatibility forms on purpose: full-width ``ＵＳＥＲ１`` is ``USER1``, and so ``u²``
     is ``u2``.
 
@@ -130,8 +135,7 @@ def normalize_id(value: Any, what: str = "id", lowercase: bool = False) -> str:
         raise GovernanceError(f"missing {what}")
     if isinstance(value, bool) or not isinstance(value, (str, int)):
         raise GovernanceError(f"{what} must be a string or integer, got {type(value).__name__}")
-    text = "".join(c for c in unicodedata.normalize("NFKC", str(value))
-                   if unicodedata.category(c) != "Cf").strip()  # "u\u200b2" would be a second, invisible u2
+    text = unicodedata.normalize("NFKC", str(value)).translate(INVISIBLE).strip()  # "u\u200b2": a second u2
     if not text:
         raise GovernanceError(f"empty {what}")
     if len(text) > MAX_ID_CHARS:
@@ -139,6 +143,11 @@ def normalize_id(value: Any, what: str = "id", lowercase: bool = False) -> str:
     if any(unicodedata.category(c) == "Cc" for c in text):
         raise GovernanceError(f"{what} contains control characters")
     return text.lower() if lowercase else text
+
+
+def is_blank_id(value: Any) -> bool:
+    """Whether ``value`` is no id at all: missing, or nothing once normalised (:func:`normalize_id`)."""
+    return value is None or not unicodedata.normalize("NFKC", str(value)).translate(INVISIBLE).strip()
 
 
 def check_name(value: Any, what: str = "relation") -> str:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import time
+import unicodedata
 from dataclasses import fields
 from typing import Any, Callable
 
@@ -211,9 +212,12 @@ def _ingest_locked(graph: Graph, records: GraphRecords, cfg: IngestConfig, incre
 def forget_user(graph: Graph, user_id: str, lock_wait_s: float = 0.0) -> bool:
     """Delete a user and all their events, searches and friendships, holding the ingest lock.
     Returns whether one existed."""
-    user_id = normalize_id(user_id, "user id")  # as ingest stored it (a mapping's lowercase_ids aside)
-    with graph_lock(graph, INGEST_LOCK, lock_wait_s):  # one statement, just after taking the lock
-        counters = graph.write("ingest/forget_user", id=user_id)
+    stored = normalize_id(user_id, "user id")  # as ingest stores it (a mapping's lowercase_ids aside)
+    before = unicodedata.normalize("NFKC", str(user_id)).strip()  # as ingest stored it before invisible
+    with graph_lock(graph, INGEST_LOCK, lock_wait_s):  # characters were removed from ids (2026-12-02)
+        counters = graph.write("ingest/forget_user", id=before)
+        if counters.nodes_deleted == 0 and before != stored:
+            counters = graph.write("ingest/forget_user", id=stored)
     return counters.nodes_deleted > 0
 
 

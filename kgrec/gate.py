@@ -38,6 +38,14 @@ class HeadToHead:
     events: int
 
 
+def picked_on_test(artifact: Path) -> bool:
+    """Whether the artifact's weights were picked among several evaluations on its test split (a
+    snapshot without a validation split early-stops on test), so its test figures flatter it."""
+    metrics = json.loads((Path(artifact) / "metrics.json").read_text())
+    evaluations = [row for row in metrics.get("history") or [] if any(k.startswith("test_") for k in row)]
+    return metrics.get("eval_split") == "test" and len(evaluations) > 1
+
+
 def head_to_head(served_dir: Path, new_dir: Path, snapshot_dir: Path, metric: str) -> HeadToHead | None:
     """The gate ``metric`` (``name@k``) of both models on the new snapshot's test events that the
     served model never saw; None when there are none, or when they cannot be compared fairly:
@@ -48,8 +56,7 @@ def head_to_head(served_dir: Path, new_dir: Path, snapshot_dir: Path, metric: st
       from older artifacts), so its own validation and test events would count as unseen.
 
     ``new_dir`` must be the artifact trained on ``snapshot_dir`` (its rows are the snapshot's)."""
-    new_metrics = json.loads((Path(new_dir) / "metrics.json").read_text())
-    if new_metrics.get("eval_split") == "test" and len(new_metrics.get("history") or []) > 1:
+    if picked_on_test(new_dir):
         logger.info("no head-to-head: %s was early-stopped on the test events it would be judged on", new_dir)
         return None
     if not (Path(served_dir) / "seen_items.npz").is_file():

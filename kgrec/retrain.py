@@ -137,6 +137,8 @@ def retrain(graph: Graph, cfg: Config, say: Callable[[str], None] = logger.info,
         served_score = _test_score(served, metric) if served is not None else None
         duel = stage("gate", lambda: _head_to_head(served, artifact, snapshot, metric)) if served is not None else None
         compared_on = "own test splits"
+        if _picked_on_test(artifact):
+            compared_on += " (the new model's weights were picked on its test split: give the snapshot a validation split)"
         if duel is not None and new_score is not None and duel.users >= cfg.retrain.min_gate_users:
             compared_on = f"head to head on {duel.events} events of {duel.users} users the served model never saw"
             published, decision = _gate(duel.new, served, duel.served, cfg.retrain.max_drop, metric, force)
@@ -276,6 +278,15 @@ def _head_to_head(served: Path, artifact: Path, snapshot: Path, metric: str) -> 
         logger.exception("could not compare %s and %s head to head; comparing their own test figures",
                          served.name, artifact.name)
         return None
+
+
+def _picked_on_test(artifact: Path) -> bool:
+    from .gate import picked_on_test
+
+    try:
+        return picked_on_test(artifact)
+    except (OSError, ValueError):
+        return False
 
 
 def _test_score(artifact: Path, metric: str) -> float | None:

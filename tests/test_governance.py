@@ -43,6 +43,7 @@ def test_normalize_id_nfkc_strip_no_lowercase():
     assert normalize_id("  ＵＳＥＲ１\t") == "USER1"
     for invisible in ("u\u200b2", "\ufeffu2", "u\u00ad2", "u2\u2060"):  # pasted ids: not a second, invisible u2
         assert normalize_id(invisible) == "u2"
+    assert normalize_id("a\u200cb") == "a\u200cb"  # a zero-width non-joiner tells Persian words apart: kept
     assert normalize_id(42) == "42"
     assert normalize_id("AbC", lowercase=True) == "abc"
     for bad in ("", "   ", None, 1.5, True, "a\x00b", "x" * 1001):
@@ -548,7 +549,7 @@ def test_a_blank_or_out_of_range_rating_is_quarantined_and_blank_ids_make_no_ent
     with pytest.raises(MappingError, match="weight_range"):
         read_tabular(tmp_path, {"files": [{**mapping["files"][0], "weight_range": [5, 1]}]})
     # a blank head or tail is a missing id, never the bare prefix "kg:"
-    _write(tmp_path, "kg.tsv", "\tgenre\t7\n1\tgenre\t \n1\tgenre\t7\n")
+    _write(tmp_path, "kg.tsv", "\tgenre\t7\n1\tgenre\t\u200b\n1\tgenre\t7\n")  # a zero-width space alone too
     res = read_tabular(tmp_path, {"files": [{"path": "kg.tsv", "role": "triples", "delimiter": "\t",
                                              "header": False, "columns": ["h", "r", "t"], "head": "h",
                                              "relation": "r", "tail": "t", "entity_prefix": "kg:"}]})

@@ -505,3 +505,16 @@ def test_rows_whose_nodes_are_gone_are_reported_as_not_written(graph):
                                        item_entities=[{"item": "i1", "entity": "brand:1", "relation": "brand"}]),
                    IngestConfig(), progress=False)
     assert twice["not_written"] == {}
+
+
+def test_forget_user_finds_an_id_stored_with_an_invisible_character(graph):
+    """Ingest now removes zero-width spaces from ids; a user stored with one before is still found,
+    and a plain namesake is never taken for them."""
+    from kg.ingest import forget_user
+
+    graph.driver.execute_query("CREATE (:User {id: 'alice\u200b'}), (:User {id: 'alice'})", database_=graph.database)
+    assert forget_user(graph, "alice\u200b")
+    left = graph.driver.execute_query("MATCH (u:User) RETURN collect(u.id) AS ids", database_=graph.database)
+    assert left.records[0]["ids"] == ["alice"]
+    assert forget_user(graph, "alice\u200b")  # now only the plain one is there to match
+    assert not forget_user(graph, "alice")

@@ -364,11 +364,16 @@ def test_no_head_to_head_when_it_would_favour_one_side(tmp_path):
     """The new model early-stopped on its test split would be judged on the events it was picked by;
     a served artifact without seen_items.npz would be judged on its own validation and test events."""
     from kgrec.gate import head_to_head
+    from kgrec.retrain import _picked_on_test
 
     new, served = tmp_path / "new", tmp_path / "served"
     new.mkdir()
     served.mkdir()
-    (new / "metrics.json").write_text(json.dumps({"eval_split": "test", "history": [{"epoch": 1}, {"epoch": 2}]}))
+    evaluated = [{"epoch": 1, "test_ndcg@20": 0.1}, {"epoch": 2}, {"epoch": 3, "test_ndcg@20": 0.2}]
+    (new / "metrics.json").write_text(json.dumps({"eval_split": "test", "history": evaluated}))
     assert head_to_head(served, new, tmp_path / "snapshot", "ndcg@20") is None
-    (new / "metrics.json").write_text(json.dumps({"eval_split": "valid", "history": [{"epoch": 1}, {"epoch": 2}]}))
+    assert _picked_on_test(new)
+    (new / "metrics.json").write_text(json.dumps({"eval_split": "test", "history": evaluated[:2]}))  # one evaluation
+    assert not _picked_on_test(new)
+    (new / "metrics.json").write_text(json.dumps({"eval_split": "valid", "history": evaluated}))
     assert head_to_head(served, new, tmp_path / "snapshot", "ndcg@20") is None  # no seen_items.npz
