@@ -615,6 +615,9 @@ def _train_embeddings(snapshot: Any, cfg: TrainConfig, out_dir: Path, text_embed
     return final_dir
 
 
+MAX_REACH_ENTRIES = 50_000_000  # (item, entity one triple on) pairs kept in an artifact, at most
+
+
 def item_attributes(snapshot: Any) -> tuple[np.ndarray, np.ndarray, list[str]] | None:
     """Each item's attributes and knowledge-graph entities as a CSR over the entities that some item
     reaches: (indptr, indices, entity ids); None when the snapshot links items to none.
@@ -633,7 +636,12 @@ def item_attributes(snapshot: Any) -> tuple[np.ndarray, np.ndarray, list[str]] |
     reach = direct
     if len(heads):
         triples = sp.csr_matrix((np.ones(len(heads), np.float32), (heads, tails)), shape=(n_entities, n_entities))
-        reach = direct + direct @ triples
+        size = int(np.asarray(direct.sum(axis=0)).ravel() @ np.asarray(triples.sum(axis=1)).ravel())
+        if size <= MAX_REACH_ENTRIES:
+            reach = direct + direct @ triples
+        else:  # an attribute that is also a KG hub (a mapping without entity_prefix, say)
+            logger.warning("items reach %d entities one triple on, more than %d: recommendations within "
+                           "an entity use the items' own links only", size, MAX_REACH_ENTRIES)
     reach = reach.tocsc()
     used = np.flatnonzero(np.diff(reach.indptr))  # entities some item reaches
     m = reach[:, used].tocsr()

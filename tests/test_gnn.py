@@ -453,6 +453,14 @@ def test_items_reach_their_entities_and_one_triple_further() -> None:
     reached = {i: sorted(ids[j] for j in indices[indptr[i]:indptr[i + 1]]) for i in range(3)}
     assert reached == {0: ["fb:artist0", "fb:rock"], 1: ["genre:x"], 2: ["genre:x"]}
     assert "fb:nothing" not in ids and "fb:album" not in ids  # the album points at the artist, not back
+    import gnn.train
+
+    gnn.train.MAX_REACH_ENTRIES, saved = 0, gnn.train.MAX_REACH_ENTRIES  # a KG whose hubs would blow it up
+    try:
+        indptr, indices, ids = item_attributes(snap)
+    finally:
+        gnn.train.MAX_REACH_ENTRIES = saved
+    assert "fb:rock" not in ids and "fb:artist0" in ids  # the items' own links only
 
 
 def test_rgcn_graph_and_training_run(tmp_path: Path) -> None:
