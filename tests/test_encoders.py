@@ -5,6 +5,7 @@ import json
 import os
 import sys
 import time
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -348,6 +349,16 @@ def test_encode_snapshot(encoder, tmp_path):
     assert stale_embeddings_reason(other, cfg) == "the snapshot's item texts differ from those encoded"
 
 
+def _encoded_by(snap: Path, cfg, fingerprint: str) -> Path:
+    """A snapshot directory whose text_embeddings.json says ``cfg``'s model with ``fingerprint`` made it."""
+    snap.mkdir()
+    (snap / "text_embeddings.json").write_text(json.dumps({
+        "model_id": cfg.model, "pooling": cfg.pooling, "max_length": cfg.max_length,
+        "templates": {"item": cfg.item_template, "query": cfg.query_template, "entity": cfg.entity_template},
+        "cache_namespace": f"{cfg.model}|fp={fingerprint}|pooling=mean|max_length=128"}))
+    return snap
+
+
 def test_the_staleness_check_sees_weights_changed_in_place(tmp_path):
     """Vectors encoded by a local model whose files were since replaced under the same path are stale."""
     import json
@@ -361,12 +372,7 @@ def test_the_staleness_check_sees_weights_changed_in_place(tmp_path):
     (model / "config.json").write_text('{"model_type": "bert"}')
     (model / "model.safetensors").write_bytes(b"a" * 100)
     cfg = EncoderConfig(model=str(model))
-    snap = tmp_path / "snap"
-    snap.mkdir()
-    (snap / "text_embeddings.json").write_text(json.dumps({
-        "model_id": cfg.model, "pooling": cfg.pooling, "max_length": cfg.max_length,
-        "templates": {"item": cfg.item_template, "query": cfg.query_template, "entity": cfg.entity_template},
-        "cache_namespace": f"{cfg.model}|fp={model_fingerprint(str(model))}|pooling=mean|max_length=128"}))
+    snap = _encoded_by(tmp_path / "snap", cfg, model_fingerprint(str(model)))
     assert stale_embeddings_reason(snap, cfg) is None
     (model / "model.safetensors").write_bytes(b"b" * 100)  # fine-tuned in place, same size
     assert "fingerprint" in stale_embeddings_reason(snap, cfg)
@@ -379,19 +385,12 @@ def test_the_staleness_check_sees_weights_changed_in_place(tmp_path):
 def test_vectors_of_a_hub_model_the_cache_has_since_updated_are_stale(tmp_path, monkeypatch):
     """A hub id's fingerprint is the commit it was loaded at; a newer download of the model (another
     commit in the Hugging Face cache) makes the vectors stale, as new files under a local path do."""
-    import json
-
     import encoders.resolve
     from encoders import stale_embeddings_reason
     from kgrec.config import EncoderConfig
 
     cfg = EncoderConfig(model="some-org/some-bert")
-    snap = tmp_path / "snap"
-    snap.mkdir()
-    (snap / "text_embeddings.json").write_text(json.dumps({
-        "model_id": cfg.model, "pooling": cfg.pooling, "max_length": cfg.max_length,
-        "templates": {"item": cfg.item_template, "query": cfg.query_template, "entity": cfg.entity_template},
-        "cache_namespace": f"{cfg.model}|fp={cfg.model}@abc123|pooling=mean|max_length=128"}))
+    snap = _encoded_by(tmp_path / "snap", cfg, f"{cfg.model}@abc123")
     monkeypatch.setattr(encoders.resolve, "hub_revision", lambda model_id: "abc123")
     assert stale_embeddings_reason(snap, cfg) is None
     monkeypatch.setattr(encoders.resolve, "hub_revision", lambda model_id: "def456")
