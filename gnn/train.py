@@ -632,11 +632,13 @@ def item_attributes(snapshot: Any) -> tuple[np.ndarray, np.ndarray, list[str]] |
         return None
     n_entities = len(snapshot.ids["entity"])
     direct = sp.csr_matrix((np.ones(len(items), np.float32), (items, entities)), shape=(snapshot.num_items, n_entities))
+    direct.sum_duplicates()  # a pair linked by two relations is one entry
     heads, tails = snapshot.entity_entity_edges() if hasattr(snapshot, "entity_entity_edges") else ([], [])
     reach = direct
     if len(heads):
         triples = sp.csr_matrix((np.ones(len(heads), np.float32), (heads, tails)), shape=(n_entities, n_entities))
-        size = int(np.asarray(direct.sum(axis=0)).ravel() @ np.asarray(triples.sum(axis=1)).ravel())
+        triples.sum_duplicates()
+        size = int(np.diff(direct.tocsc().indptr) @ np.diff(triples.indptr))  # entries, before merging
         if size <= MAX_REACH_ENTRIES:
             reach = direct + direct @ triples
         else:  # an attribute that is also a KG hub (a mapping without entity_prefix, say)

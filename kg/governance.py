@@ -135,7 +135,7 @@ def normalize_id(value: Any, what: str = "id", lowercase: bool = False) -> str:
         raise GovernanceError(f"missing {what}")
     if isinstance(value, bool) or not isinstance(value, (str, int)):
         raise GovernanceError(f"{what} must be a string or integer, got {type(value).__name__}")
-    text = unicodedata.normalize("NFKC", str(value)).translate(INVISIBLE).strip()  # "u\u200b2": a second u2
+    text = unicodedata.normalize("NFKC", str(value).translate(INVISIBLE)).strip()  # "u\u200b2": a second u2
     if not text:
         raise GovernanceError(f"empty {what}")
     if len(text) > MAX_ID_CHARS:
@@ -147,7 +147,7 @@ def normalize_id(value: Any, what: str = "id", lowercase: bool = False) -> str:
 
 def is_blank_id(value: Any) -> bool:
     """Whether ``value`` is no id at all: missing, or nothing once normalised (:func:`normalize_id`)."""
-    return value is None or not unicodedata.normalize("NFKC", str(value)).translate(INVISIBLE).strip()
+    return value is None or not unicodedata.normalize("NFKC", str(value).translate(INVISIBLE)).strip()
 
 
 def check_name(value: Any, what: str = "relation") -> str:

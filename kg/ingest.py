@@ -210,14 +210,13 @@ def _ingest_locked(graph: Graph, records: GraphRecords, cfg: IngestConfig, incre
 
 
 def forget_user(graph: Graph, user_id: str, lock_wait_s: float = 0.0) -> bool:
-    """Delete a user and all their events, searches and friendships, holding the ingest lock.
-    Returns whether one existed."""
+    """Delete a user and all their events, searches and friendships, holding the ingest lock: under
+    the id as ingest stores it and, for a user loaded before, with the invisible characters ingest now
+    removes (one person to ingest today). Returns whether one existed."""
     stored = normalize_id(user_id, "user id")  # as ingest stores it (a mapping's lowercase_ids aside)
     before = unicodedata.normalize("NFKC", str(user_id)).strip()  # as ingest stored it before invisible
     with graph_lock(graph, INGEST_LOCK, lock_wait_s):  # characters were removed from ids (2026-12-02)
-        counters = graph.write("ingest/forget_user", id=before)
-        if counters.nodes_deleted == 0 and before != stored:
-            counters = graph.write("ingest/forget_user", id=stored)
+        counters = graph.write("ingest/forget_user", ids=list(dict.fromkeys([stored, before])))
     return counters.nodes_deleted > 0
 
 

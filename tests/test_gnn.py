@@ -455,8 +455,13 @@ def test_items_reach_their_entities_and_one_triple_further() -> None:
     assert "fb:nothing" not in ids and "fb:album" not in ids  # the album points at the artist, not back
     import gnn.train
 
-    gnn.train.MAX_REACH_ENTRIES, saved = 0, gnn.train.MAX_REACH_ENTRIES  # a KG whose hubs would blow it up
+    snap.relations["kg:style"] = np.array([[0], [1]])  # the same head and tail under a second relation
+    snap.relation_types["kg:style"] = ("entity", "entity")
+    saved = gnn.train.MAX_REACH_ENTRIES
     try:
+        gnn.train.MAX_REACH_ENTRIES = 1  # the one (item, entity) pair it adds: counted once, not per relation
+        assert "fb:rock" in item_attributes(snap)[2]
+        gnn.train.MAX_REACH_ENTRIES = 0  # a KG whose hubs would blow it up
         indptr, indices, ids = item_attributes(snap)
     finally:
         gnn.train.MAX_REACH_ENTRIES = saved
