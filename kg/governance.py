@@ -52,9 +52,9 @@ PROP_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")  # used with fullmatch
 # kgrec's own node properties: a source column of that name would overwrite them (embedding and
 # embedding_model are written back by serving.writeback)
 # invisible characters that copy and paste leave in ids: zero-width space, soft hyphen, word joiner,
-# byte-order mark, bidi marks and embeddings. Not the zero-width (non-)joiners, which tell words
+# byte-order mark, bidi marks (Arabic's too) and embeddings. Not the zero-width (non-)joiners, which tell words
 # apart in Persian and Indic scripts and join emoji sequences.
-INVISIBLE = dict.fromkeys([0x200B, 0x00AD, 0x2060, 0xFEFF, 0x200E, 0x200F, *range(0x202A, 0x202F),
+INVISIBLE = dict.fromkeys([0x200B, 0x00AD, 0x2060, 0xFEFF, 0x200E, 0x200F, 0x061C, *range(0x202A, 0x202F),
                            *range(0x2066, 0x206A)])
 RESERVED_PROPS = frozenset({"id", "title", "description", "type", "name", "text", "embedding", "embedding_model"})
 SPLITS = ("", "train", "valid", "test")

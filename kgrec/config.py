@@ -234,13 +234,16 @@ def _coerce(name: str, value: Any, hint: Any) -> Any:
     """Convert a TOML or environment value to ``hint``, the field's resolved type.
 
     Strings (environment values) are parsed: booleans from ``true/false/1/0/yes/no/on/off``, tables
-    from JSON, lists from ``a,b`` or a JSON array; list elements take the list's element type. A
+    from JSON, lists from ``a,b`` or a JSON array; list elements take the list's element type;
+    ``none``/``null`` unsets an optional setting that is not text. A
     TOML value of another type (``kg_users = 1``, ``heap = 2``) is an error, not a guess.
     """
     if typing.get_origin(hint) in (typing.Union, types.UnionType):
         options = [a for a in typing.get_args(hint) if a is not type(None)]
-        if value is None and len(options) < len(typing.get_args(hint)):
-            return None
+        optional = len(options) < len(typing.get_args(hint))
+        if optional and (value is None or (isinstance(value, str) and str not in options
+                                           and value.strip().lower() in ("none", "null"))):
+            return None  # KGREC_TRAIN__ID_WEIGHT_DECAY=none: back to unset (never a string setting's text)
         hint = options[0] if len(options) == 1 else Any
     text_type = isinstance(value, str)
     origin = typing.get_origin(hint) or hint

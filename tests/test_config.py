@@ -56,6 +56,11 @@ def test_toml_then_environment(tmp_path):
                                  "NEO4J_URI": "", "KGREC_TRAIN__KS": " "})
     assert cfg.serving.model_dir is None and cfg.neo4j.uri is None and cfg.neo4j.managed
     assert cfg.workdir == Path(".kgrec") and cfg.train.ks == TrainConfig().ks
+    # none / null unsets an optional setting that is not text; a password may be the word "null"
+    f.write_text('[train]\nid_weight_decay = 0.01\n')
+    cfg = load_config(f, env={"KGREC_TRAIN__ID_WEIGHT_DECAY": "none", "KGREC_NEO4J__PASSWORD": "null"})
+    assert cfg.train.id_weight_decay is None and cfg.neo4j.password == "null"
+    assert load_config(f, env={}).train.id_weight_decay == 0.01
     # paths starting with ~ are the user's home, as in a shell
     cfg = load_config(None, env={"KGREC_TRAIN__OUT_DIR": "~/models"})
     assert cfg.train.out_dir == Path.home() / "models"

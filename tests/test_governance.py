@@ -41,7 +41,7 @@ def _write(tmp_path, name: str, data: str | bytes):
 
 def test_normalize_id_nfkc_strip_no_lowercase():
     assert normalize_id("  ＵＳＥＲ１\t") == "USER1"
-    for invisible in ("u\u200b2", "\ufeffu2", "u\u00ad2", "u2\u2060"):  # pasted ids: not a second, invisible u2
+    for invisible in ("u\u200b2", "\ufeffu2", "u\u00ad2", "u2\u2060", "u\u061c2", "u\u202e2", "u\u20692"):  # pasted ids: not a second, invisible u2
         assert normalize_id(invisible) == "u2"
     assert normalize_id("a\u200cb") == "a\u200cb"  # a zero-width non-joiner tells Persian words apart: kept
     assert normalize_id(42) == "42"
