@@ -121,7 +121,7 @@ def bulk_import(records: GraphRecords, config: Neo4jConfig, workdir: Path | None
         kg.lock.LockedError: a writer holds the ingest lock; nothing was changed.
     """
     from .connection import connect
-    from .ingest import FUTURE_TOLERANCE_S, watermark_key
+    from .ingest import watermark_key, watermark_of
     from .lock import INGEST_LOCK, LockedError, holder_is_gone, lock_holder
     from .schema import apply_schema
 
@@ -165,9 +165,8 @@ def bulk_import(records: GraphRecords, config: Neo4jConfig, workdir: Path | None
         raise Neo4jSetupError(f"neo4j-admin import failed:\n{(proc.stdout + proc.stderr)[-2000:]}")
     with connect(config) as g:
         apply_schema(g)
-        horizon = int(time.time()) + FUTURE_TOLERANCE_S  # later (mistyped) dates are left out, as ingest does
-        latest = max((ts for r in records.interactions if 0 < (ts := int(r.get("ts") or 0)) <= horizon), default=0)
-        if latest > 0:
+        latest, _ = watermark_of(int(r.get("ts") or 0) for r in records.interactions)  # as ingest sets it
+        if latest:
             g.write("ingest/set_watermark", key=watermark_key(), value=latest)
     timings["restart_seconds"] = round(time.perf_counter() - t, 2)
     return {**timings, "summary": proc.stdout.strip().splitlines()[-6:]}

@@ -135,7 +135,7 @@ def normalize_id(value: Any, what: str = "id", lowercase: bool = False) -> str:
         raise GovernanceError(f"missing {what}")
     if isinstance(value, bool) or not isinstance(value, (str, int)):
         raise GovernanceError(f"{what} must be a string or integer, got {type(value).__name__}")
-    text = unicodedata.normalize("NFKC", str(value).translate(INVISIBLE)).strip()  # "u\u200b2": a second u2
+    text = id_text(value)
     if not text:
         raise GovernanceError(f"empty {what}")
     if len(text) > MAX_ID_CHARS:
@@ -145,9 +145,15 @@ def normalize_id(value: Any, what: str = "id", lowercase: bool = False) -> str:
     return text.lower() if lowercase else text
 
 
+def id_text(value: Any) -> str:
+    """``value`` as an id's text: without the invisible characters of :data:`INVISIBLE` (``u\u200b2``
+    would be a second, invisible ``u2``), NFKC-normalised, stripped; no validation."""
+    return unicodedata.normalize("NFKC", str(value).translate(INVISIBLE)).strip()
+
+
 def is_blank_id(value: Any) -> bool:
     """Whether ``value`` is no id at all: missing, or nothing once normalised (:func:`normalize_id`)."""
-    return value is None or not unicodedata.normalize("NFKC", str(value).translate(INVISIBLE)).strip()
+    return value is None or not id_text(value)
 
 
 def check_name(value: Any, what: str = "relation") -> str:

@@ -27,7 +27,7 @@ import logging
 import time
 import unicodedata
 from dataclasses import fields
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from tqdm.auto import tqdm
 
@@ -102,6 +102,24 @@ def get_watermark(graph: Graph, feed: str | None = None) -> int | None:
     """The largest interaction timestamp ingested so far for ``feed`` (None before its first load)."""
     rows = graph.query("ingest/get_watermark", key=watermark_key(feed))
     return rows[0]["value"] if rows else None
+
+
+def watermark_horizon() -> int:
+    """The latest time a watermark may take: now plus :data:`FUTURE_TOLERANCE_S`."""
+    return int(time.time()) + FUTURE_TOLERANCE_S
+
+
+def watermark_of(timestamps: Iterable[int]) -> tuple[int | None, int]:
+    """The watermark events of these ``timestamps`` set (the latest no later than
+    :func:`watermark_horizon`: a mistyped year must not make every later event "older"; None for
+    no events), and how many are later than that."""
+    horizon, latest, future = watermark_horizon(), None, 0
+    for ts in timestamps:
+        if ts > horizon:
+            future += 1
+        elif latest is None or ts > latest:
+            latest = ts
+    return latest, future
 
 
 def reset_watermark(graph: Graph, feed: str | None, value: int | None, lock_wait_s: float = 0.0) -> None:
@@ -192,9 +210,7 @@ def _ingest_locked(graph: Graph, records: GraphRecords, cfg: IngestConfig, incre
             bar.update(len(batch))
         bar.close()
         written[kind] = len(rows)
-    horizon = int(time.time()) + FUTURE_TOLERANCE_S
-    watermark = max((r["ts"] for r in interactions if r["ts"] <= horizon), default=None)
-    future = sum(r["ts"] > horizon for r in interactions)
+    watermark, future = watermark_of(r["ts"] for r in interactions)
     if future:  # a mistyped year (2205 for 2025) must not make every later event "older"
         logger.warning("%d event(s) are dated more than a day ahead: loaded, but left out of the feed's "
                        "watermark", future)

@@ -299,7 +299,7 @@ def cmd_unlock(args: argparse.Namespace, cfg: Config) -> None:
 
 def cmd_watermark(args: argparse.Namespace, cfg: Config) -> None:
     from kg.governance import GovernanceError, parse_timestamp
-    from kg.ingest import FUTURE_TOLERANCE_S, get_watermark, reset_watermark
+    from kg.ingest import get_watermark, reset_watermark, watermark_horizon
 
     _lock_wait(args, cfg)
     value = None
@@ -308,7 +308,7 @@ def cmd_watermark(args: argparse.Namespace, cfg: Config) -> None:
             value = parse_timestamp(args.set)
         except GovernanceError as e:
             raise ConfigError(f"--set {args.set!r}: {e}") from None
-        if not args.set.strip() or value > time.time() + FUTURE_TOLERANCE_S:
+        if not args.set.strip() or value > watermark_horizon():
             raise ConfigError(f"--set {args.set!r}: give a time no later than a day ahead (unix seconds or ISO 8601)")
     with _graph(cfg) as g:
         if args.set is not None or args.clear:

@@ -55,7 +55,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
-from ..governance import INVISIBLE, PROP_RE, RESERVED_PROPS, Governor, KnownIds, LoadResult, is_blank_id
+from ..governance import PROP_RE, RESERVED_PROPS, Governor, KnownIds, LoadResult, id_text, is_blank_id
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -177,7 +177,7 @@ def _as_list(value: Any) -> list:
 def _prefixed(prefix: str, value: Any) -> str | None:
     """``prefix`` + the id, or None (a missing id, quarantined as such) for a blank one: never the
     bare prefix, which would make one entity of every blank id."""
-    return None if is_blank_id(value) else prefix + str(value).translate(INVISIBLE).strip()
+    return None if is_blank_id(value) else prefix + id_text(value)
 
 
 def _lines(path: Path, encoding: str) -> Iterator[tuple[int, str, str | None]]:
@@ -338,7 +338,7 @@ def _attributes(gov: Governor, spec: dict, row: dict, item: Any, source: str, li
         for v in values:
             if is_blank_id(v):  # a zero-width space alone, too: never the bare prefix
                 continue
-            v = str(v).translate(INVISIBLE).strip()
+            v = id_text(v)
             gov.add_entity(source, line, raw, id=prefix + v, type=etype, name=v, lowercase=lower)
             link(source, line, raw, **{owner: item}, entity=prefix + v, relation=relation, lowercase=lower)
     for flags in _as_list(spec.get("flags")):
