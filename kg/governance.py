@@ -48,6 +48,8 @@ if TYPE_CHECKING:  # pragma: no cover
 logger = logging.getLogger(__name__)
 
 NAME_RE = re.compile(r"[A-Za-z0-9_.:\-]{1,100}")  # used with fullmatch
+# an absolute IRI (RFC 3987's characters, less the ones N-Triples escapes), the form of RDF predicates
+IRI_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*:[^\s<>\"{}|\\^`\x00-\x1f\x7f]{1,1000}")  # used with fullmatch
 PROP_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")  # used with fullmatch
 # kgrec's own node properties: a source column of that name would overwrite them (embedding and
 # embedding_model are written back by serving.writeback)
@@ -168,6 +170,27 @@ def check_name(value: Any, what: str = "relation") -> str:
     if not NAME_RE.fullmatch(name):
         raise GovernanceError(f"invalid {what} name {_clip(repr(name), 120)}: must match {NAME_RE.pattern}")
     return name
+
+
+def check_relation(value: Any) -> str:
+    """Validate a relation name: a name as :func:`check_name` takes, or an absolute IRI (an RDF
+    predicate such as ``http://xmlns.com/foaf/0.1/knows``; N-Triples' ``<...>`` brackets are removed).
+
+    Relation names are stored as property values and passed as parameters, never written into Cypher.
+
+    Raises:
+        GovernanceError: neither form.
+    """
+    if isinstance(value, str):
+        name = unicodedata.normalize("NFKC", value).strip()
+        if name.startswith("<") and name.endswith(">"):
+            name = name[1:-1]
+        if IRI_RE.fullmatch(name):
+            return name
+    try:
+        return check_name(value, "relation")
+    except GovernanceError as e:
+        raise GovernanceError(f"{e}, or be an absolute IRI (http://example.org/knows)") from None
 
 
 def parse_number(value: Any, what: str = "weight", default: float | None = 1.0) -> float:
@@ -572,7 +595,7 @@ class Governor:
         try:
             row = {owner: normalize_id(owner_id, f"{owner} id", lowercase),
                    "entity": normalize_id(entity, "entity id", lowercase),
-                   "relation": check_name(relation, "relation")}
+                   "relation": check_relation(relation)}
         except GovernanceError as e:
             return self.quarantine(source, line, str(e), raw)
         key = (owner[0] + "e", row[owner], row["entity"], row["relation"])
@@ -583,7 +606,7 @@ class Governor:
         """Add a KG triple; unseen head/tail entities are created with type ``kg``."""
         try:
             row = {"head": normalize_id(head, "head id", lowercase),
-                   "relation": check_name(relation, "relation"),
+                   "relation": check_relation(relation),
                    "tail": normalize_id(tail, "tail id", lowercase)}
         except GovernanceError as e:
             return self.quarantine(source, line, str(e), raw)

@@ -89,6 +89,22 @@ def test_snapshot_save_replaces_in_place_and_leaves_no_temp_dirs(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == [".snap.123-dead.tmp", "snap"]
 
 
+def test_snapshot_keeps_iri_relation_names(tmp_path):
+    """Relation names that are IRIs (slashes, ``#``, ``?``) survive the snapshot's ``relations.npz``."""
+    from kg.snapshot import Snapshot
+    from test_gnn import planted_snapshot
+
+    snap = planted_snapshot(num_users=20)
+    names = ["kg:http://rdf.freebase.com/ns/film.film.genre", "kg:http://example.org/p#q?x=1&y"]
+    for n, name in enumerate(names):
+        snap.relations[name] = np.array([[n], [n + 1]], dtype=np.int64)
+        snap.relation_types[name] = ("entity", "entity")
+    loaded = Snapshot.load(snap.save(tmp_path / "snap"))
+    for name in names:
+        assert loaded.relation_types[name] == ("entity", "entity")
+        assert loaded.relations[name].tolist() == snap.relations[name].tolist()
+
+
 def test_two_exports_in_the_same_second_get_their_own_snapshot_directories(tmp_path):
     from kg.export import _claim_snapshot_dir
 

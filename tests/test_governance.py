@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from kg.governance import (Governor, GovernanceError, LoadResult, check_name, govern_records, normalize_id,
+from kg.governance import (Governor, GovernanceError, LoadResult, check_name, check_relation, govern_records, normalize_id,
                            parse_number, parse_timestamp, reconciliation_json, write_quarantine)
 from kg.records import GraphRecords
 from kg.sources.tabular import MappingError, read_tabular
@@ -92,6 +92,23 @@ def test_check_name_ok(name):
 def test_check_name_rejects(name):
     with pytest.raises(GovernanceError):
         check_name(name)
+
+
+@pytest.mark.parametrize("name, stored", [
+    ("genre", "genre"), ("http://xmlns.com/foaf/0.1/knows", "http://xmlns.com/foaf/0.1/knows"),
+    ("<http://rdf.freebase.com/ns/film.film.genre>", "http://rdf.freebase.com/ns/film.film.genre"),
+    ("http://www.w3.org/1999/02/22-rdf-syntax-ns#type", "http://www.w3.org/1999/02/22-rdf-syntax-ns#type"),
+    ("urn:isbn:0451450523", "urn:isbn:0451450523")])
+def test_relation_names_may_be_iris(name, stored):
+    """RDF predicates are IRIs: a relation name may be one (stored as a property value, never Cypher)."""
+    assert check_relation(name) == stored
+
+
+@pytest.mark.parametrize("name", ["", "has space", "http://x y", "<genre>", "http://x/<b>", "x" * 101,
+                                  "genre`]->(n) DETACH DELETE n//", INJECTION, "http://x/" + "a" * 1000, 7])
+def test_check_relation_rejects(name):
+    with pytest.raises(GovernanceError, match="relation"):
+        check_relation(name)
 
 
 # ----------------------------------------------------------------------------- governor

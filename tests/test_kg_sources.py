@@ -151,6 +151,18 @@ def test_triples_reader(tmp_path):
     assert res.records.item_entities == [{"item": "7", "entity": "kg:1", "relation": "same_as"}]
 
 
+def test_triples_reader_takes_rdf_predicates(tmp_path):
+    """N-Triples-style predicates load as relation names; a predicate with a space is quarantined."""
+    _files(tmp_path, {"kg.txt": "a\t<http://xmlns.com/foaf/0.1/knows>\tb\n"
+                                "b\thttp://www.w3.org/1999/02/22-rdf-syntax-ns#type\tc\n"
+                                "c\thttp://x/has space\td\n"})
+    res = load_source("triples", tmp_path, cfg=CREATE)
+    assert [t["relation"] for t in res.records.triples] == [
+        "http://xmlns.com/foaf/0.1/knows", "http://www.w3.org/1999/02/22-rdf-syntax-ns#type"]
+    assert [q["line"] for q in res.quarantine] == [3] and "relation" in res.quarantine[0]["reason"]
+    assert res.report["kg.txt"] == {"read": 3, "loaded": 2, "quarantined": 1, "deduplicated": 0}
+
+
 def test_unknown_format():
     with pytest.raises(ValueError, match="unknown source format"):
         load_source("parquet", ".")
