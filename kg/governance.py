@@ -233,7 +233,8 @@ def _seconds(value: int) -> int:
 def parse_timestamp(value: Any) -> int:
     """Parse unix seconds (int, float or numeric string) or ISO 8601 into integer unix seconds.
     Numbers of 10^11 or more (milliseconds, microseconds) and dates past the year 5138 (the same
-    bound) are refused.
+    bound) are refused. A string of exactly eight digits is an ISO 8601 basic date (``20201231``),
+    midnight UTC, not seconds into 1970.
 
     ``None`` or an empty string means unknown and gives ``0``. Naive ISO times are taken as UTC.
 
@@ -253,6 +254,12 @@ def parse_timestamp(value: Any) -> int:
     text = value.strip()
     if not text:
         return 0
+    if len(text) == 8 and text.isascii() and text.isdigit():  # ISO 8601 basic date, not 1970's seconds
+        try:
+            return int(datetime.strptime(text, "%Y%m%d").replace(tzinfo=timezone.utc).timestamp())
+        except ValueError:
+            raise GovernanceError(f"timestamp {text!r}: eight digits are read as a date (YYYYMMDD) and this is "
+                                  f"not one; write unix seconds of 1970 with a sign (+{text})") from None
     try:
         number = float(text)
     except ValueError:

@@ -582,6 +582,17 @@ def test_a_utf16_file_is_refused_with_what_to_do(tmp_path):
                                            "encoding": "utf-16"}]})
 
 
+def test_eight_digit_strings_are_dates_not_seconds_of_1970():
+    """``20201231`` in a CSV is the last day of 2020 (ISO 8601 basic form), midnight UTC."""
+    assert parse_timestamp("20201231") == parse_timestamp("2020-12-31") == 1_609_372_800
+    assert parse_timestamp(" 19991231 ") == parse_timestamp("1999-12-31")
+    assert parse_timestamp("+20201231") == 20_201_231  # a sign keeps it seconds
+    assert parse_timestamp(20201231) == 20_201_231  # and so does a number
+    assert parse_timestamp("881250949") == 881250949  # nine digits and more: seconds
+    with pytest.raises(GovernanceError, match="YYYYMMDD"):
+        parse_timestamp("20201345")
+
+
 def test_negative_fractional_timestamps_round_down():
     assert parse_timestamp("-0.5") == -1 and parse_timestamp(-1.5) == -2 and parse_timestamp("1.9") == 1
     assert parse_timestamp("881250949") == 881250949
