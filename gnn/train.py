@@ -618,6 +618,12 @@ def _train_embeddings(snapshot: Any, cfg: TrainConfig, out_dir: Path, text_embed
 MAX_REACH_ENTRIES = 50_000_000  # (item, entity one triple on) pairs kept in an artifact, at most
 
 
+def reach_size(direct: "sp.csr_matrix", triples: "sp.csr_matrix") -> int:
+    """Entries of ``direct @ triples`` before merging: for each entity, the items linking to it times
+    its triples. In int64: scipy's int32 ``indptr`` would wrap past 2^31 and slip under the cap."""
+    return int(np.diff(direct.tocsc().indptr).astype(np.int64) @ np.diff(triples.indptr).astype(np.int64))
+
+
 def item_attributes(snapshot: Any) -> tuple[np.ndarray, np.ndarray, list[str]] | None:
     """Each item's attributes and knowledge-graph entities as a CSR over the entities that some item
     reaches: (indptr, indices, entity ids); None when the snapshot links items to none.
@@ -638,7 +644,7 @@ def item_attributes(snapshot: Any) -> tuple[np.ndarray, np.ndarray, list[str]] |
     if len(heads):
         triples = sp.csr_matrix((np.ones(len(heads), np.float32), (heads, tails)), shape=(n_entities, n_entities))
         triples.sum_duplicates()
-        size = int(np.diff(direct.tocsc().indptr) @ np.diff(triples.indptr))  # entries, before merging
+        size = reach_size(direct, triples)
         if size <= MAX_REACH_ENTRIES:
             reach = direct + direct @ triples
         else:  # an attribute that is also a KG hub (a mapping without entity_prefix, say)

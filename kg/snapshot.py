@@ -148,11 +148,11 @@ class Snapshot:
             "kinds": list(self.kinds),
         }
         meta.setdefault("created", time.strftime("%Y-%m-%dT%H:%M:%S"))
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
-        (tmp / "ids.json").write_text(json.dumps({**self.ids, "entity_types": self.entity_types}))
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
+        (tmp / "ids.json").write_text(json.dumps({**self.ids, "entity_types": self.entity_types}), encoding="utf-8")
         (tmp / "texts.json").write_text(json.dumps({
             "item_title": self.item_titles, "item_description": self.item_descriptions,
-            "query_text": self.query_texts, "entity_name": self.entity_names}, ensure_ascii=False))
+            "query_text": self.query_texts, "entity_name": self.entity_names}, ensure_ascii=False), encoding="utf-8")
         arrays: dict[str, np.ndarray] = {}
         for split in SPLITS:
             inter = self.splits.get(split, Interactions.empty())
@@ -168,11 +168,11 @@ class Snapshot:
         path = Path(path)
         if not (path / "meta.json").is_file():
             raise FileNotFoundError(f"{path} is not a kgrec snapshot (no meta.json)")
-        meta = json.loads((path / "meta.json").read_text())
+        meta = json.loads((path / "meta.json").read_text(encoding="utf-8"))
         if meta.get("format_version") != FORMAT_VERSION:
             raise ValueError(f"snapshot format {meta.get('format_version')} is not {FORMAT_VERSION}")
-        ids = json.loads((path / "ids.json").read_text())
-        texts = json.loads((path / "texts.json").read_text())
+        ids = json.loads((path / "ids.json").read_text(encoding="utf-8"))
+        texts = json.loads((path / "texts.json").read_text(encoding="utf-8"))
         with np.load(path / "interactions.npz") as z:
             splits = {s: Interactions(*(z[f"{s}_{c}"] for c in ("user", "item", "weight", "ts", "kind")))
                       for s in SPLITS}

@@ -397,7 +397,7 @@ def _titles_from_snapshot(meta: dict, n: int) -> list[str]:
     snap = meta.get("snapshot")
     texts = Path(snap) / "texts.json" if snap else None
     if texts is not None and texts.is_file():
-        titles = json.loads(texts.read_text())["item_title"]
+        titles = json.loads(texts.read_text(encoding="utf-8"))["item_title"]
         if len(titles) == n:
             return titles
     return [""] * n

@@ -1,6 +1,9 @@
 """Split rules of the export (pure numpy, hand-checked cases)."""
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -103,6 +106,22 @@ def test_snapshot_keeps_iri_relation_names(tmp_path):
     for name in names:
         assert loaded.relation_types[name] == ("entity", "entity")
         assert loaded.relations[name].tolist() == snap.relations[name].tolist()
+
+
+def test_snapshot_text_is_utf8_whatever_the_locale(tmp_path):
+    """A snapshot saved and loaded under an ASCII locale keeps non-ASCII titles (texts.json is UTF-8)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.path[:0] = ['tests', '.']; from test_gnn import planted_snapshot; "
+            "from kg.snapshot import Snapshot; s = planted_snapshot(num_users=20); "
+            "t = '\\u5317\\u4eac caf\\xe9'; s.item_titles[0] = t; p = s.save(sys.argv[1]); "
+            "assert Snapshot.load(p).item_titles[0] == t")
+    env = {**os.environ, "LC_ALL": "C", "LANG": "C", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0",
+           "PYTHONIOENCODING": "ascii"}
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path / "snap")], env=env, capture_output=True,
+                          text=True, cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode == 0, done.stderr[-2000:]
 
 
 def test_two_exports_in_the_same_second_get_their_own_snapshot_directories(tmp_path):

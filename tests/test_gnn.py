@@ -468,6 +468,19 @@ def test_items_reach_their_entities_and_one_triple_further() -> None:
     assert "fb:rock" not in ids and "fb:artist0" in ids  # the items' own links only
 
 
+def test_reach_size_does_not_wrap_past_int32() -> None:
+    """A hub entity that 65,536 items link to and that heads 65,536 triples reaches 2^32 pairs: the
+    cap must see 2^32, not the 0 that scipy's int32 index arrays would wrap it to."""
+    import scipy.sparse as sp
+    from gnn.train import reach_size
+
+    n = 65_536
+    direct = sp.csr_matrix((np.ones(n, np.float32), (np.arange(n), np.zeros(n, int))), shape=(n, n + 1))
+    triples = sp.csr_matrix((np.ones(n, np.float32), (np.zeros(n, int), np.arange(1, n + 1))), shape=(n + 1, n + 1))
+    assert direct.indptr.dtype == np.int32  # the case that wrapped
+    assert reach_size(direct, triples) == 2**32
+
+
 def test_rgcn_graph_and_training_run(tmp_path: Path) -> None:
     from gnn.models.rgcn import RGCNRec
 
