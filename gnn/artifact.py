@@ -235,10 +235,13 @@ def hold(artifact_dir: str | Path) -> IO[bytes] | None:
     version is served all the same, but prune cannot see that it is.
     """
     path = Path(artifact_dir) / IN_USE_FILE
+    f = None
     try:
         f = open(path, "ab")
         fcntl.flock(f, fcntl.LOCK_SH)
     except OSError as exc:
+        if f is not None:
+            f.close()
         logger.warning("cannot mark %s as in use (%s): prune may delete it while it is served", artifact_dir, exc)
         return None
     return f

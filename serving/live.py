@@ -41,7 +41,12 @@ class LiveModel:
         self.check_s, self.retry_s, self.cfg = check_s, retry_s, cfg
         self._target = os.path.realpath(self.path)
         self._held = hold(self._target)
-        self._model = Recommender.load(self.path, cfg)
+        try:  # the version held, not wherever the link points a moment later
+            self._model = Recommender.load(self._target, cfg)
+        except BaseException:
+            if self._held is not None:
+                self._held.close()
+            raise
         if warm_search:  # the query encoder loads beside the first requests instead of in the first search
             threading.Thread(target=self._warm_search, args=(self._model,), daemon=True,
                              name="kgrec-search-warm").start()

@@ -116,9 +116,19 @@ def saved_or_new_index(saved: Path | None, vectors: np.ndarray, nprobe: int,
     return ItemIndex(vectors if rows is None else vectors[rows], nprobe, rows=rows)
 
 
+def finite_rows(vectors: np.ndarray) -> np.ndarray | None:
+    """Rows of ``vectors`` without a NaN or infinity, or None when that is every row (an index of
+    the finite rows only: one broken row would otherwise fail FAISS's training)."""
+    finite = np.isfinite(vectors).all(axis=1)
+    return None if finite.all() else np.flatnonzero(finite)
+
+
 def save_item_index(artifact_dir: str | Path, item_emb: np.ndarray, min_items: int, nprobe: int = 32) -> Path | None:
-    """Build the recall index of an embedding model's items into its artifact when serving will use
-    one (at least ``min_items`` items, ``[serving] ann_min_items``); None when it will not."""
+    """Build the recall index of an embedding model's items (their finite rows) into its artifact
+    when serving will use one (at least ``min_items`` items, ``[serving] ann_min_items``); None
+    when it will not."""
     if not uses_index(item_emb.shape[0], min_items):
         return None
-    return ItemIndex(item_emb, nprobe).write(Path(artifact_dir) / INDEX_FILE)
+    rows = finite_rows(item_emb)
+    vectors = item_emb if rows is None else item_emb[rows]
+    return ItemIndex(vectors, nprobe, rows=rows).write(Path(artifact_dir) / INDEX_FILE)

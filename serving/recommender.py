@@ -34,7 +34,7 @@ from gnn.artifact import load_artifact
 from gnn.models.filters import load_filter
 from kgrec.config import ServingConfig
 
-from .recall import INDEX_FILE, ItemIndex, saved_or_new_index, uses_index
+from .recall import INDEX_FILE, ItemIndex, finite_rows, saved_or_new_index, uses_index
 from .search import TEXT_INDEX_FILE, SearchUnavailableError, TextSearch, fuse_ranks
 
 logger = logging.getLogger(__name__)
@@ -66,6 +66,11 @@ class RowScorer(Protocol):
 
     def score_rows(self, rows: sp.csr_matrix) -> torch.Tensor:  # pragma: no cover - protocol
         ...
+
+
+# a user with more items of their own is ranked exactly rather than through the index: recall for
+# them would fetch this many candidates for every user searched in the same batch
+HEAVY_SEEN = 10_000
 
 
 class Recommender:
@@ -142,7 +147,8 @@ class Recommender:
                              f"{cfg.ann_nprobe}, {cfg.search_nprobe} and {cfg.ann_candidates}")
         large = uses_index(len(self.item_ids), cfg.ann_min_items)
         saved = Path(self.meta["path"]) if "path" in self.meta else None
-        self.index = (saved_or_new_index(saved and saved / INDEX_FILE, self.item_emb.numpy(), cfg.ann_nprobe)
+        emb = self.item_emb.numpy()
+        self.index = (saved_or_new_index(saved and saved / INDEX_FILE, emb, cfg.ann_nprobe, finite_rows(emb))
                       if large and self.scorer is None else None)
         self.candidates = cfg.ann_candidates
         if self.text_search is not None:
@@ -218,7 +224,7 @@ class Recommender:
         return self.item_emb @ user_vector
 
     def recommend(self, user_id: str, k: int = 10, exclude_seen: bool = True,
-                  within: list[str] | tuple[str, ...] = ()) -> list[Recommendation]:
+                  within: str | list[str] | tuple[str, ...] = ()) -> list[Recommendation]:
         """Top-``k`` items for a known user, excluding the items they interacted with by default.
         With ``within`` (attribute or knowledge-graph entity ids), only the items linked to every
         one of them are ranked: graph recall, then the model's scores.
@@ -227,7 +233,7 @@ class Recommender:
             UnknownUserError: the user is not in the model.
             UnknownAttributeError: a ``within`` id links to no item of the model.
         """
-        within = [a for a in within if a]  # an empty value (``?within=``) constrains nothing
+        within = [a for a in _id_list(within) if a]  # an empty value (``?within=``) constrains nothing
         if not within:
             return self.recommend_many([user_id], k, exclude_seen)[0]
         u = self._user(user_id)
@@ -255,21 +261,28 @@ class Recommender:
     def _recommend_recalled(self, users: np.ndarray, k: int, exclude_seen: bool) -> list[list[Recommendation]]:
         """Top-``k`` of each user's recalled candidates, by their exact inner products (an IVF index
         returns those); a user for whom the scanned cells hold fewer than ``k`` items besides their
-        own is ranked over the whole catalogue instead."""
+        own, or who has more than :data:`HEAVY_SEEN` items of their own (one search would
+        otherwise fetch that many candidates for every user of the batch), is ranked over the
+        whole catalogue instead."""
         if k < 0:
             raise ValueError(f"k must be >= 0, got {k}")
         vectors = self.user_emb[torch.from_numpy(users)]
         own = self._seen[users] if exclude_seen else None
-        most_own = int(np.diff(own.indptr).max()) if own is not None and len(users) else 0
+        own_counts = np.diff(own.indptr) if own is not None else np.zeros(len(users), np.int64)
+        recalled = own_counts <= HEAVY_SEEN
+        most_own = int(own_counts[recalled].max(initial=0))
         n = max(1, min(len(self.item_ids), k + most_own + self.candidates))
-        found, rows = self.index.search(vectors.numpy(), n)  # (B, n) scores and item rows; -1 pads
+        found = np.full((len(users), n), -np.inf, np.float32)  # (B, n) scores and item rows; -1 pads
+        rows = np.full((len(users), n), -1, np.int64)
+        if recalled.any():
+            found[recalled], rows[recalled] = self.index.search(vectors[torch.from_numpy(recalled)].numpy(), n)
         scores, rows = torch.from_numpy(found), torch.from_numpy(rows)
         scores[rows < 0] = float("-inf")
         out = []
         for b in range(len(users)):
             mine = own.indices[own.indptr[b]:own.indptr[b + 1]] if own is not None else np.empty(0, np.int32)
             scores[b, torch.from_numpy(np.isin(rows[b].numpy(), mine))] = float("-inf")
-            if int(torch.isfinite(scores[b]).sum()) < min(k, len(self.item_ids) - len(mine)):
+            if not recalled[b] or int(torch.isfinite(scores[b]).sum()) < min(k, len(self.item_ids) - len(mine)):
                 exact = self.score_items(vectors[b])
                 exact[torch.from_numpy(mine.astype(np.int64))] = float("-inf")
                 out.append(self._top(exact, k))
@@ -323,12 +336,14 @@ class Recommender:
             SearchUnavailableError: queries given to a model without item text vectors.
             ValueError: friends given to a graph-filter model, or an empty query.
         """
+        item_ids, friend_ids, queries = _id_list(item_ids), _id_list(friend_ids), _id_list(queries)
         rows = sorted({self.item_index[i] for i in item_ids if i in self.item_index})
         friends = sorted({self.user_index[u] for u in friend_ids if u in self.user_index})
         if not rows and not friends and not queries:
             raise UnknownUserError("none of the given items or friends is known to the model")
         if self.scorer is not None and friend_ids:
             raise ValueError("a graph-filter model scores item rows only; it cannot use friends")
+        queries = list(dict.fromkeys(queries))  # a repeated query counts once, as an item does
         matches = [self._query_matches(q) for q in queries]  # one (query_items,) row set per query
         if self.scorer is not None:
             cols = np.concatenate([np.asarray(rows, np.int64), *matches])
@@ -379,7 +394,9 @@ class Recommender:
 
     def _top(self, scores: torch.Tensor, k: int, rows: torch.Tensor | None = None) -> list[Recommendation]:
         """The best ``k`` finite scores; ``rows`` maps score positions to item rows (default: the same).
-        A NaN score (a model's broken embedding row) is never returned: topk would put it first."""
+        A NaN score (a model's broken embedding row) is never returned: topk would put it first.
+        Equal scores come in item-row order, so a list does not depend on how the scores were
+        gathered (a graph filter gives many items exactly 0)."""
         if k < 0:
             raise ValueError(f"k must be >= 0, got {k}")
         finite = torch.isfinite(scores)
@@ -387,10 +404,21 @@ class Recommender:
             scores = scores.masked_fill(~finite, float("-inf"))
         k = min(k, int(finite.sum()))
         values, index = torch.topk(scores, k)
+        if k:  # every score tied with the k-th, in row order, then a stable sort by score
+            tied = torch.nonzero(scores >= values[-1]).squeeze(1)
+            if rows is not None:
+                tied = tied[torch.argsort(rows[tied])]
+            index = tied[torch.argsort(scores[tied], descending=True, stable=True)[:k]]
+            values = scores[index]
         if rows is not None:
             index = rows[index]
         return [Recommendation(self.item_ids[j], float(v), self.item_titles[j])
                 for v, j in zip(values.tolist(), index.tolist())]
+
+
+def _id_list(values: str | list[str] | tuple[str, ...]) -> list[str]:
+    """``values`` as a list: one string is one id (or query), never its characters."""
+    return [values] if isinstance(values, str) else list(values)
 
 
 def _titles_from_snapshot(meta: dict, n: int) -> list[str]:

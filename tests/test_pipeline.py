@@ -272,6 +272,8 @@ def test_new_user_from_queries_stands_on_their_text_matches(trained):
     got = rec.recommend_from_items(["i1"], k=5, queries=["camera lens"])
     assert [r.item_id for r in got] == [rec.item_ids[j] for j in torch.topk(want, 5).indices.tolist()]
     assert [r.score for r in got] == pytest.approx(torch.topk(want, 5).values.tolist(), rel=1e-5)
+    # a query given twice counts once, as a repeated item does
+    assert rec.recommend_from_items(["i1", "i1"], k=5, queries=["camera lens", "camera lens"]) == got
 
 
 def test_rank_fusion_by_hand():

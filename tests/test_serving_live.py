@@ -91,6 +91,31 @@ def test_a_live_model_checks_the_link_at_most_every_check_s(tmp_path):
     assert LiveModel(first).get().version == first.name  # an artifact path, not a link: fixed
 
 
+def test_a_live_model_serves_the_version_it_holds_and_lets_go_of_one_that_fails(tmp_path, monkeypatch):
+    """The link moving between the hold and the load does not leave another version served unheld;
+    a first load that fails leaves nothing held."""
+    import pytest
+
+    from serving import live as live_module
+
+    first, second = _two_versions(tmp_path)
+    real_load = live_module.Recommender.load
+
+    def load_after_a_publish(path, cfg=None):  # retrain publishes between the hold and the load
+        publish(first, tmp_path)
+        return real_load(path, cfg)
+
+    monkeypatch.setattr(live_module.Recommender, "load", load_after_a_publish)
+    live = LiveModel(tmp_path / "current", check_s=3600)
+    assert live.get().version == second.name and in_use(second)
+    live._held.close()
+    monkeypatch.undo()
+    (second / "ids.json").write_text("{not json")
+    with pytest.raises(Exception):
+        LiveModel(second)
+    assert not in_use(second)
+
+
 def test_ids_holding_a_slash_are_served_and_a_nan_score_never_is(tmp_path):
     """Source ids may be paths or URLs; the HTTP routes take them whole, escaped or not. A broken
     (NaN) embedding row does not take the first place of every list."""

@@ -134,3 +134,65 @@ def test_similar_items_rank_by_cosine_and_skip_the_item_itself():
     got = rec.similar_items("i5", k=10)
     assert [r.item_id for r in got] == [f"i{j}" for j in np.argsort(-cosine)[:10]]
     np.testing.assert_allclose([r.score for r in got], np.sort(cosine)[::-1][:10], rtol=1e-5)
+
+
+def test_a_broken_item_row_leaves_the_index_and_the_rest_served(tmp_path):
+    """A NaN embedding row would fail FAISS's training (the model would not load at all): the index
+    holds the finite rows, and the broken item is never recommended."""
+    from serving.recall import save_item_index
+
+    rec = clustered()
+    rec.item_emb[5] = float("nan")
+    exact = top_ids(rec)
+    rec.use_index(ServingConfig(ann_min_items=1000, ann_nprobe=10_000))
+    assert rec.index.index.ntotal == ITEMS - 1
+    assert top_ids(rec) == exact and all("i5" not in ids for ids in exact)
+    assert save_item_index(tmp_path, rec.item_emb.numpy(), min_items=1000).is_file()  # what `kgrec train` keeps
+
+
+def test_a_user_with_a_long_history_is_ranked_exactly_and_sizes_no_one_elses_search(monkeypatch):
+    """Recall fetches k + the user's own items + candidates for every user of a batch: a user
+    with more than HEAVY_SEEN items of their own is ranked over the whole catalogue instead."""
+    import serving.recommender as recommender
+
+    rec = clustered()
+    rec.use_index(ServingConfig(ann_min_items=1000, ann_nprobe=10_000, ann_candidates=0))
+    exact_rec = clustered()
+    monkeypatch.setattr(recommender, "HEAVY_SEEN", 100)
+    for r in (rec, exact_rec):
+        r._seen = r._seen.tolil()
+        r._seen[0, :5000] = 1  # u0 has seen a quarter of the catalogue
+        r._seen = r._seen.tocsr()
+    asked: list[int] = []
+    search = rec.index.search
+    monkeypatch.setattr(rec.index, "search", lambda q, n: (asked.append(n), search(q, n))[1])
+    assert top_ids(rec) == top_ids(exact_rec)
+    assert asked == [10 + 20]  # the others' 20 items, not u0's 5,000
+
+
+def test_equal_scores_come_in_item_order_whatever_the_path():
+    """Ties (a graph filter gives many items 0) are broken by item row, the same exactly and
+    through the index."""
+    rng = np.random.default_rng(0)
+    items = rng.standard_normal((2000, 8)).astype(np.float32)
+    items[[1700, 3, 950, 42, 7]] = 100 / np.sqrt(8)  # five items tied, far ahead of the rest
+    users = items[7:8].copy()
+    none = np.zeros(2, np.int64)
+    rec = Recommender(users, items, ["u0"], [f"i{i}" for i in range(2000)], [""] * 2000, none, none[:0], none,
+                      none[:0])
+    want = ["i3", "i7", "i42", "i950", "i1700"]
+    assert [r.item_id for r in rec.recommend("u0", 5)] == want
+    rec.use_index(ServingConfig(ann_min_items=1000, ann_nprobe=10_000))
+    assert [r.item_id for r in rec.recommend("u0", 5)] == want
+    zero = Recommender(np.zeros((1, 8), np.float32), items, ["u0"], rec.item_ids, rec.item_titles, none, none[:0],
+                       none, none[:0])
+    assert [r.item_id for r in zero.recommend("u0", 4)] == ["i0", "i1", "i2", "i3"]
+
+
+def test_one_string_is_one_id_not_its_characters():
+    rec = clustered()
+    rec.use_attributes(np.arange(ITEMS + 1), np.zeros(ITEMS, np.int64), ["genre:A"])
+    assert [r.item_id for r in rec.recommend("u0", 5, within="genre:A")] == \
+        [r.item_id for r in rec.recommend("u0", 5, within=["genre:A"])]
+    assert rec.recommend_from_items("i1", 5) == rec.recommend_from_items(["i1"], 5)
+    assert rec.recommend_from_items([], 5, friend_ids="u1") == rec.recommend_from_items([], 5, friend_ids=["u1"])
