@@ -39,11 +39,14 @@ ORPHAN_AGE_S = 3600.0  # a killed writer's leftovers older than this are removed
 
 def _atomic_save(path: Path, array: np.ndarray) -> None:
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    with open(tmp, "wb") as fh:
-        np.save(fh, array)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as fh:
+            np.save(fh, array)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 class VectorCache:
@@ -139,20 +142,30 @@ class VectorCache:
             out[pos] = self._vecs[shard][rows]
         return out
 
-    def put_many(self, keys: Sequence[bytes], vectors: np.ndarray) -> None:
-        """Append one shard holding ``vectors`` under ``keys`` (written atomically)."""
+    def put_many(self, keys: Sequence[bytes], vectors: np.ndarray) -> bool:
+        """Append one shard holding ``vectors`` under ``keys`` (written atomically). Returns whether
+        it reached the disk: a full or read-only cache directory costs a warning, and the vectors
+        are kept for this process only, never the encoding already done."""
         if len(keys) == 0:
-            return
+            return True
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         if vectors.shape != (len(keys), self.dim):
             raise ValueError(f"vectors of shape {vectors.shape} for {len(keys)} keys of dim {self.dim}")
         shard = uuid.uuid4().hex
         key_arr = np.frombuffer(b"".join(keys), dtype=np.uint8).reshape(len(keys), 32)
-        _atomic_save(self.dir / f"{shard}.vecs.npy", vectors)
-        _atomic_save(self.dir / f"{shard}.keys.npy", key_arr)
+        written = True
+        try:
+            _atomic_save(self.dir / f"{shard}.vecs.npy", vectors)
+            _atomic_save(self.dir / f"{shard}.keys.npy", key_arr)  # keys last: a shard without them is ignored
+        except OSError as exc:
+            logger.warning("cannot write to the text cache %s (%s): %d vectors are kept for this run only",
+                           self.dir, exc, len(keys))
+            (self.dir / f"{shard}.vecs.npy").unlink(missing_ok=True)
+            written = False
         self._vecs[shard] = vectors
         for row, k in enumerate(keys):
             self._index[k] = (shard, row)
+        return written
 
     def compact(self) -> int:
         """Merge all shards into one (atomically), returning the number of vectors kept."""
@@ -161,9 +174,11 @@ class VectorCache:
             return len(self._index)
         keys = list(self._index)
         vectors = self.get_many(keys)
-        self.put_many(keys, vectors)
+        written = self.put_many(keys, vectors)
         for shard in old:
             self._vecs.pop(shard, None)
+            if not written:  # the merged shard is not on disk: the old files stay
+                continue
             for suffix in (".keys.npy", ".vecs.npy"):  # keys first: a half-removed shard is ignored
                 (self.dir / f"{shard}{suffix}").unlink(missing_ok=True)
         return len(keys)

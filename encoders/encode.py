@@ -1,6 +1,7 @@
 """The ``encode`` stage: text embeddings for every item, query and entity of a snapshot."""
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import logging
@@ -77,6 +78,11 @@ def encode_snapshot(snapshot_dir: str | Path, cfg: Any, encoder: TextEncoder | N
     texts = node_texts(snapshot, cfg)
     if encoder is None:
         encoder = build_encoder(cfg)
+    pooled_by = next((part[8:] for part in encoder.cache_namespace.split("|") if part.startswith("pooling=")), None)
+    if pooled_by not in (None, cfg.pooling):  # the meta would vouch for cfg's pooling, and queries use it
+        raise ValueError(f"the encoder given pools by {pooled_by!r}, the config says {cfg.pooling!r}")
+    if isinstance(encoder, CachedEncoder):
+        encoder.reset_counters()  # this snapshot's hits and misses, not a reused encoder's total
     started = time.perf_counter()
     arrays = {kind: encoder.encode(values).astype(np.float32, copy=False) for kind, values in texts.items()}
     seconds = time.perf_counter() - started
@@ -96,15 +102,22 @@ def encode_snapshot(snapshot_dir: str | Path, cfg: Any, encoder: TextEncoder | N
         meta["cache"] = {"hits": encoder.hits, "misses": encoder.misses}
     npz_path = snapshot_dir / EMBEDDINGS_FILE
     tmp = snapshot_dir / f".{EMBEDDINGS_FILE}.{uuid.uuid4().hex}.tmp"
-    with open(tmp, "wb") as fh:
-        np.savez(fh, **arrays)
-    # the old metadata goes first: a run stopped between the two replaces leaves vectors that no
-    # metadata vouches for (stale, encoded again), never new vectors under the old description
-    (snapshot_dir / META_FILE).unlink(missing_ok=True)
-    os.replace(tmp, npz_path)
     meta_tmp = snapshot_dir / f".{META_FILE}.{uuid.uuid4().hex}.tmp"
-    meta_tmp.write_text(json.dumps(meta, indent=2, ensure_ascii=False), encoding="utf-8")
-    os.replace(meta_tmp, snapshot_dir / META_FILE)
+    try:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
+        meta_tmp.write_text(json.dumps(meta, indent=2, ensure_ascii=False), encoding="utf-8")
+        # one writer at a time, so two runs cannot leave one's vectors under the other's metadata
+        with open(snapshot_dir / ".encode.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            # the old metadata goes first: a run stopped between the two replaces leaves vectors that no
+            # metadata vouches for (stale, encoded again), never new vectors under the old description
+            (snapshot_dir / META_FILE).unlink(missing_ok=True)
+            os.replace(tmp, npz_path)
+            os.replace(meta_tmp, snapshot_dir / META_FILE)
+    finally:  # a failed write (a full disk) leaves no hidden file behind
+        tmp.unlink(missing_ok=True)
+        meta_tmp.unlink(missing_ok=True)
     logger.info("encoded %s with %s (dim %d) in %.1fs: %s", snapshot_dir, encoder.model_id, encoder.dim,
                 seconds, meta["counts"])
     return npz_path
@@ -150,8 +163,10 @@ def stale_embeddings_reason(snapshot_dir: str | Path, cfg: Any, snapshot: Any = 
         if key in meta and meta[key] != value:
             return f"encoded with {key} {meta[key]!r}, but the config says {value!r}"
     encoded_fp = _fingerprint_of(meta.get("cache_namespace", ""))
-    if encoded_fp.startswith("c2-") or "@" in encoded_fp:  # a local model's contents, a hub model's commit;
-        # an older, time-based fingerprint cannot be compared
+    from encoders.resolve import CONTENT_FP
+
+    if encoded_fp.startswith(CONTENT_FP) or "@" in encoded_fp:  # a local model's contents, a hub model's commit;
+        # an older fingerprint (times, or subdirectories too) cannot be compared
         from encoders.resolve import hub_revision, is_local, model_fingerprint, resolve_model
 
         resolved = resolve_model(cfg.model)

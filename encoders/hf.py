@@ -201,14 +201,36 @@ class HFTextEncoder(TextEncoder):
                     idx = order[start:start + self.batch_size]
                     batch = self.tokenizer([clean[i] for i in idx], padding=True, truncation=True,
                                            max_length=self.max_length, return_tensors="pt")
-                    batch = {k: v.to(self.device) for k, v in batch.items()}
+                    batch = {k: v.to(self.device) for k, v in self._no_empty_rows(dict(batch)).items()}
                     out = self.model(**batch)
                     vec = torch.nn.functional.normalize(self._pool(out, batch["attention_mask"]), p=2, dim=1)
                     out_arr[idx] = vec.float().cpu().numpy()
                     bar.update(len(idx))
         finally:
             bar.close()
+        broken = ~np.isfinite(out_arr).all(axis=1)
+        if broken.any():  # half precision overflowing on a GPU: never a vector to store or search with
+            raise EncoderError(f"the encoder gave non-finite vectors for {int(broken.sum())} of {n} texts (half "
+                               f"precision overflowing? set [encoder] dtype = \"float32\")")
         return out_arr
+
+    def _no_empty_rows(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """Give a text that tokenised to nothing (``""`` with a GPT-style tokenizer, which adds no
+        special tokens) one token, so it has a vector like any other text: its begin- or
+        end-of-text token."""
+        mask = batch["attention_mask"]
+        empty = mask.sum(1) == 0
+        if not bool(empty.any()):
+            return batch
+        torch = self._torch
+        token = next(t for t in (self.tokenizer.bos_token_id, self.tokenizer.eos_token_id,
+                                 self.tokenizer.pad_token_id) if t is not None)
+        if mask.shape[1] == 0:  # every text of the batch was empty: one position to put it in
+            batch = {k: torch.zeros((len(v), 1), dtype=v.dtype) for k, v in batch.items()}
+            batch["input_ids"].fill_(self.tokenizer.pad_token_id)
+        batch["input_ids"][empty, 0] = token
+        batch["attention_mask"][empty, 0] = 1
+        return batch
 
     def __repr__(self) -> str:
         return (f"HFTextEncoder(model={self._model_id!r}, dim={self._dim}, pooling={self.pooling!r}, "

@@ -74,7 +74,9 @@ def is_local(resolved: str) -> bool:
     return Path(resolved).is_dir()
 
 
-CONTENT_FP = "c2-"  # marks fingerprints of file contents; older ones hashed modification times
+# marks fingerprints of the model directory's own files' contents; c2- hashed its subdirectories'
+# files too, and older ones modification times: neither is compared with these
+CONTENT_FP = "c3-"
 
 
 def model_fingerprint(resolved: str, revision: str | None = None) -> str:
@@ -83,13 +85,15 @@ def model_fingerprint(resolved: str, revision: str | None = None) -> str:
 
     A model replaced under the same path (fine-tuned weights, another tokenizer) gets another
     fingerprint, so cached vectors of the old model are not reused; the same files reinstalled or
-    copied elsewhere keep theirs (contents only: no paths outside the model, no times).
+    copied elsewhere keep theirs (contents only: no paths outside the model, no times). Only the
+    directory's own files count, the ones ``from_pretrained`` reads: not a clone's ``onnx/``
+    exports, nor a fine-tune's ``checkpoint-*/`` still being written beside the model.
     """
     if not is_local(resolved):
         return f"{resolved}@{revision}" if revision else resolved
     root = Path(resolved)
     h = hashlib.sha256()
-    for f in sorted(p for p in root.rglob("*") if p.is_file()):
+    for f in sorted(p for p in root.iterdir() if p.is_file()):
         rel = f.relative_to(root).as_posix()
         if f.suffix in (".safetensors", ".bin", ".pt", ".h5", ".msgpack", ".onnx", ".json", ".txt", ".model"):
             st = f.stat()

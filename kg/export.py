@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import time
 from array import array
@@ -140,11 +141,12 @@ def _claim_snapshot_dir(out_dir: Path, stem: str) -> Path:
     raise FileExistsError(f"no free snapshot name for {out_dir / stem}")
 
 
-def export_snapshot(graph: Graph, cfg: ExportConfig, name: str = "graph") -> Path:
+def export_snapshot(graph: Graph, cfg: ExportConfig, name: str = "graph", link_latest: bool = True) -> Path:
     """Stage entry point: read the whole graph and write ``<out_dir>/<name>-<timestamp>/``.
 
     Returns:
-        The snapshot directory (also pointed to by ``<out_dir>/<name>-latest``).
+        The snapshot directory (also pointed to by ``<out_dir>/<name>-latest`` unless
+        ``link_latest`` is false: :func:`point_latest` does it later).
     """
     started = time.perf_counter()
     users, _ = _ids(graph, "export/users")
@@ -220,14 +222,25 @@ def export_snapshot(graph: Graph, cfg: ExportConfig, name: str = "graph") -> Pat
         meta={"name": name, "source": f"neo4j:{graph.where}/{graph.database}", "split": split,
               "raw_events": int(u.size)},
     )
-    out = snapshot.save(_claim_snapshot_dir(Path(cfg.out_dir), f"{name}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}"))
-    latest = Path(cfg.out_dir) / f"{name}-latest"
-    tmp_link = latest.with_name(latest.name + ".tmp")
-    tmp_link.unlink(missing_ok=True)
-    tmp_link.symlink_to(out.name)
-    tmp_link.replace(latest)
+    claimed = _claim_snapshot_dir(Path(cfg.out_dir), f"{name}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}")
+    try:
+        out = snapshot.save(claimed)
+    except BaseException:  # a full disk: no empty directory left to pass for a broken snapshot
+        shutil.rmtree(claimed, ignore_errors=True)
+        raise
+    if link_latest:
+        point_latest(out, name)
     logger.info("exported %s in %.1fs", out, time.perf_counter() - started)
     return out
+
+
+def point_latest(snapshot: Path, name: str) -> None:
+    """Point ``<name>-latest`` beside ``snapshot`` at it (atomically: a new link renamed over the old)."""
+    latest = snapshot.with_name(f"{name}-latest")
+    tmp_link = latest.with_name(latest.name + ".tmp")
+    tmp_link.unlink(missing_ok=True)
+    tmp_link.symlink_to(snapshot.name)
+    tmp_link.replace(latest)
 
 
 def export_locked(graph: Graph, cfg: ExportConfig, name: str = "graph", lock_wait_s: float = 0.0) -> Path:
@@ -238,19 +251,32 @@ def export_locked(graph: Graph, cfg: ExportConfig, name: str = "graph", lock_wai
         kg.lock.LockLostError: the lock was lost during the export; its snapshot is removed.
     """
     with graph_lock(graph, INGEST_LOCK, lock_wait_s) as lease:
-        snapshot = export_snapshot(graph, cfg, name)
+        snapshot = export_snapshot(graph, cfg, name, link_latest=False)
         try:
             lease.check()  # held all through the reads
         except LockLostError:
             discard_snapshot(snapshot, name)
             raise
+    point_latest(snapshot, name)  # only once it is known whole
     return snapshot
 
 
 def discard_snapshot(snapshot: Path, name: str) -> None:
-    """Delete a snapshot :func:`export_snapshot` wrote under ``name``, and its ``<name>-latest``
-    link while that still points at it."""
+    """Delete a snapshot :func:`export_snapshot` wrote under ``name``. A ``<name>-latest`` link
+    that points at it goes back to the newest other snapshot of that name (or goes, if none)."""
     shutil.rmtree(snapshot, ignore_errors=True)
     latest = snapshot.with_name(f"{name}-latest")
     if latest.is_symlink() and os.readlink(latest) == snapshot.name:
-        latest.unlink()
+        stamped = re.compile(re.escape(name) + r"-\d{8}-\d{6}(-\d+)?")  # what _claim_snapshot_dir names
+        others = sorted((p for p in snapshot.parent.iterdir() if stamped.fullmatch(p.name) and not p.is_symlink()
+                         and (p / "meta.json").is_file()), key=lambda p: _stamp_order(p.name))
+        if others:
+            point_latest(others[-1], name)
+        else:
+            latest.unlink()
+
+
+def _stamp_order(dirname: str) -> tuple[str, int]:
+    """Sort key of ``<name>-<YYYYmmdd-HHMMSS>[-n]``: the time, then the same second's count."""
+    head, _, tail = dirname.rpartition("-")
+    return (head, int(tail)) if len(tail) < 6 else (dirname, 1)

@@ -164,6 +164,30 @@ def test_cache_hits_and_changed_texts(encoder, tmp_path):
     assert again.misses == 0
 
 
+def test_a_full_cache_disk_costs_a_warning_not_the_encoding(encoder, tmp_path, monkeypatch, caplog):
+    """A cache directory that cannot be written (full, read-only) keeps the vectors for the run and
+    leaves no partial file; compaction then deletes none of the shards already on disk."""
+    import encoders.cache
+
+    cached = CachedEncoder(encoder, tmp_path)
+    cached.encode(["first text"])
+    on_disk = sorted(p.name for p in cached.cache.dir.iterdir())
+
+    def disk_full(fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(encoders.cache.os, "fsync", disk_full)
+    texts = ["trail running shoes", "cast iron skillet"]
+    with caplog.at_level("WARNING", logger="encoders.cache"):
+        np.testing.assert_allclose(cached.encode(texts), encoder.encode(texts), atol=1e-6)
+    assert "kept for this run only" in caplog.text
+    assert sorted(p.name for p in cached.cache.dir.iterdir()) == on_disk  # no shard, no temp file
+    assert cached.cache.compact() == 3 and sorted(p.name for p in cached.cache.dir.iterdir()) == on_disk
+    cached.reset_counters()
+    cached.encode(texts)
+    assert cached.misses == 0  # from memory
+
+
 def test_cache_invalidates_on_model_change(encoder, tmp_path):
     from encoders.hf import HFTextEncoder
 
@@ -207,6 +231,9 @@ def test_model_fingerprint_sees_replaced_weights_and_tokenizer(tmp_path):
     copy = tmp_path / "copy"
     shutil.copytree(model, copy)
     os.utime(copy / "model.safetensors", ns=(1, 1))
+    assert model_fingerprint(str(copy)) == third
+    (copy / "checkpoint-500").mkdir()  # a fine-tune writing checkpoints beside the model
+    (copy / "checkpoint-500" / "optimizer.pt").write_bytes(b"c" * 100)
     assert model_fingerprint(str(copy)) == third
     assert model_fingerprint("bert-base-chinese", "abc123") == "bert-base-chinese@abc123"
     assert model_fingerprint("bert-base-chinese") == "bert-base-chinese"
@@ -307,6 +334,8 @@ def test_an_unusable_device_or_cache_directory_is_one_clear_error(tmp_path):
 
 
 def test_encode_snapshot(encoder, tmp_path):
+    from dataclasses import replace
+
     snap_dir = tiny_snapshot().save(tmp_path / "snap")
     cfg = EncoderConfig(cache_dir=tmp_path / "cache", device="cpu")
     path = encode_snapshot(snap_dir, cfg, encoder=CachedEncoder(encoder, cfg.cache_dir))
@@ -331,10 +360,14 @@ def test_encode_snapshot(encoder, tmp_path):
     assert meta["cache"]["misses"] == 0 and meta["cache"]["hits"] == 8
     with np.load(again) as z:
         np.testing.assert_array_equal(z["item"], arrays["item"])
+    reused = CachedEncoder(encoder, cfg.cache_dir)
+    for _ in range(2):  # a reused encoder's counts are this snapshot's, not its running total
+        encode_snapshot(snap_dir, cfg, encoder=reused)
+        assert json.loads((snap_dir / "text_embeddings.json").read_text())["cache"]["hits"] == 8
+    with pytest.raises(ValueError, match="pools by 'mean', the config says 'cls'"):  # the meta would lie
+        encode_snapshot(snap_dir, replace(cfg, pooling="cls"), encoder=reused)
 
     # vectors that no longer match the config or the snapshot's texts are called stale
-    from dataclasses import replace
-
     from encoders import stale_embeddings_reason
     from kg.snapshot import Snapshot
 
@@ -436,6 +469,32 @@ def test_a_gpt_style_model_without_a_padding_token_encodes_batches(tmp_path):
     together = enc.encode(["hello world", "a much longer piece of text"])
     alone = enc.encode(["hello world"])
     assert together.shape == (2, 16) and np.allclose(together[0], alone[0], atol=1e-5)
+    # "" tokenises to nothing here (no special tokens): it still gets a unit vector, the same one
+    # whether its batch is all empty texts or not
+    for size in (2, 8):
+        enc.batch_size = size
+        vectors = enc.encode(["hello world", "", "  "])
+        np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)
+        np.testing.assert_allclose(vectors[1], vectors[2], atol=1e-6)
+        np.testing.assert_allclose(vectors[0], alone[0], atol=1e-5)
+    np.testing.assert_allclose(enc.encode([""])[0], vectors[1], atol=1e-5)
+
+
+def test_non_finite_vectors_from_the_model_are_an_error_even_uncached(encoder, monkeypatch):
+    """fp16 overflowing on a GPU gives NaN rows: an error whether or not a cache sits in front, never
+    NaN query vectors or snapshot text vectors."""
+    from encoders.base import EncoderError
+
+    real_pool = encoder._pool
+
+    def overflowing(out, mask):
+        pooled = real_pool(out, mask)
+        pooled[0] = float("nan")
+        return pooled
+
+    monkeypatch.setattr(encoder, "_pool", overflowing)
+    with pytest.raises(EncoderError, match="non-finite vectors for 1 of 2 texts"):
+        encoder.encode(["trail running shoes", "cast iron skillet"])
 
 
 def test_many_cache_shards_are_merged_when_an_encoder_opens_the_cache(encoder, tmp_path):

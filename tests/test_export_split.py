@@ -172,3 +172,24 @@ def test_loo_needs_timestamps_and_temporal_keeps_events_of_unknown_time_in_train
     ts = np.array([0] * 8 + [5, 6])  # eight events of unknown time, two timed ones
     codes = split_interactions(user, np.arange(10), ts, ExportConfig(split="temporal", valid_ratio=0.4, test_ratio=0.4))
     assert codes[:8].tolist() == [0] * 8 and codes[8:].tolist() == [1, 2]
+
+
+def test_a_discarded_snapshot_hands_the_latest_link_back_to_the_one_before(tmp_path):
+    """A retrain whose training fails, or an export that lost its lock, deletes its snapshot; the
+    ``-latest`` link then names the newest snapshot left, not nothing."""
+    from kg.export import discard_snapshot, point_latest
+
+    names = ["g-20261201-000000", "g-20261202-000000", "g-20261202-000000-2", "g-other-20261203-000000"]
+    for name in names:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "meta.json").write_text("{}")
+    (tmp_path / "g-20261204-000000").mkdir()  # a claimed directory that was never written: not a snapshot
+    latest = tmp_path / "g-latest"
+    point_latest(tmp_path / names[2], "g")
+    assert os.readlink(latest) == names[2]
+    discard_snapshot(tmp_path / names[2], "g")
+    assert os.readlink(latest) == names[1] and not (tmp_path / names[2]).exists()
+    discard_snapshot(tmp_path / names[0], "g")  # not the one linked: the link stays
+    assert os.readlink(latest) == names[1]
+    discard_snapshot(tmp_path / names[1], "g")
+    assert not latest.is_symlink()  # g-other-... belongs to another name
