@@ -69,7 +69,10 @@ def split_interactions(user: np.ndarray, item: np.ndarray, ts: np.ndarray, cfg: 
             :func:`resolve_split`); ratios for valid and test.
         given: the source's split codes (-1 where none), used by ``given`` (and ``auto``).
 
-    ``ratio`` and ``loo`` work per user, and users with a single interaction keep it in train.
+    ``ratio`` and ``loo`` work per user, and every user keeps at least one pair in train: under
+    ``ratio`` a user with a single interaction keeps it there; ``loo`` holds out the last pair to
+    test and the one before to valid only for users with at least 3, so users with 1 or 2 stay
+    wholly in train.
     ``temporal`` is one global cut: interactions ordered by time (ties by user, then item), the
     latest ``test_ratio`` of them to test and the ``valid_ratio`` before those to valid; events of
     unknown time (ts 0) stay in train and count for neither.
