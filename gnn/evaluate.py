@@ -126,7 +126,7 @@ def evaluate(score_fn: ScoreFn,
         for k in ks:
             hits, tk = hits_all[:, :k], top[:, :k]
             parts = {f"recall@{k}": M.recall(hits, n_truth), f"ndcg@{k}": M.ndcg(hits, n_truth),
-                     f"precision@{k}": hits.to(torch.float64).sum(1) / k, f"hit@{k}": M.hit_rate(hits),
+                     f"precision@{k}": M.precision(hits, k), f"hit@{k}": M.hit_rate(hits),
                      f"mrr@{k}": M.mrr(hits), f"avg_pop@{k}": M.average_popularity(tk, pop_t, ranked[:, :k])}
             if emb_t is not None:
                 parts[f"ild@{k}"] = M.intra_list_diversity(tk, emb_t, ranked[:, :k])

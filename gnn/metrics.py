@@ -24,9 +24,10 @@ def recall(hits: torch.Tensor, num_truth: torch.Tensor) -> torch.Tensor:
     return hits.to(torch.float64).sum(1) / n.clamp(min=1)
 
 
-def precision(hits: torch.Tensor) -> torch.Tensor:
-    """Precision@K = |top-K ∩ T| / K. Returns (B,)."""
-    return hits.to(torch.float64).mean(1)
+def precision(hits: torch.Tensor, k: int | None = None) -> torch.Tensor:
+    """Precision@K = |top-K ∩ T| / K. Returns (B,). ``k`` is the K asked for, when the lists are
+    shorter (a catalogue of fewer than K items); by default the lists' length."""
+    return hits.to(torch.float64).sum(1) / (hits.shape[1] if k is None else k)
 
 
 def hit_rate(hits: torch.Tensor) -> torch.Tensor:

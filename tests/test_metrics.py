@@ -17,6 +17,7 @@ def test_recall_precision_hit_mrr_by_hand() -> None:
     n_truth = torch.tensor([4, 2, 1])
     assert M.recall(hits, n_truth).tolist() == pytest.approx([0.5, 0.0, 1.0])
     assert M.precision(hits).tolist() == pytest.approx([2 / 3, 0.0, 1 / 3])
+    assert M.precision(hits, 5).tolist() == pytest.approx([2 / 5, 0.0, 1 / 5])  # K = 5 over 3 items
     assert M.hit_rate(hits).tolist() == pytest.approx([1.0, 0.0, 1.0])
     assert M.mrr(hits).tolist() == pytest.approx([1.0, 0.0, 0.5])
 
