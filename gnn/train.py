@@ -376,10 +376,12 @@ class _RunState:
         weight average (a run without ``swa_start``, or one seeded from it) starts the average afresh.
         """
         state = torch.load(ckpt, map_location=device, weights_only=False)
-        model.load_state_dict(state["model"])
+        model.load_state_dict(_persistent_only(state["model"], model))
         optimizer.load_state_dict(state["optimizer"])
         if swa is not None and state.get("swa") is not None:
-            swa.load_state_dict(state["swa"])
+            swa.load_state_dict(_persistent_only(state["swa"], swa))
+        if state.get("best_state") is not None:
+            state["best_state"] = _persistent_only(state["best_state"], model)
         if scaler is not None and scaler.is_enabled() and state.get("scaler"):  # fp16 AMP only
             scaler.load_state_dict(state["scaler"])
         try:  # generator states are CPU byte tensors; map_location moved them
@@ -389,6 +391,13 @@ class _RunState:
                            ckpt, gen.device, type(e).__name__)
         torch.set_rng_state(state["torch_rng"].cpu())
         return cls(**{f.name: state[f.name] for f in dataclasses.fields(cls)})
+
+
+def _persistent_only(state: dict[str, torch.Tensor], module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """``state`` less the entries of ``module``'s non-persistent buffers, which checkpoints written
+    before the text features became non-persistent still hold (the model has them from the snapshot)."""
+    constants = {name for name, _ in module.named_buffers()} - set(module.state_dict())
+    return {k: v for k, v in state.items() if k not in constants}
 
 
 def weight_average(model: torch.nn.Module) -> AveragedModel:

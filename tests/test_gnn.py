@@ -437,6 +437,35 @@ def test_fused_training_run(tmp_path: Path) -> None:
         train(snap, tiny_cfg(model="nope"), tmp_path, progress=False)
 
 
+def test_checkpoints_leave_out_the_text_features_and_old_ones_still_resume(tmp_path: Path) -> None:
+    """The text features are the snapshot's constants: neither a checkpoint, nor its weight
+    average, nor its best weights copy them. A checkpoint written when they did still resumes."""
+    import torch
+
+    snap = planted_snapshot(num_users=60)
+    text = np.random.default_rng(0).standard_normal((NUM_ITEMS, 8)).astype(np.float32)
+    cfg = tiny_cfg(model="fused", epochs=4, eval_every=1, swa_start=2)
+    whole = train(snap, cfg, tmp_path / "whole", text_embeddings=text, progress=False)
+
+    def stop_at_3(epoch: int, row: dict) -> None:
+        if epoch == 3:
+            raise Boom("killed")
+
+    with pytest.raises(Boom):
+        train(snap, cfg, tmp_path / "cut", text_embeddings=text, epoch_hook=stop_at_3, progress=False)
+    (last,) = (tmp_path / "cut" / ".checkpoints").glob("*/last.pt")
+    state = torch.load(last, weights_only=False)
+    assert "text" not in state["model"] and "module.text" not in state["swa"] and "text" not in state["best_state"]
+    old = torch.from_numpy(text)  # what a checkpoint of an earlier kgrec held
+    state["model"]["text"], state["swa"]["module.text"], state["best_state"]["text"] = old, old, old
+    torch.save(state, last)
+    resumed = train(snap, cfg, tmp_path / "cut", text_embeddings=text, progress=False)
+    losses = [[r["loss"] for r in json.loads((a / "metrics.json").read_text())["history"]] for a in (whole, resumed)]
+    assert losses[0] == pytest.approx(losses[1], rel=1e-6)
+    with np.load(whole / "embeddings.npz") as z1, np.load(resumed / "embeddings.npz") as z2:
+        np.testing.assert_allclose(z1["item"], z2["item"], rtol=1e-5, atol=1e-6)
+
+
 def test_items_reach_their_entities_and_one_triple_further() -> None:
     """An artist same_as a Freebase entity reaches that entity's genre (one triple on, head to
     tail), so recommendations can be asked within it; an entity no item reaches is left out."""

@@ -48,7 +48,7 @@ class FusedLightGCN(LightGCN):
         self.embedding_dim, self.num_layers, self.fusion = embedding_dim, num_layers, fusion
         if num_users <= 0 or num_items <= 0 or num_layers < 0:
             raise ValueError("num_users and num_items must be positive and num_layers >= 0")
-        self.register_buffer("text", text)
+        self.register_buffer("text", text, persistent=False)  # a constant of the snapshot: no checkpoint copies
         self.fuse = TextFusion(text.shape[1], embedding_dim, fusion)
         rows = num_users + (num_items if self.fuse.uses_ids else 0)
         self.embedding = nn.Embedding(rows, embedding_dim)

@@ -99,7 +99,8 @@ class KGFusedRec(EmbeddingRecommender):
         self.embedding_dim, self.num_layers, self.kg_layers, self.fusion = embedding_dim, num_layers, kg_layers, fusion
         self.text_types = tuple(t for t in TEXT_TYPES if t in text_embeddings and self.counts[t] > 0)
         for t in self.text_types:
-            self.register_buffer(f"text_{t}", as_text_buffer(text_embeddings[t], self.counts[t], f"{t} text"))
+            self.register_buffer(f"text_{t}", as_text_buffer(text_embeddings[t], self.counts[t], f"{t} text"),
+                                 persistent=False)  # a constant of the snapshot: no checkpoint copies
         self.fuse = nn.ModuleDict({t: TextFusion(getattr(self, f"text_{t}").shape[1], embedding_dim, fusion)
                                    for t in self.text_types})
         self.embedding = nn.ModuleDict({
