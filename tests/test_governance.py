@@ -422,6 +422,10 @@ def test_a_header_that_is_not_the_mapped_columns_is_an_error(tmp_path):
     another order (users and items swapped), or a file without a header, is refused rather than misread."""
     mapping = {"files": [{"path": "e.csv", "role": "interactions", "user": "user", "item": "item",
                           "timestamp": "ts", "columns": ["user", "item", "ts"], "create_nodes": True}]}
+    _write(tmp_path, "e.csv", "Alice,I1,100\nBob,I1,200\n")  # header left unsaid: Alice's row would go as one
+    with pytest.raises(MappingError, match="say whether the first line is a header"):
+        read_tabular(tmp_path, mapping)
+    mapping["files"][0]["header"] = True
     _write(tmp_path, "e.csv", "item,user,ts\nI1,Alice,100\nI1,Bob,200\n")
     with pytest.raises(MappingError, match="another order"):
         read_tabular(tmp_path, mapping)

@@ -225,6 +225,9 @@ def iter_rows(path: Path, spec: dict, limit: int | None = None
     used = _used_columns(spec)
     if fmt != "jsonl" and not header and columns is None:
         raise MappingError(f"{path.name}: header = false needs a columns list")
+    if fmt != "jsonl" and columns is not None and "header" not in spec:  # else a first data row could pass for one
+        raise MappingError(f"{path.name}: with a columns list, say whether the first line is a header: "
+                           f"header = false (no header line), or header = true (the columns rename it)")
     if columns is not None and fmt != "jsonl":
         _check_columns(path, used, columns)
     n = 0
