@@ -61,6 +61,7 @@ class TextSearch:
             if self._encoder is None:
                 from encoders.base import EncoderError
                 from encoders.encode import build_encoder
+                from encoders.resolve import CONTENT_FP
                 from kgrec.config import EncoderConfig
 
                 cfg = EncoderConfig(model=self.setting["model"], pooling=self.setting.get("pooling", "mean"),
@@ -83,7 +84,7 @@ class TextSearch:
                     raise self._unusable
                 encoded_with = self.setting.get("encoded_with")
                 # the model's files, pooling and length, not the path it was named by
-                if (encoded_with and "|fp=c2-" in encoded_with   # older, time-based fingerprints cannot be compared
+                if (encoded_with and f"|fp={CONTENT_FP}" in encoded_with   # older fingerprints cannot be compared
                         and encoder.cache_namespace.split("|", 1)[-1] != encoded_with.split("|", 1)[-1]):
                     logger.warning("queries are encoded by %s, the items were by %s: if the weights differ, "
                                    "search results will be poor until the model is retrained",
