@@ -600,3 +600,35 @@ def test_eight_digit_strings_are_dates_not_seconds_of_1970():
 def test_negative_fractional_timestamps_round_down():
     assert parse_timestamp("-0.5") == -1 and parse_timestamp(-1.5) == -2 and parse_timestamp("1.9") == 1
     assert parse_timestamp("881250949") == 881250949
+
+
+def test_quoted_fields_may_hold_line_breaks_and_long_text(tmp_path):
+    """A quoted CSV field may span lines (one row, numbered by its first line) and be longer than
+    the csv module's default 128 KiB (truncated to max_text_chars, as unquoted text is); a quote
+    never closed quarantines its own line only, and reading goes on."""
+    long = "y" * 200_000
+    _write(tmp_path, "items.csv", f'id,title,year\n1,"two\nlines, one title",2000\n2,"{long}",2001\n'
+                                  f'3,"never closed,2002\n4,plain,2003\n')
+    spec = {"path": "items.csv", "role": "items", "id": "id", "title": "title", "props": {"year": "int"}}
+    res = read_tabular(tmp_path, {"files": [spec]}, IngestConfig(max_text_chars=1000))
+    _reconciles(res)
+    items = {i["id"]: i for i in res.records.items}
+    assert items["1"]["title"] == "two lines, one title" and items["1"]["props"] == {"year": 2000}
+    assert len(items["2"]["title"]) == 1000 and items["4"]["title"] == "plain"
+    assert list(_reasons(res)) == [5] and "malformed CSV" in _reasons(res)[5]
+    assert res.report["items.csv"] == {"read": 4, "loaded": 3, "quarantined": 1, "deduplicated": 0}
+
+
+def test_jsonl_values_are_held_to_the_declared_property_types(tmp_path):
+    """A JSON number or boolean is stored as the mapping's type, as the same CSV cell would be;
+    one that is not of that type is quarantined."""
+    good = {"age": 24.0, "code": 7, "flag": True, "score": 3}
+    rows = [{"item": "a", **good}, {"item": "b", **good, "age": 24.5}, {"item": "c", **good, "code": [1]},
+            {"item": "d", **good, "flag": 1}]
+    _write(tmp_path, "items.jsonl", "\n".join(json.dumps(r) for r in rows) + "\n")
+    spec = {"path": "items.jsonl", "role": "items", "format": "jsonl", "id": "item",
+            "props": {"age": "int", "code": "str", "flag": "bool", "score": "float"}}
+    res = read_tabular(tmp_path, {"files": [spec]})
+    _reconciles(res)
+    assert [i["props"] for i in res.records.items] == [{"age": 24, "code": "7", "flag": True, "score": 3.0}]
+    assert sorted(_reasons(res)) == [2, 3, 4] and "is not int" in _reasons(res)[2]

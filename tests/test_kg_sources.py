@@ -142,6 +142,32 @@ def test_kgat(tmp_path):
     assert [q["reason"] for q in res.quarantine] == ["expected 3 fields, got 2"]
 
 
+def test_lightgcn_lines_that_are_not_pairs_are_quarantined_and_limits_count_data_lines(tmp_path):
+    """A lone token that is not an id, and non-ASCII digits, are quarantined (counted), never lost;
+    a list's header is found after blank lines; `limit` counts non-blank lines of the split files
+    and leaves the id lists whole, so a sample's pairs resolve."""
+    _files(tmp_path, {"train.txt": "\n\n0 1 2\nabc\n\u00b2 1\n1 2\n",
+                      "user_list.txt": "\norg_id remap_id\nu0 0\nu1 1\nu2 2\n"})
+    res = load_source("lightgcn", tmp_path, cfg=CREATE)
+    _ok(res)
+    assert sorted(q["line"] for q in res.quarantine) == [4, 5]
+    assert res.report["train.txt"] == {"read": 5, "loaded": 3, "quarantined": 2, "deduplicated": 0}
+    assert sorted(u["id"] for u in res.records.users) == ["0", "1", "2"]  # not the header's "remap_id"
+    sample = load_source("lightgcn", tmp_path, cfg=CREATE, limit=1)
+    assert sample.report["train.txt"]["read"] == 2 and not sample.quarantine  # line 3's two pairs
+    assert sample.report["user_list.txt"]["loaded"] == 3
+
+
+def test_kgat_relation_list_errors_are_errors(tmp_path):
+    _files(tmp_path, {"train.txt": "0 0\n", "kg_final.txt": "0 0 1\n",
+                      "relation_list.txt": "org_id remap_id\nhttp://x/r0 0\nbroken\n"})
+    with pytest.raises(ValueError, match="relation_list.txt:3: expected `org_id remap_id`"):
+        load_source("kgat", tmp_path, cfg=CREATE)
+    _files(tmp_path, {"relation_list.txt": "org_id remap_id\nhttp://x/r0 0\nhttp://x/r1 0\n"})
+    with pytest.raises(ValueError, match="relation 0 is named twice"):
+        load_source("kgat", tmp_path, cfg=CREATE)
+
+
 def test_triples_reader(tmp_path):
     _files(tmp_path, {"kg.txt": "1\tmusic.artist.origin\t2\r\n2\tfilm.actor.film\t3\r\n",
                       "item_index2entity_id.txt": "7\t1\r\n"})
@@ -219,9 +245,9 @@ def test_ml100k_slice():
 def test_gowalla_slice():
     res = load_source("lightgcn", dataset_dir("gowalla"), limit=50)
     _ok(res)
-    assert res.report["user_list.txt"]["loaded"] == 50 and res.report["item_list.txt"]["loaded"] == 50
-    # pairs whose user/item lie beyond the first 50 list entries are unknown references
-    assert res.report["train.txt"]["read"] > 50
+    # the lists are read whole, so the 50 lines' pairs all resolve
+    assert res.report["user_list.txt"]["loaded"] == 29_858 and res.report["item_list.txt"]["loaded"] == 40_981
+    assert res.report["train.txt"]["read"] > 50 and not res.quarantine
     assert {i["split"] for i in res.records.interactions} == {"train", "test"}
 
 

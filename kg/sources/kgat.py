@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..governance import Governor, KnownIds, LoadResult
-from .lightgcn import feed_lightgcn, token_lines
+from .lightgcn import feed_lightgcn, is_index, list_lines, token_lines
 
 if TYPE_CHECKING:  # pragma: no cover
     from kgrec.config import IngestConfig
@@ -22,9 +22,6 @@ if TYPE_CHECKING:  # pragma: no cover
 logger = logging.getLogger(__name__)
 
 
-def _read_list(path: Path, limit: int | None = None) -> list[tuple[int, list[str]]]:
-    return [(lineno, tokens) for lineno, tokens, _ in token_lines(path, limit)
-            if not (lineno == 1 and tokens[0] == "org_id")]
 
 
 def relation_name(org_id: str) -> str:
@@ -47,7 +44,7 @@ def read_kgat(data_dir: str | Path, cfg: "IngestConfig | None" = None, *, kind: 
     gov = Governor(cfg, known)
     item_list = data_dir / "item_list.txt"
     if item_list.is_file():
-        for lineno, tokens in _read_list(item_list)[:limit]:
+        for lineno, tokens, _ in list_lines(item_list):  # whole, even with a limit: the sample's ids resolve
             if len(tokens) < 2:
                 gov.quarantine(item_list.name, lineno, "expected org_id remap_id [freebase_id]", " ".join(tokens))
                 continue
@@ -59,17 +56,21 @@ def read_kgat(data_dir: str | Path, cfg: "IngestConfig | None" = None, *, kind: 
                                 relation="same_as")
     entity_list = data_dir / "entity_list.txt"
     if entity_list.is_file():
-        for lineno, tokens in _read_list(entity_list)[:limit]:
+        for lineno, tokens, _ in list_lines(entity_list):
             if len(tokens) < 2:
                 gov.quarantine(entity_list.name, lineno, "expected org_id remap_id", " ".join(tokens))
                 continue
             gov.add_entity(entity_list.name, lineno, tokens, id=f"kg:{tokens[1]}", type="kg", name=tokens[0])
     relations: dict[str, str] = {}
     rel_list = data_dir / "relation_list.txt"
-    if rel_list.is_file():
-        for _, tokens in _read_list(rel_list):
-            if len(tokens) >= 2:
-                relations[tokens[1]] = relation_name(tokens[0])
+    if rel_list.is_file():  # a lookup, not graph rows: the bad lines are errors, not quarantine
+        for lineno, tokens, raw in list_lines(rel_list):
+            if len(tokens) < 2 or not is_index(tokens[1]):
+                raise ValueError(f"{rel_list}:{lineno}: expected `org_id remap_id`, got {raw!r}")
+            name = relation_name(tokens[0])
+            if relations.setdefault(tokens[1], name) != name:
+                raise ValueError(f"{rel_list}:{lineno}: relation {tokens[1]} is named twice "
+                                 f"({relations[tokens[1]]!r} and {name!r})")
     kg = data_dir / "kg_final.txt"
     if kg.is_file():
         for lineno, tokens, raw in token_lines(kg, limit):

@@ -20,14 +20,33 @@ if TYPE_CHECKING:  # pragma: no cover
 
 def token_lines(path: Path, limit: int | None = None) -> Iterator[tuple[int, list[str], str]]:
     """Yield ``(line_number, tokens, raw_line)`` for each non-blank line of a whitespace-separated
-    file (UTF-8, undecodable bytes replaced), reading at most ``limit`` lines."""
+    file (UTF-8, undecodable bytes replaced), at most ``limit`` of them (blank lines do not count)."""
+    n = 0
     with Path(path).open(encoding="utf-8-sig", errors="replace") as fh:  # a leading BOM is dropped
         for lineno, line in enumerate(fh, 1):
-            if limit is not None and lineno > limit:
-                break
             tokens = line.split()
-            if tokens:
-                yield lineno, tokens, line.rstrip("\r\n")
+            if not tokens:
+                continue
+            if limit is not None and n >= limit:
+                break
+            n += 1
+            yield lineno, tokens, line.rstrip("\r\n")
+
+
+def list_lines(path: Path) -> Iterator[tuple[int, list[str], str]]:
+    """:func:`token_lines` of an id list (``org_id remap_id ...``), less its header line if it has one."""
+    first = True
+    for lineno, tokens, raw in token_lines(path):
+        if first and tokens[0] == "org_id":
+            first = False
+            continue
+        first = False
+        yield lineno, tokens, raw
+
+
+def is_index(token: str) -> bool:
+    """Whether ``token`` is a non-negative integer in ASCII digits (``²`` and ``٣`` are not)."""
+    return token.isascii() and token.isdigit()
 
 
 def iter_pairs(path: Path) -> Iterator[tuple[int, int, int]]:
@@ -111,7 +130,8 @@ def feed_lightgcn(gov: "Governor", data_dir: str | Path, *, kind: str = "interac
         gov: The governor collecting rows.
         data_dir: Directory with ``train.txt`` / ``test.txt``.
         kind: Interaction kind of every pair.
-        limit: Read at most this many lines per file.
+        limit: Read at most this many (non-blank) lines of ``train.txt`` and ``test.txt`` each; the id
+            lists are read whole, so that the sampled pairs' users and items are known.
         create: Read ``item_list.txt`` here (else the caller did).
     """
     data_dir = Path(data_dir)
@@ -122,9 +142,7 @@ def feed_lightgcn(gov: "Governor", data_dir: str | Path, *, kind: str = "interac
         if not path.is_file():
             continue
         have.add(node_kind)
-        for lineno, tokens, raw in token_lines(path, None if limit is None else limit + 1):
-            if lineno == 1 and tokens[0] == "org_id":
-                continue
+        for lineno, tokens, raw in list_lines(path):  # whole, even with a limit: the sample's ids resolve
             if len(tokens) < 2:
                 gov.quarantine(fname, lineno, "expected org_id remap_id", raw)
             elif node_kind == "users":
@@ -137,10 +155,13 @@ def feed_lightgcn(gov: "Governor", data_dir: str | Path, *, kind: str = "interac
             continue
         for lineno, tokens, raw in token_lines(path, limit):
             user = tokens[0]
-            if len(tokens) == 1 and user.isdigit() and "users" not in have:
-                gov.declare("users", user)  # a user alone on a line has no items in this split, but exists
+            if len(tokens) == 1:
+                if not is_index(user):
+                    gov.quarantine(fname, lineno, f"not a non-negative integer id: {user!r}", raw)
+                elif "users" not in have:
+                    gov.declare("users", user)  # a user alone on a line has no items in this split, but exists
             for item in tokens[1:]:
-                if not (user.isdigit() and item.isdigit()):
+                if not (is_index(user) and is_index(item)):
                     gov.quarantine(fname, lineno, f"not a non-negative integer id: {user!r} {item!r}", raw)
                     continue
                 if gov.add_interaction(fname, lineno, [user, item], user=user, item=item, kind=kind,
@@ -161,7 +182,7 @@ def read_lightgcn_governed(data_dir: str | Path, cfg: "IngestConfig | None" = No
             ``item_list.txt``.
         cfg: Ingest settings.
         kind: Interaction kind of every pair.
-        limit: Read at most this many lines per file.
+        limit: Read at most this many (non-blank) lines of each split file; id lists are read whole.
         known: the target graph's ids lookup (see :class:`~kg.governance.Governor`).
     """
     from ..governance import Governor

@@ -52,6 +52,7 @@ import csv
 import json
 import logging
 import sys
+from collections import deque
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
@@ -202,6 +203,55 @@ def _split(line: str, delimiter: str, quoting: str) -> list[str]:
     return next(csv.reader([line], delimiter=delimiter, strict=True))
 
 
+csv.field_size_limit(2**31 - 1)  # a long quoted text is truncated to max_text_chars, as an unquoted one is
+MAX_RECORD_LINES = 10_000  # lines one quoted field may span before it counts as never closed
+
+
+def _open_quote(text: str, delimiter: str) -> bool:
+    """Whether ``text`` ends inside a quoted field (the record goes on on the next line)."""
+    if '"' not in text:
+        return False
+    try:
+        next(csv.reader([text], delimiter=delimiter, strict=True))
+    except csv.Error as e:
+        return "unexpected end of data" in str(e)
+    return False
+
+
+def _records(lines: Iterator[tuple[int, str, str | None]], delimiter: str) -> Iterator[tuple[int, str, str | None]]:
+    """Join the lines of a record whose quoted field holds line breaks, numbered by its first line.
+    A quote never closed within :data:`MAX_RECORD_LINES` lines or by the end of the file, or lines
+    that joined still do not parse, give the first line alone, to be quarantined; reading goes on
+    from the line after it."""
+    source, pushed_back = iter(lines), deque()
+    while (first := pushed_back.popleft() if pushed_back else next(source, None)) is not None:
+        if not _open_quote(first[1], delimiter):
+            yield first
+            continue
+        pending, quotes = [first], first[1].count('"')  # odd while the field is open ("" pairs)
+        while quotes % 2 and len(pending) < MAX_RECORD_LINES:
+            line = pushed_back.popleft() if pushed_back else next(source, None)
+            if line is None:
+                break
+            pending.append(line)
+            quotes += line[1].count('"')
+        joined = "\n".join(text for _, text, _ in pending)
+        if quotes % 2 == 0 and _parses(joined, delimiter):
+            yield first[0], joined, next((e for _, _, e in pending if e), None)
+        else:
+            yield first
+            pushed_back.extendleft(reversed(pending[1:]))
+
+
+def _parses(text: str, delimiter: str) -> bool:
+    """Whether ``text`` is one well-formed CSV record."""
+    try:
+        rows = list(csv.reader([text], delimiter=delimiter, strict=True))
+    except csv.Error:
+        return False
+    return len(rows) == 1
+
+
 def iter_rows(path: Path, spec: dict, limit: int | None = None
               ) -> Iterator[tuple[int, dict | None, Any, str | None]]:
     """Yield ``(line, row, raw, error)`` for one file; ``row`` maps column name to value.
@@ -232,7 +282,8 @@ def iter_rows(path: Path, spec: dict, limit: int | None = None
         _check_columns(path, used, columns)
     n = 0
     header_pending = fmt != "jsonl" and header  # the first non-blank line is the header
-    for lineno, text, err in _lines(path, encoding):
+    lines = _lines(path, encoding)
+    for lineno, text, err in (lines if fmt == "jsonl" or quoting == "none" else _records(lines, delimiter)):
         if header_pending:
             header_pending = False
             try:
@@ -320,8 +371,31 @@ def _convert_props(spec: dict, row: dict) -> dict:
                     value = value.lower() in ("true", "1", "yes")
             except ValueError:
                 raise ValueError(f"property {col!r} is not {typ}: {value[:80]!r}") from None
+        elif value is None:
+            continue
+        else:  # a JSON value: held to the declared type as a CSV cell is
+            value = _typed_json_value(col, typ, value)
         out[renames.get(col, col)] = value
     return out
+
+
+def _typed_json_value(col: str, typ: str, value: Any) -> Any:
+    """A JSONL property's number or boolean as the mapping's type (``str``, ``int``, ``float`` or
+    ``bool``), as a CSV load of the same data would store it.
+
+    Raises:
+        ValueError: the value does not have that type (a list, an object, 24.5 for an int).
+    """
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if typ == "str" and (number or isinstance(value, bool)):
+        return str(value).lower() if isinstance(value, bool) else str(value)
+    if typ == "int" and number and float(value).is_integer():
+        return int(value)
+    if typ == "float" and number:
+        return float(value)
+    if typ == "bool" and isinstance(value, bool):
+        return value
+    raise ValueError(f"property {col!r} is not {typ}: {str(value)[:80]!r}")
 
 
 def _attributes(gov: Governor, spec: dict, row: dict, item: Any, source: str, line: int, raw: Any,
