@@ -5,8 +5,11 @@ Each file is tab separated with a header of ``field:type`` tokens (types ``token
 RecBole names: ``user_id``, ``item_id``, ``rating`` (else ``label``/``weight``), ``timestamp``
 (a ``label`` below 1 is RecBole's negative feedback: kgrec learns from positive events, so those
 rows are quarantined as "weight 0 is below 1");
-``.item`` ``title``/``movie_title``/``name`` is the title, other ``token``/``token_seq`` fields become
-attributes (relation = field name), numeric fields properties; ``.kg`` has ``head_id``,
+``.user`` ``token`` and ``float`` fields become user properties (``age``, ``gender``: strings and
+numbers, not entities); ``.item`` ``title``/``movie_title``/``name`` is the title, other
+``token``/``token_seq`` fields become attributes (relation = field name), ``float`` fields
+properties. ``float_seq`` fields (and ``token_seq`` ones of ``.user``) are left out, with a warning
+naming them. ``.kg`` has ``head_id``,
 ``relation_id``, ``tail_id``; ``.link`` has ``item_id`` and ``entity_id`` (relation ``same_as``).
 KG entity ids get the prefix ``kg:``. RecBole's pre-split benchmark files
 ``<name>.train.inter``, ``<name>.valid.inter`` and ``<name>.test.inter`` keep their split (and are
