@@ -456,8 +456,9 @@ def main(argv: list[str] | None = None) -> int:
 
 @contextmanager
 def _sigterm_unwinds() -> Iterator[None]:
-    """While a command runs, SIGTERM (kill, a scheduler's timeout) unwinds like Ctrl-C, so the graph
-    lock and temporary files are released on the way out (exit status 143)."""
+    """While a command runs, SIGTERM (kill, a scheduler's timeout) and SIGHUP (a dropped ssh session;
+    not under nohup, which ignores it) unwind like Ctrl-C, so the graph lock and temporary files are
+    released on the way out (exit status 143 or 129)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -465,11 +466,13 @@ def _sigterm_unwinds() -> Iterator[None]:
     def stop(signum: int, frame: Any) -> None:
         raise SystemExit(128 + signum)
 
-    previous = signal.signal(signal.SIGTERM, stop)
+    signals = [signal.SIGTERM] + ([signal.SIGHUP] if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN else [])
+    previous = {sig: signal.signal(sig, stop) for sig in signals}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _user_errors() -> tuple[type[Exception], ...]:

@@ -77,6 +77,7 @@ class RetrainReport:
     writeback: dict[str, int] | None = None
     writeback_error: str | None = None  # published, but Neo4j not (fully) updated: `kgrec writeback` retries
     pruned: list[str] = field(default_factory=list)
+    prune_error: str | None = None  # old versions may be left: the next retrain tries again
     timings: dict[str, float] = field(default_factory=dict)
 
 
@@ -102,6 +103,7 @@ def retrain(graph: Graph, cfg: Config, say: Callable[[str], None] = logger.info,
     from .pipeline import ensure_text_embeddings, train_model
 
     metric = _check_metric(cfg)
+    _check_served(cfg)
     out_dir = Path(cfg.train.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
@@ -164,7 +166,11 @@ def retrain(graph: Graph, cfg: Config, say: Callable[[str], None] = logger.info,
                     report.writeback_error = f"{type(e).__name__}: {e}"
                     say(f"published {artifact.name}, but the write-back to Neo4j failed ({report.writeback_error}); "
                         f"`kgrec writeback --model {artifact}` retries it")
-        report.pruned = stage("prune", lambda: prune(cfg))
+        try:
+            report.pruned = stage("prune", lambda: prune(cfg))
+        except OSError as e:  # the new model is decided (and maybe serving): a cleanup failure is a note
+            logger.exception("pruning %s failed", out_dir)
+            report.prune_error = f"{type(e).__name__}: {e}"
         _save(report, artifact, cfg)
     return report
 
@@ -208,9 +214,35 @@ def prune(cfg: Config) -> list[str]:
                 and Path(snap).is_dir():
             shutil.rmtree(snap)
             deleted.append(snap)
+    deleted += _sweep_leftovers(cfg)
     for path in deleted:
         logger.info("pruned %s", path)
     return deleted
+
+
+LEFTOVER_AGE_S = 86_400  # what a killed run left is swept once this old: a running one touches its files
+
+
+def _sweep_leftovers(cfg: Config) -> list[str]:
+    """What killed runs leave that no version names: training checkpoints of other data than the
+    newest (each night's snapshot has its own, never resumed), ``.tmp-<version>`` directories, and
+    retrain snapshots no version was trained on. Only things a day old, never the newest checkpoint
+    (a rerun on the same data resumes it), nor the snapshot ``<name>-latest`` names."""
+    out_dir, cutoff = Path(cfg.train.out_dir), time.time() - LEFTOVER_AGE_S
+    checkpoints = sorted((p for p in (out_dir / ".checkpoints").glob("*") if p.is_dir()),
+                         key=lambda p: p.stat().st_mtime)
+    stale = [p for p in checkpoints[:-1] if p.stat().st_mtime < cutoff]
+    stale += [p for p in out_dir.glob(".tmp-*") if p.is_dir() and p.stat().st_mtime < cutoff]
+    snap_dir, name = Path(cfg.export.out_dir), cfg.retrain.snapshot_name
+    if snap_dir.is_dir():
+        used = {Path(s).resolve() for s in (_meta(v).get("snapshot") for v in out_dir.iterdir()) if s}
+        latest = (snap_dir / f"{name}-latest").resolve()
+        stale += [p for p in snap_dir.glob(f"{name}-*") if p.is_dir() and not p.is_symlink()
+                  and (p / "meta.json").is_file() and p.resolve() not in used | {latest}
+                  and p.stat().st_mtime < cutoff]
+    for path in stale:
+        shutil.rmtree(path, ignore_errors=True)
+    return [str(p) for p in stale]
 
 
 def _version_order(version: Path) -> tuple[str, int]:
@@ -253,6 +285,22 @@ def _gate(new: float | None, served: Path | None, served_score: float | None, ma
         return True, f"published: {new:.4f} >= {floor:.4f} (served {served_score:.4f} less {max_drop:.0%})"
     return False, (f"kept the served model: {metric} {new:.4f} < {floor:.4f} (served {served_score:.4f} less "
                    f"{max_drop:.0%}); the new version stays on disk unpublished")
+
+
+def _check_served(cfg: Config) -> None:
+    """A ``serving.model_dir`` that names no model artifact is a mistake, not "nothing served": the
+    gate would publish anything and prune would not spare the pinned model. (Naming the
+    ``current`` link that the first publish makes is not a pin.)
+
+    Raises:
+        ConfigError: ``serving.model_dir`` is set to another path and holds no ``meta.json``.
+    """
+    pinned = cfg.serving.model_dir
+    follows_current = pinned is not None and Path(pinned).absolute() == (Path(cfg.train.out_dir) / "current").absolute()
+    if pinned is not None and not follows_current and not (Path(pinned) / "meta.json").is_file():
+        where = "" if Path(pinned).is_absolute() else f" (relative to {Path.cwd()}: give an absolute path)"
+        raise ConfigError(f"serving.model_dir {str(pinned)!r} is not a model artifact{where}; nothing was "
+                          f"retrained")
 
 
 def _served(cfg: Config) -> Path | None:

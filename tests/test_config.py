@@ -87,3 +87,32 @@ def test_model_names_agree_with_gnn():
 
     assert sorted(MODELS) == sorted((*TRAINABLE, *FILTER_MODELS))
     assert set(TEXT_MODELS) <= set(TRAINABLE)
+
+
+def test_a_hangup_unwinds_a_command_unless_nohup_ignores_it(tmp_path):
+    """A dropped ssh session (SIGHUP) unwinds like SIGTERM, `finally` blocks and all; under nohup,
+    which ignores SIGHUP, the command carries on."""
+    import signal
+    import subprocess
+    import sys
+
+    code = ("import time\nfrom kgrec.cli import _sigterm_unwinds\n"
+            "try:\n    with _sigterm_unwinds():\n        print('running', flush=True)\n        time.sleep(60)\n"
+            "finally:\n    print('unwound', flush=True)\n")
+    root = Path(__file__).resolve().parents[1]
+    for ignored in (False, True):
+        proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, cwd=root,
+                                preexec_fn=(lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN)) if ignored else None)
+        try:
+            assert proc.stdout.readline().strip() == "running"
+            proc.send_signal(signal.SIGHUP)
+            if ignored:
+                with pytest.raises(subprocess.TimeoutExpired):
+                    proc.wait(timeout=2)
+                proc.send_signal(signal.SIGTERM)
+            status = proc.wait(timeout=60)
+            assert status == 128 + (signal.SIGTERM if ignored else signal.SIGHUP)
+            assert proc.stdout.read().strip() == "unwound"
+        finally:
+            proc.kill()
+            proc.wait()

@@ -92,6 +92,11 @@ def test_the_gate_needs_a_figure_to_compare_and_pruning_spares_a_pinned_model(lo
     newer = [retrain(graph, cfg) for _ in range(2)]
     assert all(r.published and r.served_version == first.version for r in newer)
     assert Path(cfg.serving.model_dir).is_dir()  # still there, though two newer versions were published
+    pinned, cfg.serving.model_dir = cfg.serving.model_dir, Path("models") / first.version  # relative: cron's cwd
+    versions = sorted(p.name for p in Path(cfg.train.out_dir).iterdir())
+    with pytest.raises(ConfigError, match="is not a model artifact .relative to"):
+        retrain(graph, cfg)  # would have published anything, and pruned the pinned version
+    assert sorted(p.name for p in Path(cfg.train.out_dir).iterdir()) == versions and pinned.is_dir()
 
 
 def test_retrain_waits_for_nobody_and_changes_nothing_when_busy(loaded):
@@ -358,6 +363,41 @@ def test_prune_spares_a_version_a_server_holds_though_nothing_names_it(tmp_path)
     assert versions[0].is_dir() and versions[2].is_dir()
     served.close()  # the server moved on, or stopped
     assert prune(cfg) == [str(versions[0])]
+
+
+def test_prune_sweeps_what_killed_runs_left_once_a_day_old(tmp_path):
+    """Checkpoints of earlier nights' data (never resumed: each snapshot has its own), temporary
+    version directories and snapshots no version was trained on go once a day old; the newest
+    checkpoint, the -latest snapshot and anything recent stay."""
+    import os
+
+    from kgrec.config import Config
+
+    cfg = Config(workdir=tmp_path)
+    cfg.train.out_dir, cfg.export.out_dir, cfg.retrain.keep = tmp_path / "models", tmp_path / "snaps", 1
+    old = time.time() - 2 * 86_400
+
+    def make(path: Path, age: float | None = None) -> Path:
+        path.mkdir(parents=True)
+        (path / "meta.json").write_text("{}")
+        if age is not None:
+            os.utime(path, (age, age))
+        return path
+
+    ckpt = cfg.train.out_dir / ".checkpoints"
+    ckpts = [make(ckpt / "lightgcn-a", old - 10), make(ckpt / "lightgcn-b", old), make(ckpt / "lightgcn-c")]
+    newest_old = make(tmp_path / "only" / ".checkpoints" / "x", old)  # another out_dir: not this prune's
+    tmp_version = make(cfg.train.out_dir / ".tmp-20260101-000000-lightgcn", old)
+    snaps = [make(cfg.export.out_dir / f"retrain-2026010{n}-000000", old) for n in range(1, 5)]
+    version = make(cfg.train.out_dir / "20260101-000000-lightgcn")
+    (version / "meta.json").write_text(json.dumps({"snapshot": str(snaps[0])}))
+    (cfg.export.out_dir / "retrain-latest").symlink_to(snaps[3].name)
+    os.utime(snaps[2], None)  # touched today: a retrain may be encoding it
+    swept = prune(cfg)
+    assert sorted(swept) == sorted(map(str, [ckpts[0], ckpts[1], tmp_version, snaps[1]]))
+    assert ckpts[2].is_dir() and newest_old.is_dir() and snaps[0].is_dir() and snaps[2].is_dir() and snaps[3].is_dir()
+    os.utime(ckpts[2], (old, old))
+    assert prune(cfg) == []  # the newest checkpoint stays however old: a rerun on its data resumes it
 
 
 def test_no_head_to_head_when_it_would_favour_one_side(tmp_path):
