@@ -110,6 +110,9 @@ def cmd_ingest(args: argparse.Namespace, cfg: Config) -> None:
         if args.incremental or args.feed or args.lock_wait_s is not None:
             raise ConfigError("--bulk replaces the whole database offline: --incremental, --feed and --wait "
                               "apply to online ingests only")
+        if not cfg.neo4j.managed:  # said before the source is read, not after
+            raise ConfigError("--bulk imports into kgrec's own Neo4j (offline, with neo4j-admin); NEO4J_URI names "
+                              "another server: leave out --bulk to load it online")
         records, extra = _read_source(args, cfg)  # into an empty database: nothing there to look up
         report = bulk_import(records, cfg.neo4j)
         with _graph(cfg) as g:

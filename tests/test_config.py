@@ -116,3 +116,12 @@ def test_a_hangup_unwinds_a_command_unless_nohup_ignores_it(tmp_path):
         finally:
             proc.kill()
             proc.wait()
+
+
+def test_bulk_import_into_another_server_is_refused_before_the_source_is_read(monkeypatch, capsys):
+    from kgrec.cli import main
+
+    monkeypatch.setenv("NEO4J_URI", "bolt://127.0.0.1:1")  # nothing listens: the check comes first
+    monkeypatch.setenv("NEO4J_PASSWORD", "x")
+    assert main(["ingest", "tabular", "/nonexistent.csv", "--bulk"]) == 2
+    assert "--bulk imports into kgrec's own Neo4j" in capsys.readouterr().err
