@@ -18,6 +18,7 @@ an hour old, when no writer can still be finishing it.
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import logging
@@ -46,7 +47,8 @@ def _atomic_save(path: Path, array: np.ndarray) -> None:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     finally:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # a read-only filesystem refuses even a missing file's unlink
+            tmp.unlink(missing_ok=True)
 
 
 class VectorCache:
@@ -160,7 +162,8 @@ class VectorCache:
         except OSError as exc:
             logger.warning("cannot write to the text cache %s (%s): %d vectors are kept for this run only",
                            self.dir, exc, len(keys))
-            (self.dir / f"{shard}.vecs.npy").unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                (self.dir / f"{shard}.vecs.npy").unlink(missing_ok=True)
             written = False
         self._vecs[shard] = vectors
         for row, k in enumerate(keys):

@@ -260,7 +260,7 @@ def export_locked(graph: Graph, cfg: ExportConfig, name: str = "graph", lock_wai
         except LockLostError:
             discard_snapshot(snapshot, name)
             raise
-    point_latest(snapshot, name)  # only once it is known whole
+        point_latest(snapshot, name)  # once it is known whole, and before a later export can link its own
     return snapshot
 
 

@@ -166,7 +166,7 @@ def check_name(value: Any, what: str = "relation") -> str:
     """
     if not isinstance(value, str):
         raise GovernanceError(f"{what} must be a string, got {type(value).__name__}")
-    name = unicodedata.normalize("NFKC", value).strip()
+    name = unicodedata.normalize("NFKC", value.translate(INVISIBLE)).strip()  # as ids: no invisible twins
     if not NAME_RE.fullmatch(name):
         raise GovernanceError(f"invalid {what} name {_clip(repr(name), 120)}: must match {NAME_RE.pattern}")
     return name
@@ -182,7 +182,7 @@ def check_relation(value: Any) -> str:
         GovernanceError: neither form.
     """
     if isinstance(value, str):
-        name = unicodedata.normalize("NFKC", value).strip()
+        name = unicodedata.normalize("NFKC", value.translate(INVISIBLE)).strip()
         if name.startswith("<") and name.endswith(">"):
             name = name[1:-1]
         if IRI_RE.fullmatch(name):
@@ -256,10 +256,11 @@ def parse_timestamp(value: Any) -> int:
         return 0
     if len(text) == 8 and text.isascii() and text.isdigit():  # ISO 8601 basic date, not 1970's seconds
         try:
-            return int(datetime.strptime(text, "%Y%m%d").replace(tzinfo=timezone.utc).timestamp())
+            dt = datetime.strptime(text, "%Y%m%d")
         except ValueError:
             raise GovernanceError(f"timestamp {text!r}: eight digits are read as a date (YYYYMMDD) and this is "
                                   f"not one; write unix seconds of 1970 with a sign (+{text})") from None
+        text = dt.date().isoformat()  # and on as the ISO date it is, past the same checks
     try:
         number = float(text)
     except ValueError:

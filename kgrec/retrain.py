@@ -32,6 +32,7 @@ import json
 import logging
 import math
 import os
+import re
 import shutil
 import time
 from contextlib import contextmanager
@@ -226,23 +227,28 @@ LEFTOVER_AGE_S = 86_400  # what a killed run left is swept once this old: a runn
 def _sweep_leftovers(cfg: Config) -> list[str]:
     """What killed runs leave that no version names: training checkpoints of other data than the
     newest (each night's snapshot has its own, never resumed), ``.tmp-<version>`` directories, and
-    retrain snapshots no version was trained on. Only things a day old, never the newest checkpoint
-    (a rerun on the same data resumes it), nor the snapshot ``<name>-latest`` names."""
+    ``<snapshot_name>-<time>`` snapshots that no version here nor the served model was trained on.
+    Only things a day old, never a model's newest checkpoint (a rerun on the same data, or
+    ``kgrec train`` after ``--max-time``, resumes it), nor the snapshot ``<name>-latest`` names."""
     out_dir, cutoff = Path(cfg.train.out_dir), time.time() - LEFTOVER_AGE_S
-    checkpoints = sorted((p for p in (out_dir / ".checkpoints").glob("*") if p.is_dir()),
-                         key=lambda p: p.stat().st_mtime)
-    stale = [p for p in checkpoints[:-1] if p.stat().st_mtime < cutoff]
+    newest: dict[str, Path] = {}  # per model (directories are <model>-<fingerprint>)
+    for ckpt in sorted((p for p in (out_dir / ".checkpoints").glob("*") if p.is_dir()), key=lambda p: p.stat().st_mtime):
+        newest[ckpt.name.split("-", 1)[0]] = ckpt
+    stale = [p for p in (out_dir / ".checkpoints").glob("*") if p.is_dir() and p not in newest.values()
+             and p.stat().st_mtime < cutoff]
     stale += [p for p in out_dir.glob(".tmp-*") if p.is_dir() and p.stat().st_mtime < cutoff]
     snap_dir, name = Path(cfg.export.out_dir), cfg.retrain.snapshot_name
     if snap_dir.is_dir():
-        used = {Path(s).resolve() for s in (_meta(v).get("snapshot") for v in out_dir.iterdir()) if s}
+        versions = [*out_dir.iterdir(), Path(cfg.served_model())]
+        used = {Path(s).resolve() for s in (_meta(v).get("snapshot") for v in versions) if s}
         latest = (snap_dir / f"{name}-latest").resolve()
-        stale += [p for p in snap_dir.glob(f"{name}-*") if p.is_dir() and not p.is_symlink()
+        stamped = re.compile(re.escape(name) + r"-\d{8}-\d{6}(-\d+)?")  # this name's, not "<name>-books-..."
+        stale += [p for p in snap_dir.iterdir() if stamped.fullmatch(p.name) and p.is_dir() and not p.is_symlink()
                   and (p / "meta.json").is_file() and p.resolve() not in used | {latest}
                   and p.stat().st_mtime < cutoff]
     for path in stale:
         shutil.rmtree(path, ignore_errors=True)
-    return [str(p) for p in stale]
+    return [str(p) for p in stale if not p.exists()]
 
 
 def _version_order(version: Path) -> tuple[str, int]:

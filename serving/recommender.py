@@ -404,11 +404,19 @@ class Recommender:
             scores = scores.masked_fill(~finite, float("-inf"))
         k = min(k, int(finite.sum()))
         values, index = torch.topk(scores, k)
-        if k:  # every score tied with the k-th, in row order, then a stable sort by score
-            tied = torch.nonzero(scores >= values[-1]).squeeze(1)
-            if rows is not None:
-                tied = tied[torch.argsort(rows[tied])]
-            index = tied[torch.argsort(scores[tied], descending=True, stable=True)[:k]]
+        if k and int((scores == values[-1]).sum()) > int((values == values[-1]).sum()):
+            # the k-th score is tied beyond the list: which of those make it is decided by row
+            above = torch.nonzero(scores > values[-1]).squeeze(1)
+            tied = torch.nonzero(scores == values[-1]).squeeze(1)  # in position order
+            need = k - len(above)
+            if rows is None:
+                tied = tied[:need]
+            else:
+                tied = tied[torch.topk(-rows[tied], need).indices]
+            index = torch.cat([above, tied])
+        if k:  # by score, ties in row order
+            index = index[torch.argsort(index if rows is None else rows[index])]
+            index = index[torch.argsort(scores[index], descending=True, stable=True)]
             values = scores[index]
         if rows is not None:
             index = rows[index]

@@ -186,6 +186,15 @@ def test_a_full_cache_disk_costs_a_warning_not_the_encoding(encoder, tmp_path, m
     cached.reset_counters()
     cached.encode(texts)
     assert cached.misses == 0  # from memory
+    real_unlink = Path.unlink
+
+    def read_only(path, missing_ok=False):  # a read-only filesystem refuses even a missing file's unlink
+        if path.name.endswith(".tmp") or path.parent == cached.cache.dir:
+            raise OSError(30, "Read-only file system")
+        return real_unlink(path, missing_ok=missing_ok)
+
+    monkeypatch.setattr(Path, "unlink", read_only)
+    np.testing.assert_allclose(cached.encode(["a third text"]), encoder.encode(["a third text"]), atol=1e-6)
 
 
 def test_cache_invalidates_on_model_change(encoder, tmp_path):

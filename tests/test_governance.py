@@ -102,6 +102,7 @@ def test_check_name_rejects(name):
 def test_relation_names_may_be_iris(name, stored):
     """RDF predicates are IRIs: a relation name may be one (stored as a property value, never Cypher)."""
     assert check_relation(name) == stored
+    assert check_relation(name[:5] + "\u200b" + name[5:]) == stored  # no invisible twin
 
 
 @pytest.mark.parametrize("name", ["", "has space", "http://x y", "<genre>", "http://x/<b>", "x" * 101,
@@ -595,6 +596,8 @@ def test_eight_digit_strings_are_dates_not_seconds_of_1970():
     assert parse_timestamp("881250949") == 881250949  # nine digits and more: seconds
     with pytest.raises(GovernanceError, match="YYYYMMDD"):
         parse_timestamp("20201345")
+    with pytest.raises(GovernanceError, match="placeholder"):  # past the year 5138, as "9999-12-31" is
+        parse_timestamp("99991231")
 
 
 def test_negative_fractional_timestamps_round_down():

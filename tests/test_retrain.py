@@ -386,16 +386,19 @@ def test_prune_sweeps_what_killed_runs_left_once_a_day_old(tmp_path):
 
     ckpt = cfg.train.out_dir / ".checkpoints"
     ckpts = [make(ckpt / "lightgcn-a", old - 10), make(ckpt / "lightgcn-b", old), make(ckpt / "lightgcn-c")]
-    newest_old = make(tmp_path / "only" / ".checkpoints" / "x", old)  # another out_dir: not this prune's
+    only_rgcn = make(ckpt / "rgcn-z", old - 20)  # another model's newest: a stopped `kgrec train` goes on from it
     tmp_version = make(cfg.train.out_dir / ".tmp-20260101-000000-lightgcn", old)
-    snaps = [make(cfg.export.out_dir / f"retrain-2026010{n}-000000", old) for n in range(1, 5)]
+    snaps = [make(cfg.export.out_dir / f"retrain-2026010{n}-000000", old) for n in range(1, 6)]
+    others = make(cfg.export.out_dir / "retrain-books-20260101-000000", old)  # another retrain's name
     version = make(cfg.train.out_dir / "20260101-000000-lightgcn")
     (version / "meta.json").write_text(json.dumps({"snapshot": str(snaps[0])}))
+    cfg.serving.model_dir = make(tmp_path / "pinned")  # served from outside the model directory
+    (cfg.serving.model_dir / "meta.json").write_text(json.dumps({"snapshot": str(snaps[4])}))
     (cfg.export.out_dir / "retrain-latest").symlink_to(snaps[3].name)
     os.utime(snaps[2], None)  # touched today: a retrain may be encoding it
     swept = prune(cfg)
     assert sorted(swept) == sorted(map(str, [ckpts[0], ckpts[1], tmp_version, snaps[1]]))
-    assert ckpts[2].is_dir() and newest_old.is_dir() and snaps[0].is_dir() and snaps[2].is_dir() and snaps[3].is_dir()
+    assert all(p.is_dir() for p in [ckpts[2], only_rgcn, others, snaps[0], *snaps[2:]])
     os.utime(ckpts[2], (old, old))
     assert prune(cfg) == []  # the newest checkpoint stays however old: a rerun on its data resumes it
 
