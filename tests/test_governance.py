@@ -620,6 +620,13 @@ def test_quoted_fields_may_hold_line_breaks_and_long_text(tmp_path):
     assert len(items["2"]["title"]) == 1000 and items["4"]["title"] == "plain"
     assert list(_reasons(res)) == [5] and "malformed CSV" in _reasons(res)[5]
     assert res.report["items.csv"] == {"read": 4, "loaded": 3, "quarantined": 1, "deduplicated": 0}
+    # a literal inch mark before the quoted field: the record still ends where its quote closes
+    _write(tmp_path, "tv.csv", 'id,size,title\n6,5" TV,"two\nlines ""quoted"""\n7,42",plain\n')
+    spec = {"path": "tv.csv", "role": "items", "id": "id", "title": "title", "props": {"size": "str"}}
+    tv = read_tabular(tmp_path, {"files": [spec]})
+    assert [(i["id"], i["props"]["size"], i["title"]) for i in tv.records.items] == [
+        ("6", '5" TV', 'two lines "quoted"'), ("7", '42"', "plain")]
+    assert not tv.quarantine
 
 
 def test_jsonl_values_are_held_to_the_declared_property_types(tmp_path):

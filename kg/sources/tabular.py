@@ -228,15 +228,16 @@ def _records(lines: Iterator[tuple[int, str, str | None]], delimiter: str) -> It
         if not _open_quote(first[1], delimiter):
             yield first
             continue
-        pending, quotes = [first], first[1].count('"')  # odd while the field is open ("" pairs)
-        while quotes % 2 and len(pending) < MAX_RECORD_LINES:
+        pending, still_open = [first], True
+        while still_open and len(pending) < MAX_RECORD_LINES:
             line = pushed_back.popleft() if pushed_back else next(source, None)
             if line is None:
                 break
             pending.append(line)
-            quotes += line[1].count('"')
+            if '"' in line[1]:  # inside a quoted field what came before does not matter: reopen it and read on
+                still_open = _open_quote('"' + line[1], delimiter)
         joined = "\n".join(text for _, text, _ in pending)
-        if quotes % 2 == 0 and _parses(joined, delimiter):
+        if not still_open and _parses(joined, delimiter):
             yield first[0], joined, next((e for _, _, e in pending if e), None)
         else:
             yield first
