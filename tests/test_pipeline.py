@@ -511,8 +511,35 @@ def test_graph_filter_model_through_cli_serving_and_write_back(trained, graph_se
     assert client.post("/recommend/cold", json={"friend_ids": ["u0"]}).status_code == 422  # a filter takes no friends
     assert_written_back(graph_session, rec, ["u0", "u1"])
     # the 64-dimensional index of the earlier write-back was replaced by a 24-dimensional one, online
-    assert graph_session.query("writeback/vector_index_info") == [{"dimensions": 24, "state": "ONLINE"}]
+    assert graph_session.query("writeback/vector_index_info") == [{"dimensions": 24, "similarity": "COSINE",
+                                                                    "state": "ONLINE"}]
     assert len(graph_session.query("serving/similar_items_vector", item_id="i0", k=5)) == 5
+
+
+def test_write_back_leaves_out_vectors_the_index_cannot_take_and_runs_one_at_a_time(trained, graph_session):
+    """A NaN row (a broken model) or an all-zero one (a graph filter's item without training events)
+    is not written, where Neo4j would refuse it and stop the write-back halfway; such an item has no
+    neighbours, in the Browser and in Python. Two write-backs never run at once: each removes what
+    is not its own model's."""
+    import pytest
+
+    from kg.lock import LockedError, graph_lock
+    from serving import Recommender
+    from serving.writeback import WRITEBACK_LOCK, write_back
+
+    cfg, _, _ = trained
+    rec = Recommender.load(cfg.train.out_dir / "current")
+    rec.item_emb[rec.item_index["i1"]] = float("nan")
+    rec.item_emb[rec.item_index["i2"]] = 0
+    out = write_back(graph_session, rec, k=3, users=["u0"])
+    assert out["skipped_embeddings"] == 2 and out["items"] == len(rec.item_ids) - 2
+    for item in ("i1", "i2"):
+        assert graph_session.query("serving/similar_items_vector", item_id=item, k=5) == []
+    assert rec.similar_items("i2", 5) == []
+    assert len(graph_session.query("serving/similar_items_vector", item_id="i0", k=5)) == 5
+    with graph_lock(graph_session, WRITEBACK_LOCK):
+        with pytest.raises(LockedError):
+            write_back(graph_session, rec, k=3, users=["u0"], lock_wait_s=0)
 
 
 def test_forget_user_removes_them_from_the_next_export(trained, graph_session, tmp_path):
