@@ -69,16 +69,18 @@ class Graph:
             raise self._wrap(e) from e
         return [r.data() for r in records]
 
-    def write(self, name: str, **params: Any) -> neo4j.SummaryCounters:
-        """Run the write statement ``cypher/<name>.cypher`` in a managed (retried) transaction."""
+    def write(self, name: str, before_: Callable[[], None] | None = None, **params: Any) -> neo4j.SummaryCounters:
+        """Run the write statement ``cypher/<name>.cypher`` in a managed (retried) transaction;
+        ``before_`` runs at the start of every attempt (see :meth:`transaction`)."""
         text = cypher.load(name)
 
         def work(tx: neo4j.ManagedTransaction) -> neo4j.SummaryCounters:
             return tx.run(text, params).consume().counters
 
-        return self.transaction(work)
+        return self.transaction(work, before_)
 
-    def write_counted(self, name: str, **params: Any) -> tuple[neo4j.SummaryCounters, int]:
+    def write_counted(self, name: str, before_: Callable[[], None] | None = None,
+                      **params: Any) -> tuple[neo4j.SummaryCounters, int]:
         """:meth:`write` for a statement that ends ``RETURN count(*) AS written``: its counters, and how
         many of the rows it was given reached its end (a row whose nodes are missing does not)."""
         text = cypher.load(name)
@@ -88,7 +90,7 @@ class Graph:
             record = result.single()
             return result.consume().counters, int(record["written"]) if record is not None else 0
 
-        return self.transaction(work)
+        return self.transaction(work, before_)
 
     def write_all(self, steps: Sequence[tuple[str, Mapping[str, Any]]]) -> list[neo4j.SummaryCounters]:
         """Run several write statements ``(name, params)`` in order, in one transaction: all or none.
@@ -100,20 +102,34 @@ class Graph:
 
         return self.transaction(work)
 
-    def transaction(self, work: Callable[[neo4j.ManagedTransaction], T]) -> T:
-        """Run ``work(tx)`` in a managed write transaction (retried on transient errors)."""
+    def transaction(self, work: Callable[[neo4j.ManagedTransaction], T],
+                    before: Callable[[], None] | None = None) -> T:
+        """Run ``work(tx)`` in a managed write transaction (retried on transient errors for up to
+        30 s). ``before`` runs at the start of every attempt, a retry's too: a lock holder's
+        ``Lease.check``, so a batch retried after the lock was lost is never sent again."""
+        def attempt(tx: neo4j.ManagedTransaction) -> T:
+            if before is not None:
+                before()
+            return work(tx)
+
         try:
-            with self.driver.session(database=self.database) as session:
-                return session.execute_write(work)
+            with self._session() as session:
+                return session.execute_write(attempt)
         except (neo4j_exc.Neo4jError, neo4j_exc.DriverError) as e:
             raise self._wrap(e) from e
+
+    def _session(self, **options: Any) -> neo4j.Session:
+        """A session whose work :meth:`query` sees, and that sees :meth:`query`'s: all share the
+        driver's execute_query bookmarks, so on a cluster a read never lands on a member that has
+        not yet applied an earlier write (a lock just taken, events just written)."""
+        return self.driver.session(database=self.database,
+                                   bookmark_manager=self.driver.execute_query_bookmark_manager, **options)
 
     def stream(self, name: str, **params: Any) -> Iterator[neo4j.Record]:
         """Stream the records of a read statement without holding them all in memory."""
         text = cypher.load(name)
         try:
-            with self.driver.session(database=self.database, default_access_mode=neo4j.READ_ACCESS,
-                                     fetch_size=10000) as session:
+            with self._session(default_access_mode=neo4j.READ_ACCESS, fetch_size=10000) as session:
                 yield from session.run(text, params)
         except (neo4j_exc.Neo4jError, neo4j_exc.DriverError) as e:
             raise self._wrap(e) from e
@@ -121,7 +137,7 @@ class Graph:
     def run_script(self, name: str) -> None:
         """Run every statement of a multi-statement file (schema set-up), each on its own."""
         try:
-            with self.driver.session(database=self.database) as session:
+            with self._session() as session:
                 for stmt in cypher.statements(cypher.load(name)):
                     session.run(stmt).consume()
         except (neo4j_exc.Neo4jError, neo4j_exc.DriverError) as e:

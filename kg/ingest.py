@@ -197,13 +197,12 @@ def _ingest_locked(graph: Graph, records: GraphRecords, cfg: IngestConfig, incre
             continue
         bar = tqdm(total=len(rows), desc=f"ingest {kind}", unit="row", disable=not progress, leave=False)
         for batch in batches(rows, cfg.batch_size):
-            lease.check()
-            if kind in COUNTED:
-                counters, matched = graph.write_counted(statement, rows=batch)
+            if kind in COUNTED:  # the lease is checked before every attempt, a driver retry's too
+                counters, matched = graph.write_counted(statement, before_=lease.check, rows=batch)
                 if matched < len(batch):
                     totals["not_written"][kind] = totals["not_written"].get(kind, 0) + len(batch) - matched
             else:
-                counters = graph.write(statement, rows=batch)
+                counters = graph.write(statement, before_=lease.check, rows=batch)
             totals["nodes_created"] += counters.nodes_created
             totals["relationships_created"] += counters.relationships_created
             totals["properties_set"] += counters.properties_set
@@ -215,8 +214,7 @@ def _ingest_locked(graph: Graph, records: GraphRecords, cfg: IngestConfig, incre
         logger.warning("%d event(s) are dated more than a day ahead: loaded, but left out of the feed's "
                        "watermark", future)
     if watermark is not None:
-        lease.check()
-        graph.write("ingest/set_watermark", key=watermark_key(feed), value=watermark)
+        graph.write("ingest/set_watermark", before_=lease.check, key=watermark_key(feed), value=watermark)
     if totals["not_written"]:  # governance saw their nodes in the load or the graph: one went away since
         logger.warning("rows not written because a node they name is not in the graph (removed during the load?): %s",
                        totals["not_written"])

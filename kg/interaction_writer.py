@@ -149,10 +149,8 @@ def write_interactions(graph: Graph, events: list[dict], writers: int, size: int
         try:
             while (batch := scheduler.take()) is not None:
                 block, statement, rows = batch
-                try:
-                    if check is not None:
-                        check()
-                    counters, written = graph.write_counted(statement, rows=rows)
+                try:  # check runs before every attempt: a batch the driver retries after the lock is lost never commits
+                    counters, written = graph.write_counted(statement, before_=check, rows=rows)
                 finally:
                     scheduler.release(block)
                 sent = sum(len(r["item"]) for r in rows)

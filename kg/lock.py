@@ -91,7 +91,21 @@ def holder_is_gone(holder: dict[str, Any], stale_s: float = STALE_S) -> bool:
     if not proc or mine is None or proc.rsplit(":", 2)[0] != mine.rsplit(":", 2)[0]:
         return False  # another machine or container: only the heartbeat can tell
     pid = int(proc.rsplit(":", 2)[1])
-    return process_identity(pid) != proc  # gone, or the pid now belongs to a younger process
+    now = process_identity(pid)
+    if now is None and _pid_exists(pid):  # /proc hides another user's processes (hidepid): it may run
+        return False
+    return now != proc  # gone, or the pid now belongs to a younger process
+
+
+def _pid_exists(pid: int) -> bool:
+    """Whether some process has ``pid`` (one of another user's counts)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def process_identity(pid: int) -> str | None:
@@ -122,8 +136,16 @@ def break_lock(graph: Graph, name: str = INGEST_LOCK, force: bool = False) -> di
         raise LockedError(f"the {name!r} lock on {graph.where} is held by {_describe(holder)}, which is alive "
                           f"(heartbeat {holder['idle_s']:.0f} s ago); wait for it, or use --force if you "
                           f"know it is dead")
-    graph.write("lock/release", lock=name, owner=holder["owner"])  # only that holder's, never a newer one
+    if force:
+        graph.write("lock/release", lock=name, owner=holder["owner"])  # only that holder's, never a newer one
+    elif not _take_over(graph, name, holder):
+        raise LockedError(f"the {name!r} lock's holder {_describe(holder)} renewed it just now: it is alive")
     return holder
+
+
+def _take_over(graph: Graph, name: str, holder: dict[str, Any]) -> bool:
+    """Remove a gone holder's lock unless it renewed since ``holder`` was read; whether it did."""
+    return graph.write("lock/take_over", lock=name, owner=holder["owner"], beat=holder.get("beat")).nodes_deleted > 0
 
 
 @contextmanager
@@ -164,9 +186,9 @@ def graph_lock(graph: Graph, name: str = INGEST_LOCK, wait_s: float = 0.0, poll_
         if holder["owner"] == owner:
             break  # our own CREATE committed, and the driver retried it after a lost acknowledgement
         if holder_is_gone(holder, stale_s):
-            logger.warning("taking over the %r lock of %s, which is gone (heartbeat %.0f s ago)",
-                           name, _describe(holder), holder["idle_s"] or 0)
-            graph.write("lock/release", lock=name, owner=holder["owner"])
+            if _take_over(graph, name, holder):
+                logger.warning("took over the %r lock of %s, which is gone (heartbeat %.0f s ago)",
+                               name, _describe(holder), holder["idle_s"] or 0)
             continue
         if time.monotonic() >= deadline:
             raise LockedError(

@@ -128,7 +128,8 @@ def cmd_ingest(args: argparse.Namespace, cfg: Config) -> None:
 
             def keep_skipped(rows: list[dict], mark: int) -> None:  # accounted for, beside the quarantine
                 reason = f"older than the watermark {mark} of feed {args.feed or '(shared)'} (--incremental)"
-                skipped_file.write_text("".join(json.dumps({"reason": reason, "row": r}) + "\n" for r in rows))
+                with skipped_file.open("w", encoding="utf-8") as fh:  # a line at a time: a daily full export skips most
+                    fh.writelines(json.dumps({"reason": reason, "row": r}) + "\n" for r in rows)
                 extra.update(skipped_old=len(rows), skipped_file=str(skipped_file))
                 print(f"kgrec: {len(rows)} events {reason}: listed in {skipped_file}", file=sys.stderr)
 

@@ -305,3 +305,65 @@ def test_a_lease_is_lost_once_its_block_is_left(graph):
     assert lock_holder(graph) is None
     with pytest.raises(LockLostError, match="it was released"):
         lease.check()
+
+
+def test_a_write_the_driver_retries_checks_the_lease_again_first(graph):
+    """The driver retries a failed transaction for up to 30 s; the lock may be lost meanwhile. The
+    lease is checked at the start of every attempt, so a lost lock stops the retry uncommitted."""
+    import neo4j.exceptions
+
+    attempts, checks = [], []
+
+    def flaky(tx):  # the first attempt fails as a dropped connection would
+        attempts.append(1)
+        if len(attempts) == 1:
+            raise neo4j.exceptions.SessionExpired("connection lost")
+        return tx.run("CREATE (:RetryProbe) RETURN 1").consume().counters.nodes_created
+
+    assert graph.transaction(flaky, lambda: checks.append(1)) == 1 and len(checks) == len(attempts) == 2
+
+    def lost() -> None:
+        if checks:
+            raise LockLostError("lost it")
+        checks.append(1)
+
+    checks.clear()
+    attempts.clear()
+    with pytest.raises(LockLostError):
+        graph.transaction(flaky, lost)  # the retry finds the lease lost: never sent again
+    assert len(attempts) == 1
+    created = graph.driver.execute_query("MATCH (p:RetryProbe) DETACH DELETE p RETURN count(*) AS n",
+                                         database_=graph.database).records[0]["n"]
+    assert created == 1  # the first call's node only
+
+
+def test_a_holder_proc_hides_is_alive_while_its_pid_runs(monkeypatch):
+    """With /proc mounted hidepid, another user's process has no readable identity: the holder is
+    alive while its pid exists (only the heartbeat can tell more), gone once it does not."""
+    import kg.lock as lock_module
+    from kg.lock import holder_is_gone
+
+    child = subprocess.Popen(["sleep", "60"])
+    try:
+        identity = process_identity(child.pid)
+        real = lock_module.process_identity
+        monkeypatch.setattr(lock_module, "process_identity", lambda pid: None if pid == child.pid else real(pid))
+        holder = {"idle_s": 3.0, "proc": identity}
+        assert not holder_is_gone(holder)
+    finally:
+        child.kill()
+        child.wait()
+    assert holder_is_gone(holder)
+
+
+def test_a_holder_that_renews_after_it_was_seen_stale_keeps_its_lock(graph):
+    """Taking over deletes the lock only if its heartbeat is still the one seen stale: a renewal
+    landing between the look and the delete keeps the lock its holder's."""
+    _hold(graph, "slow", idle_s=600)
+    seen = lock_holder(graph)
+    graph.write("lock/renew", lock=INGEST_LOCK, owner="slow")  # it came back just now
+    assert graph.write("lock/take_over", lock=INGEST_LOCK, owner="slow", beat=seen["beat"]).nodes_deleted == 0
+    assert lock_holder(graph)["owner"] == "slow"
+    with pytest.raises(LockedError, match="alive"):
+        break_lock(graph)
+    graph.write("lock/release", lock=INGEST_LOCK, owner="slow")
