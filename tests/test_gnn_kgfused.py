@@ -243,6 +243,9 @@ def test_relational_conv_equals_pyg_rgcnconv(num_bases: int | None) -> None:
     ei, _, ptr, norm = sort_by_type(edge_index, edge_type, r)
     assert ptr.tolist()[-1] == 40 and ptr[4] == ptr[3]
     assert torch.allclose(ours(x, ei, ptr, norm), ref(x, edge_index, edge_type), atol=1e-5)
+    ei3, _, ptr3, norm3 = sort_by_type(edge_index, edge_type.clamp(max=2), 3)  # a graph of 3 types, not 4
+    with pytest.raises(ValueError, match="3 relation types, the layer 4"):
+        ours(x, ei3, ptr3, norm3)
 
 
 @pytest.mark.parametrize("model", MODELS)

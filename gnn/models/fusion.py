@@ -18,7 +18,7 @@ def as_text_buffer(text: Tensor | np.ndarray, rows: int, name: str = "text_embed
     Raises:
         ValueError: ``text`` is not a matrix with ``rows`` rows.
     """
-    t = torch.as_tensor(np.asarray(text), dtype=torch.float32)
+    t = text.detach().to("cpu", torch.float32) if isinstance(text, Tensor) else torch.as_tensor(np.asarray(text), dtype=torch.float32)
     if t.dim() != 2 or t.shape[0] != rows:
         raise ValueError(f"{name} must be ({rows}, T), got {tuple(t.shape)}")
     return nn.functional.normalize(t, dim=-1)

@@ -67,6 +67,8 @@ class RelationalConv(nn.Module):
             return out
         # one gather, then split/unbind (whose backward is one cat/stack, not a scatter per relation)
         sizes = (ptr[1:] - ptr[:-1]).tolist()
+        if len(sizes) != self.num_relations:  # zip would pair later relations with the wrong weights
+            raise ValueError(f"the graph has {len(sizes)} relation types, the layer {self.num_relations}")
         chunks = x.index_select(0, src).split(sizes)
         msg = torch.cat([c @ w for c, w in zip(chunks, self.relation_weights().unbind(0))])
         return out.index_add_(0, dst, msg * norm.to(x.dtype).unsqueeze(1))

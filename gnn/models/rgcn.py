@@ -194,7 +194,8 @@ class RGCNRec(EmbeddingRecommender):
             raise ValueError(f"graph has {n} nodes, the model {self.num_total}")
         marks = torch.arange(1, max(e - 1, 0) // max_edges + 1) * max_edges  # chunk edge budgets
         cuts = torch.searchsorted(colptr, marks, right=True) - 1
-        bounds = torch.unique(torch.cat([torch.tensor([0, n]), cuts.clamp(0, n)])).tolist()
+        # a node across a budget mark is a chunk of its own (cuts + 1 ends it): the others keep to max_edges
+        bounds = torch.unique(torch.cat([torch.tensor([0, n]), cuts.clamp(0, n), (cuts + 1).clamp(0, n)])).tolist()
         deg = colptr.diff()
         x = self.ego_embeddings()
         out = x.detach().clone()
