@@ -83,7 +83,7 @@ def _write_back(graph: Graph, rec: Recommender, k: int, batch_size: int, users: 
     for chunk in batches(users, max(1, batch_size // max(1, k))):
         lease.check()
         rows = [{"user": u, "item": r.item_id, "rank": rank + 1, "score": r.score}
-                for u, recs in zip(chunk, rec.recommend_many(chunk, k)) for rank, r in enumerate(recs)]
+                for u, recs in zip(chunk, _lists(graph, rec, chunk, k)) for rank, r in enumerate(recs)]
         # clear and set in one transaction, so a reader never finds a user with no list
         _, made = graph.write_all([("writeback/clear_recommendations", {"users": chunk}),
                                    ("writeback/set_recommendations", {"rows": rows, "model": rec.version})])
@@ -91,3 +91,13 @@ def _write_back(graph: Graph, rec: Recommender, k: int, batch_size: int, users: 
     while graph.write_counted("writeback/clear_stale_recommendations", model=rec.version, limit=10_000)[1]:
         pass
     return counts
+
+
+def _lists(graph: Graph, rec: Recommender, users: list[str], k: int) -> list[list]:
+    """Each user's top ``k``, without the items the graph says they have interacted with since the
+    model's snapshot (a list in Browser never shows an item its user already has)."""
+    since = {r["user"]: set(r["items"]) for r in graph.query("writeback/interacted_items", users=users)}
+    since = {u: items - set(rec.seen_items(u)) for u, items in since.items() if u in rec.user_index}
+    extra = max((len(items) for items in since.values()), default=0)
+    return [[r for r in recs if r.item_id not in since.get(u, ())][:k]
+            for u, recs in zip(users, rec.recommend_many(users, k + extra))]

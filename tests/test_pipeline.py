@@ -540,6 +540,17 @@ def test_write_back_leaves_out_vectors_the_index_cannot_take_and_runs_one_at_a_t
     with graph_lock(graph_session, WRITEBACK_LOCK):
         with pytest.raises(LockedError):
             write_back(graph_session, rec, k=3, users=["u0"], lock_wait_s=0)
+    # an item u0 took up after the snapshot: their list leaves it out, and still holds 3
+    top = rec.recommend("u0", 3)[0].item_id
+    graph_session.driver.execute_query("MATCH (u:User {id: 'u0'}), (i:Item {id: $i}) CREATE (u)-[:INTERACTED]->(i)",
+                                       i=top, database_=graph_session.database)
+    write_back(graph_session, rec, k=3, users=["u0"])
+    listed = graph_session.driver.execute_query(
+        "MATCH (:User {id: 'u0'})-[r:RECOMMENDED]->(i:Item) RETURN i.id AS id ORDER BY r.rank",
+        database_=graph_session.database).records
+    graph_session.driver.execute_query("MATCH (:User {id: 'u0'})-[r:INTERACTED]->(:Item {id: $i}) DELETE r",
+                                       i=top, database_=graph_session.database)  # one the model never saw
+    assert [r["id"] for r in listed] == [r.item_id for r in rec.recommend("u0", 4)][1:]
 
 
 def test_forget_user_removes_them_from_the_next_export(trained, graph_session, tmp_path):
