@@ -119,13 +119,11 @@ def plot_degree_histograms(data: GraphRecords | Snapshot, path: str | Path, titl
     Returns:
         The path written.
     """
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # not pyplot: no backend chosen for the whole process
 
     u_deg, i_deg = _degrees(data)
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    fig = Figure(figsize=(10, 4))
+    axes = fig.subplots(1, 2)
     for ax, deg, name in ((axes[0], u_deg, "users"), (axes[1], i_deg, "items")):
         positive = deg[deg > 0]
         if positive.size:
@@ -142,5 +140,4 @@ def plot_degree_histograms(data: GraphRecords | Snapshot, path: str | Path, titl
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return path

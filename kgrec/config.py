@@ -230,23 +230,27 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def _coerce(name: str, value: Any, hint: Any) -> Any:
+def _coerce(name: str, value: Any, hint: Any, from_env: bool = False) -> Any:
     """Convert a TOML or environment value to ``hint``, the field's resolved type.
 
-    Strings (environment values) are parsed: booleans from ``true/false/1/0/yes/no/on/off``, tables
-    from JSON, lists from ``a,b`` or a JSON array; list elements take the list's element type;
-    ``none``/``null`` unsets an optional setting that is not text. A
-    TOML value of another type (``kg_users = 1``, ``heap = 2``) is an error, not a guess.
+    Environment values (``from_env``) are strings and are parsed: booleans from
+    ``true/false/1/0/yes/no/on/off``, tables from JSON, lists from ``a,b`` or a JSON array; list
+    elements take the list's element type; ``none``/``null`` unsets an optional setting that is not
+    text. A TOML value of another type (``kg_users = 1``, ``heap = 2``, ``epochs = "5"``) is an
+    error, not a guess.
     """
     if typing.get_origin(hint) in (typing.Union, types.UnionType):
         options = [a for a in typing.get_args(hint) if a is not type(None)]
         optional = len(options) < len(typing.get_args(hint))
-        if optional and (value is None or (isinstance(value, str) and str not in options
+        if optional and (value is None or (from_env and isinstance(value, str) and str not in options
                                            and value.strip().lower() in ("none", "null"))):
             return None  # KGREC_TRAIN__ID_WEIGHT_DECAY=none: back to unset (never a string setting's text)
         hint = options[0] if len(options) == 1 else Any
     text_type = isinstance(value, str)
     origin = typing.get_origin(hint) or hint
+    if text_type and not from_env and hint not in (str, Path, Any):
+        raise ConfigError(f"config {name}: {value!r} is text; give it as a TOML "
+                          f"{getattr(origin, '__name__', origin)} (no quotes)")
     try:
         if hint is bool:
             if text_type:
@@ -280,13 +284,13 @@ def _coerce(name: str, value: Any, hint: Any) -> Any:
             if not isinstance(value, list):
                 raise ValueError("expected a list")
             (element,) = typing.get_args(hint) or (Any,)
-            return [_coerce(name, v, element) for v in value]
+            return [_coerce(name, v, element, from_env) for v in value]
         return value
     except (TypeError, ValueError) as e:
         raise ConfigError(f"config {name}: cannot use {value!r} ({e})") from e
 
 
-def _apply(obj: Any, values: Mapping[str, Any], prefix: str) -> None:
+def _apply(obj: Any, values: Mapping[str, Any], prefix: str, from_env: bool = False) -> None:
     fields = {f.name for f in dataclasses.fields(obj)}
     hints = typing.get_type_hints(type(obj))
     for key, value in values.items():
@@ -296,9 +300,9 @@ def _apply(obj: Any, values: Mapping[str, Any], prefix: str) -> None:
         if dataclasses.is_dataclass(current):
             if not isinstance(value, Mapping):
                 raise ConfigError(f"config {prefix}{key} must be a table")
-            _apply(current, value, f"{prefix}{key}.")
+            _apply(current, value, f"{prefix}{key}.", from_env)
         else:
-            setattr(obj, key, _coerce(prefix + key, value, hints[key]))
+            setattr(obj, key, _coerce(prefix + key, value, hints[key], from_env))
 
 
 def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Config:
@@ -331,9 +335,9 @@ def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = 
         overrides["workdir"] = env["KGREC_WORKDIR"]
     for var, key in (("NEO4J_URI", "uri"), ("NEO4J_USER", "user"),
                      ("NEO4J_PASSWORD", "password"), ("NEO4J_DATABASE", "database")):
-        if env.get(var):
-            overrides.setdefault("neo4j", {})[key] = env[var]
-    _apply(cfg, overrides, "")
+        if env.get(var, "").strip():  # blank is unset, as for KGREC_*
+            overrides.setdefault("neo4j", {})[key] = env[var] if key == "password" else env[var].strip()
+    _apply(cfg, overrides, "", from_env=True)
     _follow_workdir(cfg)
     return cfg
 

@@ -79,6 +79,8 @@ def head_to_head(served_dir: Path, new_dir: Path, snapshot_dir: Path, metric: st
         return None
     u, c = test.user.astype(np.int64), column[test.item]
     keep = (served_row[u] >= 0) & (c >= 0)
+    if not keep.any():  # every test event is a user or item the served model does not know
+        return None
     u, c = u[keep], c[keep]
     unseen = np.asarray(served.seen[served_row[u], served_cols[c]]).ravel() == 0
     u, c = u[unseen], c[unseen]

@@ -71,7 +71,9 @@ def test_toml_then_environment(tmp_path):
                                       ("", {"KGREC_TRAIN__KS": "ten"}), ("[train]\nks = 5\n", {}),
                                       ("[train]\nks = [2.5]\n", {}), ("[train]\nepochs = 1.5\n", {}),
                                       ("[train]\nlr = true\n", {}), ("[train]\nkg_users = 1\n", {}),
-                                      ("[neo4j]\nheap = 2\n", {})])
+                                      ("[neo4j]\nheap = 2\n", {}), ('[train]\nepochs = "5"\n', {}),
+                                      ('[train]\nks = ["10", "20"]\n', {}), ('[train]\namp = "False"\n', {}),
+                                      ('[train]\nid_weight_decay = "none"\n', {})])
 def test_bad_values_are_config_errors(tmp_path, text, env):
     f = tmp_path / "k.toml"
     f.write_text(text)
@@ -125,3 +127,9 @@ def test_bulk_import_into_another_server_is_refused_before_the_source_is_read(mo
     monkeypatch.setenv("NEO4J_PASSWORD", "x")
     assert main(["ingest", "tabular", "/nonexistent.csv", "--bulk"]) == 2
     assert "--bulk imports into kgrec's own Neo4j" in capsys.readouterr().err
+
+
+def test_blank_neo4j_variables_are_unset_as_kgrec_ones_are():
+    cfg = load_config(env={"NEO4J_URI": "  ", "NEO4J_PASSWORD": ""})
+    assert cfg.neo4j.managed and cfg.neo4j.uri is None
+    assert load_config(env={"NEO4J_URI": " bolt://db:7687 "}).neo4j.uri == "bolt://db:7687"
