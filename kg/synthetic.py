@@ -49,6 +49,8 @@ class SyntheticSpec:
             raise ValueError(f"need at least one item per community: num_items >= {c}, got {self.num_items}")
         if self.num_users < 3 * c:  # each query is searched by three users of its community
             raise ValueError(f"need at least three users per community: num_users >= {3 * c}, got {self.num_users}")
+        if self.brands_per_community < 1 or self.interactions_per_user < 0 or not 0 <= self.affinity <= 1:
+            raise ValueError("brands_per_community must be >= 1, interactions_per_user >= 0 and affinity in [0, 1]")
 
 
 def community_of_user(user_id: str, spec: SyntheticSpec) -> int:
@@ -115,7 +117,9 @@ def generate(spec: SyntheticSpec | None = None) -> GraphRecords:
     order = np.sort(first)  # keep draw order within a user
     ev_user, ev_item = ev_user[order], ev_item[order]
     purchase = rng.random(ev_user.size) < 0.2
-    ts = t0 + ev_user * 1000 + np.arange(ev_user.size) % 1000 * 10
+    rank = np.arange(ev_user.size) - np.searchsorted(ev_user, ev_user)  # each event's place in its user's draws
+    gap = max(1000, 10 * (int(rank.max(initial=0)) + 1))  # users' time ranges never overlap
+    ts = t0 + ev_user * gap + rank * 10  # a user's events in draw order, 10 s apart
     rec.interactions = [
         {"user": f"u{u}", "item": f"i{i}", "kind": "purchase" if p else "click",
          "weight": 2.0 if p else 1.0, "ts": int(t), "split": ""}
