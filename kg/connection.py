@@ -92,15 +92,16 @@ class Graph:
 
         return self.transaction(work, before_)
 
-    def write_all(self, steps: Sequence[tuple[str, Mapping[str, Any]]]) -> list[neo4j.SummaryCounters]:
+    def write_all(self, steps: Sequence[tuple[str, Mapping[str, Any]]],
+                  before: Callable[[], None] | None = None) -> list[neo4j.SummaryCounters]:
         """Run several write statements ``(name, params)`` in order, in one transaction: all or none.
-        Returns each statement's counters."""
+        Returns each statement's counters; ``before`` as in :meth:`transaction`."""
         texts = [(cypher.load(name), dict(params)) for name, params in steps]
 
         def work(tx: neo4j.ManagedTransaction) -> list[neo4j.SummaryCounters]:
             return [tx.run(text, params).consume().counters for text, params in texts]
 
-        return self.transaction(work)
+        return self.transaction(work, before)
 
     def transaction(self, work: Callable[[neo4j.ManagedTransaction], T],
                     before: Callable[[], None] | None = None) -> T:

@@ -38,6 +38,7 @@ from .schema import apply_schema
 logger = logging.getLogger(__name__)
 
 INGEST_LOCK = "ingest"
+WRITEBACK_LOCK = "writeback"  # serving's write-back: one at a time, each removes what is not its model's
 HEARTBEAT_S = 15.0
 STALE_S = 120.0  # eight missed heartbeats
 
@@ -139,7 +140,10 @@ def break_lock(graph: Graph, name: str = INGEST_LOCK, force: bool = False) -> di
     if force:
         graph.write("lock/release", lock=name, owner=holder["owner"])  # only that holder's, never a newer one
     elif not _take_over(graph, name, holder):
-        raise LockedError(f"the {name!r} lock's holder {_describe(holder)} renewed it just now: it is alive")
+        now = lock_holder(graph, name)
+        if now is None:
+            return None  # released meanwhile: free
+        raise LockedError(f"the {name!r} lock changed hands or was renewed just now: held by {_describe(now)}")
     return holder
 
 
@@ -185,11 +189,11 @@ def graph_lock(graph: Graph, name: str = INGEST_LOCK, wait_s: float = 0.0, poll_
             continue  # released in between: try again at once
         if holder["owner"] == owner:
             break  # our own CREATE committed, and the driver retried it after a lost acknowledgement
-        if holder_is_gone(holder, stale_s):
-            if _take_over(graph, name, holder):
-                logger.warning("took over the %r lock of %s, which is gone (heartbeat %.0f s ago)",
-                               name, _describe(holder), holder["idle_s"] or 0)
-            continue
+        # a holder that renewed meanwhile (or that a lagging read saw stale) is waited for as a live one
+        if holder_is_gone(holder, stale_s) and _take_over(graph, name, holder):
+            logger.warning("took over the %r lock of %s, which is gone (heartbeat %.0f s ago)",
+                           name, _describe(holder), holder["idle_s"] or 0)
+            continue  # free now: take it
         if time.monotonic() >= deadline:
             raise LockedError(
                 f"another kgrec writer holds the {name!r} lock on {graph.where} ({_describe(holder)}); nothing "

@@ -296,9 +296,9 @@ def cmd_unlock(args: argparse.Namespace, cfg: Config) -> None:
     from kg.lock import break_lock
 
     with _graph(cfg) as g:
-        holder = break_lock(g, force=args.force)
-    print("the ingest lock was free" if holder is None else
-          f"removed the ingest lock held by process {holder['pid']} on {holder['host']} since {holder['since']}")
+        holder = break_lock(g, args.lock, force=args.force)
+    print(f"the {args.lock} lock was free" if holder is None else
+          f"removed the {args.lock} lock held by process {holder['pid']} on {holder['host']} since {holder['since']}")
 
 
 def cmd_watermark(args: argparse.Namespace, cfg: Config) -> None:
@@ -437,6 +437,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("unlock", help="remove the ingest lock left by a writer that died (before its heartbeat "
                                       "goes stale and the next writer takes it over)")
     s.add_argument("--force", action="store_true", help="remove it even if its holder looks alive")
+    s.add_argument("--lock", choices=("ingest", "writeback"), default="ingest",  # kg.lock's lock names
+                   help="which lock: ingest (loads, exports, forget-user) or writeback (default ingest)")
     s.set_defaults(func=cmd_unlock)
     return p
 

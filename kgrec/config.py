@@ -249,8 +249,8 @@ def _coerce(name: str, value: Any, hint: Any, from_env: bool = False) -> Any:
     text_type = isinstance(value, str)
     origin = typing.get_origin(hint) or hint
     if text_type and not from_env and hint not in (str, Path, Any):
-        raise ConfigError(f"config {name}: {value!r} is text; give it as a TOML "
-                          f"{getattr(origin, '__name__', origin)} (no quotes)")
+        kind = {dict: "table", list: "array", bool: "boolean", int: "integer", float: "float"}.get(origin, "value")
+        raise ConfigError(f"config {name}: {value!r} is text; give it as a TOML {kind} (no quotes)")
     try:
         if hint is bool:
             if text_type:
@@ -335,7 +335,7 @@ def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = 
         overrides["workdir"] = env["KGREC_WORKDIR"]
     for var, key in (("NEO4J_URI", "uri"), ("NEO4J_USER", "user"),
                      ("NEO4J_PASSWORD", "password"), ("NEO4J_DATABASE", "database")):
-        if env.get(var, "").strip():  # blank is unset, as for KGREC_*
+        if (env.get(var) if key == "password" else env.get(var, "").strip()):  # blank is unset, as for KGREC_*
             overrides.setdefault("neo4j", {})[key] = env[var] if key == "password" else env[var].strip()
     _apply(cfg, overrides, "", from_env=True)
     _follow_workdir(cfg)

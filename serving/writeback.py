@@ -10,13 +10,11 @@ import logging
 import torch
 
 from kg.connection import Graph, batches
-from kg.lock import Lease, graph_lock
+from kg.lock import WRITEBACK_LOCK, Lease, graph_lock
 
 from .recommender import Recommender
 
 logger = logging.getLogger(__name__)
-
-WRITEBACK_LOCK = "writeback"  # one write-back at a time: each removes what is not its model's
 
 
 def write_back(graph: Graph, rec: Recommender, k: int = 10, batch_size: int = 2000,
@@ -63,13 +61,13 @@ def _write_back(graph: Graph, rec: Recommender, k: int, batch_size: int, users: 
         usable = (torch.isfinite(emb).all(1) & (emb.abs().sum(1) > 0)).tolist()
         counts["skipped_embeddings"] += usable.count(False)
         for rows in batches(({"id": n, "embedding": v} for n, v, ok in zip(ids, emb.tolist(), usable) if ok),
-                            batch_size):
-            lease.check()
-            counts[f"{kind}s"] += graph.write_counted(f"writeback/set_{kind}_embeddings", rows=rows, model=rec.version)[1]
+                            batch_size):  # the lease is checked before every attempt, a driver retry's too
+            counts[f"{kind}s"] += graph.write_counted(f"writeback/set_{kind}_embeddings", before_=lease.check,
+                                                      rows=rows, model=rec.version)[1]
     if counts["skipped_embeddings"]:
         logger.warning("%d embeddings of %s are not finite or all zero: not written (those nodes have no vector)",
                        counts["skipped_embeddings"], rec.version)
-    graph.write("writeback/clear_stale_embeddings", model=rec.version)  # nodes this model does not know
+    graph.write("writeback/clear_stale_embeddings", before_=lease.check, model=rec.version)  # nodes it does not know
     # An index of another dimension is replaced only now: while the vectors were written it kept
     # indexing the old-size ones (Neo4j leaves vectors of another size out); a query with a new
     # vector fails against it, and any query fails while the new index fills (awaited below).
@@ -86,9 +84,11 @@ def _write_back(graph: Graph, rec: Recommender, k: int, batch_size: int, users: 
                 for u, recs in zip(chunk, _lists(graph, rec, chunk, k)) for rank, r in enumerate(recs)]
         # clear and set in one transaction, so a reader never finds a user with no list
         _, made = graph.write_all([("writeback/clear_recommendations", {"users": chunk}),
-                                   ("writeback/set_recommendations", {"rows": rows, "model": rec.version})])
+                                   ("writeback/set_recommendations", {"rows": rows, "model": rec.version})],
+                                  before=lease.check)
         counts["recommendations"] += made.relationships_created
-    while graph.write_counted("writeback/clear_stale_recommendations", model=rec.version, limit=10_000)[1]:
+    while graph.write_counted("writeback/clear_stale_recommendations", before_=lease.check, model=rec.version,
+                              limit=10_000)[1]:
         pass
     return counts
 

@@ -218,6 +218,11 @@ def test_cli_reports_a_held_lock_in_one_line_and_unlock_removes_it(graph, neo4j_
     assert main(["unlock"]) == 2 and "alive" in capsys.readouterr().err
     assert main(["unlock", "--force"]) == 0
     assert "process 4242 on elsewhere.example" in capsys.readouterr().out
+    graph.driver.execute_query(  # a write-back's lock, its holder dead on another host
+        "CREATE (:KgrecLock {name: 'writeback', owner: 'wb', host: 'far', pid: 7, proc: '', since: datetime(), "
+        "renewed: datetime() - duration({seconds: 600})})", database_=graph.database)
+    assert main(["unlock"]) == 0 and "the ingest lock was free" in capsys.readouterr().out
+    assert main(["unlock", "--lock", "writeback"]) == 0 and "removed the writeback lock" in capsys.readouterr().out
     assert main(argv) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["feed"] == "nightly" and report["watermark"] == get_watermark(graph, "nightly") is not None
