@@ -226,7 +226,8 @@ class HFTextEncoder(TextEncoder):
         token = next(t for t in (self.tokenizer.bos_token_id, self.tokenizer.eos_token_id,
                                  self.tokenizer.pad_token_id) if t is not None)
         if mask.shape[1] == 0:  # every text of the batch was empty: one position to put it in
-            batch = {k: torch.zeros((len(v), 1), dtype=v.dtype) for k, v in batch.items()}
+            batch = {k: torch.zeros((len(v), 1), dtype=torch.long) for k, v in batch.items()}  # ids, masks: integers
+            # (an older tokenizer gives an empty batch float tensors)
             batch["input_ids"].fill_(self.tokenizer.pad_token_id)
         batch["input_ids"][empty, 0] = token
         batch["attention_mask"][empty, 0] = 1

@@ -19,23 +19,45 @@ def check_template(template: str, allowed: tuple[str, ...]) -> None:
     Raises:
         ValueError: an unknown field, a positional field or attribute/index access.
     """
-    for _, field_name, _, _ in string.Formatter().parse(template):
+    for _, field_name, spec, _ in string.Formatter().parse(template):
         if field_name is None:
             continue
-        if field_name not in allowed:
-            raise ValueError(f"template {template!r} uses {{{field_name}}}; allowed fields: "
-                             + ", ".join("{" + f + "}" for f in allowed))
+        if field_name not in allowed or "{" in (spec or ""):
+            raise ValueError(f"template {template!r} uses {{{field_name}{':' + spec if spec else ''}}}; allowed "
+                             "fields: " + ", ".join("{" + f + "}" for f in allowed))
 
 
 def fill(template: str, values: Mapping[str, Any]) -> str:
     """Fill a template with normalised values; ``""`` when every value is empty.
 
-    Runs of whitespace collapse to one space, so an empty field leaves no gap.
+    Runs of whitespace collapse to one space. Between two fields that have text stands the text
+    that follows the first of them in the template, so an empty field takes its separator with it
+    (``"{title}. {description} {attributes}"`` is ``"Rock, Pop"`` without a title, ``"Up. Drama"``
+    without a description); the text before the first field is a prefix, always kept
+    (``"query: {text}"``), and the text after the last follows any content.
     """
     clean = {k: normalize_text(v) for k, v in values.items()}
     if not any(clean.values()):
         return ""
-    return _SPACES.sub(" ", template.format_map(clean)).strip()
+    out: list[str] = []
+    content = False  # a field with text has been written
+    sep: str | None = None  # the text after the last field with text: what precedes the next one
+    for n, (literal, field_name, spec, _) in enumerate(string.Formatter().parse(template)):
+        if n == 0:
+            out.append(literal)
+        elif sep is None:
+            sep = literal
+        if field_name is None:  # the text after the last field
+            if content and n:
+                out.append(sep or "")
+            continue
+        value = format(clean[field_name], spec or "")
+        if value:
+            if content:
+                out.append(sep or "")
+            out.append(value)
+            content, sep = True, None
+    return _SPACES.sub(" ", "".join(out)).strip()
 
 
 def node_texts(snapshot: Any, cfg: Any) -> dict[str, list[str]]:
@@ -62,7 +84,7 @@ def node_texts(snapshot: Any, cfg: Any) -> dict[str, list[str]]:
     attributes = snapshot.item_attribute_names()
     items = [
         fill(cfg.item_template, {"title": title, "description": desc,
-                                 "attributes": ", ".join(dict.fromkeys(n for n in attrs if n))})
+                                 "attributes": ", ".join(dict.fromkeys(n for n in map(normalize_text, attrs) if n))})
         for title, desc, attrs in zip(snapshot.item_titles, snapshot.item_descriptions, attributes)
     ]
     queries = [fill(cfg.query_template, {"text": t}) for t in snapshot.query_texts]

@@ -124,10 +124,14 @@ def split_interactions(user: np.ndarray, item: np.ndarray, ts: np.ndarray, cfg: 
 
 
 def _canonical_edges(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-    """(2, E) edges sorted by (source, target): the snapshot does not depend on the order Neo4j
-    happens to return them in (item texts list attributes in this order, too)."""
+    """(2, E) distinct edges sorted by (source, target): the snapshot does not depend on the order
+    Neo4j happens to return them in (item texts list attributes in this order, too), and a pair
+    linked twice (a query searched at two times) is one edge, as a pair's events are one interaction."""
     order = np.lexsort((dst, src))
-    return np.stack([src[order], dst[order]])
+    src, dst = src[order], dst[order]
+    first = np.ones(len(src), dtype=bool)
+    first[1:] = (src[1:] != src[:-1]) | (dst[1:] != dst[:-1])
+    return np.stack([src[first], dst[first]])
 
 
 def _claim_snapshot_dir(out_dir: Path, stem: str) -> Path:

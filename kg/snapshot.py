@@ -105,11 +105,19 @@ class Snapshot:
         return np.concatenate(edges, axis=1) if edges else np.zeros((2, 0), np.int64)
 
     def item_attribute_names(self) -> list[list[str]]:
-        """For each item, the names of the entities it links to through item->entity relations."""
+        """For each item, the names of the entities it links to through item->entity relations that
+        are words: not ``same_as`` links (to the item's own knowledge-graph node, named by a Freebase
+        ``m.04ctbw8`` say), nor a name that is only its entity's id (a node created for a reference:
+        ``kg:3846``). ``genre:Comedy`` named ``Comedy`` is a word."""
         names: list[list[str]] = [[] for _ in range(self.num_items)]
-        edges = self.item_entity_edges()
-        for i, e in zip(edges[0].tolist(), edges[1].tolist()):
-            names[i].append(self.entity_names[e])
+        ids = self.ids["entity"]
+        for rel, (src, dst) in self.relation_types.items():
+            if src != "item" or dst != "entity" or rel not in self.relations or rel == "has:same_as":
+                continue
+            for i, e in zip(*self.relations[rel].tolist()):
+                name = self.entity_names[e]
+                if name and name != ids[e]:
+                    names[i].append(name)
         return names
 
     def save(self, path: str | Path) -> Path:

@@ -304,6 +304,35 @@ def test_node_texts():
     assert texts["entity"] == ["Acme", "Shoes", "Tea"]
     with pytest.raises(ValueError, match="allowed fields"):
         node_texts(tiny_snapshot(), EncoderConfig(item_template="{title.__class__}"))
+    with pytest.raises(ValueError, match="allowed fields"):  # a field inside a format spec, caught up front
+        node_texts(tiny_snapshot(), EncoderConfig(item_template="{title:{x}}"))
+
+
+def test_separators_stay_only_between_fields_that_have_text():
+    from encoders.texts import fill
+
+    template = "{title}. {description} {attributes}"
+    assert fill(template, {"title": "", "description": "", "attributes": "Rock, Pop"}) == "Rock, Pop"
+    assert fill(template, {"title": "Up", "description": "", "attributes": ""}) == "Up"
+    assert fill("{title}.", {"title": "Up"}) == "Up." and fill("{a}. {b}.", {"a": "", "b": "x"}) == "x."
+    assert fill(template, {"title": "Up", "description": "", "attributes": "Drama"}) == "Up. Drama"
+    assert fill("query: {text}", {"text": "red shoes"}) == "query: red shoes"  # a prefix stays
+    assert fill("{a}, {b} and {c}", {"a": "x", "b": "", "c": "z"}) == "x, z"
+    assert fill("{a}", {"a": " "}) == ""
+
+
+def test_item_text_leaves_out_ids_that_stand_for_names():
+    """An item's same_as link to its own KG node, and entities whose name is only their id (made for a
+    reference: kg:3846), add no words to its text; named attributes do."""
+    snap = tiny_snapshot()
+    snap.ids["entity"] = ["brand:Acme", "kg:3846", "kg:0"]
+    snap.entity_names = ["Acme", "kg:3846", "m.04ctbw8"]
+    snap.relations = {"has:brand": np.array([[0], [0]]), "has:genre": np.array([[0], [1]]),
+                      "has:same_as": np.array([[2], [2]])}
+    snap.relation_types = {r: ("item", "entity") for r in snap.relations}
+    assert snap.item_attribute_names() == [["Acme"], [], []]
+    assert node_texts(snap, EncoderConfig())["item"] == ["Trail runner. Light shoe for trails. Acme", "",
+                                                         "绿茶. 有机绿茶 🍵"]
 
 
 def test_an_encode_stopped_between_its_two_writes_leaves_stale_vectors(encoder, tmp_path, monkeypatch):

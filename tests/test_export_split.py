@@ -193,3 +193,13 @@ def test_a_discarded_snapshot_hands_the_latest_link_back_to_the_one_before(tmp_p
     assert os.readlink(latest) == names[1]
     discard_snapshot(tmp_path / names[1], "g")
     assert not latest.is_symlink()  # g-other-... belongs to another name
+
+
+def test_a_pair_linked_twice_is_one_edge_in_the_snapshot():
+    """A user who searched one query at two times has two SEARCHED relationships: one edge, as a
+    pair's repeated events are one interaction (R-GCN's means would count it twice)."""
+    from kg.export import _canonical_edges
+
+    edges = _canonical_edges(np.array([2, 0, 2, 1, 0]), np.array([5, 3, 5, 4, 3]))
+    assert edges.tolist() == [[0, 1, 2], [3, 4, 5]]
+    assert _canonical_edges(np.array([], np.int64), np.array([], np.int64)).shape == (2, 0)
