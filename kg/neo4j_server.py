@@ -165,6 +165,9 @@ class ManagedNeo4j:
             "server.default_advertised_address=127.0.0.1",
             f"server.bolt.listen_address=127.0.0.1:{c.bolt_port}",
             f"server.http.listen_address=127.0.0.1:{c.http_port}",
+            # what the server tells clients (Browser's connect form) is where it listens, not 7687/7474
+            f"server.bolt.advertised_address=127.0.0.1:{c.bolt_port}",
+            f"server.http.advertised_address=127.0.0.1:{c.http_port}",
             "server.https.enabled=false",
             "dbms.security.auth_enabled=true",
             f"server.memory.heap.initial_size={c.heap}",
@@ -332,15 +335,21 @@ def _write_private(path: Path, text: str) -> None:
 
 
 def read_password(config: Neo4jConfig) -> str:
-    """The password to use: the configured one, else the managed server's generated one (never
-    sent to another server: with ``NEO4J_URI`` set, ``NEO4J_PASSWORD`` must be too)."""
-    if config.password:
-        return config.password
+    """The password to use: for another server (``NEO4J_URI``) the configured one, which must be
+    set (the managed server's is never sent elsewhere); for kgrec's own server the one generated at
+    its first start, whatever ``NEO4J_PASSWORD`` says (one left over from other work is ignored,
+    with a warning)."""
     if not config.managed:
-        raise Neo4jSetupError(f"NEO4J_URI points kgrec at {config.bolt_uri}: set NEO4J_PASSWORD for it "
-                              f"(the managed server's password is not sent elsewhere)")
+        if not config.password:
+            raise Neo4jSetupError(f"NEO4J_URI points kgrec at {config.bolt_uri}: set NEO4J_PASSWORD for it "
+                                  f"(the managed server's password is not sent elsewhere)")
+        return config.password
     try:
-        return config.password_file.read_text().strip()
+        generated = config.password_file.read_text().strip()
     except FileNotFoundError:
         raise Neo4jSetupError(f"no Neo4j password: run `kgrec neo4j start` (it writes "
-                              f"{config.password_file}) or set NEO4J_PASSWORD") from None
+                              f"{config.password_file})") from None
+    if config.password and config.password != generated:
+        logger.warning("NEO4J_PASSWORD is ignored for kgrec's own Neo4j, which uses the password generated in %s "
+                       "(set NEO4J_URI as well to use it for another server)", config.password_file)
+    return generated

@@ -133,3 +133,20 @@ def test_blank_neo4j_variables_are_unset_as_kgrec_ones_are():
     cfg = load_config(env={"NEO4J_URI": "  ", "NEO4J_PASSWORD": ""})
     assert cfg.neo4j.managed and cfg.neo4j.uri is None
     assert load_config(env={"NEO4J_URI": " bolt://db:7687 "}).neo4j.uri == "bolt://db:7687"
+
+
+def test_kgrecs_own_neo4j_uses_its_generated_password_whatever_neo4j_password_says(tmp_path, caplog):
+    """A NEO4J_PASSWORD left over from other work would be refused by kgrec's own server: it is
+    ignored there, with a warning, and still used (and needed) for another server."""
+    from kg.errors import Neo4jSetupError
+    from kg.neo4j_server import read_password
+    from kgrec.config import Neo4jConfig
+
+    own = Neo4jConfig(home=tmp_path, password="left-over")
+    (tmp_path / "password").write_text("generated\n")
+    with caplog.at_level("WARNING", logger="kg.neo4j_server"):
+        assert read_password(own) == "generated"
+    assert "NEO4J_PASSWORD is ignored" in caplog.text
+    assert read_password(Neo4jConfig(uri="bolt://db:7687", password="theirs")) == "theirs"
+    with pytest.raises(Neo4jSetupError, match="set NEO4J_PASSWORD"):
+        read_password(Neo4jConfig(uri="bolt://db:7687"))

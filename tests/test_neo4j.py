@@ -31,6 +31,16 @@ def test_round_trip(graph):
     assert [dict(r) for r in rows] == [{"age": 31, "title": "Dune", "kind": "purchase", "w": 2.0}]
 
 
+def test_the_server_advertises_the_ports_it_listens_on(graph, neo4j_config):
+    """Browser's connect form takes the bolt address the server advertises: this server's, never
+    the default 7687 (the demo's, or another database's)."""
+    settings = {r["name"]: r["value"] for r in graph.driver.execute_query(
+        "SHOW SETTINGS YIELD name, value WHERE name ENDS WITH '.advertised_address' RETURN name, value",
+        database_=graph.database).records}
+    assert settings["server.bolt.advertised_address"] == f"127.0.0.1:{neo4j_config.bolt_port}"
+    assert settings["server.http.advertised_address"] == f"127.0.0.1:{neo4j_config.http_port}"
+
+
 def test_constraint_violation_is_a_clear_error(graph):
     graph.driver.execute_query("CREATE (:Item {id: 'dup'})", database_=graph.database)
 
