@@ -121,9 +121,7 @@ def bulk_import(records: GraphRecords, config: Neo4jConfig, workdir: Path | None
         kg.lock.LockedError: a writer holds the ingest lock; nothing was changed.
     """
     from .connection import connect
-    from .ingest import watermark_key, watermark_of
     from .lock import INGEST_LOCK, LockedError, holder_is_gone, lock_holder
-    from .schema import apply_schema
 
     server = ManagedNeo4j(config)
     java = _java()
@@ -139,28 +137,40 @@ def bulk_import(records: GraphRecords, config: Neo4jConfig, workdir: Path | None
                 raise LockedError(f"another kgrec writer holds the {INGEST_LOCK!r} lock ({holder['host']}, pid "
                                   f"{holder['pid']}); the bulk import would replace the database under it. "
                                   f"Nothing was changed: retry when it is done")
-        server.stop()
-        try:  # the server comes back up whatever happens here (an error, a signal)
-            conf_dir = server.home / "conf"
-            if not (conf_dir / "neo4j.conf").exists():
-                server.install()
-                server._write_conf()
-            args = [java, "-cp", str(server.lib_dir / "*"), ADMIN_TOOL, "database", "import", "full", config.database,
-                    "--overwrite-destination=true", "--threads=2", f"--report-file={Path(tmp) / 'import.report'}",
-                    f"--nodes=User={files['users']}", f"--nodes=Item={files['items']}",
-                    f"--nodes=Query={files['queries']}", f"--nodes=Entity={files['entities']}",
-                    f"--relationships=INTERACTED={files['interactions']}",
-                    f"--relationships=SEARCHED={files['searched']}", f"--relationships=RELEVANT={files['relevant']}",
-                    f"--relationships=HAS_ATTRIBUTE={files['has_attribute']}",
-                    f"--relationships=HAS_ATTRIBUTE={files['user_attribute']}",
-                    f"--relationships=RELATED={files['related']}", f"--relationships=FRIEND={files['friend']}"]
-            env = {**os.environ, "NEO4J_HOME": str(server.home), "NEO4J_CONF": str(conf_dir)}
-            t = time.perf_counter()
-            proc = subprocess.run(args, capture_output=True, text=True, env=env)
-            timings["import_seconds"] = round(time.perf_counter() - t, 2)
-        finally:
-            t = time.perf_counter()
-            server.start()
+        with server.exclusive():  # no `kgrec neo4j start` (a cron retrain's) between the stop and the start
+            return _import_and_restart(server, config, java, files, Path(tmp), records, timings)
+
+
+def _import_and_restart(server: ManagedNeo4j, config: Neo4jConfig, java: str, files: dict[str, Path], tmp: Path,
+                        records: GraphRecords, timings: dict[str, float]) -> dict:
+    """Stop the server, run neo4j-admin import, start it again (whatever happens), then the schema
+    and the watermark; the caller holds the server's start lock."""
+    from .connection import connect
+    from .ingest import watermark_key, watermark_of
+    from .schema import apply_schema
+
+    server.stop()
+    try:  # the server comes back up whatever happens here (an error, a signal)
+        conf_dir = server.home / "conf"
+        if not (conf_dir / "neo4j.conf").exists():
+            server.install()
+            server._write_conf()
+        args = [java, "-cp", str(server.lib_dir / "*"), ADMIN_TOOL, "database", "import", "full", config.database,
+                "--overwrite-destination=true", "--threads=2", f"--report-file={tmp / 'import.report'}",
+                f"--nodes=User={files['users']}", f"--nodes=Item={files['items']}",
+                f"--nodes=Query={files['queries']}", f"--nodes=Entity={files['entities']}",
+                f"--relationships=INTERACTED={files['interactions']}",
+                f"--relationships=SEARCHED={files['searched']}", f"--relationships=RELEVANT={files['relevant']}",
+                f"--relationships=HAS_ATTRIBUTE={files['has_attribute']}",
+                f"--relationships=HAS_ATTRIBUTE={files['user_attribute']}",
+                f"--relationships=RELATED={files['related']}", f"--relationships=FRIEND={files['friend']}"]
+        env = {**os.environ, "NEO4J_HOME": str(server.home), "NEO4J_CONF": str(conf_dir)}
+        t = time.perf_counter()
+        proc = subprocess.run(args, capture_output=True, text=True, env=env)
+        timings["import_seconds"] = round(time.perf_counter() - t, 2)
+    finally:
+        t = time.perf_counter()
+        server.start()
     if proc.returncode != 0:  # before the schema: a failed import's own words, not the database's
         raise Neo4jSetupError(f"neo4j-admin import failed:\n{(proc.stdout + proc.stderr)[-2000:]}")
     with connect(config) as g:

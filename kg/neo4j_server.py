@@ -19,9 +19,11 @@ import socket
 import subprocess
 import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Iterator
 
 from kgrec.config import Neo4jConfig
 
@@ -102,6 +104,7 @@ class ManagedNeo4j:
             raise Neo4jSetupError("NEO4J_URI is set: kgrec uses that server and manages none")
         self.config = config
         self.home = config.home.resolve()
+        self._exclusive = False  # inside exclusive(): start() takes no second flock on the lock file
 
     @property
     def lib_dir(self) -> Path:
@@ -247,18 +250,37 @@ class ManagedNeo4j:
         for d in ("run", "data"):
             (self.home / d).mkdir(parents=True, exist_ok=True)
         self._private_data()
+        if self._exclusive:  # this process holds the start lock already (exclusive())
+            return self._start_locked()
+        with self.exclusive():
+            return self._start_locked()
+
+    @contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """Hold this home's start lock: no other ``kgrec neo4j start`` (a cron job's, say) starts the
+        server meanwhile; the bulk import holds it from the stop, through the import, to the start.
+        A second holder waits for it, then finds the server it started.
+
+        Raises:
+            Neo4jSetupError: another process held it longer than a start may take.
+        """
+        (self.home / "run").mkdir(parents=True, exist_ok=True)
         with open(self.home / "run" / "start.lock", "a") as lock:
             deadline = time.monotonic() + LOCK_WAIT_S + self.config.start_timeout_s
-            while True:  # a second start waits, then finds this one's server
+            while True:
                 try:
                     fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
                     break
                 except BlockingIOError:
                     if time.monotonic() > deadline:
-                        raise Neo4jSetupError(f"another `kgrec neo4j start` on {self.home} has held its lock "
-                                              f"for {LOCK_WAIT_S + self.config.start_timeout_s:.0f} s") from None
+                        raise Neo4jSetupError(f"another `kgrec neo4j start` (or bulk import) on {self.home} has "
+                                              f"held its lock for {LOCK_WAIT_S + self.config.start_timeout_s:.0f} s") from None
                     time.sleep(0.5)
-            return self._start_locked()
+            self._exclusive = True
+            try:
+                yield
+            finally:
+                self._exclusive = False
 
     def _start_locked(self) -> tuple[ServerStatus, bool]:
         if self.pid() is not None:

@@ -150,3 +150,23 @@ def test_kgrecs_own_neo4j_uses_its_generated_password_whatever_neo4j_password_sa
     assert read_password(Neo4jConfig(uri="bolt://db:7687", password="theirs")) == "theirs"
     with pytest.raises(Neo4jSetupError, match="set NEO4J_PASSWORD"):
         read_password(Neo4jConfig(uri="bolt://db:7687"))
+
+
+def test_the_bulk_import_holds_the_servers_start_lock_from_stop_to_start(tmp_path):
+    """While exclusive() is held (the bulk import's stop, import and start), another process's
+    `kgrec neo4j start` cannot take the start lock, so it cannot start the server on the store
+    being imported; in this process start() does not wait for itself."""
+    import subprocess
+    import sys
+
+    from kg.neo4j_server import ManagedNeo4j
+    from kgrec.config import Neo4jConfig
+
+    server = ManagedNeo4j(Neo4jConfig(home=tmp_path))
+    probe = ("import fcntl, sys\nf = open(sys.argv[1], 'a')\ntry:\n    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)\n"
+             "except BlockingIOError:\n    sys.exit(3)\n")
+    lock = str(tmp_path / "run" / "start.lock")
+    with server.exclusive():
+        assert server._exclusive
+        assert subprocess.run([sys.executable, "-c", probe, lock]).returncode == 3
+    assert not server._exclusive and subprocess.run([sys.executable, "-c", probe, lock]).returncode == 0

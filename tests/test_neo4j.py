@@ -92,7 +92,8 @@ def test_ingest_twice_changes_nothing(graph):
 
 
 def test_wrong_password_is_one_actionable_line(neo4j_config):
-    bad = Neo4jConfig(**{**neo4j_config.__dict__, "password": "definitely-wrong"})
+    # NEO4J_URI with a wrong NEO4J_PASSWORD (kgrec's own server ignores NEO4J_PASSWORD: its generated one is used)
+    bad = Neo4jConfig(**{**neo4j_config.__dict__, "uri": neo4j_config.bolt_uri, "password": "definitely-wrong"})
     with pytest.raises(Neo4jConnectionError, match="wrong password"):
         connect(bad)
 
