@@ -274,16 +274,24 @@ def discard_snapshot(snapshot: Path, name: str) -> None:
     shutil.rmtree(snapshot, ignore_errors=True)
     latest = snapshot.with_name(f"{name}-latest")
     if latest.is_symlink() and os.readlink(latest) == snapshot.name:
-        stamped = re.compile(re.escape(name) + r"-\d{8}-\d{6}(-\d+)?")  # what _claim_snapshot_dir names
-        others = sorted((p for p in snapshot.parent.iterdir() if stamped.fullmatch(p.name) and not p.is_symlink()
-                         and (p / "meta.json").is_file()), key=lambda p: _stamp_order(p.name))
+        others = snapshots_named(snapshot.parent, name)
         if others:
             point_latest(others[-1], name)
         else:
             latest.unlink()
 
 
-def _stamp_order(dirname: str) -> tuple[str, int]:
-    """Sort key of ``<name>-<YYYYmmdd-HHMMSS>[-n]``: the time, then the same second's count."""
-    head, _, tail = dirname.rpartition("-")
-    return (head, int(tail)) if len(tail) < 6 else (dirname, 1)
+def snapshots_named(out_dir: Path, name: str) -> list[Path]:
+    """The snapshots :func:`export_snapshot` wrote under ``name`` in ``out_dir`` (``<name>-<time>``,
+    ``-2``… in the same second; not ``<name>-books-<time>``, nor the ``-latest`` link), whole ones
+    only (a ``meta.json``), oldest first."""
+    stamped = re.compile(re.escape(name) + r"-\d{8}-\d{6}(-\d+)?")  # what _claim_snapshot_dir names
+
+    def order(path: Path) -> tuple[str, int]:  # the time, then the same second's count
+        head, _, tail = path.name.rpartition("-")
+        return (head, int(tail)) if len(tail) < 6 else (path.name, 1)
+
+    if not out_dir.is_dir():
+        return []
+    return sorted((p for p in out_dir.iterdir() if stamped.fullmatch(p.name) and not p.is_symlink()
+                   and (p / "meta.json").is_file()), key=order)

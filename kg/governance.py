@@ -166,7 +166,7 @@ def check_name(value: Any, what: str = "relation") -> str:
     """
     if not isinstance(value, str):
         raise GovernanceError(f"{what} must be a string, got {type(value).__name__}")
-    name = unicodedata.normalize("NFKC", value.translate(INVISIBLE)).strip()  # as ids: no invisible twins
+    name = id_text(value)  # as ids are: no invisible twins
     if not NAME_RE.fullmatch(name):
         raise GovernanceError(f"invalid {what} name {_clip(repr(name), 120)}: must match {NAME_RE.pattern}")
     return name
@@ -182,7 +182,7 @@ def check_relation(value: Any) -> str:
         GovernanceError: neither form.
     """
     if isinstance(value, str):
-        name = unicodedata.normalize("NFKC", value.translate(INVISIBLE)).strip()
+        name = id_text(value)
         if name.startswith("<") and name.endswith(">"):
             name = name[1:-1]
         if IRI_RE.fullmatch(name):

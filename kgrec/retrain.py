@@ -32,7 +32,6 @@ import json
 import logging
 import math
 import os
-import re
 import shutil
 import time
 from contextlib import contextmanager
@@ -41,7 +40,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from kg.connection import Graph
-from kg.export import discard_snapshot, export_locked
+from kg.export import discard_snapshot, export_locked, snapshots_named
 
 from .config import TEXT_MODELS, Config, ConfigError
 
@@ -238,14 +237,10 @@ def _sweep_leftovers(cfg: Config) -> list[str]:
              and p.stat().st_mtime < cutoff]
     stale += [p for p in out_dir.glob(".tmp-*") if p.is_dir() and p.stat().st_mtime < cutoff]
     snap_dir, name = Path(cfg.export.out_dir), cfg.retrain.snapshot_name
-    if snap_dir.is_dir():
-        versions = [*out_dir.iterdir(), Path(cfg.served_model())]
-        used = {Path(s).resolve() for s in (_meta(v).get("snapshot") for v in versions) if s}
-        latest = (snap_dir / f"{name}-latest").resolve()
-        stamped = re.compile(re.escape(name) + r"-\d{8}-\d{6}(-\d+)?")  # this name's, not "<name>-books-..."
-        stale += [p for p in snap_dir.iterdir() if stamped.fullmatch(p.name) and p.is_dir() and not p.is_symlink()
-                  and (p / "meta.json").is_file() and p.resolve() not in used | {latest}
-                  and p.stat().st_mtime < cutoff]
+    versions = [*out_dir.iterdir(), Path(cfg.served_model())]
+    kept = {Path(s).resolve() for s in (_meta(v).get("snapshot") for v in versions) if s}
+    kept.add((snap_dir / f"{name}-latest").resolve())
+    stale += [p for p in snapshots_named(snap_dir, name) if p.resolve() not in kept and p.stat().st_mtime < cutoff]
     for path in stale:
         shutil.rmtree(path, ignore_errors=True)
     return [str(p) for p in stale if not p.exists()]

@@ -383,7 +383,7 @@ class Recommender:
             raise UnknownItemError(f"unknown item {item_id!r}")
         j = self.item_index[item_id]
         norms = self._item_norms  # once per model: not a normalised copy of the items per request
-        if not bool(torch.isfinite(norms[j])) or float(norms[j]) == 0:  # no direction (a graph filter's item
+        if not float(norms[j]) > 0:  # no direction, or NaN (a graph filter's item
             return []  # without training events): nothing is near it, as in the Browser's vector query
         scores = (self.item_emb @ self.item_emb[j]) / (norms * norms[j]).clamp_min(1e-12)  # normalize()'s eps
         scores[j] = float("-inf")
