@@ -54,6 +54,20 @@ def normalize_text(text: TextLike) -> str:
     return text if text.strip() else ""
 
 
+def check_finite(vectors: np.ndarray, note: str = "") -> np.ndarray:
+    """``vectors`` when every row is finite.
+
+    Raises:
+        EncoderError: some row holds a NaN or an infinity (half precision overflowing on a GPU):
+            never a vector to store, cache or search with.
+    """
+    broken = ~np.isfinite(vectors).all(axis=1)
+    if broken.any():
+        raise EncoderError(f"the encoder gave non-finite vectors for {int(broken.sum())} of {len(vectors)} texts "
+                           f"(half precision overflowing? set [encoder] dtype = \"float32\"){note}")
+    return vectors
+
+
 def normalize_texts(texts: Sequence[TextLike]) -> list[str]:
     """:func:`normalize_text` over a sequence."""
     return [normalize_text(t) for t in texts]

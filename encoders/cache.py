@@ -30,7 +30,7 @@ from typing import Sequence
 
 import numpy as np
 
-from encoders.base import EncoderError, TextEncoder, TextLike, normalize_texts
+from encoders.base import EncoderError, TextEncoder, TextLike, check_finite, normalize_texts
 
 logger = logging.getLogger(__name__)
 
@@ -242,12 +242,8 @@ class CachedEncoder(TextEncoder):
         new_keys = list(missing)
         for start in range(0, len(new_keys), self.flush_every):
             chunk = new_keys[start:start + self.flush_every]
-            vectors = self.encoder.encode([missing[k] for k in chunk])
-            broken = ~np.isfinite(vectors).all(axis=1)
-            if broken.any():  # never cached: a cached NaN would be served to every later run
-                raise EncoderError(f"the encoder gave non-finite vectors for {int(broken.sum())} of {len(chunk)} "
-                                   f"texts (half precision overflowing? set [encoder] dtype = \"float32\"); "
-                                   f"nothing of them was cached")
+            # never cached: a cached NaN would be served to every later run
+            vectors = check_finite(self.encoder.encode([missing[k] for k in chunk]), "; nothing of them was cached")
             self.cache.put_many(chunk, vectors)
         if new_keys:
             logger.info("text cache: %d cached, %d encoded", len(clean) - len(new_keys), len(new_keys))

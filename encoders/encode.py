@@ -78,7 +78,7 @@ def encode_snapshot(snapshot_dir: str | Path, cfg: Any, encoder: TextEncoder | N
     texts = node_texts(snapshot, cfg)
     if encoder is None:
         encoder = build_encoder(cfg)
-    pooled_by = next((part[8:] for part in encoder.cache_namespace.split("|") if part.startswith("pooling=")), None)
+    pooled_by = _namespace_part(encoder.cache_namespace, "pooling") or None
     if pooled_by not in (None, cfg.pooling):  # the meta would vouch for cfg's pooling, and queries use it
         raise ValueError(f"the encoder given pools by {pooled_by!r}, the config says {cfg.pooling!r}")
     if isinstance(encoder, CachedEncoder):
@@ -139,9 +139,9 @@ def query_encoder_setting(snapshot_dir: str | Path, cfg: Any) -> dict[str, Any]:
             "encoded_with": meta.get("cache_namespace")}
 
 
-def _fingerprint_of(namespace: str) -> str:
-    """The ``fp=`` part of an encoder's cache namespace (``""`` when there is none)."""
-    return next((part[3:] for part in namespace.split("|") if part.startswith("fp=")), "")
+def _namespace_part(namespace: str, key: str) -> str:
+    """The ``<key>=`` part of an encoder's cache namespace, ``fp`` or ``pooling`` (``""`` when there is none)."""
+    return next((part[len(key) + 1:] for part in namespace.split("|") if part.startswith(f"{key}=")), "")
 
 
 def stale_embeddings_reason(snapshot_dir: str | Path, cfg: Any, snapshot: Any = None) -> str | None:
@@ -162,7 +162,7 @@ def stale_embeddings_reason(snapshot_dir: str | Path, cfg: Any, snapshot: Any = 
     for key, value in want.items():
         if key in meta and meta[key] != value:
             return f"encoded with {key} {meta[key]!r}, but the config says {value!r}"
-    encoded_fp = _fingerprint_of(meta.get("cache_namespace", ""))
+    encoded_fp = _namespace_part(meta.get("cache_namespace", ""), "fp")
     from encoders.resolve import CONTENT_FP
 
     if encoded_fp.startswith(CONTENT_FP) or "@" in encoded_fp:  # a local model's contents, a hub model's commit;

@@ -7,7 +7,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from encoders.base import EncoderError, TextEncoder, TextLike, normalize_texts
+from encoders.base import EncoderError, TextEncoder, TextLike, check_finite, normalize_texts
 from encoders.resolve import hub_revision, is_local, model_fingerprint, resolve_model
 
 logger = logging.getLogger(__name__)
@@ -208,11 +208,7 @@ class HFTextEncoder(TextEncoder):
                     bar.update(len(idx))
         finally:
             bar.close()
-        broken = ~np.isfinite(out_arr).all(axis=1)
-        if broken.any():  # half precision overflowing on a GPU: never a vector to store or search with
-            raise EncoderError(f"the encoder gave non-finite vectors for {int(broken.sum())} of {n} texts (half "
-                               f"precision overflowing? set [encoder] dtype = \"float32\")")
-        return out_arr
+        return check_finite(out_arr)
 
     def _no_empty_rows(self, batch: dict[str, Any]) -> dict[str, Any]:
         """Give a text that tokenised to nothing (``""`` with a GPT-style tokenizer, which adds no
@@ -225,10 +221,9 @@ class HFTextEncoder(TextEncoder):
         torch = self._torch
         token = next(t for t in (self.tokenizer.bos_token_id, self.tokenizer.eos_token_id,
                                  self.tokenizer.pad_token_id) if t is not None)
-        if mask.shape[1] == 0:  # every text of the batch was empty: one position to put it in
-            batch = {k: torch.zeros((len(v), 1), dtype=torch.long) for k, v in batch.items()}  # ids, masks: integers
-            # (an older tokenizer gives an empty batch float tensors)
-            batch["input_ids"].fill_(self.tokenizer.pad_token_id)
+        if mask.shape[1] == 0:  # every text of the batch was empty: one position to put it in (integers:
+            # an older tokenizer gives an empty batch float tensors)
+            batch = {k: torch.zeros((len(v), 1), dtype=torch.long) for k, v in batch.items()}
         batch["input_ids"][empty, 0] = token
         batch["attention_mask"][empty, 0] = 1
         return batch

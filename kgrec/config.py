@@ -335,8 +335,9 @@ def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = 
         overrides["workdir"] = env["KGREC_WORKDIR"]
     for var, key in (("NEO4J_URI", "uri"), ("NEO4J_USER", "user"),
                      ("NEO4J_PASSWORD", "password"), ("NEO4J_DATABASE", "database")):
-        if (env.get(var) if key == "password" else env.get(var, "").strip()):  # blank is unset, as for KGREC_*
-            overrides.setdefault("neo4j", {})[key] = env[var] if key == "password" else env[var].strip()
+        value = env.get(var, "") if key == "password" else env.get(var, "").strip()  # a password is taken whole
+        if value:  # blank is unset, as for KGREC_*
+            overrides.setdefault("neo4j", {})[key] = value
     _apply(cfg, overrides, "", from_env=True)
     _follow_workdir(cfg)
     return cfg
