@@ -382,18 +382,25 @@ def test_publish_is_atomic_swap(tmp_path: Path, monkeypatch) -> None:
     a = train(snap, tiny_cfg(epochs=1), tmp_path, progress=False)
     b = train(snap, tiny_cfg(epochs=1, seed=3), tmp_path, progress=False, publish_current=False)
     assert os.readlink(tmp_path / "current") == a.name
-    real_replace, swaps = os.replace, []
+    real_replace, real_fsync, swaps, synced = os.replace, os.fsync, [], []
 
     def replace_spy(src, dst) -> None:  # at the moment of the swap, readers still see the old version
         assert Path(dst) == tmp_path / "current" and os.readlink(dst) == a.name
         assert os.readlink(src) == b.name
+        assert len(synced) == sum(1 for f in b.iterdir() if f.is_file()) + 1  # the version is on disk first
         swaps.append(dst)
         real_replace(src, dst)
 
+    def fsync_spy(fd) -> None:
+        synced.append(fd)
+        real_fsync(fd)
+
     monkeypatch.setattr(os, "replace", replace_spy)
+    monkeypatch.setattr(os, "fsync", fsync_spy)
     publish(b, tmp_path)
     monkeypatch.undo()
     assert len(swaps) == 1 and os.readlink(tmp_path / "current") == b.name
+    assert len(synced) == sum(1 for f in b.iterdir() if f.is_file()) + 2  # files, the version, the link's directory
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".current")]
     with pytest.raises(FileNotFoundError):
         publish(tmp_path / "missing", tmp_path)
