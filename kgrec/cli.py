@@ -269,7 +269,8 @@ def cmd_writeback(args: argparse.Namespace, cfg: Config) -> None:
 
 def cmd_retrain(args: argparse.Namespace, cfg: Config) -> int:
     """Exit status 0 when the new model was published, 3 when the quality gate kept the served one,
-    4 when it was published but its write-back to Neo4j failed (``kgrec writeback`` retries it)."""
+    4 when it was published but its write-back to Neo4j failed (``kgrec writeback`` retries it), 5
+    when the new model is broken (no finite test score: never published, a run to look into)."""
     from .retrain import retrain
 
     _lock_wait(args, cfg)
@@ -280,7 +281,9 @@ def cmd_retrain(args: argparse.Namespace, cfg: Config) -> int:
     with _graph(cfg) as g:
         report = retrain(g, cfg, say=lambda line: print(line, file=sys.stderr), force=args.force)
     print(json.dumps(dataclasses.asdict(report), indent=2))
-    return (4 if report.writeback_error else 0) if report.published else 3
+    if report.published:
+        return 4 if report.writeback_error else 0
+    return 5 if report.new_score is None else 3
 
 
 def cmd_forget_user(args: argparse.Namespace, cfg: Config) -> None:

@@ -191,6 +191,14 @@ def test_cli_retrain_exit_status_says_whether_it_published(loaded, neo4j_config,
     assert main(["retrain", "--model", "lightgcn", "--no-writeback"]) == 3
     second = json.loads(capsys.readouterr().out)
     assert not second["published"] and second["served_version"] == first["version"]
+    import dataclasses
+
+    import kgrec.retrain as job
+    broken = job.RetrainReport(**{**second, "new_score": None, "decision": "kept the served model: the new "
+                                  "version has no finite test ndcg@20"})
+    monkeypatch.setattr(job, "retrain", lambda *a, **k: broken)  # a run whose model came out NaN
+    assert main(["retrain", "--model", "lightgcn", "--no-writeback"]) == 5  # not 3: a run to look into
+    assert json.loads(capsys.readouterr().out) == dataclasses.asdict(broken)
 
 
 def test_cli_export_waits_for_a_running_ingest_and_leaves_no_snapshot(loaded, neo4j_config, tmp_path, monkeypatch,
