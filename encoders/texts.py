@@ -11,6 +11,7 @@ ITEM_FIELDS = ("title", "description", "attributes")
 QUERY_FIELDS = ("text",)
 ENTITY_FIELDS = ("name",)
 _SPACES = re.compile(r"\s+")
+_SEPARATORS = " .,;:|/-"  # what an empty field at the start (or, but for a full stop, the end) leaves
 
 
 def check_template(template: str, allowed: tuple[str, ...]) -> None:
@@ -30,34 +31,14 @@ def check_template(template: str, allowed: tuple[str, ...]) -> None:
 def fill(template: str, values: Mapping[str, Any]) -> str:
     """Fill a template with normalised values; ``""`` when every value is empty.
 
-    Runs of whitespace collapse to one space. Between two fields that have text stands the text
-    that follows the first of them in the template, so an empty field takes its separator with it
-    (``"{title}. {description} {attributes}"`` is ``"Rock, Pop"`` without a title, ``"Up. Drama"``
-    without a description); the text before the first field is a prefix, always kept
-    (``"query: {text}"``), and the text after the last follows any content.
+    Runs of whitespace collapse to one space, and separators an empty field leaves at either end
+    go (``"{title}. {description} {attributes}"`` without a title is ``"Rock, Pop"``, not
+    ``". Rock, Pop"``); everything else of the template stays as written.
     """
     clean = {k: normalize_text(v) for k, v in values.items()}
     if not any(clean.values()):
         return ""
-    out: list[str] = []
-    content = False  # a field with text has been written
-    sep: str | None = None  # the text after the last field with text: what precedes the next one
-    for n, (literal, field_name, spec, _) in enumerate(string.Formatter().parse(template)):
-        if n == 0:
-            out.append(literal)
-        elif sep is None:
-            sep = literal
-        if field_name is None:  # the text after the last field
-            if content and n:
-                out.append(sep or "")
-            continue
-        value = format(clean[field_name], spec or "")
-        if value:
-            if content:
-                out.append(sep or "")
-            out.append(value)
-            content, sep = True, None
-    return _SPACES.sub(" ", "".join(out)).strip()
+    return _SPACES.sub(" ", template.format_map(clean)).strip(" ").lstrip(_SEPARATORS).rstrip(_SEPARATORS.replace(".", ""))
 
 
 def node_texts(snapshot: Any, cfg: Any) -> dict[str, list[str]]:

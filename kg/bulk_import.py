@@ -130,14 +130,14 @@ def bulk_import(records: GraphRecords, config: Neo4jConfig, workdir: Path | None
         t = time.perf_counter()
         files = write_import_csvs(records, Path(tmp))
         timings["csv_seconds"] = round(time.perf_counter() - t, 2)
-        if server.status().running:  # not from under a writer (checked now, after the minutes of CSVs)
-            with connect(config) as g:
-                holder = lock_holder(g, INGEST_LOCK)
-            if holder is not None and not holder_is_gone(holder):
-                raise LockedError(f"another kgrec writer holds the {INGEST_LOCK!r} lock ({holder['host']}, pid "
-                                  f"{holder['pid']}); the bulk import would replace the database under it. "
-                                  f"Nothing was changed: retry when it is done")
         with server.exclusive():  # no `kgrec neo4j start` (a cron retrain's) between the stop and the start
+            if server.status().running:  # not from under a writer (checked now, after the CSVs and the wait)
+                with connect(config) as g:
+                    holder = lock_holder(g, INGEST_LOCK)
+                if holder is not None and not holder_is_gone(holder):
+                    raise LockedError(f"another kgrec writer holds the {INGEST_LOCK!r} lock ({holder['host']}, pid "
+                                      f"{holder['pid']}); the bulk import would replace the database under it. "
+                                      f"Nothing was changed: retry when it is done")
             return _import_and_restart(server, config, java, files, Path(tmp), records, timings)
 
 

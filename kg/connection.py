@@ -14,7 +14,7 @@ import cypher
 from kgrec.config import Neo4jConfig
 
 from .errors import ConstraintViolation, Neo4jConnectionError
-from .neo4j_server import read_password
+from .neo4j_server import credentials
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -165,9 +165,9 @@ def connect(config: Neo4jConfig) -> Graph:
         Neo4jSetupError: managed server with no password file yet.
     """
     uri = config.bolt_uri
-    password = read_password(config)
+    user, password = credentials(config)
     try:
-        driver = neo4j.GraphDatabase.driver(uri, auth=(config.user, password),
+        driver = neo4j.GraphDatabase.driver(uri, auth=(user, password),
                                             connection_timeout=10, max_connection_lifetime=3600,
                                             notifications_min_severity="OFF")
     except (ValueError, neo4j_exc.ConfigurationError) as e:
@@ -176,9 +176,9 @@ def connect(config: Neo4jConfig) -> Graph:
         driver.verify_connectivity()
     except neo4j_exc.AuthError as e:
         driver.close()
-        raise Neo4jConnectionError(
-            f"Neo4j at {uri} refused user {config.user!r}: wrong password? "
-            f"Check NEO4J_USER/NEO4J_PASSWORD (managed server: {config.password_file})") from e
+        fix = (f"kgrec's own server takes the password in {config.password_file}: was it changed by hand?"
+               if config.managed else "check NEO4J_USER/NEO4J_PASSWORD")
+        raise Neo4jConnectionError(f"Neo4j at {uri} refused user {user!r}: wrong password? {fix}") from e
     except (neo4j_exc.ServiceUnavailable, neo4j_exc.DriverError, OSError) as e:
         driver.close()
         hint = "run `kgrec neo4j start`" if config.managed else "check NEO4J_URI and that the server is up"

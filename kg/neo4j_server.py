@@ -372,6 +372,17 @@ def read_password(config: Neo4jConfig) -> str:
         raise Neo4jSetupError(f"no Neo4j password: run `kgrec neo4j start` (it writes "
                               f"{config.password_file})") from None
     if config.password and config.password != generated:
-        logger.warning("NEO4J_PASSWORD is ignored for kgrec's own Neo4j, which uses the password generated in %s "
-                       "(set NEO4J_URI as well to use it for another server)", config.password_file)
+        logger.warning("the configured password (NEO4J_PASSWORD, [neo4j] password) is ignored for kgrec's own Neo4j, "
+                       "which uses the one generated in %s (set NEO4J_URI as well to use it for another server)",
+                       config.password_file)
     return generated
+
+
+def credentials(config: Neo4jConfig) -> tuple[str, str]:
+    """``(user, password)`` to connect with: the configured ones for another server; for kgrec's own,
+    its admin ``neo4j`` and the generated password (a leftover ``NEO4J_USER`` is ignored, with a
+    warning, as ``NEO4J_PASSWORD`` is)."""
+    if config.managed and config.user != "neo4j":
+        logger.warning("the configured user %r is ignored for kgrec's own Neo4j, whose user is neo4j", config.user)
+        return "neo4j", read_password(config)
+    return config.user, read_password(config)

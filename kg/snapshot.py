@@ -107,8 +107,8 @@ class Snapshot:
     def item_attribute_names(self) -> list[list[str]]:
         """For each item, the names of the entities it links to through item->entity relations that
         are words: not ``same_as`` links (to the item's own knowledge-graph node, named by a Freebase
-        ``m.04ctbw8`` say), nor a name that is only its entity's id (a node created for a reference:
-        ``kg:3846``). ``genre:Comedy`` named ``Comedy`` is a word."""
+        ``m.04ctbw8`` say), nor a knowledge-graph node created for a reference, whose name is its id
+        (``kg:3846``). A brand whose id is its name (``Nike``) is a word."""
         names: list[list[str]] = [[] for _ in range(self.num_items)]
         ids = self.ids["entity"]
         for rel, (src, dst) in self.relation_types.items():
@@ -116,7 +116,7 @@ class Snapshot:
                 continue
             for i, e in zip(*self.relations[rel].tolist()):
                 name = self.entity_names[e]
-                if name and name != ids[e]:
+                if name and not (name == ids[e] and self.entity_types[e] == "kg"):
                     names[i].append(name)
         return names
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -383,7 +384,7 @@ class Recommender:
             raise UnknownItemError(f"unknown item {item_id!r}")
         j = self.item_index[item_id]
         norms = self._item_norms  # once per model: not a normalised copy of the items per request
-        if not float(norms[j]) > 0:  # no direction, or NaN (a graph filter's item
+        if not 0 < float(norms[j]) < math.inf:  # no direction, or not finite (a graph filter's item
             return []  # without training events): nothing is near it, as in the Browser's vector query
         scores = (self.item_emb @ self.item_emb[j]) / (norms * norms[j]).clamp_min(1e-12)  # normalize()'s eps
         scores[j] = float("-inf")

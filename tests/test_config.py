@@ -146,7 +146,11 @@ def test_kgrecs_own_neo4j_uses_its_generated_password_whatever_neo4j_password_sa
     (tmp_path / "password").write_text("generated\n")
     with caplog.at_level("WARNING", logger="kg.neo4j_server"):
         assert read_password(own) == "generated"
-    assert "NEO4J_PASSWORD is ignored" in caplog.text
+    assert "configured password (NEO4J_PASSWORD, [neo4j] password) is ignored" in caplog.text
+    from kg.neo4j_server import credentials
+
+    assert credentials(Neo4jConfig(home=tmp_path, user="alice")) == ("neo4j", "generated")  # a leftover NEO4J_USER
+    assert credentials(Neo4jConfig(uri="bolt://db:7687", user="alice", password="p")) == ("alice", "p")
     assert read_password(Neo4jConfig(uri="bolt://db:7687", password="theirs")) == "theirs"
     with pytest.raises(Neo4jSetupError, match="set NEO4J_PASSWORD"):
         read_password(Neo4jConfig(uri="bolt://db:7687"))

@@ -308,16 +308,18 @@ def test_node_texts():
         node_texts(tiny_snapshot(), EncoderConfig(item_template="{title:{x}}"))
 
 
-def test_separators_stay_only_between_fields_that_have_text():
+def test_separators_an_empty_field_leaves_at_either_end_go():
     from encoders.texts import fill
 
     template = "{title}. {description} {attributes}"
     assert fill(template, {"title": "", "description": "", "attributes": "Rock, Pop"}) == "Rock, Pop"
-    assert fill(template, {"title": "Up", "description": "", "attributes": ""}) == "Up"
-    assert fill("{title}.", {"title": "Up"}) == "Up." and fill("{a}. {b}.", {"a": "", "b": "x"}) == "x."
+    assert fill(template, {"title": "Up", "description": "", "attributes": ""}) == "Up."
     assert fill(template, {"title": "Up", "description": "", "attributes": "Drama"}) == "Up. Drama"
     assert fill("query: {text}", {"text": "red shoes"}) == "query: red shoes"  # a prefix stays
-    assert fill("{a}, {b} and {c}", {"a": "x", "b": "", "c": "z"}) == "x, z"
+    # the rest of a template stays as written: brackets, escaped braces, conversions
+    assert fill("{title} {{x}} {description}", {"title": "A", "description": "B"}) == "A {x} B"
+    assert fill("{title} ({attributes})", {"title": "Up", "attributes": "Drama"}) == "Up (Drama)"
+    assert fill("{title!r}", {"title": "Up"}) == "'Up'"
     assert fill("{a}", {"a": " "}) == ""
 
 
@@ -325,7 +327,8 @@ def test_item_text_leaves_out_ids_that_stand_for_names():
     """An item's same_as link to its own KG node, and entities whose name is only their id (made for a
     reference: kg:3846), add no words to its text; named attributes do."""
     snap = tiny_snapshot()
-    snap.ids["entity"] = ["brand:Acme", "kg:3846", "kg:0"]
+    snap.ids["entity"] = ["Acme", "kg:3846", "kg:0"]  # a brand named by its id is still a word
+    snap.entity_types = ["brand", "kg", "kg"]
     snap.entity_names = ["Acme", "kg:3846", "m.04ctbw8"]
     snap.relations = {"has:brand": np.array([[0], [0]]), "has:genre": np.array([[0], [1]]),
                       "has:same_as": np.array([[2], [2]])}
