@@ -200,6 +200,20 @@ def test_the_local_password_is_never_sent_to_another_server(tmp_path):
     assert read_password(cfg) == "local-secret"
 
 
+def _free_ports(n: int) -> list[int]:
+    """``n`` distinct TCP ports nothing listens on now (the OS picks them)."""
+    import socket
+
+    sockets = [socket.socket() for _ in range(n)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
 def test_a_generated_password_starting_with_a_dash_is_set_and_works(neo4j_config, tmp_path, monkeypatch):
     """token_urlsafe starts with "-" one time in 64; neo4j-admin must take it as the password, not an option."""
     if not neo4j_config.managed:
@@ -208,7 +222,8 @@ def test_a_generated_password_starting_with_a_dash_is_set_and_works(neo4j_config
     (home / "lib").mkdir(parents=True)
     for installed in (neo4j_config.home.resolve() / "lib").iterdir():  # the test server's jars, not a new install
         (home / "lib" / installed.name).symlink_to(installed)
-    cfg = Neo4jConfig(home=home, bolt_port=7690, http_port=7477, heap="512m", pagecache="128m")
+    bolt, http = _free_ports(2)  # not fixed ones: a server an earlier, killed run left holds those
+    cfg = Neo4jConfig(home=home, bolt_port=bolt, http_port=http, heap="512m", pagecache="128m")
     monkeypatch.setattr("kg.neo4j_server.secrets.token_urlsafe", lambda nbytes: "-starts-with-a-dash")
     server = ManagedNeo4j(cfg)
     try:
@@ -231,7 +246,8 @@ def test_two_starts_at_once_make_one_server(neo4j_config, tmp_path):
     (home / "lib").mkdir(parents=True)
     for installed in (neo4j_config.home.resolve() / "lib").iterdir():
         (home / "lib" / installed.name).symlink_to(installed)
-    cfg = Neo4jConfig(home=home, bolt_port=7691, http_port=7478, heap="512m", pagecache="128m")
+    bolt, http = _free_ports(2)
+    cfg = Neo4jConfig(home=home, bolt_port=bolt, http_port=http, heap="512m", pagecache="128m")
     results: list = []
     go = threading.Barrier(2)
 
