@@ -38,7 +38,7 @@ def fill(template: str, values: Mapping[str, Any]) -> str:
     clean = {k: normalize_text(v) for k, v in values.items()}
     if not any(clean.values()):
         return ""
-    return _SPACES.sub(" ", template.format_map(clean)).strip(" ").lstrip(_SEPARATORS).rstrip(_SEPARATORS.replace(".", ""))
+    return _SPACES.sub(" ", template.format_map(clean)).lstrip(_SEPARATORS).rstrip(_SEPARATORS.replace(".", ""))
 
 
 def node_texts(snapshot: Any, cfg: Any) -> dict[str, list[str]]:

@@ -382,7 +382,8 @@ def credentials(config: Neo4jConfig) -> tuple[str, str]:
     """``(user, password)`` to connect with: the configured ones for another server; for kgrec's own,
     its admin ``neo4j`` and the generated password (a leftover ``NEO4J_USER`` is ignored, with a
     warning, as ``NEO4J_PASSWORD`` is)."""
-    if config.managed and config.user != "neo4j":
-        logger.warning("the configured user %r is ignored for kgrec's own Neo4j, whose user is neo4j", config.user)
-        return "neo4j", read_password(config)
-    return config.user, read_password(config)
+    user = config.user
+    if config.managed and user != "neo4j":
+        logger.warning("the configured user %r is ignored for kgrec's own Neo4j, whose user is neo4j", user)
+        user = "neo4j"
+    return user, read_password(config)
