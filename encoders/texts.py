@@ -31,14 +31,28 @@ def check_template(template: str, allowed: tuple[str, ...]) -> None:
 def fill(template: str, values: Mapping[str, Any]) -> str:
     """Fill a template with normalised values; ``""`` when every value is empty.
 
-    Runs of whitespace collapse to one space, and separators an empty field leaves at either end
-    go (``"{title}. {description} {attributes}"`` without a title is ``"Rock, Pop"``, not
-    ``". Rock, Pop"``); everything else of the template stays as written.
+    Runs of whitespace collapse to one space, and the template's separators that an empty field
+    leaves before the first or after the last non-empty field go (``"{title}. {description}
+    {attributes}"`` without a title is ``"Rock, Pop"``, not ``". Rock, Pop"``). The values
+    themselves and the rest of the template stay as written (a title ``"...And Justice"`` keeps
+    its dots).
     """
     clean = {k: normalize_text(v) for k, v in values.items()}
-    if not any(clean.values()):
+    formatter = string.Formatter()
+    pieces: list[tuple[str, bool]] = []  # (text, is a non-empty field)
+    for literal, name, spec, conversion in formatter.parse(template):
+        pieces.append((literal, False))
+        if name is not None:
+            text = formatter.format_field(formatter.convert_field(clean[name], conversion), spec or "")
+            pieces.append((text, bool(clean[name])))
+    filled = [i for i, (_, non_empty) in enumerate(pieces) if non_empty]
+    if not filled:
         return ""
-    return _SPACES.sub(" ", template.format_map(clean)).lstrip(_SEPARATORS).rstrip(_SEPARATORS.replace(".", ""))
+    first, last = filled[0], filled[-1]
+    head = "".join(t for t, _ in pieces[:first]).lstrip(_SEPARATORS)
+    body = "".join(t for t, _ in pieces[first:last + 1])
+    tail = "".join(t for t, _ in pieces[last + 1:]).rstrip(_SEPARATORS.replace(".", ""))
+    return _SPACES.sub(" ", head + body + tail).strip()
 
 
 def node_texts(snapshot: Any, cfg: Any) -> dict[str, list[str]]:

@@ -321,6 +321,11 @@ def test_separators_an_empty_field_leaves_at_either_end_go():
     assert fill("{title} ({attributes})", {"title": "Up", "attributes": "Drama"}) == "Up (Drama)"
     assert fill("{title!r}", {"title": "Up"}) == "'Up'"
     assert fill("{a}", {"a": " "}) == ""
+    # a value's own punctuation stays, at either end
+    assert fill(template, {"title": "...And Justice", "description": "", "attributes": ""}) == "...And Justice."
+    assert fill(template, {"title": "", "description": "", "attributes": "-M-"}) == "-M-"
+    assert fill("{title}", {"title": "Hey!"}) == "Hey!"
+    assert fill("{title}, {attributes}", {"title": "C:", "attributes": ""}) == "C:"
 
 
 def test_item_text_leaves_out_ids_that_stand_for_names():
