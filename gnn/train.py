@@ -425,7 +425,8 @@ def weight_average(model: torch.nn.Module) -> AveragedModel:
 def train(snapshot: Any, cfg: TrainConfig, out_dir: str | Path, text_embeddings: np.ndarray | None = None,
           *, snapshot_path: str | Path | None = None, epoch_hook: EpochHook | None = None,
           resume: bool = True, publish_current: bool = True, max_time_s: float | None = None,
-          progress: bool = True, text_index: TextIndex | None = None) -> Path:
+          progress: bool = True, text_index: TextIndex | None = None,
+          extra_meta: Mapping[str, Any] | None = None) -> Path:
     """Train ``cfg.model`` on ``snapshot`` and write a model artifact.
 
     Args:
@@ -443,6 +444,7 @@ def train(snapshot: Any, cfg: TrainConfig, out_dir: str | Path, text_embeddings:
         progress: show a tqdm bar over batches.
         text_index: item text vectors kept in the artifact for free-text search (any model; not
             used in training).
+        extra_meta: more entries for the artifact's ``meta.json`` (``kgrec.retrain`` marks its own).
 
     Returns:
         The artifact directory.
@@ -456,18 +458,19 @@ def train(snapshot: Any, cfg: TrainConfig, out_dir: str | Path, text_embeddings:
     out_dir.mkdir(parents=True, exist_ok=True)
     if cfg.model in FILTER_MODELS:
         return _fit_filter(snapshot, cfg, out_dir, snapshot_path=snapshot_path, publish_current=publish_current,
-                           text_index=text_index)
+                           text_index=text_index, extra_meta=extra_meta or {})
     on_cuda = cfg.deterministic and resolve_device(cfg.device).type == "cuda"
     with deterministic_algorithms(cfg.deterministic, cuda=on_cuda):
         return _train_embeddings(snapshot, cfg, out_dir, text_embeddings, snapshot_path=snapshot_path,
                                  epoch_hook=epoch_hook, resume=resume, publish_current=publish_current,
-                                 max_time_s=max_time_s, progress=progress, text_index=text_index)
+                                 max_time_s=max_time_s, progress=progress, text_index=text_index,
+                                 extra_meta=extra_meta or {})
 
 
 def _train_embeddings(snapshot: Any, cfg: TrainConfig, out_dir: Path, text_embeddings: np.ndarray | None, *,
                       snapshot_path: str | Path | None, epoch_hook: EpochHook | None, resume: bool,
                       publish_current: bool, max_time_s: float | None, progress: bool,
-                      text_index: TextIndex | None) -> Path:
+                      text_index: TextIndex | None, extra_meta: Mapping[str, Any]) -> Path:
     """:func:`train` for the trainable (embedding) models."""
     from tqdm.auto import tqdm
 
@@ -615,7 +618,7 @@ def _train_embeddings(snapshot: Any, cfg: TrainConfig, out_dir: Path, text_embed
         out_dir, cfg, snapshot, train_csr, ue.cpu().numpy(), ie.cpu().numpy(),
         metrics={"test": final, "eval_split": eval_split, "stop_metric": stop_metric,
                  "best_epoch": run.best_epoch, "best_score": run.best_score, "history": run.history},
-        meta={"device": str(device), "epochs_run": epoch}, snapshot_path=snapshot_path,
+        meta={**extra_meta, "device": str(device), "epochs_run": epoch}, snapshot_path=snapshot_path,
         curve_png=_curve_png(run.history, f"{eval_split}_{stop_metric}"), publish_current=publish_current,
         text_index=text_index)
     if not budget_stop:
@@ -701,7 +704,8 @@ def _write_artifact(out_dir: Path, cfg: TrainConfig, snapshot: Any, train_csr: s
 
 
 def _fit_filter(snapshot: Any, cfg: TrainConfig, out_dir: Path, *, snapshot_path: str | Path | None,
-                publish_current: bool, text_index: TextIndex | None = None) -> Path:
+                publish_current: bool, text_index: TextIndex | None = None,
+                extra_meta: Mapping[str, Any] | None = None) -> Path:
     """Fit ``gfcf``/``bspm`` on the training split, evaluate it like a trained model, write its artifact.
 
     The artifact's embeddings are the filter's low-pass factors (``GFCF.spectral_embeddings``, for
@@ -744,7 +748,8 @@ def _fit_filter(snapshot: Any, cfg: TrainConfig, out_dir: Path, *, snapshot_path
         metrics={"test": results.get("test", {}), "eval_split": eval_split, "stop_metric": "ndcg@20",
                  "best_epoch": 0, "best_score": results[eval_split]["ndcg@20"], "history": [row],
                  "fit_seconds": model.fit_seconds},
-        meta={"device": str(device), "epochs_run": 0, "scorer": cfg.model}, snapshot_path=snapshot_path,
+        meta={**(extra_meta or {}), "device": str(device), "epochs_run": 0, "scorer": cfg.model},
+        snapshot_path=snapshot_path,
         curve_png=None, publish_current=publish_current, filter_state=model.state(), text_index=text_index)
     logger.info("wrote %s (%r, test %s)", final_dir, model,
                 {k: round(v, 4) for k, v in results.get("test", {}).items() if "@20" in k})

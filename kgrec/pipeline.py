@@ -13,7 +13,7 @@ import time
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, Mapping
 
 from kg.connection import Graph
 from kg.export import export_snapshot
@@ -44,7 +44,8 @@ def ensure_text_embeddings(snapshot: Path, cfg: Config) -> Path:
     return encode_snapshot(snapshot, cfg.encoder)
 
 
-def train_model(snapshot: Path, cfg: Config, publish: bool = True) -> Path:
+def train_model(snapshot: Path, cfg: Config, publish: bool = True,
+                extra_meta: Mapping[str, Any] | None = None) -> Path:
     """Train on a snapshot and publish the artifact as ``<out_dir>/current`` (unless ``publish`` is
     off: kgrec.retrain publishes only what passes its quality gate).
 
@@ -56,6 +57,7 @@ def train_model(snapshot: Path, cfg: Config, publish: bool = True) -> Path:
     the text-aware models only (``kgfused`` gets the query and entity vectors too); ``fused`` and
     the ``text`` fusion need them and say so when they are missing. Every model's artifact keeps
     the item vectors, when there are current ones, for free-text search (``serving.search``).
+    ``extra_meta`` adds entries to the artifact's ``meta.json``.
 
     Raises:
         EncoderError: the vectors were encoded with another encoder setting, or from other texts,
@@ -111,7 +113,8 @@ def train_model(snapshot: Path, cfg: Config, publish: bool = True) -> Path:
     else:
         logger.info("%s was not encoded: the model will answer no free-text search", snapshot)
     artifact = train(snap, cfg.train, Path(cfg.train.out_dir), text,
-                     snapshot_path=Path(snapshot).resolve(), publish_current=False, text_index=text_index)
+                     snapshot_path=Path(snapshot).resolve(), publish_current=False, text_index=text_index,
+                     extra_meta=extra_meta)
     try:
         _add_recall_index(artifact, cfg)
     except Exception:  # it only saves serving the build: the model is published without it

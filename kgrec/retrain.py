@@ -55,6 +55,7 @@ class RetrainBusyError(RuntimeError):
 
 
 REPORT_FILE = "retrain.json"  # in every version a retrain made: what prune may delete
+MADE_BY_RETRAIN = {"made_by": "kgrec retrain"}  # in meta.json from birth: a run killed before its report
 
 
 @dataclass
@@ -126,7 +127,8 @@ def retrain(graph: Graph, cfg: Config, say: Callable[[str], None] = logger.info,
             serving_now = _served(cfg)
             if cfg.train.model in TEXT_MODELS or (serving_now is not None and (serving_now / "item_text.npy").is_file()):
                 stage("encode", lambda: ensure_text_embeddings(snapshot, cfg))  # cached; search keeps working
-            artifact = stage("train", lambda: train_model(snapshot, cfg, publish=False))
+            artifact = stage("train", lambda: train_model(snapshot, cfg, publish=False,
+                                                          extra_meta=MADE_BY_RETRAIN))
         except BaseException:  # nothing was trained on it: the snapshot goes, and the served model stays
             discard_snapshot(snapshot, cfg.retrain.snapshot_name)
             raise
@@ -192,7 +194,7 @@ def prune(cfg: Config) -> list[str]:
     out_dir = Path(cfg.train.out_dir)
     if keep <= 0 or not out_dir.is_dir():
         return []
-    protected = {p.resolve() for p in (out_dir / "current", Path(cfg.served_model())) if p.exists()}
+    protected = _never_pruned(cfg)
     ours = sorted((p for p in out_dir.iterdir()  # not the link, nor a training run's .tmp-<version>
                    if (p / REPORT_FILE).is_file() and not p.is_symlink() and not p.name.startswith(".")),
                   key=_version_order, reverse=True)
@@ -220,16 +222,31 @@ def prune(cfg: Config) -> list[str]:
     return deleted
 
 
+def _never_pruned(cfg: Config) -> set[Path]:
+    """``current``'s target and the served model (``serving.model_dir``), resolved."""
+    out_dir = Path(cfg.train.out_dir)
+    return {p.resolve() for p in (out_dir / "current", Path(cfg.served_model())) if p.exists()}
+
+
 LEFTOVER_AGE_S = 86_400  # what a killed run left is swept once this old: a running one touches its files
 
 
 def _sweep_leftovers(cfg: Config) -> list[str]:
     """What killed runs leave that no version names: training checkpoints of other data than the
-    newest (each night's snapshot has its own, never resumed), ``.tmp-<version>`` directories, and
-    ``<snapshot_name>-<time>`` snapshots that no version here nor the served model was trained on.
-    Only things a day old, never a model's newest checkpoint (a rerun on the same data, or
-    ``kgrec train`` after ``--max-time``, resumes it), nor the snapshot ``<name>-latest`` names."""
+    newest (each night's snapshot has its own, never resumed), ``.tmp-<version>`` directories,
+    versions a retrain wrote but was killed before it reported on (a ``meta.json`` marked
+    :data:`MADE_BY_RETRAIN`, no ``retrain.json``; never one served), and ``<snapshot_name>-<time>``
+    snapshots that no version here nor the served model was trained on. Only things a day old,
+    never a model's newest checkpoint (a rerun on the same data, or ``kgrec train`` after
+    ``--max-time``, resumes it), nor the snapshot ``<name>-latest`` names."""
+    from gnn.artifact import remove_unless_in_use
+
     out_dir, cutoff = Path(cfg.train.out_dir), time.time() - LEFTOVER_AGE_S
+    served = _never_pruned(cfg)
+    unreported = [p for p in out_dir.iterdir() if p.is_dir() and not p.is_symlink() and not p.name.startswith(".")
+                  and not (p / REPORT_FILE).exists() and p.stat().st_mtime < cutoff and p.resolve() not in served
+                  and _meta(p).get("made_by") == MADE_BY_RETRAIN["made_by"]]
+    swept = [str(p) for p in unreported if remove_unless_in_use(p)]
     newest: dict[str, Path] = {}  # per model (directories are <model>-<fingerprint>)
     for ckpt in sorted((p for p in (out_dir / ".checkpoints").glob("*") if p.is_dir()), key=lambda p: p.stat().st_mtime):
         newest[ckpt.name.split("-", 1)[0]] = ckpt
@@ -243,7 +260,7 @@ def _sweep_leftovers(cfg: Config) -> list[str]:
     stale += [p for p in snapshots_named(snap_dir, name) if p.resolve() not in kept and p.stat().st_mtime < cutoff]
     for path in stale:
         shutil.rmtree(path, ignore_errors=True)
-    return [str(p) for p in stale if not p.exists()]
+    return swept + [str(p) for p in stale if not p.exists()]
 
 
 def _version_order(version: Path) -> tuple[str, int]:

@@ -333,6 +333,7 @@ def test_the_gate_compares_both_models_on_the_events_the_served_one_never_saw(lo
     duel = good.head_to_head
     assert good.compared_on.startswith("head to head") and duel["users"] >= 20 and duel["events"] >= duel["users"]
     assert good.published and duel["new"] >= 0.9 * duel["served"] and f"{duel['new']:.4f}" in good.decision
+    assert json.loads((Path(cfg.train.out_dir) / good.version / "meta.json").read_text())["made_by"] == "kgrec retrain"
 
     ingest(graph, _later_events(2), cfg.ingest, progress=False)
     cfg.train.epochs, cfg.train.lr = 1, 1e-6  # learns nothing
@@ -375,11 +376,13 @@ def test_prune_spares_a_version_a_server_holds_though_nothing_names_it(tmp_path)
 
 def test_prune_sweeps_what_killed_runs_left_once_a_day_old(tmp_path):
     """Checkpoints of earlier nights' data (never resumed: each snapshot has its own), temporary
-    version directories and snapshots no version was trained on go once a day old; the newest
+    version directories, versions of a retrain killed before its report, and snapshots no version
+    was trained on go once a day old; the newest
     checkpoint, the -latest snapshot and anything recent stay."""
     import os
 
     from kgrec.config import Config
+    from kgrec.retrain import MADE_BY_RETRAIN
 
     cfg = Config(workdir=tmp_path)
     cfg.train.out_dir, cfg.export.out_dir, cfg.retrain.keep = tmp_path / "models", tmp_path / "snaps", 1
@@ -400,13 +403,20 @@ def test_prune_sweeps_what_killed_runs_left_once_a_day_old(tmp_path):
     others = make(cfg.export.out_dir / "retrain-books-20260101-000000", old)  # another retrain's name
     version = make(cfg.train.out_dir / "20260101-000000-lightgcn")
     (version / "meta.json").write_text(json.dumps({"snapshot": str(snaps[0])}))
+    # a retrain killed between its version's rename and its report: marked in meta.json from birth
+    killed = make(cfg.train.out_dir / "20260102-000000-lightgcn")
+    (killed / "meta.json").write_text(json.dumps({"snapshot": str(snaps[1]), **MADE_BY_RETRAIN}))
+    os.utime(killed, (old, old))
+    recent_kill = make(cfg.train.out_dir / "20260103-000000-lightgcn")  # may be a retrain still running
+    (recent_kill / "meta.json").write_text(json.dumps(MADE_BY_RETRAIN))
+    trained = make(cfg.train.out_dir / "20260101-000001-lightgcn", old)  # `kgrec train`'s: no mark, never swept
     cfg.serving.model_dir = make(tmp_path / "pinned")  # served from outside the model directory
     (cfg.serving.model_dir / "meta.json").write_text(json.dumps({"snapshot": str(snaps[4])}))
     (cfg.export.out_dir / "retrain-latest").symlink_to(snaps[3].name)
     os.utime(snaps[2], None)  # touched today: a retrain may be encoding it
     swept = prune(cfg)
-    assert sorted(swept) == sorted(map(str, [ckpts[0], ckpts[1], tmp_version, snaps[1]]))
-    assert all(p.is_dir() for p in [ckpts[2], only_rgcn, others, snaps[0], *snaps[2:]])
+    assert sorted(swept) == sorted(map(str, [ckpts[0], ckpts[1], tmp_version, killed, snaps[1]]))
+    assert all(p.is_dir() for p in [ckpts[2], only_rgcn, others, snaps[0], *snaps[2:], recent_kill, trained])
     os.utime(ckpts[2], (old, old))
     assert prune(cfg) == []  # the newest checkpoint stays however old: a rerun on its data resumes it
 
