@@ -5,7 +5,9 @@ removed from the environment before any test runs, so no test (nor any ``kgrec``
 wipe that database. With ``KGREC_TEST_NEO4J_URI`` (and ``KGREC_TEST_NEO4J_USER``,
 ``_PASSWORD``, ``_DATABASE``) set, tests use that server, and wipe its database. Otherwise the
 suite starts its own managed Neo4j in ``.kgrec/neo4j-test-<port>`` on ``KGREC_TEST_BOLT_PORT`` (default 7688) and
-``KGREC_TEST_HTTP_PORT`` (default 7475), so the demo graph on 7687 is left alone. The test server is
+``KGREC_TEST_HTTP_PORT`` (default 7475), so the demo graph on 7687 is left alone, with a heap and
+page cache of ``KGREC_TEST_HEAP`` and ``KGREC_TEST_PAGECACHE`` (default 1g each; the heap is
+touched up front, so a small CI box may want less). The test server is
 left running for the next run; ``make neo4j-test-stop`` (and .ci/run) stop it.
 """
 from __future__ import annotations
@@ -31,7 +33,9 @@ def test_neo4j_config() -> Neo4jConfig:
         bolt = int(os.environ.get("KGREC_TEST_BOLT_PORT", "7688"))
         http = int(os.environ.get("KGREC_TEST_HTTP_PORT", "7475"))
         cfg = Neo4jConfig(home=ROOT / ".kgrec" / f"neo4j-test-{bolt}", bolt_port=bolt, http_port=http,
-                          heap="1g", pagecache="1g", start_timeout_s=300)  # bulk-import tests restart it
+                          heap=os.environ.get("KGREC_TEST_HEAP", "1g"),
+                          pagecache=os.environ.get("KGREC_TEST_PAGECACHE", "1g"),
+                          start_timeout_s=300)  # bulk-import tests restart it
     return cfg
 
 
