@@ -299,9 +299,11 @@ def test_bad_encoding_quarantined_with_replacement(tmp_path):
 
 
 def test_latin1_and_bom(tmp_path):
-    _write(tmp_path, "events.csv", b"\xef\xbb\xbfuser,item,rating,ts\nu1,caf\xe9,1,1\n")
-    with pytest.raises(MappingError):  # BOM stripped, so this works; the latin-1 byte fails in utf-8
-        read_tabular(tmp_path, {"files": [{**EVENTS["files"][0], "user": "missing"}]})
+    _write(tmp_path, "events.csv", b"\xef\xbb\xbfuser,item,rating,ts\nu1,caf\xe9,1,1\nu2,caf\xc3\xa9,1,1\n")
+    res = read_tabular(tmp_path, EVENTS)  # the BOM goes, so the header's first column is "user"
+    _reconciles(res)
+    assert [(r["user"], r["item"]) for r in res.records.interactions] == [("u2", "café")]
+    assert len(res.quarantine) == 1 and "invalid utf-8" in res.quarantine[0]["reason"]  # the latin-1 byte
     res = read_tabular(tmp_path, {"files": [{**EVENTS["files"][0], "encoding": "latin-1"}]})
     assert res.records.interactions[0]["item"] == "café" and not res.quarantine
 

@@ -444,7 +444,7 @@ def test_write_back_and_vector_index(trained, graph_session):
     assert odd not in {r["item_id"] for r in again}
 
 
-def test_killed_retrain_leaves_previous_model_serving(trained):
+def test_a_killed_training_run_leaves_the_previous_model_serving(trained):
     cfg, snapshot, artifact = trained
     current = cfg.train.out_dir / "current"
     before = current.resolve()

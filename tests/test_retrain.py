@@ -220,8 +220,9 @@ def test_cli_export_waits_for_a_running_ingest_and_leaves_no_snapshot(loaded, ne
 
 
 def test_a_retrain_killed_outright_leaves_a_whole_model_serving_and_no_lock(loaded, neo4j_config, tmp_path):
-    """SIGKILL (no handler runs) a `kgrec retrain` process in mid-run: `current` still names a whole
-    artifact, the OS has dropped the retrain lock, and the next retrain runs and publishes."""
+    """SIGKILL (no handler runs) a `kgrec retrain` process in mid-run, or just before it publishes:
+    `current` still names a whole artifact, the OS has dropped the retrain lock, and the next
+    retrain runs and publishes."""
     import os
     import signal
     import subprocess
@@ -256,6 +257,21 @@ def test_a_retrain_killed_outright_leaves_a_whole_model_serving_and_no_lock(load
     assert current.name == first.version and (current / "embeddings.npz").is_file()
     after = retrain(graph, cfg)  # not RetrainBusyError: the lock went with the process
     assert after.published and (Path(cfg.train.out_dir) / "current").resolve().name == after.version
+
+    # killed at the worst moment: a new version is trained, gated, reported, and about to be published
+    code = ("import os, signal\nimport gnn.artifact\n"
+            "gnn.artifact.publish = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)\n"
+            "from kgrec.cli import main\nmain(['retrain', '--model', 'lightgcn', '--no-writeback', '--force'])\n")
+    killed = subprocess.run([sys.executable, "-c", code], env={**env, "KGREC_TRAIN__EPOCHS": "2"},
+                            capture_output=True, text=True, timeout=600)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    current = (Path(cfg.train.out_dir) / "current").resolve()
+    assert current.name == after.version and (current / "embeddings.npz").is_file()
+    (unpublished,) = [json.loads(p.read_text()) for p in Path(cfg.train.out_dir).glob("*/retrain.json")
+                      if json.loads(p.read_text())["version"] not in (first.version, after.version)]
+    assert unpublished["published"] is False and unpublished["decision"] == "published: --force"
+    last = retrain(graph, cfg)
+    assert last.published and (Path(cfg.train.out_dir) / "current").resolve().name == last.version
 
 
 def test_the_cron_script_loads_a_delta_file_then_retrains(loaded, neo4j_config, tmp_path):
