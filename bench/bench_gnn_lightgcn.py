@@ -145,6 +145,7 @@ def main() -> None:
             logging.info("seeded %s from %s", own, args.continue_from)
     device = resolve_device(args.device)
     if device.type == "cuda":
+        torch.cuda.init()  # the reset alone does not start CUDA: with cuda:0 it would fail
         torch.cuda.reset_peak_memory_stats(device)
     rows: list[dict] = []
     t0 = time.perf_counter()

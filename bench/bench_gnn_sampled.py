@@ -153,6 +153,7 @@ def run_variant(args: argparse.Namespace) -> None:
     snap = Snapshot.load(args.snapshot)
     rss_loaded = reset_peak_rss()  # interpreter, libraries and snapshot: the baseline before training
     if device.type == "cuda":
+        torch.cuda.init()  # the reset alone does not start CUDA: with cuda:0 it would fail
         torch.cuda.reset_peak_memory_stats(device)
     cfg = TrainConfig(model="rgcn", embedding_dim=args.dim, num_layers=args.layers, lr=args.lr, weight_decay=1e-4,
                       batch_size=args.batch_size, epochs=args.epochs, eval_every=1, patience=1000, ks=[20],
@@ -200,6 +201,7 @@ def run_steps(args: argparse.Namespace) -> None:
     rng = np.random.default_rng(0)
     rss0 = reset_peak_rss()  # graph generation and set-up excluded from the peak
     if device.type == "cuda":
+        torch.cuda.init()  # the reset alone does not start CUDA: with cuda:0 it would fail
         torch.cuda.reset_peak_memory_stats(device)
 
     def step(u: torch.Tensor, p: torch.Tensor, n: torch.Tensor) -> None:

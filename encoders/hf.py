@@ -50,7 +50,8 @@ def _pick_autocast(dtype: str, device: Any) -> Any:
         return None
     if device.type == "cuda":
         if dtype == "auto":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+            # native bf16 from Ampere (8.x) on; older GPUs only emulate it, slowly
+            return torch.bfloat16 if torch.cuda.get_device_capability(device)[0] >= 8 else torch.float16
         return torch.float16 if dtype == "float16" else torch.bfloat16
     if dtype == "bfloat16" and device.type == "cpu":
         return torch.bfloat16

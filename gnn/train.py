@@ -40,6 +40,7 @@ from .models.filters import FILTER_MODELS, build_filter
 from .sampling import NegativeSampler, TrainPairs, check_positive_sampling, make_generator
 
 logger = logging.getLogger(__name__)
+CHECKPOINT_EVERY_S = 60.0  # between the checkpoints of epochs without an evaluation
 
 EpochHook = Callable[[int, dict[str, Any]], None]
 MODELS = ("lightgcn", "fused", "rgcn", "kgfused")
@@ -377,6 +378,10 @@ class _RunState:
         """
         state = torch.load(ckpt, map_location=device, weights_only=False)
         model.load_state_dict(_persistent_only(state["model"], model))
+        for saved, now in zip(state["optimizer"]["param_groups"], optimizer.param_groups):
+            for key in ("fused", "foreach", "capturable"):  # this device's kernels, not the saving run's
+                if key in now:
+                    saved[key] = now[key]
         optimizer.load_state_dict(state["optimizer"])
         if swa is not None and state.get("swa") is not None:
             swa.load_state_dict(_persistent_only(state["swa"], swa))
@@ -435,8 +440,10 @@ def train(snapshot: Any, cfg: TrainConfig, out_dir: str | Path, text_embeddings:
         out_dir: models directory; the artifact goes to ``out_dir/<version>/``.
         text_embeddings: optional (I, t) item text vectors for text-aware models.
         snapshot_path: recorded in ``meta.json``.
-        epoch_hook: called as ``hook(epoch, row)`` after each epoch's checkpoint (an exception
-            raised there aborts training, leaving ``current`` untouched).
+        epoch_hook: called as ``hook(epoch, row)`` after each epoch and its checkpoint, when one
+            is written (an exception raised there aborts training, leaving ``current`` untouched).
+            A checkpoint is written after every evaluation and the last epoch, and otherwise at
+            most every :data:`CHECKPOINT_EVERY_S` seconds.
         resume: continue from a matching checkpoint when one exists.
         publish_current: repoint ``out_dir/current`` at the new artifact.
         max_time_s: stop after the first epoch that ends past this many seconds of training; the
@@ -547,6 +554,7 @@ def _train_embeddings(snapshot: Any, cfg: TrainConfig, out_dir: Path, text_embed
         return evaluate(lambda u: ue[u] @ ie.t(), train_csr, truth, ks, I, device=device, exclude=exclude)
 
     t_start = time.perf_counter()
+    last_save = -float("inf")
     budget_stop = False
     n = len(pairs_u)
     epoch = run.epoch
@@ -590,14 +598,20 @@ def _train_embeddings(snapshot: Any, cfg: TrainConfig, out_dir: Path, text_embed
             score = row[f"{eval_split}_{stop_metric}"]
         run.end_epoch(row, score, scored_model())
         logger.info("epoch %d %s", epoch, json.dumps(row))
-        run.save(ckpt_dir, model, optimizer, gen, swa, scaler)
+        out_of_time = max_time_s is not None and time.perf_counter() - t_start > max_time_s
+        stopping = run.bad_evals >= cfg.patience or out_of_time or epoch == cfg.epochs
+        # a GPU epoch can take less time than writing the checkpoint: epochs without an evaluation
+        # write one at most every CHECKPOINT_EVERY_S, so a killed run redoes at most that much
+        if score is not None or stopping or time.perf_counter() - last_save >= CHECKPOINT_EVERY_S:
+            run.save(ckpt_dir, model, optimizer, gen, swa, scaler)
+            last_save = time.perf_counter()
         if epoch_hook is not None:
             epoch_hook(epoch, row)
         if run.bad_evals >= cfg.patience:
             logger.info("early stop at epoch %d (best %s %.4f at epoch %d)", epoch, stop_metric, run.best_score,
                         run.best_epoch)
             break
-        if max_time_s is not None and time.perf_counter() - t_start > max_time_s:
+        if out_of_time:
             logger.info("time budget %.0fs reached after epoch %d; the checkpoint is kept, so the same "
                         "call continues from here", max_time_s, epoch)
             budget_stop = epoch < cfg.epochs

@@ -251,6 +251,39 @@ def test_killed_training_keeps_current_and_resumes(tmp_path: Path) -> None:
     assert (tmp_path / "current").resolve() == second.resolve()
 
 
+def test_epochs_without_evaluation_checkpoint_at_most_every_minute(tmp_path: Path, monkeypatch) -> None:
+    """A GPU epoch can be shorter than writing its checkpoint: the first epoch, epochs that
+    evaluate and the last write one; the others only once CHECKPOINT_EVERY_S has passed. A run
+    killed in between resumes from the last one written and ends as the uninterrupted run does."""
+    import gnn.train
+
+    monkeypatch.setattr(gnn.train, "CHECKPOINT_EVERY_S", 3600.0)
+    snap = planted_snapshot(num_users=60)
+    cfg = tiny_cfg(epochs=5, eval_every=3)
+
+    def checkpointed(out: Path) -> int:
+        (ckpt,) = (out / ".checkpoints").glob("*/last.pt")
+        return torch.load(ckpt, weights_only=False)["epoch"]
+
+    saved: list[int] = []
+    whole = train(snap, cfg, tmp_path / "whole", progress=False,
+                  epoch_hook=lambda e, r: saved.append(checkpointed(tmp_path / "whole")))
+    assert saved == [1, 1, 3, 3, 5]
+
+    def stop_at_2(epoch: int, row: dict) -> None:
+        if epoch == 2:
+            raise Boom("killed")
+
+    with pytest.raises(Boom):
+        train(snap, cfg, tmp_path / "cut", epoch_hook=stop_at_2, progress=False)
+    assert checkpointed(tmp_path / "cut") == 1
+    seen: list[int] = []
+    resumed = train(snap, cfg, tmp_path / "cut", epoch_hook=lambda e, r: seen.append(e), progress=False)
+    assert seen == [2, 3, 4, 5]
+    with np.load(whole / "embeddings.npz") as z1, np.load(resumed / "embeddings.npz") as z2:
+        np.testing.assert_allclose(z1["item"], z2["item"], rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("negative_sampling", ["uniform", "hard"])
 def test_resumed_training_matches_an_uninterrupted_run(tmp_path: Path, negative_sampling: str) -> None:
     # the checkpoint carries the sampler's generator, so the resumed epochs draw the same triples
@@ -304,7 +337,10 @@ def test_seed_checkpoint_continues_a_run_under_a_new_batch_size_and_lr(tmp_path:
     assert json.loads((art / "config.json").read_text())["batch_size"] == 64
 
 
-def test_weight_averaging_evaluates_and_publishes_the_mean_of_the_epochs_weights(tmp_path: Path) -> None:
+def test_weight_averaging_evaluates_and_publishes_the_mean_of_the_epochs_weights(tmp_path: Path, monkeypatch) -> None:
+    import gnn.train
+
+    monkeypatch.setattr(gnn.train, "CHECKPOINT_EVERY_S", 0.0)  # every epoch's weights, though few evaluate
     snap = planted_snapshot(num_users=60)
     tr, va, te = (snap.splits[s] for s in ("train", "valid", "test"))
     train_csr = to_csr(tr.user, tr.item, snap.num_users, snap.num_items)

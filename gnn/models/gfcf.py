@@ -75,8 +75,9 @@ class GFCF:
                 vt = vt[np.argsort(-sv)]
             else:
                 a = self._to_torch(Rn, layout=torch.sparse_coo)
-                # manual_seed reseeds every GPU, so every GPU's state is saved and restored
-                cuda = list(range(torch.cuda.device_count()))
+                # manual_seed reseeds every GPU, so every started GPU's state is saved and restored
+                # (asking for an unstarted one's would start a CUDA context on it)
+                cuda = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
                 with torch.random.fork_rng(devices=cuda):  # a seeded projection; the caller's RNG is untouched
                     torch.manual_seed(self.seed)
                     _, _, v = torch.svd_lowrank(a, q=min(k + 64, min(Rn.shape)), niter=6)

@@ -71,7 +71,7 @@ class RelationalConv(nn.Module):
             raise ValueError(f"the graph has {len(sizes)} relation types, the layer {self.num_relations}")
         chunks = x.index_select(0, src).split(sizes)
         msg = torch.cat([c @ w for c, w in zip(chunks, self.relation_weights().unbind(0))])
-        return out.index_add_(0, dst, msg * norm.to(x.dtype).unsqueeze(1))
+        return out.index_add_(0, dst, (msg * norm.to(x.dtype).unsqueeze(1)).to(out.dtype))
 
     def extra_repr(self) -> str:
         return f"{self.in_dim}, {self.out_dim}, relations={self.num_relations}, bases={self.num_bases}"
