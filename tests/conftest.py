@@ -42,6 +42,14 @@ def test_neo4j_config() -> Neo4jConfig:
 test_neo4j_config.__test__ = False  # not a test
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that reaches the server (through the ``neo4j_config`` fixture) ``neo4j``, so
+    ``-m "not neo4j"`` runs without one."""
+    for item in items:
+        if "neo4j_config" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.neo4j)
+
+
 @pytest.fixture(scope="session")
 def neo4j_config() -> Neo4jConfig:
     from kg.neo4j_server import ManagedNeo4j
