@@ -14,7 +14,8 @@ from encoders.base import EncoderError
 from kgrec.config import ServingConfig
 
 from .live import LiveModel
-from .recommender import Recommendation, Recommender, UnknownAttributeError, UnknownItemError, UnknownUserError
+from .recommender import (AttributesUnavailableError, Recommendation, Recommender, UnknownAttributeError,
+                          UnknownItemError, UnknownUserError)
 from .search import SearchUnavailableError
 
 
@@ -46,8 +47,9 @@ class ColdStartRequest(BaseModel):
 
 
 # what each error means to a client, checked in order
-STATUS: dict[type[Exception], int] = {UnknownUserError: 404, UnknownItemError: 404, UnknownAttributeError: 404,
-                                      SearchUnavailableError: 409,
+# the first entry an error is an instance of gives its status: a subclass before its base
+STATUS: dict[type[Exception], int] = {AttributesUnavailableError: 409, UnknownUserError: 404, UnknownItemError: 404,
+                                      UnknownAttributeError: 404, SearchUnavailableError: 409,
                                       EncoderError: 503, ValueError: 422}  # 503: the query encoder cannot load here
 
 
@@ -79,7 +81,8 @@ def create_app(model_dir: str | Path, reload_check_s: float = 1.0, cfg: ServingC
         return {"status": "ok", "model_version": rec.version, "users": len(rec.user_ids), "items": len(rec.item_ids),
                 "scorer": "graph filter" if rec.scorer is not None else "embeddings",
                 "search": rec.text_search is not None,
-                "search_encoder": rec.text_search.encoder_state if rec.text_search is not None else None}
+                "search_encoder": rec.text_search.encoder_state if rec.text_search is not None else None,
+                "reload_error": app.state.model.reload_error}  # a newer version that did not load
 
     @app.get("/recommend/{user_id:path}", response_model=Recommendations)  # ids may hold "/"
     def recommend(user_id: str, k: int = Query(10, ge=1, le=1000),

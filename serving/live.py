@@ -50,7 +50,7 @@ class LiveModel:
         if warm_search:  # the query encoder loads beside the first requests instead of in the first search
             threading.Thread(target=self._warm_search, args=(self._model,), daemon=True,
                              name="kgrec-search-warm").start()
-        self._failed: tuple[str, float] | None = None  # a target that did not load, and when
+        self._failed: tuple[str, float, str] | None = None  # a target that did not load, when, and why
         self._checked = time.monotonic()
         self._loading = threading.Lock()
         self._loader: threading.Thread | None = None
@@ -66,6 +66,14 @@ class LiveModel:
                                                 name="kgrec-model-reload")
                 self._loader.start()
         return self._model
+
+    @property
+    def reload_error(self) -> str | None:
+        """Why the version published last did not load, while the one before serves; else None."""
+        failed = self._failed
+        if failed is None or failed[0] != os.path.realpath(self.path):  # not rolled back since
+            return None
+        return f"{failed[0]}: {failed[2]}"
 
     def wait_for_reload(self, timeout: float | None = None) -> None:
         """Block until a reload started by :meth:`get` has finished (for tests and scripts)."""
@@ -93,10 +101,10 @@ class LiveModel:
         try:
             model = Recommender.load(target, self.cfg)
             self._warm_search(model)
-        except Exception:  # a broken artifact must not take the service down
+        except Exception as e:  # a broken artifact must not take the service down
             logger.exception("the model published at %s (%s) did not load; still serving %s, retrying in %.0f s",
                              self.path, target, self._model.version, self.retry_s)
-            self._failed = (target, time.monotonic())
+            self._failed = (target, time.monotonic(), f"{type(e).__name__}: {e}")
             if held is not None:
                 held.close()
         else:

@@ -53,6 +53,10 @@ class UnknownAttributeError(KeyError):
     """The attribute (entity) id links to no item of the model, or the model keeps no attributes."""
 
 
+class AttributesUnavailableError(UnknownAttributeError):
+    """The model keeps no item attributes, so no ``within`` can be answered (HTTP 409, not 404)."""
+
+
 @dataclass(frozen=True)
 class Recommendation:
     """One recommended item."""
@@ -171,7 +175,7 @@ class Recommender:
             UnknownAttributeError: an id links to no item, or the model keeps no item attributes.
         """
         if self._attribute_items is None:
-            raise UnknownAttributeError(f"model {self.version} keeps no item attributes: retrain it on a "
+            raise AttributesUnavailableError(f"model {self.version} keeps no item attributes: retrain it on a "
                                         "snapshot whose items have attributes")
         rows: np.ndarray | None = None
         for a in dict.fromkeys(attribute_ids):
@@ -304,13 +308,13 @@ class Recommender:
         """
         if k < 0:
             raise ValueError(f"k must be >= 0, got {k}")
+        searchable = self._searchable()  # first: a model that cannot search says so, whoever asks
         u = self._user(user_id) if user_id is not None else None
         if u is None:
-            relevance, rows = self._searchable().top(text, k)
+            relevance, rows = searchable.top(text, k)
             return [Recommendation(self.item_ids[j], float(v), self.item_titles[j])
                     for v, j in zip(relevance.tolist(), rows.tolist())]
-        relevance, candidates = self._searchable().top(text, max(k, self.search_candidates),
-                                                       exclude=self._seen_rows(u))
+        relevance, candidates = searchable.top(text, max(k, self.search_candidates), exclude=self._seen_rows(u))
         preference = self._candidate_scores(u, candidates).nan_to_num(nan=float("-inf"))  # a broken row ranks last
         fused = fuse_ranks(relevance, preference)  # candidates are in relevance order: a stable sort keeps it on ties
         order = torch.argsort(fused, descending=True, stable=True)[:k]
@@ -332,18 +336,21 @@ class Recommender:
         ``graph_relations = ["friend"]`` (docs/results.md). Unknown ids are skipped; the given items
         are not recommended, a query's matches may be.
 
+        An item, friend or query match whose embedding is not finite is left out of the mean.
+
         Raises:
-            UnknownUserError: no query is given and none of the given items or friends is known.
+            UnknownUserError: no query is given and none of the given items or friends is known
+                (or has a finite embedding).
             SearchUnavailableError: queries given to a model without item text vectors.
             ValueError: friends given to a graph-filter model, or an empty query.
         """
         item_ids, friend_ids, queries = _id_list(item_ids), _id_list(friend_ids), _id_list(queries)
+        if self.scorer is not None and friend_ids:
+            raise ValueError("a graph-filter model scores item rows only; it cannot use friends")
         rows = sorted({self.item_index[i] for i in item_ids if i in self.item_index})
         friends = sorted({self.user_index[u] for u in friend_ids if u in self.user_index})
         if not rows and not friends and not queries:
             raise UnknownUserError("none of the given items or friends is known to the model")
-        if self.scorer is not None and friend_ids:
-            raise ValueError("a graph-filter model scores item rows only; it cannot use friends")
         queries = list(dict.fromkeys(queries))  # a repeated query counts once, as an item does
         matches = [self._query_matches(q) for q in queries]  # one (query_items,) row set per query
         if self.scorer is not None:
@@ -355,7 +362,11 @@ class Recommender:
             scores = self.scorer.score_rows(row)[0].float().cpu()
         else:
             neighbours = torch.cat([self.item_emb[rows], self.user_emb[friends],
-                                    *(self.item_emb[torch.from_numpy(m)].mean(0, keepdim=True) for m in matches)], 0)
+                                    *(_finite(self.item_emb[torch.from_numpy(m)]).mean(0, keepdim=True)
+                                      for m in matches)], 0)
+            neighbours = _finite(neighbours)  # a broken row (or a query whose matches all are) is left out
+            if not len(neighbours):
+                raise UnknownUserError("none of the given items, friends or queries has a usable embedding")
             scores = self.score_items(neighbours.mean(0))
         if rows:
             scores[torch.tensor(rows)] = float("-inf")
@@ -425,6 +436,11 @@ class Recommender:
             index = rows[index]
         return [Recommendation(self.item_ids[j], float(v), self.item_titles[j])
                 for v, j in zip(values.tolist(), index.tolist())]
+
+
+def _finite(vectors: torch.Tensor) -> torch.Tensor:
+    """The rows of ``vectors`` whose every value is finite."""
+    return vectors[torch.isfinite(vectors).all(1)]
 
 
 def _id_list(values: str | list[str] | tuple[str, ...]) -> list[str]:

@@ -86,7 +86,7 @@ class TextSearch:
                 # one text before any request's: the first call sets the tokenizer's padding and
                 # truncation, which concurrent first calls would race on ("Already borrowed")
                 encoder.encode(["warm up"])
-            except (ValueError, OSError, RuntimeError) as e:  # EncoderError too: the server's fault
+            except Exception as e:  # EncoderError, a missing package...: the server's fault, tried again later
                 error = EncoderError(f"the query encoder {self.setting['model']!r} cannot load: {e} (tried "
                                      f"again in {LOAD_RETRY_S:.0f} s)")
                 self._failed = (error, time.monotonic())

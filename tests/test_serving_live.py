@@ -71,6 +71,8 @@ def test_the_http_api_serves_each_newly_published_version_and_survives_a_broken_
         assert version_after_reload() == second.name
     assert in_use(second) and not in_use(broken)
     assert caplog.text.count("did not load") == 1  # tried once, not on every request
+    health = client.get("/health").json()  # a client sees it too, not only the log
+    assert health["reload_error"].startswith(f"{broken.resolve()}: JSONDecodeError")
     live.retry_s = 0  # a failed load is retried after retry_s
     with caplog.at_level(logging.ERROR, logger="serving.live"):
         assert version_after_reload() == second.name
@@ -78,6 +80,7 @@ def test_the_http_api_serves_each_newly_published_version_and_survives_a_broken_
     wait_for_reload()
     publish(first, tmp_path)  # rolling back is publishing the older version again
     assert version_after_reload() == first.name
+    assert client.get("/health").json()["reload_error"] is None
 
 
 def test_a_live_model_checks_the_link_at_most_every_check_s(tmp_path):

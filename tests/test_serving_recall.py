@@ -196,3 +196,46 @@ def test_one_string_is_one_id_not_its_characters():
         [r.item_id for r in rec.recommend("u0", 5, within=["genre:A"])]
     assert rec.recommend_from_items("i1", 5) == rec.recommend_from_items(["i1"], 5)
     assert rec.recommend_from_items([], 5, friend_ids="u1") == rec.recommend_from_items([], 5, friend_ids=["u1"])
+
+
+def test_a_broken_input_row_is_left_out_of_a_new_users_mean():
+    """One input item with a NaN embedding would make every score NaN, and the answer empty."""
+    from serving.recommender import UnknownUserError
+
+    rec = clustered()
+    rec.item_emb[7] = float("nan")
+    with_broken = rec.recommend_from_items(["i1", "i2", "i7"], 5)
+    assert len(with_broken) == 5 and with_broken == rec.recommend_from_items(["i1", "i2"], 5)
+    with pytest.raises(UnknownUserError, match="usable embedding"):
+        rec.recommend_from_items(["i7"], 5)
+
+
+def test_errors_say_what_the_model_cannot_do_before_what_the_caller_got_wrong(tmp_path):
+    """A model without text vectors cannot search, whatever user is named; one without attributes
+    cannot answer `within` (409, not the 404 of a mistyped id); friends sent to a graph filter are
+    a bad value (422) even when none is known."""
+    from fastapi.testclient import TestClient
+
+    from gnn.train import train
+    from serving.http import create_app
+    from serving.recommender import AttributesUnavailableError, UnknownAttributeError
+    from serving.search import SearchUnavailableError
+    from test_gnn import planted_snapshot, tiny_cfg
+
+    rec = clustered()
+    with pytest.raises(SearchUnavailableError):
+        rec.search("shoes", 5, user_id="nobody")
+    with pytest.raises(AttributesUnavailableError):
+        rec.recommend("u0", 5, within=["genre:A"])
+    rec.use_attributes(np.arange(ITEMS + 1), np.zeros(ITEMS, np.int64), ["genre:A"])
+    with pytest.raises(UnknownAttributeError) as unknown:
+        rec.recommend("u0", 5, within=["genre:B"])
+    assert not isinstance(unknown.value, AttributesUnavailableError)
+
+    art = train(planted_snapshot(num_users=40), tiny_cfg(model="gfcf", filter={"k": 4}), tmp_path, progress=False)
+    with pytest.raises(ValueError, match="cannot use friends"):
+        Recommender.load(art).recommend_from_items([], 5, friend_ids=["ghost"])
+    client = TestClient(create_app(art))
+    assert client.post("/recommend/cold", json={"friend_ids": ["ghost"]}).status_code == 422
+    assert Recommender.load(art)._attribute_items is None  # the planted snapshot has no attributes
+    assert client.get("/recommend/u0", params={"within": "cat:x"}).status_code == 409
