@@ -15,3 +15,7 @@ class Neo4jConnectionError(KgError):
 
 class ConstraintViolation(KgError):
     """A write broke a uniqueness constraint."""
+
+
+class SchemaConflictError(KgError):
+    """An index of the database's own stands where kgrec needs a constraint or index of its own."""

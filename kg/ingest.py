@@ -224,7 +224,8 @@ def _ingest_locked(graph: Graph, records: GraphRecords, cfg: IngestConfig, incre
 
 
 def forget_user(graph: Graph, user_id: str, lock_wait_s: float = 0.0) -> bool:
-    """Delete a user and all their events, searches and friendships, holding the ingest lock: under
+    """Delete a user and all their events, searches and friendships, and the queries only they
+    searched (not one the data links to relevant items), holding the ingest lock: under
     the id as ingest stores it and, for a user loaded before, with the invisible characters ingest now
     removes (one person to ingest today). Returns whether one existed."""
     stored = normalize_id(user_id, "user id")  # as ingest stores it (a mapping's lowercase_ids aside)

@@ -12,12 +12,27 @@ Relationships (types are a fixed vocabulary; names from data are stored as prope
 """
 from __future__ import annotations
 
+import neo4j.exceptions as neo4j_exc
+
 from .connection import Graph
+from .errors import SchemaConflictError
 
 
 def apply_schema(graph: Graph) -> None:
-    """Create every constraint and index (no-op when present)."""
-    graph.run_script("schema/constraints")
+    """Create every constraint and index (no-op when present).
+
+    Raises:
+        SchemaConflictError: the database has a plain index where kgrec needs a uniqueness
+            constraint (``IF NOT EXISTS`` does not cover that): it names the index to drop.
+    """
+    try:
+        graph.run_script("schema/constraints")
+    except neo4j_exc.ClientError as e:
+        if e.code != "Neo.ClientError.Schema.IndexAlreadyExists":
+            raise
+        raise SchemaConflictError(f"{e.message} kgrec needs a uniqueness constraint there (MERGE on ids): drop "
+                                  f"that index (SHOW RANGE INDEXES names it; DROP INDEX <name>), then run again; "
+                                  f"the constraint's own index serves the same lookups") from e
 
 
 def wipe(graph: Graph, batch: int = 20000, keep_locks: bool = False) -> int:

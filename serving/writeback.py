@@ -10,6 +10,7 @@ import logging
 import torch
 
 from kg.connection import Graph, batches
+from kg.errors import SchemaConflictError
 from kg.lock import WRITEBACK_LOCK, Lease, graph_lock
 
 from .recommender import Recommender
@@ -48,6 +49,7 @@ def write_back(graph: Graph, rec: Recommender, k: int = 10, batch_size: int = 20
 
     Raises:
         kg.lock.LockedError: another write-back held the graph for longer than ``lock_wait_s``.
+        kg.errors.SchemaConflictError: a vector index of another name covers ``:Item(embedding)``.
     """
     with graph_lock(graph, WRITEBACK_LOCK, lock_wait_s) as lease:
         return _write_back(graph, rec, k, batch_size, users, index_timeout_s, lease)
@@ -56,6 +58,7 @@ def write_back(graph: Graph, rec: Recommender, k: int = 10, batch_size: int = 20
 def _write_back(graph: Graph, rec: Recommender, k: int, batch_size: int, users: list[str] | None,
                 index_timeout_s: int, lease: Lease) -> dict[str, int]:
     dim = int(rec.item_emb.shape[1])
+    info = _index_info(graph)  # before anything is written: a conflict stops the write-back untouched
     counts = {"items": 0, "users": 0, "recommendations": 0, "skipped_embeddings": 0}
     for kind, ids, emb in (("item", rec.item_ids, rec.item_emb), ("user", rec.user_ids, rec.user_emb)):
         usable = (torch.isfinite(emb).all(1) & (emb.abs().sum(1) > 0)).tolist()
@@ -67,11 +70,12 @@ def _write_back(graph: Graph, rec: Recommender, k: int, batch_size: int, users: 
     if counts["skipped_embeddings"]:
         logger.warning("%d embeddings of %s are not finite or all zero: not written (those nodes have no vector)",
                        counts["skipped_embeddings"], rec.version)
-    graph.write("writeback/clear_stale_embeddings", before_=lease.check, model=rec.version)  # nodes it does not know
+    while graph.write_counted("writeback/clear_stale_embeddings", before_=lease.check, model=rec.version,
+                              limit=10_000)[1]:  # nodes it does not know
+        pass
     # An index of another dimension is replaced only now: while the vectors were written it kept
     # indexing the old-size ones (Neo4j leaves vectors of another size out); a query with a new
     # vector fails against it, and any query fails while the new index fills (awaited below).
-    info = graph.query("writeback/vector_index_info")
     if info and (info[0]["dimensions"] != dim or info[0]["similarity"] != "COSINE" or info[0]["state"] == "FAILED"):
         graph.write("writeback/drop_item_vector_index")  # another size, a hand-made euclidean one, or broken
     graph.write("writeback/create_item_vector_index",
@@ -91,6 +95,22 @@ def _write_back(graph: Graph, rec: Recommender, k: int, batch_size: int, users: 
                               limit=10_000)[1]:
         pass
     return counts
+
+
+def _index_info(graph: Graph) -> list[dict]:
+    """``item_embedding``'s settings (a list of one, or empty).
+
+    Raises:
+        SchemaConflictError: another vector index covers ``:Item(embedding)``, so Neo4j would not
+            create ``item_embedding`` beside it (and kgrec would wait for an index never made).
+    """
+    info = graph.query("writeback/vector_index_info")
+    others = [r["name"] for r in info if r["name"] != "item_embedding"]
+    if others:
+        raise SchemaConflictError(f"the vector index {others[0]!r} already covers :Item(embedding), where kgrec "
+                                  f"writes its embeddings and keeps its own index 'item_embedding': drop it "
+                                  f"(DROP INDEX {others[0]}) and write back again; nothing was written")
+    return info
 
 
 def _lists(graph: Graph, rec: Recommender, users: list[str], k: int) -> list[list]:

@@ -546,3 +546,22 @@ def test_forget_user_finds_an_id_stored_with_an_invisible_character(graph):
     left = graph.driver.execute_query("MATCH (u:User) RETURN collect(u.id) AS ids", database_=graph.database)
     assert left.records[0]["ids"] == ["bob"]
     assert not forget_user(graph, "alice")
+
+
+def test_forgetting_a_user_deletes_the_queries_only_they_typed(graph):
+    """A query only they searched is their text and goes; one another user searched too, or one the
+    data links to relevant items, stays (without their SEARCHED)."""
+    from kg.ingest import forget_user
+
+    graph.driver.execute_query(
+        "CREATE (a:User {id: 'alice'}), (b:User {id: 'bob'}), (i:Item {id: 'i1'}), "
+        "(a)-[:SEARCHED]->(:Query {id: 'q-own', text: 'my private words'}), "
+        "(a)-[:SEARCHED]->(s:Query {id: 'q-shared'})<-[:SEARCHED]-(b), "
+        "(a)-[:SEARCHED]->(:Query {id: 'q-labelled'})-[:RELEVANT]->(i), (a)-[:SEARCHED]->(:Query {id: 'q-twice'}), "
+        "(a)-[:SEARCHED]->(:Query {id: 'q-twice-too'})", database_=graph.database)
+    graph.driver.execute_query("MATCH (a:User {id: 'alice'}), (q:Query {id: 'q-twice'}) CREATE (a)-[:SEARCHED]->(q)",
+                               database_=graph.database)  # a query searched twice by the one user goes too
+    assert forget_user(graph, "alice")
+    left = graph.driver.execute_query("MATCH (q:Query) RETURN q.id AS id, COUNT { (q)<-[:SEARCHED]-() } AS searched "
+                                      "ORDER BY id", database_=graph.database)
+    assert [(r["id"], r["searched"]) for r in left.records] == [("q-labelled", 0), ("q-shared", 1)]

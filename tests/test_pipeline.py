@@ -399,6 +399,15 @@ def test_write_back_and_vector_index(trained, graph_session):
     assert graph_session.query("writeback/vector_index_info")[0]["state"] == "ONLINE"
     near = graph_session.query("serving/similar_items_vector", item_id="i0", k=5)
     assert len(near) == 5 and "i0" not in {r["item_id"] for r in near}
+    assert [r["score"] for r in near] == sorted((r["score"] for r in near), reverse=True)
+    # README's Browser examples run as written, each with an answer
+    import cypher
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    examples = cypher.statements(readme.split("```cypher\n", 1)[1].split("```", 1)[0])
+    assert len(examples) == 3
+    for example in examples:
+        assert graph_session.driver.execute_query(example, database_=graph_session.database).records, example
     graph_session.driver.execute_query("CREATE (:Item {id: 'newer-than-the-model'})", database_=graph_session.database)
     assert graph_session.query("serving/similar_items_vector", item_id="newer-than-the-model", k=5) == []
     graph_session.driver.execute_query("MATCH (i:Item {id: 'newer-than-the-model'}) DELETE i",
@@ -511,8 +520,8 @@ def test_graph_filter_model_through_cli_serving_and_write_back(trained, graph_se
     assert client.post("/recommend/cold", json={"friend_ids": ["u0"]}).status_code == 422  # a filter takes no friends
     assert_written_back(graph_session, rec, ["u0", "u1"])
     # the 64-dimensional index of the earlier write-back was replaced by a 24-dimensional one, online
-    assert graph_session.query("writeback/vector_index_info") == [{"dimensions": 24, "similarity": "COSINE",
-                                                                    "state": "ONLINE"}]
+    assert graph_session.query("writeback/vector_index_info") == [{"name": "item_embedding", "dimensions": 24,
+                                                                    "similarity": "COSINE", "state": "ONLINE"}]
     assert len(graph_session.query("serving/similar_items_vector", item_id="i0", k=5)) == 5
 
 
@@ -551,6 +560,43 @@ def test_write_back_leaves_out_vectors_the_index_cannot_take_and_runs_one_at_a_t
     graph_session.driver.execute_query("MATCH (:User {id: 'u0'})-[r:INTERACTED]->(:Item {id: $i}) DELETE r",
                                        i=top, database_=graph_session.database)  # one the model never saw
     assert [r["id"] for r in listed] == [r.item_id for r in rec.recommend("u0", 4)][1:]
+
+
+def test_indexes_of_the_databases_own_in_kgrecs_way_are_named_not_tripped_over(trained, graph_session):
+    """Neo4j's IF NOT EXISTS does nothing for a vector index of another name over :Item(embedding),
+    and fails for a uniqueness constraint where a plain index stands: both say which index to drop,
+    and a write-back stopped so writes nothing."""
+    import pytest
+
+    from kg.errors import SchemaConflictError
+    from kg.schema import apply_schema
+    from serving import Recommender
+    from serving.writeback import write_back
+
+    cfg, _, _ = trained
+    rec = Recommender.load(cfg.train.out_dir / "current")
+    run = lambda q: graph_session.driver.execute_query(q, database_=graph_session.database)  # noqa: E731
+    before = run("MATCH (:User {id: 'u0'})-[r:RECOMMENDED]->() RETURN collect(r.rank) AS ranks").records[0]["ranks"]
+    run("DROP INDEX item_embedding IF EXISTS")
+    run("CREATE VECTOR INDEX theirs FOR (i:Item) ON i.embedding OPTIONS {indexConfig: "
+        "{`vector.dimensions`: 8, `vector.similarity_function`: 'euclidean'}}")
+    try:
+        with pytest.raises(SchemaConflictError, match="DROP INDEX theirs"):
+            write_back(graph_session, rec, k=1, users=["u0"])
+        after = run("MATCH (:User {id: 'u0'})-[r:RECOMMENDED]->() RETURN collect(r.rank) AS ranks")
+        assert after.records[0]["ranks"] == before  # k=1 would have cut u0's list
+    finally:
+        run("DROP INDEX theirs IF EXISTS")
+    run("DROP CONSTRAINT query_id")
+    run("CREATE INDEX their_query_id FOR (q:Query) ON (q.id)")
+    try:
+        with pytest.raises(SchemaConflictError, match="DROP INDEX"):
+            apply_schema(graph_session)
+    finally:
+        run("DROP INDEX their_query_id IF EXISTS")
+        apply_schema(graph_session)
+    write_back(graph_session, rec, k=3, users=["u0"])
+    assert graph_session.query("writeback/vector_index_info")[0]["name"] == "item_embedding"
 
 
 def test_forget_user_removes_them_from_the_next_export(trained, graph_session, tmp_path):

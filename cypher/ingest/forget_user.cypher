@@ -1,7 +1,14 @@
-// Privacy: remove a user with every event, search and friendship they have. $ids are the forms the
-// id may be stored in (as ingest stores ids now, and as it did before invisible characters were
-// removed from them): all of them are the one person.
+// Privacy: remove a user with every event, search and friendship they have, and the queries only
+// they searched (the text they typed), unless the data links a query to relevant items: then it is
+// catalogue data and stays, without their SEARCHED. $ids are the forms the id may be stored in (as
+// ingest stores ids now, and as it did before invisible characters were removed from them): all of
+// them are the one person.
 UNWIND $ids AS id
 MATCH (u:User {id: id})
+CALL (u) {
+  MATCH (u)-[:SEARCHED]->(q:Query)
+  WHERE NOT EXISTS { (q)<-[:SEARCHED]-(other:User) WHERE other <> u } AND NOT EXISTS { (q)-[:RELEVANT]->() }
+  DETACH DELETE q
+}
 DETACH DELETE u
 RETURN count(*) AS deleted

@@ -4,4 +4,5 @@ WHERE seed.embedding IS NOT NULL  // an item newer than the model: no neighbours
 CALL db.index.vector.queryNodes('item_embedding', $k + 1, seed.embedding) YIELD node, score
 WHERE node <> seed AND node.embedding_model = seed.embedding_model  // one model's, during a write-back
 RETURN node.id AS item_id, node.title AS title, score
+ORDER BY score DESC, item_id
 LIMIT $k
