@@ -565,3 +565,15 @@ def test_forgetting_a_user_deletes_the_queries_only_they_typed(graph):
     left = graph.driver.execute_query("MATCH (q:Query) RETURN q.id AS id, COUNT { (q)<-[:SEARCHED]-() } AS searched "
                                       "ORDER BY id", database_=graph.database)
     assert [(r["id"], r["searched"]) for r in left.records] == [("q-labelled", 0), ("q-shared", 1)]
+
+
+def test_the_schema_drops_relationship_indexes_that_merge_would_seek_through(graph):
+    """An index on RELATED.relation (or INTERACTED.ts) made MERGE scan every triple (event) sharing
+    the value: 116x slower KG loads (docs/ingest.md). A database made by an older kgrec loses them."""
+    from kg.schema import apply_schema
+
+    run = lambda q: graph.driver.execute_query(q, database_=graph.database).records  # noqa: E731
+    run("CREATE INDEX related_relation IF NOT EXISTS FOR ()-[r:RELATED]-() ON (r.relation)")
+    run("CREATE INDEX interacted_ts IF NOT EXISTS FOR ()-[r:INTERACTED]-() ON (r.ts)")
+    apply_schema(graph)
+    assert run("SHOW INDEXES YIELD entityType, type WHERE entityType = 'RELATIONSHIP' AND type <> 'LOOKUP' RETURN count(*) AS n")[0]["n"] == 0
