@@ -70,9 +70,7 @@ def _write_back(graph: Graph, rec: Recommender, k: int, batch_size: int, users: 
     if counts["skipped_embeddings"]:
         logger.warning("%d embeddings of %s are not finite or all zero: not written (those nodes have no vector)",
                        counts["skipped_embeddings"], rec.version)
-    while graph.write_counted("writeback/clear_stale_embeddings", before_=lease.check, model=rec.version,
-                              limit=10_000)[1]:  # nodes it does not know
-        pass
+    _until_cleared(graph, "writeback/clear_stale_embeddings", lease, rec.version)  # nodes it does not know
     # An index of another dimension is replaced only now: while the vectors were written it kept
     # indexing the old-size ones (Neo4j leaves vectors of another size out); a query with a new
     # vector fails against it, and any query fails while the new index fills (awaited below).
@@ -91,10 +89,15 @@ def _write_back(graph: Graph, rec: Recommender, k: int, batch_size: int, users: 
                                    ("writeback/set_recommendations", {"rows": rows, "model": rec.version})],
                                   before=lease.check)
         counts["recommendations"] += made.relationships_created
-    while graph.write_counted("writeback/clear_stale_recommendations", before_=lease.check, model=rec.version,
-                              limit=10_000)[1]:
-        pass
+    _until_cleared(graph, "writeback/clear_stale_recommendations", lease, rec.version)
     return counts
+
+
+def _until_cleared(graph: Graph, name: str, lease: Lease, model: str, limit: int = 10_000) -> None:
+    """Run a clean-up that removes another model's leftovers ``limit`` at a time (``LIMIT $limit``,
+    ``RETURN count(*) AS written``) until it finds none; the lease is checked before every attempt."""
+    while graph.write_counted(name, before_=lease.check, model=model, limit=limit)[1]:
+        pass
 
 
 def _index_info(graph: Graph) -> list[dict]:
