@@ -103,8 +103,10 @@ def test_a_hangup_unwinds_a_command_unless_nohup_ignores_it(tmp_path):
             "finally:\n    print('unwound', flush=True)\n")
     root = Path(__file__).resolve().parents[1]
     for ignored in (False, True):
+        # set either way: a test run started under nohup would hand its own SIG_IGN down
+        disposition = signal.SIG_IGN if ignored else signal.SIG_DFL
         proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, cwd=root,
-                                preexec_fn=(lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN)) if ignored else None)
+                                preexec_fn=lambda: signal.signal(signal.SIGHUP, disposition))
         try:
             assert proc.stdout.readline().strip() == "running"
             proc.send_signal(signal.SIGHUP)
