@@ -199,6 +199,10 @@ def test_cli_retrain_exit_status_says_whether_it_published(loaded, neo4j_config,
     monkeypatch.setattr(job, "retrain", lambda *a, **k: broken)  # a run whose model came out NaN
     assert main(["retrain", "--model", "lightgcn", "--no-writeback"]) == 5  # not 3: a run to look into
     assert json.loads(capsys.readouterr().out) == dataclasses.asdict(broken)
+    unwritten = job.RetrainReport(**{**first, "writeback_error": "ServiceUnavailable: gone"})
+    monkeypatch.setattr(job, "retrain", lambda *a, **k: unwritten)  # published, but Neo4j not updated
+    assert main(["retrain", "--model", "lightgcn"]) == 4
+    assert json.loads(capsys.readouterr().out)["writeback_error"] == "ServiceUnavailable: gone"
 
 
 def test_cli_export_waits_for_a_running_ingest_and_leaves_no_snapshot(loaded, neo4j_config, tmp_path, monkeypatch,
@@ -367,6 +371,22 @@ def test_force_never_publishes_a_model_without_a_finite_score(tmp_path):
     published, why = _gate(None, tmp_path, 0.3, 0.1, "ndcg@20", force=True)
     assert not published and "no finite test ndcg@20" in why
     assert _gate(0.2, tmp_path, 0.3, 0.1, "ndcg@20", force=True) == (True, "published: --force")
+
+
+def test_the_gate_publishes_at_exactly_the_floor_and_keeps_the_served_model_just_below_it(tmp_path):
+    """floor = served × (1 − max_drop): 0.25 × (1 − 0.2) = 0.2 publishes, a hair under it does not;
+    with no served model anything finite publishes, and a served model without a figure blocks."""
+    from kgrec.retrain import _gate
+
+    published, why = _gate(0.2, tmp_path, 0.25, 0.2, "ndcg@20", force=False)
+    assert published and why == "published: 0.2000 >= 0.2000 (served 0.2500 less 20%)"
+    published, why = _gate(0.2 - 1e-9, tmp_path, 0.25, 0.2, "ndcg@20", force=False)
+    assert not published and why.startswith("kept the served model: ndcg@20 0.2000 < 0.2000")
+    assert _gate(0.9, tmp_path, 0.25, 0.0, "ndcg@20", force=False)[0]  # max_drop 0: no worse than served
+    assert not _gate(0.2499, tmp_path, 0.25, 0.0, "ndcg@20", force=False)[0]
+    assert _gate(0.0, None, None, 0.2, "ndcg@20", force=False) == (True, "published: no served model to compare with")
+    published, why = _gate(0.9, tmp_path, None, 0.2, "ndcg@20", force=False)
+    assert not published and "has no test ndcg@20 to compare with; --force publishes" in why
 
 
 def test_prune_spares_a_version_a_server_holds_though_nothing_names_it(tmp_path):
