@@ -117,7 +117,7 @@ def evaluate(score_fn: ScoreFn,
                 scores[r.to(device), c.to(device)] = -float("inf")
         scores.masked_fill_(scores.isnan(), -float("inf"))  # topk would rank NaN first
         values, top = torch.topk(scores, kmax, dim=1)  # (B, kmax)
-        ranked = torch.isfinite(values)  # False where a user has fewer than kmax unmasked items
+        ranked = values > -float("inf")  # False where a user has fewer than kmax unmasked items (+inf ranks)
         r, c = _rows(truth_m, ub)
         gt = torch.zeros(len(ub), num_items, dtype=torch.bool, device=device)
         gt[r.to(device), c.to(device)] = True

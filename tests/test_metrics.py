@@ -127,6 +127,10 @@ def test_evaluate_ignores_stored_zeros_and_nan_scores() -> None:
     out = evaluate(lambda u: table[u].clone(), train, truth, ks=[4], num_items=5)
     # user 0: item 0 masked, item 1 NaN -> 2,3,4 then masked filler: item 1 is no hit
     assert out["recall@4"] == 0.0 and out["coverage@4"] == pytest.approx(0.6)
+    # a score that overflowed to +inf (a half-precision scorer) still ranks first and is a hit
+    table = torch.tensor([[0.0, 7e4, 1, 2, 3], [1, 2, 3, 4, 5], [5, 4, 3, 2, 1]]).half().float()
+    out = evaluate(lambda u: table[u].clone(), train, truth, ks=[1], num_items=5)
+    assert out["recall@1"] == 1.0 and out["ndcg@1"] == 1.0 and out["coverage@1"] == pytest.approx(0.2)
     with pytest.raises(ValueError, match=">= 1"):
         evaluate(score_fn, train, truth, ks=[0, 5], num_items=5)
     with pytest.raises(ValueError, match="item columns"):
