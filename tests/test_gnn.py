@@ -84,6 +84,46 @@ def test_lightgcn_shapes_and_adjacency(layers: int) -> None:
     assert torch.allclose(x.grad, x2.grad, atol=1e-5)
 
 
+@pytest.mark.parametrize("layers, user, pos, neg", [(1, 2.0, 2.0, -1.0), (2, 5 / 3, 7 / 3, -2 / 3)])
+def test_lightgcn_propagation_and_bpr_loss_match_hand_computed_values(layers: int, user: float, pos: float,
+                                                                      neg: float) -> None:
+    r"""One user, two items, one interaction (u0, i0); d = 1 with ego embeddings u0 = 1, i0 = 3, i1 = -2.
+    Â swaps u0 and i0 (both of degree 1) and zeroes the isolated i1, so the layers are
+    [1, 3, -2] -> [3, 1, 0] -> [1, 3, 0] and the layer means are (L=1) [2, 2, -1], (L=2) [5/3, 7/3, -2/3].
+    BPR for (u0, i0, i1) is softplus(e_u e_n - e_u e_p) and the L2 term λ/2 (1² + 3² + (-2)²) = 7λ."""
+    adj = LightGCN.build_adjacency(np.array([0]), np.array([0]), 1, 2)
+    model = LightGCN(1, 2, embedding_dim=1, num_layers=layers)
+    with torch.no_grad():
+        model.embedding.weight.copy_(torch.tensor([[1.0], [3.0], [-2.0]]))
+    ue, ie = model.get_embedding(adj)
+    assert ue.flatten().tolist() == pytest.approx([user])
+    assert ie.flatten().tolist() == pytest.approx([pos, neg])
+    loss = model.loss(adj, torch.tensor([0]), torch.tensor([0]), torch.tensor([1]), reg_weight=0.01)
+    expected = np.log1p(np.exp(user * neg - user * pos)) + 0.01 * 7
+    assert loss.item() == pytest.approx(expected, rel=1e-6)
+    # two copies of the same triple: the mean BPR term and the per-example L2 term are unchanged
+    twice = model.loss(adj, torch.tensor([0, 0]), torch.tensor([0, 0]), torch.tensor([1, 1]), reg_weight=0.01)
+    assert twice.item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_lightgcn_embeddings_match_pyg_lightgcn_on_the_same_graph() -> None:
+    """The same ego weights and interactions give PyG's own LightGCN's layer-mean embeddings."""
+    from torch_geometric.nn.models import LightGCN as PygLightGCN
+
+    rng = np.random.default_rng(3)
+    num_users, num_items = 30, 40
+    key = np.unique(rng.integers(0, num_users * num_items, 200))
+    user, item = key // num_items, key % num_items
+    ours = LightGCN(num_users, num_items, embedding_dim=8, num_layers=3)
+    pyg = PygLightGCN(num_users + num_items, embedding_dim=8, num_layers=3)
+    with torch.no_grad():
+        pyg.embedding.weight.copy_(ours.embedding.weight)
+    ue, ie = ours.get_embedding(LightGCN.build_adjacency(user, item, num_users, num_items))
+    edges = torch.from_numpy(np.stack([user, item + num_users]))
+    expected = pyg.get_embedding(torch.cat([edges, edges.flip(0)], dim=1))
+    assert torch.allclose(torch.cat([ue, ie]), expected, atol=1e-5)
+
+
 def test_lightgcn_rejects_bad_sizes() -> None:
     with pytest.raises(ValueError):
         LightGCN(0, 3)
@@ -158,10 +198,21 @@ def test_a_heavy_user_never_gets_a_positive_as_negative(strategy: str) -> None:
     assert pairs.non_positive(torch.zeros(4, dtype=torch.long), torch.arange(4)).tolist() == free.tolist()
     neg = NegativeSampler(pairs, strategy, make_generator(0), max_rounds=2).sample(torch.zeros(4000, dtype=torch.long))
     assert torch.isin(neg, free).all() and len(torch.unique(neg)) == 4
+
     full = TrainPairs(to_csr(np.zeros(3, np.int64), np.arange(3), 2, 3))  # user 0 holds every item
     neg = NegativeSampler(full, strategy, make_generator(0)).sample(torch.tensor([0, 1, 1]))
     assert neg.shape == (3,) and bool((neg[1:] < 3).all())
 
+
+def test_train_pairs_read_a_raw_matrix_as_its_distinct_positives() -> None:
+    """A CSR built by hand may repeat an item and store a zero: item 1 twice and a stored zero on
+    item 3 leave positives {0, 1}, so the items the user does not hold are 2, 3 and 4."""
+    import scipy.sparse as sp
+
+    raw = sp.csr_matrix((np.array([1.0, 1.0, 0.0, 1.0]), np.array([1, 1, 3, 0]), np.array([0, 4])), shape=(1, 5))
+    pairs = TrainPairs(raw)
+    assert pairs.degree.tolist() == [2] and pairs.nnz == 2
+    assert pairs.non_positive(torch.zeros(3, dtype=torch.long), torch.arange(3)).tolist() == [2, 3, 4]
 
 def test_epoch_pairs_interaction_visits_each_pair_and_user_weighs_users_equally(tmp_path: Path) -> None:
     # user 0 has 9 training items, user 1 one item, user 2 none
