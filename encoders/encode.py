@@ -104,9 +104,14 @@ def encode_snapshot(snapshot_dir: str | Path, cfg: Any, encoder: TextEncoder | N
     tmp = snapshot_dir / f".{EMBEDDINGS_FILE}.{uuid.uuid4().hex}.tmp"
     meta_tmp = snapshot_dir / f".{META_FILE}.{uuid.uuid4().hex}.tmp"
     try:
-        with open(tmp, "wb") as fh:
+        with open(tmp, "wb") as fh:  # on disk before it replaces anything: no torn file after a power cut
             np.savez(fh, **arrays)
-        meta_tmp.write_text(json.dumps(meta, indent=2, ensure_ascii=False), encoding="utf-8")
+            fh.flush()
+            os.fsync(fh.fileno())
+        with open(meta_tmp, "w", encoding="utf-8") as fh:
+            fh.write(json.dumps(meta, indent=2, ensure_ascii=False))
+            fh.flush()
+            os.fsync(fh.fileno())
         # one writer at a time, so two runs cannot leave one's vectors under the other's metadata
         with open(snapshot_dir / ".encode.lock", "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)

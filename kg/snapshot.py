@@ -13,6 +13,7 @@ name to ``[source_type, target_type]``. Interaction kinds are codes into ``meta[
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import secrets
@@ -121,9 +122,12 @@ class Snapshot:
         return names
 
     def save(self, path: str | Path) -> Path:
-        """Write the snapshot to ``path`` (a directory; written to a temp dir of its own, then renamed).
+        """Write the snapshot to ``path`` (a directory; written to a temp dir of its own, synced to
+        disk, then renamed).
 
         Two saves never share a temp dir, and a crashed save leaves only a hidden ``.<name>.*.tmp``.
+        A missing or empty ``path`` (the name an export claimed) is replaced in one rename, so another
+        export can never take the name in between; one that holds files is swapped out and removed.
         """
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -131,16 +135,21 @@ class Snapshot:
         tmp.mkdir()
         try:
             meta = self._write_files(tmp)
+            _sync_tree(tmp)  # a power cut after the rename must not leave meta.json beside a torn .npz
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-        if path.exists():  # swap: the old directory goes aside under a unique name, then is removed
-            old = tmp.with_suffix(".old")
+        try:
+            os.rename(tmp, path)  # POSIX replaces an empty directory atomically, refuses a full one
+        except OSError as e:
+            if e.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
+            old = tmp.with_suffix(".old")  # swap: the old directory goes aside under a unique name
             path.rename(old)
             tmp.rename(path)
             shutil.rmtree(old)
-        else:
-            tmp.rename(path)
+        _sync_tree(path.parent, files=False)
         self.meta = meta
         return path
 
@@ -210,3 +219,17 @@ class Snapshot:
         for rel, (src, dst) in self.relation_types.items():
             data[src, rel, dst].edge_index = torch.from_numpy(self.relations[rel].astype(np.int64))
         return data
+
+
+def _sync_tree(directory: Path, files: bool = True) -> None:
+    """fsync every file directly in ``directory`` (unless ``files`` is false), then the directory."""
+    if files:
+        for f in directory.iterdir():
+            if f.is_file():
+                with open(f, "rb") as fh:
+                    os.fsync(fh.fileno())
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -133,6 +133,28 @@ def test_two_exports_in_the_same_second_get_their_own_snapshot_directories(tmp_p
     assert first.is_dir() and second.is_dir() and not any(first.iterdir())
 
 
+
+def test_a_save_into_a_claimed_directory_never_frees_its_name(tmp_path, monkeypatch):
+    """The claimed (empty) directory is replaced in one rename. The swap (name aside, then the new
+    one in) would free the name for a moment, and a second export claiming it then would move the
+    first snapshot aside and delete it."""
+    from pathlib import Path
+
+    from kg.export import _claim_snapshot_dir
+    from kg.snapshot import Snapshot
+    from test_gnn import planted_snapshot
+
+    claimed = _claim_snapshot_dir(tmp_path, "graph-20261202-120000")
+    real_rename, swaps = Path.rename, []
+    monkeypatch.setattr(Path, "rename", lambda self, target: (swaps.append(self), real_rename(self, target))[1])
+    snap = planted_snapshot(num_users=20)
+    assert snap.save(claimed) == claimed and swaps == []
+    assert _claim_snapshot_dir(tmp_path, "graph-20261202-120000").name == "graph-20261202-120000-2"
+    assert Snapshot.load(claimed).ids["user"] == snap.ids["user"]
+    snap.meta["note"] = "again"  # a directory that holds a snapshot is still swapped whole
+    assert Snapshot.load(snap.save(claimed)).meta["note"] == "again" and swaps
+
+
 @pytest.mark.neo4j
 def test_the_same_graph_exports_the_same_snapshot_whatever_order_it_was_written_in(graph, tmp_path):
     """Kinds are coded by name and a pair's events are ordered by every column, so ties on ts (the rule
