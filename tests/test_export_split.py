@@ -225,3 +225,22 @@ def test_a_pair_linked_twice_is_one_edge_in_the_snapshot():
     edges = _canonical_edges(np.array([2, 0, 2, 1, 0]), np.array([5, 3, 5, 4, 3]))
     assert edges.tolist() == [[0, 1, 2], [3, 4, 5]]
     assert _canonical_edges(np.array([], np.int64), np.array([], np.int64)).shape == (2, 0)
+
+
+@pytest.mark.neo4j
+def test_the_export_reads_interactions_user_by_user_without_grouping_the_whole_graph(graph):
+    """An eager operator outside the per-user subquery would hold every interaction of the graph
+    in Neo4j's heap before the first record (bench/bench_export.py: 104 MiB for gowalla)."""
+    import cypher
+
+    plan = graph.driver.execute_query("EXPLAIN " + cypher.load("export/interactions"),
+                                      database_=graph.database).summary.plan
+
+    def eager_outside_the_subquery(node: dict) -> bool:
+        op = node["operatorType"].split("@")[0]
+        children = node.get("children", [])
+        if op == "Apply":  # its right-hand side runs once per user
+            children = children[:1]
+        return op.startswith("Eager") or any(eager_outside_the_subquery(c) for c in children)
+
+    assert not eager_outside_the_subquery(plan)
