@@ -168,6 +168,33 @@ def test_kgat_relation_list_errors_are_errors(tmp_path):
         load_source("kgat", tmp_path, cfg=CREATE)
 
 
+def test_kgat_relations_sharing_a_last_segment_stay_two_relations(tmp_path):
+    """schema.org/name and foaf/0.1/name both end in `name`: named by their whole IRIs, the two
+    triples between the same entities are two facts, not one loaded and one "duplicate"."""
+    _files(tmp_path, {"train.txt": "0 0\n", "kg_final.txt": "0 0 1\n0 1 1\n0 2 1\n",
+                      "relation_list.txt": "org_id remap_id\nhttp://schema.org/name 0\n"
+                                           "http://xmlns.com/foaf/0.1/name 1\nhttp://x/ns/genre 2\n"})
+    res = load_source("kgat", tmp_path, cfg=CREATE)
+    _ok(res)
+    assert sorted(t["relation"] for t in res.records.triples) == [
+        "genre", "http://schema.org/name", "http://xmlns.com/foaf/0.1/name"]
+    assert res.report["kg_final.txt"] == {"read": 3, "loaded": 3, "quarantined": 0, "deduplicated": 0}
+
+
+def test_lightgcn_ids_are_integers_and_bytes_that_are_not_utf8_are_quarantined(tmp_path):
+    """`07` is user 7, as the LightGCN code reads it (one user, not two); an id list line with
+    bytes that are not UTF-8 is quarantined with its reason, not loaded with U+FFFD in its org_id."""
+    _files(tmp_path, {"train.txt": "7 1\n07 2\n", "test.txt": "0007 3\n",
+                      "user_list.txt": b"org_id remap_id\nal\xffce 7\nbob 8\n"})
+    res = load_source("lightgcn", tmp_path, cfg=CREATE)
+    _ok(res)
+    assert sorted(u["id"] for u in res.records.users) == ["7", "8"]
+    assert {(r["user"], r["item"]) for r in res.records.interactions} == {("7", "1"), ("7", "2"), ("7", "3")}
+    assert [(q["source"], q["line"]) for q in res.quarantine] == [("user_list.txt", 2)]
+    assert res.quarantine[0]["reason"].startswith("invalid UTF-8") and "\ufffd" in res.quarantine[0]["raw"]
+    assert all("\ufffd" not in (u.get("props") or {}).get("org_id", "") for u in res.records.users)
+
+
 def test_triples_reader(tmp_path):
     _files(tmp_path, {"kg.txt": "1\tmusic.artist.origin\t2\r\n2\tfilm.actor.film\t3\r\n",
                       "item_index2entity_id.txt": "7\t1\r\n"})

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..governance import Governor, KnownIds, LoadResult
-from .lightgcn import feed_lightgcn, is_index, list_lines, token_lines
+from .lightgcn import feed_lightgcn, index_id, is_index, list_lines, quarantine_to, token_lines
 
 if TYPE_CHECKING:  # pragma: no cover
     from kgrec.config import IngestConfig
@@ -27,6 +27,28 @@ logger = logging.getLogger(__name__)
 def relation_name(org_id: str) -> str:
     """Relation name from an original relation id (last URL path segment, ``#`` fragment dropped)."""
     return org_id.rstrip("/").rsplit("/", 1)[-1].rsplit("#", 1)[-1]
+
+
+def relation_names(rel_list: Path) -> dict[str, str]:
+    """Remapped relation id -> name from ``relation_list.txt``: the IRI's last segment, or the whole
+    IRI where two relations share that segment (``schema.org/name`` and ``foaf/0.1/name`` stay two).
+
+    Raises:
+        ValueError: a malformed line, or one id given two IRIs (with file and line).
+    """
+    iris: dict[str, str] = {}
+    for lineno, tokens, raw in list_lines(rel_list):
+        if len(tokens) < 2 or not is_index(tokens[1]):
+            raise ValueError(f"{rel_list}:{lineno}: expected `org_id remap_id`, got {raw!r}")
+        rid = index_id(tokens[1])
+        if iris.setdefault(rid, tokens[0]) != tokens[0]:
+            raise ValueError(f"{rel_list}:{lineno}: relation {rid} is named twice "
+                             f"({iris[rid]!r} and {tokens[0]!r})")
+    short = {rid: relation_name(iri) for rid, iri in iris.items()}
+    iris_of: dict[str, set[str]] = {}
+    for rid, name in short.items():
+        iris_of.setdefault(name, set()).add(iris[rid])
+    return {rid: name if len(iris_of[name]) == 1 else iris[rid] for rid, name in short.items()}
 
 
 def read_kgat(data_dir: str | Path, cfg: "IngestConfig | None" = None, *, kind: str = "interact",
@@ -44,40 +66,36 @@ def read_kgat(data_dir: str | Path, cfg: "IngestConfig | None" = None, *, kind: 
     gov = Governor(cfg, known)
     item_list = data_dir / "item_list.txt"
     if item_list.is_file():
-        for lineno, tokens, _ in list_lines(item_list):  # whole, even with a limit: the sample's ids resolve
+        # whole, even with a limit: the sample's ids resolve
+        for lineno, tokens, _ in list_lines(item_list, quarantine_to(gov, item_list.name)):
             if len(tokens) < 2:
                 gov.quarantine(item_list.name, lineno, "expected org_id remap_id [freebase_id]", " ".join(tokens))
                 continue
             props = {"org_id": tokens[0]}
-            gov.add_item(item_list.name, lineno, tokens, id=tokens[1], props=props)
-            gov.add_entity(item_list.name, lineno, tokens, id=f"kg:{tokens[1]}", type="kg",
+            item = index_id(tokens[1])
+            gov.add_item(item_list.name, lineno, tokens, id=item, props=props)
+            gov.add_entity(item_list.name, lineno, tokens, id=f"kg:{item}", type="kg",
                            name=tokens[2] if len(tokens) > 2 else tokens[0])
-            gov.add_item_entity(item_list.name, lineno, tokens, item=tokens[1], entity=f"kg:{tokens[1]}",
-                                relation="same_as")
+            gov.add_item_entity(item_list.name, lineno, tokens, item=item, entity=f"kg:{item}", relation="same_as")
     entity_list = data_dir / "entity_list.txt"
     if entity_list.is_file():
-        for lineno, tokens, _ in list_lines(entity_list):
+        for lineno, tokens, _ in list_lines(entity_list, quarantine_to(gov, entity_list.name)):
             if len(tokens) < 2:
                 gov.quarantine(entity_list.name, lineno, "expected org_id remap_id", " ".join(tokens))
                 continue
-            gov.add_entity(entity_list.name, lineno, tokens, id=f"kg:{tokens[1]}", type="kg", name=tokens[0])
+            gov.add_entity(entity_list.name, lineno, tokens, id=f"kg:{index_id(tokens[1])}", type="kg",
+                           name=tokens[0])
     relations: dict[str, str] = {}
     rel_list = data_dir / "relation_list.txt"
     if rel_list.is_file():  # a lookup, not graph rows: the bad lines are errors, not quarantine
-        for lineno, tokens, raw in list_lines(rel_list):
-            if len(tokens) < 2 or not is_index(tokens[1]):
-                raise ValueError(f"{rel_list}:{lineno}: expected `org_id remap_id`, got {raw!r}")
-            name = relation_name(tokens[0])
-            if relations.setdefault(tokens[1], name) != name:
-                raise ValueError(f"{rel_list}:{lineno}: relation {tokens[1]} is named twice "
-                                 f"({relations[tokens[1]]!r} and {name!r})")
+        relations = relation_names(rel_list)
     kg = data_dir / "kg_final.txt"
     if kg.is_file():
-        for lineno, tokens, raw in token_lines(kg, limit):
+        for lineno, tokens, raw in token_lines(kg, limit, quarantine_to(gov, kg.name)):
             if len(tokens) != 3:
                 gov.quarantine(kg.name, lineno, f"expected 3 fields, got {len(tokens)}", raw)
                 continue
-            h, r, t = tokens
+            h, r, t = map(index_id, tokens)
             gov.add_triple(kg.name, lineno, tokens, head=f"kg:{h}", relation=relations.get(r, f"r{r}"),
                            tail=f"kg:{t}")
     feed_lightgcn(gov, data_dir, kind=kind, limit=limit, create=not item_list.is_file())

@@ -4,8 +4,9 @@ Ids are already remapped to 0-based integers. The given split is kept (``split``
 """
 from __future__ import annotations
 
+import codecs
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 import numpy as np
 
@@ -18,25 +19,52 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..governance import Governor, KnownIds, LoadResult
 
 
-def token_lines(path: Path, limit: int | None = None) -> Iterator[tuple[int, list[str], str]]:
+def token_lines(path: Path, limit: int | None = None,
+                on_bad: Callable[[int, str, str], None] | None = None) -> Iterator[tuple[int, list[str], str]]:
     """Yield ``(line_number, tokens, raw_line)`` for each non-blank line of a whitespace-separated
-    file (UTF-8, undecodable bytes replaced), at most ``limit`` of them (blank lines do not count)."""
+    UTF-8 file (a leading BOM dropped), at most ``limit`` of them (blank lines do not count).
+
+    A line with bytes that are not UTF-8 is not yielded: ``on_bad(line_number, raw_line, reason)``
+    gets it (the raw line with those bytes replaced, for a quarantine entry); without ``on_bad`` it
+    is an error.
+
+    Raises:
+        ValueError: a line is not UTF-8 and no ``on_bad`` was given.
+    """
     n = 0
-    with Path(path).open(encoding="utf-8-sig", errors="replace") as fh:  # a leading BOM is dropped
-        for lineno, line in enumerate(fh, 1):
+    with Path(path).open("rb") as fh:
+        for lineno, data in enumerate(fh, 1):
+            if lineno == 1 and data.startswith(codecs.BOM_UTF8):
+                data = data[len(codecs.BOM_UTF8):]
+            line, reason = _decoded(data)
             tokens = line.split()
             if not tokens:
                 continue
             if limit is not None and n >= limit:
                 break
             n += 1
-            yield lineno, tokens, line.rstrip("\r\n")
+            raw = line.rstrip("\r\n")
+            if reason is None:
+                yield lineno, tokens, raw
+            elif on_bad is None:
+                raise ValueError(f"{path}:{lineno}: {reason}")
+            else:
+                on_bad(lineno, raw, reason)
 
 
-def list_lines(path: Path) -> Iterator[tuple[int, list[str], str]]:
+def _decoded(data: bytes) -> tuple[str, str | None]:
+    """The line's text, and why it is not UTF-8 (None when it is)."""
+    try:
+        return data.decode("utf-8"), None
+    except UnicodeDecodeError as e:
+        return data.decode("utf-8", errors="replace"), f"invalid UTF-8 bytes at byte {e.start}"
+
+
+def list_lines(path: Path, on_bad: Callable[[int, str, str], None] | None = None
+               ) -> Iterator[tuple[int, list[str], str]]:
     """:func:`token_lines` of an id list (``org_id remap_id ...``), less its header line if it has one."""
     first = True
-    for lineno, tokens, raw in token_lines(path):
+    for lineno, tokens, raw in token_lines(path, on_bad=on_bad):
         if first and tokens[0] == "org_id":
             first = False
             continue
@@ -44,9 +72,20 @@ def list_lines(path: Path) -> Iterator[tuple[int, list[str], str]]:
         yield lineno, tokens, raw
 
 
+def quarantine_to(gov: "Governor", fname: str) -> Callable[[int, str, str], None]:
+    """An ``on_bad`` for :func:`token_lines` that quarantines the line in ``fname``'s report."""
+    return lambda lineno, raw, reason: gov.quarantine(fname, lineno, reason, raw)
+
+
 def is_index(token: str) -> bool:
     """Whether ``token`` is a non-negative integer in ASCII digits (``²`` and ``٣`` are not)."""
     return token.isascii() and token.isdigit()
+
+
+def index_id(token: str) -> str:
+    """A remapped id as its integer's text (``07`` is user 7, as the LightGCN code reads it), or
+    ``token`` unchanged when it is not an index."""
+    return str(int(token)) if is_index(token) else token
 
 
 def iter_pairs(path: Path) -> Iterator[tuple[int, int, int]]:
@@ -142,25 +181,26 @@ def feed_lightgcn(gov: "Governor", data_dir: str | Path, *, kind: str = "interac
         if not path.is_file():
             continue
         have.add(node_kind)
-        for lineno, tokens, raw in list_lines(path):  # whole, even with a limit: the sample's ids resolve
+        # whole, even with a limit: the sample's ids resolve
+        for lineno, tokens, raw in list_lines(path, quarantine_to(gov, fname)):
             if len(tokens) < 2:
                 gov.quarantine(fname, lineno, "expected org_id remap_id", raw)
             elif node_kind == "users":
-                gov.add_user(fname, lineno, tokens, id=tokens[1], props={"org_id": tokens[0]})
+                gov.add_user(fname, lineno, tokens, id=index_id(tokens[1]), props={"org_id": tokens[0]})
             else:
-                gov.add_item(fname, lineno, tokens, id=tokens[1], props={"org_id": tokens[0]})
+                gov.add_item(fname, lineno, tokens, id=index_id(tokens[1]), props={"org_id": tokens[0]})
     for split, fname in (("train", "train.txt"), ("test", "test.txt")):
         path = data_dir / fname
         if not path.is_file():
             continue
-        for lineno, tokens, raw in token_lines(path, limit):
-            user = tokens[0]
+        for lineno, tokens, raw in token_lines(path, limit, quarantine_to(gov, fname)):
+            user = index_id(tokens[0])
             if len(tokens) == 1:
                 if not is_index(user):
                     gov.quarantine(fname, lineno, f"not a non-negative integer id: {user!r}", raw)
                 elif "users" not in have:
                     gov.declare("users", user)  # a user alone on a line has no items in this split, but exists
-            for item in tokens[1:]:
+            for item in map(index_id, tokens[1:]):
                 if not (is_index(user) and is_index(item)):
                     gov.quarantine(fname, lineno, f"not a non-negative integer id: {user!r} {item!r}", raw)
                     continue
