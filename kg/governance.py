@@ -12,7 +12,8 @@ Rules applied to each candidate row:
   (integers are accepted and stringified; ids are lowercased only when a mapping asks for it);
 - weights/ratings/relevances are finite numbers ``>= 0`` (default ``1.0`` when absent);
 - timestamps are unix seconds or ISO 8601 (empty means unknown, stored as ``0``);
-- text is NFKC-normalised, whitespace collapsed and truncated to ``max_text_chars``
+- text is NFC-normalised (ids fold compatibility forms, text keeps them), whitespace collapsed and
+  truncated to ``max_text_chars``
   (truncation is recorded in :attr:`LoadResult.truncated`, the row is kept);
 - a node id seen twice: the later row is merged into the first (blank fields filled) and counted as
   deduplicated; an edge seen twice (interaction key ``(user, item, kind, ts)``) is deduplicated;
@@ -107,7 +108,8 @@ class LoadResult:
 
 
 def normalize_text(value: Any, max_chars: int | None = None) -> tuple[str, bool]:
-    """NFKC-normalise, collapse whitespace and truncate.
+    """NFC-normalise, collapse whitespace and truncate. NFC, not the ids' NFKC: a title keeps its
+    ``³``, ``™`` and ``½`` (the text encoders fold them for themselves).
 
     Args:
         value: Text (``None`` becomes ``""``; other scalars are stringified).
@@ -118,7 +120,7 @@ def normalize_text(value: Any, max_chars: int | None = None) -> tuple[str, bool]
     """
     if value is None:
         return "", False
-    text = " ".join(unicodedata.normalize("NFKC", str(value)).split())
+    text = " ".join(unicodedata.normalize("NFC", str(value)).split())
     if max_chars is not None and len(text) > max_chars:
         return text[:max_chars], True
     return text, False
@@ -207,7 +209,7 @@ def parse_number(value: Any, what: str = "weight", default: float | None = 1.0) 
         raise GovernanceError(f"{what} must be a number, got bool")
     try:
         number = float(value.strip() if isinstance(value, str) else value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: a JSON integer of 400 digits
         raise GovernanceError(f"{what} is not a number: {_clip(repr(value), 80)}") from None
     if math.isnan(number):
         raise GovernanceError(f"{what} is NaN")
@@ -246,7 +248,7 @@ def parse_timestamp(value: Any) -> int:
     if isinstance(value, bool):
         raise GovernanceError("timestamp must be a number or ISO 8601 string, got bool")
     if isinstance(value, (int, float)):
-        if not math.isfinite(value):
+        if isinstance(value, float) and not math.isfinite(value):  # an int is finite (and may not fit a float)
             raise GovernanceError(f"timestamp is not finite ({value})")
         return _seconds(_int64(math.floor(value), "timestamp"))
     if not isinstance(value, str):

@@ -197,13 +197,14 @@ def test_out_of_range_integers_and_split_conflicts_are_quarantined():
 
 def test_text_normalised_empty_and_megabyte():
     gov = Governor(IngestConfig(max_text_chars=1000))
-    gov.add_item("i.csv", 1, "r", id="i1", title="  Ｔｏｙ   Story\n(1995) ", description="")
+    gov.add_item("i.csv", 1, "r", id="i1", title="  Ｔｏｙ   Story\n(1995) ", description="Alien³ ™ ½")
     gov.add_item("i.csv", 2, "r", id="i2", title="big", description="word " * 220_000)  # ~1.1 MB
     gov.add_item("i.csv", 3, "r", id="i3", title=None)
     res = gov.finish()
     _reconciles(res)
     by_id = {r["id"]: r for r in res.records.items}
-    assert by_id["i1"]["title"] == "Toy Story (1995)" and by_id["i1"]["description"] == ""
+    # NFC, not the ids' NFKC: the text keeps its full-width letters, superscripts and fractions
+    assert by_id["i1"]["title"] == "Ｔｏｙ Story (1995)" and by_id["i1"]["description"] == "Alien³ ™ ½"
     assert len(by_id["i2"]["description"]) == 1000
     assert res.truncated == [{"source": "i.csv", "line": 2, "field": "description", "chars": 220_000 * 5 - 1}]
     assert by_id["i3"]["title"] == ""
@@ -435,6 +436,9 @@ def test_a_header_that_is_not_the_mapped_columns_is_an_error(tmp_path):
     _write(tmp_path, "e.csv", "Alice,I1\nBob,I1\n")  # no header line, and two fields: not this layout
     with pytest.raises(MappingError, match="header = false"):
         read_tabular(tmp_path, mapping)
+    _write(tmp_path, "e.csv", "item,user,rating\nI1,Alice,100\n")  # two of three swapped, one renamed
+    with pytest.raises(MappingError, match="another order"):
+        read_tabular(tmp_path, mapping)
     _write(tmp_path, "e.csv", "u,i,t\nAlice,I1,100\n")  # renamed one for one: fine
     assert [(r["user"], r["item"]) for r in read_tabular(tmp_path, mapping).records.interactions] == [("Alice", "I1")]
     _write(tmp_path, "e.csv", "user,item,user\nA,I1,B\n")
@@ -644,3 +648,36 @@ def test_jsonl_values_are_held_to_the_declared_property_types(tmp_path):
     _reconciles(res)
     assert [i["props"] for i in res.records.items] == [{"age": 24, "code": "7", "flag": True, "score": 3.0}]
     assert sorted(_reasons(res)) == [2, 3, 4] and "is not int" in _reasons(res)[2]
+
+
+def test_a_jsonl_number_too_large_for_a_float_is_quarantined_and_the_rest_loads(tmp_path):
+    """A 400-digit weight, timestamp or float property, and a 5,000-digit integer (past Python's
+    parsing limit), each cost their own row only."""
+    huge, huger = "9" * 400, "9" * 5000
+    lines = ['{"u": "a", "i": "x", "w": 1, "t": 1, "s": 1}', f'{{"u": "a", "i": "y", "w": {huge}, "t": 1, "s": 1}}',
+             f'{{"u": "a", "i": "z", "w": 1, "t": {huge}, "s": 1}}', f'{{"u": "b", "i": "x", "w": 1, "t": {huger}, "s": 1}}']
+    _write(tmp_path, "e.jsonl", "\n".join(lines) + "\n")
+    spec = {"path": "e.jsonl", "role": "interactions", "format": "jsonl", "user": "u", "item": "i", "weight": "w",
+            "timestamp": "t", "create_nodes": True}
+    res = read_tabular(tmp_path, {"files": [spec]})
+    _reconciles(res)
+    assert [(r["user"], r["item"]) for r in res.records.interactions] == [("a", "x")]
+    reasons = _reasons(res)
+    assert sorted(reasons) == [2, 3, 4] and "not a number" in reasons[2] and "64-bit" in reasons[3]
+    assert reasons[4].startswith("invalid JSON")
+    _write(tmp_path, "i.jsonl", f'{{"item": "a", "score": 1.5}}\n{{"item": "b", "score": {huge}}}\n')
+    items = read_tabular(tmp_path, {"files": [{"path": "i.jsonl", "role": "items", "format": "jsonl", "id": "item",
+                                               "props": {"score": "float"}}]})
+    _reconciles(items)
+    assert [i["id"] for i in items.records.items] == ["a"] and "beyond float range" in _reasons(items)[2]
+
+
+def test_jsonl_entity_and_triple_ids_that_are_not_strings_or_integers_are_quarantined(tmp_path):
+    """``1.0`` would be a second entity beside ``1``, and ``true`` or ``[1, 2]`` no id at all."""
+    rows = [{"h": 1, "r": "rel", "t": 2}, {"h": 1, "r": "rel", "t": 1.0}, {"h": [1, 2], "r": "rel", "t": True}]
+    _write(tmp_path, "kg.jsonl", "\n".join(json.dumps(r) for r in rows) + "\n")
+    res = read_tabular(tmp_path, {"files": [{"path": "kg.jsonl", "role": "triples", "format": "jsonl", "head": "h",
+                                             "relation": "r", "tail": "t", "create_nodes": True}]})
+    _reconciles(res)
+    assert [(t["head"], t["tail"]) for t in res.records.triples] == [("1", "2")]
+    assert sorted(_reasons(res)) == [2, 3] and all("string or integer" in r for r in _reasons(res).values())

@@ -175,9 +175,11 @@ def _as_list(value: Any) -> list:
     return value if isinstance(value, list) else [value]
 
 
-def _prefixed(prefix: str, value: Any) -> str | None:
+def _prefixed(prefix: str, value: Any) -> Any:
     """``prefix`` + the id, or None (a missing id, quarantined as such) for a blank one: never the
     bare prefix, which would make one entity of every blank id."""
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        return value  # 1.0, true, [1]: not an id, and governance quarantines it as such
     return None if is_blank_id(value) else prefix + id_text(value)
 
 
@@ -302,7 +304,7 @@ def iter_rows(path: Path, spec: dict, limit: int | None = None
                 # another file layout (or no header at all: header = false)
                 raise MappingError(f"{path.name}: the first line has {len(found)} fields but the mapping's columns "
                                    f"list {len(columns)}; if the file has no header line, set header = false")
-            elif set(found) == set(columns) and found != columns:
+            elif any(name in columns and columns.index(name) != n for n, name in enumerate(found)):
                 raise MappingError(f"{path.name}: the header {found} names the mapping's columns {columns} in "
                                    f"another order; fix `columns` (or leave it out to use the header)")
             continue  # with columns given as well, the header line is skipped
@@ -315,8 +317,8 @@ def iter_rows(path: Path, spec: dict, limit: int | None = None
         if fmt == "jsonl":
             try:
                 obj = json.loads(text)
-            except json.JSONDecodeError as e:
-                yield lineno, None, text, f"invalid JSON ({e.msg})"
+            except ValueError as e:  # JSONDecodeError, or an integer past Python's 4,300-digit limit
+                yield lineno, None, text, f"invalid JSON ({getattr(e, 'msg', e)})"
                 continue
             if not isinstance(obj, dict):
                 yield lineno, None, text, "JSON line is not an object"
@@ -390,10 +392,13 @@ def _typed_json_value(col: str, typ: str, value: Any) -> Any:
     number = isinstance(value, (int, float)) and not isinstance(value, bool)
     if typ == "str" and (number or isinstance(value, bool)):
         return str(value).lower() if isinstance(value, bool) else str(value)
-    if typ == "int" and number and float(value).is_integer():
+    if typ == "int" and number and (isinstance(value, int) or value.is_integer()):
         return int(value)
     if typ == "float" and number:
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:  # an integer of 400 digits
+            raise ValueError(f"property {col!r} is beyond float range: {str(value)[:80]!r}") from None
     if typ == "bool" and isinstance(value, bool):
         return value
     raise ValueError(f"property {col!r} is not {typ}: {str(value)[:80]!r}")
