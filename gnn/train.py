@@ -322,12 +322,14 @@ def _claim_version(out_dir: Path, model: str) -> tuple[str, Path]:
     version, n = base, 1
     while True:
         tmp = out_dir / f".tmp-{version}"
-        if not (out_dir / version).exists():
-            try:
-                tmp.mkdir()
+        try:
+            tmp.mkdir()
+        except FileExistsError:  # another run is writing this version
+            pass
+        else:  # claimed first, checked second: a run publishing this name meanwhile is seen here
+            if not (out_dir / version).exists():
                 return version, tmp
-            except FileExistsError:
-                pass
+            tmp.rmdir()
         n += 1
         version = f"{base}-{n}"
 
@@ -583,7 +585,10 @@ def _train_embeddings(snapshot: Any, cfg: TrainConfig, out_dir: Path, text_embed
             scaler.update()
             loss_sum += loss.detach().double() * len(u)
         total = float(loss_sum)
-        if not np.isfinite(total):
+        # each loss is taken before its step, so the epoch's last step can make the weights NaN under
+        # a finite loss: checked too, before they are averaged, evaluated or checkpointed
+        weights_finite = bool(torch.stack([p.detach().isfinite().all() for p in model.parameters()]).all())
+        if not np.isfinite(total) or not weights_finite:
             raise TrainingError(f"loss diverged at epoch {epoch} (lr {cfg.lr} too high?)")
         row: dict[str, Any] = {"epoch": epoch, "loss": total / n, "train_s": round(time.perf_counter() - t0, 3)}
         if swa is not None and epoch >= cfg.swa_start:

@@ -164,6 +164,26 @@ def test_a_time_budget_spent_before_any_evaluation_publishes_nothing(tmp_path: P
     assert (tmp_path / "current").resolve() == again.resolve()
 
 
+
+def test_weights_made_nan_by_an_epochs_last_step_stop_the_run_unpublished(tmp_path: Path, monkeypatch) -> None:
+    """Each batch's loss is taken before its step, so the epoch's last step can turn the weights
+    NaN under a finite epoch loss: the run stops there, before evaluating or publishing them."""
+    from gnn.train import TrainingError
+
+    snap = planted_snapshot(num_users=40)  # 360 training pairs: two batches of 256 an epoch
+    real_loss, calls = LightGCN.loss, []
+
+    def poisoned(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:  # the first epoch's last batch: its step writes NaN into every row it touches
+            self.embedding.weight.register_hook(lambda grad: torch.full_like(grad, float("nan")))
+        return real_loss(self, *args, **kwargs)
+
+    monkeypatch.setattr(LightGCN, "loss", poisoned)
+    with pytest.raises(TrainingError, match="diverged at epoch 1"):
+        train(snap, tiny_cfg(epochs=3, eval_every=1), tmp_path, progress=False)
+    assert len(calls) == 2 and not (tmp_path / "current").exists()
+
 def test_deterministic_kernels_are_switched_on_for_the_run_only(tmp_path: Path) -> None:
     """[train] deterministic turns torch's deterministic mode on while training and restores the
     caller's setting after, even when training fails; on the CPU the weights are the same either way."""
