@@ -64,7 +64,11 @@ class LiveModel:
             if self._wanted(target, now) and self._loading.acquire(blocking=False):
                 self._loader = threading.Thread(target=self._load, args=(target,), daemon=True,
                                                 name="kgrec-model-reload")
-                self._loader.start()
+                try:
+                    self._loader.start()
+                except BaseException:  # no thread (a process at its limit): the next check tries again
+                    self._loading.release()
+                    raise
         return self._model
 
     @property
@@ -97,10 +101,18 @@ class LiveModel:
         return self._failed is None or self._failed[0] != target or now - self._failed[1] >= self.retry_s
 
     def _load(self, target: str) -> None:
+        if target == self._target:  # a request that saw the link before the last swap: loaded already
+            self._loading.release()
+            return
         held = hold(target)
         try:
             model = Recommender.load(target, self.cfg)
             self._warm_search(model)
+            if os.path.realpath(self.path) != target:  # the link moved on while this loaded (or back)
+                logger.info("%s no longer names %s: not swapped in", self.path, target)
+                if held is not None:
+                    held.close()
+                return
         except Exception as e:  # a broken artifact must not take the service down
             logger.exception("the model published at %s (%s) did not load; still serving %s, retrying in %.0f s",
                              self.path, target, self._model.version, self.retry_s)

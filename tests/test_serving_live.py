@@ -6,6 +6,7 @@ import logging
 import shutil
 from pathlib import Path
 
+import pytest
 from fastapi.testclient import TestClient
 
 from gnn.artifact import in_use, publish
@@ -118,6 +119,33 @@ def test_a_live_model_serves_the_version_it_holds_and_lets_go_of_one_that_fails(
         LiveModel(second)
     assert not in_use(second)
 
+
+
+def test_a_version_the_link_left_while_it_loaded_is_not_swapped_in(tmp_path, monkeypatch):
+    """Published and rolled back within one load: the version loaded is dropped (and let go of),
+    the one the link names again keeps serving; a load of the version already served does nothing."""
+    from serving import live as live_module
+
+    first, second = _two_versions(tmp_path)
+    live = LiveModel(tmp_path / "current", check_s=0)
+    assert live.get().version == second.name
+    real_load = live_module.Recommender.load
+
+    def load_then_roll_back(path, cfg=None):
+        model = real_load(path, cfg)
+        publish(second, tmp_path)  # rolled back while `first` loaded
+        return model
+
+    monkeypatch.setattr(live_module.Recommender, "load", load_then_roll_back)
+    publish(first, tmp_path)
+    live.get()
+    live.wait_for_reload(60)
+    assert live.get().version == second.name and not in_use(first) and in_use(second)
+    monkeypatch.setattr(live_module.Recommender, "load", lambda *a, **k: pytest.fail("loaded again"))
+    live._loading.acquire()
+    live._load(str(second.resolve()))  # a request that saw `second` before its swap: nothing to do
+    assert live._loading.acquire(blocking=False)  # and the lock was let go
+    live._loading.release()
 
 def test_ids_holding_a_slash_are_served_and_a_nan_score_never_is(tmp_path):
     """Source ids may be paths or URLs; the HTTP routes take them whole, escaped or not. A broken
