@@ -172,7 +172,8 @@ class TextSearch:
             return torch.empty(0), torch.empty(0, dtype=torch.long)
         skip = np.asarray(exclude if exclude is not None else (), dtype=np.int64)
         if self.index is not None:
-            scores, rows = (a[0] for a in self.index.search(query.numpy()[None], n + len(skip)))
+            wanted = min(n + len(skip), self.index.index.ntotal)  # a huge k asks no more than the index holds
+            scores, rows = (a[0] for a in self.index.search(query.numpy()[None], wanted))
             keep = np.flatnonzero((rows >= 0) & np.isfinite(scores) & ~np.isin(rows, skip))[:n]
             indexed_skips = int((~self._textless[torch.from_numpy(np.unique(skip))]).sum()) if len(skip) else 0
             if len(keep) == n or len(keep) >= self.index.index.ntotal - indexed_skips:

@@ -605,6 +605,7 @@ def test_search_of_a_large_catalogue_recalls_through_a_text_index(encoder, tmp_p
         _, rows = search.top(query, 30, exclude=skip)
         assert len(rows) == 30 and not set(rows.tolist()) & set(skip.tolist())
     assert len(search.top("shoes", 0)[1]) == 0
+    assert len(search.top("shoes", 10**9)[1]) == 7200  # every item with text; the index asked for no more
     # cells too few for the answer (one scanned, most of it excluded): every item is scored instead
     search.use_index(min_items=1000, nprobe=1)
     want = exact.top("running shoes for trails", 400)[1].numpy()
