@@ -52,6 +52,21 @@ def test_randomized_solver_is_seeded_and_leaves_the_global_rng_alone() -> None:
     assert torch.equal(first, again)
 
 
+
+def test_a_k_past_the_rank_keeps_no_null_space_directions() -> None:
+    """R has rank 3 (two all-ones blocks and one extra pair): k = 5 keeps the 3 directions with a
+    singular value, so a new user's scores do not depend on which solver filled the other two."""
+    R = np.zeros((6, 6))
+    R[:3, :3] = R[3:, 3:] = 1
+    R[0, 3] = 1
+    new_user = sp.csr_matrix(np.array([[1.0, 0, 0, 0, 1, 0]]))
+    scores = []
+    for solver in ("arpack", "randomized"):
+        model = GFCF(k=5, alpha=0.3, svd_solver=solver).fit(sp.csr_matrix(R))
+        assert model.state()["vt"].shape == (3, 6)
+        scores.append(model.score_rows(new_user).numpy())
+    np.testing.assert_allclose(scores[0], scores[1], atol=1e-5)
+
 def test_gfcf_errors() -> None:
     with pytest.raises(ValueError):
         GFCF(svd_solver="nope")

@@ -72,7 +72,8 @@ class GFCF:
                 from scipy.sparse.linalg import svds
                 v0 = np.random.default_rng(self.seed).random(min(Rn.shape))
                 _, sv, vt = svds(Rn, k=k, v0=v0)
-                vt = vt[np.argsort(-sv)]
+                order = np.argsort(-sv)
+                sv, vt = sv[order], vt[order]
             else:
                 a = self._to_torch(Rn, layout=torch.sparse_coo)
                 # manual_seed reseeds every GPU, so every started GPU's state is saved and restored
@@ -80,8 +81,11 @@ class GFCF:
                 cuda = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
                 with torch.random.fork_rng(devices=cuda):  # a seeded projection; the caller's RNG is untouched
                     torch.manual_seed(self.seed)
-                    _, _, v = torch.svd_lowrank(a, q=min(k + 64, min(Rn.shape)), niter=6)
-                vt = v[:, :k].t().cpu().numpy()
+                    _, sv_t, v = torch.svd_lowrank(a, q=min(k + 64, min(Rn.shape)), niter=6)
+                sv, vt = sv_t[:k].cpu().numpy(), v[:, :k].t().cpu().numpy()
+            # a k past R's rank brings null-space vectors, arbitrary and solver-dependent: a new
+            # user's scores (score_rows) would move with them; training users' would not
+            vt = vt[sv > 1e-6 * max(float(sv.max()), 1e-30)] if len(sv) else vt
         self._set_vt(vt)
         self.fit_seconds = time.perf_counter() - t0
         logger.info("%s fit in %.1fs (k=%d, %s)", type(self).__name__, self.fit_seconds, k, self.svd_solver)
