@@ -47,6 +47,19 @@ JVM_OPTIONS = ("-XX:+UseG1GC", "-XX:-OmitStackTraceInFastThrow", "-XX:+AlwaysPre
 _MEMORY_SIZE = re.compile(r"^[1-9][0-9]*[kKmMgG]?$")
 
 
+def _memory_size(value: object, name: str) -> str:
+    """``value`` as a JVM memory size (``2g``, ``512m``); anything else (a line break that would
+    write another setting into neo4j.conf, say) is refused.
+
+    Raises:
+        Neo4jSetupError: not such a size.
+    """
+    text = str(value).strip()
+    if not _MEMORY_SIZE.fullmatch(text):
+        raise Neo4jSetupError(f"neo4j.{name} must be a size such as 2g or 512m, not {text!r}")
+    return text
+
+
 @dataclass
 class ServerStatus:
     """What ``kgrec neo4j status`` reports."""
@@ -150,9 +163,7 @@ class ManagedNeo4j:
         Raises:
             Neo4jSetupError: the heap size is not a JVM memory size such as ``2g`` or ``512m``.
         """
-        heap = str(self.config.heap).strip()
-        if not _MEMORY_SIZE.match(heap):
-            raise Neo4jSetupError(f"neo4j.heap must be a size such as 2g or 512m, not {heap!r}")
+        heap = _memory_size(self.config.heap, "heap")
         return [f"-Xms{heap}", f"-Xmx{heap}", *JVM_OPTIONS]
 
     def _write_conf(self) -> Path:
@@ -162,6 +173,7 @@ class ManagedNeo4j:
         for d in dirs.values():
             d.mkdir(parents=True, exist_ok=True)
         c = self.config
+        heap, pagecache = _memory_size(c.heap, "heap"), _memory_size(c.pagecache, "pagecache")  # nothing else
         lines = [
             "# written by kgrec (kg/neo4j_server.py); edits are overwritten on start",
             "server.default_listen_address=127.0.0.1",
@@ -173,9 +185,9 @@ class ManagedNeo4j:
             f"server.http.advertised_address=127.0.0.1:{c.http_port}",
             "server.https.enabled=false",
             "dbms.security.auth_enabled=true",
-            f"server.memory.heap.initial_size={c.heap}",
-            f"server.memory.heap.max_size={c.heap}",
-            f"server.memory.pagecache.size={c.pagecache}",
+            f"server.memory.heap.initial_size={heap}",
+            f"server.memory.heap.max_size={heap}",
+            f"server.memory.pagecache.size={pagecache}",
             "db.tx_log.rotation.retention_policy=1G size",
             "dbms.usage_report.enabled=false",
             *(f"server.directories.{name}={path}" for name, path in dirs.items()),

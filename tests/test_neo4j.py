@@ -284,6 +284,12 @@ def test_jvm_options_reject_a_bad_heap_size(tmp_path):
     assert ManagedNeo4j(Neo4jConfig(home=tmp_path, heap="512m")).jvm_options()[:2] == ["-Xms512m", "-Xmx512m"]
     with pytest.raises(Neo4jSetupError, match="heap"):
         ManagedNeo4j(Neo4jConfig(home=tmp_path, heap="2 GB")).jvm_options()
+    # a memory setting is one size: a line break would write a setting of its own into neo4j.conf
+    for field in ("heap", "pagecache"):
+        sneaky = ManagedNeo4j(Neo4jConfig(home=tmp_path, **{field: "1g\ndbms.security.auth_enabled=false"}))
+        with pytest.raises(Neo4jSetupError, match=f"neo4j.{field} must be a size"):
+            sneaky._write_conf()
+    assert not (tmp_path / "conf" / "neo4j.conf").exists()
 
 
 def test_incremental_ingest_writes_only_events_past_the_watermark(graph):
