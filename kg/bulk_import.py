@@ -121,7 +121,7 @@ def bulk_import(records: GraphRecords, config: Neo4jConfig, workdir: Path | None
         kg.lock.LockedError: a writer holds the ingest lock; nothing was changed.
     """
     from .connection import connect
-    from .lock import INGEST_LOCK, LockedError, holder_is_gone, lock_holder
+    from .lock import INGEST_LOCK, WRITEBACK_LOCK, LockedError, holder_is_gone, lock_holder
 
     server = ManagedNeo4j(config)
     java = _java()
@@ -132,12 +132,13 @@ def bulk_import(records: GraphRecords, config: Neo4jConfig, workdir: Path | None
         timings["csv_seconds"] = round(time.perf_counter() - t, 2)
         with server.exclusive():  # no `kgrec neo4j start` (a cron retrain's) between the stop and the start
             if server.status().running:  # not from under a writer (checked now, after the CSVs and the wait)
-                with connect(config) as g:
-                    holder = lock_holder(g, INGEST_LOCK)
-                if holder is not None and not holder_is_gone(holder):
-                    raise LockedError(f"another kgrec writer holds the {INGEST_LOCK!r} lock ({holder['host']}, pid "
-                                      f"{holder['pid']}); the bulk import would replace the database under it. "
-                                      f"Nothing was changed: retry when it is done")
+                with connect(config) as g:  # ingest and export, or a write-back (a retrain's last stage)
+                    holders = [(name, lock_holder(g, name)) for name in (INGEST_LOCK, WRITEBACK_LOCK)]
+                for name, holder in holders:
+                    if holder is not None and not holder_is_gone(holder):
+                        raise LockedError(f"another kgrec writer holds the {name!r} lock ({holder['host']}, pid "
+                                          f"{holder['pid']}); the bulk import would replace the database under "
+                                          f"it. Nothing was changed: retry when it is done")
             return _import_and_restart(server, config, java, files, Path(tmp), records, timings)
 
 
