@@ -51,13 +51,19 @@ class LockLostError(KgError):
     """The holder's lock was taken over, or not renewed for so long that it may be."""
 
 
+def _clock() -> float:
+    """Seconds that count a suspended machine's sleep too (Linux CLOCK_BOOTTIME): a holder paused
+    past ``stale_s`` must find its lease expired on waking, as the writers that took over did."""
+    return time.clock_gettime(time.CLOCK_BOOTTIME) if hasattr(time, "CLOCK_BOOTTIME") else time.monotonic()
+
+
 class Lease:
     """The holder's side of a lock it took (what :func:`graph_lock` yields)."""
 
     def __init__(self, name: str, owner: str, stale_s: float) -> None:
         self.name, self.owner = name, owner
         self.expire_s = 0.8 * stale_s  # others take over at stale_s after the last renewal they saw
-        self.renewed_at = time.monotonic()  # when the last renewal that succeeded was sent
+        self.renewed_at = _clock()  # when the last renewal that succeeded was sent
         self.lost: str | None = None  # why the lock is no longer held
 
     def check(self) -> None:
@@ -66,7 +72,7 @@ class Lease:
         Raises:
             LockLostError: a renewal found the lock gone, or none has succeeded for ``0.8 * stale_s``.
         """
-        idle = time.monotonic() - self.renewed_at
+        idle = _clock() - self.renewed_at
         if self.lost is None and idle > self.expire_s:
             self.lost = (f"it could not be renewed for {idle:.0f} s, so another writer may take it over; the "
                          f"database was unreachable or too slow")
@@ -176,12 +182,12 @@ def graph_lock(graph: Graph, name: str = INGEST_LOCK, wait_s: float = 0.0, poll_
     owner = uuid.uuid4().hex
     mine = {"lock": name, "owner": owner, "host": socket.gethostname(), "pid": os.getpid(),
             "proc": process_identity(os.getpid()) or ""}
-    deadline = time.monotonic() + wait_s
+    deadline = _clock() + wait_s
     lease = Lease(name, owner, stale_s)
     while True:
         # a lower bound on when the lock became ours (on a cluster whose reads lag, the "released in
         # between" retry can move it later by one round trip: far inside the 0.2 * stale_s margin)
-        sent = time.monotonic()
+        sent = _clock()
         if _try_acquire(graph, mine):
             break
         holder = lock_holder(graph, name)
@@ -194,7 +200,7 @@ def graph_lock(graph: Graph, name: str = INGEST_LOCK, wait_s: float = 0.0, poll_
             logger.warning("took over the %r lock of %s, which is gone (heartbeat %.0f s ago)",
                            name, _describe(holder), holder["idle_s"] or 0)
             continue  # free now: take it
-        if time.monotonic() >= deadline:
+        if _clock() >= deadline:
             raise LockedError(
                 f"another kgrec writer holds the {name!r} lock on {graph.where} ({_describe(holder)}); nothing "
                 f"was written. Wait for it to finish and retry (--wait SECONDS); a holder that died is taken "
@@ -219,7 +225,7 @@ def graph_lock(graph: Graph, name: str = INGEST_LOCK, wait_s: float = 0.0, poll_
 
 def _heartbeat(graph: Graph, lease: Lease, every_s: float, done: threading.Event) -> None:
     while lease.lost is None and not done.wait(every_s):
-        sent = time.monotonic()
+        sent = _clock()
         try:
             renewed = graph.write("lock/renew", lock=lease.name, owner=lease.owner).properties_set > 0
         except Exception as e:  # a missed beat is not fatal: the lock goes stale only after many
