@@ -70,7 +70,9 @@ def cmd_neo4j(args: argparse.Namespace, cfg: Config) -> None:
         status, started = server.start()
         print(("Started " if started else "Already running. ") + status.describe())
     elif args.action == "stop":
-        print("stopped" if server.stop() else "not running (nothing to stop)")
+        with server.exclusive():  # not between another process's start and its pid file
+            stopped = server.stop()
+        print("stopped" if stopped else "not running (nothing to stop)")
     else:
         print(server.status().describe())
 
