@@ -77,6 +77,7 @@ class RetrainReport:
     head_to_head: dict[str, float] | None = None  # {new, served, users, events} when measured
     writeback: dict[str, int] | None = None
     writeback_error: str | None = None  # published, but Neo4j not (fully) updated: `kgrec writeback` retries
+    writeback_skipped: str | None = None  # published, but another model is pinned as served: not written back
     pruned: list[str] = field(default_factory=list)
     prune_error: str | None = None  # old versions may be left: the next retrain tries again
     timings: dict[str, float] = field(default_factory=dict)
@@ -158,11 +159,18 @@ def retrain(graph: Graph, cfg: Config, say: Callable[[str], None] = logger.info,
             stage("publish", lambda: publish(artifact, out_dir))
             report.published = True
             _save(report, artifact, cfg)
-            if Path(cfg.served_model()).resolve() != artifact.resolve():
-                say(f"note: serving.model_dir pins {cfg.served_model()}; `kgrec serve` keeps serving it")
-            if cfg.retrain.writeback:
+            pinned = Path(cfg.served_model()).resolve() != artifact.resolve()
+            if pinned:  # Neo4j keeps the pinned model's vectors and lists: Browser shows what is served
+                report.writeback_skipped = (f"serving.model_dir pins {cfg.served_model()}, which `kgrec serve` "
+                                            f"keeps serving; Neo4j keeps its embeddings and lists")
+                say(f"note: {report.writeback_skipped}")
+            if cfg.retrain.writeback and not pinned:
+                # saved first: a run killed mid-write-back leaves a report that says so, not a clean one
+                report.writeback_error = f"interrupted: `kgrec writeback --model {artifact}` finishes it"
+                _save(report, artifact, cfg)
                 try:
                     report.writeback = stage("writeback", lambda: _write_back(graph, artifact, cfg))
+                    report.writeback_error = None
                 except Exception as e:  # the model is published and serving: say so, and what to run
                     logger.exception("write-back of %s failed", artifact.name)
                     report.writeback_error = f"{type(e).__name__}: {e}"
@@ -179,8 +187,8 @@ def retrain(graph: Graph, cfg: Config, say: Callable[[str], None] = logger.info,
 
 def prune(cfg: Config) -> list[str]:
     """Delete the versions ``kgrec retrain`` made in ``train.out_dir`` beyond the newest
-    ``retrain.keep`` published ones and the latest rejected one, each with its ``retrain-*``
-    snapshot.
+    ``retrain.keep`` published ones and the latest one the gate rejected, each with its
+    ``retrain-*`` snapshot; a version whose run was killed before the gate decided goes too.
 
     The served model (``serving.model_dir``), ``current``'s target, a version a server on this
     machine is serving (``kgrec serve --model DIR``; :func:`gnn.artifact.in_use`), and versions
@@ -200,9 +208,11 @@ def prune(cfg: Config) -> list[str]:
                   key=_version_order, reverse=True)
     reports = {p: _report(p) for p in ours}
     ours = [p for p in ours if reports[p] is not None]  # an unreadable report: not deleted, logged
-    published = [p for p in ours if reports[p].get("published")]
-    rejected = [p for p in ours if p not in published]
-    doomed = [p for p in published[keep:] + rejected[1:] if p.resolve() not in protected]
+    # published: also a run killed between its publish and the report saying so (its decision does)
+    published = [p for p in ours if reports[p].get("published") or _decided(reports[p], "published")]
+    rejected = [p for p in ours if p not in published and _decided(reports[p], "kept the served model")]
+    unfinished = [p for p in ours if p not in published and p not in rejected]  # killed before the gate decided
+    doomed = [p for p in published[keep:] + rejected[1:] + unfinished if p.resolve() not in protected]
     snapshots = {p: _meta(p).get("snapshot") for p in doomed}
     deleted: list[str] = []
     for version in doomed:
@@ -220,6 +230,11 @@ def prune(cfg: Config) -> list[str]:
     for path in deleted:
         logger.info("pruned %s", path)
     return deleted
+
+
+def _decided(report: dict[str, Any], outcome: str) -> bool:
+    """Whether a version's report records the gate's decision as ``outcome``."""
+    return str(report.get("decision") or "").startswith(outcome)
 
 
 def _never_pruned(cfg: Config) -> set[Path]:

@@ -173,6 +173,24 @@ def test_a_failed_write_back_is_reported_and_the_new_model_serves(loaded, monkey
     saved = json.loads((Path(cfg.train.out_dir) / report.version / "retrain.json").read_text())
     assert saved["published"] and saved["writeback_error"] == report.writeback_error
 
+    def killed(*args):  # SIGTERM mid-write-back (kgrec.cli unwinds it as SystemExit)
+        raise SystemExit(143)
+
+    monkeypatch.setattr(job, "_write_back", killed)
+    with pytest.raises(SystemExit):
+        retrain(graph, cfg)
+    newest = (Path(cfg.train.out_dir) / "current").resolve()
+    saved = json.loads((newest / "retrain.json").read_text())
+    assert newest.name != report.version and saved["published"]
+    assert saved["writeback_error"].startswith("interrupted: `kgrec writeback --model")
+
+    written = []
+    monkeypatch.setattr(job, "_write_back", lambda *args: written.append(args) or {})
+    cfg.serving.model_dir = Path(cfg.train.out_dir) / report.version  # pinned: Neo4j keeps what it serves
+    pinned = retrain(graph, cfg)
+    assert pinned.published and not written and pinned.writeback is None and pinned.writeback_error is None
+    assert "pins" in pinned.writeback_skipped
+
 
 def test_cli_retrain_exit_status_says_whether_it_published(loaded, neo4j_config, tmp_path, monkeypatch, capsys):
     from kg.neo4j_server import read_password
@@ -409,6 +427,30 @@ def test_prune_spares_a_version_a_server_holds_though_nothing_names_it(tmp_path)
     served.close()  # the server moved on, or stopped
     assert prune(cfg) == [str(versions[0])]
 
+
+
+def test_prune_tells_published_rejected_and_unfinished_versions_by_their_decisions(tmp_path):
+    """keep = 2. A run killed between its publish and the report saying so was published (its
+    decision says so); one killed before the gate decided is a leftover, not the rejected version
+    kept to look into, which is the newest one the gate kept the served model over."""
+    import json
+
+    from kgrec.config import Config
+
+    cfg = Config(workdir=tmp_path)
+    cfg.train.out_dir, cfg.retrain.keep = tmp_path / "models", 2
+    runs = [("a", True, "published: 0.2 >= 0.1"), ("v1", False, "kept the served model: ndcg@20 0.01 < 0.18"),
+            ("v2", False, "stopped before the quality gate decided"), ("v3", False, "published: 0.21 >= 0.19"),
+            ("v4", True, "published: 0.22 >= 0.19")]
+    versions = {}
+    for n, (name, published, decision) in enumerate(runs):
+        v = versions[name] = cfg.train.out_dir / f"20260101-00000{n}-lightgcn"
+        v.mkdir(parents=True)
+        (v / "meta.json").write_text("{}")
+        (v / "retrain.json").write_text(json.dumps({"published": published, "decision": decision}))
+    (cfg.train.out_dir / "current").symlink_to(versions["v4"].name)
+    assert sorted(prune(cfg)) == sorted(str(versions[n]) for n in ("a", "v2"))
+    assert all(versions[n].is_dir() for n in ("v1", "v3", "v4"))
 
 def test_prune_sweeps_what_killed_runs_left_once_a_day_old(tmp_path):
     """Checkpoints of earlier nights' data (never resumed: each snapshot has its own), temporary
