@@ -708,6 +708,7 @@ def _write_artifact(out_dir: Path, cfg: TrainConfig, snapshot: Any, train_csr: s
             meta={"version": version, "model": cfg.model, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                   "code_version": code_version(),
                   "snapshot": str(snapshot_path) if snapshot_path is not None else snapshot.meta.get("name"),
+                  "split": snapshot.meta.get("split"),  # test figures compare only between the same scheme
                   **meta, "num_users": U, "num_items": I,
                   "embedding_dim": int(ue.shape[1])},
             curve_png=curve_png, filter_state=filter_state, seen_indptr=seen_csr.indptr, seen_indices=seen_csr.indices,

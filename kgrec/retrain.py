@@ -148,7 +148,8 @@ def retrain(graph: Graph, cfg: Config, say: Callable[[str], None] = logger.info,
             compared_on = f"head to head on {duel.events} events of {duel.users} users the served model never saw"
             published, decision = _gate(duel.new, served, duel.served, cfg.retrain.max_drop, metric, force)
         else:
-            published, decision = _gate(new_score, served, served_score, cfg.retrain.max_drop, metric, force)
+            published, decision = _gate(new_score, served, served_score, cfg.retrain.max_drop, metric, force,
+                                        incomparable=_split_mismatch(served, artifact))
         say(f"trained {artifact.name}: test {metric} {new_score}; compared on {compared_on}; {decision}")
         report = replace(report, decision=decision, new_score=new_score, served_score=served_score,
                          served_version=served.name if served is not None else None,
@@ -302,14 +303,16 @@ def _check_metric(cfg: Config) -> str:
 
 
 def _gate(new: float | None, served: Path | None, served_score: float | None, max_drop: float, metric: str,
-          force: bool) -> tuple[bool, str]:
-    """Whether to publish, and why."""
+          force: bool, incomparable: str | None = None) -> tuple[bool, str]:
+    """Whether to publish, and why; ``incomparable`` says why the two test figures cannot be compared."""
     if new is None:
         return False, f"kept the served model: the new version has no finite test {metric}"
     if force:
         return True, "published: --force"
     if served is None:
         return True, "published: no served model to compare with"
+    if incomparable:
+        return False, f"kept the served model: {incomparable}; --force publishes the new version"
     if served_score is None:
         return False, (f"kept the served model: {served.name} has no test {metric} to compare with; "
                        f"--force publishes the new version")
@@ -318,6 +321,19 @@ def _gate(new: float | None, served: Path | None, served_score: float | None, ma
         return True, f"published: {new:.4f} >= {floor:.4f} (served {served_score:.4f} less {max_drop:.0%})"
     return False, (f"kept the served model: {metric} {new:.4f} < {floor:.4f} (served {served_score:.4f} less "
                    f"{max_drop:.0%}); the new version stays on disk unpublished")
+
+
+def _split_mismatch(served: Path | None, new: Path) -> str | None:
+    """Why the two models' own test figures are not comparable (their snapshots were split by
+    different schemes: a leave-one-out figure is not a ratio split's), or None. Artifacts that do
+    not record their split are taken as comparable."""
+    if served is None:
+        return None
+    a, b = _meta(served).get("split"), _meta(new).get("split")
+    if a and b and a != b:
+        return (f"{served.name}'s test figure comes from a {a!r} split and the new version's from a {b!r} "
+                f"split ([export] split changed?)")
+    return None
 
 
 def _check_served(cfg: Config) -> None:

@@ -407,6 +407,27 @@ def test_the_gate_publishes_at_exactly_the_floor_and_keeps_the_served_model_just
     assert not published and "has no test ndcg@20 to compare with; --force publishes" in why
 
 
+def test_the_gate_does_not_compare_test_figures_of_two_split_schemes(tmp_path):
+    """A leave-one-out figure is not a ratio split's: the served model stays unless --force."""
+    import json
+
+    from kgrec.retrain import _gate, _split_mismatch
+
+    served, new = tmp_path / "served", tmp_path / "new"
+    for path, split in ((served, "ratio"), (new, "loo")):
+        path.mkdir()
+        (path / "meta.json").write_text(json.dumps({"split": split}))
+    why = _split_mismatch(served, new)
+    assert "'ratio' split" in why and "'loo' split" in why
+    published, decision = _gate(0.5, served, 0.1, 0.1, "ndcg@20", force=False, incomparable=why)
+    assert not published and decision.endswith("--force publishes the new version")
+    assert _gate(0.5, served, 0.1, 0.1, "ndcg@20", force=True, incomparable=why)[0]
+    (new / "meta.json").write_text(json.dumps({"split": "ratio"}))
+    assert _split_mismatch(served, new) is None and _split_mismatch(None, new) is None
+    (served / "meta.json").write_text("{}")  # an artifact from before the split was recorded
+    assert _split_mismatch(served, new) is None
+
+
 def test_prune_spares_a_version_a_server_holds_though_nothing_names_it(tmp_path):
     """`kgrec serve --model DIR` on an old version: neither `current` nor the config names it, but
     the server holds it (gnn.artifact.hold), so prune leaves it until the server lets go."""
