@@ -287,6 +287,8 @@ def _coerce(name: str, value: Any, hint: Any, from_env: bool = False) -> Any:
             return [_coerce(name, v, element, from_env) for v in value]
         return value
     except (TypeError, ValueError) as e:
+        if name.endswith("password"):  # never in a log
+            raise ConfigError(f"config {name}: cannot use the value given (expected a string)") from None
         raise ConfigError(f"config {name}: cannot use {value!r} ({e})") from e
 
 
@@ -320,17 +322,31 @@ def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = 
     """
     env = os.environ if env is None else env
     cfg = Config()
+    if path is None and env.get("KGREC_CONFIG", "").strip():  # a cron job's (scripts/retrain.sh) config file
+        path = env["KGREC_CONFIG"].strip()
     if path is not None:
-        path = Path(path)
+        path = Path(path).expanduser()  # --config=~/k.toml: no shell expands a ~ after '='
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
         with path.open("rb") as fh:
-            _apply(cfg, tomllib.load(fh), "")
+            try:
+                values = tomllib.load(fh)
+            except tomllib.TOMLDecodeError as e:
+                raise ConfigError(f"config file {path}: {e}") from None
+        _apply(cfg, values, "")
+    sections = {f.name for f in dataclasses.fields(Config) if dataclasses.is_dataclass(getattr(cfg, f.name))}
     overrides: dict[str, Any] = {}
     for name, value in env.items():
-        if name.startswith("KGREC_") and "__" in name and value.strip():  # empty is unset, as for NEO4J_*
+        if not name.startswith("KGREC_") or not value.strip():  # empty is unset, as for NEO4J_*
+            continue
+        if "__" in name:
             section, _, key = name[len("KGREC_"):].lower().partition("__")
-            overrides.setdefault(section, {})[key] = value
+            # spaces around a value are the shell's, not the setting's (a password is taken whole)
+            overrides.setdefault(section, {})[key] = value if key == "password" else value.strip()
+        elif any(name.lower().startswith(f"kgrec_{s}_") for s in sections):
+            section, _, key = name[len("KGREC_"):].partition("_")
+            raise ConfigError(f"{name} sets nothing: section and key are joined by two underscores "
+                              f"(KGREC_{section}__{key})")
     if env.get("KGREC_WORKDIR", "").strip():
         overrides["workdir"] = env["KGREC_WORKDIR"]
     for var, key in (("NEO4J_URI", "uri"), ("NEO4J_USER", "user"),

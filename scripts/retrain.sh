@@ -10,8 +10,8 @@
 # .kgrec/ unless KGREC_WORKDIR says otherwise; kgrec's own Neo4j is started when it is not running
 # (unless NEO4J_URI names another server). Environment: KGREC (the kgrec command, default this
 # checkout's .venv/bin/kgrec, installed on first use; run `make install` after a git pull), KGREC_FEED (the ingest feed whose watermark the load uses),
-# KGREC_WAIT (seconds to wait for another ingest, default 600), and every KGREC_* / NEO4J_*
-# setting kgrec reads.
+# KGREC_WAIT (seconds to wait for another ingest, default 600), KGREC_CONFIG (a TOML config file),
+# and every KGREC_* / NEO4J_* setting kgrec reads.
 # Exit status: 0 published, 3 the quality gate kept the served model, 4 published but the write-back
 # to Neo4j failed (`kgrec writeback` retries it), 5 the new model is broken (no finite test score; the
 # served one stays), anything else an error.

@@ -81,6 +81,33 @@ def test_bad_values_are_config_errors(tmp_path, text, env):
         load_config(f, env=env)
 
 
+
+def test_config_mistakes_are_named_and_secrets_are_not(tmp_path, monkeypatch):
+    """One underscore too few is refused (not silently ignored), a TOML syntax error names its
+    file, a password of the wrong type is not echoed, shell spaces around values are dropped,
+    ``--config=~/k.toml`` finds the home directory's file, and KGREC_CONFIG stands in for --config."""
+    with pytest.raises(ConfigError, match="KGREC_TRAIN__EPOCHS"):
+        load_config(None, env={"KGREC_TRAIN_EPOCHS": "5"})
+    broken = tmp_path / "broken.toml"
+    broken.write_text("[train]\nepochs =\n")
+    with pytest.raises(ConfigError, match="broken.toml"):
+        load_config(broken, env={})
+    secret = tmp_path / "secret.toml"
+    secret.write_text("[neo4j]\npassword = 12345678\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(secret, env={})
+    assert "12345678" not in str(caught.value) and "neo4j.password" in str(caught.value)
+    cfg = load_config(None, env={"KGREC_SERVING__HOST": " 0.0.0.0 ", "KGREC_TRAIN__AMP": " false",
+                                 "KGREC_NEO4J__PASSWORD": " pass word "})
+    assert (cfg.serving.host, cfg.train.amp, cfg.neo4j.password) == ("0.0.0.0", False, " pass word ")
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "k.toml").write_text("[train]\nepochs = 7\n")
+    monkeypatch.setenv("HOME", str(home))
+    assert load_config("~/k.toml", env={}).train.epochs == 7
+    assert load_config(None, env={"KGREC_CONFIG": str(home / "k.toml")}).train.epochs == 7
+    assert load_config(None, env={"KGREC_CONFIG": str(home / "k.toml"), "KGREC_TRAIN__EPOCHS": "9"}).train.epochs == 9
+
 def test_model_names_agree_with_gnn():
     """The CLI's choices (kgrec.config, kept torch-free) name exactly what gnn can build."""
     from gnn.models.filters import FILTER_MODELS
