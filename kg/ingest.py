@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 from kgrec.config import IngestConfig
 
 from .connection import Graph, batches
-from .governance import normalize_id
+from .governance import INVISIBLE, normalize_id
 from .interaction_writer import write_interactions
 from .lock import INGEST_LOCK, Lease, graph_lock
 from .records import GraphRecords
@@ -226,12 +226,15 @@ def _ingest_locked(graph: Graph, records: GraphRecords, cfg: IngestConfig, incre
 def forget_user(graph: Graph, user_id: str, lock_wait_s: float = 0.0) -> bool:
     """Delete a user and all their events, searches and friendships, and the queries only they
     searched (not one the data links to relevant items), holding the ingest lock: under
-    the id as ingest stores it and, for a user loaded before, with the invisible characters ingest now
-    removes (one person to ingest today). Returns whether one existed."""
+    the id as ingest stores it and, for a user loaded before, under any id that is it with the
+    invisible characters ingest now removes (one person to ingest today), whichever form is given.
+    Returns whether one existed."""
     stored = normalize_id(user_id, "user id")  # as ingest stores it (a mapping's lowercase_ids aside)
     before = unicodedata.normalize("NFKC", str(user_id)).strip()  # as ingest stored it before invisible
     with graph_lock(graph, INGEST_LOCK, lock_wait_s):  # characters were removed from ids (2026-12-02)
-        counters = graph.write("ingest/forget_user", ids=list(dict.fromkeys([stored, before])))
+        older = [r["id"] for r in graph.query("ingest/users_stored_as", id=stored,
+                                              invisible=[chr(c) for c in INVISIBLE])]
+        counters = graph.write("ingest/forget_user", ids=list(dict.fromkeys([stored, before, *older])))
     return counters.nodes_deleted > 0
 
 

@@ -541,6 +541,22 @@ def test_rows_whose_nodes_are_gone_are_reported_as_not_written(graph):
     assert twice["not_written"] == {}
 
 
+
+def test_an_event_sent_again_without_a_split_keeps_its_stored_split(graph):
+    """LightGCN's test.txt labelled the undated event `test`; a later file without splits sends it
+    again (undated events always are): the label stays, or `split = auto` would quietly fall back to
+    a random split. A label that is given replaces the stored one."""
+    event = {"user": "u1", "item": "i1", "kind": "interact", "weight": 1.0, "ts": 0}
+    nodes = dict(users=[{"id": "u1"}], items=[{"id": "i1"}, {"id": "i2"}])
+    ingest(graph, GraphRecords(**nodes, interactions=[{**event, "split": "test"},
+                                                      {**event, "item": "i2", "split": "train"}]),
+           IngestConfig(), progress=False)
+    ingest(graph, GraphRecords(**nodes, interactions=[{**event, "split": ""}, {**event, "item": "i2", "split": "valid"}]),
+           IngestConfig(), progress=False)
+    rows = graph.driver.execute_query("MATCH (:User)-[r:INTERACTED]->(i) RETURN i.id AS item, r.split AS split "
+                                      "ORDER BY item", database_=graph.database).records
+    assert [(r["item"], r["split"]) for r in rows] == [("i1", "test"), ("i2", "valid")]
+
 def test_forget_user_finds_an_id_stored_with_an_invisible_character(graph):
     """Ingest now removes zero-width spaces from ids, so 'alice\u200b' loaded before and 'alice'
     loaded since are one person to it: forgetting either form deletes both nodes."""
@@ -552,6 +568,15 @@ def test_forget_user_finds_an_id_stored_with_an_invisible_character(graph):
     left = graph.driver.execute_query("MATCH (u:User) RETURN collect(u.id) AS ids", database_=graph.database)
     assert left.records[0]["ids"] == ["bob"]
     assert not forget_user(graph, "alice")
+    # the visible id finds a form stored with the character anywhere; a query only their two forms
+    # searched is theirs alone and goes
+    graph.driver.execute_query("CREATE (a:User {id: 'al\u200bice'}), (b:User {id: 'alice'}), (c:User {id: 'alicex'}), "
+                               "(a)-[:SEARCHED]->(q:Query {id: 'q1', text: 'private'})<-[:SEARCHED]-(b)",
+                               database_=graph.database)
+    assert forget_user(graph, "alice")
+    left = graph.driver.execute_query("MATCH (n) WHERE n:User OR n:Query RETURN collect(n.id) AS ids",
+                                      database_=graph.database)
+    assert sorted(left.records[0]["ids"]) == ["alicex", "bob"]
 
 
 def test_forgetting_a_user_deletes_the_queries_only_they_typed(graph):

@@ -2,12 +2,12 @@
 // they searched (the text they typed), unless the data links a query to relevant items: then it is
 // catalogue data and stays, without their SEARCHED. $ids are the forms the id may be stored in (as
 // ingest stores ids now, and as it did before invisible characters were removed from them): all of
-// them are the one person.
+// them are the one person (so a query only their forms searched goes too).
 UNWIND $ids AS id
 MATCH (u:User {id: id})
 CALL (u) {
   MATCH (u)-[:SEARCHED]->(q:Query)
-  WHERE NOT EXISTS { (q)<-[:SEARCHED]-(other:User) WHERE other <> u } AND NOT EXISTS { (q)-[:RELEVANT]->() }
+  WHERE NOT EXISTS { (q)<-[:SEARCHED]-(other:User) WHERE NOT other.id IN $ids } AND NOT EXISTS { (q)-[:RELEVANT]->() }
   DETACH DELETE q
 }
 DETACH DELETE u

@@ -5,6 +5,7 @@ MATCH (u:User {id: row.user})
 UNWIND range(0, size(row.item) - 1) AS k
 MATCH (i:Item {id: row.item[k]})
 MERGE (u)-[r:INTERACTED {kind: row.kind[k], ts: row.ts[k]}]->(i)
-SET r.weight = row.weight[k], r.split = row.split[k]
+// a blank split never blanks a stored one (an undated event sent again by a later file without splits)
+SET r.weight = row.weight[k], r.split = CASE WHEN row.split[k] = '' THEN coalesce(r.split, '') ELSE row.split[k] END
 WITH DISTINCT u, k  // one per event, however many relationships (duplicates made outside kgrec) it matched
 RETURN count(*) AS written
