@@ -221,7 +221,11 @@ def cmd_train(args: argparse.Namespace, cfg: Config) -> None:
     if args.sampler:
         cfg.train.sampler = args.sampler
     if args.num_neighbors:
-        cfg.train.num_neighbors = [int(k) for k in args.num_neighbors.split(",") if k.strip()]
+        try:
+            cfg.train.num_neighbors = [int(k) for k in args.num_neighbors.split(",") if k.strip()]
+        except ValueError:
+            raise ConfigError(f"--num-neighbors takes whole numbers per layer such as 10,10, not "
+                              f"{args.num_neighbors!r}") from None
     artifact = train_model(Path(args.snapshot), cfg)
     print(artifact)
     print((artifact / "metrics.json").read_text()[:2000])

@@ -158,6 +158,14 @@ def test_bulk_import_into_another_server_is_refused_before_the_source_is_read(mo
     assert "--bulk imports into kgrec's own Neo4j" in capsys.readouterr().err
 
 
+def test_a_bad_fan_out_names_its_flag(tmp_path, monkeypatch, capsys):
+    from kgrec.cli import main
+
+    monkeypatch.setenv("KGREC_WORKDIR", str(tmp_path))
+    assert main(["train", str(tmp_path / "no-snapshot"), "--num-neighbors", "10,x"]) == 2
+    assert "--num-neighbors takes whole numbers" in capsys.readouterr().err
+
+
 def test_blank_neo4j_variables_are_unset_as_kgrec_ones_are():
     cfg = load_config(env={"NEO4J_URI": "  ", "NEO4J_PASSWORD": ""})
     assert cfg.neo4j.managed and cfg.neo4j.uri is None
