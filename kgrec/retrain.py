@@ -120,6 +120,7 @@ def retrain(graph: Graph, cfg: Config, say: Callable[[str], None] = logger.info,
         snapshot = stage("export", lambda: export_locked(graph, cfg.export, cfg.retrain.snapshot_name,
                                                          cfg.ingest.lock_wait_s))  # a snapshot of whole loads only
         say(f"exported {snapshot}")
+        _record_export(out_dir, snapshot)
         try:
             tests = json.loads((snapshot / "meta.json").read_text())["interactions"].get("test", 0)
             if not tests:
@@ -221,7 +222,8 @@ def prune(cfg: Config) -> list[str]:
             deleted.append(str(version))
         else:
             logger.info("not pruning %s: a server is using it", version)
-    kept_snapshots = {_meta(p).get("snapshot") for p in out_dir.iterdir()}  # of every version left
+    # of every version left, and of the pinned model wherever it is
+    kept_snapshots = {_meta(p).get("snapshot") for p in [*out_dir.iterdir(), Path(cfg.served_model())]}
     for snap in dict.fromkeys(snapshots[Path(v)] for v in deleted):
         if snap and snap not in kept_snapshots and Path(snap).name.startswith(f"{cfg.retrain.snapshot_name}-") \
                 and Path(snap).is_dir():
@@ -273,10 +275,34 @@ def _sweep_leftovers(cfg: Config) -> list[str]:
     versions = [*out_dir.iterdir(), Path(cfg.served_model())]
     kept = {Path(s).resolve() for s in (_meta(v).get("snapshot") for v in versions) if s}
     kept.add((snap_dir / f"{name}-latest").resolve())
-    stale += [p for p in snapshots_named(snap_dir, name) if p.resolve() not in kept and p.stat().st_mtime < cutoff]
+    mine = _exported(out_dir)  # not another model directory's, sharing export.out_dir and the name
+    stale += [p for p in snapshots_named(snap_dir, name) if p.resolve() not in kept and str(p.resolve()) in mine
+              and p.stat().st_mtime < cutoff]
     for path in stale:
         shutil.rmtree(path, ignore_errors=True)
+    _write_exported(out_dir, {s for s in mine if Path(s).exists()})
     return swept + [str(p) for p in stale if not p.exists()]
+
+
+EXPORTED_FILE = ".retrain-snapshots"  # in train.out_dir: the snapshots this directory's retrains exported
+
+
+def _record_export(out_dir: Path, snapshot: Path) -> None:
+    """Note that a retrain of ``out_dir`` exported ``snapshot`` (the leftover sweep removes only those)."""
+    with open(out_dir / EXPORTED_FILE, "a") as fh:
+        fh.write(f"{snapshot.resolve()}\n")
+
+
+def _exported(out_dir: Path) -> set[str]:
+    path = out_dir / EXPORTED_FILE
+    return set(path.read_text().splitlines()) - {""} if path.is_file() else set()
+
+
+def _write_exported(out_dir: Path, snapshots: set[str]) -> None:
+    path = out_dir / EXPORTED_FILE
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp.write_text("".join(f"{s}\n" for s in sorted(snapshots)))
+    os.replace(tmp, path)
 
 
 def _version_order(version: Path) -> tuple[str, int]:

@@ -470,13 +470,20 @@ def test_prune_tells_published_rejected_and_unfinished_versions_by_their_decisio
         (v / "meta.json").write_text("{}")
         (v / "retrain.json").write_text(json.dumps({"published": published, "decision": decision}))
     (cfg.train.out_dir / "current").symlink_to(versions["v4"].name)
+    shared = tmp_path / "snapshots" / "retrain-20260101-000000"  # `a`'s, and a pinned model's elsewhere
+    shared.mkdir(parents=True)
+    (versions["a"] / "meta.json").write_text(json.dumps({"snapshot": str(shared)}))
+    cfg.serving.model_dir = tmp_path / "pinned"
+    cfg.serving.model_dir.mkdir()
+    (cfg.serving.model_dir / "meta.json").write_text(json.dumps({"snapshot": str(shared)}))
     assert sorted(prune(cfg)) == sorted(str(versions[n]) for n in ("a", "v2"))
-    assert all(versions[n].is_dir() for n in ("v1", "v3", "v4"))
+    assert all(versions[n].is_dir() for n in ("v1", "v3", "v4")) and shared.is_dir()
 
 def test_prune_sweeps_what_killed_runs_left_once_a_day_old(tmp_path):
     """Checkpoints of earlier nights' data (never resumed: each snapshot has its own), temporary
-    version directories, versions of a retrain killed before its report, and snapshots no version
-    was trained on go once a day old; the newest
+    version directories, versions of a retrain killed before its report, and snapshots this
+    directory's retrains exported that no version was trained on go once a day old (not another
+    model directory's, sharing the snapshot name); the newest
     checkpoint, the -latest snapshot and anything recent stay."""
     import os
 
@@ -513,11 +520,18 @@ def test_prune_sweeps_what_killed_runs_left_once_a_day_old(tmp_path):
     (cfg.serving.model_dir / "meta.json").write_text(json.dumps({"snapshot": str(snaps[4])}))
     (cfg.export.out_dir / "retrain-latest").symlink_to(snaps[3].name)
     os.utime(snaps[2], None)  # touched today: a retrain may be encoding it
+    from kgrec.retrain import _record_export
+
+    for snap in snaps[:5]:  # what this directory's retrains exported
+        _record_export(cfg.train.out_dir, snap)
+    theirs = make(cfg.export.out_dir / "retrain-20260106-000000", old)  # another model directory's export
     swept = prune(cfg)
     assert sorted(swept) == sorted(map(str, [ckpts[0], ckpts[1], tmp_version, killed, snaps[1]]))
-    assert all(p.is_dir() for p in [ckpts[2], only_rgcn, others, snaps[0], *snaps[2:], recent_kill, trained])
+    assert all(p.is_dir() for p in [ckpts[2], only_rgcn, others, snaps[0], *snaps[2:], recent_kill, trained, theirs])
     os.utime(ckpts[2], (old, old))
     assert prune(cfg) == []  # the newest checkpoint stays however old: a rerun on its data resumes it
+    ledger = (cfg.train.out_dir / ".retrain-snapshots").read_text().split()
+    assert sorted(ledger) == sorted(str(p.resolve()) for p in [snaps[0], *snaps[2:]])  # the swept one is let go
 
 
 def test_no_head_to_head_when_it_would_favour_one_side(tmp_path):
