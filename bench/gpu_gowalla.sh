@@ -49,7 +49,8 @@ import json, sys
 r = json.load(open(sys.argv[1]))
 keep = ("complete", "wall_s", "mean_epoch_train_s", "median_epoch_train_s", "best", "time_to_target", "peak_memory",
         "epoch_time_ratio_baseline_over_ours", "epoch_time_ratio_baseline_over_ours_median",
-        "time_to_baseline_quality", "machine")
+        "step_time_ratio_baseline_over_ours", "time_to_baseline_quality", "time_to_target_quality", "ours_error",
+        "machine")
 print(json.dumps({k: r[k] for k in keep if k in r}, indent=1))
 if "baseline" in r:
     b = r["baseline"]
