@@ -67,7 +67,9 @@ def generate(spec: SyntheticSpec | None = None) -> GraphRecords:
     """Generate users, items, queries, attributes and interactions with planted communities.
 
     Args:
-        spec: sizes and seed (defaults: 600 users, 400 items, 4 communities, ~15k events).
+        spec: sizes and seed (defaults: 600 users, 400 items, 4 communities, about 12.7k distinct
+            events: each draw is in the user's own community with probability ``affinity``, else in
+            a uniformly drawn one, their own included).
 
     Returns:
         Canonical rows ready for :func:`kg.ingest.ingest`.
@@ -118,8 +120,9 @@ def generate(spec: SyntheticSpec | None = None) -> GraphRecords:
     ev_user, ev_item = ev_user[order], ev_item[order]
     purchase = rng.random(ev_user.size) < 0.2
     rank = np.arange(ev_user.size) - np.searchsorted(ev_user, ev_user)  # each event's place in its user's draws
-    gap = max(1000, 10 * (int(rank.max(initial=0)) + 1))  # users' time ranges never overlap
-    ts = t0 + ev_user * gap + rank * 10  # a user's events in draw order, 10 s apart
+    # a user's events in draw order, and users' events interleaved in time (round by round), so a
+    # temporal split holds the latest events of users who have earlier ones, not whole users
+    ts = t0 + (rank * spec.num_users + ev_user) * 10
     rec.interactions = [
         {"user": f"u{u}", "item": f"i{i}", "kind": "purchase" if p else "click",
          "weight": 2.0 if p else 1.0, "ts": int(t), "split": ""}
