@@ -5,6 +5,8 @@ import argparse
 import dataclasses
 import json
 import logging
+import os
+import shutil
 import signal
 import sys
 import threading
@@ -77,6 +79,16 @@ def cmd_neo4j(args: argparse.Namespace, cfg: Config) -> None:
         print(server.status().describe())
 
 
+def _this_command() -> str:
+    """How to call this ``kgrec`` again from here: its name when the PATH finds this one, else its
+    path (``.venv/bin/kgrec`` after ``make demo``, which activates nothing)."""
+    me = Path(sys.argv[0])
+    found = shutil.which("kgrec")
+    if me.name != "kgrec" or (found is not None and Path(found).resolve() == me.resolve()):
+        return "kgrec"  # `python -m kgrec.cli`, a test; or the one on the PATH
+    return os.path.relpath(me) if me.resolve().is_relative_to(Path.cwd().resolve()) else str(me)
+
+
 def cmd_demo(args: argparse.Namespace, cfg: Config) -> None:
     from kg.neo4j_server import ManagedNeo4j
     from kg.synthetic import SyntheticSpec
@@ -96,7 +108,7 @@ def cmd_demo(args: argparse.Namespace, cfg: Config) -> None:
     if cfg.neo4j.managed:
         st = ManagedNeo4j(cfg.neo4j).status()
         print(f"Neo4j is still running. Browser: {st.browser_url}  (connect to {st.bolt_uri}, user neo4j,")
-        print(f"password in {st.password_file}: `cat {st.password_file}`). Stop it with `kgrec neo4j stop`.")
+        print(f"password in {st.password_file}: `cat {st.password_file}`). Stop it with `{_this_command()} neo4j stop`.")
     print("Try in the Browser:  MATCH (u:User {id:'u0'})-[r:RECOMMENDED]->(i:Item) RETURN u, r, i")
     print(f"Timings (s): {result.timings}")
 
