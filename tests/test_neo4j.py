@@ -608,3 +608,18 @@ def test_the_schema_drops_relationship_indexes_that_merge_would_seek_through(gra
     run("CREATE INDEX interacted_ts IF NOT EXISTS FOR ()-[r:INTERACTED]-() ON (r.ts)")
     apply_schema(graph)
     assert run("SHOW INDEXES YIELD entityType, type WHERE entityType = 'RELATIONSHIP' AND type <> 'LOOKUP' RETURN count(*) AS n")[0]["n"] == 0
+
+
+def test_copurchase_support_counts_each_shared_item_and_peer_pair_once(graph):
+    """a holds i1, i2. p1 holds i1, i2, i3 (two pairs behind i3), p3 holds i2 and i3 three times
+    over (one pair), p2 holds i1 and i4 (one pair): i3 has support 3, i4 1; a's own items never come."""
+    graph.driver.execute_query(
+        "CREATE (a:User {id: 'a'}), (p1:User {id: 'p1'}), (p2:User {id: 'p2'}), (p3:User {id: 'p3'}), "
+        "(i1:Item {id: 'i1'}), (i2:Item {id: 'i2'}), (i3:Item {id: 'i3'}), (i4:Item {id: 'i4'}), "
+        "(a)-[:INTERACTED]->(i1), (a)-[:INTERACTED]->(i2), (a)-[:INTERACTED {kind: 'purchase'}]->(i2), "
+        "(p1)-[:INTERACTED]->(i1), (p1)-[:INTERACTED]->(i2), (p1)-[:INTERACTED]->(i3), "
+        "(p2)-[:INTERACTED]->(i1), (p2)-[:INTERACTED]->(i4), (p3)-[:INTERACTED]->(i2), "
+        "(p3)-[:INTERACTED]->(i3), (p3)-[:INTERACTED]->(i3), (p3)-[:INTERACTED]->(i3)", database_=graph.database)
+    rows = graph.query("serving/graph_recall_copurchase", user_id="a", k=10)
+    assert [(r["item_id"], r["support"]) for r in rows] == [("i3", 3), ("i4", 1)]
+    assert [r["item_id"] for r in graph.query("serving/graph_recall_copurchase", user_id="a", k=1)] == ["i3"]

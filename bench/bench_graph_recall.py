@@ -1,0 +1,124 @@
+"""Co-purchase graph recall for Browser users: the statement before session 31 (each peer's whole
+history expanded once per item they share with the user) against today's
+``cypher/serving/graph_recall_copurchase.cypher`` (each peer's overlap counted first), alternated
+on the same database in the same run.
+
+Loads gowalla (both splits: 1,027,370 interactions) into the benches' own managed server with the
+offline importer, picks users by how many items they hold (the median, the 90th and 99th
+percentiles, the heaviest), checks that both statements return the same list, and reports the
+database hits PROFILE counts and the median latency of ``--repeats`` runs of each.
+
+    .venv/bin/python bench/bench_graph_recall.py [--k 20] [--repeats 3] [--stop]
+
+Uses ``.kgrec/neo4j-bench`` (ports 7692/7479, its database replaced; never NEO4J_URI's server).
+Writes ``bench/results/graph_recall_copurchase.json``.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import cypher  # noqa: E402
+from bench._common import neo4j_config, write_result  # noqa: E402
+from kg.bulk_import import bulk_import  # noqa: E402
+from kg.connection import connect  # noqa: E402
+from kg.neo4j_server import ManagedNeo4j  # noqa: E402
+from kg.sources import load_source  # noqa: E402
+from neo4j.exceptions import TransientError  # noqa: E402
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "gowalla"
+
+BEFORE = """
+MATCH (u:User {id: $user_id})-[:INTERACTED]->(s:Item)
+WITH u, collect(DISTINCT s) AS mine
+UNWIND mine AS shared
+MATCH (shared)<-[:INTERACTED]-(peer:User)
+WHERE peer <> u
+WITH DISTINCT mine, shared, peer
+MATCH (peer)-[:INTERACTED]->(cand:Item)
+WHERE NOT cand IN mine
+WITH DISTINCT cand, shared, peer
+RETURN cand.id AS item_id, count(*) AS support
+ORDER BY support DESC, item_id
+LIMIT $k
+"""
+
+
+def run(graph, text: str, **params) -> tuple[list[tuple], float]:
+    t = time.perf_counter()
+    rows = [(r["item_id"], r["support"]) for r in graph.driver.execute_query(text, database_=graph.database,
+                                                                             **params).records]
+    return rows, time.perf_counter() - t
+
+
+def db_hits(graph, text: str, **params) -> int:
+    """Total database hits of the statement's plan, as PROFILE counts them."""
+    summary = graph.driver.execute_query("PROFILE " + text, database_=graph.database, **params).summary
+
+    def total(node: dict) -> int:
+        return int(node.get("dbHits", 0)) + sum(total(c) for c in node.get("children", []))
+    return total(summary.profile)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", type=Path, default=DATA)
+    ap.add_argument("--k", type=int, default=20)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--heap", default="1g")
+    ap.add_argument("--stop", action="store_true", help="stop the bench server afterwards")
+    args = ap.parse_args()
+
+    config = neo4j_config(args.heap)
+    records = load_source("lightgcn", args.data).records
+    held = Counter(r["user"] for r in records.interactions)
+    by_size = sorted(held, key=lambda u: (held[u], u))
+    picks = {"median": by_size[len(by_size) // 2], "p90": by_size[int(len(by_size) * 0.9)],
+             "p99": by_size[int(len(by_size) * 0.99)], "heaviest": by_size[-1]}
+    print(f"{len(records.interactions):,} interactions; users {picks}; bulk import …", flush=True)
+    imported = bulk_import(records, config)
+    statements = {"before (expand per shared item)": BEFORE, "now (overlap per peer)": cypher.load(
+        "serving/graph_recall_copurchase")}
+    users = {}
+    with connect(config) as graph:
+        for label, user in picks.items():
+            lists, legs = {}, {}
+            for name, text in statements.items():
+                try:
+                    lists[name] = run(graph, text, user_id=user, k=args.k)[0]  # a warm-up, and the answer
+                except TransientError as e:  # the server's transaction memory limit: that statement fails
+                    legs[name] = {"error": e.code, "message": e.message}
+            times: dict[str, list[float]] = {name: [] for name in lists}
+            for _ in range(args.repeats):  # alternated: drift on a shared host hits both alike
+                for name in lists:
+                    times[name].append(run(graph, statements[name], user_id=user, k=args.k)[1])
+            for name in lists:
+                legs[name] = {"median_s": round(statistics.median(times[name]), 4),
+                              "db_hits": db_hits(graph, statements[name], user_id=user, k=args.k),
+                              "runs_s": [round(t, 4) for t in times[name]]}
+            row = {"user": user, "items_held": held[user], "legs": legs}
+            if len(lists) == 2:
+                before, now = (legs[name] for name in statements)
+                row.update(same_list=len({tuple(v) for v in lists.values()}) == 1,
+                           latency_before_over_now=round(before["median_s"] / now["median_s"], 2),
+                           db_hits_before_over_now=round(before["db_hits"] / max(1, now["db_hits"]), 2))
+                assert row["same_list"], f"the two statements disagree for user {user}: {lists}"
+            users[label] = row
+            print(f"{label} (user {user}, {held[user]} items): " + ", ".join(
+                f"{n}: " + (f"{leg['median_s']:.3f} s, {leg['db_hits']:,} db hits" if "error" not in leg
+                            else leg["error"]) for n, leg in legs.items()), flush=True)
+    path = write_result("graph_recall_copurchase", {"data": str(args.data), "k": args.k, "repeats": args.repeats,
+                                                     "bulk_import": imported, "users": users})
+    print(f"wrote {path}")
+    if args.stop:
+        ManagedNeo4j(config).stop()
+
+
+if __name__ == "__main__":
+    main()
