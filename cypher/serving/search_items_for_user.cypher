@@ -1,17 +1,19 @@
 // Free-text search ranked for one user, for Browser users (:param query => 'trail sneaker',
-// :param user_id => 'u0', :param k => 10; the query is Lucene syntax). The 100 best full-text
+// :param user_id => 'u0', :param k => 10; the query is Lucene syntax). The 100 (or k) best full-text
 // matches of the items' title and description (the item_text index) that the user has not
 // interacted with, ordered by reciprocal rank fusion of the text order and the user's model score
 // (the dot product of the written-back embeddings), as serving.search ranks them for embedding
 // models (a graph filter's written-back embeddings are only its low-pass part).
 MATCH (u:User {id: $user_id})
 WHERE u.embedding IS NOT NULL
-CALL db.index.fulltext.queryNodes('item_text', $query, {limit: 100 + COUNT { (u)-[:INTERACTED]->() }})
+// over-fetched by the user's items (left out below) and by $k beyond 100 (a Browser user's k => 200)
+CALL db.index.fulltext.queryNodes('item_text', $query,
+                                  {limit: 100 + $k + COUNT { (u)-[:INTERACTED]->() }})
   YIELD node, score
 WITH u, node AS i, score
 WHERE i.embedding_model = u.embedding_model AND NOT (u)-[:INTERACTED]->(i)  // one model's vectors
 WITH u, i ORDER BY score DESC, i.id
-WITH u, collect(i)[..100] AS by_text
+WITH u, collect(i)[..CASE WHEN $k > 100 THEN $k ELSE 100 END] AS by_text
 UNWIND range(0, size(by_text) - 1) AS t
 WITH u, by_text[t] AS i, t + 1 AS text_rank
 WITH i, text_rank, reduce(s = 0.0, d IN range(0, size(u.embedding) - 1) | s + u.embedding[d] * i.embedding[d]) AS model
