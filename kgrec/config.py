@@ -269,6 +269,8 @@ def _coerce(name: str, value: Any, hint: Any, from_env: bool = False) -> Any:
         if hint is int and isinstance(value, float) and not value.is_integer():
             raise ValueError("expected an integer")
         if hint is Path:
+            if not str(value).strip():  # Path("") is the working directory, never what was meant
+                raise ValueError("an empty path")
             return Path(value).expanduser()  # "~/models" as a shell would read it
         if hint in (int, float):
             return hint(value)

@@ -73,7 +73,8 @@ def test_toml_then_environment(tmp_path):
                                       ("[train]\nlr = true\n", {}), ("[train]\nkg_users = 1\n", {}),
                                       ("[neo4j]\nheap = 2\n", {}), ('[train]\nepochs = "5"\n', {}),
                                       ('[train]\nks = ["10", "20"]\n', {}), ('[train]\namp = "False"\n', {}),
-                                      ('[train]\nid_weight_decay = "none"\n', {})])
+                                      ('[train]\nid_weight_decay = "none"\n', {}),
+                                      ('[serving]\nmodel_dir = ""\n', {}), ('[train]\nout_dir = " "\n', {})])
 def test_bad_values_are_config_errors(tmp_path, text, env):
     f = tmp_path / "k.toml"
     f.write_text(text)
