@@ -335,7 +335,15 @@ class ManagedNeo4j:
                               f"{self.config.http_port}; log tail:\n{tail}")
 
     def stop(self, timeout_s: float = 60.0) -> bool:
-        """Stop the server this home started (and only that one). Returns whether one was running."""
+        """Stop the server this home started (and only that one), holding the start lock as
+        :meth:`start` does (a pid file read before a concurrent start wrote it, then deleted, would
+        hide that server from every command). Returns whether one was running."""
+        if self._exclusive:  # this process holds the start lock already (exclusive(), a failed start)
+            return self._stop_locked(timeout_s)
+        with self.exclusive():
+            return self._stop_locked(timeout_s)
+
+    def _stop_locked(self, timeout_s: float) -> bool:
         pid = self.pid()
         if pid is None:
             self.pid_file.unlink(missing_ok=True)
