@@ -31,6 +31,7 @@ from typing import Sequence
 import numpy as np
 
 from encoders.base import EncoderError, TextEncoder, TextLike, check_finite, normalize_texts
+from kg.durable import write_synced
 
 logger = logging.getLogger(__name__)
 
@@ -41,10 +42,7 @@ ORPHAN_AGE_S = 3600.0  # a killed writer's leftovers older than this are removed
 def _atomic_save(path: Path, array: np.ndarray) -> None:
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
-        with open(tmp, "wb") as fh:
-            np.save(fh, array)
-            fh.flush()
-            os.fsync(fh.fileno())
+        write_synced(tmp, lambda fh: np.save(fh, array))
         os.replace(tmp, path)
     finally:
         with contextlib.suppress(OSError):  # a read-only filesystem refuses even a missing file's unlink

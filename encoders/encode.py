@@ -16,6 +16,7 @@ import numpy as np
 from encoders.base import TextEncoder
 from encoders.cache import CachedEncoder
 from encoders.texts import node_texts
+from kg.durable import write_synced
 
 logger = logging.getLogger(__name__)
 
@@ -104,14 +105,9 @@ def encode_snapshot(snapshot_dir: str | Path, cfg: Any, encoder: TextEncoder | N
     tmp = snapshot_dir / f".{EMBEDDINGS_FILE}.{uuid.uuid4().hex}.tmp"
     meta_tmp = snapshot_dir / f".{META_FILE}.{uuid.uuid4().hex}.tmp"
     try:
-        with open(tmp, "wb") as fh:  # on disk before it replaces anything: no torn file after a power cut
-            np.savez(fh, **arrays)
-            fh.flush()
-            os.fsync(fh.fileno())
-        with open(meta_tmp, "w", encoding="utf-8") as fh:
-            fh.write(json.dumps(meta, indent=2, ensure_ascii=False))
-            fh.flush()
-            os.fsync(fh.fileno())
+        # on disk before they replace anything: no torn file after a power cut
+        write_synced(tmp, lambda fh: np.savez(fh, **arrays))
+        write_synced(meta_tmp, lambda fh: fh.write(json.dumps(meta, indent=2, ensure_ascii=False).encode("utf-8")))
         # one writer at a time, so two runs cannot leave one's vectors under the other's metadata
         with open(snapshot_dir / ".encode.lock", "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)

@@ -38,6 +38,8 @@ from typing import IO, Any
 
 import numpy as np
 
+from kg.durable import sync_dir, sync_files
+
 logger = logging.getLogger(__name__)
 
 IN_USE_FILE = ".in-use"
@@ -221,35 +223,12 @@ def publish(artifact_dir: str | Path, out_dir: str | Path, link_name: str = "cur
         tmp.unlink()
     # Relative target when the artifact sits in out_dir, so the tree can be moved as a whole.
     target = artifact_dir.name if artifact_dir.resolve().parent == out_dir.resolve() else str(artifact_dir.resolve())
-    _sync(artifact_dir)  # on disk before anything points at it: a power loss never leaves `current` on empty files
+    sync_files(artifact_dir)  # on disk before anything points at it: a power loss never leaves `current` on empty files
     os.symlink(target, tmp)
     os.replace(tmp, link)
-    _sync_dir(out_dir)  # and the link's swap with it
+    sync_dir(out_dir)  # and the link's swap with it
     logger.info("published %s -> %s", link, target)
     return link
-
-
-def _sync(directory: Path) -> None:
-    """Flush every file of ``directory`` (its own, not its subdirectories'), then the directory."""
-    for f in directory.iterdir():
-        if f.is_file() and not f.is_symlink():
-            with open(f, "rb") as fh:
-                os.fsync(fh.fileno())
-    _sync_dir(directory)
-
-
-def _sync_dir(directory: Path) -> None:
-    """Flush a directory's entries (renames and links in it); a filesystem that cannot is let be."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # some filesystems refuse fsync on a directory
-        pass
-    finally:
-        os.close(fd)
 
 
 def hold(artifact_dir: str | Path) -> IO[bytes] | None:

@@ -25,6 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from .durable import sync_dir, sync_files
+
 FORMAT_VERSION = 1
 NODE_TYPES = ("user", "item", "query", "entity")
 SPLITS = ("train", "valid", "test")
@@ -135,7 +137,7 @@ class Snapshot:
         tmp.mkdir()
         try:
             meta = self._write_files(tmp)
-            _sync_tree(tmp)  # a power cut after the rename must not leave meta.json beside a torn .npz
+            sync_files(tmp)  # a power cut after the rename must not leave meta.json beside a torn .npz
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -149,7 +151,7 @@ class Snapshot:
             path.rename(old)
             tmp.rename(path)
             shutil.rmtree(old)
-        _sync_tree(path.parent, files=False)
+        sync_dir(path.parent)
         self.meta = meta
         return path
 
@@ -219,17 +221,3 @@ class Snapshot:
         for rel, (src, dst) in self.relation_types.items():
             data[src, rel, dst].edge_index = torch.from_numpy(self.relations[rel].astype(np.int64))
         return data
-
-
-def _sync_tree(directory: Path, files: bool = True) -> None:
-    """fsync every file directly in ``directory`` (unless ``files`` is false), then the directory."""
-    if files:
-        for f in directory.iterdir():
-            if f.is_file():
-                with open(f, "rb") as fh:
-                    os.fsync(fh.fileno())
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
