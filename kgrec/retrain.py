@@ -222,11 +222,10 @@ def prune(cfg: Config) -> list[str]:
             deleted.append(str(version))
         else:
             logger.info("not pruning %s: a server is using it", version)
-    # of every version left, and of the pinned model wherever it is
-    kept_snapshots = {_meta(p).get("snapshot") for p in [*out_dir.iterdir(), Path(cfg.served_model())]}
+    kept_snapshots = _trained_snapshots(cfg)
     for snap in dict.fromkeys(snapshots[Path(v)] for v in deleted):
-        if snap and snap not in kept_snapshots and Path(snap).name.startswith(f"{cfg.retrain.snapshot_name}-") \
-                and Path(snap).is_dir():
+        if snap and Path(snap).resolve() not in kept_snapshots \
+                and Path(snap).name.startswith(f"{cfg.retrain.snapshot_name}-") and Path(snap).is_dir():
             shutil.rmtree(snap)
             deleted.append(snap)
     deleted += _sweep_leftovers(cfg)
@@ -272,16 +271,22 @@ def _sweep_leftovers(cfg: Config) -> list[str]:
              and p.stat().st_mtime < cutoff]
     stale += [p for p in out_dir.glob(".tmp-*") if p.is_dir() and p.stat().st_mtime < cutoff]
     snap_dir, name = Path(cfg.export.out_dir), cfg.retrain.snapshot_name
-    versions = [*out_dir.iterdir(), Path(cfg.served_model())]
-    kept = {Path(s).resolve() for s in (_meta(v).get("snapshot") for v in versions) if s}
-    kept.add((snap_dir / f"{name}-latest").resolve())
+    kept = _trained_snapshots(cfg) | {(snap_dir / f"{name}-latest").resolve()}
     mine = _exported(out_dir)  # not another model directory's, sharing export.out_dir and the name
     stale += [p for p in snapshots_named(snap_dir, name) if p.resolve() not in kept and str(p.resolve()) in mine
               and p.stat().st_mtime < cutoff]
     for path in stale:
         shutil.rmtree(path, ignore_errors=True)
-    _write_exported(out_dir, {s for s in mine if Path(s).exists()})
+    still = {s for s in mine if Path(s).exists()}
+    if still != mine:  # the ledger lets go of what is gone
+        _replace_text(out_dir / EXPORTED_FILE, "".join(f"{s}\n" for s in sorted(still)))
     return swept + [str(p) for p in stale if not p.exists()]
+
+
+def _trained_snapshots(cfg: Config) -> set[Path]:
+    """The snapshots (resolved) that the versions in ``train.out_dir`` and the served model were trained on."""
+    versions = [*Path(cfg.train.out_dir).iterdir(), Path(cfg.served_model())]
+    return {Path(s).resolve() for s in (_meta(v).get("snapshot") for v in versions) if s}
 
 
 EXPORTED_FILE = ".retrain-snapshots"  # in train.out_dir: the snapshots this directory's retrains exported
@@ -298,10 +303,10 @@ def _exported(out_dir: Path) -> set[str]:
     return set(path.read_text().splitlines()) - {""} if path.is_file() else set()
 
 
-def _write_exported(out_dir: Path, snapshots: set[str]) -> None:
-    path = out_dir / EXPORTED_FILE
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    tmp.write_text("".join(f"{s}\n" for s in sorted(snapshots)))
+def _replace_text(path: Path, text: str) -> None:
+    """Write ``path`` whole or not at all (a temp file renamed over it)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
     os.replace(tmp, path)
 
 
@@ -436,9 +441,7 @@ def _save(report: RetrainReport, artifact: Path, cfg: Config) -> None:
     path = Path(cfg.workdir) / "retrain" / f"{artifact.name}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     for target in (artifact / REPORT_FILE, path):
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-        tmp.write_text(text)
-        os.replace(tmp, target)
+        _replace_text(target, text)
 
 
 def _write_back(graph: Graph, model: Path, cfg: Config) -> dict[str, int]:
