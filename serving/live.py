@@ -101,29 +101,25 @@ class LiveModel:
         return self._failed is None or self._failed[0] != target or now - self._failed[1] >= self.retry_s
 
     def _load(self, target: str) -> None:
-        if target == self._target:  # a request that saw the link before the last swap: loaded already
-            self._loading.release()
-            return
-        held = hold(target)
+        held = None
         try:
+            if not self._wanted(target, time.monotonic()):  # a request that saw the link before the last swap
+                return
+            held = hold(target)
             model = Recommender.load(target, self.cfg)
             self._warm_search(model)
             if os.path.realpath(self.path) != target:  # the link moved on while this loaded (or back)
                 logger.info("%s no longer names %s: not swapped in", self.path, target)
-                if held is not None:
-                    held.close()
                 return
         except Exception as e:  # a broken artifact must not take the service down
             logger.exception("the model published at %s (%s) did not load; still serving %s, retrying in %.0f s",
                              self.path, target, self._model.version, self.retry_s)
             self._failed = (target, time.monotonic(), f"{type(e).__name__}: {e}")
-            if held is not None:
-                held.close()
         else:
             logger.info("now serving %s (was %s)", model.version, self._model.version)
             self._model, self._target, self._failed = model, target, None
-            released, self._held = self._held, held
-            if released is not None:
-                released.close()
+            held, self._held = self._held, held  # the version served until now is let go below
         finally:
+            if held is not None:
+                held.close()
             self._loading.release()
