@@ -42,9 +42,10 @@ class TrainPairs:
 
     def __init__(self, train: sp.csr_matrix, device: torch.device | str = "cpu") -> None:
         device = torch.device(device)
-        train = sp.csr_matrix(train, copy=True)  # the searches below need sorted, distinct positives
-        train.sum_duplicates()
-        train.eliminate_zeros()
+        if not (sp.issparse(train) and train.format == "csr" and train.has_canonical_format and train.data.all()):
+            train = sp.csr_matrix(train, copy=True)  # the searches below need sorted, distinct positives
+            train.sum_duplicates()
+            train.eliminate_zeros()
         self.num_users, self.num_items = train.shape
         self.nnz = int(train.nnz)
         deg = np.diff(train.indptr).astype(np.int64)

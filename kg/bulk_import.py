@@ -121,7 +121,7 @@ def bulk_import(records: GraphRecords, config: Neo4jConfig, workdir: Path | None
         kg.lock.LockedError: a writer holds the ingest lock; nothing was changed.
     """
     from .connection import connect
-    from .lock import INGEST_LOCK, WRITEBACK_LOCK, LockedError, holder_is_gone, lock_holder
+    from .lock import INGEST_LOCK, WRITEBACK_LOCK, LockedError, describe_holder, holder_is_gone, lock_holder
 
     server = ManagedNeo4j(config)
     java = _java()
@@ -136,9 +136,9 @@ def bulk_import(records: GraphRecords, config: Neo4jConfig, workdir: Path | None
                     holders = [(name, lock_holder(g, name)) for name in (INGEST_LOCK, WRITEBACK_LOCK)]
                 for name, holder in holders:
                     if holder is not None and not holder_is_gone(holder):
-                        raise LockedError(f"another kgrec writer holds the {name!r} lock ({holder['host']}, pid "
-                                          f"{holder['pid']}); the bulk import would replace the database under "
-                                          f"it. Nothing was changed: retry when it is done")
+                        raise LockedError(f"another kgrec writer holds the {name!r} lock ({describe_holder(holder)}); "
+                                          f"the bulk import would replace the database under it. Nothing was "
+                                          f"changed: retry when it is done")
             return _import_and_restart(server, config, java, files, Path(tmp), records, timings)
 
 

@@ -22,6 +22,7 @@ already sent when that happens still commits: the lease narrows the overlap to o
 """
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import socket
@@ -29,7 +30,7 @@ import threading
 import time
 import uuid
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from .connection import Graph
 from .errors import ConstraintViolation, KgError
@@ -51,10 +52,10 @@ class LockLostError(KgError):
     """The holder's lock was taken over, or not renewed for so long that it may be."""
 
 
-def _clock() -> float:
-    """Seconds that count a suspended machine's sleep too (Linux CLOCK_BOOTTIME): a holder paused
-    past ``stale_s`` must find its lease expired on waking, as the writers that took over did."""
-    return time.clock_gettime(time.CLOCK_BOOTTIME) if hasattr(time, "CLOCK_BOOTTIME") else time.monotonic()
+# Seconds that count a suspended machine's sleep too (Linux CLOCK_BOOTTIME): a holder paused past
+# stale_s must find its lease expired on waking, as the writers that took over did.
+_clock: Callable[[], float] = (functools.partial(time.clock_gettime, time.CLOCK_BOOTTIME)
+                               if hasattr(time, "CLOCK_BOOTTIME") else time.monotonic)
 
 
 class Lease:
@@ -140,7 +141,7 @@ def break_lock(graph: Graph, name: str = INGEST_LOCK, force: bool = False) -> di
     if holder is None:
         return None
     if not force and not holder_is_gone(holder):
-        raise LockedError(f"the {name!r} lock on {graph.where} is held by {_describe(holder)}, which is alive "
+        raise LockedError(f"the {name!r} lock on {graph.where} is held by {describe_holder(holder)}, which is alive "
                           f"(heartbeat {holder['idle_s']:.0f} s ago); wait for it, or use --force if you "
                           f"know it is dead")
     if force:
@@ -149,7 +150,7 @@ def break_lock(graph: Graph, name: str = INGEST_LOCK, force: bool = False) -> di
         now = lock_holder(graph, name)
         if now is None:
             return None  # released meanwhile: free
-        raise LockedError(f"the {name!r} lock changed hands or was renewed just now: held by {_describe(now)}")
+        raise LockedError(f"the {name!r} lock changed hands or was renewed just now: held by {describe_holder(now)}")
     return holder
 
 
@@ -198,11 +199,11 @@ def graph_lock(graph: Graph, name: str = INGEST_LOCK, wait_s: float = 0.0, poll_
         # a holder that renewed meanwhile (or that a lagging read saw stale) is waited for as a live one
         if holder_is_gone(holder, stale_s) and _take_over(graph, name, holder):
             logger.warning("took over the %r lock of %s, which is gone (heartbeat %.0f s ago)",
-                           name, _describe(holder), holder["idle_s"] or 0)
+                           name, describe_holder(holder), holder["idle_s"] or 0)
             continue  # free now: take it
         if _clock() >= deadline:
             raise LockedError(
-                f"another kgrec writer holds the {name!r} lock on {graph.where} ({_describe(holder)}); nothing "
+                f"another kgrec writer holds the {name!r} lock on {graph.where} ({describe_holder(holder)}); nothing "
                 f"was written. Wait for it to finish and retry (--wait SECONDS); a holder that died is taken "
                 f"over once its heartbeat is {stale_s:.0f} s old, or now with `kgrec unlock`.")
         time.sleep(poll_s)
@@ -247,5 +248,6 @@ def _try_acquire(graph: Graph, mine: dict[str, Any]) -> bool:
     return True
 
 
-def _describe(holder: dict[str, Any]) -> str:
+def describe_holder(holder: dict[str, Any]) -> str:
+    """Who holds a lock, for messages: process, host, since when."""
     return f"process {holder['pid']} on {holder['host']} since {holder['since']}"

@@ -167,13 +167,13 @@ class ManagedNeo4j:
         return [f"-Xms{heap}", f"-Xmx{heap}", *JVM_OPTIONS]
 
     def _write_conf(self) -> Path:
+        c = self.config
+        heap, pagecache = _memory_size(c.heap, "heap"), _memory_size(c.pagecache, "pagecache")  # nothing else
         conf_dir = self.home / "conf"
         conf_dir.mkdir(parents=True, exist_ok=True)
         dirs = {d: self.home / d for d in ("data", "logs", "plugins", "run", "import")}
         for d in dirs.values():
             d.mkdir(parents=True, exist_ok=True)
-        c = self.config
-        heap, pagecache = _memory_size(c.heap, "heap"), _memory_size(c.pagecache, "pagecache")  # nothing else
         lines = [
             "# written by kgrec (kg/neo4j_server.py); edits are overwritten on start",
             "server.default_listen_address=127.0.0.1",

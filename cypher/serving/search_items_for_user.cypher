@@ -6,9 +6,9 @@
 // models (a graph filter's written-back embeddings are only its low-pass part).
 MATCH (u:User {id: $user_id})
 WHERE u.embedding IS NOT NULL
-// over-fetched by the user's items (left out below) and by $k beyond 100 (a Browser user's k => 200)
+// the 100 (or k) best, over-fetched by the user's items, which are left out below
 CALL db.index.fulltext.queryNodes('item_text', $query,
-                                  {limit: 100 + $k + COUNT { (u)-[:INTERACTED]->() }})
+                                  {limit: CASE WHEN $k > 100 THEN $k ELSE 100 END + COUNT { (u)-[:INTERACTED]->() }})
   YIELD node, score
 WITH u, node AS i, score
 WHERE i.embedding_model = u.embedding_model AND NOT (u)-[:INTERACTED]->(i)  // one model's vectors
