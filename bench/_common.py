@@ -7,7 +7,7 @@ import platform
 import resource
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Iterator
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -110,3 +110,10 @@ def write_result(name: str, payload: dict) -> Path:
     out.write_text(json.dumps({"benchmark": name, "when": time.strftime("%Y-%m-%dT%H:%M:%S"),
                                "machine": machine(), **payload}, indent=2))
     return out
+
+
+def plan_operators(plan: dict) -> Iterator[dict]:
+    """Every operator of a Neo4j EXPLAIN/PROFILE plan (the driver's ``summary.plan``/``profile``), root first."""
+    yield plan
+    for child in plan.get("children", []):
+        yield from plan_operators(child)

@@ -23,7 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import cypher  # noqa: E402
-from bench._common import neo4j_config, write_result  # noqa: E402
+from bench._common import neo4j_config, plan_operators, write_result  # noqa: E402
 from kg.bulk_import import bulk_import  # noqa: E402
 from kg.connection import connect  # noqa: E402
 from kg.neo4j_server import ManagedNeo4j  # noqa: E402
@@ -62,13 +62,7 @@ def profile(graph, text: str) -> dict:
             pass
         summary = result.consume()
     plan = summary.profile or {}
-    ops: list[str] = []
-
-    def walk(node: dict) -> None:
-        ops.append(node.get("operatorType", "").split("@")[0])
-        for child in node.get("children", []):
-            walk(child)
-    walk(plan)
+    ops = [node.get("operatorType", "").split("@")[0] for node in plan_operators(plan)]
     return {"peak_memory_bytes": (plan.get("args") or {}).get("GlobalMemory"), "operators": ops}
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import cypher  # noqa: E402
-from bench._common import neo4j_config, write_result  # noqa: E402
+from bench._common import neo4j_config, plan_operators, write_result  # noqa: E402
 from kg.bulk_import import bulk_import  # noqa: E402
 from kg.connection import connect  # noqa: E402
 from kg.neo4j_server import ManagedNeo4j  # noqa: E402
@@ -60,10 +60,7 @@ def run(graph, text: str, **params) -> tuple[list[tuple], float]:
 def db_hits(graph, text: str, **params) -> int:
     """Total database hits of the statement's plan, as PROFILE counts them."""
     summary = graph.driver.execute_query("PROFILE " + text, database_=graph.database, **params).summary
-
-    def total(node: dict) -> int:
-        return int(node.get("dbHits", 0)) + sum(total(c) for c in node.get("children", []))
-    return total(summary.profile)
+    return sum(int(node.get("dbHits", 0)) for node in plan_operators(summary.profile))
 
 
 def main() -> None:
