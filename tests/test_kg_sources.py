@@ -191,7 +191,7 @@ def test_lightgcn_ids_are_integers_and_bytes_that_are_not_utf8_are_quarantined(t
     assert sorted(u["id"] for u in res.records.users) == ["7", "8"]
     assert {(r["user"], r["item"]) for r in res.records.interactions} == {("7", "1"), ("7", "2"), ("7", "3")}
     assert [(q["source"], q["line"]) for q in res.quarantine] == [("user_list.txt", 2)]
-    assert res.quarantine[0]["reason"].startswith("invalid UTF-8") and "\ufffd" in res.quarantine[0]["raw"]
+    assert res.quarantine[0]["reason"].startswith("invalid utf-8 bytes") and "\ufffd" in res.quarantine[0]["raw"]
     assert all("\ufffd" not in (u.get("props") or {}).get("org_id", "") for u in res.records.users)
 
 

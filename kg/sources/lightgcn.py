@@ -4,7 +4,6 @@ Ids are already remapped to 0-based integers. The given split is kept (``split``
 """
 from __future__ import annotations
 
-import codecs
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator
 
@@ -12,6 +11,7 @@ import numpy as np
 
 from ..records import GraphRecords, InteractionRow
 from ..snapshot import Interactions, Snapshot
+from .tabular import decoded_lines
 
 if TYPE_CHECKING:  # pragma: no cover
     from kgrec.config import IngestConfig
@@ -32,32 +32,19 @@ def token_lines(path: Path, limit: int | None = None,
         ValueError: a line is not UTF-8 and no ``on_bad`` was given.
     """
     n = 0
-    with Path(path).open("rb") as fh:
-        for lineno, data in enumerate(fh, 1):
-            if lineno == 1 and data.startswith(codecs.BOM_UTF8):
-                data = data[len(codecs.BOM_UTF8):]
-            line, reason = _decoded(data)
-            tokens = line.split()
-            if not tokens:
-                continue
-            if limit is not None and n >= limit:
-                break
-            n += 1
-            raw = line.rstrip("\r\n")
-            if reason is None:
-                yield lineno, tokens, raw
-            elif on_bad is None:
-                raise ValueError(f"{path}:{lineno}: {reason}")
-            else:
-                on_bad(lineno, raw, reason)
-
-
-def _decoded(data: bytes) -> tuple[str, str | None]:
-    """The line's text, and why it is not UTF-8 (None when it is)."""
-    try:
-        return data.decode("utf-8"), None
-    except UnicodeDecodeError as e:
-        return data.decode("utf-8", errors="replace"), f"invalid UTF-8 bytes at byte {e.start}"
+    for lineno, line, reason in decoded_lines(Path(path), "utf-8"):
+        tokens = line.split()
+        if not tokens:
+            continue
+        if limit is not None and n >= limit:
+            break
+        n += 1
+        if reason is None:
+            yield lineno, tokens, line
+        elif on_bad is None:
+            raise ValueError(f"{path}:{lineno}: {reason}")
+        else:
+            on_bad(lineno, line, reason)
 
 
 def list_lines(path: Path, on_bad: Callable[[int, str, str], None] | None = None

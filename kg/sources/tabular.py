@@ -183,7 +183,7 @@ def _prefixed(prefix: str, value: Any) -> Any:
     return None if is_blank_id(value) else prefix + id_text(value)
 
 
-def _lines(path: Path, encoding: str) -> Iterator[tuple[int, str, str | None]]:
+def decoded_lines(path: Path, encoding: str) -> Iterator[tuple[int, str, str | None]]:
     """Yield ``(line_number, text, decode_error)`` for each line that is not empty or all spaces
     (CR/LF and BOM stripped); a line of delimiters only is a row, read and then quarantined."""
     with path.open("rb") as fh:
@@ -285,7 +285,7 @@ def iter_rows(path: Path, spec: dict, limit: int | None = None
         _check_columns(path, used, columns)
     n = 0
     header_pending = fmt != "jsonl" and header  # the first non-blank line is the header
-    lines = _lines(path, encoding)
+    lines = decoded_lines(path, encoding)
     for lineno, text, err in (lines if fmt == "jsonl" or quoting == "none" else _records(lines, delimiter)):
         if header_pending:
             header_pending = False
