@@ -195,8 +195,15 @@ def check_relation(value: Any) -> str:
         raise GovernanceError(f"{e}, or be an absolute IRI (http://example.org/knows)") from None
 
 
+def is_plain_number(text: str) -> bool:
+    """Whether ``text`` is written as a number in ASCII with no digit separators: Python's ``int``
+    and ``float`` also read ``1_000`` and ``١٢`` (Arabic-Indic digits), which a data file means as
+    text or a typo, and which other readers of the same file (Neo4j, pandas' C parser) do not."""
+    return text.isascii() and "_" not in text
+
+
 def parse_number(value: Any, what: str = "weight", default: float | None = 1.0) -> float:
-    """Parse a finite, non-negative number.
+    """Parse a finite, non-negative number (a string in ASCII, see :func:`is_plain_number`).
 
     Raises:
         GovernanceError: not a number, NaN, infinite or negative (or missing without a default).
@@ -208,6 +215,8 @@ def parse_number(value: Any, what: str = "weight", default: float | None = 1.0) 
     if isinstance(value, bool):
         raise GovernanceError(f"{what} must be a number, got bool")
     try:
+        if isinstance(value, str) and not is_plain_number(value.strip()):
+            raise ValueError(value)
         number = float(value.strip() if isinstance(value, str) else value)
     except (TypeError, ValueError, OverflowError):  # OverflowError: a JSON integer of 400 digits
         raise GovernanceError(f"{what} is not a number: {_clip(repr(value), 80)}") from None
@@ -264,7 +273,7 @@ def parse_timestamp(value: Any) -> int:
                                   f"not one; write unix seconds of 1970 with a sign (+{text})") from None
         text = dt.date().isoformat()  # and on as the ISO date it is, past the same checks
     try:
-        number = float(text)
+        number = float(text) if is_plain_number(text) else None
     except ValueError:
         number = None
     if number is not None:

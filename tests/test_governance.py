@@ -57,7 +57,9 @@ def test_parse_number_ok(value, expected):
 
 
 @pytest.mark.parametrize("value,reason", [("nan", "NaN"), (math.nan, "NaN"), ("-1", "negative"), ("inf", "infinite"),
-                                          ("abc", "not a number"), (True, "bool")])
+                                          ("abc", "not a number"), (True, "bool"),
+                                          ("1_000", "not a number"), ("\u0661\u0662", "not a number"),
+                                          ("\uff13", "not a number")])
 def test_parse_number_rejects(value, reason):
     with pytest.raises(GovernanceError, match=reason):
         parse_number(value)
@@ -70,7 +72,8 @@ def test_parse_timestamp():
     assert parse_timestamp("1970-01-02T01:00:00+01:00") == 86400
     assert parse_timestamp("1970-01-02") == 86400
     assert parse_timestamp("") == 0 and parse_timestamp(None) == 0
-    for bad in ("yesterday", "nan", "2020-13-45", [1], "1e20", 2**63):
+    for bad in ("yesterday", "nan", "2020-13-45", [1], "1e20", 2**63, "1_600_000_000",
+                "\u0661\u0666\u0660\u0660\u0660\u0660\u0660\u0660\u0660\u0660"):  # separators, Arabic-Indic digits
         with pytest.raises(GovernanceError):
             parse_timestamp(bad)
     assert parse_timestamp(99_999_999_999) == 99_999_999_999  # the year 5138: still seconds

@@ -334,6 +334,17 @@ def test_user_attributes_become_entities_and_edges(tmp_path):
         {"user": "u2", "entity": "occupation:nurse", "relation": "occupation"}]  # u3's empty job: no edge
 
 
+def test_numeric_properties_in_other_scripts_or_with_separators_are_quarantined(tmp_path):
+    files = _files(tmp_path, {"users.csv": "id,age,job\nu1,30,nurse\nu2,4_1,nurse\nu3,\u0662\u0665,\n"
+                                           "u4,99999999999999999999,\n",
+                              "items.csv": "id,title\ni1,One\n", "events.csv": "user,item\nu1,i1\n"})
+    res = load_source("tabular", files, mapping=USER_ATTRIBUTE_MAPPING)
+    assert [u["id"] for u in res.records.users] == ["u1"]
+    reasons = [q["reason"] for q in res.quarantine]
+    assert len(reasons) == 3 and all("'age' is not int" in r for r in reasons), reasons
+    assert res.reconciles()
+
+
 def test_user_attribute_naming_an_unknown_user_is_quarantined():
     from kg.governance import govern_records
     from kg.records import GraphRecords

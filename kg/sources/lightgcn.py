@@ -86,10 +86,10 @@ def iter_pairs(path: Path) -> Iterator[tuple[int, int, int]]:
             tokens = line.split()
             if not tokens:
                 continue
-            try:
-                ids = [int(t) for t in tokens]
-            except ValueError as e:
-                raise ValueError(f"{path}:{lineno}: not an integer id ({e})") from e
+            bad = next((t for t in tokens if not is_index(t)), None)
+            if bad is not None:
+                raise ValueError(f"{path}:{lineno}: not a non-negative integer id in ASCII digits: {bad[:40]!r}")
+            ids = [int(t) for t in tokens]
             user = ids[0]
             for item in ids[1:]:
                 yield lineno, user, item
