@@ -83,12 +83,19 @@ class Graph:
                       **params: Any) -> tuple[neo4j.SummaryCounters, int]:
         """:meth:`write` for a statement that ends ``RETURN count(*) AS written``: its counters, and how
         many of the rows it was given reached its end (a row whose nodes are missing does not)."""
+        counters, record = self.write_returning(name, before_, **params)
+        return counters, int(record.get("written") or 0)
+
+    def write_returning(self, name: str, before_: Callable[[], None] | None = None,
+                        **params: Any) -> tuple[neo4j.SummaryCounters, dict[str, Any]]:
+        """:meth:`write` for a statement that returns one record: its counters and that record
+        (``{}`` when it returned none)."""
         text = cypher.load(name)
 
-        def work(tx: neo4j.ManagedTransaction) -> tuple[neo4j.SummaryCounters, int]:
+        def work(tx: neo4j.ManagedTransaction) -> tuple[neo4j.SummaryCounters, dict[str, Any]]:
             result = tx.run(text, params)
             record = result.single()
-            return result.consume().counters, int(record["written"]) if record is not None else 0
+            return result.consume().counters, dict(record) if record is not None else {}
 
         return self.transaction(work, before_)
 

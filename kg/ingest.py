@@ -77,6 +77,11 @@ def _write_interactions(graph: Graph, events: list[dict], cfg: IngestConfig, tot
     totals["properties_set"] += report["properties_set"]
     if report["not_written"]:
         totals["not_written"]["interactions"] = report["not_written"]
+    totals["resplit"] = report["resplit"]
+    if report["resplit"]:
+        logger.warning("%d event(s) were stored with another split and now have the one this load gives: a "
+                       "model trained before may have trained on what is now a test event (retrain it)",
+                       report["resplit"])
     logger.info("interactions: %d events of %d new users created, of %d known users merged (%d writers)",
                 report["sent"], report["new_users"], report["known_users"], cfg.writers)
     return report["sent"]
@@ -156,7 +161,8 @@ def ingest(graph: Graph, records: GraphRecords, cfg: IngestConfig, *,
     Returns:
         ``{"written": {kind: rows sent}, "skipped_old": n, "nodes_created": n,
         "relationships_created": n, "properties_set": n, "not_written": {kind: rows whose node was
-        no longer in the graph}, "feed": feed, "watermark": ts}``.
+        no longer in the graph}, "resplit": events stored with another non-empty split that now have
+        the one this load gives (logged as a warning), "feed": feed, "watermark": ts}``.
 
     Raises:
         kg.lock.LockedError: another ingest held the lock for ``cfg.lock_wait_s`` seconds.
@@ -185,7 +191,8 @@ def _ingest_locked(graph: Graph, records: GraphRecords, cfg: IngestConfig, incre
             interactions, skipped = kept, len(old)
             if old and on_skipped is not None:
                 on_skipped(old, mark)
-    totals: dict[str, Any] = {"nodes_created": 0, "relationships_created": 0, "properties_set": 0, "not_written": {}}
+    totals: dict[str, Any] = {"nodes_created": 0, "relationships_created": 0, "properties_set": 0,
+                              "not_written": {}, "resplit": 0}
     written: dict[str, int] = {}
     for kind, statement in STATEMENTS.items():
         rows = interactions if kind == "interactions" else getattr(records, kind)

@@ -132,7 +132,8 @@ def write_interactions(graph: Graph, events: list[dict], writers: int, size: int
 
     Returns:
         ``{"sent": events written, "new_users": n, "known_users": n, "relationships_created": n,
-        "properties_set": n, "not_written": events whose user or item was not in the graph}``.
+        "properties_set": n, "not_written": events whose user or item was not in the graph,
+        "resplit": events stored with another non-empty split, now moved to the one given}``.
     """
     parts = max(1, writers)
     unique = {(e["user"], e["item"], e["kind"], e["ts"]): e for e in events}
@@ -140,7 +141,7 @@ def write_interactions(graph: Graph, events: list[dict], writers: int, size: int
     known: set[str] = set()
     for chunk in batches(users, 20_000):
         known.update(r["id"] for r in graph.query("ingest/users_with_interactions", ids=chunk))
-    totals = {"relationships_created": 0, "properties_set": 0, "not_written": 0}
+    totals = {"relationships_created": 0, "properties_set": 0, "not_written": 0, "resplit": 0}
     lock = threading.Lock()
     scheduler = BlockScheduler(parts)
     bar = tqdm(total=len(unique), desc="ingest interactions", unit="row", disable=not progress, leave=False)
@@ -150,14 +151,15 @@ def write_interactions(graph: Graph, events: list[dict], writers: int, size: int
             while (batch := scheduler.take()) is not None:
                 block, statement, rows = batch
                 try:  # check runs before every attempt: a batch the driver retries after the lock is lost never commits
-                    counters, written = graph.write_counted(statement, before_=check, rows=rows)
+                    counters, record = graph.write_returning(statement, before_=check, rows=rows)
                 finally:
                     scheduler.release(block)
                 sent = sum(len(r["item"]) for r in rows)
                 with lock:
                     totals["relationships_created"] += counters.relationships_created
                     totals["properties_set"] += counters.properties_set
-                    totals["not_written"] += sent - written
+                    totals["not_written"] += sent - int(record.get("written") or 0)
+                    totals["resplit"] += int(record.get("resplit") or 0)
                 bar.update(sent)
         except BaseException:
             scheduler.fail()

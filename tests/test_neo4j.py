@@ -542,20 +542,28 @@ def test_rows_whose_nodes_are_gone_are_reported_as_not_written(graph):
 
 
 
-def test_an_event_sent_again_without_a_split_keeps_its_stored_split(graph):
+
+
+def test_an_event_sent_again_without_a_split_keeps_its_stored_split(graph, caplog):
     """LightGCN's test.txt labelled the undated event `test`; a later file without splits sends it
     again (undated events always are): the label stays, or `split = auto` would quietly fall back to
-    a random split. A label that is given replaces the stored one."""
+    a random split. A label that is given replaces the stored one, and the load says so: a model
+    trained before may have trained on what is now a held-out event."""
     event = {"user": "u1", "item": "i1", "kind": "interact", "weight": 1.0, "ts": 0}
     nodes = dict(users=[{"id": "u1"}], items=[{"id": "i1"}, {"id": "i2"}])
-    ingest(graph, GraphRecords(**nodes, interactions=[{**event, "split": "test"},
-                                                      {**event, "item": "i2", "split": "train"}]),
-           IngestConfig(), progress=False)
-    ingest(graph, GraphRecords(**nodes, interactions=[{**event, "split": ""}, {**event, "item": "i2", "split": "valid"}]),
-           IngestConfig(), progress=False)
+    first = ingest(graph, GraphRecords(**nodes, interactions=[{**event, "split": "test"},
+                                                              {**event, "item": "i2", "split": "train"}]),
+                   IngestConfig(), progress=False)
+    assert first["resplit"] == 0
+    moved = GraphRecords(**nodes, interactions=[{**event, "split": ""}, {**event, "item": "i2", "split": "valid"}])
+    with caplog.at_level("WARNING", logger="kg.ingest"):
+        second = ingest(graph, moved, IngestConfig(), progress=False)
+    assert second["resplit"] == 1 and "1 event(s) were stored with another split" in caplog.text
+    assert ingest(graph, moved, IngestConfig(), progress=False)["resplit"] == 0  # the same again: nothing moves
     rows = graph.driver.execute_query("MATCH (:User)-[r:INTERACTED]->(i) RETURN i.id AS item, r.split AS split "
                                       "ORDER BY item", database_=graph.database).records
     assert [(r["item"], r["split"]) for r in rows] == [("i1", "test"), ("i2", "valid")]
+
 
 def test_forget_user_finds_an_id_stored_with_an_invisible_character(graph):
     """Ingest now removes zero-width spaces from ids, so 'alice\u200b' loaded before and 'alice'
