@@ -6,6 +6,7 @@ import dataclasses
 import json
 import logging
 import os
+import shlex
 import shutil
 import signal
 import sys
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 from .config import MODELS, Config, ConfigError, TrainConfig, load_config
 
 if TYPE_CHECKING:  # pragma: no cover
+    from kg.connection import Graph
     from kg.governance import KnownIds
     from serving.recommender import Recommender
 
@@ -308,7 +310,26 @@ def cmd_forget_user(args: argparse.Namespace, cfg: Config) -> None:
     _lock_wait(args, cfg)
     with _graph(cfg) as g:
         removed = forget_user(g, args.user_id, cfg.ingest.lock_wait_s)
-    print(f"removed user {args.user_id}" if removed else f"no user {args.user_id!r}")
+        if removed:
+            print(f"removed user {args.user_id}")
+            return
+        print(f"no user {args.user_id!r}")
+        hint = _lowercased_user(g, args.user_id)
+        if hint is not None:  # ids are case-sensitive: 'Alice' may be another person, so only a hint
+            print(f"there is a user {hint!r}: a mapping with lowercase_ids = true stores ids lowercased; "
+                  f"forget that one with: kgrec forget-user {shlex.quote(hint)}")
+
+
+def _lowercased_user(graph: "Graph", user_id: str) -> str | None:
+    """The id ``user_id`` would have under a mapping's ``lowercase_ids``, when a user has it and it differs."""
+    from kg.governance import GovernanceError, normalize_id
+    from kg.ingest import existing_ids
+
+    try:
+        stored, lowered = normalize_id(user_id, "user id"), normalize_id(user_id, "user id", lowercase=True)
+    except GovernanceError:
+        return None
+    return lowered if lowered != stored and existing_ids(graph, "users", [lowered]) else None
 
 
 def cmd_unlock(args: argparse.Namespace, cfg: Config) -> None:

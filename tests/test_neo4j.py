@@ -565,6 +565,24 @@ def test_an_event_sent_again_without_a_split_keeps_its_stored_split(graph, caplo
     assert [(r["item"], r["split"]) for r in rows] == [("i1", "test"), ("i2", "valid")]
 
 
+def test_forget_user_names_the_lowercased_id_a_mapping_stored(graph, neo4j_config, tmp_path, monkeypatch, capsys):
+    """A mapping with lowercase_ids stored 'Alice' as 'alice'. Ids are case-sensitive, so forgetting
+    'Alice' deletes nothing, and says which id to forget instead."""
+    from kg.neo4j_server import read_password
+    from kgrec.cli import main
+
+    monkeypatch.setenv("KGREC_WORKDIR", str(tmp_path))
+    monkeypatch.setenv("NEO4J_URI", neo4j_config.bolt_uri)
+    monkeypatch.setenv("NEO4J_PASSWORD", read_password(neo4j_config))
+    ingest(graph, GraphRecords(users=[{"id": "alice"}], items=[{"id": "i1"}],
+                               interactions=[{"user": "alice", "item": "i1"}]), IngestConfig(), progress=False)
+    assert main(["forget-user", "Alice"]) == 0
+    out = capsys.readouterr().out
+    assert "no user 'Alice'" in out and "kgrec forget-user alice" in out
+    assert main(["forget-user", "Bob"]) == 0 and "there is a user" not in capsys.readouterr().out
+    assert main(["forget-user", "alice"]) == 0 and "removed user alice" in capsys.readouterr().out
+
+
 def test_forget_user_finds_an_id_stored_with_an_invisible_character(graph):
     """Ingest now removes zero-width spaces from ids, so 'alice\u200b' loaded before and 'alice'
     loaded since are one person to it: forgetting either form deletes both nodes."""
