@@ -66,7 +66,7 @@ class RetrainReport:
     version: str
     model: str
     published: bool
-    decision: str
+    decision: str  # the gate's reason, for people; ``gate`` is its outcome, for prune
     metric: str
     new_score: float | None
     served_version: str | None
@@ -81,6 +81,7 @@ class RetrainReport:
     pruned: list[str] = field(default_factory=list)
     prune_error: str | None = None  # old versions may be left: the next retrain tries again
     timings: dict[str, float] = field(default_factory=dict)
+    gate: str = "undecided"  # "publish" or "reject" once the quality gate decided (GATE_OUTCOMES)
 
 
 def retrain(graph: Graph, cfg: Config, say: Callable[[str], None] = logger.info,
@@ -152,7 +153,8 @@ def retrain(graph: Graph, cfg: Config, say: Callable[[str], None] = logger.info,
             published, decision = _gate(new_score, served, served_score, cfg.retrain.max_drop, metric, force,
                                         incomparable=_split_mismatch(served, artifact))
         say(f"trained {artifact.name}: test {metric} {new_score}; compared on {compared_on}; {decision}")
-        report = replace(report, decision=decision, new_score=new_score, served_score=served_score,
+        report = replace(report, decision=decision, gate="publish" if published else "reject",
+                         new_score=new_score, served_score=served_score,
                          served_version=served.name if served is not None else None,
                          served_model=_meta(served).get("model") if served is not None else None,
                          compared_on=compared_on, head_to_head=asdict(duel) if duel is not None else None)
@@ -211,8 +213,8 @@ def prune(cfg: Config) -> list[str]:
     reports = {p: _report(p) for p in ours}
     ours = [p for p in ours if reports[p] is not None]  # an unreadable report: not deleted, logged
     # published: also a run killed between its publish and the report saying so (its decision does)
-    published = [p for p in ours if reports[p].get("published") or _decided(reports[p], "published")]
-    rejected = [p for p in ours if p not in published and _decided(reports[p], "kept the served model")]
+    published = [p for p in ours if reports[p].get("published") or _gate_outcome(reports[p]) == "publish"]
+    rejected = [p for p in ours if p not in published and _gate_outcome(reports[p]) == "reject"]
     unfinished = [p for p in ours if p not in published and p not in rejected]  # killed before the gate decided
     doomed = [p for p in published[keep:] + rejected[1:] + unfinished if p.resolve() not in protected]
     snapshots = {p: _meta(p).get("snapshot") for p in doomed}
@@ -234,9 +236,14 @@ def prune(cfg: Config) -> list[str]:
     return deleted
 
 
-def _decided(report: dict[str, Any], outcome: str) -> bool:
-    """Whether a version's report records the gate's decision as ``outcome``."""
-    return str(report.get("decision") or "").startswith(outcome)
+def _gate_outcome(report: dict[str, Any]) -> str:
+    """The gate's outcome a version's report records: ``publish``, ``reject`` or ``undecided``.
+    Reports written before the ``gate`` field (2026-12-03) are read from their decision's wording."""
+    if "gate" in report:
+        return str(report["gate"])
+    decision = str(report.get("decision") or "")
+    return ("publish" if decision.startswith("published") else
+            "reject" if decision.startswith("kept the served model") else "undecided")
 
 
 def _never_pruned(cfg: Config) -> set[Path]:

@@ -38,6 +38,7 @@ def test_retrain_publishes_gates_a_broken_run_and_writes_back(loaded):
     current = Path(cfg.train.out_dir) / "current"
     first = retrain(graph, cfg)
     assert first.published and first.served_version is None and "no served model" in first.decision
+    assert first.gate == "publish"
     assert current.resolve().name == first.version and first.new_score > 0.2
     assert first.writeback["users"] == SPEC.num_users and _recommended(graph) == 10 * SPEC.num_users
     saved = json.loads((Path(cfg.workdir) / "retrain" / f"{first.version}.json").read_text())
@@ -47,6 +48,7 @@ def test_retrain_publishes_gates_a_broken_run_and_writes_back(loaded):
     broken = retrain(graph, cfg)
     assert not broken.published and broken.served_version == first.version
     assert broken.new_score < 0.9 * first.new_score and "kept the served model" in broken.decision
+    assert broken.gate == "reject"
     assert current.resolve().name == first.version  # still serving the good model
     assert (Path(cfg.train.out_dir) / broken.version / "meta.json").is_file()  # kept for inspection
 
@@ -460,15 +462,19 @@ def test_prune_tells_published_rejected_and_unfinished_versions_by_their_decisio
 
     cfg = Config(workdir=tmp_path)
     cfg.train.out_dir, cfg.retrain.keep = tmp_path / "models", 2
-    runs = [("a", True, "published: 0.2 >= 0.1"), ("v1", False, "kept the served model: ndcg@20 0.01 < 0.18"),
-            ("v2", False, "stopped before the quality gate decided"), ("v3", False, "published: 0.21 >= 0.19"),
-            ("v4", True, "published: 0.22 >= 0.19")]
+    # reports with the gate's outcome, and older ones (no "gate") read from their decision's wording
+    runs = [("a", True, "published: 0.2 >= 0.1", None),
+            ("v1", False, "kept the served model: ndcg@20 0.01 < 0.18", None),
+            ("v2", False, "stopped before the quality gate decided", "undecided"),
+            ("v3", False, "worded some other way", "publish"), ("v4", True, "published: 0.22 >= 0.19", "publish"),
+            ("v0", False, "worded some other way", "reject")]
     versions = {}
-    for n, (name, published, decision) in enumerate(runs):
+    for n, (name, published, decision, gate) in enumerate(runs):
         v = versions[name] = cfg.train.out_dir / f"20260101-00000{n}-lightgcn"
         v.mkdir(parents=True)
         (v / "meta.json").write_text("{}")
-        (v / "retrain.json").write_text(json.dumps({"published": published, "decision": decision}))
+        report = {"published": published, "decision": decision, **({"gate": gate} if gate else {})}
+        (v / "retrain.json").write_text(json.dumps(report))
     (cfg.train.out_dir / "current").symlink_to(versions["v4"].name)
     shared = tmp_path / "snapshots" / "retrain-20260101-000000"  # `a`'s, and a pinned model's elsewhere
     shared.mkdir(parents=True)
@@ -476,8 +482,8 @@ def test_prune_tells_published_rejected_and_unfinished_versions_by_their_decisio
     cfg.serving.model_dir = tmp_path / "pinned"
     cfg.serving.model_dir.mkdir()
     (cfg.serving.model_dir / "meta.json").write_text(json.dumps({"snapshot": str(shared)}))
-    assert sorted(prune(cfg)) == sorted(str(versions[n]) for n in ("a", "v2"))
-    assert all(versions[n].is_dir() for n in ("v1", "v3", "v4")) and shared.is_dir()
+    assert sorted(prune(cfg)) == sorted(str(versions[n]) for n in ("a", "v1", "v2"))  # v0: the newest rejected
+    assert all(versions[n].is_dir() for n in ("v0", "v3", "v4")) and shared.is_dir()
 
 def test_prune_sweeps_what_killed_runs_left_once_a_day_old(tmp_path):
     """Checkpoints of earlier nights' data (never resumed: each snapshot has its own), temporary
