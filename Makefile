@@ -9,15 +9,16 @@ CONSTRAINTS ?= constraints.txt
 # the server tests/conftest.py starts, whatever NEO4J_* / KGREC_NEO4J__URI point kgrec at otherwise
 TEST_BOLT  := $(or $(KGREC_TEST_BOLT_PORT),7688)
 TEST_HTTP  := $(or $(KGREC_TEST_HTTP_PORT),7475)
-TEST_NEO4J := env -u NEO4J_URI -u NEO4J_USER -u NEO4J_PASSWORD -u NEO4J_DATABASE -u KGREC_NEO4J__URI \
+TEST_NEO4J := env -u NEO4J_URI -u NEO4J_USER -u NEO4J_PASSWORD -u NEO4J_DATABASE -u KGREC_NEO4J__URI -u KGREC_CONFIG \
 	KGREC_NEO4J__HOME=.kgrec/neo4j-test-$(TEST_BOLT) KGREC_NEO4J__BOLT_PORT=$(TEST_BOLT) KGREC_NEO4J__HTTP_PORT=$(TEST_HTTP)
 
 .PHONY: install demo test test-lowest constraints neo4j-start neo4j-stop neo4j-status neo4j-test-stop clean
 
 $(STAMP): pyproject.toml $(CONSTRAINTS)
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -c $(CONSTRAINTS) -e '.[dev]'
+	# a venv whose pip does not run is half made (interrupted, or no ensurepip): made again
+	$(BIN)/python -m pip --version >/dev/null 2>&1 || $(PYTHON) -m venv --clear $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -c $(CONSTRAINTS) -e '.[dev]'
 	touch $@
 
 install: $(STAMP)
@@ -38,10 +39,12 @@ test-lowest:
 	$(LOWEST)/bin/uv pip install -q --python $(LOWEST)/bin/python --resolution lowest-direct -e '.[dev]'
 	HF_HUB_OFFLINE=1 $(LOWEST)/bin/python -m pytest
 
-# write constraints.txt from the installed venv (after a green `make test`)
+# write constraints.txt from the installed venv (after a green `make test`), its pins marked with
+# the venv's Python version
+VENV_PYTHON = $(shell $(BIN)/python -c 'import sys; print("%d.%d" % sys.version_info[:2])')
 constraints: install
 	$(BIN)/pip freeze --exclude-editable > constraints.txt.freeze
-	grep -v -e '^-e' -e ' @ ' constraints.txt.freeze | sed 's/$$/; python_version == "3.11"/' > constraints.txt.pins
+	grep -v -e '^-e' -e ' @ ' constraints.txt.freeze | sed 's/$$/; python_version == "$(VENV_PYTHON)"/' > constraints.txt.pins
 	test -s constraints.txt.pins
 	sed -n '/^#/p' constraints.txt | cat - constraints.txt.pins > constraints.txt.new
 	mv constraints.txt.new constraints.txt

@@ -2,7 +2,8 @@
 
 The suite never uses the ``NEO4J_*`` (or ``KGREC_NEO4J__*``) variables a user exported for their own graph: they are
 removed from the environment before any test runs, so no test (nor any ``kgrec`` it starts) can
-wipe that database. With ``KGREC_TEST_NEO4J_URI`` (and ``KGREC_TEST_NEO4J_USER``,
+wipe that database; nor other ``KGREC_*`` settings (``KGREC_CONFIG``, ``KGREC_TRAIN__EPOCHS``),
+which tests set themselves where they need one. With ``KGREC_TEST_NEO4J_URI`` (and ``KGREC_TEST_NEO4J_USER``,
 ``_PASSWORD``, ``_DATABASE``) set, tests use that server, and wipe its database. Otherwise the
 suite starts its own managed Neo4j in ``.kgrec/neo4j-test-<port>`` on ``KGREC_TEST_BOLT_PORT`` (default 7688) and
 ``KGREC_TEST_HTTP_PORT`` (default 7475), so the demo graph on 7687 is left alone, with a heap and
@@ -22,8 +23,8 @@ from kgrec.config import Config, Neo4jConfig, load_config
 ROOT = Path(__file__).resolve().parents[1]
 DATASETS = ROOT.parent / "shared" / "datasets"
 TEST_SERVER = {k.removeprefix("KGREC_TEST_"): v for k, v in os.environ.items() if k.startswith("KGREC_TEST_NEO4J_")}
-for _name in [k for k in os.environ if k.startswith(("NEO4J_", "KGREC_NEO4J__"))]:
-    del os.environ[_name]  # the user's own graph: never the test server
+for _name in [k for k in os.environ if k.startswith(("NEO4J_", "KGREC_")) and not k.startswith("KGREC_TEST_")]:
+    del os.environ[_name]  # the user's own graph (never the test server) and settings (KGREC_CONFIG, KGREC_TRAIN__*)
 
 
 def test_neo4j_config() -> Neo4jConfig:
