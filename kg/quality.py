@@ -22,7 +22,8 @@ def _degrees(data: GraphRecords | Snapshot) -> tuple[np.ndarray, np.ndarray]:
         n_u, n_i = data.num_users, data.num_items
         users = np.concatenate([s.user for s in data.splits.values()] or [np.zeros(0, np.int64)]).astype(np.int64)
         items = np.concatenate([s.item for s in data.splits.values()] or [np.zeros(0, np.int64)]).astype(np.int64)
-        return np.bincount(users, minlength=n_u), np.bincount(items, minlength=n_i)
+        pairs = np.unique(users * max(n_i, 1) + items)  # a pair in two splits, or twice (a LightGCN file's): once
+        return np.bincount(pairs // max(n_i, 1), minlength=n_u), np.bincount(pairs % max(n_i, 1), minlength=n_i)
     pairs = {(r["user"], r["item"]) for r in data.interactions}
     u_count = Counter(u for u, _ in pairs)
     i_count = Counter(i for _, i in pairs)
@@ -33,12 +34,15 @@ def _degrees(data: GraphRecords | Snapshot) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _record_relations(data: GraphRecords) -> dict[str, int]:
-    """Edge counts per relation, named as the export names them (``cypher/export/edges.cypher``)."""
-    names = ([f"has:{r['relation']}" for r in data.item_entities]
-             + [f"user:{r['relation']}" for r in data.user_entities]
-             + [f"kg:{r['relation']}" for r in data.triples] + ["friend"] * len(data.friends)
-             + ["searched"] * len(data.user_queries) + ["relevant"] * len(data.query_items))
-    return dict(Counter(names))
+    """Edge counts per relation, named as the export names them (``cypher/export/edges.cypher``) and
+    counted as it keeps them: a pair linked twice (a query searched at two times) is one edge."""
+    edges = {(f"has:{r['relation']}", r["item"], r["entity"]) for r in data.item_entities}
+    edges |= {(f"user:{r['relation']}", r["user"], r["entity"]) for r in data.user_entities}
+    edges |= {(f"kg:{r['relation']}", r["head"], r["tail"]) for r in data.triples}
+    edges |= {("friend", r["user"], r["friend"]) for r in data.friends}
+    edges |= {("searched", r["user"], r["query"]) for r in data.user_queries}
+    edges |= {("relevant", r["query"], r["item"]) for r in data.query_items}
+    return dict(Counter(name for name, _, _ in edges))
 
 
 def _stats(deg: np.ndarray) -> dict[str, float]:

@@ -414,6 +414,10 @@ def test_quality_summary_records_and_snapshot(tmp_path):
     assert (snap["users"], snap["items"], snap["interactions"], snap["cold_users"]) == (3, 7, 10, 2)
     snapshot.meta["raw_events"] = 12  # an exported snapshot: two repeats collapsed into their pairs
     assert quality_summary(snapshot)["events"] == 12
+    (tmp_path / "twice").mkdir()
+    _files(tmp_path / "twice", {"train.txt": "0 1 1\n1 0\n", "test.txt": "0 1\n"})  # a pair thrice, two splits
+    twice = quality_summary(snapshot_from_lightgcn(tmp_path / "twice"))
+    assert (twice["interactions"], twice["density"], twice["user_degree"]["max"]) == (2, 0.5, 1)
     out = plot_degree_histograms(res.records, tmp_path / "plots" / "degrees.png", title="toy")
     assert out.is_file() and out.stat().st_size > 1000
 
@@ -430,10 +434,11 @@ def test_quality_summary_counts_pairs_and_names_relations_as_the_export():
         item_entities=[{"item": "i1", "entity": "genre:x", "relation": "genre"}],
         user_entities=[{"user": "u1", "entity": "gender:f", "relation": "gender"}],
         triples=[{"head": "genre:x", "relation": "genre", "tail": "kg:y"}],
-        friends=[{"user": "u1", "friend": "u2"}])
+        friends=[{"user": "u1", "friend": "u2"}],
+        user_queries=[{"user": "u1", "query": "q1", "ts": t} for t in (100, 200)])  # searched twice: one edge
     q = quality_summary(records)
     assert (q["interactions"], q["events"], q["density"], q["user_degree"]["max"]) == (1, 3, 1.0, 1)
-    assert q["relations"] == {"has:genre": 1, "user:gender": 1, "kg:genre": 1, "friend": 1}
+    assert q["relations"] == {"has:genre": 1, "user:gender": 1, "kg:genre": 1, "friend": 1, "searched": 1}
 
 
 def test_a_later_blank_entity_name_keeps_the_stored_one(graph):
