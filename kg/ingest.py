@@ -69,6 +69,11 @@ def _normalise_interactions(rows: list[dict]) -> list[dict]:
              "split": r.get("split") or ""} for r in rows]
 
 
+def event_key(row: dict) -> tuple[str, str, str, int]:
+    """An interaction row's identity in the graph, ``(user, item, kind, ts)``, as ingest writes it."""
+    return row["user"], row["item"], row.get("kind") or "interact", int(row.get("ts") or 0)
+
+
 def _write_interactions(graph: Graph, events: list[dict], cfg: IngestConfig, totals: dict[str, int],
                         progress: bool, lease: Lease) -> int:
     """CREATE the events of users without interactions, MERGE the others; returns events sent."""

@@ -114,7 +114,7 @@ def cmd_demo(args: argparse.Namespace, cfg: Config) -> None:
 
 
 def cmd_ingest(args: argparse.Namespace, cfg: Config) -> None:
-    from kg.ingest import existing_ids, graph_counts, ingest
+    from kg.ingest import event_key, existing_ids, graph_counts, ingest
     from kg.lock import INGEST_LOCK, graph_lock
 
     _lock_wait(args, cfg)
@@ -140,7 +140,10 @@ def cmd_ingest(args: argparse.Namespace, cfg: Config) -> None:
             records, extra = _read_source(args, cfg, lambda kind, ids: existing_ids(g, kind, ids))
             skipped_file = Path(extra["quarantine_file"]).with_suffix("").with_suffix(".skipped.jsonl")
 
+            skipped_keys: set[tuple] = set()
+
             def keep_skipped(rows: list[dict], mark: int) -> None:  # accounted for, beside the quarantine
+                skipped_keys.update(event_key(r) for r in rows)
                 reason = f"older than the watermark {mark} of feed {args.feed or '(shared)'} (--incremental)"
                 with skipped_file.open("w", encoding="utf-8") as fh:  # a line at a time: a daily full export skips most
                     fh.writelines(json.dumps({"reason": reason, "row": r}) + "\n" for r in rows)
@@ -150,6 +153,9 @@ def cmd_ingest(args: argparse.Namespace, cfg: Config) -> None:
             report = ingest(g, records, cfg.ingest, incremental=args.incremental, feed=args.feed,
                             on_skipped=keep_skipped, lease=lease)
             report["graph"] = graph_counts(g)
+            if skipped_keys:  # the quality summary describes what was loaded
+                records = dataclasses.replace(records, interactions=[
+                    r for r in records.interactions if event_key(r) not in skipped_keys])
     if not args.no_quality:
         extra.update(_quality_report(records, cfg, args.format if args.path is None else Path(args.path).name))
     print(json.dumps({**report, **extra}, indent=2, default=str))

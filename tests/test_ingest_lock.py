@@ -237,6 +237,10 @@ def test_cli_reports_a_held_lock_in_one_line_and_unlock_removes_it(graph, neo4j_
     skipped = [json.loads(line) for line in Path(again["skipped_file"]).read_text().splitlines()]
     assert again["skipped_old"] == len(skipped) > 0 and "older than the watermark" in err
     assert skipped[0]["reason"].startswith(f"older than the watermark {report['watermark'] + 1} of feed nightly")
+    assert main([*(a for a in argv if a != "--no-quality"), "--incremental"]) == 0
+    summarised = json.loads(capsys.readouterr().out)  # the quality summary describes the events loaded
+    assert summarised["skipped_old"] > 0
+    assert summarised["quality"]["events"] == summarised["written"].get("interactions", 0)
     # each load's reconciliation is kept: the earlier ones moved aside under their time
     assert list(Path(again["reconciliation_file"]).parent.glob("synthetic.2*.reconciliation.json"))
 
