@@ -28,6 +28,9 @@ ADJECTIVES = ["classic", "compact", "deluxe", "lightweight", "pro", "vintage", "
               "premium", "essential", "modern", "handmade"]
 
 
+MIN_EVENTS = 5  # draws per user at least: every user has events to train on and to hold out
+
+
 @dataclass
 class SyntheticSpec:
     """Sizes and strengths of the planted structure."""
@@ -35,7 +38,7 @@ class SyntheticSpec:
     num_users: int = 600
     num_items: int = 400
     num_communities: int = 4
-    interactions_per_user: int = 25
+    interactions_per_user: int = 25  # the mean of a Poisson draw per user; every user gets at least MIN_EVENTS
     affinity: float = 0.9
     brands_per_community: int = 3
     num_queries: int = 80
@@ -49,8 +52,9 @@ class SyntheticSpec:
             raise ValueError(f"need at least one item per community: num_items >= {c}, got {self.num_items}")
         if self.num_users < 3 * c:  # each query is searched by three users of its community
             raise ValueError(f"need at least three users per community: num_users >= {3 * c}, got {self.num_users}")
-        if self.brands_per_community < 1 or self.interactions_per_user < 0 or not 0 <= self.affinity <= 1:
-            raise ValueError("brands_per_community must be >= 1, interactions_per_user >= 0 and affinity in [0, 1]")
+        if self.brands_per_community < 1 or self.interactions_per_user < MIN_EVENTS or not 0 <= self.affinity <= 1:
+            raise ValueError(f"brands_per_community must be >= 1, interactions_per_user >= {MIN_EVENTS} (each user "
+                             f"draws at least that many events) and affinity in [0, 1]")
 
 
 def community_of_user(user_id: str, spec: SyntheticSpec) -> int:
@@ -107,7 +111,7 @@ def generate(spec: SyntheticSpec | None = None) -> GraphRecords:
     user_comm = np.arange(spec.num_users) % c
     rec.users = [{"id": f"u{u}", "props": {"segment": topics[int(user_comm[u])]}} for u in range(spec.num_users)]
     # Vectorised draw of every event: community (own with prob. affinity), then an item by popularity.
-    counts = np.maximum(5, rng.poisson(spec.interactions_per_user, size=spec.num_users))
+    counts = np.maximum(MIN_EVENTS, rng.poisson(spec.interactions_per_user, size=spec.num_users))
     ev_user = np.repeat(np.arange(spec.num_users), counts)
     own = rng.random(ev_user.size) < spec.affinity
     ev_comm = np.where(own, user_comm[ev_user], rng.integers(c, size=ev_user.size))

@@ -76,7 +76,7 @@ def test_schema_is_idempotent(graph):
     apply_schema(graph)
     apply_schema(graph)
     names = {r["name"] for r in graph.driver.execute_query("SHOW CONSTRAINTS YIELD name", database_=graph.database).records}
-    assert {"user_id", "item_id", "query_id", "entity_id"} <= names
+    assert {"user_id", "item_id", "query_id", "entity_id", "meta_key", "lock_name", "demo_id"} <= names
 
 
 def test_ingest_twice_changes_nothing(graph):
