@@ -8,8 +8,9 @@ import logging
 import os
 import time
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -22,6 +23,23 @@ logger = logging.getLogger(__name__)
 
 EMBEDDINGS_FILE = "text_embeddings.npz"
 META_FILE = "text_embeddings.json"
+LOCK_FILE = ".encode.lock"
+
+
+@contextmanager
+def embeddings_read_lock(snapshot_dir: str | Path) -> Iterator[None]:
+    """Hold the snapshot's encode lock shared while a reader checks, loads and describes its text
+    vectors: an :func:`encode_snapshot` of another model waits to swap its files in until the reader
+    is done, so the vectors read are the ones the metadata read vouches for. A snapshot where the
+    lock file cannot be made (read-only) is read without it: nobody can be writing there."""
+    try:
+        fh = open(Path(snapshot_dir) / LOCK_FILE, "a")
+    except OSError:
+        yield
+        return
+    with fh:
+        fcntl.flock(fh, fcntl.LOCK_SH)
+        yield
 
 
 def build_encoder(cfg: Any, show_progress: bool = True) -> TextEncoder:
@@ -46,10 +64,12 @@ def build_encoder(cfg: Any, show_progress: bool = True) -> TextEncoder:
 
 
 def _texts_digest(texts: list[str]) -> str:
+    """SHA-256 of the texts in order, each after its length (a text may hold any character, NUL too)."""
     h = hashlib.sha256()
     for t in texts:
-        h.update(t.encode("utf-8"))
-        h.update(b"\0")
+        data = t.encode("utf-8", "surrogatepass")
+        h.update(len(data).to_bytes(8, "little"))
+        h.update(data)
     return h.hexdigest()
 
 
@@ -82,6 +102,10 @@ def encode_snapshot(snapshot_dir: str | Path, cfg: Any, encoder: TextEncoder | N
     pooled_by = _namespace_part(encoder.cache_namespace, "pooling") or None
     if pooled_by not in (None, cfg.pooling):  # the meta would vouch for cfg's pooling, and queries use it
         raise ValueError(f"the encoder given pools by {pooled_by!r}, the config says {cfg.pooling!r}")
+    truncates_at = _namespace_part(encoder.cache_namespace, "max_length")
+    asked = getattr(encoder.encoder if isinstance(encoder, CachedEncoder) else encoder, "requested_max_length", None)
+    if truncates_at and int(truncates_at) != cfg.max_length and asked != cfg.max_length:  # not the model's own cap
+        raise ValueError(f"the encoder given truncates at {truncates_at} tokens, the config says {cfg.max_length}")
     if isinstance(encoder, CachedEncoder):
         encoder.reset_counters()  # this snapshot's hits and misses, not a reused encoder's total
     started = time.perf_counter()
@@ -109,7 +133,7 @@ def encode_snapshot(snapshot_dir: str | Path, cfg: Any, encoder: TextEncoder | N
         write_synced(tmp, lambda fh: np.savez(fh, **arrays))
         write_synced(meta_tmp, lambda fh: fh.write(json.dumps(meta, indent=2, ensure_ascii=False).encode("utf-8")))
         # one writer at a time, so two runs cannot leave one's vectors under the other's metadata
-        with open(snapshot_dir / ".encode.lock", "a") as lock:
+        with open(snapshot_dir / LOCK_FILE, "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             # the old metadata goes first: a run stopped between the two replaces leaves vectors that no
             # metadata vouches for (stale, encoded again), never new vectors under the old description

@@ -114,7 +114,8 @@ class HFTextEncoder(TextEncoder):
 
         self._model_id = model
         self.pooling = pooling
-        self.max_length = int(max_length)
+        self.max_length = int(max_length)  # lowered below to what the model takes
+        self.requested_max_length = int(max_length)
         self.batch_size = int(batch_size)
         self.show_progress = show_progress
         self.path = resolve_model(model)

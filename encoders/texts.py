@@ -39,19 +39,23 @@ def fill(template: str, values: Mapping[str, Any]) -> str:
     """
     clean = {k: normalize_text(v) for k, v in values.items()}
     formatter = string.Formatter()
-    pieces: list[tuple[str, bool]] = []  # (text, is a non-empty field)
+    pieces: list[tuple[str, bool, bool]] = []  # (text, is a field, is a non-empty field)
     for literal, name, spec, conversion in formatter.parse(template):
-        pieces.append((literal, False))
+        pieces.append((literal, False, False))
         if name is not None:
             text = formatter.format_field(formatter.convert_field(clean[name], conversion), spec or "")
-            pieces.append((text, bool(clean[name])))
-    filled = [i for i, (_, non_empty) in enumerate(pieces) if non_empty]
+            pieces.append((text, True, bool(clean[name])))
+    filled = [i for i, (_, _, non_empty) in enumerate(pieces) if non_empty]
     if not filled:
         return ""
     first, last = filled[0], filled[-1]
-    head = "".join(t for t, _ in pieces[:first]).lstrip(_SEPARATORS)
-    body = "".join(t for t, _ in pieces[first:last + 1])
-    tail = "".join(t for t, _ in pieces[last + 1:]).rstrip(_SEPARATORS.replace(".", ""))
+    head = "".join(t for t, _, _ in pieces[:first])
+    if any(is_field for _, is_field, _ in pieces[:first]):  # an empty field before the first: its separators go
+        head = head.lstrip(_SEPARATORS)
+    body = "".join(t for t, _, _ in pieces[first:last + 1])
+    tail = "".join(t for t, _, _ in pieces[last + 1:])
+    if any(is_field for _, is_field, _ in pieces[last + 1:]):
+        tail = tail.rstrip(_SEPARATORS.replace(".", ""))
     return _SPACES.sub(" ", head + body + tail).strip()
 
 

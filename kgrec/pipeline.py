@@ -66,7 +66,7 @@ def train_model(snapshot: Path, cfg: Config, publish: bool = True,
     import numpy as np
 
     from encoders import EncoderError, stale_embeddings_reason
-    from encoders.encode import query_encoder_setting
+    from encoders.encode import embeddings_read_lock, query_encoder_setting
     from encoders.texts import node_texts
     from gnn.artifact import TextIndex
     from gnn.artifact import publish as publish_artifact
@@ -76,27 +76,29 @@ def train_model(snapshot: Path, cfg: Config, publish: bool = True,
     text, text_index = None, None
     snap = Snapshot.load(snapshot)
     vectors = Path(snapshot) / "text_embeddings.npz"
-    try:
-        reason = stale_embeddings_reason(snapshot, cfg.encoder, snap) if vectors.is_file() else "not encoded"
-    except (OSError, ValueError, EncoderError) as e:  # unreadable meta, a bad template or model: fatal only
-        # where training reads text
-        if cfg.train.model in TEXT_MODELS:
-            raise
-        reason = f"cannot check it: {e}"
     arrays: dict = {}
-    if reason is None:
-        try:  # a file cut short (a full disk, a power loss) is stale, not a crash
-            with np.load(vectors) as z:
-                arrays = {k: z[k] for k in z.files}
-            arrays["item"]
-        except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
-            reason = f"unreadable: {e}"
+    with embeddings_read_lock(snapshot):  # check, vectors and query setting of one `kgrec encode`
+        try:
+            reason = stale_embeddings_reason(snapshot, cfg.encoder, snap) if vectors.is_file() else "not encoded"
+        except (OSError, ValueError, EncoderError) as e:  # unreadable meta, a bad template or model: fatal only
+            # where training reads text
+            if cfg.train.model in TEXT_MODELS:
+                raise
+            reason = f"cannot check it: {e}"
+        if reason is None:
+            try:  # a file cut short (a full disk, a power loss) is stale, not a crash
+                with np.load(vectors) as z:
+                    arrays = {k: z[k] for k in z.files}
+                arrays["item"]
+            except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
+                reason = f"unreadable: {e}"
+        setting = query_encoder_setting(snapshot, cfg.encoder) if reason is None else None
     if reason is None:
         searchable = arrays["item"].copy()
         item_texts = node_texts(snap, cfg.encoder)["item"]
         if len(item_texts) == len(searchable):
             searchable[[not t for t in item_texts]] = 0  # no text: no match
-        text_index = TextIndex(searchable, query_encoder_setting(snapshot, cfg.encoder))
+        text_index = TextIndex(searchable, setting)
         if cfg.train.model in TEXT_MODELS:  # kgfused also fuses query and entity text (issue #6)
             text = arrays if cfg.train.model == "kgfused" else arrays["item"]
     elif cfg.train.model in TEXT_MODELS and vectors.is_file():

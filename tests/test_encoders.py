@@ -317,6 +317,7 @@ def test_separators_an_empty_field_leaves_at_either_end_go():
     assert fill(template, {"title": "Up", "description": "", "attributes": ""}) == "Up."
     assert fill(template, {"title": "Up", "description": "", "attributes": "Drama"}) == "Up. Drama"
     assert fill("query: {text}", {"text": "red shoes"}) == "query: red shoes"  # a prefix stays
+    assert fill("- {text} -", {"text": "x"}) == "- x -"  # the template's own separators, no empty field: kept
     # the rest of a template stays as written: brackets, escaped braces, conversions
     assert fill("{title} {{x}} {description}", {"title": "A", "description": "B"}) == "A {x} B"
     assert fill("{title} ({attributes})", {"title": "Up", "attributes": "Drama"}) == "Up (Drama)"
@@ -380,6 +381,33 @@ def test_an_unusable_device_or_cache_directory_is_one_clear_error(tmp_path):
         VectorCache(tmp_path / "a-file", "ns", 4)
 
 
+def test_an_encode_waits_to_swap_its_files_in_while_a_reader_holds_the_snapshot(encoder, tmp_path):
+    """Training checks the metadata, loads the vectors and reads the query setting under the shared
+    lock: an encode with another template finishes its files but swaps them in only afterwards."""
+    import threading
+    import time
+    from dataclasses import replace
+
+    from encoders.encode import embeddings_read_lock
+
+    snap_dir = tiny_snapshot().save(tmp_path / "snap")
+    cfg = EncoderConfig(cache_dir=None, device="cpu")
+    encode_snapshot(snap_dir, cfg, encoder=encoder)
+    before = (snap_dir / "text_embeddings.json").read_text()
+    other = replace(cfg, item_template="{title}: {attributes}")
+    with embeddings_read_lock(snap_dir):
+        writer = threading.Thread(target=encode_snapshot, args=(snap_dir, other), kwargs={"encoder": encoder})
+        writer.start()
+        deadline = time.monotonic() + 60
+        while not list(snap_dir.glob(".text_embeddings.json.*.tmp")) and time.monotonic() < deadline:
+            time.sleep(0.05)  # encoded and written aside: now it waits for the lock
+        time.sleep(0.5)
+        assert writer.is_alive() and (snap_dir / "text_embeddings.json").read_text() == before
+    writer.join(60)
+    assert not writer.is_alive()
+    assert json.loads((snap_dir / "text_embeddings.json").read_text())["templates"]["item"] == "{title}: {attributes}"
+
+
 def test_encode_snapshot(encoder, tmp_path):
     from dataclasses import replace
 
@@ -413,6 +441,10 @@ def test_encode_snapshot(encoder, tmp_path):
         assert json.loads((snap_dir / "text_embeddings.json").read_text())["cache"]["hits"] == 8
     with pytest.raises(ValueError, match="pools by 'mean', the config says 'cls'"):  # the meta would lie
         encode_snapshot(snap_dir, replace(cfg, pooling="cls"), encoder=reused)
+    with pytest.raises(ValueError, match="truncates at 128 tokens, the config says 64"):  # queries would be cut at 64
+        encode_snapshot(snap_dir, replace(cfg, max_length=64), encoder=reused)
+    from encoders.encode import _texts_digest
+    assert _texts_digest(["a\0", "b"]) != _texts_digest(["a", "\0b"])  # a NUL in a text is not a separator
 
     # vectors that no longer match the config or the snapshot's texts are called stale
     from encoders import stale_embeddings_reason
