@@ -25,7 +25,7 @@ import torch
 
 from kg.snapshot import SPLITS, Interactions, Snapshot, rank_within_runs
 
-from .evaluate import ScoreFn, evaluate, to_csr
+from .evaluate import ScoreFn, as_csr, evaluate, to_csr
 
 logger = logging.getLogger(__name__)
 
@@ -367,8 +367,8 @@ def fold_in_users(item_embeddings: np.ndarray, user_items: sp.spmatrix) -> np.nd
 
 
 def popularity_scorer(train: sp.spmatrix, seed: int = 0, device: torch.device | str = "cpu") -> ScoreFn:
-    """Score every item by its training interaction count (ties broken by a fixed seeded jitter < 1)."""
-    counts = np.asarray(sp.csr_matrix(train).sum(0)).ravel().astype(np.float64)
+    """Score every item by its number of training users (ties broken by a fixed seeded jitter < 1)."""
+    counts = item_train_counts(train).astype(np.float64)
     jitter = np.random.default_rng(seed).random(counts.shape[0]) * 0.5
     scores = torch.as_tensor(counts + jitter, dtype=torch.float32, device=device)
     return lambda users: scores.unsqueeze(0).expand(len(users), -1).clone()
@@ -377,16 +377,15 @@ def popularity_scorer(train: sp.spmatrix, seed: int = 0, device: torch.device | 
 def embedding_scorer(user_embeddings: np.ndarray | torch.Tensor, item_embeddings: np.ndarray | torch.Tensor,
                      device: torch.device | str = "cpu") -> ScoreFn:
     """Dot-product score function over (U, d) user and (I, d) item embeddings."""
-    ue = torch.as_tensor(np.asarray(user_embeddings), dtype=torch.float32, device=device)
-    ie = torch.as_tensor(np.asarray(item_embeddings), dtype=torch.float32, device=device)
+    ue, ie = (x.detach().to(device, torch.float32) if isinstance(x, torch.Tensor)  # a model's, maybe on CUDA
+              else torch.as_tensor(np.asarray(x), dtype=torch.float32, device=device)
+              for x in (user_embeddings, item_embeddings))
     return lambda users: ue[users] @ ie.t()
 
 
 def item_train_counts(train: sp.spmatrix) -> np.ndarray:
-    """(I,) number of training users of each item."""
-    m = sp.csr_matrix(train, copy=True)
-    m.data[:] = 1.0
-    return np.asarray(m.sum(0)).ravel().astype(np.int64)
+    """(I,) number of training users of each item (a stored zero is no interaction, as in evaluation)."""
+    return np.asarray(as_csr(train, train.shape[1]).sum(0)).ravel().astype(np.int64)
 
 
 def evaluate_item_slice(score_fn: ScoreFn, train: sp.spmatrix, truth: sp.spmatrix, max_train: int,

@@ -170,6 +170,8 @@ def test_item_slice_metrics_by_hand() -> None:
     train_m = to_csr(np.array([0, 1, 1]), np.array([0, 0, 1]), 2, 4)  # item counts 2, 1, 0, 0
     truth = to_csr(np.array([0, 0, 1]), np.array([2, 1, 3]), 2, 4)
     assert item_train_counts(train_m).tolist() == [2, 1, 0, 0]
+    stored_zero = sp.csr_matrix((np.array([1.0, 0.0]), (np.array([0, 1]), np.array([0, 1]))), shape=(2, 3))
+    assert item_train_counts(stored_zero).tolist() == [1, 0, 0]  # a stored zero is no interaction, as in evaluate
     fixed = torch.tensor([4.0, 3.0, 2.0, 1.0])
 
     def score(users: torch.Tensor) -> torch.Tensor:
@@ -195,6 +197,13 @@ def test_popularity_scorer_orders_by_count() -> None:
     assert s.shape == (2, 4)
     assert s[0].argsort(descending=True)[:2].tolist() == [3, 1]
     assert torch.equal(s[0], s[1])
+
+
+def test_embedding_scorer_takes_a_models_tensors_as_they_come() -> None:
+    users, items = torch.randn(3, 4, requires_grad=True), torch.randn(5, 4, requires_grad=True)
+    scores = embedding_scorer(users, items)(torch.tensor([0, 2]))
+    torch.testing.assert_close(scores, (users[[0, 2]] @ items.t()).detach())
+    assert not scores.requires_grad
 
 
 def test_inductive_cold_items_land_in_their_community(tmp_path: Path) -> None:
