@@ -202,11 +202,11 @@ def save_text_index(artifact_dir: str | Path, item_text: np.ndarray, min_items: 
 
 def fuse_ranks(relevance: torch.Tensor, preference: torch.Tensor) -> torch.Tensor:
     """Reciprocal rank fusion of two score vectors over the same candidates (higher is better).
-    Ties are common (ranks (a, b) and (b, a) fuse to the same value): order them by relevance."""
-    def ranks(scores: torch.Tensor) -> torch.Tensor:
-        order = torch.argsort(scores, descending=True, stable=True)
-        out = torch.empty_like(order)
-        out[order] = torch.arange(len(order))
-        return out.float() + 1
+    Equal scores share a rank, the best of theirs (a graph filter scores many items exactly 0:
+    which of them the model "prefers" is not the index order). Fused ties are common too (ranks
+    (a, b) and (b, a) fuse to the same value): callers order them by relevance."""
+    def ranks(scores: torch.Tensor) -> torch.Tensor:  # 1 + how many score strictly higher
+        ascending = torch.sort(-scores).values
+        return torch.searchsorted(ascending, -scores).float() + 1
 
     return 1.0 / (RRF_K + ranks(relevance)) + 1.0 / (RRF_K + ranks(preference))

@@ -285,6 +285,9 @@ def test_rank_fusion_by_hand():
     fused = fuse_ranks(torch.tensor([0.9, 0.5, 0.7]), torch.tensor([1.0, 3.0, 2.0]))
     want = [1 / 61 + 1 / 63, 1 / 63 + 1 / 61, 1 / 62 + 1 / 62]
     assert fused.tolist() == pytest.approx(want)
+    # equal model scores share the best of their ranks: only the text order tells them apart
+    tied = fuse_ranks(torch.tensor([0.9, 0.7, 0.5, 0.3]), torch.tensor([1.0, 0.0, 0.0, 0.0]))
+    assert tied.tolist() == pytest.approx([1 / 61 + 1 / 61, 1 / 62 + 1 / 62, 1 / 63 + 1 / 62, 1 / 64 + 1 / 62])
 
 
 def test_cli_errors_are_one_line(trained, capsys):
