@@ -2,8 +2,8 @@
 
 For large first loads: rows are written as import CSVs, the managed server is stopped, the
 database is rebuilt offline from the CSVs (replacing its contents), the server is started
-again and the schema applied. It refuses to stop a server an ingest (or export, retrain,
-forget-user) holds the lock of, and sets the shared watermark from the events it loaded, so the
+again and the schema applied. It takes the ingest and write-back locks before it stops the
+server (refusing while an ingest, export, retrain, forget-user or write-back holds one), and sets the shared watermark from the events it loaded, so the
 first ``--incremental`` load after it skips what it already holds. Incremental loads go through
 :func:`kg.ingest.ingest` instead.
 """
@@ -16,13 +16,18 @@ import re
 import subprocess
 import tempfile
 import time
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING, Iterator
 
 from kgrec.config import Neo4jConfig
 
 from .errors import Neo4jSetupError
 from .neo4j_server import ADMIN_TOOL, ManagedNeo4j, _java
 from .records import GraphRecords
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .connection import Graph
 
 logger = logging.getLogger(__name__)
 
@@ -121,7 +126,6 @@ def bulk_import(records: GraphRecords, config: Neo4jConfig, workdir: Path | None
         kg.lock.LockedError: a writer holds the ingest lock; nothing was changed.
     """
     from .connection import connect
-    from .lock import INGEST_LOCK, WRITEBACK_LOCK, LockedError, describe_holder, holder_is_gone, lock_holder
 
     server = ManagedNeo4j(config)
     java = _java()
@@ -131,15 +135,39 @@ def bulk_import(records: GraphRecords, config: Neo4jConfig, workdir: Path | None
         files = write_import_csvs(records, Path(tmp))
         timings["csv_seconds"] = round(time.perf_counter() - t, 2)
         with server.exclusive():  # no `kgrec neo4j start` (a cron retrain's) between the stop and the start
-            if server.status().running:  # not from under a writer (checked now, after the CSVs and the wait)
-                with connect(config) as g:  # ingest and export, or a write-back (a retrain's last stage)
-                    holders = [(name, lock_holder(g, name)) for name in (INGEST_LOCK, WRITEBACK_LOCK)]
-                for name, holder in holders:
-                    if holder is not None and not holder_is_gone(holder):
-                        raise LockedError(f"another kgrec writer holds the {name!r} lock ({describe_holder(holder)}); "
-                                          f"the bulk import would replace the database under it. Nothing was "
-                                          f"changed: retry when it is done")
-            return _import_and_restart(server, config, java, files, Path(tmp), records, timings)
+            if not server.status().running:
+                return _import_and_restart(server, config, java, files, Path(tmp), records, timings)
+            with connect(config) as g, _writers_locked_out(g):  # taken now, after the CSVs and the wait
+                return _import_and_restart(server, config, java, files, Path(tmp), records, timings)
+
+
+@contextmanager
+def _writers_locked_out(graph: Graph) -> Iterator[None]:
+    """Hold the ingest and write-back locks (ingest, export, forget-user; a write-back, a retrain's
+    last stage) from before the server stops: no writer is under way, and none starts before the
+    stop to write half its rows into the database the import replaces. The replaced database takes
+    the lock nodes with it; a failed import leaves the old one, where they are released. They are
+    not renewed (the server is down for most of the hold), so a crash leaves them stale in minutes.
+
+    Raises:
+        kg.lock.LockedError: a writer holds one of them; nothing was changed.
+    """
+    from .lock import INGEST_LOCK, STALE_S, WRITEBACK_LOCK, LockedError, describe_holder, graph_lock, lock_holder
+
+    with ExitStack() as held:
+        for name in (INGEST_LOCK, WRITEBACK_LOCK):
+            try:
+                held.enter_context(graph_lock(graph, name, heartbeat_s=STALE_S * 100))
+            except LockedError:
+                holder = lock_holder(graph, name)
+                raise LockedError(f"another kgrec writer holds the {name!r} lock ("
+                                  f"{describe_holder(holder) if holder else 'one that has just finished'}); the bulk "
+                                  f"import would replace the database under it. Nothing was changed: retry when it "
+                                  f"is done") from None
+        try:
+            yield
+        finally:  # the locks are released (a failed import's database has them) into the database as it is now
+            graph.forget_bookmarks()
 
 
 def _import_and_restart(server: ManagedNeo4j, config: Neo4jConfig, java: str, files: dict[str, Path], tmp: Path,

@@ -30,6 +30,13 @@ class Graph:
         self.driver = driver
         self.database = database
         self.where = where
+        self._bookmarks = neo4j.GraphDatabase.bookmark_manager()  # see _session
+
+    def forget_bookmarks(self) -> None:
+        """Stop waiting for this graph's earlier writes: the database was replaced (a bulk import),
+        its transaction ids start again, and a bookmark of the old one would hold every later
+        transaction until it times out."""
+        self._bookmarks = neo4j.GraphDatabase.bookmark_manager()
 
     def __enter__(self) -> "Graph":
         return self
@@ -61,7 +68,7 @@ class Graph:
         """Run the read statement ``cypher/<name>.cypher`` and return its records as dicts."""
         try:
             records, _, _ = self.driver.execute_query(cypher.load(name), parameters_=params,
-                                                      database_=self.database,
+                                                      database_=self.database, bookmark_manager_=self._bookmarks,
                                                       routing_=neo4j.RoutingControl.READ)
         except neo4j_exc.Neo4jError as e:
             raise self._wrap(e) from e
@@ -127,11 +134,10 @@ class Graph:
             raise self._wrap(e) from e
 
     def _session(self, **options: Any) -> neo4j.Session:
-        """A session whose work :meth:`query` sees, and that sees :meth:`query`'s: all share the
-        driver's execute_query bookmarks, so on a cluster a read never lands on a member that has
-        not yet applied an earlier write (a lock just taken, events just written)."""
-        return self.driver.session(database=self.database,
-                                   bookmark_manager=self.driver.execute_query_bookmark_manager, **options)
+        """A session whose work :meth:`query` sees, and that sees :meth:`query`'s: all share this
+        graph's bookmarks, so on a cluster a read never lands on a member that has not yet applied
+        an earlier write (a lock just taken, events just written)."""
+        return self.driver.session(database=self.database, bookmark_manager=self._bookmarks, **options)
 
     def stream(self, name: str, **params: Any) -> Iterator[neo4j.Record]:
         """Stream the records of a read statement without holding them all in memory."""

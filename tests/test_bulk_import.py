@@ -45,6 +45,22 @@ def test_bulk_import_refuses_to_replace_the_database_under_a_running_ingest(neo4
             assert server.status().pid == pid  # the server was left running
 
 
+def test_bulk_import_holds_the_writers_locks_from_before_the_stop(graph):
+    """No writer can start between the check and the stop: the import takes both locks itself (and
+    releases them where a failed import leaves the old database)."""
+    from kg.bulk_import import _writers_locked_out
+    from kg.lock import LockedError, graph_lock, lock_holder
+
+    with pytest.raises(RuntimeError, match="import failed"):
+        with _writers_locked_out(graph):
+            for name in ("ingest", "writeback"):
+                with pytest.raises(LockedError):
+                    with graph_lock(graph, name):
+                        pass
+            raise RuntimeError("import failed")
+    assert lock_holder(graph, "ingest") is None and lock_holder(graph, "writeback") is None
+
+
 def test_bulk_import_keeps_user_and_item_properties(neo4j_config):
     if not neo4j_config.managed:
         pytest.skip("bulk import rebuilds the managed server's database offline")
