@@ -306,7 +306,7 @@ def test_injection_strings_stored_as_data_and_ingest_idempotent(graph):
     assert [(r["u"], r["t"], r["ts"]) for r in rows] == [(evil, evil, 1577836800)]
     labels = _read(graph, "CALL db.labels() YIELD label RETURN collect(label) AS l")[0]["l"]
     types = _read(graph, "CALL db.relationshipTypes() YIELD relationshipType AS t RETURN collect(t) AS l")[0]["l"]
-    assert set(labels) <= {"User", "Item", "Query", "Entity", "KgrecMeta", "KgrecLock"}
+    assert set(labels) <= {"User", "Item", "Query", "Entity", "KgrecMeta", "KgrecLock", "KgrecDemo"}
     assert set(types) <= {"INTERACTED", "SEARCHED", "RELEVANT", "HAS_ATTRIBUTE", "RELATED", "SAME_AS", "FRIEND"}
 
 
