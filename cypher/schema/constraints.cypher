@@ -14,7 +14,7 @@ CREATE FULLTEXT INDEX item_text IF NOT EXISTS FOR (i:Item) ON EACH [i.title, i.d
 // No index on relationship properties that MERGE matches on: the planner would seek MERGE
 // candidates through it, and with many events sharing a timestamp (ts = 0 in LightGCN data), or
 // many triples sharing a relation name, every MERGE would scan them all. With related_relation a
-// knowledge graph's first triples loaded at 160 rows/s, without it at 23k (docs/ingest.md).
+// knowledge graph's first triples loaded at 89 rows/s, without it at about 10k (docs/ingest.md).
 DROP INDEX interacted_kind IF EXISTS;
 DROP INDEX interacted_ts IF EXISTS;
 DROP INDEX related_relation IF EXISTS;
