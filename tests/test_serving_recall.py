@@ -136,6 +136,17 @@ def test_similar_items_rank_by_cosine_and_skip_the_item_itself():
     np.testing.assert_allclose([r.score for r in got], np.sort(cosine)[::-1][:10], rtol=1e-5)
 
 
+def test_items_without_a_direction_are_nobodys_neighbours():
+    """A zero row (a graph filter's item without training events) or a broken one is near nothing,
+    as in the Browser's vector index, which holds neither: not a neighbour at cosine 0 either."""
+    rec = clustered()
+    rec.item_emb[[3, 4]] = 0.0
+    rec.item_emb[6] = float("nan")
+    everything = rec.similar_items("i5", k=ITEMS)
+    assert len(everything) == ITEMS - 4 and not {"i3", "i4", "i6"} & {r.item_id for r in everything}
+    assert rec.similar_items("i3", k=5) == []
+
+
 def test_a_broken_item_row_leaves_the_index_and_the_rest_served(tmp_path):
     """A NaN embedding row would fail FAISS's training (the model would not load at all): the index
     holds the finite rows, and the broken item is never recommended."""
