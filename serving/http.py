@@ -30,6 +30,13 @@ class Recommendations(BaseModel):
     items: list[Item]
 
 
+class ColdStartRecommendations(Recommendations):
+    """A new user's list, and the given ids the model does not know (left out, not an error while
+    one given item, friend or query remains)."""
+    unknown_item_ids: list[str] = Field(default_factory=list)
+    unknown_friend_ids: list[str] = Field(default_factory=list)
+
+
 class ColdStartRequest(BaseModel):
     item_ids: list[str] = Field(default_factory=list, max_length=10_000,
                                 description="items the new user interacted with")
@@ -91,9 +98,13 @@ def create_app(model_dir: str | Path, reload_check_s: float = 1.0, cfg: ServingC
                   rec: Recommender = Depends(get_recommender)) -> Recommendations:
         return _answer(rec, lambda: rec.recommend(user_id, k, within=within))
 
-    @app.post("/recommend/cold", response_model=Recommendations)
-    def cold(body: ColdStartRequest, rec: Recommender = Depends(get_recommender)) -> Recommendations:
-        return _answer(rec, lambda: rec.recommend_from_items(body.item_ids, body.k, body.friend_ids, body.queries))
+    @app.post("/recommend/cold", response_model=ColdStartRecommendations)
+    def cold(body: ColdStartRequest, rec: Recommender = Depends(get_recommender)) -> ColdStartRecommendations:
+        answer = _answer(rec, lambda: rec.recommend_from_items(body.item_ids, body.k, body.friend_ids, body.queries))
+        return ColdStartRecommendations(
+            **answer.model_dump(),
+            unknown_item_ids=list(dict.fromkeys(i for i in body.item_ids if i not in rec.item_index)),
+            unknown_friend_ids=list(dict.fromkeys(u for u in body.friend_ids if u not in rec.user_index)))
 
     @app.get("/similar/{item_id:path}", response_model=Recommendations)
     def similar(item_id: str, k: int = Query(10, ge=1, le=1000),

@@ -184,6 +184,9 @@ def test_http_api(trained):
     assert client.post("/recommend/cold", json={"queries": [" "]}).status_code == 422
     assert client.post("/recommend/cold", json={"queries": ["trail"] * 51}).status_code == 422  # at most 50
     assert client.post("/recommend/cold", json={"friend_ids": ["nobody"]}).status_code == 404
+    partly = client.post("/recommend/cold", json={"item_ids": ["i0", "nope", "nope"], "friend_ids": ["u1", "ghost"]})
+    assert partly.status_code == 200 and len(partly.json()["items"]) == 10
+    assert (partly.json()["unknown_item_ids"], partly.json()["unknown_friend_ids"]) == (["nope"], ["ghost"])
     similar = client.get("/similar/i0", params={"k": 3}).json()["items"]
     assert len(similar) == 3 and "i0" not in {r["item_id"] for r in similar}
     missing = client.get("/similar/nothing")
