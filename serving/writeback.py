@@ -45,7 +45,7 @@ def write_back(graph: Graph, rec: Recommender, k: int = 10, batch_size: int = 20
         relationships written (nodes deleted since the model was trained are not counted), and
         ``skipped_embeddings``: rows not written because they are not finite or all zero (Neo4j's
         vector index takes neither; a graph filter gives an item without training events zeros).
-        Those nodes lose any older model's vector.
+        Those nodes lose any vector they held (an older model's, or this one's from an earlier write-back).
 
     Raises:
         kg.lock.LockedError: another write-back held the graph for longer than ``lock_wait_s``.
@@ -67,6 +67,8 @@ def _write_back(graph: Graph, rec: Recommender, k: int, batch_size: int, users: 
                             batch_size):  # the lease is checked before every attempt, a driver retry's too
             counts[f"{kind}s"] += graph.write_counted(f"writeback/set_{kind}_embeddings", before_=lease.check,
                                                       rows=rows, model=rec.version)[1]
+        for skipped in batches((n for n, ok in zip(ids, usable) if not ok), batch_size):
+            graph.write(f"writeback/clear_{kind}_embeddings", before_=lease.check, ids=skipped)
     if counts["skipped_embeddings"]:
         logger.warning("%d embeddings of %s are not finite or all zero: not written (those nodes have no vector)",
                        counts["skipped_embeddings"], rec.version)
