@@ -3,8 +3,9 @@
 For large first loads: rows are written as import CSVs, the managed server is stopped, the
 database is rebuilt offline from the CSVs (replacing its contents), the server is started
 again and the schema applied. It takes the ingest and write-back locks before it stops the
-server (refusing while an ingest, export, retrain, forget-user or write-back holds one), and sets the shared watermark from the events it loaded, so the
-first ``--incremental`` load after it skips what it already holds. Incremental loads go through
+server (refusing while an ingest, export, retrain, forget-user or write-back holds one), and sets
+the shared watermark from the events it loaded, so the first ``--incremental`` load after it
+skips what it already holds. Incremental loads go through
 :func:`kg.ingest.ingest` instead.
 """
 from __future__ import annotations
@@ -123,7 +124,7 @@ def bulk_import(records: GraphRecords, config: Neo4jConfig, workdir: Path | None
 
     Raises:
         Neo4jSetupError: not a managed server, or the importer failed (its output is included).
-        kg.lock.LockedError: a writer holds the ingest lock; nothing was changed.
+        kg.lock.LockedError: a writer holds the ingest or the write-back lock; nothing was changed.
     """
     from .connection import connect
 
