@@ -120,7 +120,8 @@ class NegativeSampler:
         self.num_candidates = num_candidates
         self.max_rounds = max_rounds
         self.chunk = chunk
-        deg = torch.bincount(train.indices, minlength=train.num_items).double()
+        # counted on the host: CUDA's bincount has no deterministic kernel ([train] deterministic)
+        deg = torch.bincount(train.indices.cpu(), minlength=train.num_items).double().to(train.indices.device)
         w = deg.pow(beta)
         w = w + (1e-12 if float(w.sum()) == 0 else 0.0)
         self._cdf = torch.cumsum(w / w.sum(), 0)

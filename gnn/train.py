@@ -68,8 +68,11 @@ def deterministic_algorithms(on: bool, cuda: bool = False) -> Iterator[None]:
         yield
         return
     if cuda and not os.environ.get("CUBLAS_WORKSPACE_CONFIG"):
-        logger.warning("[train] deterministic: set CUBLAS_WORKSPACE_CONFIG=:4096:8 before starting, or cuBLAS "
-                       "products on CUDA stay nondeterministic")
+        if not torch.cuda.is_initialized():  # cuBLAS reads it when first used: still in time
+            os.environ["CUBLAS_WORKSPACE_CONFIG"] = ":4096:8"
+        else:
+            logger.warning("[train] deterministic: set CUBLAS_WORKSPACE_CONFIG=:4096:8 before starting, or "
+                           "cuBLAS products on CUDA stay nondeterministic")
     before, before_warn = torch.are_deterministic_algorithms_enabled(), \
         torch.is_deterministic_algorithms_warn_only_enabled()
     torch.use_deterministic_algorithms(True, warn_only=True)
