@@ -67,6 +67,22 @@ def test_a_k_past_the_rank_keeps_no_null_space_directions() -> None:
         scores.append(model.score_rows(new_user).numpy())
     np.testing.assert_allclose(scores[0], scores[1], atol=1e-5)
 
+def test_rows_scored_in_slices_score_as_in_one_piece(monkeypatch) -> None:
+    """The dense (users x rows) intermediate is bounded by scoring rows in slices: same scores."""
+    import gnn.models.gfcf as gfcf_module
+    from gnn.models.filters import build_filter
+
+    rng = np.random.default_rng(2)
+    R = sp.csr_matrix((rng.random((40, 30)) < 0.2).astype(np.float32))
+    users = np.arange(40)
+    for name, params in (("gfcf", {"k": 6, "alpha": 0.3}), ("bspm", {"k": 6, "beta": 0.2})):
+        fitted = build_filter(name, params).fit(R)
+        whole = fitted.score(users).numpy()
+        monkeypatch.setattr(gfcf_module, "MAX_INTERMEDIATE", 40 * 3)  # three rows a slice
+        np.testing.assert_allclose(fitted.score(users).numpy(), whole, atol=1e-6)
+        monkeypatch.undo()
+
+
 def test_gfcf_errors() -> None:
     with pytest.raises(ValueError):
         GFCF(svd_solver="nope")

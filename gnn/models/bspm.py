@@ -75,9 +75,9 @@ class BSPM(GFCF):
         di, di_inv = self._di.unsqueeze(1), self._di_inv.unsqueeze(1)
         return (self._vt.t() @ (self._vt @ (cols * di))) * di_inv
 
-    def score_rows(self, r_sp: sp.csr_matrix) -> torch.Tensor:
-        """(B, I) float32 scores for (B, I) raw interaction rows, trained users or not."""
-        r = torch.from_numpy(sp.csr_matrix(r_sp, dtype=np.float32).T.toarray()).to(self.device)  # (I, B)
+    def _score_rows(self, r_sp: sp.csr_matrix) -> torch.Tensor:
+        """(B, I) float32 scores for one slice of (B, I) raw interaction rows (GFCF.score_rows)."""
+        r = torch.from_numpy(r_sp.T.toarray()).to(self.device)  # (I, B)
         # blur: Euler steps of x' = xA - x (one unit step is the GF-CF linear filter r A)
         h = self.blur_time / self.blur_steps
         x = r
