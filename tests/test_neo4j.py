@@ -491,7 +491,7 @@ def test_concurrent_writers_write_the_same_graph_as_one(graph):
     assert again["relationships_created"] == 0
 
 
-def test_cli_ingest_saves_quality_summary_and_plot(neo4j_config, tmp_path, monkeypatch, capsys):
+def test_cli_ingest_saves_quality_summary_and_plot(graph, neo4j_config, tmp_path, monkeypatch, capsys):
     import json
 
     from kg.neo4j_server import read_password
