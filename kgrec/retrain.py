@@ -81,7 +81,7 @@ class RetrainReport:
     pruned: list[str] = field(default_factory=list)
     prune_error: str | None = None  # old versions may be left: the next retrain tries again
     timings: dict[str, float] = field(default_factory=dict)
-    gate: str = "undecided"  # "publish" or "reject" once the quality gate decided (GATE_OUTCOMES)
+    gate: str = "undecided"  # "publish" or "reject" once the quality gate decided (prune reads it)
 
 
 def retrain(graph: Graph, cfg: Config, say: Callable[[str], None] = logger.info,

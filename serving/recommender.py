@@ -397,7 +397,7 @@ class Recommender:
         norms = self._item_norms  # once per model: not a normalised copy of the items per request
         if not 0 < float(norms[j]) < math.inf:  # no direction, or not finite (a graph filter's item
             return []  # without training events): nothing is near it, as in the Browser's vector query
-        scores = (self.item_emb @ self.item_emb[j]) / (norms * norms[j])
+        scores = (self.item_emb @ self.item_emb[j]) / (norms * norms[j]).clamp_min(1e-12)  # normalize()'s eps
         scores[~((norms > 0) & (norms < math.inf))] = float("-inf")  # nor is it near them (write-back indexes none)
         scores[j] = float("-inf")
         return self._top(scores, k)
