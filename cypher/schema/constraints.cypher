@@ -6,6 +6,9 @@ CREATE CONSTRAINT query_id IF NOT EXISTS FOR (q:Query) REQUIRE q.id IS UNIQUE;
 CREATE CONSTRAINT entity_id IF NOT EXISTS FOR (e:Entity) REQUIRE e.id IS UNIQUE;
 CREATE CONSTRAINT meta_key IF NOT EXISTS FOR (m:KgrecMeta) REQUIRE m.key IS UNIQUE;
 CREATE CONSTRAINT lock_name IF NOT EXISTS FOR (l:KgrecLock) REQUIRE l.name IS UNIQUE;
+// two demos at once before demo_id existed could leave two markers, on which the constraint fails
+MATCH (m:KgrecDemo) WITH m.id AS id, collect(m) AS markers WHERE size(markers) > 1
+UNWIND markers[1..] AS extra DETACH DELETE extra;
 CREATE CONSTRAINT demo_id IF NOT EXISTS FOR (m:KgrecDemo) REQUIRE m.id IS UNIQUE;
 CREATE INDEX entity_type IF NOT EXISTS FOR (e:Entity) ON (e.type);
 CREATE INDEX entity_name IF NOT EXISTS FOR (e:Entity) ON (e.name);
