@@ -8,7 +8,7 @@ import logging
 import os
 import time
 import uuid
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -27,19 +27,32 @@ LOCK_FILE = ".encode.lock"
 
 
 @contextmanager
-def embeddings_read_lock(snapshot_dir: str | Path) -> Iterator[None]:
+def _encode_lock(snapshot_dir: Path, operation: int) -> Iterator[None]:
+    """Hold the snapshot's ``.encode.lock`` (``fcntl.LOCK_SH`` or ``LOCK_EX``). The file is opened
+    read-only, which flock needs no more than, and made readable by all (another user of the
+    group may encode the same snapshot later). Where it neither exists nor can be made (a
+    read-only snapshot), nobody can be writing vectors there either: held without it."""
+    path = snapshot_dir / LOCK_FILE
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CREAT, 0o666)
+    except OSError:
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            yield
+            return
+    try:
+        fcntl.flock(fd, operation)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def embeddings_read_lock(snapshot_dir: str | Path) -> AbstractContextManager[None]:
     """Hold the snapshot's encode lock shared while a reader checks, loads and describes its text
     vectors: an :func:`encode_snapshot` of another model waits to swap its files in until the reader
-    is done, so the vectors read are the ones the metadata read vouches for. A snapshot where the
-    lock file cannot be made (read-only) is read without it: nobody can be writing there."""
-    try:
-        fh = open(Path(snapshot_dir) / LOCK_FILE, "a")
-    except OSError:
-        yield
-        return
-    with fh:
-        fcntl.flock(fh, fcntl.LOCK_SH)
-        yield
+    is done, so the vectors read are the ones the metadata read vouches for."""
+    return _encode_lock(Path(snapshot_dir), fcntl.LOCK_SH)
 
 
 def build_encoder(cfg: Any, show_progress: bool = True) -> TextEncoder:
@@ -63,13 +76,20 @@ def build_encoder(cfg: Any, show_progress: bool = True) -> TextEncoder:
     return encoder
 
 
-def _texts_digest(texts: list[str]) -> str:
-    """SHA-256 of the texts in order, each after its length (a text may hold any character, NUL too)."""
+DIGEST_VERSION = 2  # text_embeddings.json's "text_digest": 2, length-prefixed; absent: NUL-separated
+
+
+def _texts_digest(texts: list[str], version: int = DIGEST_VERSION) -> str:
+    """SHA-256 of the texts in order, each after its length (a text may hold any character, NUL
+    too); ``version`` 1, NUL after each text, is how metadata written before 2026-12-03 reads."""
     h = hashlib.sha256()
     for t in texts:
         data = t.encode("utf-8", "surrogatepass")
-        h.update(len(data).to_bytes(8, "little"))
+        if version >= 2:
+            h.update(len(data).to_bytes(8, "little"))
         h.update(data)
+        if version < 2:
+            h.update(b"\0")
     return h.hexdigest()
 
 
@@ -119,6 +139,7 @@ def encode_snapshot(snapshot_dir: str | Path, cfg: Any, encoder: TextEncoder | N
         "cache_namespace": encoder.cache_namespace,
         "counts": {kind: int(a.shape[0]) for kind, a in arrays.items()},
         "text_sha256": {kind: _texts_digest(values) for kind, values in texts.items()},
+        "text_digest": DIGEST_VERSION,
         "templates": {"item": cfg.item_template, "query": cfg.query_template, "entity": cfg.entity_template},
         "seconds": round(seconds, 3),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
@@ -133,8 +154,7 @@ def encode_snapshot(snapshot_dir: str | Path, cfg: Any, encoder: TextEncoder | N
         write_synced(tmp, lambda fh: np.savez(fh, **arrays))
         write_synced(meta_tmp, lambda fh: fh.write(json.dumps(meta, indent=2, ensure_ascii=False).encode("utf-8")))
         # one writer at a time, so two runs cannot leave one's vectors under the other's metadata
-        with open(snapshot_dir / LOCK_FILE, "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        with _encode_lock(snapshot_dir, fcntl.LOCK_EX):
             # the old metadata goes first: a run stopped between the two replaces leaves vectors that no
             # metadata vouches for (stale, encoded again), never new vectors under the old description
             (snapshot_dir / META_FILE).unlink(missing_ok=True)
@@ -202,7 +222,9 @@ def stale_embeddings_reason(snapshot_dir: str | Path, cfg: Any, snapshot: Any = 
             return f"encoded by {encoded_fp}, but the Hugging Face cache now holds {cfg.model!r} at {revision}"
     if "text_sha256" in meta:
         texts = node_texts(snapshot if snapshot is not None else Snapshot.load(snapshot_dir), cfg)
-        changed = [kind for kind, values in texts.items() if meta["text_sha256"].get(kind) != _texts_digest(values)]
+        version = int(meta.get("text_digest", 1))
+        changed = [kind for kind, values in texts.items()
+                   if meta["text_sha256"].get(kind) != _texts_digest(values, version)]
         if changed:
             return f"the snapshot's {', '.join(changed)} texts differ from those encoded"
     return None

@@ -451,6 +451,16 @@ def test_encode_snapshot(encoder, tmp_path):
     from kg.snapshot import Snapshot
 
     assert stale_embeddings_reason(snap_dir, cfg) is None
+    written = (snap_dir / "text_embeddings.json").read_text()
+    older = json.loads(written)  # metadata from before the digest was length-prefixed: still current
+    del older["text_digest"]
+    older["text_sha256"] = {kind: _texts_digest(values, 1) for kind, values in node_texts(Snapshot.load(snap_dir), cfg).items()}
+    (snap_dir / "text_embeddings.json").write_text(json.dumps(older))
+    assert stale_embeddings_reason(snap_dir, cfg) is None
+    older["text_sha256"]["item"] = _texts_digest(["something else"], 1)
+    (snap_dir / "text_embeddings.json").write_text(json.dumps(older))
+    assert "item texts differ" in stale_embeddings_reason(snap_dir, cfg)
+    (snap_dir / "text_embeddings.json").write_text(written)
     assert "templates" in stale_embeddings_reason(snap_dir, replace(cfg, item_template="{title}"))
     assert "model_id" in stale_embeddings_reason(snap_dir, replace(cfg, model="bert-base-chinese"))
     changed = Snapshot.load(snap_dir)
