@@ -177,7 +177,7 @@ def _import_and_restart(server: ManagedNeo4j, config: Neo4jConfig, java: str, fi
     and the watermark; the caller holds the server's start lock."""
     from .connection import connect
     from .ingest import watermark_key, watermark_of
-    from .schema import apply_schema
+    from .lock import INGEST_LOCK, STALE_S, graph_lock
 
     server.stop()
     try:  # the server comes back up whatever happens here (an error, a signal)
@@ -203,8 +203,9 @@ def _import_and_restart(server: ManagedNeo4j, config: Neo4jConfig, java: str, fi
         server.start()
     if proc.returncode != 0:  # before the schema: a failed import's own words, not the database's
         raise Neo4jSetupError(f"neo4j-admin import failed:\n{(proc.stdout + proc.stderr)[-2000:]}")
-    with connect(config) as g:
-        apply_schema(g)
+    # the new database holds no lock: taken again (which applies the schema) before its watermark is
+    # set, so an ingest or `demo --reset` waits instead of starting on a database without one
+    with connect(config) as g, graph_lock(g, INGEST_LOCK, wait_s=STALE_S):
         latest, _ = watermark_of(int(r.get("ts") or 0) for r in records.interactions)  # as ingest sets it
         if latest:
             g.write("ingest/set_watermark", key=watermark_key(), value=latest)
