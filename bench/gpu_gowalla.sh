@@ -91,8 +91,10 @@ run() {
 
 more() {  # a second call on the still-warm machine: TRAIN_S more seconds of ours from run's checkpoint
     local json status=0
-    if [ ! -d "$MODELS_DIR/.checkpoints" ]; then  # a fresh machine (the warm one was handed back): no run to continue
-        echo "gpu_gowalla.sh more: no checkpoint in $MODELS_DIR (the machine of \`run\` was handed back); call run again" >&2
+    # no run to continue: a fresh machine (the warm one was handed back), or run's training finished
+    # (a finished run removes its checkpoint)
+    if ! compgen -G "$MODELS_DIR/.checkpoints/*/last.pt" > /dev/null; then
+        echo "gpu_gowalla.sh more: no checkpoint in $MODELS_DIR/.checkpoints to continue (handed back, or run finished)" >&2
         exit 2
     fi
     json=$RESULTS/gnn_lightgcn_$(basename "$DATA")_gpu_more.json
