@@ -195,6 +195,17 @@ def test_lightgcn_ids_are_integers_and_bytes_that_are_not_utf8_are_quarantined(t
     assert all("\ufffd" not in (u.get("props") or {}).get("org_id", "") for u in res.records.users)
 
 
+def test_lightgcn_pair_files_refuse_ids_that_are_not_64_bit_integers(tmp_path):
+    from kg.sources.lightgcn import is_index, iter_pairs
+
+    assert is_index("9223372036854775807") and is_index("00009223372036854775807") and is_index("0")
+    for bad in ("9223372036854775808", "1" * 5000, "1_0", "\u0663", "-1", ""):
+        assert not is_index(bad)
+    (tmp_path / "train.txt").write_text("1 2\n3 9223372036854775808\n")
+    with pytest.raises(ValueError, match=r"train.txt:2: not a non-negative integer id"):
+        list(iter_pairs(tmp_path / "train.txt"))
+
+
 def test_triples_reader(tmp_path):
     _files(tmp_path, {"kg.txt": "1\tmusic.artist.origin\t2\r\n2\tfilm.actor.film\t3\r\n",
                       "item_index2entity_id.txt": "7\t1\r\n"})

@@ -65,8 +65,9 @@ def quarantine_to(gov: "Governor", fname: str) -> Callable[[int, str, str], None
 
 
 def is_index(token: str) -> bool:
-    """Whether ``token`` is a non-negative integer in ASCII digits (``²`` and ``٣`` are not)."""
-    return token.isascii() and token.isdigit()
+    """Whether ``token`` is a non-negative 64-bit integer in ASCII digits (``²`` and ``٣`` are not)."""
+    digits = token.lstrip("0")
+    return token.isascii() and token.isdigit() and (len(digits) < 19 or (len(digits) == 19 and int(digits) < 1 << 63))
 
 
 def index_id(token: str) -> str:
