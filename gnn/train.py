@@ -68,8 +68,8 @@ def deterministic_algorithms(on: bool, cuda: bool = False) -> Iterator[None]:
         yield
         return
     if cuda and not os.environ.get("CUBLAS_WORKSPACE_CONFIG"):
-        if not torch.cuda.is_initialized():  # cuBLAS reads it when first used: still in time
-            os.environ["CUBLAS_WORKSPACE_CONFIG"] = ":4096:8"
+        if not torch.cuda.is_initialized():  # cuBLAS reads it once, when first used: still in time
+            os.environ["CUBLAS_WORKSPACE_CONFIG"] = ":4096:8"  # and left set: it cannot be taken back
         else:
             logger.warning("[train] deterministic: set CUBLAS_WORKSPACE_CONFIG=:4096:8 before starting, or "
                            "cuBLAS products on CUDA stay nondeterministic")
