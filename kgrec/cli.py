@@ -264,7 +264,8 @@ def _print_items(items: list) -> None:
 
 
 def cmd_recommend(args: argparse.Namespace, cfg: Config) -> None:
-    _print_items(_one_request(args, cfg).recommend(args.user, args.k, within=args.within or ()))
+    _print_items(_one_request(args, cfg).recommend(args.user, args.k, within=args.within or (),
+                                                   exclude=args.exclude or ()))
 
 
 def cmd_search(args: argparse.Namespace, cfg: Config) -> None:
@@ -294,8 +295,9 @@ def cmd_writeback(args: argparse.Namespace, cfg: Config) -> None:
 def cmd_retrain(args: argparse.Namespace, cfg: Config) -> int:
     """Exit status 0 when the new model was published, 3 when the quality gate kept the served one,
     4 when it was published but its write-back to Neo4j failed (``kgrec writeback`` retries it), 5
-    when the new model is broken (no finite test score: never published, a run to look into)."""
-    from .retrain import retrain
+    when the new model is broken (no finite test score: never published, a run to look into), 6
+    when another retrain of the model directory is still running (nothing was done)."""
+    from .retrain import RetrainBusyError, retrain
 
     _lock_wait(args, cfg)
     if args.model:
@@ -303,7 +305,11 @@ def cmd_retrain(args: argparse.Namespace, cfg: Config) -> int:
     if args.no_writeback:
         cfg.retrain.writeback = False
     with _graph(cfg) as g:
-        report = retrain(g, cfg, say=lambda line: print(line, file=sys.stderr), force=args.force)
+        try:
+            report = retrain(g, cfg, say=lambda line: print(line, file=sys.stderr), force=args.force)
+        except RetrainBusyError as e:  # yesterday's run still going: not an error to look into
+            print(f"kgrec: {e}", file=sys.stderr)
+            return 6
     print(json.dumps(dataclasses.asdict(report), indent=2))
     if report.published:
         return 4 if report.writeback_error else 0
@@ -437,6 +443,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-k", type=_positive_int, default=10)
     s.add_argument("--within", action="append", metavar="ATTRIBUTE",
                    help="rank only items with this attribute (an entity id such as genre:Comedy); repeatable")
+    s.add_argument("--exclude", action="append", metavar="ITEM",
+                   help="leave this item out too (repeat the flag for several): one taken up since the model's snapshot")
     s.add_argument("--model", help="artifact directory (default: serving.model_dir, else <train.out_dir>/current)")
     s.set_defaults(func=cmd_recommend)
 

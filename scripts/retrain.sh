@@ -14,7 +14,8 @@
 # and every KGREC_* / NEO4J_* setting kgrec reads.
 # Exit status: 0 published, 3 the quality gate kept the served model, 4 published but the write-back
 # to Neo4j failed (`kgrec writeback` retries it), 5 the new model is broken (no finite test score; the
-# served one stays), anything else an error.
+# served one stays), 6 another retrain of the model directory is still running (nothing done),
+# anything else an error.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 export KGREC_WORKDIR=${KGREC_WORKDIR:-$root/.kgrec}

@@ -95,8 +95,11 @@ def create_app(model_dir: str | Path, reload_check_s: float = 1.0, cfg: ServingC
     def recommend(user_id: str, k: int = Query(10, ge=1, le=1000),
                   within: list[str] = Query([], description="attribute ids (genre:Comedy): "
                                             "rank only the items linked to every one"),
+                  exclude: list[str] = Query([], max_length=10_000,
+                                             description="item ids to leave out besides the user's own "
+                                                         "(taken up since the model's snapshot, say)"),
                   rec: Recommender = Depends(get_recommender)) -> Recommendations:
-        return _answer(rec, lambda: rec.recommend(user_id, k, within=within))
+        return _answer(rec, lambda: rec.recommend(user_id, k, within=within, exclude=exclude))
 
     @app.post("/recommend/cold", response_model=ColdStartRecommendations)
     def cold(body: ColdStartRequest, rec: Recommender = Depends(get_recommender)) -> ColdStartRecommendations:

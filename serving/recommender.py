@@ -229,23 +229,35 @@ class Recommender:
         return self.item_emb @ user_vector
 
     def recommend(self, user_id: str, k: int = 10, exclude_seen: bool = True,
-                  within: str | list[str] | tuple[str, ...] = ()) -> list[Recommendation]:
+                  within: str | list[str] | tuple[str, ...] = (),
+                  exclude: str | list[str] | tuple[str, ...] = ()) -> list[Recommendation]:
         """Top-``k`` items for a known user, excluding the items they interacted with by default.
         With ``within`` (attribute or knowledge-graph entity ids), only the items linked to every
-        one of them are ranked: graph recall, then the model's scores.
+        one of them are ranked: graph recall, then the model's scores. ``exclude`` leaves out more
+        items (ids the model does not know are ignored): what the user took up since the model's
+        snapshot, say, which the model cannot know.
 
         Raises:
             UnknownUserError: the user is not in the model.
             UnknownAttributeError: a ``within`` id links to no item of the model.
         """
         within = [a for a in _id_list(within) if a]  # an empty value (``?within=``) constrains nothing
+        left_out = np.array(sorted({self.item_index[i] for i in _id_list(exclude) if i in self.item_index}), np.int64)
         if not within:
-            return self.recommend_many([user_id], k, exclude_seen)[0]
+            if not len(left_out):
+                return self.recommend_many([user_id], k, exclude_seen)[0]
+            if k < 0:
+                raise ValueError(f"k must be >= 0, got {k}")
+            # the left-out items can take at most their number of places in a longer list
+            longer = self.recommend_many([user_id], k + len(left_out), exclude_seen)[0]
+            dropped = {self.item_ids[j] for j in left_out}
+            return [r for r in longer if r.item_id not in dropped][:k]
         u = self._user(user_id)
         rows = torch.from_numpy(self.items_within(within))
         scores = self._candidate_scores(u, rows)
         if exclude_seen:
             scores[torch.from_numpy(np.isin(rows.numpy(), self._seen_rows(u)))] = float("-inf")
+        scores[torch.from_numpy(np.isin(rows.numpy(), left_out))] = float("-inf")
         return self._top(scores, k, rows)
 
     def recommend_many(self, user_ids: list[str], k: int = 10, exclude_seen: bool = True) -> list[list[Recommendation]]:

@@ -368,6 +368,13 @@ def test_recommendations_within_an_attribute(trained, tmp_path, capsys):
     got = client.get("/recommend/u0", params={"k": 5, "within": [other]})
     assert got.status_code == 200 and [i["item_id"] for i in got.json()["items"]] == [r.item_id for r in found]
     assert client.get("/recommend/u0", params={"within": "cat:nothing"}).status_code == 404
+    # items taken up since the snapshot, left out by the caller, within an attribute and without
+    taken = [found[0].item_id, found[2].item_id]
+    assert [r.item_id for r in rec.recommend("u0", 5, within=[other], exclude=taken)] == \
+        [i for i in whole if i not in taken][:5]
+    plain = [r.item_id for r in rec.recommend("u0", 8)]
+    left = client.get("/recommend/u0", params={"k": 6, "exclude": plain[:2]}).json()["items"]
+    assert [i["item_id"] for i in left] == plain[2:8]
     assert not main(["recommend", "u0", "-k", "3", "--within", other, "--model", str(artifact)])  # exit status 0
     assert [line.split("\t")[0] for line in capsys.readouterr().out.splitlines()] == [r.item_id for r in found[:3]]
 

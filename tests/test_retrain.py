@@ -203,6 +203,11 @@ def test_cli_retrain_exit_status_says_whether_it_published(loaded, neo4j_config,
                        "KGREC_TRAIN__LR": "0.02", "KGREC_TRAIN__BATCH_SIZE": "512", "KGREC_TRAIN__KS": "10,20",
                        "KGREC_ENCODER__CACHE_DIR": str(loaded[1].encoder.cache_dir)}.items():
         monkeypatch.setenv(var, value)
+    models = tmp_path / "cli" / "models"
+    models.mkdir(parents=True)
+    with _exclusive(models / ".retrain.lock"):  # yesterday's run still going: its own status, nothing done
+        assert main(["retrain", "--model", "lightgcn", "--no-writeback"]) == 6
+    assert "another retrain is running" in capsys.readouterr().err and not list(models.iterdir())[1:]
     assert main(["retrain", "--model", "lightgcn", "--no-writeback"]) == 0
     first = json.loads(capsys.readouterr().out)
     assert first["published"] and first["writeback"] is None

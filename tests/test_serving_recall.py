@@ -136,6 +136,19 @@ def test_similar_items_rank_by_cosine_and_skip_the_item_itself():
     np.testing.assert_allclose([r.score for r in got], np.sort(cosine)[::-1][:10], rtol=1e-5)
 
 
+def test_exclude_leaves_out_more_items_and_still_fills_the_list():
+    """Items a user took up since the snapshot, left out by the caller: the list is the one without
+    them, still k long, on the exact path and through recall alike; unknown ids are ignored."""
+    rec = clustered()
+    full = [r.item_id for r in rec.recommend("u3", 20)]
+    gone = [*full[:3], full[7], "nope"]
+    got = [r.item_id for r in rec.recommend("u3", 10, exclude=gone)]
+    assert got == [i for i in full if i not in gone][:10]
+    assert [r.item_id for r in rec.recommend("u3", 10, exclude="nope")] == full[:10]
+    rec.use_index(ServingConfig(ann_min_items=1000, ann_nprobe=10_000))
+    assert [r.item_id for r in rec.recommend("u3", 10, exclude=gone)] == got
+
+
 def test_items_without_a_direction_are_nobodys_neighbours():
     """A zero row (a graph filter's item without training events) or a broken one is near nothing,
     as in the Browser's vector index, which holds neither: not a neighbour at cosine 0 either."""
