@@ -28,19 +28,25 @@ LOCK_FILE = ".encode.lock"
 
 @contextmanager
 def _encode_lock(snapshot_dir: Path, operation: int) -> Iterator[None]:
-    """Hold the snapshot's ``.encode.lock`` (``fcntl.LOCK_SH`` or ``LOCK_EX``). The file is opened
-    read-only, which flock needs no more than, and made readable by all (another user of the
-    group may encode the same snapshot later). Where it neither exists nor can be made (a
-    read-only snapshot), nobody can be writing vectors there either: held without it."""
+    """Hold the snapshot's ``.encode.lock`` (``fcntl.LOCK_SH`` or ``LOCK_EX``). Readers open it
+    read-only, which a local flock needs no more than (a reader that made it must not lock a later
+    encoder of the group out); the writer opens it for writing where it may (NFS's emulated flock
+    takes an exclusive lock only on a file open for writing). Where it neither exists nor can be
+    made (a read-only snapshot), nobody can be writing vectors there either: held without it."""
     path = snapshot_dir / LOCK_FILE
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CREAT, 0o666)
-    except OSError:
+    modes = ([os.O_RDWR | os.O_CREAT] if operation == fcntl.LOCK_EX else []) + [os.O_RDONLY | os.O_CREAT, os.O_RDONLY]
+    fd = None
+    for mode in modes:
         try:
-            fd = os.open(path, os.O_RDONLY)
+            fd = os.open(path, mode, 0o666)
+            break
         except FileNotFoundError:
-            yield
-            return
+            break  # no lock file and none can be made: a read-only snapshot
+        except OSError:
+            continue  # not ours to write, or a read-only file system: the next, narrower mode
+    if fd is None:
+        yield
+        return
     try:
         fcntl.flock(fd, operation)
         yield
@@ -76,12 +82,12 @@ def build_encoder(cfg: Any, show_progress: bool = True) -> TextEncoder:
     return encoder
 
 
-DIGEST_VERSION = 2  # text_embeddings.json's "text_digest": 2, length-prefixed; absent: NUL-separated
+DIGEST_VERSION = 2  # text_embeddings.json's "text_digest": 2, length-prefixed; absent: either
 
 
 def _texts_digest(texts: list[str], version: int = DIGEST_VERSION) -> str:
     """SHA-256 of the texts in order, each after its length (a text may hold any character, NUL
-    too); ``version`` 1, NUL after each text, is how metadata written before 2026-12-03 reads."""
+    too); ``version`` 1, NUL after each text, is how older metadata (without ``text_digest``) reads."""
     h = hashlib.sha256()
     for t in texts:
         data = t.encode("utf-8", "surrogatepass")
@@ -222,9 +228,9 @@ def stale_embeddings_reason(snapshot_dir: str | Path, cfg: Any, snapshot: Any = 
             return f"encoded by {encoded_fp}, but the Hugging Face cache now holds {cfg.model!r} at {revision}"
     if "text_sha256" in meta:
         texts = node_texts(snapshot if snapshot is not None else Snapshot.load(snapshot_dir), cfg)
-        version = int(meta.get("text_digest", 1))
+        versions = [int(meta["text_digest"])] if "text_digest" in meta else [1, 2]  # older: either form
         changed = [kind for kind, values in texts.items()
-                   if meta["text_sha256"].get(kind) != _texts_digest(values, version)]
+                   if meta["text_sha256"].get(kind) not in {_texts_digest(values, v) for v in versions}]
         if changed:
             return f"the snapshot's {', '.join(changed)} texts differ from those encoded"
     return None

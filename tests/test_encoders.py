@@ -457,6 +457,10 @@ def test_encode_snapshot(encoder, tmp_path):
     older["text_sha256"] = {kind: _texts_digest(values, 1) for kind, values in node_texts(Snapshot.load(snap_dir), cfg).items()}
     (snap_dir / "text_embeddings.json").write_text(json.dumps(older))
     assert stale_embeddings_reason(snap_dir, cfg) is None
+    unmarked = {**json.loads(written), "text_digest": None}  # length-prefixed digests, no field: current too
+    del unmarked["text_digest"]
+    (snap_dir / "text_embeddings.json").write_text(json.dumps(unmarked))
+    assert stale_embeddings_reason(snap_dir, cfg) is None
     older["text_sha256"]["item"] = _texts_digest(["something else"], 1)
     (snap_dir / "text_embeddings.json").write_text(json.dumps(older))
     assert "item texts differ" in stale_embeddings_reason(snap_dir, cfg)
