@@ -177,7 +177,7 @@ def _import_and_restart(server: ManagedNeo4j, config: Neo4jConfig, java: str, fi
     and the watermark; the caller holds the server's start lock."""
     from .connection import connect
     from .ingest import watermark_key, watermark_of
-    from .lock import INGEST_LOCK, STALE_S, graph_lock
+    from .lock import INGEST_LOCK, STALE_S, LockedError, describe_holder, graph_lock, lock_holder
 
     server.stop()
     try:  # the server comes back up whatever happens here (an error, a signal)
@@ -205,9 +205,18 @@ def _import_and_restart(server: ManagedNeo4j, config: Neo4jConfig, java: str, fi
         raise Neo4jSetupError(f"neo4j-admin import failed:\n{(proc.stdout + proc.stderr)[-2000:]}")
     # the new database holds no lock: taken again (which applies the schema) before its watermark is
     # set, so an ingest or `demo --reset` waits instead of starting on a database without one
-    with connect(config) as g, graph_lock(g, INGEST_LOCK, wait_s=STALE_S):
-        latest, _ = watermark_of(int(r.get("ts") or 0) for r in records.interactions)  # as ingest sets it
-        if latest:
-            g.write("ingest/set_watermark", key=watermark_key(), value=latest)
+    latest, _ = watermark_of(int(r.get("ts") or 0) for r in records.interactions)  # as ingest sets it
+    with connect(config) as g:
+        try:
+            with graph_lock(g, INGEST_LOCK, wait_s=STALE_S):
+                if latest:
+                    g.write("ingest/set_watermark", key=watermark_key(), value=latest)
+        except LockedError:  # a writer that waited out the restart took it first, and kept it
+            if latest:  # else nothing was left to do: graph_lock applied the schema before it waited
+                holder = lock_holder(g, INGEST_LOCK)
+                raise LockedError(f"the bulk import replaced the database, but another writer took the ingest "
+                                  f"lock first ({describe_holder(holder) if holder else 'since done'}); the "
+                                  f"shared watermark was not set: once that writer is done, run "
+                                  f"`kgrec watermark --set {latest}`") from None
     timings["restart_seconds"] = round(time.perf_counter() - t, 2)
     return {**timings, "summary": proc.stdout.strip().splitlines()[-6:]}
