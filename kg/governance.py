@@ -294,9 +294,14 @@ def parse_timestamp(value: Any) -> int:
     return seconds
 
 
+def fits_int64(value: int) -> bool:
+    """Whether Neo4j can store ``value`` as an integer (64 bits, signed)."""
+    return -(1 << 63) <= value < (1 << 63)
+
+
 def _int64(value: int, what: str) -> int:
     """``value`` if Neo4j can store it (a 64-bit integer), else a GovernanceError."""
-    if not -(1 << 63) <= value < (1 << 63):
+    if not fits_int64(value):
         raise GovernanceError(f"{what} {_clip(str(value), 40)} is outside the 64-bit integer range")
     return value
 

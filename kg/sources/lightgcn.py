@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Callable, Iterator
 
 import numpy as np
 
+from ..governance import fits_int64
 from ..records import GraphRecords, InteractionRow
 from ..snapshot import Interactions, Snapshot
 from .tabular import decoded_lines
@@ -67,7 +68,7 @@ def quarantine_to(gov: "Governor", fname: str) -> Callable[[int, str, str], None
 def is_index(token: str) -> bool:
     """Whether ``token`` is a non-negative 64-bit integer in ASCII digits (``²`` and ``٣`` are not)."""
     digits = token.lstrip("0")
-    return token.isascii() and token.isdigit() and (len(digits) < 19 or (len(digits) == 19 and int(digits) < 1 << 63))
+    return token.isascii() and token.isdigit() and len(digits) <= 19 and fits_int64(int(digits or "0"))
 
 
 def index_id(token: str) -> str:

@@ -56,8 +56,8 @@ from collections import deque
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
-from ..governance import (PROP_RE, RESERVED_PROPS, Governor, KnownIds, LoadResult, id_text, is_blank_id,
-                          is_plain_number)
+from ..governance import (PROP_RE, RESERVED_PROPS, Governor, KnownIds, LoadResult, fits_int64, id_text,
+                          is_blank_id, is_plain_number)
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -368,7 +368,7 @@ def _convert_props(spec: dict, row: dict) -> dict:
                 if typ in ("int", "float") and not is_plain_number(value):
                     raise ValueError(value)
                 if typ == "int":
-                    if not -(1 << 63) <= int(value) < (1 << 63):  # Neo4j stores 64-bit integers
+                    if not fits_int64(int(value)):
                         raise ValueError(value)
                     value = int(value)
                 elif typ == "float":
@@ -398,7 +398,7 @@ def _typed_json_value(col: str, typ: str, value: Any) -> Any:
     if typ == "str" and (number or isinstance(value, bool)):
         return str(value).lower() if isinstance(value, bool) else str(value)
     if typ == "int" and number and (isinstance(value, int) or value.is_integer()):
-        if not -(1 << 63) <= int(value) < (1 << 63):  # Neo4j stores 64-bit integers
+        if not fits_int64(int(value)):
             raise ValueError(f"property {col!r} is outside the 64-bit integer range: {str(value)[:80]!r}")
         return int(value)
     if typ == "float" and number:
