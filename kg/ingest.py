@@ -63,15 +63,18 @@ STATEMENTS: dict[str, str] = {
 assert list(STATEMENTS) == [f.name for f in fields(GraphRecords)]
 
 
-def _normalise_interactions(rows: list[dict]) -> list[dict]:
-    return [{"user": r["user"], "item": r["item"], "kind": r.get("kind") or "interact",
-             "weight": float(r.get("weight", 1.0)), "ts": int(r.get("ts") or 0),
-             "split": r.get("split") or ""} for r in rows]
-
-
 def event_key(row: dict) -> tuple[str, str, str, int]:
     """An interaction row's identity in the graph, ``(user, item, kind, ts)``, as ingest writes it."""
     return row["user"], row["item"], row.get("kind") or "interact", int(row.get("ts") or 0)
+
+
+def _normalise_interactions(rows: list[dict]) -> list[dict]:
+    out = []
+    for r in rows:
+        user, item, kind, ts = event_key(r)  # the defaults the skipped-event filter reads too
+        out.append({"user": user, "item": item, "kind": kind, "ts": ts, "weight": float(r.get("weight", 1.0)),
+                    "split": r.get("split") or ""})
+    return out
 
 
 def _write_interactions(graph: Graph, events: list[dict], cfg: IngestConfig, totals: dict[str, int],
