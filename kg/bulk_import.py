@@ -3,9 +3,10 @@
 For large first loads: rows are written as import CSVs, the managed server is stopped, the
 database is rebuilt offline from the CSVs (replacing its contents), the server is started
 again and the schema applied. It takes the ingest and write-back locks before it stops the
-server (refusing while an ingest, export, retrain, forget-user or write-back holds one), and sets
-the shared watermark from the events it loaded, so the first ``--incremental`` load after it
-skips what it already holds. Incremental loads go through
+server (refusing while an ingest, export, retrain, forget-user or write-back holds one), and
+imports the shared watermark of the events it loaded with them, so the new database holds it from
+its first moment and the first ``--incremental`` load after it skips what it already holds.
+Incremental loads go through
 :func:`kg.ingest.ingest` instead.
 """
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import TYPE_CHECKING, Iterator
 from kgrec.config import Neo4jConfig
 
 from .errors import Neo4jSetupError
+from .ingest import watermark_key, watermark_of
 from .neo4j_server import ADMIN_TOOL, ManagedNeo4j, _java
 from .records import GraphRecords
 
@@ -84,9 +86,9 @@ def _prop_values(row: dict, cols: list[tuple[str, str]]) -> list:
 def write_import_csvs(records: GraphRecords, out: Path) -> dict[str, Path]:
     """Write node and relationship CSVs in neo4j-admin's header format. Returns files by name."""
     out.mkdir(parents=True, exist_ok=True)
-    files = {k: out / f"{k}.csv" for k in ("users", "items", "queries", "entities", "interactions", "searched",
-                                             "relevant", "has_attribute", "user_attribute", "related",
-                                             "friend")}
+    files = {k: out / f"{k}.csv" for k in ("users", "items", "queries", "entities", "meta", "interactions",
+                                             "searched", "relevant", "has_attribute", "user_attribute",
+                                             "related", "friend")}
     user_cols = _prop_columns(records.users, {"id"})
     item_cols = _prop_columns(records.items, {"id", "title", "description"})
     _write(files["users"], ["id:ID(User)", *(f"{k}:{t}" for k, t in user_cols)],
@@ -99,6 +101,10 @@ def write_import_csvs(records: GraphRecords, out: Path) -> dict[str, Path]:
     extra = {x for t in records.triples for x in (t["head"], t["tail"]) if x not in known}
     _write(files["entities"], ["id:ID(Entity)", "type", "name"],
            [[e["id"], e["type"], e["name"]] for e in records.entities] + [[x, "kg", x] for x in sorted(extra)])
+    # the shared watermark, as ingest sets it: a writer that starts the moment the server is back
+    # finds it (set after the restart, an incremental load could start before it)
+    latest, _ = watermark_of(int(r.get("ts") or 0) for r in records.interactions)
+    _write(files["meta"], ["key:ID(KgrecMeta)", "value:long"], [] if latest is None else [[watermark_key(), latest]])
     _write(files["interactions"], [":START_ID(User)", ":END_ID(Item)", "kind", "weight:float", "ts:long", "split"],
            ([r["user"], r["item"], r.get("kind") or "interact", float(r.get("weight", 1.0)), int(r.get("ts") or 0),
              r.get("split") or ""] for r in records.interactions))
@@ -137,9 +143,9 @@ def bulk_import(records: GraphRecords, config: Neo4jConfig, workdir: Path | None
         timings["csv_seconds"] = round(time.perf_counter() - t, 2)
         with server.exclusive():  # no `kgrec neo4j start` (a cron retrain's) between the stop and the start
             if not server.status().running:
-                return _import_and_restart(server, config, java, files, Path(tmp), records, timings)
+                return _import_and_restart(server, config, java, files, Path(tmp), timings)
             with connect(config) as g, _writers_locked_out(g):  # taken now, after the CSVs and the wait
-                return _import_and_restart(server, config, java, files, Path(tmp), records, timings)
+                return _import_and_restart(server, config, java, files, Path(tmp), timings)
 
 
 @contextmanager
@@ -172,12 +178,11 @@ def _writers_locked_out(graph: Graph) -> Iterator[None]:
 
 
 def _import_and_restart(server: ManagedNeo4j, config: Neo4jConfig, java: str, files: dict[str, Path], tmp: Path,
-                        records: GraphRecords, timings: dict[str, float]) -> dict:
-    """Stop the server, run neo4j-admin import, start it again (whatever happens), then the schema
-    and the watermark; the caller holds the server's start lock."""
+                        timings: dict[str, float]) -> dict:
+    """Stop the server, run neo4j-admin import, start it again (whatever happens), then apply the
+    schema; the caller holds the server's start lock."""
     from .connection import connect
-    from .ingest import watermark_key, watermark_of
-    from .lock import INGEST_LOCK, STALE_S, LockedError, describe_holder, graph_lock, lock_holder
+    from .schema import apply_schema
 
     server.stop()
     try:  # the server comes back up whatever happens here (an error, a signal)
@@ -189,6 +194,7 @@ def _import_and_restart(server: ManagedNeo4j, config: Neo4jConfig, java: str, fi
                 "--overwrite-destination=true", "--threads=2", f"--report-file={tmp / 'import.report'}",
                 f"--nodes=User={files['users']}", f"--nodes=Item={files['items']}",
                 f"--nodes=Query={files['queries']}", f"--nodes=Entity={files['entities']}",
+                f"--nodes=KgrecMeta={files['meta']}",
                 f"--relationships=INTERACTED={files['interactions']}",
                 f"--relationships=SEARCHED={files['searched']}", f"--relationships=RELEVANT={files['relevant']}",
                 f"--relationships=HAS_ATTRIBUTE={files['has_attribute']}",
@@ -203,20 +209,7 @@ def _import_and_restart(server: ManagedNeo4j, config: Neo4jConfig, java: str, fi
         server.start()
     if proc.returncode != 0:  # before the schema: a failed import's own words, not the database's
         raise Neo4jSetupError(f"neo4j-admin import failed:\n{(proc.stdout + proc.stderr)[-2000:]}")
-    # the new database holds no lock: taken again (which applies the schema) before its watermark is
-    # set, so an ingest or `demo --reset` waits instead of starting on a database without one
-    latest, _ = watermark_of(int(r.get("ts") or 0) for r in records.interactions)  # as ingest sets it
-    with connect(config) as g:
-        try:
-            with graph_lock(g, INGEST_LOCK, wait_s=STALE_S):
-                if latest:
-                    g.write("ingest/set_watermark", key=watermark_key(), value=latest)
-        except LockedError:  # a writer that waited out the restart took it first, and kept it
-            if latest:  # else nothing was left to do: graph_lock applied the schema before it waited
-                holder = lock_holder(g, INGEST_LOCK)
-                raise LockedError(f"the bulk import replaced the database, but another writer took the ingest "
-                                  f"lock first ({describe_holder(holder) if holder else 'since done'}); the "
-                                  f"shared watermark was not set: once that writer is done, run "
-                                  f"`kgrec watermark --set {latest}`") from None
+    with connect(config) as g:  # the watermark came with the import; a writer waiting out the restart may go
+        apply_schema(g)
     timings["restart_seconds"] = round(time.perf_counter() - t, 2)
     return {**timings, "summary": proc.stdout.strip().splitlines()[-6:]}

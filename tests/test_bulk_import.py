@@ -28,6 +28,9 @@ def test_bulk_import_then_merge_changes_nothing(neo4j_config):
         assert get_watermark(g) == max(r["ts"] for r in records.interactions)
         again = ingest(g, records, IngestConfig(), progress=False)
         assert again["nodes_created"] == 0 and again["relationships_created"] == 0
+        # the imported watermark node is the one ingest's MERGE finds (no second one beside it)
+        assert g.driver.execute_query("MATCH (m:KgrecMeta) RETURN count(m) AS n",
+                                      database_=g.database).records[0]["n"] == 1
 
 
 def test_bulk_import_refuses_to_replace_the_database_under_a_running_ingest(neo4j_config):
@@ -90,3 +93,23 @@ def test_bulk_import_refuses_a_property_name_that_is_header_syntax(neo4j_config,
 
     with pytest.raises(Neo4jSetupError, match="without --bulk"):
         write_import_csvs(GraphRecords(users=[{"id": "a", "props": {"x:ID(User)": 1}}]), tmp_path)
+
+
+def test_bulk_import_writes_the_watermark_into_the_import(tmp_path):
+    """The new database holds the shared watermark from its first moment: a writer that waited out
+    the restart finds it (one set after the restart could come too late)."""
+    import csv
+    import time
+
+    from kg.bulk_import import write_import_csvs
+    from kg.ingest import watermark_key
+    from kg.records import GraphRecords
+
+    events = [{"user": "a", "item": "x", "ts": 5}, {"user": "a", "item": "y", "ts": 7},
+              {"user": "a", "item": "z", "ts": int(time.time()) + 10 * 86_400}]  # a mistyped date: left out
+    files = write_import_csvs(GraphRecords(interactions=events), tmp_path / "with")
+    with files["meta"].open(newline="") as fh:
+        assert list(csv.reader(fh)) == [["key:ID(KgrecMeta)", "value:long"], [watermark_key(), "7"]]
+    files = write_import_csvs(GraphRecords(), tmp_path / "without")
+    with files["meta"].open(newline="") as fh:
+        assert list(csv.reader(fh)) == [["key:ID(KgrecMeta)", "value:long"]]
