@@ -96,6 +96,8 @@ def evaluate(score_fn: ScoreFn,
     for name, m in (("train", train_m), ("truth", truth_m), ("exclude", excl_m)):
         if m is not None and m.shape[1] != num_items:
             raise ValueError(f"{name} has {m.shape[1]} item columns, expected num_items={num_items}")
+        if m is not None and m.shape[0] < truth_m.shape[0]:  # a truth user's masked items are looked up
+            raise ValueError(f"{name} has {m.shape[0]} user rows, fewer than truth's {truth_m.shape[0]}")
     users = np.flatnonzero(np.diff(truth_m.indptr) > 0)
     if len(users) == 0:
         raise ValueError("no user has truth items")

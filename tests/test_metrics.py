@@ -135,3 +135,6 @@ def test_evaluate_ignores_stored_zeros_and_nan_scores() -> None:
         evaluate(score_fn, train, truth, ks=[0, 5], num_items=5)
     with pytest.raises(ValueError, match="item columns"):
         evaluate(score_fn, train, to_csr(np.array([0]), np.array([1]), 3, 4), ks=[2], num_items=5)
+    with pytest.raises(ValueError, match="fewer than truth's"):  # not an IndexError from the masking
+        evaluate(score_fn, to_csr(np.array([0]), np.array([1]), 1, 5), to_csr(np.array([1]), np.array([2]), 2, 5),
+                 ks=[2], num_items=5)
