@@ -50,6 +50,12 @@ def test_randomized_solver_is_seeded_and_leaves_the_global_rng_alone() -> None:
     assert torch.equal(torch.get_rng_state(), before)
     again = GFCF(k=5, svd_solver="randomized", seed=7).fit(R).score(np.arange(30))
     assert torch.equal(first, again)
+    # nor a seed the caller queued for a GPU not started yet (torch.manual_seed replaces it)
+    tracker = getattr(torch.cuda, "_lazy_seed_tracker", None)
+    if tracker is not None and not torch.cuda.is_initialized():
+        queued = tracker.get_calls()
+        GFCF(k=5, svd_solver="randomized", seed=7).fit(R)
+        assert tracker.get_calls() == queued
 
 
 

@@ -79,11 +79,16 @@ class GFCF:
                 sv, vt = sv[order], vt[order]
             else:
                 a = self._to_torch(Rn, layout=torch.sparse_coo)
-                # manual_seed reseeds every GPU, so every started GPU's state is saved and restored
-                # (asking for an unstarted one's would start a CUDA context on it)
+                # every started GPU's state is saved and restored (asking for an unstarted one's
+                # would start a CUDA context on it)
                 cuda = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
                 with torch.random.fork_rng(devices=cuda):  # a seeded projection; the caller's RNG is untouched
-                    torch.manual_seed(self.seed)
+                    # not torch.manual_seed: for an unstarted GPU it queues the seed, replacing the
+                    # caller's queued one, and fork_rng cannot take it back
+                    torch.default_generator.manual_seed(self.seed)
+                    if a.is_cuda:  # started by the move there
+                        with torch.cuda.device(a.device):
+                            torch.cuda.manual_seed(self.seed)
                     _, sv_t, v = torch.svd_lowrank(a, q=min(k + 64, min(Rn.shape)), niter=6)
                 sv, vt = sv_t[:k].cpu().numpy(), v[:, :k].t().cpu().numpy()
             # a k past R's rank brings null-space vectors, arbitrary and solver-dependent: a new
