@@ -120,7 +120,7 @@ def encode_snapshot(snapshot_dir: str | Path, cfg: Any, encoder: TextEncoder | N
     """
     from kg.snapshot import Snapshot
 
-    snapshot_dir = Path(snapshot_dir)
+    snapshot_dir = Path(snapshot_dir).resolve()  # through a `-latest` link: the vectors go beside the texts read
     snapshot = Snapshot.load(snapshot_dir)
     texts = node_texts(snapshot, cfg)
     if encoder is None:

@@ -183,8 +183,9 @@ class Snapshot:
 
     @classmethod
     def load(cls, path: str | Path) -> "Snapshot":
-        """Read a snapshot written by :meth:`save`."""
-        path = Path(path)
+        """Read a snapshot written by :meth:`save` (through a ``-latest`` link: the one it names when
+        called, every file from that one, whatever an export re-points meanwhile)."""
+        path = Path(path).resolve()
         if not (path / "meta.json").is_file():
             raise FileNotFoundError(f"{path} is not a kgrec snapshot (no meta.json)")
         meta = json.loads((path / "meta.json").read_text(encoding="utf-8"))

@@ -73,9 +73,12 @@ def train_model(snapshot: Path, cfg: Config, publish: bool = True,
     from gnn.train import train
     from kg.snapshot import Snapshot
 
+    # through a `-latest` link that an export re-points while this trains: the data, the vectors and
+    # the artifact's record all come from the snapshot it named at the start
+    snapshot = Path(snapshot).resolve()
     text, text_index = None, None
     snap = Snapshot.load(snapshot)
-    vectors = Path(snapshot) / "text_embeddings.npz"
+    vectors = snapshot / "text_embeddings.npz"
     arrays: dict = {}
     with embeddings_read_lock(snapshot):  # check, vectors and query setting of one `kgrec encode`
         try:
@@ -115,7 +118,7 @@ def train_model(snapshot: Path, cfg: Config, publish: bool = True,
     else:
         logger.info("%s was not encoded: the model will answer no free-text search", snapshot)
     artifact = train(snap, cfg.train, Path(cfg.train.out_dir), text,
-                     snapshot_path=Path(snapshot).resolve(), publish_current=False, text_index=text_index,
+                     snapshot_path=snapshot, publish_current=False, text_index=text_index,
                      extra_meta=extra_meta)
     try:
         _add_recall_index(artifact, cfg)

@@ -244,3 +244,42 @@ def test_the_export_reads_interactions_user_by_user_without_grouping_the_whole_g
         return op.startswith("Eager") or any(eager_outside_the_subquery(c) for c in children)
 
     assert not eager_outside_the_subquery(plan)
+
+
+def test_a_snapshot_read_through_the_latest_link_is_one_snapshot(tmp_path, monkeypatch):
+    """An export re-points ``-latest`` while a load or a training run reads through it: every file,
+    and the artifact's record of what it trained on, come from the snapshot it named first."""
+    from kg.export import point_latest
+    from kg.snapshot import Snapshot
+    from kgrec import pipeline
+    from kgrec.config import Config
+    from test_gnn import planted_snapshot
+
+    old = planted_snapshot(num_users=4).save(tmp_path / "g-20261201-000000")
+    new = planted_snapshot(num_users=10).save(tmp_path / "g-20261202-000000")
+    point_latest(old, "g")
+    load = np.load
+
+    def load_then_export(*args, **kwargs):  # the newer export lands between two files of the load
+        point_latest(new, "g")
+        return load(*args, **kwargs)
+
+    monkeypatch.setattr(np, "load", load_then_export)
+    snap = Snapshot.load(tmp_path / "g-latest")
+    assert len(snap.ids["user"]) == 4 and int(snap.splits["train"].user.max()) == 3
+    monkeypatch.setattr(np, "load", load)
+
+    point_latest(old, "g")
+    seen = {}
+
+    def train(snap, cfg, out_dir, text, snapshot_path, **kwargs):  # the export lands while it trains
+        point_latest(new, "g")
+        seen.update(users=len(snap.ids["user"]), path=snapshot_path)
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr("gnn.train.train", train)
+    cfg = Config(workdir=tmp_path)
+    cfg.train.model = "lightgcn"
+    with pytest.raises(RuntimeError, match="stop here"):
+        pipeline.train_model(tmp_path / "g-latest", cfg)
+    assert seen == {"users": 4, "path": old.resolve()}
