@@ -712,6 +712,7 @@ def _write_artifact(out_dir: Path, cfg: TrainConfig, snapshot: Any, train_csr: s
                   "code_version": code_version(),
                   "snapshot": str(snapshot_path) if snapshot_path is not None else snapshot.meta.get("name"),
                   "split": snapshot.meta.get("split"),  # test figures compare only between the same scheme
+                  "split_settings": snapshot.meta.get("split_settings"),  # and the same ratios
                   **meta, "num_users": U, "num_items": I,
                   "embedding_dim": int(ue.shape[1])},
             curve_png=curve_png, filter_state=filter_state, seen_indptr=seen_csr.indptr, seen_indices=seen_csr.indices,

@@ -59,6 +59,16 @@ def resolve_split(cfg: ExportConfig, given: np.ndarray | None) -> str:
     return cfg.split
 
 
+def split_settings(split: str, cfg: ExportConfig) -> dict[str, float | int]:
+    """The settings besides its name that shape a ``split`` (none for ``given`` and ``loo``), as the
+    snapshot's metadata records them."""
+    if split == "ratio":
+        return {"valid_ratio": cfg.valid_ratio, "test_ratio": cfg.test_ratio, "seed": cfg.seed}
+    if split == "temporal":
+        return {"valid_ratio": cfg.valid_ratio, "test_ratio": cfg.test_ratio}
+    return {}
+
+
 def split_interactions(user: np.ndarray, item: np.ndarray, ts: np.ndarray, cfg: ExportConfig,
                        given: np.ndarray | None = None) -> np.ndarray:
     """Assign each interaction to a split: 0 train, 1 valid, 2 test.
@@ -227,7 +237,7 @@ def export_snapshot(graph: Graph, cfg: ExportConfig, name: str = "graph", link_l
         splits=splits, relations=relations, relation_types=rel_types,
         kinds=names or ["interact"],
         meta={"name": name, "source": f"neo4j:{graph.where}/{graph.database}", "split": split,
-              "raw_events": int(u.size)},
+              "split_settings": split_settings(split, cfg), "raw_events": int(u.size)},
     )
     claimed = _claim_snapshot_dir(Path(cfg.out_dir), f"{name}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}")
     try:

@@ -363,14 +363,21 @@ def _gate(new: float | None, served: Path | None, served_score: float | None, ma
 
 def _split_mismatch(served: Path | None, new: Path) -> str | None:
     """Why the two models' own test figures are not comparable (their snapshots were split by
-    different schemes: a leave-one-out figure is not a ratio split's), or None. Artifacts that do
-    not record their split are taken as comparable."""
+    different schemes, a leave-one-out figure is not a ratio split's, or with other held-out
+    ratios), or None. Artifacts that do not record their split are taken as comparable; so are two
+    seeds (another draw, as new data gives)."""
     if served is None:
         return None
     a, b = _meta(served).get("split"), _meta(new).get("split")
     if a and b and a != b:
         return (f"{served.name}'s test figure comes from a {a!r} split and the new version's from a {b!r} "
                 f"split ([export] split changed?)")
+    sa, sb = _meta(served).get("split_settings") or {}, _meta(new).get("split_settings") or {}
+    changed = [k for k in ("valid_ratio", "test_ratio") if k in sa and k in sb and sa[k] != sb[k]]
+    if changed:
+        return (f"{served.name}'s test figure comes from a split with "
+                f"{', '.join(f'{k} {sa[k]}' for k in changed)} and the new version's from one with "
+                f"{', '.join(f'{k} {sb[k]}' for k in changed)} ([export] changed?)")
     return None
 
 

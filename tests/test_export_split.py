@@ -283,3 +283,12 @@ def test_a_snapshot_read_through_the_latest_link_is_one_snapshot(tmp_path, monke
     with pytest.raises(RuntimeError, match="stop here"):
         pipeline.train_model(tmp_path / "g-latest", cfg)
     assert seen == {"users": 4, "path": old.resolve()}
+
+
+def test_a_snapshot_records_the_settings_that_shaped_its_split():
+    from kg.export import split_settings
+
+    cfg = ExportConfig(valid_ratio=0.05, test_ratio=0.3, seed=9)
+    assert split_settings("ratio", cfg) == {"valid_ratio": 0.05, "test_ratio": 0.3, "seed": 9}
+    assert split_settings("temporal", cfg) == {"valid_ratio": 0.05, "test_ratio": 0.3}  # one cut, no draw
+    assert split_settings("loo", cfg) == {} and split_settings("given", cfg) == {}

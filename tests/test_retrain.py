@@ -433,6 +433,14 @@ def test_the_gate_does_not_compare_test_figures_of_two_split_schemes(tmp_path):
     assert _split_mismatch(served, new) is None and _split_mismatch(None, new) is None
     (served / "meta.json").write_text("{}")  # an artifact from before the split was recorded
     assert _split_mismatch(served, new) is None
+    # the same scheme holding out another share of each user's pairs: not comparable either
+    settings = {"valid_ratio": 0.1, "test_ratio": 0.2, "seed": 1}
+    (served / "meta.json").write_text(json.dumps({"split": "ratio", "split_settings": settings}))
+    (new / "meta.json").write_text(json.dumps({"split": "ratio", "split_settings": {**settings, "test_ratio": 0.5}}))
+    why = _split_mismatch(served, new)
+    assert "test_ratio 0.2" in why and "test_ratio 0.5" in why and "valid_ratio" not in why
+    (new / "meta.json").write_text(json.dumps({"split": "ratio", "split_settings": {**settings, "seed": 2}}))
+    assert _split_mismatch(served, new) is None  # another draw, as new data makes
 
 
 def test_prune_spares_a_version_a_server_holds_though_nothing_names_it(tmp_path):
