@@ -147,7 +147,8 @@ def main() -> None:
                       positive_sampling=args.positive_sampling, ks=[20], seed=2020, device=args.device)
     if args.continue_from:
         tr = snap.splits["train"]
-        own = checkpoint_dir(args.models_dir, cfg, to_csr(tr.user, tr.item, snap.num_users, snap.num_items))
+        own = checkpoint_dir(args.models_dir, cfg, to_csr(tr.user, tr.item, snap.num_users, snap.num_items),
+                             snapshot=snap)
         if seed_checkpoint(args.continue_from, own, cfg.lr):
             logging.info("seeded %s from %s", own, args.continue_from)
     device = resolve_device(args.device)

@@ -19,6 +19,7 @@ import io
 import json
 import logging
 import os
+import pickle
 import random
 import shutil
 import subprocess
@@ -229,7 +230,8 @@ def _fingerprint(cfg: TrainConfig, train_csr: sp.csr_matrix, text_embeddings: np
                  snapshot: Any = None) -> str:
     """Hash of what decides the optimisation path (not epochs/patience/out_dir/device/deterministic, nor the weight
     average, which the optimiser never sees: a run in progress can start averaging on resume).
-    With ``snapshot``, the graph beyond the training pairs counts too, for the models that use it."""
+    With ``snapshot``, the graph beyond the training pairs counts too, for the models that use it,
+    and the pairs early stopping evaluates on (a resumed run compares scores on the same ones)."""
     d = _config_dict(cfg)
     for k in ("epochs", "patience", "out_dir", "device", "eval_every", "swa_start", "deterministic"):
         d.pop(k, None)
@@ -248,7 +250,21 @@ def _fingerprint(cfg: TrainConfig, train_csr: sp.csr_matrix, text_embeddings: np
     if text_embeddings is not None:
         for part in (text_embeddings.values() if isinstance(text_embeddings, Mapping) else [text_embeddings]):
             h.update(np.ascontiguousarray(part, dtype=np.float32).tobytes())
+    if snapshot is not None:
+        name, pairs = eval_split_of(snapshot)
+        ev = to_csr(pairs.user, pairs.item, *train_csr.shape)
+        h.update(name.encode())
+        h.update(ev.indptr.astype(np.int64).tobytes())
+        h.update(ev.indices.astype(np.int64).tobytes())
     return h.hexdigest()[:12]
+
+
+def eval_split_of(snapshot: Any) -> tuple[str, Any]:
+    """The split early stopping evaluates on, and its interactions: ``valid``, or ``test`` when the
+    snapshot has no validation pairs (as the LightGCN reference code does)."""
+    valid = snapshot.splits.get("valid")
+    name = "valid" if valid is not None and len(valid) > 0 else "test"
+    return name, snapshot.splits[name]
 
 
 def _graph_relations_used(cfg: TrainConfig, snapshot: Any) -> dict[str, np.ndarray]:
@@ -260,9 +276,10 @@ def _graph_relations_used(cfg: TrainConfig, snapshot: Any) -> dict[str, np.ndarr
 
 
 def checkpoint_dir(out_dir: str | Path, cfg: TrainConfig, train_csr: sp.csr_matrix,
-                   text_embeddings: np.ndarray | None = None, snapshot: Any = None) -> Path:
+                   text_embeddings: np.ndarray | None = None, *, snapshot: Any) -> Path:
     """The directory where ``train`` keeps, and resumes from, the checkpoint of ``cfg`` on ``train_csr``
-    (and on ``snapshot``'s graph, for the models that use more than the training pairs)."""
+    and ``snapshot`` (its evaluation pairs, and its graph for the models that use more than the
+    training pairs)."""
     return Path(out_dir) / ".checkpoints" / f"{cfg.model}-{_fingerprint(cfg, train_csr, text_embeddings, snapshot)}"
 
 
@@ -371,17 +388,16 @@ class _RunState:
                                      "scaler": scaler.state_dict() if scaler is not None else None, **bookkeeping})
 
     @classmethod
-    def load(cls, ckpt: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+    def load(cls, state: dict[str, Any], model: torch.nn.Module, optimizer: torch.optim.Optimizer,
              gen: torch.Generator, device: torch.device, swa: AveragedModel | None = None,
              scaler: torch.amp.GradScaler | None = None) -> "_RunState":
-        """Restore model, optimizer, weight average, fp16 loss scale and RNG states from ``last.pt``;
-        return the bookkeeping.
+        """Restore model, optimizer, weight average, fp16 loss scale and RNG states from a loaded
+        ``last.pt``; return the bookkeeping.
 
         A checkpoint of a run on another kind of device, or of a kgrec that sampled with numpy, has no
         usable sampler state: the sampler then keeps its fresh seed (logged). A checkpoint without a
         weight average (a run without ``swa_start``, or one seeded from it) starts the average afresh.
         """
-        state = torch.load(ckpt, map_location=device, weights_only=False)
         model.load_state_dict(_persistent_only(state["model"], model))
         for saved, now in zip(state["optimizer"]["param_groups"], optimizer.param_groups):
             for key in ("fused", "foreach", "capturable"):  # this device's kernels, not the saving run's
@@ -490,6 +506,8 @@ def _train_embeddings(snapshot: Any, cfg: TrainConfig, out_dir: Path, text_embed
     for name in ("epochs", "eval_every", "patience", "batch_size"):
         if getattr(cfg, name) < 1:
             raise ValueError(f"{name} must be >= 1, got {getattr(cfg, name)}")
+    if min(cfg.ks, default=1) < 1:  # before an epoch is spent: the first evaluation would refuse it
+        raise ValueError(f"ks must be cut-offs >= 1, got {cfg.ks}")
     regularisation = loss_weights(cfg)
     cfg = dataclasses.replace(cfg, id_weight_decay=effective_id_weight_decay(cfg))  # the value used, for the artifact
     device = resolve_device(cfg.device)
@@ -499,8 +517,7 @@ def _train_embeddings(snapshot: Any, cfg: TrainConfig, out_dir: Path, text_embed
         raise TrainingError("snapshot has no training interactions")
     valid = snapshot.splits.get("valid")
     test = snapshot.splits.get("test")
-    eval_split = "valid" if valid is not None and len(valid) > 0 else "test"
-    ev = snapshot.splits[eval_split]
+    eval_split, ev = eval_split_of(snapshot)
     if len(ev) == 0:
         raise TrainingError("snapshot has neither valid nor test interactions to evaluate on")
     if eval_split == "test":
@@ -510,6 +527,7 @@ def _train_embeddings(snapshot: Any, cfg: TrainConfig, out_dir: Path, text_embed
     eval_csr = to_csr(ev.user, ev.item, U, I)
     ks = evaluated_ks(cfg)
     stop_metric = "ndcg@20"
+    score_key = f"{eval_split}_{stop_metric}"
 
     seed_everything(cfg.seed)
     model = build_model(cfg, snapshot, text_embeddings).to(device)
@@ -539,11 +557,16 @@ def _train_embeddings(snapshot: Any, cfg: TrainConfig, out_dir: Path, text_embed
     def scored_model() -> torch.nn.Module:
         return swa.module if swa is not None and int(swa.n_averaged) > 0 else model
 
-    ckpt_dir = checkpoint_dir(out_dir, cfg, train_csr, text_embeddings, snapshot)
+    ckpt_dir = checkpoint_dir(out_dir, cfg, train_csr, text_embeddings, snapshot=snapshot)
     run = _RunState()
     if resume and (ckpt_dir / "last.pt").is_file():
-        run = _RunState.load(ckpt_dir / "last.pt", model, optimizer, gen, device, swa, scaler)
-        logger.info("resumed %s from epoch %d", ckpt_dir.name, run.epoch)
+        try:
+            state = torch.load(ckpt_dir / "last.pt", map_location=device, weights_only=False)
+        except (EOFError, RuntimeError, pickle.UnpicklingError) as e:  # cut short (a power loss: not fsynced)
+            logger.warning("the checkpoint %s cannot be read (%s): training starts afresh", ckpt_dir / "last.pt", e)
+        else:
+            run = _RunState.load(state, model, optimizer, gen, device, swa, scaler)
+            logger.info("resumed %s from epoch %d", ckpt_dir.name, run.epoch)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     logger.info("training %r on %s: %d users, %d items, %d train pairs, early stopping on %s %s",
                 model, device, U, I, len(pairs_u), eval_split, stop_metric)
@@ -603,7 +626,7 @@ def _train_embeddings(snapshot: Any, cfg: TrainConfig, out_dir: Path, text_embed
             scores = run_eval(scored_model(), eval_csr, None)
             row.update({f"{eval_split}_{k}": v for k, v in scores.items() if k != "num_users"})
             row["eval_s"] = round(time.perf_counter() - t1, 3)
-            score = row[f"{eval_split}_{stop_metric}"]
+            score = row[score_key]
         run.end_epoch(row, score, scored_model())
         logger.info("epoch %d %s", epoch, json.dumps(row))
         out_of_time = max_time_s is not None and time.perf_counter() - t_start > max_time_s
@@ -625,6 +648,13 @@ def _train_embeddings(snapshot: Any, cfg: TrainConfig, out_dir: Path, text_embed
             budget_stop = epoch < cfg.epochs
             break
 
+    if run.best_state is None and not budget_stop and run.history and score_key not in run.history[-1]:
+        # resumed past a lowered cfg.epochs before its first evaluation: the last epoch is evaluated,
+        # as an uninterrupted run's last epoch is (unevaluated weights are never published)
+        row = run.history.pop()
+        row.update({f"{eval_split}_{k}": v for k, v in run_eval(scored_model(), eval_csr, None).items()
+                    if k != "num_users"})
+        run.end_epoch(row, row[score_key], scored_model())
     model.load_state_dict(run.best_state if run.best_state is not None else scored_model().state_dict())
     ue, ie = embeddings(model)
     final: dict[str, float] = {}
@@ -641,7 +671,7 @@ def _train_embeddings(snapshot: Any, cfg: TrainConfig, out_dir: Path, text_embed
         metrics={"test": final, "eval_split": eval_split, "stop_metric": stop_metric,
                  "best_epoch": run.best_epoch, "best_score": run.best_score, "history": run.history},
         meta={**extra_meta, "device": str(device), "epochs_run": epoch}, snapshot_path=snapshot_path,
-        curve_png=_curve_png(run.history, f"{eval_split}_{stop_metric}"), publish_current=publish_current,
+        curve_png=_curve_png(run.history, score_key), publish_current=publish_current,
         text_index=text_index)
     if not budget_stop:
         shutil.rmtree(ckpt_dir, ignore_errors=True)
@@ -699,9 +729,9 @@ def _write_artifact(out_dir: Path, cfg: TrainConfig, snapshot: Any, train_csr: s
     """Write ``out_dir/<version>/`` through a temporary directory renamed at the end, then publish it."""
     version, tmp = _claim_version(out_dir, cfg.model)
     U, I = train_csr.shape
-    parts = [p for p in snapshot.splits.values() if p is not None and len(p) > 0]
-    seen_csr = to_csr(np.concatenate([p.user for p in parts]), np.concatenate([p.item for p in parts]), U, I)
     try:
+        parts = [p for p in snapshot.splits.values() if p is not None and len(p) > 0]
+        seen_csr = to_csr(np.concatenate([p.user for p in parts]), np.concatenate([p.item for p in parts]), U, I)
         save_artifact(
             tmp, user_embeddings=ue, item_embeddings=ie,
             ids={"user": list(snapshot.ids["user"]), "item": list(snapshot.ids["item"]),

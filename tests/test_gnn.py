@@ -387,9 +387,9 @@ def test_seed_checkpoint_continues_a_run_under_a_new_batch_size_and_lr(tmp_path:
 
     with pytest.raises(Boom):
         train(snap, first, tmp_path / "a", epoch_hook=stop_at_2, progress=False)
-    src = checkpoint_dir(tmp_path / "a", first, train_csr)
+    src = checkpoint_dir(tmp_path / "a", first, train_csr, snapshot=snap)
     cfg = tiny_cfg(epochs=4, batch_size=64, lr=0.005)
-    dst = checkpoint_dir(tmp_path / "b", cfg, train_csr)
+    dst = checkpoint_dir(tmp_path / "b", cfg, train_csr, snapshot=snap)
     assert dst.name != src.name  # another configuration, so train() alone would start afresh
     with pytest.raises(FileNotFoundError):
         seed_checkpoint(tmp_path / "nowhere", dst, cfg.lr)
@@ -416,8 +416,8 @@ def test_weight_averaging_evaluates_and_publishes_the_mean_of_the_epochs_weights
     tr, va, te = (snap.splits[s] for s in ("train", "valid", "test"))
     train_csr = to_csr(tr.user, tr.item, snap.num_users, snap.num_items)
     cfg = tiny_cfg(epochs=6, eval_every=5, swa_start=3)
-    ckpt = checkpoint_dir(tmp_path, cfg, train_csr)
-    assert ckpt == checkpoint_dir(tmp_path, tiny_cfg(epochs=6, eval_every=5), train_csr)  # same optimisation path
+    ckpt = checkpoint_dir(tmp_path, cfg, train_csr, snapshot=snap)
+    assert ckpt == checkpoint_dir(tmp_path, tiny_cfg(epochs=6, eval_every=5), train_csr, snapshot=snap)  # same optimisation path
     live: dict[int, torch.Tensor] = {}
 
     def keep_weights(epoch: int, row: dict) -> None:  # the checkpoint of each epoch is written before the hook
@@ -716,4 +716,38 @@ def test_the_checkpoint_follows_the_graph_of_the_models_that_use_it(tmp_path: Pa
         assert checkpoint_dir(tmp_path, cfg, csr, snapshot=snap) != checkpoint_dir(tmp_path, cfg, csr, snapshot=other)
     plain = tiny_cfg()
     assert checkpoint_dir(tmp_path, plain, csr, snapshot=snap) == checkpoint_dir(tmp_path, plain, csr, snapshot=other)
-    assert checkpoint_dir(tmp_path, plain, csr, snapshot=snap) == checkpoint_dir(tmp_path, plain, csr)
+    # the pairs early stopping evaluates on are part of the run: a resumed run compares its scores
+    # with a best score measured on the same pairs
+    swapped = dataclasses.replace(snap, splits={**snap.splits, "valid": snap.splits["test"], "test": snap.splits["valid"]})
+    assert checkpoint_dir(tmp_path, plain, csr, snapshot=snap) != checkpoint_dir(tmp_path, plain, csr, snapshot=swapped)
+
+
+def test_a_run_resumed_past_fewer_epochs_publishes_evaluated_weights(tmp_path: Path) -> None:
+    """A checkpoint from before the first evaluation, resumed with ``epochs`` lowered to where it
+    stopped: no epoch is left to run, and the last one is evaluated, as an uninterrupted run's is."""
+    snap = planted_snapshot(num_users=40)
+    train(snap, tiny_cfg(epochs=5, eval_every=5), tmp_path, progress=False, max_time_s=0)  # stops after epoch 1
+    artifact = train(snap, tiny_cfg(epochs=1, eval_every=5), tmp_path, progress=False)
+    metrics = json.loads((artifact / "metrics.json").read_text())
+    assert metrics["best_epoch"] == 1 and metrics["best_score"] == metrics["history"][-1]["valid_ndcg@20"] > 0
+    assert (tmp_path / "current").resolve() == artifact.resolve()
+
+
+def test_an_unreadable_checkpoint_starts_the_run_afresh(tmp_path: Path, caplog) -> None:
+    """``last.pt`` cut short (written without fsync, then a power loss) must not block every later
+    run of the same config."""
+    snap = planted_snapshot(num_users=40)
+    cfg = tiny_cfg(epochs=3, eval_every=1)
+    tr = snap.splits["train"]
+    ckpt = checkpoint_dir(tmp_path, cfg, to_csr(tr.user, tr.item, snap.num_users, snap.num_items), snapshot=snap)
+    ckpt.mkdir(parents=True)
+    (ckpt / "last.pt").write_bytes(b"PK\x03\x04 cut short")
+    artifact = train(snap, cfg, tmp_path, progress=False)
+    assert "cannot be read" in caplog.text
+    assert [r["epoch"] for r in json.loads((artifact / "metrics.json").read_text())["history"]] == [1, 2, 3]
+
+
+def test_a_bad_cut_off_is_refused_before_training(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr("gnn.train.build_model", lambda *a, **k: pytest.fail("built a model"))
+    with pytest.raises(ValueError, match="ks must be cut-offs >= 1"):
+        train(planted_snapshot(num_users=40), tiny_cfg(ks=[0, 20]), tmp_path, progress=False)

@@ -407,13 +407,15 @@ def test_train_checks_id_weight_decay_and_keeps_it_in_the_checkpoint_fingerprint
     assert loss_weights(tiny_cfg(model="lightgcn")) == {"reg_weight": 1e-4}
     tr = snap.splits["train"]
     csr = to_csr(tr.user, tr.item, snap.num_users, snap.num_items)
-    off, on, unset = (checkpoint_dir(tmp_path, tiny_cfg(model="fused", id_weight_decay=w), csr, text["item"])
+    off, on, unset = (checkpoint_dir(tmp_path, tiny_cfg(model="fused", id_weight_decay=w), csr, text["item"],
+                                     snapshot=snap)
                       for w in (0.0, 0.1, None))
     assert off != on  # a run with another id_weight_decay never resumes this one's checkpoint
     assert unset == checkpoint_dir(tmp_path, tiny_cfg(model="fused", id_weight_decay=DEFAULT_ID_WEIGHT_DECAY["fused"]),
-                                   csr, text["item"])
+                                   csr, text["item"], snapshot=snap)
     # lightgcn leaves the field out of its fingerprint, set to 0 or not
-    lightgcn = [checkpoint_dir(tmp_path, tiny_cfg(model="lightgcn", id_weight_decay=w), csr) for w in (0.0, None)]
+    lightgcn = [checkpoint_dir(tmp_path, tiny_cfg(model="lightgcn", id_weight_decay=w), csr, snapshot=snap)
+                for w in (0.0, None)]
     assert lightgcn[0] == lightgcn[1]
 
 
@@ -428,7 +430,7 @@ def test_a_large_id_weight_decay_shrinks_the_item_ids_and_still_learns_the_commu
     for mu in (0.0, 1.0):
         cfg = tiny_cfg(model="fused", id_weight_decay=mu, epochs=8)
         out = tmp_path / f"mu{mu}"
-        last = checkpoint_dir(out, cfg, csr, text["item"]) / "last.pt"
+        last = checkpoint_dir(out, cfg, csr, text["item"], snapshot=snap) / "last.pt"
 
         def item_id_norm(epoch: int, row: dict, last: Path = last, mu: float = mu) -> None:
             ids = torch.load(last, weights_only=False)["model"]["embedding.weight"][snap.num_users:]
