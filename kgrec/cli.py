@@ -30,7 +30,10 @@ DEMO_TRAIN = {"model": "kgfused", "epochs": 40, "lr": 0.01, "batch_size": 1024}
 
 def _positive_int(text: str) -> int:
     """argparse type: an integer >= 1."""
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:  # argparse would name this function: "invalid _positive_int value"
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
     return value
@@ -38,7 +41,10 @@ def _positive_int(text: str) -> int:
 
 def _seconds(text: str) -> float:
     """argparse type: a duration in seconds, >= 0."""
-    value = float(text)
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds >= 0, got {text!r}") from None
     if not value >= 0:
         raise argparse.ArgumentTypeError(f"must be >= 0 seconds, got {text}")
     return value
@@ -118,6 +124,9 @@ def cmd_ingest(args: argparse.Namespace, cfg: Config) -> None:
     from kg.lock import INGEST_LOCK, graph_lock
 
     _lock_wait(args, cfg)
+    if args.format == "synthetic" and args.path is not None:  # it would only name the report files
+        raise ConfigError(f"kgrec ingest synthetic generates its rows and reads no file ({args.path!r}): "
+                          f"give --users, --items, --seed instead")
     if args.bulk:
         from kg.bulk_import import bulk_import
 
@@ -295,8 +304,11 @@ def cmd_writeback(args: argparse.Namespace, cfg: Config) -> None:
 def cmd_retrain(args: argparse.Namespace, cfg: Config) -> int:
     """Exit status 0 when the new model was published, 3 when the quality gate kept the served one,
     4 when it was published but its write-back to Neo4j failed (``kgrec writeback`` retries it), 5
-    when the new model is broken (no finite test score: never published, a run to look into), 6
-    when another retrain of the model directory is still running (nothing was done)."""
+    when the new model is broken (training diverged, or no finite test score: never published, a
+    run to look into), 6 when another retrain of the model directory is still running (nothing was
+    done)."""
+    from gnn.train import TrainingError
+
     from .retrain import RetrainBusyError, retrain
 
     _lock_wait(args, cfg)
@@ -310,6 +322,9 @@ def cmd_retrain(args: argparse.Namespace, cfg: Config) -> int:
         except RetrainBusyError as e:  # yesterday's run still going: not an error to look into
             print(f"kgrec: {e}", file=sys.stderr)
             return 6
+        except TrainingError as e:  # a model that came out broken: the served one stays, the snapshot went
+            print(f"kgrec: the new model is broken: {e}; the served model stays", file=sys.stderr)
+            return 5
     print(json.dumps(dataclasses.asdict(report), indent=2))
     if report.published:
         return 4 if report.writeback_error else 0

@@ -170,7 +170,8 @@ def retrain(graph: Graph, cfg: Config, say: Callable[[str], None] = logger.info,
                 say(f"note: {report.writeback_skipped}")
             if cfg.retrain.writeback and not pinned:
                 # saved first: a run killed mid-write-back leaves a report that says so, not a clean one
-                report.writeback_error = f"interrupted: `kgrec writeback --model {artifact}` finishes it"
+                report.writeback_error = (f"interrupted: `kgrec writeback --model {artifact} -k "
+                                          f"{cfg.retrain.writeback_k}` finishes it")
                 _save(report, artifact, cfg)
                 try:
                     report.writeback = stage("writeback", lambda: _write_back(graph, artifact, cfg))
@@ -179,7 +180,7 @@ def retrain(graph: Graph, cfg: Config, say: Callable[[str], None] = logger.info,
                     logger.exception("write-back of %s failed", artifact.name)
                     report.writeback_error = f"{type(e).__name__}: {e}"
                     say(f"published {artifact.name}, but the write-back to Neo4j failed ({report.writeback_error}); "
-                        f"`kgrec writeback --model {artifact}` retries it")
+                        f"`kgrec writeback --model {artifact} -k {cfg.retrain.writeback_k}` retries it")
         try:
             report.pruned = stage("prune", lambda: prune(cfg))
         except OSError as e:  # the new model is decided (and maybe serving): a cleanup failure is a note
@@ -355,7 +356,7 @@ def _gate(new: float | None, served: Path | None, served_score: float | None, ma
         return False, (f"kept the served model: {served.name} has no test {metric} to compare with; "
                        f"--force publishes the new version")
     floor = served_score * (1 - max_drop)
-    if new >= floor:
+    if new >= floor - 1e-12 * abs(floor):  # 0.1 less 10 % is 0.09000000000000001: 0.09 is on the floor
         return True, f"published: {new:.4f} >= {floor:.4f} (served {served_score:.4f} less {max_drop:.0%})"
     return False, (f"kept the served model: {metric} {new:.4f} < {floor:.4f} (served {served_score:.4f} less "
                    f"{max_drop:.0%}); the new version stays on disk unpublished")

@@ -13,8 +13,8 @@
 # KGREC_WAIT (seconds to wait for another ingest, default 600), KGREC_CONFIG (a TOML config file),
 # and every KGREC_* / NEO4J_* setting kgrec reads.
 # Exit status: 0 published, 3 the quality gate kept the served model, 4 published but the write-back
-# to Neo4j failed (`kgrec writeback` retries it), 5 the new model is broken (no finite test score; the
-# served one stays), 6 another retrain of the model directory is still running (nothing done),
+# to Neo4j failed (`kgrec writeback` retries it), 5 the new model is broken (training diverged or no finite test
+# score; the served one stays), 6 another retrain of the model directory is still running (nothing done),
 # anything else an error.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)

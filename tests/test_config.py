@@ -167,6 +167,23 @@ def test_a_bad_fan_out_names_its_flag(tmp_path, monkeypatch, capsys):
     assert "--num-neighbors takes whole numbers" in capsys.readouterr().err
 
 
+def test_command_line_numbers_and_paths_say_what_is_wrong(tmp_path, monkeypatch, capsys):
+    from kgrec.cli import main
+
+    monkeypatch.setenv("KGREC_WORKDIR", str(tmp_path))
+    monkeypatch.setenv("NEO4J_URI", "bolt://127.0.0.1:1")  # nothing listens: each check comes first
+    monkeypatch.setenv("NEO4J_PASSWORD", "x")
+    for argv, said in ((["recommend", "u1", "-k", "abc"], "must be a whole number >= 1, got 'abc'"),
+                       (["ingest", "synthetic", "--wait", "soon"], "must be a number of seconds >= 0, got 'soon'")):
+        with pytest.raises(SystemExit) as e:
+            main(argv)
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and said in err and "_positive_int" not in err and "_seconds" not in err
+    # a file given to the generator would only have named the report files
+    assert main(["ingest", "synthetic", "events.csv"]) == 2
+    assert "generates its rows and reads no file ('events.csv')" in capsys.readouterr().err
+
+
 def test_blank_neo4j_variables_are_unset_as_kgrec_ones_are():
     cfg = load_config(env={"NEO4J_URI": "  ", "NEO4J_PASSWORD": ""})
     assert cfg.neo4j.managed and cfg.neo4j.uri is None

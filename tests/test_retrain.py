@@ -185,6 +185,7 @@ def test_a_failed_write_back_is_reported_and_the_new_model_serves(loaded, monkey
     saved = json.loads((newest / "retrain.json").read_text())
     assert newest.name != report.version and saved["published"]
     assert saved["writeback_error"].startswith("interrupted: `kgrec writeback --model")
+    assert f"-k {cfg.retrain.writeback_k}`" in saved["writeback_error"]  # the lists as long as retrain's
 
     written = []
     monkeypatch.setattr(job, "_write_back", lambda *args: written.append(args) or {})
@@ -216,6 +217,10 @@ def test_cli_retrain_exit_status_says_whether_it_published(loaded, neo4j_config,
     assert main(["retrain", "--model", "lightgcn", "--no-writeback"]) == 3
     second = json.loads(capsys.readouterr().out)
     assert not second["published"] and second["served_version"] == first["version"]
+    monkeypatch.setenv("KGREC_TRAIN__LR", "1e30")  # the loss diverges: a broken model, as a NaN one is
+    assert main(["retrain", "--model", "lightgcn", "--no-writeback"]) == 5
+    assert "the new model is broken: loss diverged" in capsys.readouterr().err
+    assert (models / "current").resolve().name == first["version"]
     import dataclasses
 
     import kgrec.retrain as job
@@ -408,6 +413,7 @@ def test_the_gate_publishes_at_exactly_the_floor_and_keeps_the_served_model_just
     published, why = _gate(0.2 - 1e-9, tmp_path, 0.25, 0.2, "ndcg@20", force=False)
     assert not published and why.startswith("kept the served model: ndcg@20 0.2000 < 0.2000")
     assert _gate(0.9, tmp_path, 0.25, 0.0, "ndcg@20", force=False)[0]  # max_drop 0: no worse than served
+    assert _gate(0.09, tmp_path, 0.1, 0.1, "ndcg@20", force=False)[0]  # on the floor (0.09000000000000001)
     assert not _gate(0.2499, tmp_path, 0.25, 0.0, "ndcg@20", force=False)[0]
     assert _gate(0.0, None, None, 0.2, "ndcg@20", force=False) == (True, "published: no served model to compare with")
     published, why = _gate(0.9, tmp_path, None, 0.2, "ndcg@20", force=False)
