@@ -60,12 +60,14 @@ def resolve_split(cfg: ExportConfig, given: np.ndarray | None) -> str:
 
 
 def split_settings(split: str, cfg: ExportConfig) -> dict[str, float | int]:
-    """The settings besides its name that shape a ``split`` (none for ``given`` and ``loo``), as the
-    snapshot's metadata records them."""
+    """The settings besides its name that shape a ``split`` (none for ``given``), as the snapshot's
+    metadata records them."""
     if split == "ratio":
         return {"valid_ratio": cfg.valid_ratio, "test_ratio": cfg.test_ratio, "seed": cfg.seed}
     if split == "temporal":
         return {"valid_ratio": cfg.valid_ratio, "test_ratio": cfg.test_ratio}
+    if split == "loo":
+        return {"seed": cfg.seed}  # breaks ties of time
     return {}
 
 
@@ -82,7 +84,8 @@ def split_interactions(user: np.ndarray, item: np.ndarray, ts: np.ndarray, cfg: 
     ``ratio`` and ``loo`` work per user, and every user keeps at least one pair in train: under
     ``ratio`` a user with a single interaction keeps it there; ``loo`` holds out the last pair to
     test and the one before to valid only for users with at least 3, so users with 1 or 2 stay
-    wholly in train.
+    wholly in train (pairs of the same time are ordered by a seeded draw, not by item id, which
+    would hold out the same kind of item every time).
     ``temporal`` is one global cut: interactions ordered by time (ties by user, then item), the
     latest ``test_ratio`` of them to test and the ``valid_ratio`` before those to valid; events of
     unknown time (ts 0) stay in train and count for neither.
@@ -112,8 +115,8 @@ def split_interactions(user: np.ndarray, item: np.ndarray, ts: np.ndarray, cfg: 
         out[order[t - n_test:]] = 2
         return out
     rng = np.random.default_rng(cfg.seed)
-    key = ts.astype(np.float64) if split == "loo" else rng.random(n)
-    order = np.lexsort((key, user))
+    draw = rng.random(n)
+    order = np.lexsort((draw, ts, user)) if split == "loo" else np.lexsort((draw, user))
     u_sorted = user[order]
     counts = np.unique(u_sorted, return_counts=True)[1]  # per user, in sorted order
     rank_from_end = np.repeat(counts, counts) - 1 - rank_within_runs(u_sorted)  # 0 = last of the user

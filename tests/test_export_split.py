@@ -20,6 +20,20 @@ def test_leave_one_out_takes_latest_for_test_and_next_for_valid():
     assert codes.tolist() == [2, 0, 1, 0, 0, 0]
 
 
+def test_leave_one_out_breaks_ties_of_time_by_a_seeded_draw_not_by_item():
+    """Day-stamped events: the held-out pair among a user's last day is drawn, not always the
+    item with the largest id."""
+    user = np.repeat(np.arange(200), 4)
+    item = np.tile(np.arange(4), 200)
+    ts = np.tile([1, 2, 3, 3], 200)  # the last two of each user on the same day
+    held = [item[split_interactions(user, item, ts, ExportConfig(split="loo", seed=s)) == 2] for s in (1, 2)]
+    assert set(held[0].tolist()) == {2, 3} and 60 < (held[0] == 3).sum() < 140  # either, about evenly
+    assert not np.array_equal(held[0], held[1])  # another seed, another draw
+    again = split_interactions(user, item, ts, ExportConfig(split="loo", seed=1))
+    assert np.array_equal(item[again == 2], held[0])
+    assert set(item[again == 1].tolist()) == {2, 3}  # valid is the other of the two, never the day before
+
+
 def test_ratio_keeps_one_training_pair_per_user_and_is_seeded():
     rng = np.random.default_rng(0)
     user = np.repeat(np.arange(50), rng.integers(1, 30, size=50))
@@ -291,4 +305,4 @@ def test_a_snapshot_records_the_settings_that_shaped_its_split():
     cfg = ExportConfig(valid_ratio=0.05, test_ratio=0.3, seed=9)
     assert split_settings("ratio", cfg) == {"valid_ratio": 0.05, "test_ratio": 0.3, "seed": 9}
     assert split_settings("temporal", cfg) == {"valid_ratio": 0.05, "test_ratio": 0.3}  # one cut, no draw
-    assert split_settings("loo", cfg) == {} and split_settings("given", cfg) == {}
+    assert split_settings("loo", cfg) == {"seed": 9} and split_settings("given", cfg) == {}
