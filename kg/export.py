@@ -147,6 +147,38 @@ def _canonical_edges(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     return np.stack([src[first], dst[first]])
 
 
+LEFTOVER_AGE_S = 86_400  # what a killed export left is swept once a day old: no export runs that long
+
+
+def sweep_killed_exports(out_dir: Path, name: str, max_age_s: float = LEFTOVER_AGE_S) -> list[Path]:
+    """Remove what exports of ``name`` killed outright (SIGKILL, the OOM killer) left in ``out_dir``
+    once it is ``max_age_s`` old: a save's hidden ``.<name>-<time>.<pid>-<hex>.tmp`` (or ``.old``)
+    directory, and a claimed ``<name>-<time>`` directory that was never written (empty). Returns
+    what was removed."""
+    stamp = re.escape(name) + r"-\d{8}-\d{6}(-\d+)?"  # what _claim_snapshot_dir names
+    hidden = re.compile(r"\." + stamp + r"\.\d+-[0-9a-f]+\.(tmp|old)")
+    claimed = re.compile(stamp)
+    cutoff = time.time() - max_age_s
+    removed = []
+    for path in sorted(out_dir.iterdir()) if out_dir.is_dir() else []:
+        try:
+            if path.is_symlink() or not path.is_dir() or path.stat().st_mtime > cutoff:
+                continue
+            if hidden.fullmatch(path.name):
+                shutil.rmtree(path)
+            elif claimed.fullmatch(path.name) and not any(path.iterdir()):
+                path.rmdir()
+            else:
+                continue
+        except OSError as e:  # another sweep got there first, or a permission: not the export's concern
+            logger.warning("could not remove %s, left by a killed export: %s", path, e)
+            continue
+        removed.append(path)
+    if removed:
+        logger.info("removed %d leftovers of killed exports in %s", len(removed), out_dir)
+    return removed
+
+
 def _claim_snapshot_dir(out_dir: Path, stem: str) -> Path:
     """A new, empty ``out_dir/<stem>`` (``<stem>-2``, ``-3``… when an export in the same second has
     it), created atomically: a snapshot a model was trained on is never overwritten."""
@@ -242,6 +274,7 @@ def export_snapshot(graph: Graph, cfg: ExportConfig, name: str = "graph", link_l
         meta={"name": name, "source": f"neo4j:{graph.where}/{graph.database}", "split": split,
               "split_settings": split_settings(split, cfg), "raw_events": int(u.size)},
     )
+    sweep_killed_exports(Path(cfg.out_dir), name)
     claimed = _claim_snapshot_dir(Path(cfg.out_dir), f"{name}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}")
     try:
         out = snapshot.save(claimed)

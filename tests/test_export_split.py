@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -306,3 +307,26 @@ def test_a_snapshot_records_the_settings_that_shaped_its_split():
     assert split_settings("ratio", cfg) == {"valid_ratio": 0.05, "test_ratio": 0.3, "seed": 9}
     assert split_settings("temporal", cfg) == {"valid_ratio": 0.05, "test_ratio": 0.3}  # one cut, no draw
     assert split_settings("loo", cfg) == {"seed": 9} and split_settings("given", cfg) == {}
+
+
+def test_what_a_killed_export_left_is_swept_once_a_day_old(tmp_path):
+    """SIGKILL (the OOM killer on a large export) skips every clean-up: the save's hidden temp
+    directory and the claimed, never-written snapshot directory stay until the next export sweeps."""
+    from kg.export import point_latest, sweep_killed_exports
+
+    old = ["g-20261201-000000", ".g-20261201-000001.4242-0a1b2c3d.tmp", ".g-20261201-000002.7-ff00aa11.old"]
+    kept = ["g-20261201-000003",  # a whole snapshot, however old
+            ".gx-20261201-000000.1-00000000.tmp", "gx-20261201-000000",  # another name's
+            "notes"]
+    for name in old + kept:
+        (tmp_path / name).mkdir()
+    (tmp_path / old[1] / "ids.json").write_text("{}")  # a save cut short
+    (tmp_path / "g-20261201-000003" / "meta.json").write_text("{}")
+    point_latest(tmp_path / "g-20261201-000003", "g")
+    day_old = time.time() - 2 * 86_400
+    for name in old + kept:
+        os.utime(tmp_path / name, (day_old, day_old))
+    (tmp_path / "g-20261202-000000").mkdir()  # claimed a moment ago: an export still under way
+    removed = sweep_killed_exports(tmp_path, "g")
+    assert sorted(p.name for p in removed) == sorted(old)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(kept + ["g-20261202-000000", "g-latest"])
