@@ -198,15 +198,17 @@ def prune(cfg: Config) -> list[str]:
     The served model (``serving.model_dir``), ``current``'s target, a version a server on this
     machine is serving (``kgrec serve --model DIR``; :func:`gnn.artifact.in_use`), and versions
     without a ``retrain.json`` (from ``kgrec train``) are never deleted; a ``keep`` of 0 keeps
-    everything.
+    every version. What killed runs left (:func:`_sweep_leftovers`) is swept either way.
     Returns the deleted paths.
     """
     from gnn.artifact import remove_unless_in_use
 
     keep = cfg.retrain.keep
     out_dir = Path(cfg.train.out_dir)
-    if keep <= 0 or not out_dir.is_dir():
+    if not out_dir.is_dir():
         return []
+    if keep <= 0:
+        return _logged(_sweep_leftovers(cfg))
     protected = _never_pruned(cfg)
     ours = sorted((p for p in out_dir.iterdir()  # not the link, nor a training run's .tmp-<version>
                    if (p / REPORT_FILE).is_file() and not p.is_symlink() and not p.name.startswith(".")),
@@ -231,7 +233,10 @@ def prune(cfg: Config) -> list[str]:
                 and Path(snap).name.startswith(f"{cfg.retrain.snapshot_name}-") and Path(snap).is_dir():
             shutil.rmtree(snap)
             deleted.append(snap)
-    deleted += _sweep_leftovers(cfg)
+    return _logged(deleted + _sweep_leftovers(cfg))
+
+
+def _logged(deleted: list[str]) -> list[str]:
     for path in deleted:
         logger.info("pruned %s", path)
     return deleted

@@ -504,7 +504,8 @@ def test_prune_tells_published_rejected_and_unfinished_versions_by_their_decisio
     assert sorted(prune(cfg)) == sorted(str(versions[n]) for n in ("a", "v1", "v2"))  # v0: the newest rejected
     assert all(versions[n].is_dir() for n in ("v0", "v3", "v4")) and shared.is_dir()
 
-def test_prune_sweeps_what_killed_runs_left_once_a_day_old(tmp_path):
+@pytest.mark.parametrize("keep", [1, 0])  # keep = 0 keeps every version, not what killed runs left
+def test_prune_sweeps_what_killed_runs_left_once_a_day_old(tmp_path, keep):
     """Checkpoints of earlier nights' data (never resumed: each snapshot has its own), temporary
     version directories, versions of a retrain killed before its report, and snapshots this
     directory's retrains exported that no version was trained on go once a day old (not another
@@ -516,7 +517,7 @@ def test_prune_sweeps_what_killed_runs_left_once_a_day_old(tmp_path):
     from kgrec.retrain import MADE_BY_RETRAIN
 
     cfg = Config(workdir=tmp_path)
-    cfg.train.out_dir, cfg.export.out_dir, cfg.retrain.keep = tmp_path / "models", tmp_path / "snaps", 1
+    cfg.train.out_dir, cfg.export.out_dir, cfg.retrain.keep = tmp_path / "models", tmp_path / "snaps", keep
     old = time.time() - 2 * 86_400
 
     def make(path: Path, age: float | None = None) -> Path:
