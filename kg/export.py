@@ -59,6 +59,32 @@ def resolve_split(cfg: ExportConfig, given: np.ndarray | None) -> str:
     return cfg.split
 
 
+def held_out_from(user: np.ndarray, ts: np.ndarray, codes: np.ndarray, split: str, num_users: int) -> np.ndarray | None:
+    """Per user, the time from which their events are held out (valid or test) under a time-based
+    split: a user's first held-out event under ``loo``, the global cut under ``temporal`` (the
+    same for every user); None for the splits that do not go by time (``ratio``, ``given``).
+    A user with nothing held out has no cut (the largest int64)."""
+    if split not in ("loo", "temporal"):
+        return None
+    cut = np.full(num_users, np.iinfo(np.int64).max, dtype=np.int64)
+    held = (codes > 0) & (ts != 0)
+    if held.any():
+        if split == "temporal":
+            cut[:] = ts[held].min()
+        else:
+            np.minimum.at(cut, user[held], ts[held])
+    return cut
+
+
+def before_cut(user: np.ndarray, ts: np.ndarray, cut: np.ndarray | None) -> np.ndarray:
+    """Which of these user-side edges (a search, at ``ts``) happened before their user's held-out
+    events began (:func:`held_out_from`): a search made then would tell training what the held-out
+    events are about. Edges of unknown time (ts 0) count as before, as such events stay in train."""
+    if cut is None:
+        return np.ones(len(user), dtype=bool)
+    return (ts == 0) | (ts < cut[user])
+
+
 def split_settings(split: str, cfg: ExportConfig) -> dict[str, float | int]:
     """The settings besides its name that shape a ``split`` (none for ``given``), as the snapshot's
     metadata records them."""
@@ -251,6 +277,7 @@ def export_snapshot(graph: Graph, cfg: ExportConfig, name: str = "graph", link_l
     rel_src: dict[str, array] = {}
     rel_dst: dict[str, array] = {}
     rel_types: dict[str, tuple[str, str]] = {}
+    search_ts = array("q")
     for r in graph.stream("export/edges"):
         rel = r["relation"]
         if rel not in rel_types:
@@ -258,8 +285,20 @@ def export_snapshot(graph: Graph, cfg: ExportConfig, name: str = "graph", link_l
             rel_src[rel], rel_dst[rel] = array("q"), array("q")
         rel_src[rel].append(index[r["src_type"]][r["src"]])
         rel_dst[rel].append(index[r["dst_type"]][r["dst"]])
-    relations = {rel: _canonical_edges(np.frombuffer(rel_src[rel], dtype=np.int64),
-                                       np.frombuffer(rel_dst[rel], dtype=np.int64)) for rel in sorted(rel_types)}
+        if rel == "searched":
+            search_ts.append(int(r["ts"] or 0))
+    edges = {rel: (np.frombuffer(rel_src[rel], dtype=np.int64), np.frombuffer(rel_dst[rel], dtype=np.int64))
+             for rel in rel_types}
+    late = 0
+    if "searched" in edges:
+        src, dst = edges["searched"]
+        cut = held_out_from(pu, pts, codes, split, len(users))
+        early = before_cut(src, np.frombuffer(search_ts, dtype=np.int64), cut)
+        late = int((~early).sum())
+        edges["searched"] = (src[early], dst[early])
+        if late:
+            logger.info("left out %d searches made once their user's held-out events began (%s split)", late, split)
+    relations = {rel: _canonical_edges(*edges[rel]) for rel in sorted(rel_types)}
     rel_types = {rel: rel_types[rel] for rel in sorted(rel_types)}
 
     snapshot = Snapshot(
@@ -272,7 +311,7 @@ def export_snapshot(graph: Graph, cfg: ExportConfig, name: str = "graph", link_l
         splits=splits, relations=relations, relation_types=rel_types,
         kinds=names or ["interact"],
         meta={"name": name, "source": f"neo4j:{graph.where}/{graph.database}", "split": split,
-              "split_settings": split_settings(split, cfg), "raw_events": int(u.size)},
+              "split_settings": split_settings(split, cfg), "raw_events": int(u.size), "late_searches": late},
     )
     sweep_killed_exports(Path(cfg.out_dir), name)
     claimed = _claim_snapshot_dir(Path(cfg.out_dir), f"{name}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}")

@@ -330,3 +330,41 @@ def test_what_a_killed_export_left_is_swept_once_a_day_old(tmp_path):
     removed = sweep_killed_exports(tmp_path, "g")
     assert sorted(p.name for p in removed) == sorted(old)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(kept + ["g-20261202-000000", "g-latest"])
+
+
+def test_searches_made_once_held_out_events_began_are_left_out_of_a_time_split(graph, tmp_path):
+    """Under loo and temporal, a search made after the user's held-out events began would tell
+    the R-GCN what they are about (a query relevant to the held-out item): left out of the snapshot.
+    A random split has no such time; an undated search stays, as undated events do."""
+    from kg.export import export_snapshot
+    from kg.ingest import ingest
+    from kg.records import GraphRecords
+    from kg.schema import apply_schema, wipe
+    from kg.snapshot import Snapshot
+    from kgrec.config import IngestConfig
+
+    wipe(graph)
+    apply_schema(graph)
+    users = [{"id": f"u{n}"} for n in range(3)]
+    items = [{"id": f"i{n}"} for n in range(6)]
+    events = [{"user": u["id"], "item": f"i{n}", "ts": 10 * (n + 1) + k} for k, u in enumerate(users) for n in range(5)]
+    queries = [{"id": f"q{n}", "text": f"query {n}"} for n in range(4)]
+    searches = [{"user": "u0", "query": "q0", "ts": 5},    # before everything
+                {"user": "u0", "query": "q1", "ts": 40},   # u0's valid event is at 40: from then on, held out
+                {"user": "u0", "query": "q2", "ts": 0},    # time unknown
+                {"user": "u1", "query": "q3", "ts": 35},
+                {"user": "u2", "query": "q3", "ts": 41}]  # u2's valid event is at 42; the temporal cut is 41
+    records = GraphRecords(users=users, items=items, queries=queries, interactions=events, user_queries=searches,
+                           query_items=[{"query": "q1", "item": "i4", "relevance": 1.0}])
+    ingest(graph, records, IngestConfig(writers=1), progress=False)
+
+    def searched(split: str) -> set[tuple[str, str]]:
+        snap = Snapshot.load(export_snapshot(graph, ExportConfig(out_dir=tmp_path / split, split=split), "s"))
+        src, dst = snap.relations["searched"]
+        return {(snap.ids["user"][a], snap.ids["query"][b]) for a, b in zip(src.tolist(), dst.tolist())}
+
+    everything = {(s["user"], s["query"]) for s in searches}
+    assert searched("ratio") == everything
+    assert searched("loo") == everything - {("u0", "q1")}  # each user's own: from 40 for u0, 42 for u2
+    # temporal: of 15 events the latest 3 (50, 51, 52) go to test, the 2 before (41, 42) to valid
+    assert searched("temporal") == everything - {("u2", "q3")}
