@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import secrets
 import shutil
 import time
 from array import array
@@ -329,8 +330,7 @@ def export_snapshot(graph: Graph, cfg: ExportConfig, name: str = "graph", link_l
 def point_latest(snapshot: Path, name: str) -> None:
     """Point ``<name>-latest`` beside ``snapshot`` at it (atomically: a new link renamed over the old)."""
     latest = snapshot.with_name(f"{name}-latest")
-    tmp_link = latest.with_name(latest.name + ".tmp")
-    tmp_link.unlink(missing_ok=True)
+    tmp_link = latest.with_name(f".{latest.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")  # two exports: two
     tmp_link.symlink_to(snapshot.name)
     tmp_link.replace(latest)
 
@@ -355,15 +355,16 @@ def export_locked(graph: Graph, cfg: ExportConfig, name: str = "graph", lock_wai
 
 def discard_snapshot(snapshot: Path, name: str) -> None:
     """Delete a snapshot :func:`export_snapshot` wrote under ``name``. A ``<name>-latest`` link
-    that points at it goes back to the newest other snapshot of that name (or goes, if none)."""
-    shutil.rmtree(snapshot, ignore_errors=True)
+    that points at it goes back to the newest other snapshot of that name first (or goes, if
+    none), so a reader through the link never finds it naming a half-deleted snapshot."""
     latest = snapshot.with_name(f"{name}-latest")
     if latest.is_symlink() and os.readlink(latest) == snapshot.name:
-        others = snapshots_named(snapshot.parent, name)
+        others = [p for p in snapshots_named(snapshot.parent, name) if p.name != snapshot.name]
         if others:
             point_latest(others[-1], name)
         else:
             latest.unlink()
+    shutil.rmtree(snapshot, ignore_errors=True)
 
 
 def snapshots_named(out_dir: Path, name: str) -> list[Path]:

@@ -368,3 +368,28 @@ def test_searches_made_once_held_out_events_began_are_left_out_of_a_time_split(g
     assert searched("loo") == everything - {("u0", "q1")}  # each user's own: from 40 for u0, 42 for u2
     # temporal: of 15 events the latest 3 (50, 51, 52) go to test, the 2 before (41, 42) to valid
     assert searched("temporal") == everything - {("u2", "q3")}
+
+
+def test_a_discarded_snapshot_is_unlinked_before_it_is_deleted(tmp_path, monkeypatch):
+    """A training run reading through ``-latest`` meanwhile finds the snapshot before, never a
+    half-deleted one; the link's temporary name is the process's own (two exports do not collide)."""
+    import shutil
+
+    from kg import export
+    from kg.export import discard_snapshot, point_latest
+
+    for name in ("g-20261201-000000", "g-20261202-000000"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "meta.json").write_text("{}")
+    point_latest(tmp_path / "g-20261202-000000", "g")
+    rmtree = shutil.rmtree
+    seen = []
+
+    def watch(path, *args, **kwargs):
+        seen.append(os.readlink(tmp_path / "g-latest"))
+        return rmtree(path, *args, **kwargs)
+
+    monkeypatch.setattr(export.shutil, "rmtree", watch)
+    discard_snapshot(tmp_path / "g-20261202-000000", "g")
+    assert seen == ["g-20261201-000000"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["g-20261201-000000", "g-latest"]
