@@ -270,6 +270,10 @@ def export_snapshot(graph: Graph, cfg: ExportConfig, name: str = "graph", link_l
     wsum = np.add.reduceat(w[order], first) if key_s.size else w
     pu, pi, pts, pkind, pgiven = u[pick], i[pick], ts[pick], kind[pick].astype(np.int16), given[pick]
     split = resolve_split(cfg, pgiven)  # auto -> given or ratio, recorded in the snapshot's meta
+    if cfg.split == "auto" and split == "ratio" and (pgiven >= 0).any():  # live events on benchmark data, say
+        logger.warning("%d of %d interactions carry the source's split and %d do not: auto takes a ratio "
+                       "split of all of them ([export] split = \"given\" refuses such data instead)",
+                       int((pgiven >= 0).sum()), pgiven.size, int((pgiven < 0).sum()))
     codes = split_interactions(pu, pi, pts, cfg, pgiven)
     splits = {name_: Interactions(pu[codes == c], pi[codes == c], wsum[codes == c].astype(np.float32),
                                   pts[codes == c], pkind[codes == c])
