@@ -396,7 +396,9 @@ def _check_served(cfg: Config) -> None:
         ConfigError: ``serving.model_dir`` is set to another path and holds no ``meta.json``.
     """
     pinned = cfg.serving.model_dir
-    follows_current = pinned is not None and Path(pinned).absolute() == (Path(cfg.train.out_dir) / "current").absolute()
+    # compared as written, less `.` and `..` (resolving would follow `current` to the version it names)
+    follows_current = pinned is not None and (os.path.normpath(Path(pinned).absolute())
+                                              == os.path.normpath((Path(cfg.train.out_dir) / "current").absolute()))
     if pinned is not None and not follows_current and not (Path(pinned) / "meta.json").is_file():
         where = "" if Path(pinned).is_absolute() else f" (relative to {Path.cwd()}: give an absolute path)"
         raise ConfigError(f"serving.model_dir {str(pinned)!r} is not a model artifact{where}; nothing was "

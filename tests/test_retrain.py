@@ -577,3 +577,18 @@ def test_no_head_to_head_when_it_would_favour_one_side(tmp_path):
     assert not _picked_on_test(new)
     (new / "metrics.json").write_text(json.dumps({"eval_split": "valid", "history": evaluated}))
     assert head_to_head(served, new, tmp_path / "snapshot", "ndcg@20") is None  # no seen_items.npz
+
+
+def test_a_model_dir_naming_current_through_dots_follows_current(tmp_path):
+    """`models/../models/current` is `current` before the first publish made it: not a pin of a
+    missing model (resolving would not do: once made, `current` names a version)."""
+    from kgrec.config import Config, ConfigError
+    from kgrec.retrain import _check_served
+
+    cfg = Config(workdir=tmp_path)
+    cfg.train.out_dir = tmp_path / "models"
+    cfg.serving.model_dir = tmp_path / "models" / ".." / "models" / "." / "current"
+    _check_served(cfg)
+    cfg.serving.model_dir = tmp_path / "models" / "v1"
+    with pytest.raises(ConfigError, match="is not a model artifact"):
+        _check_served(cfg)
