@@ -601,6 +601,7 @@ def _train_embeddings(snapshot: Any, cfg: TrainConfig, out_dir: Path, text_embed
         users, positives = train_pairs.epoch_pairs(cfg.positive_sampling, gen)
         negatives = sampler.sample(users, ue_h, ie_h)
         loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+        counted = torch.zeros((), dtype=torch.int64, device=device)  # pairs of batches with a finite loss
         for b in tqdm(starts, desc=f"epoch {epoch}", leave=False, disable=not progress):
             u, p, neg = (t[b:b + cfg.batch_size] for t in (users, positives, negatives))
             optimizer.zero_grad(set_to_none=True)
@@ -609,14 +610,22 @@ def _train_embeddings(snapshot: Any, cfg: TrainConfig, out_dir: Path, text_embed
             scaler.scale(loss).backward()
             scaler.step(optimizer)
             scaler.update()
-            loss_sum += loss.detach().double() * len(u)
-        total = float(loss_sum)
-        # each loss is taken before its step, so the epoch's last step can make the weights NaN under
-        # a finite loss: checked too, before they are averaged, evaluated or checkpointed
+            finite = loss.detach().isfinite()
+            loss_sum += torch.where(finite, loss.detach().double() * len(u), 0.0)
+            counted += finite * len(u)
+        total, counted_pairs = float(loss_sum), int(counted)
+        # fp16's loss scaler skips the step of a batch whose loss overflowed (and lowers the scale):
+        # a few such batches are normal; anywhere else, one non-finite loss is divergence. Each loss
+        # is taken before its step, so the epoch's last step can make the weights NaN under a finite
+        # loss: checked too, before they are averaged, evaluated or checkpointed
         weights_finite = bool(torch.stack([p.detach().isfinite().all() for p in model.parameters()]).all())
-        if not np.isfinite(total) or not weights_finite:
+        skipped = n - counted_pairs
+        if (skipped and not scaler.is_enabled()) or counted_pairs == 0 or not weights_finite:
             raise TrainingError(f"loss diverged at epoch {epoch} (lr {cfg.lr} too high?)")
-        row: dict[str, Any] = {"epoch": epoch, "loss": total / n, "train_s": round(time.perf_counter() - t0, 3)}
+        row: dict[str, Any] = {"epoch": epoch, "loss": total / counted_pairs,
+                               "train_s": round(time.perf_counter() - t0, 3)}
+        if skipped:
+            row["overflow_pairs"] = skipped  # their batches' steps were skipped by the fp16 loss scaler
         if swa is not None and epoch >= cfg.swa_start:
             swa.update_parameters(model)
             row["swa_epochs"] = int(swa.n_averaged)

@@ -184,6 +184,51 @@ def test_weights_made_nan_by_an_epochs_last_step_stop_the_run_unpublished(tmp_pa
         train(snap, tiny_cfg(epochs=3, eval_every=1), tmp_path, progress=False)
     assert len(calls) == 2 and not (tmp_path / "current").exists()
 
+
+def test_a_batch_the_fp16_loss_scaler_skips_is_no_divergence(tmp_path: Path, monkeypatch) -> None:
+    """Under fp16 autocast (GPUs before Ampere) a batch's loss can overflow: the loss scaler skips
+    its step and training goes on. Without the scaler, one non-finite loss is divergence."""
+    from gnn.train import TrainingError
+
+    class Fp16Scaler:  # torch.amp.GradScaler's contract, as on a CUDA fp16 run: skip a step with inf grads
+        def __init__(self, *args, **kwargs) -> None:
+            pass
+
+        def is_enabled(self) -> bool:
+            return True
+
+        def scale(self, loss: torch.Tensor) -> torch.Tensor:
+            return loss
+
+        def step(self, optimizer: torch.optim.Optimizer) -> None:
+            grads = [q.grad for g in optimizer.param_groups for q in g["params"] if q.grad is not None]
+            if all(bool(g.isfinite().all()) for g in grads):
+                optimizer.step()
+
+        def update(self) -> None:
+            pass
+
+        def state_dict(self) -> dict:
+            return {}
+
+    snap = planted_snapshot(num_users=40)  # 360 training pairs: two batches of 256 an epoch
+    real_loss, calls = LightGCN.loss, []
+
+    def overflowing(self, *args, **kwargs):
+        calls.append(1)
+        loss = real_loss(self, *args, **kwargs)
+        return loss * float("inf") if len(calls) == 2 else loss
+
+    monkeypatch.setattr(LightGCN, "loss", overflowing)
+    with pytest.raises(TrainingError, match="diverged at epoch 1"):
+        train(snap, tiny_cfg(epochs=2, eval_every=1), tmp_path / "fp32", progress=False)
+    calls.clear()
+    monkeypatch.setattr(torch.amp, "GradScaler", Fp16Scaler)
+    art = train(snap, tiny_cfg(epochs=2, eval_every=1), tmp_path / "fp16", progress=False)
+    history = json.loads((art / "metrics.json").read_text())["history"]
+    assert history[0]["overflow_pairs"] == 360 - 256 and "overflow_pairs" not in history[1]
+    assert all(np.isfinite(r["loss"]) for r in history)
+
 def test_deterministic_kernels_are_switched_on_for_the_run_only(tmp_path: Path) -> None:
     """[train] deterministic turns torch's deterministic mode on while training and restores the
     caller's setting after, even when training fails; on the CPU the weights are the same either way."""
