@@ -158,6 +158,21 @@ def test_lightgcn_lines_that_are_not_pairs_are_quarantined_and_limits_count_data
     assert sample.report["user_list.txt"]["loaded"] == 3
 
 
+@pytest.mark.parametrize("fmt", ["lightgcn", "kgat"])
+def test_a_wrong_lightgcn_or_kgat_path_is_an_error_not_an_empty_load(tmp_path, fmt):
+    """A missing directory, one without train.txt / test.txt, or the path of train.txt itself
+    would load nothing and reconcile: each is refused, naming the path."""
+    with pytest.raises(FileNotFoundError, match="no such"):
+        load_source(fmt, tmp_path / "nope")
+    _files(tmp_path, {"readme.txt": "not a split\n"})
+    with pytest.raises(FileNotFoundError, match="neither"):
+        load_source(fmt, tmp_path)
+    _files(tmp_path, {"train.txt": "0 1\n"})
+    with pytest.raises(FileNotFoundError, match="is a file"):
+        load_source(fmt, tmp_path / "train.txt")
+    assert load_source(fmt, tmp_path).records.counts()["interactions"] == 1
+
+
 def test_kgat_relation_list_errors_are_errors(tmp_path):
     _files(tmp_path, {"train.txt": "0 0\n", "kg_final.txt": "0 0 1\n",
                       "relation_list.txt": "org_id remap_id\nhttp://x/r0 0\nbroken\n"})
