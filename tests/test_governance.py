@@ -327,6 +327,36 @@ def test_mapping_errors():
         read_tabular(".", {"files": [{"role": "users", "id": "id", "props": ["bad name) SET n:Admin"]}]})
 
 
+def test_mapping_keys_a_role_does_not_read_are_refused(tmp_path):
+    """A misspelt field loaded the rows without it (weight 1.0, ts 0, a blank rating too) and an
+    option of another role did nothing: both are errors naming the key and what the role reads."""
+    _write(tmp_path, "r.csv", "user,item,rating,ts\nu1,i1,5,881250949\nu1,i2,,881250950\n")
+    typo = {"role": "interactions", "user": "user", "item": "item", "weigth": "rating", "timestmp": "ts",
+            "create_nodes": True}
+    with pytest.raises(MappingError, match="'timestmp' \\(did you mean 'timestamp'\\?\\), 'weigth' "
+                                           "\\(did you mean 'weight'\\?\\).*weight_range"):
+        read_tabular(tmp_path / "r.csv", {"files": [typo]})
+    with pytest.raises(MappingError, match="\\(friends\\): unknown key\\(s\\) 'create_users'"):
+        read_tabular(".", {"files": [{"role": "friends", "user": "a", "friend": "b", "create_users": True}]})
+    with pytest.raises(MappingError, match="unknown attributes key\\(s\\) \\['seperator'\\]"):
+        read_tabular(".", {"files": [{"role": "items", "id": "id", "attributes": [{"column": "g", "seperator": "|"}]}]})
+    with pytest.raises(MappingError, match="unknown flags key\\(s\\) \\['off'\\]"):
+        read_tabular(".", {"files": [{"role": "items", "id": "id", "flags": {"columns": ["g"], "off": "-"}}]})
+    res = read_tabular(tmp_path / "r.csv", {"files": [{**{k: v for k, v in typo.items() if k not in ("weigth", "timestmp")},
+                                                        "weight": "rating", "timestamp": "ts"}]})
+    assert [(r["weight"], r["ts"]) for r in res.records.interactions] == [(5.0, 881250949)]
+    assert [q["reason"] for q in res.quarantine] == ["missing weight"]
+
+
+def test_packaged_mappings_pass_the_key_check():
+    from kg.sources.ml100k import MAPPING
+    from kg.sources.triples import MAPPINGS
+    from kg.sources.tabular import load_mapping
+
+    for mapping in (MAPPING, MAPPINGS / "lastfm.toml", MAPPINGS / "gowalla.toml"):
+        assert load_mapping(mapping)["files"]
+
+
 def test_jsonl_and_attributes(tmp_path):
     rows = [{"item": "i1", "title": "A", "cats": "x|y", "brand": "acme"},
             {"item": "i2", "title": "B" * 50, "cats": "", "brand": INJECTION},
@@ -680,7 +710,7 @@ def test_jsonl_entity_and_triple_ids_that_are_not_strings_or_integers_are_quaran
     rows = [{"h": 1, "r": "rel", "t": 2}, {"h": 1, "r": "rel", "t": 1.0}, {"h": [1, 2], "r": "rel", "t": True}]
     _write(tmp_path, "kg.jsonl", "\n".join(json.dumps(r) for r in rows) + "\n")
     res = read_tabular(tmp_path, {"files": [{"path": "kg.jsonl", "role": "triples", "format": "jsonl", "head": "h",
-                                             "relation": "r", "tail": "t", "create_nodes": True}]})
+                                             "relation": "r", "tail": "t"}]})
     _reconciles(res)
     assert [(t["head"], t["tail"]) for t in res.records.triples] == [("1", "2")]
     assert sorted(_reasons(res)) == [2, 3] and all("string or integer" in r for r in _reasons(res).values())

@@ -44,11 +44,13 @@ one: a first line of another width, or naming the same columns in another order,
 
 Lines are parsed one at a time (quoted fields spanning lines are not supported; use JSONL), so a
 malformed line is quarantined without affecting the next. A mapped column absent from the header
-raises :class:`MappingError` naming it.
+raises :class:`MappingError` naming it, and so does a key the role does not read (a misspelt
+``weigth``, ``create_users`` on ``friends``).
 """
 from __future__ import annotations
 
 import csv
+import difflib
 import json
 import logging
 import sys
@@ -83,6 +85,18 @@ ROLE_FIELDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "query_items": (("query", "item"), ("relevance",)),
 }
 PROP_TYPES = ("str", "int", "float", "bool")
+FILE_OPTIONS = ("path", "role", "format", "delimiter", "encoding", "header", "quoting", "columns")
+ROLE_OPTIONS: dict[str, tuple[str, ...]] = {
+    # role -> the options it reads besides its fields and FILE_OPTIONS (any other key is a typo)
+    "interactions": ("weight_range", "create_users", "create_items", "create_nodes", "attributes", "flags"),
+    "users": ("props", "prop_names", "attributes", "flags"),
+    "items": ("props", "prop_names", "attributes", "flags"),
+    "entities": ("entity_prefix",),
+    "item_entities": ("entity_prefix",),
+    "triples": ("entity_prefix",),
+}
+ATTRIBUTE_KEYS = ("column", "relation", "entity_type", "separator", "prefix")
+FLAG_KEYS = ("columns", "names", "relation", "entity_type", "value", "off_value", "prefix")
 
 
 class MappingError(ValueError):
@@ -110,6 +124,7 @@ def load_mapping(mapping: str | Path | dict) -> dict:
             raise MappingError(f"files[{n}]: unknown role {role!r} (expected one of {sorted(ROLE_FIELDS)})")
         if spec.get("format", "csv") not in ("csv", "tsv", "jsonl"):
             raise MappingError(f"files[{n}]: format must be csv, tsv or jsonl")
+        _check_keys(spec, n, role)
         required, _ = ROLE_FIELDS[role]
         for f in required:
             if f not in spec and f"{f}_value" not in spec:
@@ -147,6 +162,27 @@ def _check_shape(spec: dict, n: int) -> None:
     if not isinstance(delimiter, str) or not delimiter or (len(delimiter) != 1 and quoting != "none"):
         raise MappingError(f"files[{n}]: delimiter {delimiter!r} must be one character, or several with "
                            f"quoting = \"none\"")
+
+
+def _check_keys(spec: dict, n: int, role: str) -> None:
+    """Refuse keys the reader would not read: a misspelt ``weigth`` or an option of another role
+    would be ignored, and the rows loaded without it (a weight of 1, no timestamp)."""
+    required, optional = ROLE_FIELDS[role]
+    fields = required + optional
+    known = set(FILE_OPTIONS) | set(fields) | {f"{f}_value" for f in fields} | set(ROLE_OPTIONS.get(role, ()))
+    unknown = sorted(str(k) for k in spec if k not in known)
+    if unknown:
+        hints = [f"{k!r} (did you mean {close[0]!r}?)" if (close := difflib.get_close_matches(k, known, 1))
+                 else repr(k) for k in unknown]
+        raise MappingError(f"files[{n}] ({role}): unknown key(s) {', '.join(hints)}; this role reads the fields "
+                           f"{list(fields)} (each a column, or <field>_value = a constant) and the options "
+                           f"{list(ROLE_OPTIONS.get(role, ())) + list(FILE_OPTIONS)}")
+    for what, entries, keys in (("attributes", spec.get("attributes"), ATTRIBUTE_KEYS),
+                                ("flags", spec.get("flags"), FLAG_KEYS)):
+        for entry in _as_list(entries):
+            extra = sorted(str(k) for k in entry if k not in keys)  # a table: _check_shape
+            if extra:
+                raise MappingError(f"files[{n}] ({role}): unknown {what} key(s) {extra}; expected {list(keys)}")
 
 
 def _prop_spec(spec: dict, n: int = 0) -> dict[str, str]:
