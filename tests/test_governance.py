@@ -521,10 +521,19 @@ def test_flag_columns_must_pair_with_names_and_hold_on_or_off(tmp_path):
     ({"role": "items", "id": "id", "flags": {"names": ["a"]}}, "columns = \\[...\\]"),
     ({"role": "items", "id": "id", "attributes": [{"relation": "brand"}]}, "needs a column"),
     ({"role": "items", "id": "id", "delimiter": "::", "quoting": "minimal"}, "one character"),
+    # a string is truthy: "false" read the first data row as the header, in no count
+    ({"role": "items", "id": "id", "columns": ["id"], "header": "false"}, "header must be true or false"),
+    ({"role": "interactions", "user": "u", "item": "i", "create_users": "no"}, "create_users must be true or false"),
+    ({"role": "items", "id": "id", "delimiter": "\t", "quoting": "None"}, "quoting must be one of"),
 ])
 def test_malformed_mappings_say_what_is_wrong(spec, message):
     with pytest.raises(MappingError, match=message):
         read_tabular(".", {"files": [spec]})
+
+
+def test_lowercase_ids_must_be_a_boolean():
+    with pytest.raises(MappingError, match="lowercase_ids must be true or false, not 'false'"):
+        read_tabular(".", {"lowercase_ids": "false", "files": [{"role": "items", "id": "id"}]})
 
 
 def test_one_entity_id_with_two_types_is_quarantined(tmp_path):

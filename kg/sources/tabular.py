@@ -95,6 +95,8 @@ ROLE_OPTIONS: dict[str, tuple[str, ...]] = {
     "item_entities": ("entity_prefix",),
     "triples": ("entity_prefix",),
 }
+BOOL_OPTIONS = ("header", "create_users", "create_items", "create_nodes")
+QUOTING = ("none", "minimal")
 ATTRIBUTE_KEYS = ("column", "relation", "entity_type", "separator", "prefix")
 FLAG_KEYS = ("columns", "names", "relation", "entity_type", "value", "off_value", "prefix")
 
@@ -117,6 +119,8 @@ def load_mapping(mapping: str | Path | dict) -> dict:
     files = data.get("files")
     if not isinstance(files, list) or not files:
         raise MappingError("mapping needs a non-empty [[files]] list")
+    if not isinstance(data.get("lowercase_ids", False), bool):
+        raise MappingError(f"lowercase_ids must be true or false, not {data['lowercase_ids']!r}")
     for n, spec in enumerate(files):
         _check_shape(spec, n)
         role = spec.get("role")
@@ -157,8 +161,13 @@ def _check_shape(spec: dict, n: int) -> None:
                                    and all(isinstance(b, (int, float)) and not isinstance(b, bool) for b in bounds)
                                    and bounds[0] <= bounds[1]):
         raise MappingError(f"files[{n}]: weight_range must be [low, high], got {bounds!r}")
+    for key in BOOL_OPTIONS:  # a string "false" is truthy: header = "false" would swallow the first row
+        if key in spec and not isinstance(spec[key], bool):
+            raise MappingError(f"files[{n}]: {key} must be true or false, not {spec[key]!r}")
     delimiter = spec.get("delimiter", "\t" if spec.get("format") == "tsv" else ",")
     quoting = spec.get("quoting", "minimal" if delimiter == "," else "none")
+    if quoting not in QUOTING:
+        raise MappingError(f"files[{n}]: quoting must be one of {QUOTING}, not {quoting!r}")
     if not isinstance(delimiter, str) or not delimiter or (len(delimiter) != 1 and quoting != "none"):
         raise MappingError(f"files[{n}]: delimiter {delimiter!r} must be one character, or several with "
                            f"quoting = \"none\"")
