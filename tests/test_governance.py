@@ -635,6 +635,15 @@ def test_a_utf16_file_is_refused_with_what_to_do(tmp_path):
                                            "encoding": "utf-16"}]})
 
 
+def test_utf8_sig_is_read_as_the_utf8_it_is(tmp_path):
+    """utf-8-sig encodes a newline with a BOM in front: it was refused as not ASCII-compatible."""
+    _write(tmp_path, "a.csv", b"\xef\xbb\xbfuser,item\nu1,caf\xc3\xa9\n")
+    res = read_tabular(tmp_path / "a.csv", {"files": [{"role": "interactions", "user": "user", "item": "item",
+                                                       "encoding": "utf-8-sig", "create_nodes": True}]})
+    _reconciles(res)
+    assert [(r["user"], r["item"]) for r in res.records.interactions] == [("u1", "café")]
+
+
 def test_eight_digit_strings_are_dates_not_seconds_of_1970():
     """``20201231`` in a CSV is the last day of 2020 (ISO 8601 basic form), midnight UTC."""
     assert parse_timestamp("20201231") == parse_timestamp("2020-12-31") == 1_609_372_800

@@ -49,6 +49,7 @@ raises :class:`MappingError` naming it, and so does a key the role does not read
 """
 from __future__ import annotations
 
+import codecs
 import csv
 import difflib
 import json
@@ -310,9 +311,10 @@ def iter_rows(path: Path, spec: dict, limit: int | None = None
     """
     fmt = spec.get("format", "csv")
     encoding = spec.get("encoding", "utf-8")
-    try:  # lines are split on the byte \n: an encoding whose newline is another byte sequence cannot be read so
-        ascii_compatible = "\n".encode(encoding) == b"\n" and "a,\t".encode(encoding) == b"a,\t"
-    except LookupError:
+    try:  # lines are split on the byte \n: an encoding whose newline is another byte sequence cannot be read so.
+        # utf-8-sig writes a BOM before its first character (decoded_lines drops it): not a wider newline
+        ascii_compatible = "a,\t\n".encode(encoding).removeprefix(codecs.BOM_UTF8) == b"a,\t\n"
+    except (LookupError, TypeError):  # TypeError: an encoding that is not a string
         raise MappingError(f"{path.name}: unknown encoding {encoding!r}") from None
     if not ascii_compatible:
         raise MappingError(f"{path.name}: encoding {encoding!r} is not ASCII-compatible (UTF-16/32): convert "
