@@ -525,10 +525,20 @@ def test_flag_columns_must_pair_with_names_and_hold_on_or_off(tmp_path):
     ({"role": "items", "id": "id", "columns": ["id"], "header": "false"}, "header must be true or false"),
     ({"role": "interactions", "user": "u", "item": "i", "create_users": "no"}, "create_users must be true or false"),
     ({"role": "items", "id": "id", "delimiter": "\t", "quoting": "None"}, "quoting must be one of"),
+    ({"role": "items", "id": "id", "attributes": [{"column": "tags", "separator": ""}]}, "non-empty string"),
 ])
 def test_malformed_mappings_say_what_is_wrong(spec, message):
     with pytest.raises(MappingError, match=message):
         read_tabular(".", {"files": [spec]})
+
+
+def test_one_attributes_table_reads_as_a_list_of_one(tmp_path):
+    """load_mapping took ``attributes = {column = ...}`` and the reader then failed on it (TypeError)."""
+    _write(tmp_path, "at.csv", "id,g\nu1,M\n")
+    res = read_tabular(tmp_path / "at.csv", {"files": [{"role": "users", "id": "id",
+                                                        "attributes": {"column": "g", "relation": "gender"}}]})
+    _reconciles(res)
+    assert res.records.user_entities == [{"user": "u1", "entity": "gender:M", "relation": "gender"}]
 
 
 def test_lowercase_ids_must_be_a_boolean():

@@ -35,7 +35,7 @@ Roles and their fields (``<field>`` names a column, ``<field>_value`` gives a co
 
 ``props`` is a list of columns or a table ``{column = "int"|"float"|"str"|"bool"}``; the property is
 named after the column unless ``prop_names = {column = "name"}`` says otherwise (names must be
-identifiers). ``attributes`` is a list of ``{column, relation, entity_type, separator}``:
+identifiers). ``attributes`` is a list of ``{column, relation, entity_type, separator}`` (or one such table):
 each value becomes an entity ``<entity_type>:<value>`` linked by ``relation``. ``flags`` is
 ``{columns, names, relation, entity_type, value = "1", off_value = "0"}`` for one-hot columns
 (MovieLens genres): ``value`` links, ``off_value`` or a blank cell does not, anything else is quarantined.
@@ -147,9 +147,13 @@ def _check_shape(spec: dict, n: int) -> None:
     """The parts of a ``[[files]]`` entry that the readers index into, with a clear error."""
     if not isinstance(spec, dict):
         raise MappingError(f"files[{n}] must be a table ([[files]] with role = ...), not {spec!r}")
-    for attr in _as_list(spec.get("attributes")):
+    for attr in _as_list(spec.get("attributes")):  # a list of tables, or one table (as flags may be)
         if not isinstance(attr, dict) or "column" not in attr:
             raise MappingError(f"files[{n}]: each attributes entry needs a column = ...")
+        sep = attr.get("separator")
+        if sep is not None and not (isinstance(sep, str) and sep):
+            raise MappingError(f"files[{n}]: attributes separator for {attr['column']!r} must be a non-empty "
+                               f"string (leave it out for one value a cell), not {sep!r}")
     for flags in _as_list(spec.get("flags")):
         if not isinstance(flags, dict) or not isinstance(flags.get("columns"), list):
             raise MappingError(f"files[{n}]: flags needs a columns = [...] list")
@@ -210,7 +214,7 @@ def _used_columns(spec: dict) -> list[str]:
     req, opt = ROLE_FIELDS[role]
     cols = [spec[f] for f in req + opt if f in spec]
     cols += list(_prop_spec(spec))
-    cols += [a["column"] for a in spec.get("attributes") or []]
+    cols += [a["column"] for a in _as_list(spec.get("attributes"))]
     for flags in _as_list(spec.get("flags")):
         cols += list(flags["columns"])
     return cols
@@ -463,7 +467,7 @@ def _attributes(gov: Governor, spec: dict, row: dict, item: Any, source: str, li
     """Entities and edges from ``attributes`` and ``flags`` columns of an item (or, with
     ``owner="user"``, a user) row."""
     link = gov.add_user_entity if owner == "user" else gov.add_item_entity
-    for attr in spec.get("attributes") or []:
+    for attr in _as_list(spec.get("attributes")):
         value = row.get(attr["column"])
         if value is None or (isinstance(value, str) and not value.strip()):
             continue
