@@ -526,6 +526,11 @@ def test_flag_columns_must_pair_with_names_and_hold_on_or_off(tmp_path):
     ({"role": "interactions", "user": "u", "item": "i", "create_users": "no"}, "create_users must be true or false"),
     ({"role": "items", "id": "id", "delimiter": "\t", "quoting": "None"}, "quoting must be one of"),
     ({"role": "items", "id": "id", "attributes": [{"column": "tags", "separator": ""}]}, "non-empty string"),
+    # two columns under one property name kept only one value a row
+    ({"role": "items", "id": "id", "props": ["a", "b"], "prop_names": {"a": "p", "b": "p"}},
+     "columns 'a' and 'b' are both stored as property 'p'"),
+    ({"role": "items", "id": "id", "props": ["a", "p"], "prop_names": {"a": "p"}}, "both stored as property 'p'"),
+    ({"role": "items", "id": "id", "props": ["a"], "prop_names": {"b": "c"}}, "renaming columns of props"),
 ])
 def test_malformed_mappings_say_what_is_wrong(spec, message):
     with pytest.raises(MappingError, match=message):

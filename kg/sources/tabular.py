@@ -135,12 +135,27 @@ def load_mapping(mapping: str | Path | dict) -> dict:
             if f not in spec and f"{f}_value" not in spec:
                 raise MappingError(f"files[{n}] ({role}): field {f!r} needs a column ({f} = ...) "
                                    f"or a constant ({f}_value = ...)")
-        renames = spec.get("prop_names") or {}
-        for col in _prop_spec(spec, n):
-            prop = renames.get(col, col)
-            if not PROP_RE.fullmatch(prop) or prop in RESERVED_PROPS:
-                raise MappingError(f"files[{n}]: property name {prop!r} is not an identifier or is reserved")
+        _check_prop_names(spec, n)
     return data
+
+
+def _check_prop_names(spec: dict, n: int) -> None:
+    """Each property is an identifier, stored from one column: two columns under one name would
+    keep only the last value of each row."""
+    renames = spec.get("prop_names") or {}
+    props = _prop_spec(spec, n)
+    if not isinstance(renames, dict) or set(renames) - set(props):
+        raise MappingError(f"files[{n}]: prop_names must be a table renaming columns of props {list(props)}, "
+                           f"got {renames!r}")
+    source_of: dict[str, str] = {}
+    for col in props:
+        prop = renames.get(col, col)
+        if not isinstance(prop, str) or not PROP_RE.fullmatch(prop) or prop in RESERVED_PROPS:
+            raise MappingError(f"files[{n}]: property name {prop!r} is not an identifier or is reserved")
+        if prop in source_of:
+            raise MappingError(f"files[{n}]: columns {source_of[prop]!r} and {col!r} are both stored as "
+                               f"property {prop!r}; give each its own name in prop_names")
+        source_of[prop] = col
 
 
 def _check_shape(spec: dict, n: int) -> None:
