@@ -104,6 +104,18 @@ def test_recbole_bad_header(tmp_path):
         read_recbole(tmp_path / "x.inter")
 
 
+def test_recbole_header_is_the_first_line_that_is_not_blank(tmp_path):
+    """The reader skips blank lines before the header: so does the header parser (it read the
+    blank first line and failed with "header token '' is not field:type")."""
+    _files(tmp_path, {"rb.inter": "\n  \r\nuser_id:token\titem_id:token\n1\t2\n"})
+    res = read_recbole(tmp_path / "rb.inter")
+    _ok(res)
+    assert [(r["user"], r["item"]) for r in res.records.interactions] == [("1", "2")]
+    _files(tmp_path, {"rb.inter": "\n\n"})
+    with pytest.raises(MappingError, match="no header line"):
+        read_recbole(tmp_path / "rb.inter")
+
+
 def test_lightgcn_governed_keeps_split(tmp_path):
     _files(tmp_path, {"train.txt": "0 1 2 3\n1 2\n2\n", "test.txt": "0 4\n1 x\n"})
     res = load_source("lightgcn", tmp_path)
