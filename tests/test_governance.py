@@ -546,6 +546,20 @@ def test_one_attributes_table_reads_as_a_list_of_one(tmp_path):
     assert res.records.user_entities == [{"user": "u1", "entity": "gender:M", "relation": "gender"}]
 
 
+def test_flags_and_constant_titles_on_interactions_describe_the_items(tmp_path):
+    """Only title/description columns and attributes made item rows: flags made their entities but
+    linked no item, and title_value / description_value were dropped."""
+    _write(tmp_path, "b.csv", "user,item,g1,g2\nu1,i1,1,0\nu2,i2,0,1\n")
+    spec = {"role": "interactions", "user": "user", "item": "item", "create_nodes": True}
+    res = read_tabular(tmp_path / "b.csv", {"files": [{**spec, "flags": {"columns": ["g1", "g2"], "names": ["A", "B"]}}]})
+    _reconciles(res)
+    assert sorted((r["item"], r["entity"]) for r in res.records.item_entities) == [("i1", "genre:A"), ("i2", "genre:B")]
+    res = read_tabular(tmp_path / "b.csv", {"files": [{**spec, "title_value": "T", "description_value": "D"}]})
+    _reconciles(res)
+    assert sorted((i["id"], i["title"], i["description"]) for i in res.records.items) == [
+        ("i1", "T", "D"), ("i2", "T", "D")]
+
+
 def test_lowercase_ids_must_be_a_boolean():
     with pytest.raises(MappingError, match="lowercase_ids must be true or false, not 'false'"):
         read_tabular(".", {"lowercase_ids": "false", "files": [{"role": "items", "id": "id"}]})

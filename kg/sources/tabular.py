@@ -26,8 +26,8 @@ Roles and their fields (``<field>`` names a column, ``<field>_value`` gives a co
   quarantined (missing, not 1), and ``weight_range = [low, high]`` quarantines values outside it;
   ``create_users`` / ``create_items``
   / ``create_nodes = true`` declare the users / items / both named by the events (for an event log
-  without node files; counted in ``LoadResult.created``); ``title``/``description``/``attributes``
-  also emit item rows.
+  without node files; counted in ``LoadResult.created``); ``title``/``description`` (or their
+  ``_value`` constants), ``attributes`` and ``flags`` also emit item rows.
 - ``users``: id, props, attributes, flags. ``items``: id, title, description, props, attributes, flags.
 - ``entities``: id, name, type. ``item_entities``: item, entity, relation, ``entity_prefix``.
 - ``triples``: head, relation, tail, ``entity_prefix``. ``friends``: user, friend.
@@ -522,6 +522,13 @@ def _flag_entities(gov: Governor, spec: dict, source: str, lowercase: bool = Fal
             gov.add_entity(source, 0, {"flag": name}, id=prefix + name, type=etype, name=name, lowercase=lowercase)
 
 
+def _emits_items(spec: dict) -> bool:
+    """Whether an interactions entry also describes its items (a title or description, given by a
+    column or a constant, attributes or flags): each event line then gives an item row as well."""
+    return (any(k in spec for k in ("title", "description", "title_value", "description_value"))
+            or bool(spec.get("attributes")) or bool(spec.get("flags")))
+
+
 def feed_file(gov: Governor, path: Path, spec: dict, *, lowercase_ids: bool = False,
               limit: int | None = None, source: str | None = None) -> None:
     """Read one file per its mapping entry and feed every row to ``gov``.
@@ -547,7 +554,7 @@ def feed_file(gov: Governor, path: Path, spec: dict, *, lowercase_ids: bool = Fa
         g = lambda f, d=None: _get(spec, row, f, d)  # noqa: E731
         if role == "interactions":
             user, item = g("user"), g("item")
-            if "title" in spec or "description" in spec or spec.get("attributes"):
+            if _emits_items(spec):
                 rejected = gov.quarantined
                 gov.add_item(source, line, raw, id=item, title=g("title"), description=g("description"),
                              lowercase=lower)
