@@ -595,11 +595,12 @@ class Governor:
         return self._add_edge("user_queries", row, ("uq", row["user"], row["query"], row["ts"]), source, line, raw)
 
     def add_query_item(self, source: str, line: int, raw: Any, *, query: Any, item: Any,
-                       relevance: Any = None, lowercase: bool = False) -> bool:
-        """Add a query-relevant-item edge."""
+                       relevance: Any = None, lowercase: bool = False, relevance_required: bool = False) -> bool:
+        """Add a query-relevant-item edge. A missing relevance is 1 unless ``relevance_required`` (a
+        mapped relevance column: a blank cell is no relevance of 1, as for weights)."""
         try:
             row = {"query": normalize_id(query, "query id", lowercase), "item": normalize_id(item, "item id", lowercase),
-                   "relevance": parse_number(relevance, "relevance")}
+                   "relevance": parse_number(relevance, "relevance", default=None if relevance_required else 1.0)}
         except GovernanceError as e:
             return self.quarantine(source, line, str(e), raw)
         return self._add_edge("query_items", row, ("qi", row["query"], row["item"]), source, line, raw)

@@ -657,6 +657,18 @@ def test_a_blank_or_out_of_range_rating_is_quarantined_and_blank_ids_make_no_ent
     assert "kg:" not in {e["id"] for e in res.records.entities}
 
 
+def test_a_blank_mapped_relevance_is_quarantined_like_a_blank_weight(tmp_path):
+    """A blank relevance cell loaded as 1.0, the highest relevance there is; unmapped, it is still 1."""
+    _write(tmp_path, "d.csv", "q,item,rel\nq1,i1,\nq1,i2,0.5\n")
+    spec, cfg = {"role": "query_items", "query": "q", "item": "item"}, IngestConfig(unknown_reference="create")
+    res = read_tabular(tmp_path / "d.csv", {"files": [{**spec, "relevance": "rel"}]}, cfg)
+    _reconciles(res)
+    assert [(r["item"], r["relevance"]) for r in res.records.query_items] == [("i2", 0.5)]
+    assert [(q["line"], q["reason"]) for q in res.quarantine] == [(2, "missing relevance")]
+    res = read_tabular(tmp_path / "d.csv", {"files": [spec]}, cfg)
+    assert [r["relevance"] for r in res.records.query_items] == [1.0, 1.0]
+
+
 def test_a_utf16_file_is_refused_with_what_to_do(tmp_path):
     _write(tmp_path, "u.csv", "user,item\nu1,i1\n".encode("utf-16"))
     with pytest.raises(MappingError, match="iconv"):

@@ -31,7 +31,8 @@ Roles and their fields (``<field>`` names a column, ``<field>_value`` gives a co
 - ``users``: id, props, attributes, flags. ``items``: id, title, description, props, attributes, flags.
 - ``entities``: id, name, type. ``item_entities``: item, entity, relation, ``entity_prefix``.
 - ``triples``: head, relation, tail, ``entity_prefix``. ``friends``: user, friend.
-- ``queries``: id, text. ``user_queries``: user, query, timestamp. ``query_items``: query, item, relevance.
+- ``queries``: id, text. ``user_queries``: user, query, timestamp. ``query_items``: query, item, relevance
+  (a mapped relevance column's blank cell is quarantined, as a weight's is).
 
 ``props`` is a list of columns or a table ``{column = "int"|"float"|"str"|"bool"}``; the property is
 named after the column unless ``prop_names = {column = "name"}`` says otherwise (names must be
@@ -602,7 +603,7 @@ def feed_file(gov: Governor, path: Path, spec: dict, *, lowercase_ids: bool = Fa
             gov.add_user_query(source, line, raw, user=g("user"), query=g("query"), ts=g("timestamp"), lowercase=lower)
         elif role == "query_items":
             gov.add_query_item(source, line, raw, query=g("query"), item=g("item"), relevance=g("relevance"),
-                               lowercase=lower)
+                               lowercase=lower, relevance_required="relevance" in spec)
 
 
 def read_tabular(path: str | Path, mapping: str | Path | dict, cfg: "IngestConfig | None" = None, *,
