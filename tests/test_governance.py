@@ -669,6 +669,20 @@ def test_a_blank_mapped_relevance_is_quarantined_like_a_blank_weight(tmp_path):
     assert [r["relevance"] for r in res.records.query_items] == [1.0, 1.0]
 
 
+def test_two_files_of_one_name_in_two_folders_are_two_sources(tmp_path):
+    """Both were reported (and quarantined) as ``ev.csv``: the label is the mapping's path as written."""
+    (tmp_path / "x").mkdir()
+    (tmp_path / "y").mkdir()
+    _write(tmp_path, "x/ev.csv", "u,i\nu1,i1\nu1,\n")
+    _write(tmp_path, "y/ev.csv", "u,i\nu2,i2\n")
+    spec = {"role": "interactions", "user": "u", "item": "i", "create_nodes": True}
+    res = read_tabular(tmp_path, {"files": [{**spec, "path": "x/ev.csv"}, {**spec, "path": "./y/ev.csv"}]})
+    _reconciles(res)
+    assert res.report == {"x/ev.csv": {"read": 2, "loaded": 1, "quarantined": 1, "deduplicated": 0},
+                          "y/ev.csv": {"read": 1, "loaded": 1, "quarantined": 0, "deduplicated": 0}}
+    assert [(q["source"], q["line"]) for q in res.quarantine] == [("x/ev.csv", 3)]
+
+
 def test_a_utf16_file_is_refused_with_what_to_do(tmp_path):
     _write(tmp_path, "u.csv", "user,item\nu1,i1\n".encode("utf-16"))
     with pytest.raises(MappingError, match="iconv"):

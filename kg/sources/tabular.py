@@ -540,7 +540,8 @@ def feed_file(gov: Governor, path: Path, spec: dict, *, lowercase_ids: bool = Fa
         spec: Its ``[[files]]`` entry.
         lowercase_ids: Lowercase every id (only when the mapping says so).
         limit: Read at most this many data lines (for slices and tests).
-        source: Name used in the report (default: the file name).
+        source: Name used in the report and the quarantine (default: the file name; read_tabular
+            passes the mapping's path as written, so two files of one name in two folders stay two).
     """
     role = spec["role"]
     source = source or path.name
@@ -633,12 +634,14 @@ def read_tabular(path: str | Path, mapping: str | Path | dict, cfg: "IngestConfi
         if path.is_file():
             if len(files) != 1:
                 raise MappingError(f"{path} is a file but the mapping lists {len(files)} files; pass a directory")
-            fpath = path
+            fpath, source = path, path.name
         else:
             if "path" not in spec:
                 raise MappingError(f"files entry with role {spec['role']!r} has no path")
             fpath = path / spec["path"]
+            source = Path(spec["path"]).as_posix()  # as written: x/ev.csv and y/ev.csv are two sources
         if not fpath.is_file():
             raise FileNotFoundError(f"{fpath}: file named in the mapping does not exist")
-        feed_file(gov, fpath, spec, lowercase_ids=bool(data.get("lowercase_ids", False)), limit=limit)
+        feed_file(gov, fpath, spec, lowercase_ids=bool(data.get("lowercase_ids", False)), limit=limit,
+                  source=source)
     return gov.finish()
