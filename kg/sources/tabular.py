@@ -43,8 +43,10 @@ each value becomes an entity ``<entity_type>:<value>`` linked by ``relation``. `
 With ``header = true`` and ``columns`` both given, ``columns`` renames the header's columns one for
 one: a first line of another width, or naming the same columns in another order, is an error.
 
-Lines are parsed one at a time (quoted fields spanning lines are not supported; use JSONL), so a
-malformed line is quarantined without affecting the next. A mapped column absent from the header
+Records are parsed one at a time, so a malformed line is quarantined without affecting the next. With
+``quoting = "minimal"`` a quoted field may hold line breaks: its lines are joined into one record,
+numbered by its first line; a quote left open (to the end of the file or for
+:data:`MAX_RECORD_LINES` lines) quarantines that first line alone and reading goes on after it. A mapped column absent from the header
 raises :class:`MappingError` naming it, and so does a key the role does not read (a misspelt
 ``weigth``, ``create_users`` on ``friends``).
 """
