@@ -623,6 +623,55 @@ def test_a_repeat_of_a_quarantined_event_is_quarantined_with_it():
     assert res.report["events.csv"]["deduplicated"] == 0 and res.report["events.csv"]["quarantined"] == 2
 
 
+def test_an_event_log_creates_no_node_that_only_quarantined_events_name(tmp_path):
+    """u2's only event names an unknown item: it is quarantined, and u2 was still created (and
+    counted in ``created``). A node an event declares exists only while an event naming it loads."""
+    _write(tmp_path, "items.csv", "id\ni1\n")
+    _write(tmp_path, "ev.csv", "u,i\nu1,i1\nu2,BAD\nu3,BAD\nu3,i1\n")
+    res = read_tabular(tmp_path, {"files": [
+        {"path": "items.csv", "role": "items", "id": "id"},
+        {"path": "ev.csv", "role": "interactions", "user": "u", "item": "i", "create_users": True}]})
+    _reconciles(res)
+    assert [u["id"] for u in res.records.users] == ["u1", "u3"] and res.created == {"users": 2}
+    assert [(q["line"], q["reason"]) for q in res.quarantine] == [(3, "unknown item 'BAD'"), (4, "unknown item 'BAD'")]
+
+
+def test_dropping_an_event_drops_what_it_declared_and_what_needed_that():
+    """Events declare nodes for each other: an event whose end only a quarantined event declared is
+    quarantined in turn (it was loaded against a node created from nothing), while events that
+    declare each other's ends all load."""
+    gov = Governor(IngestConfig(unknown_reference="quarantine"))
+    gov.add_user("u.csv", 1, "r", id="u0")
+    gov.add_interaction("a.csv", 1, "r", user="u1", item="ghost", creates=["users"])  # unknown item: u1 unmade
+    gov.add_interaction("b.csv", 1, "r", user="u1", item="i7", creates=["items"])  # needs u1: i7 unmade
+    gov.add_interaction("c.csv", 1, "r", user="u0", item="i7")  # needs i7
+    gov.add_friend("f.csv", 1, "r", user="u0", friend="u1")  # needs u1
+    for user, item, src in (("u2", "i1", "a.csv"), ("u3", "i1", "b.csv"), ("u3", "i2", "a.csv"), ("u2", "i2", "b.csv")):
+        gov.add_interaction(src, 2, "r", user=user, item=item, creates=["users" if src == "a.csv" else "items"])
+    res = gov.finish()
+    _reconciles(res)
+    assert sorted((q["source"], q["reason"]) for q in res.quarantine) == [
+        ("a.csv", "unknown item 'ghost'"), ("b.csv", "unknown user 'u1'"), ("c.csv", "unknown item 'i7'"),
+        ("f.csv", "unknown user 'u1'")]
+    assert sorted((r["user"], r["item"]) for r in res.records.interactions) == [
+        ("u2", "i1"), ("u2", "i2"), ("u3", "i1"), ("u3", "i2")]
+    assert res.created == {"users": 2, "items": 2} and [u["id"] for u in res.records.users] == ["u0", "u2", "u3"]
+
+
+def test_a_row_conflicting_with_a_quarantined_event_does_not_say_it_was_kept(tmp_path):
+    """The conflicting row's reason said the first row was kept, and that row was quarantined."""
+    _write(tmp_path, "users.csv", "id\nu1\n")
+    _write(tmp_path, "ev.csv", "u,i,r\nu9,i1,5\nu9,i1,4\nu1,i1,5\nu1,i1,4\n")
+    res = read_tabular(tmp_path, {"files": [
+        {"path": "users.csv", "role": "users", "id": "id"},
+        {"path": "ev.csv", "role": "interactions", "user": "u", "item": "i", "weight": "r", "create_items": True}]})
+    _reconciles(res)
+    assert _reasons(res)[3] == ("the same interaction is already loaded with weight 5.0 (not 4.0) (ev.csv:2); "
+                                "that row is quarantined too (unknown user 'u9')")
+    assert _reasons(res)[5].endswith("(ev.csv:4); kept that row")
+    assert [(r["user"], r["item"], r["weight"]) for r in res.records.interactions] == [("u1", "i1", 5.0)]
+
+
 def test_declared_nodes_the_graph_holds_are_not_reported_created():
     gov = Governor(known=lambda kind, ids: {"users": {"u1"}, "items": {"i1"}}.get(kind, set()) & set(ids))
     gov.add_interaction("delta.csv", 1, "r", user="u1", item="i1", ts=5)

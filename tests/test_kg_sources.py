@@ -126,6 +126,15 @@ def test_lightgcn_governed_keeps_split(tmp_path):
     assert res.report["test.txt"] == {"read": 2, "loaded": 1, "quarantined": 1, "deduplicated": 0}
 
 
+def test_lightgcn_creates_no_item_that_only_a_quarantined_pair_names(tmp_path):
+    """User 3 is not in user_list.txt: its pair is quarantined, and item 5 was still created."""
+    _files(tmp_path, {"train.txt": "0 1\n", "test.txt": "3 5\n", "user_list.txt": "org_id remap_id\nA 0\nB 1\nC 2\n"})
+    res = load_source("lightgcn", tmp_path)
+    _ok(res)
+    assert [i["id"] for i in res.records.items] == ["1"] and res.created == {"items": 1}
+    assert [q["reason"] for q in res.quarantine] == ["unknown user '3'"]
+
+
 def test_lightgcn_files_with_a_byte_order_mark(tmp_path):
     _files(tmp_path, {"train.txt": "\ufeff0 1 2\n1 2\n", "test.txt": "\ufeff0 3\n",
                       "user_list.txt": "\ufefforg_id remap_id\nalice 0\nbob 1\n"})

@@ -197,6 +197,8 @@ def feed_lightgcn(gov: "Governor", data_dir: str | Path, *, kind: str = "interac
                 gov.add_user(fname, lineno, tokens, id=index_id(tokens[1]), props={"org_id": tokens[0]})
             else:
                 gov.add_item(fname, lineno, tokens, id=index_id(tokens[1]), props={"org_id": tokens[0]})
+    # the pairs' users and items without a list file: created with a pair that loads, not a quarantined one
+    creates = [k for k in ("users", "items") if k not in have and (create or k == "users")]
     for split, fname in zip(("train", "test"), SPLIT_FILES):
         path = data_dir / fname
         if not path.is_file():  # one of the two may be absent (check_data_dir: not both)
@@ -212,12 +214,8 @@ def feed_lightgcn(gov: "Governor", data_dir: str | Path, *, kind: str = "interac
                 if not (is_index(user) and is_index(item)):
                     gov.quarantine(fname, lineno, f"not a non-negative integer id: {user!r} {item!r}", raw)
                     continue
-                if gov.add_interaction(fname, lineno, [user, item], user=user, item=item, kind=kind,
-                                       weight=1.0, ts=0, split=split):
-                    if "users" not in have:
-                        gov.declare("users", user)
-                    if create and "items" not in have:
-                        gov.declare("items", item)
+                gov.add_interaction(fname, lineno, [user, item], user=user, item=item, kind=kind,
+                                    weight=1.0, ts=0, split=split, creates=creates)
 
 
 def read_lightgcn_governed(data_dir: str | Path, cfg: "IngestConfig | None" = None, *,

@@ -26,7 +26,8 @@ Roles and their fields (``<field>`` names a column, ``<field>_value`` gives a co
   quarantined (missing, not 1), and ``weight_range = [low, high]`` quarantines values outside it;
   ``create_users`` / ``create_items``
   / ``create_nodes = true`` declare the users / items / both named by the events (for an event log
-  without node files; counted in ``LoadResult.created``); ``title``/``description`` (or their
+  without node files; counted in ``LoadResult.created``; a node only a quarantined event names is not
+  created); ``title``/``description`` (or their
   ``_value`` constants), ``attributes`` and ``flags`` also emit item rows.
 - ``users``: id, props, attributes, flags. ``items``: id, title, description, props, attributes, flags.
 - ``entities``: id, name, type. ``item_entities``: item, entity, relation, ``entity_prefix``.
@@ -549,6 +550,8 @@ def feed_file(gov: Governor, path: Path, spec: dict, *, lowercase_ids: bool = Fa
     source = source or path.name
     lower = lowercase_ids
     weight_range = tuple(spec["weight_range"]) if spec.get("weight_range") else None
+    creates = [kind for kind, flag in (("users", "create_users"), ("items", "create_items"))
+               if spec.get("create_nodes") or spec.get(flag)]  # created only while an event naming them loads
     if spec.get("flags"):
         _flag_entities(gov, spec, source + "#flags", lower)
     for line, row, raw, err in iter_rows(path, spec, limit):
@@ -564,13 +567,9 @@ def feed_file(gov: Governor, path: Path, spec: dict, *, lowercase_ids: bool = Fa
                              lowercase=lower)
                 if gov.quarantined == rejected:
                     _attributes(gov, spec, row, item, source, line, raw, lower)
-            if gov.add_interaction(source, line, raw, user=user, item=item, kind=g("kind", "interact"),
-                                   weight=g("weight"), ts=g("timestamp"), split=g("split", ""), lowercase=lower,
-                                   weight_required="weight" in spec, weight_range=weight_range):
-                if spec.get("create_nodes") or spec.get("create_users"):
-                    gov.declare("users", user, lower)
-                if spec.get("create_nodes") or spec.get("create_items"):
-                    gov.declare("items", item, lower)
+            gov.add_interaction(source, line, raw, user=user, item=item, kind=g("kind", "interact"),
+                                weight=g("weight"), ts=g("timestamp"), split=g("split", ""), lowercase=lower,
+                                weight_required="weight" in spec, weight_range=weight_range, creates=creates)
         elif role in ("users", "items"):
             try:
                 props = _convert_props(spec, row)
