@@ -20,6 +20,8 @@ Rules applied to each candidate row:
 - an edge naming a user/item/entity/query that neither this load nor the target graph (the
   ``known`` lookup, when given) holds is quarantined or the node is created, per
   ``IngestConfig.unknown_reference`` (KG triples always create their entities, type ``kg``);
+  a node an event declares (the users of an event log) is created only if an event that declares it
+  loads, so a quarantined event creates nothing, and an edge needing only that node goes with it;
 - an event given two splits (the same ``(user, item, kind, ts)``) and integers beyond 64 bits are
   quarantined;
 - relation names, interaction kinds, entity types and property names must match
@@ -350,6 +352,8 @@ class _Edge:
     line: int
     raw: Any
     repeats: list[tuple[str, int, Any]] = field(default_factory=list)  # deduplicated rows: (source, line, raw)
+    creates: tuple[tuple[str, str], ...] = ()  # (row key, node kind) of the ends this edge declares
+    conflicts: list[dict] = field(default_factory=list)  # quarantine entries of rows that contradict this one
 
 
 _EDGE_ENDPOINTS: dict[str, tuple[tuple[str, str], ...]] = {
@@ -366,6 +370,7 @@ _NODE_KINDS = ("users", "items", "queries", "entities")
 KnownIds = Callable[[str, list[str]], Iterable[str]]
 """``known(kind, ids)``: which of ``ids`` of a node kind (``users``...) the target graph holds."""
 _SINGULAR = {"users": "user", "items": "item", "queries": "query", "entities": "entity"}
+KEPT = "; kept that row"  # a conflicting edge row's reason, amended in finish if that row is quarantined after all
 
 
 class Governor:
@@ -419,9 +424,11 @@ class Governor:
         self._quarantine(source, line, reason, raw)
         return False
 
-    def _quarantine(self, source: str, line: int, reason: str, raw: Any) -> None:
+    def _quarantine(self, source: str, line: int, reason: str, raw: Any) -> dict:
         self._count(source, "quarantined")
-        self._result.quarantine.append({"source": source, "line": line, "reason": reason, "raw": _clip_raw(raw)})
+        entry = {"source": source, "line": line, "reason": reason, "raw": _clip_raw(raw)}
+        self._result.quarantine.append(entry)
+        return entry
 
     def _text(self, value: Any, source: str, line: int, fieldname: str) -> str:
         text, cut = normalize_text(value, self.max_text_chars)
@@ -475,19 +482,22 @@ class Governor:
         self._count(source, "deduplicated")
         return False
 
-    def _add_edge(self, kind: str, row: dict, key: tuple, source: str, line: int, raw: Any) -> bool:
+    def _add_edge(self, kind: str, row: dict, key: tuple, source: str, line: int, raw: Any,
+                  creates: Iterable[str] = ()) -> bool:
         self._count(source, "read")
         first = self._edge_keys.get(key)
         if first is not None:
             clash = _conflict(first.row, row)
-            if clash:
-                self._quarantine(source, line, f"the same {kind[:-1].replace('_', '-')} is already loaded with "
-                                               f"{clash} ({first.source}:{first.line}); kept that row", raw)
+            if clash:  # the reason is amended in finish should that first row be quarantined itself
+                first.conflicts.append(self._quarantine(
+                    source, line, f"the same {kind[:-1].replace('_', '-')} is already loaded with {clash} "
+                                  f"({first.source}:{first.line}){KEPT}", raw))
             else:
                 self._count(source, "deduplicated")
                 first.repeats.append((source, line, raw))  # quarantined with it, should it be
             return False
-        edge = _Edge(kind, row, source, line, raw)
+        ends = tuple((k, node_kind) for k, node_kind in _EDGE_ENDPOINTS[kind] if node_kind in creates)
+        edge = _Edge(kind, row, source, line, raw, creates=ends)
         self._edge_keys[key] = edge
         self._edges.append(edge)
         return True
@@ -545,10 +555,11 @@ class Governor:
         return self._add_node("queries", row, source, line, raw)
 
     def declare(self, kind: str, id: Any, lowercase: bool = False) -> None:
-        """Declare that a user/item/entity/query exists without a row of its own (for example the
-        users of an event log). Materialised in :meth:`finish` when no row adds it; counted in
-        :attr:`LoadResult.created`, not in any file's ``read``. Invalid ids are ignored here (the
-        edge naming them is quarantined)."""
+        """Declare that a user/item/entity/query exists without a row of its own and without an
+        edge (a LightGCN user alone on a line). Materialised in :meth:`finish` when no row adds it;
+        counted in :attr:`LoadResult.created`, not in any file's ``read``. Invalid ids are ignored.
+        The users or items of an event log are declared with the event instead
+        (``add_interaction(creates=...)``), so that a quarantined event creates nothing."""
         try:
             self._declared[kind].add(normalize_id(id, kind, lowercase))
         except GovernanceError:
@@ -559,10 +570,12 @@ class Governor:
     def add_interaction(self, source: str, line: int, raw: Any, *, user: Any, item: Any,
                         kind: Any = "interact", weight: Any = None, ts: Any = None, split: Any = "",
                         lowercase: bool = False, weight_required: bool = False,
-                        weight_range: tuple[float, float] | None = None) -> bool:
+                        weight_range: tuple[float, float] | None = None, creates: Iterable[str] = ()) -> bool:
         """Add a user-item event; duplicates of ``(user, item, kind, ts)`` are deduplicated.
         A missing weight is 1 unless ``weight_required`` (a mapped rating column: a blank cell is
-        no rating of 1); ``weight_range`` (low, high) quarantines weights outside it."""
+        no rating of 1); ``weight_range`` (low, high) quarantines weights outside it. ``creates``
+        (``"users"``, ``"items"``) declares the event's user / item: created in :meth:`finish`
+        when no row or the graph has it, and only while an accepted event declares it."""
         try:
             row = {"user": normalize_id(user, "user id", lowercase),
                    "item": normalize_id(item, "item id", lowercase),
@@ -582,7 +595,7 @@ class Governor:
         first = self._event_split.setdefault(key, row["split"])
         if first != row["split"]:  # e.g. a pair in both train.txt and test.txt
             return self.quarantine(source, line, f"the same event is already in split {first or '(none)'!r}", raw)
-        return self._add_edge("interactions", row, key, source, line, raw)
+        return self._add_edge("interactions", row, key, source, line, raw, creates)
 
     def add_user_query(self, source: str, line: int, raw: Any, *, user: Any, query: Any, ts: Any = None,
                        lowercase: bool = False) -> bool:
@@ -595,11 +608,12 @@ class Governor:
         return self._add_edge("user_queries", row, ("uq", row["user"], row["query"], row["ts"]), source, line, raw)
 
     def add_query_item(self, source: str, line: int, raw: Any, *, query: Any, item: Any,
-                       relevance: Any = None, lowercase: bool = False) -> bool:
-        """Add a query-relevant-item edge."""
+                       relevance: Any = None, lowercase: bool = False, relevance_required: bool = False) -> bool:
+        """Add a query-relevant-item edge. A missing relevance is 1 unless ``relevance_required`` (a
+        mapped relevance column: a blank cell is no relevance of 1, as for weights)."""
         try:
             row = {"query": normalize_id(query, "query id", lowercase), "item": normalize_id(item, "item id", lowercase),
-                   "relevance": parse_number(relevance, "relevance")}
+                   "relevance": parse_number(relevance, "relevance", default=None if relevance_required else 1.0)}
         except GovernanceError as e:
             return self.quarantine(source, line, str(e), raw)
         return self._add_edge("query_items", row, ("qi", row["query"], row["item"]), source, line, raw)
@@ -660,6 +674,69 @@ class Governor:
         self._nodes[kind][node_id] = row
         self._result.created[kind] = self._result.created.get(kind, 0) + 1
 
+    def _resolve(self, in_graph: dict[str, set[str]]) -> tuple[set[int], dict[str, set[str]]]:
+        """Which edges stay and which nodes they declare that no row or the graph has.
+
+        With ``unknown_reference = "quarantine"`` an edge is dropped (its ``id()`` returned) when an
+        end is not a row, in the graph, or declared by an edge that stays; dropping an edge drops its
+        declarations, which can leave the ends of others missing: those go too, until every edge
+        left has all its ends. With ``"create"`` every edge stays.
+        """
+        nodes = self._nodes
+        # a node only edges declare -> how many edges left declare it
+        support: dict[str, dict[str, int]] = {k: {} for k in _NODE_KINDS}
+        for edge in self._edges:
+            for key, kind in edge.creates:
+                node_id = edge.row[key]
+                if node_id not in nodes[kind] and node_id not in in_graph[kind]:
+                    support[kind][node_id] = support[kind].get(node_id, 0) + 1
+        dropped: set[int] = set()
+        if self.policy == "quarantine":
+            queue = [edge for edge in self._edges if self._misses(edge, in_graph, support)]
+            naming: dict[str, dict[str, list[_Edge]]] | None = None  # built when a node first loses its support
+            while queue:
+                edge = queue.pop()
+                if id(edge) in dropped:
+                    continue
+                dropped.add(id(edge))
+                for key, kind in edge.creates:
+                    node_id = edge.row[key]
+                    if node_id in support[kind]:
+                        support[kind][node_id] -= 1
+                        if not support[kind][node_id]:  # declared by no edge left: the edges naming it miss it
+                            naming = self._naming(support) if naming is None else naming
+                            queue.extend(naming[kind][node_id])
+        return dropped, {kind: {node_id for node_id, n in counts.items() if n} for kind, counts in support.items()}
+
+    def _misses(self, edge: _Edge, in_graph: dict[str, set[str]], support: dict[str, dict[str, int]]) -> bool:
+        """Whether an end of ``edge`` is neither a row, in the graph, nor declared."""
+        for key, kind in _EDGE_ENDPOINTS[edge.kind]:
+            node_id = edge.row[key]
+            if node_id not in self._nodes[kind] and node_id not in in_graph[kind] and node_id not in support[kind]:
+                return True
+        return False
+
+    def _naming(self, support: dict[str, dict[str, int]]) -> dict[str, dict[str, list[_Edge]]]:
+        """For each declared-only node, the edges that name it."""
+        naming: dict[str, dict[str, list[_Edge]]] = {kind: {node_id: [] for node_id in ids}
+                                                      for kind, ids in support.items()}
+        for edge in self._edges:
+            for key, kind in _EDGE_ENDPOINTS[edge.kind]:
+                edges = naming[kind].get(edge.row[key])
+                if edges is not None:
+                    edges.append(edge)
+        return naming
+
+    def _reject(self, edge: _Edge, reason: str) -> None:
+        """Quarantine an edge whose ends do not resolve, with its repeats, and say so in the reasons
+        of the rows that conflicted with it (they said that row was kept)."""
+        self._quarantine(edge.source, edge.line, reason, edge.raw)
+        for src, line, raw in edge.repeats:  # no longer repeats of a loaded row
+            self._count(src, "deduplicated", -1)
+            self._quarantine(src, line, f"{reason} (a repeat of {edge.source}:{edge.line})", raw)
+        for entry in edge.conflicts:
+            entry["reason"] = entry["reason"].removesuffix(KEPT) + f"; that row is quarantined too ({reason})"
+
     def _in_graph(self) -> dict[str, set[str]]:
         """Ids that edges reference without a row in this load, and that the graph already holds."""
         found: dict[str, set[str]] = {k: set() for k in _NODE_KINDS}
@@ -698,22 +775,22 @@ class Governor:
                 for end in ("head", "tail"):
                     if edge.row[end] not in nodes["entities"] and edge.row[end] not in in_graph["entities"]:
                         self._create("entities", edge.row[end])
+        dropped, declared = self._resolve(in_graph)
+        for kind, ids in declared.items():  # by the edges that stay
+            for node_id in sorted(ids):
+                self._create(kind, node_id)
         for edge in self._edges:
-            if edge.kind == "triples":
-                accepted.append(edge)
+            if id(edge) in dropped:
+                own = set(edge.creates)  # its own declarations are not why it is dropped
+                self._reject(edge, "; ".join(f"unknown {_SINGULAR[kind]} {edge.row[key]!r}"
+                                             for key, kind in _EDGE_ENDPOINTS[edge.kind] if (key, kind) not in own
+                                             and edge.row[key] not in nodes[kind]
+                                             and edge.row[key] not in in_graph[kind]))
                 continue
-            missing = [(key, kind) for key, kind in _EDGE_ENDPOINTS[edge.kind]
-                       if edge.row[key] not in nodes[kind] and edge.row[key] not in in_graph[kind]]
-            if missing and self.policy == "quarantine":
-                reason = "; ".join(f"unknown {_SINGULAR[kind]} {edge.row[key]!r}" for key, kind in missing)
-                self._quarantine(edge.source, edge.line, reason, edge.raw)
-                for src, line, raw in edge.repeats:  # no longer repeats of a loaded row
-                    self._count(src, "deduplicated", -1)
-                    self._quarantine(src, line, f"{reason} (a repeat of {edge.source}:{edge.line})", raw)
-                continue
-            for key, kind in missing:
-                if edge.row[key] not in nodes[kind]:
-                    self._create(kind, edge.row[key])
+            if self.policy == "create":
+                for key, kind in _EDGE_ENDPOINTS[edge.kind]:
+                    if edge.row[key] not in nodes[kind] and edge.row[key] not in in_graph[kind]:
+                        self._create(kind, edge.row[key])
             accepted.append(edge)
         for kind in _NODE_KINDS:
             getattr(res.records, kind).extend(nodes[kind].values())

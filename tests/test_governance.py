@@ -327,6 +327,36 @@ def test_mapping_errors():
         read_tabular(".", {"files": [{"role": "users", "id": "id", "props": ["bad name) SET n:Admin"]}]})
 
 
+def test_mapping_keys_a_role_does_not_read_are_refused(tmp_path):
+    """A misspelt field loaded the rows without it (weight 1.0, ts 0, a blank rating too) and an
+    option of another role did nothing: both are errors naming the key and what the role reads."""
+    _write(tmp_path, "r.csv", "user,item,rating,ts\nu1,i1,5,881250949\nu1,i2,,881250950\n")
+    typo = {"role": "interactions", "user": "user", "item": "item", "weigth": "rating", "timestmp": "ts",
+            "create_nodes": True}
+    with pytest.raises(MappingError, match="'timestmp' \\(did you mean 'timestamp'\\?\\), 'weigth' "
+                                           "\\(did you mean 'weight'\\?\\).*weight_range"):
+        read_tabular(tmp_path / "r.csv", {"files": [typo]})
+    with pytest.raises(MappingError, match="\\(friends\\): unknown key\\(s\\) 'create_users'"):
+        read_tabular(".", {"files": [{"role": "friends", "user": "a", "friend": "b", "create_users": True}]})
+    with pytest.raises(MappingError, match="unknown attributes key\\(s\\) \\['seperator'\\]"):
+        read_tabular(".", {"files": [{"role": "items", "id": "id", "attributes": [{"column": "g", "seperator": "|"}]}]})
+    with pytest.raises(MappingError, match="unknown flags key\\(s\\) \\['off'\\]"):
+        read_tabular(".", {"files": [{"role": "items", "id": "id", "flags": {"columns": ["g"], "off": "-"}}]})
+    res = read_tabular(tmp_path / "r.csv", {"files": [{**{k: v for k, v in typo.items() if k not in ("weigth", "timestmp")},
+                                                        "weight": "rating", "timestamp": "ts"}]})
+    assert [(r["weight"], r["ts"]) for r in res.records.interactions] == [(5.0, 881250949)]
+    assert [q["reason"] for q in res.quarantine] == ["missing weight"]
+
+
+def test_packaged_mappings_pass_the_key_check():
+    from kg.sources.ml100k import MAPPING
+    from kg.sources.triples import MAPPINGS
+    from kg.sources.tabular import load_mapping
+
+    for mapping in (MAPPING, MAPPINGS / "lastfm.toml", MAPPINGS / "gowalla.toml"):
+        assert load_mapping(mapping)["files"]
+
+
 def test_jsonl_and_attributes(tmp_path):
     rows = [{"item": "i1", "title": "A", "cats": "x|y", "brand": "acme"},
             {"item": "i2", "title": "B" * 50, "cats": "", "brand": INJECTION},
@@ -491,10 +521,48 @@ def test_flag_columns_must_pair_with_names_and_hold_on_or_off(tmp_path):
     ({"role": "items", "id": "id", "flags": {"names": ["a"]}}, "columns = \\[...\\]"),
     ({"role": "items", "id": "id", "attributes": [{"relation": "brand"}]}, "needs a column"),
     ({"role": "items", "id": "id", "delimiter": "::", "quoting": "minimal"}, "one character"),
+    # a string is truthy: "false" read the first data row as the header, in no count
+    ({"role": "items", "id": "id", "columns": ["id"], "header": "false"}, "header must be true or false"),
+    ({"role": "interactions", "user": "u", "item": "i", "create_users": "no"}, "create_users must be true or false"),
+    ({"role": "items", "id": "id", "delimiter": "\t", "quoting": "None"}, "quoting must be one of"),
+    ({"role": "items", "id": "id", "attributes": [{"column": "tags", "separator": ""}]}, "non-empty string"),
+    # two columns under one property name kept only one value a row
+    ({"role": "items", "id": "id", "props": ["a", "b"], "prop_names": {"a": "p", "b": "p"}},
+     "columns 'a' and 'b' are both stored as property 'p'"),
+    ({"role": "items", "id": "id", "props": ["a", "p"], "prop_names": {"a": "p"}}, "both stored as property 'p'"),
+    ({"role": "items", "id": "id", "props": ["a"], "prop_names": {"b": "c"}}, "renaming columns of props"),
 ])
 def test_malformed_mappings_say_what_is_wrong(spec, message):
     with pytest.raises(MappingError, match=message):
         read_tabular(".", {"files": [spec]})
+
+
+def test_one_attributes_table_reads_as_a_list_of_one(tmp_path):
+    """load_mapping took ``attributes = {column = ...}`` and the reader then failed on it (TypeError)."""
+    _write(tmp_path, "at.csv", "id,g\nu1,M\n")
+    res = read_tabular(tmp_path / "at.csv", {"files": [{"role": "users", "id": "id",
+                                                        "attributes": {"column": "g", "relation": "gender"}}]})
+    _reconciles(res)
+    assert res.records.user_entities == [{"user": "u1", "entity": "gender:M", "relation": "gender"}]
+
+
+def test_flags_and_constant_titles_on_interactions_describe_the_items(tmp_path):
+    """Only title/description columns and attributes made item rows: flags made their entities but
+    linked no item, and title_value / description_value were dropped."""
+    _write(tmp_path, "b.csv", "user,item,g1,g2\nu1,i1,1,0\nu2,i2,0,1\n")
+    spec = {"role": "interactions", "user": "user", "item": "item", "create_nodes": True}
+    res = read_tabular(tmp_path / "b.csv", {"files": [{**spec, "flags": {"columns": ["g1", "g2"], "names": ["A", "B"]}}]})
+    _reconciles(res)
+    assert sorted((r["item"], r["entity"]) for r in res.records.item_entities) == [("i1", "genre:A"), ("i2", "genre:B")]
+    res = read_tabular(tmp_path / "b.csv", {"files": [{**spec, "title_value": "T", "description_value": "D"}]})
+    _reconciles(res)
+    assert sorted((i["id"], i["title"], i["description"]) for i in res.records.items) == [
+        ("i1", "T", "D"), ("i2", "T", "D")]
+
+
+def test_lowercase_ids_must_be_a_boolean():
+    with pytest.raises(MappingError, match="lowercase_ids must be true or false, not 'false'"):
+        read_tabular(".", {"lowercase_ids": "false", "files": [{"role": "items", "id": "id"}]})
 
 
 def test_one_entity_id_with_two_types_is_quarantined(tmp_path):
@@ -555,6 +623,55 @@ def test_a_repeat_of_a_quarantined_event_is_quarantined_with_it():
     assert res.report["events.csv"]["deduplicated"] == 0 and res.report["events.csv"]["quarantined"] == 2
 
 
+def test_an_event_log_creates_no_node_that_only_quarantined_events_name(tmp_path):
+    """u2's only event names an unknown item: it is quarantined, and u2 was still created (and
+    counted in ``created``). A node an event declares exists only while an event naming it loads."""
+    _write(tmp_path, "items.csv", "id\ni1\n")
+    _write(tmp_path, "ev.csv", "u,i\nu1,i1\nu2,BAD\nu3,BAD\nu3,i1\n")
+    res = read_tabular(tmp_path, {"files": [
+        {"path": "items.csv", "role": "items", "id": "id"},
+        {"path": "ev.csv", "role": "interactions", "user": "u", "item": "i", "create_users": True}]})
+    _reconciles(res)
+    assert [u["id"] for u in res.records.users] == ["u1", "u3"] and res.created == {"users": 2}
+    assert [(q["line"], q["reason"]) for q in res.quarantine] == [(3, "unknown item 'BAD'"), (4, "unknown item 'BAD'")]
+
+
+def test_dropping_an_event_drops_what_it_declared_and_what_needed_that():
+    """Events declare nodes for each other: an event whose end only a quarantined event declared is
+    quarantined in turn (it was loaded against a node created from nothing), while events that
+    declare each other's ends all load."""
+    gov = Governor(IngestConfig(unknown_reference="quarantine"))
+    gov.add_user("u.csv", 1, "r", id="u0")
+    gov.add_interaction("a.csv", 1, "r", user="u1", item="ghost", creates=["users"])  # unknown item: u1 unmade
+    gov.add_interaction("b.csv", 1, "r", user="u1", item="i7", creates=["items"])  # needs u1: i7 unmade
+    gov.add_interaction("c.csv", 1, "r", user="u0", item="i7")  # needs i7
+    gov.add_friend("f.csv", 1, "r", user="u0", friend="u1")  # needs u1
+    for user, item, src in (("u2", "i1", "a.csv"), ("u3", "i1", "b.csv"), ("u3", "i2", "a.csv"), ("u2", "i2", "b.csv")):
+        gov.add_interaction(src, 2, "r", user=user, item=item, creates=["users" if src == "a.csv" else "items"])
+    res = gov.finish()
+    _reconciles(res)
+    assert sorted((q["source"], q["reason"]) for q in res.quarantine) == [
+        ("a.csv", "unknown item 'ghost'"), ("b.csv", "unknown user 'u1'"), ("c.csv", "unknown item 'i7'"),
+        ("f.csv", "unknown user 'u1'")]
+    assert sorted((r["user"], r["item"]) for r in res.records.interactions) == [
+        ("u2", "i1"), ("u2", "i2"), ("u3", "i1"), ("u3", "i2")]
+    assert res.created == {"users": 2, "items": 2} and [u["id"] for u in res.records.users] == ["u0", "u2", "u3"]
+
+
+def test_a_row_conflicting_with_a_quarantined_event_does_not_say_it_was_kept(tmp_path):
+    """The conflicting row's reason said the first row was kept, and that row was quarantined."""
+    _write(tmp_path, "users.csv", "id\nu1\n")
+    _write(tmp_path, "ev.csv", "u,i,r\nu9,i1,5\nu9,i1,4\nu1,i1,5\nu1,i1,4\n")
+    res = read_tabular(tmp_path, {"files": [
+        {"path": "users.csv", "role": "users", "id": "id"},
+        {"path": "ev.csv", "role": "interactions", "user": "u", "item": "i", "weight": "r", "create_items": True}]})
+    _reconciles(res)
+    assert _reasons(res)[3] == ("the same interaction is already loaded with weight 5.0 (not 4.0) (ev.csv:2); "
+                                "that row is quarantined too (unknown user 'u9')")
+    assert _reasons(res)[5].endswith("(ev.csv:4); kept that row")
+    assert [(r["user"], r["item"], r["weight"]) for r in res.records.interactions] == [("u1", "i1", 5.0)]
+
+
 def test_declared_nodes_the_graph_holds_are_not_reported_created():
     gov = Governor(known=lambda kind, ids: {"users": {"u1"}, "items": {"i1"}}.get(kind, set()) & set(ids))
     gov.add_interaction("delta.csv", 1, "r", user="u1", item="i1", ts=5)
@@ -589,11 +706,46 @@ def test_a_blank_or_out_of_range_rating_is_quarantined_and_blank_ids_make_no_ent
     assert "kg:" not in {e["id"] for e in res.records.entities}
 
 
+def test_a_blank_mapped_relevance_is_quarantined_like_a_blank_weight(tmp_path):
+    """A blank relevance cell loaded as 1.0, the highest relevance there is; unmapped, it is still 1."""
+    _write(tmp_path, "d.csv", "q,item,rel\nq1,i1,\nq1,i2,0.5\n")
+    spec, cfg = {"role": "query_items", "query": "q", "item": "item"}, IngestConfig(unknown_reference="create")
+    res = read_tabular(tmp_path / "d.csv", {"files": [{**spec, "relevance": "rel"}]}, cfg)
+    _reconciles(res)
+    assert [(r["item"], r["relevance"]) for r in res.records.query_items] == [("i2", 0.5)]
+    assert [(q["line"], q["reason"]) for q in res.quarantine] == [(2, "missing relevance")]
+    res = read_tabular(tmp_path / "d.csv", {"files": [spec]}, cfg)
+    assert [r["relevance"] for r in res.records.query_items] == [1.0, 1.0]
+
+
+def test_two_files_of_one_name_in_two_folders_are_two_sources(tmp_path):
+    """Both were reported (and quarantined) as ``ev.csv``: the label is the mapping's path as written."""
+    (tmp_path / "x").mkdir()
+    (tmp_path / "y").mkdir()
+    _write(tmp_path, "x/ev.csv", "u,i\nu1,i1\nu1,\n")
+    _write(tmp_path, "y/ev.csv", "u,i\nu2,i2\n")
+    spec = {"role": "interactions", "user": "u", "item": "i", "create_nodes": True}
+    res = read_tabular(tmp_path, {"files": [{**spec, "path": "x/ev.csv"}, {**spec, "path": "./y/ev.csv"}]})
+    _reconciles(res)
+    assert res.report == {"x/ev.csv": {"read": 2, "loaded": 1, "quarantined": 1, "deduplicated": 0},
+                          "y/ev.csv": {"read": 1, "loaded": 1, "quarantined": 0, "deduplicated": 0}}
+    assert [(q["source"], q["line"]) for q in res.quarantine] == [("x/ev.csv", 3)]
+
+
 def test_a_utf16_file_is_refused_with_what_to_do(tmp_path):
     _write(tmp_path, "u.csv", "user,item\nu1,i1\n".encode("utf-16"))
     with pytest.raises(MappingError, match="iconv"):
         read_tabular(tmp_path, {"files": [{"path": "u.csv", "role": "interactions", "user": "user", "item": "item",
                                            "encoding": "utf-16"}]})
+
+
+def test_utf8_sig_is_read_as_the_utf8_it_is(tmp_path):
+    """utf-8-sig encodes a newline with a BOM in front: it was refused as not ASCII-compatible."""
+    _write(tmp_path, "a.csv", b"\xef\xbb\xbfuser,item\nu1,caf\xc3\xa9\n")
+    res = read_tabular(tmp_path / "a.csv", {"files": [{"role": "interactions", "user": "user", "item": "item",
+                                                       "encoding": "utf-8-sig", "create_nodes": True}]})
+    _reconciles(res)
+    assert [(r["user"], r["item"]) for r in res.records.interactions] == [("u1", "café")]
 
 
 def test_eight_digit_strings_are_dates_not_seconds_of_1970():
@@ -680,7 +832,7 @@ def test_jsonl_entity_and_triple_ids_that_are_not_strings_or_integers_are_quaran
     rows = [{"h": 1, "r": "rel", "t": 2}, {"h": 1, "r": "rel", "t": 1.0}, {"h": [1, 2], "r": "rel", "t": True}]
     _write(tmp_path, "kg.jsonl", "\n".join(json.dumps(r) for r in rows) + "\n")
     res = read_tabular(tmp_path, {"files": [{"path": "kg.jsonl", "role": "triples", "format": "jsonl", "head": "h",
-                                             "relation": "r", "tail": "t", "create_nodes": True}]})
+                                             "relation": "r", "tail": "t"}]})
     _reconciles(res)
     assert [(t["head"], t["tail"]) for t in res.records.triples] == [("1", "2")]
     assert sorted(_reasons(res)) == [2, 3] and all("string or integer" in r for r in _reasons(res).values())

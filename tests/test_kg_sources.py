@@ -104,6 +104,18 @@ def test_recbole_bad_header(tmp_path):
         read_recbole(tmp_path / "x.inter")
 
 
+def test_recbole_header_is_the_first_line_that_is_not_blank(tmp_path):
+    """The reader skips blank lines before the header: so does the header parser (it read the
+    blank first line and failed with "header token '' is not field:type")."""
+    _files(tmp_path, {"rb.inter": "\n  \r\nuser_id:token\titem_id:token\n1\t2\n"})
+    res = read_recbole(tmp_path / "rb.inter")
+    _ok(res)
+    assert [(r["user"], r["item"]) for r in res.records.interactions] == [("1", "2")]
+    _files(tmp_path, {"rb.inter": "\n\n"})
+    with pytest.raises(MappingError, match="no header line"):
+        read_recbole(tmp_path / "rb.inter")
+
+
 def test_lightgcn_governed_keeps_split(tmp_path):
     _files(tmp_path, {"train.txt": "0 1 2 3\n1 2\n2\n", "test.txt": "0 4\n1 x\n"})
     res = load_source("lightgcn", tmp_path)
@@ -112,6 +124,15 @@ def test_lightgcn_governed_keeps_split(tmp_path):
         ("0", "1", "train"), ("0", "2", "train"), ("0", "3", "train"), ("1", "2", "train"), ("0", "4", "test")]
     assert len(res.records.users) == 3 and len(res.records.items) == 4  # user 2, alone on a line, exists
     assert res.report["test.txt"] == {"read": 2, "loaded": 1, "quarantined": 1, "deduplicated": 0}
+
+
+def test_lightgcn_creates_no_item_that_only_a_quarantined_pair_names(tmp_path):
+    """User 3 is not in user_list.txt: its pair is quarantined, and item 5 was still created."""
+    _files(tmp_path, {"train.txt": "0 1\n", "test.txt": "3 5\n", "user_list.txt": "org_id remap_id\nA 0\nB 1\nC 2\n"})
+    res = load_source("lightgcn", tmp_path)
+    _ok(res)
+    assert [i["id"] for i in res.records.items] == ["1"] and res.created == {"items": 1}
+    assert [q["reason"] for q in res.quarantine] == ["unknown user '3'"]
 
 
 def test_lightgcn_files_with_a_byte_order_mark(tmp_path):
@@ -156,6 +177,21 @@ def test_lightgcn_lines_that_are_not_pairs_are_quarantined_and_limits_count_data
     sample = load_source("lightgcn", tmp_path, cfg=CREATE, limit=1)
     assert sample.report["train.txt"]["read"] == 2 and not sample.quarantine  # line 3's two pairs
     assert sample.report["user_list.txt"]["loaded"] == 3
+
+
+@pytest.mark.parametrize("fmt", ["lightgcn", "kgat"])
+def test_a_wrong_lightgcn_or_kgat_path_is_an_error_not_an_empty_load(tmp_path, fmt):
+    """A missing directory, one without train.txt / test.txt, or the path of train.txt itself
+    would load nothing and reconcile: each is refused, naming the path."""
+    with pytest.raises(FileNotFoundError, match="no such"):
+        load_source(fmt, tmp_path / "nope")
+    _files(tmp_path, {"readme.txt": "not a split\n"})
+    with pytest.raises(FileNotFoundError, match="neither"):
+        load_source(fmt, tmp_path)
+    _files(tmp_path, {"train.txt": "0 1\n"})
+    with pytest.raises(FileNotFoundError, match="is a file"):
+        load_source(fmt, tmp_path / "train.txt")
+    assert load_source(fmt, tmp_path).records.counts()["interactions"] == 1
 
 
 def test_kgat_relation_list_errors_are_errors(tmp_path):

@@ -33,6 +33,7 @@ def load_source(format: str, path: str | Path, mapping: str | Path | dict | None
 
     Raises:
         ValueError: unknown format, or ``tabular`` without a mapping.
+        FileNotFoundError: the path does not exist or holds none of the format's files.
     """
     path = Path(path)
     if format == "tabular":

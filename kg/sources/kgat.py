@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..governance import Governor, KnownIds, LoadResult
-from .lightgcn import feed_lightgcn, index_id, is_index, list_lines, quarantine_to, token_lines
+from .lightgcn import check_data_dir, feed_lightgcn, index_id, is_index, list_lines, quarantine_to, token_lines
 
 if TYPE_CHECKING:  # pragma: no cover
     from kgrec.config import IngestConfig
@@ -61,8 +61,12 @@ def read_kgat(data_dir: str | Path, cfg: "IngestConfig | None" = None, *, kind: 
         kind: Interaction kind given to every pair.
         limit: Read at most this many lines per file.
         known: the target graph's ids lookup (see :class:`~kg.governance.Governor`).
+
+    Raises:
+        FileNotFoundError: ``data_dir`` is not a directory holding ``train.txt`` or ``test.txt``.
     """
     data_dir = Path(data_dir)
+    check_data_dir(data_dir, "KGAT")
     gov = Governor(cfg, known)
     item_list = data_dir / "item_list.txt"
     if item_list.is_file():

@@ -146,6 +146,25 @@ def read_lightgcn(data_dir: str | Path, kind: str = "interact") -> GraphRecords:
     return records
 
 
+SPLIT_FILES = ("train.txt", "test.txt")
+
+
+def check_data_dir(data_dir: Path, fmt: str) -> None:
+    """Refuse a path that holds no split files: a wrong path is an error, not an empty load that
+    reconciles.
+
+    Raises:
+        FileNotFoundError: ``data_dir`` is a file, does not exist, or has neither ``train.txt`` nor
+            ``test.txt``.
+    """
+    if data_dir.is_file():
+        raise FileNotFoundError(f"{data_dir} is a file: pass the {fmt} directory that holds it ({data_dir.parent})")
+    if not data_dir.is_dir():
+        raise FileNotFoundError(f"{data_dir}: no such {fmt} directory")
+    if not any((data_dir / f).is_file() for f in SPLIT_FILES):
+        raise FileNotFoundError(f"{data_dir}: holds neither of the {fmt} split files {' nor '.join(SPLIT_FILES)}")
+
+
 def feed_lightgcn(gov: "Governor", data_dir: str | Path, *, kind: str = "interact", limit: int | None = None,
                   create: bool = True) -> None:
     """Feed a LightGCN/KGAT split into a governor, one row per (user, item) pair.
@@ -178,9 +197,11 @@ def feed_lightgcn(gov: "Governor", data_dir: str | Path, *, kind: str = "interac
                 gov.add_user(fname, lineno, tokens, id=index_id(tokens[1]), props={"org_id": tokens[0]})
             else:
                 gov.add_item(fname, lineno, tokens, id=index_id(tokens[1]), props={"org_id": tokens[0]})
-    for split, fname in (("train", "train.txt"), ("test", "test.txt")):
+    # the pairs' users and items without a list file: created with a pair that loads, not a quarantined one
+    creates = [k for k in ("users", "items") if k not in have and (create or k == "users")]
+    for split, fname in zip(("train", "test"), SPLIT_FILES):
         path = data_dir / fname
-        if not path.is_file():
+        if not path.is_file():  # one of the two may be absent (check_data_dir: not both)
             continue
         for lineno, tokens, raw in token_lines(path, limit, quarantine_to(gov, fname)):
             user = index_id(tokens[0])
@@ -193,12 +214,8 @@ def feed_lightgcn(gov: "Governor", data_dir: str | Path, *, kind: str = "interac
                 if not (is_index(user) and is_index(item)):
                     gov.quarantine(fname, lineno, f"not a non-negative integer id: {user!r} {item!r}", raw)
                     continue
-                if gov.add_interaction(fname, lineno, [user, item], user=user, item=item, kind=kind,
-                                       weight=1.0, ts=0, split=split):
-                    if "users" not in have:
-                        gov.declare("users", user)
-                    if create and "items" not in have:
-                        gov.declare("items", item)
+                gov.add_interaction(fname, lineno, [user, item], user=user, item=item, kind=kind,
+                                    weight=1.0, ts=0, split=split, creates=creates)
 
 
 def read_lightgcn_governed(data_dir: str | Path, cfg: "IngestConfig | None" = None, *,
@@ -213,9 +230,13 @@ def read_lightgcn_governed(data_dir: str | Path, cfg: "IngestConfig | None" = No
         kind: Interaction kind of every pair.
         limit: Read at most this many (non-blank) lines of each split file; id lists are read whole.
         known: the target graph's ids lookup (see :class:`~kg.governance.Governor`).
+
+    Raises:
+        FileNotFoundError: ``data_dir`` is not a directory holding ``train.txt`` or ``test.txt``.
     """
     from ..governance import Governor
 
+    check_data_dir(Path(data_dir), "LightGCN")
     gov = Governor(cfg, known)
     feed_lightgcn(gov, data_dir, kind=kind, limit=limit)
     return gov.finish()

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..governance import PROP_RE, RESERVED_PROPS, Governor, KnownIds, LoadResult
-from .tabular import MappingError, feed_file
+from .tabular import MappingError, decoded_lines, feed_file
 
 if TYPE_CHECKING:  # pragma: no cover
     from kgrec.config import IngestConfig
@@ -48,13 +48,16 @@ def _dataset_name(path: Path) -> str:
 
 
 def parse_header(path: Path) -> list[tuple[str, str]]:
-    """``[(field, type), ...]`` from a RecBole header line.
+    """``[(field, type), ...]`` from a RecBole header line: the first line that is not blank, the
+    line :func:`~kg.sources.tabular.feed_file` then skips as the header.
 
     Raises:
-        MappingError: a token is not ``field:type``.
+        MappingError: the file has no header line, or a token is not ``field:type``.
     """
-    with path.open("r", encoding="utf-8", errors="replace") as fh:
-        line = fh.readline().lstrip("\ufeff").rstrip("\r\n")
+    first = next(decoded_lines(path, "utf-8"), None)  # BOM and CR dropped; bad bytes replaced
+    if first is None:
+        raise MappingError(f"{path.name}: no header line (the file is empty)")
+    line = first[1]
     out = []
     for token in line.split("\t"):
         name, sep, typ = token.strip().partition(":")

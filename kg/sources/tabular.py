@@ -26,29 +26,36 @@ Roles and their fields (``<field>`` names a column, ``<field>_value`` gives a co
   quarantined (missing, not 1), and ``weight_range = [low, high]`` quarantines values outside it;
   ``create_users`` / ``create_items``
   / ``create_nodes = true`` declare the users / items / both named by the events (for an event log
-  without node files; counted in ``LoadResult.created``); ``title``/``description``/``attributes``
-  also emit item rows.
+  without node files; counted in ``LoadResult.created``; a node only a quarantined event names is not
+  created); ``title``/``description`` (or their
+  ``_value`` constants), ``attributes`` and ``flags`` also emit item rows.
 - ``users``: id, props, attributes, flags. ``items``: id, title, description, props, attributes, flags.
 - ``entities``: id, name, type. ``item_entities``: item, entity, relation, ``entity_prefix``.
 - ``triples``: head, relation, tail, ``entity_prefix``. ``friends``: user, friend.
-- ``queries``: id, text. ``user_queries``: user, query, timestamp. ``query_items``: query, item, relevance.
+- ``queries``: id, text. ``user_queries``: user, query, timestamp. ``query_items``: query, item, relevance
+  (a mapped relevance column's blank cell is quarantined, as a weight's is).
 
 ``props`` is a list of columns or a table ``{column = "int"|"float"|"str"|"bool"}``; the property is
 named after the column unless ``prop_names = {column = "name"}`` says otherwise (names must be
-identifiers). ``attributes`` is a list of ``{column, relation, entity_type, separator}``:
+identifiers). ``attributes`` is a list of ``{column, relation, entity_type, separator}`` (or one such table):
 each value becomes an entity ``<entity_type>:<value>`` linked by ``relation``. ``flags`` is
 ``{columns, names, relation, entity_type, value = "1", off_value = "0"}`` for one-hot columns
 (MovieLens genres): ``value`` links, ``off_value`` or a blank cell does not, anything else is quarantined.
 With ``header = true`` and ``columns`` both given, ``columns`` renames the header's columns one for
 one: a first line of another width, or naming the same columns in another order, is an error.
 
-Lines are parsed one at a time (quoted fields spanning lines are not supported; use JSONL), so a
-malformed line is quarantined without affecting the next. A mapped column absent from the header
-raises :class:`MappingError` naming it.
+Records are parsed one at a time, so a malformed line is quarantined without affecting the next. With
+``quoting = "minimal"`` a quoted field may hold line breaks: its lines are joined into one record,
+numbered by its first line; a quote left open (to the end of the file or for
+:data:`MAX_RECORD_LINES` lines) quarantines that first line alone and reading goes on after it. A mapped column absent from the header
+raises :class:`MappingError` naming it, and so does a key the role does not read (a misspelt
+``weigth``, ``create_users`` on ``friends``).
 """
 from __future__ import annotations
 
+import codecs
 import csv
+import difflib
 import json
 import logging
 import sys
@@ -83,6 +90,20 @@ ROLE_FIELDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "query_items": (("query", "item"), ("relevance",)),
 }
 PROP_TYPES = ("str", "int", "float", "bool")
+FILE_OPTIONS = ("path", "role", "format", "delimiter", "encoding", "header", "quoting", "columns")
+ROLE_OPTIONS: dict[str, tuple[str, ...]] = {
+    # role -> the options it reads besides its fields and FILE_OPTIONS (any other key is a typo)
+    "interactions": ("weight_range", "create_users", "create_items", "create_nodes", "attributes", "flags"),
+    "users": ("props", "prop_names", "attributes", "flags"),
+    "items": ("props", "prop_names", "attributes", "flags"),
+    "entities": ("entity_prefix",),
+    "item_entities": ("entity_prefix",),
+    "triples": ("entity_prefix",),
+}
+BOOL_OPTIONS = ("header", "create_users", "create_items", "create_nodes")
+QUOTING = ("none", "minimal")
+ATTRIBUTE_KEYS = ("column", "relation", "entity_type", "separator", "prefix")
+FLAG_KEYS = ("columns", "names", "relation", "entity_type", "value", "off_value", "prefix")
 
 
 class MappingError(ValueError):
@@ -103,6 +124,8 @@ def load_mapping(mapping: str | Path | dict) -> dict:
     files = data.get("files")
     if not isinstance(files, list) or not files:
         raise MappingError("mapping needs a non-empty [[files]] list")
+    if not isinstance(data.get("lowercase_ids", False), bool):
+        raise MappingError(f"lowercase_ids must be true or false, not {data['lowercase_ids']!r}")
     for n, spec in enumerate(files):
         _check_shape(spec, n)
         role = spec.get("role")
@@ -110,26 +133,46 @@ def load_mapping(mapping: str | Path | dict) -> dict:
             raise MappingError(f"files[{n}]: unknown role {role!r} (expected one of {sorted(ROLE_FIELDS)})")
         if spec.get("format", "csv") not in ("csv", "tsv", "jsonl"):
             raise MappingError(f"files[{n}]: format must be csv, tsv or jsonl")
+        _check_keys(spec, n, role)
         required, _ = ROLE_FIELDS[role]
         for f in required:
             if f not in spec and f"{f}_value" not in spec:
                 raise MappingError(f"files[{n}] ({role}): field {f!r} needs a column ({f} = ...) "
                                    f"or a constant ({f}_value = ...)")
-        renames = spec.get("prop_names") or {}
-        for col in _prop_spec(spec, n):
-            prop = renames.get(col, col)
-            if not PROP_RE.fullmatch(prop) or prop in RESERVED_PROPS:
-                raise MappingError(f"files[{n}]: property name {prop!r} is not an identifier or is reserved")
+        _check_prop_names(spec, n)
     return data
+
+
+def _check_prop_names(spec: dict, n: int) -> None:
+    """Each property is an identifier, stored from one column: two columns under one name would
+    keep only the last value of each row."""
+    renames = spec.get("prop_names") or {}
+    props = _prop_spec(spec, n)
+    if not isinstance(renames, dict) or set(renames) - set(props):
+        raise MappingError(f"files[{n}]: prop_names must be a table renaming columns of props {list(props)}, "
+                           f"got {renames!r}")
+    source_of: dict[str, str] = {}
+    for col in props:
+        prop = renames.get(col, col)
+        if not isinstance(prop, str) or not PROP_RE.fullmatch(prop) or prop in RESERVED_PROPS:
+            raise MappingError(f"files[{n}]: property name {prop!r} is not an identifier or is reserved")
+        if prop in source_of:
+            raise MappingError(f"files[{n}]: columns {source_of[prop]!r} and {col!r} are both stored as "
+                               f"property {prop!r}; give each its own name in prop_names")
+        source_of[prop] = col
 
 
 def _check_shape(spec: dict, n: int) -> None:
     """The parts of a ``[[files]]`` entry that the readers index into, with a clear error."""
     if not isinstance(spec, dict):
         raise MappingError(f"files[{n}] must be a table ([[files]] with role = ...), not {spec!r}")
-    for attr in _as_list(spec.get("attributes")):
+    for attr in _as_list(spec.get("attributes")):  # a list of tables, or one table (as flags may be)
         if not isinstance(attr, dict) or "column" not in attr:
             raise MappingError(f"files[{n}]: each attributes entry needs a column = ...")
+        sep = attr.get("separator")
+        if sep is not None and not (isinstance(sep, str) and sep):
+            raise MappingError(f"files[{n}]: attributes separator for {attr['column']!r} must be a non-empty "
+                               f"string (leave it out for one value a cell), not {sep!r}")
     for flags in _as_list(spec.get("flags")):
         if not isinstance(flags, dict) or not isinstance(flags.get("columns"), list):
             raise MappingError(f"files[{n}]: flags needs a columns = [...] list")
@@ -142,11 +185,37 @@ def _check_shape(spec: dict, n: int) -> None:
                                    and all(isinstance(b, (int, float)) and not isinstance(b, bool) for b in bounds)
                                    and bounds[0] <= bounds[1]):
         raise MappingError(f"files[{n}]: weight_range must be [low, high], got {bounds!r}")
+    for key in BOOL_OPTIONS:  # a string "false" is truthy: header = "false" would swallow the first row
+        if key in spec and not isinstance(spec[key], bool):
+            raise MappingError(f"files[{n}]: {key} must be true or false, not {spec[key]!r}")
     delimiter = spec.get("delimiter", "\t" if spec.get("format") == "tsv" else ",")
     quoting = spec.get("quoting", "minimal" if delimiter == "," else "none")
+    if quoting not in QUOTING:
+        raise MappingError(f"files[{n}]: quoting must be one of {QUOTING}, not {quoting!r}")
     if not isinstance(delimiter, str) or not delimiter or (len(delimiter) != 1 and quoting != "none"):
         raise MappingError(f"files[{n}]: delimiter {delimiter!r} must be one character, or several with "
                            f"quoting = \"none\"")
+
+
+def _check_keys(spec: dict, n: int, role: str) -> None:
+    """Refuse keys the reader would not read: a misspelt ``weigth`` or an option of another role
+    would be ignored, and the rows loaded without it (a weight of 1, no timestamp)."""
+    required, optional = ROLE_FIELDS[role]
+    fields = required + optional
+    known = set(FILE_OPTIONS) | set(fields) | {f"{f}_value" for f in fields} | set(ROLE_OPTIONS.get(role, ()))
+    unknown = sorted(str(k) for k in spec if k not in known)
+    if unknown:
+        hints = [f"{k!r} (did you mean {close[0]!r}?)" if (close := difflib.get_close_matches(k, known, 1))
+                 else repr(k) for k in unknown]
+        raise MappingError(f"files[{n}] ({role}): unknown key(s) {', '.join(hints)}; this role reads the fields "
+                           f"{list(fields)} (each a column, or <field>_value = a constant) and the options "
+                           f"{list(ROLE_OPTIONS.get(role, ())) + list(FILE_OPTIONS)}")
+    for what, entries, keys in (("attributes", spec.get("attributes"), ATTRIBUTE_KEYS),
+                                ("flags", spec.get("flags"), FLAG_KEYS)):
+        for entry in _as_list(entries):
+            extra = sorted(str(k) for k in entry if k not in keys)  # a table: _check_shape
+            if extra:
+                raise MappingError(f"files[{n}] ({role}): unknown {what} key(s) {extra}; expected {list(keys)}")
 
 
 def _prop_spec(spec: dict, n: int = 0) -> dict[str, str]:
@@ -164,7 +233,7 @@ def _used_columns(spec: dict) -> list[str]:
     req, opt = ROLE_FIELDS[role]
     cols = [spec[f] for f in req + opt if f in spec]
     cols += list(_prop_spec(spec))
-    cols += [a["column"] for a in spec.get("attributes") or []]
+    cols += [a["column"] for a in _as_list(spec.get("attributes"))]
     for flags in _as_list(spec.get("flags")):
         cols += list(flags["columns"])
     return cols
@@ -265,9 +334,10 @@ def iter_rows(path: Path, spec: dict, limit: int | None = None
     """
     fmt = spec.get("format", "csv")
     encoding = spec.get("encoding", "utf-8")
-    try:  # lines are split on the byte \n: an encoding whose newline is another byte sequence cannot be read so
-        ascii_compatible = "\n".encode(encoding) == b"\n" and "a,\t".encode(encoding) == b"a,\t"
-    except LookupError:
+    try:  # lines are split on the byte \n: an encoding whose newline is another byte sequence cannot be read so.
+        # utf-8-sig writes a BOM before its first character (decoded_lines drops it): not a wider newline
+        ascii_compatible = "a,\t\n".encode(encoding).removeprefix(codecs.BOM_UTF8) == b"a,\t\n"
+    except (LookupError, TypeError):  # TypeError: an encoding that is not a string
         raise MappingError(f"{path.name}: unknown encoding {encoding!r}") from None
     if not ascii_compatible:
         raise MappingError(f"{path.name}: encoding {encoding!r} is not ASCII-compatible (UTF-16/32): convert "
@@ -416,7 +486,7 @@ def _attributes(gov: Governor, spec: dict, row: dict, item: Any, source: str, li
     """Entities and edges from ``attributes`` and ``flags`` columns of an item (or, with
     ``owner="user"``, a user) row."""
     link = gov.add_user_entity if owner == "user" else gov.add_item_entity
-    for attr in spec.get("attributes") or []:
+    for attr in _as_list(spec.get("attributes")):
         value = row.get(attr["column"])
         if value is None or (isinstance(value, str) and not value.strip()):
             continue
@@ -456,6 +526,13 @@ def _flag_entities(gov: Governor, spec: dict, source: str, lowercase: bool = Fal
             gov.add_entity(source, 0, {"flag": name}, id=prefix + name, type=etype, name=name, lowercase=lowercase)
 
 
+def _emits_items(spec: dict) -> bool:
+    """Whether an interactions entry also describes its items (a title or description, given by a
+    column or a constant, attributes or flags): each event line then gives an item row as well."""
+    return (any(k in spec for k in ("title", "description", "title_value", "description_value"))
+            or bool(spec.get("attributes")) or bool(spec.get("flags")))
+
+
 def feed_file(gov: Governor, path: Path, spec: dict, *, lowercase_ids: bool = False,
               limit: int | None = None, source: str | None = None) -> None:
     """Read one file per its mapping entry and feed every row to ``gov``.
@@ -466,12 +543,15 @@ def feed_file(gov: Governor, path: Path, spec: dict, *, lowercase_ids: bool = Fa
         spec: Its ``[[files]]`` entry.
         lowercase_ids: Lowercase every id (only when the mapping says so).
         limit: Read at most this many data lines (for slices and tests).
-        source: Name used in the report (default: the file name).
+        source: Name used in the report and the quarantine (default: the file name; read_tabular
+            passes the mapping's path as written, so two files of one name in two folders stay two).
     """
     role = spec["role"]
     source = source or path.name
     lower = lowercase_ids
     weight_range = tuple(spec["weight_range"]) if spec.get("weight_range") else None
+    creates = [kind for kind, flag in (("users", "create_users"), ("items", "create_items"))
+               if spec.get("create_nodes") or spec.get(flag)]  # created only while an event naming them loads
     if spec.get("flags"):
         _flag_entities(gov, spec, source + "#flags", lower)
     for line, row, raw, err in iter_rows(path, spec, limit):
@@ -481,19 +561,15 @@ def feed_file(gov: Governor, path: Path, spec: dict, *, lowercase_ids: bool = Fa
         g = lambda f, d=None: _get(spec, row, f, d)  # noqa: E731
         if role == "interactions":
             user, item = g("user"), g("item")
-            if "title" in spec or "description" in spec or spec.get("attributes"):
+            if _emits_items(spec):
                 rejected = gov.quarantined
                 gov.add_item(source, line, raw, id=item, title=g("title"), description=g("description"),
                              lowercase=lower)
                 if gov.quarantined == rejected:
                     _attributes(gov, spec, row, item, source, line, raw, lower)
-            if gov.add_interaction(source, line, raw, user=user, item=item, kind=g("kind", "interact"),
-                                   weight=g("weight"), ts=g("timestamp"), split=g("split", ""), lowercase=lower,
-                                   weight_required="weight" in spec, weight_range=weight_range):
-                if spec.get("create_nodes") or spec.get("create_users"):
-                    gov.declare("users", user, lower)
-                if spec.get("create_nodes") or spec.get("create_items"):
-                    gov.declare("items", item, lower)
+            gov.add_interaction(source, line, raw, user=user, item=item, kind=g("kind", "interact"),
+                                weight=g("weight"), ts=g("timestamp"), split=g("split", ""), lowercase=lower,
+                                weight_required="weight" in spec, weight_range=weight_range, creates=creates)
         elif role in ("users", "items"):
             try:
                 props = _convert_props(spec, row)
@@ -529,7 +605,7 @@ def feed_file(gov: Governor, path: Path, spec: dict, *, lowercase_ids: bool = Fa
             gov.add_user_query(source, line, raw, user=g("user"), query=g("query"), ts=g("timestamp"), lowercase=lower)
         elif role == "query_items":
             gov.add_query_item(source, line, raw, query=g("query"), item=g("item"), relevance=g("relevance"),
-                               lowercase=lower)
+                               lowercase=lower, relevance_required="relevance" in spec)
 
 
 def read_tabular(path: str | Path, mapping: str | Path | dict, cfg: "IngestConfig | None" = None, *,
@@ -559,12 +635,14 @@ def read_tabular(path: str | Path, mapping: str | Path | dict, cfg: "IngestConfi
         if path.is_file():
             if len(files) != 1:
                 raise MappingError(f"{path} is a file but the mapping lists {len(files)} files; pass a directory")
-            fpath = path
+            fpath, source = path, path.name
         else:
             if "path" not in spec:
                 raise MappingError(f"files entry with role {spec['role']!r} has no path")
             fpath = path / spec["path"]
+            source = Path(spec["path"]).as_posix()  # as written: x/ev.csv and y/ev.csv are two sources
         if not fpath.is_file():
             raise FileNotFoundError(f"{fpath}: file named in the mapping does not exist")
-        feed_file(gov, fpath, spec, lowercase_ids=bool(data.get("lowercase_ids", False)), limit=limit)
+        feed_file(gov, fpath, spec, lowercase_ids=bool(data.get("lowercase_ids", False)), limit=limit,
+                  source=source)
     return gov.finish()
