@@ -342,6 +342,8 @@ def test_mapping_keys_a_role_does_not_read_are_refused(tmp_path):
         read_tabular(".", {"files": [{"role": "items", "id": "id", "attributes": [{"column": "g", "seperator": "|"}]}]})
     with pytest.raises(MappingError, match="unknown flags key\\(s\\) \\['off'\\]"):
         read_tabular(".", {"files": [{"role": "items", "id": "id", "flags": {"columns": ["g"], "off": "-"}}]})
+    with pytest.raises(MappingError, match="'lowercase_id' \\(did you mean 'lowercase_ids'\\?\\)"):
+        read_tabular(".", {"lowercase_id": True, "files": [{"role": "users", "id": "id"}]})  # ids kept as given
     res = read_tabular(tmp_path / "r.csv", {"files": [{**{k: v for k, v in typo.items() if k not in ("weigth", "timestmp")},
                                                         "weight": "rating", "timestamp": "ts"}]})
     assert [(r["weight"], r["ts"]) for r in res.records.interactions] == [(5.0, 881250949)]

@@ -90,6 +90,7 @@ ROLE_FIELDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "query_items": (("query", "item"), ("relevance",)),
 }
 PROP_TYPES = ("str", "int", "float", "bool")
+MAPPING_KEYS = ("name", "lowercase_ids", "files")
 FILE_OPTIONS = ("path", "role", "format", "delimiter", "encoding", "header", "quoting", "columns")
 ROLE_OPTIONS: dict[str, tuple[str, ...]] = {
     # role -> the options it reads besides its fields and FILE_OPTIONS (any other key is a typo)
@@ -124,6 +125,12 @@ def load_mapping(mapping: str | Path | dict) -> dict:
     files = data.get("files")
     if not isinstance(files, list) or not files:
         raise MappingError("mapping needs a non-empty [[files]] list")
+    unknown = sorted(str(k) for k in data if k not in MAPPING_KEYS)  # a misspelt lowercase_id would go unread
+    if unknown:
+        hints = [f"{k!r} (did you mean {close[0]!r}?)" if (close := difflib.get_close_matches(k, MAPPING_KEYS, 1))
+                 else repr(k) for k in unknown]
+        raise MappingError(f"unknown mapping key(s) {', '.join(hints)}; a mapping has {list(MAPPING_KEYS)} "
+                           f"(file options go in each [[files]] table)")
     if not isinstance(data.get("lowercase_ids", False), bool):
         raise MappingError(f"lowercase_ids must be true or false, not {data['lowercase_ids']!r}")
     for n, spec in enumerate(files):
