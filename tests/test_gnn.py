@@ -64,6 +64,9 @@ def test_lightgcn_shapes_and_adjacency(layers: int) -> None:
     # edge (u0, i0): deg(u0) = 2, deg(i0) = 1 -> 1/sqrt(2)
     assert dense[0, 3].item() == pytest.approx(2 ** -0.5)
     assert dense[2, 5].item() == pytest.approx(1.0)  # deg(u2) = deg(i2) = 1
+    for bad in ((user, item + 2), (user + 1, item), (user - 1, item)):  # (u0, i3) would read as (u1, i0)
+        with pytest.raises(ValueError, match="index outside"):
+            LightGCN.build_adjacency(*bad, 3, 4)
     model = LightGCN(3, 4, embedding_dim=8, num_layers=layers)
     ue, ie = model.get_embedding(adj)
     assert ue.shape == (3, 8) and ie.shape == (4, 8)

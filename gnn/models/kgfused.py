@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from .base import EmbeddingRecommender
 from .fusion import FUSIONS, TextFusion, as_text_buffer, id_penalty
 from .lightgcn import LightGCN, _SymmetricSpMM
-from .relconv import RelationalConv, sort_by_type
+from .relconv import RelationalConv, shifted_edges, sort_by_type
 
 logger = logging.getLogger(__name__)
 
@@ -158,8 +158,7 @@ class KGFusedRec(EmbeddingRecommender):
         srcs, dsts, types = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
         for k, name in enumerate(sorted(relations)):
             src_t, dst_t = relation_types[name]
-            e = np.asarray(relations[name], np.int64).reshape(2, -1)
-            s, d = e[0] + off[src_t], e[1] + off[dst_t]
+            s, d = shifted_edges(name, relations[name], src_t, dst_t, num_nodes, off)
             srcs += [s, d]
             dsts += [d, s]
             types += [np.full(len(s), 2 * k), np.full(len(s), 2 * k + 1)]

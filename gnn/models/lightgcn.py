@@ -88,7 +88,11 @@ class LightGCN(EmbeddingRecommender):
             int32 indices when they fit: the CPU (MKL) product converts int64 indices on every call.
         """
         n = num_users + num_items
-        key = np.unique(np.asarray(user, dtype=np.int64) * num_items + np.asarray(item, dtype=np.int64))
+        user, item = np.asarray(user, dtype=np.int64), np.asarray(item, dtype=np.int64)
+        for name, x, size in (("user", user, num_users), ("item", item, num_items)):
+            if x.size and (x.min() < 0 or x.max() >= size):  # the joint key would wrap onto another pair
+                raise ValueError(f"{name} index outside 0..{size - 1}")
+        key = np.unique(user * num_items + item)
         u, i = key // num_items, key % num_items + num_users
         row = np.concatenate([u, i])
         col = np.concatenate([i, u])

@@ -1,6 +1,9 @@
 """A relational graph convolution that multiplies each edge type's messages once (segment matmul)."""
 from __future__ import annotations
 
+from typing import Mapping
+
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -75,3 +78,17 @@ class RelationalConv(nn.Module):
 
     def extra_repr(self) -> str:
         return f"{self.in_dim}, {self.out_dim}, relations={self.num_relations}, bases={self.num_bases}"
+
+
+def shifted_edges(name: str, edges: np.ndarray, src_type: str, dst_type: str, num_nodes: Mapping[str, int],
+                  offset: Mapping[str, int]) -> tuple[np.ndarray, np.ndarray]:
+    """A relation's ``(2, E)`` per-type indices as joint-index ``(source, target)`` arrays.
+
+    Raises:
+        ValueError: an index outside its node type's range (it would land on a node of the next type).
+    """
+    e = np.asarray(edges, np.int64).reshape(2, -1)
+    for end, t in zip(e, (src_type, dst_type)):
+        if end.size and (end.min() < 0 or end.max() >= int(num_nodes.get(t, 0))):
+            raise ValueError(f"relation {name!r}: {t} index outside 0..{int(num_nodes.get(t, 0)) - 1}")
+    return e[0] + offset[src_type], e[1] + offset[dst_type]

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from .base import EmbeddingRecommender
+from .relconv import shifted_edges
 
 logger = logging.getLogger(__name__)
 
@@ -92,11 +93,11 @@ class RGCNRec(EmbeddingRecommender):
             dsts.extend([d, s])
             types.extend([np.full(len(s), t), np.full(len(s), t + 1)])
 
-        add(np.asarray(user, np.int64) + off["user"], np.asarray(item, np.int64) + off["item"], 0)
+        add(*shifted_edges("interactions", np.stack([np.asarray(user, np.int64), np.asarray(item, np.int64)]),
+                           "user", "item", num_nodes, off), 0)
         for k, name in enumerate(sorted(relations)):
             src_t, dst_t = relation_types[name]
-            e = np.asarray(relations[name], np.int64).reshape(2, -1)
-            add(e[0] + off[src_t], e[1] + off[dst_t], 2 + 2 * k)
+            add(*shifted_edges(name, relations[name], src_t, dst_t, num_nodes, off), 2 + 2 * k)
         ei = torch.from_numpy(np.stack([np.concatenate(srcs), np.concatenate(dsts)]))
         et = torch.from_numpy(np.concatenate(types).astype(np.int64))
         return ei.to(device), et.to(device)
