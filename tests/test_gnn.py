@@ -674,6 +674,7 @@ def test_reach_size_does_not_wrap_past_int32() -> None:
 
 
 def test_rgcn_graph_and_training_run(tmp_path: Path) -> None:
+    from gnn.models.kgfused import KGFusedRec
     from gnn.models.rgcn import RGCNRec
 
     snap = planted_snapshot(num_users=80)
@@ -693,6 +694,10 @@ def test_rgcn_graph_and_training_run(tmp_path: Path) -> None:
     _, et2 = RGCNRec.build_graph(np.array([0, 1]), np.array([2, 3]), counts, empty,
                                  {**snap.relation_types, "friend": ("user", "user")})
     assert torch.equal(et2, torch.where(et >= 2, et + 2, et))  # "friend" sorts first: types 2, 3, with no edges
+    past = {"has_genre": np.stack([items, items // BLOCK + 1])}  # genre 2 does not exist: it would be user 0
+    for model_cls in (RGCNRec, KGFusedRec):
+        with pytest.raises(ValueError, match="relation 'has_genre': entity index outside 0..1"):
+            model_cls.build_graph(np.array([0, 1]), np.array([2, 3]), counts, past, snap.relation_types)
     model = RGCNRec(counts, RGCNRec.count_relations(snap.relations), embedding_dim=8, num_layers=2)
     ue, ie = model.get_embedding((ei, et))
     assert ue.shape == (80, 8) and ie.shape == (NUM_ITEMS, 8)
