@@ -161,6 +161,7 @@ def load_artifact(path: str | Path) -> Artifact:
 
     Raises:
         FileNotFoundError: a required file is missing.
+        ValueError: its files disagree (ids and embedding rows, say: a copy cut short or edited).
     """
     path = Path(path).resolve()
     for name in ("embeddings.npz", "ids.json", "train_items.npz", "meta.json"):
@@ -184,12 +185,42 @@ def load_artifact(path: str | Path) -> Artifact:
         with np.load(path / "item_attributes.npz") as z:
             attributes = (z["indptr"], z["indices"])
 
-    return Artifact(path=path, user_embeddings=ue, item_embeddings=ie, ids=_json("ids.json"),
-                    train_indptr=indptr, train_indices=indices, config=_json("config.json"),
-                    metrics=_json("metrics.json"), meta=_json("meta.json"), filter_state=load_filter_state(path),
-                    seen_indptr=seen_indptr, seen_indices=seen_indices,
-                    item_text=np.load(path / "item_text.npy") if (path / "item_text.npy").is_file() else None,
-                    item_attributes=attributes)
+    art = Artifact(path=path, user_embeddings=ue, item_embeddings=ie, ids=_json("ids.json"),
+                   train_indptr=indptr, train_indices=indices, config=_json("config.json"),
+                   metrics=_json("metrics.json"), meta=_json("meta.json"), filter_state=load_filter_state(path),
+                   seen_indptr=seen_indptr, seen_indices=seen_indices,
+                   item_text=np.load(path / "item_text.npy") if (path / "item_text.npy").is_file() else None,
+                   item_attributes=attributes)
+    problem = _inconsistency(art)
+    if problem:  # a server keeps the version it serves rather than swap in one that fails per request
+        raise ValueError(f"{path} is not a whole model artifact: {problem}")
+    return art
+
+
+def _inconsistency(art: Artifact) -> str | None:
+    """What in an artifact's files disagrees (ids against embedding rows, interaction lists against
+    both), or None."""
+    ids = art.ids
+    U, I = len(ids.get("user", [])), len(ids.get("item", []))
+    if art.user_embeddings.shape[0] != U or art.item_embeddings.shape[0] != I:
+        return (f"ids.json names {U} users and {I} items, embeddings.npz has {art.user_embeddings.shape[0]} and "
+                f"{art.item_embeddings.shape[0]} rows")
+    if art.user_embeddings.shape[1:] != art.item_embeddings.shape[1:]:
+        return f"user and item embeddings differ in size: {art.user_embeddings.shape} and {art.item_embeddings.shape}"
+    if "item_title" in ids and len(ids["item_title"]) != I:
+        return f"ids.json has {len(ids['item_title'])} item titles for {I} items"
+    for name, indptr, indices, rows, cols in (("train_items", art.train_indptr, art.train_indices, U, I),
+                                              ("seen_items", art.seen_indptr, art.seen_indices, U, I)):
+        if len(indptr) != rows + 1 or indptr[-1] != len(indices) or (len(indices) and not 0 <= indices.min() <= indices.max() < cols):
+            return f"{name}.npz is not a list of items for each of the {U} users"
+    if art.item_attributes is not None:
+        indptr, indices = art.item_attributes
+        if len(indptr) != I + 1 or indptr[-1] != len(indices) or (
+                len(indices) and indices.max() >= len(ids.get("attribute", []))):
+            return f"item_attributes.npz does not match the {I} items and the attributes ids.json names"
+    if art.item_text is not None and art.item_text.shape[0] != I:
+        return f"item_text.npy has {art.item_text.shape[0]} rows for {I} items"
+    return None
 
 
 def load_filter_state(path: str | Path) -> dict[str, np.ndarray] | None:

@@ -84,6 +84,29 @@ def test_the_http_api_serves_each_newly_published_version_and_survives_a_broken_
     assert client.get("/health").json()["reload_error"] is None
 
 
+def test_a_version_whose_files_disagree_is_not_swapped_in(tmp_path):
+    """ids.json naming fewer items than embeddings.npz holds (a copy cut short, an edit) loaded and
+    was swapped in, then every list reaching a missing id failed: it is refused at the load."""
+    import json
+
+    first, second = _two_versions(tmp_path)
+    publish(first, tmp_path)
+    app = create_app(tmp_path / "current", reload_check_s=0)
+    client, live = TestClient(app), app.state.model
+    cut = tmp_path / "cut"
+    shutil.copytree(second, cut)
+    ids = json.loads((cut / "ids.json").read_text())
+    ids["item"], ids["item_title"] = ids["item"][:-5], ids["item_title"][:-5]
+    (cut / "ids.json").write_text(json.dumps(ids))
+    publish(cut, tmp_path)
+    client.get("/health")  # notices the link moved: loads in the background
+    live.wait_for_reload(120)
+    health = client.get("/health").json()
+    assert health["model_version"] == first.name
+    assert "not a whole model artifact" in health["reload_error"] and "embeddings.npz has" in health["reload_error"]
+    assert client.get("/recommend/u1", params={"k": 1000}).status_code == 200
+
+
 def test_a_live_model_checks_the_link_at_most_every_check_s(tmp_path):
     first, second = _two_versions(tmp_path)
     live = LiveModel(tmp_path / "current", check_s=3600)
