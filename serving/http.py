@@ -8,7 +8,10 @@ from pathlib import Path
 from typing import Annotated, Callable
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
-from pydantic import BaseModel, Field, model_validator
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import AfterValidator, BaseModel, Field, model_validator
 
 from encoders.base import EncoderError
 from kgrec.config import ServingConfig
@@ -37,12 +40,24 @@ class ColdStartRecommendations(Recommendations):
     unknown_friend_ids: list[str] = Field(default_factory=list)
 
 
+def _unicode(text: str) -> str:
+    """JSON's ``\\ud800`` escape decodes to a lone surrogate, which no answer can echo back as UTF-8."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("not valid Unicode text (a lone surrogate escape such as \\ud800)") from None
+    return text
+
+
+Text = Annotated[str, AfterValidator(_unicode)]
+
+
 class ColdStartRequest(BaseModel):
-    item_ids: list[str] = Field(default_factory=list, max_length=10_000,
-                                description="items the new user interacted with")
-    friend_ids: list[str] = Field(default_factory=list, max_length=10_000,
-                                  description="known users the new user befriends")
-    queries: list[Annotated[str, Field(min_length=1, max_length=2000)]] = Field(
+    item_ids: list[Text] = Field(default_factory=list, max_length=10_000,
+                                 description="items the new user interacted with")
+    friend_ids: list[Text] = Field(default_factory=list, max_length=10_000,
+                                   description="known users the new user befriends")
+    queries: list[Annotated[Text, Field(min_length=1, max_length=2000)]] = Field(
         default_factory=list, max_length=50, description="free-text queries the new user searched")
     k: int = Field(10, ge=1, le=1000)
 
@@ -51,6 +66,13 @@ class ColdStartRequest(BaseModel):
         if not self.item_ids and not self.friend_ids and not self.queries:
             raise ValueError("give item_ids, friend_ids, queries or several")
         return self
+
+
+class _AsciiJSON(JSONResponse):
+    def render(self, content: object) -> bytes:
+        import json
+
+        return json.dumps(content, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode("ascii")
 
 
 # what each error means to a client, checked in order
@@ -72,6 +94,12 @@ def create_app(model_dir: str | Path, reload_check_s: float = 1.0, cfg: ServingC
     encoder in the background at start (``kgrec serve`` does)."""
     app = FastAPI(title="kgrec", version="0.1.0")
     app.state.model = LiveModel(model_dir, reload_check_s, cfg=cfg, warm_search=warm_search)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        """FastAPI's 422, written as ASCII JSON: the error quotes the input, which may hold a lone
+        surrogate that UTF-8 cannot write (the answer would have been a 500)."""
+        return _AsciiJSON(status_code=422, content=jsonable_encoder({"detail": exc.errors()}))
 
     def _answer(rec: Recommender, produce: Callable[[], list[Recommendation]]) -> Recommendations:
         """The recommendations ``produce`` returns, or the HTTP error its exception stands for."""

@@ -195,3 +195,15 @@ def test_ids_holding_a_slash_are_served_and_a_nan_score_never_is(tmp_path):
     assert got.status_code == 200 and len(got.json()["items"]) == 3
     assert client.get("/recommend/no/such/user").status_code == 404
     assert client.post("/recommend/cold", json={"item_ids": ["https://example.org/item/0"], "k": 2}).status_code == 200
+
+
+def test_a_lone_surrogate_in_a_request_is_a_422_not_a_500(tmp_path):
+    """JSON's \\ud800 escape decodes to a string UTF-8 cannot write: echoed back (as an unknown id,
+    or quoted by the validation error) it failed the answer with a 500."""
+    train(planted_snapshot(num_users=40), tiny_cfg(epochs=1), tmp_path, progress=False)
+    client = TestClient(create_app(tmp_path / "current", reload_check_s=0))
+    body = '{"item_ids": ["i1", "\\ud800"], "k": 2}'
+    answer = client.post("/recommend/cold", content=body, headers={"content-type": "application/json"})
+    assert answer.status_code == 422 and "lone surrogate" in answer.text
+    assert answer.json()["detail"][0]["loc"] == ["body", "item_ids", 1]
+    assert client.post("/recommend/cold", json={"item_ids": ["i1", "nope"], "k": 2}).json()["unknown_item_ids"] == ["nope"]
