@@ -13,7 +13,7 @@ from kg.connection import Graph, batches
 from kg.errors import SchemaConflictError
 from kg.lock import WRITEBACK_LOCK, Lease, graph_lock
 
-from .recommender import Recommender
+from .recommender import Recommender, UnknownUserError
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +50,8 @@ def write_back(graph: Graph, rec: Recommender, k: int = 10, batch_size: int = 20
     Raises:
         kg.lock.LockedError: another write-back held the graph for longer than ``lock_wait_s``.
         kg.errors.SchemaConflictError: a vector index of another name covers ``:Item(embedding)``.
+        serving.recommender.UnknownUserError: ``users`` names a user the model does not know; nothing
+            was written.
     """
     with graph_lock(graph, WRITEBACK_LOCK, lock_wait_s) as lease:
         return _write_back(graph, rec, k, batch_size, users, index_timeout_s, lease)
@@ -58,12 +60,19 @@ def write_back(graph: Graph, rec: Recommender, k: int = 10, batch_size: int = 20
 def _write_back(graph: Graph, rec: Recommender, k: int, batch_size: int, users: list[str] | None,
                 index_timeout_s: int, lease: Lease) -> dict[str, int]:
     dim = int(rec.item_emb.shape[1])
+    users = list(dict.fromkeys(rec.user_ids if users is None else users))  # a repeated id: one list
+    unknown = [u for u in users if u not in rec.user_index]
+    if unknown:  # before anything is written: half a write-back would leave two models' lists
+        raise UnknownUserError(f"the model does not know {len(unknown)} of the users to write lists for "
+                               f"({', '.join(map(repr, unknown[:5]))}{', ...' if len(unknown) > 5 else ''}); "
+                               f"nothing was written")
     info = _index_info(graph)  # before anything is written: a conflict stops the write-back untouched
     counts = {"items": 0, "users": 0, "recommendations": 0, "skipped_embeddings": 0}
     for kind, ids, emb in (("item", rec.item_ids, rec.item_emb), ("user", rec.user_ids, rec.user_emb)):
         usable = (torch.isfinite(emb).all(1) & (emb.abs().sum(1) > 0)).tolist()
         counts["skipped_embeddings"] += usable.count(False)
-        for rows in batches(({"id": n, "embedding": v} for n, v, ok in zip(ids, emb.tolist(), usable) if ok),
+        vectors = (v for start in range(0, len(ids), batch_size) for v in emb[start:start + batch_size].tolist())
+        for rows in batches(({"id": n, "embedding": v} for n, v, ok in zip(ids, vectors, usable) if ok),
                             batch_size):  # the lease is checked before every attempt, a driver retry's too
             counts[f"{kind}s"] += graph.write_counted(f"writeback/set_{kind}_embeddings", before_=lease.check,
                                                       rows=rows, model=rec.version)[1]
@@ -77,11 +86,10 @@ def _write_back(graph: Graph, rec: Recommender, k: int, batch_size: int, users: 
     # indexing the old-size ones (Neo4j leaves vectors of another size out); a query with a new
     # vector fails against it, and any query fails while the new index fills (awaited below).
     if info and (info[0]["dimensions"] != dim or info[0]["similarity"] != "COSINE" or info[0]["state"] == "FAILED"):
-        graph.write("writeback/drop_item_vector_index")  # another size, a hand-made euclidean one, or broken
-    graph.write("writeback/create_item_vector_index",
+        graph.write("writeback/drop_item_vector_index", before_=lease.check)  # another size, hand-made, broken
+    graph.write("writeback/create_item_vector_index", before_=lease.check,
                 options={"indexConfig": {"vector.dimensions": dim, "vector.similarity_function": "cosine"}})
     graph.query("writeback/await_item_vector_index", timeout_s=index_timeout_s)  # populated before we return
-    users = list(dict.fromkeys(rec.user_ids if users is None else users))  # a repeated id: one list
     for chunk in batches(users, max(1, batch_size // max(1, k))):
         lease.check()
         rows = [{"user": u, "item": r.item_id, "rank": rank + 1, "score": r.score}

@@ -405,6 +405,10 @@ def test_write_back_and_vector_index(trained, graph_session):
     from serving.writeback import write_back
 
     assert write_back(graph_session, rec, k=3, users=["u2", "u2"])["recommendations"] == 3  # one list, not two
+    from serving.recommender import UnknownUserError
+
+    with pytest.raises(UnknownUserError, match="1 of the users.*'ghost'.*nothing was written"):
+        write_back(graph_session, rec, k=3, users=["u2", "ghost"])  # refused before a row is written
     models = graph_session.driver.execute_query("MATCH (i:Item) RETURN collect(DISTINCT i.embedding_model) AS m",
                                                 database_=graph_session.database).records
     assert models[0]["m"] == [rec.version]
