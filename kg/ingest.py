@@ -125,9 +125,12 @@ def watermark_horizon() -> int:
 def watermark_of(timestamps: Iterable[int]) -> tuple[int | None, int]:
     """The watermark events of these ``timestamps`` set (the latest no later than
     :func:`watermark_horizon`: a mistyped year must not make every later event "older"; None for
-    no events), and how many are later than that."""
+    no dated events: ts 0 is an unknown time, sent again by every load, and would otherwise put the
+    mark above events dated before 1970), and how many are later than that."""
     horizon, latest, future = watermark_horizon(), None, 0
     for ts in timestamps:
+        if ts == 0:
+            continue
         if ts > horizon:
             future += 1
         elif latest is None or ts > latest:
@@ -207,8 +210,7 @@ def _ingest_locked(graph: Graph, records: GraphRecords, cfg: IngestConfig, incre
         if not rows:
             continue
         if kind == "interactions":
-            _write_interactions(graph, rows, cfg, totals, progress, lease)
-            written[kind] = len(rows)
+            written[kind] = _write_interactions(graph, rows, cfg, totals, progress, lease)  # after deduplication
             continue
         bar = tqdm(total=len(rows), desc=f"ingest {kind}", unit="row", disable=not progress, leave=False)
         for batch in batches(rows, cfg.batch_size):

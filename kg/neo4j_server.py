@@ -96,8 +96,9 @@ def _java() -> str:
 def java_major_version(version_output: str) -> int:
     """Java's major version from ``java -version`` output (``"1.8.0_292"`` is 8, ``"17.0.9"`` is 17);
     0 when it cannot be read (then let through)."""
-    version = version_output.split('"')[1] if '"' in version_output else ""
-    parts = re.findall(r"\d+", version)
+    # not the first quoted string: a "Picked up JAVA_TOOL_OPTIONS: -Dx="..."" line can come before
+    found = re.search(r'version "([^"]+)"', version_output)
+    parts = re.findall(r"\d+", found.group(1)) if found else []
     if not parts:
         return 0
     return int(parts[1]) if parts[0] == "1" and len(parts) > 1 else int(parts[0])
@@ -233,6 +234,8 @@ class ManagedNeo4j:
             pid = int(self.pid_file.read_text().strip())
         except (FileNotFoundError, ValueError):
             return None
+        if pid <= 1 or pid == os.getpid():  # a corrupt file: -1 and 0 would signal every process / our group
+            return None
         try:
             os.kill(pid, 0)
         except ProcessLookupError:
@@ -242,8 +245,8 @@ class ManagedNeo4j:
         cmdline = Path(f"/proc/{pid}/cmdline")
         try:  # a recycled pid, or another home's server, is not ours
             args = cmdline.read_text(errors="replace").split("\0")
-        except OSError:
-            return pid
+        except OSError:  # gone meanwhile; or no /proc (macOS), where only the pid can tell
+            return None if Path("/proc/self").exists() else pid
         if ENTRY_POINT not in args or f"--home-dir={self.home}" not in args:
             return None
         return pid
@@ -296,6 +299,10 @@ class ManagedNeo4j:
 
     def _start_locked(self) -> tuple[ServerStatus, bool]:
         if self.pid() is not None:
+            running = self._running_bolt_port()
+            if running is not None and running != self.config.bolt_port:  # it would never open the new one
+                raise Neo4jSetupError(f"this home's Neo4j runs with an earlier config (Bolt on port {running}, "
+                                      f"not {self.config.bolt_port}): `kgrec neo4j stop`, then start it again")
             self._wait_for_ports(http=False)  # started by an earlier config, perhaps on another HTTP port
             return self.status(), False
         for port, setting in ((self.config.bolt_port, "BOLT_PORT"), (self.config.http_port, "HTTP_PORT")):
@@ -319,12 +326,22 @@ class ManagedNeo4j:
             raise
         return self.status(), True
 
+    def _running_bolt_port(self) -> int | None:
+        """The Bolt port in the config the running server was started with (the conf is written only
+        by a start), or None when it cannot be read."""
+        try:
+            conf = (self.home / "conf" / "neo4j.conf").read_text()
+        except OSError:
+            return None
+        found = re.search(r"^server\.bolt\.listen_address=.*:(\d+)\s*$", conf, re.MULTILINE)
+        return int(found.group(1)) if found else None
+
     def _wait_for_ports(self, proc: subprocess.Popen | None = None, http: bool = True) -> None:
         """Wait until Bolt and then (``http``) HTTP, the Browser, which Neo4j opens last, accept
         connections, while the server process lives."""
         deadline = time.monotonic() + self.config.start_timeout_s
         while time.monotonic() < deadline:
-            if proc is not None and proc.poll() is not None:
+            if (proc.poll() is not None) if proc is not None else self.pid() is None:  # it died: no point waiting
                 break
             if _port_open(self.config.bolt_port) and (not http or _port_open(self.config.http_port)):
                 return

@@ -173,10 +173,23 @@ def test_a_pid_file_naming_another_process_is_not_our_server(tmp_path):
 
     server = ManagedNeo4j(Neo4jConfig(home=tmp_path / "neo4j"))
     server.pid_file.parent.mkdir(parents=True)
-    for pid in (os.getpid(), 1):  # this test process; init (another user's, unless run as root)
+    # this test process; init (another user's, unless run as root); -1 and 0, which os.kill reads
+    # as every process of the user and this process group (a corrupt file)
+    for pid in (os.getpid(), 1, -1, 0):
         server.pid_file.write_text(str(pid))
         assert server.pid() is None and not server.status().running
         assert server.stop() is False and not server.pid_file.exists()
+
+
+def test_a_running_server_of_an_earlier_bolt_port_is_named_not_waited_for(tmp_path, monkeypatch):
+    """The home's server runs (its conf says Bolt 7711) and the config now says another port: start
+    would wait out its whole timeout for a port that server never opens."""
+    server = ManagedNeo4j(Neo4jConfig(home=tmp_path / "neo4j", bolt_port=7712, start_timeout_s=600))
+    (server.home / "conf").mkdir(parents=True)
+    (server.home / "conf" / "neo4j.conf").write_text("server.bolt.listen_address=127.0.0.1:7711\n")
+    monkeypatch.setattr(ManagedNeo4j, "pid", lambda self: 4242)  # alive, and this home's
+    with pytest.raises(Neo4jSetupError, match="earlier config \\(Bolt on port 7711, not 7712\\).*kgrec neo4j stop"):
+        server.start()
 
 
 def test_a_taken_http_port_fails_start_before_anything_is_installed(tmp_path):
@@ -284,6 +297,8 @@ def test_java_major_version_reads_both_numbering_schemes():
     assert java_major_version('openjdk version "9.0.4"') == 9
     assert java_major_version('openjdk version "21" 2023-09-19') == 21
     assert java_major_version("no version here") == 0
+    # a JAVA_TOOL_OPTIONS value with quotes comes first: not the version
+    assert java_major_version('Picked up JAVA_TOOL_OPTIONS: -Dfile.encoding="UTF-8"\nopenjdk version "21.0.2"') == 21
 
 
 def test_jvm_options_reject_a_bad_heap_size(tmp_path):
@@ -326,6 +341,23 @@ def test_incremental_ingest_writes_only_events_past_the_watermark(graph):
     now = GraphRecords(interactions=[{"user": "a", "item": "y", "kind": "click", "weight": 1.0,
                                       "ts": int(time.time())}])
     assert ingest(graph, now, IngestConfig(), incremental=True, progress=False)["skipped_old"] == 0
+
+
+def test_undated_events_leave_the_watermark_to_dated_ones(graph):
+    """ts 0 is an unknown time, sent again by every load: counted, it put the watermark at 0 above
+    events dated before 1970, which a later incremental load then skipped as old."""
+    from kg.ingest import watermark_of
+
+    moon = -14182980  # 1969-07-20T20:17:00Z
+    assert watermark_of([0, moon]) == (moon, 0) and watermark_of([0, 0]) == (None, 0)
+    first = GraphRecords(users=[{"id": "a"}], items=[{"id": "x"}, {"id": "y"}],
+                         interactions=[{"user": "a", "item": "x", "kind": "view", "weight": 1.0, "ts": 0},
+                                       {"user": "a", "item": "x", "kind": "view", "weight": 1.0, "ts": moon},
+                                       {"user": "a", "item": "x", "kind": "view", "weight": 1.0, "ts": moon}])
+    report = ingest(graph, first, IngestConfig(), progress=False, feed="moon")
+    assert report["watermark"] == moon and report["written"]["interactions"] == 2  # the repeat is one event
+    later = GraphRecords(interactions=[{"user": "a", "item": "y", "kind": "view", "weight": 1.0, "ts": moon + 60}])
+    assert ingest(graph, later, IngestConfig(), incremental=True, progress=False, feed="moon")["skipped_old"] == 0
 
 
 def test_kgrec_watermark_shows_lowers_and_clears_a_feeds_watermark(graph, neo4j_config, monkeypatch, capsys):
