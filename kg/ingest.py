@@ -241,8 +241,9 @@ def _ingest_locked(graph: Graph, records: GraphRecords, cfg: IngestConfig, incre
 
 
 def forget_user(graph: Graph, user_id: str, lock_wait_s: float = 0.0) -> bool:
-    """Delete a user and all their events, searches and friendships, and the queries only they
-    searched (not one the data links to relevant items), holding the ingest lock: under
+    """Delete a user and all their events, searches and friendships, the queries only they
+    searched (not one the data links to relevant items) and the attribute values only they hold
+    (an entity linked to nothing else: a zip code), holding the ingest lock: under
     the id as ingest stores it and, for a user loaded before, under any id that is it with the
     invisible characters ingest now removes (one person to ingest today), whichever form is given.
     Returns whether one existed."""

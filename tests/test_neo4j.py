@@ -662,6 +662,25 @@ def test_forgetting_a_user_deletes_the_queries_only_they_typed(graph):
     assert [(r["id"], r["searched"]) for r in left.records] == [("q-labelled", 0), ("q-shared", 1)]
 
 
+
+def test_forgetting_a_user_deletes_the_attribute_values_only_they_hold(graph):
+    """A zip code only alice lives at is hers and goes; one bob shares, one an item links to, or a
+    KG entity, stays."""
+    from kg.ingest import forget_user
+
+    graph.driver.execute_query(
+        "CREATE (a:User {id: 'alice'}), (b:User {id: 'bob'}), (i:Item {id: 'i1'}), "
+        "(a)-[:HAS_ATTRIBUTE {relation: 'zip'}]->(:Entity {id: 'zip:94110'}), "
+        "(a)-[:HAS_ATTRIBUTE {relation: 'occupation'}]->(:Entity {id: 'occupation:nurse'})"
+        "<-[:HAS_ATTRIBUTE {relation: 'occupation'}]-(b), "
+        "(a)-[:HAS_ATTRIBUTE {relation: 'likes'}]->(:Entity {id: 'genre:jazz'})<-[:HAS_ATTRIBUTE {relation: 'genre'}]-(i), "
+        "(a)-[:HAS_ATTRIBUTE {relation: 'from'}]->(:Entity {id: 'kg:paris'})-[:RELATED {relation: 'in'}]->"
+        "(:Entity {id: 'kg:france'})", database_=graph.database)
+    assert forget_user(graph, "alice")
+    left = graph.driver.execute_query("MATCH (e:Entity) RETURN e.id AS id ORDER BY id", database_=graph.database)
+    assert [r["id"] for r in left.records] == ["genre:jazz", "kg:france", "kg:paris", "occupation:nurse"]
+
+
 def test_the_schema_drops_relationship_indexes_that_merge_would_seek_through(graph):
     """An index on RELATED.relation (or INTERACTED.ts) made MERGE scan every triple (event) sharing
     the value: 116x slower KG loads (docs/ingest.md). A database made by an older kgrec loses them."""
