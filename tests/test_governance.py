@@ -838,3 +838,14 @@ def test_jsonl_entity_and_triple_ids_that_are_not_strings_or_integers_are_quaran
     _reconciles(res)
     assert [(t["head"], t["tail"]) for t in res.records.triples] == [("1", "2")]
     assert sorted(_reasons(res)) == [2, 3] and all("string or integer" in r for r in _reasons(res).values())
+
+
+def test_a_file_whose_lines_end_in_cr_alone_is_refused_not_read_as_one_line(tmp_path):
+    """Classic Mac line ends: the whole file was one row (quarantined as one, or a column error)."""
+    _write(tmp_path, "mac.csv", b"user,item\ru1,i1\ru2,i2\r")
+    with pytest.raises(MappingError, match="mac.csv: its lines end in CR alone"):
+        read_tabular(tmp_path / "mac.csv", {"files": [{"role": "interactions", "user": "user", "item": "item"}]})
+    _write(tmp_path, "dos.csv", b"user,item\r\nu1,i1\r\nu2,i2")  # CRLF, no final line end: read as two rows
+    res = read_tabular(tmp_path / "dos.csv", {"files": [{"role": "interactions", "user": "user", "item": "item",
+                                                          "create_nodes": True}]})
+    assert [(r["user"], r["item"]) for r in res.records.interactions] == [("u1", "i1"), ("u2", "i2")]

@@ -262,10 +262,18 @@ def _prefixed(prefix: str, value: Any) -> Any:
 
 def decoded_lines(path: Path, encoding: str) -> Iterator[tuple[int, str, str | None]]:
     """Yield ``(line_number, text, decode_error)`` for each line that is not empty or all spaces
-    (CR/LF and BOM stripped); a line of delimiters only is a row, read and then quarantined."""
+    (CR/LF and BOM stripped); a line of delimiters only is a row, read and then quarantined.
+
+    Raises:
+        MappingError: the lines end in CR alone (classic Mac): the file would read as one line.
+    """
     with path.open("rb") as fh:
         for lineno, raw in enumerate(fh, 1):
+            whole = not raw.endswith(b"\n")  # the first line is the whole file
             raw = raw.rstrip(b"\r\n")
+            if lineno == 1 and whole and b"\r" in raw:
+                raise MappingError(f"{path.name}: its lines end in CR alone (classic Mac), so it reads as one line: "
+                                   f"convert them to LF first (tr '\\r' '\\n' < old > new)")
             if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
                 raw = raw[3:]
             if not raw.strip(b" "):
