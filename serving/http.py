@@ -121,7 +121,7 @@ def create_app(model_dir: str | Path, reload_check_s: float = 1.0, cfg: ServingC
 
     @app.get("/recommend/{user_id:path}", response_model=Recommendations)  # ids may hold "/"
     def recommend(user_id: str, k: int = Query(10, ge=1, le=1000),
-                  within: list[str] = Query([], description="attribute ids (genre:Comedy): "
+                  within: list[str] = Query([], max_length=100, description="attribute ids (genre:Comedy): "
                                             "rank only the items linked to every one"),
                   exclude: list[str] = Query([], max_length=10_000,
                                              description="item ids to leave out besides the user's own "
