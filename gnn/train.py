@@ -413,8 +413,8 @@ class _RunState:
         try:  # generator states are CPU byte tensors; map_location moved them
             gen.set_state(state["sampler_rng"].cpu())
         except (KeyError, RuntimeError) as e:
-            logger.warning("checkpoint %s has no sampler state for %s (%s); sampling starts from the seed",
-                           ckpt, gen.device, type(e).__name__)
+            logger.warning("the checkpoint has no sampler state for %s (%s); sampling starts from the seed",
+                           gen.device, type(e).__name__)
         torch.set_rng_state(state["torch_rng"].cpu())
         return cls(**{f.name: state[f.name] for f in dataclasses.fields(cls)})
 

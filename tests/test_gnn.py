@@ -800,6 +800,22 @@ def test_an_unreadable_checkpoint_starts_the_run_afresh(tmp_path: Path, caplog) 
     assert [r["epoch"] for r in json.loads((artifact / "metrics.json").read_text())["history"]] == [1, 2, 3]
 
 
+def test_a_checkpoint_without_a_usable_sampler_state_resumes_from_the_seed(tmp_path: Path, caplog) -> None:
+    """A checkpoint of a run on the other kind of device (a CPU generator's state does not fit a
+    CUDA one) or from before the torch sampler: the run goes on, sampling from its seed."""
+    snap = planted_snapshot(num_users=40)
+    cfg = tiny_cfg(epochs=3, eval_every=1)
+    train(snap, cfg, tmp_path, progress=False, max_time_s=0)  # stops after epoch 1, checkpoint kept
+    tr = snap.splits["train"]
+    last = checkpoint_dir(tmp_path, cfg, to_csr(tr.user, tr.item, snap.num_users, snap.num_items), snapshot=snap) / "last.pt"
+    state = torch.load(last, weights_only=False)
+    state["sampler_rng"] = torch.zeros(3, dtype=torch.uint8)  # not a generator state here
+    torch.save(state, last)
+    artifact = train(snap, cfg, tmp_path, progress=False)
+    assert "no sampler state for cpu (RuntimeError)" in caplog.text
+    assert [r["epoch"] for r in json.loads((artifact / "metrics.json").read_text())["history"]] == [1, 2, 3]
+
+
 def test_a_bad_cut_off_is_refused_before_training(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setattr("gnn.train.build_model", lambda *a, **k: pytest.fail("built a model"))
     with pytest.raises(ValueError, match="ks must be cut-offs >= 1"):
