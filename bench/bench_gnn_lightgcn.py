@@ -88,7 +88,11 @@ def time_to_quality(ours: list[dict], base: list[dict], target: float | None = N
                 return round(t, 2)
         return None
 
-    target = max(e.get("recall20") or 0.0 for e in base) if target is None else target
+    if target is None:  # the baseline's best; none when it never evaluated (every epoch would "reach" 0)
+        scores = [e["recall20"] for e in base if e.get("recall20") is not None]
+        if not scores:
+            return {"recall@20": None, "baseline_train_s": None, "ours_train_s": None, "ratio_baseline_over_ours": None}
+        target = max(scores)
     t_base, t_ours = first(base, "recall20", target), first(ours, "recall@20", target)
     return {"recall@20": target, "baseline_train_s": t_base, "ours_train_s": t_ours,
             "ratio_baseline_over_ours": round(t_base / t_ours, 2) if t_base and t_ours else None}
