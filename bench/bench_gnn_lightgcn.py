@@ -192,11 +192,18 @@ def main() -> None:
                                    "epoch": reached["epoch"] if reached else None,
                                    "reached": reached is not None},
                 "peak_memory": {"gpu_mib": round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
-                                if device.type == "cuda" else None, "rss_mib": round(peak_rss_mb(), 1)},
+                                if device.type == "cuda" else None, "rss_mib": round(peak_rss_mb(), 1),
+                                # before the first evaluation: training alone (the peak above is
+                                # mostly evaluation's, at its own batch of users)
+                                "train_gpu_mib": train_peak[0] if train_peak else None},
                 "machine": device_info(device),
                 "measured": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
 
+    train_peak: list[float] = []
+
     def hook(epoch: int, row: dict) -> None:
+        if device.type == "cuda" and not any("test_ndcg@20" in r for r in rows + [row]):
+            train_peak[:] = [round(torch.cuda.max_memory_allocated(device) / 2**20, 1)]
         rows.append(dict(row))
         clock.append(time.perf_counter() - t0)
         if "test_ndcg@20" in row:  # a killed run still leaves its figures so far ("complete": false)
