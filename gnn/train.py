@@ -51,6 +51,10 @@ class TrainingError(RuntimeError):
     """Training could not produce an artifact (bad data, bad configuration)."""
 
 
+class DivergedError(TrainingError):
+    """The loss or the weights stopped being finite: a broken model, not bad data or configuration."""
+
+
 def resolve_device(name: str) -> torch.device:
     """``auto`` -> CUDA when available, else CPU; anything else is passed to ``torch.device``."""
     if name == "auto":
@@ -184,8 +188,11 @@ def graph_relation_edges(snapshot: Any, names: Sequence[str]) -> np.ndarray | No
     to the LightGCN adjacency.
 
     Raises:
-        ValueError: a name the snapshot lacks, or a relation touching other node types.
+        ValueError: a name the snapshot lacks, a relation touching other node types, or an index
+            outside its node type (a user past the users would land on an item).
     """
+    from .models.relconv import shifted_edges
+
     if not names:
         return None
     offset = {"user": 0, "item": snapshot.num_users}
@@ -197,8 +204,8 @@ def graph_relation_edges(snapshot: Any, names: Sequence[str]) -> np.ndarray | No
         if src not in offset or dst not in offset:
             raise ValueError(f"graph relation {name!r} links {src} to {dst}; only user/item relations can join "
                              "the LightGCN graph (the KG reaches kgfused through R-GCN)")
-        e = np.asarray(snapshot.relations[name], np.int64).reshape(2, -1)
-        edges.append(np.stack([e[0] + offset[src], e[1] + offset[dst]]))
+        sizes = {"user": snapshot.num_users, "item": snapshot.num_items}
+        edges.append(np.stack(shifted_edges(name, snapshot.relations[name], src, dst, sizes, offset)))
     return np.concatenate(edges, 1)
 
 
@@ -562,7 +569,11 @@ def _train_embeddings(snapshot: Any, cfg: TrainConfig, out_dir: Path, text_embed
     if resume and (ckpt_dir / "last.pt").is_file():
         try:
             state = torch.load(ckpt_dir / "last.pt", map_location=device, weights_only=False)
-        except (EOFError, RuntimeError, pickle.UnpicklingError) as e:  # cut short (a power loss: not fsynced)
+        except (EOFError, RuntimeError, pickle.UnpicklingError) as e:
+            # cut short (a power loss: not fsynced) is a fresh start; anything else (CUDA out of
+            # memory, say) stops the run, so the next save does not overwrite a good checkpoint
+            if isinstance(e, RuntimeError) and "PytorchStreamReader" not in str(e):
+                raise
             logger.warning("the checkpoint %s cannot be read (%s): training starts afresh", ckpt_dir / "last.pt", e)
         else:
             run = _RunState.load(state, model, optimizer, gen, device, swa, scaler)
@@ -621,7 +632,7 @@ def _train_embeddings(snapshot: Any, cfg: TrainConfig, out_dir: Path, text_embed
         weights_finite = bool(torch.stack([p.detach().isfinite().all() for p in model.parameters()]).all())
         skipped = n - counted_pairs
         if (skipped and not scaler.is_enabled()) or counted_pairs == 0 or not weights_finite:
-            raise TrainingError(f"loss diverged at epoch {epoch} (lr {cfg.lr} too high?)")
+            raise DivergedError(f"loss diverged at epoch {epoch} (lr {cfg.lr} too high?)")
         row: dict[str, Any] = {"epoch": epoch, "loss": total / counted_pairs,
                                "train_s": round(time.perf_counter() - t0, 3)}
         if skipped:

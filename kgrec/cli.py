@@ -307,7 +307,7 @@ def cmd_retrain(args: argparse.Namespace, cfg: Config) -> int:
     when the new model is broken (training diverged, or no finite test score: never published, a
     run to look into), 6 when another retrain of the model directory is still running (nothing was
     done)."""
-    from gnn.train import TrainingError
+    from gnn.train import DivergedError
 
     from .retrain import RetrainBusyError, retrain
 
@@ -322,7 +322,7 @@ def cmd_retrain(args: argparse.Namespace, cfg: Config) -> int:
         except RetrainBusyError as e:  # yesterday's run still going: not an error to look into
             print(f"kgrec: {e}", file=sys.stderr)
             return 6
-        except TrainingError as e:  # a model that came out broken: the served one stays, the snapshot went
+        except DivergedError as e:  # a model that came out broken: the served one stays, the snapshot went
             print(f"kgrec: the new model is broken: {e}; the served model stays", file=sys.stderr)
             return 5
     print(json.dumps(dataclasses.asdict(report), indent=2))

@@ -765,6 +765,11 @@ def test_the_checkpoint_follows_the_graph_of_the_models_that_use_it(tmp_path: Pa
     name = "friend"  # a user-user relation: usable by rgcn, kgfused and graph_relations alike
     snap.relations, snap.relation_types = {name: np.array([[0, 1], [1, 2]])}, {name: ("user", "user")}
     other = dataclasses.replace(snap, relations={name: np.array([[0, 1], [1, 3]])})
+    from gnn.train import graph_relation_edges
+
+    past = dataclasses.replace(snap, relations={name: np.array([[0], [snap.num_users]])})  # would be item 0
+    with pytest.raises(ValueError, match="relation 'friend': user index outside"):
+        graph_relation_edges(past, [name])
     for cfg in (tiny_cfg(model="rgcn"), tiny_cfg(graph_relations=[name])):
         assert checkpoint_dir(tmp_path, cfg, csr, snapshot=snap) != checkpoint_dir(tmp_path, cfg, csr, snapshot=other)
     plain = tiny_cfg()

@@ -229,6 +229,14 @@ def test_cli_retrain_exit_status_says_whether_it_published(loaded, neo4j_config,
     monkeypatch.setattr(job, "retrain", lambda *a, **k: broken)  # a run whose model came out NaN
     assert main(["retrain", "--model", "lightgcn", "--no-writeback"]) == 5  # not 3: a run to look into
     assert json.loads(capsys.readouterr().out) == dataclasses.asdict(broken)
+    from gnn.train import TrainingError
+
+    def misconfigured(*args, **kwargs):
+        raise TrainingError("gfcf needs a low-pass rank k >= 1")
+
+    monkeypatch.setattr(job, "retrain", misconfigured)  # a configuration to fix, not a broken model: 2
+    assert main(["retrain", "--model", "lightgcn", "--no-writeback"]) == 2
+    assert "kgrec: error: gfcf needs" in capsys.readouterr().err
     unwritten = job.RetrainReport(**{**first, "writeback_error": "ServiceUnavailable: gone"})
     monkeypatch.setattr(job, "retrain", lambda *a, **k: unwritten)  # published, but Neo4j not updated
     assert main(["retrain", "--model", "lightgcn"]) == 4
