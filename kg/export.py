@@ -180,16 +180,22 @@ LEFTOVER_AGE_S = 86_400  # what a killed export left is swept once a day old: no
 def sweep_killed_exports(out_dir: Path, name: str, max_age_s: float = LEFTOVER_AGE_S) -> list[Path]:
     """Remove what exports of ``name`` killed outright (SIGKILL, the OOM killer) left in ``out_dir``
     once it is ``max_age_s`` old: a save's hidden ``.<name>-<time>.<pid>-<hex>.tmp`` (or ``.old``)
-    directory, and a claimed ``<name>-<time>`` directory that was never written (empty). Returns
-    what was removed."""
+    directory, a claimed ``<name>-<time>`` directory that was never written (empty), and a
+    ``-latest`` link's temporary name. Returns what was removed."""
     stamp = re.escape(name) + r"-\d{8}-\d{6}(-\d+)?"  # what _claim_snapshot_dir names
     hidden = re.compile(r"\." + stamp + r"\.\d+-[0-9a-f]+\.(tmp|old)")
     claimed = re.compile(stamp)
+    link = re.compile(r"\." + re.escape(name) + r"-latest\.\d+-[0-9a-f]+\.tmp")  # point_latest's, not renamed
     cutoff = time.time() - max_age_s
     removed = []
     for path in sorted(out_dir.iterdir()) if out_dir.is_dir() else []:
         try:
-            if path.is_symlink() or not path.is_dir() or path.stat().st_mtime > cutoff:
+            if path.is_symlink():
+                if link.fullmatch(path.name) and path.lstat().st_mtime <= cutoff:
+                    path.unlink()
+                    removed.append(path)
+                continue
+            if not path.is_dir() or path.stat().st_mtime > cutoff:
                 continue
             if hidden.fullmatch(path.name):
                 shutil.rmtree(path)

@@ -4,6 +4,7 @@
 ``kgrec retrain``) is loaded in the background and served once loaded, without a restart."""
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated, Callable
 
@@ -69,10 +70,23 @@ class ColdStartRequest(BaseModel):
 
 
 class _AsciiJSON(JSONResponse):
+    """JSON that quoting any request input cannot fail: ASCII (a lone surrogate is escaped), and
+    the non-finite numbers Python's parser takes (NaN, Infinity) written as strings."""
+
     def render(self, content: object) -> bytes:
         import json
 
-        return json.dumps(content, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode("ascii")
+        return json.dumps(_finite(content), ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode("ascii")
+
+
+def _finite(value: object) -> object:
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
 
 
 # what each error means to a client, checked in order

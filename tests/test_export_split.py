@@ -327,8 +327,11 @@ def test_what_a_killed_export_left_is_swept_once_a_day_old(tmp_path):
     for name in old + kept:
         os.utime(tmp_path / name, (day_old, day_old))
     (tmp_path / "g-20261202-000000").mkdir()  # claimed a moment ago: an export still under way
+    stray = tmp_path / ".g-latest.4242-0a1b2c3d.tmp"  # killed between the link and its rename
+    stray.symlink_to("g-20261201-000003")
+    os.utime(stray, (day_old, day_old), follow_symlinks=False)
     removed = sweep_killed_exports(tmp_path, "g")
-    assert sorted(p.name for p in removed) == sorted(old)
+    assert sorted(p.name for p in removed) == sorted(old + [stray.name])
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(kept + ["g-20261202-000000", "g-latest"])
 
 

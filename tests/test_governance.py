@@ -842,9 +842,10 @@ def test_jsonl_entity_and_triple_ids_that_are_not_strings_or_integers_are_quaran
 
 def test_a_file_whose_lines_end_in_cr_alone_is_refused_not_read_as_one_line(tmp_path):
     """Classic Mac line ends: the whole file was one row (quarantined as one, or a column error)."""
-    _write(tmp_path, "mac.csv", b"user,item\ru1,i1\ru2,i2\r")
-    with pytest.raises(MappingError, match="mac.csv: its lines end in CR alone"):
-        read_tabular(tmp_path / "mac.csv", {"files": [{"role": "interactions", "user": "user", "item": "item"}]})
+    for data in (b"user,item\ru1,i1\ru2,i2\r", b"user,item\ru1,i1\ru2,i2\r\n"):  # a final LF some tools add
+        _write(tmp_path, "mac.csv", data)
+        with pytest.raises(MappingError, match="mac.csv: its lines end in CR alone"):
+            read_tabular(tmp_path / "mac.csv", {"files": [{"role": "interactions", "user": "user", "item": "item"}]})
     _write(tmp_path, "dos.csv", b"user,item\r\nu1,i1\r\nu2,i2")  # CRLF, no final line end: read as two rows
     res = read_tabular(tmp_path / "dos.csv", {"files": [{"role": "interactions", "user": "user", "item": "item",
                                                           "create_nodes": True}]})

@@ -269,9 +269,8 @@ def decoded_lines(path: Path, encoding: str) -> Iterator[tuple[int, str, str | N
     """
     with path.open("rb") as fh:
         for lineno, raw in enumerate(fh, 1):
-            whole = not raw.endswith(b"\n")  # the first line is the whole file
             raw = raw.rstrip(b"\r\n")
-            if lineno == 1 and whole and b"\r" in raw:
+            if lineno == 1 and b"\r" in raw:  # a CR inside the first line: CR line ends (one LF at the end, maybe)
                 raise MappingError(f"{path.name}: its lines end in CR alone (classic Mac), so it reads as one line: "
                                    f"convert them to LF first (tr '\\r' '\\n' < old > new)")
             if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
