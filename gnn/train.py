@@ -631,7 +631,9 @@ def _train_embeddings(snapshot: Any, cfg: TrainConfig, out_dir: Path, text_embed
         # loss: checked too, before they are averaged, evaluated or checkpointed
         weights_finite = bool(torch.stack([p.detach().isfinite().all() for p in model.parameters()]).all())
         skipped = n - counted_pairs
-        if (skipped and not scaler.is_enabled()) or counted_pairs == 0 or not weights_finite:
+        # an overflow the scaler cannot mend (the forward pass's own, not the scaled gradients') comes
+        # back every batch: past half an epoch's pairs it is divergence too
+        if (skipped and not scaler.is_enabled()) or skipped * 2 > n or not weights_finite:
             raise DivergedError(f"loss diverged at epoch {epoch} (lr {cfg.lr} too high?)")
         row: dict[str, Any] = {"epoch": epoch, "loss": total / counted_pairs,
                                "train_s": round(time.perf_counter() - t0, 3)}
