@@ -566,6 +566,7 @@ def feed_file(gov: Governor, path: Path, spec: dict, *, lowercase_ids: bool = Fa
     weight_range = tuple(spec["weight_range"]) if spec.get("weight_range") else None
     creates = [kind for kind, flag in (("users", "create_users"), ("items", "create_items"))
                if spec.get("create_nodes") or spec.get(flag)]  # created only while an event naming them loads
+    emits_items = role == "interactions" and _emits_items(spec)
     if spec.get("flags"):
         _flag_entities(gov, spec, source + "#flags", lower)
     for line, row, raw, err in iter_rows(path, spec, limit):
@@ -575,7 +576,7 @@ def feed_file(gov: Governor, path: Path, spec: dict, *, lowercase_ids: bool = Fa
         g = lambda f, d=None: _get(spec, row, f, d)  # noqa: E731
         if role == "interactions":
             user, item = g("user"), g("item")
-            if _emits_items(spec):
+            if emits_items:
                 rejected = gov.quarantined
                 gov.add_item(source, line, raw, id=item, title=g("title"), description=g("description"),
                              lowercase=lower)
