@@ -779,14 +779,22 @@ def _write_artifact(out_dir: Path, cfg: TrainConfig, snapshot: Any, train_csr: s
     return final_dir
 
 
+def spectral_dim(rank: int, num_items: int) -> int:
+    """How many leading low-pass directions a graph filter's embeddings keep: all ``rank`` of them,
+    but at most a quarter of the catalogue. Near the catalogue's size (bspm's k = 448 on 400 items)
+    the directions span nearly every item on its own, and every item is orthogonal to every other:
+    its nearest neighbours would be noise."""
+    return max(1, min(rank, num_items // 4))
+
+
 def _fit_filter(snapshot: Any, cfg: TrainConfig, out_dir: Path, *, snapshot_path: str | Path | None,
                 publish_current: bool, text_index: TextIndex | None = None,
                 extra_meta: Mapping[str, Any] | None = None) -> Path:
     """Fit ``gfcf``/``bspm`` on the training split, evaluate it like a trained model, write its artifact.
 
     The artifact's embeddings are the filter's low-pass factors (``GFCF.spectral_embeddings``, for
-    the vector index and item similarity); ``filter.npz`` holds what serving needs to score with
-    the whole filter.
+    the vector index and item similarity; the leading :func:`spectral_dim` of them); ``filter.npz``
+    holds what serving needs to score with the whole filter.
     """
     if cfg.graph_relations:
         raise ValueError("graph_relations applies to lightgcn, fused and kgfused; a graph filter scores the "
@@ -815,7 +823,12 @@ def _fit_filter(snapshot: Any, cfg: TrainConfig, out_dir: Path, *, snapshot_path
                                  device=device, exclude=exclude)
     if not results:
         raise TrainingError("snapshot has neither valid nor test interactions to evaluate on")
-    ue, ie = model.spectral_embeddings()
+    rank = int(model.state()["vt"].shape[0])
+    ue, ie = model.spectral_embeddings(spectral_dim(rank, I))
+    if ue.shape[1] < rank:
+        logger.warning("%s keeps %d of %d item directions (k near the catalogue size): its embeddings (item "
+                       "similarity, the vector index) take the leading %d; scoring uses them all", cfg.model, rank,
+                       I, ue.shape[1])
     eval_split = "valid" if "valid" in results else "test"
     row = {"epoch": 0, "loss": 0.0, "train_s": round(model.fit_seconds, 3),
            **{f"{eval_split}_{k}": v for k, v in results[eval_split].items() if k != "num_users"}}
@@ -824,7 +837,7 @@ def _fit_filter(snapshot: Any, cfg: TrainConfig, out_dir: Path, *, snapshot_path
         metrics={"test": results.get("test", {}), "eval_split": eval_split, "stop_metric": "ndcg@20",
                  "best_epoch": 0, "best_score": results[eval_split]["ndcg@20"], "history": [row],
                  "fit_seconds": model.fit_seconds},
-        meta={**(extra_meta or {}), "device": str(device), "epochs_run": 0, "scorer": cfg.model},
+        meta={**(extra_meta or {}), "device": str(device), "epochs_run": 0, "scorer": cfg.model, "filter_rank": rank},
         snapshot_path=snapshot_path,
         curve_png=None, publish_current=publish_current, filter_state=model.state(), text_index=text_index)
     logger.info("wrote %s (%r, test %s)", final_dir, model,

@@ -118,8 +118,9 @@ class GFCF:
         vt = self._vt.cpu().numpy() if self._vt is not None else np.zeros((0, self.R.shape[1]), np.float32)
         return {"vt": vt}
 
-    def spectral_embeddings(self) -> tuple[np.ndarray, np.ndarray]:
-        r"""User (U, k) and item (I, k) factors of the ideal low-pass term.
+    def spectral_embeddings(self, dim: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        r"""User (U, k) and item (I, k) factors of the ideal low-pass term, or of its leading ``dim``
+        directions.
 
         ``user @ item.T`` equals :math:`R D_I^{-1/2} V_k V_k^\top D_I^{1/2}` (without ``alpha``); the
         item rows are :math:`V_k` scaled per item, so their cosine similarity is that of the items'
@@ -127,7 +128,7 @@ class GFCF:
         """
         if self.R is None or self._vt is None:
             raise RuntimeError(f"{type(self).__name__} has no low-pass term (fit it with k > 0)")
-        vt = self._vt.cpu().numpy()
+        vt = self._vt.cpu().numpy()[:dim]  # rows by singular value, largest first
         user = np.asarray((self.R @ sp.diags(self._di.cpu().numpy())) @ vt.T, dtype=np.float32)
         item = np.ascontiguousarray((vt * self._di_inv.cpu().numpy()).T)
         return user, item
