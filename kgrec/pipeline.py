@@ -161,7 +161,8 @@ def claim_demo_graph(graph: Graph, spec: SyntheticSpec, reset: bool = False) -> 
 
     The demo MERGEs generated users ``u0…`` and items ``i0…``: into another dataset, or another
     demo's (other seed or sizes), they would mix, and the metrics would describe the mixture. A
-    ``(:KgrecDemo)`` marker node records the spec the demo wrote.
+    ``(:KgrecDemo)`` marker node records the spec the demo wrote and how many nodes its load left,
+    so data loaded or removed since (an ingest, a ``forget-user``) is noticed too.
 
     Args:
         graph: the target database.
@@ -190,6 +191,12 @@ def claim_demo_graph(graph: Graph, spec: SyntheticSpec, reset: bool = False) -> 
             f"the database at {graph.where} holds {state['nodes']} nodes of {what}; the demo would mix its "
             f"synthetic users and items into them. Nothing was written. Run `kgrec demo --reset` to delete "
             f"everything there first,{other} or point NEO4J_URI at an empty database.")
+    if state["nodes"] and state["loaded"] is not None and state["nodes"] != state["loaded"]:
+        raise ConfigError(
+            f"the database at {graph.where} holds {state['nodes']} nodes where this demo's load left "
+            f"{state['loaded']}: data was loaded or removed since (`kgrec ingest`, `forget-user`), and the demo "
+            f"would mix its dataset into it (or bring removed users back). Nothing was written. Run `kgrec demo "
+            f"--reset` to delete everything there first, or point NEO4J_URI at an empty database.")
     graph.write("demo/mark", spec=want)
     return deleted
 
@@ -230,6 +237,7 @@ def run_demo(graph: Graph, cfg: Config, spec: SyntheticSpec | None = None,
     say(f"[1/6] generated synthetic catalogue: {records.counts()}; "
         f"governance: {loaded.totals()} (reconciles: {loaded.reconciles()})")
     report = stage("ingest", lambda: ingest(graph, records, cfg.ingest))
+    graph.write("demo/loaded")  # what a later demo compares the database with
     say(f"[2/6] ingested into Neo4j ({timings['ingest']}s): {graph_counts(graph)}; "
         f"created {report['nodes_created']} nodes, {report['relationships_created']} relationships")
     snapshot = stage("export", export_snapshot, graph, cfg.export, "demo")

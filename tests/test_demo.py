@@ -62,6 +62,16 @@ def test_demo_refuses_a_database_holding_other_data_and_reset_clears_it(graph, c
     assert claim_demo_graph(graph, spec) == 0  # no data, only kgrec's bookkeeping: claimed
     graph.driver.execute_query("MATCH (n:KgrecLock) DELETE n", database_=graph.database)
     assert claim_demo_graph(graph, spec) == 0  # the same dataset again: fine (ingest MERGEs)
+    graph.driver.execute_query("CREATE (:User {id: 'u0'}), (:Item {id: 'i0'})", database_=graph.database)
+    graph.write("demo/loaded")  # what the demo's ingest left
+    assert claim_demo_graph(graph, spec) == 0  # unchanged since: the demo runs again
+    graph.driver.execute_query("CREATE (:Item {id: 'x1'})", database_=graph.database)  # `kgrec ingest` since
+    with pytest.raises(ConfigError, match="holds 3 nodes where this demo's load left 2.*--reset"):
+        claim_demo_graph(graph, spec)
+    graph.driver.execute_query("MATCH (n) WHERE n.id IN ['x1', 'u0'] DELETE n", database_=graph.database)
+    with pytest.raises(ConfigError, match="holds 1 nodes where this demo's load left 2"):  # a forget-user since
+        claim_demo_graph(graph, spec)
+    graph.driver.execute_query("MATCH (n:Item {id: 'i0'}) DELETE n", database_=graph.database)
     graph.driver.execute_query("CREATE (:User {id: 'alice'})", database_=graph.database)
     with pytest.raises(ConfigError, match="another demo dataset"):
         claim_demo_graph(graph, SyntheticSpec(num_users=30, num_items=20, seed=2))
