@@ -499,3 +499,13 @@ def test_a_later_blank_entity_name_keeps_the_stored_one(graph):
     stored = graph.driver.execute_query("MATCH (e:Entity {id: 'brand:1'}) RETURN e.name AS name, e.type AS type",
                                         database_=graph.database).records
     assert [dict(r) for r in stored] == [{"name": "Acme", "type": "brand"}]
+
+
+def test_a_missing_tabular_path_is_named_not_blamed_on_the_mapping(tmp_path):
+    """A mapping of one file without a path takes the file given; a path that does not exist said
+    "files entry ... has no path", as if the mapping were wrong."""
+    mapping = {"files": [{"role": "interactions", "user": "u", "item": "i", "create_nodes": True}]}
+    with pytest.raises(FileNotFoundError, match="nosuch.csv: no such file or directory"):
+        load_source("tabular", tmp_path / "nosuch.csv", mapping)
+    _files(tmp_path, {"ev.csv": "u,i\nu1,i1\n"})
+    assert load_source("tabular", tmp_path / "ev.csv", mapping).records.counts()["interactions"] == 1

@@ -644,6 +644,8 @@ def read_tabular(path: str | Path, mapping: str | Path | dict, cfg: "IngestConfi
     """
     data = load_mapping(mapping)
     path = Path(path)
+    if not path.exists():  # not "a files entry has no path": the data itself is missing
+        raise FileNotFoundError(f"{path}: no such file or directory")
     gov = Governor(cfg, known)
     files = data["files"]
     for spec in files:
