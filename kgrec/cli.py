@@ -254,8 +254,11 @@ def cmd_train(args: argparse.Namespace, cfg: Config) -> None:
             raise ConfigError(f"--num-neighbors takes whole numbers per layer such as 10,10, not "
                               f"{args.num_neighbors!r}") from None
     artifact = train_model(Path(args.snapshot), cfg)
-    print(artifact)
-    print((artifact / "metrics.json").read_text()[:2000])
+    metrics = json.loads((artifact / "metrics.json").read_text())
+    # one JSON object (jq, json.load), as retrain prints; the per-epoch history stays in metrics.json
+    print(json.dumps({"artifact": str(artifact), "model": cfg.train.model,
+                      **{k: metrics.get(k) for k in ("eval_split", "best_epoch", "best_score")},
+                      "test": metrics.get("test", {})}, indent=2))
 
 
 def _one_request(args: argparse.Namespace, cfg: Config) -> "Recommender":

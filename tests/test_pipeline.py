@@ -517,6 +517,9 @@ def test_graph_filter_model_through_cli_serving_and_write_back(trained, graph_se
     proc = subprocess.run([sys.executable, "-m", "kgrec.cli", "train", str(snapshot), "--model", "bspm"], env=env,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
+    printed = json.loads(proc.stdout)  # one whole JSON object
+    assert printed["model"] == "bspm" and Path(printed["artifact"]).resolve() == (tmp_path / "current").resolve()
+    assert printed["test"]["recall@20"] > 0
     rec = Recommender.load(tmp_path / "current")
     assert rec.scorer is not None and rec.item_emb.shape == (SPEC.num_items, 24)
     assert_planted_communities(rec, snapshot)
