@@ -289,6 +289,10 @@ def cmd_serve(args: argparse.Namespace, cfg: Config) -> None:
 
     from serving.http import create_app
 
+    if args.host:
+        cfg.serving.host = args.host
+    if args.port is not None:
+        cfg.serving.port = args.port
     if not 0 < cfg.serving.port < 65536:
         raise ConfigError(f"serving.port must be 1..65535, got {cfg.serving.port}")
     uvicorn.run(create_app(args.model or cfg.served_model(), cfg=cfg.serving, warm_search=True), host=cfg.serving.host,
@@ -301,7 +305,7 @@ def cmd_writeback(args: argparse.Namespace, cfg: Config) -> None:
 
     rec = Recommender.load(args.model or cfg.served_model(), cfg.serving)
     with _graph(cfg) as g:
-        print(write_back(g, rec, args.k))
+        print(json.dumps(write_back(g, rec, args.k)))  # JSON, as the other commands' reports
 
 
 def cmd_retrain(args: argparse.Namespace, cfg: Config) -> int:
@@ -334,7 +338,9 @@ def cmd_retrain(args: argparse.Namespace, cfg: Config) -> int:
     return 5 if report.new_score is None else 3
 
 
-def cmd_forget_user(args: argparse.Namespace, cfg: Config) -> None:
+def cmd_forget_user(args: argparse.Namespace, cfg: Config) -> int:
+    """Exit status 0 when the user was removed, 3 when the graph holds no such user (nothing to do:
+    a typo, or one removed before), as a scripted privacy job needs to tell."""
     from kg.ingest import forget_user
 
     _lock_wait(args, cfg)
@@ -342,12 +348,13 @@ def cmd_forget_user(args: argparse.Namespace, cfg: Config) -> None:
         removed = forget_user(g, args.user_id, cfg.ingest.lock_wait_s)
         if removed:
             print(f"removed user {args.user_id}")
-            return
-        print(f"no user {args.user_id!r}")
+            return 0
+        print(f"no user {args.user_id!r}: nothing was deleted")
         hint = _lowercased_user(g, args.user_id)
         if hint is not None:  # ids are case-sensitive: 'Alice' may be another person, so only a hint
             print(f"there is a user {hint!r}: a mapping with lowercase_ids = true stores ids lowercased; "
                   f"forget that one with: kgrec forget-user {shlex.quote(hint)}")
+        return 3
 
 
 def _lowercased_user(graph: "Graph", user_id: str) -> str | None:
@@ -475,6 +482,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("serve", help="HTTP API over the current model")
     s.add_argument("--model")
+    s.add_argument("--host", help="address to listen on (default: serving.host, 127.0.0.1)")
+    s.add_argument("--port", type=int, help="port to listen on (default: serving.port, 8000)")
     s.set_defaults(func=cmd_serve)
 
     s = sub.add_parser("writeback", help="write embeddings, vector index and top-k lists to Neo4j")

@@ -229,3 +229,17 @@ def test_the_bulk_import_holds_the_servers_start_lock_from_stop_to_start(tmp_pat
         assert server._exclusive
         assert subprocess.run([sys.executable, "-c", probe, lock]).returncode == 3
     assert not server._exclusive and subprocess.run([sys.executable, "-c", probe, lock]).returncode == 0
+
+
+def test_serve_takes_its_host_and_port_from_flags_over_the_config(tmp_path, monkeypatch):
+    import uvicorn
+
+    from kgrec.cli import main
+
+    seen = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, host, port: seen.update(host=host, port=port))
+    monkeypatch.setattr("serving.http.create_app", lambda *a, **k: "app")
+    monkeypatch.setenv("KGREC_SERVING__PORT", "8100")
+    assert main(["serve", "--model", str(tmp_path)]) in (0, None) and seen == {"host": "127.0.0.1", "port": 8100}
+    assert main(["serve", "--model", str(tmp_path), "--host", "0.0.0.0", "--port", "8765"]) in (0, None)
+    assert seen == {"host": "0.0.0.0", "port": 8765}
