@@ -246,9 +246,13 @@ def run_demo(graph: Graph, cfg: Config, spec: SyntheticSpec | None = None,
     say(f"[4/6] encoded item/query/attribute texts with {cfg.encoder.model} -> {emb.name} ({timings['encode']}s)")
     model = stage("train", train_model, snapshot, cfg)
     rec = Recommender.load(Path(cfg.train.out_dir) / "current", cfg.serving)
-    metrics = json.loads((model / "metrics.json").read_text()).get("test", {})
+    run = json.loads((model / "metrics.json").read_text())
+    metrics = run.get("test", {})
     shown = {k: round(v, 4) for k, v in metrics.items() if k.split("@")[0] in ("recall", "ndcg") and k.endswith("@20")}
-    say(f"[5/6] trained {cfg.train.model} on {rec.meta.get('device', 'cpu')} ({timings['train']}s): test {shown}")
+    epochs = rec.meta.get("epochs_run")
+    ran = f"{epochs} epochs, best {run.get('best_epoch')}" if epochs else "closed form"  # a graph filter: no epochs
+    say(f"[5/6] trained {cfg.train.model} on {rec.meta.get('device', 'cpu')} ({timings['train']}s, {ran}): "
+        f"test {shown}")
     say(f"      artifact: {model}")
     for user in ("u0", "u1"):
         if user not in rec.user_index:
