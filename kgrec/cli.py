@@ -276,8 +276,11 @@ def _print_items(items: list) -> None:
 
 
 def cmd_recommend(args: argparse.Namespace, cfg: Config) -> None:
-    _print_items(_one_request(args, cfg).recommend(args.user, args.k, within=args.within or (),
-                                                   exclude=args.exclude or ()))
+    items = _one_request(args, cfg).recommend(args.user, args.k, within=args.within or (), exclude=args.exclude or ())
+    if not items:  # an empty answer is not an error, but say why nothing printed
+        why = "no item holds every one of those attributes" if args.within else "the user has every item already"
+        print(f"kgrec: nothing to recommend: {why} (or all are excluded)", file=sys.stderr)
+    _print_items(items)
 
 
 def cmd_search(args: argparse.Namespace, cfg: Config) -> None:

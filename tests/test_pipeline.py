@@ -377,6 +377,10 @@ def test_recommendations_within_an_attribute(trained, tmp_path, capsys):
     assert [i["item_id"] for i in left] == plain[2:8]
     assert not main(["recommend", "u0", "-k", "3", "--within", other, "--model", str(artifact)])  # exit status 0
     assert [line.split("\t")[0] for line in capsys.readouterr().out.splitlines()] == [r.item_id for r in found[:3]]
+    first = f"cat:{list(TOPICS)[0]}"  # no item is in two communities' categories: nothing, and why
+    assert not main(["recommend", "u0", "--within", other, "--within", first, "--model", str(artifact)])
+    printed = capsys.readouterr()
+    assert printed.out == "" and "no item holds every one of those attributes" in printed.err
 
 
 def test_write_back_and_vector_index(trained, graph_session):
