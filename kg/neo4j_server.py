@@ -229,7 +229,26 @@ class ManagedNeo4j:
             raise Neo4jSetupError(f"neo4j-admin set-initial-password failed: {proc.stderr.strip()[-500:]}")
 
     def pid(self) -> int | None:
-        """PID of the server this home started, if it is alive."""
+        """PID of the server this home started, if it is alive: the one its pid file names, else one
+        found running with this home (a start killed before it wrote the pid file, a file deleted)."""
+        pid = self._pid_from_file()
+        return pid if pid is not None else self._running_without_pid_file()
+
+    def _running_without_pid_file(self) -> int | None:
+        """A live Neo4j process of this home (its command line names it), looked for in /proc."""
+        mine = f"--home-dir={self.home}"
+        for entry in Path("/proc").iterdir() if Path("/proc/self").exists() else ():
+            if not entry.name.isdigit() or int(entry.name) == os.getpid():
+                continue
+            try:
+                args = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
+            except OSError:  # gone meanwhile, or another user's
+                continue
+            if ENTRY_POINT in args and mine in args:
+                return int(entry.name)
+        return None
+
+    def _pid_from_file(self) -> int | None:
         try:
             pid = int(self.pid_file.read_text().strip())
         except (FileNotFoundError, ValueError):

@@ -181,6 +181,30 @@ def test_a_pid_file_naming_another_process_is_not_our_server(tmp_path):
         assert server.stop() is False and not server.pid_file.exists()
 
 
+def test_a_server_of_this_home_without_a_pid_file_is_found_and_stopped(tmp_path):
+    """A start killed between launching the server and writing its pid file (or a deleted file):
+    start said "port taken by another process" and stop found nothing, so the server ran on."""
+    import time
+
+    from kg.neo4j_server import ENTRY_POINT
+
+    server = ManagedNeo4j(Neo4jConfig(home=tmp_path / "neo4j"))
+    other = ManagedNeo4j(Neo4jConfig(home=tmp_path / "other"))
+    # a stand-in with the command line a server of this home has
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", ENTRY_POINT,
+                             f"--home-dir={server.home}"])
+    try:
+        deadline = time.monotonic() + 30
+        while server.pid() is None and time.monotonic() < deadline:  # /proc shows the new command line
+            time.sleep(0.05)
+        assert server.pid() == proc.pid and other.pid() is None
+        assert server.stop(timeout_s=10) is True
+        assert proc.wait(10) is not None and server.pid() is None
+    finally:
+        proc.kill()
+        proc.wait()
+
+
 def test_a_running_server_of_an_earlier_bolt_port_is_named_not_waited_for(tmp_path, monkeypatch):
     """The home's server runs (its conf says Bolt 7711) and the config now says another port: start
     would wait out its whole timeout for a port that server never opens."""
