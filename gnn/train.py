@@ -233,12 +233,12 @@ def _config_dict(cfg: TrainConfig) -> dict[str, Any]:
     return json.loads(json.dumps(dataclasses.asdict(cfg), default=str))
 
 
-def _fingerprint(cfg: TrainConfig, train_csr: sp.csr_matrix, text_embeddings: np.ndarray | None = None,
-                 snapshot: Any = None) -> str:
+def _fingerprint(cfg: TrainConfig, train_csr: sp.csr_matrix, text_embeddings: np.ndarray | None, *,
+                 snapshot: Any) -> str:
     """Hash of what decides the optimisation path (not epochs/patience/out_dir/device/deterministic, nor the weight
-    average, which the optimiser never sees: a run in progress can start averaging on resume).
-    With ``snapshot``, the graph beyond the training pairs counts too, for the models that use it,
-    and the pairs early stopping evaluates on (a resumed run compares scores on the same ones)."""
+    average, which the optimiser never sees: a run in progress can start averaging on resume): the
+    training pairs, the snapshot's graph beyond them for the models that use it, and the pairs
+    early stopping evaluates on (a resumed run compares scores on the same ones)."""
     d = _config_dict(cfg)
     for k in ("epochs", "patience", "out_dir", "device", "eval_every", "swa_start", "deterministic"):
         d.pop(k, None)
@@ -257,12 +257,11 @@ def _fingerprint(cfg: TrainConfig, train_csr: sp.csr_matrix, text_embeddings: np
     if text_embeddings is not None:
         for part in (text_embeddings.values() if isinstance(text_embeddings, Mapping) else [text_embeddings]):
             h.update(np.ascontiguousarray(part, dtype=np.float32).tobytes())
-    if snapshot is not None:
-        name, pairs = eval_split_of(snapshot)
-        ev = to_csr(pairs.user, pairs.item, *train_csr.shape)
-        h.update(name.encode())
-        h.update(ev.indptr.astype(np.int64).tobytes())
-        h.update(ev.indices.astype(np.int64).tobytes())
+    name, pairs = eval_split_of(snapshot)
+    ev = to_csr(pairs.user, pairs.item, *train_csr.shape)
+    h.update(name.encode())
+    h.update(ev.indptr.astype(np.int64).tobytes())
+    h.update(ev.indices.astype(np.int64).tobytes())
     return h.hexdigest()[:12]
 
 
@@ -276,8 +275,6 @@ def eval_split_of(snapshot: Any) -> tuple[str, Any]:
 
 def _graph_relations_used(cfg: TrainConfig, snapshot: Any) -> dict[str, np.ndarray]:
     """The snapshot's relations that shape the model's graph besides the training pairs."""
-    if snapshot is None:
-        return {}
     names = snapshot.relations if cfg.model in ("rgcn", "kgfused") else cfg.graph_relations
     return {name: snapshot.relations[name] for name in names if name in snapshot.relations}
 
@@ -287,7 +284,7 @@ def checkpoint_dir(out_dir: str | Path, cfg: TrainConfig, train_csr: sp.csr_matr
     """The directory where ``train`` keeps, and resumes from, the checkpoint of ``cfg`` on ``train_csr``
     and ``snapshot`` (its evaluation pairs, and its graph for the models that use more than the
     training pairs)."""
-    return Path(out_dir) / ".checkpoints" / f"{cfg.model}-{_fingerprint(cfg, train_csr, text_embeddings, snapshot)}"
+    return Path(out_dir) / ".checkpoints" / f"{cfg.model}-{_fingerprint(cfg, train_csr, text_embeddings, snapshot=snapshot)}"
 
 
 def seed_checkpoint(src: str | Path, dst: str | Path, lr: float) -> bool:
@@ -592,6 +589,12 @@ def _train_embeddings(snapshot: Any, cfg: TrainConfig, out_dir: Path, text_embed
         ue, ie = embeddings(net)
         return evaluate(lambda u: ue[u] @ ie.t(), train_csr, truth, ks, I, device=device, exclude=exclude)
 
+    def add_scores(row: dict[str, Any]) -> float:
+        """The scored model's metrics on the evaluation pairs, into the epoch's row; returns its score."""
+        row.update({f"{eval_split}_{k}": v for k, v in run_eval(scored_model(), eval_csr, None).items()
+                    if k != "num_users"})
+        return row[score_key]
+
     t_start = time.perf_counter()
     last_save = -float("inf")
     budget_stop = False
@@ -645,10 +648,8 @@ def _train_embeddings(snapshot: Any, cfg: TrainConfig, out_dir: Path, text_embed
         score = None
         if epoch % cfg.eval_every == 0 or epoch == cfg.epochs:
             t1 = time.perf_counter()
-            scores = run_eval(scored_model(), eval_csr, None)
-            row.update({f"{eval_split}_{k}": v for k, v in scores.items() if k != "num_users"})
+            score = add_scores(row)
             row["eval_s"] = round(time.perf_counter() - t1, 3)
-            score = row[score_key]
         run.end_epoch(row, score, scored_model())
         logger.info("epoch %d %s", epoch, json.dumps(row))
         out_of_time = max_time_s is not None and time.perf_counter() - t_start > max_time_s
@@ -674,9 +675,7 @@ def _train_embeddings(snapshot: Any, cfg: TrainConfig, out_dir: Path, text_embed
         # resumed past a lowered cfg.epochs before its first evaluation: the last epoch is evaluated,
         # as an uninterrupted run's last epoch is (unevaluated weights are never published)
         row = run.history.pop()
-        row.update({f"{eval_split}_{k}": v for k, v in run_eval(scored_model(), eval_csr, None).items()
-                    if k != "num_users"})
-        run.end_epoch(row, row[score_key], scored_model())
+        run.end_epoch(row, add_scores(row), scored_model())
     model.load_state_dict(run.best_state if run.best_state is not None else scored_model().state_dict())
     ue, ie = embeddings(model)
     final: dict[str, float] = {}
