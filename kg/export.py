@@ -177,12 +177,17 @@ def _canonical_edges(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
 LEFTOVER_AGE_S = 86_400  # what a killed export left is swept once a day old: no export runs that long
 
 
+def _stamped(name: str) -> str:
+    """The pattern of the snapshot directory names :func:`_claim_snapshot_dir` gives exports of ``name``."""
+    return re.escape(name) + r"-\d{8}-\d{6}(-\d+)?"
+
+
 def sweep_killed_exports(out_dir: Path, name: str, max_age_s: float = LEFTOVER_AGE_S) -> list[Path]:
     """Remove what exports of ``name`` killed outright (SIGKILL, the OOM killer) left in ``out_dir``
     once it is ``max_age_s`` old: a save's hidden ``.<name>-<time>.<pid>-<hex>.tmp`` (or ``.old``)
     directory, a claimed ``<name>-<time>`` directory that was never written (empty), and a
     ``-latest`` link's temporary name. Returns what was removed."""
-    stamp = re.escape(name) + r"-\d{8}-\d{6}(-\d+)?"  # what _claim_snapshot_dir names
+    stamp = _stamped(name)
     hidden = re.compile(r"\." + stamp + r"\.\d+-[0-9a-f]+\.(tmp|old)")
     claimed = re.compile(stamp)
     link = re.compile(r"\." + re.escape(name) + r"-latest\.\d+-[0-9a-f]+\.tmp")  # point_latest's, not renamed
@@ -381,7 +386,7 @@ def snapshots_named(out_dir: Path, name: str) -> list[Path]:
     """The snapshots :func:`export_snapshot` wrote under ``name`` in ``out_dir`` (``<name>-<time>``,
     ``-2``… in the same second; not ``<name>-books-<time>``, nor the ``-latest`` link), whole ones
     only (a ``meta.json``), oldest first."""
-    stamped = re.compile(re.escape(name) + r"-\d{8}-\d{6}(-\d+)?")  # what _claim_snapshot_dir names
+    stamped = re.compile(_stamped(name))
 
     def order(path: Path) -> tuple[str, int]:  # the time, then the same second's count
         head, _, tail = path.name.rpartition("-")
