@@ -749,7 +749,7 @@ class Governor:
             for key, kind in ends:
                 if edge.row[key] not in self._nodes[kind]:
                     wanted[kind].add(edge.row[key])
-        for kind, ids in self._declared.items():  # declared by events: perhaps stored already
+        for kind, ids in self._declared.items():  # declared without an edge (a LightGCN user alone): perhaps stored
             wanted[kind] |= ids - self._nodes[kind].keys()
         for kind, ids in wanted.items():
             if ids:
