@@ -61,7 +61,7 @@ import logging
 import sys
 from collections import deque
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
 from ..governance import (PROP_RE, RESERVED_PROPS, Governor, KnownIds, LoadResult, fits_int64, id_text,
                           is_blank_id, is_plain_number)
@@ -125,11 +125,9 @@ def load_mapping(mapping: str | Path | dict) -> dict:
     files = data.get("files")
     if not isinstance(files, list) or not files:
         raise MappingError("mapping needs a non-empty [[files]] list")
-    unknown = sorted(str(k) for k in data if k not in MAPPING_KEYS)  # a misspelt lowercase_id would go unread
+    unknown = _unknown_keys(data, MAPPING_KEYS)  # a misspelt lowercase_id would go unread
     if unknown:
-        hints = [f"{k!r} (did you mean {close[0]!r}?)" if (close := difflib.get_close_matches(k, MAPPING_KEYS, 1))
-                 else repr(k) for k in unknown]
-        raise MappingError(f"unknown mapping key(s) {', '.join(hints)}; a mapping has {list(MAPPING_KEYS)} "
+        raise MappingError(f"unknown mapping key(s) {unknown}; a mapping has {list(MAPPING_KEYS)} "
                            f"(file options go in each [[files]] table)")
     if not isinstance(data.get("lowercase_ids", False), bool):
         raise MappingError(f"lowercase_ids must be true or false, not {data['lowercase_ids']!r}")
@@ -204,17 +202,23 @@ def _check_shape(spec: dict, n: int) -> None:
                            f"quoting = \"none\"")
 
 
+def _unknown_keys(table: dict, known: Iterable[str]) -> str:
+    """The keys of ``table`` that are not ``known``, each with the closest known one as a hint
+    (``'weigth' (did you mean 'weight'?)``); empty when there are none."""
+    known = list(known)
+    return ", ".join(f"{k!r} (did you mean {close[0]!r}?)" if (close := difflib.get_close_matches(k, known, 1))
+                     else repr(k) for k in sorted(str(k) for k in table if k not in known))
+
+
 def _check_keys(spec: dict, n: int, role: str) -> None:
     """Refuse keys the reader would not read: a misspelt ``weigth`` or an option of another role
     would be ignored, and the rows loaded without it (a weight of 1, no timestamp)."""
     required, optional = ROLE_FIELDS[role]
     fields = required + optional
     known = set(FILE_OPTIONS) | set(fields) | {f"{f}_value" for f in fields} | set(ROLE_OPTIONS.get(role, ()))
-    unknown = sorted(str(k) for k in spec if k not in known)
+    unknown = _unknown_keys(spec, known)
     if unknown:
-        hints = [f"{k!r} (did you mean {close[0]!r}?)" if (close := difflib.get_close_matches(k, known, 1))
-                 else repr(k) for k in unknown]
-        raise MappingError(f"files[{n}] ({role}): unknown key(s) {', '.join(hints)}; this role reads the fields "
+        raise MappingError(f"files[{n}] ({role}): unknown key(s) {unknown}; this role reads the fields "
                            f"{list(fields)} (each a column, or <field>_value = a constant) and the options "
                            f"{list(ROLE_OPTIONS.get(role, ())) + list(FILE_OPTIONS)}")
     for what, entries, keys in (("attributes", spec.get("attributes"), ATTRIBUTE_KEYS),
