@@ -360,7 +360,8 @@ class ManagedNeo4j:
         connections, while the server process lives."""
         deadline = time.monotonic() + self.config.start_timeout_s
         while time.monotonic() < deadline:
-            if (proc.poll() is not None) if proc is not None else self.pid() is None:  # it died: no point waiting
+            died = proc.poll() is not None if proc is not None else self.pid() is None
+            if died:  # no point waiting for its ports
                 break
             if _port_open(self.config.bolt_port) and (not http or _port_open(self.config.http_port)):
                 return
