@@ -211,7 +211,8 @@ def _inconsistency(art: Artifact) -> str | None:
         return f"ids.json has {len(ids['item_title'])} item titles for {I} items"
     for name, indptr, indices, rows, cols in (("train_items", art.train_indptr, art.train_indices, U, I),
                                               ("seen_items", art.seen_indptr, art.seen_indices, U, I)):
-        if len(indptr) != rows + 1 or indptr[-1] != len(indices) or (len(indices) and not 0 <= indices.min() <= indices.max() < cols):
+        out_of_range = len(indices) and not 0 <= indices.min() <= indices.max() < cols
+        if len(indptr) != rows + 1 or indptr[-1] != len(indices) or out_of_range:
             return f"{name}.npz is not a list of items for each of the {U} users"
     if art.item_attributes is not None:
         indptr, indices = art.item_attributes

@@ -496,7 +496,8 @@ class Governor:
                 self._count(source, "deduplicated")
                 first.repeats.append((source, line, raw))  # quarantined with it, should it be
             return False
-        ends = tuple((k, node_kind) for k, node_kind in _EDGE_ENDPOINTS[kind] if node_kind in creates) if creates else ()
+        ends = (tuple((k, node_kind) for k, node_kind in _EDGE_ENDPOINTS[kind] if node_kind in creates)
+                if creates else ())
         edge = _Edge(kind, row, source, line, raw, creates=ends)
         self._edge_keys[key] = edge
         self._edges.append(edge)

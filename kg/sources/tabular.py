@@ -47,9 +47,9 @@ one: a first line of another width, or naming the same columns in another order,
 Records are parsed one at a time, so a malformed line is quarantined without affecting the next. With
 ``quoting = "minimal"`` a quoted field may hold line breaks: its lines are joined into one record,
 numbered by its first line; a quote left open (to the end of the file or for
-:data:`MAX_RECORD_LINES` lines) quarantines that first line alone and reading goes on after it. A mapped column absent from the header
-raises :class:`MappingError` naming it, and so does a key the role does not read (a misspelt
-``weigth``, ``create_users`` on ``friends``).
+:data:`MAX_RECORD_LINES` lines) quarantines that first line alone and reading goes on after it. A
+mapped column absent from the header raises :class:`MappingError` naming it, and so does a key the
+role does not read (a misspelt ``weigth``, ``create_users`` on ``friends``).
 """
 from __future__ import annotations
 
