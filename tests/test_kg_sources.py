@@ -102,6 +102,9 @@ def test_recbole_bad_header(tmp_path):
     _files(tmp_path, {"x.inter": "user:token\titem_id:token\nu\ti\n"})
     with pytest.raises(MappingError, match="user_id"):
         read_recbole(tmp_path / "x.inter")
+    _files(tmp_path, {"x.inter": "user_id:token\titem_id:token\trating:float\trating:token\nu\ti\t5\tx\n"})
+    with pytest.raises(MappingError, match="names field 'rating' twice"):
+        read_recbole(tmp_path / "x.inter")
 
 
 def test_recbole_header_is_the_first_line_that_is_not_blank(tmp_path):

@@ -52,7 +52,8 @@ def parse_header(path: Path) -> list[tuple[str, str]]:
     line :func:`~kg.sources.tabular.feed_file` then skips as the header.
 
     Raises:
-        MappingError: the file has no header line, or a token is not ``field:type``.
+        MappingError: the file has no header line, a token is not ``field:type``, or a field is
+            named twice (one would hide the other).
     """
     first = next(decoded_lines(path, "utf-8"), None)  # BOM and CR dropped; bad bytes replaced
     if first is None:
@@ -64,6 +65,8 @@ def parse_header(path: Path) -> list[tuple[str, str]]:
         if not sep or typ not in ("token", "token_seq", "float", "float_seq"):
             raise MappingError(f"{path.name}: header token {token!r} is not field:type "
                                "(type token, token_seq, float or float_seq)")
+        if any(name == seen for seen, _ in out):
+            raise MappingError(f"{path.name}: header names field {name!r} twice; one would hide the other")
         out.append((name, typ))
     return out
 
