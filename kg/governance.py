@@ -485,6 +485,8 @@ class Governor:
     def _add_edge(self, kind: str, row: dict, key: tuple, source: str, line: int, raw: Any,
                   creates: Iterable[str] = ()) -> bool:
         self._count(source, "read")
+        ends = (tuple((k, node_kind) for k, node_kind in _EDGE_ENDPOINTS[kind] if node_kind in creates)
+                if creates else ())
         first = self._edge_keys.get(key)
         if first is not None:
             clash = _conflict(first.row, row)
@@ -495,9 +497,9 @@ class Governor:
             else:
                 self._count(source, "deduplicated")
                 first.repeats.append((source, line, raw))  # quarantined with it, should it be
+                # a repeat from a file that creates its users (or items) declares them for the event too
+                first.creates += tuple(end for end in ends if end not in first.creates)
             return False
-        ends = (tuple((k, node_kind) for k, node_kind in _EDGE_ENDPOINTS[kind] if node_kind in creates)
-                if creates else ())
         edge = _Edge(kind, row, source, line, raw, creates=ends)
         self._edge_keys[key] = edge
         self._edges.append(edge)

@@ -660,6 +660,19 @@ def test_dropping_an_event_drops_what_it_declared_and_what_needed_that():
     assert res.created == {"users": 2, "items": 2} and [u["id"] for u in res.records.users] == ["u0", "u2", "u3"]
 
 
+def test_a_repeat_from_a_file_that_creates_users_declares_them_for_the_event():
+    """The same event in an export without create_users and in a log with it: the first row holds
+    the event, and the repeat's declaration counts for it (it was dropped, and the event quarantined)."""
+    gov = Governor(IngestConfig(unknown_reference="quarantine"))
+    gov.add_item("items.csv", 1, "r", id="i1")
+    gov.add_interaction("export.csv", 1, "r", user="u9", item="i1", ts=5)
+    gov.add_interaction("log.csv", 1, "r", user="u9", item="i1", ts=5, creates=["users"])
+    res = gov.finish()
+    _reconciles(res)
+    assert res.quarantine == [] and res.created == {"users": 1}
+    assert [(r["user"], r["item"]) for r in res.records.interactions] == [("u9", "i1")]
+
+
 def test_a_row_conflicting_with_a_quarantined_event_does_not_say_it_was_kept(tmp_path):
     """The conflicting row's reason said the first row was kept, and that row was quarantined."""
     _write(tmp_path, "users.csv", "id\nu1\n")
