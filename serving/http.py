@@ -12,7 +12,7 @@ from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import AfterValidator, BaseModel, Field, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, Field, model_validator
 
 from encoders.base import EncoderError
 from kgrec.config import ServingConfig
@@ -50,14 +50,20 @@ def _unicode(text: str) -> str:
     return text
 
 
+def _whole_number_as_id(value: object) -> object:
+    """A JSON number that is a whole number is the id it spells (Last.fm's, MovieLens' ids are)."""
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
 Text = Annotated[str, AfterValidator(_unicode)]
+Id = Annotated[str, BeforeValidator(_whole_number_as_id), AfterValidator(_unicode)]
 
 
 class ColdStartRequest(BaseModel):
-    item_ids: list[Text] = Field(default_factory=list, max_length=10_000,
-                                 description="items the new user interacted with")
-    friend_ids: list[Text] = Field(default_factory=list, max_length=10_000,
-                                   description="known users the new user befriends")
+    item_ids: list[Id] = Field(default_factory=list, max_length=10_000,
+                               description="items the new user interacted with (strings; whole numbers are taken as ids)")
+    friend_ids: list[Id] = Field(default_factory=list, max_length=10_000,
+                                 description="known users the new user befriends")
     queries: list[Annotated[Text, Field(min_length=1, max_length=2000)]] = Field(
         default_factory=list, max_length=50, description="free-text queries the new user searched")
     k: int = Field(10, ge=1, le=1000)

@@ -210,5 +210,9 @@ def test_a_lone_surrogate_in_a_request_is_a_422_not_a_500(tmp_path):
     for bad in ('{"item_ids": ["i1"], "k": NaN}', '{"item_ids": ["i1"], "k": Infinity}', '{"item_ids": NaN}'):
         answer = client.post("/recommend/cold", content=bad, headers={"content-type": "application/json"})
         assert answer.status_code == 422, bad  # Python's parser takes them; the error quotes them
+    # numeric ids, as Last.fm's are, sent as JSON numbers: the ids they spell (a float or a bool is no id)
+    assert client.post("/recommend/cold", json={"item_ids": [1, "i1"], "k": 2}).json()["unknown_item_ids"] == ["1"]
+    assert client.post("/recommend/cold", json={"item_ids": [1.5], "k": 2}).status_code == 422
+    assert client.post("/recommend/cold", json={"item_ids": [True], "k": 2}).status_code == 422
     # more attributes than a list could hold every one of: refused, as a long exclude list is
     assert client.get("/recommend/u1", params={"within": [f"genre:{n}" for n in range(101)]}).status_code == 422
