@@ -79,8 +79,9 @@ def _write_back(graph: Graph, rec: Recommender, k: int, batch_size: int, users: 
         for skipped in batches((n for n, ok in zip(ids, usable) if not ok), batch_size):
             graph.write(f"writeback/clear_{kind}_embeddings", before_=lease.check, ids=skipped)
     if counts["skipped_embeddings"]:
-        logger.warning("%d embeddings of %s are not finite or all zero: not written (those nodes have no vector)",
-                       counts["skipped_embeddings"], rec.version)
+        logger.warning("%d embeddings of %s are not finite or all zero: not written (those nodes have no vector%s)",
+                       counts["skipped_embeddings"], rec.version,
+                       "; a graph filter gives items without training events none" if rec.scorer is not None else "")
     _until_cleared(graph, "writeback/clear_stale_embeddings", lease, rec.version)  # nodes it does not know
     # An index of another dimension is replaced only now: while the vectors were written it kept
     # indexing the old-size ones (Neo4j leaves vectors of another size out); a query with a new
