@@ -6,14 +6,17 @@ synthetic rows -> kg.ingest -> Neo4j -> kg.export snapshot -> encoders -> gnn.tr
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import json
 import logging
+import os
 import shutil
 import time
 import zipfile
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 from kg.connection import Graph
 from kg.export import export_snapshot
@@ -127,9 +130,37 @@ def train_model(snapshot: Path, cfg: Config, publish: bool = True,
     except BaseException:  # stopped (SIGTERM, Ctrl-C): a version no one will publish is not left behind
         shutil.rmtree(artifact, ignore_errors=True)
         raise
-    if publish:
-        publish_artifact(artifact, cfg.train.out_dir)
+    if publish:  # not between a running retrain's quality gate and its publish: it gated against `current`
+        with model_dir_lock(Path(cfg.train.out_dir), _wait_for_retrain):
+            publish_artifact(artifact, cfg.train.out_dir)
     return artifact
+
+
+def _wait_for_retrain(holder: str) -> None:
+    logger.warning("a retrain (pid %s) holds this model directory: publishing once it has finished", holder)
+
+
+@contextmanager
+def model_dir_lock(out_dir: Path, on_busy: Callable[[str], None]) -> Iterator[None]:
+    """Hold ``out_dir/.retrain.lock`` (the OS drops it if the process dies), with this pid in it: a
+    retrain holds it from its export to its write-back, :func:`train_model` while it publishes.
+    When another process holds it, ``on_busy`` gets that one's pid and may raise; if it returns,
+    this waits for the lock."""
+    with open(out_dir / ".retrain.lock", "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            on_busy(f.read().strip() or "?")
+            fcntl.flock(f, fcntl.LOCK_EX)
+        f.seek(0)
+        f.truncate()
+        f.write(str(os.getpid()))
+        f.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def _add_recall_index(artifact: Path, cfg: Config) -> None:

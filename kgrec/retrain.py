@@ -27,17 +27,15 @@ removes the snapshot it exported. The report is printed, saved in the version as
 """
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
 import math
 import os
 import shutil
 import time
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable
 
 from kg.connection import Graph
 from kg.export import discard_snapshot, export_locked, snapshots_named
@@ -103,7 +101,7 @@ def retrain(graph: Graph, cfg: Config, say: Callable[[str], None] = logger.info,
     """
     from gnn.artifact import publish
 
-    from .pipeline import ensure_text_embeddings, train_model
+    from .pipeline import ensure_text_embeddings, model_dir_lock, train_model
 
     metric = _check_metric(cfg)
     _check_served(cfg)
@@ -117,7 +115,7 @@ def retrain(graph: Graph, cfg: Config, say: Callable[[str], None] = logger.info,
         timings[name] = round(time.perf_counter() - t, 2)
         return result
 
-    with _exclusive(out_dir / ".retrain.lock"):
+    with model_dir_lock(out_dir, _busy(out_dir)):
         snapshot = stage("export", lambda: export_locked(graph, cfg.export, cfg.retrain.snapshot_name,
                                                          cfg.ingest.lock_wait_s))  # a snapshot of whole loads only
         say(f"exported {snapshot}")
@@ -473,21 +471,8 @@ def _write_back(graph: Graph, model: Path, cfg: Config) -> dict[str, int]:
     return write_back(graph, Recommender.load(model, cfg.serving), cfg.retrain.writeback_k)
 
 
-@contextmanager
-def _exclusive(path: Path) -> Iterator[None]:
-    """Hold an exclusive lock on ``path`` (the OS drops it if the process dies)."""
-    with open(path, "a+") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            f.seek(0)
-            raise RetrainBusyError(f"another retrain is running on {path.parent} (pid {f.read().strip() or '?'}); "
-                                   f"nothing was changed") from None
-        f.seek(0)
-        f.truncate()
-        f.write(str(os.getpid()))
-        f.flush()
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+def _busy(out_dir: Path) -> Callable[[str], None]:
+    """What a retrain does when another process holds ``out_dir``'s lock: stop, changing nothing."""
+    def refuse(holder: str) -> None:
+        raise RetrainBusyError(f"another retrain is running on {out_dir} (pid {holder}); nothing was changed")
+    return refuse

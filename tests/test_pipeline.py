@@ -119,6 +119,30 @@ def test_training_keeps_the_recall_index_of_a_large_catalogue(trained, tmp_path)
     assert len(found) == 5 and not {r.item_id for r in found} & set(rec.seen_items("u1"))
 
 
+def test_train_publishes_only_once_a_running_retrain_has_finished(trained, tmp_path, monkeypatch):
+    """A retrain holds the model directory from its export to its write-back: a `kgrec train` that
+    finishes meanwhile waits to publish, so the retrain's gate never compared against a `current`
+    that changed before its own publish."""
+    import threading
+    from dataclasses import replace
+
+    from kgrec import pipeline
+
+    cfg, snapshot, _ = trained
+    small = replace(cfg, train=replace(cfg.train, out_dir=tmp_path, epochs=1))
+    waiting, made = threading.Event(), []
+    wait_for_retrain = pipeline._wait_for_retrain
+    monkeypatch.setattr(pipeline, "_wait_for_retrain", lambda pid: (waiting.set(), wait_for_retrain(pid)))
+    with pipeline.model_dir_lock(tmp_path, on_busy=pytest.fail):  # the retrain
+        worker = threading.Thread(target=lambda: made.append(pipeline.train_model(snapshot, small)))
+        worker.start()
+        assert waiting.wait(300), "train_model did not wait for the retrain's lock"
+        time.sleep(0.5)
+        assert not (tmp_path / "current").exists()
+    worker.join(60)
+    assert made and (tmp_path / "current").resolve() == made[0]
+
+
 def test_planted_communities_come_back(trained):
     from serving import Recommender
 

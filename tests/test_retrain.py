@@ -14,7 +14,8 @@ from kg.lock import LockedError, graph_lock
 from kg.records import GraphRecords
 from kg.synthetic import SyntheticSpec, generate
 from kgrec.config import ConfigError, RetrainConfig
-from kgrec.retrain import RetrainBusyError, _check_metric, _exclusive, prune, retrain
+from kgrec.pipeline import model_dir_lock
+from kgrec.retrain import RetrainBusyError, _check_metric, prune, retrain
 
 pytestmark = pytest.mark.neo4j
 SPEC = SyntheticSpec(num_users=160, num_items=96, num_communities=4, interactions_per_user=16, num_queries=8)
@@ -105,7 +106,7 @@ def test_retrain_waits_for_nobody_and_changes_nothing_when_busy(loaded):
     graph, cfg = loaded
     out = Path(cfg.train.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    with _exclusive(out / ".retrain.lock"):
+    with model_dir_lock(out, on_busy=pytest.fail):
         with pytest.raises(RetrainBusyError, match="another retrain is running"):
             retrain(graph, cfg)
     with graph_lock(graph):  # an ingest in progress: no snapshot of half a load
@@ -206,7 +207,7 @@ def test_cli_retrain_exit_status_says_whether_it_published(loaded, neo4j_config,
         monkeypatch.setenv(var, value)
     models = tmp_path / "cli" / "models"
     models.mkdir(parents=True)
-    with _exclusive(models / ".retrain.lock"):  # yesterday's run still going: its own status, nothing done
+    with model_dir_lock(models, on_busy=pytest.fail):  # yesterday's run still going: its own status, nothing done
         assert main(["retrain", "--model", "lightgcn", "--no-writeback"]) == 6
     assert "another retrain is running" in capsys.readouterr().err and not list(models.iterdir())[1:]
     assert main(["retrain", "--model", "lightgcn", "--no-writeback"]) == 0
