@@ -136,7 +136,8 @@ def retrain(graph: Graph, cfg: Config, say: Callable[[str], None] = logger.info,
         report = RetrainReport(snapshot=str(snapshot), version=artifact.name, model=cfg.train.model, published=False,
                                decision="stopped before the quality gate decided", metric=metric, new_score=None,
                                served_version=None, served_model=None, served_score=None, timings=timings)
-        _save(report, artifact, cfg)  # before anything else can fail: the version is marked as retrain's (prunable)
+        log = _claim_log(Path(cfg.workdir) / "retrain", artifact.name)
+        _save(report, artifact, log)  # before anything else can fail: the version is marked as retrain's (prunable)
         new_score = _test_score(artifact, metric)
         served = _served(cfg)
         served_score = _test_score(served, metric) if served is not None else None
@@ -156,11 +157,11 @@ def retrain(graph: Graph, cfg: Config, say: Callable[[str], None] = logger.info,
                          served_version=served.name if served is not None else None,
                          served_model=_meta(served).get("model") if served is not None else None,
                          compared_on=compared_on, head_to_head=asdict(duel) if duel is not None else None)
-        _save(report, artifact, cfg)  # published only once it is
+        _save(report, artifact, log)  # published only once it is
         if published:
             stage("publish", lambda: publish(artifact, out_dir))
             report.published = True
-            _save(report, artifact, cfg)
+            _save(report, artifact, log)
             pinned = Path(cfg.served_model()).resolve() != artifact.resolve()
             if pinned:  # Neo4j keeps the pinned model's vectors and lists: Browser shows what is served
                 report.writeback_skipped = (f"serving.model_dir pins {cfg.served_model()}, which `kgrec serve` "
@@ -170,7 +171,7 @@ def retrain(graph: Graph, cfg: Config, say: Callable[[str], None] = logger.info,
                 # saved first: a run killed mid-write-back leaves a report that says so, not a clean one
                 report.writeback_error = (f"interrupted: `kgrec writeback --model {artifact} -k "
                                           f"{cfg.retrain.writeback_k}` finishes it")
-                _save(report, artifact, cfg)
+                _save(report, artifact, log)
                 try:
                     report.writeback = stage("writeback", lambda: _write_back(graph, artifact, cfg))
                     report.writeback_error = None
@@ -184,7 +185,7 @@ def retrain(graph: Graph, cfg: Config, say: Callable[[str], None] = logger.info,
         except OSError as e:  # the new model is decided (and maybe serving): a cleanup failure is a note
             logger.exception("pruning %s failed", out_dir)
             report.prune_error = f"{type(e).__name__}: {e}"
-        _save(report, artifact, cfg)
+        _save(report, artifact, log)
     return report
 
 
@@ -455,12 +456,24 @@ def _report(version: Path) -> dict[str, Any] | None:
         return None
 
 
-def _save(report: RetrainReport, artifact: Path, cfg: Config) -> None:
-    """Write the report into the version and under ``<workdir>/retrain/``, each atomically."""
+def _claim_log(folder: Path, version: str) -> Path:
+    """``folder/<version>.json``, created empty here, or ``<version>-<n>.json`` when that name is taken:
+    another model directory sharing the workdir made a version of the same name in the same second."""
+    folder.mkdir(parents=True, exist_ok=True)
+    n = 1
+    while True:
+        path = folder / (f"{version}.json" if n == 1 else f"{version}-{n}.json")
+        try:
+            path.open("x").close()
+            return path
+        except FileExistsError:
+            n += 1
+
+
+def _save(report: RetrainReport, artifact: Path, log: Path) -> None:
+    """Write the report into the version and as ``log`` (under ``<workdir>/retrain/``), each atomically."""
     text = json.dumps(asdict(report), indent=2)
-    path = Path(cfg.workdir) / "retrain" / f"{artifact.name}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    for target in (artifact / REPORT_FILE, path):
+    for target in (artifact / REPORT_FILE, log):
         _replace_text(target, text)
 
 

@@ -15,7 +15,7 @@ from kg.records import GraphRecords
 from kg.synthetic import SyntheticSpec, generate
 from kgrec.config import ConfigError, RetrainConfig
 from kgrec.pipeline import model_dir_lock
-from kgrec.retrain import RetrainBusyError, _check_metric, prune, retrain
+from kgrec.retrain import RetrainBusyError, _check_metric, _claim_log, prune, retrain
 
 pytestmark = pytest.mark.neo4j
 SPEC = SyntheticSpec(num_users=160, num_items=96, num_communities=4, interactions_per_user=16, num_queries=8)
@@ -55,6 +55,13 @@ def test_retrain_publishes_gates_a_broken_run_and_writes_back(loaded):
 
     forced = retrain(graph, cfg, force=True)  # `kgrec retrain --force`
     assert forced.published and forced.decision == "published: --force" and current.resolve().name == forced.version
+
+
+def test_a_report_name_another_model_directory_took_is_not_overwritten(tmp_path):
+    """Two model directories sharing a workdir can make versions of one name in the same second:
+    each report keeps its own file under <workdir>/retrain/."""
+    first, second = _claim_log(tmp_path / "retrain", "v"), _claim_log(tmp_path / "retrain", "v")
+    assert (first.name, second.name) == ("v.json", "v-2.json") and first.is_file() and second.is_file()
 
 
 def test_prune_keeps_the_newest_published_versions_the_served_one_and_their_snapshots(loaded):
