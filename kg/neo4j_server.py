@@ -381,23 +381,30 @@ class ManagedNeo4j:
             return self._stop_locked(timeout_s)
 
     def _stop_locked(self, timeout_s: float) -> bool:
-        pid = self.pid()
-        if pid is None:
+        if self.pid() is None:
             self.pid_file.unlink(missing_ok=True)
             return False
-        try:
-            os.kill(pid, signal.SIGTERM)
-            deadline = time.monotonic() + timeout_s
-            while time.monotonic() < deadline and self.pid() is not None:
-                time.sleep(0.3)
-            if self.pid() is not None:
-                os.kill(pid, signal.SIGKILL)
-                deadline = time.monotonic() + 10  # gone before anyone opens its store again
-                while time.monotonic() < deadline and self.pid() is not None:
-                    time.sleep(0.1)
-        except ProcessLookupError:  # it exited on its own meanwhile
-            pass
+        if not self._signal_until_gone(signal.SIGTERM, timeout_s):
+            self._signal_until_gone(signal.SIGKILL, 10)  # gone before anyone opens its store again
         self.pid_file.unlink(missing_ok=True)
+        return True
+
+    def _signal_until_gone(self, sig: int, wait_s: float) -> bool:
+        """Send ``sig`` to this home's server until none is left (the one :meth:`pid` finds now:
+        after a ``java`` wrapper that does not exec, the JVM it left running) or ``wait_s`` passed.
+        Returns whether none is left."""
+        signalled: set[int] = set()
+        deadline = time.monotonic() + wait_s
+        while (pid := self.pid()) is not None:
+            if time.monotonic() >= deadline:
+                return False
+            if pid not in signalled:
+                signalled.add(pid)
+                try:
+                    os.kill(pid, sig)
+                except ProcessLookupError:  # it exited on its own meanwhile
+                    pass
+            time.sleep(0.1)
         return True
 
 

@@ -205,6 +205,46 @@ def test_a_server_of_this_home_without_a_pid_file_is_found_and_stopped(tmp_path)
         proc.wait()
 
 
+def test_stop_also_stops_the_jvm_a_java_wrapper_left_running(tmp_path):
+    """A `java` that is a wrapper script (a version manager's shim) without exec: the pid file names
+    the wrapper, whose death left the JVM running on this home's store."""
+    import os
+    import signal
+    import time
+
+    from kg.neo4j_server import ENTRY_POINT
+
+    server = ManagedNeo4j(Neo4jConfig(home=tmp_path / "neo4j"))
+    server.pid_file.parent.mkdir(parents=True)
+    sleeper = "import time; time.sleep(120)"
+    wrapper = subprocess.Popen([sys.executable, "-c", "import subprocess, sys; subprocess.run(sys.argv[1:])",
+                                sys.executable, "-c", sleeper, ENTRY_POINT, f"--home-dir={server.home}"])
+    server.pid_file.write_text(str(wrapper.pid))
+    children = Path(f"/proc/{wrapper.pid}/task/{wrapper.pid}/children")
+
+    def jvm_pid() -> int | None:  # the stand-in JVM, once /proc shows its command line
+        for pid in children.read_text().split() if children.exists() else ():
+            if ENTRY_POINT in Path(f"/proc/{pid}/cmdline").read_text(errors="replace"):
+                return int(pid)
+        return None
+
+    try:
+        deadline = time.monotonic() + 30
+        while jvm_pid() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        jvm = jvm_pid()
+        assert jvm is not None and server.pid() == wrapper.pid
+        assert server.stop(timeout_s=10) is True
+        assert wrapper.wait(10) is not None and server.pid() is None
+        assert not Path(f"/proc/{jvm}/cmdline").exists() or not Path(f"/proc/{jvm}/cmdline").read_text()
+    finally:
+        wrapper.kill()
+        wrapper.wait()
+        left = server._running_without_pid_file()
+        if left is not None:
+            os.kill(left, signal.SIGKILL)
+
+
 def test_a_running_server_of_an_earlier_bolt_port_is_named_not_waited_for(tmp_path, monkeypatch):
     """The home's server runs (its conf says Bolt 7711) and the config now says another port: start
     would wait out its whole timeout for a port that server never opens."""
