@@ -23,6 +23,7 @@ import pickle
 import random
 import shutil
 import subprocess
+import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -473,7 +474,7 @@ def train(snapshot: Any, cfg: TrainConfig, out_dir: str | Path, text_embeddings:
         publish_current: repoint ``out_dir/current`` at the new artifact.
         max_time_s: stop after the first epoch that ends past this many seconds of training; the
             artifact is written and the checkpoint kept, so calling again continues the run.
-        progress: show a tqdm bar over batches.
+        progress: show a tqdm bar over batches, and each evaluation's score (unless INFO logs every epoch).
         text_index: item text vectors kept in the artifact for free-text search (any model; not
             used in training).
         extra_meta: more entries for the artifact's ``meta.json`` (``kgrec.retrain`` marks its own).
@@ -652,6 +653,9 @@ def _train_embeddings(snapshot: Any, cfg: TrainConfig, out_dir: Path, text_embed
             row["eval_s"] = round(time.perf_counter() - t1, 3)
         run.end_epoch(row, score, scored_model())
         logger.info("epoch %d %s", epoch, json.dumps(row))
+        if progress and score is not None and not logger.isEnabledFor(logging.INFO):  # -v logs every row
+            tqdm.write(f"epoch {epoch}: loss {row['loss']:.4f}, {eval_split} {stop_metric} {score:.4f} "
+                       f"(best {run.best_score:.4f} at epoch {run.best_epoch})", file=sys.stderr)
         out_of_time = max_time_s is not None and time.perf_counter() - t_start > max_time_s
         stopping = run.bad_evals >= cfg.patience or out_of_time or epoch == cfg.epochs
         # a GPU epoch can take less time than writing the checkpoint: epochs without an evaluation

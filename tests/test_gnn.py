@@ -4,6 +4,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -166,6 +167,16 @@ def test_a_time_budget_spent_before_any_evaluation_publishes_nothing(tmp_path: P
     again = train(snap, tiny_cfg(epochs=10, eval_every=5), tmp_path, progress=False)  # resumes, evaluates
     assert (tmp_path / "current").resolve() == again.resolve()
 
+
+def test_progress_shows_each_evaluations_score(tmp_path: Path, capsys) -> None:
+    """With progress on, each evaluated epoch prints its validation score and the best so far
+    (to stderr: `kgrec train` prints its JSON to stdout)."""
+    from gnn.train import train
+
+    train(planted_snapshot(num_users=40), tiny_cfg(epochs=4, eval_every=2), tmp_path, progress=True)
+    err = capsys.readouterr().err
+    assert re.search(r"epoch 2: loss \d\.\d{4}, valid ndcg@20 \d\.\d{4} \(best \d\.\d{4} at epoch 2\)", err)
+    assert "epoch 4: loss" in err and "epoch 3: loss" not in err
 
 
 def test_weights_made_nan_by_an_epochs_last_step_stop_the_run_unpublished(tmp_path: Path, monkeypatch) -> None:
