@@ -149,6 +149,9 @@ def retrain(graph: Graph, cfg: Config, say: Callable[[str], None] = logger.info,
             compared_on = f"head to head on {duel.events} events of {duel.users} users the served model never saw"
             published, decision = _gate(duel.new, served, duel.served, cfg.retrain.max_drop, metric, force)
         else:
+            if duel is not None:  # the report keeps the figures, which the gate did not use
+                compared_on += (f" (the head to head had {duel.users} users, below [retrain] min_gate_users "
+                                f"{cfg.retrain.min_gate_users})")
             published, decision = _gate(new_score, served, served_score, cfg.retrain.max_drop, metric, force,
                                         incomparable=_split_mismatch(served, artifact))
         say(f"trained {artifact.name}: test {metric} {new_score}; compared on {compared_on}; {decision}")

@@ -408,6 +408,12 @@ def test_the_gate_compares_both_models_on_the_events_the_served_one_never_saw(lo
     assert broken.compared_on.startswith("head to head") and not broken.published
     assert duel["new"] < 0.9 * duel["served"] and (Path(cfg.train.out_dir) / "current").resolve().name == good.version
 
+    ingest(graph, _later_events(3), cfg.ingest, progress=False)
+    cfg.retrain.min_gate_users = 10 ** 6  # too few users for the head to head: its figures stay in the report
+    few = retrain(graph, cfg)
+    assert few.head_to_head is not None and few.compared_on.startswith("own test splits (the head to head had ")
+    assert few.compared_on.endswith("below [retrain] min_gate_users 1000000)")
+
 
 def test_force_never_publishes_a_model_without_a_finite_score(tmp_path):
     from kgrec.retrain import _gate, _test_score
