@@ -31,6 +31,23 @@ def test_round_trip(graph):
     assert [dict(r) for r in rows] == [{"age": 31, "title": "Dune", "kind": "purchase", "w": 2.0}]
 
 
+def test_titles_and_names_as_long_as_governance_takes_are_loaded(graph):
+    """Governance takes texts up to max_text_chars (20,000): a range index on titles or names
+    (an 8 KB key limit) failed the whole batch on a 9,000-character one."""
+    long_title = "Ö" + "x" * 19_990 + " saga"  # one unbroken run, then a word
+    records = GraphRecords(items=[{"id": "long", "title": long_title, "description": "y " * 9_999}],
+                           entities=[{"id": "e1", "type": "tag", "name": "z" * 20_000}],
+                           item_entities=[{"item": "long", "entity": "e1", "relation": "tag"}])
+    ingest(graph, records, IngestConfig(), progress=False)
+    found = graph.driver.execute_query(
+        "MATCH (i:Item {id: 'long'})-[:HAS_ATTRIBUTE]->(e:Entity) RETURN size(i.title) AS t, size(e.name) AS n",
+        database_=graph.database).records
+    assert [dict(r) for r in found] == [{"t": len(long_title), "n": 20_000}]
+    hits = graph.driver.execute_query("CALL db.index.fulltext.queryNodes('item_text', 'saga') YIELD node "
+                                      "RETURN node.id AS id", database_=graph.database).records
+    assert [r["id"] for r in hits] == ["long"]
+
+
 def test_the_server_advertises_the_ports_it_listens_on(graph, neo4j_config):
     """Browser's connect form takes the bolt address the server advertises: this server's, never
     the default 7687 (the demo's, or another database's)."""
