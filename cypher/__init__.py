@@ -4,6 +4,7 @@ Statements take all values as parameters; nothing is ever formatted into them.
 """
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from importlib import resources
 
@@ -22,6 +23,7 @@ def load(name: str) -> str:
 
 
 def statements(text: str) -> list[str]:
-    """Split a multi-statement file on ``;`` lines (used for schema files)."""
-    parts = [p.strip() for p in text.split(";")]
-    return [p for p in parts if p and not all(l.strip().startswith("//") for l in p.splitlines())]
+    """Split a multi-statement file (a schema file) into its statements, each ended by a ``;`` at
+    the end of a line; whole-line ``//`` comments are dropped first, so a ``;`` in one ends nothing."""
+    code = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("//"))
+    return [part.strip() for part in re.split(r";[ \t]*$", code, flags=re.MULTILINE) if part.strip()]

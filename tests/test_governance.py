@@ -214,6 +214,16 @@ def test_text_normalised_empty_and_megabyte():
     assert not res.quarantine
 
 
+def test_a_semicolon_inside_a_comment_or_a_line_ends_no_schema_statement():
+    import cypher
+
+    text = ("// drops the old index; then creates one\nDROP INDEX a IF EXISTS;\n"
+            "CREATE INDEX b IF NOT EXISTS FOR (n:N) ON (n.x);  \nRETURN 'a;b' AS s;\n// trailing\n")
+    assert cypher.statements(text) == ["DROP INDEX a IF EXISTS", "CREATE INDEX b IF NOT EXISTS FOR (n:N) ON (n.x)",
+                                       "RETURN 'a;b' AS s"]
+    assert len(cypher.statements(cypher.load("schema/constraints"))) == 15
+
+
 def test_cypher_looking_strings_are_data():
     gov = Governor()
     gov.add_user("u", 1, "r", id=INJECTION)
