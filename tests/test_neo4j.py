@@ -48,6 +48,22 @@ def test_titles_and_names_as_long_as_governance_takes_are_loaded(graph):
     assert [r["id"] for r in hits] == ["long"]
 
 
+def test_full_text_search_folds_accents_also_in_an_index_an_older_kgrec_made(graph):
+    """'Bjork' finds 'Björk' in the item_text index, and apply_schema remakes an index made
+    without accent folding (IF NOT EXISTS alone would keep it)."""
+    run = lambda text, **p: graph.driver.execute_query(text, database_=graph.database, **p).records  # noqa: E731
+    ingest(graph, GraphRecords(items=[{"id": "hom", "title": "Björk: Homogenic"}, {"id": "x", "title": "Other"}]),
+           IngestConfig(), progress=False)
+    search = "CALL db.index.fulltext.queryNodes('item_text', $q) YIELD node RETURN collect(node.id) AS ids"
+    assert run(search, q="bjork")[0]["ids"] == ["hom"] and run(search, q="Björk")[0]["ids"] == ["hom"]
+    run("DROP INDEX item_text")
+    run("CREATE FULLTEXT INDEX item_text FOR (i:Item) ON EACH [i.title, i.description]")  # the default analyzer
+    run("CALL db.awaitIndex('item_text', 60)")
+    assert run(search, q="bjork")[0]["ids"] == []
+    apply_schema(graph)
+    assert run(search, q="bjork")[0]["ids"] == ["hom"]
+
+
 def test_the_server_advertises_the_ports_it_listens_on(graph, neo4j_config):
     """Browser's connect form takes the bolt address the server advertises: this server's, never
     the default 7687 (the demo's, or another database's)."""

@@ -11,7 +11,10 @@ MATCH (m:KgrecDemo) WITH m.id AS id, collect(m) AS markers WHERE size(markers) >
 UNWIND markers[1..] AS extra DETACH DELETE extra;
 CREATE CONSTRAINT demo_id IF NOT EXISTS FOR (m:KgrecDemo) REQUIRE m.id IS UNIQUE;
 CREATE INDEX entity_type IF NOT EXISTS FOR (e:Entity) ON (e.type);
-CREATE FULLTEXT INDEX item_text IF NOT EXISTS FOR (i:Item) ON EACH [i.title, i.description];
+// Accents folded (ASCII folding), so 'Bjork' finds 'Björk'; unlike the default analyzer, this one
+// also drops English stop words ('the', 'it'), in the index and in queries alike. kg.schema.ITEM_TEXT_ANALYZER.
+CREATE FULLTEXT INDEX item_text IF NOT EXISTS FOR (i:Item) ON EACH [i.title, i.description]
+OPTIONS {indexConfig: {`fulltext.analyzer`: 'standard-folding'}};
 // No index on relationship properties that MERGE matches on: the planner would seek MERGE
 // candidates through it, and with many events sharing a timestamp (ts = 0 in LightGCN data), or
 // many triples sharing a relation name, every MERGE would scan them all. With related_relation a
