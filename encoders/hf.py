@@ -60,14 +60,28 @@ def _pick_autocast(dtype: str, device: Any) -> Any:
     return None
 
 
-def _longest_input(config: Any, tokenizer: Any) -> int | None:
+def _position_offset(model: Any) -> int | None:
+    """How many rows of the position table come before the first token's position: padding_idx + 1
+    when the position embedding has a padding index (RoBERTa, MPNet, LUKE, LayoutLMv3... number
+    positions from there), 0 when it has none (BERT); None when the model has no such table."""
+    table = getattr(getattr(model, "embeddings", None), "position_embeddings", None)
+    if table is None or not hasattr(table, "padding_idx"):
+        return None
+    return 0 if table.padding_idx is None else int(table.padding_idx) + 1
+
+
+def _longest_input(config: Any, tokenizer: Any, model: Any = None) -> int | None:
     """The most tokens the model takes: its position table, less the offset RoBERTa-style models
     reserve for padding (514 positions, 512 tokens), or the tokenizer's limit when that is lower.
-    BART-style models add their offset of 2 to the table instead (1024 positions, 1024 tokens)."""
+    BART-style models add their offset of 2 to the table instead (1024 positions, 1024 tokens).
+    The offset is read from ``model``'s position embedding; without one, from a list of model types."""
     positions = getattr(config, "max_position_embeddings", None)
-    if positions and getattr(config, "model_type", "") in ("roberta", "xlm-roberta", "camembert", "longformer",
-                                                             "data2vec-text", "xlm-roberta-xl"):
-        positions -= int(getattr(config, "pad_token_id", 1) or 1) + 1
+    offset = _position_offset(model) if model is not None else None
+    if offset is None and getattr(config, "model_type", "") in ("roberta", "xlm-roberta", "camembert", "longformer",
+                                                                "data2vec-text", "xlm-roberta-xl"):
+        offset = int(getattr(config, "pad_token_id", 1) or 1) + 1
+    if positions and offset:
+        positions -= offset
     limit = getattr(tokenizer, "model_max_length", None)
     if limit and limit < 1_000_000:  # an unset limit is a huge sentinel
         positions = min(positions, limit) if positions else limit
@@ -143,7 +157,7 @@ class HFTextEncoder(TextEncoder):
                                     or any(".pooler." in f".{k}" for k in info.get("missing_keys", ()))):
             raise ValueError(f"model {model!r} has no trained pooler weights (they would be random); use "
                              f"pooling='mean' or 'cls'")
-        longest = _longest_input(self.model.config, self.tokenizer)
+        longest = _longest_input(self.model.config, self.tokenizer, self.model)
         if longest and self.max_length > longest:
             logger.warning("max_length %d is above the %d tokens %s takes; using %d", self.max_length, longest, model,
                            longest)

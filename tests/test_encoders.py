@@ -539,6 +539,49 @@ def test_roberta_style_models_take_two_tokens_fewer_than_their_positions():
     # BART's position table holds max_position_embeddings + 2 rows: all 1024 positions are usable
     assert _longest_input(SimpleNamespace(model_type="bart", max_position_embeddings=1024, pad_token_id=1),
                           unlimited) == 1024
+    # the offset comes from the model's position embedding when there is one
+    table = torch.nn.Embedding(22, 4, padding_idx=1)
+    mpnet = SimpleNamespace(embeddings=SimpleNamespace(position_embeddings=table))
+    assert _longest_input(SimpleNamespace(model_type="mpnet", max_position_embeddings=22), unlimited, mpnet) == 20
+    bert = SimpleNamespace(embeddings=SimpleNamespace(position_embeddings=torch.nn.Embedding(22, 4)))
+    assert _longest_input(SimpleNamespace(model_type="bert", max_position_embeddings=22), unlimited, bert) == 22
+
+
+def _tiny_wordpiece_tokenizer(path: Path) -> int:
+    """Save a small WordPiece tokenizer ([CLS] text [SEP], no model_max_length) under ``path``;
+    returns its vocabulary size. ``[PAD]`` is id 1, the padding index RoBERTa-style models use."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {t: n for n, t in enumerate(["[CLS]", "[PAD]", "[SEP]", "[UNK]"])}
+    vocab |= {c: len(vocab) + n for n, c in enumerate("abcdefghijklmnopqrstuvwxyz")}
+    wordpiece = Tokenizer(models.WordPiece(vocab=vocab, unk_token="[UNK]"))
+    wordpiece.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    wordpiece.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]", special_tokens=[
+        ("[CLS]", 0), ("[SEP]", 2)])
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=wordpiece, cls_token="[CLS]", pad_token="[PAD]",
+                                        sep_token="[SEP]", unk_token="[UNK]",
+                                        model_input_names=["input_ids", "attention_mask"])
+    tokenizer.save_pretrained(path)
+    return len(vocab)
+
+
+def test_models_whose_positions_start_after_the_padding_index_take_that_many_fewer_tokens(tmp_path):
+    """MPNet (like RoBERTa, LUKE, LayoutLMv3...) numbers positions from padding_idx + 1: 22 positions
+    hold 20 tokens, and a long text is cut there rather than indexing past the position table."""
+    from transformers import MPNetConfig, MPNetModel
+
+    from encoders.hf import HFTextEncoder
+
+    vocab_size = _tiny_wordpiece_tokenizer(tmp_path / "mpnet")
+    torch.manual_seed(0)
+    MPNetModel(MPNetConfig(vocab_size=vocab_size, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                           intermediate_size=32, max_position_embeddings=22, pad_token_id=1)
+               ).save_pretrained(tmp_path / "mpnet")
+    enc = HFTextEncoder(str(tmp_path / "mpnet"), device="cpu", show_progress=False)
+    assert enc.max_length == 20
+    vectors = enc.encode(["a b c d e f g h i j k l m n o p q r s t u v w x y z", "short"])
+    assert vectors.shape == (2, 16) and np.isfinite(vectors).all()
 
 
 def test_a_gpt_style_model_without_a_padding_token_encodes_batches(tmp_path):
