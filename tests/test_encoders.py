@@ -584,6 +584,36 @@ def test_models_whose_positions_start_after_the_padding_index_take_that_many_few
     assert vectors.shape == (2, 16) and np.isfinite(vectors).all()
 
 
+def test_an_encoder_decoder_model_encodes_with_its_encoder(tmp_path):
+    """T5 or BART loaded through AutoModel: the vectors are the encoder's states (T5's full model
+    wants decoder inputs, BART's would give decoder states), and there is no pooler to use."""
+    from transformers import BartConfig, BartModel, T5Config, T5Model
+
+    from encoders.hf import HFTextEncoder
+
+    texts = ["hello world", "a longer piece of text"]
+    for name, model in (("t5", T5Model(T5Config(d_model=16, d_kv=8, d_ff=32, num_layers=1, num_heads=2,
+                                                  pad_token_id=1, eos_token_id=2, decoder_start_token_id=1,
+                                                  vocab_size=30))),
+                        ("bart", BartModel(BartConfig(d_model=16, encoder_layers=1, decoder_layers=1,
+                                                      encoder_attention_heads=2, decoder_attention_heads=2,
+                                                      encoder_ffn_dim=32, decoder_ffn_dim=32, pad_token_id=1,
+                                                      bos_token_id=0, eos_token_id=2, vocab_size=30,
+                                                      max_position_embeddings=64)))):
+        _tiny_wordpiece_tokenizer(tmp_path / name)
+        model.save_pretrained(tmp_path / name)
+        enc = HFTextEncoder(str(tmp_path / name), device="cpu", show_progress=False)
+        vectors = enc.encode(texts)
+        batch = enc.tokenizer(texts, padding=True, return_tensors="pt")
+        with torch.no_grad():
+            states = model.eval().get_encoder()(**batch).last_hidden_state
+        mask = batch["attention_mask"].unsqueeze(-1).float()
+        expected = torch.nn.functional.normalize((states * mask).sum(1) / mask.sum(1), dim=1).numpy()
+        np.testing.assert_allclose(vectors, expected, atol=1e-5)
+        with pytest.raises(EncoderError, match="encoder-decoder"):
+            HFTextEncoder(str(tmp_path / name), pooling="pooler", device="cpu", show_progress=False)
+
+
 def test_a_gpt_style_model_without_a_padding_token_encodes_batches(tmp_path):
     """GPT-2's tokenizer has no pad token: batches are padded with end-of-text, which the
     attention mask leaves out of mean pooling, so a text's vector does not depend on its batch."""
