@@ -16,7 +16,7 @@ POOLINGS = ("mean", "cls", "pooler")
 DTYPES = ("auto", "float32", "float16", "bfloat16")
 # Text is clipped to this many characters per token of max_length before tokenising, so megabyte
 # texts do not stall the tokenizer; the first max_length tokens never span that many characters
-# in natural text.
+# in natural text (HFTextEncoder._clip undoes a clip that could change the tokens kept).
 _CHARS_PER_TOKEN = 64
 
 
@@ -213,8 +213,7 @@ class HFTextEncoder(TextEncoder):
         out_arr = np.empty((n, self._dim), dtype=np.float32)
         if n == 0:
             return out_arr
-        limit = self.max_length * _CHARS_PER_TOKEN
-        clean = [t[:limit] for t in clean]
+        clean = self._clip(clean)
         order = sorted(range(n), key=lambda i: -len(clean[i]))
         from tqdm.auto import tqdm
 
@@ -233,6 +232,32 @@ class HFTextEncoder(TextEncoder):
         finally:
             bar.close()
         return check_finite(out_arr)
+
+    def _clip(self, texts: list[str]) -> list[str]:
+        """Texts far longer than ``max_length`` tokens need, clipped on the side the tokenizer
+        truncates (so it keeps the same end of the text). A clip is undone (the text tokenised
+        whole) where it could change the tokens kept: when the clipped text has fewer than
+        ``max_length`` tokens (WordPiece makes each word over 100 characters one ``[UNK]``), or when
+        the tokens kept reach the word the clip cut in two. Texts under the limit cost nothing."""
+        limit = self.max_length * _CHARS_PER_TOKEN
+        long = [i for i, t in enumerate(texts) if len(t) > limit]
+        if not long:
+            return texts
+        left = getattr(self.tokenizer, "truncation_side", "right") == "left"
+        out = list(texts)
+        for i in long:
+            out[i] = texts[i][-limit:] if left else texts[i][:limit]
+        room = max(1, self.max_length - self.tokenizer.num_special_tokens_to_add(pair=False))
+        enc = self.tokenizer([out[i] for i in long], add_special_tokens=False, verbose=False)
+        for n, i in enumerate(long):
+            if len(enc["input_ids"][n]) <= room:
+                out[i] = texts[i]
+            elif self.tokenizer.is_fast:  # a slow tokenizer has no word ids: the count check only
+                words = enc.word_ids(n)
+                kept = words[-room:] if left else words[:room]
+                if (kept[0] == words[0]) if left else (kept[-1] == words[-1]):
+                    out[i] = texts[i]
+        return out
 
     def _no_empty_rows(self, batch: dict[str, Any]) -> dict[str, Any]:
         """Give a text that tokenised to nothing (``""`` with a GPT-style tokenizer, which adds no

@@ -134,6 +134,23 @@ def test_awkward_texts(encoder):
     assert cos(v[4], v[5]) < 0.99 and cos(v[5], v[0]) < 0.99
 
 
+def test_long_texts_are_clipped_before_tokenising_without_changing_their_vectors(encoder, monkeypatch):
+    """The character clip that spares the tokenizer megabyte texts gives the same vector as the
+    tokenizer's own truncation: a text of words over 100 characters (one [UNK] each in WordPiece)
+    that the clip would leave short of max_length tokens, and a tokenizer truncating on the left."""
+    import encoders.hf
+
+    texts = [("shoe " + "x" * 150 + " ") * 200, "lorem ipsum dolor sit amet " * 400 + "red running shoes", "short"]
+    clipped = encoder.encode(texts)
+    monkeypatch.setattr(encoders.hf, "_CHARS_PER_TOKEN", 10 ** 9)  # no clip: the tokenizer truncates
+    np.testing.assert_allclose(clipped, encoder.encode(texts), atol=1e-5)
+    monkeypatch.setattr(encoder.tokenizer, "truncation_side", "left")
+    whole = encoder.encode(texts)
+    monkeypatch.setattr(encoders.hf, "_CHARS_PER_TOKEN", 64)
+    np.testing.assert_allclose(encoder.encode(texts), whole, atol=1e-5)
+    assert cos(whole[1], clipped[1]) < 0.99  # the left side kept the end of the text
+
+
 # --- the cache ---------------------------------------------------------------------------------
 
 def test_cache_hits_and_changed_texts(encoder, tmp_path):
