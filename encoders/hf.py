@@ -33,6 +33,10 @@ def _pick_device(device: str) -> Any:
         picked = torch.device(device)
     except RuntimeError as e:
         raise EncoderError(f"unknown encoder device {device!r}") from e
+    if picked.type == "mps" and not (getattr(torch.backends, "mps", None) is not None
+                                     and torch.backends.mps.is_available()):
+        raise EncoderError(f"encoder device {device!r}: MPS is not available here; use [encoder] device = "
+                           f"\"auto\" or \"cpu\"")
     if picked.type == "cuda" and (not torch.cuda.is_available()
                                   or (picked.index or 0) >= torch.cuda.device_count()):
         raise EncoderError(f"encoder device {device!r}: CUDA has {torch.cuda.device_count() if torch.cuda.is_available() else 'no'}"
@@ -55,8 +59,9 @@ def _pick_autocast(dtype: str, device: Any) -> Any:
         return torch.float16 if dtype == "float16" else torch.bfloat16
     if dtype == "bfloat16" and device.type == "cpu":
         return torch.bfloat16
-    if dtype == "float16":
-        logger.warning("float16 is only used on CUDA; encoding in float32 on %s", device)
+    if dtype != "auto":  # asked for and not honoured: say so (auto means float32 off CUDA)
+        logger.warning("%s is not used on %s (float16 only on CUDA, bfloat16 on CUDA and CPU); encoding in "
+                       "float32", dtype, device.type)
     return None
 
 

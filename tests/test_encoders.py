@@ -398,6 +398,26 @@ def test_an_unusable_device_or_cache_directory_is_one_clear_error(tmp_path):
         VectorCache(tmp_path / "a-file", "ns", 4)
 
 
+def test_a_dtype_or_device_that_cannot_be_used_is_said_so(monkeypatch, caplog):
+    """bfloat16 on MPS (like float16 off CUDA) falls back to float32 with a warning, not silently;
+    device='mps' without MPS is an EncoderError up front, as a missing CUDA device is."""
+    from encoders.hf import _pick_autocast, _pick_device
+
+    for dtype in ("bfloat16", "float16"):
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="encoders.hf"):
+            assert _pick_autocast(dtype, torch.device("mps")) is None
+        assert f"{dtype} is not used on mps" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="encoders.hf"):
+        assert _pick_autocast("bfloat16", torch.device("cpu")) is torch.bfloat16
+        assert _pick_autocast("auto", torch.device("mps")) is None
+    assert caplog.text == ""
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    with pytest.raises(EncoderError, match="MPS is not available"):
+        _pick_device("mps")
+
+
 def test_an_encode_waits_to_swap_its_files_in_while_a_reader_holds_the_snapshot(encoder, tmp_path):
     """Training checks the metadata, loads the vectors and reads the query setting under the shared
     lock: an encode with another template finishes its files but swaps them in only afterwards."""
