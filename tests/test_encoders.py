@@ -262,6 +262,12 @@ def test_model_fingerprint_sees_replaced_weights_and_tokenizer(tmp_path):
     (copy / "checkpoint-500").mkdir()  # a fine-tune writing checkpoints beside the model
     (copy / "checkpoint-500" / "optimizer.pt").write_bytes(b"c" * 100)
     assert model_fingerprint(str(copy)) == third
+    # vocabularies in other files: PhoBERT's bpe.codes, tiktoken's *.tiktoken
+    for name in ("bpe.codes", "qwen.tiktoken"):
+        (copy / name).write_text("a b\n")
+        before = model_fingerprint(str(copy))
+        (copy / name).write_text("a bc\n")  # another size: the digest is remembered by size and time
+        assert model_fingerprint(str(copy)) != before, name
     assert model_fingerprint("bert-base-chinese", "abc123") == "bert-base-chinese@abc123"
     assert model_fingerprint("bert-base-chinese") == "bert-base-chinese"
 
