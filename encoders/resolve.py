@@ -77,6 +77,11 @@ def is_local(resolved: str) -> bool:
 # marks fingerprints of the model directory's own files' contents; c2- hashed its subdirectories'
 # files too, and older ones modification times: neither is compared with these
 CONTENT_FP = "c3-"
+# the files a model's weights, config and tokenizer live in. Adding a suffix only changes the
+# fingerprint of models holding such files, so other caches keep their keys (PhoBERT's bpe.codes and
+# tiktoken vocabularies were added so: they went unhashed before)
+_HASHED = (".safetensors", ".bin", ".pt", ".h5", ".msgpack", ".onnx", ".json", ".txt", ".model", ".codes",
+           ".tiktoken")
 
 
 def model_fingerprint(resolved: str, revision: str | None = None) -> str:
@@ -95,7 +100,7 @@ def model_fingerprint(resolved: str, revision: str | None = None) -> str:
     h = hashlib.sha256()
     for f in sorted(p for p in root.iterdir() if p.is_file()):
         rel = f.relative_to(root).as_posix()
-        if f.suffix in (".safetensors", ".bin", ".pt", ".h5", ".msgpack", ".onnx", ".json", ".txt", ".model"):
+        if f.suffix in _HASHED:
             st = f.stat()
             h.update(f"{rel}:{_file_digest(str(f), st.st_size, st.st_mtime_ns, st.st_ino)}\n".encode())
     return CONTENT_FP + h.hexdigest()[:16]

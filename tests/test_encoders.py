@@ -134,6 +134,23 @@ def test_awkward_texts(encoder):
     assert cos(v[4], v[5]) < 0.99 and cos(v[5], v[0]) < 0.99
 
 
+def test_long_texts_are_clipped_before_tokenising_without_changing_their_vectors(encoder, monkeypatch):
+    """The character clip that spares the tokenizer megabyte texts gives the same vector as the
+    tokenizer's own truncation: a text of words over 100 characters (one [UNK] each in WordPiece)
+    that the clip would leave short of max_length tokens, and a tokenizer truncating on the left."""
+    import encoders.hf
+
+    texts = [("shoe " + "x" * 150 + " ") * 200, "lorem ipsum dolor sit amet " * 400 + "red running shoes", "short"]
+    clipped = encoder.encode(texts)
+    monkeypatch.setattr(encoders.hf, "_CHARS_PER_TOKEN", 10 ** 9)  # no clip: the tokenizer truncates
+    np.testing.assert_allclose(clipped, encoder.encode(texts), atol=1e-5)
+    monkeypatch.setattr(encoder.tokenizer, "truncation_side", "left")
+    whole = encoder.encode(texts)
+    monkeypatch.setattr(encoders.hf, "_CHARS_PER_TOKEN", 64)
+    np.testing.assert_allclose(encoder.encode(texts), whole, atol=1e-5)
+    assert cos(whole[1], clipped[1]) < 0.99  # the left side kept the end of the text
+
+
 # --- the cache ---------------------------------------------------------------------------------
 
 def test_cache_hits_and_changed_texts(encoder, tmp_path):
@@ -245,6 +262,12 @@ def test_model_fingerprint_sees_replaced_weights_and_tokenizer(tmp_path):
     (copy / "checkpoint-500").mkdir()  # a fine-tune writing checkpoints beside the model
     (copy / "checkpoint-500" / "optimizer.pt").write_bytes(b"c" * 100)
     assert model_fingerprint(str(copy)) == third
+    # vocabularies in other files: PhoBERT's bpe.codes, tiktoken's *.tiktoken
+    for name in ("bpe.codes", "qwen.tiktoken"):
+        (copy / name).write_text("a b\n")
+        before = model_fingerprint(str(copy))
+        (copy / name).write_text("a bc\n")  # another size: the digest is remembered by size and time
+        assert model_fingerprint(str(copy)) != before, name
     assert model_fingerprint("bert-base-chinese", "abc123") == "bert-base-chinese@abc123"
     assert model_fingerprint("bert-base-chinese") == "bert-base-chinese"
 
@@ -379,6 +402,26 @@ def test_an_unusable_device_or_cache_directory_is_one_clear_error(tmp_path):
     (tmp_path / "a-file").write_text("")
     with pytest.raises(EncoderError, match="cannot use the text cache"):
         VectorCache(tmp_path / "a-file", "ns", 4)
+
+
+def test_a_dtype_or_device_that_cannot_be_used_is_said_so(monkeypatch, caplog):
+    """bfloat16 on MPS (like float16 off CUDA) falls back to float32 with a warning, not silently;
+    device='mps' without MPS is an EncoderError up front, as a missing CUDA device is."""
+    from encoders.hf import _pick_autocast, _pick_device
+
+    for dtype in ("bfloat16", "float16"):
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="encoders.hf"):
+            assert _pick_autocast(dtype, torch.device("mps")) is None
+        assert f"{dtype} is not used on mps" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="encoders.hf"):
+        assert _pick_autocast("bfloat16", torch.device("cpu")) is torch.bfloat16
+        assert _pick_autocast("auto", torch.device("mps")) is None
+    assert caplog.text == ""
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    with pytest.raises(EncoderError, match="MPS is not available"):
+        _pick_device("mps")
 
 
 def test_an_encode_waits_to_swap_its_files_in_while_a_reader_holds_the_snapshot(encoder, tmp_path):
@@ -539,6 +582,79 @@ def test_roberta_style_models_take_two_tokens_fewer_than_their_positions():
     # BART's position table holds max_position_embeddings + 2 rows: all 1024 positions are usable
     assert _longest_input(SimpleNamespace(model_type="bart", max_position_embeddings=1024, pad_token_id=1),
                           unlimited) == 1024
+    # the offset comes from the model's position embedding when there is one
+    table = torch.nn.Embedding(22, 4, padding_idx=1)
+    mpnet = SimpleNamespace(embeddings=SimpleNamespace(position_embeddings=table))
+    assert _longest_input(SimpleNamespace(model_type="mpnet", max_position_embeddings=22), unlimited, mpnet) == 20
+    bert = SimpleNamespace(embeddings=SimpleNamespace(position_embeddings=torch.nn.Embedding(22, 4)))
+    assert _longest_input(SimpleNamespace(model_type="bert", max_position_embeddings=22), unlimited, bert) == 22
+
+
+def _tiny_wordpiece_tokenizer(path: Path) -> int:
+    """Save a small WordPiece tokenizer ([CLS] text [SEP], no model_max_length) under ``path``;
+    returns its vocabulary size. ``[PAD]`` is id 1, the padding index RoBERTa-style models use."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {t: n for n, t in enumerate(["[CLS]", "[PAD]", "[SEP]", "[UNK]"])}
+    vocab |= {c: len(vocab) + n for n, c in enumerate("abcdefghijklmnopqrstuvwxyz")}
+    wordpiece = Tokenizer(models.WordPiece(vocab=vocab, unk_token="[UNK]"))
+    wordpiece.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    wordpiece.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]", special_tokens=[
+        ("[CLS]", 0), ("[SEP]", 2)])
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=wordpiece, cls_token="[CLS]", pad_token="[PAD]",
+                                        sep_token="[SEP]", unk_token="[UNK]",
+                                        model_input_names=["input_ids", "attention_mask"])
+    tokenizer.save_pretrained(path)
+    return len(vocab)
+
+
+def test_models_whose_positions_start_after_the_padding_index_take_that_many_fewer_tokens(tmp_path):
+    """MPNet (like RoBERTa, LUKE, LayoutLMv3...) numbers positions from padding_idx + 1: 22 positions
+    hold 20 tokens, and a long text is cut there rather than indexing past the position table."""
+    from transformers import MPNetConfig, MPNetModel
+
+    from encoders.hf import HFTextEncoder
+
+    vocab_size = _tiny_wordpiece_tokenizer(tmp_path / "mpnet")
+    torch.manual_seed(0)
+    MPNetModel(MPNetConfig(vocab_size=vocab_size, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                           intermediate_size=32, max_position_embeddings=22, pad_token_id=1)
+               ).save_pretrained(tmp_path / "mpnet")
+    enc = HFTextEncoder(str(tmp_path / "mpnet"), device="cpu", show_progress=False)
+    assert enc.max_length == 20
+    vectors = enc.encode(["a b c d e f g h i j k l m n o p q r s t u v w x y z", "short"])
+    assert vectors.shape == (2, 16) and np.isfinite(vectors).all()
+
+
+def test_an_encoder_decoder_model_encodes_with_its_encoder(tmp_path):
+    """T5 or BART loaded through AutoModel: the vectors are the encoder's states (T5's full model
+    wants decoder inputs, BART's would give decoder states), and there is no pooler to use."""
+    from transformers import BartConfig, BartModel, T5Config, T5Model
+
+    from encoders.hf import HFTextEncoder
+
+    texts = ["hello world", "a longer piece of text"]
+    for name, model in (("t5", T5Model(T5Config(d_model=16, d_kv=8, d_ff=32, num_layers=1, num_heads=2,
+                                                  pad_token_id=1, eos_token_id=2, decoder_start_token_id=1,
+                                                  vocab_size=30))),
+                        ("bart", BartModel(BartConfig(d_model=16, encoder_layers=1, decoder_layers=1,
+                                                      encoder_attention_heads=2, decoder_attention_heads=2,
+                                                      encoder_ffn_dim=32, decoder_ffn_dim=32, pad_token_id=1,
+                                                      bos_token_id=0, eos_token_id=2, vocab_size=30,
+                                                      max_position_embeddings=64)))):
+        _tiny_wordpiece_tokenizer(tmp_path / name)
+        model.save_pretrained(tmp_path / name)
+        enc = HFTextEncoder(str(tmp_path / name), device="cpu", show_progress=False)
+        vectors = enc.encode(texts)
+        batch = enc.tokenizer(texts, padding=True, return_tensors="pt")
+        with torch.no_grad():
+            states = model.eval().get_encoder()(**batch).last_hidden_state
+        mask = batch["attention_mask"].unsqueeze(-1).float()
+        expected = torch.nn.functional.normalize((states * mask).sum(1) / mask.sum(1), dim=1).numpy()
+        np.testing.assert_allclose(vectors, expected, atol=1e-5)
+        with pytest.raises(EncoderError, match="encoder-decoder"):
+            HFTextEncoder(str(tmp_path / name), pooling="pooler", device="cpu", show_progress=False)
 
 
 def test_a_gpt_style_model_without_a_padding_token_encodes_batches(tmp_path):
