@@ -53,10 +53,14 @@ constraints: install
 neo4j-start: install
 	$(BIN)/kgrec neo4j start
 
-neo4j-stop: install
+# installed only when there is no kgrec yet: stopping or asking never waits for (or needs the
+# network for) an upgrade after a pull
+neo4j-stop:
+	@[ -x $(BIN)/kgrec ] || $(MAKE) -s install
 	$(BIN)/kgrec neo4j stop
 
-neo4j-status: install
+neo4j-status:
+	@[ -x $(BIN)/kgrec ] || $(MAKE) -s install
 	$(BIN)/kgrec neo4j status
 
 neo4j-test-stop:
