@@ -180,11 +180,18 @@ class Recommender:
         rows: np.ndarray | None = None
         for a in dict.fromkeys(attribute_ids):
             if a not in self.attribute_index:
-                raise UnknownAttributeError(f"no item of model {self.version} has attribute {a!r}")
+                raise UnknownAttributeError(f"no item of model {self.version} has attribute {a!r}{self._near(a)}")
             j = self.attribute_index[a]
             items = self._attribute_items.indices[self._attribute_items.indptr[j]:self._attribute_items.indptr[j + 1]]
             rows = items if rows is None else np.intersect1d(rows, items, assume_unique=True)
         return np.asarray(rows if rows is not None else np.arange(len(self.item_ids)), dtype=np.int64)
+
+    def _near(self, attribute_id: str) -> str:
+        """A hint naming the model's attribute ids that ``attribute_id`` may have meant: the same
+        value under its entity type (``comedy`` for ``genre:Comedy``), or another case."""
+        value = attribute_id.rsplit(":", 1)[-1].casefold()
+        near = [a for a in self.attribute_index if a.rsplit(":", 1)[-1].casefold() == value][:3]
+        return f" (ids are <type>:<value>: did you mean {', '.join(map(repr, near))}?)" if near else ""
 
     @property
     def version(self) -> str:
@@ -211,9 +218,9 @@ class Recommender:
             return self.score_users(np.array([u]))[0][rows]
         return self.item_emb[rows] @ self.user_emb[u]
 
-    def _user(self, user_id: str) -> int:
+    def _user(self, user_id: str | int) -> int:
         try:
-            return self.user_index[user_id]
+            return self.user_index[_as_id(user_id)]
         except KeyError:
             raise UnknownUserError(f"unknown user {user_id!r}") from None
 
@@ -403,6 +410,7 @@ class Recommender:
         Raises:
             UnknownItemError: the item is not in the model.
         """
+        item_id = _as_id(item_id)
         if item_id not in self.item_index:
             raise UnknownItemError(f"unknown item {item_id!r}")
         j = self.item_index[item_id]
@@ -456,9 +464,23 @@ def _finite(vectors: torch.Tensor) -> torch.Tensor:
     return vectors[torch.isfinite(vectors).all(1)]
 
 
-def _id_list(values: str | list[str] | tuple[str, ...]) -> list[str]:
-    """``values`` as a list: one string is one id (or query), never its characters."""
-    return [values] if isinstance(values, str) else list(values)
+def _id_list(values: str | int | list[str | int] | tuple[str | int, ...]) -> list[str]:
+    """``values`` as a list of ids (:func:`_as_id`): one string is one id (or query), never its characters."""
+    return [_as_id(values)] if isinstance(values, (str, int, np.integer)) else [_as_id(v) for v in values]
+
+
+def _as_id(value: str | int) -> str:
+    """An id as the model keeps it: a string; a whole number is the id it spells (MovieLens' and
+    Last.fm's ids are numbers), as the HTTP API takes it.
+
+    Raises:
+        TypeError: anything else (a float, None), which would never match an id.
+    """
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)):
+        return str(int(value))
+    raise TypeError(f"ids are strings (or whole numbers), got {type(value).__name__} {value!r}")
 
 
 def _titles_from_snapshot(meta: dict, n: int) -> list[str]:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from kgrec.config import ServingConfig
-from serving.recommender import Recommender
+from serving.recommender import Recommender, UnknownAttributeError
 
 ITEMS, USERS, DIM, CLUSTERS = 20_000, 200, 32, 40
 
@@ -220,6 +220,26 @@ def test_one_string_is_one_id_not_its_characters():
         [r.item_id for r in rec.recommend("u0", 5, within=["genre:A"])]
     assert rec.recommend_from_items("i1", 5) == rec.recommend_from_items(["i1"], 5)
     assert rec.recommend_from_items([], 5, friend_ids="u1") == rec.recommend_from_items([], 5, friend_ids=["u1"])
+
+
+def test_whole_numbers_are_the_ids_they_spell_and_other_types_are_refused():
+    """MovieLens' and Last.fm's ids are numbers: recommend_from_items(["50", 181]) dropped the 181
+    silently, and recommend(1) said "unknown user 1" of a user stored as "1"."""
+    rng = np.random.default_rng(0)
+    users, items = rng.standard_normal((2, 4)).astype(np.float32), rng.standard_normal((3, 4)).astype(np.float32)
+    indptr, indices = np.array([0, 1, 1]), np.array([0])
+    rec = Recommender(users, items, ["1", "2"], ["50", "181", "7"], [""] * 3, indptr, indices, indptr, indices)
+    assert rec.recommend(1, 2) == rec.recommend("1", 2) and rec.recommend(np.int64(2), 2) == rec.recommend("2", 2)
+    assert rec.recommend_from_items(["50", 181], 1) == rec.recommend_from_items(["50", "181"], 1)
+    assert rec.recommend_from_items(181, 2) == rec.recommend_from_items("181", 2)
+    assert rec.similar_items(50, 2) == rec.similar_items("50", 2)
+    assert rec.recommend("1", 3, exclude=[181]) == rec.recommend("1", 3, exclude=["181"])
+    for bad in (50.0, None, True):
+        with pytest.raises(TypeError, match="ids are strings"):
+            rec.recommend_from_items([bad], 2)
+    rec.use_attributes(np.array([0, 1, 2, 3]), np.array([0, 0, 1]), ["genre:Comedy", "genre:Drama"])
+    with pytest.raises(UnknownAttributeError, match="did you mean 'genre:Comedy'"):
+        rec.recommend("1", 2, within="comedy")
 
 
 def test_a_broken_input_row_is_left_out_of_a_new_users_mean():
