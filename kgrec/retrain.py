@@ -154,11 +154,13 @@ def retrain(graph: Graph, cfg: Config, say: Callable[[str], None] = logger.info,
                                 f"{cfg.retrain.min_gate_users})")
             published, decision = _gate(new_score, served, served_score, cfg.retrain.max_drop, metric, force,
                                         incomparable=_split_mismatch(served, artifact))
-        say(f"trained {artifact.name}: test {metric} {new_score}; compared on {compared_on}; {decision}")
+        served_model = _meta(served).get("model") if served is not None else None
+        changed = (f" (the served model is {served_model}, this one {cfg.train.model}: [train] model changed?)"
+                   if served_model not in (None, cfg.train.model) else "")
+        say(f"trained {artifact.name}: test {metric} {new_score}; compared on {compared_on}; {decision}{changed}")
         report = replace(report, decision=decision, gate="publish" if published else "reject",
                          new_score=new_score, served_score=served_score,
-                         served_version=served.name if served is not None else None,
-                         served_model=_meta(served).get("model") if served is not None else None,
+                         served_version=served.name if served is not None else None, served_model=served_model,
                          compared_on=compared_on, head_to_head=asdict(duel) if duel is not None else None)
         _save(report, artifact, log)  # published only once it is
         if published:

@@ -222,9 +222,11 @@ def test_cli_retrain_exit_status_says_whether_it_published(loaded, neo4j_config,
     assert first["published"] and first["writeback"] is None
     monkeypatch.setenv("KGREC_TRAIN__LR", "1e-6")
     monkeypatch.setenv("KGREC_TRAIN__EPOCHS", "1")
-    assert main(["retrain", "--model", "lightgcn", "--no-writeback"]) == 3
-    second = json.loads(capsys.readouterr().out)
+    assert main(["retrain", "--model", "rgcn", "--no-writeback"]) == 3
+    out, err = capsys.readouterr()
+    second = json.loads(out)
     assert not second["published"] and second["served_version"] == first["version"]
+    assert "(the served model is lightgcn, this one rgcn: [train] model changed?)" in err
     monkeypatch.setenv("KGREC_TRAIN__LR", "1e30")  # the loss diverges: a broken model, as a NaN one is
     assert main(["retrain", "--model", "lightgcn", "--no-writeback"]) == 5
     assert "the new model is broken: loss diverged" in capsys.readouterr().err
