@@ -72,8 +72,8 @@ def quality_summary(data: GraphRecords | Snapshot, cold_threshold: int = 5) -> d
         A JSON-friendly dict: node counts, interactions (distinct user-item pairs, as the export
         keeps them; ``events`` counts repeats too), density and sparsity, degree statistics of
         users and items (min/max/mean/median/p90/zero, item popularity Gini), cold counts and
-        fractions, text coverage of items (non-empty title/description), entity types and relation
-        counts.
+        fractions, text coverage of items (non-empty title/description, over every item the data
+        names: one only an event names has no text in it), entity types and relation counts.
     """
     u_deg, i_deg = _degrees(data)
     n_u, n_i = int(u_deg.size), int(i_deg.size)
@@ -92,7 +92,7 @@ def quality_summary(data: GraphRecords | Snapshot, cold_threshold: int = 5) -> d
         relations = _record_relations(data)
     pairs = n_u * n_i
     density = n_inter / pairs if pairs else 0.0
-    n_titles = len(titles)
+    n_titles = max(n_i, len(titles))  # items only an event names count, without text (ingest makes them bare)
     return {
         "users": n_u, "items": n_i, "interactions": n_inter, "events": n_events,
         "density": density, "sparsity": 1.0 - density if pairs else 1.0,

@@ -450,6 +450,7 @@ def test_ml100k_slice_ingest_idempotent(graph):
 
 def test_quality_summary_records_and_snapshot(tmp_path):
     from kg.quality import plot_degree_histograms, quality_summary
+    from kg.records import GraphRecords
     from kg.sources.lightgcn import snapshot_from_lightgcn
 
     _files(tmp_path, {"train.txt": "0 0 1 2 3 4 5\n1 0 1\n", "test.txt": "0 6\n2 0\n"})
@@ -459,6 +460,10 @@ def test_quality_summary_records_and_snapshot(tmp_path):
     assert q["density"] == pytest.approx(10 / 21) and q["sparsity"] == pytest.approx(11 / 21)
     assert q["user_degree"]["max"] == 7 and q["cold_users"] == 2 and q["cold_items"] == 7
     assert q["text_coverage"]["title"] == 0.0
+    # one item of four has its own row with a title; ingest makes the three only events name bare
+    named = GraphRecords(items=[{"id": "a", "title": "A"}], interactions=[
+        {"user": "u", "item": i, "kind": "view", "weight": 1.0, "ts": 0, "split": ""} for i in "abcd"])
+    assert quality_summary(named)["text_coverage"] == {"title": 0.25, "description": 0.0, "any": 0.25}
     snapshot = snapshot_from_lightgcn(tmp_path)
     snap = quality_summary(snapshot)
     assert (snap["users"], snap["items"], snap["interactions"], snap["cold_users"]) == (3, 7, 10, 2)
