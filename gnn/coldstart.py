@@ -151,12 +151,13 @@ class ColdUserSplit:
 
 def hold_out_users(snapshot: Snapshot, fraction: float, shots: int = 3, seed: int = 2020,
                    keep_relations: Sequence[str] = ()) -> ColdUserSplit:
-    """Hold out ``fraction`` of the users that have more than ``shots`` interactions.
+    """Hold out ``fraction`` of the users that have interacted with more than ``shots`` distinct items.
 
     Each held-out user loses every interaction (all splits) and every edge (friends, searches) in
     the training view, except edges of ``keep_relations`` (e.g. ``["friend"]``: a new user who
-    brings their friends but no history); their ``shots`` earliest interactions become
-    :attr:`ColdUserSplit.support` and the others :attr:`ColdUserSplit.truth`. Deterministic in ``seed``.
+    brings their friends but no history); each of their items counts once, at its first event: the
+    ``shots`` earliest become :attr:`ColdUserSplit.support` and the others :attr:`ColdUserSplit.truth`.
+    Deterministic in ``seed``.
 
     Raises:
         ValueError: ``fraction`` outside [0, 1) or ``shots`` < 1.
@@ -167,7 +168,10 @@ def hold_out_users(snapshot: Snapshot, fraction: float, shots: int = 3, seed: in
     if unknown:
         raise ValueError(f"keep_relations {unknown} are not in the snapshot; it has {sorted(snapshot.relations)}")
     splits = {s: snapshot.splits.get(s, Interactions.empty()) for s in SPLITS}
-    counts = sum(np.bincount(splits[s].user, minlength=snapshot.num_users) for s in SPLITS)
+    n_items = max(snapshot.num_items, 1)
+    # distinct items per user: a pair repeated (a LightGCN file's) is one item, as the export keeps it
+    pairs = np.unique(np.concatenate([splits[s].user.astype(np.int64) * n_items + splits[s].item for s in SPLITS]))
+    counts = np.bincount(pairs // n_items, minlength=snapshot.num_users)
     eligible = np.flatnonzero(counts > shots)
     n_cold = int(round(fraction * len(eligible)))
     rng = np.random.default_rng(seed)
@@ -177,6 +181,8 @@ def hold_out_users(snapshot: Snapshot, fraction: float, shots: int = 3, seed: in
     history = concat_interactions([splits[s].take(is_cold[splits[s].user]) for s in SPLITS])
     order = np.lexsort((rng.random(len(history)), history.ts, history.user))  # by user, then time (ties random)
     history = history.take(order)
+    _, first = np.unique(history.user.astype(np.int64) * n_items + history.item, return_index=True)
+    history = history.take(np.sort(first))  # each item once, at its first event: no shot repeats another
     rank = rank_within_runs(history.user)
     relations = {}
     for name, edges in snapshot.relations.items():

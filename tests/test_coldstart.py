@@ -1,6 +1,7 @@
 """Cold start: the held-out item split, slice metrics, ridge inductive embeddings, fold-in users."""
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -87,6 +88,24 @@ def test_thin_train_keeps_a_share_of_each_users_training_pairs() -> None:
     for bad in (0.0, 1.5):
         with pytest.raises(ValueError):
             thin_train(snap, bad)
+
+
+def test_a_held_out_users_repeated_item_is_one_shot() -> None:
+    """A LightGCN file's snapshot repeats pairs: user 0's a x3 then b in train, a and c in test
+    gave support [a, a, a]; each item counts once, at its first event, for eligibility too."""
+    snap = small_snapshot()
+    a, b, c = 0, 1, 2
+    rows = {"train": [(0, a, 0), (0, a, 1), (0, a, 2), (0, b, 3), (1, a, 0), (1, a, 1), (1, a, 2), (1, a, 3)],
+            "valid": [], "test": [(0, a, 4), (0, c, 5), (1, a, 4)]}
+
+    def events(triples):
+        t = np.asarray(triples, dtype=np.int64).reshape(-1, 3)
+        return Interactions(t[:, 0], t[:, 1], np.ones(len(t), np.float32), t[:, 2], np.zeros(len(t), np.int16))
+
+    snap = dataclasses.replace(snap, splits={s: events(r) for s, r in rows.items()})
+    split = hold_out_users(snap, 0.99, shots=2, seed=0)
+    assert split.cold_users.tolist() == [0]  # user 1 holds one distinct item: not eligible
+    assert split.support.item.tolist() == [a, b] and split.truth.item.tolist() == [c]
 
 
 def test_hold_out_users_keeps_first_shots_as_support() -> None:
