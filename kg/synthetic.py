@@ -28,7 +28,9 @@ ADJECTIVES = ["classic", "compact", "deluxe", "lightweight", "pro", "vintage", "
               "premium", "essential", "modern", "handmade"]
 
 
-MIN_EVENTS = 5  # draws per user at least: every user has events to train on and to hold out
+# draws per user at least, so users have events to train on and to hold out; repeated pairs are
+# dropped after the draw, so on a catalogue of a few items per community a user can keep fewer
+MIN_EVENTS = 5
 
 
 @dataclass
