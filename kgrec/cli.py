@@ -9,6 +9,7 @@ import os
 import shlex
 import shutil
 import signal
+import socket
 import sys
 import threading
 import time
@@ -298,8 +299,24 @@ def cmd_serve(args: argparse.Namespace, cfg: Config) -> None:
         cfg.serving.port = args.port
     if not 0 < cfg.serving.port < 65536:
         raise ConfigError(f"serving.port must be 1..65535, got {cfg.serving.port}")
-    uvicorn.run(create_app(args.model or cfg.served_model(), cfg=cfg.serving, warm_search=True), host=cfg.serving.host,
-                port=cfg.serving.port)
+    host, port = cfg.serving.host, cfg.serving.port
+    sock = _listen(host, port)  # before the model loads: a port in use is said at once, not after
+    app = create_app(args.model or cfg.served_model(), cfg=cfg.serving, warm_search=True)
+    uvicorn.Server(uvicorn.Config(app, host=host, port=port)).run(sockets=[sock])
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A socket listening on ``host:port`` for the HTTP server.
+
+    Raises:
+        ConfigError: the address is taken (another server) or not this machine's.
+    """
+    try:
+        return socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET)
+    except OSError as e:
+        why = os.strerror(e.errno) if e.errno else str(e)
+        raise ConfigError(f"cannot listen on {host}:{port} ({why}): another server there? choose another with "
+                          f"--port or [serving] port") from None
 
 
 def cmd_writeback(args: argparse.Namespace, cfg: Config) -> None:

@@ -232,14 +232,43 @@ def test_the_bulk_import_holds_the_servers_start_lock_from_stop_to_start(tmp_pat
 
 
 def test_serve_takes_its_host_and_port_from_flags_over_the_config(tmp_path, monkeypatch):
+    import socket
+
     import uvicorn
 
     from kgrec.cli import main
 
+    def free_port() -> int:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return s.getsockname()[1]
+
     seen = {}
-    monkeypatch.setattr(uvicorn, "run", lambda app, host, port: seen.update(host=host, port=port))
+
+    def run(server, sockets):
+        seen.update(host=server.config.host, port=server.config.port, bound=sockets[0].getsockname()[:2])
+        sockets[0].close()
+
+    monkeypatch.setattr(uvicorn.Server, "run", run)
     monkeypatch.setattr("serving.http.create_app", lambda *a, **k: "app")
-    monkeypatch.setenv("KGREC_SERVING__PORT", "8100")
-    assert main(["serve", "--model", str(tmp_path)]) in (0, None) and seen == {"host": "127.0.0.1", "port": 8100}
-    assert main(["serve", "--model", str(tmp_path), "--host", "0.0.0.0", "--port", "8765"]) in (0, None)
-    assert seen == {"host": "0.0.0.0", "port": 8765}
+    first, second = free_port(), free_port()
+    monkeypatch.setenv("KGREC_SERVING__PORT", str(first))
+    assert main(["serve", "--model", str(tmp_path)]) in (0, None)
+    assert seen == {"host": "127.0.0.1", "port": first, "bound": ("127.0.0.1", first)}
+    assert main(["serve", "--model", str(tmp_path), "--host", "0.0.0.0", "--port", str(second)]) in (0, None)
+    assert seen == {"host": "0.0.0.0", "port": second, "bound": ("0.0.0.0", second)}
+
+
+def test_serve_on_a_port_in_use_says_so_before_loading_the_model(tmp_path, monkeypatch, capsys):
+    """It loaded the whole model, then uvicorn exited with status 3 (address already in use)."""
+    import socket
+
+    from kgrec.cli import main
+
+    monkeypatch.setattr("serving.http.create_app", lambda *a, **k: pytest.fail("the model was loaded"))
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        assert main(["serve", "--model", str(tmp_path), "--port", str(port)]) == 2
+    assert f"cannot listen on 127.0.0.1:{port}" in capsys.readouterr().err
+
+
