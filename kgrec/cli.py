@@ -40,6 +40,17 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _positive_float(text: str) -> float:
+    """argparse type: a finite number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    return value
+
+
 def _seconds(text: str) -> float:
     """argparse type: a duration in seconds, >= 0."""
     try:
@@ -244,8 +255,9 @@ def cmd_train(args: argparse.Namespace, cfg: Config) -> None:
         cfg.train.model = args.model
     if args.fusion:
         cfg.train.fusion = args.fusion
-    if args.epochs is not None:
-        cfg.train.epochs = args.epochs
+    for name in ("epochs", "lr", "batch_size", "patience"):  # flags over [train] and KGREC_TRAIN__*
+        if getattr(args, name) is not None:
+            setattr(cfg.train, name, getattr(args, name))
     if args.sampler:
         cfg.train.sampler = args.sampler
     if args.num_neighbors:
@@ -481,6 +493,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="rgcn: full-graph steps, or mini-batches on neighbour-sampled subgraphs")
     s.add_argument("--num-neighbors", metavar="K1,K2", help="fan-out per layer for --sampler neighbor, e.g. 10,10")
     s.add_argument("--epochs", type=_positive_int)
+    s.add_argument("--lr", type=_positive_float, help="learning rate ([train] lr)")
+    s.add_argument("--batch-size", type=_positive_int, help="training pairs per step ([train] batch_size)")
+    s.add_argument("--patience", type=_positive_int,
+                   help="evaluations without a better validation NDCG@20 before stopping ([train] patience)")
     s.set_defaults(func=cmd_train)
 
     s = sub.add_parser("recommend", help="top-k items for a user from the current model")

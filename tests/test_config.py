@@ -1,6 +1,7 @@
 """Typed config: defaults, TOML file, environment overrides, clear errors."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -167,6 +168,24 @@ def test_a_bad_fan_out_names_its_flag(tmp_path, monkeypatch, capsys):
     assert "--num-neighbors takes whole numbers" in capsys.readouterr().err
 
 
+def test_train_flags_set_the_training_settings(tmp_path, monkeypatch, capsys):
+    from kgrec.cli import main
+
+    seen = {}
+
+    def train_model(snapshot, cfg):
+        seen.update(lr=cfg.train.lr, batch_size=cfg.train.batch_size, patience=cfg.train.patience,
+                    epochs=cfg.train.epochs)
+        (tmp_path / "metrics.json").write_text("{}")
+        return tmp_path
+
+    monkeypatch.setattr("kgrec.pipeline.train_model", train_model)
+    monkeypatch.setenv("KGREC_TRAIN__LR", "0.5")
+    assert main(["train", "snap", "--lr", "2e-3", "--batch-size", "4096", "--patience", "30", "--epochs", "7"]) in (0, None)
+    assert seen == {"lr": 2e-3, "batch_size": 4096, "patience": 30, "epochs": 7}
+    assert json.loads(capsys.readouterr().out)["artifact"] == str(tmp_path)
+
+
 def test_command_line_numbers_and_paths_say_what_is_wrong(tmp_path, monkeypatch, capsys):
     from kgrec.cli import main
 
@@ -174,7 +193,9 @@ def test_command_line_numbers_and_paths_say_what_is_wrong(tmp_path, monkeypatch,
     monkeypatch.setenv("NEO4J_URI", "bolt://127.0.0.1:1")  # nothing listens: each check comes first
     monkeypatch.setenv("NEO4J_PASSWORD", "x")
     for argv, said in ((["recommend", "u1", "-k", "abc"], "must be a whole number >= 1, got 'abc'"),
-                       (["ingest", "synthetic", "--wait", "soon"], "must be a number of seconds >= 0, got 'soon'")):
+                       (["ingest", "synthetic", "--wait", "soon"], "must be a number of seconds >= 0, got 'soon'"),
+                       (["train", "snap", "--lr", "0"], "must be a finite number > 0, got 0"),
+                       (["train", "snap", "--lr", "fast"], "must be a number > 0, got 'fast'")):
         with pytest.raises(SystemExit) as e:
             main(argv)
         err = capsys.readouterr().err
