@@ -357,6 +357,32 @@ def inductive_item_embeddings(item_embeddings: np.ndarray, features: np.ndarray,
     return out, ridge
 
 
+def map_untrained_items(item_embeddings: np.ndarray, features: np.ndarray, trained: np.ndarray,
+                        max_fit: int = 100_000, seed: int = 0) -> tuple[np.ndarray, int]:
+    """Embed the items without training events from their side features, as the benchmark's
+    cold-item rows do (:func:`inductive_item_embeddings`): a ridge map fitted on trained items
+    that have features (at most ``max_fit`` of them, drawn with ``seed``: the map has a few hundred
+    inputs). Items without features keep their embedding; a map from nothing would give every
+    one of them the mean item, which every user likes.
+
+    Returns:
+        ``(embeddings (I, d) float32, how many items were mapped)``.
+    """
+    has = np.abs(np.asarray(features)).sum(axis=1) > 0
+    trained = np.asarray(trained, dtype=bool)
+    targets, fit_rows = np.flatnonzero(~trained & has), np.flatnonzero(trained & has)
+    if len(targets) == 0 or len(fit_rows) < 2:
+        return np.asarray(item_embeddings, dtype=np.float32), 0
+    if len(fit_rows) > max_fit:
+        fit_rows = np.sort(np.random.default_rng(seed).choice(fit_rows, max_fit, replace=False))
+    ridge = RidgeMap(seed=seed).fit(features[fit_rows], item_embeddings[fit_rows])
+    out = np.array(item_embeddings, dtype=np.float32, copy=True)
+    out[targets] = ridge.predict(features[targets])
+    logger.info("embedded %d items without training events from their text and attributes (ridge alpha %s, "
+                "fitted on %d trained items)", len(targets), ridge.alpha, len(fit_rows))
+    return out, len(targets)
+
+
 def fold_in_users(item_embeddings: np.ndarray, user_items: sp.spmatrix) -> np.ndarray:
     """Embeddings of new users from a few items each: the mean of those items' embeddings.
 

@@ -457,7 +457,7 @@ def train(snapshot: Any, cfg: TrainConfig, out_dir: str | Path, text_embeddings:
           *, snapshot_path: str | Path | None = None, epoch_hook: EpochHook | None = None,
           resume: bool = True, publish_current: bool = True, max_time_s: float | None = None,
           progress: bool = True, text_index: TextIndex | None = None,
-          extra_meta: Mapping[str, Any] | None = None) -> Path:
+          extra_meta: Mapping[str, Any] | None = None, side_features: np.ndarray | None = None) -> Path:
     """Train ``cfg.model`` on ``snapshot`` and write a model artifact.
 
     Args:
@@ -478,6 +478,10 @@ def train(snapshot: Any, cfg: TrainConfig, out_dir: str | Path, text_embeddings:
         text_index: item text vectors kept in the artifact for free-text search (any model; not
             used in training).
         extra_meta: more entries for the artifact's ``meta.json`` (``kgrec.retrain`` marks its own).
+        side_features: optional (I, F) item side features (:func:`gnn.coldstart.item_side_features`):
+            ``lightgcn``, which has nothing but ids, embeds the items without training events that
+            have some from them (:func:`gnn.coldstart.map_untrained_items`) before its test figures
+            and artifact, instead of keeping their untrained embeddings.
 
     Returns:
         The artifact directory.
@@ -497,13 +501,14 @@ def train(snapshot: Any, cfg: TrainConfig, out_dir: str | Path, text_embeddings:
         return _train_embeddings(snapshot, cfg, out_dir, text_embeddings, snapshot_path=snapshot_path,
                                  epoch_hook=epoch_hook, resume=resume, publish_current=publish_current,
                                  max_time_s=max_time_s, progress=progress, text_index=text_index,
-                                 extra_meta=extra_meta or {})
+                                 extra_meta=extra_meta or {}, side_features=side_features)
 
 
 def _train_embeddings(snapshot: Any, cfg: TrainConfig, out_dir: Path, text_embeddings: np.ndarray | None, *,
                       snapshot_path: str | Path | None, epoch_hook: EpochHook | None, resume: bool,
                       publish_current: bool, max_time_s: float | None, progress: bool,
-                      text_index: TextIndex | None, extra_meta: Mapping[str, Any]) -> Path:
+                      text_index: TextIndex | None, extra_meta: Mapping[str, Any],
+                      side_features: np.ndarray | None = None) -> Path:
     """:func:`train` for the trainable (embedding) models."""
     from tqdm.auto import tqdm
 
@@ -587,7 +592,10 @@ def _train_embeddings(snapshot: Any, cfg: TrainConfig, out_dir: Path, text_embed
         return ue.float(), ie.float()
 
     def run_eval(net: torch.nn.Module, truth: sp.csr_matrix, exclude: sp.csr_matrix | None) -> dict[str, float]:
-        ue, ie = embeddings(net)
+        return evaluate_embeddings(*embeddings(net), truth, exclude)
+
+    def evaluate_embeddings(ue: torch.Tensor, ie: torch.Tensor, truth: sp.csr_matrix,
+                            exclude: sp.csr_matrix | None) -> dict[str, float]:
         return evaluate(lambda u: ue[u] @ ie.t(), train_csr, truth, ks, I, device=device, exclude=exclude)
 
     def add_scores(row: dict[str, Any]) -> float:
@@ -682,10 +690,17 @@ def _train_embeddings(snapshot: Any, cfg: TrainConfig, out_dir: Path, text_embed
         run.end_epoch(row, add_scores(row), scored_model())
     model.load_state_dict(run.best_state if run.best_state is not None else scored_model().state_dict())
     ue, ie = embeddings(model)
+    mapped = 0
+    if side_features is not None and cfg.model == "lightgcn":  # untrained item rows: from their text
+        from .coldstart import map_untrained_items
+
+        ie_mapped, mapped = map_untrained_items(ie.cpu().numpy(), side_features, np.diff(train_csr.tocsc().indptr) > 0,
+                                                seed=cfg.seed)
+        ie = torch.from_numpy(ie_mapped).to(ie.device)
     final: dict[str, float] = {}
     if test is not None and len(test) > 0:
         excl = to_csr(valid.user, valid.item, U, I) if eval_split == "valid" else None
-        final = run_eval(model, to_csr(test.user, test.item, U, I), excl)
+        final = evaluate_embeddings(ue, ie, to_csr(test.user, test.item, U, I), excl)
     if budget_stop and run.best_state is None and publish_current:
         logger.warning("the time budget ran out before the first evaluation: the artifact is written, not "
                        "published as current")
@@ -695,7 +710,9 @@ def _train_embeddings(snapshot: Any, cfg: TrainConfig, out_dir: Path, text_embed
         out_dir, cfg, snapshot, train_csr, ue.cpu().numpy(), ie.cpu().numpy(),
         metrics={"test": final, "eval_split": eval_split, "stop_metric": stop_metric,
                  "best_epoch": run.best_epoch, "best_score": run.best_score, "history": run.history},
-        meta={**extra_meta, "device": str(device), "epochs_run": epoch}, snapshot_path=snapshot_path,
+        meta={**extra_meta, "device": str(device), "epochs_run": epoch,
+              **({"untrained_items_from_text": mapped} if side_features is not None else {})},
+        snapshot_path=snapshot_path,
         curve_png=_curve_png(run.history, score_key), publish_current=publish_current,
         text_index=text_index)
     if not budget_stop:

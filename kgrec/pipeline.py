@@ -57,8 +57,9 @@ def train_model(snapshot: Path, cfg: Config, publish: bool = True,
     items with text, the index of their text vectors.
 
     Item text vectors from ``kgrec encode`` (``text_embeddings.npz`` in the snapshot) are passed to
-    the text-aware models only (``kgfused`` gets the query and entity vectors too); ``fused`` and
-    the ``text`` fusion need them and say so when they are missing. Every model's artifact keeps
+    the text-aware models (``kgfused`` gets the query and entity vectors too); ``fused`` and
+    the ``text`` fusion need them and say so when they are missing. ``lightgcn`` uses them (and
+    the attribute entities' vectors) only to embed the items without training events. Every model's artifact keeps
     the item vectors, when there are current ones, for free-text search (``serving.search``).
     ``extra_meta`` adds entries to the artifact's ``meta.json``.
 
@@ -120,9 +121,14 @@ def train_model(snapshot: Path, cfg: Config, publish: bool = True,
                        snapshot, snapshot)
     else:
         logger.info("%s was not encoded: the model will answer no free-text search", snapshot)
+    side = None
+    if cfg.train.model == "lightgcn" and reason is None:  # it embeds items without training events from these
+        from gnn.coldstart import item_side_features, snapshot_item_entity_edges
+
+        side = item_side_features(searchable, arrays.get("entity"), snapshot_item_entity_edges(snap))
     artifact = train(snap, cfg.train, Path(cfg.train.out_dir), text,
                      snapshot_path=snapshot, publish_current=False, text_index=text_index,
-                     extra_meta=extra_meta)
+                     extra_meta=extra_meta, side_features=side)
     try:
         _add_recall_index(artifact, cfg)
     except Exception:  # it only saves serving the build: the model is published without it

@@ -90,6 +90,23 @@ def test_thin_train_keeps_a_share_of_each_users_training_pairs() -> None:
             thin_train(snap, bad)
 
 
+def test_untrained_items_with_features_are_mapped_the_rest_kept() -> None:
+    from gnn.coldstart import map_untrained_items
+
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((5, 3)).astype(np.float32)
+    feats = rng.standard_normal((300, 5)).astype(np.float32)
+    feats[290:] = 0  # no text, no attributes
+    emb = feats @ w
+    trained = np.arange(300) < 250
+    scrambled = emb.copy()
+    scrambled[250:] = 9.0  # untrained rows: whatever the initialisation left
+    out, n = map_untrained_items(scrambled, feats, trained, max_fit=100)
+    assert n == 40 and np.allclose(out[250:290], emb[250:290], atol=0.05)  # linear: recovered
+    assert np.array_equal(out[:250], scrambled[:250]) and (out[290:] == 9.0).all()
+    assert map_untrained_items(scrambled, feats, np.ones(300, bool))[1] == 0
+
+
 def test_a_held_out_users_repeated_item_is_one_shot() -> None:
     """A LightGCN file's snapshot repeats pairs: user 0's a x3 then b in train, a and c in test
     gave support [a, a, a]; each item counts once, at its first event, for eligibility too."""

@@ -85,6 +85,7 @@ def test_text_vectors_go_only_to_text_models(trained, tmp_path, monkeypatch):
 
     def record(snap, tcfg, out, text=None, **kw):
         given[tcfg.model] = text
+        given[tcfg.model + " side"] = kw.get("side_features")
         raise Given
 
     monkeypatch.setattr(gnn.train, "train", record)
@@ -93,6 +94,8 @@ def test_text_vectors_go_only_to_text_models(trained, tmp_path, monkeypatch):
             train_model(snapshot, replace(cfg, train=replace(cfg.train, model=model, out_dir=tmp_path / "models")))
     assert given["lightgcn"] is None
     assert given["fused"].shape == (SPEC.num_items, 384)  # MiniLM's item vectors
+    # lightgcn takes them (and its attribute entities') only to embed items without training events
+    assert given["lightgcn side"].shape == (SPEC.num_items, 2 * 384) and given["fused side"] is None
 
 
 def test_training_keeps_the_recall_index_of_a_large_catalogue(trained, tmp_path):
