@@ -18,19 +18,22 @@ from .connection import Graph
 from .errors import SchemaConflictError
 
 ITEM_TEXT_ANALYZER = "standard-folding"  # the item_text full-text index's, as cypher/schema/constraints makes it
+OLD_ITEM_TEXT_ANALYZER = "standard-no-stop-words"  # Neo4j's default, which kgrec used before (no accent folding)
 
 
 def apply_schema(graph: Graph) -> None:
     """Create every constraint and index (no-op when present); an ``item_text`` full-text index an
-    older kgrec made without accent folding is made again (and waited for).
+    older kgrec made with Neo4j's default analyzer (no accent folding) is made again, and waited for.
 
     Raises:
         SchemaConflictError: the database has a plain index where kgrec needs a uniqueness
             constraint (``IF NOT EXISTS`` does not cover that): it names the index to drop.
     """
     found = graph.query("schema/item_text_analyzer")
-    remake = bool(found) and found[0]["analyzer"] != ITEM_TEXT_ANALYZER
-    if remake:  # made by an older kgrec, without accent folding: IF NOT EXISTS would keep it
+    # made by an older kgrec, without accent folding: IF NOT EXISTS would keep it (another analyzer,
+    # one a user chose for their language, stays)
+    remake = bool(found) and found[0]["analyzer"] == OLD_ITEM_TEXT_ANALYZER
+    if remake:
         graph.write("schema/drop_item_text")
     try:
         graph.run_script("schema/constraints")
@@ -40,8 +43,8 @@ def apply_schema(graph: Graph) -> None:
         raise SchemaConflictError(f"{e.message} kgrec needs a uniqueness constraint there (MERGE on ids): drop "
                                   f"that index (SHOW RANGE INDEXES names it; DROP INDEX <name>), then run again; "
                                   f"the constraint's own index serves the same lookups") from e
-    if remake:
-        graph.write("schema/await_item_text", timeout_s=600)
+    if remake:  # every index, not item_text by name: a concurrent command's drop may have removed it
+        graph.write("schema/await_indexes", timeout_s=600)
 
 
 def wipe(graph: Graph, batch: int = 20000, keep_locks: bool = False) -> int:

@@ -49,8 +49,8 @@ def test_titles_and_names_as_long_as_governance_takes_are_loaded(graph):
 
 
 def test_full_text_search_folds_accents_also_in_an_index_an_older_kgrec_made(graph):
-    """'Bjork' finds 'Björk' in the item_text index, and apply_schema remakes an index made
-    without accent folding (IF NOT EXISTS alone would keep it)."""
+    """'Bjork' finds 'Björk' in the item_text index, and apply_schema remakes an index made with
+    the analyzer an older kgrec used (IF NOT EXISTS alone would keep it), but not another."""
     run = lambda text, **p: graph.driver.execute_query(text, database_=graph.database, **p).records  # noqa: E731
     ingest(graph, GraphRecords(items=[{"id": "hom", "title": "Björk: Homogenic"}, {"id": "x", "title": "Other"}]),
            IngestConfig(), progress=False)
@@ -62,6 +62,16 @@ def test_full_text_search_folds_accents_also_in_an_index_an_older_kgrec_made(gra
     assert run(search, q="bjork")[0]["ids"] == []
     apply_schema(graph)
     assert run(search, q="bjork")[0]["ids"] == ["hom"]
+    run("DROP INDEX item_text")  # an analyzer a user chose for their catalogue's language stays
+    run("CREATE FULLTEXT INDEX item_text FOR (i:Item) ON EACH [i.title, i.description] "
+        "OPTIONS {indexConfig: {`fulltext.analyzer`: 'cjk'}}")
+    apply_schema(graph)
+    analyzer = "SHOW FULLTEXT INDEXES YIELD name, options WHERE name = 'item_text' " \
+               "RETURN options.indexConfig['fulltext.analyzer'] AS a"
+    assert run(analyzer)[0]["a"] == "cjk"
+    run("DROP INDEX item_text")
+    apply_schema(graph)
+    assert run(analyzer)[0]["a"] == "standard-folding"
 
 
 def test_the_server_advertises_the_ports_it_listens_on(graph, neo4j_config):

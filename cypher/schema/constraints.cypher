@@ -12,7 +12,8 @@ UNWIND markers[1..] AS extra DETACH DELETE extra;
 CREATE CONSTRAINT demo_id IF NOT EXISTS FOR (m:KgrecDemo) REQUIRE m.id IS UNIQUE;
 CREATE INDEX entity_type IF NOT EXISTS FOR (e:Entity) ON (e.type);
 // Accents folded (ASCII folding), so 'Bjork' finds 'Björk'; unlike the default analyzer, this one
-// also drops English stop words ('the', 'it'), in the index and in queries alike. kg.schema.ITEM_TEXT_ANALYZER.
+// also drops English stop words ('the', 'it'), in the index and in queries alike. kg.schema.ITEM_TEXT_ANALYZER;
+// an item_text of Neo4j's default analyzer (an older kgrec's) is remade, one of another kept.
 CREATE FULLTEXT INDEX item_text IF NOT EXISTS FOR (i:Item) ON EACH [i.title, i.description]
 OPTIONS {indexConfig: {`fulltext.analyzer`: 'standard-folding'}};
 // No index on relationship properties that MERGE matches on: the planner would seek MERGE
