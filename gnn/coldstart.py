@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, replace
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import scipy.sparse as sp
@@ -357,30 +357,58 @@ def inductive_item_embeddings(item_embeddings: np.ndarray, features: np.ndarray,
     return out, ridge
 
 
-def map_untrained_items(item_embeddings: np.ndarray, features: np.ndarray, trained: np.ndarray,
-                        max_fit: int = 100_000, seed: int = 0) -> tuple[np.ndarray, int]:
+def map_untrained_items(item_embeddings: np.ndarray, features_of: Callable[[np.ndarray], np.ndarray],
+                        trained: np.ndarray, max_fit: int = 100_000, seed: int = 0) -> tuple[np.ndarray, int]:
     """Embed the items without training events from their side features, as the benchmark's
     cold-item rows do (:func:`inductive_item_embeddings`): a ridge map fitted on trained items
     that have features (at most ``max_fit`` of them, drawn with ``seed``: the map has a few hundred
     inputs). Items without features keep their embedding; a map from nothing would give every
     one of them the mean item, which every user likes.
 
+    Args:
+        item_embeddings: (I, d) trained embeddings.
+        features_of: the (n, F) side features of the given item rows (:func:`item_side_features_of`),
+            asked for the untrained items and the sampled trained ones only, not the whole catalogue.
+        trained: (I,) bool, the items with training events.
+
     Returns:
         ``(embeddings (I, d) float32, how many items were mapped)``.
     """
-    has = np.abs(np.asarray(features)).sum(axis=1) > 0
     trained = np.asarray(trained, dtype=bool)
-    targets, fit_rows = np.flatnonzero(~trained & has), np.flatnonzero(trained & has)
-    if len(targets) == 0 or len(fit_rows) < 2:
+    untrained = np.flatnonzero(~trained)
+    if len(untrained) == 0:
         return np.asarray(item_embeddings, dtype=np.float32), 0
+    target_features = features_of(untrained)
+    has = np.abs(target_features).sum(axis=1) > 0
+    targets, target_features = untrained[has], target_features[has]
+    fit_rows = np.flatnonzero(trained)
     if len(fit_rows) > max_fit:
         fit_rows = np.sort(np.random.default_rng(seed).choice(fit_rows, max_fit, replace=False))
-    ridge = RidgeMap(seed=seed).fit(features[fit_rows], item_embeddings[fit_rows])
+    fit_features = features_of(fit_rows) if len(targets) else np.zeros((0, 0), np.float32)
+    fit_has = np.abs(fit_features).sum(axis=1) > 0
+    if len(targets) == 0 or fit_has.sum() < 2:
+        return np.asarray(item_embeddings, dtype=np.float32), 0
+    ridge = RidgeMap(seed=seed).fit(fit_features[fit_has], np.asarray(item_embeddings)[fit_rows[fit_has]])
     out = np.array(item_embeddings, dtype=np.float32, copy=True)
-    out[targets] = ridge.predict(features[targets])
+    out[targets] = ridge.predict(target_features)
     logger.info("embedded %d items without training events from their text and attributes (ridge alpha %s, "
-                "fitted on %d trained items)", len(targets), ridge.alpha, len(fit_rows))
+                "fitted on %d trained items)", len(targets), ridge.alpha, int(fit_has.sum()))
     return out, len(targets)
+
+
+def item_side_features_of(rows: np.ndarray, item_text: np.ndarray, entity_text: np.ndarray | None = None,
+                          item_entity_edges: Sequence[np.ndarray] = ()) -> np.ndarray:
+    """:func:`item_side_features` of the item ``rows`` only (in their order), without building the
+    whole catalogue's."""
+    rows = np.asarray(rows, dtype=np.int64)
+    position = np.full(len(item_text), -1, np.int64)
+    position[rows] = np.arange(len(rows))
+    edges = []
+    for e in item_entity_edges:
+        e = np.asarray(e, dtype=np.int64).reshape(2, -1)
+        keep = position[e[0]] >= 0
+        edges.append(np.stack([position[e[0, keep]], e[1, keep]]))
+    return item_side_features(np.asarray(item_text)[rows], entity_text, edges)
 
 
 def fold_in_users(item_embeddings: np.ndarray, user_items: sp.spmatrix) -> np.ndarray:

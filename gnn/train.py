@@ -457,7 +457,8 @@ def train(snapshot: Any, cfg: TrainConfig, out_dir: str | Path, text_embeddings:
           *, snapshot_path: str | Path | None = None, epoch_hook: EpochHook | None = None,
           resume: bool = True, publish_current: bool = True, max_time_s: float | None = None,
           progress: bool = True, text_index: TextIndex | None = None,
-          extra_meta: Mapping[str, Any] | None = None, side_features: np.ndarray | None = None) -> Path:
+          extra_meta: Mapping[str, Any] | None = None,
+          side_features: Callable[[np.ndarray], np.ndarray] | None = None) -> Path:
     """Train ``cfg.model`` on ``snapshot`` and write a model artifact.
 
     Args:
@@ -478,10 +479,11 @@ def train(snapshot: Any, cfg: TrainConfig, out_dir: str | Path, text_embeddings:
         text_index: item text vectors kept in the artifact for free-text search (any model; not
             used in training).
         extra_meta: more entries for the artifact's ``meta.json`` (``kgrec.retrain`` marks its own).
-        side_features: optional (I, F) item side features (:func:`gnn.coldstart.item_side_features`):
-            ``lightgcn``, which has nothing but ids, embeds the items without training events that
-            have some from them (:func:`gnn.coldstart.map_untrained_items`) before its test figures
-            and artifact, instead of keeping their untrained embeddings.
+        side_features: optional, the (n, F) side features of given item rows
+            (:func:`gnn.coldstart.item_side_features_of`): ``lightgcn``, which has nothing but ids,
+            embeds the items without training events that have some from them
+            (:func:`gnn.coldstart.map_untrained_items`) before its test figures and artifact,
+            instead of keeping their untrained embeddings.
 
     Returns:
         The artifact directory.
@@ -508,7 +510,7 @@ def _train_embeddings(snapshot: Any, cfg: TrainConfig, out_dir: Path, text_embed
                       snapshot_path: str | Path | None, epoch_hook: EpochHook | None, resume: bool,
                       publish_current: bool, max_time_s: float | None, progress: bool,
                       text_index: TextIndex | None, extra_meta: Mapping[str, Any],
-                      side_features: np.ndarray | None = None) -> Path:
+                      side_features: Callable[[np.ndarray], np.ndarray] | None = None) -> Path:
     """:func:`train` for the trainable (embedding) models."""
     from tqdm.auto import tqdm
 

@@ -123,9 +123,10 @@ def train_model(snapshot: Path, cfg: Config, publish: bool = True,
         logger.info("%s was not encoded: the model will answer no free-text search", snapshot)
     side = None
     if cfg.train.model == "lightgcn" and reason is None:  # it embeds items without training events from these
-        from gnn.coldstart import item_side_features, snapshot_item_entity_edges
+        from gnn.coldstart import item_side_features_of, snapshot_item_entity_edges
 
-        side = item_side_features(searchable, arrays.get("entity"), snapshot_item_entity_edges(snap))
+        edges = snapshot_item_entity_edges(snap)
+        side = lambda rows: item_side_features_of(rows, searchable, arrays.get("entity"), edges)  # noqa: E731
     artifact = train(snap, cfg.train, Path(cfg.train.out_dir), text,
                      snapshot_path=snapshot, publish_current=False, text_index=text_index,
                      extra_meta=extra_meta, side_features=side)

@@ -101,10 +101,20 @@ def test_untrained_items_with_features_are_mapped_the_rest_kept() -> None:
     trained = np.arange(300) < 250
     scrambled = emb.copy()
     scrambled[250:] = 9.0  # untrained rows: whatever the initialisation left
-    out, n = map_untrained_items(scrambled, feats, trained, max_fit=100)
+    out, n = map_untrained_items(scrambled, lambda rows: feats[rows], trained, max_fit=100)
     assert n == 40 and np.allclose(out[250:290], emb[250:290], atol=0.05)  # linear: recovered
     assert np.array_equal(out[:250], scrambled[:250]) and (out[290:] == 9.0).all()
-    assert map_untrained_items(scrambled, feats, np.ones(300, bool))[1] == 0
+    assert map_untrained_items(scrambled, pytest.fail, np.ones(300, bool))[1] == 0  # all trained: nothing asked
+
+
+def test_side_features_of_some_rows_are_those_rows_of_the_whole_catalogues() -> None:
+    from gnn.coldstart import item_side_features, item_side_features_of
+
+    rng = np.random.default_rng(1)
+    text, ent = rng.standard_normal((6, 4)), rng.standard_normal((3, 4))
+    edges = [np.array([[0, 2, 2, 5], [0, 1, 2, 1]]), np.array([[5], [0]])]
+    rows = np.array([5, 2, 3])
+    assert np.allclose(item_side_features_of(rows, text, ent, edges), item_side_features(text, ent, edges)[rows])
 
 
 def test_a_held_out_users_repeated_item_is_one_shot() -> None:

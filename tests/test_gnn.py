@@ -190,9 +190,13 @@ def test_lightgcn_embeds_items_without_training_events_from_their_text(tmp_path:
     side[:BLOCK, 0], side[BLOCK:2 * BLOCK, 1] = 1.0, 1.0
     side[:2 * BLOCK, 2:] = 0.1 * rng.standard_normal((2 * BLOCK, 6))
     cfg = tiny_cfg(epochs=30, patience=30)
-    art = train(snap, cfg, tmp_path / "text", progress=False, side_features=side)
+    asked = []
+    art = train(snap, cfg, tmp_path / "text", progress=False,
+                side_features=lambda rows: asked.append(len(rows)) or side[rows])
     plain = train(snap, cfg, tmp_path / "plain", progress=False)
     assert json.loads((art / "meta.json").read_text())["untrained_items_from_text"] == 2
+    untrained = NUM_ITEMS - len(np.unique(snap.splits["train"].item))
+    assert asked == [untrained, NUM_ITEMS - untrained]  # the rows it needs, not a catalogue's matrix
     assert "untrained_items_from_text" not in json.loads((plain / "meta.json").read_text())
 
     def rank_of_own_cold_item(artifact: Path) -> float:

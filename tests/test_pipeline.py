@@ -73,6 +73,8 @@ def test_text_vectors_go_only_to_text_models(trained, tmp_path, monkeypatch):
     """An encoded snapshot still trains plain LightGCN without its text vectors; fused gets them."""
     from dataclasses import replace
 
+    import numpy as np
+
     import gnn.train
     from kgrec.pipeline import train_model
 
@@ -95,7 +97,7 @@ def test_text_vectors_go_only_to_text_models(trained, tmp_path, monkeypatch):
     assert given["lightgcn"] is None
     assert given["fused"].shape == (SPEC.num_items, 384)  # MiniLM's item vectors
     # lightgcn takes them (and its attribute entities') only to embed items without training events
-    assert given["lightgcn side"].shape == (SPEC.num_items, 2 * 384) and given["fused side"] is None
+    assert given["lightgcn side"](np.arange(3)).shape == (3, 2 * 384) and given["fused side"] is None
 
 
 def test_training_keeps_the_recall_index_of_a_large_catalogue(trained, tmp_path):
