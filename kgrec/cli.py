@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import json
 import logging
 import os
@@ -312,23 +313,33 @@ def cmd_serve(args: argparse.Namespace, cfg: Config) -> None:
     if not 0 < cfg.serving.port < 65536:
         raise ConfigError(f"serving.port must be 1..65535, got {cfg.serving.port}")
     host, port = cfg.serving.host, cfg.serving.port
-    sock = _listen(host, port)  # before the model loads: a port in use is said at once, not after
-    app = create_app(args.model or cfg.served_model(), cfg=cfg.serving, warm_search=True)
-    uvicorn.Server(uvicorn.Config(app, host=host, port=port)).run(sockets=[sock])
+    _check_listenable(host, port)  # before the model loads: a port in use is said at once, not after
+    uvicorn.run(create_app(args.model or cfg.served_model(), cfg=cfg.serving, warm_search=True), host=host, port=port)
 
 
-def _listen(host: str, port: int) -> socket.socket:
-    """A socket listening on ``host:port`` for the HTTP server.
+def _check_listenable(host: str, port: int) -> None:
+    """Bind each address ``host`` resolves to, as uvicorn will, and let go: a taken port or an
+    unknown host is a clear error before the model is loaded (uvicorn binds only after that).
 
     Raises:
-        ConfigError: the address is taken (another server) or not this machine's.
+        ConfigError: the port is in use, or the host is unknown or not this machine's.
     """
     try:
-        return socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET)
-    except OSError as e:
-        why = os.strerror(e.errno) if e.errno else str(e)
-        raise ConfigError(f"cannot listen on {host}:{port} ({why}): another server there? choose another with "
-                          f"--port or [serving] port") from None
+        addresses = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as e:
+        raise ConfigError(f"cannot listen on {host}:{port}: {e.strerror} (--host or [serving] host)") from None
+    for family, kind, proto, _, address in addresses:
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn: TIME_WAIT is no conflict
+            if family == socket.AF_INET6:
+                probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            try:
+                probe.bind(address)
+            except OSError as e:
+                why = os.strerror(e.errno) if e.errno else str(e)
+                hint = ": another server there? choose another with --port or [serving] port" \
+                    if e.errno == errno.EADDRINUSE else ""
+                raise ConfigError(f"cannot listen on {host}:{port} ({why}){hint}") from None
 
 
 def cmd_writeback(args: argparse.Namespace, cfg: Config) -> None:
