@@ -24,6 +24,7 @@ def load(name: str) -> str:
 
 def statements(text: str) -> list[str]:
     """Split a multi-statement file (a schema file) into its statements, each ended by a ``;`` at
-    the end of a line; whole-line ``//`` comments are dropped first, so a ``;`` in one ends nothing."""
+    the end of a line (no comment after it on that line); whole-line ``//`` comments are dropped
+    first, so a ``;`` in one ends nothing."""
     code = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("//"))
     return [part.strip() for part in re.split(r";[ \t]*$", code, flags=re.MULTILINE) if part.strip()]

@@ -138,21 +138,24 @@ def train_model(snapshot: Path, cfg: Config, publish: bool = True,
         shutil.rmtree(artifact, ignore_errors=True)
         raise
     if publish:  # not between a running retrain's quality gate and its publish: it gated against `current`
-        with model_dir_lock(Path(cfg.train.out_dir), _wait_for_retrain):
+        with model_dir_lock(Path(cfg.train.out_dir), _wait_for_retrain, PUBLISH):
             publish_artifact(artifact, cfg.train.out_dir)
     return artifact
 
 
+PUBLISH = "publish"  # the model directory lock's holder while train_model publishes (a retrain's is "retrain")
+
+
 def _wait_for_retrain(holder: str) -> None:
-    logger.warning("a retrain (pid %s) holds this model directory: publishing once it has finished", holder)
+    logger.warning("another process (%s) holds this model directory: publishing once it has finished", holder)
 
 
 @contextmanager
-def model_dir_lock(out_dir: Path, on_busy: Callable[[str], None]) -> Iterator[None]:
-    """Hold ``out_dir/.retrain.lock`` (the OS drops it if the process dies), with this pid in it: a
-    retrain holds it from its export to its write-back, :func:`train_model` while it publishes.
-    When another process holds it, ``on_busy`` gets that one's pid and may raise; if it returns,
-    this waits for the lock."""
+def model_dir_lock(out_dir: Path, on_busy: Callable[[str], None], role: str) -> Iterator[None]:
+    """Hold ``out_dir/.retrain.lock`` (the OS drops it if the process dies), with this pid and
+    ``role`` in it: a retrain holds it from its export to its write-back, :func:`train_model` while
+    it publishes (:data:`PUBLISH`). When another process holds it, ``on_busy`` gets that one's
+    ``"<pid> <role>"`` and may raise; if it returns, this waits for the lock."""
     with open(out_dir / ".retrain.lock", "a+") as f:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -162,7 +165,7 @@ def model_dir_lock(out_dir: Path, on_busy: Callable[[str], None]) -> Iterator[No
             fcntl.flock(f, fcntl.LOCK_EX)
         f.seek(0)
         f.truncate()
-        f.write(str(os.getpid()))
+        f.write(f"{os.getpid()} {role}")
         f.flush()
         try:
             yield

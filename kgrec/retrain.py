@@ -115,7 +115,7 @@ def retrain(graph: Graph, cfg: Config, say: Callable[[str], None] = logger.info,
         timings[name] = round(time.perf_counter() - t, 2)
         return result
 
-    with model_dir_lock(out_dir, _busy(out_dir)):
+    with model_dir_lock(out_dir, _busy(out_dir), "retrain"):
         snapshot = stage("export", lambda: export_locked(graph, cfg.export, cfg.retrain.snapshot_name,
                                                          cfg.ingest.lock_wait_s))  # a snapshot of whole loads only
         say(f"exported {snapshot}")
@@ -149,7 +149,7 @@ def retrain(graph: Graph, cfg: Config, say: Callable[[str], None] = logger.info,
             compared_on = f"head to head on {duel.events} events of {duel.users} users the served model never saw"
             published, decision = _gate(duel.new, served, duel.served, cfg.retrain.max_drop, metric, force)
         else:
-            if duel is not None:  # the report keeps the figures, which the gate did not use
+            if duel is not None and duel.users < cfg.retrain.min_gate_users:  # figures kept, not used
                 compared_on += (f" (the head to head had {duel.users} users, below [retrain] min_gate_users "
                                 f"{cfg.retrain.min_gate_users})")
             published, decision = _gate(new_score, served, served_score, cfg.retrain.max_drop, metric, force,
@@ -490,7 +490,14 @@ def _write_back(graph: Graph, model: Path, cfg: Config) -> dict[str, int]:
 
 
 def _busy(out_dir: Path) -> Callable[[str], None]:
-    """What a retrain does when another process holds ``out_dir``'s lock: stop, changing nothing."""
+    """What a retrain does when another process holds ``out_dir``'s lock: wait for a ``kgrec train``
+    that publishes (a moment), stop, changing nothing, for another retrain."""
+    from .pipeline import PUBLISH
+
     def refuse(holder: str) -> None:
-        raise RetrainBusyError(f"another retrain is running on {out_dir} (pid {holder}); nothing was changed")
+        pid, _, role = holder.partition(" ")
+        if role == PUBLISH:
+            logger.info("a kgrec train (pid %s) is publishing into %s: waiting for it", pid, out_dir)
+            return
+        raise RetrainBusyError(f"another retrain is running on {out_dir} (pid {pid}); nothing was changed")
     return refuse

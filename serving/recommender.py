@@ -247,6 +247,7 @@ class Recommender:
         Raises:
             UnknownUserError: the user is not in the model.
             UnknownAttributeError: a ``within`` id links to no item of the model.
+            TypeError: an id that is neither a string nor a whole number (None, a float).
         """
         within = [a for a in _id_list(within) if a]  # an empty value (``?within=``) constrains nothing
         left_out = np.array(sorted({self.item_index[i] for i in _id_list(exclude) if i in self.item_index}), np.int64)
@@ -362,6 +363,7 @@ class Recommender:
                 (or has a finite embedding).
             SearchUnavailableError: queries given to a model without item text vectors.
             ValueError: friends given to a graph-filter model, or an empty query.
+            TypeError: an id that is neither a string nor a whole number (None, a float).
         """
         item_ids, friend_ids, queries = _id_list(item_ids), _id_list(friend_ids), _id_list(queries)
         if self.scorer is not None and friend_ids:

@@ -138,7 +138,7 @@ def test_train_publishes_only_once_a_running_retrain_has_finished(trained, tmp_p
     waiting, made = threading.Event(), []
     wait_for_retrain = pipeline._wait_for_retrain
     monkeypatch.setattr(pipeline, "_wait_for_retrain", lambda pid: (waiting.set(), wait_for_retrain(pid)))
-    with pipeline.model_dir_lock(tmp_path, on_busy=pytest.fail):  # the retrain
+    with pipeline.model_dir_lock(tmp_path, pytest.fail, "retrain"):  # the retrain
         worker = threading.Thread(target=lambda: made.append(pipeline.train_model(snapshot, small)))
         worker.start()
         assert waiting.wait(300), "train_model did not wait for the retrain's lock"

@@ -57,6 +57,15 @@ def test_retrain_publishes_gates_a_broken_run_and_writes_back(loaded):
     assert forced.published and forced.decision == "published: --force" and current.resolve().name == forced.version
 
 
+def test_a_retrain_waits_for_a_train_publishing_but_not_for_another_retrain(tmp_path):
+    from kgrec.retrain import _busy
+
+    assert _busy(tmp_path)("123 publish") is None  # a moment: it waits
+    for holder in ("123 retrain", "123"):  # another retrain; a lock file written before roles
+        with pytest.raises(RetrainBusyError, match=r"another retrain is running on .* \(pid 123\)"):
+            _busy(tmp_path)(holder)
+
+
 def test_a_report_name_another_model_directory_took_is_not_overwritten(tmp_path):
     """Two model directories sharing a workdir can make versions of one name in the same second:
     each report keeps its own file under <workdir>/retrain/."""
@@ -113,7 +122,7 @@ def test_retrain_waits_for_nobody_and_changes_nothing_when_busy(loaded):
     graph, cfg = loaded
     out = Path(cfg.train.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    with model_dir_lock(out, on_busy=pytest.fail):
+    with model_dir_lock(out, pytest.fail, "retrain"):
         with pytest.raises(RetrainBusyError, match="another retrain is running"):
             retrain(graph, cfg)
     with graph_lock(graph):  # an ingest in progress: no snapshot of half a load
@@ -214,7 +223,7 @@ def test_cli_retrain_exit_status_says_whether_it_published(loaded, neo4j_config,
         monkeypatch.setenv(var, value)
     models = tmp_path / "cli" / "models"
     models.mkdir(parents=True)
-    with model_dir_lock(models, on_busy=pytest.fail):  # yesterday's run still going: its own status, nothing done
+    with model_dir_lock(models, pytest.fail, "retrain"):  # yesterday's run still going: its own status, nothing done
         assert main(["retrain", "--model", "lightgcn", "--no-writeback"]) == 6
     assert "another retrain is running" in capsys.readouterr().err and not list(models.iterdir())[1:]
     assert main(["retrain", "--model", "lightgcn", "--no-writeback"]) == 0
