@@ -37,7 +37,8 @@ if [ $# -gt 0 ]; then
   feed=()
   if [ -n "${KGREC_FEED:-}" ]; then feed=(--feed "$KGREC_FEED"); fi
   echo "$(date -u +%FT%TZ) ingest $*" >&2
-  "$kgrec" ingest "$@" --incremental ${feed[@]+"${feed[@]}"} --wait "$wait_s" --no-quality
+  # its report goes to stderr: stdout is the retrain's JSON report alone (`scripts/retrain.sh | jq`)
+  "$kgrec" ingest "$@" --incremental ${feed[@]+"${feed[@]}"} --wait "$wait_s" --no-quality >&2
 fi
 echo "$(date -u +%FT%TZ) retrain" >&2
 exec "$kgrec" retrain --wait "$wait_s"

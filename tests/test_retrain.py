@@ -365,7 +365,8 @@ def test_the_cron_script_loads_a_delta_file_then_retrains(loaded, neo4j_config, 
     current = tmp_path / "work" / "models" / "current"
     meta = json.loads((current / "meta.json").read_text())
     assert meta["model"] == "lightgcn" and Path(meta["snapshot"]).name.startswith("retrain-")
-    assert '"published": true' in proc.stdout
+    assert json.loads(proc.stdout)["published"]  # the retrain's report alone; the ingest's went to stderr
+    assert '"reconciliation"' in proc.stderr
 
 
 def test_a_retrained_model_keeps_answering_free_text_search(loaded):
