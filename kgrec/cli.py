@@ -574,8 +574,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        with _sigterm_unwinds():
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    try:  # log lines (a retried transaction's warning, say) print above a progress bar, not into it
+        with _sigterm_unwinds(), logging_redirect_tqdm():
             cfg = load_config(args.config)
             status = args.func(args, cfg)
     except Exception as e:
