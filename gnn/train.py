@@ -6,7 +6,9 @@ renamed at the end, and repoints ``out_dir/current``. Errors are raised, never t
 The training-free graph filters (``gfcf``, ``bspm``) take the same entry point: they are fitted in
 closed form, evaluated like a trained model and written as the same kind of artifact.
 Checkpoints live in ``out_dir/.checkpoints/<model>-<fingerprint>/`` and let an interrupted run
-with the same configuration and data resume; they are removed once the artifact is published.
+with the same configuration and data resume; they are removed once the artifact is published. A
+run whose checkpoint directory a live process owns (a retrain and a ``kgrec train`` on the same data)
+trains afresh in a private one beside it.
 ``seed_checkpoint`` starts a run from another run's checkpoint, to change batch size or learning rate
 mid-way. With ``swa_start`` set, evaluation, early stopping and the artifact use the running mean of
 the weights from that epoch on (stochastic weight averaging); the mean is kept in the checkpoint.
@@ -359,6 +361,45 @@ def _claim_version(out_dir: Path, model: str) -> tuple[str, Path]:
         version = f"{base}-{n}"
 
 
+def _claim_checkpoint_dir(ckpt_dir: Path) -> Path:
+    """``ckpt_dir``, marked as this process's (its pid in ``owner``), or, while another live process
+    trains there, a fresh private directory beside it: a retrain and a ``kgrec train`` on the same
+    data share the fingerprint, and would resume from (and delete) each other's checkpoints."""
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    owner = ckpt_dir / "owner"
+    try:
+        with open(owner, "x") as f:  # first come: ours
+            f.write(str(os.getpid()))
+        return ckpt_dir
+    except FileExistsError:
+        pass
+    try:
+        holder = int(owner.read_text().strip())
+    except (OSError, ValueError):
+        holder = None
+    if holder is None or holder == os.getpid() or not _process_alive(holder):  # a killed run's: taken over
+        owner.write_text(str(os.getpid()))
+        return ckpt_dir
+    private = ckpt_dir.with_name(f"{ckpt_dir.name}-pid{os.getpid()}")
+    logger.warning("another run (pid %d) is training on the same data in %s: this one starts afresh in %s",
+                   holder, ckpt_dir, private.name)
+    shutil.rmtree(private, ignore_errors=True)  # a recycled pid's leftovers
+    private.mkdir()
+    (private / "owner").write_text(str(os.getpid()))
+    return private
+
+
+def _process_alive(pid: int) -> bool:
+    """Whether a process has ``pid`` (another user's counts)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return pid > 0
+
+
 @dataclasses.dataclass
 class _RunState:
     """Early-stopping bookkeeping of a training run, saved with the model in every checkpoint."""
@@ -569,7 +610,8 @@ def _train_embeddings(snapshot: Any, cfg: TrainConfig, out_dir: Path, text_embed
     def scored_model() -> torch.nn.Module:
         return swa.module if swa is not None and int(swa.n_averaged) > 0 else model
 
-    ckpt_dir = checkpoint_dir(out_dir, cfg, train_csr, text_embeddings, snapshot=snapshot)
+    ckpt_dir = _claim_checkpoint_dir(checkpoint_dir(out_dir, cfg, train_csr, text_embeddings, snapshot=snapshot))
+    private = ckpt_dir.name.endswith(f"-pid{os.getpid()}")  # no later run resumes it: removed at the end
     run = _RunState()
     if resume and (ckpt_dir / "last.pt").is_file():
         try:
@@ -717,7 +759,7 @@ def _train_embeddings(snapshot: Any, cfg: TrainConfig, out_dir: Path, text_embed
         snapshot_path=snapshot_path,
         curve_png=_curve_png(run.history, score_key), publish_current=publish_current,
         text_index=text_index)
-    if not budget_stop:
+    if not budget_stop or private:
         shutil.rmtree(ckpt_dir, ignore_errors=True)
     logger.info("wrote %s (test %s)", final_dir, {k: round(v, 4) for k, v in final.items() if "@20" in k})
     return final_dir

@@ -213,6 +213,37 @@ def test_lightgcn_embeds_items_without_training_events_from_their_text(tmp_path:
     assert metrics["recall@20"] > json.loads((plain / "metrics.json").read_text())["test"]["recall@20"]
 
 
+def test_a_run_on_the_same_data_as_a_live_one_keeps_to_its_own_checkpoints(tmp_path: Path, caplog) -> None:
+    """A retrain and a `kgrec train` on the same data share a checkpoint fingerprint: the train
+    resumed from the retrain's checkpoint (publishing its half-trained weights as its own), then
+    deleted the directory under it. A run whose directory a live process owns trains afresh in a
+    private one, removed at its end, and leaves the other's alone."""
+    import subprocess
+    import sys
+
+    from gnn.train import checkpoint_dir, train, _claim_checkpoint_dir
+
+    snap = planted_snapshot(num_users=40)
+    cfg = tiny_cfg(epochs=2, eval_every=1)
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        train_csr = to_csr(snap.splits["train"].user, snap.splits["train"].item, snap.num_users, snap.num_items)
+        shared = checkpoint_dir(tmp_path, cfg, train_csr, None, snapshot=snap)
+        shared.mkdir(parents=True)
+        (shared / "owner").write_text(str(other.pid))
+        (shared / "last.pt").write_bytes(b"the other run's weights")  # would not even load: never read
+        art = train(snap, cfg, tmp_path, progress=False)
+        assert json.loads((art / "meta.json").read_text())["epochs_run"] == 2
+        assert (shared / "last.pt").read_bytes() == b"the other run's weights"
+        assert "is training on the same data" in caplog.text
+        assert sorted(p.name for p in (tmp_path / ".checkpoints").iterdir()) == [shared.name]  # private one gone
+    finally:
+        other.kill()
+        other.wait()
+    assert _claim_checkpoint_dir(shared) == shared  # its owner is gone: taken over, and resumable
+    assert (shared / "owner").read_text() == str(os.getpid())
+
+
 def test_progress_shows_each_evaluations_score(tmp_path: Path, capsys) -> None:
     """With progress on, each evaluated epoch prints its validation score and the best so far
     (to stderr: `kgrec train` prints its JSON to stdout)."""
