@@ -202,8 +202,9 @@ def claim_demo_graph(graph: Graph, spec: SyntheticSpec, reset: bool = False) -> 
 
     The demo MERGEs generated users ``u0…`` and items ``i0…``: into another dataset, or another
     demo's (other seed or sizes), they would mix, and the metrics would describe the mixture. A
-    ``(:KgrecDemo)`` marker node records the spec the demo wrote and how many nodes its load left,
-    so data loaded or removed since (an ingest, a ``forget-user``) is noticed too.
+    ``(:KgrecDemo)`` marker node records the spec the demo wrote, how many nodes its load left and
+    how many kgrec writes the graph had then, so data loaded or removed since (an ingest, a
+    ``forget-user``, even one whose node count another write evened out) is noticed too.
 
     Args:
         graph: the target database.
@@ -232,12 +233,17 @@ def claim_demo_graph(graph: Graph, spec: SyntheticSpec, reset: bool = False) -> 
             f"the database at {graph.where} holds {state['nodes']} nodes of {what}; the demo would mix its "
             f"synthetic users and items into them. Nothing was written. Run `kgrec demo --reset` to delete "
             f"everything there first,{other} or point NEO4J_URI at an empty database.")
+    changed = None
     if state["nodes"] and state["loaded"] is not None and state["nodes"] != state["loaded"]:
+        changed = f"holds {state['nodes']} nodes where this demo's load left {state['loaded']}"
+    elif state["nodes"] and state["loaded_writes"] is not None and state["writes"] != state["loaded_writes"]:
+        changed = f"has had {(state['writes'] or 0) - state['loaded_writes']} kgrec write(s) since this demo's load"
+    if changed:  # a forget-user whose node count another write evened out is caught by the writes
         raise ConfigError(
-            f"the database at {graph.where} holds {state['nodes']} nodes where this demo's load left "
-            f"{state['loaded']}: data was loaded or removed since (`kgrec ingest`, `forget-user`), and the demo "
-            f"would mix its dataset into it (or bring removed users back). Nothing was written. Run `kgrec demo "
-            f"--reset` to delete everything there first, or point NEO4J_URI at an empty database.")
+            f"the database at {graph.where} {changed}: data was loaded or removed since (`kgrec ingest`, "
+            f"`forget-user`), and the demo would mix its dataset into it (or bring removed users back). Nothing "
+            f"was written. Run `kgrec demo --reset` to delete everything there first, or point NEO4J_URI at an "
+            f"empty database.")
     graph.write("demo/mark", spec=want)
     return deleted
 

@@ -55,7 +55,8 @@ def test_demo_refuses_a_database_holding_other_data_and_reset_clears_it(graph, c
     from kgrec.pipeline import claim_demo_graph
 
     def nodes() -> int:
-        return graph.driver.execute_query("MATCH (n) RETURN count(n) AS n", database_=graph.database).records[0]["n"]
+        return graph.driver.execute_query("MATCH (n) WHERE NOT n:KgrecMeta RETURN count(n) AS n",  # the write count aside
+                                          database_=graph.database).records[0]["n"]
 
     spec = SyntheticSpec(num_users=30, num_items=20, seed=1)
     graph.driver.execute_query("CREATE (:KgrecLock {name: 'left-by-a-killed-ingest'})", database_=graph.database)
@@ -63,8 +64,17 @@ def test_demo_refuses_a_database_holding_other_data_and_reset_clears_it(graph, c
     graph.driver.execute_query("MATCH (n:KgrecLock) DELETE n", database_=graph.database)
     assert claim_demo_graph(graph, spec) == 0  # the same dataset again: fine (ingest MERGEs)
     graph.driver.execute_query("CREATE (:User {id: 'u0'}), (:Item {id: 'i0'})", database_=graph.database)
+    graph.write("ingest/count_write")  # the demo's ingest counts as a write
     graph.write("demo/loaded")  # what the demo's ingest left
     assert claim_demo_graph(graph, spec) == 0  # unchanged since: the demo runs again
+    from kg.ingest import forget_user
+
+    assert forget_user(graph, "u0")  # then a node made outside kgrec evens the count out
+    graph.driver.execute_query("CREATE (:User {id: 'bob'})", database_=graph.database)
+    with pytest.raises(ConfigError, match=r"has had 1 kgrec write\(s\) since this demo's load.*bring removed"):
+        claim_demo_graph(graph, spec)  # it would have brought u0 back
+    graph.driver.execute_query("MATCH (b:User {id: 'bob'}) SET b.id = 'u0'", database_=graph.database)
+    graph.write("demo/loaded")  # as if the demo had loaded this
     graph.driver.execute_query("CREATE (:Item {id: 'x1'})", database_=graph.database)  # `kgrec ingest` since
     with pytest.raises(ConfigError, match="holds 3 nodes where this demo's load left 2.*--reset"):
         claim_demo_graph(graph, spec)
@@ -87,5 +97,5 @@ def test_demo_refuses_a_database_holding_other_data_and_reset_clears_it(graph, c
     with graph_lock(graph):  # an ingest running: --reset would delete what it writes, and its lock
         with pytest.raises(LockedError):
             claim_demo_graph(graph, spec, reset=True)
-    assert claim_demo_graph(graph, spec, reset=True) == 1  # the other data went
+    assert claim_demo_graph(graph, spec, reset=True) == 2  # the other data went, and the write count
     assert nodes() == 1  # only the new marker
