@@ -28,6 +28,7 @@ import numpy as np
 from kgrec.config import ExportConfig
 
 from .connection import Graph
+from .errors import KgError
 from .lock import INGEST_LOCK, LockLostError, graph_lock
 from .snapshot import Interactions, Snapshot, rank_within_runs
 
@@ -296,6 +297,10 @@ def export_snapshot(graph: Graph, cfg: ExportConfig, name: str = "graph", link_l
     search_ts = array("q")
     for r in graph.stream("export/edges"):
         rel = r["relation"]
+        if not isinstance(rel, str):  # 'has:' + null: a relationship written outside kgrec, without one
+            raise KgError(f"a {r['src_type']} -> {r['dst_type']} relationship ({r['src']!r} -> {r['dst']!r}) has no "
+                          f"`relation` property (written outside kgrec?): give it one (SET r.relation = "
+                          f"'category', say) or delete it; docs/schema.md lists what each relationship needs")
         if rel not in rel_types:
             rel_types[rel] = (r["src_type"], r["dst_type"])
             rel_src[rel], rel_dst[rel] = array("q"), array("q")

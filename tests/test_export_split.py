@@ -396,3 +396,22 @@ def test_a_discarded_snapshot_is_unlinked_before_it_is_deleted(tmp_path, monkeyp
     discard_snapshot(tmp_path / "g-20261202-000000", "g")
     assert seen == ["g-20261201-000000"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["g-20261201-000000", "g-latest"]
+
+
+def test_a_relationship_written_outside_kgrec_without_a_relation_is_named_not_a_crash(graph, tmp_path):
+    """Browser users can write into the graph: a HAS_ATTRIBUTE without `relation` crashed the export
+    with a TypeError ('has:' + null sorted against names); now one line says which and what to do."""
+    from kg.errors import KgError
+    from kg.export import export_snapshot
+    from kg.ingest import ingest
+    from kg.records import GraphRecords
+    from kgrec.config import IngestConfig
+
+    ingest(graph, GraphRecords(users=[{"id": "u0"}], items=[{"id": "i0"}, {"id": "i1"}],
+                               interactions=[{"user": "u0", "item": "i0", "ts": 1}, {"user": "u0", "item": "i1", "ts": 2}]),
+           IngestConfig(), progress=False)
+    graph.driver.execute_query("MATCH (i:Item {id: 'i0'}) CREATE (i)-[:HAS_ATTRIBUTE]->(:Entity {id: 'cat:x', type: 'category'})",
+                               database_=graph.database)
+    with pytest.raises(KgError, match=r"'i0' -> 'cat:x'\) has no `relation` property"):
+        export_snapshot(graph, ExportConfig(out_dir=tmp_path, split="ratio"), "s")
+    assert not list(tmp_path.iterdir())  # no snapshot left, nor a temporary one
