@@ -371,7 +371,11 @@ class Recommender:
         rows = sorted({self.item_index[i] for i in item_ids if i in self.item_index})
         friends = sorted({self.user_index[u] for u in friend_ids if u in self.user_index})
         if not rows and not friends and not queries:
-            raise UnknownUserError("none of the given items or friends is known to the model")
+            named = [f"{what} {ids[:10]!r}{' and more' if len(ids) > 10 else ''}"
+                     for what, ids in (("items", list(dict.fromkeys(item_ids))), ("friends", list(dict.fromkeys(friend_ids))))
+                     if ids]
+            raise UnknownUserError(f"none of the given items or friends is known to the model"
+                                   f"{': ' + ', '.join(named) if named else ''}")
         queries = list(dict.fromkeys(queries))  # a repeated query counts once, as an item does
         matches = [self._query_matches(q) for q in queries]  # one (query_items,) row set per query
         if self.scorer is not None:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from kgrec.config import ServingConfig
-from serving.recommender import Recommender, UnknownAttributeError
+from serving.recommender import Recommender, UnknownAttributeError, UnknownUserError
 
 ITEMS, USERS, DIM, CLUSTERS = 20_000, 200, 32, 40
 
@@ -234,6 +234,8 @@ def test_whole_numbers_are_the_ids_they_spell_and_other_types_are_refused():
     assert rec.recommend_from_items(181, 2) == rec.recommend_from_items("181", 2)
     assert rec.similar_items(50, 2) == rec.similar_items("50", 2)
     assert rec.recommend("1", 3, exclude=[181]) == rec.recommend("1", 3, exclude=["181"])
+    with pytest.raises(UnknownUserError, match=r"known to the model: items \['999'\], friends \['9'\]"):
+        rec.recommend_from_items([999, 999], 2, friend_ids=[9])  # names what it did not know
     for bad in (50.0, None, True):
         with pytest.raises(TypeError, match="ids are strings"):
             rec.recommend_from_items([bad], 2)
