@@ -3,7 +3,8 @@
 // knowledge-graph entity, or one a knowledge-graph triple away (an artist's Freebase entity's
 // genre), that the user has not interacted with, ranked by the user's model score
 // (the dot product of the written-back embeddings), as Recommender.recommend(user, within=[...])
-// ranks them for embedding models.
+// ranks them for embedding models. On data without triples (the demo's) Browser warns that the
+// RELATED relationship type does not exist: harmless, the answer is the same.
 MATCH (u:User {id: $user_id})
 WHERE u.embedding IS NOT NULL
 MATCH (i:Item)-[:HAS_ATTRIBUTE]->(:Entity)-[:RELATED*0..1]->(:Entity {id: $entity_id})
