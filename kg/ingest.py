@@ -241,13 +241,14 @@ def _ingest_locked(graph: Graph, records: GraphRecords, cfg: IngestConfig, incre
             "watermark": get_watermark(graph, feed)}
 
 
-def forget_user(graph: Graph, user_id: str, lock_wait_s: float = 0.0) -> bool:
+def forget_user(graph: Graph, user_id: str, lock_wait_s: float = 0.0) -> int:
     """Delete a user and all their events, searches and friendships, the queries only they
     searched (not one the data links to relevant items) and the attribute values only they hold
     (an entity linked to nothing else: a zip code), holding the ingest lock: under
     the id as ingest stores it and, for a user loaded before, under any id that is it with the
     invisible characters ingest now removes (one person to ingest today), whichever form is given.
-    Returns whether one existed."""
+    Returns how many nodes were deleted: the user's, and the queries and attribute values only
+    they had (0: no such user)."""
     stored = normalize_id(user_id, "user id")  # as ingest stores it (a mapping's lowercase_ids aside)
     before = unicodedata.normalize("NFKC", str(user_id)).strip()  # as ingest stored it before invisible
     with graph_lock(graph, INGEST_LOCK, lock_wait_s):  # characters were removed from ids (2026-12-02)
@@ -256,7 +257,7 @@ def forget_user(graph: Graph, user_id: str, lock_wait_s: float = 0.0) -> bool:
         counters = graph.write("ingest/forget_user", ids=list(dict.fromkeys([stored, before, *older])))
         if counters.nodes_deleted:
             graph.write("ingest/count_write")  # a demo would otherwise bring the user back
-    return counters.nodes_deleted > 0
+    return counters.nodes_deleted
 
 
 def graph_counts(graph: Graph) -> dict[str, int]:

@@ -390,7 +390,9 @@ def cmd_forget_user(args: argparse.Namespace, cfg: Config) -> int:
     with _graph(cfg) as g:
         removed = forget_user(g, args.user_id, cfg.ingest.lock_wait_s)
         if removed:
-            print(f"removed user {args.user_id}")
+            print(f"removed user {args.user_id} ({removed} node(s): theirs, and the queries and attribute values "
+                  f"only they had). Snapshots and model versions made before still hold them: the served model "
+                  f"answers for them until a retrain publishes one without them")
             return 0
         print(f"no user {args.user_id!r}: nothing was deleted")
         hint = _lowercased_user(g, args.user_id)
