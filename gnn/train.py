@@ -365,6 +365,8 @@ def _claim_checkpoint_dir(ckpt_dir: Path) -> Path:
     """``ckpt_dir``, marked as this process's (its pid in ``owner``), or, while another live process
     trains there, a fresh private directory beside it: a retrain and a ``kgrec train`` on the same
     data share the fingerprint, and would resume from (and delete) each other's checkpoints."""
+    from kg.lock import pid_exists
+
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     owner = ckpt_dir / "owner"
     try:
@@ -377,7 +379,7 @@ def _claim_checkpoint_dir(ckpt_dir: Path) -> Path:
         holder = int(owner.read_text().strip())
     except (OSError, ValueError):
         holder = None
-    if holder is None or holder == os.getpid() or not _process_alive(holder):  # a killed run's: taken over
+    if holder is None or holder == os.getpid() or not pid_exists(holder):  # a killed run's: taken over
         owner.write_text(str(os.getpid()))
         return ckpt_dir
     private = ckpt_dir.with_name(f"{ckpt_dir.name}-pid{os.getpid()}")
@@ -387,17 +389,6 @@ def _claim_checkpoint_dir(ckpt_dir: Path) -> Path:
     private.mkdir()
     (private / "owner").write_text(str(os.getpid()))
     return private
-
-
-def _process_alive(pid: int) -> bool:
-    """Whether a process has ``pid`` (another user's counts)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return pid > 0
 
 
 @dataclasses.dataclass
@@ -736,9 +727,9 @@ def _train_embeddings(snapshot: Any, cfg: TrainConfig, out_dir: Path, text_embed
     ue, ie = embeddings(model)
     mapped = 0
     if side_features is not None and cfg.model == "lightgcn":  # untrained item rows: from their text
-        from .coldstart import map_untrained_items
+        from .coldstart import item_train_counts, map_untrained_items
 
-        ie_mapped, mapped = map_untrained_items(ie.cpu().numpy(), side_features, np.diff(train_csr.tocsc().indptr) > 0,
+        ie_mapped, mapped = map_untrained_items(ie.cpu().numpy(), side_features, item_train_counts(train_csr) > 0,
                                                 seed=cfg.seed)
         ie = torch.from_numpy(ie_mapped).to(ie.device)
     final: dict[str, float] = {}
@@ -871,7 +862,9 @@ def _fit_filter(snapshot: Any, cfg: TrainConfig, out_dir: Path, *, snapshot_path
         raise TrainingError("snapshot has no training interactions")
     train_csr = to_csr(splits["train"].user, splits["train"].item, U, I)
     model = build_filter(cfg.model, cfg.filter, cfg.seed, device).fit(train_csr)
-    if model.state()["vt"].shape[0] == 0:
+    state = model.state()  # its low-pass factors copied to the host once: checked, sized, written
+    rank = int(state["vt"].shape[0])
+    if rank == 0:
         raise TrainingError(f"{cfg.model} needs a low-pass rank k >= 1 for its embeddings "
                             f"(k={model.k}, {min(train_csr.shape)} users or items)")
     ks = evaluated_ks(cfg)
@@ -887,7 +880,6 @@ def _fit_filter(snapshot: Any, cfg: TrainConfig, out_dir: Path, *, snapshot_path
                                  device=device, exclude=exclude)
     if not results:
         raise TrainingError("snapshot has neither valid nor test interactions to evaluate on")
-    rank = int(model.state()["vt"].shape[0])
     ue, ie = model.spectral_embeddings(spectral_dim(rank, I))
     if ue.shape[1] < rank:
         logger.warning("%s keeps %d of %d item directions (k near the catalogue size): its embeddings (item "
@@ -903,7 +895,7 @@ def _fit_filter(snapshot: Any, cfg: TrainConfig, out_dir: Path, *, snapshot_path
                  "fit_seconds": model.fit_seconds},
         meta={**(extra_meta or {}), "device": str(device), "epochs_run": 0, "scorer": cfg.model, "filter_rank": rank},
         snapshot_path=snapshot_path,
-        curve_png=None, publish_current=publish_current, filter_state=model.state(), text_index=text_index)
+        curve_png=None, publish_current=publish_current, filter_state=state, text_index=text_index)
     logger.info("wrote %s (%r, test %s)", final_dir, model,
                 {k: round(v, 4) for k, v in results.get("test", {}).items() if "@20" in k})
     return final_dir

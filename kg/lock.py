@@ -100,13 +100,16 @@ def holder_is_gone(holder: dict[str, Any], stale_s: float = STALE_S) -> bool:
         return False  # another machine or container: only the heartbeat can tell
     pid = int(proc.rsplit(":", 2)[1])
     now = process_identity(pid)
-    if now is None and _pid_exists(pid):  # /proc hides another user's processes (hidepid): it may run
+    if now is None and pid_exists(pid):  # /proc hides another user's processes (hidepid): it may run
         return False
     return now != proc  # gone, or the pid now belongs to a younger process
 
 
-def _pid_exists(pid: int) -> bool:
-    """Whether some process has ``pid`` (one of another user's counts)."""
+def pid_exists(pid: int) -> bool:
+    """Whether some process has ``pid`` (one of another user's counts; 0 and below name none:
+    ``os.kill`` reads them as process groups)."""
+    if pid <= 0:
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
