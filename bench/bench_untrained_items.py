@@ -38,7 +38,8 @@ from bench_ablation import latest_snapshot, load_text, rounded  # noqa: E402
 def main() -> None:
     import torch
 
-    from gnn.coldstart import evaluate_item_slice, item_side_features_of, map_untrained_items, snapshot_item_entity_edges
+    from gnn.coldstart import (evaluate_item_slice, item_side_features_of, item_train_counts, map_untrained_items,
+                               snapshot_item_entity_edges)
     from gnn.evaluate import evaluate, to_csr
     from gnn.train import train
     from kg.snapshot import Snapshot
@@ -73,7 +74,7 @@ def main() -> None:
     U, I = snap.num_users, snap.num_items
     tr, va, te = (snap.splits[s] for s in ("train", "valid", "test"))
     train_csr, valid_csr, test_csr = (to_csr(s.user, s.item, U, I) for s in (tr, va, te))
-    trained = np.diff(train_csr.tocsc().indptr) > 0
+    trained = item_train_counts(train_csr) > 0
     edges = snapshot_item_entity_edges(snap)
     t0 = time.perf_counter()
     mapped, n_mapped = map_untrained_items(
