@@ -243,7 +243,8 @@ def _fingerprint(cfg: TrainConfig, train_csr: sp.csr_matrix, text_embeddings: np
     training pairs, the snapshot's graph beyond them for the models that use it, and the pairs
     early stopping evaluates on (a resumed run compares scores on the same ones)."""
     d = _config_dict(cfg)
-    for k in ("epochs", "patience", "out_dir", "device", "eval_every", "swa_start", "deterministic"):
+    for k in ("epochs", "patience", "out_dir", "device", "eval_every", "swa_start", "deterministic",
+              "map_untrained_items"):
         d.pop(k, None)
     d["id_weight_decay"] = effective_id_weight_decay(cfg)  # the value in use, whether set or the default
     if not d["id_weight_decay"]:  # off: fingerprints match those made before the field existed
@@ -515,7 +516,9 @@ def train(snapshot: Any, cfg: TrainConfig, out_dir: str | Path, text_embeddings:
             (:func:`gnn.coldstart.item_side_features_of`): ``lightgcn``, which has nothing but ids,
             embeds the items without training events that have some from them
             (:func:`gnn.coldstart.map_untrained_items`) before its test figures and artifact,
-            instead of keeping their untrained embeddings.
+            instead of keeping their untrained embeddings; ``metrics.json`` then also holds
+            ``test_before_map``, the same weights' test figures without the map (``history`` and
+            ``best_score`` are scored without it).
 
     Returns:
         The artifact directory.
@@ -731,11 +734,15 @@ def _train_embeddings(snapshot: Any, cfg: TrainConfig, out_dir: Path, text_embed
 
         ie_mapped, mapped = map_untrained_items(ie.cpu().numpy(), side_features, item_train_counts(train_csr) > 0,
                                                 seed=cfg.seed)
-        ie = torch.from_numpy(ie_mapped).to(ie.device)
+        ie_unmapped, ie = ie, torch.from_numpy(ie_mapped).to(ie.device)
     final: dict[str, float] = {}
+    before_map: dict[str, float] = {}
     if test is not None and len(test) > 0:
         excl = to_csr(valid.user, valid.item, U, I) if eval_split == "valid" else None
-        final = evaluate_embeddings(ue, ie, to_csr(test.user, test.item, U, I), excl)
+        test_csr = to_csr(test.user, test.item, U, I)
+        final = evaluate_embeddings(ue, ie, test_csr, excl)
+        if mapped:  # the same weights with their untrained item rows, as history and best_score saw them
+            before_map = evaluate_embeddings(ue, ie_unmapped, test_csr, excl)
     if budget_stop and run.best_state is None and publish_current:
         logger.warning("the time budget ran out before the first evaluation: the artifact is written, not "
                        "published as current")
@@ -743,7 +750,7 @@ def _train_embeddings(snapshot: Any, cfg: TrainConfig, out_dir: Path, text_embed
 
     final_dir = _write_artifact(
         out_dir, cfg, snapshot, train_csr, ue.cpu().numpy(), ie.cpu().numpy(),
-        metrics={"test": final, "eval_split": eval_split, "stop_metric": stop_metric,
+        metrics={"test": final, **({"test_before_map": before_map} if before_map else {}), "eval_split": eval_split, "stop_metric": stop_metric,
                  "best_epoch": run.best_epoch, "best_score": run.best_score, "history": run.history},
         meta={**extra_meta, "device": str(device), "epochs_run": epoch,
               **({"untrained_items_from_text": mapped} if side_features is not None else {})},

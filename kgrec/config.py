@@ -154,6 +154,9 @@ class TrainConfig:
     # gfcf / bspm: keyword arguments of gnn.models.gfcf.GFCF / gnn.models.bspm.BSPM, e.g. {k = 448, beta = 0.2};
     # empty = the model's defaults (GF-CF k=256, alpha=0.3; BSPM the authors' Gowalla setting)
     filter: dict[str, Any] = field(default_factory=dict)
+    # lightgcn on an encoded snapshot: after training, embed the items without training events from
+    # their text and attributes (gnn.coldstart.map_untrained_items); false keeps their untrained rows
+    map_untrained_items: bool = True
     out_dir: Path = Path(".kgrec/models")
 
 

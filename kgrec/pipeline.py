@@ -122,7 +122,8 @@ def train_model(snapshot: Path, cfg: Config, publish: bool = True,
     else:
         logger.info("%s was not encoded: the model will answer no free-text search", snapshot)
     side = None
-    if cfg.train.model == "lightgcn" and reason is None:  # it embeds items without training events from these
+    if cfg.train.model == "lightgcn" and cfg.train.map_untrained_items and reason is None:
+        # it embeds items without training events from these
         from gnn.coldstart import item_side_features_of, snapshot_item_entity_edges
 
         edges = snapshot_item_entity_edges(snap)

@@ -362,6 +362,21 @@ def test_text_vectors_cut_short_are_stale_not_a_crash(trained, tmp_path):
     assert (artifact / "embeddings.npz").is_file() and not (artifact / "item_text.npy").exists()
 
 
+def test_the_untrained_item_map_has_a_switch(trained, tmp_path):
+    """lightgcn on an encoded snapshot maps its untrained items from their text unless
+    ``[train] map_untrained_items = false``; the switch is not part of a checkpoint's fingerprint."""
+    from dataclasses import replace
+
+    from kgrec.pipeline import train_model
+
+    cfg, snapshot, _ = trained
+    small = replace(cfg, train=replace(cfg.train, out_dir=tmp_path / "models", epochs=1, model="lightgcn"))
+    on = json.loads((train_model(snapshot, small) / "meta.json").read_text())
+    off = json.loads((train_model(snapshot, replace(small, train=replace(small.train, map_untrained_items=False)))
+                      / "meta.json").read_text())
+    assert on["untrained_items_from_text"] == 0 and "untrained_items_from_text" not in off
+
+
 def test_recommendations_within_an_attribute(trained, tmp_path, capsys):
     """Graph recall, then ranking: recommend(u, within=[...]) ranks only the items holding every
     given attribute (the snapshot's item->entity edges, kept in the artifact), by the model's
