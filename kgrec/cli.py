@@ -397,8 +397,9 @@ def cmd_forget_user(args: argparse.Namespace, cfg: Config) -> int:
         print(f"no user {args.user_id!r}: nothing was deleted")
         hint = _lowercased_user(g, args.user_id)
         if hint is not None:  # ids are case-sensitive: 'Alice' may be another person, so only a hint
-            print(f"there is a user {hint!r}: a mapping with lowercase_ids = true stores ids lowercased; "
-                  f"forget that one with: kgrec forget-user {shlex.quote(hint)}")
+            print(f"there is a user {hint!r}: ids are case-sensitive, and a mapping with lowercase_ids = true "
+                  f"stores them lowercased. If {hint!r} is the same person, forget them with: "
+                  f"kgrec forget-user {shlex.quote(hint)}")
         return 3
 
 
