@@ -151,6 +151,24 @@ def test_long_texts_are_clipped_before_tokenising_without_changing_their_vectors
     assert cos(whole[1], clipped[1]) < 0.99  # the left side kept the end of the text
 
 
+def test_a_clip_that_cuts_a_kept_word_is_undone(encoder, monkeypatch):
+    """When the tokens kept reach the word the character clip cut in two, the text is tokenised
+    whole: `unbelievable` cut to `unbeli` would keep the piece `un` where the whole text keeps the
+    word `unbelievable`."""
+    import encoders.hf
+
+    room = encoder.max_length - encoder.tokenizer.num_special_tokens_to_add(pair=False)
+    text = "a " * (room - 1) + "unbelievable shoes " * 3
+    monkeypatch.setattr(encoders.hf, "_CHARS_PER_TOKEN", 2)  # a clip at 2 * max_length characters
+    cut = text[:2 * encoder.max_length]
+    assert cut.endswith(" unbeli") and len(encoder.tokenizer.tokenize(cut)) > room  # the count check passes
+    assert encoder._clip([text]) == [text]
+    clipped_here = encoder.encode([text])
+    assert cos(encoder.encode([cut])[0], clipped_here[0]) < 0.9999  # what keeping the clip would give
+    monkeypatch.setattr(encoders.hf, "_CHARS_PER_TOKEN", 10 ** 9)
+    np.testing.assert_allclose(clipped_here, encoder.encode([text]), atol=1e-5)
+
+
 # --- the cache ---------------------------------------------------------------------------------
 
 def test_cache_hits_and_changed_texts(encoder, tmp_path):
