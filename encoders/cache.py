@@ -10,6 +10,8 @@ A key is ``sha256(namespace + "\\0" + normalised text)``; the namespace holds mo
 fingerprint, pooling and max length, so a different model or setting never hits old vectors. The
 compute dtype is not part of it: float32 and bf16/fp16-autocast vectors of one model agree to about
 1e-3 in cosine and share entries.
+Opening a namespace stamps ``namespace.txt``'s modification time, its last use, which
+:func:`prune_cache` reads to remove the namespaces of models no longer in use.
 Shards are append-only and each file is written to a temporary name then ``os.replace``-d; the keys
 file is written last and a shard counts only once both files are complete, so a run killed midway
 loses at most the batch in flight and never leaves a corrupt cache. What such a run leaves (a
@@ -23,8 +25,11 @@ import errno
 import hashlib
 import logging
 import os
+import re
+import shutil
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -69,6 +74,8 @@ class VectorCache:
                 ns_file.write_text(namespace + "\n", encoding="utf-8")
         except OSError as e:
             raise EncoderError(f"cannot use the text cache at {cache_dir} ([encoder] cache_dir): {e}") from e
+        with contextlib.suppress(OSError):  # the last use, for prune_cache; a read-only cache still reads
+            os.utime(ns_file)
         self._index: dict[bytes, tuple[str, int]] = {}
         self._vecs: dict[str, np.ndarray] = {}
         self._remove_orphans()
@@ -183,6 +190,59 @@ class VectorCache:
             for suffix in (".keys.npy", ".vecs.npy"):  # keys first: a half-removed shard is ignored
                 (self.dir / f"{shard}{suffix}").unlink(missing_ok=True)
         return len(keys)
+
+
+_NAMESPACE_DIR = re.compile(r"[0-9a-f]{24}")
+
+
+@dataclass(frozen=True)
+class CachedNamespace:
+    """One encoder namespace of a text cache, as :func:`cached_namespaces` finds it."""
+
+    path: Path
+    namespace: str  # model id, weight fingerprint, pooling, max length
+    vectors: int
+    bytes: int
+    last_used: float  # seconds since the epoch: the latest open, or write, of the namespace
+
+
+def cached_namespaces(cache_dir: str | Path) -> list[CachedNamespace]:
+    """The namespaces under a text cache's root, least recently used first. Only directories that
+    :class:`VectorCache` made (a 24-hex-digit name holding ``namespace.txt``) count."""
+    found = []
+    root = Path(cache_dir)
+    for d in sorted(root.iterdir()) if root.is_dir() else ():
+        ns_file = d / "namespace.txt"
+        if not (_NAMESPACE_DIR.fullmatch(d.name) and d.is_dir() and ns_file.is_file()):
+            continue
+        vectors, size, last_used = 0, 0, 0.0
+        for f in d.iterdir():
+            with contextlib.suppress(OSError, ValueError):  # a compaction may remove a shard meanwhile
+                st = f.stat()
+                size, last_used = size + st.st_size, max(last_used, st.st_mtime)
+                if f.name.endswith(".keys.npy"):
+                    vectors += int(np.load(f, mmap_mode="r").shape[0])
+        found.append(CachedNamespace(d, ns_file.read_text(encoding="utf-8", errors="replace").strip(),
+                                     vectors, size, last_used))
+    return sorted(found, key=lambda n: n.last_used)
+
+
+def prune_cache(cache_dir: str | Path, unused_days: float, dry_run: bool = False) -> list[CachedNamespace]:
+    """Remove the namespaces of a text cache not opened or written for ``unused_days`` days (those
+    of models, weights or settings no longer in use), returning them. A run that opens one while it
+    is being removed keeps its vectors for that run only, with a warning.
+
+    Raises:
+        ValueError: ``unused_days`` below 0.
+    """
+    if unused_days < 0:
+        raise ValueError(f"unused days must be >= 0, got {unused_days}")
+    cutoff = time.time() - unused_days * 86400
+    old = [n for n in cached_namespaces(cache_dir) if n.last_used < cutoff]
+    for n in old if not dry_run else ():
+        shutil.rmtree(n.path)
+        logger.info("removed the text cache namespace %s (%s)", n.path, n.namespace)
+    return old
 
 
 class CachedEncoder(TextEncoder):

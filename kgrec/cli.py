@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 from contextlib import contextmanager
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
@@ -60,6 +61,17 @@ def _seconds(text: str) -> float:
         raise argparse.ArgumentTypeError(f"must be a number of seconds >= 0, got {text!r}") from None
     if not value >= 0:
         raise argparse.ArgumentTypeError(f"must be >= 0 seconds, got {text}")
+    return value
+
+
+def _days(text: str) -> float:
+    """argparse type: a number of days, >= 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number of days >= 0, got {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0 days, got {text}")
     return value
 
 
@@ -443,6 +455,28 @@ def cmd_watermark(args: argparse.Namespace, cfg: Config) -> None:
         print(json.dumps({"feed": args.feed, "watermark": get_watermark(g, args.feed)}))
 
 
+def cmd_cache(args: argparse.Namespace, cfg: Config) -> None:
+    """``list`` the text cache's namespaces (one per model, weights and settings), or ``prune`` those
+    unused for ``--unused-days``; JSON on stdout."""
+    from encoders.cache import cached_namespaces, prune_cache
+
+    if cfg.encoder.cache_dir is None:
+        raise ConfigError("[encoder] cache_dir is unset: there is no text cache")
+
+    def described(n: Any) -> dict[str, Any]:
+        used = datetime.fromtimestamp(n.last_used, timezone.utc).isoformat(timespec="seconds")
+        return {"namespace": n.namespace, "path": str(n.path), "vectors": n.vectors,
+                "mib": round(n.bytes / 2 ** 20, 1), "last_used": used}
+
+    if args.action == "list":
+        print(json.dumps([described(n) for n in cached_namespaces(cfg.encoder.cache_dir)], indent=2))
+        return
+    gone = prune_cache(cfg.encoder.cache_dir, args.unused_days, dry_run=args.dry_run)
+    print(json.dumps({"dry_run": args.dry_run, "unused_days": args.unused_days,
+                      "freed_mib": round(sum(n.bytes for n in gone) / 2 ** 20, 1),
+                      "removed": [described(n) for n in gone]}, indent=2))
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="kgrec", description="Knowledge-graph recommender on Neo4j + PyTorch")
     p.add_argument("--config", help="TOML config file (environment overrides still apply)")
@@ -495,6 +529,14 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("encode", help="encode a snapshot's texts (cached)")
     s.add_argument("snapshot")
     s.set_defaults(func=cmd_encode)
+
+    s = sub.add_parser("cache", help="list the text cache's namespaces (one per encoder model and setting), "
+                                     "or prune those unused for a while")
+    s.add_argument("action", choices=["list", "prune"])
+    s.add_argument("--unused-days", type=_days, default=30.0, metavar="DAYS",
+                   help="prune: remove the namespaces not opened or written for this many days (default 30)")
+    s.add_argument("--dry-run", action="store_true", help="prune: say what would go, remove nothing")
+    s.set_defaults(func=cmd_cache)
 
     s = sub.add_parser("train", help="train on a snapshot and publish the model artifact")
     s.add_argument("snapshot")

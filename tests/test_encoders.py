@@ -317,6 +317,41 @@ def test_cache_survives_interrupted_write(tmp_path):
     assert (cache.dir / "cafe.keys.npy").exists() and len(VectorCache(tmp_path, "ns", dim=3)) == 2
 
 
+def test_cache_prune_removes_namespaces_unused_for_a_while(tmp_path, monkeypatch, capsys):
+    """`kgrec cache prune` removes the namespaces (old models or settings) not opened or written
+    for --unused-days; opening one stamps its last use; other files under the root stay."""
+    from encoders import cached_namespaces, prune_cache
+    from kgrec.cli import main
+
+    old, kept = VectorCache(tmp_path, "old-model", dim=3), VectorCache(tmp_path, "new-model", dim=3)
+    old.put_many([old.key(t) for t in "ab"], np.ones((2, 3), dtype=np.float32))
+    kept.put_many([kept.key("a")], np.ones((1, 3), dtype=np.float32))
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "namespace.txt").write_text("not the cache's")
+    forty_days_ago = time.time() - 40 * 86400
+    for f in old.dir.iterdir():
+        os.utime(f, (forty_days_ago, forty_days_ago))
+    listed = cached_namespaces(tmp_path)
+    assert [(n.namespace, n.vectors) for n in listed] == [("old-model", 2), ("new-model", 1)]
+    assert abs(listed[0].last_used - forty_days_ago) < 1 and listed[0].bytes > 0
+
+    monkeypatch.setenv("KGREC_ENCODER__CACHE_DIR", str(tmp_path))
+    assert main(["cache", "prune", "--dry-run"]) == 0
+    dry = json.loads(capsys.readouterr().out)
+    assert [n["namespace"] for n in dry["removed"]] == ["old-model"] and old.dir.is_dir()
+    VectorCache(tmp_path, "old-model", dim=3)  # an open is a use
+    assert prune_cache(tmp_path, unused_days=30) == []
+    for f in old.dir.iterdir():
+        os.utime(f, (forty_days_ago, forty_days_ago))
+    assert main(["cache", "prune", "--unused-days", "30"]) == 0
+    assert [n["namespace"] for n in json.loads(capsys.readouterr().out)["removed"]] == ["old-model"]
+    assert not old.dir.exists() and kept.dir.is_dir() and (tmp_path / "notes").is_dir()
+    assert main(["cache", "list"]) == 0
+    assert [n["namespace"] for n in json.loads(capsys.readouterr().out)] == ["new-model"]
+    with pytest.raises(SystemExit):
+        main(["cache", "prune", "--unused-days", "-1"])
+
+
 # --- snapshot stage ----------------------------------------------------------------------------
 
 def tiny_snapshot():
