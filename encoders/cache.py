@@ -31,7 +31,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import IO, Callable, Sequence
 
 import numpy as np
 
@@ -44,10 +44,25 @@ MAX_SHARDS = 64  # more are merged into one when an encoder opens the cache
 ORPHAN_AGE_S = 3600.0  # a killed writer's leftovers older than this are removed
 
 
-def _atomic_save(path: Path, array: np.ndarray) -> None:
+KEY = np.dtype("V32")  # a sha256 key as one numpy scalar: sortable and searchable as 32 bytes
+
+
+def _as_keys(keys: Sequence[bytes]) -> np.ndarray:
+    """(n,) KEY array of 32-byte keys."""
+    return np.frombuffer(b"".join(keys), dtype=KEY) if len(keys) else np.empty(0, KEY)
+
+
+def _prefix(keys: np.ndarray) -> np.ndarray:
+    """(n,) uint64: the first 8 bytes of each KEY, big-endian, so their order is the keys' order."""
+    return np.ascontiguousarray(keys).view(np.uint8).reshape(-1, 32)[:, :8].copy().view(">u8").ravel() \
+        .astype(np.uint64)
+
+
+def _atomic_save(path: Path, array: np.ndarray | Callable[[IO[bytes]], object]) -> None:
+    """Write an array (or whatever ``write(file)`` writes) to ``path`` by way of a synced temporary."""
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
-        write_synced(tmp, lambda fh: np.save(fh, array))
+        write_synced(tmp, array if callable(array) else lambda fh: np.save(fh, array))
         os.replace(tmp, path)
     finally:
         with contextlib.suppress(OSError):  # a read-only filesystem refuses even a missing file's unlink
@@ -56,6 +71,10 @@ def _atomic_save(path: Path, array: np.ndarray) -> None:
 
 class VectorCache:
     """Key -> vector store for one encoder namespace (see module docstring).
+
+    The keys on disk are indexed in sorted numpy arrays (52 bytes a key, searched with
+    ``np.searchsorted`` on their first 8 bytes), the vectors stay in their memory-mapped shards; only the keys this process
+    adds are held in a dict.
 
     Args:
         cache_dir: root directory of the cache (shared by all namespaces).
@@ -76,8 +95,8 @@ class VectorCache:
             raise EncoderError(f"cannot use the text cache at {cache_dir} ([encoder] cache_dir): {e}") from e
         with contextlib.suppress(OSError):  # the last use, for prune_cache; a read-only cache still reads
             os.utime(ns_file)
-        self._index: dict[bytes, tuple[str, int]] = {}
         self._vecs: dict[str, np.ndarray] = {}
+        self._added: dict[bytes, tuple[str, int]] = {}  # keys put by this process, beyond the index below
         self._remove_orphans()
         self._load_index()
 
@@ -97,6 +116,8 @@ class VectorCache:
     def _load_index(self, retry: bool = True) -> None:
         files = sorted(self.dir.glob("*.keys.npy"))
         mmap = "r" if len(files) <= MAX_SHARDS else None  # each memory map holds a file open: past that, read
+        names: list[str] = []
+        parts: list[np.ndarray] = []
         for keys_file in files:
             shard = keys_file.name[: -len(".keys.npy")]
             vecs_file = self.dir / f"{shard}.vecs.npy"
@@ -107,26 +128,68 @@ class VectorCache:
                 if getattr(e, "errno", None) in (errno.EMFILE, errno.ENFILE):  # not the shard's fault
                     raise
                 if getattr(e, "errno", None) == errno.ENOENT and retry:  # merged away by a compaction meanwhile
-                    self._index.clear()
                     self._vecs.clear()
                     return self._load_index(retry=False)
                 logger.warning("skipping unreadable cache shard %s: %s", keys_file, e)
                 continue
-            if vecs.shape != (keys.shape[0], self.dim):
-                logger.warning("skipping cache shard %s: shape %s does not match %d keys of dim %d",
-                               shard, vecs.shape, keys.shape[0], self.dim)
+            if keys.ndim != 2 or keys.shape[1:] != (32,) or keys.dtype != np.uint8 \
+                    or vecs.shape != (keys.shape[0], self.dim):
+                logger.warning("skipping cache shard %s: shape %s does not match %s keys of dim %d",
+                               shard, vecs.shape, keys.shape[:1], self.dim)
                 continue
             self._vecs[shard] = vecs
-            for row, key in enumerate(keys):
-                self._index[key.tobytes()] = (shard, row)
-        logger.debug("text cache %s: %d vectors in %d shards", self.dir, len(self._index), len(self._vecs))
+            names.append(shard)
+            parts.append(np.ascontiguousarray(keys).view(KEY).ravel())
+        self._set_index(names, parts)
+        logger.debug("text cache %s: %d vectors in %d shards", self.dir, len(self._keys), len(self._vecs))
+
+    def _set_index(self, names: list[str], parts: list[np.ndarray]) -> None:
+        """Index the shards ``names`` holding the keys ``parts``: sorted by their first 8 bytes
+        (as an integer, which sorts and searches far faster than 32-byte values), each key once (a
+        key that two writers cached is found in either shard)."""
+        self._names = names
+        keys = np.concatenate(parts) if parts else np.empty(0, KEY)
+        shard_of = np.repeat(np.arange(len(parts), dtype=np.int32), [len(k) for k in parts])
+        rows = np.concatenate([np.arange(len(k), dtype=np.int64) for k in parts]) if parts else np.empty(0, np.int64)
+        del parts
+        prefix = _prefix(keys)
+        order = np.argsort(prefix, kind="stable")
+        keys, prefix, shard_of, rows = keys[order], prefix[order], shard_of[order], rows[order]
+        del order
+        same = np.flatnonzero(prefix[1:] == prefix[:-1])  # rare, but for keys two writers cached
+        repeated = same[keys[same + 1] == keys[same]] + 1
+        if len(repeated):
+            keep = np.ones(len(keys), bool)
+            keep[repeated] = False
+            keys, prefix, shard_of, rows = keys[keep], prefix[keep], shard_of[keep], rows[keep]
+        self._keys, self._prefix, self._shard_of, self._row = keys, prefix, shard_of, rows
+
+    def _find(self, keys: np.ndarray) -> np.ndarray:
+        """(n,) positions of KEY values in the index, -1 where absent."""
+        n = len(self._keys)
+        if n == 0:
+            return np.full(len(keys), -1, np.int64)
+        wanted = _prefix(keys)
+        order = np.argsort(wanted)  # sorted queries search in cache order: 4-6 times faster than as given
+        pos = np.empty(len(keys), np.int64)
+        pos[order] = np.minimum(np.searchsorted(self._prefix, wanted[order]), n - 1)
+        hit = self._keys[pos] == keys
+        found = np.where(hit, pos, -1)
+        for i in np.flatnonzero(~hit & (self._prefix[pos] == wanted)):  # another key shares the 8 bytes
+            j = pos[i] + 1
+            while j < n and self._prefix[j] == wanted[i]:
+                if self._keys[j] == keys[i]:
+                    found[i] = j
+                    break
+                j += 1
+        return found
 
     def key(self, text: str) -> bytes:
         """The 32-byte key of a normalised text."""
         return hashlib.sha256(f"{self.namespace}\0{text}".encode("utf-8")).digest()
 
     def __len__(self) -> int:
-        return len(self._index)
+        return len(self._keys) + len(self._added)
 
     @property
     def shards(self) -> int:
@@ -134,19 +197,36 @@ class VectorCache:
         return len(self._vecs)
 
     def __contains__(self, key: bytes) -> bool:
-        return key in self._index
+        return bool(self.contains_many([key])[0])
+
+    def contains_many(self, keys: Sequence[bytes]) -> np.ndarray:
+        """(len(keys),) bool: which keys are cached."""
+        found = self._find(_as_keys(keys)) >= 0
+        if self._added:
+            found |= np.fromiter((k in self._added for k in keys), bool, len(keys))
+        return found
 
     def get_many(self, keys: Sequence[bytes]) -> np.ndarray:
-        """Vectors of keys that are all present, shape (len(keys), dim)."""
+        """Vectors of keys that are all present, shape (len(keys), dim).
+
+        Raises:
+            KeyError: a key is not cached.
+        """
         out = np.empty((len(keys), self.dim), dtype=np.float32)
+        pos = self._find(_as_keys(keys))
         by_shard: dict[str, tuple[list[int], list[int]]] = {}
-        for i, k in enumerate(keys):
-            shard, row = self._index[k]
-            pos, rows = by_shard.setdefault(shard, ([], []))
-            pos.append(i)
+        for i in np.flatnonzero(pos < 0):
+            shard, row = self._added[keys[i]]
+            at, rows = by_shard.setdefault(shard, ([], []))
+            at.append(int(i))
             rows.append(row)
-        for shard, (pos, rows) in by_shard.items():
-            out[pos] = self._vecs[shard][rows]
+        for shard, (at, rows) in by_shard.items():
+            out[at] = self._vecs[shard][rows]
+        indexed = np.flatnonzero(pos >= 0)
+        shard_of, rows = self._shard_of[pos[indexed]], self._row[pos[indexed]]
+        for s in np.unique(shard_of):
+            mine = shard_of == s
+            out[indexed[mine]] = self._vecs[self._names[s]][rows[mine]]
         return out
 
     def put_many(self, keys: Sequence[bytes], vectors: np.ndarray) -> bool:
@@ -171,25 +251,57 @@ class VectorCache:
                 (self.dir / f"{shard}.vecs.npy").unlink(missing_ok=True)
             written = False
         self._vecs[shard] = vectors
-        for row, k in enumerate(keys):
-            self._index[k] = (shard, row)
+        for row, (k, indexed) in enumerate(zip(keys, self._find(_as_keys(keys)) >= 0)):
+            if not indexed:
+                self._added[k] = (shard, row)
         return written
 
     def compact(self) -> int:
-        """Merge all shards into one (atomically), returning the number of vectors kept."""
+        """Merge all shards into one (atomically), returning the number of vectors kept. The merged
+        vectors are written shard by shard, so it holds at most one shard's in memory."""
+        if len(self._vecs) <= 1:
+            return len(self)
+        # (shard, its rows, their keys) for every key, each shard's rows in file order
+        by_shard: dict[str, tuple[list[int], list[bytes]]] = {}
+        for k, (shard, row) in self._added.items():
+            rows, ks = by_shard.setdefault(shard, ([], []))
+            rows.append(row)
+            ks.append(k)
+        sources = [(self._names[s], self._row[mine], self._keys[mine])
+                   for s, mine in ((s, self._shard_of == s) for s in range(len(self._names)))]
+        sources += [(shard, np.asarray(rows, np.int64), _as_keys(ks)) for shard, (rows, ks) in by_shard.items()]
+        sources = [(shard, rows[order], keys[order])
+                   for shard, rows, keys in sources for order in [np.argsort(rows, kind="stable")]]
+        keys = np.concatenate([k for _, _, k in sources])
+        total = len(keys)
+
+        def write_vectors(fh: IO[bytes]) -> None:
+            np.lib.format.write_array_header_1_0(
+                fh, {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)), "fortran_order": False,
+                     "shape": (total, self.dim)})
+            for shard, rows, _ in sources:
+                for start in range(0, len(rows), 65536):
+                    fh.write(np.ascontiguousarray(self._vecs[shard][rows[start:start + 65536]],
+                                                  dtype=np.float32).tobytes())
+
+        merged = uuid.uuid4().hex
+        try:
+            _atomic_save(self.dir / f"{merged}.vecs.npy", write_vectors)
+            _atomic_save(self.dir / f"{merged}.keys.npy", keys.view(np.uint8).reshape(-1, 32))
+        except OSError as exc:  # the old shards stay, on disk and in memory
+            logger.warning("cannot merge the text cache %s (%s): its %d shards stay", self.dir, exc, len(self._vecs))
+            with contextlib.suppress(OSError):
+                (self.dir / f"{merged}.vecs.npy").unlink(missing_ok=True)
+            return total
         old = list(self._vecs)
-        if len(old) <= 1:
-            return len(self._index)
-        keys = list(self._index)
-        vectors = self.get_many(keys)
-        written = self.put_many(keys, vectors)
+        self._vecs = {merged: np.load(self.dir / f"{merged}.vecs.npy", mmap_mode="r")}
+        self._added = {}
+        self._set_index([merged], [keys])
         for shard in old:
-            self._vecs.pop(shard, None)
-            if not written:  # the merged shard is not on disk: the old files stay
-                continue
             for suffix in (".keys.npy", ".vecs.npy"):  # keys first: a half-removed shard is ignored
-                (self.dir / f"{shard}{suffix}").unlink(missing_ok=True)
-        return len(keys)
+                with contextlib.suppress(OSError):
+                    (self.dir / f"{shard}{suffix}").unlink(missing_ok=True)
+        return total
 
 
 _NAMESPACE_DIR = re.compile(r"[0-9a-f]{24}")
@@ -292,9 +404,8 @@ class CachedEncoder(TextEncoder):
         clean = normalize_texts(texts)
         keys = [self.cache.key(t) for t in clean]
         missing: dict[bytes, str] = {}
-        for k, t in zip(keys, clean):
-            if k not in self.cache and k not in missing:
-                missing[k] = t
+        for i in np.flatnonzero(~self.cache.contains_many(keys)):
+            missing.setdefault(keys[i], clean[i])
         self.misses += len(missing)
         self.hits += len(clean) - len(missing)
         new_keys = list(missing)

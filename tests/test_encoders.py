@@ -317,6 +317,43 @@ def test_cache_survives_interrupted_write(tmp_path):
     assert (cache.dir / "cafe.keys.npy").exists() and len(VectorCache(tmp_path, "ns", dim=3)) == 2
 
 
+def test_cache_index_finds_every_key_once_across_shards_and_after_a_merge(tmp_path):
+    """Two writers that cached the same text: one key, either vector. A merge keeps every key with
+    its own vector, those indexed from disk and those this process added alike."""
+    rng = np.random.default_rng(0)
+    first, second = VectorCache(tmp_path, "ns", dim=4), VectorCache(tmp_path, "ns", dim=4)
+    keys = [first.key(f"text {i}") for i in range(300)]
+    vectors = rng.standard_normal((300, 4)).astype(np.float32)
+    first.put_many(keys[:200], vectors[:200])
+    second.put_many(keys[150:250], vectors[150:250])  # 50 keys in both shards
+    cache = VectorCache(tmp_path, "ns", dim=4)
+    assert len(cache) == 250 and cache.shards == 2
+    assert cache.contains_many(keys).tolist() == [True] * 250 + [False] * 50
+    cache.put_many(keys[240:300], vectors[240:300])  # 10 already there, 50 new
+    assert len(cache) == 300 and keys[299] in cache
+    order = rng.permutation(300)
+    np.testing.assert_array_equal(cache.get_many([keys[i] for i in order]), vectors[order])
+    with pytest.raises(KeyError):
+        cache.get_many([cache.key("never cached")])
+    assert cache.compact() == 300 and cache.shards == 1
+    np.testing.assert_array_equal(cache.get_many([keys[i] for i in order]), vectors[order])
+    reopened = VectorCache(tmp_path, "ns", dim=4)
+    assert len(reopened) == 300 and len(list(tmp_path.glob("*/*.keys.npy"))) == 1
+    np.testing.assert_array_equal(reopened.get_many(keys), vectors)
+
+
+def test_cache_index_tells_apart_keys_that_share_their_first_bytes(tmp_path):
+    """The index searches on a key's first 8 bytes: keys that share them are still told apart."""
+    cache = VectorCache(tmp_path, "ns", dim=2)
+    shared = [bytes(8) + bytes([i]) * 24 for i in (5, 1, 9, 3)]
+    cache.put_many(shared[:2], np.array([[5, 5], [1, 1]], np.float32))
+    cache.put_many(shared[2:] + shared[:1], np.array([[9, 9], [3, 3], [5, 5]], np.float32))
+    reopened = VectorCache(tmp_path, "ns", dim=2)
+    assert len(reopened) == 4
+    np.testing.assert_array_equal(reopened.get_many(shared[::-1])[:, 0], [3, 9, 1, 5])
+    assert reopened.contains_many([bytes(8) + bytes([7]) * 24, bytes(32)]).tolist() == [False, False]
+
+
 def test_cache_prune_removes_namespaces_unused_for_a_while(tmp_path, monkeypatch, capsys):
     """`kgrec cache prune` removes the namespaces (old models or settings) not opened or written
     for --unused-days; opening one stamps its last use; other files under the root stay."""
