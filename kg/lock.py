@@ -162,6 +162,22 @@ def _take_over(graph: Graph, name: str, holder: dict[str, Any]) -> bool:
     return graph.write("lock/take_over", lock=name, owner=holder["owner"], beat=holder.get("beat")).nodes_deleted > 0
 
 
+def _busy(graph: Graph, name: str, holder: dict[str, Any], stale_s: float) -> LockedError:
+    return LockedError(
+        f"another kgrec writer holds the {name!r} lock on {graph.where} ({describe_holder(holder)}); nothing "
+        f"was written. Wait for it to finish and retry (--wait SECONDS); a holder that died is taken "
+        f"over once its heartbeat is {stale_s:.0f} s old, or now with `kgrec unlock`.")
+
+
+def raise_if_busy(graph: Graph, name: str = INGEST_LOCK, stale_s: float = STALE_S) -> None:
+    """Raise the :class:`LockedError` that :func:`graph_lock` without a wait would raise, when a
+    holder that is not gone holds the lock now: a command that prepares at length before it takes
+    the lock (an ingest reading its file) fails at once instead of after the preparation."""
+    holder = lock_holder(graph, name)
+    if holder is not None and not holder_is_gone(holder, stale_s):
+        raise _busy(graph, name, holder, stale_s)
+
+
 @contextmanager
 def graph_lock(graph: Graph, name: str = INGEST_LOCK, wait_s: float = 0.0, poll_s: float = 0.5,
                heartbeat_s: float = HEARTBEAT_S, stale_s: float = STALE_S) -> Iterator[Lease]:
@@ -205,10 +221,7 @@ def graph_lock(graph: Graph, name: str = INGEST_LOCK, wait_s: float = 0.0, poll_
                            name, describe_holder(holder), holder["idle_s"] or 0)
             continue  # free now: take it
         if _clock() >= deadline:
-            raise LockedError(
-                f"another kgrec writer holds the {name!r} lock on {graph.where} ({describe_holder(holder)}); nothing "
-                f"was written. Wait for it to finish and retry (--wait SECONDS); a holder that died is taken "
-                f"over once its heartbeat is {stale_s:.0f} s old, or now with `kgrec unlock`.")
+            raise _busy(graph, name, holder, stale_s)
         time.sleep(poll_s)
     lease.renewed_at = sent  # held from the moment the CREATE that took it was sent
     done = threading.Event()

@@ -14,10 +14,10 @@ import socket
 import sys
 import threading
 import time
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from .config import MODELS, Config, ConfigError, TrainConfig, load_config
 
@@ -146,7 +146,7 @@ def cmd_demo(args: argparse.Namespace, cfg: Config) -> None:
 
 def cmd_ingest(args: argparse.Namespace, cfg: Config) -> None:
     from kg.ingest import event_key, existing_ids, graph_counts, ingest
-    from kg.lock import INGEST_LOCK, graph_lock
+    from kg.lock import INGEST_LOCK, Lease, graph_lock, raise_if_busy
 
     _lock_wait(args, cfg)
     if args.format == "synthetic" and args.path is not None:  # it would only name the report files
@@ -168,10 +168,25 @@ def cmd_ingest(args: argparse.Namespace, cfg: Config) -> None:
     else:
         if args.format != "synthetic" and args.path is None:  # before waiting for the lock
             raise ConfigError(f"kgrec ingest {args.format} needs a PATH")
-        with _graph(cfg) as g, graph_lock(g, INGEST_LOCK, cfg.ingest.lock_wait_s) as lease:
-            # references to users/items/entities the graph holds are not unknown; looked up under the
-            # lock, so none is removed (forget-user) before the write
-            records, extra = _read_source(args, cfg, lambda kind, ids: existing_ids(g, kind, ids))
+        with _graph(cfg) as g, ExitStack() as held:
+            if not cfg.ingest.lock_wait_s:  # a busy lock fails the load now, not after reading the source
+                raise_if_busy(g, INGEST_LOCK)
+            leases: list[Lease] = []
+
+            def locked() -> Lease:
+                """The ingest lock, taken once the source is read, before anything is looked up or written."""
+                if not leases:
+                    leases.append(held.enter_context(graph_lock(g, INGEST_LOCK, cfg.ingest.lock_wait_s)))
+                return leases[0]
+
+            def known(kind: str, ids: list[str]) -> set[str]:
+                """References to users/items/entities the graph holds are not unknown; looked up under
+                the lock, so none is removed (forget-user) before the write."""
+                locked()
+                return existing_ids(g, kind, ids)
+
+            records, extra = _read_source(args, cfg, known, governed=locked)
+            lease = locked()
             skipped_file = Path(extra["quarantine_file"]).with_suffix("").with_suffix(".skipped.jsonl")
 
             skipped_keys: set[tuple] = set()
@@ -195,9 +210,10 @@ def cmd_ingest(args: argparse.Namespace, cfg: Config) -> None:
     print(json.dumps({**report, **extra}, indent=2, default=str))
 
 
-def _read_source(args: argparse.Namespace, cfg: Config, known: "KnownIds | None" = None
-                 ) -> tuple[Any, dict[str, Any]]:
-    """The rows to ingest (governed; quarantine and reconciliation files written) and what to report."""
+def _read_source(args: argparse.Namespace, cfg: Config, known: "KnownIds | None" = None,
+                 governed: Callable[[], object] | None = None) -> tuple[Any, dict[str, Any]]:
+    """The rows to ingest (governed; quarantine and reconciliation files written) and what to report;
+    ``governed()`` is called once they are governed, before any file is written."""
     from kg.governance import reconciliation_json, write_quarantine
 
     if args.format == "synthetic":  # generated rows go through the same governance as a file's
@@ -215,6 +231,8 @@ def _read_source(args: argparse.Namespace, cfg: Config, known: "KnownIds | None"
         name = Path(args.path).name
         result = load_source(args.format, Path(args.path), Path(args.mapping) if args.mapping else None,
                              cfg.ingest, known=known)
+    if governed is not None:
+        governed()
     qdir = Path(cfg.ingest.quarantine_dir)
     for kind in ("quarantine.jsonl", "reconciliation.json", "skipped.jsonl"):
         _keep_previous(qdir / f"{name}.{kind}", name)  # a daily load of the same file keeps yesterday's

@@ -245,6 +245,50 @@ def test_cli_reports_a_held_lock_in_one_line_and_unlock_removes_it(graph, neo4j_
     assert list(Path(again["reconciliation_file"]).parent.glob("synthetic.2*.reconciliation.json"))
 
 
+def test_the_cli_reads_its_source_before_it_takes_the_lock(graph, neo4j_config, tmp_path, monkeypatch, capsys):
+    """`kgrec ingest` reads and governs its source without the lock, so a long parse holds up no
+    other writer; the lock is taken before the graph is looked up or anything is written. A lock
+    busy at the start fails a load without a wait before its source is read."""
+    import kg.sources
+    from kg.neo4j_server import read_password
+    from kgrec.cli import main
+
+    monkeypatch.setenv("KGREC_WORKDIR", str(tmp_path))
+    monkeypatch.setenv("NEO4J_URI", neo4j_config.bolt_uri)
+    monkeypatch.setenv("NEO4J_PASSWORD", read_password(neo4j_config))
+    events = tmp_path / "events.tsv"
+    events.write_text("user\titem\tts\nu1\ti1\t10\nu2\ti1\t11\n")
+    seen: list[object] = []
+    real_load = kg.sources.load_source
+
+    def load_source(*args, known=None, **kwargs):
+        seen.append(lock_holder(graph))  # while the file is read
+        looked_up = known
+        if known is not None:
+            def looked_up(kind, ids):
+                found = known(kind, ids)
+                seen.append(lock_holder(graph)["pid"])  # the lookup is made under the lock
+                return found
+        return real_load(*args, known=looked_up, **kwargs)
+
+    monkeypatch.setattr(kg.sources, "load_source", load_source)
+    mapping = tmp_path / "map.toml"
+    mapping.write_text('[[files]]\npath = "events.tsv"\nrole = "interactions"\ndelimiter = "\\t"\n'
+                       'user = "user"\nitem = "item"\ntimestamp = "ts"\ncreate_nodes = true\n')
+    argv = ["ingest", "tabular", str(tmp_path), "--mapping", str(mapping), "--no-quality"]
+    assert main(argv) == 0, capsys.readouterr().err
+    assert seen[0] is None and os.getpid() in seen[1:] and lock_holder(graph) is None
+    assert _interactions(graph) == 2
+    _hold(graph, "far", pid=4242)
+    seen.clear()
+    assert main(argv) == 2 and seen == []  # refused before reading
+    assert "process 4242 on elsewhere.example" in capsys.readouterr().err
+    assert main([*argv, "--wait", "0.5"]) == 2  # read (while the other held the lock), then waited for it
+    assert [holder["pid"] for holder in seen] == [4242]
+    assert len(list((tmp_path / "quarantine").glob("*.reconciliation.json"))) == 1  # none written for them
+    assert main(["unlock", "--force"]) == 0
+
+
 def test_a_terminated_command_releases_the_lock_on_its_way_out(graph, neo4j_config):
     """kgrec's commands turn SIGTERM (kill, a scheduler's timeout) into an orderly exit."""
     import signal
