@@ -260,8 +260,8 @@ class Recommender:
             longer = self.recommend_many([user_id], k + len(left_out), exclude_seen)[0]
             dropped = {self.item_ids[j] for j in left_out}
             return [r for r in longer if r.item_id not in dropped][:k]
+        rows = torch.from_numpy(self.items_within(within))  # what the model cannot do, before a caller's typo
         u = self._user(user_id)
-        rows = torch.from_numpy(self.items_within(within))
         scores = self._candidate_scores(u, rows)
         if exclude_seen:
             scores[torch.from_numpy(np.isin(rows.numpy(), self._seen_rows(u)))] = float("-inf")

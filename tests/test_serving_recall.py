@@ -273,6 +273,8 @@ def test_errors_say_what_the_model_cannot_do_before_what_the_caller_got_wrong(tm
         rec.search("shoes", 5, user_id="nobody")
     with pytest.raises(AttributesUnavailableError):
         rec.recommend("u0", 5, within=["genre:A"])
+    with pytest.raises(AttributesUnavailableError):
+        rec.recommend("nobody", 5, within=["genre:A"])
     rec.use_attributes(np.arange(ITEMS + 1), np.zeros(ITEMS, np.int64), ["genre:A"])
     with pytest.raises(UnknownAttributeError) as unknown:
         rec.recommend("u0", 5, within=["genre:B"])
@@ -285,3 +287,4 @@ def test_errors_say_what_the_model_cannot_do_before_what_the_caller_got_wrong(tm
     assert client.post("/recommend/cold", json={"friend_ids": ["ghost"]}).status_code == 422
     assert Recommender.load(art)._attribute_items is None  # the planted snapshot has no attributes
     assert client.get("/recommend/u0", params={"within": "cat:x"}).status_code == 409
+    assert client.get("/recommend/nobody", params={"within": "cat:x"}).status_code == 409
