@@ -97,6 +97,7 @@ class LiveModel:
 
     def _wanted(self, target: str, now: float) -> bool:
         if target == self._target:
+            self._failed = None  # the link moved back to the served version: a failed one named again is tried
             return False
         return self._failed is None or self._failed[0] != target or now - self._failed[1] >= self.retry_s
 

@@ -74,10 +74,16 @@ def test_the_http_api_serves_each_newly_published_version_and_survives_a_broken_
     assert caplog.text.count("did not load") == 1  # tried once, not on every request
     health = client.get("/health").json()  # a client sees it too, not only the log
     assert health["reload_error"].startswith(f"{broken.resolve()}: JSONDecodeError")
+    publish(second, tmp_path)  # the link moves on (back to the served version), then to the broken one
+    assert version_after_reload() == second.name and client.get("/health").json()["reload_error"] is None
+    publish(broken, tmp_path)
+    with caplog.at_level(logging.ERROR, logger="serving.live"):
+        assert version_after_reload() == second.name
+    assert caplog.text.count("did not load") == 2  # tried again at once, not after retry_s
     live.retry_s = 0  # a failed load is retried after retry_s
     with caplog.at_level(logging.ERROR, logger="serving.live"):
         assert version_after_reload() == second.name
-    assert caplog.text.count("did not load") >= 2
+    assert caplog.text.count("did not load") >= 3
     wait_for_reload()
     publish(first, tmp_path)  # rolling back is publishing the older version again
     assert version_after_reload() == first.name
