@@ -148,7 +148,24 @@ def normalize_id(value: Any, what: str = "id", lowercase: bool = False) -> str:
         raise GovernanceError(f"{what} longer than {MAX_ID_CHARS} characters")
     if any(unicodedata.category(c) == "Cc" for c in text):
         raise GovernanceError(f"{what} contains control characters")
+    check_encodable(text, what)
     return text.lower() if lowercase else text
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def check_encodable(text: str, what: str) -> str:
+    """``text``, when it is valid Unicode: a lone surrogate (a JSON ``\\ud800`` escape, say) cannot be
+    stored in Neo4j nor written as UTF-8.
+
+    Raises:
+        GovernanceError: ``text`` holds a lone surrogate.
+    """
+    if _SURROGATE.search(text):
+        raise GovernanceError(f"{what} is not valid Unicode: it holds a lone surrogate (U+D800-U+DFFF, such as "
+                              f"a JSON \\ud800 escape without its pair)")
+    return text
 
 
 def id_text(value: Any) -> str:
@@ -432,6 +449,7 @@ class Governor:
 
     def _text(self, value: Any, source: str, line: int, fieldname: str) -> str:
         text, cut = normalize_text(value, self.max_text_chars)
+        check_encodable(text, fieldname)
         if cut:
             self._result.truncated.append({"source": source, "line": line, "field": fieldname,
                                            "chars": len(normalize_text(value)[0])})
@@ -859,7 +877,8 @@ def write_quarantine(result: LoadResult, path: str | Path) -> Path:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", encoding="utf-8") as fh:
+    # a lone surrogate (why a row is here) goes in as its \\udxxx escape, which JSON reads back as it was
+    with path.open("w", encoding="utf-8", errors="backslashreplace") as fh:
         for entry in result.quarantine:
             fh.write(json.dumps(entry, ensure_ascii=False, default=str) + "\n")
     return path

@@ -416,6 +416,26 @@ def test_toml_mapping_and_lowercase_ids(tmp_path):
     assert {i["user"] for i in plain.records.interactions} == {"Alice", "ALICE"}
 
 
+def test_lone_surrogates_are_quarantined_and_written_to_the_quarantine_file(tmp_path):
+    """A JSON \\ud800 escape without its pair decodes to a lone surrogate, which Neo4j cannot store
+    nor UTF-8 encode: the row is quarantined with the reason, its raw row is written back as the
+    escape (read back as it was), and a proper pair (an emoji) loads."""
+    from kg.governance import write_quarantine
+
+    lines = ['{"u": "A\\ud800", "i": "x", "t": "fine"}', '{"u": "B", "i": "y", "t": "bad \\udfff"}',
+             '{"u": "C", "i": "z", "t": "ok \\ud83d\\ude00"}']
+    _write(tmp_path, "ev.jsonl", "\n".join(lines) + "\n")
+    res = read_tabular(tmp_path, {"files": [{"path": "ev.jsonl", "format": "jsonl", "role": "interactions",
+                                             "user": "u", "item": "i", "title": "t", "create_nodes": True}]})
+    _reconciles(res)
+    assert [i["user"] for i in res.records.interactions] == ["B", "C"]  # B's event stands, without the title
+    assert {i["id"]: i["title"] for i in res.records.items} == {"x": "fine", "y": "", "z": "ok \U0001f600"}
+    reasons = {q["reason"].split(" is not")[0] for q in res.quarantine}
+    assert reasons == {"user id", "title"} and all("lone surrogate" in q["reason"] for q in res.quarantine)
+    out = write_quarantine(res, tmp_path / "q.jsonl")
+    assert {json.loads(line)["raw"]["u"] for line in out.read_text(encoding="utf-8").splitlines()} == {"A\ud800", "B"}
+
+
 def test_header_after_blank_lines_and_delimiter_only_rows(tmp_path):
     """With columns given, the header is the first non-blank line (not line 1); a line of delimiters
     only is a row: read, then quarantined, so the counts still reconcile."""
