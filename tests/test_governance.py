@@ -893,3 +893,20 @@ def test_a_file_whose_lines_end_in_cr_alone_is_refused_not_read_as_one_line(tmp_
     res = read_tabular(tmp_path / "dos.csv", {"files": [{"role": "interactions", "user": "user", "item": "item",
                                                           "create_nodes": True}]})
     assert [(r["user"], r["item"]) for r in res.records.interactions] == [("u1", "i1"), ("u2", "i2")]
+
+
+def test_lines_that_end_in_cr_alone_after_the_first_are_refused_not_merged(tmp_path):
+    """Mixed line ends (LF, then CR alone): the CR-ended rows read as one, most of them counted
+    nowhere. A CR inside a quoted field is data, and loads."""
+    mapping = {"files": [{"role": "interactions", "user": "user", "item": "item", "title": "title",
+                          "create_nodes": True}]}
+    _write(tmp_path, "mixed.csv", "user,item,title\nu0,i0,a\n" + "\r".join(f"u{n},i{n},t" for n in range(1, 500)) + "\n")
+    with pytest.raises(MappingError, match="mixed.csv: line 3 holds a carriage return"):
+        read_tabular(tmp_path / "mixed.csv", mapping)
+    _write(tmp_path, "quoted.csv", 'user,item,title\nu0,i0,"two\rlines"\nu1,i1,b\n')
+    res = read_tabular(tmp_path / "quoted.csv", mapping)
+    assert [i["title"] for i in res.records.items] == ["two lines", "b"]
+    _write(tmp_path, "events.jsonl", '{"user": "u0", "item": "i0", "title": "a"}\n'
+           '{"user": "u1", "item": "i1", "title": "b"}\r{"user": "u2", "item": "i2", "title": "c"}\n')
+    with pytest.raises(MappingError, match="line 2 holds a carriage return"):
+        read_tabular(tmp_path / "events.jsonl", {"files": [{**mapping["files"][0], "format": "jsonl"}]})

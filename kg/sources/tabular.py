@@ -269,7 +269,10 @@ def decoded_lines(path: Path, encoding: str) -> Iterator[tuple[int, str, str | N
     (CR/LF and BOM stripped); a line of delimiters only is a row, read and then quarantined.
 
     Raises:
-        MappingError: the lines end in CR alone (classic Mac): the file would read as one line.
+        MappingError: the lines end in CR alone (classic Mac), from the first line or from a later one
+            on (mixed line ends): the rows so ended would read as one. A CR in a line that has a
+            quote may be inside a quoted field, and is left to the CSV reader, unless it stands
+            between two JSON objects.
     """
     with path.open("rb") as fh:
         for lineno, raw in enumerate(fh, 1):
@@ -277,6 +280,10 @@ def decoded_lines(path: Path, encoding: str) -> Iterator[tuple[int, str, str | N
             if lineno == 1 and b"\r" in raw:  # a CR inside the first line: CR line ends (one LF at the end, maybe)
                 raise MappingError(f"{path.name}: its lines end in CR alone (classic Mac), so it reads as one line: "
                                    f"convert them to LF first (tr '\\r' '\\n' < old > new)")
+            if b"\r" in raw and (b'"' not in raw or b"}\r{" in raw.replace(b" ", b"")):
+                raise MappingError(f"{path.name}: line {lineno} holds a carriage return (CR) that ends no quoted "
+                                   f"field: its lines end in CR alone from there on (mixed line ends), so several "
+                                   f"rows would read as one; convert them to LF first (tr '\\r' '\\n' < old > new)")
             if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
                 raw = raw[3:]
             if not raw.strip(b" "):
