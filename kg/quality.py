@@ -139,7 +139,7 @@ def plot_degree_histograms(data: GraphRecords | Snapshot, path: str | Path, titl
         ax.set_ylabel(f"number of {name}")
         ax.set_title(f"{name}: {deg.size} ({int((deg == 0).sum())} with degree 0)")
     if title:
-        fig.suptitle(title)
+        fig.suptitle(title, parse_math=False)  # a source named sales$^$2024 is a name, not mathtext
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

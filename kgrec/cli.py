@@ -206,7 +206,7 @@ def cmd_ingest(args: argparse.Namespace, cfg: Config) -> None:
                 records = dataclasses.replace(records, interactions=[
                     r for r in records.interactions if event_key(r) not in skipped_keys])
     if not args.no_quality:
-        extra.update(_quality_report(records, cfg, args.format if args.path is None else Path(args.path).name))
+        extra.update(_quality_report(records, cfg, args.format if args.path is None else _source_name(args.path)))
     print(json.dumps({**report, **extra}, indent=2, default=str))
 
 
@@ -228,7 +228,7 @@ def _read_source(args: argparse.Namespace, cfg: Config, known: "KnownIds | None"
     else:
         from kg.sources import load_source
 
-        name = Path(args.path).name
+        name = _source_name(args.path)
         result = load_source(args.format, Path(args.path), Path(args.mapping) if args.mapping else None,
                              cfg.ingest, known=known)
     if governed is not None:
@@ -242,6 +242,11 @@ def _read_source(args: argparse.Namespace, cfg: Config, known: "KnownIds | None"
     rfile.write_text(reconciliation_json(result))
     return result.records, {"reconciliation": json.loads(rfile.read_text()), "quarantine_file": str(qfile),
                             "reconciliation_file": str(rfile)}
+
+
+def _source_name(path: str) -> str:
+    """The name a source's report files take: its file or folder name (``.``, the folder's own)."""
+    return Path(path).resolve().name or "root"
 
 
 def _keep_previous(path: Path, name: str) -> None:

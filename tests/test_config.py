@@ -289,3 +289,12 @@ def test_serve_on_a_port_in_use_says_so_before_loading_the_model(tmp_path, monke
     assert "cannot listen on no-such-host.invalid:8000" in capsys.readouterr().err
 
 
+
+
+def test_a_source_given_as_a_dot_names_its_report_files_after_its_folder(tmp_path, monkeypatch):
+    """`kgrec ingest tabular .` wrote hidden `.quarantine.jsonl` files that any such load shared."""
+    from kgrec.cli import _source_name
+
+    monkeypatch.chdir(tmp_path)
+    assert _source_name(".") == tmp_path.name == _source_name(str(tmp_path / "sub" / ".."))
+    assert _source_name("/") == "root" and _source_name("events.tsv") == "events.tsv"

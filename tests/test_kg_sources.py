@@ -475,6 +475,8 @@ def test_quality_summary_records_and_snapshot(tmp_path):
     assert (twice["interactions"], twice["density"], twice["user_degree"]["max"]) == (2, 0.5, 1)
     out = plot_degree_histograms(res.records, tmp_path / "plots" / "degrees.png", title="toy")
     assert out.is_file() and out.stat().st_size > 1000
+    # a source's name is a title, not mathtext: `$^$` used to raise after the data was written
+    assert plot_degree_histograms(res.records, tmp_path / "plots" / "sales.png", title="sales$^$2024").is_file()
 
 
 def test_quality_summary_counts_pairs_and_names_relations_as_the_export():
