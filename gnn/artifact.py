@@ -32,6 +32,7 @@ import json
 import logging
 import os
 import shutil
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -263,6 +264,9 @@ def publish(artifact_dir: str | Path, out_dir: str | Path, link_name: str = "cur
     return link
 
 
+REMOVING_PREFIX = ".removing-"  # a version being deleted (remove_unless_in_use), renamed out of the way first
+
+
 def hold(artifact_dir: str | Path) -> IO[bytes] | None:
     """Mark ``artifact_dir`` as in use by this process until the returned file is closed (or the
     process ends): a shared lock on its ``.in-use`` file, which any number of servers can hold.
@@ -304,11 +308,15 @@ def in_use(artifact_dir: str | Path) -> bool:
 def remove_unless_in_use(artifact_dir: str | Path) -> bool:
     """Delete ``artifact_dir`` unless a server holds it (:func:`hold`); True when deleted.
 
-    The exclusive lock is held through the deletion, so a server starting on this version meanwhile
-    waits for it and then fails to load (no model there), rather than serve a half-deleted one.
+    The exclusive lock is held while the directory is renamed out of the way (to
+    ``.removing-<name>-<random>`` beside it, then deleted), so a server starting on this version
+    meanwhile waits for it and then fails to load (no model there), rather than serve a half-deleted
+    one: deleting in place could remove ``.in-use`` first, and a server coming then would make a
+    fresh one and hold it at once.
     """
+    artifact_dir = Path(artifact_dir)
     try:
-        f = open(Path(artifact_dir) / IN_USE_FILE, "ab")  # created if missing: a late server waits on it
+        f = open(artifact_dir / IN_USE_FILE, "ab")  # created if missing: a late server waits on it
     except OSError:  # cannot tell whether it is held: kept
         return False
     with f:
@@ -316,5 +324,7 @@ def remove_unless_in_use(artifact_dir: str | Path) -> bool:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             return False
-        shutil.rmtree(artifact_dir)
+        doomed = artifact_dir.with_name(f"{REMOVING_PREFIX}{artifact_dir.name}-{uuid.uuid4().hex[:8]}")
+        artifact_dir.rename(doomed)
+    shutil.rmtree(doomed, ignore_errors=True)  # what a prune killed here leaves, the next one sweeps
     return True

@@ -273,7 +273,7 @@ def _sweep_leftovers(cfg: Config) -> list[str]:
     snapshots that no version here nor the served model was trained on. Only things a day old,
     never a model's newest checkpoint (a rerun on the same data, or ``kgrec train`` after
     ``--max-time``, resumes it), nor the snapshot ``<name>-latest`` names."""
-    from gnn.artifact import remove_unless_in_use
+    from gnn.artifact import REMOVING_PREFIX, remove_unless_in_use
 
     out_dir, cutoff = Path(cfg.train.out_dir), time.time() - LEFTOVER_AGE_S
     served = _never_pruned(cfg)
@@ -287,6 +287,7 @@ def _sweep_leftovers(cfg: Config) -> list[str]:
     stale = [p for p in (out_dir / ".checkpoints").glob("*") if p.is_dir() and p not in newest.values()
              and p.stat().st_mtime < cutoff]
     stale += [p for p in out_dir.glob(".tmp-*") if p.is_dir() and p.stat().st_mtime < cutoff]
+    stale += [p for p in out_dir.glob(f"{REMOVING_PREFIX}*") if p.is_dir()]  # a prune killed while it deleted
     snap_dir, name = Path(cfg.export.out_dir), cfg.retrain.snapshot_name
     kept = _trained_snapshots(cfg) | {(snap_dir / f"{name}-latest").resolve()}
     mine = _exported(out_dir)  # not another model directory's, sharing export.out_dir and the name

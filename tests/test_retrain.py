@@ -565,6 +565,7 @@ def test_prune_sweeps_what_killed_runs_left_once_a_day_old(tmp_path, keep):
     ckpts = [make(ckpt / "lightgcn-a", old - 10), make(ckpt / "lightgcn-b", old), make(ckpt / "lightgcn-c")]
     only_rgcn = make(ckpt / "rgcn-z", old - 20)  # another model's newest: a stopped `kgrec train` goes on from it
     tmp_version = make(cfg.train.out_dir / ".tmp-20260101-000000-lightgcn", old)
+    removing = make(cfg.train.out_dir / ".removing-20251231-000000-lightgcn-0a1b2c3d")  # a prune killed mid-delete
     snaps = [make(cfg.export.out_dir / f"retrain-2026010{n}-000000", old) for n in range(1, 6)]
     others = make(cfg.export.out_dir / "retrain-books-20260101-000000", old)  # another retrain's name
     version = make(cfg.train.out_dir / "20260101-000000-lightgcn")
@@ -586,7 +587,7 @@ def test_prune_sweeps_what_killed_runs_left_once_a_day_old(tmp_path, keep):
         _record_export(cfg.train.out_dir, snap)
     theirs = make(cfg.export.out_dir / "retrain-20260106-000000", old)  # another model directory's export
     swept = prune(cfg)
-    assert sorted(swept) == sorted(map(str, [ckpts[0], ckpts[1], tmp_version, killed, snaps[1]]))
+    assert sorted(swept) == sorted(map(str, [ckpts[0], ckpts[1], tmp_version, removing, killed, snaps[1]]))
     assert all(p.is_dir() for p in [ckpts[2], only_rgcn, others, snaps[0], *snaps[2:], recent_kill, trained, theirs])
     os.utime(ckpts[2], (old, old))
     assert prune(cfg) == []  # the newest checkpoint stays however old: a rerun on its data resumes it

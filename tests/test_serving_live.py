@@ -124,6 +124,30 @@ def test_a_live_model_checks_the_link_at_most_every_check_s(tmp_path):
     assert LiveModel(first).get().version == first.name  # an artifact path, not a link: fixed
 
 
+def test_prune_deletes_a_version_no_server_holds_out_of_the_way_of_one_starting(tmp_path, monkeypatch):
+    """remove_unless_in_use keeps a held version; an unheld one is renamed away before it is
+    deleted, so a server starting on it meanwhile finds no model rather than half of one (deleting
+    in place could remove .in-use first, and a late server would hold a fresh one at once)."""
+    from gnn import artifact
+    from gnn.artifact import hold, remove_unless_in_use
+
+    first, second = _two_versions(tmp_path)
+    held = hold(second)
+    assert not remove_unless_in_use(second) and (second / "ids.json").is_file()
+    held.close()
+    seen = []
+    real_rmtree = shutil.rmtree
+
+    def rmtree(path, ignore_errors=False):
+        seen.append((Path(path).name, second.exists(), hold(second)))  # a server starting now
+        real_rmtree(path, ignore_errors=ignore_errors)
+
+    monkeypatch.setattr(artifact.shutil, "rmtree", rmtree)
+    assert remove_unless_in_use(second)
+    assert seen[0][0].startswith(f".removing-{second.name}-") and seen[0][1:] == (False, None)
+    assert not second.exists() and not list(tmp_path.glob(".removing-*")) and first.is_dir()
+
+
 def test_a_live_model_serves_the_version_it_holds_and_lets_go_of_one_that_fails(tmp_path, monkeypatch):
     """The link moving between the hold and the load does not leave another version served unheld;
     a first load that fails leaves nothing held."""
