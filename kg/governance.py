@@ -369,7 +369,10 @@ _EDGE_ENDPOINTS: dict[str, tuple[tuple[str, str], ...]] = {
 _NODE_KINDS = ("users", "items", "queries", "entities")
 KnownIds = Callable[[str, list[str]], Iterable[str]]
 """``known(kind, ids)``: which of ``ids`` of a node kind (``users``...) the target graph holds."""
-_SINGULAR = {"users": "user", "items": "item", "queries": "query", "entities": "entity"}
+# one node or edge of each kind, for reasons ("entity 'x' is already loaded"; kind[:-1] gave "entitie")
+_SINGULAR = {"users": "user", "items": "item", "queries": "query", "entities": "entity",
+             "interactions": "interaction", "user_queries": "user-query", "query_items": "query-item",
+             "item_entities": "item-entity", "user_entities": "user-entity", "friends": "friend", "triples": "triple"}
 KEPT = "; kept that row"  # a conflicting edge row's reason, amended in finish if that row is quarantined after all
 
 
@@ -468,7 +471,7 @@ class Governor:
             return True
         clash = _conflict(first, row)
         if clash:  # two different values for one node: kept first, the other shown, never silently lost
-            self._quarantine(source, line, f"{kind[:-1]} {_clip(repr(row['id']), 80)} is already loaded with "
+            self._quarantine(source, line, f"{_SINGULAR[kind]} {_clip(repr(row['id']), 80)} is already loaded with "
                                            f"{clash} (from {self._node_source[kind][row['id']]}); kept that row", raw)
             return False
         for key, value in row.items():  # later rows fill what the first left blank
@@ -492,7 +495,7 @@ class Governor:
             clash = _conflict(first.row, row)
             if clash:  # the reason is amended in finish should that first row be quarantined itself
                 first.conflicts.append(self._quarantine(
-                    source, line, f"the same {kind[:-1].replace('_', '-')} is already loaded with {clash} "
+                    source, line, f"the same {_SINGULAR[kind]} is already loaded with {clash} "
                                   f"({first.source}:{first.line}){KEPT}", raw))
             else:
                 self._count(source, "deduplicated")

@@ -178,6 +178,22 @@ def test_duplicates_merged_and_counted():
     assert "(a.csv:7)" in reasons["a.csv:8"]
 
 
+def test_conflict_reasons_name_each_kind_in_the_singular():
+    """``kind[:-1]`` named an entity "entitie" and a query "querie"."""
+    from kg.governance import _EDGE_ENDPOINTS, _NODE_KINDS, _SINGULAR
+
+    gov = Governor()
+    gov.add_entity("e.csv", 1, "r", id="e1", type="genre", name="A")
+    gov.add_entity("e.csv", 2, "r", id="e1", type="genre", name="B")
+    gov.add_query("q.csv", 1, "r", id="q1", text="x")
+    gov.add_query("q.csv", 2, "r", id="q1", text="y")
+    res = gov.finish()
+    _reconciles(res)
+    assert [q["reason"].split(" is already")[0] for q in res.quarantine] == ["entity 'e1'", "query 'q1'"]
+    assert set(_SINGULAR) == {*_NODE_KINDS, *_EDGE_ENDPOINTS}
+    assert _SINGULAR["item_entities"] == "item-entity" and _SINGULAR["user_queries"] == "user-query"
+
+
 def test_out_of_range_integers_and_split_conflicts_are_quarantined():
     """What Neo4j cannot store, or an event given two splits, is quarantined with its reason
     (an int beyond 64 bits used to abort the whole ingest after earlier batches had committed)."""
