@@ -565,6 +565,29 @@ def test_malformed_mappings_say_what_is_wrong(spec, message):
         read_tabular(".", {"files": [spec]})
 
 
+@pytest.mark.parametrize("key, value, message", [
+    ("path", 5, "path must be a string, not 5"),
+    ("role", ["users"], "role must be a string, not ['users']"),
+    ("props", "age", "props must be a list of columns or a table {column = type}, not 'age'"),
+    ("entity_prefix", 1, "entity_prefix must be a string, not 1"),
+    ("columns", 5, "columns must be a list of strings, not 5"),
+    ("columns", "id", "columns must be a list of strings, not 'id'"),  # list("id"): columns i and d
+    ("title_value", ["a"], "title_value must be a string, not ['a']"),  # loaded as the text "['a']"
+    ("id", 3, "id must be a string, not 3"),
+    ("attributes", [{"column": "g", "prefix": 5}], "attributes prefix must be a string, not 5"),
+    ("flags", {"columns": ["g"], "names": [1]}, "flags names must be a list of strings, not [1]"),
+    ("flags", {"columns": [1]}, "flags columns must be a list of strings, not [1]"),
+])
+def test_mapping_values_of_the_wrong_type_are_mapping_errors(key, value, message):
+    """TOML takes any type anywhere: these crashed the reader with a TypeError or AttributeError
+    (the CLI showed a traceback), or loaded a list's repr as a title; each names the entry, the key,
+    the type expected and the value given."""
+    spec = {"path": "items.csv", "role": "items", "id": "id", "header": True, key: value}
+    with pytest.raises(MappingError) as e:
+        read_tabular(".", {"files": [spec]})
+    assert str(e.value) == f"files[0]: {message}"
+
+
 def test_one_attributes_table_reads_as_a_list_of_one(tmp_path):
     """load_mapping took ``attributes = {column = ...}`` and the reader then failed on it (TypeError)."""
     _write(tmp_path, "at.csv", "id,g\nu1,M\n")

@@ -49,7 +49,8 @@ Records are parsed one at a time, so a malformed line is quarantined without aff
 numbered by its first line; a quote left open (to the end of the file or for
 :data:`MAX_RECORD_LINES` lines) quarantines that first line alone and reading goes on after it. A
 mapped column absent from the header raises :class:`MappingError` naming it, and so does a key the
-role does not read (a misspelt ``weigth``, ``create_users`` on ``friends``).
+role does not read (a misspelt ``weigth``, ``create_users`` on ``friends``), and so does a value of
+the wrong type (``path = 5``, ``props = "age"``, ``title_value = ["a"]``: see :data:`OPTION_TYPES`).
 """
 from __future__ import annotations
 
@@ -61,7 +62,7 @@ import logging
 import sys
 from collections import deque
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
 from ..governance import (PROP_RE, RESERVED_PROPS, Governor, KnownIds, LoadResult, fits_int64, id_text,
                           is_blank_id, is_plain_number)
@@ -101,10 +102,37 @@ ROLE_OPTIONS: dict[str, tuple[str, ...]] = {
     "item_entities": ("entity_prefix",),
     "triples": ("entity_prefix",),
 }
-BOOL_OPTIONS = ("header", "create_users", "create_items", "create_nodes")
 QUOTING = ("none", "minimal")
-ATTRIBUTE_KEYS = ("column", "relation", "entity_type", "separator", "prefix")
-FLAG_KEYS = ("columns", "names", "relation", "entity_type", "value", "off_value", "prefix")
+TEXT_FIELDS = ("title", "description", "name", "text")
+# what a mapping value must be, by the words its error uses -> the check (TOML gives ints, lists, tables
+# anywhere: a wrong one crashed the reader, or was loaded as its Python repr, title_value = ["a"] as "['a']")
+TYPE_CHECKS: dict[str, Callable[[Any], bool]] = {
+    "a string": lambda v: isinstance(v, str),
+    "true or false": lambda v: isinstance(v, bool),  # a string "false" is truthy: header = "false" ate a row
+    "a list of strings": lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
+    "a string or an integer": lambda v: isinstance(v, (str, int)) and not isinstance(v, bool),
+    "a string or a number": lambda v: isinstance(v, (str, int, float)) and not isinstance(v, bool),
+    "a list of columns or a table {column = type}":
+        lambda v: isinstance(v, dict) or (isinstance(v, list) and all(isinstance(x, str) for x in v)),
+}
+OPTION_TYPES: dict[str, str] = {
+    # a [[files]] key -> its type (in TYPE_CHECKS); each field names a column, each <field>_value is a constant
+    **{f: "a string" for req, opt in ROLE_FIELDS.values() for f in req + opt},
+    **{f"{f}_value": "a string" if f in TEXT_FIELDS else "a string or a number"
+       for req, opt in ROLE_FIELDS.values() for f in req + opt},
+    "path": "a string", "role": "a string", "format": "a string", "delimiter": "a string", "encoding": "a string",
+    "quoting": "a string", "columns": "a list of strings", "entity_prefix": "a string",
+    "props": "a list of columns or a table {column = type}",
+    "header": "true or false", "create_users": "true or false", "create_items": "true or false",
+    "create_nodes": "true or false",
+}
+ATTRIBUTE_TYPES: dict[str, str] = {"column": "a string", "relation": "a string", "entity_type": "a string",
+                                   "separator": "a string", "prefix": "a string"}
+FLAG_TYPES: dict[str, str] = {"columns": "a list of strings", "names": "a list of strings", "relation": "a string",
+                              "entity_type": "a string", "value": "a string or an integer",
+                              "off_value": "a string or an integer", "prefix": "a string"}
+ATTRIBUTE_KEYS = tuple(ATTRIBUTE_TYPES)
+FLAG_KEYS = tuple(FLAG_TYPES)
 
 
 class MappingError(ValueError):
@@ -171,9 +199,11 @@ def _check_shape(spec: dict, n: int) -> None:
     """The parts of a ``[[files]]`` entry that the readers index into, with a clear error."""
     if not isinstance(spec, dict):
         raise MappingError(f"files[{n}] must be a table ([[files]] with role = ...), not {spec!r}")
+    _check_types(spec, OPTION_TYPES, f"files[{n}]: ")
     for attr in _as_list(spec.get("attributes")):  # a list of tables, or one table (as flags may be)
         if not isinstance(attr, dict) or "column" not in attr:
             raise MappingError(f"files[{n}]: each attributes entry needs a column = ...")
+        _check_types(attr, ATTRIBUTE_TYPES, f"files[{n}]: attributes ")
         sep = attr.get("separator")
         if sep is not None and not (isinstance(sep, str) and sep):
             raise MappingError(f"files[{n}]: attributes separator for {attr['column']!r} must be a non-empty "
@@ -181,6 +211,7 @@ def _check_shape(spec: dict, n: int) -> None:
     for flags in _as_list(spec.get("flags")):
         if not isinstance(flags, dict) or not isinstance(flags.get("columns"), list):
             raise MappingError(f"files[{n}]: flags needs a columns = [...] list")
+        _check_types(flags, FLAG_TYPES, f"files[{n}]: flags ")
         names = flags.get("names", flags["columns"])
         if not isinstance(names, list) or len(names) != len(flags["columns"]):
             raise MappingError(f"files[{n}]: flags lists {len(flags['columns'])} columns but "
@@ -190,9 +221,6 @@ def _check_shape(spec: dict, n: int) -> None:
                                    and all(isinstance(b, (int, float)) and not isinstance(b, bool) for b in bounds)
                                    and bounds[0] <= bounds[1]):
         raise MappingError(f"files[{n}]: weight_range must be [low, high], got {bounds!r}")
-    for key in BOOL_OPTIONS:  # a string "false" is truthy: header = "false" would swallow the first row
-        if key in spec and not isinstance(spec[key], bool):
-            raise MappingError(f"files[{n}]: {key} must be true or false, not {spec[key]!r}")
     delimiter = spec.get("delimiter", "\t" if spec.get("format") == "tsv" else ",")
     quoting = spec.get("quoting", "minimal" if delimiter == "," else "none")
     if quoting not in QUOTING:
@@ -200,6 +228,22 @@ def _check_shape(spec: dict, n: int) -> None:
     if not isinstance(delimiter, str) or not delimiter or (len(delimiter) != 1 and quoting != "none"):
         raise MappingError(f"files[{n}]: delimiter {delimiter!r} must be one character, or several with "
                            f"quoting = \"none\"")
+
+
+def _check_types(table: dict, types: dict[str, str], where: str) -> None:
+    """Each key of ``table`` that ``types`` names holds a value of that type (see :data:`TYPE_CHECKS`).
+
+    Raises:
+        MappingError: ``<where><key> must be <type>, not <value>``.
+    """
+    for key, expected in types.items():
+        if key in table and not TYPE_CHECKS[expected](table[key]):
+            raise MappingError(f"{where}{key} must be {expected}, not {_clip_repr(table[key])}")
+
+
+def _clip_repr(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _unknown_keys(table: dict, known: Iterable[str]) -> str:
