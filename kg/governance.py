@@ -434,6 +434,8 @@ class Governor:
         return entry
 
     def _text(self, value: Any, source: str, line: int, fieldname: str) -> str:
+        if isinstance(value, (dict, list, tuple, set)):  # a JSON object or array: its Python repr is no text
+            raise GovernanceError(f"{fieldname} must be text, got {type(value).__name__}")
         text, cut = normalize_text(value, self.max_text_chars)
         if cut:
             self._result.truncated.append({"source": source, "line": line, "field": fieldname,

@@ -869,6 +869,37 @@ def test_jsonl_values_are_held_to_the_declared_property_types(tmp_path):
     assert sorted(_reasons(res)) == [2, 3, 4] and "is not int" in _reasons(res)[2]
 
 
+def test_jsonl_text_and_attribute_values_are_read_as_the_csv_cells_would_be(tmp_path):
+    """``str()`` made entities ``genre:True`` and ``genre:{'a': 1}`` and the title "{'en': 'T'}": a
+    number or boolean is now its CSV text (``genre:true``, as a CSV load gives), and an object, or an
+    array where one value is expected, quarantines the row with its reason."""
+    rows = [{"id": "i1", "title": 7, "genres": [True, 1.5, "x"], "g": True},
+            {"id": "i2", "title": {"en": "T"}, "genres": "x", "g": False},
+            {"id": "i3", "title": "ok", "genres": [False, {"a": 1}], "g": False},
+            {"id": "i4", "title": "ok", "genres": [["y"]], "g": False},
+            {"id": "i5", "title": ["T"], "genres": "x", "g": False}]
+    _write(tmp_path, "items.jsonl", "\n".join(json.dumps(r) for r in rows) + "\n")
+    spec = {"path": "items.jsonl", "role": "items", "format": "jsonl", "id": "id", "title": "title",
+            "attributes": [{"column": "genres", "relation": "genre"}],
+            "flags": {"columns": ["g"], "names": ["good"], "relation": "tag", "value": "true", "off_value": "false"}}
+    res = read_tabular(tmp_path, {"files": [spec]})
+    _reconciles(res)
+    assert [(i["id"], i["title"]) for i in res.records.items] == [("i1", "7")]
+    assert sorted(r["entity"] for r in res.records.item_entities) == ["genre:1.5", "genre:true", "genre:x", "tag:good"]
+    assert _reasons(res) == {
+        2: 'column \'title\' holds a JSON object, not text or a number: {"en": "T"}',
+        3: 'column \'genres\' holds a JSON object in its array, not text or a number: {"a": 1}',
+        4: 'column \'genres\' holds a JSON array in its array, not text or a number: ["y"]',
+        5: 'column \'title\' holds a JSON array, not text or a number: ["T"]'}
+    assert res.quarantine[0]["raw"] == rows[1]  # the row as read
+    _write(tmp_path, "items.csv", "id,title,genres,g\ni1,7,true,true\n")  # the same data as CSV
+    csv_res = read_tabular(tmp_path, {"files": [{**spec, "path": "items.csv", "format": "csv"}]})
+    assert sorted(r["entity"] for r in csv_res.records.item_entities) == ["genre:true", "tag:good"]
+    # rows built in Python reach the same rule in governance
+    res = govern_records(GraphRecords(items=[{"id": "a", "title": {"en": "T"}}, {"id": "b", "title": "B"}]))
+    assert [i["id"] for i in res.records.items] == ["b"] and _reasons(res) == {1: "title must be text, got dict"}
+
+
 def test_a_jsonl_number_too_large_for_a_float_is_quarantined_and_the_rest_loads(tmp_path):
     """A 400-digit weight, timestamp or float property, and a 5,000-digit integer (past Python's
     parsing limit), each cost their own row only."""

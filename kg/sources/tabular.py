@@ -41,6 +41,9 @@ identifiers). ``attributes`` is a list of ``{column, relation, entity_type, sepa
 each value becomes an entity ``<entity_type>:<value>`` linked by ``relation``. ``flags`` is
 ``{columns, names, relation, entity_type, value = "1", off_value = "0"}`` for one-hot columns
 (MovieLens genres): ``value`` links, ``off_value`` or a blank cell does not, anything else is quarantined.
+In JSONL an attribute may hold an array of values; a JSON number or boolean in a text, attribute or
+flag field reads as the CSV cell would (``1.5``, ``true``), and an object (or an array inside one)
+quarantines the row.
 With ``header = true`` and ``columns`` both given, ``columns`` renames the header's columns one for
 one: a first line of another width, or naming the same columns in another order, is an error.
 
@@ -242,7 +245,10 @@ def _check_types(table: dict, types: dict[str, str], where: str) -> None:
 
 
 def _clip_repr(value: Any, limit: int = 80) -> str:
-    text = repr(value)
+    return _clip(repr(value), limit)
+
+
+def _clip(text: str, limit: int = 80) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
@@ -543,6 +549,45 @@ def _typed_json_value(col: str, typ: str, value: Any) -> Any:
     raise ValueError(f"property {col!r} is not {typ}: {str(value)[:80]!r}")
 
 
+def _json_cells(spec: dict, row: dict) -> dict:
+    """A JSONL row with its text, attribute and flag cells as a CSV load of the same data reads them:
+    a number or boolean as its text (``1.5``, ``true``, as :func:`_typed_json_value` stores a ``str``
+    property), an attribute's array as its values. Without this ``str()`` made ``True`` of ``true``,
+    and a JSON object ``{'en': 'T'}`` of a title or an entity id.
+
+    Raises:
+        ValueError: such a cell holds a JSON object, or an array where one value is expected.
+    """
+    out = dict(row)  # row is also the raw line kept for the quarantine: left as read
+    req, opt = ROLE_FIELDS[spec["role"]]
+    for col in [spec[f] for f in req + opt if f in TEXT_FIELDS and f in spec]:
+        out[col] = _json_text(col, row.get(col))
+    for attr in _as_list(spec.get("attributes")):
+        col = attr["column"]
+        value = row.get(col)
+        out[col] = [_json_text(col, v, "in its array") for v in value] if isinstance(value, list) else _json_text(col, value)
+    for flags in _as_list(spec.get("flags")):
+        for col in flags["columns"]:
+            out[col] = _json_text(col, row.get(col))
+    return out
+
+
+def _json_text(col: str, value: Any, where: str = "") -> Any:
+    """One JSON value where text is expected: a string or null as it is, a number or boolean as a
+    CSV cell would hold it.
+
+    Raises:
+        ValueError: an object or an array, whose Python repr is no one's text.
+    """
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, (dict, list)):
+        kind = "a JSON object" if isinstance(value, dict) else "a JSON array"
+        raise ValueError(f"column {col!r} holds {kind}{' ' + where if where else ''}, not text or a number: "
+                         f"{_clip(json.dumps(value, ensure_ascii=False))}")
+    return _typed_json_value(col, "str", value)
+
+
 def _attributes(gov: Governor, spec: dict, row: dict, item: Any, source: str, line: int, raw: Any,
                      lower: bool, *, owner: str = "item") -> None:
     """Entities and edges from ``attributes`` and ``flags`` columns of an item (or, with
@@ -617,10 +662,17 @@ def feed_file(gov: Governor, path: Path, spec: dict, *, lowercase_ids: bool = Fa
     emits_items = role == "interactions" and _emits_items(spec)
     if spec.get("flags"):
         _flag_entities(gov, spec, source + "#flags", lower)
+    jsonl = spec.get("format") == "jsonl"
     for line, row, raw, err in iter_rows(path, spec, limit):
         if err is not None or row is None:
             gov.quarantine(source, line, err or "unreadable row", raw)
             continue
+        if jsonl:
+            try:
+                row = _json_cells(spec, row)
+            except ValueError as e:
+                gov.quarantine(source, line, str(e), raw)
+                continue
         g = lambda f, d=None: _get(spec, row, f, d)  # noqa: E731
         if role == "interactions":
             user, item = g("user"), g("item")
