@@ -416,6 +416,11 @@ class Governor:
             source, {"read": 0, "loaded": 0, "quarantined": 0, "deduplicated": 0})
         counts[key] += n
 
+    def add_source(self, source: str) -> None:
+        """List ``source`` in the report before its rows come: a file that gives none (empty, or a
+        header alone) shows as ``read: 0``, so a failed export is seen rather than missing."""
+        self._count(source, "read", 0)
+
     @property
     def quarantined(self) -> int:
         """Rows quarantined so far (a caller can tell whether its last row was rejected)."""

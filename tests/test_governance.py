@@ -796,6 +796,24 @@ def test_two_files_of_one_name_in_two_folders_are_two_sources(tmp_path):
     assert [(q["source"], q["line"]) for q in res.quarantine] == [("x/ev.csv", 3)]
 
 
+def test_an_empty_or_header_only_file_is_in_the_reconciliation_with_a_warning(tmp_path, caplog):
+    """A 0-byte or header-only file left no trace: no report entry, no warning, so a failed upstream
+    export looked like a file that was never mapped."""
+    _write(tmp_path, "ev.csv", "user,item\nu1,i1\n")
+    _write(tmp_path, "empty.csv", b"")
+    _write(tmp_path, "header.csv", "user,item\n\n")
+    spec = {"role": "interactions", "user": "user", "item": "item", "header": True, "create_nodes": True}
+    with caplog.at_level("WARNING", logger="kg.sources.tabular"):
+        res = read_tabular(tmp_path, {"files": [{**spec, "path": p} for p in ("ev.csv", "empty.csv", "header.csv")]})
+    _reconciles(res)
+    none = {"read": 0, "loaded": 0, "quarantined": 0, "deduplicated": 0}
+    assert res.report == {"ev.csv": {**none, "read": 1, "loaded": 1}, "empty.csv": none, "header.csv": none}
+    assert json.loads(reconciliation_json(res))["files"]["empty.csv"] == none
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{name}: no data rows (an empty file, or a header alone): nothing read from it"
+        for name in ("empty.csv", "header.csv")]
+
+
 def test_a_utf16_file_is_refused_with_what_to_do(tmp_path):
     _write(tmp_path, "u.csv", "user,item\nu1,i1\n".encode("utf-16"))
     with pytest.raises(MappingError, match="iconv"):
