@@ -9,6 +9,7 @@ import pytest
 from kg.governance import (Governor, GovernanceError, LoadResult, check_name, check_relation, govern_records, normalize_id,
                            parse_number, parse_timestamp, reconciliation_json, write_quarantine)
 from kg.records import GraphRecords
+from kg.sources.recbole import read_recbole
 from kg.sources.tabular import MappingError, read_tabular
 from kgrec.config import IngestConfig
 
@@ -819,6 +820,21 @@ def test_a_utf16_file_is_refused_with_what_to_do(tmp_path):
     with pytest.raises(MappingError, match="iconv"):
         read_tabular(tmp_path, {"files": [{"path": "u.csv", "role": "interactions", "user": "user", "item": "item",
                                            "encoding": "utf-16"}]})
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-16-be"])
+def test_a_utf16_file_read_as_utf8_says_it_looks_utf16(tmp_path, encoding):
+    """Read as UTF-8 a UTF-16 file gave "column 'user' ... not in the file's columns ['\\ufffd\\ufffdu\\x00', ...]"
+    (CSV) or every line quarantined as bad bytes (JSONL)."""
+    data = "user,item\nu1,i1\n".encode(encoding)
+    data = data if encoding == "utf-16" else ("\ufeff" + "user,item\nu1,i1\n").encode(encoding)
+    _write(tmp_path, "u.csv", data)
+    for fmt in ("csv", "jsonl"):
+        with pytest.raises(MappingError, match="u.csv: starts with a UTF-16 byte-order mark .* looks UTF-16.*iconv"):
+            read_tabular(tmp_path, {"files": [{"path": "u.csv", "role": "interactions", "user": "user",
+                                               "item": "item", "format": fmt}]})
+    with pytest.raises(MappingError, match="looks UTF-16"):
+        read_recbole(_write(tmp_path, "toy.inter", "user_id:token\titem_id:token\n1\t2\n".encode("utf-16")))
 
 
 def test_utf8_sig_is_read_as_the_utf8_it_is(tmp_path):

@@ -337,6 +337,26 @@ def decoded_lines(path: Path, encoding: str) -> Iterator[tuple[int, str, str | N
                 yield lineno, raw.decode(encoding, errors="replace"), f"invalid {encoding} bytes at {e.start}"
 
 
+UTF16_BOMS = (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)  # FF FE (UTF-32 LE's BOM begins so too), FE FF
+
+
+def refuse_utf16(path: Path, encoding: str) -> None:
+    """Refuse a file that starts with a UTF-16 byte-order mark, to be read as ``encoding`` (one that
+    is ASCII-compatible): its columns would be ``'\\xff\\xfeu\\x00'`` and the like, or every line
+    quarantined as bad bytes, with nothing to say why.
+
+    Raises:
+        MappingError: the file looks UTF-16, with what to do.
+    """
+    with path.open("rb") as fh:
+        head = fh.read(2)
+    if head in UTF16_BOMS:
+        raise MappingError(f"{path.name}: starts with a UTF-16 byte-order mark ({head.hex(' ').upper()}) but is "
+                           f"read as {encoding!r}: the file looks UTF-16, which kgrec reads only once converted "
+                           f"(encoding = \"utf-16\" is refused too): iconv -f utf-16 -t utf-8 {path.name} > "
+                           f"{path.stem}.utf8{path.suffix}")
+
+
 def _split(line: str, delimiter: str, quoting: str) -> list[str]:
     if quoting == "none" or '"' not in line:
         return line.split(delimiter)
@@ -410,6 +430,7 @@ def iter_rows(path: Path, spec: dict, limit: int | None = None
     if not ascii_compatible:
         raise MappingError(f"{path.name}: encoding {encoding!r} is not ASCII-compatible (UTF-16/32): convert "
                            f"the file to UTF-8 first, e.g. iconv -f {encoding} -t utf-8")
+    refuse_utf16(path, encoding)
     delimiter = spec.get("delimiter", "\t" if fmt == "tsv" else ",")
     quoting = spec.get("quoting", "minimal" if delimiter == "," else "none")
     header = spec.get("header", True)
