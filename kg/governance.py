@@ -386,7 +386,10 @@ _EDGE_ENDPOINTS: dict[str, tuple[tuple[str, str], ...]] = {
 _NODE_KINDS = ("users", "items", "queries", "entities")
 KnownIds = Callable[[str, list[str]], Iterable[str]]
 """``known(kind, ids)``: which of ``ids`` of a node kind (``users``...) the target graph holds."""
-_SINGULAR = {"users": "user", "items": "item", "queries": "query", "entities": "entity"}
+# one node or edge of each kind, for reasons ("entity 'x' is already loaded"; kind[:-1] gave "entitie")
+_SINGULAR = {"users": "user", "items": "item", "queries": "query", "entities": "entity",
+             "interactions": "interaction", "user_queries": "user-query", "query_items": "query-item",
+             "item_entities": "item-entity", "user_entities": "user-entity", "friends": "friend", "triples": "triple"}
 KEPT = "; kept that row"  # a conflicting edge row's reason, amended in finish if that row is quarantined after all
 
 
@@ -430,6 +433,11 @@ class Governor:
             source, {"read": 0, "loaded": 0, "quarantined": 0, "deduplicated": 0})
         counts[key] += n
 
+    def add_source(self, source: str) -> None:
+        """List ``source`` in the report before its rows come: a file that gives none (empty, or a
+        header alone) shows as ``read: 0``, so a failed export is seen rather than missing."""
+        self._count(source, "read", 0)
+
     @property
     def quarantined(self) -> int:
         """Rows quarantined so far (a caller can tell whether its last row was rejected)."""
@@ -448,6 +456,8 @@ class Governor:
         return entry
 
     def _text(self, value: Any, source: str, line: int, fieldname: str) -> str:
+        if isinstance(value, (dict, list, tuple, set)):  # a JSON object or array: its Python repr is no text
+            raise GovernanceError(f"{fieldname} must be text, got {type(value).__name__}")
         text, cut = normalize_text(value, self.max_text_chars)
         check_encodable(text, fieldname)
         if cut:
@@ -486,7 +496,7 @@ class Governor:
             return True
         clash = _conflict(first, row)
         if clash:  # two different values for one node: kept first, the other shown, never silently lost
-            self._quarantine(source, line, f"{kind[:-1]} {_clip(repr(row['id']), 80)} is already loaded with "
+            self._quarantine(source, line, f"{_SINGULAR[kind]} {_clip(repr(row['id']), 80)} is already loaded with "
                                            f"{clash} (from {self._node_source[kind][row['id']]}); kept that row", raw)
             return False
         for key, value in row.items():  # later rows fill what the first left blank
@@ -510,7 +520,7 @@ class Governor:
             clash = _conflict(first.row, row)
             if clash:  # the reason is amended in finish should that first row be quarantined itself
                 first.conflicts.append(self._quarantine(
-                    source, line, f"the same {kind[:-1].replace('_', '-')} is already loaded with {clash} "
+                    source, line, f"the same {_SINGULAR[kind]} is already loaded with {clash} "
                                   f"({first.source}:{first.line}){KEPT}", raw))
             else:
                 self._count(source, "deduplicated")

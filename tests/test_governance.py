@@ -9,6 +9,7 @@ import pytest
 from kg.governance import (Governor, GovernanceError, LoadResult, check_name, check_relation, govern_records, normalize_id,
                            parse_number, parse_timestamp, reconciliation_json, write_quarantine)
 from kg.records import GraphRecords
+from kg.sources.recbole import read_recbole
 from kg.sources.tabular import MappingError, read_tabular
 from kgrec.config import IngestConfig
 
@@ -176,6 +177,22 @@ def test_duplicates_merged_and_counted():
                                   "(from a.csv); kept that row")
     assert reasons["a.csv:8"].startswith("the same interaction is already loaded with weight")
     assert "(a.csv:7)" in reasons["a.csv:8"]
+
+
+def test_conflict_reasons_name_each_kind_in_the_singular():
+    """``kind[:-1]`` named an entity "entitie" and a query "querie"."""
+    from kg.governance import _EDGE_ENDPOINTS, _NODE_KINDS, _SINGULAR
+
+    gov = Governor()
+    gov.add_entity("e.csv", 1, "r", id="e1", type="genre", name="A")
+    gov.add_entity("e.csv", 2, "r", id="e1", type="genre", name="B")
+    gov.add_query("q.csv", 1, "r", id="q1", text="x")
+    gov.add_query("q.csv", 2, "r", id="q1", text="y")
+    res = gov.finish()
+    _reconciles(res)
+    assert [q["reason"].split(" is already")[0] for q in res.quarantine] == ["entity 'e1'", "query 'q1'"]
+    assert set(_SINGULAR) == {*_NODE_KINDS, *_EDGE_ENDPOINTS}
+    assert _SINGULAR["item_entities"] == "item-entity" and _SINGULAR["user_queries"] == "user-query"
 
 
 def test_out_of_range_integers_and_split_conflicts_are_quarantined():
@@ -569,6 +586,29 @@ def test_malformed_mappings_say_what_is_wrong(spec, message):
         read_tabular(".", {"files": [spec]})
 
 
+@pytest.mark.parametrize("key, value, message", [
+    ("path", 5, "path must be a string, not 5"),
+    ("role", ["users"], "role must be a string, not ['users']"),
+    ("props", "age", "props must be a list of columns or a table {column = type}, not 'age'"),
+    ("entity_prefix", 1, "entity_prefix must be a string, not 1"),
+    ("columns", 5, "columns must be a list of strings, not 5"),
+    ("columns", "id", "columns must be a list of strings, not 'id'"),  # list("id"): columns i and d
+    ("title_value", ["a"], "title_value must be a string, not ['a']"),  # loaded as the text "['a']"
+    ("id", 3, "id must be a string, not 3"),
+    ("attributes", [{"column": "g", "prefix": 5}], "attributes prefix must be a string, not 5"),
+    ("flags", {"columns": ["g"], "names": [1]}, "flags names must be a list of strings, not [1]"),
+    ("flags", {"columns": [1]}, "flags columns must be a list of strings, not [1]"),
+])
+def test_mapping_values_of_the_wrong_type_are_mapping_errors(key, value, message):
+    """TOML takes any type anywhere: these crashed the reader with a TypeError or AttributeError
+    (the CLI showed a traceback), or loaded a list's repr as a title; each names the entry, the key,
+    the type expected and the value given."""
+    spec = {"path": "items.csv", "role": "items", "id": "id", "header": True, key: value}
+    with pytest.raises(MappingError) as e:
+        read_tabular(".", {"files": [spec]})
+    assert str(e.value) == f"files[0]: {message}"
+
+
 def test_one_attributes_table_reads_as_a_list_of_one(tmp_path):
     """load_mapping took ``attributes = {column = ...}`` and the reader then failed on it (TypeError)."""
     _write(tmp_path, "at.csv", "id,g\nu1,M\n")
@@ -777,11 +817,44 @@ def test_two_files_of_one_name_in_two_folders_are_two_sources(tmp_path):
     assert [(q["source"], q["line"]) for q in res.quarantine] == [("x/ev.csv", 3)]
 
 
+def test_an_empty_or_header_only_file_is_in_the_reconciliation_with_a_warning(tmp_path, caplog):
+    """A 0-byte or header-only file left no trace: no report entry, no warning, so a failed upstream
+    export looked like a file that was never mapped."""
+    _write(tmp_path, "ev.csv", "user,item\nu1,i1\n")
+    _write(tmp_path, "empty.csv", b"")
+    _write(tmp_path, "header.csv", "user,item\n\n")
+    spec = {"role": "interactions", "user": "user", "item": "item", "header": True, "create_nodes": True}
+    with caplog.at_level("WARNING", logger="kg.sources.tabular"):
+        res = read_tabular(tmp_path, {"files": [{**spec, "path": p} for p in ("ev.csv", "empty.csv", "header.csv")]})
+    _reconciles(res)
+    none = {"read": 0, "loaded": 0, "quarantined": 0, "deduplicated": 0}
+    assert res.report == {"ev.csv": {**none, "read": 1, "loaded": 1}, "empty.csv": none, "header.csv": none}
+    assert json.loads(reconciliation_json(res))["files"]["empty.csv"] == none
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{name}: no data rows (an empty file, or a header alone): nothing read from it"
+        for name in ("empty.csv", "header.csv")]
+
+
 def test_a_utf16_file_is_refused_with_what_to_do(tmp_path):
     _write(tmp_path, "u.csv", "user,item\nu1,i1\n".encode("utf-16"))
     with pytest.raises(MappingError, match="iconv"):
         read_tabular(tmp_path, {"files": [{"path": "u.csv", "role": "interactions", "user": "user", "item": "item",
                                            "encoding": "utf-16"}]})
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-16-be"])
+def test_a_utf16_file_read_as_utf8_says_it_looks_utf16(tmp_path, encoding):
+    """Read as UTF-8 a UTF-16 file gave "column 'user' ... not in the file's columns ['\\ufffd\\ufffdu\\x00', ...]"
+    (CSV) or every line quarantined as bad bytes (JSONL)."""
+    data = "user,item\nu1,i1\n".encode(encoding)
+    data = data if encoding == "utf-16" else ("\ufeff" + "user,item\nu1,i1\n").encode(encoding)
+    _write(tmp_path, "u.csv", data)
+    for fmt in ("csv", "jsonl"):
+        with pytest.raises(MappingError, match="u.csv: starts with a UTF-16 byte-order mark .* looks UTF-16.*iconv"):
+            read_tabular(tmp_path, {"files": [{"path": "u.csv", "role": "interactions", "user": "user",
+                                               "item": "item", "format": fmt}]})
+    with pytest.raises(MappingError, match="looks UTF-16"):
+        read_recbole(_write(tmp_path, "toy.inter", "user_id:token\titem_id:token\n1\t2\n".encode("utf-16")))
 
 
 def test_utf8_sig_is_read_as_the_utf8_it_is(tmp_path):
@@ -848,6 +921,37 @@ def test_jsonl_values_are_held_to_the_declared_property_types(tmp_path):
     _reconciles(res)
     assert [i["props"] for i in res.records.items] == [{"age": 24, "code": "7", "flag": True, "score": 3.0}]
     assert sorted(_reasons(res)) == [2, 3, 4] and "is not int" in _reasons(res)[2]
+
+
+def test_jsonl_text_and_attribute_values_are_read_as_the_csv_cells_would_be(tmp_path):
+    """``str()`` made entities ``genre:True`` and ``genre:{'a': 1}`` and the title "{'en': 'T'}": a
+    number or boolean is now its CSV text (``genre:true``, as a CSV load gives), and an object, or an
+    array where one value is expected, quarantines the row with its reason."""
+    rows = [{"id": "i1", "title": 7, "genres": [True, 1.5, "x"], "g": True},
+            {"id": "i2", "title": {"en": "T"}, "genres": "x", "g": False},
+            {"id": "i3", "title": "ok", "genres": [False, {"a": 1}], "g": False},
+            {"id": "i4", "title": "ok", "genres": [["y"]], "g": False},
+            {"id": "i5", "title": ["T"], "genres": "x", "g": False}]
+    _write(tmp_path, "items.jsonl", "\n".join(json.dumps(r) for r in rows) + "\n")
+    spec = {"path": "items.jsonl", "role": "items", "format": "jsonl", "id": "id", "title": "title",
+            "attributes": [{"column": "genres", "relation": "genre"}],
+            "flags": {"columns": ["g"], "names": ["good"], "relation": "tag", "value": "true", "off_value": "false"}}
+    res = read_tabular(tmp_path, {"files": [spec]})
+    _reconciles(res)
+    assert [(i["id"], i["title"]) for i in res.records.items] == [("i1", "7")]
+    assert sorted(r["entity"] for r in res.records.item_entities) == ["genre:1.5", "genre:true", "genre:x", "tag:good"]
+    assert _reasons(res) == {
+        2: 'column \'title\' holds a JSON object, not text or a number: {"en": "T"}',
+        3: 'column \'genres\' holds a JSON object in its array, not text or a number: {"a": 1}',
+        4: 'column \'genres\' holds a JSON array in its array, not text or a number: ["y"]',
+        5: 'column \'title\' holds a JSON array, not text or a number: ["T"]'}
+    assert res.quarantine[0]["raw"] == rows[1]  # the row as read
+    _write(tmp_path, "items.csv", "id,title,genres,g\ni1,7,true,true\n")  # the same data as CSV
+    csv_res = read_tabular(tmp_path, {"files": [{**spec, "path": "items.csv", "format": "csv"}]})
+    assert sorted(r["entity"] for r in csv_res.records.item_entities) == ["genre:true", "tag:good"]
+    # rows built in Python reach the same rule in governance
+    res = govern_records(GraphRecords(items=[{"id": "a", "title": {"en": "T"}}, {"id": "b", "title": "B"}]))
+    assert [i["id"] for i in res.records.items] == ["b"] and _reasons(res) == {1: "title must be text, got dict"}
 
 
 def test_a_jsonl_number_too_large_for_a_float_is_quarantined_and_the_rest_loads(tmp_path):

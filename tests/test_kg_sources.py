@@ -158,12 +158,13 @@ def test_kgat(tmp_path):
     res = load_source("kgat", tmp_path)
     _ok(res)
     c = res.records.counts()
-    assert (c["items"], c["users"], c["interactions"], c["entities"], c["triples"]) == (3, 2, 4, 4, 3)
-    assert {t["relation"] for t in res.records.triples} == {"film.film.genre", "r7"}
+    assert (c["items"], c["users"], c["interactions"], c["entities"], c["triples"]) == (3, 2, 4, 4, 2)
+    assert {t["relation"] for t in res.records.triples} == {"film.film.genre"}
     assert {(r["item"], r["entity"]) for r in res.records.item_entities} == {("0", "kg:0"), ("1", "kg:1"), ("2", "kg:2")}
     assert res.report["entity_list.txt"]["deduplicated"] == 3  # items' entities already named by item_list
     assert relation_name("http://x/ns/a.b#c") == "c"
-    assert [q["reason"] for q in res.quarantine] == ["expected 3 fields, got 2"]
+    # relation 7 is not in relation_list.txt: no made-up r7 (that name is only for a dataset without the list)
+    assert [q["reason"] for q in res.quarantine] == ["relation id 7 not in relation_list.txt", "expected 3 fields, got 2"]
 
 
 def test_lightgcn_lines_that_are_not_pairs_are_quarantined_and_limits_count_data_lines(tmp_path):
@@ -180,6 +181,30 @@ def test_lightgcn_lines_that_are_not_pairs_are_quarantined_and_limits_count_data
     sample = load_source("lightgcn", tmp_path, cfg=CREATE, limit=1)
     assert sample.report["train.txt"]["read"] == 2 and not sample.quarantine  # line 3's two pairs
     assert sample.report["user_list.txt"]["loaded"] == 3
+
+
+def test_kgat_and_lightgcn_id_lists_quarantine_ids_that_are_not_integers(tmp_path):
+    """A header that is not ``org_id remap_id`` (``uid remap``, ``head relation tail``) was loaded as
+    data: user ``remap``, the triple kg:head -rrelation-> kg:tail; so was an item_list line ``b x m.b``."""
+    _files(tmp_path, {"train.txt": "0 0\n", "user_list.txt": "uid remap\na 0\n",
+                      "item_list.txt": "org_id remap_id freebase_id\na 0 m.a\nb x m.b\n",
+                      "entity_list.txt": "org_id remap_id\nm.a 0\nm.z z\n",
+                      "kg_final.txt": "head relation tail\n0 0 1\n0 1 y\n"})
+    res = load_source("kgat", tmp_path)
+    _ok(res)
+    assert [u["id"] for u in res.records.users] == ["0"] and [i["id"] for i in res.records.items] == ["0"]
+    assert [(t["head"], t["relation"], t["tail"]) for t in res.records.triples] == [("kg:0", "r0", "kg:1")]
+    assert sorted((q["source"], q["line"], q["reason"]) for q in res.quarantine) == [
+        ("entity_list.txt", 3, "remap_id is not a non-negative integer id: 'z'"),
+        ("item_list.txt", 3, "remap_id is not a non-negative integer id: 'x'"),
+        ("kg_final.txt", 1, "head is not a non-negative integer id: 'head'"),
+        ("kg_final.txt", 3, "tail is not a non-negative integer id: 'y'"),
+        ("user_list.txt", 1, "remap_id is not a non-negative integer id: 'remap'")]
+    (tmp_path / "kg_final.txt").unlink()
+    lgcn = load_source("lightgcn", tmp_path)
+    _ok(lgcn)
+    assert [u["id"] for u in lgcn.records.users] == ["0"] and [i["id"] for i in lgcn.records.items] == ["0"]
+    assert lgcn.report["item_list.txt"] == {"read": 2, "loaded": 1, "quarantined": 1, "deduplicated": 0}
 
 
 @pytest.mark.parametrize("fmt", ["lightgcn", "kgat"])

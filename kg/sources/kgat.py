@@ -5,7 +5,9 @@
 The given split is kept. Items are ids ``0..n_items-1`` and KGAT numbers item ``i`` as entity ``i``,
 so each item is linked to entity ``kg:i`` with relation ``same_as``. Relation names are the last path
 segment of the relation's original id (``http://.../film.film.genre`` -> ``film.film.genre``), or
-``r<id>`` without ``relation_list.txt``.
+``r<id>`` without ``relation_list.txt``; a triple whose relation id that list lacks is quarantined.
+Ids are non-negative integers: a line with another token (a header such as ``head relation tail``)
+is quarantined with its reason.
 """
 from __future__ import annotations
 
@@ -14,7 +16,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..governance import Governor, KnownIds, LoadResult
-from .lightgcn import check_data_dir, feed_lightgcn, index_id, is_index, list_lines, quarantine_to, token_lines
+from .lightgcn import (check_data_dir, feed_lightgcn, index_id, is_index, list_lines, not_index, quarantine_to,
+                       token_lines)
 
 if TYPE_CHECKING:  # pragma: no cover
     from kgrec.config import IngestConfig
@@ -75,6 +78,9 @@ def read_kgat(data_dir: str | Path, cfg: "IngestConfig | None" = None, *, kind: 
             if len(tokens) < 2:
                 gov.quarantine(item_list.name, lineno, "expected org_id remap_id [freebase_id]", " ".join(tokens))
                 continue
+            if bad := not_index(tokens[1:2], ("remap_id",)):
+                gov.quarantine(item_list.name, lineno, bad, " ".join(tokens))
+                continue
             props = {"org_id": tokens[0]}
             item = index_id(tokens[1])
             gov.add_item(item_list.name, lineno, tokens, id=item, props=props)
@@ -86,6 +92,9 @@ def read_kgat(data_dir: str | Path, cfg: "IngestConfig | None" = None, *, kind: 
         for lineno, tokens, _ in list_lines(entity_list, quarantine_to(gov, entity_list.name)):
             if len(tokens) < 2:
                 gov.quarantine(entity_list.name, lineno, "expected org_id remap_id", " ".join(tokens))
+                continue
+            if bad := not_index(tokens[1:2], ("remap_id",)):
+                gov.quarantine(entity_list.name, lineno, bad, " ".join(tokens))
                 continue
             gov.add_entity(entity_list.name, lineno, tokens, id=f"kg:{index_id(tokens[1])}", type="kg",
                            name=tokens[0])
@@ -99,7 +108,13 @@ def read_kgat(data_dir: str | Path, cfg: "IngestConfig | None" = None, *, kind: 
             if len(tokens) != 3:
                 gov.quarantine(kg.name, lineno, f"expected 3 fields, got {len(tokens)}", raw)
                 continue
+            if bad := not_index(tokens, ("head", "relation", "tail")):  # a header line, too
+                gov.quarantine(kg.name, lineno, bad, raw)
+                continue
             h, r, t = map(index_id, tokens)
+            if rel_list.is_file() and r not in relations:  # an r<id> name would stand for a relation the list lacks
+                gov.quarantine(kg.name, lineno, f"relation id {r} not in {rel_list.name}", raw)
+                continue
             gov.add_triple(kg.name, lineno, tokens, head=f"kg:{h}", relation=relations.get(r, f"r{r}"),
                            tail=f"kg:{t}")
     feed_lightgcn(gov, data_dir, kind=kind, limit=limit, create=not item_list.is_file())

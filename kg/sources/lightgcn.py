@@ -71,6 +71,15 @@ def is_index(token: str) -> bool:
     return token.isascii() and token.isdigit() and len(digits) <= 19 and fits_int64(int(digits or "0"))
 
 
+def not_index(tokens: list[str], names: tuple[str, ...]) -> str | None:
+    """The quarantine reason for the first of ``tokens`` (named by ``names``) that is not an index,
+    or ``None``: a header line of other words (``uid remap``, ``head relation tail``) is no row."""
+    for name, token in zip(names, tokens):
+        if not is_index(token):
+            return f"{name} is not a non-negative integer id: {token[:40]!r}"
+    return None
+
+
 def index_id(token: str) -> str:
     """A remapped id as its integer's text (``07`` is user 7, as the LightGCN code reads it), or
     ``token`` unchanged when it is not an index."""
@@ -171,6 +180,7 @@ def feed_lightgcn(gov: "Governor", data_dir: str | Path, *, kind: str = "interac
 
     ``user_list.txt`` (``org_id remap_id``) gives the users, with ``org_id`` as a property, when
     present; ``item_list.txt`` is read by the caller (KGAT) or here (LightGCN) when ``create`` is true.
+    A list line whose ``remap_id`` is not an integer (a header other than ``org_id remap_id``) is quarantined.
     Users/items without list files are declared from the pairs.
 
     Args:
@@ -193,6 +203,8 @@ def feed_lightgcn(gov: "Governor", data_dir: str | Path, *, kind: str = "interac
         for lineno, tokens, raw in list_lines(path, quarantine_to(gov, fname)):
             if len(tokens) < 2:
                 gov.quarantine(fname, lineno, "expected org_id remap_id", raw)
+            elif bad := not_index(tokens[1:2], ("remap_id",)):
+                gov.quarantine(fname, lineno, bad, raw)
             elif node_kind == "users":
                 gov.add_user(fname, lineno, tokens, id=index_id(tokens[1]), props={"org_id": tokens[0]})
             else:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..governance import PROP_RE, RESERVED_PROPS, Governor, KnownIds, LoadResult
-from .tabular import MappingError, decoded_lines, feed_file
+from .tabular import MappingError, decoded_lines, feed_file, refuse_utf16
 
 if TYPE_CHECKING:  # pragma: no cover
     from kgrec.config import IngestConfig
@@ -55,6 +55,7 @@ def parse_header(path: Path) -> list[tuple[str, str]]:
         MappingError: the file has no header line, a token is not ``field:type``, or a field is
             named twice (one would hide the other).
     """
+    refuse_utf16(path, "utf-8")  # else its header's tokens would be the error, with NULs between letters
     first = next(decoded_lines(path, "utf-8"), None)  # BOM and CR dropped; bad bytes replaced
     if first is None:
         raise MappingError(f"{path.name}: no header line (the file is empty)")

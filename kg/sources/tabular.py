@@ -41,6 +41,9 @@ identifiers). ``attributes`` is a list of ``{column, relation, entity_type, sepa
 each value becomes an entity ``<entity_type>:<value>`` linked by ``relation``. ``flags`` is
 ``{columns, names, relation, entity_type, value = "1", off_value = "0"}`` for one-hot columns
 (MovieLens genres): ``value`` links, ``off_value`` or a blank cell does not, anything else is quarantined.
+In JSONL an attribute may hold an array of values; a JSON number or boolean in a text, attribute or
+flag field reads as the CSV cell would (``1.5``, ``true``), and an object (or an array inside one)
+quarantines the row.
 With ``header = true`` and ``columns`` both given, ``columns`` renames the header's columns one for
 one: a first line of another width, or naming the same columns in another order, is an error.
 
@@ -49,7 +52,8 @@ Records are parsed one at a time, so a malformed line is quarantined without aff
 numbered by its first line; a quote left open (to the end of the file or for
 :data:`MAX_RECORD_LINES` lines) quarantines that first line alone and reading goes on after it. A
 mapped column absent from the header raises :class:`MappingError` naming it, and so does a key the
-role does not read (a misspelt ``weigth``, ``create_users`` on ``friends``).
+role does not read (a misspelt ``weigth``, ``create_users`` on ``friends``), and so does a value of
+the wrong type (``path = 5``, ``props = "age"``, ``title_value = ["a"]``: see :data:`OPTION_TYPES`).
 """
 from __future__ import annotations
 
@@ -61,7 +65,7 @@ import logging
 import sys
 from collections import deque
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
 from ..governance import (PROP_RE, RESERVED_PROPS, Governor, KnownIds, LoadResult, fits_int64, id_text,
                           is_blank_id, is_plain_number)
@@ -101,10 +105,37 @@ ROLE_OPTIONS: dict[str, tuple[str, ...]] = {
     "item_entities": ("entity_prefix",),
     "triples": ("entity_prefix",),
 }
-BOOL_OPTIONS = ("header", "create_users", "create_items", "create_nodes")
 QUOTING = ("none", "minimal")
-ATTRIBUTE_KEYS = ("column", "relation", "entity_type", "separator", "prefix")
-FLAG_KEYS = ("columns", "names", "relation", "entity_type", "value", "off_value", "prefix")
+TEXT_FIELDS = ("title", "description", "name", "text")
+# what a mapping value must be, by the words its error uses -> the check (TOML gives ints, lists, tables
+# anywhere: a wrong one crashed the reader, or was loaded as its Python repr, title_value = ["a"] as "['a']")
+TYPE_CHECKS: dict[str, Callable[[Any], bool]] = {
+    "a string": lambda v: isinstance(v, str),
+    "true or false": lambda v: isinstance(v, bool),  # a string "false" is truthy: header = "false" ate a row
+    "a list of strings": lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
+    "a string or an integer": lambda v: isinstance(v, (str, int)) and not isinstance(v, bool),
+    "a string or a number": lambda v: isinstance(v, (str, int, float)) and not isinstance(v, bool),
+    "a list of columns or a table {column = type}":
+        lambda v: isinstance(v, dict) or (isinstance(v, list) and all(isinstance(x, str) for x in v)),
+}
+OPTION_TYPES: dict[str, str] = {
+    # a [[files]] key -> its type (in TYPE_CHECKS); each field names a column, each <field>_value is a constant
+    **{f: "a string" for req, opt in ROLE_FIELDS.values() for f in req + opt},
+    **{f"{f}_value": "a string" if f in TEXT_FIELDS else "a string or a number"
+       for req, opt in ROLE_FIELDS.values() for f in req + opt},
+    "path": "a string", "role": "a string", "format": "a string", "delimiter": "a string", "encoding": "a string",
+    "quoting": "a string", "columns": "a list of strings", "entity_prefix": "a string",
+    "props": "a list of columns or a table {column = type}",
+    "header": "true or false", "create_users": "true or false", "create_items": "true or false",
+    "create_nodes": "true or false",
+}
+ATTRIBUTE_TYPES: dict[str, str] = {"column": "a string", "relation": "a string", "entity_type": "a string",
+                                   "separator": "a string", "prefix": "a string"}
+FLAG_TYPES: dict[str, str] = {"columns": "a list of strings", "names": "a list of strings", "relation": "a string",
+                              "entity_type": "a string", "value": "a string or an integer",
+                              "off_value": "a string or an integer", "prefix": "a string"}
+ATTRIBUTE_KEYS = tuple(ATTRIBUTE_TYPES)
+FLAG_KEYS = tuple(FLAG_TYPES)
 
 
 class MappingError(ValueError):
@@ -171,9 +202,11 @@ def _check_shape(spec: dict, n: int) -> None:
     """The parts of a ``[[files]]`` entry that the readers index into, with a clear error."""
     if not isinstance(spec, dict):
         raise MappingError(f"files[{n}] must be a table ([[files]] with role = ...), not {spec!r}")
+    _check_types(spec, OPTION_TYPES, f"files[{n}]: ")
     for attr in _as_list(spec.get("attributes")):  # a list of tables, or one table (as flags may be)
         if not isinstance(attr, dict) or "column" not in attr:
             raise MappingError(f"files[{n}]: each attributes entry needs a column = ...")
+        _check_types(attr, ATTRIBUTE_TYPES, f"files[{n}]: attributes ")
         sep = attr.get("separator")
         if sep is not None and not (isinstance(sep, str) and sep):
             raise MappingError(f"files[{n}]: attributes separator for {attr['column']!r} must be a non-empty "
@@ -181,6 +214,7 @@ def _check_shape(spec: dict, n: int) -> None:
     for flags in _as_list(spec.get("flags")):
         if not isinstance(flags, dict) or not isinstance(flags.get("columns"), list):
             raise MappingError(f"files[{n}]: flags needs a columns = [...] list")
+        _check_types(flags, FLAG_TYPES, f"files[{n}]: flags ")
         names = flags.get("names", flags["columns"])
         if not isinstance(names, list) or len(names) != len(flags["columns"]):
             raise MappingError(f"files[{n}]: flags lists {len(flags['columns'])} columns but "
@@ -190,9 +224,6 @@ def _check_shape(spec: dict, n: int) -> None:
                                    and all(isinstance(b, (int, float)) and not isinstance(b, bool) for b in bounds)
                                    and bounds[0] <= bounds[1]):
         raise MappingError(f"files[{n}]: weight_range must be [low, high], got {bounds!r}")
-    for key in BOOL_OPTIONS:  # a string "false" is truthy: header = "false" would swallow the first row
-        if key in spec and not isinstance(spec[key], bool):
-            raise MappingError(f"files[{n}]: {key} must be true or false, not {spec[key]!r}")
     delimiter = spec.get("delimiter", "\t" if spec.get("format") == "tsv" else ",")
     quoting = spec.get("quoting", "minimal" if delimiter == "," else "none")
     if quoting not in QUOTING:
@@ -200,6 +231,25 @@ def _check_shape(spec: dict, n: int) -> None:
     if not isinstance(delimiter, str) or not delimiter or (len(delimiter) != 1 and quoting != "none"):
         raise MappingError(f"files[{n}]: delimiter {delimiter!r} must be one character, or several with "
                            f"quoting = \"none\"")
+
+
+def _check_types(table: dict, types: dict[str, str], where: str) -> None:
+    """Each key of ``table`` that ``types`` names holds a value of that type (see :data:`TYPE_CHECKS`).
+
+    Raises:
+        MappingError: ``<where><key> must be <type>, not <value>``.
+    """
+    for key, expected in types.items():
+        if key in table and not TYPE_CHECKS[expected](table[key]):
+            raise MappingError(f"{where}{key} must be {expected}, not {_clip_repr(table[key])}")
+
+
+def _clip_repr(value: Any, limit: int = 80) -> str:
+    return _clip(repr(value), limit)
+
+
+def _clip(text: str, limit: int = 80) -> str:
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _unknown_keys(table: dict, known: Iterable[str]) -> str:
@@ -294,6 +344,26 @@ def decoded_lines(path: Path, encoding: str) -> Iterator[tuple[int, str, str | N
                 yield lineno, raw.decode(encoding, errors="replace"), f"invalid {encoding} bytes at {e.start}"
 
 
+UTF16_BOMS = (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)  # FF FE (UTF-32 LE's BOM begins so too), FE FF
+
+
+def refuse_utf16(path: Path, encoding: str) -> None:
+    """Refuse a file that starts with a UTF-16 byte-order mark, to be read as ``encoding`` (one that
+    is ASCII-compatible): its columns would be ``'\\xff\\xfeu\\x00'`` and the like, or every line
+    quarantined as bad bytes, with nothing to say why.
+
+    Raises:
+        MappingError: the file looks UTF-16, with what to do.
+    """
+    with path.open("rb") as fh:
+        head = fh.read(2)
+    if head in UTF16_BOMS:
+        raise MappingError(f"{path.name}: starts with a UTF-16 byte-order mark ({head.hex(' ').upper()}) but is "
+                           f"read as {encoding!r}: the file looks UTF-16, which kgrec reads only once converted "
+                           f"(encoding = \"utf-16\" is refused too): iconv -f utf-16 -t utf-8 {path.name} > "
+                           f"{path.stem}.utf8{path.suffix}")
+
+
 def _split(line: str, delimiter: str, quoting: str) -> list[str]:
     if quoting == "none" or '"' not in line:
         return line.split(delimiter)
@@ -367,6 +437,7 @@ def iter_rows(path: Path, spec: dict, limit: int | None = None
     if not ascii_compatible:
         raise MappingError(f"{path.name}: encoding {encoding!r} is not ASCII-compatible (UTF-16/32): convert "
                            f"the file to UTF-8 first, e.g. iconv -f {encoding} -t utf-8")
+    refuse_utf16(path, encoding)
     delimiter = spec.get("delimiter", "\t" if fmt == "tsv" else ",")
     quoting = spec.get("quoting", "minimal" if delimiter == "," else "none")
     header = spec.get("header", True)
@@ -506,6 +577,45 @@ def _typed_json_value(col: str, typ: str, value: Any) -> Any:
     raise ValueError(f"property {col!r} is not {typ}: {str(value)[:80]!r}")
 
 
+def _json_cells(spec: dict, row: dict) -> dict:
+    """A JSONL row with its text, attribute and flag cells as a CSV load of the same data reads them:
+    a number or boolean as its text (``1.5``, ``true``, as :func:`_typed_json_value` stores a ``str``
+    property), an attribute's array as its values. Without this ``str()`` made ``True`` of ``true``,
+    and a JSON object ``{'en': 'T'}`` of a title or an entity id.
+
+    Raises:
+        ValueError: such a cell holds a JSON object, or an array where one value is expected.
+    """
+    out = dict(row)  # row is also the raw line kept for the quarantine: left as read
+    req, opt = ROLE_FIELDS[spec["role"]]
+    for col in [spec[f] for f in req + opt if f in TEXT_FIELDS and f in spec]:
+        out[col] = _json_text(col, row.get(col))
+    for attr in _as_list(spec.get("attributes")):
+        col = attr["column"]
+        value = row.get(col)
+        out[col] = [_json_text(col, v, "in its array") for v in value] if isinstance(value, list) else _json_text(col, value)
+    for flags in _as_list(spec.get("flags")):
+        for col in flags["columns"]:
+            out[col] = _json_text(col, row.get(col))
+    return out
+
+
+def _json_text(col: str, value: Any, where: str = "") -> Any:
+    """One JSON value where text is expected: a string or null as it is, a number or boolean as a
+    CSV cell would hold it.
+
+    Raises:
+        ValueError: an object or an array, whose Python repr is no one's text.
+    """
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, (dict, list)):
+        kind = "a JSON object" if isinstance(value, dict) else "a JSON array"
+        raise ValueError(f"column {col!r} holds {kind}{' ' + where if where else ''}, not text or a number: "
+                         f"{_clip(json.dumps(value, ensure_ascii=False))}")
+    return _typed_json_value(col, "str", value)
+
+
 def _attributes(gov: Governor, spec: dict, row: dict, item: Any, source: str, line: int, raw: Any,
                      lower: bool, *, owner: str = "item") -> None:
     """Entities and edges from ``attributes`` and ``flags`` columns of an item (or, with
@@ -580,10 +690,20 @@ def feed_file(gov: Governor, path: Path, spec: dict, *, lowercase_ids: bool = Fa
     emits_items = role == "interactions" and _emits_items(spec)
     if spec.get("flags"):
         _flag_entities(gov, spec, source + "#flags", lower)
+    jsonl = spec.get("format") == "jsonl"
+    gov.add_source(source)
+    rows = 0
     for line, row, raw, err in iter_rows(path, spec, limit):
+        rows += 1
         if err is not None or row is None:
             gov.quarantine(source, line, err or "unreadable row", raw)
             continue
+        if jsonl:
+            try:
+                row = _json_cells(spec, row)
+            except ValueError as e:
+                gov.quarantine(source, line, str(e), raw)
+                continue
         g = lambda f, d=None: _get(spec, row, f, d)  # noqa: E731
         if role == "interactions":
             user, item = g("user"), g("item")
@@ -632,6 +752,8 @@ def feed_file(gov: Governor, path: Path, spec: dict, *, lowercase_ids: bool = Fa
         elif role == "query_items":
             gov.add_query_item(source, line, raw, query=g("query"), item=g("item"), relevance=g("relevance"),
                                lowercase=lower, relevance_required="relevance" in spec)
+    if not rows and limit != 0:  # a failed upstream export, perhaps: say so, as well as read 0 in the report
+        logger.warning("%s: no data rows (an empty file, or a header alone): nothing read from it", source)
 
 
 def read_tabular(path: str | Path, mapping: str | Path | dict, cfg: "IngestConfig | None" = None, *,
