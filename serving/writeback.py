@@ -17,6 +17,8 @@ from .recommender import Recommender, UnknownUserError
 
 logger = logging.getLogger(__name__)
 
+STALE_BATCH = 10_000  # nodes whose leftovers of another model are cleared per transaction (lists: / k)
+
 
 def write_back(graph: Graph, rec: Recommender, k: int = 10, batch_size: int = 2000,
                users: list[str] | None = None, index_timeout_s: int = 600,
@@ -82,7 +84,7 @@ def _write_back(graph: Graph, rec: Recommender, k: int, batch_size: int, users: 
         logger.warning("%d embeddings of %s are not finite or all zero: not written (those nodes have no vector%s)",
                        counts["skipped_embeddings"], rec.version,
                        "; a graph filter gives items without training events none" if rec.scorer is not None else "")
-    _until_cleared(graph, "writeback/clear_stale_embeddings", lease, rec.version)  # nodes it does not know
+    _clear_stale(graph, "embeddings", lease, rec.version, STALE_BATCH)  # on nodes it does not know
     # An index of another dimension is replaced only now: while the vectors were written it kept
     # indexing the old-size ones (Neo4j leaves vectors of another size out); a query with a new
     # vector fails against it, and any query fails while the new index fills (awaited below).
@@ -100,15 +102,18 @@ def _write_back(graph: Graph, rec: Recommender, k: int, batch_size: int, users: 
                                    ("writeback/set_recommendations", {"rows": rows, "model": rec.version})],
                                   before=lease.check)
         counts["recommendations"] += made.relationships_created
-    _until_cleared(graph, "writeback/clear_stale_recommendations", lease, rec.version)
+    _clear_stale(graph, "recommendations", lease, rec.version, max(1, STALE_BATCH // max(1, k)))
     return counts
 
 
-def _until_cleared(graph: Graph, name: str, lease: Lease, model: str, limit: int = 10_000) -> None:
-    """Run a clean-up that removes another model's leftovers ``limit`` at a time (``LIMIT $limit``,
-    ``RETURN count(*) AS written``) until it finds none; the lease is checked before every attempt."""
-    while graph.write_counted(name, before_=lease.check, model=model, limit=limit)[1]:
-        pass
+def _clear_stale(graph: Graph, what: str, lease: Lease, model: str, batch_size: int) -> None:
+    """Remove another model's leftover ``what`` (``embeddings`` or ``recommendations``): one streamed
+    scan finds the nodes that hold some, then they are cleared ``batch_size`` nodes a transaction,
+    by element id, the lease checked before every attempt. (A clean-up that scanned again for each
+    batch went through the whole graph once per batch.)"""
+    found = "stale_embedding_nodes" if what == "embeddings" else "stale_recommendation_users"
+    for ids in batches((row["id"] for row in graph.stream(f"writeback/{found}", model=model)), batch_size):
+        graph.write(f"writeback/clear_stale_{what}", before_=lease.check, ids=ids, model=model)
 
 
 def _index_info(graph: Graph) -> list[dict]:

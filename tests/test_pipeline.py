@@ -427,7 +427,7 @@ def test_recommendations_within_an_attribute(trained, tmp_path, capsys):
     assert printed.out == "" and "no item holds every one of those attributes" in printed.err
 
 
-def test_write_back_and_vector_index(trained, graph_session):
+def test_write_back_and_vector_index(trained, graph_session, monkeypatch):
     from serving import Recommender
 
     cfg, _, _ = trained
@@ -453,6 +453,22 @@ def test_write_back_and_vector_index(trained, graph_session):
     from serving.writeback import write_back
 
     assert write_back(graph_session, rec, k=3, users=["u2", "u2"])["recommendations"] == 3  # one list, not two
+    # leftovers of another model on more nodes than a batch: found in one scan, cleared batch by batch
+    graph_session.driver.execute_query(
+        "UNWIND range(1, 9) AS n CREATE (i:Item {id: 'stale-item-' + n, embedding_model: 'older'}) "
+        "WITH i CALL db.create.setNodeVectorProperty(i, 'embedding', $v) "
+        "WITH i CREATE (:User {id: 'stale-user-' + i.id, embedding: [1.0], embedding_model: 'older'})"
+        "-[:RECOMMENDED {rank: 1, model: 'older'}]->(i)",
+        v=[1.0] * int(rec.item_emb.shape[1]), database_=graph_session.database)
+    monkeypatch.setattr("serving.writeback.STALE_BATCH", 4)
+    write_back(graph_session, rec, k=3, users=["u2"])
+    left = graph_session.driver.execute_query(
+        "MATCH (n) WHERE n.id STARTS WITH 'stale-' "
+        "RETURN count(n.embedding) AS vectors, sum(count{ (n)-[:RECOMMENDED]->() }) AS lists, count(n) AS nodes",
+        database_=graph_session.database).records[0]
+    assert dict(left) == {"vectors": 0, "lists": 0, "nodes": 18}
+    graph_session.driver.execute_query("MATCH (n) WHERE n.id STARTS WITH 'stale-' DETACH DELETE n",
+                                       database_=graph_session.database)
     from serving.recommender import UnknownUserError
 
     with pytest.raises(UnknownUserError, match="1 of the users.*'ghost'.*nothing was written"):

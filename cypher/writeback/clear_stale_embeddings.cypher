@@ -1,11 +1,8 @@
-// Embeddings that another model left on items and users this model does not know: removed, so the
-// vector index and Cypher similarity never mix two models' vectors; at most $limit per call
-// (write-back calls it until none are left), so no transaction holds a whole catalogue's changes.
-CALL () {
-  MATCH (i:Item) WHERE i.embedding IS NOT NULL AND coalesce(i.embedding_model, '') <> $model RETURN i AS n
-  UNION
-  MATCH (u:User) WHERE u.embedding IS NOT NULL AND coalesce(u.embedding_model, '') <> $model RETURN u AS n
-}
-WITH n LIMIT $limit
+// Embeddings that another model left on items and users this model does not know (the element ids
+// $ids, from writeback/stale_embedding_nodes): removed, so the vector index and Cypher similarity
+// never mix two models' vectors. The condition is checked again: a node changed since the scan keeps
+// what it has now.
+MATCH (n) WHERE elementId(n) IN $ids
+  AND n.embedding IS NOT NULL AND coalesce(n.embedding_model, '') <> $model
 REMOVE n.embedding, n.embedding_model
 RETURN count(*) AS written
