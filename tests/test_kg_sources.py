@@ -147,6 +147,16 @@ def test_lightgcn_files_with_a_byte_order_mark(tmp_path):
     assert sorted(u["id"] for u in res.records.users) == ["0", "1"]
 
 
+def test_lightgcn_and_kgat_files_without_rows_are_in_the_reconciliation(tmp_path):
+    """An empty test.txt or kg_final.txt (a failed export) shows as read 0, not missing."""
+    none = {"read": 0, "loaded": 0, "quarantined": 0, "deduplicated": 0}
+    _files(tmp_path, {"train.txt": "0 1\n", "test.txt": "", "user_list.txt": "org_id remap_id\n"})
+    assert load_source("lightgcn", tmp_path).report["test.txt"] == none
+    _files(tmp_path, {"kg_final.txt": "", "entity_list.txt": ""})
+    report = load_source("kgat", tmp_path).report
+    assert report["kg_final.txt"] == report["entity_list.txt"] == none
+
+
 def test_kgat(tmp_path):
     _files(tmp_path, {
         "train.txt": "0 0 1\n1 1\n", "test.txt": "0 2\n",

@@ -73,6 +73,7 @@ def read_kgat(data_dir: str | Path, cfg: "IngestConfig | None" = None, *, kind: 
     gov = Governor(cfg, known)
     item_list = data_dir / "item_list.txt"
     if item_list.is_file():
+        gov.add_source(item_list.name)  # an empty one shows as read 0
         # whole, even with a limit: the sample's ids resolve
         for lineno, tokens, _ in list_lines(item_list, quarantine_to(gov, item_list.name)):
             if len(tokens) < 2:
@@ -89,6 +90,7 @@ def read_kgat(data_dir: str | Path, cfg: "IngestConfig | None" = None, *, kind: 
             gov.add_item_entity(item_list.name, lineno, tokens, item=item, entity=f"kg:{item}", relation="same_as")
     entity_list = data_dir / "entity_list.txt"
     if entity_list.is_file():
+        gov.add_source(entity_list.name)  # an empty one shows as read 0
         for lineno, tokens, _ in list_lines(entity_list, quarantine_to(gov, entity_list.name)):
             if len(tokens) < 2:
                 gov.quarantine(entity_list.name, lineno, "expected org_id remap_id", " ".join(tokens))
@@ -104,6 +106,7 @@ def read_kgat(data_dir: str | Path, cfg: "IngestConfig | None" = None, *, kind: 
         relations = relation_names(rel_list)
     kg = data_dir / "kg_final.txt"
     if kg.is_file():
+        gov.add_source(kg.name)  # an empty one shows as read 0
         for lineno, tokens, raw in token_lines(kg, limit, quarantine_to(gov, kg.name)):
             if len(tokens) != 3:
                 gov.quarantine(kg.name, lineno, f"expected 3 fields, got {len(tokens)}", raw)

@@ -199,6 +199,7 @@ def feed_lightgcn(gov: "Governor", data_dir: str | Path, *, kind: str = "interac
         if not path.is_file():
             continue
         have.add(node_kind)
+        gov.add_source(fname)  # an empty one shows as read 0
         # whole, even with a limit: the sample's ids resolve
         for lineno, tokens, raw in list_lines(path, quarantine_to(gov, fname)):
             if len(tokens) < 2:
@@ -215,6 +216,7 @@ def feed_lightgcn(gov: "Governor", data_dir: str | Path, *, kind: str = "interac
         path = data_dir / fname
         if not path.is_file():  # one of the two may be absent (check_data_dir: not both)
             continue
+        gov.add_source(fname)
         for lineno, tokens, raw in token_lines(path, limit, quarantine_to(gov, fname)):
             user = index_id(tokens[0])
             if len(tokens) == 1:
