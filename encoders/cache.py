@@ -328,14 +328,18 @@ def cached_namespaces(cache_dir: str | Path) -> list[CachedNamespace]:
         if not (_NAMESPACE_DIR.fullmatch(d.name) and d.is_dir() and ns_file.is_file()):
             continue
         vectors, size, last_used = 0, 0, 0.0
-        for f in d.iterdir():
+        try:
+            namespace = ns_file.read_text(encoding="utf-8", errors="replace").strip()
+            files = list(d.iterdir())
+        except OSError:  # pruned meanwhile
+            continue
+        for f in files:
             with contextlib.suppress(OSError, ValueError):  # a compaction may remove a shard meanwhile
                 st = f.stat()
                 size, last_used = size + st.st_size, max(last_used, st.st_mtime)
                 if f.name.endswith(".keys.npy"):
                     vectors += int(np.load(f, mmap_mode="r").shape[0])
-        found.append(CachedNamespace(d, ns_file.read_text(encoding="utf-8", errors="replace").strip(),
-                                     vectors, size, last_used))
+        found.append(CachedNamespace(d, namespace, vectors, size, last_used))
     return sorted(found, key=lambda n: n.last_used)
 
 
@@ -352,7 +356,14 @@ def prune_cache(cache_dir: str | Path, unused_days: float, dry_run: bool = False
     cutoff = time.time() - unused_days * 86400
     old = [n for n in cached_namespaces(cache_dir) if n.last_used < cutoff]
     for n in old if not dry_run else ():
-        shutil.rmtree(n.path)
+        # renamed out of the way first: a writer's next shard then fails (kept for its run, with a
+        # warning) instead of landing in a directory being deleted
+        doomed = n.path.with_name(f".removing-{n.path.name}-{uuid.uuid4().hex[:8]}")
+        try:
+            n.path.rename(doomed)
+        except FileNotFoundError:  # another prune took it
+            continue
+        shutil.rmtree(doomed, ignore_errors=True)
         logger.info("removed the text cache namespace %s (%s)", n.path, n.namespace)
     return old
 

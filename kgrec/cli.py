@@ -245,8 +245,9 @@ def _read_source(args: argparse.Namespace, cfg: Config, known: "KnownIds | None"
 
 
 def _source_name(path: str) -> str:
-    """The name a source's report files take: its file or folder name (``.``, the folder's own)."""
-    return Path(path).resolve().name or "root"
+    """The name a source's report files take: its file or folder name (``.``, the folder's own; a
+    link's own name, not its target's, so a daily load through a moving link keeps one name)."""
+    return Path(os.path.abspath(path)).name or "root"
 
 
 def _keep_previous(path: Path, name: str) -> None:

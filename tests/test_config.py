@@ -298,3 +298,6 @@ def test_a_source_given_as_a_dot_names_its_report_files_after_its_folder(tmp_pat
     monkeypatch.chdir(tmp_path)
     assert _source_name(".") == tmp_path.name == _source_name(str(tmp_path / "sub" / ".."))
     assert _source_name("/") == "root" and _source_name("events.tsv") == "events.tsv"
+    (tmp_path / "2024-05-01.tsv").write_text("")
+    (tmp_path / "latest.tsv").symlink_to("2024-05-01.tsv")
+    assert _source_name("latest.tsv") == "latest.tsv"  # the link's name, however often it moves

@@ -383,6 +383,9 @@ def test_cache_prune_removes_namespaces_unused_for_a_while(tmp_path, monkeypatch
     assert main(["cache", "prune", "--unused-days", "30"]) == 0
     assert [n["namespace"] for n in json.loads(capsys.readouterr().out)["removed"]] == ["old-model"]
     assert not old.dir.exists() and kept.dir.is_dir() and (tmp_path / "notes").is_dir()
+    assert not list(tmp_path.glob(".removing-*"))
+    # a run that had it open keeps its new vectors for itself, with a warning, and recreates nothing
+    assert not old.put_many([old.key("c")], np.ones((1, 3), dtype=np.float32)) and not old.dir.exists()
     assert main(["cache", "list"]) == 0
     assert [n["namespace"] for n in json.loads(capsys.readouterr().out)] == ["new-model"]
     with pytest.raises(SystemExit):
