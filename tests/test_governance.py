@@ -1001,16 +1001,31 @@ def test_a_file_whose_lines_end_in_cr_alone_is_refused_not_read_as_one_line(tmp_
 
 def test_lines_that_end_in_cr_alone_after_the_first_are_refused_not_merged(tmp_path):
     """Mixed line ends (LF, then CR alone): the CR-ended rows read as one, most of them counted
-    nowhere. A CR inside a quoted field is data, and loads."""
-    mapping = {"files": [{"role": "interactions", "user": "user", "item": "item", "title": "title",
-                          "create_nodes": True}]}
-    _write(tmp_path, "mixed.csv", "user,item,title\nu0,i0,a\n" + "\r".join(f"u{n},i{n},t" for n in range(1, 500)) + "\n")
-    with pytest.raises(MappingError, match="mixed.csv: line 3 holds a carriage return"):
-        read_tabular(tmp_path / "mixed.csv", mapping)
-    _write(tmp_path, "quoted.csv", 'user,item,title\nu0,i0,"two\rlines"\nu1,i1,b\n')
-    res = read_tabular(tmp_path / "quoted.csv", mapping)
-    assert [i["title"] for i in res.records.items] == ["two lines", "b"]
-    _write(tmp_path, "events.jsonl", '{"user": "u0", "item": "i0", "title": "a"}\n'
-           '{"user": "u1", "item": "i1", "title": "b"}\r{"user": "u2", "item": "i2", "title": "c"}\n')
-    with pytest.raises(MappingError, match="line 2 holds a carriage return"):
+    nowhere, quoted or not. A CR inside a field (quoted, or stray in unquoted text) is data: the
+    rows load as before."""
+    from kg.sources import load_source
+
+    mapping = {"files": [{"role": "items", "id": "id", "title": "title", "description": "genre"}]}
+    refused = {
+        "plain.csv": "id,title,genre\n0,a,x\n" + "\r".join(f"{n},t{n},y" for n in range(1, 500)) + "\n",
+        "quoted.csv": 'id,title,genre\n1,"Toy Story (1995)",Comedy\n2,"Jumanji (1995)",Adventure\r'
+                      '3,"Heat (1995)",Action\r4,"Casino (1995)",Drama\n',
+    }
+    for name, data in refused.items():
+        _write(tmp_path, name, data)
+        with pytest.raises(MappingError, match=f"{name}: line 3 holds rows that end in CR alone"):
+            read_tabular(tmp_path / name, mapping)
+    _write(tmp_path, "kept.csv", 'id,title,genre\n0,"two\rlines",x\n1,"a ""q"" \r",y\n2,"multi\nline\r cell",z\n')
+    res = read_tabular(tmp_path / "kept.csv", mapping)
+    assert [i["title"] for i in res.records.items] == ["two lines", 'a "q"', "multi line cell"]
+    _write(tmp_path, "stray.tsv", "id\ttitle\tgenre\n1\tToy Story\tA toy\r comes alive\n2\tJumanji\tboard\n")
+    res = read_tabular(tmp_path / "stray.tsv", {"files": [{**mapping["files"][0], "delimiter": "\t"}]})
+    assert [i["description"] for i in res.records.items] == ["A toy comes alive", "board"]
+    _write(tmp_path, "events.jsonl", '{"id": "0", "title": "a", "genre": "x"}\n'
+           '{"id": "1", "title": "b", "genre": "y"}\r{"id": "2", "title": "c", "genre": "z"}\n')
+    with pytest.raises(MappingError, match="line 2 holds rows that end in CR alone"):
         read_tabular(tmp_path / "events.jsonl", {"files": [{**mapping["files"][0], "format": "jsonl"}]})
+    (tmp_path / "lightgcn").mkdir()
+    _write(tmp_path / "lightgcn", "train.txt", "0 1 2\n1 2\r2 3\n")
+    with pytest.raises(MappingError, match="train.txt: line 2 holds rows"):  # ids: a CR is never data there
+        load_source("lightgcn", tmp_path / "lightgcn")

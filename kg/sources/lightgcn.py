@@ -33,7 +33,7 @@ def token_lines(path: Path, limit: int | None = None,
         ValueError: a line is not UTF-8 and no ``on_bad`` was given.
     """
     n = 0
-    for lineno, line, reason in decoded_lines(Path(path), "utf-8"):
+    for lineno, line, reason in decoded_lines(Path(path), "utf-8", cr_ends_lines=True):  # ids: a CR is no data
         tokens = line.split()
         if not tokens:
             continue

@@ -314,26 +314,59 @@ def _prefixed(prefix: str, value: Any) -> Any:
     return None if is_blank_id(value) else prefix + id_text(value)
 
 
-def decoded_lines(path: Path, encoding: str) -> Iterator[tuple[int, str, str | None]]:
+def _cr_line_ends(path: Path, lineno: int) -> MappingError:
+    if lineno == 1:
+        return MappingError(f"{path.name}: its lines end in CR alone (classic Mac), so it reads as one line: "
+                            f"convert them to LF first (tr '\\r' '\\n' < old > new)")
+    return MappingError(f"{path.name}: line {lineno} holds rows that end in CR alone (mixed line ends), so they "
+                        f"would read as one: convert CR line ends to LF first (tr '\\r' '\\n' < old > new "
+                        f"changes every CR, those inside fields too)")
+
+
+def check_cr_line_ends(path: Path, lineno: int, text: str, delimiter: str, quoting: str, width: int) -> None:
+    """Refuse a record (one line, or lines a quoted field joined) where a CR outside quotes ends
+    rows: cut at such CRs, it gives two or more pieces of ``width`` fields each. A CR inside a field
+    (a quoted one, or text with a stray CR) is data, and the record is left as it is.
+
+    Raises:
+        MappingError: the file's rows end in CR alone from here on (mixed line ends).
+    """
+    if "\r" not in text:
+        return
+    cuts, quoted = [], False
+    for at, c in enumerate(text):
+        if c == '"' and quoting != "none":
+            quoted = not quoted  # an escaped "" toggles twice
+        elif c == "\r" and not quoted:
+            cuts.append(at)
+    if not cuts:
+        return
+    pieces = [text[a + 1:b] for a, b in zip([-1, *cuts], [*cuts, len(text)])]
+    try:
+        if all(len(_split(piece, delimiter, quoting)) == width for piece in pieces):
+            raise _cr_line_ends(path, lineno)
+    except csv.Error:  # a piece that does not parse is no row: the CR was data
+        return
+
+
+def decoded_lines(path: Path, encoding: str, cr_ends_lines: bool = False) -> Iterator[tuple[int, str, str | None]]:
     """Yield ``(line_number, text, decode_error)`` for each line that is not empty or all spaces
     (CR/LF and BOM stripped); a line of delimiters only is a row, read and then quarantined.
 
+    Args:
+        cr_ends_lines: the file holds no text that may contain a CR (whitespace-separated ids): a CR
+            inside any line is a line end, refused as below.
+
     Raises:
-        MappingError: the lines end in CR alone (classic Mac), from the first line or from a later one
-            on (mixed line ends): the rows so ended would read as one. A CR in a line that has a
-            quote may be inside a quoted field, and is left to the CSV reader, unless it stands
-            between two JSON objects.
+        MappingError: the lines end in CR alone (classic Mac): the file would read as one line;
+            with ``cr_ends_lines``, also a line past the first that holds a CR (mixed line ends).
+            Other readers tell a CR ending rows from one inside a field (:func:`check_cr_line_ends`).
     """
     with path.open("rb") as fh:
         for lineno, raw in enumerate(fh, 1):
             raw = raw.rstrip(b"\r\n")
-            if lineno == 1 and b"\r" in raw:  # a CR inside the first line: CR line ends (one LF at the end, maybe)
-                raise MappingError(f"{path.name}: its lines end in CR alone (classic Mac), so it reads as one line: "
-                                   f"convert them to LF first (tr '\\r' '\\n' < old > new)")
-            if b"\r" in raw and (b'"' not in raw or b"}\r{" in raw.replace(b" ", b"")):
-                raise MappingError(f"{path.name}: line {lineno} holds a carriage return (CR) that ends no quoted "
-                                   f"field: its lines end in CR alone from there on (mixed line ends), so several "
-                                   f"rows would read as one; convert them to LF first (tr '\\r' '\\n' < old > new)")
+            if b"\r" in raw and (lineno == 1 or cr_ends_lines):  # one LF at the end, maybe
+                raise _cr_line_ends(path, lineno)
             if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
                 raw = raw[3:]
             if not raw.strip(b" "):
@@ -482,6 +515,8 @@ def iter_rows(path: Path, spec: dict, limit: int | None = None
             yield lineno, None, text, err
             continue
         if fmt == "jsonl":
+            if "}\r{" in "".join(text.split(" ")):  # objects on one line, a CR between: mixed line ends
+                raise _cr_line_ends(path, lineno)
             try:
                 obj = json.loads(text)
             except ValueError as e:  # JSONDecodeError, or an integer past Python's 4,300-digit limit
@@ -496,6 +531,7 @@ def iter_rows(path: Path, spec: dict, limit: int | None = None
                 continue
             yield lineno, obj, obj, None
             continue
+        check_cr_line_ends(path, lineno, text, delimiter, quoting, len(columns or ()))
         try:
             fields = _split(text, delimiter, quoting)
         except csv.Error as e:
