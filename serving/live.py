@@ -115,7 +115,8 @@ class LiveModel:
         except Exception as e:  # a broken artifact must not take the service down
             logger.exception("the model published at %s (%s) did not load; still serving %s, retrying in %.0f s",
                              self.path, target, self._model.version, self.retry_s)
-            self._failed = (target, time.monotonic(), f"{type(e).__name__}: {e}")
+            if os.path.realpath(self.path) == target:  # else the link moved on meanwhile: named again, it is tried
+                self._failed = (target, time.monotonic(), f"{type(e).__name__}: {e}")
         else:
             logger.info("now serving %s (was %s)", model.version, self._model.version)
             self._model, self._target, self._failed = model, target, None

@@ -6,6 +6,7 @@ or vector queries against the ``item_embedding`` index.
 from __future__ import annotations
 
 import logging
+from contextlib import closing
 
 import torch
 
@@ -112,8 +113,9 @@ def _clear_stale(graph: Graph, what: str, lease: Lease, model: str, batch_size: 
     by element id, the lease checked before every attempt. (A clean-up that scanned again for each
     batch went through the whole graph once per batch.)"""
     found = "stale_embedding_nodes" if what == "embeddings" else "stale_recommendation_users"
-    for ids in batches((row["id"] for row in graph.stream(f"writeback/{found}", model=model)), batch_size):
-        graph.write(f"writeback/clear_stale_{what}", before_=lease.check, ids=ids, model=model)
+    with closing(graph.stream(f"writeback/{found}", model=model)) as rows:  # closed at once should a write fail
+        for ids in batches((row["id"] for row in rows), batch_size):
+            graph.write(f"writeback/clear_stale_{what}", before_=lease.check, ids=ids, model=model)
 
 
 def _index_info(graph: Graph) -> list[dict]:
