@@ -44,6 +44,10 @@ MAX_SHARDS = 64  # more are merged into one when an encoder opens the cache
 ORPHAN_AGE_S = 3600.0  # a killed writer's leftovers older than this are removed
 
 
+class _ShardGone(Exception):
+    """A shard read only when needed was merged away by another process."""
+
+
 KEY = np.dtype("V32")  # a sha256 key as one numpy scalar: sortable and searchable as 32 bytes
 
 
@@ -95,8 +99,11 @@ class VectorCache:
             raise EncoderError(f"cannot use the text cache at {cache_dir} ([encoder] cache_dir): {e}") from e
         with contextlib.suppress(OSError):  # the last use, for prune_cache; a read-only cache still reads
             os.utime(ns_file)
-        self._vecs: dict[str, np.ndarray] = {}
+        # a shard's vectors: memory-mapped, in memory (written by this process), or None: past
+        # MAX_SHARDS, mapped only while read (each map holds a file open), which a merge does at once
+        self._vecs: dict[str, np.ndarray | None] = {}
         self._added: dict[bytes, tuple[str, int]] = {}  # keys put by this process, beyond the index below
+        self._unwritten: set[str] = set()  # shards put_many could not write: their vectors are in memory only
         self._remove_orphans()
         self._load_index()
 
@@ -115,7 +122,7 @@ class VectorCache:
 
     def _load_index(self, retry: bool = True) -> None:
         files = sorted(self.dir.glob("*.keys.npy"))
-        mmap = "r" if len(files) <= MAX_SHARDS else None  # each memory map holds a file open: past that, read
+        kept_open = len(files) <= MAX_SHARDS
         names: list[str] = []
         parts: list[np.ndarray] = []
         for keys_file in files:
@@ -123,7 +130,7 @@ class VectorCache:
             vecs_file = self.dir / f"{shard}.vecs.npy"
             try:
                 keys = np.load(keys_file)
-                vecs = np.load(vecs_file, mmap_mode=mmap)
+                vecs = np.load(vecs_file, mmap_mode="r")
             except (OSError, ValueError) as e:
                 if getattr(e, "errno", None) in (errno.EMFILE, errno.ENFILE):  # not the shard's fault
                     raise
@@ -137,7 +144,8 @@ class VectorCache:
                 logger.warning("skipping cache shard %s: shape %s does not match %s keys of dim %d",
                                shard, vecs.shape, keys.shape[:1], self.dim)
                 continue
-            self._vecs[shard] = vecs
+            self._vecs[shard] = vecs if kept_open else None
+            del vecs  # its map (and open file) goes here unless kept
             names.append(shard)
             parts.append(np.ascontiguousarray(keys).view(KEY).ravel())
         self._set_index(names, parts)
@@ -221,13 +229,37 @@ class VectorCache:
             at.append(int(i))
             rows.append(row)
         for shard, (at, rows) in by_shard.items():
-            out[at] = self._vecs[shard][rows]
+            out[at] = self._vecs[shard][rows]  # this process's: in memory, or mapped
         indexed = np.flatnonzero(pos >= 0)
         shard_of, rows = self._shard_of[pos[indexed]], self._row[pos[indexed]]
-        for s in np.unique(shard_of):
-            mine = shard_of == s
-            out[indexed[mine]] = self._vecs[self._names[s]][rows[mine]]
+        try:
+            for s in np.unique(shard_of):
+                mine = shard_of == s
+                out[indexed[mine]] = self._shard(self._names[s])[rows[mine]]
+        except FileNotFoundError:  # a shard mapped only while read, merged away by another process
+            if not self._reload():
+                raise
+            return self.get_many(keys)
         return out
+
+    def _shard(self, shard: str) -> np.ndarray:
+        """A shard's vectors, mapped for the caller's use when they are not kept (past MAX_SHARDS).
+
+        Raises:
+            FileNotFoundError: another process merged the shard away since the index was read.
+        """
+        vecs = self._vecs[shard]
+        return vecs if vecs is not None else np.load(self.dir / f"{shard}.vecs.npy", mmap_mode="r")
+
+    def _reload(self) -> bool:
+        """Read the index again after another process merged shards away; False (nothing changed)
+        when this process holds vectors it could not write, which a reload would lose."""
+        if self._unwritten:
+            return False
+        logger.info("text cache %s: merged by another process meanwhile, reading its index again", self.dir)
+        self._vecs, self._added = {}, {}
+        self._load_index()
+        return True
 
     def put_many(self, keys: Sequence[bytes], vectors: np.ndarray) -> bool:
         """Append one shard holding ``vectors`` under ``keys`` (written atomically). Returns whether
@@ -250,6 +282,7 @@ class VectorCache:
             with contextlib.suppress(OSError):
                 (self.dir / f"{shard}.vecs.npy").unlink(missing_ok=True)
             written = False
+            self._unwritten.add(shard)
         self._vecs[shard] = vectors
         for row, (k, indexed) in enumerate(zip(keys, self._find(_as_keys(keys)) >= 0)):
             if not indexed:
@@ -279,15 +312,23 @@ class VectorCache:
             np.lib.format.write_array_header_1_0(
                 fh, {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)), "fortran_order": False,
                      "shape": (total, self.dim)})
-            for shard, rows, _ in sources:
+            for shard, rows, _ in sources:  # one shard mapped at a time
+                try:
+                    vecs = self._shard(shard)
+                except FileNotFoundError as e:  # not an error of this write: told apart below
+                    raise _ShardGone(shard) from e
                 for start in range(0, len(rows), 65536):
-                    fh.write(np.ascontiguousarray(self._vecs[shard][rows[start:start + 65536]],
-                                                  dtype=np.float32).tobytes())
+                    fh.write(np.ascontiguousarray(vecs[rows[start:start + 65536]], dtype=np.float32).tobytes())
+                del vecs
 
         merged = uuid.uuid4().hex
         try:
             _atomic_save(self.dir / f"{merged}.vecs.npy", write_vectors)
             _atomic_save(self.dir / f"{merged}.keys.npy", keys.view(np.uint8).reshape(-1, 32))
+        except _ShardGone:  # another process merged them meanwhile: its shard holds them
+            if self._reload():
+                return len(self)
+            raise
         except OSError as exc:  # the old shards stay, on disk and in memory
             logger.warning("cannot merge the text cache %s (%s): its %d shards stay", self.dir, exc, len(self._vecs))
             with contextlib.suppress(OSError):
@@ -295,7 +336,7 @@ class VectorCache:
             return total
         old = list(self._vecs)
         self._vecs = {merged: np.load(self.dir / f"{merged}.vecs.npy", mmap_mode="r")}
-        self._added = {}
+        self._added, self._unwritten = {}, set()
         self._set_index([merged], [keys])
         for shard in old:
             for suffix in (".keys.npy", ".vecs.npy"):  # keys first: a half-removed shard is ignored

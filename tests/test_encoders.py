@@ -342,6 +342,32 @@ def test_cache_index_finds_every_key_once_across_shards_and_after_a_merge(tmp_pa
     np.testing.assert_array_equal(reopened.get_many(keys), vectors)
 
 
+def test_past_max_shards_vectors_are_read_when_needed_and_a_merge_elsewhere_is_followed(tmp_path, monkeypatch):
+    """Past MAX_SHARDS an open maps no shard for good (each map holds a file open) and reads none
+    into memory: vectors are mapped while read, so a merge streams them. A process whose shards
+    another one merged away meanwhile reads the index again instead of failing."""
+    import encoders.cache
+
+    monkeypatch.setattr(encoders.cache, "MAX_SHARDS", 2)
+    writer = VectorCache(tmp_path, "ns", dim=2)
+    keys = [writer.key(f"t{i}") for i in range(6)]
+    for i, k in enumerate(keys):
+        writer.put_many([k], np.full((1, 2), i, np.float32))
+    lazy, other = VectorCache(tmp_path, "ns", dim=2), VectorCache(tmp_path, "ns", dim=2)
+    assert lazy.shards == 6 and all(v is None for v in lazy._vecs.values())
+    np.testing.assert_array_equal(lazy.get_many(keys[::-1])[:, 0], [5, 4, 3, 2, 1, 0])
+    assert other.compact() == 6  # deletes the six shards lazy indexed
+    np.testing.assert_array_equal(lazy.get_many(keys)[:, 0], [0, 1, 2, 3, 4, 5])  # followed the merge
+    assert lazy.shards == 1
+    again = VectorCache(tmp_path, "ns", dim=2)
+    for i in range(3):
+        writer.put_many([writer.key(f"u{i}")], np.full((1, 2), 10 + i, np.float32))
+    late = VectorCache(tmp_path, "ns", dim=2)  # four shards: mapped when read
+    assert VectorCache(tmp_path, "ns", dim=2).compact() == 9
+    assert late.compact() == 9 and len(list(tmp_path.glob("*/*.keys.npy"))) == 1  # its sources were gone
+    np.testing.assert_array_equal(again.get_many([writer.key("t3")]), [[3, 3]])
+
+
 def test_cache_index_tells_apart_keys_that_share_their_first_bytes(tmp_path):
     """The index searches on a key's first 8 bytes: keys that share them are still told apart."""
     cache = VectorCache(tmp_path, "ns", dim=2)
