@@ -1,6 +1,6 @@
 """The text cache's key index and merge at scale: sorted numpy keys against the dict index before.
 
-Usage: python bench/bench_text_cache.py [--keys 1000000] [--dim 384] [--shards 64] [--lookups 100000]
+Usage: python bench/bench_text_cache.py [--keys 1000000] [--dim 384] [--shards 65] [--lookups 100000]
 
 Builds one cache namespace of ``--keys`` random keys and vectors in ``--shards`` shards (what that
 many runs that each encoded new texts leave), then measures in fresh child processes, each leg
@@ -15,7 +15,9 @@ alternating with its baseline:
 
 The baseline is the index kgrec used before session 35, restated here (:class:`DictIndexCache`): a
 dict of every key to its (shard, row), and a merge that reads every vector into one array and saves
-it. Writes bench/results/text_cache.json.
+it. With more than ``MAX_SHARDS`` (64) shards, the case where an encoder's open merges them, both
+versions map no shard for good: the baseline read every vector into memory, the index now maps each
+shard only while it reads it. Writes bench/results/text_cache_<shards>shards.json.
 """
 from __future__ import annotations
 
@@ -36,22 +38,25 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import write_result  # noqa: E402
-from encoders.cache import VectorCache, _atomic_save  # noqa: E402
+from encoders.cache import MAX_SHARDS, VectorCache, _atomic_save  # noqa: E402
 
 NAMESPACE = "bench-model|fp=c3-0|pooling=mean|max_length=128"
 
 
 class DictIndexCache:
-    """The index before session 35 (the baseline): every key in a dict of bytes -> (shard, row)."""
+    """The index before session 35 (the baseline): every key in a dict of bytes -> (shard, row);
+    past MAX_SHARDS shards every vector read into memory (each map holds a file open)."""
 
     def __init__(self, directory: Path, dim: int) -> None:
         self.dir, self.dim = directory, dim
         self._index: dict[bytes, tuple[str, int]] = {}
         self._vecs: dict[str, np.ndarray] = {}
-        for keys_file in sorted(directory.glob("*.keys.npy")):
+        files = sorted(directory.glob("*.keys.npy"))
+        mmap = "r" if len(files) <= MAX_SHARDS else None
+        for keys_file in files:
             shard = keys_file.name[: -len(".keys.npy")]
             keys = np.load(keys_file)
-            self._vecs[shard] = np.load(directory / f"{shard}.vecs.npy", mmap_mode="r")
+            self._vecs[shard] = np.load(directory / f"{shard}.vecs.npy", mmap_mode=mmap)
             for row, key in enumerate(keys):
                 self._index[key.tobytes()] = (shard, row)
 
@@ -137,7 +142,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--keys", type=int, default=1_000_000)
     ap.add_argument("--dim", type=int, default=384)
-    ap.add_argument("--shards", type=int, default=64)
+    ap.add_argument("--shards", type=int, default=MAX_SHARDS + 1)  # what an encoder's open merges
     ap.add_argument("--lookups", type=int, default=100_000)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--child", nargs=3, metavar=("LEG", "IMPL", "ROOT"), help=argparse.SUPPRESS)
@@ -177,7 +182,7 @@ def main() -> None:
                     row[f"{metric}_ratio_dict_over_numpy"] = round(row[f"dict_{metric}"] / row[f"numpy_{metric}"], 2)
             summary[leg] = row
             print(leg, row)
-        out = write_result("text_cache", {
+        out = write_result(f"text_cache_{args.shards}shards", {
             "keys": args.keys, "dim": args.dim, "shards": args.shards, "lookups": args.lookups,
             "repeats": args.repeats, "baseline": "dict index (before session 35), restated in the bench",
             "legs": summary, "runs": legs})
