@@ -40,12 +40,12 @@ from kg.durable import write_synced
 
 logger = logging.getLogger(__name__)
 
-MAX_SHARDS = 64  # more are merged into one when an encoder opens the cache
+MAX_SHARDS = 64  # more are merged into one when the cache is opened
 ORPHAN_AGE_S = 3600.0  # a killed writer's leftovers older than this are removed
 
 
 class _ShardGone(Exception):
-    """A shard read only when needed was merged away by another process."""
+    """A shard an open was merging was merged away by another process meanwhile."""
 
 
 KEY = np.dtype("V32")  # a sha256 key as one numpy scalar: sortable and searchable as 32 bytes
@@ -99,11 +99,10 @@ class VectorCache:
             raise EncoderError(f"cannot use the text cache at {cache_dir} ([encoder] cache_dir): {e}") from e
         with contextlib.suppress(OSError):  # the last use, for prune_cache; a read-only cache still reads
             os.utime(ns_file)
-        # a shard's vectors: memory-mapped, in memory (written by this process), or None: past
-        # MAX_SHARDS, mapped only while read (each map holds a file open), which a merge does at once
+        # a shard's vectors: memory-mapped, or in memory (written by this process, or past
+        # MAX_SHARDS when they cannot be merged); None only while an open merges them
         self._vecs: dict[str, np.ndarray | None] = {}
         self._added: dict[bytes, tuple[str, int]] = {}  # keys put by this process, beyond the index below
-        self._unwritten: set[str] = set()  # shards put_many could not write: their vectors are in memory only
         self._remove_orphans()
         self._load_index()
 
@@ -149,7 +148,26 @@ class VectorCache:
             names.append(shard)
             parts.append(np.ascontiguousarray(keys).view(KEY).ravel())
         self._set_index(names, parts)
+        if not kept_open:
+            self._merge_on_open(retry)
         logger.debug("text cache %s: %d vectors in %d shards", self.dir, len(self._keys), len(self._vecs))
+
+    def _merge_on_open(self, retry: bool) -> None:
+        """Past MAX_SHARDS (every run that encodes new texts adds one, and each map holds a file
+        open): merge them into one, mapping each shard only while it is read. Where the merge
+        cannot be written (a full or read-only disk) every vector is read into memory for this run
+        instead; where another process merged the shards away meanwhile, the index is read again."""
+        logger.info("text cache %s: merging %d shards", self.dir, len(self._vecs))
+        try:
+            self.compact()
+        except _ShardGone:
+            self._vecs.clear()
+            if retry:
+                return self._load_index(retry=False)
+            raise EncoderError(f"the text cache {self.dir} keeps changing under this process: open it again") from None
+        for shard, vecs in self._vecs.items():
+            if vecs is None:  # not merged: read in
+                self._vecs[shard] = np.load(self.dir / f"{shard}.vecs.npy")
 
     def _set_index(self, names: list[str], parts: list[np.ndarray]) -> None:
         """Index the shards ``names`` holding the keys ``parts``: sorted by their first 8 bytes
@@ -165,6 +183,11 @@ class VectorCache:
         keys, prefix, shard_of, rows = keys[order], prefix[order], shard_of[order], rows[order]
         del order
         same = np.flatnonzero(prefix[1:] == prefix[:-1])  # rare, but for keys two writers cached
+        if len(same):  # within a run of one prefix, sorted by the whole key, so copies of a key meet
+            tied = np.union1d(same, same + 1)
+            by_key = np.argsort(keys[tied], kind="stable")
+            by_key = by_key[np.argsort(prefix[tied][by_key], kind="stable")]
+            keys[tied], shard_of[tied], rows[tied] = keys[tied][by_key], shard_of[tied][by_key], rows[tied][by_key]
         repeated = same[keys[same + 1] == keys[same]] + 1
         if len(repeated):
             keep = np.ones(len(keys), bool)
@@ -232,34 +255,10 @@ class VectorCache:
             out[at] = self._vecs[shard][rows]  # this process's: in memory, or mapped
         indexed = np.flatnonzero(pos >= 0)
         shard_of, rows = self._shard_of[pos[indexed]], self._row[pos[indexed]]
-        try:
-            for s in np.unique(shard_of):
-                mine = shard_of == s
-                out[indexed[mine]] = self._shard(self._names[s])[rows[mine]]
-        except FileNotFoundError:  # a shard mapped only while read, merged away by another process
-            if not self._reload():
-                raise
-            return self.get_many(keys)
+        for s in np.unique(shard_of):
+            mine = shard_of == s
+            out[indexed[mine]] = self._vecs[self._names[s]][rows[mine]]
         return out
-
-    def _shard(self, shard: str) -> np.ndarray:
-        """A shard's vectors, mapped for the caller's use when they are not kept (past MAX_SHARDS).
-
-        Raises:
-            FileNotFoundError: another process merged the shard away since the index was read.
-        """
-        vecs = self._vecs[shard]
-        return vecs if vecs is not None else np.load(self.dir / f"{shard}.vecs.npy", mmap_mode="r")
-
-    def _reload(self) -> bool:
-        """Read the index again after another process merged shards away; False (nothing changed)
-        when this process holds vectors it could not write, which a reload would lose."""
-        if self._unwritten:
-            return False
-        logger.info("text cache %s: merged by another process meanwhile, reading its index again", self.dir)
-        self._vecs, self._added = {}, {}
-        self._load_index()
-        return True
 
     def put_many(self, keys: Sequence[bytes], vectors: np.ndarray) -> bool:
         """Append one shard holding ``vectors`` under ``keys`` (written atomically). Returns whether
@@ -282,7 +281,6 @@ class VectorCache:
             with contextlib.suppress(OSError):
                 (self.dir / f"{shard}.vecs.npy").unlink(missing_ok=True)
             written = False
-            self._unwritten.add(shard)
         self._vecs[shard] = vectors
         for row, (k, indexed) in enumerate(zip(keys, self._find(_as_keys(keys)) >= 0)):
             if not indexed:
@@ -312,11 +310,13 @@ class VectorCache:
             np.lib.format.write_array_header_1_0(
                 fh, {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)), "fortran_order": False,
                      "shape": (total, self.dim)})
-            for shard, rows, _ in sources:  # one shard mapped at a time
-                try:
-                    vecs = self._shard(shard)
-                except FileNotFoundError as e:  # not an error of this write: told apart below
-                    raise _ShardGone(shard) from e
+            for shard, rows, _ in sources:  # one shard mapped at a time (past MAX_SHARDS, on open)
+                vecs = self._vecs[shard]
+                if vecs is None:
+                    try:
+                        vecs = np.load(self.dir / f"{shard}.vecs.npy", mmap_mode="r")
+                    except FileNotFoundError as e:  # merged away by another process: not this write's error
+                        raise _ShardGone(shard) from e
                 for start in range(0, len(rows), 65536):
                     fh.write(np.ascontiguousarray(vecs[rows[start:start + 65536]], dtype=np.float32).tobytes())
                 del vecs
@@ -325,10 +325,6 @@ class VectorCache:
         try:
             _atomic_save(self.dir / f"{merged}.vecs.npy", write_vectors)
             _atomic_save(self.dir / f"{merged}.keys.npy", keys.view(np.uint8).reshape(-1, 32))
-        except _ShardGone:  # another process merged them meanwhile: its shard holds them
-            if self._reload():
-                return len(self)
-            raise
         except OSError as exc:  # the old shards stay, on disk and in memory
             logger.warning("cannot merge the text cache %s (%s): its %d shards stay", self.dir, exc, len(self._vecs))
             with contextlib.suppress(OSError):
@@ -336,7 +332,7 @@ class VectorCache:
             return total
         old = list(self._vecs)
         self._vecs = {merged: np.load(self.dir / f"{merged}.vecs.npy", mmap_mode="r")}
-        self._added, self._unwritten = {}, set()
+        self._added = {}
         self._set_index([merged], [keys])
         for shard in old:
             for suffix in (".keys.npy", ".vecs.npy"):  # keys first: a half-removed shard is ignored
@@ -384,10 +380,15 @@ def cached_namespaces(cache_dir: str | Path) -> list[CachedNamespace]:
     return sorted(found, key=lambda n: n.last_used)
 
 
+_REMOVING = ".removing-"  # a namespace prune_cache is deleting (renamed out of the way first)
+
+
 def prune_cache(cache_dir: str | Path, unused_days: float, dry_run: bool = False) -> list[CachedNamespace]:
     """Remove the namespaces of a text cache not opened or written for ``unused_days`` days (those
-    of models, weights or settings no longer in use), returning them. A run that opens one while it
-    is being removed keeps its vectors for that run only, with a warning.
+    of models, weights or settings no longer in use), returning those removed (with ``dry_run``,
+    those that would be). A run that opens one while it is being removed keeps its vectors for that
+    run only, with a warning. One that cannot be removed whole (a file it may not delete) is
+    logged and left under ``.removing-*``, which the next prune tries again.
 
     Raises:
         ValueError: ``unused_days`` below 0.
@@ -396,17 +397,35 @@ def prune_cache(cache_dir: str | Path, unused_days: float, dry_run: bool = False
         raise ValueError(f"unused days must be >= 0, got {unused_days}")
     cutoff = time.time() - unused_days * 86400
     old = [n for n in cached_namespaces(cache_dir) if n.last_used < cutoff]
-    for n in old if not dry_run else ():
+    if dry_run:
+        return old
+    for left in Path(cache_dir).glob(f"{_REMOVING}*"):  # what an earlier prune could not finish
+        _remove_tree(left)
+    removed = []
+    for n in old:
         # renamed out of the way first: a writer's next shard then fails (kept for its run, with a
         # warning) instead of landing in a directory being deleted
-        doomed = n.path.with_name(f".removing-{n.path.name}-{uuid.uuid4().hex[:8]}")
+        doomed = n.path.with_name(f"{_REMOVING}{n.path.name}-{uuid.uuid4().hex[:8]}")
         try:
             n.path.rename(doomed)
         except FileNotFoundError:  # another prune took it
             continue
-        shutil.rmtree(doomed, ignore_errors=True)
-        logger.info("removed the text cache namespace %s (%s)", n.path, n.namespace)
-    return old
+        if _remove_tree(doomed):
+            removed.append(n)
+            logger.info("removed the text cache namespace %s (%s)", n.path, n.namespace)
+    return removed
+
+
+def _remove_tree(path: Path) -> bool:
+    """Delete a directory; False, with a warning, when some of it stays."""
+    try:
+        shutil.rmtree(path)
+    except FileNotFoundError:  # another prune is deleting it too
+        pass
+    except OSError as e:
+        logger.warning("could not remove all of %s (%s): the next `kgrec cache prune` tries again", path, e)
+        return False
+    return not path.exists()
 
 
 class CachedEncoder(TextEncoder):
@@ -427,10 +446,7 @@ class CachedEncoder(TextEncoder):
             raise ValueError("flush_every must be positive")
         self.encoder = encoder
         self.flush_every = int(flush_every)
-        self.cache = VectorCache(cache_dir, encoder.cache_namespace, encoder.dim)
-        if self.cache.shards > MAX_SHARDS:  # every run with new texts adds shards; each holds a file open
-            logger.info("text cache %s: merging %d shards", self.cache.dir, self.cache.shards)
-            self.cache.compact()
+        self.cache = VectorCache(cache_dir, encoder.cache_namespace, encoder.dim)  # merges past MAX_SHARDS
         self.hits = 0
         self.misses = 0
 

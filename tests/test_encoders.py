@@ -342,10 +342,11 @@ def test_cache_index_finds_every_key_once_across_shards_and_after_a_merge(tmp_pa
     np.testing.assert_array_equal(reopened.get_many(keys), vectors)
 
 
-def test_past_max_shards_vectors_are_read_when_needed_and_a_merge_elsewhere_is_followed(tmp_path, monkeypatch):
-    """Past MAX_SHARDS an open maps no shard for good (each map holds a file open) and reads none
-    into memory: vectors are mapped while read, so a merge streams them. A process whose shards
-    another one merged away meanwhile reads the index again instead of failing."""
+def test_past_max_shards_an_open_merges_them_mapping_one_at_a_time(tmp_path, monkeypatch):
+    """Past MAX_SHARDS (each map holds a file open) an open merges the shards, mapping each only
+    while it reads it, never all at once nor every vector in memory. Where the merge cannot be
+    written, the vectors are read in for that run; where another process merged the shards away
+    meanwhile, the open reads the index again."""
     import encoders.cache
 
     monkeypatch.setattr(encoders.cache, "MAX_SHARDS", 2)
@@ -353,29 +354,65 @@ def test_past_max_shards_vectors_are_read_when_needed_and_a_merge_elsewhere_is_f
     keys = [writer.key(f"t{i}") for i in range(6)]
     for i, k in enumerate(keys):
         writer.put_many([k], np.full((1, 2), i, np.float32))
-    lazy, other = VectorCache(tmp_path, "ns", dim=2), VectorCache(tmp_path, "ns", dim=2)
-    assert lazy.shards == 6 and all(v is None for v in lazy._vecs.values())
-    np.testing.assert_array_equal(lazy.get_many(keys[::-1])[:, 0], [5, 4, 3, 2, 1, 0])
-    assert other.compact() == 6  # deletes the six shards lazy indexed
-    np.testing.assert_array_equal(lazy.get_many(keys)[:, 0], [0, 1, 2, 3, 4, 5])  # followed the merge
-    assert lazy.shards == 1
-    again = VectorCache(tmp_path, "ns", dim=2)
-    for i in range(3):
+    real_load, mapped = np.load, []
+
+    def load(path, mmap_mode=None, **kw):
+        out = real_load(path, mmap_mode=mmap_mode, **kw)
+        if str(path).endswith(".vecs.npy"):
+            mapped.append(mmap_mode)
+        return out
+
+    monkeypatch.setattr(encoders.cache.np, "load", load)
+    merged = VectorCache(tmp_path, "ns", dim=2)
+    assert merged.shards == 1 and len(list(tmp_path.glob("*/*.keys.npy"))) == 1
+    assert set(mapped) == {"r"}  # every shard mapped (its header checked, then its rows read), none read in
+    np.testing.assert_array_equal(merged.get_many(keys[::-1])[:, 0], [5, 4, 3, 2, 1, 0])
+    monkeypatch.undo()
+    monkeypatch.setattr(encoders.cache, "MAX_SHARDS", 2)
+
+    for i in range(3):  # four shards again
         writer.put_many([writer.key(f"u{i}")], np.full((1, 2), 10 + i, np.float32))
-    late = VectorCache(tmp_path, "ns", dim=2)  # four shards: mapped when read
-    assert VectorCache(tmp_path, "ns", dim=2).compact() == 9
-    assert late.compact() == 9 and len(list(tmp_path.glob("*/*.keys.npy"))) == 1  # its sources were gone
-    np.testing.assert_array_equal(again.get_many([writer.key("t3")]), [[3, 3]])
+
+    def disk_full(fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(encoders.cache.os, "fsync", disk_full)
+    stuck = VectorCache(tmp_path, "ns", dim=2)  # cannot merge: reads every vector in
+    assert stuck.shards == 4 and not any(isinstance(v, np.memmap) for v in stuck._vecs.values())
+    monkeypatch.undo()
+    monkeypatch.setattr(encoders.cache, "MAX_SHARDS", 2)
+    np.testing.assert_array_equal(stuck.get_many([writer.key("u2"), keys[3]])[:, 0], [12, 3])
+
+    real_compact, raced = VectorCache.compact, []
+
+    def compact_after_another(self):  # another process merges the same shards first
+        if not raced:
+            raced.append(True)
+            other = object.__new__(VectorCache)
+            other.__dict__.update(namespace="ns", dim=2, dir=self.dir, _vecs={}, _added={})
+            other._load_index(retry=False)
+        return real_compact(self)
+
+    monkeypatch.setattr(VectorCache, "compact", compact_after_another)
+    followed = VectorCache(tmp_path, "ns", dim=2)
+    assert raced and followed.shards == 1 and len(followed) == 9
 
 
 def test_cache_index_tells_apart_keys_that_share_their_first_bytes(tmp_path):
     """The index searches on a key's first 8 bytes: keys that share them are still told apart."""
+    from encoders.cache import KEY
+
     cache = VectorCache(tmp_path, "ns", dim=2)
     shared = [bytes(8) + bytes([i]) * 24 for i in (5, 1, 9, 3)]
     cache.put_many(shared[:2], np.array([[5, 5], [1, 1]], np.float32))
     cache.put_many(shared[2:] + shared[:1], np.array([[9, 9], [3, 3], [5, 5]], np.float32))
     reopened = VectorCache(tmp_path, "ns", dim=2)
-    assert len(reopened) == 4
+    assert len(reopened) == 4  # whichever shard is read first, the two copies of shared[0] are one key
+    for first_shard_last in (False, True):
+        reopened._set_index(reopened._names[::-1] if first_shard_last else reopened._names,
+                            [np.load(tmp_path / reopened.dir.name / f"{n}.keys.npy").view(KEY).ravel()
+                             for n in (reopened._names[::-1] if first_shard_last else reopened._names)])
+        assert len(reopened) == 4
     np.testing.assert_array_equal(reopened.get_many(shared[::-1])[:, 0], [3, 9, 1, 5])
     assert reopened.contains_many([bytes(8) + bytes([7]) * 24, bytes(32)]).tolist() == [False, False]
 
@@ -416,6 +453,20 @@ def test_cache_prune_removes_namespaces_unused_for_a_while(tmp_path, monkeypatch
     assert [n["namespace"] for n in json.loads(capsys.readouterr().out)] == ["new-model"]
     with pytest.raises(SystemExit):
         main(["cache", "prune", "--unused-days", "-1"])
+    # a namespace that cannot be removed whole is not reported removed; the next prune finishes it
+    import encoders.cache
+
+    for f in kept.dir.iterdir():
+        os.utime(f, (forty_days_ago, forty_days_ago))
+    real_rmtree = encoders.cache.shutil.rmtree
+
+    def refused(path, *args, **kwargs):
+        raise PermissionError(13, "Operation not permitted", str(path))
+
+    monkeypatch.setattr(encoders.cache.shutil, "rmtree", refused)
+    assert prune_cache(tmp_path, unused_days=30) == [] and len(list(tmp_path.glob(".removing-*"))) == 1
+    monkeypatch.setattr(encoders.cache.shutil, "rmtree", real_rmtree)
+    assert prune_cache(tmp_path, unused_days=30) == [] and not list(tmp_path.glob(".removing-*"))
 
 
 # --- snapshot stage ----------------------------------------------------------------------------
@@ -832,8 +883,8 @@ def test_many_cache_shards_are_merged_when_an_encoder_opens_the_cache(encoder, t
     texts = [f"text number {n}" for n in range(MAX_SHARDS + 6)]
     for t in texts:  # one shard per run, as many runs with a few new texts each would leave
         cache.put_many([cache.key(t)], encoder.encode([t]))
-    assert VectorCache(tmp_path, encoder.cache_namespace, encoder.dim).shards == len(texts)
-    cached = CachedEncoder(encoder, tmp_path)
+    assert cache.shards == len(texts) == len(list(cache.dir.glob("*.keys.npy")))
+    cached = CachedEncoder(encoder, tmp_path)  # its open merges them
     assert cached.cache.shards == 1 and len(list(cached.cache.dir.glob("*.keys.npy"))) == 1
     np.testing.assert_allclose(cached.encode(texts), encoder.encode(texts), atol=1e-6)
     assert cached.misses == 0
