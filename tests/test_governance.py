@@ -1006,15 +1006,23 @@ def test_lines_that_end_in_cr_alone_after_the_first_are_refused_not_merged(tmp_p
     from kg.sources import load_source
 
     mapping = {"files": [{"role": "items", "id": "id", "title": "title", "description": "genre"}]}
+    run = [f"{n},t{n},y" for n in range(1, 500)]
     refused = {
-        "plain.csv": "id,title,genre\n0,a,x\n" + "\r".join(f"{n},t{n},y" for n in range(1, 500)) + "\n",
+        "plain.csv": "id,title,genre\n0,a,x\n" + "\r".join(run) + "\n",
         "quoted.csv": 'id,title,genre\n1,"Toy Story (1995)",Comedy\n2,"Jumanji (1995)",Adventure\r'
                       '3,"Heat (1995)",Action\r4,"Casino (1995)",Drama\n',
+        # one piece that is no row (blank, spaces, a row of another width) does not let the run through
+        "blank.csv": "id,title,genre\n0,a,x\n" + "\r\r".join(run[:3]) + "\r \r" + "\r".join(run[3:]) + "\r  \n",
+        "odd_row.csv": "id,title,genre\n0,a,x\n" + "\r".join(run[:3] + ["250,Hello, World,y"] + run[3:]) + "\n",
+        "bad_byte.csv": ("id,title,genre\n0,a,x\n" + "\r".join(run)).encode() + b"\rcaf\xe9,t,y\n",  # not UTF-8
     }
     for name, data in refused.items():
         _write(tmp_path, name, data)
         with pytest.raises(MappingError, match=f"{name}: line 3 holds rows that end in CR alone"):
             read_tabular(tmp_path / name, mapping)
+    _write(tmp_path, "late_header.csv", "\nid,title,genre\r0,t0,y\r1,t1,y\n")  # the header on line 2
+    with pytest.raises(MappingError, match="late_header.csv: line 2 holds rows"):
+        read_tabular(tmp_path / "late_header.csv", mapping)
     _write(tmp_path, "kept.csv", 'id,title,genre\n0,"two\rlines",x\n1,"a ""q"" \r",y\n2,"multi\nline\r cell",z\n')
     res = read_tabular(tmp_path / "kept.csv", mapping)
     assert [i["title"] for i in res.records.items] == ["two lines", 'a "q"', "multi line cell"]
@@ -1025,6 +1033,10 @@ def test_lines_that_end_in_cr_alone_after_the_first_are_refused_not_merged(tmp_p
            '{"id": "1", "title": "b", "genre": "y"}\r{"id": "2", "title": "c", "genre": "z"}\n')
     with pytest.raises(MappingError, match="line 2 holds rows that end in CR alone"):
         read_tabular(tmp_path / "events.jsonl", {"files": [{**mapping["files"][0], "format": "jsonl"}]})
+    _write(tmp_path, "bad_byte.jsonl", b'{"id": "9", "title": "a", "genre": "x"}\n'
+           b'{"id": "0", "title": "caf\xe9", "genre": "x"}\r{"id": "1", "title": "b", "genre": "y"}\n')
+    with pytest.raises(MappingError, match="bad_byte.jsonl: line 2 holds rows"):
+        read_tabular(tmp_path / "bad_byte.jsonl", {"files": [{**mapping["files"][0], "format": "jsonl"}]})
     (tmp_path / "lightgcn").mkdir()
     _write(tmp_path / "lightgcn", "train.txt", "0 1 2\n1 2\r2 3\n")
     with pytest.raises(MappingError, match="train.txt: line 2 holds rows"):  # ids: a CR is never data there

@@ -323,10 +323,13 @@ def _cr_line_ends(path: Path, lineno: int) -> MappingError:
                         f"changes every CR, those inside fields too)")
 
 
-def check_cr_line_ends(path: Path, lineno: int, text: str, delimiter: str, quoting: str, width: int) -> None:
+def check_cr_line_ends(path: Path, lineno: int, text: str, delimiter: str, quoting: str,
+                       width: int | None) -> None:
     """Refuse a record (one line, or lines a quoted field joined) where a CR outside quotes ends
-    rows: cut at such CRs, it gives two or more pieces of ``width`` fields each. A CR inside a field
-    (a quoted one, or text with a stray CR) is data, and the record is left as it is.
+    rows: cut at such CRs, two or more of the pieces that are not blank have ``width`` fields (a
+    header, ``width`` None: any such CR). A CR inside a field (a quoted one, or text with a stray
+    CR) is data, and the record is left as it is. (A two-field row whose stray CR is followed by
+    the delimiter reads as two rows, and is refused.)
 
     Raises:
         MappingError: the file's rows end in CR alone from here on (mixed line ends).
@@ -341,12 +344,17 @@ def check_cr_line_ends(path: Path, lineno: int, text: str, delimiter: str, quoti
             cuts.append(at)
     if not cuts:
         return
+    if width is None:
+        raise _cr_line_ends(path, lineno)
     pieces = [text[a + 1:b] for a, b in zip([-1, *cuts], [*cuts, len(text)])]
-    try:
-        if all(len(_split(piece, delimiter, quoting)) == width for piece in pieces):
-            raise _cr_line_ends(path, lineno)
-    except csv.Error:  # a piece that does not parse is no row: the CR was data
-        return
+    rows = 0
+    for piece in pieces:
+        try:
+            rows += piece.strip() != "" and len(_split(piece, delimiter, quoting)) == width
+        except csv.Error:  # a piece that does not parse is no row
+            pass
+    if rows >= 2:
+        raise _cr_line_ends(path, lineno)
 
 
 def decoded_lines(path: Path, encoding: str, cr_ends_lines: bool = False) -> Iterator[tuple[int, str, str | None]]:
@@ -487,6 +495,10 @@ def iter_rows(path: Path, spec: dict, limit: int | None = None
     header_pending = fmt != "jsonl" and header  # the first non-blank line is the header
     lines = decoded_lines(path, encoding)
     for lineno, text, err in (lines if fmt == "jsonl" or quoting == "none" else _records(lines, delimiter)):
+        if fmt == "jsonl" and "}\r{" in text.replace(" ", "").replace("\t", ""):  # objects on one line, a CR between
+            raise _cr_line_ends(path, lineno)
+        if fmt != "jsonl":  # before a decode error's quarantine: a CR-ended run must not pass as one bad line
+            check_cr_line_ends(path, lineno, text, delimiter, quoting, None if header_pending else len(columns or ()))
         if header_pending:
             header_pending = False
             try:
@@ -515,8 +527,6 @@ def iter_rows(path: Path, spec: dict, limit: int | None = None
             yield lineno, None, text, err
             continue
         if fmt == "jsonl":
-            if "}\r{" in "".join(text.split(" ")):  # objects on one line, a CR between: mixed line ends
-                raise _cr_line_ends(path, lineno)
             try:
                 obj = json.loads(text)
             except ValueError as e:  # JSONDecodeError, or an integer past Python's 4,300-digit limit
@@ -531,7 +541,6 @@ def iter_rows(path: Path, spec: dict, limit: int | None = None
                 continue
             yield lineno, obj, obj, None
             continue
-        check_cr_line_ends(path, lineno, text, delimiter, quoting, len(columns or ()))
         try:
             fields = _split(text, delimiter, quoting)
         except csv.Error as e:
