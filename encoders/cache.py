@@ -119,7 +119,23 @@ class VectorCache:
             except OSError:  # gone already, or not ours to remove
                 pass
 
-    def _load_index(self, retry: bool = True) -> None:
+    def _load_index(self, attempts: int = 4) -> None:
+        """Index the shards on disk (merging them past MAX_SHARDS); read again, ``attempts`` times
+        in all, while another process's merge removes shards under this one.
+
+        Raises:
+            EncoderError: the shards kept changing through every attempt.
+        """
+        try:
+            self._read_shards()
+        except _ShardGone:
+            self._vecs.clear()
+            if attempts <= 1:
+                raise EncoderError(f"the text cache {self.dir} kept changing under this process (other "
+                                   f"processes merging it): open it again") from None
+            self._load_index(attempts - 1)
+
+    def _read_shards(self) -> None:
         files = sorted(self.dir.glob("*.keys.npy"))
         kept_open = len(files) <= MAX_SHARDS
         names: list[str] = []
@@ -133,9 +149,8 @@ class VectorCache:
             except (OSError, ValueError) as e:
                 if getattr(e, "errno", None) in (errno.EMFILE, errno.ENFILE):  # not the shard's fault
                     raise
-                if getattr(e, "errno", None) == errno.ENOENT and retry:  # merged away by a compaction meanwhile
-                    self._vecs.clear()
-                    return self._load_index(retry=False)
+                if getattr(e, "errno", None) == errno.ENOENT:  # merged away by a compaction meanwhile
+                    raise _ShardGone(shard) from e
                 logger.warning("skipping unreadable cache shard %s: %s", keys_file, e)
                 continue
             if keys.ndim != 2 or keys.shape[1:] != (32,) or keys.dtype != np.uint8 \
@@ -149,25 +164,26 @@ class VectorCache:
             parts.append(np.ascontiguousarray(keys).view(KEY).ravel())
         self._set_index(names, parts)
         if not kept_open:
-            self._merge_on_open(retry)
+            self._merge_on_open()
         logger.debug("text cache %s: %d vectors in %d shards", self.dir, len(self._keys), len(self._vecs))
 
-    def _merge_on_open(self, retry: bool) -> None:
+    def _merge_on_open(self) -> None:
         """Past MAX_SHARDS (every run that encodes new texts adds one, and each map holds a file
         open): merge them into one, mapping each shard only while it is read. Where the merge
         cannot be written (a full or read-only disk) every vector is read into memory for this run
-        instead; where another process merged the shards away meanwhile, the index is read again."""
+        instead.
+
+        Raises:
+            _ShardGone: another process merged the shards away meanwhile (the caller reads again).
+        """
         logger.info("text cache %s: merging %d shards", self.dir, len(self._vecs))
-        try:
-            self.compact()
-        except _ShardGone:
-            self._vecs.clear()
-            if retry:
-                return self._load_index(retry=False)
-            raise EncoderError(f"the text cache {self.dir} keeps changing under this process: open it again") from None
+        self.compact()
         for shard, vecs in self._vecs.items():
             if vecs is None:  # not merged: read in
-                self._vecs[shard] = np.load(self.dir / f"{shard}.vecs.npy")
+                try:
+                    self._vecs[shard] = np.load(self.dir / f"{shard}.vecs.npy")
+                except FileNotFoundError as e:
+                    raise _ShardGone(shard) from e
 
     def _set_index(self, names: list[str], parts: list[np.ndarray]) -> None:
         """Index the shards ``names`` holding the keys ``parts``: sorted by their first 8 bytes
@@ -399,8 +415,8 @@ def prune_cache(cache_dir: str | Path, unused_days: float, dry_run: bool = False
     old = [n for n in cached_namespaces(cache_dir) if n.last_used < cutoff]
     if dry_run:
         return old
-    for left in Path(cache_dir).glob(f"{_REMOVING}*"):  # what an earlier prune could not finish
-        _remove_tree(left)
+    for left in Path(cache_dir).glob(f"{_REMOVING}*"):  # what an earlier prune could not finish (or
+        _remove_tree(left)                                 # one running now deletes: both then finish it)
     removed = []
     for n in old:
         # renamed out of the way first: a writer's next shard then fails (kept for its run, with a
@@ -410,6 +426,9 @@ def prune_cache(cache_dir: str | Path, unused_days: float, dry_run: bool = False
             n.path.rename(doomed)
         except FileNotFoundError:  # another prune took it
             continue
+        except OSError as e:  # a cache root this user may not change
+            logger.warning("could not remove the text cache namespace %s: %s", n.path, e)
+            continue
         if _remove_tree(doomed):
             removed.append(n)
             logger.info("removed the text cache namespace %s (%s)", n.path, n.namespace)
@@ -418,14 +437,20 @@ def prune_cache(cache_dir: str | Path, unused_days: float, dry_run: bool = False
 
 def _remove_tree(path: Path) -> bool:
     """Delete a directory; False, with a warning, when some of it stays."""
-    try:
-        shutil.rmtree(path)
-    except FileNotFoundError:  # another prune is deleting it too
-        pass
-    except OSError as e:
-        logger.warning("could not remove all of %s (%s): the next `kgrec cache prune` tries again", path, e)
-        return False
-    return not path.exists()
+    error: OSError | None = None
+    for _ in range(2):  # again after a file another process removed first (rmtree stops at it)
+        try:
+            shutil.rmtree(path)
+        except FileNotFoundError as e:
+            error = e
+            continue
+        except OSError as e:
+            error = e
+        break
+    if not path.exists():
+        return True
+    logger.warning("could not remove all of %s (%s): the next `kgrec cache prune` tries again", path, error)
+    return False
 
 
 class CachedEncoder(TextEncoder):

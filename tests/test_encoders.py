@@ -390,12 +390,29 @@ def test_past_max_shards_an_open_merges_them_mapping_one_at_a_time(tmp_path, mon
             raced.append(True)
             other = object.__new__(VectorCache)
             other.__dict__.update(namespace="ns", dim=2, dir=self.dir, _vecs={}, _added={})
-            other._load_index(retry=False)
+            other._load_index()
         return real_compact(self)
 
     monkeypatch.setattr(VectorCache, "compact", compact_after_another)
     followed = VectorCache(tmp_path, "ns", dim=2)
     assert raced and followed.shards == 1 and len(followed) == 9
+    monkeypatch.undo()
+    monkeypatch.setattr(encoders.cache, "MAX_SHARDS", 2)
+
+    for i in range(3):  # four shards again; this open's merge fails for want of space, and while it
+        writer.put_many([writer.key(f"v{i}")], np.full((1, 2), 20 + i, np.float32))  # does, another
+    real_fsync, others = encoders.cache.os.fsync, []                                  # process merges
+
+    def full_after_another_merged(fd):
+        if not others:
+            others.append("merging")
+            VectorCache(tmp_path, "ns", dim=2)  # merges, deleting the shards read here
+            raise OSError(28, "No space left on device")
+        return real_fsync(fd)
+
+    monkeypatch.setattr(encoders.cache.os, "fsync", full_after_another_merged)
+    after = VectorCache(tmp_path, "ns", dim=2)  # its read-in finds them gone: reads the index again
+    assert others and after.shards == 1 and len(after) == 12
 
 
 def test_cache_index_tells_apart_keys_that_share_their_first_bytes(tmp_path):
