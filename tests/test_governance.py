@@ -1033,6 +1033,14 @@ def test_lines_that_end_in_cr_alone_after_the_first_are_refused_not_merged(tmp_p
            '{"id": "1", "title": "b", "genre": "y"}\r{"id": "2", "title": "c", "genre": "z"}\n')
     with pytest.raises(MappingError, match="line 2 holds rows that end in CR alone"):
         read_tabular(tmp_path / "events.jsonl", {"files": [{**mapping["files"][0], "format": "jsonl"}]})
+    _write(tmp_path, "crcr.jsonl", '{"id": "9", "title": "a", "genre": "x"}\n'
+           '{"id": "1", "title": "b", "genre": "y"}\r\r{"id": "2", "title": "c", "genre": "z"}\n')
+    with pytest.raises(MappingError, match="crcr.jsonl: line 2 holds rows"):  # a blank line between
+        read_tabular(tmp_path / "crcr.jsonl", {"files": [{**mapping["files"][0], "format": "jsonl"}]})
+    from kg.sources.tabular import iter_rows
+
+    _write(tmp_path, "slice.csv", "id,title,genre\n0,a,x\n1,b,y\n2,c,z\r3,d,w\n")  # a slice reads no further
+    assert [line for line, *_ in iter_rows(tmp_path / "slice.csv", mapping["files"][0], limit=2)] == [2, 3]
     _write(tmp_path, "bad_byte.jsonl", b'{"id": "9", "title": "a", "genre": "x"}\n'
            b'{"id": "0", "title": "caf\xe9", "genre": "x"}\r{"id": "1", "title": "b", "genre": "y"}\n')
     with pytest.raises(MappingError, match="bad_byte.jsonl: line 2 holds rows"):

@@ -62,6 +62,7 @@ import csv
 import difflib
 import json
 import logging
+import re
 import sys
 from collections import deque
 from pathlib import Path
@@ -323,13 +324,16 @@ def _cr_line_ends(path: Path, lineno: int) -> MappingError:
                         f"changes every CR, those inside fields too)")
 
 
+_CR_BETWEEN_OBJECTS = re.compile(r"\}\s*\r\s*\{")
+
+
 def check_cr_line_ends(path: Path, lineno: int, text: str, delimiter: str, quoting: str,
                        width: int | None) -> None:
     """Refuse a record (one line, or lines a quoted field joined) where a CR outside quotes ends
     rows: cut at such CRs, two or more of the pieces that are not blank have ``width`` fields (a
     header, ``width`` None: any such CR). A CR inside a field (a quoted one, or text with a stray
-    CR) is data, and the record is left as it is. (A two-field row whose stray CR is followed by
-    the delimiter reads as two rows, and is refused.)
+    CR) is data, and the record is left as it is. (In a file of one column, a stray CR in a value
+    reads as two rows, and is refused.)
 
     Raises:
         MappingError: the file's rows end in CR alone from here on (mixed line ends).
@@ -495,7 +499,9 @@ def iter_rows(path: Path, spec: dict, limit: int | None = None
     header_pending = fmt != "jsonl" and header  # the first non-blank line is the header
     lines = decoded_lines(path, encoding)
     for lineno, text, err in (lines if fmt == "jsonl" or quoting == "none" else _records(lines, delimiter)):
-        if fmt == "jsonl" and "}\r{" in text.replace(" ", "").replace("\t", ""):  # objects on one line, a CR between
+        if not header_pending and limit is not None and n >= limit:  # a slice reads no further
+            return
+        if fmt == "jsonl" and _CR_BETWEEN_OBJECTS.search(text):  # a CR is never inside a JSON string
             raise _cr_line_ends(path, lineno)
         if fmt != "jsonl":  # before a decode error's quarantine: a CR-ended run must not pass as one bad line
             check_cr_line_ends(path, lineno, text, delimiter, quoting, None if header_pending else len(columns or ()))
