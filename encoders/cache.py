@@ -26,7 +26,6 @@ import hashlib
 import logging
 import os
 import re
-import shutil
 import time
 import uuid
 from dataclasses import dataclass
@@ -36,7 +35,7 @@ from typing import IO, Callable, Sequence
 import numpy as np
 
 from encoders.base import EncoderError, TextEncoder, TextLike, check_finite, normalize_texts
-from kg.durable import write_synced
+from kg.durable import REMOVING_PREFIX, remove_tree, set_aside, write_synced
 
 logger = logging.getLogger(__name__)
 
@@ -396,15 +395,13 @@ def cached_namespaces(cache_dir: str | Path) -> list[CachedNamespace]:
     return sorted(found, key=lambda n: n.last_used)
 
 
-_REMOVING = ".removing-"  # a namespace prune_cache is deleting (renamed out of the way first)
-
-
 def prune_cache(cache_dir: str | Path, unused_days: float, dry_run: bool = False) -> list[CachedNamespace]:
     """Remove the namespaces of a text cache not opened or written for ``unused_days`` days (those
     of models, weights or settings no longer in use), returning those removed (with ``dry_run``,
     those that would be). A run that opens one while it is being removed keeps its vectors for that
     run only, with a warning. One that cannot be removed whole (a file it may not delete) is
-    logged and left under ``.removing-*``, which the next prune tries again.
+    logged and left under ``.removing-*`` (:func:`kg.durable.set_aside`), which the next prune
+    tries again.
 
     Raises:
         ValueError: ``unused_days`` below 0.
@@ -415,42 +412,23 @@ def prune_cache(cache_dir: str | Path, unused_days: float, dry_run: bool = False
     old = [n for n in cached_namespaces(cache_dir) if n.last_used < cutoff]
     if dry_run:
         return old
-    for left in Path(cache_dir).glob(f"{_REMOVING}*"):  # what an earlier prune could not finish (or
-        _remove_tree(left)                                 # one running now deletes: both then finish it)
+    for left in Path(cache_dir).glob(f"{REMOVING_PREFIX}*"):  # what an earlier prune could not finish
+        remove_tree(left)  # (or one running now deletes: both then finish it)
     removed = []
     for n in old:
-        # renamed out of the way first: a writer's next shard then fails (kept for its run, with a
-        # warning) instead of landing in a directory being deleted
-        doomed = n.path.with_name(f"{_REMOVING}{n.path.name}-{uuid.uuid4().hex[:8]}")
+        # set aside first: a writer's next shard then fails (kept for its run, with a warning)
+        # instead of landing in a directory being deleted
         try:
-            n.path.rename(doomed)
+            doomed = set_aside(n.path)
         except FileNotFoundError:  # another prune took it
             continue
         except OSError as e:  # a cache root this user may not change
             logger.warning("could not remove the text cache namespace %s: %s", n.path, e)
             continue
-        if _remove_tree(doomed):
+        if remove_tree(doomed):
             removed.append(n)
             logger.info("removed the text cache namespace %s (%s)", n.path, n.namespace)
     return removed
-
-
-def _remove_tree(path: Path) -> bool:
-    """Delete a directory; False, with a warning, when some of it stays."""
-    error: OSError | None = None
-    for _ in range(2):  # again after a file another process removed first (rmtree stops at it)
-        try:
-            shutil.rmtree(path)
-        except FileNotFoundError as e:
-            error = e
-            continue
-        except OSError as e:
-            error = e
-        break
-    if not path.exists():
-        return True
-    logger.warning("could not remove all of %s (%s): the next `kgrec cache prune` tries again", path, error)
-    return False
 
 
 class CachedEncoder(TextEncoder):

@@ -32,14 +32,13 @@ import json
 import logging
 import os
 import shutil
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
 
-from kg.durable import sync_dir, sync_files
+from kg.durable import remove_tree, set_aside, sync_dir, sync_files
 
 logger = logging.getLogger(__name__)
 
@@ -264,9 +263,6 @@ def publish(artifact_dir: str | Path, out_dir: str | Path, link_name: str = "cur
     return link
 
 
-REMOVING_PREFIX = ".removing-"  # a version being deleted (remove_unless_in_use), renamed out of the way first
-
-
 def hold(artifact_dir: str | Path) -> IO[bytes] | None:
     """Mark ``artifact_dir`` as in use by this process until the returned file is closed (or the
     process ends): a shared lock on its ``.in-use`` file, which any number of servers can hold.
@@ -324,7 +320,6 @@ def remove_unless_in_use(artifact_dir: str | Path) -> bool:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             return False
-        doomed = artifact_dir.with_name(f"{REMOVING_PREFIX}{artifact_dir.name}-{uuid.uuid4().hex[:8]}")
-        artifact_dir.rename(doomed)
-    shutil.rmtree(doomed, ignore_errors=True)  # what a prune killed here leaves, the next one sweeps
+        doomed = set_aside(artifact_dir)
+    remove_tree(doomed)  # what a prune killed here leaves, the next one sweeps
     return True

@@ -273,7 +273,8 @@ def _sweep_leftovers(cfg: Config) -> list[str]:
     snapshots that no version here nor the served model was trained on. Only things a day old,
     never a model's newest checkpoint (a rerun on the same data, or ``kgrec train`` after
     ``--max-time``, resumes it), nor the snapshot ``<name>-latest`` names."""
-    from gnn.artifact import REMOVING_PREFIX, remove_unless_in_use
+    from gnn.artifact import remove_unless_in_use
+    from kg.durable import REMOVING_PREFIX
 
     out_dir, cutoff = Path(cfg.train.out_dir), time.time() - LEFTOVER_AGE_S
     served = _never_pruned(cfg)

@@ -471,18 +471,18 @@ def test_cache_prune_removes_namespaces_unused_for_a_while(tmp_path, monkeypatch
     with pytest.raises(SystemExit):
         main(["cache", "prune", "--unused-days", "-1"])
     # a namespace that cannot be removed whole is not reported removed; the next prune finishes it
-    import encoders.cache
+    import kg.durable
 
     for f in kept.dir.iterdir():
         os.utime(f, (forty_days_ago, forty_days_ago))
-    real_rmtree = encoders.cache.shutil.rmtree
+    real_rmtree = kg.durable.shutil.rmtree
 
     def refused(path, *args, **kwargs):
         raise PermissionError(13, "Operation not permitted", str(path))
 
-    monkeypatch.setattr(encoders.cache.shutil, "rmtree", refused)
+    monkeypatch.setattr(kg.durable.shutil, "rmtree", refused)
     assert prune_cache(tmp_path, unused_days=30) == [] and len(list(tmp_path.glob(".removing-*"))) == 1
-    monkeypatch.setattr(encoders.cache.shutil, "rmtree", real_rmtree)
+    monkeypatch.setattr(kg.durable.shutil, "rmtree", real_rmtree)
     assert prune_cache(tmp_path, unused_days=30) == [] and not list(tmp_path.glob(".removing-*"))
 
 

@@ -128,8 +128,8 @@ def test_prune_deletes_a_version_no_server_holds_out_of_the_way_of_one_starting(
     """remove_unless_in_use keeps a held version; an unheld one is renamed away before it is
     deleted, so a server starting on it meanwhile finds no model rather than half of one (deleting
     in place could remove .in-use first, and a late server would hold a fresh one at once)."""
-    from gnn import artifact
     from gnn.artifact import hold, remove_unless_in_use
+    from kg import durable
 
     first, second = _two_versions(tmp_path)
     held = hold(second)
@@ -142,7 +142,7 @@ def test_prune_deletes_a_version_no_server_holds_out_of_the_way_of_one_starting(
         seen.append((Path(path).name, second.exists(), hold(second)))  # a server starting now
         real_rmtree(path, ignore_errors=ignore_errors)
 
-    monkeypatch.setattr(artifact.shutil, "rmtree", rmtree)
+    monkeypatch.setattr(durable.shutil, "rmtree", rmtree)
     assert remove_unless_in_use(second)
     assert seen[0][0].startswith(f".removing-{second.name}-") and seen[0][1:] == (False, None)
     assert not second.exists() and not list(tmp_path.glob(".removing-*")) and first.is_dir()
