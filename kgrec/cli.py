@@ -53,26 +53,20 @@ def _positive_float(text: str) -> float:
     return value
 
 
-def _seconds(text: str) -> float:
-    """argparse type: a duration in seconds, >= 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number of seconds >= 0, got {text!r}") from None
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0 seconds, got {text}")
-    return value
+def _non_negative(unit: str) -> Callable[[str], float]:
+    """argparse type: a number of ``unit`` (seconds, days), >= 0."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a number of {unit} >= 0, got {text!r}") from None
+        if not value >= 0:  # NaN too
+            raise argparse.ArgumentTypeError(f"must be >= 0 {unit}, got {text}")
+        return value
+    return parse
 
 
-def _days(text: str) -> float:
-    """argparse type: a number of days, >= 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number of days >= 0, got {text!r}") from None
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0 days, got {text}")
-    return value
+_seconds, _days = _non_negative("seconds"), _non_negative("days")
 
 
 def _lock_wait(args: argparse.Namespace, cfg: Config) -> None:
