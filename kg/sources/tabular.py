@@ -526,8 +526,6 @@ def iter_rows(path: Path, spec: dict, limit: int | None = None
                 raise MappingError(f"{path.name}: the header {found} names the mapping's columns {columns} in "
                                    f"another order; fix `columns` (or leave it out to use the header)")
             continue  # with columns given as well, the header line is skipped
-        if limit is not None and n >= limit:
-            return
         n += 1
         if err:
             yield lineno, None, text, err
