@@ -425,10 +425,22 @@ def prune_cache(cache_dir: str | Path, unused_days: float, dry_run: bool = False
         except OSError as e:  # a cache root this user may not change
             logger.warning("could not remove the text cache namespace %s: %s", n.path, e)
             continue
+        if _used_since(doomed, cutoff):  # opened between the listing and the rename: put back
+            with contextlib.suppress(OSError):  # unless a run made the name anew meanwhile
+                doomed.rename(n.path)
+                continue
         if remove_tree(doomed):
             removed.append(n)
             logger.info("removed the text cache namespace %s (%s)", n.path, n.namespace)
     return removed
+
+
+def _used_since(namespace_dir: Path, cutoff: float) -> bool:
+    """Whether a namespace was opened (its ``namespace.txt`` stamped) at or after ``cutoff``."""
+    try:
+        return (namespace_dir / "namespace.txt").stat().st_mtime >= cutoff
+    except OSError:
+        return False
 
 
 class CachedEncoder(TextEncoder):

@@ -460,6 +460,20 @@ def test_cache_prune_removes_namespaces_unused_for_a_while(tmp_path, monkeypatch
     assert prune_cache(tmp_path, unused_days=30) == []
     for f in old.dir.iterdir():
         os.utime(f, (forty_days_ago, forty_days_ago))
+    import encoders.cache
+
+    real_set_aside = encoders.cache.set_aside
+
+    def opened_meanwhile(path):  # a run opens the namespace between prune's listing and its rename
+        VectorCache(tmp_path, "old-model", dim=3)  # the only namespace old enough to go
+        return real_set_aside(path)
+
+    monkeypatch.setattr(encoders.cache, "set_aside", opened_meanwhile)
+    assert prune_cache(tmp_path, unused_days=30) == [] and old.dir.is_dir()
+    assert len(VectorCache(tmp_path, "old-model", dim=3)) == 2  # put back whole
+    monkeypatch.setattr(encoders.cache, "set_aside", real_set_aside)
+    for f in old.dir.iterdir():
+        os.utime(f, (forty_days_ago, forty_days_ago))
     assert main(["cache", "prune", "--unused-days", "30"]) == 0
     assert [n["namespace"] for n in json.loads(capsys.readouterr().out)["removed"]] == ["old-model"]
     assert not old.dir.exists() and kept.dir.is_dir() and (tmp_path / "notes").is_dir()
