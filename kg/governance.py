@@ -189,7 +189,7 @@ def check_name(value: Any, what: str = "relation") -> str:
         raise GovernanceError(f"{what} must be a string, got {type(value).__name__}")
     name = id_text(value)  # as ids are: no invisible twins
     if not NAME_RE.fullmatch(name):
-        raise GovernanceError(f"invalid {what} name {_clip(repr(name), 120)}: must match {NAME_RE.pattern}")
+        raise GovernanceError(f"invalid {what} name {clip(repr(name), 120)}: must match {NAME_RE.pattern}")
     return name
 
 
@@ -238,7 +238,7 @@ def parse_number(value: Any, what: str = "weight", default: float | None = 1.0) 
             raise ValueError(value)
         number = float(value.strip() if isinstance(value, str) else value)
     except (TypeError, ValueError, OverflowError):  # OverflowError: a JSON integer of 400 digits
-        raise GovernanceError(f"{what} is not a number: {_clip(repr(value), 80)}") from None
+        raise GovernanceError(f"{what} is not a number: {clip(repr(value), 80)}") from None
     if math.isnan(number):
         raise GovernanceError(f"{what} is NaN")
     if math.isinf(number):
@@ -303,12 +303,12 @@ def parse_timestamp(value: Any) -> int:
     try:
         dt = datetime.fromisoformat(iso)
     except ValueError:
-        raise GovernanceError(f"unparseable timestamp {_clip(repr(text), 80)}") from None
+        raise GovernanceError(f"unparseable timestamp {clip(repr(text), 80)}") from None
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=timezone.utc)
     seconds = int(dt.timestamp())
     if abs(seconds) >= MAX_SECONDS:  # 9999-12-31 as "never": not a time
-        raise GovernanceError(f"timestamp {_clip(repr(text), 80)} is past the year 5138, the most kgrec "
+        raise GovernanceError(f"timestamp {clip(repr(text), 80)} is past the year 5138, the most kgrec "
                               "stores (a placeholder? leave the cell blank for an unknown time)")
     return seconds
 
@@ -321,7 +321,7 @@ def fits_int64(value: int) -> bool:
 def _int64(value: int, what: str) -> int:
     """``value`` if Neo4j can store it (a 64-bit integer), else a GovernanceError."""
     if not fits_int64(value):
-        raise GovernanceError(f"{what} {_clip(str(value), 40)} is outside the 64-bit integer range")
+        raise GovernanceError(f"{what} {clip(str(value), 40)} is outside the 64-bit integer range")
     return value
 
 
@@ -333,29 +333,30 @@ def _conflict(first: dict, row: dict) -> str:
             mine = first.get("props") or {}
             for prop, v in (value or {}).items():
                 if prop in mine and v not in ("", None) and mine[prop] not in ("", None) and mine[prop] != v:
-                    return f"{prop} {_clip(repr(mine[prop]), 40)} (not {_clip(repr(v), 40)})"
+                    return f"{prop} {clip(repr(mine[prop]), 40)} (not {clip(repr(v), 40)})"
         elif value not in ("", None) and first.get(key) not in ("", None) and first.get(key) != value:
-            return f"{key} {_clip(repr(first.get(key)), 40)} (not {_clip(repr(value), 40)})"
+            return f"{key} {clip(repr(first.get(key)), 40)} (not {clip(repr(value), 40)})"
     return ""
 
 
-def _clip(text: str, limit: int) -> str:
+def clip(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters, saying how many more there were."""
     return text if len(text) <= limit else text[:limit] + f"...(+{len(text) - limit} chars)"
 
 
 def _clip_raw(raw: Any) -> Any:
     """Keep quarantined raw rows bounded and JSON-friendly."""
     if isinstance(raw, str):
-        return _clip(raw, MAX_RAW_CHARS)
+        return clip(raw, MAX_RAW_CHARS)
     if isinstance(raw, dict):
         return {str(k): _clip_raw(v) for k, v in raw.items()}
     if isinstance(raw, (list, tuple)):
         return [_clip_raw(v) for v in raw]
     if isinstance(raw, bytes):
-        return _clip(raw.decode("utf-8", errors="replace"), MAX_RAW_CHARS)
+        return clip(raw.decode("utf-8", errors="replace"), MAX_RAW_CHARS)
     if raw is None or isinstance(raw, (int, float, bool)):
         return raw
-    return _clip(str(raw), MAX_RAW_CHARS)
+    return clip(str(raw), MAX_RAW_CHARS)
 
 
 # --------------------------------------------------------------------------- the governor
@@ -469,7 +470,7 @@ class Governor:
         out: dict[str, Any] = {}
         for key, value in (props or {}).items():
             if not isinstance(key, str) or not PROP_RE.fullmatch(key) or key in RESERVED_PROPS:
-                raise GovernanceError(f"invalid property name {_clip(repr(key), 80)}")
+                raise GovernanceError(f"invalid property name {clip(repr(key), 80)}")
             if value is None or (isinstance(value, str) and not value.strip()):
                 continue
             if isinstance(value, bool):
@@ -496,7 +497,7 @@ class Governor:
             return True
         clash = _conflict(first, row)
         if clash:  # two different values for one node: kept first, the other shown, never silently lost
-            self._quarantine(source, line, f"{_SINGULAR[kind]} {_clip(repr(row['id']), 80)} is already loaded with "
+            self._quarantine(source, line, f"{_SINGULAR[kind]} {clip(repr(row['id']), 80)} is already loaded with "
                                            f"{clash} (from {self._node_source[kind][row['id']]}); kept that row", raw)
             return False
         for key, value in row.items():  # later rows fill what the first left blank
@@ -570,7 +571,7 @@ class Governor:
                    "name": self._text(eid if name is None else name, source, line, "name")}
             first = self._nodes["entities"].get(eid)
             if first is not None and first["type"] != row["type"]:  # two kinds of thing under one id
-                raise GovernanceError(f"entity {_clip(repr(eid), 80)} is already a {first['type']!r} (from "
+                raise GovernanceError(f"entity {clip(repr(eid), 80)} is already a {first['type']!r} (from "
                                       f"{self._node_source['entities'][eid]}); give each entity type its own ids "
                                       f"(entity_prefix)")
         except GovernanceError as e:
@@ -619,7 +620,7 @@ class Governor:
                 raise GovernanceError(f"weight {row['weight']:g} is below {low:g}" if high == float("inf")
                                       else f"weight {row['weight']:g} is outside {low:g}..{high:g}")
             if row["split"] not in SPLITS:
-                raise GovernanceError(f"unknown split {_clip(repr(split), 40)} (expected train/valid/test)")
+                raise GovernanceError(f"unknown split {clip(repr(split), 40)} (expected train/valid/test)")
         except GovernanceError as e:
             return self.quarantine(source, line, str(e), raw)
         key = ("i", row["user"], row["item"], row["kind"], row["ts"])

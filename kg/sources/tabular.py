@@ -68,7 +68,7 @@ from collections import deque
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
-from ..governance import (PROP_RE, RESERVED_PROPS, Governor, KnownIds, LoadResult, fits_int64, id_text,
+from ..governance import (PROP_RE, RESERVED_PROPS, Governor, KnownIds, LoadResult, clip, fits_int64, id_text,
                           is_blank_id, is_plain_number)
 
 if sys.version_info >= (3, 11):
@@ -242,15 +242,7 @@ def _check_types(table: dict, types: dict[str, str], where: str) -> None:
     """
     for key, expected in types.items():
         if key in table and not TYPE_CHECKS[expected](table[key]):
-            raise MappingError(f"{where}{key} must be {expected}, not {_clip_repr(table[key])}")
-
-
-def _clip_repr(value: Any, limit: int = 80) -> str:
-    return _clip(repr(value), limit)
-
-
-def _clip(text: str, limit: int = 80) -> str:
-    return text if len(text) <= limit else text[:limit] + "..."
+            raise MappingError(f"{where}{key} must be {expected}, not {clip(repr(table[key]), 80)}")
 
 
 def _unknown_keys(table: dict, known: Iterable[str]) -> str:
@@ -661,7 +653,7 @@ def _json_text(col: str, value: Any, where: str = "") -> Any:
     if isinstance(value, (dict, list)):
         kind = "a JSON object" if isinstance(value, dict) else "a JSON array"
         raise ValueError(f"column {col!r} holds {kind}{' ' + where if where else ''}, not text or a number: "
-                         f"{_clip(json.dumps(value, ensure_ascii=False))}")
+                         f"{clip(json.dumps(value, ensure_ascii=False), 80)}")
     return _typed_json_value(col, "str", value)
 
 
