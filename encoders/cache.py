@@ -76,8 +76,8 @@ class VectorCache:
     """Key -> vector store for one encoder namespace (see module docstring).
 
     The keys on disk are indexed in sorted numpy arrays (52 bytes a key, searched with
-    ``np.searchsorted`` on their first 8 bytes), the vectors stay in their memory-mapped shards; only the keys this process
-    adds are held in a dict.
+    ``np.searchsorted`` on their first 8 bytes); the vectors stay in their memory-mapped shards.
+    Only the keys this process adds are held in a dict.
 
     Args:
         cache_dir: root directory of the cache (shared by all namespaces).
@@ -179,10 +179,18 @@ class VectorCache:
         self.compact()
         for shard, vecs in self._vecs.items():
             if vecs is None:  # not merged: read in
-                try:
-                    self._vecs[shard] = np.load(self.dir / f"{shard}.vecs.npy")
-                except FileNotFoundError as e:
-                    raise _ShardGone(shard) from e
+                self._vecs[shard] = self._shard_vectors(shard, mmap_mode=None)
+
+    def _shard_vectors(self, shard: str, mmap_mode: str | None) -> np.ndarray:
+        """A shard's vectors file, mapped (``"r"``) or read in.
+
+        Raises:
+            _ShardGone: another process merged it away since the index was read.
+        """
+        try:
+            return np.load(self.dir / f"{shard}.vecs.npy", mmap_mode=mmap_mode)
+        except FileNotFoundError as e:
+            raise _ShardGone(shard) from e
 
     def _set_index(self, names: list[str], parts: list[np.ndarray]) -> None:
         """Index the shards ``names`` holding the keys ``parts``: sorted by their first 8 bytes
@@ -327,11 +335,8 @@ class VectorCache:
                      "shape": (total, self.dim)})
             for shard, rows, _ in sources:  # one shard mapped at a time (past MAX_SHARDS, on open)
                 vecs = self._vecs[shard]
-                if vecs is None:
-                    try:
-                        vecs = np.load(self.dir / f"{shard}.vecs.npy", mmap_mode="r")
-                    except FileNotFoundError as e:  # merged away by another process: not this write's error
-                        raise _ShardGone(shard) from e
+                if vecs is None:  # a shard gone meanwhile is no error of this write: _ShardGone, not OSError
+                    vecs = self._shard_vectors(shard, mmap_mode="r")
                 for start in range(0, len(rows), 65536):
                     fh.write(np.ascontiguousarray(vecs[rows[start:start + 65536]], dtype=np.float32).tobytes())
                 del vecs
