@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..governance import Governor, KnownIds, LoadResult
-from .lightgcn import (check_data_dir, feed_lightgcn, index_id, is_index, list_lines, not_index, quarantine_to,
-                       token_lines)
+from .lightgcn import (check_data_dir, feed_lightgcn, index_id, is_index, list_line_problem, list_lines, not_index,
+                       quarantine_to, token_lines)
 
 if TYPE_CHECKING:  # pragma: no cover
     from kgrec.config import IngestConfig
@@ -76,10 +76,7 @@ def read_kgat(data_dir: str | Path, cfg: "IngestConfig | None" = None, *, kind: 
         gov.add_source(item_list.name)  # an empty one shows as read 0
         # whole, even with a limit: the sample's ids resolve
         for lineno, tokens, _ in list_lines(item_list, quarantine_to(gov, item_list.name)):
-            if len(tokens) < 2:
-                gov.quarantine(item_list.name, lineno, "expected org_id remap_id [freebase_id]", " ".join(tokens))
-                continue
-            if bad := not_index(tokens[1:2], ("remap_id",)):
+            if bad := list_line_problem(tokens, "org_id remap_id [freebase_id]"):
                 gov.quarantine(item_list.name, lineno, bad, " ".join(tokens))
                 continue
             props = {"org_id": tokens[0]}
@@ -92,10 +89,7 @@ def read_kgat(data_dir: str | Path, cfg: "IngestConfig | None" = None, *, kind: 
     if entity_list.is_file():
         gov.add_source(entity_list.name)  # an empty one shows as read 0
         for lineno, tokens, _ in list_lines(entity_list, quarantine_to(gov, entity_list.name)):
-            if len(tokens) < 2:
-                gov.quarantine(entity_list.name, lineno, "expected org_id remap_id", " ".join(tokens))
-                continue
-            if bad := not_index(tokens[1:2], ("remap_id",)):
+            if bad := list_line_problem(tokens):
                 gov.quarantine(entity_list.name, lineno, bad, " ".join(tokens))
                 continue
             gov.add_entity(entity_list.name, lineno, tokens, id=f"kg:{index_id(tokens[1])}", type="kg",

@@ -80,6 +80,12 @@ def not_index(tokens: list[str], names: tuple[str, ...]) -> str | None:
     return None
 
 
+def list_line_problem(tokens: list[str], layout: str = "org_id remap_id") -> str | None:
+    """The quarantine reason for an id-list line (``org_id remap_id ...``), or ``None``: too few
+    fields, or a ``remap_id`` that is not an index (a header of other words)."""
+    return f"expected {layout}" if len(tokens) < 2 else not_index(tokens[1:2], ("remap_id",))
+
+
 def index_id(token: str) -> str:
     """A remapped id as its integer's text (``07`` is user 7, as the LightGCN code reads it), or
     ``token`` unchanged when it is not an index."""
@@ -202,9 +208,7 @@ def feed_lightgcn(gov: "Governor", data_dir: str | Path, *, kind: str = "interac
         gov.add_source(fname)  # an empty one shows as read 0
         # whole, even with a limit: the sample's ids resolve
         for lineno, tokens, raw in list_lines(path, quarantine_to(gov, fname)):
-            if len(tokens) < 2:
-                gov.quarantine(fname, lineno, "expected org_id remap_id", raw)
-            elif bad := not_index(tokens[1:2], ("remap_id",)):
+            if bad := list_line_problem(tokens):
                 gov.quarantine(fname, lineno, bad, raw)
             elif node_kind == "users":
                 gov.add_user(fname, lineno, tokens, id=index_id(tokens[1]), props={"org_id": tokens[0]})
