@@ -750,7 +750,8 @@ def _train_embeddings(snapshot: Any, cfg: TrainConfig, out_dir: Path, text_embed
 
     final_dir = _write_artifact(
         out_dir, cfg, snapshot, train_csr, ue.cpu().numpy(), ie.cpu().numpy(),
-        metrics={"test": final, **({"test_before_map": before_map} if before_map else {}), "eval_split": eval_split, "stop_metric": stop_metric,
+        metrics={"test": final, **({"test_before_map": before_map} if before_map else {}),
+                 "eval_split": eval_split, "stop_metric": stop_metric,
                  "best_epoch": run.best_epoch, "best_score": run.best_score, "history": run.history},
         meta={**extra_meta, "device": str(device), "epochs_run": epoch,
               **({"untrained_items_from_text": mapped} if side_features is not None else {})},
