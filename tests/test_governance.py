@@ -609,6 +609,29 @@ def test_mapping_values_of_the_wrong_type_are_mapping_errors(key, value, message
     assert str(e.value) == f"files[0]: {message}"
 
 
+@pytest.mark.parametrize("spec, message", [
+    ({"role": "interactions", "user": "u", "item": "i", "kind_value": "a click"},
+     "files\\[0\\] \\(interactions\\): kind_value: invalid interaction kind name 'a click'"),
+    ({"role": "interactions", "user": "u", "item": "i", "kind_value": 5}, "kind_value: interaction kind must be a string"),
+    ({"role": "entities", "id": "id", "type_value": "Music Genre"}, "type_value: invalid entity type name"),
+    ({"role": "triples", "head": "h", "tail": "t", "relation_value": "film genre"}, "relation_value: invalid relation"),
+    ({"role": "items", "id": "id", "attributes": [{"column": "main genre"}]},
+     "attributes relation \\(the column's name\\): invalid relation name 'main genre'"),
+    ({"role": "items", "id": "id", "attributes": [{"column": "g", "relation": "genre", "entity_type": "a b"}]},
+     "attributes entity_type: invalid entity type name 'a b'"),
+    ({"role": "users", "id": "id", "flags": {"columns": ["g"], "relation": "is in"}}, "flags relation: invalid"),
+])
+def test_invalid_names_in_the_mapping_are_mapping_errors(tmp_path, spec, message):
+    """A name the mapping gives (a constant, or an attribute's column) that no row could load under
+    quarantined every row of the file, one reason each, and the load went on with none of them."""
+    _write(tmp_path, "f.csv", "u,i,id,h,t,g,main genre\nu1,i1,x,h1,t1,1,rock\n")
+    with pytest.raises(MappingError, match=message):
+        read_tabular(tmp_path / "f.csv", {"files": [{**spec, "path": "f.csv"}]})
+    ok = {k: v for k, v in spec.items() if k not in ("kind_value", "type_value", "relation_value")}
+    if spec["role"] == "interactions":
+        read_tabular(tmp_path / "f.csv", {"files": [{**ok, "kind_value": "click", "path": "f.csv"}]})
+
+
 def test_one_attributes_table_reads_as_a_list_of_one(tmp_path):
     """load_mapping took ``attributes = {column = ...}`` and the reader then failed on it (TypeError)."""
     _write(tmp_path, "at.csv", "id,g\nu1,M\n")

@@ -53,7 +53,9 @@ numbered by its first line; a quote left open (to the end of the file or for
 :data:`MAX_RECORD_LINES` lines) quarantines that first line alone and reading goes on after it. A
 mapped column absent from the header raises :class:`MappingError` naming it, and so does a key the
 role does not read (a misspelt ``weigth``, ``create_users`` on ``friends``), and so does a value of
-the wrong type (``path = 5``, ``props = "age"``, ``title_value = ["a"]``: see :data:`OPTION_TYPES`).
+the wrong type (``path = 5``, ``props = "age"``, ``title_value = ["a"]``: see :data:`OPTION_TYPES`), and
+so does a name no row could load under (``kind_value = "a click"``, an attribute column ``main genre``
+without a ``relation``).
 """
 from __future__ import annotations
 
@@ -68,8 +70,8 @@ from collections import deque
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
-from ..governance import (PROP_RE, RESERVED_PROPS, Governor, KnownIds, LoadResult, clip, fits_int64, id_text,
-                          is_blank_id, is_plain_number)
+from ..governance import (PROP_RE, RESERVED_PROPS, GovernanceError, Governor, KnownIds, LoadResult, check_name,
+                          check_relation, clip, fits_int64, id_text, is_blank_id, is_plain_number)
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -177,7 +179,34 @@ def load_mapping(mapping: str | Path | dict) -> dict:
                 raise MappingError(f"files[{n}] ({role}): field {f!r} needs a column ({f} = ...) "
                                    f"or a constant ({f}_value = ...)")
         _check_prop_names(spec, n)
+        _check_names(spec, n, role)
     return data
+
+
+NAME_CONSTANTS = {"kind_value": "interaction kind", "type_value": "entity type", "relation_value": "relation"}
+
+
+def _check_names(spec: dict, n: int, role: str) -> None:
+    """Names the mapping itself gives (``kind_value``, ``relation_value``, ``type_value``, an
+    attribute's or a flag's relation and entity type, defaulting to its column) are checked here:
+    an invalid one would quarantine every row of the file, one reason per row.
+
+    Raises:
+        MappingError: the name, where it comes from, and the pattern names must match.
+    """
+    named = [(key, spec[key], what) for key, what in NAME_CONSTANTS.items() if key in spec]
+    for what, entries, default in (("attributes", spec.get("attributes"), None), ("flags", spec.get("flags"), "genre")):
+        for entry in _as_list(entries):
+            relation = entry.get("relation", entry.get("column", default))
+            named.append((f"{what} relation" + ("" if "relation" in entry else " (the column's name)"),
+                          relation, "relation"))
+            named.append((f"{what} entity_type" + ("" if "entity_type" in entry else " (the relation's)"),
+                          entry.get("entity_type", relation), "entity type"))
+    for key, value, what in named:
+        try:
+            check_relation(value) if what == "relation" else check_name(value, what)
+        except GovernanceError as e:
+            raise MappingError(f"files[{n}] ({role}): {key}: {e}") from None
 
 
 def _check_prop_names(spec: dict, n: int) -> None:
