@@ -41,7 +41,7 @@ import unicodedata
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, TypeVar
 
 from .records import GraphRecords
 
@@ -49,6 +49,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from kgrec.config import IngestConfig
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 NAME_RE = re.compile(r"[A-Za-z0-9_.:\-]{1,100}")  # used with fullmatch
 # an absolute IRI (RFC 3987's characters, less the ones N-Triples escapes), the form of RDF predicates
@@ -438,6 +439,18 @@ class Governor:
         """List ``source`` in the report before its rows come: a file that gives none (empty, or a
         header alone) shows as ``read: 0``, so a failed export is seen rather than missing."""
         self._count(source, "read", 0)
+
+    def rows_of(self, source: str, rows: Iterable[T], *, expect_rows: bool = True) -> Iterator[T]:
+        """Yield ``rows``, one file's, after :meth:`add_source`; at their end, warn when the file gave
+        nothing (an empty file, or a header alone: a failed upstream export, perhaps). A ``limit`` of 0
+        passes ``expect_rows=False``."""
+        self.add_source(source)
+        given = False
+        for row in rows:
+            given = True
+            yield row
+        if not given and expect_rows and not self._result.report[source]["read"]:  # no undecodable line either
+            logger.warning("%s: no data rows (an empty file, or a header alone): nothing read from it", source)
 
     @property
     def quarantined(self) -> int:

@@ -847,7 +847,7 @@ def test_an_empty_or_header_only_file_is_in_the_reconciliation_with_a_warning(tm
     _write(tmp_path, "empty.csv", b"")
     _write(tmp_path, "header.csv", "user,item\n\n")
     spec = {"role": "interactions", "user": "user", "item": "item", "header": True, "create_nodes": True}
-    with caplog.at_level("WARNING", logger="kg.sources.tabular"):
+    with caplog.at_level("WARNING", logger="kg.governance"):
         res = read_tabular(tmp_path, {"files": [{**spec, "path": p} for p in ("ev.csv", "empty.csv", "header.csv")]})
     _reconciles(res)
     none = {"read": 0, "loaded": 0, "quarantined": 0, "deduplicated": 0}

@@ -147,14 +147,21 @@ def test_lightgcn_files_with_a_byte_order_mark(tmp_path):
     assert sorted(u["id"] for u in res.records.users) == ["0", "1"]
 
 
-def test_lightgcn_and_kgat_files_without_rows_are_in_the_reconciliation(tmp_path):
-    """An empty test.txt or kg_final.txt (a failed export) shows as read 0, not missing."""
+def test_lightgcn_and_kgat_files_without_rows_are_in_the_reconciliation_with_a_warning(tmp_path, caplog):
+    """An empty test.txt or kg_final.txt (a failed export) shows as read 0, not missing, and is
+    warned about as an empty tabular file is (it was not)."""
     none = {"read": 0, "loaded": 0, "quarantined": 0, "deduplicated": 0}
     _files(tmp_path, {"train.txt": "0 1\n", "test.txt": "", "user_list.txt": "org_id remap_id\n"})
-    assert load_source("lightgcn", tmp_path).report["test.txt"] == none
-    _files(tmp_path, {"kg_final.txt": "", "entity_list.txt": ""})
-    report = load_source("kgat", tmp_path).report
+    with caplog.at_level("WARNING", logger="kg.governance"):
+        assert load_source("lightgcn", tmp_path).report["test.txt"] == none
+    assert [r.getMessage().split(":")[0] for r in caplog.records] == ["user_list.txt", "test.txt"]
+    caplog.clear()
+    _files(tmp_path, {"kg_final.txt": "", "entity_list.txt": "", "test.txt": "0\n"})  # a user alone: a row
+    with caplog.at_level("WARNING", logger="kg.governance"):
+        report = load_source("kgat", tmp_path).report
     assert report["kg_final.txt"] == report["entity_list.txt"] == none
+    assert sorted(r.getMessage().split(":")[0] for r in caplog.records) == ["entity_list.txt", "kg_final.txt",
+                                                                            "user_list.txt"]
 
 
 def test_kgat(tmp_path):

@@ -73,9 +73,8 @@ def read_kgat(data_dir: str | Path, cfg: "IngestConfig | None" = None, *, kind: 
     gov = Governor(cfg, known)
     item_list = data_dir / "item_list.txt"
     if item_list.is_file():
-        gov.add_source(item_list.name)  # an empty one shows as read 0
         # whole, even with a limit: the sample's ids resolve
-        for lineno, tokens, _ in list_lines(item_list, quarantine_to(gov, item_list.name)):
+        for lineno, tokens, _ in gov.rows_of(item_list.name, list_lines(item_list, quarantine_to(gov, item_list.name))):
             if bad := list_line_problem(tokens, "org_id remap_id [freebase_id]"):
                 gov.quarantine(item_list.name, lineno, bad, " ".join(tokens))
                 continue
@@ -87,8 +86,8 @@ def read_kgat(data_dir: str | Path, cfg: "IngestConfig | None" = None, *, kind: 
             gov.add_item_entity(item_list.name, lineno, tokens, item=item, entity=f"kg:{item}", relation="same_as")
     entity_list = data_dir / "entity_list.txt"
     if entity_list.is_file():
-        gov.add_source(entity_list.name)  # an empty one shows as read 0
-        for lineno, tokens, _ in list_lines(entity_list, quarantine_to(gov, entity_list.name)):
+        for lineno, tokens, _ in gov.rows_of(entity_list.name,
+                                             list_lines(entity_list, quarantine_to(gov, entity_list.name))):
             if bad := list_line_problem(tokens):
                 gov.quarantine(entity_list.name, lineno, bad, " ".join(tokens))
                 continue
@@ -100,8 +99,8 @@ def read_kgat(data_dir: str | Path, cfg: "IngestConfig | None" = None, *, kind: 
         relations = relation_names(rel_list)
     kg = data_dir / "kg_final.txt"
     if kg.is_file():
-        gov.add_source(kg.name)  # an empty one shows as read 0
-        for lineno, tokens, raw in token_lines(kg, limit, quarantine_to(gov, kg.name)):
+        for lineno, tokens, raw in gov.rows_of(kg.name, token_lines(kg, limit, quarantine_to(gov, kg.name)),
+                                               expect_rows=limit != 0):
             if len(tokens) != 3:
                 gov.quarantine(kg.name, lineno, f"expected 3 fields, got {len(tokens)}", raw)
                 continue

@@ -205,9 +205,8 @@ def feed_lightgcn(gov: "Governor", data_dir: str | Path, *, kind: str = "interac
         if not path.is_file():
             continue
         have.add(node_kind)
-        gov.add_source(fname)  # an empty one shows as read 0
         # whole, even with a limit: the sample's ids resolve
-        for lineno, tokens, raw in list_lines(path, quarantine_to(gov, fname)):
+        for lineno, tokens, raw in gov.rows_of(fname, list_lines(path, quarantine_to(gov, fname))):
             if bad := list_line_problem(tokens):
                 gov.quarantine(fname, lineno, bad, raw)
             elif node_kind == "users":
@@ -220,8 +219,8 @@ def feed_lightgcn(gov: "Governor", data_dir: str | Path, *, kind: str = "interac
         path = data_dir / fname
         if not path.is_file():  # one of the two may be absent (check_data_dir: not both)
             continue
-        gov.add_source(fname)
-        for lineno, tokens, raw in token_lines(path, limit, quarantine_to(gov, fname)):
+        for lineno, tokens, raw in gov.rows_of(fname, token_lines(path, limit, quarantine_to(gov, fname)),
+                                               expect_rows=limit != 0):
             user = index_id(tokens[0])
             if len(tokens) == 1:
                 if not is_index(user):

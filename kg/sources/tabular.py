@@ -761,10 +761,7 @@ def feed_file(gov: Governor, path: Path, spec: dict, *, lowercase_ids: bool = Fa
     if spec.get("flags"):
         _flag_entities(gov, spec, source + "#flags", lower)
     jsonl = spec.get("format") == "jsonl"
-    gov.add_source(source)
-    rows = 0
-    for line, row, raw, err in iter_rows(path, spec, limit):
-        rows += 1
+    for line, row, raw, err in gov.rows_of(source, iter_rows(path, spec, limit), expect_rows=limit != 0):
         if err is not None or row is None:
             gov.quarantine(source, line, err or "unreadable row", raw)
             continue
@@ -822,8 +819,6 @@ def feed_file(gov: Governor, path: Path, spec: dict, *, lowercase_ids: bool = Fa
         elif role == "query_items":
             gov.add_query_item(source, line, raw, query=g("query"), item=g("item"), relevance=g("relevance"),
                                lowercase=lower, relevance_required="relevance" in spec)
-    if not rows and limit != 0:  # a failed upstream export, perhaps: say so, as well as read 0 in the report
-        logger.warning("%s: no data rows (an empty file, or a header alone): nothing read from it", source)
 
 
 def read_tabular(path: str | Path, mapping: str | Path | dict, cfg: "IngestConfig | None" = None, *,
