@@ -977,6 +977,20 @@ def test_jsonl_text_and_attribute_values_are_read_as_the_csv_cells_would_be(tmp_
     assert [i["id"] for i in res.records.items] == ["b"] and _reasons(res) == {1: "title must be text, got dict"}
 
 
+def test_a_jsonl_field_the_mapping_reads_given_twice_is_quarantined(tmp_path):
+    """``{"u": "a", "i": "x", "i": "y"}`` loaded the event with item y: JSON keeps the last key
+    without a word, and which one the writer meant is unknown. A doubled key the mapping does not
+    read, at the top or inside a value, costs nothing."""
+    lines = ['{"u": "a", "i": "x", "i": "y"}', '{"u": "b", "i": "x", "note": 1, "note": 2}',
+             '{"u": "c", "i": "x", "meta": {"k": 1, "k": 2}}']
+    _write(tmp_path, "e.jsonl", "\n".join(lines) + "\n")
+    spec = {"path": "e.jsonl", "role": "interactions", "format": "jsonl", "user": "u", "item": "i", "create_nodes": True}
+    res = read_tabular(tmp_path, {"files": [spec]})
+    _reconciles(res)
+    assert sorted(r["user"] for r in res.records.interactions) == ["b", "c"]
+    assert _reasons(res) == {1: "field 'i' given twice in the JSON object"}
+
+
 def test_a_jsonl_number_too_large_for_a_float_is_quarantined_and_the_rest_loads(tmp_path):
     """A 400-digit weight, timestamp or float property, and a 5,000-digit integer (past Python's
     parsing limit), each cost their own row only."""

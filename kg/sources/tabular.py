@@ -43,7 +43,7 @@ each value becomes an entity ``<entity_type>:<value>`` linked by ``relation``. `
 (MovieLens genres): ``value`` links, ``off_value`` or a blank cell does not, anything else is quarantined.
 In JSONL an attribute may hold an array of values; a JSON number or boolean in a text, attribute or
 flag field reads as the CSV cell would (``1.5``, ``true``), and an object (or an array inside one)
-quarantines the row.
+quarantines the row, as does a field the mapping reads given twice in one object.
 With ``header = true`` and ``columns`` both given, ``columns`` renames the header's columns one for
 one: a first line of another width, or naming the same columns in another order, is an error.
 
@@ -66,7 +66,7 @@ import json
 import logging
 import re
 import sys
-from collections import deque
+from collections import Counter, deque
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
@@ -553,7 +553,7 @@ def iter_rows(path: Path, spec: dict, limit: int | None = None
             continue
         if fmt == "jsonl":
             try:
-                obj = json.loads(text)
+                obj = _JSON.decode(text)
             except ValueError as e:  # JSONDecodeError, or an integer past Python's 4,300-digit limit
                 yield lineno, None, text, f"invalid JSON ({getattr(e, 'msg', e)})"
                 continue
@@ -563,6 +563,10 @@ def iter_rows(path: Path, spec: dict, limit: int | None = None
             missing = [c for c in used if c not in obj]
             if missing:
                 yield lineno, None, obj, f"missing field {missing[0]!r}"
+                continue
+            doubled = [c for c in used if c in obj.doubled]
+            if doubled:  # json keeps the last silently: which one the writer meant is unknown
+                yield lineno, None, text, f"field {doubled[0]!r} given twice in the JSON object"
                 continue
             yield lineno, obj, obj, None
             continue
@@ -576,6 +580,20 @@ def iter_rows(path: Path, spec: dict, limit: int | None = None
             yield lineno, None, text, f"expected {len(columns)} fields, got {len(fields)}"
             continue
         yield lineno, dict(zip(columns, fields)), text, None
+
+
+class _JsonObject(dict):
+    """A JSON object that remembers the keys it was given more than once (``doubled``)."""
+
+    __slots__ = ("doubled",)
+
+    def __init__(self, pairs: list[tuple[str, Any]]) -> None:
+        super().__init__(pairs)
+        self.doubled: frozenset[str] = (frozenset() if len(self) == len(pairs)
+                                        else frozenset(k for k, n in Counter(k for k, _ in pairs).items() if n > 1))
+
+
+_JSON = json.JSONDecoder(object_pairs_hook=_JsonObject)  # stateless: one for every file
 
 
 def _check_columns(path: Path, used: list[str], columns: list[str]) -> None:
