@@ -41,7 +41,7 @@ from kgrec.config import DEFAULT_ID_WEIGHT_DECAY, TEXT_MODELS, TrainConfig
 from .artifact import TextIndex, publish, save_artifact
 from .evaluate import evaluate, to_csr
 from .models.filters import FILTER_MODELS, build_filter
-from .sampling import NegativeSampler, TrainPairs, check_positive_sampling, make_generator
+from .sampling import STRATEGIES, NegativeSampler, TrainPairs, check_positive_sampling, make_generator
 
 logger = logging.getLogger(__name__)
 CHECKPOINT_EVERY_S = 60.0  # between the checkpoints of epochs without an evaluation
@@ -486,6 +486,33 @@ def weight_average(model: torch.nn.Module) -> AveragedModel:
     return swa
 
 
+def check_train_config(cfg: TrainConfig) -> None:
+    """Refuse settings that training would refuse only later (after an SVD, a graph build or an
+    epoch): an unknown model or sampling strategy, a cut-off in ``ks`` below 1, ``epochs``,
+    ``eval_every``, ``patience`` or ``batch_size`` below 1, or an ``id_weight_decay`` or
+    ``graph_relations`` the model cannot take.
+
+    Raises:
+        ValueError: the first such setting, named.
+    """
+    if cfg.model not in MODELS and cfg.model not in FILTER_MODELS:
+        raise ValueError(f"unknown model {cfg.model!r}; choose from {MODELS + tuple(FILTER_MODELS)}")
+    if not all(isinstance(k, int) and not isinstance(k, bool) and k >= 1 for k in cfg.ks):
+        raise ValueError(f"ks must be cut-offs >= 1, got {cfg.ks}")
+    effective_id_weight_decay(cfg)
+    if cfg.model in FILTER_MODELS:
+        if cfg.graph_relations:
+            raise ValueError("graph_relations applies to lightgcn, fused and kgfused; a graph filter scores the "
+                             "user-item matrix alone")
+        return
+    check_positive_sampling(cfg.positive_sampling)
+    if cfg.negative_sampling not in STRATEGIES:
+        raise ValueError(f"unknown negative_sampling {cfg.negative_sampling!r}; choose from {STRATEGIES}")
+    for name in ("epochs", "eval_every", "patience", "batch_size"):
+        if getattr(cfg, name) < 1:
+            raise ValueError(f"{name} must be >= 1, got {getattr(cfg, name)}")
+
+
 def train(snapshot: Any, cfg: TrainConfig, out_dir: str | Path, text_embeddings: np.ndarray | None = None,
           *, snapshot_path: str | Path | None = None, epoch_hook: EpochHook | None = None,
           resume: bool = True, publish_current: bool = True, max_time_s: float | None = None,
@@ -525,9 +552,9 @@ def train(snapshot: Any, cfg: TrainConfig, out_dir: str | Path, text_embeddings:
 
     Raises:
         TrainingError: no training interactions, or nothing to evaluate on.
-        ValueError: unknown model or sampling strategy, an id_weight_decay the model cannot take, or
-            epochs, eval_every, patience or batch_size below 1.
+        ValueError: a setting :func:`check_train_config` refuses, checked before anything is built.
     """
+    check_train_config(cfg)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     if cfg.model in FILTER_MODELS:
@@ -549,12 +576,6 @@ def _train_embeddings(snapshot: Any, cfg: TrainConfig, out_dir: Path, text_embed
     """:func:`train` for the trainable (embedding) models."""
     from tqdm.auto import tqdm
 
-    check_positive_sampling(cfg.positive_sampling)  # before anything is built
-    for name in ("epochs", "eval_every", "patience", "batch_size"):
-        if getattr(cfg, name) < 1:
-            raise ValueError(f"{name} must be >= 1, got {getattr(cfg, name)}")
-    if min(cfg.ks, default=1) < 1:  # before an epoch is spent: the first evaluation would refuse it
-        raise ValueError(f"ks must be cut-offs >= 1, got {cfg.ks}")
     regularisation = loss_weights(cfg)
     cfg = dataclasses.replace(cfg, id_weight_decay=effective_id_weight_decay(cfg))  # the value used, for the artifact
     device = resolve_device(cfg.device)
@@ -859,10 +880,6 @@ def _fit_filter(snapshot: Any, cfg: TrainConfig, out_dir: Path, *, snapshot_path
     the vector index and item similarity; the leading :func:`spectral_dim` of them); ``filter.npz``
     holds what serving needs to score with the whole filter.
     """
-    if cfg.graph_relations:
-        raise ValueError("graph_relations applies to lightgcn, fused and kgfused; a graph filter scores the "
-                         "user-item matrix alone")
-    effective_id_weight_decay(cfg)  # refuses a value above 0, as for every model without item ids
     device = resolve_device(cfg.device)
     U, I = snapshot.num_users, snapshot.num_items
     splits = {name: snapshot.splits.get(name) for name in ("train", "valid", "test")}

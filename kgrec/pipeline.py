@@ -74,8 +74,10 @@ def train_model(snapshot: Path, cfg: Config, publish: bool = True,
     from encoders.texts import node_texts
     from gnn.artifact import TextIndex
     from gnn.artifact import publish as publish_artifact
-    from gnn.train import train
+    from gnn.train import check_train_config, train
     from kg.snapshot import Snapshot
+
+    check_train_config(cfg.train)  # before the snapshot and its vectors are read
 
     # through a `-latest` link that an export re-points while this trains: the data, the vectors and
     # the artifact's record all come from the snapshot it named at the start
@@ -263,9 +265,11 @@ def run_demo(graph: Graph, cfg: Config, spec: SyntheticSpec | None = None,
     Raises:
         ConfigError: the database holds data other than this demo dataset, and ``reset`` is off.
     """
+    from gnn.train import check_train_config
     from serving.recommender import Recommender
     from serving.writeback import write_back
 
+    check_train_config(cfg.train)  # before anything is loaded
     spec = spec or SyntheticSpec()
     timings: dict[str, float] = {}
     deleted = claim_demo_graph(graph, spec, reset)

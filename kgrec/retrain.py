@@ -100,9 +100,11 @@ def retrain(graph: Graph, cfg: Config, say: Callable[[str], None] = logger.info,
         kg.lock.LockLostError: the lock was lost during the export (its snapshot is removed).
     """
     from gnn.artifact import publish
+    from gnn.train import check_train_config
 
     from .pipeline import ensure_text_embeddings, model_dir_lock, train_model
 
+    check_train_config(cfg.train)  # before the export
     metric = _check_metric(cfg)
     _check_served(cfg)
     out_dir = Path(cfg.train.out_dir)

@@ -18,7 +18,8 @@ from gnn.models.lightgcn import LightGCN
 from gnn.sampling import NegativeSampler, TrainPairs, make_generator
 from gnn.train import checkpoint_dir, seed_checkpoint, train, weight_average
 from kg.snapshot import Interactions, Snapshot
-from kgrec.config import DEFAULT_ID_WEIGHT_DECAY, TrainConfig
+from kgrec.config import DEFAULT_ID_WEIGHT_DECAY, Config, TrainConfig
+from kgrec.pipeline import train_model
 
 BLOCK = 20
 NUM_ITEMS = 300  # items 0-19 community A, 20-39 community B, the rest rarely-seen noise
@@ -914,3 +915,11 @@ def test_a_bad_cut_off_is_refused_before_training(tmp_path: Path, monkeypatch) -
     monkeypatch.setattr("gnn.train.build_model", lambda *a, **k: pytest.fail("built a model"))
     with pytest.raises(ValueError, match="ks must be cut-offs >= 1"):
         train(planted_snapshot(num_users=40), tiny_cfg(ks=[0, 20]), tmp_path, progress=False)
+    # a graph filter checked its cut-offs after its SVD, and a sampling strategy was checked after the graph
+    monkeypatch.setattr("gnn.train.build_filter", lambda *a, **k: pytest.fail("fitted a filter"))
+    with pytest.raises(ValueError, match="ks must be cut-offs >= 1"):
+        train(planted_snapshot(num_users=40), tiny_cfg(model="gfcf", ks=[0]), tmp_path, progress=False)
+    with pytest.raises(ValueError, match="unknown negative_sampling 'hardest'"):
+        train(planted_snapshot(num_users=40), tiny_cfg(negative_sampling="hardest"), tmp_path, progress=False)
+    with pytest.raises(ValueError, match="unknown negative_sampling"):  # before the snapshot is read
+        train_model(tmp_path / "no-such-snapshot", Config(train=tiny_cfg(negative_sampling="hardest")))
