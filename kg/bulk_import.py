@@ -6,15 +6,16 @@ again and the schema applied. It takes the ingest and write-back locks before it
 server (refusing while an ingest, export, retrain, forget-user or write-back holds one), and
 imports the shared watermark of the events it loaded with them, so the new database holds it from
 its first moment and the first ``--incremental`` load after it skips what it already holds.
-Incremental loads go through
-:func:`kg.ingest.ingest` instead.
+The database it replaces is set aside while the importer runs and put back if it fails, so a
+failed import changes nothing. Text is stored as MERGE stores it: line breaks, quotes and empty
+strings included. Incremental loads go through :func:`kg.ingest.ingest` instead.
 """
 from __future__ import annotations
 
-import csv
 import logging
 import os
 import re
+import shutil
 import subprocess
 import tempfile
 import time
@@ -36,14 +37,24 @@ logger = logging.getLogger(__name__)
 
 
 def _write(path: Path, header: list[str], rows) -> int:
+    """Write one import CSV. Every string is quoted, so that neo4j-admin stores ``""`` as the empty
+    string (as MERGE does); ``None`` is an unquoted empty field, which it stores as no property. (The
+    csv module quotes both alike or neither.)"""
     n = 0
     with path.open("w", newline="", encoding="utf-8") as fh:
-        w = csv.writer(fh)
-        w.writerow(header)
+        fh.write(",".join(header) + "\n")  # identifiers and neo4j-admin's type syntax
         for row in rows:
-            w.writerow(row)
+            fh.write(",".join(map(_field, row)) + "\n")
             n += 1
     return n
+
+
+def _field(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return repr(value)
+    return '"' + str(value).replace('"', '""') + '"'
 
 
 _SAFE_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # fullmatch: "$" would let a trailing newline through
@@ -177,6 +188,57 @@ def _writers_locked_out(graph: Graph) -> Iterator[None]:
             graph.forget_bookmarks()
 
 
+ASIDE_SUFFIX = ".before-import"
+
+
+def store_dirs(home: Path, database: str) -> list[Path]:
+    """The directories that hold ``database`` in the managed server at ``home``: its store and its
+    transaction logs (what ``neo4j-admin database import`` replaces)."""
+    return [home / "data" / "databases" / database, home / "data" / "transactions" / database]
+
+
+def set_store_aside(stores: list[Path]) -> None:
+    """Rename each of ``stores`` (the server is stopped) to ``<name>.before-import`` for the import:
+    a failed import leaves its destination unusable (neo4j-admin says so, and deletes it first with
+    ``--overwrite-destination``), so the old database is kept out of its way.
+
+    Raises:
+        Neo4jSetupError: a ``.before-import`` copy is already there (an import was killed before it
+            could put it back): which database to keep is for the user to say; nothing was changed.
+    """
+    left = [str(_aside(d)) for d in stores if _aside(d).exists()]
+    if left:
+        raise Neo4jSetupError(f"an earlier bulk import was interrupted and left the database it replaced at {left}: "
+                              f"move it back (the server stopped) over {[str(d) for d in stores]}, or delete it, "
+                              f"then import again. Nothing was changed")
+    moved: list[Path] = []
+    try:
+        for d in stores:
+            if d.exists():
+                d.rename(_aside(d))
+                moved.append(d)
+    except OSError:
+        for d in moved:  # all or none: the caller settles only what it knows was set aside
+            _aside(d).rename(d)
+        raise
+
+
+def settle_stores(stores: list[Path], imported: bool) -> None:
+    """After :func:`set_store_aside` and the import: delete the old database's copies when it
+    succeeded; else delete what the failed import left and move the old database back."""
+    for d in stores:
+        if imported:
+            shutil.rmtree(_aside(d), ignore_errors=True)
+            continue
+        shutil.rmtree(d, ignore_errors=True)  # unusable; where there was no database before, none again
+        if _aside(d).exists():
+            _aside(d).rename(d)
+
+
+def _aside(store: Path) -> Path:
+    return store.with_name(store.name + ASIDE_SUFFIX)
+
+
 def _import_and_restart(server: ManagedNeo4j, config: Neo4jConfig, java: str, files: dict[str, Path], tmp: Path,
                         timings: dict[str, float]) -> dict:
     """Stop the server, run neo4j-admin import, start it again (whatever happens), then apply the
@@ -185,13 +247,19 @@ def _import_and_restart(server: ManagedNeo4j, config: Neo4jConfig, java: str, fi
     from .schema import apply_schema
 
     server.stop()
+    stores = store_dirs(server.home, config.database)
+    imported, aside = False, False
     try:  # the server comes back up whatever happens here (an error, a signal)
         conf_dir = server.home / "conf"
         if not (conf_dir / "neo4j.conf").exists():
             server.install()
             server._write_conf()
+        set_store_aside(stores)
+        aside = True
+        # --multiline-fields: a quoted description holding a line break is one field, not a failed import
         args = [java, "-cp", str(server.lib_dir / "*"), ADMIN_TOOL, "database", "import", "full", config.database,
-                "--overwrite-destination=true", "--threads=2", f"--report-file={tmp / 'import.report'}",
+                "--overwrite-destination=true", "--multiline-fields=true", "--threads=2",
+                f"--report-file={tmp / 'import.report'}",
                 f"--nodes=User={files['users']}", f"--nodes=Item={files['items']}",
                 f"--nodes=Query={files['queries']}", f"--nodes=Entity={files['entities']}",
                 f"--nodes=KgrecMeta={files['meta']}",
@@ -204,11 +272,15 @@ def _import_and_restart(server: ManagedNeo4j, config: Neo4jConfig, java: str, fi
         t = time.perf_counter()
         proc = subprocess.run(args, capture_output=True, text=True, env=env)
         timings["import_seconds"] = round(time.perf_counter() - t, 2)
+        imported = proc.returncode == 0
     finally:
+        if aside:
+            settle_stores(stores, imported)  # the old database back in place unless the import succeeded
         t = time.perf_counter()
         server.start()
     if proc.returncode != 0:  # before the schema: a failed import's own words, not the database's
-        raise Neo4jSetupError(f"neo4j-admin import failed:\n{(proc.stdout + proc.stderr)[-2000:]}")
+        raise Neo4jSetupError(f"neo4j-admin import failed; the database is as it was before:\n"
+                              f"{(proc.stdout + proc.stderr)[-2000:]}")
     with connect(config) as g:  # the watermark came with the import; a writer waiting out the restart may go
         apply_schema(g)
     timings["restart_seconds"] = round(time.perf_counter() - t, 2)

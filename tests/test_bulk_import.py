@@ -113,3 +113,51 @@ def test_bulk_import_writes_the_watermark_into_the_import(tmp_path):
     files = write_import_csvs(GraphRecords(), tmp_path / "without")
     with files["meta"].open(newline="") as fh:
         assert list(csv.reader(fh)) == [["key:ID(KgrecMeta)", "value:long"]]
+
+
+def test_bulk_import_keeps_text_with_line_breaks_quotes_and_separators(neo4j_config):
+    """Descriptions hold line breaks (quoted CSV reads them), quotes, backslashes and ``;`` (the
+    import's array separator): the bulk path must store what MERGE stores."""
+    if not neo4j_config.managed:
+        pytest.skip("bulk import rebuilds the managed server's database offline")
+    from kg.records import GraphRecords
+
+    texts = {"x": ("Line one\nline two\r\nthree", 'A "quoted" title; with\\backslash'),
+             "y": ("", "tab\there, comma, and 'single'"), "z": ("  padded  ", "é ü 中文 🎵")}
+    records = GraphRecords(
+        items=[{"id": i, "title": title, "description": desc} for i, (desc, title) in texts.items()],
+        users=[{"id": "a;b\nc", "props": {"note": "x\ny"}}],
+        interactions=[{"user": "a;b\nc", "item": "x", "kind": "click", "weight": 1.0, "ts": 5}])
+    bulk_import(records, neo4j_config)
+    with connect(neo4j_config) as g:
+        got = {r["id"]: (r["d"], r["t"]) for r in g.driver.execute_query(
+            "MATCH (i:Item) RETURN i.id AS id, i.description AS d, i.title AS t", database_=g.database).records}
+        users = g.driver.execute_query("MATCH (u:User)-[:INTERACTED]->(i:Item) RETURN u.id AS id, u.note AS note",
+                                       database_=g.database).records
+    assert got == texts
+    assert [(u["id"], u["note"]) for u in users] == [("a;b\nc", "x\ny")]
+
+
+def test_a_failed_bulk_import_leaves_the_database_as_it_was(neo4j_config):
+    """neo4j-admin deletes its destination first (--overwrite-destination) and leaves a failed
+    import's store unusable: the database kgrec replaced was lost, and the server restarted on a
+    broken store ("Transaction logs are missing"). The old database is now set aside and put back."""
+    if not neo4j_config.managed:
+        pytest.skip("bulk import rebuilds the managed server's database offline")
+    from kg.errors import Neo4jSetupError
+    from kg.records import GraphRecords
+
+    from kg.schema import wipe
+
+    with connect(neo4j_config) as g:
+        wipe(g)
+        ingest(g, generate(SyntheticSpec(num_users=30, num_items=20, num_queries=4)), IngestConfig(), progress=False)
+        before = graph_counts(g)
+    twice = GraphRecords(items=[{"id": "x", "title": "X"}, {"id": "x", "title": "X again"}])  # duplicate ids fail it
+    with pytest.raises(Neo4jSetupError, match="the database is as it was before"):
+        bulk_import(twice, neo4j_config)
+    with connect(neo4j_config) as g:
+        assert graph_counts(g) == before
+    home = neo4j_config.home
+    assert not list((home / "data" / "databases").glob("*.before-import"))
+    assert not list((home / "data" / "transactions").glob("*.before-import"))
