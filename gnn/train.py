@@ -59,10 +59,24 @@ class DivergedError(TrainingError):
 
 
 def resolve_device(name: str) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; anything else is passed to ``torch.device``."""
+    """``auto`` -> CUDA when available, else CPU; anything else is passed to ``torch.device``.
+
+    Raises:
+        ValueError: a name torch does not know, or a CUDA device this machine does not have.
+    """
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError as e:
+        raise ValueError(f"unknown train device {name!r} ({e})") from None
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if device.type == "cuda" and (device.index or 0) >= count:
+        raise ValueError(f"train device {name!r}: CUDA has {count or 'no'} device(s) here; use [train] device = "
+                         f"\"auto\" or \"cpu\"")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"train device {name!r}: MPS is not available here; use [train] device = \"auto\" or \"cpu\"")
+    return device
 
 
 @contextmanager
@@ -488,7 +502,7 @@ def weight_average(model: torch.nn.Module) -> AveragedModel:
 
 def check_train_config(cfg: TrainConfig) -> None:
     """Refuse settings that training would refuse only later (after an SVD, a graph build or an
-    epoch): an unknown model or sampling strategy, a cut-off in ``ks`` below 1, ``epochs``,
+    epoch): an unknown model, device or sampling strategy, a cut-off in ``ks`` below 1, ``epochs``,
     ``eval_every``, ``patience`` or ``batch_size`` below 1, or an ``id_weight_decay`` or
     ``graph_relations`` the model cannot take.
 
@@ -500,6 +514,7 @@ def check_train_config(cfg: TrainConfig) -> None:
     if not all(isinstance(k, int) and not isinstance(k, bool) and k >= 1 for k in cfg.ks):
         raise ValueError(f"ks must be cut-offs >= 1, got {cfg.ks}")
     effective_id_weight_decay(cfg)
+    resolve_device(cfg.device)
     if cfg.model in FILTER_MODELS:
         if cfg.graph_relations:
             raise ValueError("graph_relations applies to lightgcn, fused and kgfused; a graph filter scores the "
