@@ -60,6 +60,9 @@ class Graph:
             return Neo4jConnectionError(
                 f"lost the connection to Neo4j at {self.where} (no server available): check that it is up, "
                 f"then run the command again (what committed before stays)")
+        if isinstance(e, neo4j_exc.ClientError) and e.code == "Neo.ClientError.Database.DatabaseNotFound":
+            return Neo4jConnectionError(f"Neo4j at {self.where} has no database {self.database!r}: fix NEO4J_DATABASE "
+                                        f"([neo4j] database; a Community server, kgrec's own too, has only 'neo4j')")
         if isinstance(e, neo4j_exc.ServiceUnavailable):
             return Neo4jConnectionError(f"Neo4j at {self.where} is unreachable: start it with `kgrec neo4j start` or fix NEO4J_URI")
         return e

@@ -147,6 +147,16 @@ def test_wrong_password_is_one_actionable_line(neo4j_config):
         connect(bad)
 
 
+def test_a_database_the_server_lacks_is_one_actionable_line(neo4j_config):
+    """NEO4J_DATABASE naming no database printed the driver's ClientError with a traceback from
+    every graph command."""
+    from kg.ingest import graph_counts
+
+    with connect(Neo4jConfig(**{**neo4j_config.__dict__, "database": "nosuch"})) as g:
+        with pytest.raises(Neo4jConnectionError, match="has no database 'nosuch': fix NEO4J_DATABASE"):
+            graph_counts(g)
+
+
 def test_unreachable_uri_is_one_actionable_line():
     cfg = Neo4jConfig(uri="bolt://127.0.0.1:1", password="x")
     with pytest.raises(Neo4jConnectionError, match="unreachable"):
