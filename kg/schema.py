@@ -12,12 +12,15 @@ Relationships (types are a fixed vocabulary; names from data are stored as prope
 """
 from __future__ import annotations
 
+import logging
+
 import neo4j.exceptions as neo4j_exc
 
 from .connection import Graph
 from .errors import SchemaConflictError
 
 ITEM_TEXT_ANALYZER = "standard-folding"  # the item_text full-text index's, as cypher/schema/constraints makes it
+logger = logging.getLogger(__name__)
 OLD_ITEM_TEXT_ANALYZER = "standard-no-stop-words"  # Neo4j's default, which kgrec used before (no accent folding)
 
 
@@ -28,6 +31,9 @@ def apply_schema(graph: Graph) -> None:
     Raises:
         SchemaConflictError: the database has a plain index where kgrec needs a uniqueness
             constraint (``IF NOT EXISTS`` does not cover that): it names the index to drop.
+
+    An index of another name where kgrec keeps none on purpose (``INTERACTED.kind``/``ts``,
+    ``RELATED.relation``, ``Item.title``, ``Entity.name``) is left alone, with a warning naming it.
     """
     found = graph.query("schema/item_text_analyzer")
     # made by an older kgrec, without accent folding: IF NOT EXISTS would keep it (another analyzer,
@@ -40,9 +46,15 @@ def apply_schema(graph: Graph) -> None:
     except neo4j_exc.ClientError as e:
         if e.code != "Neo.ClientError.Schema.IndexAlreadyExists":
             raise
-        raise SchemaConflictError(f"{e.message} kgrec needs a uniqueness constraint there (MERGE on ids): drop "
-                                  f"that index (SHOW RANGE INDEXES names it; DROP INDEX <name>), then run again; "
-                                  f"the constraint's own index serves the same lookups") from e
+        named = [f"DROP INDEX `{row['name']}` (on {row['blocks']})"
+                 for row in graph.query("schema/indexes_in_the_way") if row["blocks"]]
+        raise SchemaConflictError(f"{e.message} kgrec needs a uniqueness constraint there (MERGE on ids): "
+                                  f"{'; '.join(named) or 'drop that index (SHOW RANGE INDEXES names it)'}, then run "
+                                  f"again; the constraint's own index serves the same lookups") from e
+    for row in graph.query("schema/indexes_in_the_way"):  # kgrec's own of these names are dropped above
+        if row["slows"]:
+            logger.warning("the index %r on %s works against kgrec: %s (DROP INDEX `%s`; docs/schema.md)",
+                           row["name"], row["target"], row["slows"], row["name"])
     if remake:  # every index, not item_text by name: a concurrent command's drop may have removed it
         graph.write("schema/await_indexes", timeout_s=600)
 
