@@ -40,7 +40,7 @@ from kgrec.config import DEFAULT_ID_WEIGHT_DECAY, TEXT_MODELS, TrainConfig
 
 from .artifact import TextIndex, publish, save_artifact
 from .evaluate import evaluate, to_csr
-from .models.filters import FILTER_MODELS, build_filter
+from .models.filters import FILTER_MODELS, build_filter, check_filter_params
 from .sampling import STRATEGIES, NegativeSampler, TrainPairs, check_positive_sampling, make_generator
 
 logger = logging.getLogger(__name__)
@@ -519,6 +519,7 @@ def check_train_config(cfg: TrainConfig) -> None:
         if cfg.graph_relations:
             raise ValueError("graph_relations applies to lightgcn, fused and kgfused; a graph filter scores the "
                              "user-item matrix alone")
+        check_filter_params(cfg.model, cfg.filter)
         return
     check_positive_sampling(cfg.positive_sampling)
     if cfg.negative_sampling not in STRATEGIES:

@@ -116,8 +116,10 @@ def test_gfcf_state_reload_and_new_rows_match_fit() -> None:
     np.testing.assert_allclose(ue @ ie.T, gf.score(users).numpy() - no_ideal.score(users).numpy(), atol=1e-4)
     with pytest.raises(ValueError, match="not a graph-filter model"):
         build_filter("lightgcn")
-    with pytest.raises(ValueError, match="filter parameters for gfcf"):
-        build_filter("gfcf", {"beta": 0.2})
+    with pytest.raises(ValueError, match="filter parameters for gfcf: unknown 'beta'; gfcf takes \\['k', 'alpha'"):
+        build_filter("gfcf", {"beta": 0.2})  # TypeError's "__init__() got an unexpected keyword argument 'beta'"
+    with pytest.raises(ValueError, match="unknown 'alpah' \\(did you mean 'alpha'\\?\\)"):
+        build_filter("gfcf", {"alpah": 0.2})
     with pytest.raises(ValueError, match="does not fit"):
         load_filter("gfcf", {}, R, {"vt": np.zeros((2, 5), np.float32)})
 

@@ -1,6 +1,8 @@
 """Resolve a training-free graph-filter model (GF-CF, BSPM) by name, for training and for serving."""
 from __future__ import annotations
 
+import difflib
+import inspect
 from typing import Any, Mapping
 
 import numpy as np
@@ -27,12 +29,24 @@ def build_filter(model: str, params: Mapping[str, Any] | None = None, seed: int 
     Raises:
         ValueError: unknown model, or an argument the model does not take.
     """
+    check_filter_params(model, params)
+    return FILTER_MODELS[model](**{**dict(params or {}), "seed": seed, "device": device})
+
+
+def check_filter_params(model: str, params: Mapping[str, Any] | None) -> None:
+    """Refuse an unknown filter model, or a parameter its constructor does not take (naming those it does).
+
+    Raises:
+        ValueError: what is wrong, with the closest known parameter as a hint.
+    """
     if model not in FILTER_MODELS:
         raise ValueError(f"{model!r} is not a graph-filter model; choose from {tuple(FILTER_MODELS)}")
-    try:
-        return FILTER_MODELS[model](**{**dict(params or {}), "seed": seed, "device": device})
-    except TypeError as e:
-        raise ValueError(f"filter parameters for {model}: {e}") from e
+    known = [name for name in inspect.signature(FILTER_MODELS[model]).parameters if name not in ("seed", "device")]
+    for key in params or {}:
+        if key not in known:
+            close = difflib.get_close_matches(str(key), known, 1)
+            raise ValueError(f"filter parameters for {model}: unknown {key!r}"
+                             f"{f' (did you mean {close[0]!r}?)' if close else ''}; {model} takes {known}")
 
 
 def load_filter(model: str, params: Mapping[str, Any] | None, train: sp.spmatrix,
