@@ -146,6 +146,10 @@ def cmd_ingest(args: argparse.Namespace, cfg: Config) -> None:
     if args.format == "synthetic" and args.path is not None:  # it would only name the report files
         raise ConfigError(f"kgrec ingest synthetic generates its rows and reads no file ({args.path!r}): "
                           f"give --users, --items, --seed instead")
+    given = [f"--{name}" for name in ("users", "items", "seed") if getattr(args, name) is not None]
+    if args.format != "synthetic" and given:  # else ignored without a word: the whole source loads
+        raise ConfigError(f"{', '.join(given)} size the synthetic dataset; kgrec ingest {args.format} loads its "
+                          f"source whole")
     if args.bulk:
         from kg.bulk_import import bulk_import
 
@@ -215,8 +219,9 @@ def _read_source(args: argparse.Namespace, cfg: Config, known: "KnownIds | None"
         from kg.synthetic import SyntheticSpec, generate
 
         name = "synthetic"
-        result = govern_records(generate(SyntheticSpec(num_users=args.users, num_items=args.items, seed=args.seed)),
-                                cfg.ingest, name)
+        sizes = {key: getattr(args, name) for key, name in (("num_users", "users"), ("num_items", "items"),
+                                                            ("seed", "seed")) if getattr(args, name) is not None}
+        result = govern_records(generate(SyntheticSpec(**sizes)), cfg.ingest, name)
     elif args.path is None:
         raise ConfigError(f"kgrec ingest {args.format} needs a PATH")
     else:
@@ -530,9 +535,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="wait this long for another ingest to finish (default: ingest.lock_wait_s, 0)")
     s.add_argument("--bulk", action="store_true",
                    help="initial load through neo4j-admin import (replaces the managed database)")
-    s.add_argument("--users", type=_positive_int, default=600)
-    s.add_argument("--items", type=_positive_int, default=400)
-    s.add_argument("--seed", type=int, default=7)
+    s.add_argument("--users", type=_positive_int, help="synthetic only: users to generate (default 600)")
+    s.add_argument("--items", type=_positive_int, help="synthetic only: items to generate (default 400)")
+    s.add_argument("--seed", type=int, help="synthetic only: the generator's seed (default 7)")
     s.add_argument("--no-quality", action="store_true", help="skip the quality summary and its plot")
     s.set_defaults(func=cmd_ingest)
 

@@ -203,6 +203,10 @@ def test_command_line_numbers_and_paths_say_what_is_wrong(tmp_path, monkeypatch,
     # a file given to the generator would only have named the report files
     assert main(["ingest", "synthetic", "events.csv"]) == 2
     assert "generates its rows and reads no file ('events.csv')" in capsys.readouterr().err
+    # the generator's sizes given to a file source were ignored: the whole file loaded
+    assert main(["ingest", "tabular", "data", "--mapping", "m.toml", "--users", "5", "--seed", "1"]) == 2
+    assert "--users, --seed size the synthetic dataset; kgrec ingest tabular loads its source whole" in \
+        capsys.readouterr().err
 
 
 def test_blank_neo4j_variables_are_unset_as_kgrec_ones_are():
