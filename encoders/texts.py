@@ -33,7 +33,9 @@ def fill(template: str, values: Mapping[str, Any]) -> str:
 
     Runs of whitespace collapse to one space, and the template's separators that an empty field
     leaves before the first or after the last non-empty field go (``"{title}. {description}
-    {attributes}"`` without a title is ``"Rock, Pop"``, not ``". Rock, Pop"``). The values
+    {attributes}"`` without a title is ``"Rock, Pop"``, not ``". Rock, Pop"``), but for one full stop
+    after the last when they held one and it does not end in one already (a title alone is ``"Up."``;
+    ``"{title}. {description}. {attributes}"`` with only a title too, not ``"Up. ."``). The values
     themselves and the rest of the template stay as written (a title ``"...And Justice"`` keeps
     its dots).
     """
@@ -54,8 +56,10 @@ def fill(template: str, values: Mapping[str, Any]) -> str:
         head = head.lstrip(_SEPARATORS)
     body = "".join(t for t, _, _ in pieces[first:last + 1])
     tail = "".join(t for t, _, _ in pieces[last + 1:])
-    if any(is_field for _, is_field, _ in pieces[last + 1:]):
-        tail = tail.rstrip(_SEPARATORS.replace(".", ""))
+    if any(is_field for _, is_field, _ in pieces[last + 1:]):  # one full stop stays, where they held one
+        kept = tail.rstrip(_SEPARATORS)
+        stop = "." in tail[len(kept):] and not (body + kept).rstrip().endswith(".")
+        tail = kept + ("." if stop else "")
     return _SPACES.sub(" ", head + body + tail).strip()
 
 

@@ -552,6 +552,12 @@ def test_separators_an_empty_field_leaves_at_either_end_go():
     assert fill(template, {"title": "", "description": "", "attributes": "-M-"}) == "-M-"
     assert fill("{title}", {"title": "Hey!"}) == "Hey!"
     assert fill("{title}, {attributes}", {"title": "C:", "attributes": ""}) == "C:"
+    # the separators of several empty fields at the end leave one full stop, not one each ("Dune. ."),
+    # and none after a value that ends in one ("Mr.." before)
+    assert fill("{title}. {description}. {attributes}", {"title": "Dune", "description": "", "attributes": ""}) == "Dune."
+    assert fill("{title} - {attributes}.", {"title": "Dune", "attributes": ""}) == "Dune."
+    assert fill(template, {"title": "Mr.", "description": "", "attributes": ""}) == "Mr."
+    assert fill("[{title}] ({attributes})", {"title": "Dune", "attributes": ""}) == "[Dune] ()"  # not separators
 
 
 def test_item_text_leaves_out_ids_that_stand_for_names():
