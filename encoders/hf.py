@@ -209,8 +209,11 @@ class HFTextEncoder(TextEncoder):
 
     @property
     def cache_namespace(self) -> str:
+        """Model, weights, pooling and length, and the autocast precision when there is one (its
+        vectors differ from float32's in about the third decimal): float32's namespace is unchanged."""
+        precision = "" if self.autocast_dtype is None else f"|autocast={str(self.autocast_dtype).removeprefix('torch.')}"
         return (f"{self._model_id}|fp={self._fingerprint}|pooling={self.pooling}"
-                f"|max_length={self.max_length}")
+                f"|max_length={self.max_length}{precision}")
 
     def _autocast(self) -> Any:
         if self.autocast_dtype is None:

