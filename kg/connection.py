@@ -18,6 +18,7 @@ from .neo4j_server import credentials
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
+BOOKMARK_TIMEOUT = "Neo.TransientError.Transaction.BookmarkTimeout"
 
 
 class Graph:
@@ -47,6 +48,20 @@ class Graph:
     def close(self) -> None:
         self.driver.close()
 
+    def _past_a_replaced_database(self, call: Callable[[], T]) -> T:
+        """``call()``, and once more without bookmarks when the server says the database is behind
+        them: another process's bulk import replaced it, and its transaction ids started again, so a
+        bookmark of the old one would hold every transaction of this graph until it times out."""
+        try:
+            return call()
+        except neo4j_exc.TransientError as e:
+            if e.code != BOOKMARK_TIMEOUT:
+                raise
+            logger.warning("Neo4j at %s is behind this process's last writes (the database was replaced, by "
+                           "a bulk import?): going on from the database as it is now", self.where)
+            self.forget_bookmarks()
+            return call()
+
     def _wrap(self, e: Exception) -> Exception:
         if isinstance(e, neo4j_exc.ConstraintError):
             return ConstraintViolation(f"uniqueness constraint violated: {e.message}")
@@ -69,10 +84,11 @@ class Graph:
 
     def query(self, name: str, **params: Any) -> list[dict[str, Any]]:
         """Run the read statement ``cypher/<name>.cypher`` and return its records as dicts."""
+        text = cypher.load(name)
         try:
-            records, _, _ = self.driver.execute_query(cypher.load(name), parameters_=params,
-                                                      database_=self.database, bookmark_manager_=self._bookmarks,
-                                                      routing_=neo4j.RoutingControl.READ)
+            records, _, _ = self._past_a_replaced_database(lambda: self.driver.execute_query(
+                text, parameters_=params, database_=self.database, bookmark_manager_=self._bookmarks,
+                routing_=neo4j.RoutingControl.READ))
         except neo4j_exc.Neo4jError as e:
             raise self._wrap(e) from e
         except neo4j_exc.DriverError as e:
@@ -130,9 +146,12 @@ class Graph:
                 before()
             return work(tx)
 
-        try:
+        def run() -> T:
             with self._session() as session:
                 return session.execute_write(attempt)
+
+        try:
+            return self._past_a_replaced_database(run)
         except (neo4j_exc.Neo4jError, neo4j_exc.DriverError) as e:
             raise self._wrap(e) from e
 
@@ -145,18 +164,31 @@ class Graph:
     def stream(self, name: str, **params: Any) -> Iterator[neo4j.Record]:
         """Stream the records of a read statement without holding them all in memory."""
         text = cypher.load(name)
+
+        def start() -> tuple[neo4j.Session, neo4j.Result]:  # a new session takes the bookmarks as they are now
+            session = self._session(default_access_mode=neo4j.READ_ACCESS, fetch_size=10000)
+            try:
+                return session, session.run(text, params)
+            except BaseException:
+                session.close()
+                raise
+
         try:
-            with self._session(default_access_mode=neo4j.READ_ACCESS, fetch_size=10000) as session:
-                yield from session.run(text, params)
+            session, result = self._past_a_replaced_database(start)
+            with session:
+                yield from result
         except (neo4j_exc.Neo4jError, neo4j_exc.DriverError) as e:
             raise self._wrap(e) from e
 
     def run_script(self, name: str) -> None:
         """Run every statement of a multi-statement file (schema set-up), each on its own."""
-        try:
+        def run() -> None:
             with self._session() as session:
                 for stmt in cypher.statements(cypher.load(name)):
                     session.run(stmt).consume()
+
+        try:
+            self._past_a_replaced_database(run)  # each statement is idempotent: all again
         except (neo4j_exc.Neo4jError, neo4j_exc.DriverError) as e:
             raise self._wrap(e) from e
 

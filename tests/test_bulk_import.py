@@ -128,7 +128,11 @@ def test_bulk_import_keeps_text_with_line_breaks_quotes_and_separators(neo4j_con
         items=[{"id": i, "title": title, "description": desc} for i, (desc, title) in texts.items()],
         users=[{"id": "a;b\nc", "props": {"note": "x\ny"}}],
         interactions=[{"user": "a;b\nc", "item": "x", "kind": "click", "weight": 1.0, "ts": 5}])
+    other = connect(neo4j_config)  # another process's graph, whose bookmark is of the database replaced
+    ingest(other, generate(SyntheticSpec(num_users=40, num_items=20)), IngestConfig(batch_size=10), progress=False)
     bulk_import(records, neo4j_config)
+    with other:  # it waited for a transaction id the new database had not reached, then failed (BookmarkTimeout)
+        assert graph_counts(other)["items"] == 3
     with connect(neo4j_config) as g:
         got = {r["id"]: (r["d"], r["t"]) for r in g.driver.execute_query(
             "MATCH (i:Item) RETURN i.id AS id, i.description AS d, i.title AS t", database_=g.database).records}
