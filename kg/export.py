@@ -35,8 +35,20 @@ from .snapshot import Interactions, Snapshot, rank_within_runs
 logger = logging.getLogger(__name__)
 
 
-def _ids(graph: Graph, name: str, *cols: str) -> tuple[list[str], dict[str, list]]:
-    rows = sorted(((r["id"], *(r[c] for c in cols)) for r in graph.stream(name)), key=lambda t: t[0])
+def _ids(graph: Graph, name: str, label: str, *cols: str) -> tuple[list[str], dict[str, list]]:
+    """The ids of one label's nodes (statement ``name``), sorted, and the ``cols`` in the same order.
+
+    Raises:
+        KgError: a node without a string id (written outside kgrec): it could be neither indexed
+            nor sorted, and its events would fall out of step with the others.
+    """
+    rows = [(r["id"], *(r[c] for c in cols)) for r in graph.stream(name)]
+    bad = [r[0] for r in rows if not isinstance(r[0], str)]
+    if bad:
+        raise KgError(f"{len(bad)} {label} node(s) have no string `id` (written outside kgrec? one has "
+                      f"{bad[0]!r}): give each one (SET n.id = '...') or delete them; find them with "
+                      f"MATCH (n:{label}) WHERE n.id IS NULL OR NOT n.id IS :: STRING RETURN n")
+    rows.sort(key=lambda t: t[0])
     ids = [r[0] for r in rows]
     return ids, {c: [r[k + 1] for r in rows] for k, c in enumerate(cols)}
 
@@ -240,10 +252,10 @@ def export_snapshot(graph: Graph, cfg: ExportConfig, name: str = "graph", link_l
         ``link_latest`` is false: :func:`point_latest` does it later).
     """
     started = time.perf_counter()
-    users, _ = _ids(graph, "export/users")
-    items, item_cols = _ids(graph, "export/items", "title", "description")
-    queries, query_cols = _ids(graph, "export/queries", "text")
-    entities, ent_cols = _ids(graph, "export/entities", "type", "name")
+    users, _ = _ids(graph, "export/users", "User")
+    items, item_cols = _ids(graph, "export/items", "Item", "title", "description")
+    queries, query_cols = _ids(graph, "export/queries", "Query", "text")
+    entities, ent_cols = _ids(graph, "export/entities", "Entity", "type", "name")
     index = {"user": {v: i for i, v in enumerate(users)}, "item": {v: i for i, v in enumerate(items)},
              "query": {v: i for i, v in enumerate(queries)}, "entity": {v: i for i, v in enumerate(entities)}}
 

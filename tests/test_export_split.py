@@ -415,3 +415,27 @@ def test_a_relationship_written_outside_kgrec_without_a_relation_is_named_not_a_
     with pytest.raises(KgError, match=r"'i0' -> 'cat:x'\) has no `relation` property"):
         export_snapshot(graph, ExportConfig(out_dir=tmp_path, split="ratio"), "s")
     assert not list(tmp_path.iterdir())  # no snapshot left, nor a temporary one
+
+
+def test_a_node_written_outside_kgrec_without_an_id_is_named_not_a_crash(graph, tmp_path):
+    """An Item made in Browser without an id dropped out of collect(i.id), so its user's parallel
+    lists fell out of step, and the sort of the ids crashed on None (TypeError); an integer id
+    crashed it too. One line now says which label, how many, and how to find them."""
+    from kg.errors import KgError
+    from kg.export import export_snapshot
+    from kg.ingest import ingest
+    from kg.records import GraphRecords
+    from kgrec.config import IngestConfig
+
+    ingest(graph, GraphRecords(users=[{"id": "u0"}], items=[{"id": "i0"}],
+                               interactions=[{"user": "u0", "item": "i0", "ts": 1}]), IngestConfig(), progress=False)
+    for made in ("MATCH (u:User {id: 'u0'}) CREATE (u)-[:INTERACTED {ts: 2}]->(:Item {title: 'no id'})",
+                 "CREATE (:Query {id: 7, text: 'an integer id'})"):
+        graph.driver.execute_query(made, database_=graph.database)
+        label = "Item" if "Item" in made else "Query"
+        with pytest.raises(KgError, match=f"1 {label} node\\(s\\) have no string `id` .*MATCH \\(n:{label}\\)"):
+            export_snapshot(graph, ExportConfig(out_dir=tmp_path, split="ratio"), "s")
+        graph.driver.execute_query(f"MATCH (n:{label}) WHERE n.id IS NULL OR NOT n.id IS :: STRING DETACH DELETE n",
+                                   database_=graph.database)
+    assert not list(tmp_path.iterdir())
+    export_snapshot(graph, ExportConfig(out_dir=tmp_path, split="ratio"), "s")  # once mended
