@@ -19,7 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
-from .config import MODELS, Config, ConfigError, TrainConfig, load_config
+from .config import MODELS, TEXT_MODELS, Config, ConfigError, TrainConfig, load_config
 
 if TYPE_CHECKING:  # pragma: no cover
     from kg.connection import Graph
@@ -127,6 +127,7 @@ def cmd_demo(args: argparse.Namespace, cfg: Config) -> None:
             setattr(cfg.train, name, getattr(args, name))
         elif getattr(cfg.train, name) == getattr(defaults, name):
             setattr(cfg.train, name, demo_value)
+    _refuse_unused_flags(args, cfg.train.model)
     with _graph(cfg, start=True) as g:
         result = run_demo(g, cfg, spec, reset=args.reset)
     print()
@@ -302,12 +303,27 @@ def cmd_train(args: argparse.Namespace, cfg: Config) -> None:
         except ValueError:
             raise ConfigError(f"--num-neighbors takes whole numbers per layer such as 10,10, not "
                               f"{args.num_neighbors!r}") from None
+    _refuse_unused_flags(args, cfg.train.model)
     artifact = train_model(Path(args.snapshot), cfg)
     metrics = json.loads((artifact / "metrics.json").read_text())
     # one JSON object (jq, json.load), as retrain prints; the per-epoch history stays in metrics.json
     print(json.dumps({"artifact": str(artifact), "model": cfg.train.model,
                       **{k: metrics.get(k) for k in ("eval_split", "best_epoch", "best_score")},
                       "test": metrics.get("test", {})}, indent=2))
+
+
+def _refuse_unused_flags(args: argparse.Namespace, model: str) -> None:
+    """``kgrec train`` (or ``demo``) flags the model would ignore without a word are an error naming them."""
+    trains = model not in ("gfcf", "bspm")  # the graph filters are fitted in closed form
+    unused = [flag for flag, name, used in (("--fusion", "fusion", model in TEXT_MODELS),
+                                            ("--epochs", "epochs", trains), ("--lr", "lr", trains),
+                                            ("--batch-size", "batch_size", trains), ("--patience", "patience", trains),
+                                            ("--sampler", "sampler", trains), ("--num-neighbors", "num_neighbors", trains))
+              if getattr(args, name, None) is not None and not used]
+    if unused:
+        raise ConfigError(f"{', '.join(unused)} {'do' if len(unused) > 1 else 'does'} nothing for model {model!r}" + (
+            "" if trains else " (a graph filter is fitted in closed form: [train] filter sets it)")
+            + (f"; --fusion applies to {' and '.join(TEXT_MODELS)}" if "--fusion" in unused else ""))
 
 
 def _one_request(args: argparse.Namespace, cfg: Config) -> "Recommender":

@@ -203,6 +203,14 @@ def test_command_line_numbers_and_paths_say_what_is_wrong(tmp_path, monkeypatch,
     # a file given to the generator would only have named the report files
     assert main(["ingest", "synthetic", "events.csv"]) == 2
     assert "generates its rows and reads no file ('events.csv')" in capsys.readouterr().err
+    # flags the model ignores were taken without a word
+    assert main(["train", "snap", "--model", "gfcf", "--fusion", "concat", "--epochs", "3"]) == 2
+    assert ("--fusion, --epochs do nothing for model 'gfcf' (a graph filter is fitted in closed form: [train] filter "
+            "sets it); --fusion applies to fused and kgfused") in capsys.readouterr().err
+    assert main(["train", "snap", "--model", "lightgcn", "--fusion", "gate"]) == 2
+    assert "--fusion does nothing for model 'lightgcn'" in capsys.readouterr().err
+    assert main(["demo", "--model", "bspm", "--lr", "0.1"]) == 2
+    assert "--lr does nothing for model 'bspm'" in capsys.readouterr().err
     # the generator's sizes given to a file source were ignored: the whole file loaded
     assert main(["ingest", "tabular", "data", "--mapping", "m.toml", "--users", "5", "--seed", "1"]) == 2
     assert "--users, --seed size the synthetic dataset; kgrec ingest tabular loads its source whole" in \
