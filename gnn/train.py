@@ -503,8 +503,9 @@ def weight_average(model: torch.nn.Module) -> AveragedModel:
 def check_train_config(cfg: TrainConfig) -> None:
     """Refuse settings that training would refuse only later (after an SVD, a graph build or an
     epoch): an unknown model, device or sampling strategy, a cut-off in ``ks`` below 1, ``epochs``,
-    ``eval_every``, ``patience`` or ``batch_size`` below 1, or an ``id_weight_decay`` or
-    ``graph_relations`` the model cannot take.
+    ``eval_every``, ``patience`` or ``batch_size`` below 1, an ``id_weight_decay`` or
+    ``graph_relations`` the model cannot take, a neighbour sampler off ``rgcn`` or a fan-out
+    longer than its layers, or filter parameters the graph filter does not take.
 
     Raises:
         ValueError: the first such setting, named.
@@ -527,6 +528,14 @@ def check_train_config(cfg: TrainConfig) -> None:
     for name in ("epochs", "eval_every", "patience", "batch_size"):
         if getattr(cfg, name) < 1:
             raise ValueError(f"{name} must be >= 1, got {getattr(cfg, name)}")
+    if cfg.sampler != "full":
+        from .sampled import SAMPLERS, fan_out
+
+        if cfg.sampler not in SAMPLERS:
+            raise ValueError(f"unknown sampler {cfg.sampler!r}; choose from {SAMPLERS}")
+        if cfg.model != "rgcn":
+            raise ValueError(f"sampler {cfg.sampler!r} is implemented for model 'rgcn' only")
+        fan_out(cfg.num_neighbors, cfg.num_layers)
 
 
 def train(snapshot: Any, cfg: TrainConfig, out_dir: str | Path, text_embeddings: np.ndarray | None = None,

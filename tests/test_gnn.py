@@ -923,6 +923,11 @@ def test_a_bad_cut_off_is_refused_before_training(tmp_path: Path, monkeypatch) -
         train(planted_snapshot(num_users=40), tiny_cfg(negative_sampling="hardest"), tmp_path, progress=False)
     with pytest.raises(ValueError, match="unknown negative_sampling"):  # before the snapshot is read
         train_model(tmp_path / "no-such-snapshot", Config(train=tiny_cfg(negative_sampling="hardest")))
+    for bad, said in (({"sampler": "neighbor"}, "implemented for model 'rgcn' only"),  # refused after the graph
+                      ({"sampler": "neighbour"}, "unknown sampler 'neighbour'"),
+                      ({"model": "rgcn", "sampler": "neighbor", "num_neighbors": [5, 5, 5]}, "3 hops but the model has 2")):
+        with pytest.raises(ValueError, match=said):
+            train(planted_snapshot(num_users=40), tiny_cfg(**bad), tmp_path, progress=False)
     if not torch.cuda.is_available():  # torch's RuntimeError about a missing driver, with a traceback
         with pytest.raises(ValueError, match="train device 'cuda:0': CUDA has no device\\(s\\) here"):
             train_model(tmp_path / "no-such-snapshot", Config(train=tiny_cfg(device="cuda:0")))
