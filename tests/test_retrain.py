@@ -13,7 +13,7 @@ from kg.ingest import ingest
 from kg.lock import LockedError, graph_lock
 from kg.records import GraphRecords
 from kg.synthetic import SyntheticSpec, generate
-from kgrec.config import ConfigError, RetrainConfig
+from kgrec.config import ConfigError, RetrainConfig, TrainConfig
 from kgrec.pipeline import model_dir_lock
 from kgrec.retrain import RetrainBusyError, _check_metric, _claim_log, prune, retrain
 
@@ -118,7 +118,7 @@ def test_the_gate_needs_a_figure_to_compare_and_pruning_spares_a_pinned_model(lo
     assert sorted(p.name for p in Path(cfg.train.out_dir).iterdir()) == versions and pinned.is_dir()
 
 
-def test_retrain_waits_for_nobody_and_changes_nothing_when_busy(loaded):
+def test_retrain_waits_for_nobody_and_changes_nothing_when_busy(loaded, monkeypatch):
     graph, cfg = loaded
     out = Path(cfg.train.out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -129,9 +129,19 @@ def test_retrain_waits_for_nobody_and_changes_nothing_when_busy(loaded):
         with pytest.raises(LockedError):
             retrain(graph, cfg)
     assert not (out / "current").exists()
-    cfg.train.batch_size = 0  # training fails: its snapshot goes, nothing is published
+    cfg.train.batch_size = 0  # refused with the config, before an export
     with pytest.raises(ValueError, match="batch_size"):
         retrain(graph, cfg)
+    assert not list(Path(cfg.export.out_dir).glob("retrain-*"))
+    cfg.train.batch_size = TrainConfig().batch_size
+
+    def fails(*args, **kwargs):
+        raise RuntimeError("training failed")
+
+    with monkeypatch.context() as m:  # training fails: its snapshot goes, nothing is published
+        m.setattr("kgrec.pipeline.train_model", fails)
+        with pytest.raises(RuntimeError, match="training failed"):
+            retrain(graph, cfg)
     assert not list(Path(cfg.export.out_dir).glob("retrain-*")) and not (out / "current").exists()
     cfg.retrain.metric = "auc"
     with pytest.raises(ConfigError, match="retrain.metric"):
