@@ -190,6 +190,16 @@ def query_encoder_setting(snapshot_dir: str | Path, cfg: Any) -> dict[str, Any]:
             "encoded_with": meta.get("cache_namespace")}
 
 
+def same_weights(namespace: str, other: str) -> bool:
+    """Whether two encoders' cache namespaces name the same model files, pooling and length,
+    whatever the paths they were named by and the autocast precision they ran in (which moves a
+    vector by about 1e-3, not to another space)."""
+    def weights(ns: str) -> list[str]:
+        return [part for part in ns.split("|")[1:] if not part.startswith("autocast=")]
+
+    return weights(namespace) == weights(other)
+
+
 def _namespace_part(namespace: str, key: str) -> str:
     """The ``<key>=`` part of an encoder's cache namespace, ``fp`` or ``pooling`` (``""`` when there is none)."""
     return next((part[len(key) + 1:] for part in namespace.split("|") if part.startswith(f"{key}=")), "")

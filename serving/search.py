@@ -74,7 +74,7 @@ class TextSearch:
             raise type(self._failed[0])(str(self._failed[0]))  # not a load (a minute) per query
         if self._encoder is None:
             from encoders.base import EncoderError
-            from encoders.encode import build_encoder
+            from encoders.encode import build_encoder, same_weights
             from encoders.resolve import CONTENT_FP
             from kgrec.config import EncoderConfig
 
@@ -97,9 +97,8 @@ class TextSearch:
                     f"items' text vectors are {self.item_text.shape[1]}-d")
                 raise self._unusable
             encoded_with = self.setting.get("encoded_with")
-            # the model's files, pooling and length, not the path it was named by
             if (encoded_with and f"|fp={CONTENT_FP}" in encoded_with   # older fingerprints cannot be compared
-                    and encoder.cache_namespace.split("|", 1)[-1] != encoded_with.split("|", 1)[-1]):
+                    and not same_weights(encoder.cache_namespace, encoded_with)):
                 logger.warning("queries are encoded by %s, the items were by %s: if the weights differ, "
                                "search results will be poor until the model is retrained",
                                encoder.cache_namespace, encoded_with)

