@@ -120,6 +120,7 @@ def test_gfcf_state_reload_and_new_rows_match_fit() -> None:
         build_filter("gfcf", {"beta": 0.2})  # TypeError's "__init__() got an unexpected keyword argument 'beta'"
     with pytest.raises(ValueError, match="unknown 'alpah' \\(did you mean 'alpha'\\?\\)"):
         build_filter("gfcf", {"alpah": 0.2})
+    assert build_filter("gfcf", {"seed": 3, "device": "cpu"}).k == build_filter("gfcf").k  # taken, as before
     with pytest.raises(ValueError, match="does not fit"):
         load_filter("gfcf", {}, R, {"vt": np.zeros((2, 5), np.float32)})
 

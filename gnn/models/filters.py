@@ -43,7 +43,7 @@ def check_filter_params(model: str, params: Mapping[str, Any] | None) -> None:
         raise ValueError(f"{model!r} is not a graph-filter model; choose from {tuple(FILTER_MODELS)}")
     known = [name for name in inspect.signature(FILTER_MODELS[model]).parameters if name not in ("seed", "device")]
     for key in params or {}:
-        if key not in known:
+        if key not in known and key not in ("seed", "device"):  # those two always come from [train]
             close = difflib.get_close_matches(str(key), known, 1)
             raise ValueError(f"filter parameters for {model}: unknown {key!r}"
                              f"{f' (did you mean {close[0]!r}?)' if close else ''}; {model} takes {known}")
