@@ -194,7 +194,8 @@ def _check_names(spec: dict, n: int, role: str) -> None:
     Raises:
         MappingError: the name, where it comes from, and the pattern names must match.
     """
-    named = [(key, spec[key], what) for key, what in NAME_CONSTANTS.items() if key in spec]
+    named = [(key, spec[key], what) for key, what in NAME_CONSTANTS.items()
+             if key in spec and key.removesuffix("_value") not in spec]  # a column given too is what rows read
     for what, entries, default in (("attributes", spec.get("attributes"), None), ("flags", spec.get("flags"), "genre")):
         for entry in _as_list(entries):
             relation = entry.get("relation", entry.get("column", default))
