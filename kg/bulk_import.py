@@ -7,14 +7,16 @@ server (refusing while an ingest, export, retrain, forget-user or write-back hol
 imports the shared watermark of the events it loaded with them, so the new database holds it from
 its first moment and the first ``--incremental`` load after it skips what it already holds.
 The database it replaces is set aside while the importer runs and put back if it fails, so a
-failed import changes nothing. Text is stored as MERGE stores it: line breaks, quotes and empty
+failed import changes nothing (a killed one leaves it as ``<name>.before-import``, which the next
+server start warns about and the next bulk import refuses to overwrite). Text is stored as MERGE stores it: line breaks, quotes and empty
 strings included. Another process connected from before (an ingest waiting for the lock) finds its
-bookmarks ahead of the new database, and goes on without them after about 30 s of the driver's
+bookmarks ahead of the new database, and goes on without them after up to 30 s of the driver's
 retries (:class:`kg.connection.Graph`). Incremental loads go through :func:`kg.ingest.ingest` instead.
 """
 from __future__ import annotations
 
 import logging
+import numbers
 import os
 import re
 import shutil
@@ -25,8 +27,11 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
+import numpy as np
+
 from kgrec.config import Neo4jConfig
 
+from .durable import REMOVING_PREFIX, remove_tree, set_aside
 from .errors import Neo4jSetupError
 from .ingest import watermark_key, watermark_of
 from .neo4j_server import ADMIN_TOOL, ManagedNeo4j, _java
@@ -54,8 +59,8 @@ def _write(path: Path, header: list[str], rows) -> int:
 def _field(value: object) -> str:
     if value is None:
         return ""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return repr(value)
+    if isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)):  # numpy's: 1.5, not np.float64(1.5)
+        return repr(int(value) if isinstance(value, numbers.Integral) else float(value))
     return '"' + str(value).replace('"', '""') + '"'
 
 
@@ -195,8 +200,9 @@ ASIDE_SUFFIX = ".before-import"
 
 def store_dirs(home: Path, database: str) -> list[Path]:
     """The directories that hold ``database`` in the managed server at ``home``: its store and its
-    transaction logs (what ``neo4j-admin database import`` replaces)."""
-    return [home / "data" / "databases" / database, home / "data" / "transactions" / database]
+    transaction logs (what ``neo4j-admin database import`` replaces). Neo4j folds database names to
+    lower case (``NEO4J_DATABASE=Neo4j`` is ``neo4j``), and so do their directories."""
+    return [home / "data" / "databases" / database.lower(), home / "data" / "transactions" / database.lower()]
 
 
 def set_store_aside(stores: list[Path]) -> None:
@@ -208,6 +214,9 @@ def set_store_aside(stores: list[Path]) -> None:
         Neo4jSetupError: a ``.before-import`` copy is already there (an import was killed before it
             could put it back): which database to keep is for the user to say; nothing was changed.
     """
+    for d in stores:  # what a killed settle left to delete
+        for leftover in d.parent.glob(f"{REMOVING_PREFIX}{d.name}*"):
+            remove_tree(leftover)
     left = [str(_aside(d)) for d in stores if _aside(d).exists()]
     if left:
         raise Neo4jSetupError(f"an earlier bulk import was interrupted and left the database it replaced at {left}: "
@@ -227,12 +236,16 @@ def set_store_aside(stores: list[Path]) -> None:
 
 def settle_stores(stores: list[Path], imported: bool) -> None:
     """After :func:`set_store_aside` and the import: delete the old database's copies when it
-    succeeded; else delete what the failed import left and move the old database back."""
+    succeeded; else delete what the failed import left and move the old database back. What is
+    deleted is renamed away first (:func:`kg.durable.set_aside`), so a kill halfway leaves no
+    half-deleted store under a name that reads as a database, or as the copy to move back."""
     for d in stores:
         if imported:
-            shutil.rmtree(_aside(d), ignore_errors=True)
+            if _aside(d).exists():
+                remove_tree(set_aside(_aside(d)))
             continue
-        shutil.rmtree(d, ignore_errors=True)  # unusable; where there was no database before, none again
+        if d.exists():  # unusable; where there was no database before, none again
+            remove_tree(set_aside(d))
         if _aside(d).exists():
             _aside(d).rename(d)
 
@@ -276,10 +289,18 @@ def _import_and_restart(server: ManagedNeo4j, config: Neo4jConfig, java: str, fi
         timings["import_seconds"] = round(time.perf_counter() - t, 2)
         imported = proc.returncode == 0
     finally:
+        unsettled: OSError | None = None
         if aside:
-            settle_stores(stores, imported)  # the old database back in place unless the import succeeded
+            try:
+                settle_stores(stores, imported)  # the old database back in place unless the import succeeded
+            except OSError as e:  # the server starts all the same, then this is said
+                unsettled = e
         t = time.perf_counter()
         server.start()
+        if unsettled is not None:
+            raise Neo4jSetupError(f"could not put the databases in place after the import ({unsettled}): the "
+                                  f"database it replaced is at {[str(_aside(d)) for d in stores if _aside(d).exists()]}"
+                                  f"; stop the server and move it back over {[str(d) for d in stores]}") from unsettled
     if proc.returncode != 0:  # before the schema: a failed import's own words, not the database's
         raise Neo4jSetupError(f"neo4j-admin import failed; the database is as it was before:\n"
                               f"{(proc.stdout + proc.stderr)[-2000:]}")

@@ -51,7 +51,9 @@ class Graph:
     def _past_a_replaced_database(self, call: Callable[[], T]) -> T:
         """``call()``, and once more without bookmarks when the server says the database is behind
         them: another process's bulk import replaced it, and its transaction ids started again, so a
-        bookmark of the old one would hold every transaction of this graph until it times out."""
+        bookmark of the old one would hold every transaction of this graph until it times out. On a
+        cluster, a member still behind after the driver's 30 s of retries says the same: the call
+        then goes on without the bookmarks, and may miss this process's latest writes (warned)."""
         try:
             return call()
         except neo4j_exc.TransientError as e:

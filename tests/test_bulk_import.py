@@ -165,3 +165,35 @@ def test_a_failed_bulk_import_leaves_the_database_as_it_was(neo4j_config):
     home = neo4j_config.home
     assert not list((home / "data" / "databases").glob("*.before-import"))
     assert not list((home / "data" / "transactions").glob("*.before-import"))
+
+
+def test_the_replaced_database_is_set_aside_and_settled_by_renames(tmp_path):
+    """The store and its logs move aside for the import; a success deletes them, a failure deletes
+    what the import left and moves them back. Deletions go through a rename, so a kill halfway never
+    leaves a half-deleted store under a name that reads as the copy to move back."""
+    from kg.bulk_import import set_store_aside, settle_stores, store_dirs
+    from kg.errors import Neo4jSetupError
+
+    stores = store_dirs(tmp_path, "Neo4j")  # names fold to lower case, as Neo4j's directories do
+    assert [d.name for d in stores] == ["neo4j", "neo4j"]
+
+    def fresh(content: str) -> None:
+        for d in stores:
+            d.mkdir(parents=True, exist_ok=True)
+            (d / "store").write_text(content)
+
+    fresh("old")
+    set_store_aside(stores)
+    fresh("broken")  # what a failed import leaves
+    settle_stores(stores, imported=False)
+    assert [(d / "store").read_text() for d in stores] == ["old", "old"]
+    set_store_aside(stores)
+    fresh("new")
+    settle_stores(stores, imported=True)
+    assert [(d / "store").read_text() for d in stores] == ["new", "new"]
+    assert sorted(p.name for d in stores for p in d.parent.iterdir()) == ["neo4j", "neo4j"]
+    set_store_aside(stores)  # an import killed here: the next one refuses, changing nothing
+    fresh("half")
+    with pytest.raises(Neo4jSetupError, match="interrupted.*Nothing was changed"):
+        set_store_aside(stores)
+    assert [(d / "store").read_text() for d in stores] == ["half", "half"]
