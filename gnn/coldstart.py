@@ -265,6 +265,33 @@ def snapshot_item_entity_edges(snapshot: Snapshot) -> list[np.ndarray]:
             if s == "item" and d == "entity"]
 
 
+MOMENT_ROWS = 16_384  # rows of a ridge fit converted to float64 at a time
+
+
+def _moments(x: np.ndarray, y: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, ...]:
+    """``(n, Σx, Σy, Σxᵀx, Σxᵀy)`` over ``rows``, in float64, :data:`MOMENT_ROWS` rows at a time."""
+    f, d = x.shape[1], y.shape[1]
+    sx, sy, xx, xy = np.zeros(f), np.zeros(d), np.zeros((f, f)), np.zeros((f, d))
+    for start in range(0, len(rows), MOMENT_ROWS):
+        part = rows[start:start + MOMENT_ROWS]
+        xb, yb = x[part].astype(np.float64), y[part].astype(np.float64)
+        sx += xb.sum(0)
+        sy += yb.sum(0)
+        xx += xb.T @ xb
+        xy += xb.T @ yb
+    return np.float64(len(rows)), sx, sy, xx, xy
+
+
+def _solve(moments: tuple[np.ndarray, ...], alpha: float) -> tuple[np.ndarray, np.ndarray]:
+    """The ridge weight and bias on centred data, from :func:`_moments`."""
+    n, sx, sy, xx, xy = moments
+    mx, my = sx / n, sy / n
+    gram = xx - n * np.outer(mx, mx)  # (x - mx)ᵀ(x - mx)
+    cross = xy - n * np.outer(mx, my)
+    w = np.linalg.solve(gram + alpha * np.eye(len(mx)), cross)
+    return w, my - mx @ w
+
+
 class RidgeMap:
     r"""Multi-output ridge regression :math:`Y \approx X W + b` with a validated penalty.
 
@@ -288,34 +315,35 @@ class RidgeMap:
         self.weight: np.ndarray | None = None
         self.bias: np.ndarray | None = None
 
-    @staticmethod
-    def _solve(x: np.ndarray, y: np.ndarray, alpha: float) -> tuple[np.ndarray, np.ndarray]:
-        mx, my = x.mean(0), y.mean(0)
-        xc, yc = x - mx, y - my
-        w = np.linalg.solve(xc.T @ xc + alpha * np.eye(x.shape[1]), xc.T @ yc)
-        return w, my - mx @ w
-
     def fit(self, x: np.ndarray, y: np.ndarray) -> "RidgeMap":
         """Fit on (n, F) features ``x`` and (n, d) targets ``y``.
+
+        The fit needs only the sums of ``x``, ``y``, ``xᵀx`` and ``xᵀy`` (float64, gathered
+        :data:`MOMENT_ROWS` rows at a time), so it holds no float64 or centred copy of ``x``, and each
+        candidate ``alpha`` costs one (F, F) solve, not a pass over the rows.
 
         Raises:
             ValueError: fewer than two rows, or row counts differ.
         """
-        x = np.asarray(x, dtype=np.float64)
-        y = np.asarray(y, dtype=np.float64)
+        x, y = np.asarray(x), np.asarray(y)
         if x.shape[0] != y.shape[0] or x.shape[0] < 2:
             raise ValueError(f"need >= 2 aligned rows, got x {x.shape}, y {y.shape}")
         self.alpha = self.alphas[0]
         n_val = int(round(self.valid_fraction * x.shape[0]))
         if len(self.alphas) > 1 and 1 <= n_val < x.shape[0] - 1:
             perm = np.random.default_rng(self.seed).permutation(x.shape[0])
-            va, tr = perm[:n_val], perm[n_val:]
+            va, tr = np.sort(perm[:n_val]), np.sort(perm[n_val:])
+            fit_part, held = _moments(x, y, tr), _moments(x, y, va)
+            xv, yv = x[va].astype(np.float64), y[va].astype(np.float64)
             errors = []
             for a in self.alphas:
-                w, b = self._solve(x[tr], y[tr], a)
-                errors.append(float(((x[va] @ w + b - y[va]) ** 2).sum()))
+                w, b = _solve(fit_part, a)
+                errors.append(float(((xv @ w + b - yv) ** 2).sum()))
             self.alpha = self.alphas[int(np.argmin(errors))]
-        self.weight, self.bias = self._solve(x, y, self.alpha)
+            whole = tuple(p + q for p, q in zip(fit_part, held))  # the sums add up: no second pass
+        else:
+            whole = _moments(x, y, np.arange(x.shape[0]))
+        self.weight, self.bias = _solve(whole, self.alpha)
         return self
 
     def predict(self, x: np.ndarray) -> np.ndarray:
