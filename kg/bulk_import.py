@@ -8,10 +8,11 @@ imports the shared watermark of the events it loaded with them, so the new datab
 its first moment and the first ``--incremental`` load after it skips what it already holds.
 The database it replaces is set aside while the importer runs and put back if it fails, so a
 failed import changes nothing (a killed one leaves it as ``<name>.before-import``, which the next
-server start warns about and the next bulk import refuses to overwrite). Text is stored as MERGE stores it: line breaks, quotes and empty
-strings included. Another process connected from before (an ingest waiting for the lock) finds its
-bookmarks ahead of the new database, and goes on without them after up to 30 s of the driver's
-retries (:class:`kg.connection.Graph`). Incremental loads go through :func:`kg.ingest.ingest` instead.
+server start warns about and the next bulk import refuses to overwrite). Text is stored as MERGE
+stores it: line breaks, quotes and empty strings included. Another process connected from before
+(an ingest waiting for the lock) finds its bookmarks ahead of the new database, and goes on
+without them after up to 30 s of the driver's retries (:class:`kg.connection.Graph`). Incremental
+loads go through :func:`kg.ingest.ingest` instead.
 """
 from __future__ import annotations
 
@@ -19,7 +20,6 @@ import logging
 import numbers
 import os
 import re
-import shutil
 import subprocess
 import tempfile
 import time

@@ -19,8 +19,8 @@ import neo4j.exceptions as neo4j_exc
 from .connection import Graph
 from .errors import SchemaConflictError
 
-ITEM_TEXT_ANALYZER = "standard-folding"  # the item_text full-text index's, as cypher/schema/constraints makes it
 logger = logging.getLogger(__name__)
+ITEM_TEXT_ANALYZER = "standard-folding"  # the item_text full-text index's, as cypher/schema/constraints makes it
 OLD_ITEM_TEXT_ANALYZER = "standard-no-stop-words"  # Neo4j's default, which kgrec used before (no accent folding)
 
 
@@ -28,12 +28,12 @@ def apply_schema(graph: Graph) -> None:
     """Create every constraint and index (no-op when present); an ``item_text`` full-text index an
     older kgrec made with Neo4j's default analyzer (no accent folding) is made again, and waited for.
 
+    An index of another name where kgrec keeps none on purpose (``INTERACTED.kind``/``ts``,
+    ``RELATED.relation``, ``Item.title``, ``Entity.name``) is left alone, with a warning naming it.
+
     Raises:
         SchemaConflictError: the database has a plain index where kgrec needs a uniqueness
             constraint (``IF NOT EXISTS`` does not cover that): it names the index to drop.
-
-    An index of another name where kgrec keeps none on purpose (``INTERACTED.kind``/``ts``,
-    ``RELATED.relation``, ``Item.title``, ``Entity.name``) is left alone, with a warning naming it.
     """
     found = graph.query("schema/item_text_analyzer")
     # made by an older kgrec, without accent folding: IF NOT EXISTS would keep it (another analyzer,

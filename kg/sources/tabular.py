@@ -63,7 +63,6 @@ import codecs
 import csv
 import difflib
 import json
-import logging
 import re
 import sys
 from collections import Counter, deque
@@ -81,7 +80,6 @@ else:  # pragma: no cover
 if TYPE_CHECKING:  # pragma: no cover
     from kgrec.config import IngestConfig
 
-logger = logging.getLogger(__name__)
 
 ROLE_FIELDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     # role -> (required fields, optional fields); each may be a column or a `<field>_value` constant
