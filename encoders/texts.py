@@ -11,6 +11,7 @@ ITEM_FIELDS = ("title", "description", "attributes")
 QUERY_FIELDS = ("text",)
 ENTITY_FIELDS = ("name",)
 _SPACES = re.compile(r"\s+")
+_DOTS = re.compile(r"\.+")
 _SEPARATORS = " .,;:|/-"  # what an empty field at the start (or, but for a full stop, the end) leaves
 
 
@@ -34,8 +35,9 @@ def fill(template: str, values: Mapping[str, Any]) -> str:
     Runs of whitespace collapse to one space, and the template's separators that an empty field
     leaves before the first or after the last non-empty field go (``"{title}. {description}
     {attributes}"`` without a title is ``"Rock, Pop"``, not ``". Rock, Pop"``), but for one full stop
-    after the last when they held one and it does not end in one already (a title alone is ``"Up."``;
-    ``"{title}. {description}. {attributes}"`` with only a title too, not ``"Up. ."``). The values
+    after the last (or the first run of them, an ellipsis) when they held one and it does not end in
+    one already (a title alone is ``"Up."``; ``"{title}. {description}. {attributes}"`` with only a
+    title too, not ``"Up. ."``). The values
     themselves and the rest of the template stay as written (a title ``"...And Justice"`` keeps
     its dots).
     """
@@ -56,10 +58,10 @@ def fill(template: str, values: Mapping[str, Any]) -> str:
         head = head.lstrip(_SEPARATORS)
     body = "".join(t for t, _, _ in pieces[first:last + 1])
     tail = "".join(t for t, _, _ in pieces[last + 1:])
-    if any(is_field for _, is_field, _ in pieces[last + 1:]):  # one full stop stays, where they held one
+    if any(is_field for _, is_field, _ in pieces[last + 1:]):  # their first full stop (or "...") stays
         kept = tail.rstrip(_SEPARATORS)
-        stop = "." in tail[len(kept):] and not (body + kept).rstrip().endswith(".")
-        tail = kept + ("." if stop else "")
+        stop = _DOTS.search(tail[len(kept):])
+        tail = kept + (stop.group() if stop and not (body + kept).rstrip().endswith(".") else "")
     return _SPACES.sub(" ", head + body + tail).strip()
 
 

@@ -561,6 +561,7 @@ def test_separators_an_empty_field_leaves_at_either_end_go():
     assert fill("{title} - {attributes}.", {"title": "Dune", "attributes": ""}) == "Dune."
     assert fill(template, {"title": "Mr.", "description": "", "attributes": ""}) == "Mr."
     assert fill("[{title}] ({attributes})", {"title": "Dune", "attributes": ""}) == "[Dune] ()"  # not separators
+    assert fill("{title}... {description}", {"title": "Up", "description": ""}) == "Up..."  # the template's ellipsis
 
 
 def test_item_text_leaves_out_ids_that_stand_for_names():
