@@ -11,7 +11,7 @@ failed import changes nothing (a killed one leaves it as ``<name>.before-import`
 server start warns about and the next bulk import refuses to overwrite). Text is stored as MERGE
 stores it: line breaks, quotes and empty strings included. Another process connected from before
 (an ingest waiting for the lock) finds its bookmarks ahead of the new database, and goes on
-without them after up to 30 s of the driver's retries (:class:`kg.connection.Graph`). Incremental
+without them after the driver's retries (30 to 50 s; :class:`kg.connection.Graph`). Incremental
 loads go through :func:`kg.ingest.ingest` instead.
 """
 from __future__ import annotations
@@ -235,19 +235,33 @@ def set_store_aside(stores: list[Path]) -> None:
 
 
 def settle_stores(stores: list[Path], imported: bool) -> None:
-    """After :func:`set_store_aside` and the import: delete the old database's copies when it
-    succeeded; else delete what the failed import left and move the old database back. What is
-    deleted is renamed away first (:func:`kg.durable.set_aside`), so a kill halfway leaves no
-    half-deleted store under a name that reads as a database, or as the copy to move back."""
+    """After :func:`set_store_aside` and the import: the old database's copies go when it succeeded;
+    else what the failed import left goes and the old database moves back. Every rename comes
+    before any deletion, and what is deleted is renamed away first (:func:`kg.durable.set_aside`):
+    a kill during the (long) deletions leaves only ``.removing-*`` directories, which the next
+    import sweeps, never a half-deleted store or a lone log under a name that reads as a database.
+
+    Raises:
+        OSError: a rename failed on a failed import's way back (the old database is still at
+            ``<name>.before-import``). After a successful import a failure only warns.
+    """
+    doomed: list[Path] = []
     for d in stores:
         if imported:
-            if _aside(d).exists():
-                remove_tree(set_aside(_aside(d)))
+            try:
+                if _aside(d).exists():
+                    doomed.append(set_aside(_aside(d)))
+            except OSError as e:  # the new database is in place: only the old copy stays behind
+                logger.warning("the import succeeded, but the database it replaced could not be removed from %s "
+                               "(%s): delete it by hand (the next bulk import refuses while it is there)",
+                               _aside(d), e)
             continue
         if d.exists():  # unusable; where there was no database before, none again
-            remove_tree(set_aside(d))
+            doomed.append(set_aside(d))
         if _aside(d).exists():
             _aside(d).rename(d)
+    for path in doomed:
+        remove_tree(path)
 
 
 def _aside(store: Path) -> Path:
@@ -290,16 +304,17 @@ def _import_and_restart(server: ManagedNeo4j, config: Neo4jConfig, java: str, fi
         imported = proc.returncode == 0
     finally:
         unsettled: OSError | None = None
-        if aside:
-            try:
+        try:
+            if aside:
                 settle_stores(stores, imported)  # the old database back in place unless the import succeeded
-            except OSError as e:  # the server starts all the same, then this is said
-                unsettled = e
-        t = time.perf_counter()
-        server.start()
+        except OSError as e:  # only on a failed import's way back: the server starts all the same, then it is said
+            unsettled = e
+        finally:
+            t = time.perf_counter()
+            server.start()
         if unsettled is not None:
-            raise Neo4jSetupError(f"could not put the databases in place after the import ({unsettled}): the "
-                                  f"database it replaced is at {[str(_aside(d)) for d in stores if _aside(d).exists()]}"
+            raise Neo4jSetupError(f"the import failed, and the database it would have replaced could not be moved "
+                                  f"back ({unsettled}): it is at {[str(_aside(d)) for d in stores if _aside(d).exists()]}"
                                   f"; stop the server and move it back over {[str(d) for d in stores]}") from unsettled
     if proc.returncode != 0:  # before the schema: a failed import's own words, not the database's
         raise Neo4jSetupError(f"neo4j-admin import failed; the database is as it was before:\n"

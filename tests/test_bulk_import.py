@@ -167,7 +167,7 @@ def test_a_failed_bulk_import_leaves_the_database_as_it_was(neo4j_config):
     assert not list((home / "data" / "transactions").glob("*.before-import"))
 
 
-def test_the_replaced_database_is_set_aside_and_settled_by_renames(tmp_path):
+def test_the_replaced_database_is_set_aside_and_settled_by_renames(tmp_path, monkeypatch):
     """The store and its logs move aside for the import; a success deletes them, a failure deletes
     what the import left and moves them back. Deletions go through a rename, so a kill halfway never
     leaves a half-deleted store under a name that reads as the copy to move back."""
@@ -192,6 +192,18 @@ def test_the_replaced_database_is_set_aside_and_settled_by_renames(tmp_path):
     settle_stores(stores, imported=True)
     assert [(d / "store").read_text() for d in stores] == ["new", "new"]
     assert sorted(p.name for d in stores for p in d.parent.iterdir()) == ["neo4j", "neo4j"]
+    set_store_aside(stores)  # killed while the old copies are deleted: only .removing-* stays, swept next time
+    fresh("newer")
+    with monkeypatch.context() as m:
+        m.setattr("kg.bulk_import.remove_tree", lambda path: (_ for _ in ()).throw(SystemExit(143)))
+        with pytest.raises(SystemExit):
+            settle_stores(stores, imported=True)
+    assert sorted(p.name.split("-")[0] for d in stores for p in d.parent.iterdir()) == [".removing", ".removing",
+                                                                                     "neo4j", "neo4j"]
+    set_store_aside(stores)
+    assert sorted(p.name for d in stores for p in d.parent.iterdir()) == ["neo4j.before-import"] * 2
+    settle_stores(stores, imported=False)
+    assert [(d / "store").read_text() for d in stores] == ["newer", "newer"]
     set_store_aside(stores)  # an import killed here: the next one refuses, changing nothing
     fresh("half")
     with pytest.raises(Neo4jSetupError, match="interrupted.*Nothing was changed"):
