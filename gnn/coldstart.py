@@ -328,6 +328,10 @@ class RidgeMap:
         x, y = np.asarray(x), np.asarray(y)
         if x.shape[0] != y.shape[0] or x.shape[0] < 2:
             raise ValueError(f"need >= 2 aligned rows, got x {x.shape}, y {y.shape}")
+        if y.ndim == 1:  # one target: a (F,) weight and a scalar bias, as one column's
+            self.fit(x, y[:, None])
+            self.weight, self.bias = self.weight[:, 0], self.bias[0]
+            return self
         self.alpha = self.alphas[0]
         n_val = int(round(self.valid_fraction * x.shape[0]))
         if len(self.alphas) > 1 and 1 <= n_val < x.shape[0] - 1:

@@ -194,6 +194,20 @@ def test_ridge_recovers_a_linear_map_and_picks_small_alpha() -> None:
         RidgeMap().predict(x)
     with pytest.raises(ValueError):
         RidgeMap().fit(x[:1], y[:1])
+    one = RidgeMap(alphas=(1e-6,)).fit(x, y[:, 1])  # one target, as a column of several
+    assert one.weight.shape == (5,) and np.ndim(one.bias) == 0
+    np.testing.assert_allclose(one.predict(x[:4]), y[:4, 1], atol=1e-4)
+    # the map is fitted from sums gathered a chunk at a time: the same over any chunk size
+    import gnn.coldstart as coldstart
+
+    whole = RidgeMap().fit(x, y)
+    chunked = coldstart.MOMENT_ROWS
+    try:
+        coldstart.MOMENT_ROWS = 7
+        parts = RidgeMap().fit(x, y)
+    finally:
+        coldstart.MOMENT_ROWS = chunked
+    np.testing.assert_allclose(parts.weight, whole.weight, atol=1e-10)
 
 
 def test_inductive_embeddings_replace_only_unknown_rows() -> None:
