@@ -315,10 +315,13 @@ def cmd_train(args: argparse.Namespace, cfg: Config) -> None:
 def _refuse_unused_flags(args: argparse.Namespace, model: str) -> None:
     """``kgrec train`` (or ``demo``) flags the model would ignore without a word are an error naming them."""
     trains = model not in ("gfcf", "bspm")  # the graph filters are fitted in closed form
+    sampled = model == "rgcn" and getattr(args, "sampler", None) == "neighbor"
     unused = [flag for flag, name, used in (("--fusion", "fusion", model in TEXT_MODELS),
                                             ("--epochs", "epochs", trains), ("--lr", "lr", trains),
                                             ("--batch-size", "batch_size", trains), ("--patience", "patience", trains),
-                                            ("--sampler", "sampler", trains), ("--num-neighbors", "num_neighbors", trains))
+                                            ("--sampler", "sampler", getattr(args, "sampler", None) == "full"
+                                             or model == "rgcn"),  # full is every model's way
+                                            ("--num-neighbors", "num_neighbors", sampled))
               if getattr(args, name, None) is not None and not used]
     if unused:
         raise ConfigError(f"{', '.join(unused)} {'do' if len(unused) > 1 else 'does'} nothing for model {model!r}" + (

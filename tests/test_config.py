@@ -211,6 +211,10 @@ def test_command_line_numbers_and_paths_say_what_is_wrong(tmp_path, monkeypatch,
     assert "--fusion does nothing for model 'lightgcn'" in capsys.readouterr().err
     assert main(["demo", "--model", "bspm", "--lr", "0.1"]) == 2
     assert "--lr does nothing for model 'bspm'" in capsys.readouterr().err
+    assert main(["train", "snap", "--model", "lightgcn", "--num-neighbors", "5"]) == 2  # rgcn's sampler's
+    assert "--num-neighbors does nothing for model 'lightgcn'" in capsys.readouterr().err
+    assert main(["train", "snap", "--model", "bspm", "--sampler", "neighbor"]) == 2
+    assert "--sampler does nothing for model 'bspm'" in capsys.readouterr().err
     # the generator's sizes given to a file source were ignored: the whole file loaded
     assert main(["ingest", "tabular", "data", "--mapping", "m.toml", "--users", "5", "--seed", "1"]) == 2
     assert "--users, --seed size the synthetic dataset; kgrec ingest tabular loads its source whole" in \
