@@ -7,8 +7,8 @@ server (refusing while an ingest, export, retrain, forget-user or write-back hol
 imports the shared watermark of the events it loaded with them, so the new database holds it from
 its first moment and the first ``--incremental`` load after it skips what it already holds.
 The database it replaces is set aside while the importer runs and put back if it fails, so a
-failed import changes nothing (a killed one leaves it as ``<name>.before-import``, which the next
-server start warns about and the next bulk import refuses to overwrite). Text is stored as MERGE
+failed import changes nothing; a killed one is finished by the next server start
+(:mod:`kg.store_swap`). Text is stored as MERGE
 stores it: line breaks, quotes and empty strings included. Another process connected from before
 (an ingest waiting for the lock) finds its bookmarks ahead of the new database, and goes on
 without them after the driver's retries (30 to 50 s; :class:`kg.connection.Graph`). Incremental
@@ -31,7 +31,7 @@ import numpy as np
 
 from kgrec.config import Neo4jConfig
 
-from .durable import REMOVING_PREFIX, remove_tree, set_aside
+from . import store_swap
 from .errors import Neo4jSetupError
 from .ingest import watermark_key, watermark_of
 from .neo4j_server import ADMIN_TOOL, ManagedNeo4j, _java
@@ -195,79 +195,6 @@ def _writers_locked_out(graph: Graph) -> Iterator[None]:
             graph.forget_bookmarks()
 
 
-ASIDE_SUFFIX = ".before-import"
-
-
-def store_dirs(home: Path, database: str) -> list[Path]:
-    """The directories that hold ``database`` in the managed server at ``home``: its store and its
-    transaction logs (what ``neo4j-admin database import`` replaces). Neo4j folds database names to
-    lower case (``NEO4J_DATABASE=Neo4j`` is ``neo4j``), and so do their directories."""
-    return [home / "data" / "databases" / database.lower(), home / "data" / "transactions" / database.lower()]
-
-
-def set_store_aside(stores: list[Path]) -> None:
-    """Rename each of ``stores`` (the server is stopped) to ``<name>.before-import`` for the import:
-    a failed import leaves its destination unusable (neo4j-admin says so, and deletes it first with
-    ``--overwrite-destination``), so the old database is kept out of its way.
-
-    Raises:
-        Neo4jSetupError: a ``.before-import`` copy is already there (an import was killed before it
-            could put it back): which database to keep is for the user to say; nothing was changed.
-    """
-    for d in stores:  # what a killed settle left to delete
-        for leftover in d.parent.glob(f"{REMOVING_PREFIX}{d.name}*"):
-            remove_tree(leftover)
-    left = [str(_aside(d)) for d in stores if _aside(d).exists()]
-    if left:
-        raise Neo4jSetupError(f"an earlier bulk import was interrupted and left the database it replaced at {left}: "
-                              f"move it back (the server stopped) over {[str(d) for d in stores]}, or delete it, "
-                              f"then import again. Nothing was changed")
-    moved: list[Path] = []
-    try:
-        for d in stores:
-            if d.exists():
-                d.rename(_aside(d))
-                moved.append(d)
-    except OSError:
-        for d in moved:  # all or none: the caller settles only what it knows was set aside
-            _aside(d).rename(d)
-        raise
-
-
-def settle_stores(stores: list[Path], imported: bool) -> None:
-    """After :func:`set_store_aside` and the import: the old database's copies go when it succeeded;
-    else what the failed import left goes and the old database moves back. Every rename comes
-    before any deletion, and what is deleted is renamed away first (:func:`kg.durable.set_aside`):
-    a kill during the (long) deletions leaves only ``.removing-*`` directories, which the next
-    import sweeps, never a half-deleted store or a lone log under a name that reads as a database.
-
-    Raises:
-        OSError: a rename failed on a failed import's way back (the old database is still at
-            ``<name>.before-import``). After a successful import a failure only warns.
-    """
-    doomed: list[Path] = []
-    for d in stores:
-        if imported:
-            try:
-                if _aside(d).exists():
-                    doomed.append(set_aside(_aside(d)))
-            except OSError as e:  # the new database is in place: only the old copy stays behind
-                logger.warning("the import succeeded, but the database it replaced could not be removed from %s "
-                               "(%s): delete it by hand (the next bulk import refuses while it is there)",
-                               _aside(d), e)
-            continue
-        if d.exists():  # unusable; where there was no database before, none again
-            doomed.append(set_aside(d))
-        if _aside(d).exists():
-            _aside(d).rename(d)
-    for path in doomed:
-        remove_tree(path)
-
-
-def _aside(store: Path) -> Path:
-    return store.with_name(store.name + ASIDE_SUFFIX)
-
-
 def _import_and_restart(server: ManagedNeo4j, config: Neo4jConfig, java: str, files: dict[str, Path], tmp: Path,
                         timings: dict[str, float]) -> dict:
     """Stop the server, run neo4j-admin import, start it again (whatever happens), then apply the
@@ -276,15 +203,13 @@ def _import_and_restart(server: ManagedNeo4j, config: Neo4jConfig, java: str, fi
     from .schema import apply_schema
 
     server.stop()
-    stores = store_dirs(server.home, config.database)
-    imported, aside = False, False
     try:  # the server comes back up whatever happens here (an error, a signal)
         conf_dir = server.home / "conf"
         if not (conf_dir / "neo4j.conf").exists():
             server.install()
             server._write_conf()
-        set_store_aside(stores)
-        aside = True
+        # the old database moves aside, journalled: put back if the import fails, deleted once it succeeded
+        store_swap.set_aside(server.home, config.database)
         # --multiline-fields: a quoted description holding a line break is one field, not a failed import
         args = [java, "-cp", str(server.lib_dir / "*"), ADMIN_TOOL, "database", "import", "full", config.database,
                 "--overwrite-destination=true", "--multiline-fields=true", "--threads=2",
@@ -301,21 +226,11 @@ def _import_and_restart(server: ManagedNeo4j, config: Neo4jConfig, java: str, fi
         t = time.perf_counter()
         proc = subprocess.run(args, capture_output=True, text=True, env=env)
         timings["import_seconds"] = round(time.perf_counter() - t, 2)
-        imported = proc.returncode == 0
+        if proc.returncode == 0:
+            store_swap.mark_imported(server.home)  # else the swap goes back: the old database returns
     finally:
-        unsettled: OSError | None = None
-        try:
-            if aside:
-                settle_stores(stores, imported)  # the old database back in place unless the import succeeded
-        except OSError as e:  # only on a failed import's way back: the server starts all the same, then it is said
-            unsettled = e
-        finally:
-            t = time.perf_counter()
-            server.start()
-        if unsettled is not None:
-            raise Neo4jSetupError(f"the import failed, and the database it would have replaced could not be moved "
-                                  f"back ({unsettled}): it is at {[str(_aside(d)) for d in stores if _aside(d).exists()]}"
-                                  f"; stop the server and move it back over {[str(d) for d in stores]}") from unsettled
+        t = time.perf_counter()
+        server.start()  # which first finishes the swap (kg.store_swap.recover)
     if proc.returncode != 0:  # before the schema: a failed import's own words, not the database's
         raise Neo4jSetupError(f"neo4j-admin import failed; the database is as it was before:\n"
                               f"{(proc.stdout + proc.stderr)[-2000:]}")

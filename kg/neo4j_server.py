@@ -27,6 +27,7 @@ from typing import Iterator
 
 from kgrec.config import Neo4jConfig
 
+from . import store_swap
 from .errors import Neo4jSetupError
 
 logger = logging.getLogger(__name__)
@@ -332,12 +333,12 @@ class ManagedNeo4j:
                 raise Neo4jSetupError(f"port {port} is taken by another process: stop it, "
                                       f"set KGREC_NEO4J__{setting}, or point NEO4J_URI at that server")
         self.install()
-        left = sorted(str(d) for part in ("databases", "transactions")
-                      for d in (self.home / "data" / part).glob("*.before-import"))
-        if left:  # kg.bulk_import sets the database aside while it imports
-            logger.warning("%s hold the database an interrupted bulk import replaced; the server starts on what "
-                           "the import left: stop it and move each back (without the .before-import) to return "
-                           "to it", left)
+        try:  # a bulk import killed mid-swap: its database goes back (or forward) before the server opens it
+            store_swap.recover(self.home)
+        except OSError as e:
+            raise Neo4jSetupError(f"cannot finish the database swap of an interrupted bulk import ({e}); "
+                                  f"{self.home / 'data' / store_swap.JOURNAL} says which way it goes: fix the "
+                                  f"cause and start again") from e
         java = _java()
         conf_dir = self._write_conf()
         self._ensure_password(java, conf_dir)

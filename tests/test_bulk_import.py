@@ -167,45 +167,72 @@ def test_a_failed_bulk_import_leaves_the_database_as_it_was(neo4j_config):
     assert not list((home / "data" / "transactions").glob("*.before-import"))
 
 
-def test_the_replaced_database_is_set_aside_and_settled_by_renames(tmp_path, monkeypatch):
-    """The store and its logs move aside for the import; a success deletes them, a failure deletes
-    what the import left and moves them back. Deletions go through a rename, so a kill halfway never
-    leaves a half-deleted store under a name that reads as the copy to move back."""
-    from kg.bulk_import import set_store_aside, settle_stores, store_dirs
+def test_a_bulk_import_killed_at_any_step_leaves_the_old_database_or_the_new_one(tmp_path, monkeypatch):
+    """The swap of the database a bulk import replaces, killed (SystemExit, as SIGTERM unwinds; a
+    kill -9 leaves the same disk) at every rename, replace and deletion in turn, and then finished by
+    the next server start (``store_swap.recover``): the old database whole unless the import had been
+    journalled done, else the new one, and nothing else left (no copy, no journal, no .removing-*).
+    Before, a failed import lost the old database; then a kill between two renames left an old log
+    beside the new store, named as a database to move back."""
+    import os
+    import shutil
+
+    from kg import store_swap
     from kg.errors import Neo4jSetupError
 
-    stores = store_dirs(tmp_path, "Neo4j")  # names fold to lower case, as Neo4j's directories do
-    assert [d.name for d in stores] == ["neo4j", "neo4j"]
-
-    def fresh(content: str) -> None:
-        for d in stores:
+    def put(home: Path, content: str) -> None:
+        for d in store_swap.store_dirs(home, "Neo4j"):
             d.mkdir(parents=True, exist_ok=True)
             (d / "store").write_text(content)
 
-    fresh("old")
-    set_store_aside(stores)
-    fresh("broken")  # what a failed import leaves
-    settle_stores(stores, imported=False)
-    assert [(d / "store").read_text() for d in stores] == ["old", "old"]
-    set_store_aside(stores)
-    fresh("new")
-    settle_stores(stores, imported=True)
-    assert [(d / "store").read_text() for d in stores] == ["new", "new"]
-    assert sorted(p.name for d in stores for p in d.parent.iterdir()) == ["neo4j", "neo4j"]
-    set_store_aside(stores)  # killed while the old copies are deleted: only .removing-* stays, swept next time
-    fresh("newer")
-    with monkeypatch.context() as m:
-        m.setattr("kg.bulk_import.remove_tree", lambda path: (_ for _ in ()).throw(SystemExit(143)))
-        with pytest.raises(SystemExit):
-            settle_stores(stores, imported=True)
-    assert sorted(p.name.split("-")[0] for d in stores for p in d.parent.iterdir()) == [".removing", ".removing",
-                                                                                     "neo4j", "neo4j"]
-    set_store_aside(stores)
-    assert sorted(p.name for d in stores for p in d.parent.iterdir()) == ["neo4j.before-import"] * 2
-    settle_stores(stores, imported=False)
-    assert [(d / "store").read_text() for d in stores] == ["newer", "newer"]
-    set_store_aside(stores)  # an import killed here: the next one refuses, changing nothing
-    fresh("half")
-    with pytest.raises(Neo4jSetupError, match="interrupted.*Nothing was changed"):
-        set_store_aside(stores)
-    assert [(d / "store").read_text() for d in stores] == ["half", "half"]
+    def state(home: Path) -> list[str]:
+        return sorted(f"{p.relative_to(home / 'data')}={(p / 'store').read_text() if (p / 'store').exists() else '-'}"
+                      for part in ("databases", "transactions") for p in (home / "data" / part).iterdir()
+                      ) + sorted(p.name for p in (home / "data").iterdir() if p.is_file())
+
+    def swap(home: Path, succeeds: bool, done: list[bool]) -> None:
+        store_swap.set_aside(home, "Neo4j")
+        put(home, "new")  # what the importer writes (half of it, when it fails)
+        if succeeds:
+            store_swap.mark_imported(home)
+            done.append(True)
+        store_swap.recover(home)  # the server start that follows
+
+    real = {"rename": os.rename, "replace": os.replace, "rmtree": shutil.rmtree}
+    for succeeds in (True, False):
+        for kill_at in range(1, 30):
+            home = tmp_path / f"{succeeds}-{kill_at}"
+            put(home, "old")
+            calls = [0]
+
+            def counted(name):
+                def call(*args, **kwargs):
+                    calls[0] += 1
+                    if calls[0] == kill_at:
+                        raise SystemExit(143)
+                    return real[name](*args, **kwargs)
+                return call
+
+            done: list[bool] = []
+            with monkeypatch.context() as m:
+                m.setattr(os, "rename", counted("rename"))
+                m.setattr(os, "replace", counted("replace"))
+                m.setattr(shutil, "rmtree", counted("rmtree"))
+                try:
+                    swap(home, succeeds, done)
+                    killed = False
+                except SystemExit:
+                    killed = True
+            store_swap.recover(home)  # the next start
+            expected = "new" if done else "old"
+            assert state(home) == [f"databases/neo4j={expected}", f"transactions/neo4j={expected}"], (succeeds, kill_at)
+            if not killed:
+                break
+        assert not killed  # every step was reached
+    # a copy no journal speaks for: which database to keep is the user's call, and nothing is changed
+    home = tmp_path / "orphan"
+    put(home, "current")
+    (home / "data" / "databases" / "neo4j.before-import").mkdir()
+    with pytest.raises(Neo4jSetupError, match="left no journal.*Nothing was changed"):
+        store_swap.set_aside(home, "neo4j")
+    assert (home / "data" / "databases" / "neo4j" / "store").read_text() == "current"
