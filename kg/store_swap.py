@@ -2,14 +2,16 @@
 
 ``neo4j-admin database import`` deletes its destination first and leaves a failed import's store
 unusable. So :func:`set_aside` moves the database's store and transaction logs out of its way
-(``<name>.before-import``), to be deleted once the import succeeded or put back if it failed. A journal file beside them (``data/bulk-import.journal``), written before
-the first rename and removed after the last, says which way an interrupted swap goes:
-``importing`` rolls back (the old database returns), ``imported`` (:func:`mark_imported`) rolls
-forward (the new one stays). :func:`recover` finishes the swap that way; every server start calls
-it first (a bulk import starts the server when the importer is done), and so does every swap, so a
-kill at any point (even ``kill -9``) is finished by the next of them.
-Deletions rename first (:func:`kg.durable.set_aside`): a kill while they run leaves only
-``.removing-*`` directories, which the next swap sweeps.
+(``<name>.before-import``), to be deleted once the import succeeded or put back if it failed.
+
+A journal beside them (``data/bulk-import.journal``), written before the first rename and removed
+after the last, says which way an interrupted swap goes: ``importing`` rolls back (the old
+database returns), ``imported`` (:func:`mark_imported`) rolls forward (the new one stays).
+:func:`recover` finishes the swap that way. Every server start calls it first (a bulk import
+starts the server when the importer is done), and so does every swap, so a kill at any point
+(even ``kill -9``) is finished by the next of them. Deletions rename first
+(:func:`kg.durable.set_aside`): a kill while they run leaves only ``.removing-*`` directories,
+which the next recovery sweeps.
 
 The server must be stopped throughout: callers hold its start lock.
 """
