@@ -224,7 +224,10 @@ def _import_and_restart(server: ManagedNeo4j, config: Neo4jConfig, java: str, fi
                 f"--relationships=RELATED={files['related']}", f"--relationships=FRIEND={files['friend']}"]
         env = {**os.environ, "NEO4J_HOME": str(server.home), "NEO4J_CONF": str(conf_dir)}
         t = time.perf_counter()
-        proc = subprocess.run(args, capture_output=True, text=True, env=env)
+        # the importer holds the start lock too: were this process killed (-9), no start could recover
+        # the swap (kg.store_swap) while it still writes
+        proc = subprocess.run(args, capture_output=True, text=True, env=env,
+                              pass_fds=() if server.lock_fd is None else (server.lock_fd,))
         timings["import_seconds"] = round(time.perf_counter() - t, 2)
         if proc.returncode == 0:
             store_swap.mark_imported(server.home)  # else the swap goes back: the old database returns

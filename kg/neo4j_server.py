@@ -120,6 +120,9 @@ class ManagedNeo4j:
         self.config = config
         self.home = config.home.resolve()
         self._exclusive = False  # inside exclusive(): start() takes no second flock on the lock file
+        # inside exclusive(), the lock file's descriptor: a child given it holds the lock while it runs,
+        # past this process's death (bulk import's neo4j-admin: no start may recover its swap meanwhile)
+        self.lock_fd: int | None = None
 
     @property
     def lib_dir(self) -> Path:
@@ -315,10 +318,12 @@ class ManagedNeo4j:
                                               f"held its lock for {LOCK_WAIT_S + self.config.start_timeout_s:.0f} s") from None
                     time.sleep(0.5)
             self._exclusive = True
+            self.lock_fd = lock.fileno()
             try:
                 yield
             finally:
                 self._exclusive = False
+                self.lock_fd = None
 
     def _start_locked(self) -> tuple[ServerStatus, bool]:
         if self.pid() is not None:

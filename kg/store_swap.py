@@ -13,7 +13,9 @@ starts the server when the importer is done), and so does every swap, so a kill 
 (:func:`kg.durable.set_aside`): a kill while they run leaves only ``.removing-*`` directories,
 which the next recovery sweeps.
 
-The server must be stopped throughout: callers hold its start lock.
+The server must be stopped throughout: callers hold its start lock, and give it to the importer
+(``kg.bulk_import``), so that a start after a ``kill -9`` of kgrec waits for an importer still
+writing before it recovers the swap.
 """
 from __future__ import annotations
 
@@ -48,11 +50,11 @@ def set_aside(home: Path, database: str) -> list[Path]:
     """
     recover(home)
     stores = store_dirs(home, database)
-    left = [str(_aside(d)) for d in stores if _aside(d).exists()]
+    left = [d for d in stores if _aside(d).exists()]
     if left:
-        raise Neo4jSetupError(f"{left} hold a database set aside by a bulk import that left no journal: keep it "
-                              f"(the server stopped: remove {[str(d) for d in stores]}, then rename each back "
-                              f"without {ASIDE_SUFFIX}) or delete it, then import again. Nothing was changed")
+        raise Neo4jSetupError(f"{_orphans(left)}. Nothing was changed: with the server stopped, keep one of each "
+                              f"pair (the copy: move the other away, then rename the copy back without "
+                              f"{ASIDE_SUFFIX}; or delete the copy), then import again")
     moved = [d for d in stores if d.exists()]  # a database that never started has no logs yet
     _write_journal(home, {"database": database, "phase": "importing",
                           "moved": [str(d.relative_to(home)) for d in moved]})
@@ -72,6 +74,10 @@ def recover(home: Path) -> bool:
     the import succeeded, else back (the old database returns); then sweep what a killed deletion
     left. Returns whether there was one. Safe to repeat at any point of a kill."""
     journal = _journal(home)
+    if journal is None:
+        orphans = [d for d in store_dirs_of(home) if _aside(d).exists()]
+        if orphans:
+            logger.warning("%s: left as they are (no journal says which to keep)", _orphans(orphans))
     if journal is not None:
         stores = store_dirs(home, journal["database"])
         forward = journal.get("phase") == "imported"
@@ -107,9 +113,38 @@ def _aside(store: Path) -> Path:
     return store.with_name(store.name + ASIDE_SUFFIX)
 
 
+def store_dirs_of(home: Path) -> list[Path]:
+    """Every database directory under ``home`` that has a copy beside it or could have one."""
+    return [d.with_name(d.name.removesuffix(ASIDE_SUFFIX)) for part in ("databases", "transactions")
+            for d in sorted((home / "data" / part).glob(f"*{ASIDE_SUFFIX}"))]
+
+
+def _orphans(stores: list[Path]) -> str:
+    return (f"{[str(_aside(d)) for d in stores]} hold a database a bulk import set aside and left no journal "
+            f"for; {[str(d) for d in stores]} beside them may hold another")
+
+
 def _journal(home: Path) -> dict | None:
+    """The journal's state, or None when there is none.
+
+    Raises:
+        Neo4jSetupError: it cannot be read (changed by hand, or a disk fault): which way the swap
+            goes is for the user to say.
+    """
     path = home / "data" / JOURNAL
-    return json.loads(path.read_text()) if path.exists() else None
+    if not path.exists():
+        return None
+    try:
+        state = json.loads(path.read_text())
+        if not (isinstance(state, dict) and isinstance(state.get("database"), str)
+                and state.get("phase") in ("importing", "imported") and isinstance(state.get("moved", []), list)):
+            raise ValueError(f"not a swap's state: {state!r}"[:200])
+    except ValueError as e:  # JSONDecodeError too
+        raise Neo4jSetupError(f"{path} cannot be read ({e}): it says which way an interrupted bulk import's swap "
+                              f"goes. The database it replaced is in the {ASIDE_SUFFIX} directories beside "
+                              f"data/databases and data/transactions' own: with the server stopped, keep one of "
+                              f"each pair, then delete {path}") from e
+    return state
 
 
 def _write_journal(home: Path, state: dict) -> None:

@@ -1,13 +1,15 @@
 """The offline bulk path (neo4j-admin database import) against the managed test server."""
 from __future__ import annotations
 
+import sys
+
 import pytest
 
 from kg.bulk_import import bulk_import
 from kg.connection import connect
 from kg.ingest import get_watermark, graph_counts, ingest
 from kg.synthetic import SyntheticSpec, generate
-from kgrec.config import IngestConfig
+from kgrec.config import IngestConfig, Neo4jConfig
 
 pytestmark = pytest.mark.neo4j
 
@@ -236,3 +238,27 @@ def test_a_bulk_import_killed_at_any_step_leaves_the_old_database_or_the_new_one
     with pytest.raises(Neo4jSetupError, match="left no journal.*Nothing was changed"):
         store_swap.set_aside(home, "neo4j")
     assert (home / "data" / "databases" / "neo4j" / "store").read_text() == "current"
+    # a journal no swap wrote (a hand edit, a disk fault): named, with what to do, at every start
+    for text in ("", "{}", "[1]", '{"database": "neo4j", "phase": "later"}'):
+        (home / "data" / store_swap.JOURNAL).write_text(text)
+        with pytest.raises(Neo4jSetupError, match="bulk-import.journal cannot be read .* keep one of each pair"):
+            store_swap.recover(home)
+
+
+def test_a_child_given_the_start_lock_holds_it_past_its_parent(tmp_path):
+    """neo4j-admin is given the start lock's descriptor: were kgrec killed (-9) while it imports, no
+    `kgrec neo4j start` could recover the swap (and move the old database back) under its writes."""
+    import fcntl
+    import subprocess
+
+    from kg.neo4j_server import ManagedNeo4j
+
+    server = ManagedNeo4j(Neo4jConfig(home=tmp_path))
+    with server.exclusive():
+        importer = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(2)"], pass_fds=(server.lock_fd,))
+    assert server.lock_fd is None
+    with open(tmp_path / "run" / "start.lock", "a") as lock:
+        with pytest.raises(BlockingIOError):
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        importer.wait()
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # free once the importer is gone
