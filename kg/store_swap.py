@@ -40,9 +40,9 @@ def store_dirs(home: Path, database: str) -> list[Path]:
     return [home / "data" / "databases" / database.lower(), home / "data" / "transactions" / database.lower()]
 
 
-def set_aside(home: Path, database: str) -> list[Path]:
+def set_aside(home: Path, database: str) -> None:
     """Finish any interrupted swap (:func:`recover`), then move ``database``'s store and logs aside
-    for an import, journalled as ``importing``. Returns the store directories.
+    for an import, journalled as ``importing``.
 
     Raises:
         Neo4jSetupError: a ``.before-import`` copy without a journal (nothing says which database
@@ -60,7 +60,6 @@ def set_aside(home: Path, database: str) -> list[Path]:
                           "moved": [str(d.relative_to(home)) for d in moved]})
     for d in moved:
         d.rename(_aside(d))
-    return stores
 
 
 def mark_imported(home: Path) -> None:
@@ -75,10 +74,10 @@ def recover(home: Path) -> bool:
     left. Returns whether there was one. Safe to repeat at any point of a kill."""
     journal = _journal(home)
     if journal is None:
-        orphans = [d for d in store_dirs_of(home) if _aside(d).exists()]
+        orphans = _stores_with_copies(home)
         if orphans:
             logger.warning("%s: left as they are (no journal says which to keep)", _orphans(orphans))
-    if journal is not None:
+    else:
         stores = store_dirs(home, journal["database"])
         forward = journal.get("phase") == "imported"
         moved = {home / part for part in journal.get("moved", ())}
@@ -87,15 +86,14 @@ def recover(home: Path) -> bool:
             if forward:
                 if _aside(d).exists():
                     doomed.append(rename_away(_aside(d)))
-            elif d not in moved:  # there was none: what stands there is the failed import's
-                if d.exists():
-                    doomed.append(rename_away(d))
-            elif _aside(d).exists():  # not put back yet: what stands in its place is the import's
-                if d.exists():
-                    doomed.append(rename_away(d))
+                continue
+            put_back = d in moved and _aside(d).exists()  # else there was none, or it is back already
+            if (put_back or d not in moved) and d.exists():  # what stands there is the failed import's
+                doomed.append(rename_away(d))
+            if put_back:
                 _aside(d).rename(d)
-        sync_dir(home / "data" / "databases")
-        sync_dir(home / "data" / "transactions")
+        for d in stores:
+            sync_dir(d.parent)
         (home / "data" / JOURNAL).unlink()
         sync_dir(home / "data")
         for path in doomed:
@@ -113,8 +111,8 @@ def _aside(store: Path) -> Path:
     return store.with_name(store.name + ASIDE_SUFFIX)
 
 
-def store_dirs_of(home: Path) -> list[Path]:
-    """Every database directory under ``home`` that has a copy beside it or could have one."""
+def _stores_with_copies(home: Path) -> list[Path]:
+    """Every database directory under ``home`` that has a ``.before-import`` copy beside it."""
     return [d.with_name(d.name.removesuffix(ASIDE_SUFFIX)) for part in ("databases", "transactions")
             for d in sorted((home / "data" / part).glob(f"*{ASIDE_SUFFIX}"))]
 
