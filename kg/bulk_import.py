@@ -195,6 +195,11 @@ def _writers_locked_out(graph: Graph) -> Iterator[None]:
             graph.forget_bookmarks()
 
 
+def _output(proc: subprocess.CompletedProcess) -> str:
+    """The end of what neo4j-admin printed."""
+    return (proc.stdout + proc.stderr)[-2000:]
+
+
 def _import_and_restart(server: ManagedNeo4j, config: Neo4jConfig, java: str, files: dict[str, Path], tmp: Path,
                         timings: dict[str, float]) -> dict:
     """Stop the server, run neo4j-admin import, start it again (whatever happens), then apply the
@@ -203,6 +208,7 @@ def _import_and_restart(server: ManagedNeo4j, config: Neo4jConfig, java: str, fi
     from .schema import apply_schema
 
     server.stop()
+    proc = None
     try:  # the server comes back up whatever happens here (an error, a signal)
         conf_dir = server.home / "conf"
         if not (conf_dir / "neo4j.conf").exists():
@@ -233,10 +239,15 @@ def _import_and_restart(server: ManagedNeo4j, config: Neo4jConfig, java: str, fi
             store_swap.mark_imported(server.home)  # else the swap goes back: the old database returns
     finally:
         t = time.perf_counter()
-        server.start()  # which first finishes the swap (kg.store_swap.recover)
+        try:
+            server.start()  # which first finishes the swap (kg.store_swap.recover)
+        except Exception as exc:  # a failed import's own words are kept beside the start's
+            if proc is None or proc.returncode == 0:
+                raise
+            raise Neo4jSetupError(f"neo4j-admin import failed:\n{_output(proc)}\nand the server then failed to "
+                                  f"start (its next start puts the old database back): {exc}") from exc
     if proc.returncode != 0:  # before the schema: a failed import's own words, not the database's
-        raise Neo4jSetupError(f"neo4j-admin import failed; the database is as it was before:\n"
-                              f"{(proc.stdout + proc.stderr)[-2000:]}")
+        raise Neo4jSetupError(f"neo4j-admin import failed; the database is as it was before:\n{_output(proc)}")
     with connect(config) as g:  # the watermark came with the import; a writer waiting out the restart may go
         apply_schema(g)
     timings["restart_seconds"] = round(time.perf_counter() - t, 2)

@@ -169,6 +169,38 @@ def test_a_failed_bulk_import_leaves_the_database_as_it_was(neo4j_config):
     assert not list((home / "data" / "transactions").glob("*.before-import"))
 
 
+def test_a_failed_bulk_import_whose_restart_fails_reports_both(neo4j_config, monkeypatch):
+    """A start that raised after a failed import replaced the importer's error, so the user saw why
+    the server did not start, not why the import failed. Both are reported now; the next start puts
+    the old database back."""
+    if not neo4j_config.managed:
+        pytest.skip("bulk import rebuilds the managed server's database offline")
+    from kg.errors import Neo4jSetupError
+    from kg.neo4j_server import ManagedNeo4j
+    from kg.records import GraphRecords
+    from kg.schema import wipe
+
+    with connect(neo4j_config) as g:
+        wipe(g)
+        ingest(g, generate(SyntheticSpec(num_users=30, num_items=20, num_queries=4)), IngestConfig(), progress=False)
+        before = graph_counts(g)
+
+    def no_start(self):
+        raise Neo4jSetupError("port 7688 is taken (as a stand-in for any failed start)")
+
+    twice = GraphRecords(items=[{"id": "x", "title": "X"}, {"id": "x", "title": "X again"}])
+    with monkeypatch.context() as m:
+        m.setattr(ManagedNeo4j, "start", no_start)
+        with pytest.raises(Neo4jSetupError) as failed:
+            bulk_import(twice, neo4j_config)
+    message = str(failed.value)
+    assert "neo4j-admin import failed" in message and "x" in message
+    assert "failed to start" in message and "port 7688 is taken" in message
+    ManagedNeo4j(neo4j_config).start()
+    with connect(neo4j_config) as g:
+        assert graph_counts(g) == before
+
+
 def test_a_bulk_import_killed_at_any_step_leaves_the_old_database_or_the_new_one(tmp_path, monkeypatch):
     """The swap of the database a bulk import replaces, killed (SystemExit, as SIGTERM unwinds; a
     kill -9 leaves the same disk) at every rename, replace and deletion in turn, and then finished by
