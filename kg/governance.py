@@ -12,8 +12,8 @@ Rules applied to each candidate row:
   (integers are accepted and stringified; ids are lowercased only when a mapping asks for it);
 - weights/ratings/relevances are finite numbers ``>= 0`` (default ``1.0`` when absent);
 - timestamps are unix seconds or ISO 8601 (empty means unknown, stored as ``0``);
-- text is NFC-normalised (ids fold compatibility forms, text keeps them), whitespace collapsed and
-  truncated to ``max_text_chars``
+- text is NFC-normalised (ids fold compatibility forms, text keeps them), whitespace collapsed (a
+  control character such as NUL counts as a space) and truncated to ``max_text_chars``
   (truncation is recorded in :attr:`LoadResult.truncated`, the row is kept);
 - a node id seen twice: the later row is merged into the first (blank fields filled) and counted as
   deduplicated; an edge seen twice (interaction key ``(user, item, kind, ts)``) is deduplicated;
@@ -110,9 +110,13 @@ class LoadResult:
 # --------------------------------------------------------------------------- value rules
 
 
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")  # Unicode's control characters (category Cc)
+
+
 def normalize_text(value: Any, max_chars: int | None = None) -> tuple[str, bool]:
-    """NFC-normalise, collapse whitespace and truncate. NFC, not the ids' NFKC: a title keeps its
-    ``³``, ``™`` and ``½`` (the text encoders fold them for themselves).
+    """NFC-normalise, collapse whitespace (control characters such as NUL count as spaces) and
+    truncate. NFC, not the ids' NFKC: a title keeps its ``³``, ``™`` and ``½`` (the text encoders
+    fold them for themselves).
 
     Args:
         value: Text (``None`` becomes ``""``; other scalars are stringified).
@@ -123,7 +127,7 @@ def normalize_text(value: Any, max_chars: int | None = None) -> tuple[str, bool]
     """
     if value is None:
         return "", False
-    text = " ".join(unicodedata.normalize("NFC", str(value)).split())
+    text = " ".join(_CONTROL.sub(" ", unicodedata.normalize("NFC", str(value))).split())
     if max_chars is not None and len(text) > max_chars:
         return text[:max_chars], True
     return text, False

@@ -220,6 +220,7 @@ def test_text_normalised_empty_and_megabyte():
     gov.add_item("i.csv", 1, "r", id="i1", title="  Ｔｏｙ   Story\n(1995) ", description="Alien³ ™ ½")
     gov.add_item("i.csv", 2, "r", id="i2", title="big", description="word " * 220_000)  # ~1.1 MB
     gov.add_item("i.csv", 3, "r", id="i3", title=None)
+    gov.add_item("i.csv", 4, "r", id="i4", title="Nul\x00led\x1b[0m\x7f title\x85", description="\x00\x01")
     res = gov.finish()
     _reconciles(res)
     by_id = {r["id"]: r for r in res.records.items}
@@ -228,6 +229,8 @@ def test_text_normalised_empty_and_megabyte():
     assert len(by_id["i2"]["description"]) == 1000
     assert res.truncated == [{"source": "i.csv", "line": 2, "field": "description", "chars": 220_000 * 5 - 1}]
     assert by_id["i3"]["title"] == ""
+    # control characters (a NUL, a terminal escape, DEL, NEL) count as spaces: they loaded as they were
+    assert by_id["i4"]["title"] == "Nul led [0m title" and by_id["i4"]["description"] == ""
     assert not res.quarantine
 
 
