@@ -498,6 +498,18 @@ def test_write_back_and_vector_index(trained, graph_session, monkeypatch):
     assert len(found) == 5 and not {r["item_id"] for r in found} & set(rec.seen_items("u1"))
     assert all(community_of_item(r["item_id"], SPEC) == 0 for r in found)
     assert [r["score"] for r in found] == sorted((r["score"] for r in found), reverse=True)
+    # matches without the model's vector (newer than the write-back, or another model's) are still
+    # found, after those it scores; before, they were left out and the list came back short
+    graph_session.driver.execute_query(
+        "MATCH (u:User {id: 'u1'}) CREATE (:Item {id: 'zz-1', title: 'quokka'}), "
+        "(:Item {id: 'zz-2', title: 'quokka', embedding: u.embedding, embedding_model: 'older'}), "
+        "(:Item {id: 'zz-3', title: 'quokka', embedding: u.embedding, embedding_model: u.embedding_model})",
+        database_=graph_session.database)
+    quokkas = graph_session.query("serving/search_items_for_user", user_id="u1", query="quokka", k=5)
+    graph_session.driver.execute_query("MATCH (i:Item) WHERE i.id STARTS WITH 'zz-' DELETE i",
+                                       database_=graph_session.database)
+    # text ranks 1, 2, 3 by id; model ranks: zz-3 (scored) 1, then zz-1 2 and zz-2 3 by their text rank
+    assert [r["item_id"] for r in quokkas] == ["zz-1", "zz-3", "zz-2"]
     # recommendations within an attribute, for Browser users: the same items and order as serving
     from kg.synthetic import TOPICS
 

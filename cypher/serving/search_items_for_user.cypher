@@ -3,7 +3,9 @@
 // matches of the items' title and description (the item_text index) that the user has not
 // interacted with, ordered by reciprocal rank fusion of the text order and the user's model score
 // (the dot product of the written-back embeddings), as serving.search ranks them for embedding
-// models (a graph filter's written-back embeddings are only its low-pass part).
+// models (a graph filter's written-back embeddings are only its low-pass part). Matches without this
+// model's vector (items newer than its write-back, a graph filter's items without events) come last
+// in the model's order, so they are still found, and ranked by their text.
 MATCH (u:User {id: $user_id})
 WHERE u.embedding IS NOT NULL
 // the 100 (or k) best, over-fetched by the user's items, which are left out below
@@ -11,13 +13,14 @@ CALL db.index.fulltext.queryNodes('item_text', $query,
                                   {limit: CASE WHEN $k > 100 THEN $k ELSE 100 END + COUNT { (u)-[:INTERACTED]->() }})
   YIELD node, score
 WITH u, node AS i, score
-WHERE i.embedding_model = u.embedding_model AND NOT (u)-[:INTERACTED]->(i)  // one model's vectors
+WHERE NOT (u)-[:INTERACTED]->(i)
 WITH u, i ORDER BY score DESC, i.id
 WITH u, collect(i)[..CASE WHEN $k > 100 THEN $k ELSE 100 END] AS by_text
 UNWIND range(0, size(by_text) - 1) AS t
 WITH u, by_text[t] AS i, t + 1 AS text_rank
-WITH i, text_rank, reduce(s = 0.0, d IN range(0, size(u.embedding) - 1) | s + u.embedding[d] * i.embedding[d]) AS model
-ORDER BY model DESC, text_rank
+WITH i, text_rank, CASE WHEN i.embedding_model = u.embedding_model  // one model's vectors, never two
+  THEN reduce(s = 0.0, d IN range(0, size(u.embedding) - 1) | s + u.embedding[d] * i.embedding[d]) END AS model
+ORDER BY model IS NULL, model DESC, text_rank
 WITH collect({item: i, text_rank: text_rank}) AS by_model
 UNWIND range(0, size(by_model) - 1) AS m
 WITH by_model[m].item AS i, by_model[m].text_rank AS text_rank, m + 1 AS model_rank
