@@ -113,14 +113,17 @@ class Snapshot:
         ``m.04ctbw8`` say), nor a knowledge-graph node created for a reference, whose name is its id
         (``kg:3846``). A brand whose id is its name (``Nike``) is a word."""
         names: list[list[str]] = [[] for _ in range(self.num_items)]
-        ids = self.ids["entity"]
+        ids, kinds = self.ids["entity"], self.entity_types
+        words = np.array([bool(n) and not (n == ids[e] and kinds[e] == "kg") for e, n in enumerate(self.entity_names)],
+                         dtype=bool)
         for rel, (src, dst) in self.relation_types.items():
             if src != "item" or dst != "entity" or rel not in self.relations or rel == "has:same_as":
                 continue
-            for i, e in zip(*self.relations[rel].tolist()):
-                name = self.entity_names[e]
-                if name and not (name == ids[e] and self.entity_types[e] == "kg"):
-                    names[i].append(name)
+            edges = self.relations[rel]
+            edges = edges[:, words[edges[1]]] if len(words) else edges[:, :0]
+            for start in range(0, edges.shape[1], 65536):  # as Python ints a chunk at a time, not all at once
+                for i, e in zip(*edges[:, start:start + 65536].tolist()):
+                    names[i].append(self.entity_names[e])
         return names
 
     def save(self, path: str | Path) -> Path:
