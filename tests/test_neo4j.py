@@ -836,13 +836,19 @@ def test_indexes_in_kgrecs_way_are_named(graph, caplog):
     words ("an index (:Item {id})") and no name to drop; an index of another name on a relationship
     property MERGE matches on was left without a word, though docs/schema.md said it was dropped."""
     from kg.errors import SchemaConflictError
+    from kg.schema import ITEM_TEXT_ANALYZER, OLD_ITEM_TEXT_ANALYZER
 
     run = lambda text: graph.driver.execute_query(text, database_=graph.database)  # noqa: E731
     try:
         run("DROP CONSTRAINT item_id")
         run("CREATE INDEX my_item_ids FOR (i:Item) ON (i.id)")
+        # an older kgrec's item_text, which the schema remakes: before, the conflict left it dropped
+        run("DROP INDEX item_text")
+        run(f"CREATE FULLTEXT INDEX item_text FOR (i:Item) ON EACH [i.title, i.description] "
+            f"OPTIONS {{indexConfig: {{`fulltext.analyzer`: '{OLD_ITEM_TEXT_ANALYZER}'}}}}")
         with pytest.raises(SchemaConflictError, match="DROP INDEX `my_item_ids` \\(on Item.id\\)"):
             apply_schema(graph)
+        assert [r["analyzer"] for r in graph.query("schema/item_text_analyzer")] == [ITEM_TEXT_ANALYZER]
         run("DROP INDEX my_item_ids")
         run("CREATE INDEX my_event_times FOR ()-[r:INTERACTED]-() ON (r.ts)")
         with caplog.at_level("WARNING", logger="kg.schema"):

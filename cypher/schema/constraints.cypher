@@ -1,5 +1,11 @@
 // kgrec schema: uniqueness constraints on every node id, indexes used by loaders and queries.
 // Applied idempotently by kg.schema.apply_schema (IF NOT EXISTS).
+// Accents folded (ASCII folding), so 'Bjork' finds 'Björk'; unlike the default analyzer, this one
+// also drops English stop words ('the', 'it'), in the index and in queries alike. kg.schema.ITEM_TEXT_ANALYZER;
+// an item_text of Neo4j's default analyzer (an older kgrec's) is remade, one of another kept. First,
+// so that a constraint an index blocks (a SchemaConflictError) does not leave a remade one missing.
+CREATE FULLTEXT INDEX item_text IF NOT EXISTS FOR (i:Item) ON EACH [i.title, i.description]
+OPTIONS {indexConfig: {`fulltext.analyzer`: 'standard-folding'}};
 CREATE CONSTRAINT user_id IF NOT EXISTS FOR (u:User) REQUIRE u.id IS UNIQUE;
 CREATE CONSTRAINT item_id IF NOT EXISTS FOR (i:Item) REQUIRE i.id IS UNIQUE;
 CREATE CONSTRAINT query_id IF NOT EXISTS FOR (q:Query) REQUIRE q.id IS UNIQUE;
@@ -11,11 +17,6 @@ MATCH (m:KgrecDemo) WITH m.id AS id, collect(m) AS markers WHERE size(markers) >
 UNWIND markers[1..] AS extra DETACH DELETE extra;
 CREATE CONSTRAINT demo_id IF NOT EXISTS FOR (m:KgrecDemo) REQUIRE m.id IS UNIQUE;
 CREATE INDEX entity_type IF NOT EXISTS FOR (e:Entity) ON (e.type);
-// Accents folded (ASCII folding), so 'Bjork' finds 'Björk'; unlike the default analyzer, this one
-// also drops English stop words ('the', 'it'), in the index and in queries alike. kg.schema.ITEM_TEXT_ANALYZER;
-// an item_text of Neo4j's default analyzer (an older kgrec's) is remade, one of another kept.
-CREATE FULLTEXT INDEX item_text IF NOT EXISTS FOR (i:Item) ON EACH [i.title, i.description]
-OPTIONS {indexConfig: {`fulltext.analyzer`: 'standard-folding'}};
 // No index on relationship properties that MERGE matches on: the planner would seek MERGE
 // candidates through it, and with many events sharing a timestamp (ts = 0 in LightGCN data), or
 // many triples sharing a relation name, every MERGE would scan them all. With related_relation a
