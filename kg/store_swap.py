@@ -46,7 +46,7 @@ def set_aside(home: Path, database: str) -> None:
 
     Raises:
         Neo4jSetupError: a ``.before-import`` copy without a journal (nothing says which database
-            is the one to keep); nothing was changed.
+            is the one to keep), or a store directory that is a symbolic link; nothing was changed.
     """
     recover(home)
     stores = store_dirs(home, database)
@@ -55,6 +55,11 @@ def set_aside(home: Path, database: str) -> None:
         raise Neo4jSetupError(f"{_orphans(left)}. Nothing was changed: with the server stopped, keep one of each "
                               f"pair (the copy: move the other away, then rename the copy back without "
                               f"{ASIDE_SUFFIX}; or delete the copy), then import again")
+    linked = [d for d in stores if d.is_symlink()]
+    if linked:  # renaming the link would not move its store, and the import would not write there
+        raise Neo4jSetupError(f"{linked[0]} is a symbolic link: a bulk import replaces the directory, so the "
+                              f"new database would not be where the link points. Nothing was changed: load "
+                              f"without --bulk, or move the store to where the link is and import again")
     moved = [d for d in stores if d.exists()]  # a database that never started has no logs yet
     _write_journal(home, {"database": database, "phase": "importing",
                           "moved": [str(d.relative_to(home)) for d in moved]})

@@ -270,6 +270,15 @@ def test_a_bulk_import_killed_at_any_step_leaves_the_old_database_or_the_new_one
     with pytest.raises(Neo4jSetupError, match="left no journal.*Nothing was changed"):
         store_swap.set_aside(home, "neo4j")
     assert (home / "data" / "databases" / "neo4j" / "store").read_text() == "current"
+    # a store directory linked from elsewhere: renaming the link would leave its store where it is
+    home = tmp_path / "linked"
+    put(home, "current")
+    elsewhere = tmp_path / "other-disk"
+    (home / "data" / "databases" / "neo4j").rename(elsewhere)
+    (home / "data" / "databases" / "neo4j").symlink_to(elsewhere)
+    with pytest.raises(Neo4jSetupError, match="is a symbolic link.*Nothing was changed"):
+        store_swap.set_aside(home, "neo4j")
+    assert state(home) == ["databases/neo4j=current", "transactions/neo4j=current"]
     # a journal no swap wrote (a hand edit, a disk fault): named, with what to do, at every start
     for text in ("", "{}", "[1]", '{"database": "neo4j", "phase": "later"}'):
         (home / "data" / store_swap.JOURNAL).write_text(text)
