@@ -106,6 +106,11 @@ class Recommender:
         # (U, I) every known interaction, training or held out: never recommended
         self._seen = sp.csr_matrix((np.ones(len(seen_indices), np.float32), seen_indices, seen_indptr),
                                    shape=(len(user_ids), len(item_ids)))
+        # what a graph filter scores for each user: the training row, or, for a user with no training
+        # events (one who came after a temporal split's cut), their held-out ones, else all scores are 0
+        no_train = np.diff(self._train.indptr) == 0
+        self._filter_rows = (self._train + sp.diags(no_train.astype(np.float32)) @ self._seen).tocsr() \
+            if no_train.any() else self._train
 
     @classmethod
     def load(cls, path: str | Path, cfg: ServingConfig | None = None) -> "Recommender":
@@ -226,9 +231,9 @@ class Recommender:
 
     def score_users(self, users: np.ndarray) -> torch.Tensor:
         """(B, I) scores of every item for the users at these rows, nothing masked: dot products,
-        or a graph filter's scores of each user's training row."""
+        or a graph filter's scores of each user's training row (held-out events for a user without)."""
         if self.scorer is not None:  # the filter scores the row it was fitted on: training items
-            return self.scorer.score_rows(self._train[users]).float().cpu()
+            return self.scorer.score_rows(self._filter_rows[users]).float().cpu()
         return self.user_emb[torch.from_numpy(np.asarray(users, dtype=np.int64))] @ self.item_emb.t()
 
     def score_items(self, user_vector: torch.Tensor) -> torch.Tensor:
@@ -360,7 +365,8 @@ class Recommender:
 
         Raises:
             UnknownUserError: no query is given and none of the given items or friends is known
-                (or has a finite embedding).
+                (or has a finite embedding); for a graph filter, none of the items (or query
+                matches) has training events.
             SearchUnavailableError: queries given to a model without item text vectors.
             ValueError: friends given to a graph-filter model, or an empty query.
             TypeError: an id that is neither a string nor a whole number (None, a float).
@@ -385,6 +391,9 @@ class Recommender:
             row = sp.csr_matrix((weights, (np.zeros(len(cols), np.int64), cols)), shape=(1, len(self.item_ids)))
             row.sum_duplicates()
             scores = self.scorer.score_rows(row)[0].float().cpu()
+            if not bool(scores.any()):  # only items without training events: the filter has nothing to go on
+                raise UnknownUserError("none of the given items (nor a query's matches) has training events: "
+                                       "a graph filter has nothing to score from")
         else:
             neighbours = torch.cat([self.item_emb[rows], self.user_emb[friends],
                                     *(_finite(self.item_emb[torch.from_numpy(m)]).mean(0, keepdim=True)

@@ -7,6 +7,7 @@ import scipy.sparse as sp
 import torch
 
 from gnn.models.gfcf import GFCF
+from kg.snapshot import Interactions
 
 
 def _dense_reference(R: np.ndarray, k: int, alpha: float) -> np.ndarray:
@@ -162,6 +163,36 @@ def test_filter_models_train_publish_and_serve(tmp_path, model: str) -> None:
     assert len(many[1]) == 5 and all(BLOCK <= int(r.item_id[1:]) < 2 * BLOCK for r in many[1])
     cold = rec.recommend_from_items([f"i{j}" for j in range(BLOCK, BLOCK + 6)], 5)
     assert len(cold) == 5 and all(BLOCK + 6 <= int(r.item_id[1:]) < 2 * BLOCK for r in cold)
+
+
+@pytest.mark.parametrize("model", ["gfcf", "bspm"])
+def test_a_filter_without_training_events_to_go_on(tmp_path, model: str) -> None:
+    """A graph filter scores a user's training row: every score of a user without training events
+    (one who came after a temporal split's cut) was 0, and the list the catalogue's first items, as
+    was a new user's given only items without training events. The first now scores their held-out
+    events; the second is refused, as an embedding model refuses items without a usable vector."""
+    import dataclasses
+
+    from gnn.train import train
+    from kgrec.config import TrainConfig
+    from serving.recommender import Recommender, UnknownUserError
+    from test_gnn import BLOCK, planted_snapshot
+
+    snap = planted_snapshot()
+    tr, te = snap.splits["train"], snap.splits["test"]
+    moved = tr.user == 2  # u2 (community A): its training events become test events
+    snap.splits["train"] = Interactions(*(getattr(tr, f.name)[~moved] for f in dataclasses.fields(Interactions)))
+    snap.splits["test"] = Interactions(*(np.concatenate([getattr(te, f.name), getattr(tr, f.name)[moved]])
+                                         for f in dataclasses.fields(Interactions)))
+    art = train(snap, TrainConfig(model=model, filter={"k": 8}, ks=[10], device="cpu"), tmp_path, progress=False)
+    rec = Recommender.load(art)
+    top = rec.recommend("u2", 5)
+    assert len(top) == 5 and all(int(r.item_id[1:]) < BLOCK for r in top), top  # its block, from held-out events
+    assert all(r.score > 0 for r in top)
+    untrained = sorted(set(range(snap.num_items)) - set(snap.splits["train"].item.tolist()))
+    assert untrained
+    with pytest.raises(UnknownUserError, match="training events"):
+        rec.recommend_from_items([f"i{untrained[0]}"], 5)
 
 
 def _fitted_filter(artifact):
