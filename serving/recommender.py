@@ -76,6 +76,9 @@ class RowScorer(Protocol):
 # a user with more items of their own is ranked exactly rather than through the index: recall for
 # them would fetch this many candidates for every user searched in the same batch
 HEAVY_SEEN = 10_000
+# recommend_many scores at most this many (user, item) pairs at once (128 MiB of float32 scores):
+# a write-back of short lists sends thousands of users a transaction
+SCORED_CELLS = 2**25
 
 
 class Recommender:
@@ -280,6 +283,12 @@ class Recommender:
             UnknownUserError: a user is not in the model.
         """
         users = np.array([self._user(u) for u in user_ids], dtype=np.int64)
+        step = max(1, SCORED_CELLS // max(1, len(self.item_ids)))  # users scored at once: memory bounded
+        return [r for start in range(0, len(users), step) for r in self._recommend_rows(users[start:start + step], k,
+                                                                                         exclude_seen)]
+
+    def _recommend_rows(self, users: np.ndarray, k: int, exclude_seen: bool) -> list[list[Recommendation]]:
+        """:meth:`recommend_many` for the users at these rows, scored as one batch."""
         if self.index is not None:
             return self._recommend_recalled(users, k, exclude_seen)
         scores = self.score_users(users)

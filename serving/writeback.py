@@ -45,7 +45,8 @@ def write_back(graph: Graph, rec: Recommender, k: int = 10, batch_size: int = 20
 
     Returns:
         Counts of items and users whose embeddings were written, and of recommendation
-        relationships written (nodes deleted since the model was trained are not counted), and
+        relationships written (an item deleted since the model's snapshot is left out of the lists,
+        the next one taking its place; a user deleted since gets none, and is not counted), and
         ``skipped_embeddings``: rows not written because they are not finite or all zero (Neo4j's
         vector index takes neither; a graph filter gives an item without training events zeros).
         Those nodes lose any vector they held (an older model's, or this one's from an earlier write-back).
@@ -94,10 +95,12 @@ def _write_back(graph: Graph, rec: Recommender, k: int, batch_size: int, users: 
     graph.write("writeback/create_item_vector_index", before_=lease.check,
                 options={"indexConfig": {"vector.dimensions": dim, "vector.similarity_function": "cosine"}})
     graph.query("writeback/await_item_vector_index", timeout_s=index_timeout_s)  # populated before we return
+    gone = {i for ids in batches(rec.item_ids, STALE_BATCH)
+            for i in graph.query("writeback/missing_items", ids=ids)[0]["missing"]}
     for chunk in batches(users, max(1, batch_size // max(1, k))):
         lease.check()
         rows = [{"user": u, "item": r.item_id, "rank": rank + 1, "score": r.score}
-                for u, recs in zip(chunk, _lists(graph, rec, chunk, k)) for rank, r in enumerate(recs)]
+                for u, recs in zip(chunk, _lists(graph, rec, chunk, k, gone)) for rank, r in enumerate(recs)]
         # clear and set in one transaction, so a reader never finds a user with no list
         _, made = graph.write_all([("writeback/clear_recommendations", {"users": chunk}),
                                    ("writeback/set_recommendations", {"rows": rows, "model": rec.version})],
@@ -134,11 +137,12 @@ def _index_info(graph: Graph) -> list[dict]:
     return info
 
 
-def _lists(graph: Graph, rec: Recommender, users: list[str], k: int) -> list[list]:
+def _lists(graph: Graph, rec: Recommender, users: list[str], k: int, gone: set[str]) -> list[list]:
     """Each user's top ``k``, without the items the graph says they have interacted with since the
-    model's snapshot (a list in Browser never shows an item its user already has)."""
+    model's snapshot (a list in Browser never shows an item its user already has), nor the items
+    ``gone`` from the graph since (a list is never short of one, with a gap in its ranks)."""
     since = {r["user"]: set(r["items"]) for r in graph.query("writeback/interacted_items", users=users)}
     since = {u: items - set(rec.seen_items(u)) for u, items in since.items() if u in rec.user_index}
-    extra = max((len(items) for items in since.values()), default=0)
-    return [[r for r in recs if r.item_id not in since.get(u, ())][:k]
+    extra = max((len(items) for items in since.values()), default=0) + len(gone)
+    return [[r for r in recs if r.item_id not in since.get(u, ()) and r.item_id not in gone][:k]
             for u, recs in zip(users, rec.recommend_many(users, k + extra))]

@@ -51,6 +51,19 @@ def test_recalled_candidates_ranked_exactly_match_the_exact_top_k():
     assert top_ids(rec) == exact
 
 
+def test_many_users_are_scored_a_slice_at_a_time_with_the_same_lists(monkeypatch):
+    """recommend_many scored every user given in one (users, items) matrix: a write-back of k = 1
+    lists sends 2,000 users a transaction (2.3 GB at 300,000 items). At most SCORED_CELLS scores now."""
+    rec = clustered()
+    whole = top_ids(rec)
+    shapes = []
+    score_users = rec.score_users
+    monkeypatch.setattr(rec, "score_users", lambda users: shapes.append(len(users)) or score_users(users))
+    monkeypatch.setattr("serving.recommender.SCORED_CELLS", 3 * ITEMS + 1)
+    assert top_ids(rec) == whole
+    assert shapes == [3] * (USERS // 3) + [USERS % 3]
+
+
 def test_small_catalogues_and_graph_filters_stay_exact(tmp_path):
     from gnn.train import train
     from test_gnn import planted_snapshot, tiny_cfg
