@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 logger = logging.getLogger(__name__)
 
@@ -132,3 +133,33 @@ def save_item_index(artifact_dir: str | Path, item_emb: np.ndarray, min_items: i
     rows = finite_rows(item_emb)
     vectors = item_emb if rows is None else item_emb[rows]
     return ItemIndex(vectors, nprobe, rows=rows).write(Path(artifact_dir) / INDEX_FILE)
+
+
+def top_k(scores: torch.Tensor, k: int, rows: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The best ``k`` finite ``scores`` and their positions (their ``rows``, when given), best first.
+    A NaN (a broken embedding row) is never returned: topk would put it first. Equal scores come in
+    row order, so a list does not depend on how the scores were gathered (a graph filter gives many
+    items exactly 0; items of one title have one text vector).
+
+    Raises:
+        ValueError: ``k`` below 0.
+    """
+    if k < 0:
+        raise ValueError(f"k must be >= 0, got {k}")
+    finite = torch.isfinite(scores)
+    if not bool(finite.all()):
+        scores = scores.masked_fill(~finite, float("-inf"))
+    k = min(k, int(finite.sum()))
+    values, index = torch.topk(scores, k)
+    if k and int((scores == values[-1]).sum()) > int((values == values[-1]).sum()):
+        # the k-th score is tied beyond the list: which of those make it is decided by row
+        above = torch.nonzero(scores > values[-1]).squeeze(1)
+        tied = torch.nonzero(scores == values[-1]).squeeze(1)  # in position order
+        need = k - len(above)
+        tied = tied[:need] if rows is None else tied[torch.topk(-rows[tied], need).indices]
+        index = torch.cat([above, tied])
+    if k:  # by score, ties in row order
+        index = index[torch.argsort(index if rows is None else rows[index])]
+        index = index[torch.argsort(scores[index], descending=True, stable=True)]
+        values = scores[index]
+    return values, (index if rows is None else rows[index])

@@ -35,7 +35,7 @@ from gnn.artifact import load_artifact
 from gnn.models.filters import load_filter
 from kgrec.config import ServingConfig
 
-from .recall import INDEX_FILE, ItemIndex, finite_rows, saved_or_new_index, uses_index
+from .recall import INDEX_FILE, ItemIndex, finite_rows, saved_or_new_index, top_k, uses_index
 from .search import TEXT_INDEX_FILE, SearchUnavailableError, TextSearch, fuse_ranks
 
 logger = logging.getLogger(__name__)
@@ -452,33 +452,9 @@ class Recommender:
         return torch.linalg.vector_norm(self.item_emb, dim=1)
 
     def _top(self, scores: torch.Tensor, k: int, rows: torch.Tensor | None = None) -> list[Recommendation]:
-        """The best ``k`` finite scores; ``rows`` maps score positions to item rows (default: the same).
-        A NaN score (a model's broken embedding row) is never returned: topk would put it first.
-        Equal scores come in item-row order, so a list does not depend on how the scores were
-        gathered (a graph filter gives many items exactly 0)."""
-        if k < 0:
-            raise ValueError(f"k must be >= 0, got {k}")
-        finite = torch.isfinite(scores)
-        if not bool(finite.all()):
-            scores = scores.masked_fill(~finite, float("-inf"))
-        k = min(k, int(finite.sum()))
-        values, index = torch.topk(scores, k)
-        if k and int((scores == values[-1]).sum()) > int((values == values[-1]).sum()):
-            # the k-th score is tied beyond the list: which of those make it is decided by row
-            above = torch.nonzero(scores > values[-1]).squeeze(1)
-            tied = torch.nonzero(scores == values[-1]).squeeze(1)  # in position order
-            need = k - len(above)
-            if rows is None:
-                tied = tied[:need]
-            else:
-                tied = tied[torch.topk(-rows[tied], need).indices]
-            index = torch.cat([above, tied])
-        if k:  # by score, ties in row order
-            index = index[torch.argsort(index if rows is None else rows[index])]
-            index = index[torch.argsort(scores[index], descending=True, stable=True)]
-            values = scores[index]
-        if rows is not None:
-            index = rows[index]
+        """The best ``k`` finite scores; ``rows`` maps score positions to item rows (default: the
+        same). Ties in item-row order (:func:`serving.recall.top_k`)."""
+        values, index = top_k(scores, k, rows)
         return [Recommendation(self.item_ids[j], float(v), self.item_titles[j])
                 for v, j in zip(values.tolist(), index.tolist())]
 

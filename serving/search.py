@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .recall import ItemIndex, saved_or_new_index, uses_index
+from .recall import ItemIndex, saved_or_new_index, top_k, uses_index
 
 logger = logging.getLogger(__name__)
 
@@ -174,13 +174,14 @@ class TextSearch:
             wanted = min(n + len(skip), self.index.index.ntotal)  # a huge k asks no more than the index holds
             scores, rows = (a[0] for a in self.index.search(query.numpy()[None], wanted))
             keep = np.flatnonzero((rows >= 0) & np.isfinite(scores) & ~np.isin(rows, skip))[:n]
+            keep = keep[np.lexsort((rows[keep], -scores[keep]))]  # equal scores in row order, as below
             indexed_skips = int((~self._textless[torch.from_numpy(np.unique(skip))]).sum()) if len(skip) else 0
             if len(keep) == n or len(keep) >= self.index.index.ntotal - indexed_skips:
                 return torch.from_numpy(scores[keep]), torch.from_numpy(rows[keep])
             # the scanned cells held too few items: every item is scored instead (rare)
         scores = self._relevance(query)
         scores[torch.from_numpy(skip)] = float("-inf")
-        return torch.topk(scores, min(n, int(torch.isfinite(scores).sum())))
+        return top_k(scores, n)  # equal scores (items of one text) in row order
 
 
 def with_text(item_text: np.ndarray) -> np.ndarray:

