@@ -20,6 +20,7 @@ import hashlib
 import io
 import json
 import logging
+import math
 import os
 import pickle
 import random
@@ -503,7 +504,8 @@ def weight_average(model: torch.nn.Module) -> AveragedModel:
 def check_train_config(cfg: TrainConfig) -> None:
     """Refuse settings that training would refuse only later (after an SVD, a graph build or an
     epoch): an unknown model, device or sampling strategy, a cut-off in ``ks`` below 1, ``epochs``,
-    ``eval_every``, ``patience`` or ``batch_size`` below 1, an ``id_weight_decay`` or
+    ``eval_every``, ``patience``, ``batch_size`` or ``embedding_dim`` below 1, a negative layer count,
+    ``kg_bases``, ``swa_start`` or ``weight_decay``, an ``lr`` not above 0, an ``id_weight_decay`` or
     ``graph_relations`` the model cannot take, a neighbour sampler off ``rgcn`` or a fan-out
     longer than its layers, or filter parameters the graph filter does not take.
 
@@ -523,6 +525,11 @@ def check_train_config(cfg: TrainConfig) -> None:
         check_filter_params(cfg.model, cfg.filter)
         return
     check_positive_sampling(cfg.positive_sampling)
+    if cfg.embedding_dim < 1 or cfg.num_layers < 0 or cfg.kg_layers < 0 or cfg.kg_bases < 0 or cfg.swa_start < 0:
+        raise ValueError(f"embedding_dim must be >= 1 and num_layers, kg_layers, kg_bases and swa_start >= 0, got "
+                         f"{cfg.embedding_dim}, {cfg.num_layers}, {cfg.kg_layers}, {cfg.kg_bases} and {cfg.swa_start}")
+    if not (math.isfinite(cfg.lr) and cfg.lr > 0) or not (math.isfinite(cfg.weight_decay) and cfg.weight_decay >= 0):
+        raise ValueError(f"lr must be > 0 and weight_decay >= 0 (finite), got {cfg.lr} and {cfg.weight_decay}")
     if cfg.negative_sampling not in STRATEGIES:
         raise ValueError(f"unknown negative_sampling {cfg.negative_sampling!r}; choose from {STRATEGIES}")
     for name in ("epochs", "eval_every", "patience", "batch_size"):

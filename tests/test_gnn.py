@@ -931,3 +931,11 @@ def test_a_bad_cut_off_is_refused_before_training(tmp_path: Path, monkeypatch) -
     if not torch.cuda.is_available():  # torch's RuntimeError about a missing driver, with a traceback
         with pytest.raises(ValueError, match="train device 'cuda:0': CUDA has no device\\(s\\) here"):
             train_model(tmp_path / "no-such-snapshot", Config(train=tiny_cfg(device="cuda:0")))
+    # a zero-dimension model was trained and published (every score 0); lr 0 trained nothing
+    for bad, said in (({"embedding_dim": 0}, "embedding_dim must be >= 1"),
+                      ({"model": "kgfused", "embedding_dim": -4}, "embedding_dim must be >= 1"),
+                      ({"num_layers": -1}, "num_layers"), ({"swa_start": -1}, "swa_start"),
+                      ({"lr": 0.0}, "lr must be > 0"), ({"lr": float("nan")}, "lr must be > 0"),
+                      ({"weight_decay": -1e-4}, "weight_decay >= 0")):
+        with pytest.raises(ValueError, match=said):
+            train(planted_snapshot(num_users=40), tiny_cfg(**bad), tmp_path, progress=False)
