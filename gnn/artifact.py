@@ -32,9 +32,11 @@ import json
 import logging
 import os
 import shutil
+import zipfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Iterator
 
 import numpy as np
 
@@ -161,46 +163,68 @@ def load_artifact(path: str | Path) -> Artifact:
 
     Raises:
         FileNotFoundError: a required file is missing.
-        ValueError: its files disagree (ids and embedding rows, say: a copy cut short or edited).
+        ValueError: a file cannot be read (cut short, damaged), or its files disagree (ids and
+            embedding rows, say: a copy cut short or edited); the message names the file.
     """
     path = Path(path).resolve()
     for name in ("embeddings.npz", "ids.json", "train_items.npz", "meta.json"):
         if not (path / name).is_file():
             raise FileNotFoundError(f"{path} is not a model artifact (no {name})")
-    with np.load(path / "embeddings.npz") as z:
-        ue, ie = z["user"], z["item"]
-    with np.load(path / "train_items.npz") as z:
-        indptr, indices = z["indptr"], z["indices"]
-    seen_indptr, seen_indices = indptr, indices  # an artifact from before seen_items.npz: training only
-    if (path / "seen_items.npz").is_file():
-        with np.load(path / "seen_items.npz") as z:
-            seen_indptr, seen_indices = z["indptr"], z["indices"]
 
-    def _json(name: str) -> dict[str, Any]:
-        f = path / name
-        return json.loads(f.read_text()) if f.is_file() else {}
+    def arrays(name: str, *keys: str) -> tuple[np.ndarray, ...] | None:
+        if not (path / name).is_file():
+            return None
+        with _named(path / name), np.load(path / name) as z:
+            return tuple(z[k] for k in keys)
 
-    attributes = None
-    if (path / "item_attributes.npz").is_file():
-        with np.load(path / "item_attributes.npz") as z:
-            attributes = (z["indptr"], z["indices"])
+    def obj(name: str) -> dict[str, Any]:
+        if not (path / name).is_file():
+            return {}
+        with _named(path / name):
+            value = json.loads((path / name).read_text())
+            if not isinstance(value, dict):
+                raise ValueError(f"a JSON {type(value).__name__}, not an object")
+            return value
 
-    art = Artifact(path=path, user_embeddings=ue, item_embeddings=ie, ids=_json("ids.json"),
-                   train_indptr=indptr, train_indices=indices, config=_json("config.json"),
-                   metrics=_json("metrics.json"), meta=_json("meta.json"), filter_state=load_filter_state(path),
-                   seen_indptr=seen_indptr, seen_indices=seen_indices,
-                   item_text=np.load(path / "item_text.npy") if (path / "item_text.npy").is_file() else None,
-                   item_attributes=attributes)
+    ue, ie = arrays("embeddings.npz", "user", "item")
+    indptr, indices = arrays("train_items.npz", "indptr", "indices")
+    # an artifact from before seen_items.npz: training only
+    seen_indptr, seen_indices = arrays("seen_items.npz", "indptr", "indices") or (indptr, indices)
+    with _named(path / "filter.npz"):
+        filter_state = load_filter_state(path)
+    item_text = None
+    if (path / "item_text.npy").is_file():
+        with _named(path / "item_text.npy"):
+            item_text = np.load(path / "item_text.npy")
+    art = Artifact(path=path, user_embeddings=ue, item_embeddings=ie, ids=obj("ids.json"),
+                   train_indptr=indptr, train_indices=indices, config=obj("config.json"),
+                   metrics=obj("metrics.json"), meta=obj("meta.json"), filter_state=filter_state,
+                   seen_indptr=seen_indptr, seen_indices=seen_indices, item_text=item_text,
+                   item_attributes=arrays("item_attributes.npz", "indptr", "indices"))
     problem = _inconsistency(art)
     if problem:  # a server keeps the version it serves rather than swap in one that fails per request
         raise ValueError(f"{path} is not a whole model artifact: {problem}")
     return art
 
 
+@contextmanager
+def _named(f: Path) -> Iterator[None]:
+    """Turn an error reading ``f`` (cut short, damaged, an array missing) into a ValueError that names it."""
+    try:
+        yield
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+        raise ValueError(f"{f.parent} is not a whole model artifact: {f.name} cannot be read "
+                         f"({type(e).__name__}: {e})") from e
+
+
 def _inconsistency(art: Artifact) -> str | None:
     """What in an artifact's files disagrees (ids against embedding rows, interaction lists against
     both), or None."""
     ids = art.ids
+    lists = ("user", "item", "item_title", "attribute")
+    if not all(isinstance(ids.get(k, []), list) for k in lists) or not isinstance(ids.get("user"), list) \
+            or not isinstance(ids.get("item"), list):
+        return f"ids.json does not hold lists of user and item ids ({', '.join(lists)})"
     U, I = len(ids.get("user", [])), len(ids.get("item", []))
     if art.user_embeddings.shape[0] != U or art.item_embeddings.shape[0] != I:
         return (f"ids.json names {U} users and {I} items, embeddings.npz has {art.user_embeddings.shape[0]} and "

@@ -113,6 +113,43 @@ def test_a_version_whose_files_disagree_is_not_swapped_in(tmp_path):
     assert client.get("/recommend/u1", params={"k": 1000}).status_code == 200
 
 
+def test_damaged_artifact_files_are_errors_that_name_the_file(tmp_path, capsys):
+    """A cut or emptied embeddings.npz, an array missing from it, ids.json holding a list and bad JSON
+    in meta.json gave BadZipFile, EOFError, KeyError and AttributeError tracebacks (or a JSON error
+    naming no file) from `kgrec recommend`, `serve` and `writeback`: now one line naming the file."""
+    import json
+
+    import numpy as np
+
+    from gnn.artifact import load_artifact
+    from kgrec.cli import main
+
+    _, good = _two_versions(tmp_path)
+    whole = (good / "embeddings.npz").read_bytes()
+    with np.load(good / "embeddings.npz") as z:
+        renamed = {"users": z["user"], "item": z["item"]}
+
+    def damaged(name: str, write) -> Path:
+        copy = tmp_path / f"damaged-{len(list(tmp_path.glob('damaged-*')))}"
+        shutil.copytree(good, copy)
+        write(copy / name)
+        return copy
+
+    for name, write, said in (
+            ("embeddings.npz", lambda f: f.write_bytes(whole[:300]), "embeddings.npz cannot be read"),
+            ("embeddings.npz", lambda f: f.write_bytes(b""), "embeddings.npz cannot be read"),
+            ("embeddings.npz", lambda f: np.savez(f, **renamed), "embeddings.npz cannot be read.*user"),
+            ("ids.json", lambda f: f.write_text("[1, 2]"), "ids.json cannot be read.*not an object"),
+            ("ids.json", lambda f: f.write_text(json.dumps({"user": 3, "item": []})), "ids.json does not hold lists"),
+            ("meta.json", lambda f: f.write_text("{\n"), "meta.json cannot be read"),
+            ("metrics.json", lambda f: f.write_text("null"), "metrics.json cannot be read")):
+        copy = damaged(name, write)
+        with pytest.raises(ValueError, match="is not a whole model artifact: " + said):
+            load_artifact(copy)
+        assert main(["recommend", "--model", str(copy), "u0"]) == 2
+        assert "is not a whole model artifact" in capsys.readouterr().err
+
+
 def test_a_live_model_checks_the_link_at_most_every_check_s(tmp_path):
     first, second = _two_versions(tmp_path)
     live = LiveModel(tmp_path / "current", check_s=3600)
