@@ -244,13 +244,28 @@ def _claim_snapshot_dir(out_dir: Path, stem: str) -> Path:
     raise FileExistsError(f"no free snapshot name for {out_dir / stem}")
 
 
+def check_snapshot_name(name: str) -> str:
+    """``name`` when it can name snapshots (``<name>-<time>``, ``<name>-latest``) in one directory.
+
+    Raises:
+        ValueError: empty, a path (``nightly/retrain``), or hidden (``.x``: temporary files' names).
+    """
+    if not isinstance(name, str) or not name or name.startswith(".") or "/" in name or "\\" in name:
+        raise ValueError(f"a snapshot name must be a file name, not starting with '.': got {name!r}")
+    return name
+
+
 def export_snapshot(graph: Graph, cfg: ExportConfig, name: str = "graph", link_latest: bool = True) -> Path:
     """Stage entry point: read the whole graph and write ``<out_dir>/<name>-<timestamp>/``.
 
     Returns:
         The snapshot directory (also pointed to by ``<out_dir>/<name>-latest`` unless
         ``link_latest`` is false: :func:`point_latest` does it later).
+
+    Raises:
+        ValueError: ``name`` names no snapshot (:func:`check_snapshot_name`); nothing was read.
     """
+    check_snapshot_name(name)
     started = time.perf_counter()
     users, _ = _ids(graph, "export/users", "User")
     items, item_cols = _ids(graph, "export/items", "Item", "title", "description")

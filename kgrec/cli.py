@@ -701,7 +701,9 @@ def _sigterm_unwinds() -> Iterator[None]:
 def _user_errors() -> tuple[type[Exception], ...]:
     """Errors whose message says what to fix: kgrec's own, and bad values (``ValueError``). The
     modules are looked up, not imported: one not loaded yet cannot have raised."""
-    found: list[type[Exception]] = [ConfigError, FileNotFoundError, ValueError]
+    # an OSError of these kinds names the path (a models directory that is a file, one not writable)
+    found: list[type[Exception]] = [ConfigError, FileNotFoundError, FileExistsError, NotADirectoryError,
+                                    IsADirectoryError, PermissionError, ValueError]
     for module, name in (("kg.errors", "KgError"), ("gnn.train", "TrainingError"),
                          ("kgrec.retrain", "RetrainBusyError"), ("encoders.base", "EncoderError"),
                          ("serving.recommender", "UnknownUserError"), ("serving.recommender", "UnknownItemError"),

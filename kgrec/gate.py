@@ -42,7 +42,10 @@ def picked_on_test(artifact: Path) -> bool:
     """Whether the artifact's weights were picked among several evaluations on its test split (a
     snapshot without a validation split early-stops on test), so its test figures flatter it."""
     metrics = json.loads((Path(artifact) / "metrics.json").read_text())
-    evaluations = [row for row in metrics.get("history") or [] if any(k.startswith("test_") for k in row)]
+    if not isinstance(metrics, dict) or not isinstance(metrics.get("history") or [], list):
+        raise ValueError(f"{Path(artifact) / 'metrics.json'} is not a training's metrics")
+    evaluations = [row for row in metrics.get("history") or []
+                   if isinstance(row, dict) and any(k.startswith("test_") for k in row)]
     return metrics.get("eval_split") == "test" and len(evaluations) > 1
 
 

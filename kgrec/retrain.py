@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from kg.connection import Graph
-from kg.export import discard_snapshot, export_locked, snapshots_named
+from kg.export import check_snapshot_name, discard_snapshot, export_locked, snapshots_named
 
 from .config import TEXT_MODELS, Config, ConfigError
 
@@ -345,6 +345,13 @@ def _check_metric(cfg: Config) -> str:
         raise ConfigError(f"retrain.max_drop must be a fraction from 0 to 1, got {cfg.retrain.max_drop}")
     if cfg.retrain.writeback and cfg.retrain.writeback_k < 1:
         raise ConfigError(f"retrain.writeback_k must be >= 1, got {cfg.retrain.writeback_k}")
+    if cfg.retrain.keep < 0 or cfg.retrain.min_gate_users < 0:
+        raise ConfigError(f"retrain.keep and retrain.min_gate_users must be >= 0, got {cfg.retrain.keep} and "
+                          f"{cfg.retrain.min_gate_users}")
+    try:
+        check_snapshot_name(cfg.retrain.snapshot_name)
+    except ValueError as e:
+        raise ConfigError(f"retrain.snapshot_name: {e}") from None
     metric = cfg.retrain.metric.lower()
     name, _, k = metric.partition("@")
     known, ks = ("recall", "ndcg", "precision", "hit", "mrr"), evaluated_ks(cfg.train)
@@ -418,11 +425,17 @@ def _served(cfg: Config) -> Path | None:
     return path.resolve() if (path / "meta.json").is_file() else None
 
 
-def _meta(version: Path) -> dict[str, Any]:
+def _json_object(path: Path) -> dict[str, Any] | None:
+    """The JSON object in ``path``; None when it cannot be read or holds something else."""
     try:
-        return json.loads((version / "meta.json").read_text())
+        value = json.loads(path.read_text())
     except (OSError, ValueError):
-        return {}
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _meta(version: Path) -> dict[str, Any]:
+    return _json_object(version / "meta.json") or {}
 
 
 def _head_to_head(served: Path, artifact: Path, snapshot: Path, metric: str) -> HeadToHead | None:
@@ -449,20 +462,17 @@ def _picked_on_test(artifact: Path) -> bool:
 
 def _test_score(artifact: Path, metric: str) -> float | None:
     """The artifact's finite test ``metric``, None when it has none."""
-    try:
-        value = json.loads((artifact / "metrics.json").read_text()).get("test", {}).get(metric)
-    except (OSError, ValueError):
-        return None
+    test = (_json_object(artifact / "metrics.json") or {}).get("test")
+    value = test.get(metric) if isinstance(test, dict) else None
     return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
 
 
 def _report(version: Path) -> dict[str, Any] | None:
     """A version's ``retrain.json``; None, logged, when it cannot be read."""
-    try:
-        return json.loads((version / REPORT_FILE).read_text())
-    except (OSError, ValueError) as e:
-        logger.warning("cannot read %s (%s): the version is left alone", version / REPORT_FILE, e)
-        return None
+    report = _json_object(version / REPORT_FILE)
+    if report is None:
+        logger.warning("cannot read %s (not a JSON object): the version is left alone", version / REPORT_FILE)
+    return report
 
 
 def _claim_log(folder: Path, version: str) -> Path:

@@ -107,6 +107,9 @@ def test_the_gate_needs_a_figure_to_compare_and_pruning_spares_a_pinned_model(lo
     metrics.write_text(json.dumps({**json.loads(saved), "test": {}}))  # nothing to compare with
     blind = retrain(graph, cfg)
     assert not blind.published and "has no test ndcg@20" in blind.decision
+    metrics.write_text("null")  # not an object: every retrain failed after training (AttributeError)
+    blind = retrain(graph, cfg)
+    assert not blind.published and "has no test ndcg@20" in blind.decision
     metrics.write_text(saved)
     newer = [retrain(graph, cfg) for _ in range(2)]
     assert all(r.published and r.served_version == first.version for r in newer)
@@ -148,7 +151,9 @@ def test_retrain_waits_for_nobody_and_changes_nothing_when_busy(loaded, monkeypa
         retrain(graph, cfg)
     cfg.retrain.metric = "NDCG@020"  # spelled otherwise, the same metric
     assert _check_metric(cfg) == "ndcg@20"
-    for key, bad in (("max_drop", float("nan")), ("max_drop", -0.1), ("writeback_k", 0)):
+    for key, bad in (("max_drop", float("nan")), ("max_drop", -0.1), ("writeback_k", 0), ("keep", -1),
+                     ("min_gate_users", -1), ("snapshot_name", "nightly/retrain"), ("snapshot_name", ""),
+                     ("snapshot_name", ".hidden")):  # a name with a path left a whole snapshot each run
         setattr(cfg.retrain, key, bad)
         with pytest.raises(ConfigError, match=f"retrain.{key}"):
             retrain(graph, cfg)
