@@ -73,7 +73,8 @@ def test_the_http_api_serves_each_newly_published_version_and_survives_a_broken_
     assert in_use(second) and not in_use(broken)
     assert caplog.text.count("did not load") == 1  # tried once, not on every request
     health = client.get("/health").json()  # a client sees it too, not only the log
-    assert health["reload_error"].startswith(f"{broken.resolve()}: JSONDecodeError")
+    assert health["reload_error"].startswith(f"{broken.resolve()}: ValueError")
+    assert "ids.json cannot be read (JSONDecodeError" in health["reload_error"]
     publish(second, tmp_path)  # the link moves on (back to the served version), then to the broken one
     assert version_after_reload() == second.name and client.get("/health").json()["reload_error"] is None
     publish(broken, tmp_path)
