@@ -34,9 +34,10 @@ def as_csr(matrix: "sp.spmatrix | tuple[np.ndarray, np.ndarray]", num_items: int
     every nonzero a positive; stored zeros (a weighted or masked matrix) are not."""
     if isinstance(matrix, tuple):
         indptr, indices = (np.asarray(a) for a in matrix)
-        return sp.csr_matrix((np.ones(len(indices), dtype=np.float32), indices, indptr),
-                             shape=(len(indptr) - 1, num_items))
-    m = sp.csr_matrix(matrix, dtype=np.float32, copy=True)
+        m = sp.csr_matrix((np.ones(len(indices), dtype=np.float32), indices, indptr),
+                          shape=(len(indptr) - 1, num_items))  # a pair given twice is one positive
+    else:
+        m = sp.csr_matrix(matrix, dtype=np.float32, copy=True)
     m.sum_duplicates()
     m.eliminate_zeros()
     m.data[:] = 1.0

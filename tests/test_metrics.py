@@ -138,3 +138,19 @@ def test_evaluate_ignores_stored_zeros_and_nan_scores() -> None:
     with pytest.raises(ValueError, match="fewer than truth's"):  # not an IndexError from the masking
         evaluate(score_fn, to_csr(np.array([0]), np.array([1]), 1, 5), to_csr(np.array([1]), np.array([2]), 2, 5),
                  ks=[2], num_items=5)
+
+
+def test_a_training_pair_given_twice_as_indptr_and_indices_is_one_positive():
+    """The (indptr, indices) form counted a repeated training pair twice in avg_pop (the default
+    popularity is the training matrix's column sums); a sparse matrix counted it once."""
+    import scipy.sparse as sp
+    import torch
+
+    from gnn.evaluate import evaluate
+
+    test = sp.csr_matrix((np.ones(2), ([0, 1], [2, 3])), shape=(2, 4))
+    scores = lambda users: torch.tensor([[4.0, 3.0, 2.0, 1.0]]).repeat(len(users), 1)  # noqa: E731
+    pair = evaluate(scores, (np.array([0, 2, 3]), np.array([0, 0, 1])), test, [2], 4)
+    matrix = evaluate(scores, sp.csr_matrix((np.ones(3), [0, 0, 1], [0, 2, 3]), shape=(2, 4)), test, [2], 4)
+    # u0 gets items 1 and 2 (popularity 1 and 0), u1 items 0 and 2 (1 and 0, where the pair twice made 2 and 0)
+    assert pair["avg_pop@2"] == matrix["avg_pop@2"] == 0.5
