@@ -19,6 +19,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
+from kg.sources import FORMATS, MAPPED_FORMATS
+
 from .config import MODELS, TEXT_MODELS, Config, ConfigError, TrainConfig, load_config
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -127,7 +129,7 @@ def cmd_demo(args: argparse.Namespace, cfg: Config) -> None:
             setattr(cfg.train, name, getattr(args, name))
         elif getattr(cfg.train, name) == getattr(defaults, name):
             setattr(cfg.train, name, demo_value)
-    _refuse_unused_flags(args, cfg.train.model)
+    _refuse_unused_flags(args, cfg.train.model, cfg.train.sampler)
     with _graph(cfg, start=True) as g:
         result = run_demo(g, cfg, spec, reset=args.reset)
     print()
@@ -151,6 +153,9 @@ def cmd_ingest(args: argparse.Namespace, cfg: Config) -> None:
     if args.format != "synthetic" and given:  # else ignored without a word: the whole source loads
         raise ConfigError(f"{', '.join(given)} size the synthetic dataset; kgrec ingest {args.format} loads its "
                           f"source whole")
+    if args.mapping is not None and args.format not in MAPPED_FORMATS:  # else ignored without a word
+        raise ConfigError(f"--mapping describes the files of {', '.join(MAPPED_FORMATS)} sources; kgrec ingest "
+                          f"{args.format} reads its own layout")
     if args.bulk:
         from kg.bulk_import import bulk_import
 
@@ -303,7 +308,7 @@ def cmd_train(args: argparse.Namespace, cfg: Config) -> None:
         except ValueError:
             raise ConfigError(f"--num-neighbors takes whole numbers per layer such as 10,10, not "
                               f"{args.num_neighbors!r}") from None
-    _refuse_unused_flags(args, cfg.train.model)
+    _refuse_unused_flags(args, cfg.train.model, cfg.train.sampler)
     artifact = train_model(Path(args.snapshot), cfg)
     metrics = json.loads((artifact / "metrics.json").read_text())
     # one JSON object (jq, json.load), as retrain prints; the per-epoch history stays in metrics.json
@@ -312,10 +317,11 @@ def cmd_train(args: argparse.Namespace, cfg: Config) -> None:
                       "test": metrics.get("test", {})}, indent=2))
 
 
-def _refuse_unused_flags(args: argparse.Namespace, model: str) -> None:
-    """``kgrec train`` (or ``demo``) flags the model would ignore without a word are an error naming them."""
+def _refuse_unused_flags(args: argparse.Namespace, model: str, sampler: str = "full") -> None:
+    """``kgrec train`` (or ``demo``) flags the model would ignore without a word are an error naming
+    them; ``sampler`` is the one training uses (the flag's, else the config's)."""
     trains = model not in ("gfcf", "bspm")  # the graph filters are fitted in closed form
-    sampled = model == "rgcn" and getattr(args, "sampler", None) == "neighbor"
+    sampled = model == "rgcn" and sampler == "neighbor"
     unused = [flag for flag, name, used in (("--fusion", "fusion", model in TEXT_MODELS),
                                             ("--epochs", "epochs", trains), ("--lr", "lr", trains),
                                             ("--batch-size", "batch_size", trains), ("--patience", "patience", trains),
@@ -536,7 +542,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--model", choices=MODELS,
                    help="kgfused (default): text + LightGCN + R-GCN over the attribute graph; see `kgrec train`")
     s.add_argument("--epochs", type=_positive_int, help="training epochs (default 40, for the small demo graph)")
-    s.add_argument("--lr", type=float, help="learning rate (default 0.01)")
+    s.add_argument("--lr", type=_positive_float, help="learning rate (default 0.01)")
     s.add_argument("--batch-size", type=_positive_int, help="training batch size (default 1024)")
     s.add_argument("--reset", action="store_true",
                    help="delete everything in the target database first (the demo refuses a database that "
@@ -544,9 +550,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_demo)
 
     s = sub.add_parser("ingest", help="load a source into Neo4j (validated; bad rows quarantined)")
-    s.add_argument("format", help="synthetic | tabular | recbole | lightgcn | kgat | triples | lastfm | ml100k")
+    s.add_argument("format", choices=("synthetic", *FORMATS), metavar="FORMAT",
+                   help=" | ".join(("synthetic", *FORMATS)))
     s.add_argument("path", nargs="?")
-    s.add_argument("--mapping", help="mapping TOML for tabular sources")
+    s.add_argument("--mapping", help="mapping TOML: tabular sources need one; lastfm and ml100k take one in "
+                                     "place of their packaged mapping")
     s.add_argument("--incremental", action="store_true", help="skip events dated before the feed's stored watermark")
     s.add_argument("--feed", help="name of the event feed whose watermark this load reads and advances "
                                   "(default: one watermark shared by every load)")
@@ -667,6 +675,9 @@ def main(argv: list[str] | None = None) -> int:
         with _sigterm_unwinds(), logging_redirect_tqdm():
             cfg = load_config(args.config)
             status = args.func(args, cfg)
+    except KeyboardInterrupt:  # Ctrl-C: as SIGTERM, one line (a train resumes from its checkpoint when run again)
+        print("kgrec: interrupted", file=sys.stderr)
+        return 130
     except Exception as e:
         if not isinstance(e, _user_errors()):
             raise

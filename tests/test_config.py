@@ -160,12 +160,52 @@ def test_bulk_import_into_another_server_is_refused_before_the_source_is_read(mo
     assert "--bulk imports into kgrec's own Neo4j" in capsys.readouterr().err
 
 
+def test_ingest_flags_a_format_does_not_read_are_refused_and_a_mapping_names_its_file(tmp_path, monkeypatch, capsys):
+    """--mapping was ignored without a word by the formats that read none; a TOML error in a mapping
+    did not say which file; an unknown format's list left out synthetic."""
+    from kg.sources.tabular import MappingError, read_tabular
+    from kgrec.cli import main
+
+    monkeypatch.setenv("KGREC_WORKDIR", str(tmp_path))
+    for argv in (["ingest", "synthetic", "--mapping", "m.toml"], ["ingest", "lightgcn", "d", "--mapping", "m.toml"]):
+        assert main(argv) == 2
+        assert "--mapping describes the files of tabular, lastfm, ml100k sources" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["ingest", "tsv", "x"])
+    err = capsys.readouterr().err
+    assert "invalid choice: 'tsv'" in err and "'synthetic'" in err and "'ml100k'" in err
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[[files]\n")
+    with pytest.raises(MappingError, match=f"mapping {bad} is not valid TOML"):
+        read_tabular(tmp_path, bad)
+
+
+def test_ctrl_c_is_one_line_and_exit_130(monkeypatch, capsys):
+    """Ctrl-C printed a twenty-line traceback ending in KeyboardInterrupt; SIGTERM was one line."""
+    import kgrec.cli as cli
+
+    def interrupted(args, cfg):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "cmd_neo4j", interrupted)
+    assert cli.main(["neo4j", "status"]) == 130
+    assert capsys.readouterr().err == "kgrec: interrupted\n"
+
+
 def test_a_bad_fan_out_names_its_flag(tmp_path, monkeypatch, capsys):
     from kgrec.cli import main
 
     monkeypatch.setenv("KGREC_WORKDIR", str(tmp_path))
     assert main(["train", str(tmp_path / "no-snapshot"), "--num-neighbors", "10,x"]) == 2
     assert "--num-neighbors takes whole numbers" in capsys.readouterr().err
+    # the neighbour sampler set in the config: --num-neighbors is its fan-out, not a flag that does nothing
+    monkeypatch.setenv("KGREC_TRAIN__SAMPLER", "neighbor")
+    assert main(["train", str(tmp_path / "no-snapshot"), "--model", "rgcn", "--num-neighbors", "5,5"]) == 2
+    err = capsys.readouterr().err
+    assert "does nothing" not in err and "no-snapshot" in err
+    with pytest.raises(SystemExit):  # checked by the parser, not after Neo4j has started
+        main(["demo", "--lr", "-1"])
+    assert "--lr" in capsys.readouterr().err
 
 
 def test_train_flags_set_the_training_settings(tmp_path, monkeypatch, capsys):

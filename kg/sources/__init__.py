@@ -11,6 +11,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..governance import KnownIds, LoadResult
 
 FORMATS = ("tabular", "recbole", "lightgcn", "kgat", "lastfm", "triples", "ml100k")
+MAPPED_FORMATS = ("tabular", "lastfm", "ml100k")  # those read through a mapping (lastfm, ml100k: a packaged one)
 
 
 def load_source(format: str, path: str | Path, mapping: str | Path | dict | None = None,
@@ -38,7 +39,8 @@ def load_source(format: str, path: str | Path, mapping: str | Path | dict | None
     path = Path(path)
     if format == "tabular":
         if mapping is None:
-            raise ValueError("format 'tabular' needs a mapping (TOML file or dict)")
+            raise ValueError("format 'tabular' needs a mapping (a TOML file, `--mapping` on the command line, "
+                             "or a dict)")
         from .tabular import read_tabular
 
         return read_tabular(path, mapping, cfg, limit=limit, known=known)

@@ -153,7 +153,10 @@ def load_mapping(mapping: str | Path | dict) -> dict:
         data = dict(mapping)
     else:
         with Path(mapping).open("rb") as fh:
-            data = tomllib.load(fh)
+            try:
+                data = tomllib.load(fh)
+            except tomllib.TOMLDecodeError as e:  # which file: the config's errors name theirs too
+                raise MappingError(f"mapping {mapping} is not valid TOML: {e}") from None
     files = data.get("files")
     if not isinstance(files, list) or not files:
         raise MappingError("mapping needs a non-empty [[files]] list")
