@@ -158,6 +158,19 @@ def save_artifact(path: str | Path, *, user_embeddings: np.ndarray, item_embeddi
     return path
 
 
+def check_artifact(path: str | Path) -> Path:
+    """``path`` resolved, when it holds a model artifact's required files.
+
+    Raises:
+        FileNotFoundError: one is missing.
+    """
+    path = Path(path).resolve()
+    for name in ("embeddings.npz", "ids.json", "train_items.npz", "meta.json"):
+        if not (path / name).is_file():
+            raise FileNotFoundError(f"{path} is not a model artifact (no {name})")
+    return path
+
+
 def load_artifact(path: str | Path) -> Artifact:
     """Read an artifact directory (or the ``current`` symlink).
 
@@ -166,10 +179,7 @@ def load_artifact(path: str | Path) -> Artifact:
         ValueError: a file cannot be read (cut short, damaged), or its files disagree (ids and
             embedding rows, say: a copy cut short or edited); the message names the file.
     """
-    path = Path(path).resolve()
-    for name in ("embeddings.npz", "ids.json", "train_items.npz", "meta.json"):
-        if not (path / name).is_file():
-            raise FileNotFoundError(f"{path} is not a model artifact (no {name})")
+    path = check_artifact(path)
 
     def arrays(name: str, *keys: str) -> tuple[np.ndarray, ...] | None:
         if not (path / name).is_file():

@@ -18,7 +18,7 @@ import threading
 import time
 from pathlib import Path
 
-from gnn.artifact import hold
+from gnn.artifact import check_artifact, hold
 from kgrec.config import ServingConfig
 
 from .recommender import Recommender
@@ -40,6 +40,10 @@ class LiveModel:
         self.path = Path(path)
         self.check_s, self.retry_s, self.cfg = check_s, retry_s, cfg
         self._target = os.path.realpath(self.path)
+        try:  # before it is held: no in-use mark in a directory that is no artifact
+            check_artifact(self._target)
+        except FileNotFoundError as e:
+            raise FileNotFoundError(f"{e}: run `kgrec train` first") from None
         self._held = hold(self._target)
         try:  # the version held, not wherever the link points a moment later
             self._model = Recommender.load(self._target, cfg)

@@ -284,3 +284,14 @@ def test_a_lone_surrogate_in_a_request_is_a_422_not_a_500(tmp_path):
     assert client.post("/recommend/cold", json={"item_ids": [True], "k": 2}).status_code == 422
     # more attributes than a list could hold every one of: refused, as a long exclude list is
     assert client.get("/recommend/u1", params={"within": [f"genre:{n}" for n in range(101)]}).status_code == 422
+
+
+def test_serving_a_directory_without_a_model_says_so_and_marks_nothing(tmp_path, caplog):
+    """`kgrec serve` before any training warned that it could not mark the model in use, then said
+    there was none; any directory given to --model got an in-use mark."""
+    with caplog.at_level(logging.WARNING):
+        with pytest.raises(FileNotFoundError, match="is not a model artifact .no embeddings.npz.: run `kgrec train`"):
+            LiveModel(tmp_path / "current")
+        with pytest.raises(FileNotFoundError, match="is not a model artifact"):
+            LiveModel(tmp_path)
+    assert not caplog.records and list(tmp_path.iterdir()) == []
