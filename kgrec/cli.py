@@ -529,13 +529,20 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="kgrec", description="Knowledge-graph recommender on Neo4j + PyTorch")
     p.add_argument("--config", help="TOML config file (environment overrides still apply)")
     p.add_argument("-v", "--verbose", action="store_true")
+    # the same two after the command too (`kgrec train SNAP --config my.toml`), where given there
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", default=argparse.SUPPRESS, help="TOML config file (environment overrides still apply)")
+    common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS)
     sub = p.add_subparsers(dest="command", required=True)
 
-    s = sub.add_parser("neo4j", help="manage kgrec's own Neo4j server")
+    def command(name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        return sub.add_parser(name, parents=[common], **kwargs)
+
+    s = command("neo4j", help="manage kgrec's own Neo4j server")
     s.add_argument("action", choices=["start", "stop", "status"])
     s.set_defaults(func=cmd_neo4j)
 
-    s = sub.add_parser("demo", help="end to end on a generated dataset: ingest, export, encode, train, recommend")
+    s = command("demo", help="end to end on a generated dataset: ingest, export, encode, train, recommend")
     s.add_argument("--users", type=_positive_int, default=600)
     s.add_argument("--items", type=_positive_int, default=400)
     s.add_argument("--seed", type=int, default=7)
@@ -549,7 +556,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "holds anything but its own dataset)")
     s.set_defaults(func=cmd_demo)
 
-    s = sub.add_parser("ingest", help="load a source into Neo4j (validated; bad rows quarantined)")
+    s = command("ingest", help="load a source into Neo4j (validated; bad rows quarantined)")
     s.add_argument("format", choices=("synthetic", *FORMATS), metavar="FORMAT",
                    help=" | ".join(("synthetic", *FORMATS)))
     s.add_argument("path", nargs="?")
@@ -568,7 +575,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-quality", action="store_true", help="skip the quality summary and its plot")
     s.set_defaults(func=cmd_ingest)
 
-    s = sub.add_parser("export", help="export the graph to a versioned snapshot")
+    s = command("export", help="export the graph to a versioned snapshot")
     s.add_argument("--name", default="graph")
     s.add_argument("--split", choices=["auto", "given", "ratio", "loo", "temporal"],
                    help="auto (default): the source's split when every interaction has one, else ratio")
@@ -576,11 +583,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="wait this long for a running ingest to finish (default: ingest.lock_wait_s, 0)")
     s.set_defaults(func=cmd_export)
 
-    s = sub.add_parser("encode", help="encode a snapshot's texts (cached)")
+    s = command("encode", help="encode a snapshot's texts (cached)")
     s.add_argument("snapshot")
     s.set_defaults(func=cmd_encode)
 
-    s = sub.add_parser("cache", help="list the text cache's namespaces (one per encoder model and setting), "
+    s = command("cache", help="list the text cache's namespaces (one per encoder model and setting), "
                                      "or prune those unused for a while")
     s.add_argument("action", choices=["list", "prune"])
     s.add_argument("--unused-days", type=_days, default=30.0, metavar="DAYS",
@@ -588,7 +595,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--dry-run", action="store_true", help="prune: say what would go, remove nothing")
     s.set_defaults(func=cmd_cache)
 
-    s = sub.add_parser("train", help="train on a snapshot and publish the model artifact")
+    s = command("train", help="train on a snapshot and publish the model artifact")
     s.add_argument("snapshot")
     s.add_argument("--model", choices=MODELS,
                    help="fused: item text + LightGCN; kgfused: text + LightGCN + R-GCN over the KG; "
@@ -605,7 +612,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="evaluations without a better validation NDCG@20 before stopping ([train] patience)")
     s.set_defaults(func=cmd_train)
 
-    s = sub.add_parser("recommend", help="top-k items for a user from the current model")
+    s = command("recommend", help="top-k items for a user from the current model")
     s.add_argument("user")
     s.add_argument("-k", type=_positive_int, default=10)
     s.add_argument("--within", action="append", metavar="ATTRIBUTE",
@@ -615,25 +622,25 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--model", help="artifact directory (default: serving.model_dir, else <train.out_dir>/current)")
     s.set_defaults(func=cmd_recommend)
 
-    s = sub.add_parser("search", help="items for a free-text query, ranked for a user when one is given")
+    s = command("search", help="items for a free-text query, ranked for a user when one is given")
     s.add_argument("text")
     s.add_argument("--user", help="rank the matches for this known user")
     s.add_argument("-k", type=_positive_int, default=10)
     s.add_argument("--model", help="artifact directory (default: serving.model_dir, else <train.out_dir>/current)")
     s.set_defaults(func=cmd_search)
 
-    s = sub.add_parser("serve", help="HTTP API over the current model")
+    s = command("serve", help="HTTP API over the current model")
     s.add_argument("--model")
     s.add_argument("--host", help="address to listen on (default: serving.host, 127.0.0.1)")
     s.add_argument("--port", type=int, help="port to listen on (default: serving.port, 8000)")
     s.set_defaults(func=cmd_serve)
 
-    s = sub.add_parser("writeback", help="write embeddings, vector index and top-k lists to Neo4j")
+    s = command("writeback", help="write embeddings, vector index and top-k lists to Neo4j")
     s.add_argument("--model")
     s.add_argument("-k", type=_positive_int, default=10)
     s.set_defaults(func=cmd_writeback)
 
-    s = sub.add_parser("retrain", help="periodic job: export, encode, train, publish if the quality gate "
+    s = command("retrain", help="periodic job: export, encode, train, publish if the quality gate "
                                        "passes, write back, prune old versions (exit 3: gate kept the old model)")
     s.add_argument("--model", choices=MODELS, help="model to train (default: [train] model)")
     s.add_argument("--force", action="store_true", help="publish whatever the quality gate says")
@@ -642,13 +649,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="wait this long for a running ingest to finish before exporting")
     s.set_defaults(func=cmd_retrain)
 
-    s = sub.add_parser("forget-user", help="remove a user and all their events (privacy)")
+    s = command("forget-user", help="remove a user and all their events (privacy)")
     s.add_argument("user_id")
     s.add_argument("--wait", type=_seconds, metavar="SECONDS", dest="lock_wait_s",
                    help="wait this long for a running ingest to finish (default: ingest.lock_wait_s, 0)")
     s.set_defaults(func=cmd_forget_user)
 
-    s = sub.add_parser("watermark", help="show a feed's incremental-load watermark, or set or clear it")
+    s = command("watermark", help="show a feed's incremental-load watermark, or set or clear it")
     s.add_argument("--feed", help="the feed (default: the watermark loads share)")
     action = s.add_mutually_exclusive_group()
     action.add_argument("--set", metavar="TIME", help="unix seconds or ISO 8601; may lower it")
@@ -657,7 +664,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="wait this long for a running ingest to finish (default: ingest.lock_wait_s, 0)")
     s.set_defaults(func=cmd_watermark)
 
-    s = sub.add_parser("unlock", help="remove the ingest lock left by a writer that died (before its heartbeat "
+    s = command("unlock", help="remove the ingest lock left by a writer that died (before its heartbeat "
                                       "goes stale and the next writer takes it over)")
     s.add_argument("--force", action="store_true", help="remove it even if its holder looks alive")
     s.add_argument("--lock", choices=("ingest", "writeback"), default="ingest",  # kg.lock's lock names

@@ -180,6 +180,20 @@ def test_ingest_flags_a_format_does_not_read_are_refused_and_a_mapping_names_its
         read_tabular(tmp_path, bad)
 
 
+def test_config_and_verbose_may_follow_the_command(tmp_path, monkeypatch):
+    """`kgrec train SNAP --config my.toml` was "unrecognized arguments"; the flags worked only before it."""
+    import kgrec.cli as cli
+
+    seen = []
+    monkeypatch.setattr(cli, "cmd_neo4j", lambda args, cfg: seen.append((args.verbose, cfg.train.epochs)))
+    toml = tmp_path / "my.toml"
+    toml.write_text("[train]\nepochs = 3\n")
+    assert cli.main(["neo4j", "status", "--config", str(toml), "-v"]) == 0
+    assert cli.main(["--config", str(toml), "neo4j", "status"]) == 0
+    assert cli.main(["neo4j", "status"]) == 0
+    assert seen == [(True, 3), (False, 3), (False, TrainConfig().epochs)]
+
+
 def test_ctrl_c_is_one_line_and_exit_130(monkeypatch, capsys):
     """Ctrl-C printed a twenty-line traceback ending in KeyboardInterrupt; SIGTERM was one line."""
     import kgrec.cli as cli
