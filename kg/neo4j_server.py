@@ -74,8 +74,10 @@ class ServerStatus:
 
     def describe(self) -> str:
         state = f"running (pid {self.pid})" if self.running else "stopped"
+        password = f"in {self.password_file.resolve()}" if self.password_file.exists() else \
+            "none yet (the first start generates one)"
         return (f"Neo4j {state}\n  Bolt:     {self.bolt_uri}\n  Browser:  {self.browser_url}"
-                f"\n  user:     neo4j\n  password: in {self.password_file.resolve()}")
+                f"\n  user:     neo4j\n  password: {password}")
 
 
 def _require(tool: str, hint: str) -> str:

@@ -87,7 +87,9 @@ def _graph(cfg: Config, start: bool = False):
     return connect(cfg.neo4j)
 
 
-def cmd_neo4j(args: argparse.Namespace, cfg: Config) -> None:
+def cmd_neo4j(args: argparse.Namespace, cfg: Config) -> int:
+    """``start``, ``stop`` or ``status`` of kgrec's own server; ``status`` exits 3 when it is stopped
+    (as ``systemctl status`` does), so a script can test it."""
     from kg.neo4j_server import ManagedNeo4j
 
     if not cfg.neo4j.managed:
@@ -95,7 +97,7 @@ def cmd_neo4j(args: argparse.Namespace, cfg: Config) -> None:
 
         with connect(cfg.neo4j) as g:
             print(f"NEO4J_URI is set: kgrec uses {g.where} and manages no server (reachable: yes)")
-        return
+        return 0
     server = ManagedNeo4j(cfg.neo4j)
     if args.action == "start":
         status, started = server.start()
@@ -103,7 +105,10 @@ def cmd_neo4j(args: argparse.Namespace, cfg: Config) -> None:
     elif args.action == "stop":
         print("stopped" if server.stop() else "not running (nothing to stop)")
     else:
-        print(server.status().describe())
+        status = server.status()
+        print(status.describe())
+        return 0 if status.running else 3
+    return 0
 
 
 def _this_command() -> str:

@@ -194,6 +194,16 @@ def test_config_and_verbose_may_follow_the_command(tmp_path, monkeypatch):
     assert seen == [(True, 3), (False, 3), (False, TrainConfig().epochs)]
 
 
+def test_neo4j_status_of_a_stopped_server_exits_3(tmp_path, monkeypatch, capsys):
+    """It exited 0 either way, so a script could not test it, and named a password file not made yet."""
+    from kgrec.cli import main
+
+    monkeypatch.setenv("KGREC_WORKDIR", str(tmp_path))
+    assert main(["neo4j", "status"]) == 3
+    out = capsys.readouterr().out
+    assert "Neo4j stopped" in out and "password: none yet" in out
+
+
 def test_ctrl_c_is_one_line_and_exit_130(monkeypatch, capsys):
     """Ctrl-C printed a twenty-line traceback ending in KeyboardInterrupt; SIGTERM was one line."""
     import kgrec.cli as cli
