@@ -100,7 +100,7 @@ def test_gfcf_errors() -> None:
 def test_gfcf_state_reload_and_new_rows_match_fit() -> None:
     """A filter rebuilt from ``state()`` scores exactly like the fitted one; a new user's row is
     scored like a trained user with the same items; the spectral factors give the low-pass term."""
-    from gnn.models.filters import build_filter, load_filter
+    from gnn.models.filters import build_filter, check_filter_params, load_filter
 
     rng = np.random.default_rng(1)
     R = sp.csr_matrix((rng.random((40, 30)) < 0.2).astype(np.float32))
@@ -122,6 +122,16 @@ def test_gfcf_state_reload_and_new_rows_match_fit() -> None:
     with pytest.raises(ValueError, match="unknown 'alpah' \\(did you mean 'alpha'\\?\\)"):
         build_filter("gfcf", {"alpah": 0.2})
     assert build_filter("gfcf", {"seed": 3, "device": "cpu"}).k == build_filter("gfcf").k  # taken, as before
+    # a value of another type failed with a TypeError traceback (bspm's beta only after its SVD)
+    for model, params, said in (("gfcf", {"k": "8"}, "k must be a whole number .as k = 256., got '8'"),
+                                ("gfcf", {"k": 8.5}, "k must be a whole number"),
+                                ("bspm", {"beta": "0.2"}, "beta must be a number"),
+                                ("gfcf", {"alpha": True}, "alpha must be a number"),
+                                ("gfcf", {"svd_solver": 1}, "svd_solver must be text"),
+                                ("gfcf", {"svd_solver": "lapack"}, "unknown svd_solver 'lapack'")):
+        with pytest.raises(ValueError, match=said):
+            check_filter_params(model, params)
+    check_filter_params("bspm", {"k": 8, "beta": 1, "sharpen_time": 2})  # an int where a float goes is a number
     with pytest.raises(ValueError, match="does not fit"):
         load_filter("gfcf", {}, R, {"vt": np.zeros((2, 5), np.float32)})
 

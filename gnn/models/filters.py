@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import math
 from typing import Any, Mapping
 
 import numpy as np
@@ -34,19 +35,32 @@ def build_filter(model: str, params: Mapping[str, Any] | None = None, seed: int 
 
 
 def check_filter_params(model: str, params: Mapping[str, Any] | None) -> None:
-    """Refuse an unknown filter model, or a parameter its constructor does not take (naming those it does).
+    """Refuse an unknown filter model, a parameter its constructor does not take (naming those it
+    does), one of another type than its default's (``k = "8"``), or a value the model refuses.
 
     Raises:
         ValueError: what is wrong, with the closest known parameter as a hint.
     """
     if model not in FILTER_MODELS:
         raise ValueError(f"{model!r} is not a graph-filter model; choose from {tuple(FILTER_MODELS)}")
-    known = [name for name in inspect.signature(FILTER_MODELS[model]).parameters if name not in ("seed", "device")]
-    for key in params or {}:
-        if key not in known and key not in ("seed", "device"):  # those two always come from [train]
+    signature = inspect.signature(FILTER_MODELS[model]).parameters
+    known = [name for name in signature if name not in ("seed", "device")]
+    for key, value in (params or {}).items():
+        if key in ("seed", "device"):  # those two always come from [train]
+            continue
+        if key not in known:
             close = difflib.get_close_matches(str(key), known, 1)
             raise ValueError(f"filter parameters for {model}: unknown {key!r}"
                              f"{f' (did you mean {close[0]!r}?)' if close else ''}; {model} takes {known}")
+        default = signature[key].default  # its type is the one taken: k = 448 an int, beta = 0.2 a number
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        fits = isinstance(value, str) if isinstance(default, str) else (
+            number and (isinstance(value, int) or isinstance(default, float)) and math.isfinite(value))
+        if not fits:
+            kind = "text" if isinstance(default, str) else "a whole number" if isinstance(default, int) else "a number"
+            raise ValueError(f"filter parameters for {model}: {key} must be {kind} (as {key} = {default!r}), "
+                             f"got {value!r}")
+    FILTER_MODELS[model](**{k: v for k, v in (params or {}).items() if k not in ("seed", "device")})  # its own checks
 
 
 def load_filter(model: str, params: Mapping[str, Any] | None, train: sp.spmatrix,
