@@ -7,7 +7,7 @@
 #   0 3 * * *  KGREC_FEED=clicks /srv/kgrec/scripts/retrain.sh tabular /data/clicks.csv --mapping /data/m.toml
 #
 # Paths are taken from the directory it is started in. kgrec's state stays in this checkout's
-# .kgrec/ unless KGREC_WORKDIR says otherwise; kgrec's own Neo4j is started when it is not running
+# .kgrec/ unless KGREC_WORKDIR (or the workdir of KGREC_CONFIG's file) says otherwise; kgrec's own Neo4j is started when it is not running
 # (unless NEO4J_URI names another server). Environment: KGREC (the kgrec command, default this
 # checkout's .venv/bin/kgrec, installed on first use; run `make install` after a git pull), KGREC_FEED (the ingest feed whose watermark the load uses),
 # KGREC_WAIT (seconds to wait for another ingest, default 600), KGREC_CONFIG (a TOML config file),
@@ -18,7 +18,11 @@
 # anything else an error.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
-export KGREC_WORKDIR=${KGREC_WORKDIR:-$root/.kgrec}
+# this checkout's .kgrec unless KGREC_WORKDIR, or the workdir of the KGREC_CONFIG file, names another
+# (an environment variable would override the file's, splitting cron's state from the user's commands)
+if [ -z "${KGREC_WORKDIR:-}" ] && ! { [ -n "${KGREC_CONFIG:-}" ] && grep -Eq '^[[:space:]]*workdir[[:space:]]*=' "$KGREC_CONFIG"; }; then
+  export KGREC_WORKDIR=$root/.kgrec
+fi
 export HF_HUB_OFFLINE=${HF_HUB_OFFLINE:-1}
 if [ -n "${KGREC:-}" ]; then
   kgrec=$KGREC
