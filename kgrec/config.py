@@ -261,7 +261,7 @@ def _coerce(name: str, value: Any, hint: Any, from_env: bool = False) -> Any:
                     return True
                 if value.lower() in ("0", "false", "no", "off"):
                     return False
-                raise ValueError(value)
+                raise ValueError("expected true or false (or 1/0, yes/no, on/off)")
             if not isinstance(value, bool):
                 raise ValueError("expected true or false")
             return value
@@ -278,10 +278,13 @@ def _coerce(name: str, value: Any, hint: Any, from_env: bool = False) -> Any:
         if hint in (int, float):
             return hint(value)
         if origin is dict:
-            value = json.loads(value) if text_type else value
-            if not isinstance(value, Mapping):
-                raise ValueError("expected a table")
-            return dict(value)
+            try:
+                table = json.loads(value) if text_type else value
+            except ValueError:
+                table = None
+            if not isinstance(table, Mapping):
+                raise ValueError('expected a table' + (', as a JSON object such as {"k": 448}' if text_type else ""))
+            return dict(table)
         if origin is list:
             if text_type:  # "a,b" or a JSON array
                 value = json.loads(value) if value.lstrip().startswith("[") else [
@@ -292,9 +295,15 @@ def _coerce(name: str, value: Any, hint: Any, from_env: bool = False) -> Any:
             return [_coerce(name, v, element, from_env) for v in value]
         return value
     except (TypeError, ValueError) as e:
+        where = f"config {name}" + (f" ({_env_name(name)})" if from_env else "")
         if name.endswith("password"):  # never in a log
-            raise ConfigError(f"config {name}: cannot use the value given (expected a string)") from None
-        raise ConfigError(f"config {name}: cannot use {value!r} ({e})") from e
+            raise ConfigError(f"{where}: cannot use the value given (expected a string)") from None
+        raise ConfigError(f"{where}: cannot use {value!r} ({e})") from e
+
+
+def _env_name(name: str) -> str:
+    """The environment variable that sets the setting ``name`` (``train.amp``: ``KGREC_TRAIN__AMP``)."""
+    return "KGREC_" + name.upper().replace(".", "__")
 
 
 def _apply(obj: Any, values: Mapping[str, Any], prefix: str, from_env: bool = False) -> None:

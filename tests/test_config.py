@@ -84,6 +84,16 @@ def test_bad_values_are_config_errors(tmp_path, text, env):
 
 
 
+def test_a_bad_environment_value_names_its_variable_and_what_it_takes():
+    """`KGREC_TRAIN__AMP=maybe` said "cannot use 'maybe' (maybe)"; a table gave JSON's own error."""
+    for env, said in (({"KGREC_TRAIN__AMP": "maybe"}, "config train.amp .KGREC_TRAIN__AMP.: cannot use 'maybe' "
+                                                      ".expected true or false .or 1/0, yes/no, on/off.."),
+                      ({"KGREC_TRAIN__FILTER": "k=4"}, 'KGREC_TRAIN__FILTER.: cannot use .k=4. .expected a table, '
+                                                       'as a JSON object such as {"k": 448}.')):
+        with pytest.raises(ConfigError, match=said):
+            load_config(env=env)
+
+
 def test_config_mistakes_are_named_and_secrets_are_not(tmp_path, monkeypatch):
     """One underscore too few is refused (not silently ignored), a TOML syntax error names its
     file, a password of the wrong type is not echoed, shell spaces around values are dropped,
