@@ -113,7 +113,8 @@ def head_to_head(served_dir: Path, new_dir: Path, snapshot_dir: Path, metric: st
             rows = model_rows[batch.numpy()]
             if items is not None:  # only the common items' scores, not the whole catalogue's
                 return model.user_emb[torch.from_numpy(rows)] @ items.t()
-            return model.score_users(rows)[:, torch.from_numpy(cols)].contiguous()
+            # training rows only: the new model's held-out events are the very ones graded here
+            return model.score_users(rows, train_only=True)[:, torch.from_numpy(cols)].contiguous()
         return fn
 
     figures = [evaluate(score(model, model_rows, cols), masked, truth, [k], shape[1])[metric]

@@ -112,8 +112,11 @@ class Recommender:
         # what a graph filter scores for each user: the training row, or, for a user with no training
         # events (one who came after a temporal split's cut), their held-out ones, else all scores are 0
         no_train = np.diff(self._train.indptr) == 0
-        self._filter_rows = (self._train + sp.diags(no_train.astype(np.float32)) @ self._seen).tocsr() \
-            if no_train.any() else self._train
+        self._filter_rows = self._train
+        if no_train.any():
+            self._filter_rows = (self._train + sp.diags(no_train.astype(np.float32)) @ self._seen).tocsr()
+            self._filter_rows.sum_duplicates()
+            self._filter_rows.data[:] = 1.0  # an event known twice is one positive, as in training
 
     @classmethod
     def load(cls, path: str | Path, cfg: ServingConfig | None = None) -> "Recommender":
@@ -232,11 +235,13 @@ class Recommender:
         except KeyError:
             raise UnknownUserError(f"unknown user {user_id!r}") from None
 
-    def score_users(self, users: np.ndarray) -> torch.Tensor:
+    def score_users(self, users: np.ndarray, train_only: bool = False) -> torch.Tensor:
         """(B, I) scores of every item for the users at these rows, nothing masked: dot products,
-        or a graph filter's scores of each user's training row (held-out events for a user without)."""
+        or a graph filter's scores of each user's training row (held-out events for a user without,
+        unless ``train_only``: an evaluation on those events must not be given them)."""
         if self.scorer is not None:  # the filter scores the row it was fitted on: training items
-            return self.scorer.score_rows(self._filter_rows[users]).float().cpu()
+            rows = self._train if train_only else self._filter_rows
+            return self.scorer.score_rows(rows[users]).float().cpu()
         return self.user_emb[torch.from_numpy(np.asarray(users, dtype=np.int64))] @ self.item_emb.t()
 
     def score_items(self, user_vector: torch.Tensor) -> torch.Tensor:

@@ -235,3 +235,29 @@ def test_a_rank_near_the_catalogue_keeps_item_neighbours_meaningful(tmp_path, mo
     same = sum(community_of_item(r.item_id, SPEC) == community_of_item(i, SPEC)
                for i in snap.ids["item"][:40] for r in rec.similar_items(i, k=5))
     assert same >= 180, same  # of 200 neighbours (194 when written; 50 with every direction)
+
+
+def test_the_gate_scores_a_new_filter_from_training_rows_only(tmp_path) -> None:
+    """Serving scores a user without training events from their held-out ones; the quality gate
+    then scored the new filter's users from the very test events it graded (a model that never saw
+    them trained beat one that had). The gate scores training rows only."""
+    import dataclasses
+
+    from gnn.train import train
+    from kgrec.config import TrainConfig
+    from kgrec.gate import head_to_head
+    from test_gnn import planted_snapshot
+
+    cfg = TrainConfig(model="gfcf", filter={"k": 8}, ks=[20], device="cpu")
+    served = train(planted_snapshot(seed=0), cfg, tmp_path / "served", progress=False)
+    snap = planted_snapshot(seed=1)  # new events; users 0..39 came after the cut: all theirs are test events
+    tr, te = snap.splits["train"], snap.splits["test"]
+    late = tr.user < 40
+    fields = [f.name for f in dataclasses.fields(Interactions)]
+    snap.splits["train"] = Interactions(*(getattr(tr, f)[~late] for f in fields))
+    snap.splits["test"] = Interactions(*(np.concatenate([getattr(te, f), getattr(tr, f)[late]]) for f in fields))
+    snap.save(tmp_path / "snapshot")
+    new = train(snap, cfg, tmp_path / "new", progress=False)
+    duel = head_to_head(served, new, tmp_path / "snapshot", "ndcg@20")
+    assert duel is not None and duel.users > 100  # those with test events the served model never saw
+    assert duel.new < duel.served, duel  # the new filter knows nothing of 40 of the users
