@@ -132,6 +132,9 @@ def test_gfcf_state_reload_and_new_rows_match_fit() -> None:
         with pytest.raises(ValueError, match=said):
             check_filter_params(model, params)
     check_filter_params("bspm", {"k": 8, "beta": 1, "sharpen_time": 2})  # an int where a float goes is a number
+    # k = 8.0 (TOML's 448.0, an older artifact's config): a whole number, as the config takes its own
+    assert check_filter_params("gfcf", {"k": 8.0, "seed": 1}) == {"k": 8} and build_filter("gfcf", {"k": 8.0}).k == 8
+    assert check_filter_params("gfcf", {"k": np.int64(8), "alpha": np.float32(0.5)}) == {"k": 8, "alpha": 0.5}
     with pytest.raises(ValueError, match="does not fit"):
         load_filter("gfcf", {}, R, {"vt": np.zeros((2, 5), np.float32)})
 
