@@ -281,28 +281,35 @@ class Recommender:
         scores[torch.from_numpy(np.isin(rows.numpy(), left_out))] = float("-inf")
         return self._top(scores, k, rows)
 
-    def recommend_many(self, user_ids: list[str], k: int = 10, exclude_seen: bool = True) -> list[list[Recommendation]]:
-        """:meth:`recommend` for several known users, scored as one batch.
+    def recommend_many(self, user_ids: list[str], k: int = 10, exclude_seen: bool = True,
+                       exclude: str | list[str] | tuple[str, ...] | set[str] = ()) -> list[list[Recommendation]]:
+        """:meth:`recommend` for several known users, scored as one batch; ``exclude`` leaves items
+        out of every list (ids the model does not know are ignored): those deleted from the graph, say.
 
         Raises:
             UnknownUserError: a user is not in the model.
         """
         users = np.array([self._user(u) for u in user_ids], dtype=np.int64)
+        left_out = np.array(sorted({self.item_index[i] for i in _id_list(exclude) if i in self.item_index}), np.int64)
         step = max(1, SCORED_CELLS // max(1, len(self.item_ids)))  # users scored at once: memory bounded
-        return [r for start in range(0, len(users), step) for r in self._recommend_rows(users[start:start + step], k,
-                                                                                         exclude_seen)]
+        return [r for start in range(0, len(users), step)
+                for r in self._recommend_rows(users[start:start + step], k, exclude_seen, left_out)]
 
-    def _recommend_rows(self, users: np.ndarray, k: int, exclude_seen: bool) -> list[list[Recommendation]]:
-        """:meth:`recommend_many` for the users at these rows, scored as one batch."""
+    def _recommend_rows(self, users: np.ndarray, k: int, exclude_seen: bool,
+                        left_out: np.ndarray) -> list[list[Recommendation]]:
+        """:meth:`recommend_many` for the users at these rows, scored as one batch, without the item
+        rows ``left_out``."""
         if self.index is not None:
-            return self._recommend_recalled(users, k, exclude_seen)
+            return self._recommend_recalled(users, k, exclude_seen, left_out)
         scores = self.score_users(users)
         if exclude_seen:
             coo = self._seen[users].tocoo()
             scores[torch.from_numpy(coo.row.astype(np.int64)), torch.from_numpy(coo.col.astype(np.int64))] = float("-inf")
+        scores[:, torch.from_numpy(left_out)] = float("-inf")
         return [self._top(row, k) for row in scores]
 
-    def _recommend_recalled(self, users: np.ndarray, k: int, exclude_seen: bool) -> list[list[Recommendation]]:
+    def _recommend_recalled(self, users: np.ndarray, k: int, exclude_seen: bool,
+                            left_out: np.ndarray) -> list[list[Recommendation]]:
         """Top-``k`` of each user's recalled candidates, by their exact inner products (an IVF index
         returns those); a user for whom the scanned cells hold fewer than ``k`` items besides their
         own, or who has more than :data:`HEAVY_SEEN` items of their own (one search would
@@ -325,6 +332,8 @@ class Recommender:
         out = []
         for b in range(len(users)):
             mine = own.indices[own.indptr[b]:own.indptr[b + 1]] if own is not None else np.empty(0, np.int32)
+            if len(left_out):  # a user whose candidates these empty is ranked exactly below
+                mine = np.union1d(mine, left_out)
             scores[b, torch.from_numpy(np.isin(rows[b].numpy(), mine))] = float("-inf")
             if not recalled[b] or int(torch.isfinite(scores[b]).sum()) < min(k, len(self.item_ids) - len(mine)):
                 exact = self.score_items(vectors[b])

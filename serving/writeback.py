@@ -143,6 +143,6 @@ def _lists(graph: Graph, rec: Recommender, users: list[str], k: int, gone: set[s
     ``gone`` from the graph since (a list is never short of one, with a gap in its ranks)."""
     since = {r["user"]: set(r["items"]) for r in graph.query("writeback/interacted_items", users=users)}
     since = {u: items - set(rec.seen_items(u)) for u, items in since.items() if u in rec.user_index}
-    extra = max((len(items) for items in since.values()), default=0) + len(gone)
-    return [[r for r in recs if r.item_id not in since.get(u, ()) and r.item_id not in gone][:k]
-            for u, recs in zip(users, rec.recommend_many(users, k + extra))]
+    extra = max((len(items) for items in since.values()), default=0)
+    return [[r for r in recs if r.item_id not in since.get(u, ())][:k]
+            for u, recs in zip(users, rec.recommend_many(users, k + extra, exclude=gone))]
