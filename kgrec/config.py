@@ -336,6 +336,7 @@ def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = 
     """
     env = os.environ if env is None else env
     cfg = Config()
+    file_sets_workdir = False
     if path is None and env.get("KGREC_CONFIG", "").strip():  # a cron job's (scripts/retrain.sh) config file
         path = env["KGREC_CONFIG"].strip()
     if path is not None:
@@ -348,6 +349,7 @@ def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = 
             except tomllib.TOMLDecodeError as e:
                 raise ConfigError(f"config file {path}: {e}") from None
         _apply(cfg, values, "")
+        file_sets_workdir = "workdir" in values
     sections = {f.name for f in dataclasses.fields(Config) if dataclasses.is_dataclass(getattr(cfg, f.name))}
     overrides: dict[str, Any] = {}
     for name, value in env.items():
@@ -363,6 +365,8 @@ def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = 
                               f"(KGREC_{section}__{key})")
     if env.get("KGREC_WORKDIR", "").strip():
         overrides["workdir"] = env["KGREC_WORKDIR"]
+    elif env.get("KGREC_WORKDIR_DEFAULT", "").strip() and not file_sets_workdir:  # scripts/retrain.sh's checkout
+        overrides["workdir"] = env["KGREC_WORKDIR_DEFAULT"]
     for var, key in (("NEO4J_URI", "uri"), ("NEO4J_USER", "user"),
                      ("NEO4J_PASSWORD", "password"), ("NEO4J_DATABASE", "database")):
         value = env.get(var, "") if key == "password" else env.get(var, "").strip()  # a password is taken whole

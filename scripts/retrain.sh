@@ -19,10 +19,8 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 # this checkout's .kgrec unless KGREC_WORKDIR, or the workdir of the KGREC_CONFIG file, names another
-# (an environment variable would override the file's, splitting cron's state from the user's commands)
-if [ -z "${KGREC_WORKDIR:-}" ] && ! { [ -n "${KGREC_CONFIG:-}" ] && grep -Eq '^[[:space:]]*workdir[[:space:]]*=' "$KGREC_CONFIG"; }; then
-  export KGREC_WORKDIR=$root/.kgrec
-fi
+# (KGREC_WORKDIR would override the file's, splitting cron's state from the user's own commands)
+export KGREC_WORKDIR_DEFAULT=$root/.kgrec
 export HF_HUB_OFFLINE=${HF_HUB_OFFLINE:-1}
 if [ -n "${KGREC:-}" ]; then
   kgrec=$KGREC

@@ -647,23 +647,28 @@ def test_a_model_dir_naming_current_through_dots_follows_current(tmp_path):
 def test_the_cron_script_leaves_a_config_files_workdir_alone(tmp_path):
     """scripts/retrain.sh exported KGREC_WORKDIR whatever KGREC_CONFIG's file said, and the
     environment wins over the file: cron trained, published and ran Neo4j in another state directory
-    than the user's own `kgrec --config` commands. (KGREC here is a stand-in that shows what it got.)"""
+    than the user's own `kgrec --config` commands. (KGREC here is a stand-in that prints the workdir
+    kgrec's own load_config resolves.)"""
     import os
     import subprocess
+    import sys
 
     root = Path(__file__).resolve().parents[1]
     shows = tmp_path / "shows-workdir"
-    shows.write_text("#!/bin/sh\necho \"$1 ${KGREC_WORKDIR:-unset}\"\n")
+    shows.write_text(f"#!/bin/sh\nexec {sys.executable} -c 'import sys; from kgrec.config import load_config; "
+                     f"print(sys.argv[1], load_config().workdir)' \"$1\"\n")
     shows.chmod(0o755)
-    own, bare = tmp_path / "own.toml", tmp_path / "bare.toml"
+    own, quoted, bare = tmp_path / "own.toml", tmp_path / "quoted.toml", tmp_path / "bare.toml"
     own.write_text(f'workdir = "{tmp_path}/state"\n[train]\nepochs = 2\n')
+    quoted.write_text(f'"workdir" = "{tmp_path}/state"\n')  # a quoted key, which a grep would miss
     bare.write_text("[train]\nepochs = 2\n")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("KGREC", "NEO4J"))}
-    env.update(KGREC=str(shows), NEO4J_URI="bolt://127.0.0.1:1")  # no server started
-    for extra, want in (({"KGREC_CONFIG": str(own)}, "retrain unset"),
+    env.update(KGREC=str(shows), NEO4J_URI="bolt://127.0.0.1:1", PYTHONPATH=str(root))  # no server started
+    for extra, want in (({"KGREC_CONFIG": str(own)}, f"retrain {tmp_path}/state"),
+                        ({"KGREC_CONFIG": str(quoted)}, f"retrain {tmp_path}/state"),
                         ({"KGREC_CONFIG": str(bare)}, f"retrain {root}/.kgrec"),
                         ({}, f"retrain {root}/.kgrec"),
-                        ({"KGREC_WORKDIR": "/elsewhere"}, "retrain /elsewhere")):
+                        ({"KGREC_WORKDIR": "/elsewhere", "KGREC_CONFIG": str(own)}, "retrain /elsewhere")):
         out = subprocess.run([str(root / "scripts" / "retrain.sh")], env={**env, **extra}, cwd=tmp_path,
                              capture_output=True, text=True, check=True).stdout
         assert out.strip() == want, (extra, out)
