@@ -106,17 +106,20 @@ def head_to_head(served_dir: Path, new_dir: Path, snapshot_dir: Path, metric: st
 
     k = int(metric.partition("@")[2])
 
-    def score(model: Recommender, model_rows: np.ndarray, cols: np.ndarray):
+    def score(model: Recommender, model_rows: np.ndarray, cols: np.ndarray, train_only: bool):
         items = model.item_emb[torch.from_numpy(cols)] if model.scorer is None else None
 
         def fn(batch: torch.Tensor) -> torch.Tensor:
             rows = model_rows[batch.numpy()]
             if items is not None:  # only the common items' scores, not the whole catalogue's
                 return model.user_emb[torch.from_numpy(rows)] @ items.t()
-            # training rows only: the new model's held-out events are the very ones graded here
-            return model.score_users(rows, train_only=True)[:, torch.from_numpy(cols)].contiguous()
+            return model.score_users(rows, train_only=train_only)[:, torch.from_numpy(cols)].contiguous()
         return fn
 
-    figures = [evaluate(score(model, model_rows, cols), masked, truth, [k], shape[1])[metric]
-               for model, model_rows, cols in ((new, users, new_cols), (served, served_row[users], served_cols))]
+    # a graph filter scores a user without training events from their held-out ones: the served
+    # model as it serves (none of those is graded here), the new one from training rows only (its
+    # held-out events are the very ones graded)
+    figures = [evaluate(score(model, model_rows, cols, train_only), masked, truth, [k], shape[1])[metric]
+               for model, model_rows, cols, train_only in ((new, users, new_cols, True),
+                                                           (served, served_row[users], served_cols, False))]
     return HeadToHead(new=float(figures[0]), served=float(figures[1]), users=len(users), events=int(truth.nnz))

@@ -264,3 +264,19 @@ def test_the_gate_scores_a_new_filter_from_training_rows_only(tmp_path) -> None:
     duel = head_to_head(served, new, tmp_path / "snapshot", "ndcg@20")
     assert duel is not None and duel.users > 100  # those with test events the served model never saw
     assert duel.new < duel.served, duel  # the new filter knows nothing of 40 of the users
+    # and the served filter is scored as it serves: its late users from their held-out events (none
+    # of which is graded); scored from training rows alone it was handicapped, and a worse new one passed
+    old = planted_snapshot(seed=0)
+    tr0, te0 = old.splits["train"], old.splits["test"]
+    late0 = tr0.user < 40
+    old.splits["train"] = Interactions(*(getattr(tr0, f)[~late0] for f in fields))
+    old.splits["test"] = Interactions(*(np.concatenate([getattr(te0, f), getattr(tr0, f)[late0]]) for f in fields))
+    late_served = train(old, cfg, tmp_path / "late-served", progress=False)
+    fair = head_to_head(late_served, new, tmp_path / "snapshot", "ndcg@20")
+    from serving.recommender import Recommender
+
+    real = Recommender.score_users
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(Recommender, "score_users", lambda self, users, train_only=False: real(self, users, True))
+        handicapped = head_to_head(late_served, new, tmp_path / "snapshot", "ndcg@20")
+    assert fair is not None and handicapped is not None and fair.served > handicapped.served, (fair, handicapped)
