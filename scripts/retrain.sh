@@ -19,8 +19,13 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 # this checkout's .kgrec unless KGREC_WORKDIR, or the workdir of the KGREC_CONFIG file, names another
-# (KGREC_WORKDIR would override the file's, splitting cron's state from the user's own commands)
-export KGREC_WORKDIR_DEFAULT=$root/.kgrec
+# (KGREC_WORKDIR would override the file's, splitting cron's state from the user's own commands);
+# without a file, KGREC_WORKDIR itself, which a kgrec older than KGREC_WORKDIR_DEFAULT reads too
+if [ -n "${KGREC_CONFIG:-}" ]; then
+  export KGREC_WORKDIR_DEFAULT=$root/.kgrec
+else
+  export KGREC_WORKDIR=${KGREC_WORKDIR:-$root/.kgrec}
+fi
 export HF_HUB_OFFLINE=${HF_HUB_OFFLINE:-1}
 if [ -n "${KGREC:-}" ]; then
   kgrec=$KGREC
