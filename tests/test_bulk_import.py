@@ -144,6 +144,23 @@ def test_bulk_import_keeps_text_with_line_breaks_quotes_and_separators(neo4j_con
     assert [(u["id"], u["note"]) for u in users] == [("a;b\nc", "x\ny")]
 
 
+def _small_graph(neo4j_config) -> dict:
+    """The test database emptied and loaded with a small synthetic graph; its counts."""
+    from kg.schema import wipe
+
+    with connect(neo4j_config) as g:
+        wipe(g)
+        ingest(g, generate(SyntheticSpec(num_users=30, num_items=20, num_queries=4)), IngestConfig(), progress=False)
+        return graph_counts(g)
+
+
+def _two_items_of_one_id():
+    """Records neo4j-admin refuses (a duplicate id fails the import)."""
+    from kg.records import GraphRecords
+
+    return GraphRecords(items=[{"id": "x", "title": "X"}, {"id": "x", "title": "X again"}])
+
+
 def test_a_failed_bulk_import_leaves_the_database_as_it_was(neo4j_config):
     """neo4j-admin deletes its destination first (--overwrite-destination) and leaves a failed
     import's store unusable: the database kgrec replaced was lost, and the server restarted on a
@@ -151,17 +168,10 @@ def test_a_failed_bulk_import_leaves_the_database_as_it_was(neo4j_config):
     if not neo4j_config.managed:
         pytest.skip("bulk import rebuilds the managed server's database offline")
     from kg.errors import Neo4jSetupError
-    from kg.records import GraphRecords
 
-    from kg.schema import wipe
-
-    with connect(neo4j_config) as g:
-        wipe(g)
-        ingest(g, generate(SyntheticSpec(num_users=30, num_items=20, num_queries=4)), IngestConfig(), progress=False)
-        before = graph_counts(g)
-    twice = GraphRecords(items=[{"id": "x", "title": "X"}, {"id": "x", "title": "X again"}])  # duplicate ids fail it
+    before = _small_graph(neo4j_config)
     with pytest.raises(Neo4jSetupError, match="the database is as it was before"):
-        bulk_import(twice, neo4j_config)
+        bulk_import(_two_items_of_one_id(), neo4j_config)
     with connect(neo4j_config) as g:
         assert graph_counts(g) == before
     home = neo4j_config.home
@@ -177,22 +187,16 @@ def test_a_failed_bulk_import_whose_restart_fails_reports_both(neo4j_config, mon
         pytest.skip("bulk import rebuilds the managed server's database offline")
     from kg.errors import Neo4jSetupError
     from kg.neo4j_server import ManagedNeo4j
-    from kg.records import GraphRecords
-    from kg.schema import wipe
 
-    with connect(neo4j_config) as g:
-        wipe(g)
-        ingest(g, generate(SyntheticSpec(num_users=30, num_items=20, num_queries=4)), IngestConfig(), progress=False)
-        before = graph_counts(g)
+    before = _small_graph(neo4j_config)
 
     def no_start(self):
         raise Neo4jSetupError("port 7688 is taken (as a stand-in for any failed start)")
 
-    twice = GraphRecords(items=[{"id": "x", "title": "X"}, {"id": "x", "title": "X again"}])
     with monkeypatch.context() as m:
         m.setattr(ManagedNeo4j, "start", no_start)
         with pytest.raises(Neo4jSetupError) as failed:
-            bulk_import(twice, neo4j_config)
+            bulk_import(_two_items_of_one_id(), neo4j_config)
     message = str(failed.value)
     assert "neo4j-admin import failed" in message and "x" in message
     assert "failed to start" in message and "port 7688 is taken" in message
