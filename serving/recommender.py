@@ -263,16 +263,9 @@ class Recommender:
             TypeError: an id that is neither a string nor a whole number (None, a float).
         """
         within = [a for a in _id_list(within) if a]  # an empty value (``?within=``) constrains nothing
-        left_out = np.array(sorted({self.item_index[i] for i in _id_list(exclude) if i in self.item_index}), np.int64)
         if not within:
-            if not len(left_out):
-                return self.recommend_many([user_id], k, exclude_seen)[0]
-            if k < 0:
-                raise ValueError(f"k must be >= 0, got {k}")
-            # the left-out items can take at most their number of places in a longer list
-            longer = self.recommend_many([user_id], k + len(left_out), exclude_seen)[0]
-            dropped = {self.item_ids[j] for j in left_out}
-            return [r for r in longer if r.item_id not in dropped][:k]
+            return self.recommend_many([user_id], k, exclude_seen, exclude)[0]
+        left_out = self._known_item_rows(exclude)
         rows = torch.from_numpy(self.items_within(within))  # what the model cannot do, before a caller's typo
         u = self._user(user_id)
         scores = self._candidate_scores(u, rows)
@@ -290,10 +283,14 @@ class Recommender:
             UnknownUserError: a user is not in the model.
         """
         users = np.array([self._user(u) for u in user_ids], dtype=np.int64)
-        left_out = np.array(sorted({self.item_index[i] for i in _id_list(exclude) if i in self.item_index}), np.int64)
+        left_out = self._known_item_rows(exclude)
         step = max(1, SCORED_CELLS // max(1, len(self.item_ids)))  # users scored at once: memory bounded
         return [r for start in range(0, len(users), step)
                 for r in self._recommend_rows(users[start:start + step], k, exclude_seen, left_out)]
+
+    def _known_item_rows(self, ids: str | list[str] | tuple[str, ...] | set[str]) -> np.ndarray:
+        """Sorted rows of the items ``ids`` names that the model knows (others are ignored)."""
+        return np.array(sorted({self.item_index[i] for i in _id_list(ids) if i in self.item_index}), np.int64)
 
     def _recommend_rows(self, users: np.ndarray, k: int, exclude_seen: bool,
                         left_out: np.ndarray) -> list[list[Recommendation]]:
