@@ -231,10 +231,9 @@ def _inconsistency(art: Artifact) -> str | None:
     """What in an artifact's files disagrees (ids against embedding rows, interaction lists against
     both), or None."""
     ids = art.ids
-    lists = ("user", "item", "item_title", "attribute")
-    if not all(isinstance(ids.get(k, []), list) for k in lists) or not isinstance(ids.get("user"), list) \
-            or not isinstance(ids.get("item"), list):
-        return f"ids.json does not hold lists of user and item ids ({', '.join(lists)})"
+    if not all(isinstance(ids.get(k), list) for k in ("user", "item")) or \
+            not all(isinstance(ids.get(k, []), list) for k in ("item_title", "attribute")):
+        return "ids.json does not hold lists of user and item ids (user, item, item_title, attribute)"
     U, I = len(ids.get("user", [])), len(ids.get("item", []))
     if art.user_embeddings.shape[0] != U or art.item_embeddings.shape[0] != I:
         return (f"ids.json names {U} users and {I} items, embeddings.npz has {art.user_embeddings.shape[0]} and "

@@ -322,7 +322,7 @@ def cmd_train(args: argparse.Namespace, cfg: Config) -> None:
                       "test": metrics.get("test", {})}, indent=2))
 
 
-def _refuse_unused_flags(args: argparse.Namespace, model: str, sampler: str = "full") -> None:
+def _refuse_unused_flags(args: argparse.Namespace, model: str, sampler: str) -> None:
     """``kgrec train`` (or ``demo``) flags the model would ignore without a word are an error naming
     them; ``sampler`` is the one training uses (the flag's, else the config's)."""
     trains = model not in ("gfcf", "bspm")  # the graph filters are fitted in closed form
