@@ -1,6 +1,8 @@
 """GF-CF against a dense reference implementation of the formula on a tiny matrix."""
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -184,19 +186,12 @@ def test_a_filter_without_training_events_to_go_on(tmp_path, model: str) -> None
     (one who came after a temporal split's cut) was 0, and the list the catalogue's first items, as
     was a new user's given only items without training events. The first now scores their held-out
     events; the second is refused, as an embedding model refuses items without a usable vector."""
-    import dataclasses
-
     from gnn.train import train
     from kgrec.config import TrainConfig
     from serving.recommender import Recommender, UnknownUserError
     from test_gnn import BLOCK, planted_snapshot
 
-    snap = planted_snapshot()
-    tr, te = snap.splits["train"], snap.splits["test"]
-    moved = tr.user == 2  # u2 (community A): its training events become test events
-    snap.splits["train"] = Interactions(*(getattr(tr, f.name)[~moved] for f in dataclasses.fields(Interactions)))
-    snap.splits["test"] = Interactions(*(np.concatenate([getattr(te, f.name), getattr(tr, f.name)[moved]])
-                                         for f in dataclasses.fields(Interactions)))
+    snap = _came_after_the_cut(planted_snapshot(), lambda user: user == 2)  # u2, community A
     art = train(snap, TrainConfig(model=model, filter={"k": 8}, ks=[10], device="cpu"), tmp_path, progress=False)
     rec = Recommender.load(art)
     top = rec.recommend("u2", 5)
@@ -243,9 +238,8 @@ def test_a_rank_near_the_catalogue_keeps_item_neighbours_meaningful(tmp_path, mo
 def test_the_gate_scores_a_new_filter_from_training_rows_only(tmp_path) -> None:
     """Serving scores a user without training events from their held-out ones; the quality gate
     then scored the new filter's users from the very test events it graded (a model that never saw
-    them trained beat one that had). The gate scores training rows only."""
-    import dataclasses
-
+    them trained beat one that had). The gate scores the new filter from training rows only, and
+    the served one as it serves."""
     from gnn.train import train
     from kgrec.config import TrainConfig
     from kgrec.gate import head_to_head
@@ -253,12 +247,8 @@ def test_the_gate_scores_a_new_filter_from_training_rows_only(tmp_path) -> None:
 
     cfg = TrainConfig(model="gfcf", filter={"k": 8}, ks=[20], device="cpu")
     served = train(planted_snapshot(seed=0), cfg, tmp_path / "served", progress=False)
-    snap = planted_snapshot(seed=1)  # new events; users 0..39 came after the cut: all theirs are test events
-    tr, te = snap.splits["train"], snap.splits["test"]
-    late = tr.user < 40
-    fields = [f.name for f in dataclasses.fields(Interactions)]
-    snap.splits["train"] = Interactions(*(getattr(tr, f)[~late] for f in fields))
-    snap.splits["test"] = Interactions(*(np.concatenate([getattr(te, f), getattr(tr, f)[late]]) for f in fields))
+    # new events; users 0..39 came after the cut: all theirs are test events
+    snap = _came_after_the_cut(planted_snapshot(seed=1), lambda user: user < 40)
     snap.save(tmp_path / "snapshot")
     new = train(snap, cfg, tmp_path / "new", progress=False)
     duel = head_to_head(served, new, tmp_path / "snapshot", "ndcg@20")
@@ -266,11 +256,7 @@ def test_the_gate_scores_a_new_filter_from_training_rows_only(tmp_path) -> None:
     assert duel.new < duel.served, duel  # the new filter knows nothing of 40 of the users
     # and the served filter is scored as it serves: its late users from their held-out events (none
     # of which is graded); scored from training rows alone it was handicapped, and a worse new one passed
-    old = planted_snapshot(seed=0)
-    tr0, te0 = old.splits["train"], old.splits["test"]
-    late0 = tr0.user < 40
-    old.splits["train"] = Interactions(*(getattr(tr0, f)[~late0] for f in fields))
-    old.splits["test"] = Interactions(*(np.concatenate([getattr(te0, f), getattr(tr0, f)[late0]]) for f in fields))
+    old = _came_after_the_cut(planted_snapshot(seed=0), lambda user: user < 40)
     late_served = train(old, cfg, tmp_path / "late-served", progress=False)
     fair = head_to_head(late_served, new, tmp_path / "snapshot", "ndcg@20")
     from serving.recommender import Recommender
@@ -280,3 +266,14 @@ def test_the_gate_scores_a_new_filter_from_training_rows_only(tmp_path) -> None:
         m.setattr(Recommender, "score_users", lambda self, users, train_only=False: real(self, users, True))
         handicapped = head_to_head(late_served, new, tmp_path / "snapshot", "ndcg@20")
     assert fair is not None and handicapped is not None and fair.served > handicapped.served, (fair, handicapped)
+
+
+def _came_after_the_cut(snap, late):
+    """``snap`` with the training events of the users ``late(user rows)`` picks moved to its test
+    split, as a temporal split leaves users who came after its cut."""
+    tr, te = snap.splits["train"], snap.splits["test"]
+    moved = late(tr.user)
+    fields = [f.name for f in dataclasses.fields(Interactions)]
+    snap.splits["train"] = tr.take(np.flatnonzero(~moved))
+    snap.splits["test"] = Interactions(*(np.concatenate([getattr(te, f), getattr(tr, f)[moved]]) for f in fields))
+    return snap
