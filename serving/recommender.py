@@ -121,7 +121,8 @@ class Recommender:
     @classmethod
     def load(cls, path: str | Path, cfg: ServingConfig | None = None) -> "Recommender":
         """Load an artifact directory (or the ``current`` link that points to one); with ``cfg``'s
-        ``ann_*`` settings (default: ``ServingConfig()``'s) for the approximate recall.
+        ``ann_*`` settings (default: ``ServingConfig()``'s, not a TOML file's: pass
+        ``load_config(path).serving`` for those) for the approximate recall.
 
         Raises:
             FileNotFoundError: the path holds no model artifact.
