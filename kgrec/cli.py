@@ -684,7 +684,7 @@ def main(argv: list[str] | None = None) -> int:
     from tqdm.contrib.logging import logging_redirect_tqdm
 
     try:  # log lines (a retried transaction's warning, say) print above a progress bar, not into it
-        with _sigterm_unwinds(), logging_redirect_tqdm():
+        with _sigterm_unwinds(), logging_redirect_tqdm(), _short_retry_warnings(args.verbose):
             cfg = load_config(args.config)
             status = args.func(args, cfg)
     except KeyboardInterrupt:  # Ctrl-C: as SIGTERM, one line (a train resumes from its checkpoint when run again)
@@ -698,6 +698,33 @@ def main(argv: list[str] | None = None) -> int:
         print(f"kgrec: error: {e.args[0] if isinstance(e, KeyError) and e.args else e}", file=sys.stderr)
         return 2
     return status or 0
+
+
+class _OneLineRetry(logging.Filter):
+    """The driver's "will be retried" warning as one line naming the error's code, without the
+    server's lock report (concurrent ingest writers meet a deadlock now and then; the driver
+    retries it, and the load goes on)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if str(record.msg).startswith("Transaction failed and will be retried") and len(record.args or ()) == 2:
+            delay, error = record.args
+            code = getattr(error, "code", None) or type(error).__name__
+            record.msg, record.args = "a transaction failed (%s) and is retried in %.1f s", (code, float(delay))
+        return True
+
+
+@contextmanager
+def _short_retry_warnings(verbose: bool) -> Iterator[None]:
+    """Retry warnings in one line while the command runs (in full with ``-v``)."""
+    if verbose:
+        yield
+        return
+    driver_log, one_line = logging.getLogger("neo4j.session"), _OneLineRetry()
+    driver_log.addFilter(one_line)
+    try:
+        yield
+    finally:
+        driver_log.removeFilter(one_line)
 
 
 @contextmanager

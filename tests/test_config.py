@@ -226,6 +226,30 @@ def test_ctrl_c_is_one_line_and_exit_130(monkeypatch, capsys):
     assert capsys.readouterr().err == "kgrec: interrupted\n"
 
 
+def test_a_retried_transaction_is_one_warning_line_unless_verbose(monkeypatch, caplog):
+    """The demo's ingest printed the server's whole lock report when the driver retried a deadlock."""
+    import logging
+
+    import kgrec.cli as cli
+
+    class Deadlock(Exception):
+        code = "Neo.TransientError.Transaction.DeadlockDetected"
+
+    def retried(args, cfg):
+        logging.getLogger("neo4j.session").warning("Transaction failed and will be retried in %ss (%s)", 0.8193,
+                                                   Deadlock("ForsetiClient can't acquire ExclusiveLock\n Wait list:..."))
+
+    monkeypatch.setattr(cli, "cmd_neo4j", retried)
+    for argv, expected in ((["neo4j", "status"], "a transaction failed (Neo.TransientError.Transaction.DeadlockDetected) "
+                                                 "and is retried in 0.8 s"),
+                           (["-v", "neo4j", "status"], "Transaction failed and will be retried in 0.8193s "
+                                                       "(ForsetiClient can't acquire ExclusiveLock\n Wait list:...)")):
+        caplog.clear()
+        assert cli.main(argv) == 0
+        assert [r.getMessage() for r in caplog.records if r.name == "neo4j.session"] == [expected]
+    assert not logging.getLogger("neo4j.session").filters  # the command's filter goes with it
+
+
 def test_a_bad_fan_out_names_its_flag(tmp_path, monkeypatch, capsys):
     from kgrec.cli import main
 
