@@ -7,9 +7,9 @@ Layout under ``cache_dir``::
     <namespace digest>/<shard>.keys.npy      uint8 (n, 32) sha256 keys, one per vector row
 
 A key is ``sha256(namespace + "\\0" + normalised text)``; the namespace holds model id, weight
-fingerprint, pooling and max length, so a different model or setting never hits old vectors. The
-compute dtype is not part of it: float32 and bf16/fp16-autocast vectors of one model agree to about
-1e-3 in cosine and share entries.
+fingerprint, pooling and max length, so a different model or setting never hits old vectors, and
+the autocast precision when there is one (``HFTextEncoder.cache_namespace``): float32 vectors and
+bf16/fp16-autocast ones, which differ in about the third decimal, never share entries.
 Opening a namespace stamps ``namespace.txt``'s modification time, its last use, which
 :func:`prune_cache` reads to remove the namespaces of models no longer in use.
 Shards are append-only and each file is written to a temporary name then ``os.replace``-d; the keys
@@ -106,10 +106,12 @@ class VectorCache:
         self._load_index()
 
     def _remove_orphans(self, min_age_s: float = ORPHAN_AGE_S) -> None:
-        """Delete temporary files and keyless vectors files that killed writers left behind."""
+        """Delete temporary files and keyless vectors files that killed writers left behind, and
+        keys files whose vectors are gone (kgrec never leaves those: a partial copy of the cache)."""
         now = time.time()
         orphans = list(self.dir.glob(".*.tmp")) + [
             v for v in self.dir.glob("*.vecs.npy") if not v.with_name(v.name.replace(".vecs.", ".keys.")).exists()]
+        orphans += [k for k in self.dir.glob("*.keys.npy") if not k.with_name(k.name.replace(".keys.", ".vecs.")).exists()]
         for path in orphans:
             try:
                 if now - path.stat().st_mtime >= min_age_s:
@@ -145,10 +147,12 @@ class VectorCache:
             try:
                 keys = np.load(keys_file)
                 vecs = np.load(vecs_file, mmap_mode="r")
-            except (OSError, ValueError) as e:
+            except (OSError, ValueError, EOFError) as e:  # EOFError: an empty file
                 if getattr(e, "errno", None) in (errno.EMFILE, errno.ENFILE):  # not the shard's fault
                     raise
-                if getattr(e, "errno", None) == errno.ENOENT:  # merged away by a compaction meanwhile
+                # merged away by a compaction meanwhile, which removes the keys first; keys whose
+                # vectors are gone (a partial copy of the cache) are skipped below
+                if getattr(e, "errno", None) == errno.ENOENT and not keys_file.exists():
                     raise _ShardGone(shard) from e
                 logger.warning("skipping unreadable cache shard %s: %s", keys_file, e)
                 continue
@@ -391,7 +395,7 @@ def cached_namespaces(cache_dir: str | Path) -> list[CachedNamespace]:
         except OSError:  # pruned meanwhile
             continue
         for f in files:
-            with contextlib.suppress(OSError, ValueError):  # a compaction may remove a shard meanwhile
+            with contextlib.suppress(OSError, ValueError, EOFError):  # a compaction may remove a shard meanwhile; an empty file
                 st = f.stat()
                 size, last_used = size + st.st_size, max(last_used, st.st_mtime)
                 if f.name.endswith(".keys.npy"):

@@ -320,6 +320,30 @@ def test_cache_survives_interrupted_write(tmp_path):
     assert (cache.dir / "cafe.keys.npy").exists() and len(VectorCache(tmp_path, "ns", dim=3)) == 2
 
 
+def test_empty_shard_files_and_keys_without_vectors_are_skipped_not_fatal(tmp_path, caplog):
+    """An empty file (a full disk, a cut copy) made every open, listing and prune fail with
+    EOFError; a keys file whose vectors are gone (a partial copy) failed every open as "kept
+    changing under this process". Both are skipped with a warning; the keys without vectors are
+    removed once an hour old, as other leftovers."""
+    from encoders import cached_namespaces, prune_cache
+
+    cache = VectorCache(tmp_path, "ns", dim=4)
+    for text in ("a", "b", "c"):
+        cache.put_many([cache.key(text)], np.ones((1, 4), np.float32))
+    a, b, c = sorted(cache.dir.glob("*.keys.npy"))
+    a.write_bytes(b"")  # an empty keys file
+    b.with_name(b.name.replace(".keys.", ".vecs.")).write_bytes(b"")  # an empty vectors file
+    c.with_name(c.name.replace(".keys.", ".vecs.")).unlink()  # keys whose vectors are gone
+    caplog.set_level("WARNING")
+    assert len(VectorCache(tmp_path, "ns", dim=4)) == 0
+    assert sum("skipping" in r.getMessage() for r in caplog.records) == 3
+    assert [n.vectors for n in cached_namespaces(tmp_path)] == [2]  # the listing counts the keys of b and c
+    assert prune_cache(tmp_path, unused_days=30, dry_run=True) == []
+    os.utime(c, (time.time() - 7200, time.time() - 7200))
+    VectorCache(tmp_path, "ns", dim=4)
+    assert not c.exists() and a.exists()  # a's vectors are whole: it is no leftover
+
+
 def test_cache_index_finds_every_key_once_across_shards_and_after_a_merge(tmp_path):
     """Two writers that cached the same text: one key, either vector. A merge keeps every key with
     its own vector, those indexed from disk and those this process added alike."""
