@@ -3,12 +3,17 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
 from encoders.base import EncoderError, TextEncoder, TextLike, check_finite, normalize_texts
 from encoders.resolve import hub_revision, is_local, model_fingerprint, resolve_model
+
+# the files a tokenizer's vocabulary is kept in; a model folder without any loads a tokenizer of
+# special tokens only, which turns every word into [UNK]
+VOCABULARY_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "*.model", "*.tiktoken")
 
 logger = logging.getLogger(__name__)
 
@@ -157,6 +162,10 @@ class HFTextEncoder(TextEncoder):
         self.device = _pick_device(device)
         self.autocast_dtype = _pick_autocast(dtype, self.device)
         local = is_local(self.path)
+        if local and not any(any(Path(self.path).glob(p)) for p in VOCABULARY_FILES):
+            raise EncoderError(f"model {model!r} (resolved to {self.path!r}) has no tokenizer vocabulary (none of "
+                               f"{', '.join(VOCABULARY_FILES)}): save the tokenizer beside the weights "
+                               f"(tokenizer.save_pretrained); without it every word would be unknown")
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(self.path, local_files_only=local)
             self.tokenizer.padding_side = "right"  # cls pooling reads position 0
@@ -183,6 +192,11 @@ class HFTextEncoder(TextEncoder):
                                    f"pooling='mean' or 'cls'")
             self.model = self.model.get_encoder()
         self.model.eval().to(self.device)
+        untrained = [k for k in info.get("missing_keys", ()) if ".pooler." not in f".{k}"]
+        if untrained:  # weights saved under other names (another architecture's): random, and different each load
+            raise EncoderError(f"model {model!r}: {len(untrained)} of its weights are not in its checkpoint "
+                               f"({', '.join(sorted(untrained)[:3])}{', ...' if len(untrained) > 3 else ''}); they would be random. Save it with "
+                               f"save_pretrained of the architecture its config names")
         if pooling == "pooler" and (getattr(self.model, "pooler", None) is None
                                     or any(".pooler." in f".{k}" for k in info.get("missing_keys", ()))):
             raise ValueError(f"model {model!r} has no trained pooler weights (they would be random); use "

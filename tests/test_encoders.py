@@ -892,6 +892,28 @@ def test_an_encoder_decoder_model_encodes_with_its_encoder(tmp_path):
             HFTextEncoder(str(tmp_path / name), pooling="pooler", device="cpu", show_progress=False)
 
 
+def test_a_model_folder_without_its_tokenizer_or_with_weights_under_other_names_is_refused(tmp_path):
+    """A fine-tune saved without tokenizer.save_pretrained loaded a tokenizer of special tokens only
+    (every word [UNK]); weights saved under another architecture's names loaded as random ones,
+    different at each load under one cache namespace. Both encoded without a word."""
+    from safetensors.torch import load_file, save_file
+    from transformers import BertConfig, BertModel
+
+    from encoders.hf import HFTextEncoder
+
+    config = BertConfig(vocab_size=30, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=32, max_position_embeddings=64, pad_token_id=1)
+    BertModel(config).save_pretrained(tmp_path / "bare")
+    with pytest.raises(EncoderError, match="no tokenizer vocabulary"):
+        HFTextEncoder(str(tmp_path / "bare"), device="cpu", show_progress=False)
+    _tiny_wordpiece_tokenizer(tmp_path / "bare")
+    assert HFTextEncoder(str(tmp_path / "bare"), device="cpu", show_progress=False).encode(["a cat"]).shape == (1, 16)
+    weights = tmp_path / "bare" / "model.safetensors"
+    save_file({f"wrapper.{k}": v for k, v in load_file(weights).items()}, weights, metadata={"format": "pt"})
+    with pytest.raises(EncoderError, match="not in its checkpoint"):
+        HFTextEncoder(str(tmp_path / "bare"), device="cpu", show_progress=False)
+
+
 def test_a_gpt_style_model_without_a_padding_token_encodes_batches(tmp_path):
     """GPT-2's tokenizer has no pad token: batches are padded with end-of-text, which the
     attention mask leaves out of mean pooling, so a text's vector does not depend on its batch."""
