@@ -379,7 +379,7 @@ class _Edge:
     conflicts: list[dict] = field(default_factory=list)  # quarantine entries of rows that contradict this one
 
 
-_EDGE_ENDPOINTS: dict[str, tuple[tuple[str, str], ...]] = {
+EDGE_ENDPOINTS: dict[str, tuple[tuple[str, str], ...]] = {
     # records field -> ((row key, node kind), ...) checked for referential integrity
     "interactions": (("user", "users"), ("item", "items")),
     "user_queries": (("user", "users"), ("query", "queries")),
@@ -531,7 +531,7 @@ class Governor:
     def _add_edge(self, kind: str, row: dict, key: tuple, source: str, line: int, raw: Any,
                   creates: Iterable[str] = ()) -> bool:
         self._count(source, "read")
-        ends = (tuple((k, node_kind) for k, node_kind in _EDGE_ENDPOINTS[kind] if node_kind in creates)
+        ends = (tuple((k, node_kind) for k, node_kind in EDGE_ENDPOINTS[kind] if node_kind in creates)
                 if creates else ())
         first = self._edge_keys.get(key)
         if first is not None:
@@ -712,10 +712,11 @@ class Governor:
     # ---------------------------------------------------------------- result
 
     def _create(self, kind: str, node_id: str) -> None:
+        # ``placeholder``: made up here, not given (the write path skips those only skipped events name)
         if kind == "users":
-            row: dict = {"id": node_id}
+            row: dict = {"id": node_id, "placeholder": True}
         elif kind == "items":
-            row = {"id": node_id, "title": "", "description": ""}
+            row = {"id": node_id, "title": "", "description": "", "placeholder": True}
         elif kind == "entities":  # placeholder: never overwrites a stored type or name (merge_entities)
             row = {"id": node_id, "type": "kg", "name": node_id, "placeholder": True}
         else:
@@ -759,7 +760,7 @@ class Governor:
 
     def _misses(self, edge: _Edge, in_graph: dict[str, set[str]], support: dict[str, dict[str, int]]) -> bool:
         """Whether an end of ``edge`` is neither a row, in the graph, nor declared."""
-        for key, kind in _EDGE_ENDPOINTS[edge.kind]:
+        for key, kind in EDGE_ENDPOINTS[edge.kind]:
             node_id = edge.row[key]
             if node_id not in self._nodes[kind] and node_id not in in_graph[kind] and node_id not in support[kind]:
                 return True
@@ -770,7 +771,7 @@ class Governor:
         naming: dict[str, dict[str, list[_Edge]]] = {kind: {node_id: [] for node_id in ids}
                                                       for kind, ids in support.items()}
         for edge in self._edges:
-            for key, kind in _EDGE_ENDPOINTS[edge.kind]:
+            for key, kind in EDGE_ENDPOINTS[edge.kind]:
                 edges = naming[kind].get(edge.row[key])
                 if edges is not None:
                     edges.append(edge)
@@ -794,7 +795,7 @@ class Governor:
         wanted: dict[str, set[str]] = {k: set() for k in _NODE_KINDS}
         for edge in self._edges:
             ends = ((("head", "entities"), ("tail", "entities")) if edge.kind == "triples"
-                    else _EDGE_ENDPOINTS[edge.kind])
+                    else EDGE_ENDPOINTS[edge.kind])
             for key, kind in ends:
                 if edge.row[key] not in self._nodes[kind]:
                     wanted[kind].add(edge.row[key])
@@ -832,12 +833,12 @@ class Governor:
             if id(edge) in dropped:
                 own = set(edge.creates)  # its own declarations are not why it is dropped
                 self._reject(edge, "; ".join(f"unknown {_SINGULAR[kind]} {edge.row[key]!r}"
-                                             for key, kind in _EDGE_ENDPOINTS[edge.kind] if (key, kind) not in own
+                                             for key, kind in EDGE_ENDPOINTS[edge.kind] if (key, kind) not in own
                                              and edge.row[key] not in nodes[kind]
                                              and edge.row[key] not in in_graph[kind]))
                 continue
             if self.policy == "create":
-                for key, kind in _EDGE_ENDPOINTS[edge.kind]:
+                for key, kind in EDGE_ENDPOINTS[edge.kind]:
                     if edge.row[key] not in nodes[kind] and edge.row[key] not in in_graph[kind]:
                         self._create(kind, edge.row[key])
             accepted.append(edge)

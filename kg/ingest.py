@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 import time
 import unicodedata
-from dataclasses import fields
+from dataclasses import fields, replace
 from typing import Any, Callable, Iterable
 
 from tqdm.auto import tqdm
@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 from kgrec.config import IngestConfig
 
 from .connection import Graph, batches
-from .governance import INVISIBLE, normalize_id
+from .governance import EDGE_ENDPOINTS, INVISIBLE, normalize_id
 from .interaction_writer import write_interactions
 from .lock import INGEST_LOCK, Lease, graph_lock
 from .records import GraphRecords
@@ -170,7 +170,8 @@ def ingest(graph: Graph, records: GraphRecords, cfg: IngestConfig, *,
             before (the CLI writes them beside the quarantine, so no row goes unaccounted).
 
     Returns:
-        ``{"written": {kind: rows sent}, "skipped_old": n, "nodes_created": n,
+        ``{"written": {kind: rows sent}, "skipped_old": n, "skipped_nodes": {kind: the user and item
+        rows governance made up for skipped events only, not written}, "nodes_created": n,
         "relationships_created": n, "properties_set": n, "not_written": {kind: rows whose node was
         no longer in the graph}, "resplit": events stored with another non-empty split that now have
         the one this load gives (logged as a warning), "feed": feed, "watermark": ts}``.
@@ -191,7 +192,7 @@ def _ingest_locked(graph: Graph, records: GraphRecords, cfg: IngestConfig, incre
                    feed: str | None, lease: Lease,
                    on_skipped: Callable[[list[dict], int], None] | None = None) -> dict[str, Any]:
     interactions = _normalise_interactions(records.interactions)
-    skipped = 0
+    skipped, totals_skipped_nodes = 0, {}
     if incremental:
         mark = get_watermark(graph, feed)
         if mark is not None:
@@ -200,6 +201,8 @@ def _ingest_locked(graph: Graph, records: GraphRecords, cfg: IngestConfig, incre
             for r in interactions:
                 (kept if r["ts"] >= mark or r["ts"] == 0 else old).append(r)
             interactions, skipped = kept, len(old)
+            if old:
+                records, totals_skipped_nodes = _without_placeholders_of(records, old, kept)
             if old and on_skipped is not None:
                 on_skipped(old, mark)
     totals: dict[str, Any] = {"nodes_created": 0, "relationships_created": 0, "properties_set": 0,
@@ -237,8 +240,29 @@ def _ingest_locked(graph: Graph, records: GraphRecords, cfg: IngestConfig, incre
         logger.warning("rows not written because a node they name is not in the graph (removed during the load?): %s",
                        totals["not_written"])
     logger.info("ingested %s", written)
-    return {"written": written, "skipped_old": skipped, **totals, "feed": feed,
-            "watermark": get_watermark(graph, feed)}
+    return {"written": written, "skipped_old": skipped, "skipped_nodes": totals_skipped_nodes, **totals,
+            "feed": feed, "watermark": get_watermark(graph, feed)}
+
+
+def _without_placeholders_of(records: GraphRecords, skipped: list[dict],
+                             kept: list[dict]) -> tuple[GraphRecords, dict[str, int]]:
+    """``records`` less the user and item rows governance made up (``placeholder``) for events the
+    watermark skips and for no row that stays: a skipped event creates nothing, as a quarantined
+    one does not. Returns them and how many rows of each kind went."""
+    named = {"users": {r["user"] for r in skipped}, "items": {r["item"] for r in skipped}}
+    needed: dict[str, set[str]] = {"users": {r["user"] for r in kept}, "items": {r["item"] for r in kept}}
+    for kind, ends in EDGE_ENDPOINTS.items():
+        for row in getattr(records, kind) if kind != "interactions" else ():
+            for key, node_kind in ends:
+                if node_kind in needed:
+                    needed[node_kind].add(row[key])
+    changes: dict[str, list[dict]] = {}
+    for kind, ids in named.items():
+        rows = getattr(records, kind)
+        left = [r for r in rows if not (r.get("placeholder") and r["id"] in ids and r["id"] not in needed[kind])]
+        if len(left) < len(rows):
+            changes[kind] = left
+    return replace(records, **changes), {k: len(getattr(records, k)) - len(v) for k, v in changes.items()}
 
 
 def forget_user(graph: Graph, user_id: str, lock_wait_s: float = 0.0) -> int:

@@ -146,7 +146,7 @@ def test_unknown_references_created():
     _reconciles(res)
     assert not res.quarantine
     assert {u["id"] for u in res.records.users} == {"u1", "u2"}
-    assert res.records.items == [{"id": "i9", "title": "", "description": ""}]
+    assert res.records.items == [{"id": "i9", "title": "", "description": "", "placeholder": True}]
     assert res.created == {"users": 1, "items": 1, "entities": 1}
 
 
@@ -181,7 +181,7 @@ def test_duplicates_merged_and_counted():
 
 def test_conflict_reasons_name_each_kind_in_the_singular():
     """``kind[:-1]`` named an entity "entitie" and a query "querie"."""
-    from kg.governance import _EDGE_ENDPOINTS, _NODE_KINDS, _SINGULAR
+    from kg.governance import EDGE_ENDPOINTS, _NODE_KINDS, _SINGULAR
 
     gov = Governor()
     gov.add_entity("e.csv", 1, "r", id="e1", type="genre", name="A")
@@ -191,7 +191,7 @@ def test_conflict_reasons_name_each_kind_in_the_singular():
     res = gov.finish()
     _reconciles(res)
     assert [q["reason"].split(" is already")[0] for q in res.quarantine] == ["entity 'e1'", "query 'q1'"]
-    assert set(_SINGULAR) == {*_NODE_KINDS, *_EDGE_ENDPOINTS}
+    assert set(_SINGULAR) == {*_NODE_KINDS, *EDGE_ENDPOINTS}
     assert _SINGULAR["item_entities"] == "item-entity" and _SINGULAR["user_queries"] == "user-query"
 
 
@@ -429,7 +429,7 @@ def test_toml_mapping_and_lowercase_ids(tmp_path):
     _reconciles(res)
     assert [(i["user"], i["item"], i["ts"]) for i in res.records.interactions] == [
         ("alice", "book-1", 1619863200), ("alice", "book-1", 0)]
-    assert res.records.users == [{"id": "alice"}]
+    assert res.records.users == [{"id": "alice", "placeholder": True}]
     plain = read_tabular(tmp_path / "events.tsv", {"files": [{**{"role": "interactions", "delimiter": "\t",
                                                                "user": "User", "item": "Item"}}]},
                          IngestConfig(unknown_reference="create"))

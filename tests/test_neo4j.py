@@ -460,6 +460,31 @@ def test_incremental_ingest_writes_only_events_past_the_watermark(graph):
     assert ingest(graph, now, IngestConfig(), incremental=True, progress=False)["skipped_old"] == 0
 
 
+def test_events_the_watermark_skips_create_no_node_of_their_own(graph):
+    """A late delta's old events created the users and items only they declared: edgeless nodes
+    in the graph and in every export. Now a skipped event creates nothing, as a quarantined one; a
+    node a loaded row also names is still created."""
+    from kg.governance import Governor
+    from kg.ingest import existing_ids
+
+    def governed(*events: tuple[str, str, int]) -> GraphRecords:
+        gov = Governor(IngestConfig(), known=lambda kind, ids: existing_ids(graph, kind, ids))
+        for n, (user, item, ts) in enumerate(events):
+            gov.add_interaction("events.csv", n + 2, None, user=user, item=item, ts=ts, creates=("users", "items"))
+        return gov.finish().records
+
+    ingest(graph, governed(("ann", "book", 1000)), IngestConfig(), progress=False)
+    late = governed(("bob", "pen", 500), ("carol", "pen", 2000), ("erin", "mug", 400))
+    report = ingest(graph, late, IngestConfig(), incremental=True, progress=False)
+    assert report["skipped_old"] == 2 and report["skipped_nodes"] == {"users": 2, "items": 1}
+    assert report["nodes_created"] == 2
+    stored = graph.driver.execute_query("MATCH (n) WHERE n:User OR n:Item RETURN n.id AS id ORDER BY id",
+                                        database_=graph.database).records
+    assert [r["id"] for r in stored] == ["ann", "book", "carol", "pen"]
+    again = ingest(graph, governed(("ann", "book", 10)), IngestConfig(), incremental=True, progress=False)
+    assert again["skipped_old"] == 1 and again["skipped_nodes"] == {}  # nodes already there are not made up
+
+
 def test_undated_events_leave_the_watermark_to_dated_ones(graph):
     """ts 0 is an unknown time, sent again by every load: counted, it put the watermark at 0 above
     events dated before 1970, which a later incremental load then skipped as old."""
