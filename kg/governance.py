@@ -311,7 +311,7 @@ def parse_timestamp(value: Any) -> int:
         raise GovernanceError(f"unparseable timestamp {clip(repr(text), 80)}") from None
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=timezone.utc)
-    seconds = int(dt.timestamp())
+    seconds = math.floor(dt.timestamp())  # down, as numbers: 1969-12-31T23:59:59.5Z is -1, not 0 (unknown)
     if abs(seconds) >= MAX_SECONDS:  # 9999-12-31 as "never": not a time
         raise GovernanceError(f"timestamp {clip(repr(text), 80)} is past the year 5138, the most kgrec "
                               "stores (a placeholder? leave the cell blank for an unknown time)")

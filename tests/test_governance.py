@@ -909,6 +909,9 @@ def test_eight_digit_strings_are_dates_not_seconds_of_1970():
 
 def test_negative_fractional_timestamps_round_down():
     assert parse_timestamp("-0.5") == -1 and parse_timestamp(-1.5) == -2 and parse_timestamp("1.9") == 1
+    # ISO times too: the last half second of 1969 was 0, an undated event
+    assert parse_timestamp("1969-12-31T23:59:59.5Z") == -1 and parse_timestamp("1970-01-01T00:00:01.9Z") == 1
+    assert parse_timestamp("1960-01-01T00:00:00.5Z") == parse_timestamp(-315619199.5) == -315619200
     assert parse_timestamp("881250949") == 881250949
 
 
