@@ -587,6 +587,8 @@ class Governor:
             row = {"id": eid, "type": check_name(type, "entity type"),
                    "name": self._text(eid if name is None else name, source, line, "name")}
             first = self._nodes["entities"].get(eid)
+            if lowercase and first is not None and str(first.get("name")).casefold() == row["name"].casefold():
+                row["name"] = first["name"]  # "Drama" and "drama" are one value under lowercase ids: no conflict
             if first is not None and first["type"] != row["type"]:  # two kinds of thing under one id
                 raise GovernanceError(f"entity {clip(repr(eid), 80)} is already a {first['type']!r} (from "
                                       f"{self._node_source['entities'][eid]}); give each entity type its own ids "

@@ -436,6 +436,21 @@ def test_toml_mapping_and_lowercase_ids(tmp_path):
     assert {i["user"] for i in plain.records.interactions} == {"Alice", "ALICE"}
 
 
+def test_attribute_values_that_differ_only_in_case_are_one_entity_under_lowercase_ids(tmp_path):
+    """``Drama`` then ``drama`` under lowercase ids quarantined the second row as a name conflict,
+    though its link loaded; one entity, named as first spelled, and no quarantine."""
+    _write(tmp_path, "items.csv", "id,title,genre\ni1,A,Drama\ni2,B,drama\ni3,C,DRAMA \n")
+    mapping = {"lowercase_ids": True, "files": [{"path": "items.csv", "role": "items", "id": "id", "title": "title",
+                                                 "attributes": [{"column": "genre"}]}]}
+    res = read_tabular(tmp_path, mapping)
+    _reconciles(res)
+    assert not res.quarantine
+    assert res.records.entities == [{"id": "genre:drama", "type": "genre", "name": "Drama"}]
+    assert [r["item"] for r in res.records.item_entities] == ["i1", "i2", "i3"]
+    mapping["lowercase_ids"] = False  # ids that keep their case: three entities
+    assert len(read_tabular(tmp_path, mapping).records.entities) == 3
+
+
 def test_lone_surrogates_are_quarantined_and_written_to_the_quarantine_file(tmp_path):
     """A JSON \\ud800 escape without its pair decodes to a lone surrogate, which Neo4j cannot store
     nor UTF-8 encode: the row is quarantined with the reason, its raw row is written back as the
