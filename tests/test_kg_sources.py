@@ -515,6 +515,10 @@ def test_quality_summary_records_and_snapshot(tmp_path):
     _files(tmp_path / "twice", {"train.txt": "0 1 1\n1 0\n", "test.txt": "0 1\n"})  # a pair thrice, two splits
     twice = quality_summary(snapshot_from_lightgcn(tmp_path / "twice"))
     assert (twice["interactions"], twice["density"], twice["user_degree"]["max"]) == (2, 0.5, 1)
+    (tmp_path / "empty").mkdir()
+    _files(tmp_path / "empty", {"train.txt": "", "test.txt": "0 1\n"})  # was numpy's "zero-size array" error
+    with pytest.raises(ValueError, match="train.txt holds no"):
+        snapshot_from_lightgcn(tmp_path / "empty")
     out = plot_degree_histograms(res.records, tmp_path / "plots" / "degrees.png", title="toy")
     assert out.is_file() and out.stat().st_size > 1000
     # a source's name is a title, not mathtext: `$^$` used to raise after the data was written

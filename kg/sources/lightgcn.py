@@ -127,6 +127,8 @@ def snapshot_from_lightgcn(data_dir: str | Path, name: str | None = None) -> Sna
     data_dir = Path(data_dir)
     tr_u, tr_i = _read_arrays(data_dir / "train.txt")
     te_u, te_i = _read_arrays(data_dir / "test.txt")
+    if not len(tr_u):  # nothing to size the id space by, nor to train on
+        raise ValueError(f"{data_dir / 'train.txt'} holds no (user, item) pair")
     n_users = int(max(tr_u.max(), te_u.max() if len(te_u) else 0)) + 1
     n_items = int(max(tr_i.max(), te_i.max() if len(te_i) else 0)) + 1
 
