@@ -113,11 +113,16 @@ def seed_everything(seed: int) -> None:
 
 
 def code_version() -> str:
-    """``git describe --always --dirty`` of the source tree, else the installed package version."""
+    """``git describe --always --dirty`` of kgrec's checkout when this file is tracked there (an
+    editable install), else the installed package version: an install inside another project's
+    repository would otherwise record that project's commit."""
+    here = Path(__file__)
     try:
-        out = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=Path(__file__).parent,
-                             capture_output=True, text=True, timeout=5)
-        if out.returncode == 0 and out.stdout.strip():
+        tracked = subprocess.run(["git", "ls-files", "--error-unmatch", here.name], cwd=here.parent,
+                                 capture_output=True, timeout=5)
+        out = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=here.parent,
+                             capture_output=True, text=True, timeout=5) if tracked.returncode == 0 else None
+        if out is not None and out.returncode == 0 and out.stdout.strip():
             return out.stdout.strip()
     except (OSError, subprocess.SubprocessError):
         pass
@@ -184,8 +189,8 @@ def effective_id_weight_decay(cfg: TrainConfig) -> float:
     has_ids = has_item_ids_beside_text(cfg.model, cfg.fusion)
     if cfg.id_weight_decay is None:
         return DEFAULT_ID_WEIGHT_DECAY.get(cfg.model, 0.0) if has_ids else 0.0
-    if cfg.id_weight_decay < 0:
-        raise ValueError(f"id_weight_decay must be >= 0, got {cfg.id_weight_decay}")
+    if not (math.isfinite(cfg.id_weight_decay) and cfg.id_weight_decay >= 0):  # NaN failed no comparison
+        raise ValueError(f"id_weight_decay must be >= 0 (finite), got {cfg.id_weight_decay}")
     if cfg.id_weight_decay and not has_ids:
         raise ValueError(f"id_weight_decay applies to {' and '.join(TEXT_MODELS)} with item id embeddings "
                          f"(fusion sum, concat or gate), not model {cfg.model!r} with fusion {cfg.fusion!r}")
@@ -266,8 +271,34 @@ def _fingerprint(cfg: TrainConfig, train_csr: sp.csr_matrix, text_embeddings: np
         d.pop("id_weight_decay")
     graph = _graph_relations_used(cfg, snapshot)
     if graph:  # the R-GCN's typed graph, or the extra LightGCN edges (plain LightGCN: the pairs alone)
-        d["graph"] = {"nodes": {k: len(v) for k, v in snapshot.ids.items()}, "relations": sorted(graph)}
+        d["graph"] = _graph_shape(snapshot, graph)
     h = hashlib.sha1(json.dumps(d, sort_keys=True).encode())
+    _hash_data(h, graph, train_csr, text_embeddings, snapshot)
+    return h.hexdigest()[:12]
+
+
+def data_fingerprint(cfg: TrainConfig, train_csr: sp.csr_matrix, text_embeddings: np.ndarray | None, *,
+                     snapshot: Any) -> str:
+    """Hash of the data a run of ``cfg.model`` trains and stops on, whatever its settings: kept in
+    every checkpoint, so one seeded from a run on other data (same sizes) is refused on resume."""
+    graph = _graph_relations_used(cfg, snapshot)
+    h = hashlib.sha1(json.dumps({"model": cfg.model, "graph": _graph_shape(snapshot, graph)}, sort_keys=True).encode())
+    _hash_data(h, graph, train_csr, text_embeddings, snapshot)
+    return h.hexdigest()[:12]
+
+
+def _graph_shape(snapshot: Any, graph: Mapping[str, np.ndarray]) -> dict[str, Any]:
+    """Node counts, relation names and the node types each relation joins."""
+    shape: dict[str, Any] = {"nodes": {k: len(v) for k, v in snapshot.ids.items()}, "relations": sorted(graph)}
+    types = {name: list(snapshot.relation_types[name]) for name in sorted(graph) if name in snapshot.relation_types}
+    if types:  # the same edges between other node types are another graph
+        shape["types"] = types
+    return shape
+
+
+def _hash_data(h: Any, graph: Mapping[str, np.ndarray], train_csr: sp.csr_matrix,
+               text_embeddings: np.ndarray | None, snapshot: Any) -> None:
+    """Feed ``h`` the graph's edges, the training pairs, the text vectors and the evaluation pairs."""
     for name in sorted(graph):
         h.update(np.ascontiguousarray(graph[name], dtype=np.int64).tobytes())
     h.update(np.asarray(train_csr.shape, dtype=np.int64).tobytes())
@@ -281,7 +312,6 @@ def _fingerprint(cfg: TrainConfig, train_csr: sp.csr_matrix, text_embeddings: np
     h.update(name.encode())
     h.update(ev.indptr.astype(np.int64).tobytes())
     h.update(ev.indices.astype(np.int64).tobytes())
-    return h.hexdigest()[:12]
 
 
 def eval_split_of(snapshot: Any) -> tuple[str, Any]:
@@ -310,9 +340,10 @@ def seed_checkpoint(src: str | Path, dst: str | Path, lr: float) -> bool:
     """Make the run whose checkpoint directory is ``dst`` resume from the checkpoint in ``src``.
 
     Weights, Adam moments, epoch count and early-stopping state carry over; the learning rate
-    becomes ``lr``. The two runs must train the same model on the same data (loading checks the
-    shapes); batch size, learning rate or sampling may differ. Returns False, and changes nothing,
-    when ``dst`` already has a checkpoint of its own.
+    becomes ``lr``, and early stopping's patience starts again. The two runs must train the same
+    model on the same data (the resumed run refuses a checkpoint of other data); batch size,
+    learning rate or sampling may differ. Returns False, and changes nothing, when ``dst`` already
+    has a checkpoint of its own.
     """
     src, dst = Path(src), Path(dst)
     if (dst / "last.pt").is_file():
@@ -322,6 +353,7 @@ def seed_checkpoint(src: str | Path, dst: str | Path, lr: float) -> bool:
     state = torch.load(src / "last.pt", map_location="cpu", weights_only=False)
     for group in state["optimizer"]["param_groups"]:
         group["lr"] = lr
+    state["bad_evals"] = 0  # patience afresh: a run that had stopped early would otherwise train nothing
     dst.mkdir(parents=True, exist_ok=True)
     _write_checkpoint(dst, state)
     return True
@@ -432,10 +464,11 @@ class _RunState:
 
     def save(self, ckpt_dir: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
              gen: torch.Generator, swa: AveragedModel | None = None,
-             scaler: torch.amp.GradScaler | None = None) -> None:
-        """Write ``last.pt`` (atomically, through a temporary file) and ``history.json``."""
+             scaler: torch.amp.GradScaler | None = None, data: str | None = None) -> None:
+        """Write ``last.pt`` (atomically, through a temporary file) and ``history.json``; ``data`` is
+        the run's :func:`data_fingerprint`."""
         bookkeeping = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        _write_checkpoint(ckpt_dir, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+        _write_checkpoint(ckpt_dir, {"data": data, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                                      "sampler_rng": gen.get_state(), "torch_rng": torch.get_rng_state(),
                                      "swa": swa.state_dict() if swa is not None else None,
                                      "scaler": scaler.state_dict() if scaler is not None else None, **bookkeeping})
@@ -659,6 +692,7 @@ def _train_embeddings(snapshot: Any, cfg: TrainConfig, out_dir: Path, text_embed
 
     ckpt_dir = _claim_checkpoint_dir(checkpoint_dir(out_dir, cfg, train_csr, text_embeddings, snapshot=snapshot))
     private = ckpt_dir.name.endswith(f"-pid{os.getpid()}")  # no later run resumes it: removed at the end
+    data_fp = data_fingerprint(cfg, train_csr, text_embeddings, snapshot=snapshot)
     run = _RunState()
     if resume and (ckpt_dir / "last.pt").is_file():
         try:
@@ -670,6 +704,9 @@ def _train_embeddings(snapshot: Any, cfg: TrainConfig, out_dir: Path, text_embed
                 raise
             logger.warning("the checkpoint %s cannot be read (%s): training starts afresh", ckpt_dir / "last.pt", e)
         else:
+            if state.get("data") not in (None, data_fp):  # None: a checkpoint from before the check
+                raise TrainingError(f"the checkpoint {ckpt_dir / 'last.pt'} is of a run on other data (seeded "
+                                    f"from one, same sizes): remove it, or seed from a run on this snapshot")
             run = _RunState.load(state, model, optimizer, gen, device, swa, scaler)
             logger.info("resumed %s from epoch %d", ckpt_dir.name, run.epoch)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
@@ -760,7 +797,7 @@ def _train_embeddings(snapshot: Any, cfg: TrainConfig, out_dir: Path, text_embed
         # a GPU epoch can take less time than writing the checkpoint: epochs without an evaluation
         # write one at most every CHECKPOINT_EVERY_S, so a killed run redoes at most that much
         if score is not None or stopping or time.perf_counter() - last_save >= CHECKPOINT_EVERY_S:
-            run.save(ckpt_dir, model, optimizer, gen, swa, scaler)
+            run.save(ckpt_dir, model, optimizer, gen, swa, scaler, data_fp)
             last_save = time.perf_counter()
         if epoch_hook is not None:
             epoch_hook(epoch, row)

@@ -532,8 +532,12 @@ def test_seed_checkpoint_continues_a_run_under_a_new_batch_size_and_lr(tmp_path:
     with pytest.raises(FileNotFoundError):
         seed_checkpoint(tmp_path / "nowhere", dst, cfg.lr)
 
+    # a source that had already stopped early (killed before its artifact): the seeded run trains on
+    state = torch.load(src / "last.pt", weights_only=False)
+    torch.save({**state, "bad_evals": first.patience}, src / "last.pt")
     assert seed_checkpoint(src, dst, cfg.lr)
     seeded = torch.load(dst / "last.pt", weights_only=False)
+    assert seeded["bad_evals"] == 0
     assert seeded["epoch"] == 2 and [g["lr"] for g in seeded["optimizer"]["param_groups"]] == [0.005]
     assert seeded["optimizer"]["state"]  # Adam's moments carry over
     assert not seed_checkpoint(src, dst, 0.1)  # the run's own checkpoint is never overwritten
@@ -544,6 +548,55 @@ def test_seed_checkpoint_continues_a_run_under_a_new_batch_size_and_lr(tmp_path:
     assert [r["epoch"] for r in hist] == [1, 2, 3, 4]
     assert hist[:2] == json.loads((src / "history.json").read_text())
     assert json.loads((art / "config.json").read_text())["batch_size"] == 64
+
+
+def test_the_code_version_is_kgrecs_commit_or_its_installed_version(tmp_path: Path, monkeypatch) -> None:
+    """Installed (not editable) into a venv inside another git repository, the artifact recorded
+    that repository's commit."""
+    import subprocess
+    from importlib.metadata import version
+
+    import gnn.train
+    from gnn.train import code_version
+
+    checkout = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=Path(gnn.train.__file__).parent,
+                              capture_output=True, text=True).stdout.strip()
+    assert code_version() == (checkout or version("kgrec"))  # this checkout's commit (a clone, as CI's)
+    other = tmp_path / "project"
+    (other / "venv" / "gnn").mkdir(parents=True)
+    (other / "README").write_text("another project\n")
+    for args in (["init", "-q"], ["add", "README"], ["-c", "user.name=x", "-c", "user.email=x@y", "commit", "-qm", "x"]):
+        subprocess.run(["git", *args], cwd=other, check=True)
+    (other / "venv" / "gnn" / "train.py").write_text("")
+    monkeypatch.setattr(gnn.train, "__file__", str(other / "venv" / "gnn" / "train.py"))
+    assert code_version() == version("kgrec")
+
+
+def test_a_checkpoint_seeded_from_a_run_on_other_data_is_refused(tmp_path: Path) -> None:
+    """Only the shapes were checked: a run seeded from one on another snapshot of the same sizes
+    carried that run's history and best weights, which it could publish as its own."""
+    from gnn.train import TrainingError
+
+    snap, other = planted_snapshot(num_users=60), planted_snapshot(num_users=60, seed=123)
+    assert (snap.num_users, snap.num_items) == (other.num_users, other.num_items)
+    first = tiny_cfg(epochs=4)
+
+    def stop_at_2(epoch: int, row: dict) -> None:
+        if epoch == 2:
+            raise Boom("stopped")
+
+    with pytest.raises(Boom):  # a finished run removes its checkpoint
+        train(other, first, tmp_path / "a", epoch_hook=stop_at_2, progress=False)
+    tr = other.splits["train"]
+    src = checkpoint_dir(tmp_path / "a", first, to_csr(tr.user, tr.item, other.num_users, other.num_items),
+                         snapshot=other)
+    tr = snap.splits["train"]
+    cfg = tiny_cfg(epochs=4, lr=0.005)
+    dst = checkpoint_dir(tmp_path / "b", cfg, to_csr(tr.user, tr.item, snap.num_users, snap.num_items), snapshot=snap)
+    assert seed_checkpoint(src, dst, cfg.lr)
+    with pytest.raises(TrainingError, match="other data"):
+        train(snap, cfg, tmp_path / "b", progress=False)
+    assert not list((tmp_path / "b").glob("2*"))  # nothing published
 
 
 def test_weight_averaging_evaluates_and_publishes_the_mean_of_the_epochs_weights(tmp_path: Path, monkeypatch) -> None:
@@ -862,6 +915,10 @@ def test_the_checkpoint_follows_the_graph_of_the_models_that_use_it(tmp_path: Pa
         graph_relation_edges(past, [name])
     for cfg in (tiny_cfg(model="rgcn"), tiny_cfg(graph_relations=[name])):
         assert checkpoint_dir(tmp_path, cfg, csr, snapshot=snap) != checkpoint_dir(tmp_path, cfg, csr, snapshot=other)
+    # the same edges between other node types (user-user read as user-item) are another graph
+    retyped = dataclasses.replace(snap, relation_types={name: ("user", "item")})
+    assert checkpoint_dir(tmp_path, tiny_cfg(model="rgcn"), csr, snapshot=snap) != checkpoint_dir(
+        tmp_path, tiny_cfg(model="rgcn"), csr, snapshot=retyped)
     plain = tiny_cfg()
     assert checkpoint_dir(tmp_path, plain, csr, snapshot=snap) == checkpoint_dir(tmp_path, plain, csr, snapshot=other)
     # the pairs early stopping evaluates on are part of the run: a resumed run compares its scores

@@ -394,7 +394,8 @@ def test_train_checks_id_weight_decay_and_keeps_it_in_the_checkpoint_fingerprint
 
     snap, text = synthetic_snapshot()
     for bad in (tiny_cfg(model="lightgcn", id_weight_decay=0.1), tiny_cfg(model="fused", fusion="text", id_weight_decay=0.1),
-                tiny_cfg(model="fused", id_weight_decay=-1.0), tiny_cfg(model="gfcf", id_weight_decay=0.1)):
+                tiny_cfg(model="fused", id_weight_decay=-1.0), tiny_cfg(model="gfcf", id_weight_decay=0.1),
+                tiny_cfg(model="fused", id_weight_decay=float("nan")), tiny_cfg(model="fused", id_weight_decay=float("inf"))):
         with pytest.raises(ValueError, match="id_weight_decay"):
             train(snap, bad, tmp_path, text_embeddings=text["item"], progress=False)
     assert loss_weights(tiny_cfg(model="kgfused", id_weight_decay=0.1)) == {"reg_weight": 1e-4, "id_reg_weight": 0.1}
