@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 from contextlib import closing
 
+import neo4j
 import torch
 
 from kg.connection import Graph, batches
@@ -53,7 +54,8 @@ def write_back(graph: Graph, rec: Recommender, k: int = 10, batch_size: int = 20
 
     Raises:
         kg.lock.LockedError: another write-back held the graph for longer than ``lock_wait_s``.
-        kg.errors.SchemaConflictError: a vector index of another name covers ``:Item(embedding)``.
+        kg.errors.SchemaConflictError: a vector index of another name covers ``:Item(embedding)``, or
+            ``item_embedding`` covers another label or property.
         serving.recommender.UnknownUserError: ``users`` names a user the model does not know; nothing
             was written.
     """
@@ -90,10 +92,10 @@ def _write_back(graph: Graph, rec: Recommender, k: int, batch_size: int, users: 
     # An index of another dimension is replaced only now: while the vectors were written it kept
     # indexing the old-size ones (Neo4j leaves vectors of another size out); a query with a new
     # vector fails against it, and any query fails while the new index fills (awaited below).
-    if info and (info[0]["dimensions"] != dim or info[0]["similarity"] != "COSINE" or info[0]["state"] == "FAILED"):
-        graph.write("writeback/drop_item_vector_index", before_=lease.check)  # another size, hand-made, broken
-    graph.write("writeback/create_item_vector_index", before_=lease.check,
-                options={"indexConfig": {"vector.dimensions": dim, "vector.similarity_function": "cosine"}})
+    if info and (info[0]["dimensions"] != dim or info[0]["similarity"] != "COSINE" or info[0]["state"] == "FAILED"
+                 or info[0].get("quantized") is True):  # another size, hand-made, broken, or compressed
+        graph.write("writeback/drop_item_vector_index", before_=lease.check)
+    _create_index(graph, dim, lease)
     graph.query("writeback/await_item_vector_index", timeout_s=index_timeout_s)  # populated before we return
     gone = {i for ids in batches(rec.item_ids, STALE_BATCH)
             for i in graph.query("writeback/missing_items", ids=ids)[0]["missing"]}
@@ -121,12 +123,27 @@ def _clear_stale(graph: Graph, what: str, lease: Lease, model: str, batch_size: 
             graph.write(f"writeback/clear_stale_{what}", before_=lease.check, ids=ids, model=model)
 
 
+def _create_index(graph: Graph, dim: int, lease: Lease) -> None:
+    """Create ``item_embedding`` unless it exists, with full-precision vectors: Neo4j 5.23 on
+    quantizes them by default, and the Browser's neighbours then differ from ``/similar``'s. A
+    server older than the setting is asked without it."""
+    config = {"vector.dimensions": dim, "vector.similarity_function": "cosine"}
+    try:
+        graph.write("writeback/create_item_vector_index", before_=lease.check,
+                    options={"indexConfig": {**config, "vector.quantization.enabled": False}})
+    except neo4j.exceptions.ClientError as e:
+        if "quantization" not in str(e.message):
+            raise
+        graph.write("writeback/create_item_vector_index", before_=lease.check, options={"indexConfig": config})
+
+
 def _index_info(graph: Graph) -> list[dict]:
     """``item_embedding``'s settings (a list of one, or empty).
 
     Raises:
         SchemaConflictError: another vector index covers ``:Item(embedding)``, so Neo4j would not
-            create ``item_embedding`` beside it (and kgrec would wait for an index never made).
+            create ``item_embedding`` beside it (and kgrec would wait for an index never made), or
+            ``item_embedding`` is an index over something else (CREATE ... IF NOT EXISTS keeps it).
     """
     info = graph.query("writeback/vector_index_info")
     others = [r["name"] for r in info if r["name"] != "item_embedding"]
@@ -134,6 +151,11 @@ def _index_info(graph: Graph) -> list[dict]:
         raise SchemaConflictError(f"the vector index {others[0]!r} already covers :Item(embedding), where kgrec "
                                   f"writes its embeddings and keeps its own index 'item_embedding': drop it "
                                   f"(DROP INDEX {others[0]}) and write back again; nothing was written")
+    if info and (info[0]["labels"], info[0]["properties"]) != (["Item"], ["embedding"]):
+        raise SchemaConflictError(f"the vector index 'item_embedding', kgrec's name for its index over "
+                                  f":Item(embedding), covers :{':'.join(info[0]['labels'])}"
+                                  f"({', '.join(info[0]['properties'])}): drop or rename it (DROP INDEX "
+                                  f"item_embedding) and write back again; nothing was written")
     return info
 
 
