@@ -636,6 +636,37 @@ def test_graph_filter_model_through_cli_serving_and_write_back(trained, graph_se
     assert len(graph_session.query("serving/similar_items_vector", item_id="i0", k=5)) == 5
 
 
+def test_an_item_the_user_takes_up_leaves_their_written_back_list_at_ingest(trained, graph_session):
+    """The RECOMMENDED lists kept an item its user had since interacted with until the next
+    write-back, so the Browser showed it; the ingest that writes the event removes it, on both
+    write paths (a user without events holds a list too)."""
+    from kg.records import GraphRecords
+    from kgrec.config import IngestConfig
+    from serving import Recommender
+    from serving.writeback import write_back
+
+    cfg, _, _ = trained
+    rec = Recommender.load(cfg.train.out_dir / "current")
+    run = lambda text, **kw: graph_session.driver.execute_query(text, database_=graph_session.database, **kw).records  # noqa: E731
+    listed = "MATCH (:User {id: $user})-[r:RECOMMENDED]->(i) RETURN i.id AS id ORDER BY r.rank"
+    run("CREATE (:User {id: 'newcomer'})")  # no events: the CREATE path; u2 has some: the MERGE path
+    top = {user: [r.item_id for r in rec.recommend(user, 3)] for user in ("u2", "u5")}
+    write_back(graph_session, rec, k=3, users=["u2", "u5"])
+    run("MATCH (u:User {id: 'newcomer'}), (i:Item) WHERE i.id IN $items "
+        "CREATE (u)-[:RECOMMENDED {rank: 1, model: $model}]->(i)", items=top["u5"][:2], model=rec.version)
+    taken = [{"user": "u2", "item": top["u2"][0]}, {"user": "newcomer", "item": top["u5"][0]}]
+    events = GraphRecords(interactions=[{**e, "kind": "test-take-up", "weight": 1.0, "ts": 0, "split": ""}
+                                        for e in taken])
+    try:
+        assert ingest(graph_session, events, IngestConfig(), progress=False)["relationships_created"] == 2
+        assert [r["id"] for r in run(listed, user="u2")] == top["u2"][1:]
+        assert [r["id"] for r in run(listed, user="newcomer")] == top["u5"][1:2]
+        assert [r["id"] for r in run(listed, user="u5")] == top["u5"]  # another user's list is theirs
+    finally:
+        run("MATCH (u:User {id: 'newcomer'}) DETACH DELETE u")
+        run("MATCH ()-[e:INTERACTED {kind: 'test-take-up'}]->() DELETE e")
+
+
 def test_the_browsers_vector_index_finds_the_models_neighbours_and_is_kgrecs_own(trained, graph_session):
     """Neo4j 5.26 quantizes an index's vectors unless told not to: the Browser's similar items then
     differed from /similar's for most items (48 of 60 in a review). And an index named item_embedding

@@ -6,4 +6,10 @@ MATCH (u:User {id: row.user})
 UNWIND range(0, size(row.item) - 1) AS k
 MATCH (i:Item {id: row.item[k]})
 CREATE (u)-[:INTERACTED {kind: row.kind[k], ts: row.ts[k], weight: row.weight[k], split: row.split[k]}]->(i)
+// an item the user now has leaves their written-back list (a user without events gets one too)
+WITH u, i
+CALL (u, i) {
+  MATCH (u)-[x:RECOMMENDED]->(i)
+  DELETE x
+}
 RETURN count(*) AS written

@@ -7,9 +7,14 @@ MATCH (u:User {id: row.user})
 UNWIND range(0, size(row.item) - 1) AS k
 MATCH (i:Item {id: row.item[k]})
 MERGE (u)-[r:INTERACTED {kind: row.kind[k], ts: row.ts[k]}]->(i)
-WITH u, k, r, row, coalesce(r.split, '') AS stored
+WITH u, i, k, r, row, coalesce(r.split, '') AS stored
 // a blank split never blanks a stored one (an undated event sent again by a later file without splits)
 SET r.weight = row.weight[k], r.split = CASE WHEN row.split[k] = '' THEN stored ELSE row.split[k] END
 // one per event, however many relationships (duplicates made outside kgrec) it matched
-WITH u, k, max(CASE WHEN stored <> '' AND row.split[k] <> '' AND stored <> row.split[k] THEN 1 ELSE 0 END) AS moved
+WITH u, i, k, max(CASE WHEN stored <> '' AND row.split[k] <> '' AND stored <> row.split[k] THEN 1 ELSE 0 END) AS moved
+// an item the user now has leaves their written-back list, which never shows what its user has
+CALL (u, i) {
+  MATCH (u)-[x:RECOMMENDED]->(i)
+  DELETE x
+}
 RETURN count(*) AS written, sum(moved) AS resplit
