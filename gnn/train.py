@@ -16,6 +16,7 @@ the weights from that epoch on (stochastic weight averaging); the mean is kept i
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import hashlib
 import io
 import json
@@ -28,9 +29,9 @@ import shutil
 import subprocess
 import sys
 import time
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import IO, Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import scipy.sparse as sp
@@ -409,34 +410,55 @@ def _claim_version(out_dir: Path, model: str) -> tuple[str, Path]:
         version = f"{base}-{n}"
 
 
-def _claim_checkpoint_dir(ckpt_dir: Path) -> Path:
-    """``ckpt_dir``, marked as this process's (its pid in ``owner``), or, while another live process
-    trains there, a fresh private directory beside it: a retrain and a ``kgrec train`` on the same
-    data share the fingerprint, and would resume from (and delete) each other's checkpoints."""
-    from kg.lock import pid_exists
-
+@contextmanager
+def _claimed_checkpoint_dir(ckpt_dir: Path) -> Iterator[Path]:
+    """``ckpt_dir``, held by this run while the context lasts (an exclusive lock on its ``owner``
+    file, which the OS drops when the process dies; the pid in it is for people), or, while another
+    run holds it, a fresh private directory beside it: a retrain and a ``kgrec train`` on the same
+    data share the fingerprint, and would resume from (and delete) each other's checkpoints. Two
+    runs that find a killed run's directory cannot both take it (a pid check could let them)."""
     ckpt_dir.mkdir(parents=True, exist_ok=True)
-    owner = ckpt_dir / "owner"
+    held = _lock_owner_file(ckpt_dir)
+    if held is None:
+        try:
+            holder = (ckpt_dir / "owner").read_text().strip() or "?"
+        except OSError:
+            holder = "?"
+        private = ckpt_dir.with_name(f"{ckpt_dir.name}-pid{os.getpid()}")
+        logger.warning("another run (pid %s) is training on the same data in %s: this one starts afresh in %s",
+                       holder, ckpt_dir, private.name)
+        shutil.rmtree(private, ignore_errors=True)  # an earlier process of this pid's leftovers
+        private.mkdir()
+        ckpt_dir, held = private, _lock_owner_file(private)
     try:
-        with open(owner, "x") as f:  # first come: ours
+        yield ckpt_dir
+    finally:
+        held.close()  # and with it the lock
+
+
+def _lock_owner_file(ckpt_dir: Path) -> IO[str] | None:
+    """``ckpt_dir/owner`` opened and exclusively locked, this pid written in it; None while another
+    process holds it. A file removed while it was being locked (the run before ended and deleted
+    its directory) is opened again."""
+    while True:
+        f = open(ckpt_dir / "owner", "a+")
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.close()
+            return None
+        try:
+            same = os.stat(ckpt_dir / "owner").st_ino == os.fstat(f.fileno()).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            f.seek(0)
+            f.truncate()
             f.write(str(os.getpid()))
-        return ckpt_dir
-    except FileExistsError:
-        pass
-    try:
-        holder = int(owner.read_text().strip())
-    except (OSError, ValueError):
-        holder = None
-    if holder is None or holder == os.getpid() or not pid_exists(holder):  # a killed run's: taken over
-        owner.write_text(str(os.getpid()))
-        return ckpt_dir
-    private = ckpt_dir.with_name(f"{ckpt_dir.name}-pid{os.getpid()}")
-    logger.warning("another run (pid %d) is training on the same data in %s: this one starts afresh in %s",
-                   holder, ckpt_dir, private.name)
-    shutil.rmtree(private, ignore_errors=True)  # a recycled pid's leftovers
-    private.mkdir()
-    (private / "owner").write_text(str(os.getpid()))
-    return private
+            f.flush()
+            return f
+        f.close()
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
 
 
 @dataclasses.dataclass
@@ -626,19 +648,21 @@ def train(snapshot: Any, cfg: TrainConfig, out_dir: str | Path, text_embeddings:
         return _fit_filter(snapshot, cfg, out_dir, snapshot_path=snapshot_path, publish_current=publish_current,
                            text_index=text_index, extra_meta=extra_meta or {})
     on_cuda = cfg.deterministic and resolve_device(cfg.device).type == "cuda"
-    with deterministic_algorithms(cfg.deterministic, cuda=on_cuda):
+    with deterministic_algorithms(cfg.deterministic, cuda=on_cuda), ExitStack() as held:  # held: the checkpoint's claim
         return _train_embeddings(snapshot, cfg, out_dir, text_embeddings, snapshot_path=snapshot_path,
                                  epoch_hook=epoch_hook, resume=resume, publish_current=publish_current,
                                  max_time_s=max_time_s, progress=progress, text_index=text_index,
-                                 extra_meta=extra_meta or {}, side_features=side_features)
+                                 extra_meta=extra_meta or {}, side_features=side_features, held=held)
 
 
 def _train_embeddings(snapshot: Any, cfg: TrainConfig, out_dir: Path, text_embeddings: np.ndarray | None, *,
                       snapshot_path: str | Path | None, epoch_hook: EpochHook | None, resume: bool,
                       publish_current: bool, max_time_s: float | None, progress: bool,
                       text_index: TextIndex | None, extra_meta: Mapping[str, Any],
-                      side_features: Callable[[np.ndarray], np.ndarray] | None = None) -> Path:
-    """:func:`train` for the trainable (embedding) models."""
+                      side_features: Callable[[np.ndarray], np.ndarray] | None = None,
+                      held: ExitStack) -> Path:
+    """:func:`train` for the trainable (embedding) models; ``held`` keeps the checkpoint directory's
+    claim until :func:`train` returns."""
     from tqdm.auto import tqdm
 
     regularisation = loss_weights(cfg)
@@ -690,7 +714,8 @@ def _train_embeddings(snapshot: Any, cfg: TrainConfig, out_dir: Path, text_embed
     def scored_model() -> torch.nn.Module:
         return swa.module if swa is not None and int(swa.n_averaged) > 0 else model
 
-    ckpt_dir = _claim_checkpoint_dir(checkpoint_dir(out_dir, cfg, train_csr, text_embeddings, snapshot=snapshot))
+    ckpt_dir = held.enter_context(_claimed_checkpoint_dir(checkpoint_dir(out_dir, cfg, train_csr, text_embeddings,
+                                                                         snapshot=snapshot)))
     private = ckpt_dir.name.endswith(f"-pid{os.getpid()}")  # no later run resumes it: removed at the end
     data_fp = data_fingerprint(cfg, train_csr, text_embeddings, snapshot=snapshot)
     run = _RunState()

@@ -224,27 +224,35 @@ def test_a_run_on_the_same_data_as_a_live_one_keeps_to_its_own_checkpoints(tmp_p
     import subprocess
     import sys
 
-    from gnn.train import checkpoint_dir, train, _claim_checkpoint_dir
+    from gnn.train import _claimed_checkpoint_dir, checkpoint_dir, train
 
     snap = planted_snapshot(num_users=40)
     cfg = tiny_cfg(epochs=2, eval_every=1)
-    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    train_csr = to_csr(snap.splits["train"].user, snap.splits["train"].item, snap.num_users, snap.num_items)
+    shared = checkpoint_dir(tmp_path, cfg, train_csr, None, snapshot=snap)
+    shared.mkdir(parents=True)
+    holds = ("import fcntl, os, sys, time; f = open(sys.argv[1], 'a+'); fcntl.flock(f, fcntl.LOCK_EX); "
+             "f.write(str(os.getpid())); f.flush(); print('held', flush=True); time.sleep(120)")
+    other = subprocess.Popen([sys.executable, "-c", holds, str(shared / "owner")], stdout=subprocess.PIPE, text=True)
     try:
-        train_csr = to_csr(snap.splits["train"].user, snap.splits["train"].item, snap.num_users, snap.num_items)
-        shared = checkpoint_dir(tmp_path, cfg, train_csr, None, snapshot=snap)
-        shared.mkdir(parents=True)
-        (shared / "owner").write_text(str(other.pid))
+        assert other.stdout.readline() == "held\n"
         (shared / "last.pt").write_bytes(b"the other run's weights")  # would not even load: never read
         art = train(snap, cfg, tmp_path, progress=False)
         assert json.loads((art / "meta.json").read_text())["epochs_run"] == 2
         assert (shared / "last.pt").read_bytes() == b"the other run's weights"
-        assert "is training on the same data" in caplog.text
+        assert f"another run (pid {other.pid}) is training on the same data" in caplog.text
         assert sorted(p.name for p in (tmp_path / ".checkpoints").iterdir()) == [shared.name]  # private one gone
     finally:
         other.kill()
         other.wait()
-    assert _claim_checkpoint_dir(shared) == shared  # its owner is gone: taken over, and resumable
-    assert (shared / "owner").read_text() == str(os.getpid())
+    with _claimed_checkpoint_dir(shared) as mine:  # its holder is gone: taken over, and resumable
+        assert mine == shared and (shared / "owner").read_text() == str(os.getpid())
+        # two runs that find a killed run's directory at once: one takes it, the other goes private
+        # (a pid check let both take it)
+        with _claimed_checkpoint_dir(shared) as second:
+            assert second != shared and second.name == f"{shared.name}-pid{os.getpid()}"
+    with _claimed_checkpoint_dir(shared) as again:  # released when the run ends
+        assert again == shared
 
 
 def test_progress_shows_each_evaluations_score(tmp_path: Path, capsys) -> None:
