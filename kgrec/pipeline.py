@@ -16,7 +16,7 @@ import zipfile
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import IO, Any, Callable, Iterator, Mapping
 
 from kg.connection import Graph
 from kg.export import export_snapshot
@@ -163,8 +163,7 @@ def model_dir_lock(out_dir: Path, on_busy: Callable[[str], None], role: str) -> 
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            f.seek(0)
-            on_busy(f.read().strip() or "?")
+            on_busy(_holder_line(f))
             fcntl.flock(f, fcntl.LOCK_EX)
         f.seek(0)
         f.truncate()
@@ -172,8 +171,23 @@ def model_dir_lock(out_dir: Path, on_busy: Callable[[str], None], role: str) -> 
         f.flush()
         try:
             yield
-        finally:
+        finally:  # no line of a finished process is left for the next one's waiters to read
+            f.seek(0)
+            f.truncate()
+            f.flush()
             fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _holder_line(f: IO[str], wait_s: float = 1.0) -> str:
+    """The lock holder's ``"<pid> <role>"``, which it writes just after taking the lock: an empty
+    file is read again for up to ``wait_s`` seconds, then ``"?"``."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        f.seek(0)
+        line = f.read().strip()
+        if line or time.monotonic() >= deadline:
+            return line or "?"
+        time.sleep(0.02)
 
 
 def _add_recall_index(artifact: Path, cfg: Config) -> None:

@@ -121,6 +121,38 @@ def test_the_gate_needs_a_figure_to_compare_and_pruning_spares_a_pinned_model(lo
     assert sorted(p.name for p in Path(cfg.train.out_dir).iterdir()) == versions and pinned.is_dir()
 
 
+def test_the_model_directory_lock_names_its_live_holder_only(tmp_path):
+    """A waiter could read a finished holder's line (a retrain arriving then named a process that
+    had exited, or waited for a "publish" long over), or the new holder's empty file ("pid ?")."""
+    import os
+    import subprocess
+    import sys
+
+    lock = tmp_path / ".retrain.lock"
+    with model_dir_lock(tmp_path, pytest.fail, "retrain"):
+        assert lock.read_text() == f"{os.getpid()} retrain"
+    assert lock.read_text() == ""  # a finished holder leaves no line
+    slow = ("import fcntl, os, sys, time; f = open(sys.argv[1], 'a+'); fcntl.flock(f, fcntl.LOCK_EX); "
+            "print('locked', flush=True); time.sleep(0.3); f.write(f'{os.getpid()} publish'); f.flush(); "
+            "time.sleep(30)")
+    holder = subprocess.Popen([sys.executable, "-c", slow, str(lock)], stdout=subprocess.PIPE, text=True)
+    seen: list[str] = []
+
+    def busy(line: str) -> None:
+        seen.append(line)
+        raise RuntimeError("busy")
+
+    try:
+        assert holder.stdout.readline() == "locked\n"
+        with pytest.raises(RuntimeError, match="busy"):
+            with model_dir_lock(tmp_path, busy, "retrain"):
+                pass
+    finally:
+        holder.kill()
+        holder.wait()
+    assert seen == [f"{holder.pid} publish"]  # its line, written after it took the lock, not "?"
+
+
 def test_retrain_waits_for_nobody_and_changes_nothing_when_busy(loaded, monkeypatch):
     graph, cfg = loaded
     out = Path(cfg.train.out_dir)
