@@ -192,7 +192,7 @@ def _ingest_locked(graph: Graph, records: GraphRecords, cfg: IngestConfig, incre
                    feed: str | None, lease: Lease,
                    on_skipped: Callable[[list[dict], int], None] | None = None) -> dict[str, Any]:
     interactions = _normalise_interactions(records.interactions)
-    skipped, totals_skipped_nodes = 0, {}
+    skipped, skipped_nodes = 0, {}
     if incremental:
         mark = get_watermark(graph, feed)
         if mark is not None:
@@ -202,7 +202,7 @@ def _ingest_locked(graph: Graph, records: GraphRecords, cfg: IngestConfig, incre
                 (kept if r["ts"] >= mark or r["ts"] == 0 else old).append(r)
             interactions, skipped = kept, len(old)
             if old:
-                records, totals_skipped_nodes = _without_placeholders_of(records, old, kept)
+                records, skipped_nodes = _without_placeholders_of(records, old, kept)
             if old and on_skipped is not None:
                 on_skipped(old, mark)
     totals: dict[str, Any] = {"nodes_created": 0, "relationships_created": 0, "properties_set": 0,
@@ -240,7 +240,7 @@ def _ingest_locked(graph: Graph, records: GraphRecords, cfg: IngestConfig, incre
         logger.warning("rows not written because a node they name is not in the graph (removed during the load?): %s",
                        totals["not_written"])
     logger.info("ingested %s", written)
-    return {"written": written, "skipped_old": skipped, "skipped_nodes": totals_skipped_nodes, **totals,
+    return {"written": written, "skipped_old": skipped, "skipped_nodes": skipped_nodes, **totals,
             "feed": feed, "watermark": get_watermark(graph, feed)}
 
 

@@ -1,15 +1,9 @@
-// Events of users with no INTERACTED relationship yet (checked by ingest/users_with_interactions
-// just before): plain CREATE, as the events were deduplicated by (user, item, kind, ts) first.
+// Events of users with no INTERACTED relationship yet, nor a written-back list (checked by
+// ingest/users_with_interactions just before): plain CREATE, as the events were deduplicated by (user, item, kind, ts) first.
 // Rows are per user, with parallel event lists (columnar).
 UNWIND $rows AS row
 MATCH (u:User {id: row.user})
 UNWIND range(0, size(row.item) - 1) AS k
 MATCH (i:Item {id: row.item[k]})
 CREATE (u)-[:INTERACTED {kind: row.kind[k], ts: row.ts[k], weight: row.weight[k], split: row.split[k]}]->(i)
-// an item the user now has leaves their written-back list (a user without events gets one too)
-WITH u, i
-CALL (u, i) {
-  MATCH (u)-[x:RECOMMENDED]->(i)
-  DELETE x
-}
 RETURN count(*) AS written

@@ -1,5 +1,5 @@
-// Events of users who already have some: one relationship per distinct (user, item, kind, ts),
-// merged so a re-run changes nothing. Rows are per user, with parallel event lists (columnar).
+// Events of users who already have some (or a written-back list): one relationship per distinct
+// (user, item, kind, ts), merged so a re-run changes nothing. Rows are per user, with parallel event lists (columnar).
 // `resplit` counts events stored with another non-empty split that this row moves to its own
 // (ingest warns: a model trained before may have trained on what is now a test event).
 UNWIND $rows AS row
