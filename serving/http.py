@@ -66,7 +66,7 @@ class ColdStartRequest(BaseModel):
                                  description="known users the new user befriends")
     queries: list[Annotated[Text, Field(min_length=1, max_length=2000)]] = Field(
         default_factory=list, max_length=50, description="free-text queries the new user searched")
-    k: int = Field(10, ge=1, le=1000)
+    k: int = Field(10, ge=1, le=1000, strict=True)  # not true, "5" or 5.0: ids refuse those too
 
     @model_validator(mode="after")
     def _some_input(self) -> "ColdStartRequest":

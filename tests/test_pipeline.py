@@ -202,6 +202,8 @@ def test_http_api(trained):
     cold = client.post("/recommend/cold", json={"item_ids": ["i0", "i4", "i8"], "k": 5}).json()["items"]
     assert client.post("/recommend/cold", json={"item_ids": ["i0"] * 10_001}).status_code == 422
     assert sum(community_of_item(r["item_id"], SPEC) == 0 for r in cold) >= 3
+    for loose in (True, "5", 5.0):  # k true gave one item; ids refuse true and 4.0 alike
+        assert client.post("/recommend/cold", json={"item_ids": ["i0"], "k": loose}).status_code == 422, loose
     # a new user who brings only friends: their friends' community comes back
     friends = [u for u in (f"u{k}" for k in range(40)) if community_of_user(u, SPEC) == 1][:3]
     cold = client.post("/recommend/cold", json={"friend_ids": friends, "k": 5}).json()["items"]
@@ -524,6 +526,14 @@ def test_write_back_and_vector_index(trained, graph_session, monkeypatch):
                                        database_=graph_session.database)
     # text ranks 1, 2, 3 by id; model ranks: zz-3 (scored) 1, then zz-1 2 and zz-2 3 by their text rank
     assert [r["item_id"] for r in quokkas] == ["zz-1", "zz-3", "zz-2"]
+    # a user newer than the write-back (no vector) gets the text order; before, nothing at all
+    graph_session.driver.execute_query("CREATE (:User {id: 'newbie'})", database_=graph_session.database)
+    by_text = graph_session.query("serving/search_items_for_user", user_id="newbie", query="trail sneaker", k=5)
+    graph_session.driver.execute_query("MATCH (u:User {id: 'newbie'}) DELETE u", database_=graph_session.database)
+    text_order = graph_session.driver.execute_query(
+        "CALL db.index.fulltext.queryNodes('item_text', 'trail sneaker', {limit: 100}) YIELD node, score "
+        "RETURN node.id AS id ORDER BY score DESC, id LIMIT 5", database_=graph_session.database).records
+    assert [r["item_id"] for r in by_text] == [r["id"] for r in text_order]
     # recommendations within an attribute, for Browser users: the same items and order as serving
     from kg.synthetic import TOPICS
 
@@ -638,8 +648,8 @@ def test_graph_filter_model_through_cli_serving_and_write_back(trained, graph_se
 
 def test_an_item_the_user_takes_up_leaves_their_written_back_list_at_ingest(trained, graph_session):
     """The RECOMMENDED lists kept an item its user had since interacted with until the next
-    write-back, so the Browser showed it; the ingest that writes the event removes it, on both
-    write paths (a user without events holds a list too)."""
+    write-back, so the Browser showed it; the ingest that writes the event removes it (a user without
+    events holds a list too: their first events take the MERGE path, which does)."""
     from kg.records import GraphRecords
     from kgrec.config import IngestConfig
     from serving import Recommender
@@ -649,7 +659,7 @@ def test_an_item_the_user_takes_up_leaves_their_written_back_list_at_ingest(trai
     rec = Recommender.load(cfg.train.out_dir / "current")
     run = lambda text, **kw: graph_session.driver.execute_query(text, database_=graph_session.database, **kw).records  # noqa: E731
     listed = "MATCH (:User {id: $user})-[r:RECOMMENDED]->(i) RETURN i.id AS id ORDER BY r.rank"
-    run("CREATE (:User {id: 'newcomer'})")  # no events: the CREATE path; u2 has some: the MERGE path
+    run("CREATE (:User {id: 'newcomer'})")  # no events, but a list below
     top = {user: [r.item_id for r in rec.recommend(user, 3)] for user in ("u2", "u5")}
     write_back(graph_session, rec, k=3, users=["u2", "u5"])
     run("MATCH (u:User {id: 'newcomer'}), (i:Item) WHERE i.id IN $items "

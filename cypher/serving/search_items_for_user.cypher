@@ -5,9 +5,9 @@
 // (the dot product of the written-back embeddings), as serving.search ranks them for embedding
 // models (a graph filter's written-back embeddings are only its low-pass part). Matches without this
 // model's vector (items newer than its write-back, a graph filter's items without events) come last
-// in the model's order, so they are still found, and ranked by their text.
+// in the model's order, so they are still found, and ranked by their text; a user without a vector
+// (newer than the write-back) gets the text order alone.
 MATCH (u:User {id: $user_id})
-WHERE u.embedding IS NOT NULL
 // the 100 (or k) best, over-fetched by the user's items, which are left out below
 CALL db.index.fulltext.queryNodes('item_text', $query,
                                   {limit: CASE WHEN $k > 100 THEN $k ELSE 100 END + COUNT { (u)-[:INTERACTED]->() }})
