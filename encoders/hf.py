@@ -194,9 +194,10 @@ class HFTextEncoder(TextEncoder):
         self.model.eval().to(self.device)
         untrained = [k for k in info.get("missing_keys", ()) if ".pooler." not in f".{k}"]
         if untrained:  # weights saved under other names (another architecture's): random, and different each load
+            named = ", ".join(sorted(untrained)[:3]) + (", ..." if len(untrained) > 3 else "")
             raise EncoderError(f"model {model!r}: {len(untrained)} of its weights are not in its checkpoint "
-                               f"({', '.join(sorted(untrained)[:3])}{', ...' if len(untrained) > 3 else ''}); they would be random. Save it with "
-                               f"save_pretrained of the architecture its config names")
+                               f"({named}); they would be random. Save it with save_pretrained of the "
+                               f"architecture its config names")
         if pooling == "pooler" and (getattr(self.model, "pooler", None) is None
                                     or any(".pooler." in f".{k}" for k in info.get("missing_keys", ()))):
             raise ValueError(f"model {model!r} has no trained pooler weights (they would be random); use "

@@ -64,7 +64,7 @@ def resolve_device(name: str) -> torch.device:
     """``auto`` -> CUDA when available, else CPU; anything else is passed to ``torch.device``.
 
     Raises:
-        ValueError: a name torch does not know, or a CUDA device this machine does not have.
+        ValueError: a name torch does not know, a CUDA device this machine does not have, or MPS.
     """
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -76,8 +76,9 @@ def resolve_device(name: str) -> torch.device:
     if device.type == "cuda" and (device.index or 0) >= count:
         raise ValueError(f"train device {name!r}: CUDA has {count or 'no'} device(s) here; use [train] device = "
                          f"\"auto\" or \"cpu\"")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise ValueError(f"train device {name!r}: MPS is not available here; use [train] device = \"auto\" or \"cpu\"")
+    if device.type == "mps":  # not tried on Apple hardware, and known not to run: said before any work
+        raise ValueError(f"train device {name!r}: training does not run on MPS (negative sampling, the loss sum and "
+                         f"evaluation compute in float64, which MPS lacks); use [train] device = \"cpu\"")
     return device
 
 

@@ -996,6 +996,8 @@ def test_a_bad_cut_off_is_refused_before_training(tmp_path: Path, monkeypatch) -
     if not torch.cuda.is_available():  # torch's RuntimeError about a missing driver, with a traceback
         with pytest.raises(ValueError, match="train device 'cuda:0': CUDA has no device\\(s\\) here"):
             train_model(tmp_path / "no-such-snapshot", Config(train=tiny_cfg(device="cuda:0")))
+    with pytest.raises(ValueError, match="does not run on MPS"):  # float64 sampling: it failed mid-set-up there
+        train_model(tmp_path / "no-such-snapshot", Config(train=tiny_cfg(device="mps")))
     # a zero-dimension model was trained and published (every score 0); lr 0 trained nothing
     for bad, said in (({"embedding_dim": 0}, "embedding_dim must be >= 1"),
                       ({"model": "kgfused", "embedding_dim": -4}, "embedding_dim must be >= 1"),
