@@ -1,5 +1,6 @@
 // Events of users who already have some (or a written-back list): one relationship per distinct
-// (user, item, kind, ts), merged so a re-run changes nothing. Rows are per user, with parallel event lists (columnar).
+// (user, item, kind, ts), merged so a re-run changes nothing. Rows are per user, with parallel
+// event lists (columnar).
 // `resplit` counts events stored with another non-empty split that this row moves to its own
 // (ingest warns: a model trained before may have trained on what is now a test event).
 UNWIND $rows AS row
@@ -12,9 +13,12 @@ WITH u, i, k, r, row, coalesce(r.split, '') AS stored
 SET r.weight = row.weight[k], r.split = CASE WHEN row.split[k] = '' THEN stored ELSE row.split[k] END
 // one per event, however many relationships (duplicates made outside kgrec) it matched
 WITH u, i, k, max(CASE WHEN stored <> '' AND row.split[k] <> '' AND stored <> row.split[k] THEN 1 ELSE 0 END) AS moved
-// an item the user now has leaves their written-back list, which never shows what its user has
-CALL (u, i) {
-  MATCH (u)-[x:RECOMMENDED]->(i)
+// per user: the items they now have leave their written-back list, which never shows what its user
+// has (one look at the user's list, not one per event)
+WITH u, collect(i) AS items, count(*) AS events, sum(moved) AS moved
+CALL (u, items) {
+  MATCH (u)-[x:RECOMMENDED]->(j)
+  WHERE j IN items
   DELETE x
 }
-RETURN count(*) AS written, sum(moved) AS resplit
+RETURN sum(events) AS written, sum(moved) AS resplit
