@@ -284,7 +284,10 @@ def data_fingerprint(cfg: TrainConfig, train_csr: sp.csr_matrix, text_embeddings
     """Hash of the data a run of ``cfg.model`` trains and stops on, whatever its settings: kept in
     every checkpoint, so one seeded from a run on other data (same sizes) is refused on resume."""
     graph = _graph_relations_used(cfg, snapshot)
-    h = hashlib.sha1(json.dumps({"model": cfg.model, "graph": _graph_shape(snapshot, graph)}, sort_keys=True).encode())
+    d: dict[str, Any] = {"model": cfg.model}
+    if graph:  # as in _fingerprint: a node the model never reads (a new query, say) is no other data
+        d["graph"] = _graph_shape(snapshot, graph)
+    h = hashlib.sha1(json.dumps(d, sort_keys=True).encode())
     _hash_data(h, graph, train_csr, text_embeddings, snapshot)
     return h.hexdigest()[:12]
 
@@ -343,7 +346,8 @@ def seed_checkpoint(src: str | Path, dst: str | Path, lr: float) -> bool:
 
     Weights, Adam moments, epoch count and early-stopping state carry over; the learning rate
     becomes ``lr``, and early stopping's patience starts again. The two runs must train the same
-    model on the same data (the resumed run refuses a checkpoint of other data); batch size,
+    model on the same data (the resumed run refuses a checkpoint that records other data; those
+    written before checkpoints recorded it are taken on their shapes alone); batch size,
     learning rate or sampling may differ. Returns False, and changes nothing, when ``dst`` already
     has a checkpoint of its own.
     """
@@ -442,12 +446,17 @@ def _lock_owner_file(ckpt_dir: Path) -> IO[str] | None:
     process holds it. A file removed while it was being locked (the run before ended and deleted
     its directory) is opened again."""
     while True:
+        ckpt_dir.mkdir(parents=True, exist_ok=True)  # the run before may have just removed it
         f = open(ckpt_dir / "owner", "a+")
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             f.close()
             return None
+        except OSError as e:  # a filesystem without locks (NFS mounted nolock): claimed unlocked
+            logger.warning("cannot lock %s (%s): a run started meanwhile on the same data could share its "
+                           "checkpoints", ckpt_dir / "owner", e)
+            return f
         try:
             same = os.stat(ckpt_dir / "owner").st_ino == os.fstat(f.fileno()).st_ino
         except FileNotFoundError:
@@ -459,7 +468,6 @@ def _lock_owner_file(ckpt_dir: Path) -> IO[str] | None:
             f.flush()
             return f
         f.close()
-        ckpt_dir.mkdir(parents=True, exist_ok=True)
 
 
 @dataclasses.dataclass

@@ -607,6 +607,21 @@ def test_a_checkpoint_seeded_from_a_run_on_other_data_is_refused(tmp_path: Path)
     assert not list((tmp_path / "b").glob("2*"))  # nothing published
 
 
+def test_a_node_the_model_never_reads_leaves_its_checkpoint_resumable(tmp_path: Path, caplog) -> None:
+    """The data fingerprint counted every node type: a new entity or query (which a plain LightGCN
+    never reads) refused the checkpoint as another run's data, at every later run."""
+    import dataclasses
+    import logging
+
+    snap = planted_snapshot(num_users=40)
+    cfg = tiny_cfg(epochs=3)
+    train(snap, cfg, tmp_path, max_time_s=0, progress=False)  # out of time after an epoch: the checkpoint stays
+    grown = dataclasses.replace(snap, ids={**snap.ids, "entity": [*snap.ids["entity"], "brand:new"]})
+    caplog.set_level(logging.INFO, logger="gnn.train")
+    art = train(grown, cfg, tmp_path, progress=False)
+    assert "resumed" in caplog.text and json.loads((art / "meta.json").read_text())["epochs_run"] == 3
+
+
 def test_weight_averaging_evaluates_and_publishes_the_mean_of_the_epochs_weights(tmp_path: Path, monkeypatch) -> None:
     import gnn.train
 
