@@ -3,17 +3,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
 from encoders.base import EncoderError, TextEncoder, TextLike, check_finite, normalize_texts
 from encoders.resolve import hub_revision, is_local, model_fingerprint, resolve_model
-
-# the files a tokenizer's vocabulary is kept in; a model folder without any loads a tokenizer of
-# special tokens only, which turns every word into [UNK]
-VOCABULARY_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "*.model", "*.tiktoken")
 
 logger = logging.getLogger(__name__)
 
@@ -96,6 +91,20 @@ def _position_offset(model: Any) -> int | None:
     return 0 if table.padding_idx is None else int(table.padding_idx) + 1
 
 
+def _check_vocabulary(tokenizer: Any, model: str) -> None:
+    """Refuse a tokenizer that knows only its special tokens (what transformers makes of a model
+    folder saved without its tokenizer's vocabulary): every word would be unknown and every vector
+    alike.
+
+    Raises:
+        EncoderError: the vocabulary holds special tokens alone.
+    """
+    if len(tokenizer) <= len(set(tokenizer.all_special_ids)):
+        raise EncoderError(f"model {model!r}: its tokenizer knows only its {len(tokenizer)} special tokens (no "
+                           f"vocabulary saved beside the weights? tokenizer.save_pretrained): every word would be "
+                           f"unknown and the vectors meaningless")
+
+
 def _longest_input(config: Any, tokenizer: Any, model: Any = None) -> int | None:
     """The most tokens the model takes: its position table, less the offset RoBERTa-style models
     reserve for padding (514 positions, 512 tokens), or the tokenizer's limit when that is lower.
@@ -162,13 +171,10 @@ class HFTextEncoder(TextEncoder):
         self.device = _pick_device(device)
         self.autocast_dtype = _pick_autocast(dtype, self.device)
         local = is_local(self.path)
-        if local and not any(any(Path(self.path).glob(p)) for p in VOCABULARY_FILES):
-            raise EncoderError(f"model {model!r} (resolved to {self.path!r}) has no tokenizer vocabulary (none of "
-                               f"{', '.join(VOCABULARY_FILES)}): save the tokenizer beside the weights "
-                               f"(tokenizer.save_pretrained); without it every word would be unknown")
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(self.path, local_files_only=local)
             self.tokenizer.padding_side = "right"  # cls pooling reads position 0
+            _check_vocabulary(self.tokenizer, model)
             if self.tokenizer.pad_token is None:  # GPT-style: pad with end-of-text (masked out anyway)
                 if self.tokenizer.eos_token is None:
                     raise ValueError("its tokenizer has neither a padding nor an end-of-text token")
@@ -192,7 +198,9 @@ class HFTextEncoder(TextEncoder):
                                    f"pooling='mean' or 'cls'")
             self.model = self.model.get_encoder()
         self.model.eval().to(self.device)
-        untrained = [k for k in info.get("missing_keys", ()) if ".pooler." not in f".{k}"]
+        # weights of parts the vectors never use (an encoder-only T5's decoder, a pooler) may be missing
+        unused = ("decoder.", "lm_head.") if getattr(config, "is_encoder_decoder", False) else ()
+        untrained = [k for k in info.get("missing_keys", ()) if ".pooler." not in f".{k}" and not k.startswith(unused)]
         if untrained:  # weights saved under other names (another architecture's): random, and different each load
             named = ", ".join(sorted(untrained)[:3]) + (", ..." if len(untrained) > 3 else "")
             raise EncoderError(f"model {model!r}: {len(untrained)} of its weights are not in its checkpoint "

@@ -904,14 +904,30 @@ def test_a_model_folder_without_its_tokenizer_or_with_weights_under_other_names_
     config = BertConfig(vocab_size=30, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
                         intermediate_size=32, max_position_embeddings=64, pad_token_id=1)
     BertModel(config).save_pretrained(tmp_path / "bare")
-    with pytest.raises(EncoderError, match="no tokenizer vocabulary"):
+    from transformers import BertTokenizerFast
+
+    BertTokenizerFast(tokenizer_object=None, vocab={"[UNK]": 0, "[PAD]": 1, "[CLS]": 2, "[SEP]": 3}).save_pretrained(
+        tmp_path / "bare")  # what transformers makes of a folder without vocab.txt: special tokens only
+    with pytest.raises(EncoderError, match=r"knows only its \d+ special tokens"):
         HFTextEncoder(str(tmp_path / "bare"), device="cpu", show_progress=False)
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt"):
+        (tmp_path / "bare" / name).unlink(missing_ok=True)
     _tiny_wordpiece_tokenizer(tmp_path / "bare")
     assert HFTextEncoder(str(tmp_path / "bare"), device="cpu", show_progress=False).encode(["a cat"]).shape == (1, 16)
     weights = tmp_path / "bare" / "model.safetensors"
     save_file({f"wrapper.{k}": v for k, v in load_file(weights).items()}, weights, metadata={"format": "pt"})
     with pytest.raises(EncoderError, match="not in its checkpoint"):
         HFTextEncoder(str(tmp_path / "bare"), device="cpu", show_progress=False)
+    # an encoder-only T5 (sentence-t5, GTR) whose config says encoder-decoder: its missing decoder
+    # is never used, and a byte tokenizer (ByT5) has no vocabulary file: both load
+    from transformers import ByT5Tokenizer, T5Config, T5EncoderModel
+
+    T5EncoderModel(T5Config(d_model=16, d_kv=8, d_ff=32, num_layers=1, num_heads=2, vocab_size=384)).save_pretrained(
+        tmp_path / "st5")
+    st5_config = json.loads((tmp_path / "st5" / "config.json").read_text())  # as sentence-t5's hub config has it
+    (tmp_path / "st5" / "config.json").write_text(json.dumps({**st5_config, "is_encoder_decoder": True}))
+    ByT5Tokenizer().save_pretrained(tmp_path / "st5")
+    assert HFTextEncoder(str(tmp_path / "st5"), device="cpu", show_progress=False).encode(["a cat"]).shape == (1, 16)
 
 
 def test_a_gpt_style_model_without_a_padding_token_encodes_batches(tmp_path):
