@@ -163,8 +163,10 @@ def model_dir_lock(out_dir: Path, on_busy: Callable[[str], None], role: str) -> 
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            on_busy(_holder_line(f))
-            fcntl.flock(f, fcntl.LOCK_EX)
+            holder = _holder_line(f)
+            if holder is not None:  # None: it came free meanwhile, and is ours
+                on_busy(holder)
+                fcntl.flock(f, fcntl.LOCK_EX)
         f.seek(0)
         f.truncate()
         f.write(f"{os.getpid()} {role}")
@@ -178,15 +180,23 @@ def model_dir_lock(out_dir: Path, on_busy: Callable[[str], None], role: str) -> 
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def _holder_line(f: IO[str], wait_s: float = 1.0) -> str:
-    """The lock holder's ``"<pid> <role>"``, which it writes just after taking the lock: an empty
-    file is read again for up to ``wait_s`` seconds, then ``"?"``."""
+def _holder_line(f: IO[str], wait_s: float = 1.0) -> str | None:
+    """The lock holder's ``"<pid> <role>"``, which it writes just after taking the lock and clears
+    before letting go: while the file is empty it is read again for up to ``wait_s`` seconds (then
+    ``"?"``), and the lock tried again, which is taken (None) if the holder has let go meanwhile."""
     deadline = time.monotonic() + wait_s
     while True:
         f.seek(0)
         line = f.read().strip()
-        if line or time.monotonic() >= deadline:
-            return line or "?"
+        if line:
+            return line
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return None
+        except BlockingIOError:
+            pass
+        if time.monotonic() >= deadline:
+            return "?"
         time.sleep(0.02)
 
 

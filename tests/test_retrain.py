@@ -151,6 +151,19 @@ def test_the_model_directory_lock_names_its_live_holder_only(tmp_path):
         holder.kill()
         holder.wait()
     assert seen == [f"{holder.pid} publish"]  # its line, written after it took the lock, not "?"
+    # a holder that clears its line and lets go while the waiter reads: the lock is taken, not
+    # refused as held by "pid ?"
+    lock.write_text("")
+    brief = ("import fcntl, sys, time; f = open(sys.argv[1], 'a+'); fcntl.flock(f, fcntl.LOCK_EX); "
+             "print('locked', flush=True); time.sleep(0.3); fcntl.flock(f, fcntl.LOCK_UN); time.sleep(30)")
+    holder = subprocess.Popen([sys.executable, "-c", brief, str(lock)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "locked\n"
+        with model_dir_lock(tmp_path, pytest.fail, "retrain"):
+            assert lock.read_text() == f"{os.getpid()} retrain"
+    finally:
+        holder.kill()
+        holder.wait()
 
 
 def test_retrain_waits_for_nobody_and_changes_nothing_when_busy(loaded, monkeypatch):
