@@ -7,6 +7,7 @@ import errno
 import json
 import logging
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -703,28 +704,36 @@ def main(argv: list[str] | None = None) -> int:
 class _OneLineRetry(logging.Filter):
     """The driver's "will be retried" warning as one line naming the error's code, without the
     server's lock report (concurrent ingest writers meet a deadlock now and then; the driver
-    retries it, and the load goes on)."""
+    retries it, and the load goes on). Driver 6 passes the error, 5.2x a string or the whole text."""
+
+    RETRY = re.compile(r"Transaction failed and will be retried in ([0-9.]+)s")
+    CODE = re.compile(r"Neo\.[A-Za-z]+\.[A-Za-z]+\.[A-Za-z]+")
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if str(record.msg).startswith("Transaction failed and will be retried") and len(record.args or ()) == 2:
-            delay, error = record.args
-            code = getattr(error, "code", None) or type(error).__name__
-            record.msg, record.args = "a transaction failed (%s) and is retried in %.1f s", (code, float(delay))
+        text = record.getMessage()
+        retry = self.RETRY.match(text)
+        if retry:
+            error = record.args[-1] if isinstance(record.args, tuple) and record.args else None
+            code = getattr(error, "code", None) or next(iter(self.CODE.findall(text)), "a transient error")
+            record.msg, record.args = "a transaction failed (%s) and is retried in %.1f s", (code, float(retry[1]))
         return True
 
 
 @contextmanager
 def _short_retry_warnings(verbose: bool) -> Iterator[None]:
-    """Retry warnings in one line while the command runs (in full with ``-v``)."""
+    """Retry warnings in one line while the command runs (in full with ``-v``); driver 6 logs them
+    on ``neo4j.session``, 5.2x on ``neo4j.pool``."""
     if verbose:
         yield
         return
-    driver_log, one_line = logging.getLogger("neo4j.session"), _OneLineRetry()
-    driver_log.addFilter(one_line)
+    one_line, loggers = _OneLineRetry(), [logging.getLogger(name) for name in ("neo4j.session", "neo4j.pool")]
+    for driver_log in loggers:
+        driver_log.addFilter(one_line)
     try:
         yield
     finally:
-        driver_log.removeFilter(one_line)
+        for driver_log in loggers:
+            driver_log.removeFilter(one_line)
 
 
 @contextmanager

@@ -248,6 +248,21 @@ def test_a_retried_transaction_is_one_warning_line_unless_verbose(monkeypatch, c
         assert cli.main(argv) == 0
         assert [r.getMessage() for r in caplog.records if r.name == "neo4j.session"] == [expected]
     assert not logging.getLogger("neo4j.session").filters  # the command's filter goes with it
+    # driver 5.2x: on neo4j.pool, the error as a string (5.28) or the message formatted already (5.20)
+    report = ("{neo4j_code: Neo.TransientError.Transaction.DeadlockDetected} {message: ForsetiClient can't acquire"
+              "\n Wait list:...}")
+
+    def retried_5x(args, cfg):
+        pool = logging.getLogger("neo4j.pool")
+        pool.warning("Transaction failed and will be retried in %ss (%s)", 0.93, report)
+        pool.warning("Transaction failed and will be retried in {}s ({})".format(1.7, report))
+
+    monkeypatch.setattr(cli, "cmd_neo4j", retried_5x)
+    caplog.clear()
+    assert cli.main(["neo4j", "status"]) == 0
+    assert [r.getMessage() for r in caplog.records if r.name == "neo4j.pool"] == [
+        "a transaction failed (Neo.TransientError.Transaction.DeadlockDetected) and is retried in 0.9 s",
+        "a transaction failed (Neo.TransientError.Transaction.DeadlockDetected) and is retried in 1.7 s"]
 
 
 def test_a_bad_fan_out_names_its_flag(tmp_path, monkeypatch, capsys):
