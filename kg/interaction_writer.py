@@ -12,9 +12,8 @@ measured 33k-37k rel/s against 40k-48k on the 1M bench (docs/ingest.md). Batches
 client's grouping overlaps the server's work.
 
 Events are rows ``{"user", "item", "kind", "ts", "weight", "split"}``, deduplicated by
-(user, item, kind, ts) with the last row winning. Users without any interaction in the graph (nor
-a written-back list, which merge_interactions takes the items they take up off) get ``CREATE``
-(cypher/ingest/create_interactions), the others ``MERGE`` (merge_interactions).
+(user, item, kind, ts) with the last row winning. Users without any interaction in the graph get
+``CREATE`` (cypher/ingest/create_interactions), the others ``MERGE`` (merge_interactions).
 """
 from __future__ import annotations
 

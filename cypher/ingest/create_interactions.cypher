@@ -1,5 +1,5 @@
-// Events of users with no INTERACTED relationship yet, nor a written-back list (checked by
-// ingest/users_with_interactions just before): plain CREATE, as the events were deduplicated by (user, item, kind, ts) first.
+// Events of users with no INTERACTED relationship yet (checked by ingest/users_with_interactions
+// just before): plain CREATE, as the events were deduplicated by (user, item, kind, ts) first.
 // Rows are per user, with parallel event lists (columnar).
 UNWIND $rows AS row
 MATCH (u:User {id: row.user})
