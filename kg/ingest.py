@@ -202,7 +202,7 @@ def _ingest_locked(graph: Graph, records: GraphRecords, cfg: IngestConfig, incre
                 (kept if r["ts"] >= mark or r["ts"] == 0 else old).append(r)
             interactions, skipped = kept, len(old)
             if old:
-                records, skipped_nodes = _without_placeholders_of(records, old, kept)
+                records, skipped_nodes = without_placeholders_of(records, old, kept)
             if old and on_skipped is not None:
                 on_skipped(old, mark)
     totals: dict[str, Any] = {"nodes_created": 0, "relationships_created": 0, "properties_set": 0,
@@ -244,7 +244,7 @@ def _ingest_locked(graph: Graph, records: GraphRecords, cfg: IngestConfig, incre
             "feed": feed, "watermark": get_watermark(graph, feed)}
 
 
-def _without_placeholders_of(records: GraphRecords, skipped: list[dict],
+def without_placeholders_of(records: GraphRecords, skipped: list[dict],
                              kept: list[dict]) -> tuple[GraphRecords, dict[str, int]]:
     """``records`` less the user and item rows governance made up (``placeholder``) for events the
     watermark skips and for no row that stays: a skipped event creates nothing, as a quarantined

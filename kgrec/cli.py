@@ -148,7 +148,7 @@ def cmd_demo(args: argparse.Namespace, cfg: Config) -> None:
 
 
 def cmd_ingest(args: argparse.Namespace, cfg: Config) -> None:
-    from kg.ingest import event_key, existing_ids, graph_counts, ingest
+    from kg.ingest import event_key, existing_ids, graph_counts, ingest, without_placeholders_of
     from kg.lock import INGEST_LOCK, Lease, graph_lock, raise_if_busy
 
     _lock_wait(args, cfg)
@@ -212,9 +212,10 @@ def cmd_ingest(args: argparse.Namespace, cfg: Config) -> None:
             report = ingest(g, records, cfg.ingest, incremental=args.incremental, feed=args.feed,
                             on_skipped=keep_skipped, lease=lease)
             report["graph"] = graph_counts(g)
-            if skipped_keys:  # the quality summary describes what was loaded
-                records = dataclasses.replace(records, interactions=[
-                    r for r in records.interactions if event_key(r) not in skipped_keys])
+            if skipped_keys:  # the quality summary describes what was loaded: not the skipped events,
+                kept = [r for r in records.interactions if event_key(r) not in skipped_keys]  # nor their nodes
+                skipped = [r for r in records.interactions if event_key(r) in skipped_keys]
+                records = without_placeholders_of(dataclasses.replace(records, interactions=kept), skipped, kept)[0]
     if not args.no_quality:
         extra.update(_quality_report(records, cfg, args.format if args.path is None else _source_name(args.path)))
     print(json.dumps({**report, **extra}, indent=2, default=str))

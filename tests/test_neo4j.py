@@ -485,6 +485,33 @@ def test_events_the_watermark_skips_create_no_node_of_their_own(graph):
     assert again["skipped_old"] == 1 and again["skipped_nodes"] == {}  # nodes already there are not made up
 
 
+def test_the_cli_quality_summary_leaves_out_the_nodes_skipped_events_named(graph, neo4j_config, tmp_path,
+                                                                          monkeypatch, capsys):
+    """The printed quality summary counted the users and items that only skipped events named,
+    though the ingest no longer created them."""
+    import json
+
+    from kg.neo4j_server import read_password
+    from kgrec.cli import main
+
+    monkeypatch.setenv("KGREC_WORKDIR", str(tmp_path))
+    monkeypatch.setenv("NEO4J_URI", neo4j_config.bolt_uri)
+    monkeypatch.setenv("NEO4J_PASSWORD", read_password(neo4j_config))
+    data = tmp_path / "feed"
+    data.mkdir()
+    mapping = tmp_path / "m.toml"
+    mapping.write_text('[[files]]\npath = "events.csv"\nrole = "interactions"\nuser = "user"\nitem = "item"\n'
+                       'timestamp = "ts"\ncreate_nodes = true\n')
+    (data / "events.csv").write_text("user,item,ts\nann,book,1000\n")
+    assert main(["ingest", "tabular", str(data), "--mapping", str(mapping)]) == 0
+    capsys.readouterr()
+    (data / "events.csv").write_text("user,item,ts\nbob,pen,500\ncarol,pen,2000\nerin,mug,400\n")
+    assert main(["ingest", "tabular", str(data), "--mapping", str(mapping), "--incremental"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["skipped_nodes"] == {"users": 2, "items": 1} and report["nodes_created"] == 2
+    assert (report["quality"]["users"], report["quality"]["items"], report["quality"]["interactions"]) == (1, 1, 1)
+
+
 def test_undated_events_leave_the_watermark_to_dated_ones(graph):
     """ts 0 is an unknown time, sent again by every load: counted, it put the watermark at 0 above
     events dated before 1970, which a later incremental load then skipped as old."""
