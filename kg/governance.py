@@ -39,7 +39,7 @@ import math
 import re
 import unicodedata
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, TypeVar
 
@@ -311,7 +311,9 @@ def parse_timestamp(value: Any) -> int:
         raise GovernanceError(f"unparseable timestamp {clip(repr(text), 80)}") from None
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=timezone.utc)
-    seconds = math.floor(dt.timestamp())  # down, as numbers: 1969-12-31T23:59:59.5Z is -1, not 0 (unknown)
+    # down, as numbers (1969-12-31T23:59:59.5Z is -1, not 0: unknown), in whole numbers (a float's
+    # timestamp() rounds microseconds away past the year 2255)
+    seconds = (dt - datetime(1970, 1, 1, tzinfo=timezone.utc)) // timedelta(seconds=1)
     if abs(seconds) >= MAX_SECONDS:  # 9999-12-31 as "never": not a time
         raise GovernanceError(f"timestamp {clip(repr(text), 80)} is past the year 5138, the most kgrec "
                               "stores (a placeholder? leave the cell blank for an unknown time)")

@@ -927,6 +927,7 @@ def test_negative_fractional_timestamps_round_down():
     # ISO times too: the last half second of 1969 was 0, an undated event
     assert parse_timestamp("1969-12-31T23:59:59.5Z") == -1 and parse_timestamp("1970-01-01T00:00:01.9Z") == 1
     assert parse_timestamp("1960-01-01T00:00:00.5Z") == parse_timestamp(-315619199.5) == -315619200
+    assert parse_timestamp("4000-01-01T00:00:00.999999Z") == parse_timestamp("4000-01-01") == 64060588800
     assert parse_timestamp("881250949") == 881250949
 
 
