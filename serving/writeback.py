@@ -8,7 +8,6 @@ from __future__ import annotations
 import logging
 from contextlib import closing
 
-import neo4j
 import torch
 
 from kg.connection import Graph, batches
@@ -124,17 +123,12 @@ def _clear_stale(graph: Graph, what: str, lease: Lease, model: str, batch_size: 
 
 
 def _create_index(graph: Graph, dim: int, lease: Lease) -> None:
-    """Create ``item_embedding`` unless it exists, with full-precision vectors: Neo4j 5.23 on
-    quantizes them by default, and the Browser's neighbours then differ from ``/similar``'s. A
-    server older than the setting is asked without it."""
-    config = {"vector.dimensions": dim, "vector.similarity_function": "cosine"}
-    try:
-        graph.write("writeback/create_item_vector_index", before_=lease.check,
-                    options={"indexConfig": {**config, "vector.quantization.enabled": False}})
-    except neo4j.exceptions.ClientError as e:
-        if "quantization" not in str(e.message):
-            raise
-        graph.write("writeback/create_item_vector_index", before_=lease.check, options={"indexConfig": config})
+    """Create ``item_embedding`` unless it exists, with full-precision vectors: Neo4j quantizes them
+    by default (5.23 on, which kgrec needs), and the Browser's neighbours then differ from
+    ``/similar``'s."""
+    graph.write("writeback/create_item_vector_index", before_=lease.check,
+                options={"indexConfig": {"vector.dimensions": dim, "vector.similarity_function": "cosine",
+                                         "vector.quantization.enabled": False}})
 
 
 def _index_info(graph: Graph) -> list[dict]:
@@ -151,10 +145,11 @@ def _index_info(graph: Graph) -> list[dict]:
         raise SchemaConflictError(f"the vector index {others[0]!r} already covers :Item(embedding), where kgrec "
                                   f"writes its embeddings and keeps its own index 'item_embedding': drop it "
                                   f"(DROP INDEX {others[0]}) and write back again; nothing was written")
-    if info and (info[0]["labels"], info[0]["properties"]) != (["Item"], ["embedding"]):
+    if info and (info[0]["entity"], info[0]["labels"], info[0]["properties"]) != ("NODE", ["Item"], ["embedding"]):
+        labels, properties = "|".join(info[0]["labels"]), ", ".join(info[0]["properties"])
+        target = f"(:{labels})" if info[0]["entity"] == "NODE" else f"()-[:{labels}]-()"
         raise SchemaConflictError(f"the vector index 'item_embedding', kgrec's name for its index over "
-                                  f":Item(embedding), covers :{':'.join(info[0]['labels'])}"
-                                  f"({', '.join(info[0]['properties'])}): drop or rename it (DROP INDEX "
+                                  f":Item(embedding), covers {target} on {properties}: drop it (DROP INDEX "
                                   f"item_embedding) and write back again; nothing was written")
     return info
 

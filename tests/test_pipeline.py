@@ -641,7 +641,7 @@ def test_graph_filter_model_through_cli_serving_and_write_back(trained, graph_se
     assert_written_back(graph_session, rec, ["u0", "u1"])
     # the 64-dimensional index of the earlier write-back was replaced by a 24-dimensional one, online
     assert graph_session.query("writeback/vector_index_info") == [{
-        "name": "item_embedding", "labels": ["Item"], "properties": ["embedding"], "dimensions": 24,
+        "name": "item_embedding", "entity": "NODE", "labels": ["Item"], "properties": ["embedding"], "dimensions": 24,
         "similarity": "COSINE", "quantized": False, "state": "ONLINE"}]
     assert len(graph_session.query("serving/similar_items_vector", item_id="i0", k=5)) == 5
 
@@ -705,7 +705,14 @@ def test_the_browsers_vector_index_finds_the_models_neighbours_and_is_kgrecs_own
     run("CREATE VECTOR INDEX item_embedding FOR (p:Product) ON p.vec OPTIONS {indexConfig: {"
         f"`vector.dimensions`: {dim}, `vector.similarity_function`: 'cosine'}}}}")
     try:
-        with pytest.raises(SchemaConflictError, match=r"covers :Product\(vec\)"):
+        with pytest.raises(SchemaConflictError, match=r"covers \(:Product\) on vec: drop it"):
+            write_back(graph_session, rec, k=3, users=["u0"])
+    finally:
+        run("DROP INDEX item_embedding")
+    run("CREATE VECTOR INDEX item_embedding FOR ()-[r:RECOMMENDED]-() ON r.embedding OPTIONS {indexConfig: {"
+        f"`vector.dimensions`: {dim}, `vector.similarity_function`: 'cosine'}}}}")
+    try:  # a relationship index is named as one
+        with pytest.raises(SchemaConflictError, match=r"covers \(\)-\[:RECOMMENDED\]-\(\) on embedding"):
             write_back(graph_session, rec, k=3, users=["u0"])
     finally:
         run("DROP INDEX item_embedding")
