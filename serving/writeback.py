@@ -92,9 +92,13 @@ def _write_back(graph: Graph, rec: Recommender, k: int, batch_size: int, users: 
     # indexing the old-size ones (Neo4j leaves vectors of another size out); a query with a new
     # vector fails against it, and any query fails while the new index fills (awaited below).
     if info and (info[0]["dimensions"] != dim or info[0]["similarity"] != "COSINE" or info[0]["state"] == "FAILED"
-                 or info[0].get("quantized") is True):  # another size, hand-made, broken, or compressed
+                 or info[0]["quantized"] is True):  # another size, hand-made, broken, or compressed
         graph.write("writeback/drop_item_vector_index", before_=lease.check)
-    _create_index(graph, dim, lease)
+    # full-precision vectors: Neo4j (5.23 on, which kgrec needs) quantizes them by default, and the
+    # Browser's neighbours then differ from /similar's
+    graph.write("writeback/create_item_vector_index", before_=lease.check,
+                options={"indexConfig": {"vector.dimensions": dim, "vector.similarity_function": "cosine",
+                                         "vector.quantization.enabled": False}})
     graph.query("writeback/await_item_vector_index", timeout_s=index_timeout_s)  # populated before we return
     gone = {i for ids in batches(rec.item_ids, STALE_BATCH)
             for i in graph.query("writeback/missing_items", ids=ids)[0]["missing"]}
@@ -120,15 +124,6 @@ def _clear_stale(graph: Graph, what: str, lease: Lease, model: str, batch_size: 
     with closing(graph.stream(f"writeback/{found}", model=model)) as rows:  # closed at once should a write fail
         for ids in batches((row["id"] for row in rows), batch_size):
             graph.write(f"writeback/clear_stale_{what}", before_=lease.check, ids=ids, model=model)
-
-
-def _create_index(graph: Graph, dim: int, lease: Lease) -> None:
-    """Create ``item_embedding`` unless it exists, with full-precision vectors: Neo4j quantizes them
-    by default (5.23 on, which kgrec needs), and the Browser's neighbours then differ from
-    ``/similar``'s."""
-    graph.write("writeback/create_item_vector_index", before_=lease.check,
-                options={"indexConfig": {"vector.dimensions": dim, "vector.similarity_function": "cosine",
-                                         "vector.quantization.enabled": False}})
 
 
 def _index_info(graph: Graph) -> list[dict]:
