@@ -825,14 +825,15 @@ def test_roberta_style_models_take_two_tokens_fewer_than_their_positions():
     assert _longest_input(SimpleNamespace(model_type="bert", max_position_embeddings=22), unlimited, bert) == 22
 
 
-def _tiny_wordpiece_tokenizer(path: Path) -> int:
-    """Save a small WordPiece tokenizer ([CLS] text [SEP], no model_max_length) under ``path``;
-    returns its vocabulary size. ``[PAD]`` is id 1, the padding index RoBERTa-style models use."""
+def _tiny_wordpiece_tokenizer(path: Path, letters: str = "abcdefghijklmnopqrstuvwxyz") -> int:
+    """Save a small WordPiece tokenizer ([CLS] text [SEP], no model_max_length) of the special
+    tokens and ``letters`` under ``path``; returns its vocabulary size. ``[PAD]`` is id 1, the
+    padding index RoBERTa-style models use."""
     from tokenizers import Tokenizer, models, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
     vocab = {t: n for n, t in enumerate(["[CLS]", "[PAD]", "[SEP]", "[UNK]"])}
-    vocab |= {c: len(vocab) + n for n, c in enumerate("abcdefghijklmnopqrstuvwxyz")}
+    vocab |= {c: len(vocab) + n for n, c in enumerate(letters)}
     wordpiece = Tokenizer(models.WordPiece(vocab=vocab, unk_token="[UNK]"))
     wordpiece.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     wordpiece.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]", special_tokens=[
@@ -904,10 +905,8 @@ def test_a_model_folder_without_its_tokenizer_or_with_weights_under_other_names_
     config = BertConfig(vocab_size=30, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
                         intermediate_size=32, max_position_embeddings=64, pad_token_id=1)
     BertModel(config).save_pretrained(tmp_path / "bare")
-    from transformers import BertTokenizerFast
-
-    BertTokenizerFast(tokenizer_object=None, vocab={"[UNK]": 0, "[PAD]": 1, "[CLS]": 2, "[SEP]": 3}).save_pretrained(
-        tmp_path / "bare")  # what transformers makes of a folder without vocab.txt: special tokens only
+    # what transformers makes of a folder without vocab.txt: a tokenizer of special tokens only
+    _tiny_wordpiece_tokenizer(tmp_path / "bare", letters="")
     with pytest.raises(EncoderError, match=r"knows only its \d+ special tokens"):
         HFTextEncoder(str(tmp_path / "bare"), device="cpu", show_progress=False)
     for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt"):
