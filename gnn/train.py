@@ -422,8 +422,7 @@ def _claimed_checkpoint_dir(ckpt_dir: Path) -> Iterator[Path]:
     run holds it, a fresh private directory beside it: a retrain and a ``kgrec train`` on the same
     data share the fingerprint, and would resume from (and delete) each other's checkpoints. Two
     runs that find a killed run's directory cannot both take it (a pid check could let them)."""
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
-    held = _lock_owner_file(ckpt_dir)
+    held = _lock_owner_file(ckpt_dir)  # which makes the directory
     if held is None:
         try:
             holder = (ckpt_dir / "owner").read_text().strip() or "?"
@@ -433,7 +432,6 @@ def _claimed_checkpoint_dir(ckpt_dir: Path) -> Iterator[Path]:
         logger.warning("another run (pid %s) is training on the same data in %s: this one starts afresh in %s",
                        holder, ckpt_dir, private.name)
         shutil.rmtree(private, ignore_errors=True)  # an earlier process of this pid's leftovers
-        private.mkdir()
         ckpt_dir, held = private, _lock_owner_file(private)
     try:
         yield ckpt_dir
