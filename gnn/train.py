@@ -43,6 +43,7 @@ from kgrec.config import DEFAULT_ID_WEIGHT_DECAY, TEXT_MODELS, TrainConfig
 from .artifact import TextIndex, publish, save_artifact
 from .evaluate import evaluate, to_csr
 from .models.filters import FILTER_MODELS, build_filter, check_filter_params
+from .models.fusion import FUSIONS
 from .sampling import STRATEGIES, NegativeSampler, TrainPairs, check_positive_sampling, make_generator
 
 logger = logging.getLogger(__name__)
@@ -580,6 +581,8 @@ def check_train_config(cfg: TrainConfig) -> None:
         raise ValueError(f"ks must be cut-offs >= 1, got {cfg.ks}")
     effective_id_weight_decay(cfg)
     resolve_device(cfg.device)
+    if cfg.fusion not in FUSIONS:  # else refused only once the text vectors are read and the model built
+        raise ValueError(f"unknown fusion {cfg.fusion!r}; choose from {FUSIONS}")
     if cfg.model in FILTER_MODELS:
         if cfg.graph_relations:
             raise ValueError("graph_relations applies to lightgcn, fused and kgfused; a graph filter scores the "
@@ -605,6 +608,23 @@ def check_train_config(cfg: TrainConfig) -> None:
         if cfg.model != "rgcn":
             raise ValueError(f"sampler {cfg.sampler!r} is implemented for model 'rgcn' only")
         fan_out(cfg.num_neighbors, cfg.num_layers)
+
+
+def unused_settings(cfg: TrainConfig) -> list[str]:
+    """The settings ``cfg`` changes from their defaults that ``cfg.model`` does not read, as
+    ``name = value``: ``fusion`` off the text models, ``filter`` off the graph filters, ``kg_bases``
+    and ``kg_users`` off ``kgfused``. A config shared between models may hold them, so training
+    warns of them rather than refusing."""
+    unused = []
+    if cfg.fusion != "sum" and cfg.model not in TEXT_MODELS:
+        unused.append(f"fusion = {cfg.fusion!r}")
+    if cfg.filter and cfg.model not in FILTER_MODELS:
+        unused.append(f"filter = {cfg.filter}")
+    if cfg.kg_bases and cfg.model != "kgfused":
+        unused.append(f"kg_bases = {cfg.kg_bases}")
+    if cfg.kg_users and cfg.model != "kgfused":
+        unused.append("kg_users = true")
+    return unused
 
 
 def train(snapshot: Any, cfg: TrainConfig, out_dir: str | Path, text_embeddings: np.ndarray | None = None,
@@ -649,6 +669,9 @@ def train(snapshot: Any, cfg: TrainConfig, out_dir: str | Path, text_embeddings:
         ValueError: a setting :func:`check_train_config` refuses, checked before anything is built.
     """
     check_train_config(cfg)
+    unused = unused_settings(cfg)
+    if unused:
+        logger.warning("model %r does not use [train] %s; they are ignored", cfg.model, ", ".join(unused))
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     if cfg.model in FILTER_MODELS:

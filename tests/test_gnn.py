@@ -1018,6 +1018,20 @@ def test_a_bad_cut_off_is_refused_before_training(tmp_path: Path, monkeypatch) -
                       ({"model": "kgfused", "embedding_dim": -4}, "embedding_dim must be >= 1"),
                       ({"num_layers": -1}, "num_layers"), ({"swa_start": -1}, "swa_start"),
                       ({"lr": 0.0}, "lr must be > 0"), ({"lr": float("nan")}, "lr must be > 0"),
-                      ({"weight_decay": -1e-4}, "weight_decay >= 0")):
+                      ({"weight_decay": -1e-4}, "weight_decay >= 0"),
+                      ({"model": "fused", "fusion": "gated"}, "unknown fusion 'gated'")):  # after the text vectors
         with pytest.raises(ValueError, match=said):
             train(planted_snapshot(num_users=40), tiny_cfg(**bad), tmp_path, progress=False)
+
+
+def test_settings_the_model_does_not_read_are_named_in_a_warning(tmp_path: Path, caplog) -> None:
+    """A config's fusion, filter or kg_* settings were ignored without a word by a model that has none."""
+    caplog.set_level("WARNING", logger="gnn.train")
+    cfg = tiny_cfg(fusion="gate", filter={"k": 8}, kg_users=True, kg_bases=2, epochs=1)
+    train(planted_snapshot(num_users=40), cfg, tmp_path / "lightgcn", progress=False)
+    assert ("model 'lightgcn' does not use [train] fusion = 'gate', filter = {'k': 8}, kg_bases = 2, kg_users = true; "
+            "they are ignored") in caplog.text
+    caplog.clear()
+    train(planted_snapshot(num_users=40), tiny_cfg(model="gfcf", filter={"k": 8}), tmp_path / "gfcf", progress=False)
+    train(planted_snapshot(num_users=40), tiny_cfg(epochs=1), tmp_path / "plain", progress=False)
+    assert "does not use" not in caplog.text
