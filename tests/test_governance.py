@@ -1054,6 +1054,24 @@ def test_a_file_whose_lines_end_in_cr_alone_is_refused_not_read_as_one_line(tmp_
         _write(tmp_path, "mac.csv", data)
         with pytest.raises(MappingError, match="mac.csv: its lines end in CR alone"):
             read_tabular(tmp_path / "mac.csv", {"files": [{"role": "interactions", "user": "user", "item": "item"}]})
+    for data in (b"u1,i1\ru2,i2\r", b'"u1",i1\r"u2",i2\n'):  # headerless, quoted or not
+        _write(tmp_path, "mac.csv", data)
+        with pytest.raises(MappingError, match="mac.csv: its lines end in CR alone"):
+            read_tabular(tmp_path / "mac.csv", {"files": [{"role": "interactions", "user": "user", "item": "item",
+                                                           "header": False, "columns": ["user", "item"]}]})
+    _write(tmp_path, "mac.jsonl", b'{"user": "u1", "item": "i1"}\r{"user": "u2", "item": "i2"}\r')
+    with pytest.raises(MappingError, match="mac.jsonl: its lines end in CR alone"):
+        read_tabular(tmp_path / "mac.jsonl", {"files": [{"role": "interactions", "format": "jsonl", "user": "user",
+                                                         "item": "item"}]})
+    # a CR inside a quoted field of the first line is data, as on any later line: the whole file was refused
+    _write(tmp_path, "items.csv", b'2,"one\rtwo"\n1,plain\n')
+    res = read_tabular(tmp_path / "items.csv", {"files": [{"role": "items", "id": "id", "title": "title",
+                                                          "header": False, "columns": ["id", "title"]}]})
+    assert [(i["id"], i["title"]) for i in res.records.items] == [("2", "one two"), ("1", "plain")]
+    _write(tmp_path, "quoted_header.csv", b'id,"the\rtitle"\n1,plain\n')
+    res = read_tabular(tmp_path / "quoted_header.csv", {"files": [{"role": "items", "id": "id",
+                                                                   "title": "the\rtitle"}]})
+    assert [(i["id"], i["title"]) for i in res.records.items] == [("1", "plain")]
     _write(tmp_path, "dos.csv", b"user,item\r\nu1,i1\r\nu2,i2")  # CRLF, no final line end: read as two rows
     res = read_tabular(tmp_path / "dos.csv", {"files": [{"role": "interactions", "user": "user", "item": "item",
                                                           "create_nodes": True}]})

@@ -384,13 +384,17 @@ def check_cr_line_ends(path: Path, lineno: int, text: str, delimiter: str, quoti
         raise _cr_line_ends(path, lineno)
 
 
-def decoded_lines(path: Path, encoding: str, cr_ends_lines: bool = False) -> Iterator[tuple[int, str, str | None]]:
+def decoded_lines(path: Path, encoding: str, cr_ends_lines: bool = False,
+                  cr_checked: bool = False) -> Iterator[tuple[int, str, str | None]]:
     """Yield ``(line_number, text, decode_error)`` for each line that is not empty or all spaces
     (CR/LF and BOM stripped); a line of delimiters only is a row, read and then quarantined.
 
     Args:
         cr_ends_lines: the file holds no text that may contain a CR (whitespace-separated ids): a CR
             inside any line is a line end, refused as below.
+        cr_checked: the caller tells a CR that ends rows from one inside a field, on every line
+            (:func:`check_cr_line_ends`, JSONL's CR between objects): the first line is not refused
+            for holding one, so a quoted field with a CR loads there as on any later line.
 
     Raises:
         MappingError: the lines end in CR alone (classic Mac): the file would read as one line;
@@ -400,7 +404,7 @@ def decoded_lines(path: Path, encoding: str, cr_ends_lines: bool = False) -> Ite
     with path.open("rb") as fh:
         for lineno, raw in enumerate(fh, 1):
             raw = raw.rstrip(b"\r\n")
-            if b"\r" in raw and (lineno == 1 or cr_ends_lines):  # one LF at the end, maybe
+            if b"\r" in raw and ((lineno == 1 and not cr_checked) or cr_ends_lines):  # one LF at the end, maybe
                 raise _cr_line_ends(path, lineno)
             if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
                 raw = raw[3:]
@@ -520,7 +524,7 @@ def iter_rows(path: Path, spec: dict, limit: int | None = None
         _check_columns(path, used, columns)
     n = 0
     header_pending = fmt != "jsonl" and header  # the first non-blank line is the header
-    lines = decoded_lines(path, encoding)
+    lines = decoded_lines(path, encoding, cr_checked=True)
     for lineno, text, err in (lines if fmt == "jsonl" or quoting == "none" else _records(lines, delimiter)):
         if not header_pending and limit is not None and n >= limit:  # a slice reads no further
             return
