@@ -40,6 +40,7 @@ import re
 import unicodedata
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, TypeVar
 
@@ -52,8 +53,9 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 NAME_RE = re.compile(r"[A-Za-z0-9_.:\-]{1,100}")  # used with fullmatch
-# an absolute IRI (RFC 3987's characters, less the ones N-Triples escapes), the form of RDF predicates
-IRI_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*:[^\s<>\"{}|\\^`\x00-\x1f\x7f]{1,1000}")  # used with fullmatch
+# an absolute IRI (RFC 3987's characters, less the ones N-Triples escapes), the form of RDF predicates;
+# no control character (C1 ones too), lone surrogate (unstorable: the ingest failed mid-write) or U+FFFE/F
+IRI_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*:[^\s<>\"{}|\\^`\x00-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff]{1,1000}")  # used with fullmatch
 PROP_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")  # used with fullmatch
 # kgrec's own node properties: a source column of that name would overwrite them (embedding and
 # embedding_model are written back by serving.writeback)
@@ -303,7 +305,8 @@ def parse_timestamp(value: Any) -> int:
     if number is not None:
         if not math.isfinite(number):
             raise GovernanceError(f"timestamp is not finite ({text})")
-        return _seconds(_int64(int(text) if text.lstrip("+-").isdigit() else math.floor(number), "timestamp"))
+        # down exactly: a float rounds "1700000000.99999999" up to the next second
+        return _seconds(_int64(int(text) if text.lstrip("+-").isdigit() else math.floor(Decimal(text)), "timestamp"))
     iso = text[:-1] + "+00:00" if text.endswith(("Z", "z")) else text
     try:
         dt = datetime.fromisoformat(iso)

@@ -68,6 +68,9 @@ def test_parse_number_rejects(value, reason):
 
 def test_parse_timestamp():
     assert parse_timestamp("881250949") == 881250949
+    # down exactly: through a float, a fraction just below the next second was that second
+    assert parse_timestamp("1700000000.99999999") == 1700000000 and parse_timestamp("95000000000.999999") == 95000000000
+    assert parse_timestamp("-1700000000.99999999") == -1700000001 and parse_timestamp("1.7e9") == 1700000000
     assert parse_timestamp(881250949.7) == 881250949
     assert parse_timestamp("1970-01-02T00:00:00Z") == 86400
     assert parse_timestamp("1970-01-02T01:00:00+01:00") == 86400
@@ -110,7 +113,8 @@ def test_relation_names_may_be_iris(name, stored):
 
 
 @pytest.mark.parametrize("name", ["", "has space", "http://x y", "<genre>", "http://x/<b>", "x" * 101,
-                                  "genre`]->(n) DETACH DELETE n//", INJECTION, "http://x/" + "a" * 1000, 7])
+                                  "genre`]->(n) DETACH DELETE n//", INJECTION, "http://x/" + "a" * 1000, 7,
+                                  "http://x.org/\ud800", "http://x.org/a\x85b", "http://x.org/\x9f", "http://x.org/\ufffe"])
 def test_check_relation_rejects(name):
     with pytest.raises(GovernanceError, match="relation"):
         check_relation(name)
