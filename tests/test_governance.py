@@ -935,6 +935,20 @@ def test_negative_fractional_timestamps_round_down():
     assert parse_timestamp("881250949") == 881250949
 
 
+def test_the_header_line_again_mid_file_is_quarantined_not_loaded_as_a_row(tmp_path):
+    """Two exports joined (cat a.csv b.csv): the second header loaded as an item with id "id"."""
+    _write(tmp_path, "items.csv", 'id,title\n1,One\nid, title\n2,Two\n"id","title"\n')
+    res = read_tabular(tmp_path, {"files": [{"path": "items.csv", "role": "items", "id": "id", "title": "title"}]})
+    _reconciles(res)
+    assert [i["id"] for i in res.records.items] == ["1", "2"]
+    assert _reasons(res) == {3: "the header line again (files joined?), not a row",
+                             5: "the header line again (files joined?), not a row"}
+    _write(tmp_path, "items.csv", 'id,title\nid,title\n')  # headerless, "id,title" is a row like any other
+    res = read_tabular(tmp_path, {"files": [{"path": "items.csv", "role": "items", "id": "id", "title": "title",
+                                             "header": False, "columns": ["id", "title"]}]})
+    assert [i["title"] for i in res.records.items] == ["title"]
+
+
 def test_quoted_fields_may_hold_line_breaks_and_long_text(tmp_path):
     """A quoted CSV field may span lines (one row, numbered by its first line) and be longer than
     the csv module's default 128 KiB (truncated to max_text_chars, as unquoted text is); a quote

@@ -524,6 +524,7 @@ def iter_rows(path: Path, spec: dict, limit: int | None = None
         _check_columns(path, used, columns)
     n = 0
     header_pending = fmt != "jsonl" and header  # the first non-blank line is the header
+    header_fields: list[str] | None = None  # as read, to tell the header again mid-file (files joined)
     lines = decoded_lines(path, encoding, cr_checked=True)
     for lineno, text, err in (lines if fmt == "jsonl" or quoting == "none" else _records(lines, delimiter)):
         if not header_pending and limit is not None and n >= limit:  # a slice reads no further
@@ -538,6 +539,7 @@ def iter_rows(path: Path, spec: dict, limit: int | None = None
                 found = [c.strip() for c in _split(text, delimiter, quoting)]
             except csv.Error as e:
                 raise MappingError(f"{path.name}: malformed header line ({e})") from e
+            header_fields = found
             if columns is None:
                 doubled = sorted({c for c in found if c in used and found.count(c) > 1})
                 if doubled:
@@ -584,6 +586,9 @@ def iter_rows(path: Path, spec: dict, limit: int | None = None
         assert columns is not None
         if len(fields) != len(columns):
             yield lineno, None, text, f"expected {len(columns)} fields, got {len(fields)}"
+            continue
+        if header_fields is not None and [f.strip() for f in fields] == header_fields:
+            yield lineno, None, text, "the header line again (files joined?), not a row"
             continue
         yield lineno, dict(zip(columns, fields)), text, None
 
