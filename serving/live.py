@@ -110,6 +110,7 @@ class LiveModel:
         try:
             if not self._wanted(target, time.monotonic()):  # a request that saw the link before the last swap
                 return
+            check_artifact(target)  # before it is held, as at start: no in-use mark in a directory that is no artifact
             held = hold(target)
             model = Recommender.load(target, self.cfg)
             self._warm_search(model)

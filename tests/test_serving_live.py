@@ -3,6 +3,7 @@ version that does not load leaves the previous one serving."""
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 from pathlib import Path
 
@@ -89,6 +90,13 @@ def test_the_http_api_serves_each_newly_published_version_and_survives_a_broken_
     publish(first, tmp_path)  # rolling back is publishing the older version again
     assert version_after_reload() == first.name
     assert client.get("/health").json()["reload_error"] is None
+    (tmp_path / "no-model").mkdir()  # the link pointed by hand at a directory that is no artifact
+    (tmp_path / "link").symlink_to(tmp_path / "no-model")
+    os.replace(tmp_path / "link", tmp_path / "current")
+    with caplog.at_level(logging.ERROR, logger="serving.live"):
+        assert version_after_reload() == first.name
+    assert "is not a model artifact" in client.get("/health").json()["reload_error"]
+    assert list((tmp_path / "no-model").iterdir()) == []  # it got an in-use mark, as a start-up no longer gave
 
 
 def test_a_version_whose_files_disagree_is_not_swapped_in(tmp_path):
