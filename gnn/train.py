@@ -440,6 +440,20 @@ def _claimed_checkpoint_dir(ckpt_dir: Path) -> Iterator[Path]:
         held.close()  # and with it the lock
 
 
+def remove_checkpoint_dir(ckpt_dir: Path) -> bool:
+    """Delete a checkpoint directory unless a run holds it (its ``owner`` lock); True when deleted.
+    The lock is held while deleting, so a run starting meanwhile trains in a private directory
+    instead of one that is going."""
+    held = _lock_owner_file(ckpt_dir)
+    if held is None:
+        return False
+    try:
+        shutil.rmtree(ckpt_dir, ignore_errors=True)
+    finally:
+        held.close()
+    return True
+
+
 def _lock_owner_file(ckpt_dir: Path) -> IO[str] | None:
     """``ckpt_dir/owner`` opened and exclusively locked, this pid written in it; None while another
     process holds it. A file removed while it was being locked (the run before ended and deleted

@@ -29,7 +29,7 @@ from kgrec.config import ExportConfig
 
 from .connection import Graph
 from .errors import KgError
-from .lock import INGEST_LOCK, LockLostError, graph_lock
+from .lock import INGEST_LOCK, graph_lock
 from .snapshot import Interactions, Snapshot, rank_within_runs
 
 logger = logging.getLogger(__name__)
@@ -387,16 +387,19 @@ def export_locked(graph: Graph, cfg: ExportConfig, name: str = "graph", lock_wai
 
     Raises:
         kg.lock.LockedError: an ingest held the lock for longer than ``lock_wait_s``; nothing was written.
-        kg.lock.LockLostError: the lock was lost during the export; its snapshot is removed.
+        kg.lock.LockLostError: the lock was lost during the export; its snapshot is removed, as it is
+            when anything else stops the call once the snapshot is written (a signal, say).
     """
-    with graph_lock(graph, INGEST_LOCK, lock_wait_s) as lease:
-        snapshot = export_snapshot(graph, cfg, name, link_latest=False)
-        try:
+    snapshot = None
+    try:
+        with graph_lock(graph, INGEST_LOCK, lock_wait_s) as lease:
+            snapshot = export_snapshot(graph, cfg, name, link_latest=False)
             lease.check()  # held all through the reads
-        except LockLostError:
+            point_latest(snapshot, name)  # once it is known whole, and before a later export can link its own
+    except BaseException:  # a snapshot its caller never receives would be left for good
+        if snapshot is not None:
             discard_snapshot(snapshot, name)
-            raise
-        point_latest(snapshot, name)  # once it is known whole, and before a later export can link its own
+        raise
     return snapshot
 
 

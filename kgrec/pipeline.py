@@ -158,15 +158,23 @@ def model_dir_lock(out_dir: Path, on_busy: Callable[[str], None], role: str) -> 
     """Hold ``out_dir/.retrain.lock`` (the OS drops it if the process dies), with this pid and
     ``role`` in it: a retrain holds it from its export to its write-back, :func:`train_model` while
     it publishes (:data:`PUBLISH`). When another process holds it, ``on_busy`` gets that one's
-    ``"<pid> <role>"`` and may raise; if it returns, this waits for the lock."""
+    ``"<pid> <role>"`` and may raise; if it returns, this waits for the lock, and asks ``on_busy``
+    again about each other process that takes it first (two retrains waiting for one publish: the
+    second is refused once the first has it, rather than running after it)."""
     with open(out_dir / ".retrain.lock", "a+") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = _holder_line(f)
-            if holder is not None:  # None: it came free meanwhile, and is ours
-                on_busy(holder)
-                fcntl.flock(f, fcntl.LOCK_EX)
+        asked = None
+        while True:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                holder = _holder_line(f)
+                if holder is None:  # it came free meanwhile, and is ours
+                    break
+                if holder != asked:
+                    on_busy(holder)
+                    asked = holder
+                time.sleep(0.1)
         f.seek(0)
         f.truncate()
         f.write(f"{os.getpid()} {role}")

@@ -120,9 +120,9 @@ def retrain(graph: Graph, cfg: Config, say: Callable[[str], None] = logger.info,
     with model_dir_lock(out_dir, _busy(out_dir), "retrain"):
         snapshot = stage("export", lambda: export_locked(graph, cfg.export, cfg.retrain.snapshot_name,
                                                          cfg.ingest.lock_wait_s))  # a snapshot of whole loads only
-        say(f"exported {snapshot}")
-        _record_export(out_dir, snapshot)
         try:
+            _record_export(out_dir, snapshot)  # first: the sweep removes only snapshots it names
+            say(f"exported {snapshot}")
             tests = json.loads((snapshot / "meta.json").read_text())["interactions"].get("test", 0)
             if not tests:
                 raise ConfigError(f"{snapshot} has no test interactions for the quality gate: use an "
@@ -271,11 +271,13 @@ def _sweep_leftovers(cfg: Config) -> list[str]:
     """What killed runs leave that no version names: training checkpoints of other data than the
     newest (each night's snapshot has its own, never resumed), ``.tmp-<version>`` directories,
     versions a retrain wrote but was killed before it reported on (a ``meta.json`` marked
-    :data:`MADE_BY_RETRAIN`, no ``retrain.json``; never one served), and ``<snapshot_name>-<time>``
-    snapshots that no version here nor the served model was trained on. Only things a day old,
-    never a model's newest checkpoint (a rerun on the same data, or ``kgrec train`` after
-    ``--max-time``, resumes it), nor the snapshot ``<name>-latest`` names."""
+    :data:`MADE_BY_RETRAIN`, no ``retrain.json``; never one served), a killed publish's new link,
+    and ``<snapshot_name>-<time>`` snapshots that no version here nor the served model was trained
+    on. Only things a day old, never a model's newest checkpoint (a rerun on the same data, or
+    ``kgrec train`` after ``--max-time``, resumes it) nor one a run holds, nor the snapshot
+    ``<name>-latest`` names."""
     from gnn.artifact import remove_unless_in_use
+    from gnn.train import remove_checkpoint_dir
     from kg.durable import REMOVING_PREFIX
 
     out_dir, cutoff = Path(cfg.train.out_dir), time.time() - LEFTOVER_AGE_S
@@ -287,9 +289,10 @@ def _sweep_leftovers(cfg: Config) -> list[str]:
     newest: dict[str, Path] = {}  # per model (directories are <model>-<fingerprint>)
     for ckpt in sorted((p for p in (out_dir / ".checkpoints").glob("*") if p.is_dir()), key=lambda p: p.stat().st_mtime):
         newest[ckpt.name.split("-", 1)[0]] = ckpt
-    stale = [p for p in (out_dir / ".checkpoints").glob("*") if p.is_dir() and p not in newest.values()
-             and p.stat().st_mtime < cutoff]
-    stale += [p for p in out_dir.glob(".tmp-*") if p.is_dir() and p.stat().st_mtime < cutoff]
+    stale_checkpoints = [p for p in (out_dir / ".checkpoints").glob("*") if p.is_dir() and p not in newest.values()
+                         and p.stat().st_mtime < cutoff]  # a run resuming one touches nothing until it saves
+    swept += [str(p) for p in stale_checkpoints if remove_checkpoint_dir(p)]
+    stale = [p for p in out_dir.glob(".tmp-*") if p.is_dir() and p.stat().st_mtime < cutoff]
     stale += [p for p in out_dir.glob(f"{REMOVING_PREFIX}*") if p.is_dir()]  # a prune killed while it deleted
     snap_dir, name = Path(cfg.export.out_dir), cfg.retrain.snapshot_name
     kept = _trained_snapshots(cfg) | {(snap_dir / f"{name}-latest").resolve()}
@@ -298,6 +301,10 @@ def _sweep_leftovers(cfg: Config) -> list[str]:
               and p.stat().st_mtime < cutoff]
     for path in stale:
         shutil.rmtree(path, ignore_errors=True)
+    for link in out_dir.glob(".*.tmp-*"):  # a publish killed between making its new link and moving it
+        if link.is_symlink() and link.lstat().st_mtime < cutoff:
+            link.unlink(missing_ok=True)
+            swept.append(str(link))
     still = {s for s in mine if Path(s).exists()}
     if still != mine:  # the ledger lets go of what is gone
         _replace_text(out_dir / EXPORTED_FILE, "".join(f"{s}\n" for s in sorted(still)))
@@ -490,10 +497,17 @@ def _claim_log(folder: Path, version: str) -> Path:
 
 
 def _save(report: RetrainReport, artifact: Path, log: Path) -> None:
-    """Write the report into the version and as ``log`` (under ``<workdir>/retrain/``), each atomically."""
+    """Write the report into the version and as ``log`` (under ``<workdir>/retrain/``), each atomically.
+    Once the version is published, a failure to (a full disk) is logged, not raised: the new model
+    serves, and the write-back and prune still run."""
     text = json.dumps(asdict(report), indent=2)
-    for target in (artifact / REPORT_FILE, log):
-        _replace_text(target, text)
+    try:
+        for target in (artifact / REPORT_FILE, log):
+            _replace_text(target, text)
+    except OSError:
+        if not report.published:
+            raise
+        logger.exception("could not save the report of %s, which is published and serving", artifact.name)
 
 
 def _write_back(graph: Graph, model: Path, cfg: Config) -> dict[str, int]:

@@ -151,6 +151,29 @@ def test_the_model_directory_lock_names_its_live_holder_only(tmp_path):
         holder.kill()
         holder.wait()
     assert seen == [f"{holder.pid} publish"]  # its line, written after it took the lock, not "?"
+    # a waiter for a publish asks again when another process takes the lock first: the second of two
+    # retrains waiting for one publish ran after the first instead of stopping
+    lock.write_text("")
+    handover = ("import fcntl, os, sys, time; f = open(sys.argv[1], 'a+'); fcntl.flock(f, fcntl.LOCK_EX); "
+                "f.write(f'{os.getpid()} publish'); f.flush(); print('locked', flush=True); time.sleep(0.5); "
+                "f.seek(0); f.truncate(); f.write(f'{os.getpid()} retrain'); f.flush(); time.sleep(3)")
+    holder = subprocess.Popen([sys.executable, "-c", handover, str(lock)], stdout=subprocess.PIPE, text=True)
+    seen.clear()
+
+    def waits_for_publish(line: str) -> None:
+        seen.append(line)
+        if line.endswith("retrain"):
+            raise RuntimeError("busy")
+
+    try:
+        assert holder.stdout.readline() == "locked\n"
+        with pytest.raises(RuntimeError, match="busy"):
+            with model_dir_lock(tmp_path, waits_for_publish, "retrain"):
+                pytest.fail("ran after the other retrain")
+    finally:
+        holder.kill()
+        holder.wait()
+    assert seen == [f"{holder.pid} publish", f"{holder.pid} retrain"]
     # a holder that clears its line and lets go while the waiter reads: the lock is taken, not
     # refused as held by "pid ?"
     lock.write_text("")
@@ -191,6 +214,20 @@ def test_retrain_waits_for_nobody_and_changes_nothing_when_busy(loaded, monkeypa
         with pytest.raises(RuntimeError, match="training failed"):
             retrain(graph, cfg)
     assert not list(Path(cfg.export.out_dir).glob("retrain-*")) and not (out / "current").exists()
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    def stopped(*args, **kwargs):
+        raise SystemExit(143)  # SIGTERM, as the CLI raises it
+
+    # stopped between the export and the training: the snapshot was left for good, the ledger of
+    # exports (which the leftover sweep goes by) not naming it
+    for where, fail in (("kgrec.retrain._record_export", disk_full), ("kg.export.point_latest", stopped)):
+        with monkeypatch.context() as m, pytest.raises((OSError, SystemExit)):
+            m.setattr(where, fail)
+            retrain(graph, cfg)
+        assert not list(Path(cfg.export.out_dir).glob("retrain-*")), where
     cfg.retrain.metric = "auc"
     with pytest.raises(ConfigError, match="retrain.metric"):
         retrain(graph, cfg)
@@ -264,8 +301,21 @@ def test_a_failed_write_back_is_reported_and_the_new_model_serves(loaded, monkey
     assert saved["writeback_error"].startswith("interrupted: `kgrec writeback --model")
     assert f"-k {cfg.retrain.writeback_k}`" in saved["writeback_error"]  # the lists as long as retrain's
 
+    real_replace = job._replace_text
+
+    def disk_full_once_published(path, text):
+        if json.loads(text)["published"]:
+            raise OSError(28, "No space left on device")
+        real_replace(path, text)
+
+    monkeypatch.setattr(job, "_replace_text", disk_full_once_published)
     written = []
-    monkeypatch.setattr(job, "_write_back", lambda *args: written.append(args) or {})
+    monkeypatch.setattr(job, "_write_back", lambda *args: written.append(args) or {"users": 1})
+    full = retrain(graph, cfg)  # the report not saved once published: the write-back was skipped, and the error raised
+    assert full.published and full.writeback == {"users": 1} and full.writeback_error is None and len(written) == 1
+    assert (Path(cfg.train.out_dir) / "current").resolve().name == full.version
+    monkeypatch.setattr(job, "_replace_text", real_replace)
+    written.clear()
     cfg.serving.model_dir = Path(cfg.train.out_dir) / report.version  # pinned: Neo4j keeps what it serves
     pinned = retrain(graph, cfg)
     assert pinned.published and not written and pinned.writeback is None and pinned.writeback_error is None
@@ -626,6 +676,10 @@ def test_prune_sweeps_what_killed_runs_left_once_a_day_old(tmp_path, keep):
     only_rgcn = make(ckpt / "rgcn-z", old - 20)  # another model's newest: a stopped `kgrec train` goes on from it
     tmp_version = make(cfg.train.out_dir / ".tmp-20260101-000000-lightgcn", old)
     removing = make(cfg.train.out_dir / ".removing-20251231-000000-lightgcn-0a1b2c3d")  # a prune killed mid-delete
+    stray_link, new_link = cfg.train.out_dir / ".current.tmp-4321", cfg.train.out_dir / ".current.tmp-4322"
+    stray_link.symlink_to("20260101-000000-lightgcn")  # a publish killed between its link and the swap
+    os.utime(stray_link, (old, old), follow_symlinks=False)
+    new_link.symlink_to("20260101-000000-lightgcn")  # one publishing now
     snaps = [make(cfg.export.out_dir / f"retrain-2026010{n}-000000", old) for n in range(1, 6)]
     others = make(cfg.export.out_dir / "retrain-books-20260101-000000", old)  # another retrain's name
     version = make(cfg.train.out_dir / "20260101-000000-lightgcn")
@@ -647,12 +701,23 @@ def test_prune_sweeps_what_killed_runs_left_once_a_day_old(tmp_path, keep):
         _record_export(cfg.train.out_dir, snap)
     theirs = make(cfg.export.out_dir / "retrain-20260106-000000", old)  # another model directory's export
     swept = prune(cfg)
-    assert sorted(swept) == sorted(map(str, [ckpts[0], ckpts[1], tmp_version, removing, killed, snaps[1]]))
+    assert sorted(swept) == sorted(map(str, [ckpts[0], ckpts[1], tmp_version, removing, killed, snaps[1], stray_link]))
+    assert new_link.is_symlink()
     assert all(p.is_dir() for p in [ckpts[2], only_rgcn, others, snaps[0], *snaps[2:], recent_kill, trained, theirs])
     os.utime(ckpts[2], (old, old))
     assert prune(cfg) == []  # the newest checkpoint stays however old: a rerun on its data resumes it
     ledger = (cfg.train.out_dir / ".retrain-snapshots").read_text().split()
     assert sorted(ledger) == sorted(str(p.resolve()) for p in [snaps[0], *snaps[2:]])  # the swept one is let go
+    # a run that took up an old checkpoint holds it, but touches nothing until it saves: it was swept
+    # from under the run, whose next save then failed
+    from gnn.train import _claimed_checkpoint_dir
+
+    held = make(ckpt / "lightgcn-held")
+    (held / "owner").write_text("")
+    os.utime(held, (old - 30, old - 30))
+    with _claimed_checkpoint_dir(held) as claimed:
+        assert claimed == held and prune(cfg) == [] and held.is_dir()
+    assert prune(cfg) == [str(held)] and not held.exists()
 
 
 def test_no_head_to_head_when_it_would_favour_one_side(tmp_path):
