@@ -346,6 +346,17 @@ def test_latin1_and_bom(tmp_path):
     assert res.records.interactions[0]["item"] == "café" and not res.quarantine
 
 
+@pytest.mark.parametrize("label", ["latin-1", "ISO-8859-1", "latin1"])
+def test_a_latin1_file_reads_bytes_0x80_to_0x9f_as_windows_1252(tmp_path, label):
+    """Files labelled latin-1 are mostly windows-1252: its curly quotes and euro sign were latin-1's
+    control characters, which text turned into spaces without a word."""
+    _write(tmp_path, "items.csv", b"id,title\n1,Caf\xe9 \x93Noir\x94 \x80 5\x81x\n")
+    res = read_tabular(tmp_path, {"files": [{"path": "items.csv", "role": "items", "id": "id", "title": "title",
+                                             "encoding": label}]})
+    _reconciles(res)
+    assert res.records.items[0]["title"] == "Café \u201cNoir\u201d \u20ac 5 x"  # 0x81 is unassigned: a control still
+
+
 def test_missing_column_names_it(tmp_path):
     _write(tmp_path, "events.csv", "user,item,ts\nu1,i1,1\n")
     with pytest.raises(MappingError, match="'rating'"):

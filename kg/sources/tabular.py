@@ -10,7 +10,7 @@ A mapping lists files, each with a ``role`` and which column holds which field::
     role = "interactions"
     format = "csv"                     # csv (any delimiter) | jsonl
     delimiter = "\\t"
-    encoding = "utf-8"                 # undecodable bytes: row quarantined
+    encoding = "utf-8"                 # undecodable bytes: row quarantined; latin-1 reads 0x80-0x9f as cp1252
     header = false                     # else the first line names the columns
     quoting = "none"                   # none | minimal (default: minimal for ",", none otherwise)
     columns = ["user", "item", "rating", "ts"]
@@ -384,6 +384,12 @@ def check_cr_line_ends(path: Path, lineno: int, text: str, delimiter: str, quoti
         raise _cr_line_ends(path, lineno)
 
 
+# A file labelled latin-1 (ISO-8859-1) whose bytes 0x80-0x9f are windows-1252's printable characters,
+# as browsers read the label (WHATWG Encoding): latin-1 has only control characters there, which text
+# would lose as spaces (the quotes of \x93Noir\x94, the euro sign). Its five unassigned bytes stay controls.
+_WINDOWS_1252_C1 = {b: bytes([b]).decode("cp1252") for b in range(0x80, 0xA0) if b not in (0x81, 0x8D, 0x8F, 0x90, 0x9D)}
+
+
 def decoded_lines(path: Path, encoding: str, cr_ends_lines: bool = False,
                   cr_checked: bool = False) -> Iterator[tuple[int, str, str | None]]:
     """Yield ``(line_number, text, decode_error)`` for each line that is not empty or all spaces
@@ -396,11 +402,14 @@ def decoded_lines(path: Path, encoding: str, cr_ends_lines: bool = False,
             (:func:`check_cr_line_ends`, JSONL's CR between objects): the first line is not refused
             for holding one, so a quoted field with a CR loads there as on any later line.
 
+    A file read as latin-1 has its bytes 0x80-0x9f read as windows-1252's characters (:data:`_WINDOWS_1252_C1`).
+
     Raises:
         MappingError: the lines end in CR alone (classic Mac): the file would read as one line;
             with ``cr_ends_lines``, also a line past the first that holds a CR (mixed line ends).
             Other readers tell a CR ending rows from one inside a field (:func:`check_cr_line_ends`).
     """
+    c1 = _WINDOWS_1252_C1 if codecs.lookup(encoding).name == "iso8859-1" else None
     with path.open("rb") as fh:
         for lineno, raw in enumerate(fh, 1):
             raw = raw.rstrip(b"\r\n")
@@ -411,7 +420,7 @@ def decoded_lines(path: Path, encoding: str, cr_ends_lines: bool = False,
             if not raw.strip(b" "):
                 continue
             try:
-                yield lineno, raw.decode(encoding), None
+                yield lineno, raw.decode(encoding) if c1 is None else raw.decode(encoding).translate(c1), None
             except UnicodeDecodeError as e:
                 yield lineno, raw.decode(encoding, errors="replace"), f"invalid {encoding} bytes at {e.start}"
 
