@@ -61,7 +61,7 @@ neo4j-stop:
 
 neo4j-status:
 	@[ -x $(BIN)/kgrec ] || $(MAKE) -s install
-	@$(BIN)/kgrec neo4j status || [ $$? -eq 3 ]  # 3: stopped, which is an answer, not a failure
+	@$(BIN)/kgrec neo4j status; rc=$$?; [ $$rc -eq 0 ] || [ $$rc -eq 3 ] || [ $$rc -eq 4 ]  # stopped (3) or not answering (4): answers, not failures
 
 neo4j-test-stop:
 	@if [ -x $(BIN)/kgrec ]; then $(TEST_NEO4J) $(BIN)/kgrec neo4j stop; fi

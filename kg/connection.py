@@ -80,6 +80,14 @@ class Graph:
         if isinstance(e, neo4j_exc.ClientError) and e.code == "Neo.ClientError.Database.DatabaseNotFound":
             return Neo4jConnectionError(f"Neo4j at {self.where} has no database {self.database!r}: fix NEO4J_DATABASE "
                                         f"([neo4j] database; a Community server, kgrec's own too, has only 'neo4j')")
+        if isinstance(e, neo4j_exc.ClientError) and e.code == "Neo.ClientError.Security.AuthenticationRateLimit":
+            return Neo4jConnectionError(f"Neo4j at {self.where} refuses this user's logins for a few seconds after too "
+                                        f"many wrong passwords (from any client): wait, then run again; if it recurs, "
+                                        f"look for a wrong NEO4J_PASSWORD (a cron job's, say)")
+        if isinstance(e, neo4j_exc.ClientError) and e.code == "Neo.ClientError.Security.CredentialsExpired":
+            return Neo4jConnectionError(f"Neo4j at {self.where} wants this user's password changed before any query "
+                                        f"(a new user's first login): change it in Neo4j Browser or cypher-shell "
+                                        f"(ALTER CURRENT USER SET PASSWORD FROM '...' TO '...'), then set NEO4J_PASSWORD")
         if isinstance(e, neo4j_exc.ServiceUnavailable):
             return Neo4jConnectionError(f"Neo4j at {self.where} is unreachable: start it with `kgrec neo4j start` or fix NEO4J_URI")
         return e
@@ -211,7 +219,8 @@ def connect(config: Neo4jConfig) -> Graph:
     """Open a verified connection to the configured Neo4j.
 
     Raises:
-        Neo4jConnectionError: unreachable server or wrong credentials, with a one-line fix.
+        Neo4jConnectionError: unreachable server, wrong or expired credentials, logins refused for a
+            while after wrong passwords, or no such database, with a one-line fix.
         Neo4jSetupError: managed server with no password file yet.
     """
     uri = config.bolt_uri
@@ -222,15 +231,25 @@ def connect(config: Neo4jConfig) -> Graph:
                                             notifications_min_severity="OFF")
     except (ValueError, neo4j_exc.ConfigurationError) as e:
         raise Neo4jConnectionError(f"bad NEO4J_URI {uri!r}: {e}") from e
+    graph = Graph(driver, config.database, uri)
     try:
         driver.verify_connectivity()
+        graph.query("schema/ping")  # the database, and a password that may query (the handshake passes both)
     except neo4j_exc.AuthError as e:
         driver.close()
         fix = (f"kgrec's own server takes the password in {config.password_file}: was it changed by hand?"
                if config.managed else "check NEO4J_USER/NEO4J_PASSWORD")
         raise Neo4jConnectionError(f"Neo4j at {uri} refused user {user!r}: wrong password? {fix}") from e
+    except neo4j_exc.Neo4jError as e:  # the server's answer: a login rate limit, say
+        driver.close()
+        wrapped = graph._wrap(e)
+        raise (wrapped if wrapped is not e else
+               Neo4jConnectionError(f"Neo4j at {uri} refused user {user!r}: {e.message} ({e.code})")) from e
+    except Neo4jConnectionError:  # the ping's, wrapped
+        driver.close()
+        raise
     except (neo4j_exc.ServiceUnavailable, neo4j_exc.DriverError, OSError) as e:
         driver.close()
         hint = "run `kgrec neo4j start`" if config.managed else "check NEO4J_URI and that the server is up"
         raise Neo4jConnectionError(f"Neo4j at {uri} is unreachable: {hint}") from e
-    return Graph(driver, config.database, uri)
+    return graph

@@ -45,6 +45,7 @@ JVM_OPTIONS = ("-XX:+UseG1GC", "-XX:-OmitStackTraceInFastThrow", "-XX:+AlwaysPre
                "-Dlog4j2.disable.jmx=true", "-XX:+ExitOnOutOfMemoryError", "-Dfile.encoding=UTF-8",
                "--add-opens=java.base/java.nio=ALL-UNNAMED", "--add-opens=java.base/java.io=ALL-UNNAMED",
                "--add-opens=java.base/sun.nio.ch=ALL-UNNAMED")
+LOGS = ("console.log", "neo4j.log")  # in <home>/logs: the JVM's output, and Neo4j's own log
 _MEMORY_SIZE = re.compile(r"^[1-9][0-9]*[kKmMgG]?$")
 
 
@@ -71,9 +72,13 @@ class ServerStatus:
     browser_url: str
     password_file: Path
     home: Path
+    # this home's server process lives but does not answer on the configured Bolt port: why, as far
+    # as can be told (still starting; started by an earlier config); None otherwise
+    unanswering: str | None = None
 
     def describe(self) -> str:
-        state = f"running (pid {self.pid})" if self.running else "stopped"
+        state = (f"running (pid {self.pid})" if self.running else f"process alive (pid {self.pid}), {self.unanswering}"
+                 if self.unanswering else "stopped")
         password = f"in {self.password_file.resolve()}" if self.password_file.exists() else \
             "none yet (the first start generates one)"
         return (f"Neo4j {state}\n  Bolt:     {self.bolt_uri}\n  Browser:  {self.browser_url}"
@@ -119,6 +124,13 @@ class ManagedNeo4j:
     def __init__(self, config: Neo4jConfig) -> None:
         if not config.managed:
             raise Neo4jSetupError("NEO4J_URI is set: kgrec uses that server and manages none")
+        for name in ("bolt_port", "http_port"):  # else a traceback from the socket module, or port 0: any port
+            port = getattr(config, name)
+            if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+                raise Neo4jSetupError(f"neo4j.{name} must be a port from 1 to 65535, got {port!r}")
+        if config.bolt_port == config.http_port:
+            raise Neo4jSetupError(f"neo4j.bolt_port and neo4j.http_port are both {config.bolt_port}: Bolt and HTTP "
+                                  f"each need a port of their own")
         self.config = config
         self.home = config.home.resolve()
         self._exclusive = False  # inside exclusive(): start() takes no second flock on the lock file
@@ -281,8 +293,15 @@ class ManagedNeo4j:
 
     def status(self) -> ServerStatus:
         pid = self.pid()
-        return ServerStatus(pid is not None and _port_open(self.config.bolt_port), pid,
-                            self.config.bolt_uri, self.browser_url, self.config.password_file.resolve(), self.home)
+        running = pid is not None and _port_open(self.config.bolt_port)
+        unanswering = None
+        if pid is not None and not running:
+            bolt, _ = self._running_ports()
+            unanswering = (f"started with an earlier config: Bolt on port {bolt}, not {self.config.bolt_port} "
+                           f"(`kgrec neo4j stop`, then start it again)" if bolt not in (None, self.config.bolt_port)
+                           else f"not answering on Bolt port {self.config.bolt_port} (still starting?)")
+        return ServerStatus(running, pid, self.config.bolt_uri, self.browser_url, self.config.password_file.resolve(),
+                            self.home, unanswering)
 
     def start(self) -> tuple[ServerStatus, bool]:
         """Install if needed, start in the background and wait for Bolt.
@@ -329,11 +348,12 @@ class ManagedNeo4j:
 
     def _start_locked(self) -> tuple[ServerStatus, bool]:
         if self.pid() is not None:
-            running = self._running_bolt_port()
-            if running is not None and running != self.config.bolt_port:  # it would never open the new one
-                raise Neo4jSetupError(f"this home's Neo4j runs with an earlier config (Bolt on port {running}, "
-                                      f"not {self.config.bolt_port}): `kgrec neo4j stop`, then start it again")
-            self._wait_for_ports(http=False)  # started by an earlier config, perhaps on another HTTP port
+            for (kind, running), wanted in zip(zip(("Bolt", "HTTP"), self._running_ports()),
+                                               (self.config.bolt_port, self.config.http_port)):
+                if running is not None and running != wanted:  # it would never open the new one
+                    raise Neo4jSetupError(f"this home's Neo4j runs with an earlier config ({kind} on port {running}, "
+                                          f"not {wanted}): `kgrec neo4j stop`, then start it again")
+            self._wait_for_ports()
             return self.status(), False
         for port, setting in ((self.config.bolt_port, "BOLT_PORT"), (self.config.http_port, "HTTP_PORT")):
             if _port_open(port):
@@ -351,42 +371,71 @@ class ManagedNeo4j:
         self._ensure_password(java, conf_dir)
         cmd = [java, *self.jvm_options(), "-cp", str(self.lib_dir / "*"), ENTRY_POINT,
                f"--home-dir={self.home}", f"--config-dir={conf_dir}"]
+        logged = self._log_sizes()
         with (self.home / "logs" / "console.log").open("ab") as log:  # the child keeps its own copy
             proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                     cwd=self.home, start_new_session=True)
         self.pid_file.write_text(str(proc.pid))
         try:
-            self._wait_for_ports(proc)
+            self._wait_for_ports(proc, logged=logged)
         except Neo4jSetupError:
             self.stop()
             raise
         return self.status(), True
 
-    def _running_bolt_port(self) -> int | None:
-        """The Bolt port in the config the running server was started with (the conf is written only
-        by a start), or None when it cannot be read."""
+    def _running_ports(self) -> tuple[int | None, int | None]:
+        """The Bolt and HTTP ports in the config the running server was started with (the conf is
+        written only by a start), each None when it cannot be read."""
         try:
             conf = (self.home / "conf" / "neo4j.conf").read_text()
         except OSError:
-            return None
-        found = re.search(r"^server\.bolt\.listen_address=.*:(\d+)\s*$", conf, re.MULTILINE)
-        return int(found.group(1)) if found else None
+            return None, None
+        found = [re.search(rf"^server\.{kind}\.listen_address=.*:(\d+)\s*$", conf, re.MULTILINE)
+                 for kind in ("bolt", "http")]
+        return tuple(int(f.group(1)) if f else None for f in found)  # type: ignore[return-value]
 
-    def _wait_for_ports(self, proc: subprocess.Popen | None = None, http: bool = True) -> None:
-        """Wait until Bolt and then (``http``) HTTP, the Browser, which Neo4j opens last, accept
-        connections, while the server process lives."""
+    def _wait_for_ports(self, proc: subprocess.Popen | None = None, logged: dict[str, int] | None = None) -> None:
+        """Wait until Bolt and then HTTP, the Browser, which Neo4j opens last, accept connections,
+        while the server process lives; ``logged``: the logs' sizes before this start, whose lines
+        since then a failure shows."""
         deadline = time.monotonic() + self.config.start_timeout_s
         while time.monotonic() < deadline:
             died = proc.poll() is not None if proc is not None else self.pid() is None
             if died:  # no point waiting for its ports
                 break
-            if _port_open(self.config.bolt_port) and (not http or _port_open(self.config.http_port)):
+            if _port_open(self.config.bolt_port) and _port_open(self.config.http_port):
                 return
             time.sleep(0.5)
-        log = self.home / "logs" / "console.log"
-        tail = "\n".join(log.read_text(errors="replace").splitlines()[-20:]) if log.exists() else ""
         raise Neo4jSetupError(f"Neo4j did not open Bolt on port {self.config.bolt_port} and HTTP on "
-                              f"{self.config.http_port}; log tail:\n{tail}")
+                              f"{self.config.http_port}; {self._log_tail(logged or {})}")
+
+    def _log_sizes(self) -> dict[str, int]:
+        """The sizes of :data:`LOGS` now (0 for one not there)."""
+        sizes = {}
+        for name in LOGS:
+            try:
+                sizes[name] = (self.home / "logs" / name).stat().st_size
+            except OSError:
+                sizes[name] = 0
+        return sizes
+
+    def _log_tail(self, since: dict[str, int]) -> str:
+        """The last lines each of :data:`LOGS` gained past its size in ``since``: Neo4j's own errors
+        (a port in use) go to neo4j.log, the JVM's (too small a heap) to console.log, and both keep
+        earlier runs' lines."""
+        parts = []
+        for name in LOGS:
+            path = self.home / "logs" / name
+            try:
+                with path.open("rb") as f:
+                    start = since.get(name, 0)
+                    f.seek(start if start <= os.fstat(f.fileno()).st_size else 0)  # rotated meanwhile: all of it
+                    lines = f.read().decode(errors="replace").splitlines()[-20:]
+            except OSError:
+                continue
+            if lines:
+                parts.append(f"{path}:\n" + "\n".join(lines))
+        return "\n".join(["its logs say:", *parts]) if parts else "its logs (logs/console.log, logs/neo4j.log) say nothing"
 
     def stop(self, timeout_s: float = 60.0) -> bool:
         """Stop the server this home started (and only that one), holding the start lock as

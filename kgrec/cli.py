@@ -90,7 +90,8 @@ def _graph(cfg: Config, start: bool = False):
 
 def cmd_neo4j(args: argparse.Namespace, cfg: Config) -> int:
     """``start``, ``stop`` or ``status`` of kgrec's own server; ``status`` exits 3 when it is stopped
-    (as ``systemctl status`` does), so a script can test it."""
+    (as ``systemctl status`` does), so a script can test it, and 4 when its process lives but does not
+    answer on the configured Bolt port (starting, or started by an earlier config)."""
     from kg.neo4j_server import ManagedNeo4j
 
     if not cfg.neo4j.managed:
@@ -108,7 +109,7 @@ def cmd_neo4j(args: argparse.Namespace, cfg: Config) -> int:
     else:
         status = server.status()
         print(status.describe())
-        return 0 if status.running else 3
+        return 0 if status.running else 4 if status.unanswering else 3
     return 0
 
 

@@ -150,11 +150,42 @@ def test_wrong_password_is_one_actionable_line(neo4j_config):
 def test_a_database_the_server_lacks_is_one_actionable_line(neo4j_config):
     """NEO4J_DATABASE naming no database printed the driver's ClientError with a traceback from
     every graph command."""
-    from kg.ingest import graph_counts
+    with pytest.raises(Neo4jConnectionError, match="has no database 'nosuch': fix NEO4J_DATABASE"):
+        connect(Neo4jConfig(**{**neo4j_config.__dict__, "database": "nosuch"}))  # at once, not at the first query
 
-    with connect(Neo4jConfig(**{**neo4j_config.__dict__, "database": "nosuch"})) as g:
-        with pytest.raises(Neo4jConnectionError, match="has no database 'nosuch': fix NEO4J_DATABASE"):
-            graph_counts(g)
+
+def test_logins_refused_after_wrong_passwords_and_an_expired_password_are_one_actionable_line(graph, neo4j_config):
+    """Three wrong passwords from any client lock a user out for a few seconds, during which the right
+    one failed with the driver's ClientError and a traceback; a user whose password must be changed
+    first passed the handshake and failed the first query so."""
+    import time
+
+    users = {"kgrec_test_limited": "the-right-password-1", "kgrec_test_expired": "must-change-it-1"}
+
+    def admin(query: str, **params) -> None:
+        graph.driver.execute_query(query, parameters_=params, database_="system")
+
+    for name in users:
+        admin("DROP USER $name IF EXISTS", name=name)
+    admin("CREATE USER $name SET PASSWORD $pw CHANGE NOT REQUIRED", name="kgrec_test_limited",
+          pw=users["kgrec_test_limited"])
+    admin("CREATE USER $name SET PASSWORD $pw CHANGE REQUIRED", name="kgrec_test_expired",
+          pw=users["kgrec_test_expired"])
+    as_user = lambda name, pw: Neo4jConfig(**{**neo4j_config.__dict__, "uri": neo4j_config.bolt_uri, "user": name,
+                                              "password": pw})
+    try:
+        with pytest.raises(Neo4jConnectionError, match="wants this user's password changed before any query"):
+            connect(as_user("kgrec_test_expired", users["kgrec_test_expired"]))
+        for _ in range(3):
+            with pytest.raises(Neo4jConnectionError, match="wrong password"):
+                connect(as_user("kgrec_test_limited", "wrong"))
+        with pytest.raises(Neo4jConnectionError, match="refuses this user's logins for a few seconds"):
+            connect(as_user("kgrec_test_limited", users["kgrec_test_limited"]))
+        time.sleep(6)  # the server's lock-out (dbms.security.auth_lock_time, 5 s) passes
+        connect(as_user("kgrec_test_limited", users["kgrec_test_limited"])).close()
+    finally:
+        for name in users:
+            admin("DROP USER $name IF EXISTS", name=name)
 
 
 def test_unreachable_uri_is_one_actionable_line():
@@ -210,14 +241,16 @@ def test_the_managed_store_is_private_and_the_browser_is_up_when_start_returns(n
     assert stat.S_IMODE((neo4j_config.home / "data").stat().st_mode) == 0o700  # the store and auth.ini
     with urllib.request.urlopen(ManagedNeo4j(neo4j_config).browser_url, timeout=10) as page:
         assert page.status == 200
-    # running already, though the HTTP port setting has changed since: found at once, not waited on
+    # running already, though the HTTP port setting has changed since: named at once, not waited on
+    # (nor described with a Browser URL on the new port, where nothing listens)
     import dataclasses
     import time
 
     moved = dataclasses.replace(neo4j_config, http_port=neo4j_config.http_port + 1, start_timeout_s=30)
     t = time.monotonic()
-    status, started = ManagedNeo4j(moved).start()
-    assert status.running and not started and time.monotonic() - t < 10
+    with pytest.raises(Neo4jSetupError, match=f"HTTP on port {neo4j_config.http_port}, not {moved.http_port}"):
+        ManagedNeo4j(moved).start()
+    assert time.monotonic() - t < 10
 
 
 def test_a_pid_file_naming_another_process_is_not_our_server(tmp_path):
@@ -307,6 +340,69 @@ def test_a_running_server_of_an_earlier_bolt_port_is_named_not_waited_for(tmp_pa
     monkeypatch.setattr(ManagedNeo4j, "pid", lambda self: 4242)  # alive, and this home's
     with pytest.raises(Neo4jSetupError, match="earlier config \\(Bolt on port 7711, not 7712\\).*kgrec neo4j stop"):
         server.start()
+
+
+def test_a_running_server_of_an_earlier_http_port_is_named_not_described_with_the_new_one(tmp_path, monkeypatch):
+    """Start said "Already running" with a Browser URL on the new HTTP port, where nothing listens."""
+    server = ManagedNeo4j(Neo4jConfig(home=tmp_path / "neo4j", bolt_port=7711, http_port=7722))
+    (server.home / "conf").mkdir(parents=True)
+    (server.home / "conf" / "neo4j.conf").write_text("server.bolt.listen_address=127.0.0.1:7711\n"
+                                                      "server.http.listen_address=127.0.0.1:7721\n")
+    monkeypatch.setattr(ManagedNeo4j, "pid", lambda self: 4242)
+    with pytest.raises(Neo4jSetupError, match="earlier config \\(HTTP on port 7721, not 7722\\)"):
+        server.start()
+
+
+def test_status_tells_a_live_server_not_answering_from_a_stopped_one(tmp_path, monkeypatch, capsys):
+    """A server still starting, or one started with another Bolt port, was reported "stopped" (exit 3)
+    while its process held the store."""
+    import socket
+
+    from kgrec.cli import main
+
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))  # bound, not listening: nothing answers there
+        port = closed.getsockname()[1]
+        server = ManagedNeo4j(Neo4jConfig(home=tmp_path / "neo4j", bolt_port=port))
+        assert not server.status().running and server.status().unanswering is None  # no process: stopped
+        monkeypatch.setattr(ManagedNeo4j, "pid", lambda self: 4242)
+        status = server.status()
+        assert not status.running and status.unanswering == f"not answering on Bolt port {port} (still starting?)"
+        assert "Neo4j process alive (pid 4242), not answering" in status.describe()
+        (server.home / "conf").mkdir(parents=True)
+        (server.home / "conf" / "neo4j.conf").write_text("server.bolt.listen_address=127.0.0.1:7711\n")
+        assert "started with an earlier config: Bolt on port 7711" in server.status().unanswering
+        monkeypatch.setenv("KGREC_WORKDIR", str(tmp_path))
+        monkeypatch.setenv("KGREC_NEO4J__HOME", str(server.home))
+        monkeypatch.setenv("KGREC_NEO4J__BOLT_PORT", str(port))
+        assert main(["neo4j", "status"]) == 4
+    assert "earlier config" in capsys.readouterr().out
+
+
+def test_ports_out_of_range_or_shared_are_refused(tmp_path):
+    """Port 70000 was the socket module's OverflowError with a traceback; 0 let Neo4j bind any port,
+    and kgrec waited out its whole start time; one port for both was Neo4j's failure to start."""
+    for bad, said in (({"bolt_port": 70000}, "neo4j.bolt_port must be a port from 1 to 65535, got 70000"),
+                      ({"http_port": -5}, "neo4j.http_port must be a port"), ({"bolt_port": 0}, "bolt_port"),
+                      ({"bolt_port": 7700, "http_port": 7700}, "are both 7700")):
+        with pytest.raises(Neo4jSetupError, match=said):
+            ManagedNeo4j(Neo4jConfig(home=tmp_path / "neo4j", **bad))
+
+
+def test_a_failed_start_shows_what_each_log_gained_in_this_start(tmp_path):
+    """Neo4j's own errors (a port in use) go to neo4j.log, while the tail shown was console.log's: empty,
+    or an earlier failed start's lines."""
+    server = ManagedNeo4j(Neo4jConfig(home=tmp_path / "neo4j"))
+    logs = server.home / "logs"
+    logs.mkdir(parents=True)
+    (logs / "console.log").write_text("an earlier start's line\n")
+    (logs / "neo4j.log").write_text("INFO an earlier start\n")
+    before = server._log_sizes()
+    with (logs / "neo4j.log").open("a") as f:
+        f.write("ERROR Failed to start Neo4j on 127.0.0.1:7694: Address 127.0.0.1:7694 is already in use\n")
+    tail = server._log_tail(before)
+    assert "already in use" in tail and f"{logs / 'neo4j.log'}:" in tail and "earlier" not in tail
+    assert server._log_tail(server._log_sizes()) == ("its logs (logs/console.log, logs/neo4j.log) say nothing")
 
 
 def test_a_taken_http_port_fails_start_before_anything_is_installed(tmp_path):
