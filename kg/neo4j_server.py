@@ -440,7 +440,11 @@ class ManagedNeo4j:
     def stop(self, timeout_s: float = 60.0) -> bool:
         """Stop the server this home started (and only that one), holding the start lock as
         :meth:`start` does (a pid file read before a concurrent start wrote it, then deleted, would
-        hide that server from every command). Returns whether one was running."""
+        hide that server from every command). Returns whether one was running.
+
+        Raises:
+            Neo4jSetupError: the process outlived SIGKILL (its pid file stays).
+        """
         if self._exclusive:  # this process holds the start lock already (exclusive(), a failed start)
             return self._stop_locked(timeout_s)
         with self.exclusive():
@@ -451,7 +455,9 @@ class ManagedNeo4j:
             self.pid_file.unlink(missing_ok=True)
             return False
         if not self._signal_until_gone(signal.SIGTERM, timeout_s):
-            self._signal_until_gone(signal.SIGKILL, 10)  # gone before anyone opens its store again
+            if not self._signal_until_gone(signal.SIGKILL, 10):  # gone before anyone opens its store again
+                raise Neo4jSetupError(f"this home's Neo4j (pid {self.pid()}) outlived SIGTERM and SIGKILL (stuck in "
+                                      f"the kernel, in disk I/O?): its store stays in use until it is gone")
         self.pid_file.unlink(missing_ok=True)
         return True
 

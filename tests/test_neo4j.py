@@ -267,6 +267,20 @@ def test_a_pid_file_naming_another_process_is_not_our_server(tmp_path):
         assert server.stop() is False and not server.pid_file.exists()
 
 
+def test_a_server_that_outlives_sigkill_is_not_reported_stopped(tmp_path, monkeypatch):
+    """stop() said it had stopped it and deleted the pid file; a bulk import then moved the store
+    aside under the live process."""
+    server = ManagedNeo4j(Neo4jConfig(home=tmp_path / "neo4j"))
+    server.pid_file.parent.mkdir(parents=True)
+    server.pid_file.write_text("4242")
+    monkeypatch.setattr(ManagedNeo4j, "pid", lambda self: 4242)
+    sent = []
+    monkeypatch.setattr(ManagedNeo4j, "_signal_until_gone", lambda self, sig, wait_s: sent.append(sig) and False)
+    with pytest.raises(Neo4jSetupError, match="pid 4242\\) outlived SIGTERM and SIGKILL"):
+        server.stop(timeout_s=1)
+    assert len(sent) == 2 and server.pid_file.exists()
+
+
 def test_a_server_of_this_home_without_a_pid_file_is_found_and_stopped(tmp_path):
     """A start killed between launching the server and writing its pid file (or a deleted file):
     start said "port taken by another process" and stop found nothing, so the server ran on."""
