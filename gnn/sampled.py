@@ -337,11 +337,14 @@ def fan_out(num_neighbors: Sequence[int], num_layers: int) -> list[int]:
     """One fan-out per layer: a shorter list repeats its last entry.
 
     Raises:
-        ValueError: an empty list, or more entries than layers.
+        ValueError: an empty list, an entry that is neither a positive fan-out nor -1, or more
+            entries than layers.
     """
     k = [int(v) for v in num_neighbors]
     if not k:
         raise ValueError("num_neighbors must not be empty")
+    if any(v == 0 or v < -1 for v in k):  # else refused only by NeighborGraph, after the export and graph build
+        raise ValueError(f"num_neighbors must be positive fan-outs or -1 (all in-edges), got {k}")
     if len(k) > num_layers:
         raise ValueError(f"num_neighbors has {len(k)} hops but the model has {num_layers} layers")
     if len(k) < num_layers:

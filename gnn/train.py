@@ -349,8 +349,9 @@ def seed_checkpoint(src: str | Path, dst: str | Path, lr: float) -> bool:
     becomes ``lr``, and early stopping's patience starts again. The two runs must train the same
     model on the same data (the resumed run refuses a checkpoint that records other data; those
     written before checkpoints recorded it are taken on their shapes alone); batch size,
-    learning rate or sampling may differ. Returns False, and changes nothing, when ``dst`` already
-    has a checkpoint of its own.
+    learning rate or negative and positive sampling may differ, the ``sampler`` not (a full-graph
+    and a neighbour-sampled R-GCN keep their weights under other names). Returns False, and changes
+    nothing, when ``dst`` already has a checkpoint of its own.
     """
     src, dst = Path(src), Path(dst)
     if (dst / "last.pt").is_file():

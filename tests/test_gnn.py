@@ -1005,9 +1005,14 @@ def test_a_bad_cut_off_is_refused_before_training(tmp_path: Path, monkeypatch) -
         train_model(tmp_path / "no-such-snapshot", Config(train=tiny_cfg(negative_sampling="hardest")))
     for bad, said in (({"sampler": "neighbor"}, "implemented for model 'rgcn' only"),  # refused after the graph
                       ({"sampler": "neighbour"}, "unknown sampler 'neighbour'"),
-                      ({"model": "rgcn", "sampler": "neighbor", "num_neighbors": [5, 5, 5]}, "3 hops but the model has 2")):
+                      ({"model": "rgcn", "sampler": "neighbor", "num_neighbors": [5, 5, 5]}, "3 hops but the model has 2"),
+                      ({"model": "rgcn", "sampler": "neighbor", "num_neighbors": [10, 0]}, "positive fan-outs or -1")):
         with pytest.raises(ValueError, match=said):
             train(planted_snapshot(num_users=40), tiny_cfg(**bad), tmp_path, progress=False)
+    for fan_out in ([0], [10, 0], [-2, 5]):  # refused with the config, not after the export and the graph
+        with pytest.raises(ValueError, match="must be positive fan-outs or -1"):
+            train_model(tmp_path / "no-such-snapshot", Config(train=tiny_cfg(model="rgcn", sampler="neighbor",
+                                                                             num_neighbors=fan_out)))
     if not torch.cuda.is_available():  # torch's RuntimeError about a missing driver, with a traceback
         with pytest.raises(ValueError, match="train device 'cuda:0': CUDA has no device\\(s\\) here"):
             train_model(tmp_path / "no-such-snapshot", Config(train=tiny_cfg(device="cuda:0")))
