@@ -92,13 +92,16 @@ class Graph:
             return Neo4jConnectionError(f"Neo4j at {self.where} is unreachable: start it with `kgrec neo4j start` or fix NEO4J_URI")
         return e
 
-    def query(self, name: str, **params: Any) -> list[dict[str, Any]]:
-        """Run the read statement ``cypher/<name>.cypher`` and return its records as dicts."""
+    def query(self, name: str, leader_: bool = False, **params: Any) -> list[dict[str, Any]]:
+        """Run the read statement ``cypher/<name>.cypher`` and return its records as dicts; on a
+        cluster, on a follower unless ``leader_`` (a statement whose answer must agree with the
+        writes': a lock's age, read on the clock that wrote its heartbeat)."""
         text = cypher.load(name)
+        routing = neo4j.RoutingControl.WRITE if leader_ else neo4j.RoutingControl.READ
         try:
             records, _, _ = self._past_a_replaced_database(lambda: self.driver.execute_query(
                 text, parameters_=params, database_=self.database, bookmark_manager_=self._bookmarks,
-                routing_=neo4j.RoutingControl.READ))
+                routing_=routing))
         except neo4j_exc.Neo4jError as e:
             raise self._wrap(e) from e
         except neo4j_exc.DriverError as e:

@@ -84,8 +84,9 @@ class Lease:
 
 def lock_holder(graph: Graph, name: str = INGEST_LOCK) -> dict[str, Any] | None:
     """``{"owner", "host", "pid", "proc", "since", "idle_s"}`` of the lock's holder (``idle_s``:
-    seconds since its last heartbeat), or None when the lock is free."""
-    rows = graph.query("lock/holder", lock=name)
+    seconds since its last heartbeat, on the leader's clock, which wrote it: a follower's clock ahead
+    would find a live holder stale), or None when the lock is free."""
+    rows = graph.query("lock/holder", leader_=True, lock=name)
     return rows[0] if rows else None
 
 
