@@ -218,6 +218,9 @@ def batches(rows: Sequence[T] | Iterable[T], size: int) -> Iterator[list[T]]:
         yield batch
 
 
+URI_SCHEMES = ("bolt", "bolt+s", "bolt+ssc", "neo4j", "neo4j+s", "neo4j+ssc")  # the driver's Bolt URIs
+
+
 def connect(config: Neo4jConfig) -> Graph:
     """Open a verified connection to the configured Neo4j.
 
@@ -227,6 +230,10 @@ def connect(config: Neo4jConfig) -> Graph:
         Neo4jSetupError: managed server with no password file yet.
     """
     uri = config.bolt_uri
+    scheme = uri.partition("://")[0].lower()
+    if scheme not in URI_SCHEMES:  # http:// reached a preview transport of the driver, which printed warnings
+        raise Neo4jConnectionError(f"bad NEO4J_URI {uri!r}: kgrec speaks Bolt, so the URI starts with one of "
+                                   f"{', '.join(s + '://' for s in URI_SCHEMES)} (the Browser's http:// address is not it)")
     user, password = credentials(config)
     try:
         driver = neo4j.GraphDatabase.driver(uri, auth=(user, password),

@@ -192,6 +192,10 @@ def test_unreachable_uri_is_one_actionable_line():
     cfg = Neo4jConfig(uri="bolt://127.0.0.1:1", password="x")
     with pytest.raises(Neo4jConnectionError, match="unreachable"):
         connect(cfg)
+    # the Browser's address: the driver's preview HTTP transport took it, with warnings on every query
+    for uri in ("http://127.0.0.1:7474", "https://db.example.invalid", "127.0.0.1:7687"):
+        with pytest.raises(Neo4jConnectionError, match="kgrec speaks Bolt, so the URI starts with one of bolt://"):
+            connect(Neo4jConfig(uri=uri, password="x"))
 
 
 def test_a_connection_lost_mid_write_says_the_commit_is_unknown_and_a_rerun_completes():
