@@ -123,6 +123,13 @@ def _this_command() -> str:
     return os.path.relpath(me) if me.resolve().is_relative_to(Path.cwd().resolve()) else str(me)
 
 
+def _stop_command(args: argparse.Namespace) -> str:
+    """The command that stops the server this run used: with its ``--config``, else the stop would
+    look for a server in the default home (and say none runs)."""
+    given = getattr(args, "config", None)
+    return f"{_this_command()} neo4j stop" + (f" --config {shlex.quote(given)}" if given else "")
+
+
 def cmd_demo(args: argparse.Namespace, cfg: Config) -> None:
     from kg.neo4j_server import ManagedNeo4j
     from kg.synthetic import SyntheticSpec
@@ -143,7 +150,7 @@ def cmd_demo(args: argparse.Namespace, cfg: Config) -> None:
     if cfg.neo4j.managed:
         st = ManagedNeo4j(cfg.neo4j).status()
         print(f"Neo4j is still running. Browser: {st.browser_url}  (connect to {st.bolt_uri}, user neo4j,")
-        print(f"password in {st.password_file}: `cat {st.password_file}`). Stop it with `{_this_command()} neo4j stop`.")
+        print(f"password in {st.password_file}: `cat {st.password_file}`). Stop it with `{_stop_command(args)}`.")
     print("Try in the Browser:  MATCH (u:User {id:'u0'})-[r:RECOMMENDED]->(i:Item) RETURN u, r, i")
     print(f"Timings (s): {result.timings}")
 

@@ -99,3 +99,14 @@ def test_demo_refuses_a_database_holding_other_data_and_reset_clears_it(graph, c
             claim_demo_graph(graph, spec, reset=True)
     assert claim_demo_graph(graph, spec, reset=True) == 2  # the other data went, and the write count
     assert nodes() == 1  # only the new marker
+
+
+def test_the_demo_names_its_config_in_the_stop_command_it_prints():
+    """The demo run with --config printed `kgrec neo4j stop`, which looks for a server in the default
+    home and says none runs."""
+    import argparse
+
+    from kgrec.cli import _stop_command
+
+    assert _stop_command(argparse.Namespace(config="my dir/kgrec.toml")) == "kgrec neo4j stop --config 'my dir/kgrec.toml'"
+    assert _stop_command(argparse.Namespace()) == "kgrec neo4j stop"
