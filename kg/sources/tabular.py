@@ -37,9 +37,10 @@ Roles and their fields (``<field>`` names a column, ``<field>_value`` gives a co
 
 ``props`` is a list of columns or a table ``{column = "int"|"float"|"str"|"bool"}``; the property is
 named after the column unless ``prop_names = {column = "name"}`` says otherwise (names must be
-identifiers). ``attributes`` is a list of ``{column, relation, entity_type, separator}`` (or one such table):
-each value becomes an entity ``<entity_type>:<value>`` linked by ``relation``. ``flags`` is
-``{columns, names, relation, entity_type, value = "1", off_value = "0"}`` for one-hot columns
+identifiers). ``attributes`` is a list of ``{column, relation, entity_type, separator, prefix}`` (or one such
+table): each value becomes an entity ``<prefix><value>`` (``prefix`` defaults to ``"<entity_type>:"``)
+linked by ``relation``. ``flags`` is
+``{columns, names, relation, entity_type, value = "1", off_value = "0", prefix}`` for one-hot columns
 (MovieLens genres): ``value`` links, ``off_value`` or a blank cell does not, anything else is quarantined.
 In JSONL an attribute may hold an array of values; a JSON number or boolean in a text, attribute or
 flag field reads as the CSV cell would (``1.5``, ``true``), and an object (or an array inside one)
