@@ -9,6 +9,7 @@ Everything lives under ``Neo4jConfig.home`` (git-ignored): ``lib/``, ``conf/``, 
 from __future__ import annotations
 
 import fcntl
+import itertools
 import logging
 import os
 import re
@@ -329,11 +330,15 @@ class ManagedNeo4j:
         (self.home / "run").mkdir(parents=True, exist_ok=True)
         with open(self.home / "run" / "start.lock", "a") as lock:
             deadline = time.monotonic() + LOCK_WAIT_S + self.config.start_timeout_s
-            while True:
+            for attempt in itertools.count():
                 try:
                     fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
                     break
                 except BlockingIOError:
+                    if attempt == 0:  # a stop or start may wait long here: say why
+                        logger.warning("another `kgrec neo4j start`/`stop` or a bulk import holds %s: waiting for it "
+                                       "(up to %.0f s)", self.home / "run" / "start.lock",
+                                       LOCK_WAIT_S + self.config.start_timeout_s)
                     if time.monotonic() > deadline:
                         raise Neo4jSetupError(f"another `kgrec neo4j start` (or bulk import) on {self.home} has "
                                               f"held its lock for {LOCK_WAIT_S + self.config.start_timeout_s:.0f} s") from None

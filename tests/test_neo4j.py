@@ -271,6 +271,21 @@ def test_a_pid_file_naming_another_process_is_not_our_server(tmp_path):
         assert server.stop() is False and not server.pid_file.exists()
 
 
+def test_a_stop_waiting_for_the_start_lock_says_so(tmp_path, caplog):
+    """stop (or start) waited without a word, up to 15 minutes, while a bulk import held the lock."""
+    import fcntl
+    import threading
+
+    server = ManagedNeo4j(Neo4jConfig(home=tmp_path / "neo4j"))
+    (server.home / "run").mkdir(parents=True)
+    with open(server.home / "run" / "start.lock", "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        threading.Timer(1.0, fcntl.flock, (held, fcntl.LOCK_UN)).start()
+        with caplog.at_level("WARNING", logger="kg.neo4j_server"):
+            assert server.stop() is False
+    assert caplog.text.count("a bulk import holds") == 1 and "waiting for it" in caplog.text
+
+
 def test_a_server_that_outlives_sigkill_is_not_reported_stopped(tmp_path, monkeypatch):
     """stop() said it had stopped it and deleted the pid file; a bulk import then moved the store
     aside under the live process."""
