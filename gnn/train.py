@@ -452,7 +452,7 @@ def remove_checkpoint_dir(ckpt_dir: Path) -> bool:
         shutil.rmtree(ckpt_dir, ignore_errors=True)
     finally:
         held.close()
-    return True
+    return not ckpt_dir.exists()
 
 
 def _lock_owner_file(ckpt_dir: Path) -> IO[str] | None:
@@ -460,8 +460,11 @@ def _lock_owner_file(ckpt_dir: Path) -> IO[str] | None:
     process holds it. A file removed while it was being locked (the run before ended and deleted
     its directory) is opened again."""
     while True:
-        ckpt_dir.mkdir(parents=True, exist_ok=True)  # the run before may have just removed it
-        f = open(ckpt_dir / "owner", "a+")
+        ckpt_dir.mkdir(parents=True, exist_ok=True)  # the run before (or a sweep) may have just removed it
+        try:
+            f = open(ckpt_dir / "owner", "a+")
+        except FileNotFoundError:  # removed again between the two: made again
+            continue
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -596,7 +599,7 @@ def check_train_config(cfg: TrainConfig) -> None:
         raise ValueError(f"ks must be cut-offs >= 1, got {cfg.ks}")
     effective_id_weight_decay(cfg)
     resolve_device(cfg.device)
-    if cfg.fusion not in FUSIONS:  # else refused only once the text vectors are read and the model built
+    if cfg.model in TEXT_MODELS and cfg.fusion not in FUSIONS:  # else refused once the text vectors are read
         raise ValueError(f"unknown fusion {cfg.fusion!r}; choose from {FUSIONS}")
     if cfg.model in FILTER_MODELS:
         if cfg.graph_relations:

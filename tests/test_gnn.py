@@ -888,6 +888,30 @@ def test_adjacency_extra_edges_join_both_directions_and_normalise() -> None:
         LightGCN.build_adjacency(np.array([0]), np.array([0]), 2, 1, extra_edges=np.array([[0], [3]]))
 
 
+def test_a_checkpoint_directory_removed_as_a_run_claims_it_is_made_again(tmp_path: Path, monkeypatch) -> None:
+    """A sweep (kgrec retrain's) deleting the directory between a run's mkdir and its open of the owner
+    file failed the run with FileNotFoundError."""
+    import builtins
+
+    import gnn.train as trainer
+
+    ckpt = tmp_path / "lightgcn-0123456789ab"
+    ckpt.mkdir()
+    (ckpt / "last.pt").write_text("an old night's")
+    armed = [True]
+
+    def open_after_a_sweep(path, *args, **kwargs):
+        if armed[0] and Path(path) == ckpt / "owner":
+            armed[0] = False
+            assert trainer.remove_checkpoint_dir(ckpt) and not ckpt.exists()
+        return builtins.open(path, *args, **kwargs)
+
+    monkeypatch.setattr(trainer, "open", open_after_a_sweep, raising=False)
+    with trainer._claimed_checkpoint_dir(ckpt) as claimed:
+        assert claimed == ckpt and (ckpt / "owner").read_text() == str(os.getpid())
+        assert not (ckpt / "last.pt").exists()  # afresh: the sweep took the old checkpoint
+
+
 def test_each_run_claims_its_own_version_directory(tmp_path: Path) -> None:
     """Two artifacts of one model written in the same second never share a temporary directory."""
     from gnn.train import _claim_version
@@ -1032,9 +1056,10 @@ def test_a_bad_cut_off_is_refused_before_training(tmp_path: Path, monkeypatch) -
 def test_settings_the_model_does_not_read_are_named_in_a_warning(tmp_path: Path, caplog) -> None:
     """A config's fusion, filter or kg_* settings were ignored without a word by a model that has none."""
     caplog.set_level("WARNING", logger="gnn.train")
-    cfg = tiny_cfg(fusion="gate", filter={"k": 8}, kg_users=True, kg_bases=2, epochs=1)
+    # even a fusion no text model takes: a config shared between models is not refused for it
+    cfg = tiny_cfg(fusion="gated", filter={"k": 8}, kg_users=True, kg_bases=2, epochs=1)
     train(planted_snapshot(num_users=40), cfg, tmp_path / "lightgcn", progress=False)
-    assert ("model 'lightgcn' does not use [train] fusion = 'gate', filter = {'k': 8}, kg_bases = 2, kg_users = true; "
+    assert ("model 'lightgcn' does not use [train] fusion = 'gated', filter = {'k': 8}, kg_bases = 2, kg_users = true; "
             "they are ignored") in caplog.text
     caplog.clear()
     train(planted_snapshot(num_users=40), tiny_cfg(model="gfcf", filter={"k": 8}), tmp_path / "gfcf", progress=False)
