@@ -334,8 +334,9 @@ def main(argv: list[str] | None = None) -> int:
     for name, (model, fusion) in TRAINED.items():
         if name not in rows_wanted:
             continue
-        cfg = TrainConfig(model=model, fusion=fusion, embedding_dim=args.dim, num_layers=args.layers,
-                          kg_layers=args.kg_layers, kg_bases=args.kg_bases, kg_users=args.kg_users,
+        kg = ({"kg_layers": args.kg_layers, "kg_bases": args.kg_bases, "kg_users": args.kg_users}
+              if model == "kgfused" else {})  # the others read none of them (and training warns of them)
+        cfg = TrainConfig(model=model, fusion=fusion, embedding_dim=args.dim, num_layers=args.layers, **kg,
                           graph_relations=[r for r in args.graph_relations.split(",") if r], lr=args.lr,
                           weight_decay=args.weight_decay,
                           id_weight_decay=args.id_weight_decay if has_item_ids_beside_text(model, fusion) else 0.0,
