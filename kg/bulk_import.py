@@ -10,8 +10,8 @@ The database it replaces is set aside while the importer runs and put back if it
 failed import changes nothing; a killed one is finished by the next server start
 (:mod:`kg.store_swap`). Text is stored as MERGE
 stores it: line breaks, quotes and empty strings included, and so is every property value (a property
-key whose values differ in type, which no import column can hold, is set after the restart by
-ingest's own statements). Another process connected from before
+key whose values differ in type, which no import column can hold as they are, is refused before
+anything is changed). Another process connected from before
 (an ingest waiting for the lock) finds its bookmarks ahead of the new database, and goes on
 without them after the driver's retries (30 to 50 s; :class:`kg.connection.Graph`). Incremental
 loads go through :func:`kg.ingest.ingest` instead.
@@ -72,45 +72,33 @@ _SAFE_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # fullmatch: "$" would let a 
 _COLUMN_TYPES = {bool: "boolean", int: "long", float: "double", str: "string"}
 
 
-def _prop_kinds(rows: list[dict], reserved: set[str]) -> dict[str, set[type]]:
-    """The Python types each key of the rows' ``props`` maps holds (``None`` values aside).
+def _prop_columns(rows: list[dict], reserved: set[str]) -> list[tuple[str, str]]:
+    """``(key, neo4j-admin type)`` for every key of the rows' ``props`` maps, sorted by key: each
+    key's values are all bool, all int, all float or all str.
 
     Raises:
-        Neo4jSetupError: a key that is not a plain identifier (it would be read as header syntax).
+        Neo4jSetupError: a key that is not a plain identifier (it would be read as header syntax), or
+            whose values differ in type: an import column has one type, so it would store ``31`` as
+            ``"31"`` and ``3`` beside ``9.5`` as ``3.0``, where MERGE stores each value as it is.
     """
     kinds: dict[str, set[type]] = {}
     for row in rows:
         for key, value in (row.get("props") or {}).items():
             if value is not None:
                 kinds.setdefault(key, set()).add(type(value))
-    for key in kinds:
+    cols = []
+    for key in sorted(kinds):
         if not _SAFE_KEY.fullmatch(key) or key in reserved:
             raise Neo4jSetupError(f"property {key!r} cannot be a neo4j-admin import column; "
                                   "load this source without --bulk (the UNWIND path takes any name)")
-    return kinds
-
-
-def _prop_columns(rows: list[dict], reserved: set[str]) -> list[tuple[str, str]]:
-    """``(key, neo4j-admin type)`` for the keys of the rows' ``props`` maps whose values are all of
-    one type (bool, int, float or str), sorted by key. A column has one type, so a key of mixed
-    types (``31`` and ``"unknown"``; ``3`` and ``9.5``) is no column: it would store ``"31"`` and
-    ``3.0`` where MERGE stores each value as it is (:func:`mixed_type_props` sets those after)."""
-    kinds = _prop_kinds(rows, reserved)
-    return [(key, _COLUMN_TYPES[t]) for key in sorted(kinds) if len(kinds[key]) == 1
-            and (t := next(iter(kinds[key]))) in _COLUMN_TYPES]
-
-
-def mixed_type_props(rows: list[dict], reserved: set[str]) -> list[dict]:
-    """``{"id", "props"}`` rows of the properties :func:`_prop_columns` leaves out (keys of mixed
-    or other types), for the ingest's own statement to set once the import is done."""
-    kinds = _prop_kinds(rows, reserved)
-    left = {key for key, t in kinds.items() if len(t) != 1 or next(iter(t)) not in _COLUMN_TYPES}
-    out = []
-    for row in rows:
-        props = {k: v for k, v in (row.get("props") or {}).items() if k in left and v is not None}
-        if props:
-            out.append({"id": row["id"], "props": props})
-    return out
+        types = kinds[key]
+        if len(types) != 1 or next(iter(types)) not in _COLUMN_TYPES:
+            names = ", ".join(sorted(t.__name__ for t in types))
+            raise Neo4jSetupError(f"property {key!r} holds values of type {names}, which one import column cannot "
+                                  f"keep as they are (MERGE would): give it one type in the mapping (props = "
+                                  f"{{{key} = \"float\"}}, say), or load this source without --bulk")
+        cols.append((key, _COLUMN_TYPES[next(iter(types))]))
+    return cols
 
 
 def _prop_values(row: dict, cols: list[tuple[str, str]]) -> list:
@@ -122,17 +110,14 @@ def _prop_values(row: dict, cols: list[tuple[str, str]]) -> list:
     return out
 
 
-USER_COLUMNS, ITEM_COLUMNS = {"id"}, {"id", "title", "description"}  # the import's own columns
-
-
 def write_import_csvs(records: GraphRecords, out: Path) -> dict[str, Path]:
     """Write node and relationship CSVs in neo4j-admin's header format. Returns files by name."""
     out.mkdir(parents=True, exist_ok=True)
     files = {k: out / f"{k}.csv" for k in ("users", "items", "queries", "entities", "meta", "interactions",
                                              "searched", "relevant", "has_attribute", "user_attribute",
                                              "related", "friend")}
-    user_cols = _prop_columns(records.users, USER_COLUMNS)
-    item_cols = _prop_columns(records.items, ITEM_COLUMNS)
+    user_cols = _prop_columns(records.users, {"id"})
+    item_cols = _prop_columns(records.items, {"id", "title", "description"})
     _write(files["users"], ["id:ID(User)", *(f"{k}:{t}" for k, t in user_cols)],
            ([u["id"], *_prop_values(u, user_cols)] for u in records.users))
     _write(files["items"], ["id:ID(Item)", "title", "description", *(f"{k}:{t}" for k, t in item_cols)],
@@ -185,28 +170,9 @@ def bulk_import(records: GraphRecords, config: Neo4jConfig, workdir: Path | None
         timings["csv_seconds"] = round(time.perf_counter() - t, 2)
         with server.exclusive():  # no `kgrec neo4j start` (a cron retrain's) between the stop and the start
             if not server.status().running:
-                report = _import_and_restart(server, config, java, files, Path(tmp), timings)
-            else:
-                with connect(config) as g, _writers_locked_out(g):  # taken now, after the CSVs and the wait
-                    report = _import_and_restart(server, config, java, files, Path(tmp), timings)
-    _set_mixed_type_props(records, config)
-    return report
-
-
-def _set_mixed_type_props(records: GraphRecords, config: Neo4jConfig) -> None:
-    """Set the user and item properties no import column could hold as they are (mixed types) with
-    ingest's own statements, so the graph is the one ingest would make."""
-    from .connection import batches, connect
-
-    todo = [(name, rows) for name, rows in (("ingest/merge_users", mixed_type_props(records.users, USER_COLUMNS)),
-                                            ("ingest/merge_items", mixed_type_props(records.items, ITEM_COLUMNS)))
-            if rows]
-    if not todo:
-        return
-    with connect(config) as g:
-        for name, rows in todo:
-            for batch in batches(rows, 10_000):
-                g.write(name, rows=batch)
+                return _import_and_restart(server, config, java, files, Path(tmp), timings)
+            with connect(config) as g, _writers_locked_out(g):  # taken now, after the CSVs and the wait
+                return _import_and_restart(server, config, java, files, Path(tmp), timings)
 
 
 @contextmanager
