@@ -40,7 +40,7 @@ import re
 import unicodedata
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, TypeVar
 
@@ -221,6 +221,16 @@ def check_relation(value: Any) -> str:
         raise GovernanceError(f"{e}, or be an absolute IRI (http://example.org/knows)") from None
 
 
+def _floor(text: str, number: float) -> int:
+    """``text``'s number rounded down exactly, also where its exponent is past what Decimal takes
+    (then it is 0, or tiny, which its float ``number`` underflowed to 0: -1 when it is below 0)."""
+    try:
+        return math.floor(Decimal(text))
+    except InvalidOperation:
+        negative = text.startswith("-") and any(c in "123456789" for c in re.split("[eE]", text)[0])
+        return -1 if number == 0 and negative else math.floor(number)
+
+
 def is_plain_number(text: str) -> bool:
     """Whether ``text`` is written as a number in ASCII with no digit separators: Python's ``int``
     and ``float`` also read ``1_000`` and ``١٢`` (Arabic-Indic digits), which a data file means as
@@ -306,7 +316,7 @@ def parse_timestamp(value: Any) -> int:
         if not math.isfinite(number):
             raise GovernanceError(f"timestamp is not finite ({text})")
         # down exactly: a float rounds "1700000000.99999999" up to the next second
-        return _seconds(_int64(int(text) if text.lstrip("+-").isdigit() else math.floor(Decimal(text)), "timestamp"))
+        return _seconds(_int64(int(text) if text.lstrip("+-").isdigit() else _floor(text, number), "timestamp"))
     iso = text[:-1] + "+00:00" if text.endswith(("Z", "z")) else text
     try:
         dt = datetime.fromisoformat(iso)
