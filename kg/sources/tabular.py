@@ -597,7 +597,8 @@ def iter_rows(path: Path, spec: dict, limit: int | None = None
         if len(fields) != len(columns):
             yield lineno, None, text, f"expected {len(columns)} fields, got {len(fields)}"
             continue
-        if header_fields is not None and [f.strip() for f in fields] == header_fields:
+        # the header again, perhaps with its own BOM (Excel's exports, joined)
+        if header_fields is not None and [f.strip().removeprefix("\ufeff") for f in fields] == header_fields:
             yield lineno, None, text, "the header line again (files joined?), not a row"
             continue
         yield lineno, dict(zip(columns, fields)), text, None
