@@ -383,8 +383,11 @@ class ManagedNeo4j:
         self.pid_file.write_text(str(proc.pid))
         try:
             self._wait_for_ports(proc, logged=logged)
-        except Neo4jSetupError:
-            self.stop()
+        except Neo4jSetupError as failed:
+            try:
+                self.stop()
+            except Neo4jSetupError as e:  # the start's own error (and its logs) first
+                raise Neo4jSetupError(f"{failed}\nStopping it failed too: {e}") from failed
             raise
         return self.status(), True
 
