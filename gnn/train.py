@@ -445,7 +445,11 @@ def remove_checkpoint_dir(ckpt_dir: Path) -> bool:
     """Delete a checkpoint directory unless a run holds it (its ``owner`` lock); True when deleted.
     The lock is held while deleting, so a run starting meanwhile trains in a private directory
     instead of one that is going."""
-    held = _lock_owner_file(ckpt_dir)
+    try:
+        held = _lock_owner_file(ckpt_dir)
+    except OSError as e:  # another user's directory, say: left, and the caller's other clean-up goes on
+        logger.warning("cannot claim %s to remove it: %s", ckpt_dir, e)
+        return False
     if held is None:
         return False
     try:

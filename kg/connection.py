@@ -254,7 +254,8 @@ def connect(config: Neo4jConfig) -> Graph:
         driver.close()
         wrapped = graph._wrap(e)
         raise (wrapped if wrapped is not e else
-               Neo4jConnectionError(f"Neo4j at {uri} refused user {user!r}: {e.message} ({e.code})")) from e
+               Neo4jConnectionError(f"Neo4j at {uri} answered user {user!r}'s first query with an error: "
+                                    f"{e.message} ({e.code})")) from e
     except Neo4jConnectionError:  # the ping's, wrapped
         driver.close()
         raise

@@ -911,6 +911,12 @@ def test_a_checkpoint_directory_removed_as_a_run_claims_it_is_made_again(tmp_pat
         assert claimed == ckpt and (ckpt / "owner").read_text() == str(os.getpid())
         assert not (ckpt / "last.pt").exists()  # afresh: the sweep took the old checkpoint
 
+    def not_mine(path):
+        raise PermissionError(13, "Permission denied", str(path / "owner"))
+
+    monkeypatch.setattr(trainer, "_lock_owner_file", not_mine)  # another user's: left, not a failed sweep
+    assert trainer.remove_checkpoint_dir(ckpt) is False and ckpt.is_dir()
+
 
 def test_each_run_claims_its_own_version_directory(tmp_path: Path) -> None:
     """Two artifacts of one model written in the same second never share a temporary directory."""
