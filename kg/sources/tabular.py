@@ -598,7 +598,8 @@ def iter_rows(path: Path, spec: dict, limit: int | None = None
             yield lineno, None, text, f"expected {len(columns)} fields, got {len(fields)}"
             continue
         # the header again, perhaps with its own BOM (Excel's exports, joined)
-        if header_fields is not None and [f.strip().removeprefix("\ufeff") for f in fields] == header_fields:
+        if (header_fields is not None and fields[0].strip().removeprefix("\ufeff") == header_fields[0]
+                and [f.strip().removeprefix("\ufeff") for f in fields] == header_fields):  # the first cell first: quick
             yield lineno, None, text, "the header line again (files joined?), not a row"
             continue
         yield lineno, dict(zip(columns, fields)), text, None
