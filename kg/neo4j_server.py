@@ -353,8 +353,8 @@ class ManagedNeo4j:
 
     def _start_locked(self) -> tuple[ServerStatus, bool]:
         if self.pid() is not None:
-            for (kind, running), wanted in zip(zip(("Bolt", "HTTP"), self._running_ports()),
-                                               (self.config.bolt_port, self.config.http_port)):
+            bolt, http = self._running_ports()
+            for kind, running, wanted in (("Bolt", bolt, self.config.bolt_port), ("HTTP", http, self.config.http_port)):
                 if running is not None and running != wanted:  # it would never open the new one
                     raise Neo4jSetupError(f"this home's Neo4j runs with an earlier config ({kind} on port {running}, "
                                           f"not {wanted}): `kgrec neo4j stop`, then start it again")

@@ -498,8 +498,8 @@ def _claim_log(folder: Path, version: str) -> Path:
 
 def _save(report: RetrainReport, artifact: Path, log: Path) -> None:
     """Write the report into the version and as ``log`` (under ``<workdir>/retrain/``), each atomically.
-    Once the version is published, a failure to (a full disk) is logged, not raised: the new model
-    serves, and the write-back and prune still run."""
+    Once the version is published, a failure to write (a full disk) is logged, not raised: the new
+    model serves, and the write-back and prune still run."""
     text = json.dumps(asdict(report), indent=2)
     try:
         for target in (artifact / REPORT_FILE, log):

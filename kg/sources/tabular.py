@@ -388,7 +388,8 @@ def check_cr_line_ends(path: Path, lineno: int, text: str, delimiter: str, quoti
 # A file labelled latin-1 (ISO-8859-1) whose bytes 0x80-0x9f are windows-1252's printable characters,
 # as browsers read the label (WHATWG Encoding): latin-1 has only control characters there, which text
 # would lose as spaces (the quotes of \x93Noir\x94, the euro sign). Its five unassigned bytes stay controls.
-_WINDOWS_1252_C1 = {b: bytes([b]).decode("cp1252") for b in range(0x80, 0xA0) if b not in (0x81, 0x8D, 0x8F, 0x90, 0x9D)}
+_WINDOWS_1252_C1 = {b: bytes([b]).decode("cp1252") for b in range(0x80, 0xA0)
+                    if b not in (0x81, 0x8D, 0x8F, 0x90, 0x9D)}
 
 
 def decoded_lines(path: Path, encoding: str, cr_ends_lines: bool = False,
