@@ -235,6 +235,8 @@ def _inconsistency(art: Artifact) -> str | None:
             not all(isinstance(ids.get(k, []), list) for k in ("item_title", "attribute")):
         return "ids.json does not hold lists of user and item ids (user, item, item_title, attribute)"
     U, I = len(ids.get("user", [])), len(ids.get("item", []))
+    if art.user_embeddings.ndim != 2 or art.item_embeddings.ndim != 2:
+        return f"embeddings.npz holds arrays of {art.user_embeddings.ndim} and {art.item_embeddings.ndim} dimensions, not 2"
     if art.user_embeddings.shape[0] != U or art.item_embeddings.shape[0] != I:
         return (f"ids.json names {U} users and {I} items, embeddings.npz has {art.user_embeddings.shape[0]} and "
                 f"{art.item_embeddings.shape[0]} rows")
@@ -244,17 +246,27 @@ def _inconsistency(art: Artifact) -> str | None:
         return f"ids.json has {len(ids['item_title'])} item titles for {I} items"
     for name, indptr, indices, rows, cols in (("train_items", art.train_indptr, art.train_indices, U, I),
                                               ("seen_items", art.seen_indptr, art.seen_indices, U, I)):
-        out_of_range = len(indices) and not 0 <= indices.min() <= indices.max() < cols
-        if len(indptr) != rows + 1 or indptr[-1] != len(indices) or out_of_range:
+        if not _is_lists(indptr, indices, rows, cols):
             return f"{name}.npz is not a list of items for each of the {U} users"
-    if art.item_attributes is not None:
-        indptr, indices = art.item_attributes
-        if len(indptr) != I + 1 or indptr[-1] != len(indices) or (
-                len(indices) and indices.max() >= len(ids.get("attribute", []))):
-            return f"item_attributes.npz does not match the {I} items and the attributes ids.json names"
-    if art.item_text is not None and art.item_text.shape[0] != I:
-        return f"item_text.npy has {art.item_text.shape[0]} rows for {I} items"
+    if art.item_attributes is not None and not _is_lists(*art.item_attributes, I, len(ids.get("attribute", []))):
+        return f"item_attributes.npz does not match the {I} items and the attributes ids.json names"
+    if art.item_attributes is None and ids.get("attribute"):
+        return f"ids.json names {len(ids['attribute'])} attributes, but item_attributes.npz is missing"
+    if art.item_text is not None and (art.item_text.ndim != 2 or art.item_text.shape[0] != I):
+        return f"item_text.npy has shape {art.item_text.shape} for {I} items"
+    if art.item_text is None and "text_encoder" in art.meta:
+        return "meta.json names a text encoder, but item_text.npy is missing"
+    if art.meta.get("scorer") and (art.filter_state is None or not (art.path / "config.json").is_file()):
+        # a graph filter without its state or settings would score otherwise than it was trained to
+        return f"a {art.meta['scorer']} graph filter without its filter.npz or config.json"
     return None
+
+
+def _is_lists(indptr: np.ndarray, indices: np.ndarray, rows: int, cols: int) -> bool:
+    """Whether ``(indptr, indices)`` is a CSR list of column ids below ``cols`` for ``rows`` rows."""
+    return (indptr.ndim == 1 and len(indptr) == rows + 1 and indptr[0] == 0 and indptr[-1] == len(indices)
+            and bool(np.all(np.diff(indptr) >= 0))
+            and (len(indices) == 0 or 0 <= indices.min() <= indices.max() < cols))
 
 
 def load_filter_state(path: str | Path) -> dict[str, np.ndarray] | None:

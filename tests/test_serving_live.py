@@ -122,6 +122,55 @@ def test_a_version_whose_files_disagree_is_not_swapped_in(tmp_path):
     assert client.get("/recommend/u1", params={"k": 1000}).status_code == 200
 
 
+def test_an_artifact_missing_a_file_its_own_files_name_or_with_malformed_lists_is_refused(tmp_path):
+    """A graph filter without filter.npz or config.json loaded and ranked otherwise (plain embeddings,
+    or the default alpha); without item_text.npy or item_attributes.npz, search and `within` were off
+    with a misleading message; decreasing list offsets, a negative attribute id or 1-D embeddings
+    loaded and then failed every request."""
+    import numpy as np
+
+    from gnn.artifact import TextIndex, load_artifact, save_artifact
+
+    rng, U, I = np.random.default_rng(0), 4, 6
+    kept = dict(user_embeddings=rng.normal(size=(U, 3)), item_embeddings=rng.normal(size=(I, 3)),
+                ids={"user": [f"u{n}" for n in range(U)], "item": [f"i{n}" for n in range(I)], "item_title": [""] * I},
+                train_indptr=np.array([0, 1, 2, 3, 4]), train_indices=np.array([0, 1, 2, 3]), config={}, metrics={},
+                meta={"model": "lightgcn"},
+                text_index=TextIndex(rng.normal(size=(I, 5)), {"model": "m", "pooling": "mean", "max_length": 8,
+                                                              "query_template": "{}"}),
+                item_attributes=(np.array([0, 1, 2, 2, 2, 2, 2]), np.array([0, 1]), ["genre:a", "genre:b"]))
+    whole = save_artifact(tmp_path / "whole", **kept)
+    load_artifact(whole)
+    gfcf = train(planted_snapshot(num_users=40), tiny_cfg(model="gfcf", filter={"k": 4, "alpha": 0.0}),
+                 tmp_path / "models", progress=False)
+    load_artifact(gfcf)
+
+    def without(art: Path, name: str) -> Path:
+        copy = tmp_path / f"{art.name}-without-{name}"
+        shutil.copytree(art, copy)
+        (copy / name).unlink()
+        return copy
+
+    for copy, said in ((without(gfcf, "filter.npz"), "gfcf graph filter without its filter.npz or config.json"),
+                       (without(gfcf, "config.json"), "gfcf graph filter without its filter.npz or config.json"),
+                       (without(whole, "item_text.npy"), "names a text encoder, but item_text.npy is missing"),
+                       (without(whole, "item_attributes.npz"), "names 2 attributes, but item_attributes.npz is missing")):
+        with pytest.raises(ValueError, match=said):
+            load_artifact(copy)
+    for name, changed, said in (
+            ("decreasing", {"train_indptr": np.array([0, 3, 1, 3, 4])}, "train_items.npz is not a list"),
+            ("negative", {"item_attributes": (np.array([0, 1, 2, 2, 2, 2, 2]), np.array([0, -1]), ["genre:a", "genre:b"])},
+             "item_attributes.npz does not match")):
+        bad = save_artifact(tmp_path / name, **{**kept, **changed})
+        with pytest.raises(ValueError, match=said):
+            load_artifact(bad)
+    flat = tmp_path / "flat"  # an edited copy: save_artifact refuses such shapes itself
+    shutil.copytree(whole, flat)
+    np.savez(flat / "embeddings.npz", user=rng.normal(size=U), item=rng.normal(size=I))
+    with pytest.raises(ValueError, match="arrays of 1 and 1 dimensions, not 2"):
+        load_artifact(flat)
+
+
 def test_damaged_artifact_files_are_errors_that_name_the_file(tmp_path, capsys):
     """A cut or emptied embeddings.npz, an array missing from it, ids.json holding a list and bad JSON
     in meta.json gave BadZipFile, EOFError, KeyError and AttributeError tracebacks (or a JSON error
