@@ -136,8 +136,9 @@ class TrainConfig:
     positive_sampling: str = "interaction"
     ks: list[int] = field(default_factory=lambda: [10, 20, 50])
     seed: int = 2020
-    # deterministic kernels on CUDA (torch.use_deterministic_algorithms, warn-only; with
+    # deterministic kernels (torch.use_deterministic_algorithms, warn-only; on CUDA with
     # CUBLAS_WORKSPACE_CONFIG=:4096:8 set before start): a rerun gives the same weights, a little slower
+    # (on CPU too: several threads add the embedding gradients in no fixed order otherwise)
     deterministic: bool = False
     device: str = "auto"
     amp: bool = True
