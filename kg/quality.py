@@ -124,6 +124,7 @@ def plot_degree_histograms(data: GraphRecords | Snapshot, path: str | Path, titl
         The path written.
     """
     from matplotlib.figure import Figure  # not pyplot: no backend chosen for the whole process
+    from matplotlib.ticker import NullFormatter
 
     u_deg, i_deg = _degrees(data)
     fig = Figure(figsize=(10, 4))
@@ -135,6 +136,8 @@ def plot_degree_histograms(data: GraphRecords | Snapshot, path: str | Path, titl
             ax.scatter(values, counts, s=6)
             ax.set_xscale("log")
             ax.set_yscale("log")
+            for axis in (ax.xaxis, ax.yaxis):  # a narrow range labels its minor ticks, one over another
+                axis.set_minor_formatter(NullFormatter())
         ax.set_xlabel("degree (interactions)")
         ax.set_ylabel(f"number of {name}")
         ax.set_title(f"{name}: {deg.size} ({int((deg == 0).sum())} with degree 0)")
