@@ -112,15 +112,17 @@ def save_artifact(path: str | Path, *, user_embeddings: np.ndarray, item_embeddi
     path = Path(path)
     ue = np.ascontiguousarray(user_embeddings, dtype=np.float32)
     ie = np.ascontiguousarray(item_embeddings, dtype=np.float32)
-    if ue.shape[0] != len(ids["user"]) or ie.shape[0] != len(ids["item"]) or ue.shape[1] != ie.shape[1]:
+    if ue.ndim != 2 or ie.ndim != 2 or ue.shape[0] != len(ids["user"]) or ie.shape[0] != len(ids["item"]) \
+            or ue.shape[1] != ie.shape[1]:
         raise ValueError(f"embedding shapes {ue.shape}/{ie.shape} do not match ids "
                          f"({len(ids['user'])} users, {len(ids['item'])} items)")
-    if len(train_indptr) != ue.shape[0] + 1:
-        raise ValueError("train_indptr must have num_users + 1 entries")
+    if not _is_lists(np.asarray(train_indptr), np.asarray(train_indices), ue.shape[0], ie.shape[0]):
+        raise ValueError("train_indptr/train_indices must be a CSR list of items for each user")
     if (seen_indptr is None) != (seen_indices is None):
         raise ValueError("give seen_indptr and seen_indices together")
-    if seen_indptr is not None and len(seen_indptr) != ue.shape[0] + 1:
-        raise ValueError("seen_indptr must have num_users + 1 entries")
+    if seen_indptr is not None and not _is_lists(np.asarray(seen_indptr), np.asarray(seen_indices), ue.shape[0],
+                                                 ie.shape[0]):
+        raise ValueError("seen_indptr/seen_indices must be a CSR list of items for each user")
     if text_index is not None:
         if text_index.vectors.ndim != 2 or text_index.vectors.shape[0] != ie.shape[0]:
             raise ValueError(f"item text vectors {text_index.vectors.shape} do not match {ie.shape[0]} items")
@@ -128,7 +130,7 @@ def save_artifact(path: str | Path, *, user_embeddings: np.ndarray, item_embeddi
     ids = {k: list(v) for k, v in ids.items()}  # user, item, item_title[, attribute]
     if item_attributes is not None:
         attr_indptr, attr_indices, attr_ids = item_attributes
-        if len(attr_indptr) != ie.shape[0] + 1 or (len(attr_indices) and int(np.max(attr_indices)) >= len(attr_ids)):
+        if not _is_lists(np.asarray(attr_indptr), np.asarray(attr_indices), ie.shape[0], len(attr_ids)):
             raise ValueError("item_attributes must be a CSR with one row per item and a column per attribute id")
         ids["attribute"] = list(attr_ids)
     path.mkdir(parents=True, exist_ok=True)

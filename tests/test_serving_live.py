@@ -157,18 +157,24 @@ def test_an_artifact_missing_a_file_its_own_files_name_or_with_malformed_lists_i
                        (without(whole, "item_attributes.npz"), "names 2 attributes, but item_attributes.npz is missing")):
         with pytest.raises(ValueError, match=said):
             load_artifact(copy)
-    for name, changed, said in (
-            ("decreasing", {"train_indptr": np.array([0, 3, 1, 3, 4])}, "train_items.npz is not a list"),
-            ("negative", {"item_attributes": (np.array([0, 1, 2, 2, 2, 2, 2]), np.array([0, -1]), ["genre:a", "genre:b"])},
-             "item_attributes.npz does not match")):
-        bad = save_artifact(tmp_path / name, **{**kept, **changed})
+    # edited copies (save_artifact refuses such arrays itself)
+    for name, arrays, said in (
+            ("train_items.npz", {"indptr": np.array([0, 3, 1, 3, 4]), "indices": np.array([0, 1, 2, 3])},
+             "train_items.npz is not a list"),
+            ("item_attributes.npz", {"indptr": np.array([0, 1, 2, 2, 2, 2, 2]), "indices": np.array([0, -1])},
+             "item_attributes.npz does not match"),
+            ("embeddings.npz", {"user": rng.normal(size=U), "item": rng.normal(size=I)},
+             "arrays of 1 and 1 dimensions, not 2")):
+        bad = tmp_path / f"bad-{name}"
+        shutil.copytree(whole, bad)
+        np.savez(bad / name, **arrays)
         with pytest.raises(ValueError, match=said):
             load_artifact(bad)
-    flat = tmp_path / "flat"  # an edited copy: save_artifact refuses such shapes itself
-    shutil.copytree(whole, flat)
-    np.savez(flat / "embeddings.npz", user=rng.normal(size=U), item=rng.normal(size=I))
-    with pytest.raises(ValueError, match="arrays of 1 and 1 dimensions, not 2"):
-        load_artifact(flat)
+    for changed in ({"train_indptr": np.array([0, 3, 1, 3, 4])},  # nor written so
+                    {"item_attributes": (np.array([0, 1, 2, 2, 2, 2, 2]), np.array([0, -1]), ["genre:a", "genre:b"])},
+                    {"user_embeddings": rng.normal(size=U), "item_embeddings": rng.normal(size=I)}):
+        with pytest.raises(ValueError):
+            save_artifact(tmp_path / "refused", **{**kept, **changed})
 
 
 def test_damaged_artifact_files_are_errors_that_name_the_file(tmp_path, capsys):
