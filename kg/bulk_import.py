@@ -5,7 +5,8 @@ database is rebuilt offline from the CSVs (replacing its contents), the server i
 again and the schema applied. It takes the ingest and write-back locks before it stops the
 server (refusing while an ingest, export, retrain, forget-user or write-back holds one), and
 imports the shared watermark of the events it loaded with them, so the new database holds it from
-its first moment and the first ``--incremental`` load after it skips what it already holds.
+its first moment and the first ``--incremental`` load after it skips what it already holds (and
+the dataset's name, so a later ingest of it is a reload, and another dataset's is refused).
 The database it replaces is set aside while the importer runs and put back if it fails, so a
 failed import changes nothing; a killed one is finished by the next server start
 (:mod:`kg.store_swap`). Text is stored as MERGE
@@ -35,7 +36,7 @@ from kgrec.config import Neo4jConfig
 
 from . import store_swap
 from .errors import Neo4jSetupError
-from .ingest import watermark_key, watermark_of
+from .ingest import dataset_key, watermark_key, watermark_of
 from .neo4j_server import ADMIN_TOOL, ManagedNeo4j, _java
 from .records import GraphRecords
 
@@ -110,8 +111,9 @@ def _prop_values(row: dict, cols: list[tuple[str, str]]) -> list:
     return out
 
 
-def write_import_csvs(records: GraphRecords, out: Path) -> dict[str, Path]:
-    """Write node and relationship CSVs in neo4j-admin's header format. Returns files by name."""
+def write_import_csvs(records: GraphRecords, out: Path, dataset: str | None = None) -> dict[str, Path]:
+    """Write node and relationship CSVs in neo4j-admin's header format, recording ``dataset`` as
+    ingest does (:func:`kg.ingest.check_dataset`). Returns files by name."""
     out.mkdir(parents=True, exist_ok=True)
     files = {k: out / f"{k}.csv" for k in ("users", "items", "queries", "entities", "meta", "interactions",
                                              "searched", "relevant", "has_attribute", "user_attribute",
@@ -131,7 +133,10 @@ def write_import_csvs(records: GraphRecords, out: Path) -> dict[str, Path]:
     # the shared watermark, as ingest sets it: a writer that starts the moment the server is back
     # finds it (set after the restart, an incremental load could start before it)
     latest, _ = watermark_of(int(r.get("ts") or 0) for r in records.interactions)
-    _write(files["meta"], ["key:ID(KgrecMeta)", "value:long"], [] if latest is None else [[watermark_key(), latest]])
+    meta = [] if latest is None else [[watermark_key(), latest]]
+    if dataset is not None:  # and the dataset, for a later ingest's check (the value: when, in ms)
+        meta.append([dataset_key(dataset), int(time.time() * 1000)])
+    _write(files["meta"], ["key:ID(KgrecMeta)", "value:long"], meta)
     _write(files["interactions"], [":START_ID(User)", ":END_ID(Item)", "kind", "weight:float", "ts:long", "split"],
            ([r["user"], r["item"], r.get("kind") or "interact", float(r.get("weight", 1.0)), int(r.get("ts") or 0),
              r.get("split") or ""] for r in records.interactions))
@@ -149,8 +154,10 @@ def write_import_csvs(records: GraphRecords, out: Path) -> dict[str, Path]:
     return files
 
 
-def bulk_import(records: GraphRecords, config: Neo4jConfig, workdir: Path | None = None) -> dict:
-    """Replace the managed database with ``records`` via the offline importer.
+def bulk_import(records: GraphRecords, config: Neo4jConfig, workdir: Path | None = None,
+                dataset: str | None = None) -> dict:
+    """Replace the managed database with ``records`` via the offline importer (``dataset``: the
+    dataset they are, recorded as ingest records it).
 
     Returns:
         Timings (csv, import, restart seconds) and the importer's summary tail.
@@ -166,7 +173,7 @@ def bulk_import(records: GraphRecords, config: Neo4jConfig, workdir: Path | None
     timings: dict[str, float] = {}
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         t = time.perf_counter()
-        files = write_import_csvs(records, Path(tmp))
+        files = write_import_csvs(records, Path(tmp), dataset)
         timings["csv_seconds"] = round(time.perf_counter() - t, 2)
         with server.exclusive():  # no `kgrec neo4j start` (a cron retrain's) between the stop and the start
             if not server.status().running:

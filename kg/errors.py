@@ -19,3 +19,7 @@ class ConstraintViolation(KgError):
 
 class SchemaConflictError(KgError):
     """An index of the database's own stands where kgrec needs a constraint or index of its own."""
+
+
+class DatasetMixError(KgError):
+    """A dataset's load would merge its ids into another dataset's graph."""

@@ -34,6 +34,7 @@ from tqdm.auto import tqdm
 from kgrec.config import IngestConfig
 
 from .connection import Graph, batches
+from .errors import DatasetMixError
 from .governance import EDGE_ENDPOINTS, INVISIBLE, normalize_id
 from .interaction_writer import write_interactions
 from .lock import INGEST_LOCK, Lease, graph_lock
@@ -42,6 +43,7 @@ from .records import GraphRecords
 logger = logging.getLogger(__name__)
 
 WATERMARK_KEY = "interactions.max_ts"
+DATASET_PREFIX = "dataset:"  # KgrecMeta keys recording the datasets loaded (see check_dataset)
 FUTURE_TOLERANCE_S = 86_400  # events dated further ahead than this do not move a feed's watermark
 
 # Row kind -> statement, in dependency order (nodes before the relationships that MATCH them).
@@ -150,10 +152,41 @@ def reset_watermark(graph: Graph, feed: str | None, value: int | None, lock_wait
             graph.write("ingest/force_watermark", key=watermark_key(feed), value=int(value))
 
 
+def dataset_key(dataset: str) -> str:
+    """The ``KgrecMeta`` key recording that ``dataset`` was loaded."""
+    return DATASET_PREFIX + dataset
+
+
+def check_dataset(graph: Graph, dataset: str, merge: bool = False) -> None:
+    """Refuse to load ``dataset`` into a graph holding data that no load of it recorded.
+
+    Packaged and benchmark datasets number their users and items from their own files (ml-100k's
+    item 50 is Star Wars, lastfm's artist 50 is someone else), and ingest MERGEs on those ids: loaded
+    into one graph, two datasets would turn into one item with both datasets' events and the later
+    title, without an error. A load of a named dataset therefore goes into an empty database, or
+    one where that dataset was loaded before (a reload, an incremental load), unless ``merge``.
+
+    Raises:
+        kg.errors.DatasetMixError: the graph holds other data and ``merge`` is off.
+    """
+    state = graph.query("ingest/datasets", prefix=DATASET_PREFIX)[0]
+    if merge or not state["holds_data"] or dataset in state["datasets"]:
+        return
+    others = state["datasets"]
+    what = (f"the dataset{'s' if len(others) > 1 else ''} {', '.join(others)}" if others else
+            "data that no recorded load of it wrote (your own sources, or a load from before kgrec recorded "
+            "datasets)")
+    raise DatasetMixError(
+        f"the graph at {graph.where} holds {what}; loading {dataset} into it would merge their users and items "
+        f"that share an id (one node with both datasets' events and the later one's title). Nothing was written. "
+        f"Load it into an empty database (another [neo4j] database, home and ports, or NEO4J_URI), or pass "
+        f"--merge if its ids are meant to name the same users and items.")
+
+
 def ingest(graph: Graph, records: GraphRecords, cfg: IngestConfig, *,
            incremental: bool = False, progress: bool = True, feed: str | None = None,
            on_skipped: Callable[[list[dict], int], None] | None = None,
-           lease: Lease | None = None) -> dict[str, Any]:
+           lease: Lease | None = None, dataset: str | None = None, merge: bool = False) -> dict[str, Any]:
     """Write ``records`` to the graph, holding the graph's ingest lock (or the caller's ``lease``
     of it: the CLI takes the lock before governance looks up which ids the graph holds, so no
     ``forget-user`` can remove one between that look-up and the write).
@@ -168,6 +201,10 @@ def ingest(graph: Graph, records: GraphRecords, cfg: IngestConfig, *,
         feed: whose watermark to read and advance (None: the shared one).
         on_skipped: called with the events ``incremental`` leaves out and the watermark they fall
             before (the CLI writes them beside the quarantine, so no row goes unaccounted).
+        dataset: the dataset these rows are (``kgrec ingest lastfm``: ``"lastfm"``), checked with
+            :func:`check_dataset` and recorded in the graph before anything is written; None (your
+            own sources, which share your ids on purpose): neither.
+        merge: load ``dataset`` even into a graph holding other data (and record it there).
 
     Returns:
         ``{"written": {kind: rows sent}, "skipped_old": n, "skipped_nodes": {kind: the user and item
@@ -178,19 +215,24 @@ def ingest(graph: Graph, records: GraphRecords, cfg: IngestConfig, *,
 
     Raises:
         kg.lock.LockedError: another ingest held the lock for ``cfg.lock_wait_s`` seconds.
+        kg.errors.DatasetMixError: ``dataset`` into a graph of other data, without ``merge``.
         kg.lock.LockLostError: the lock was lost on the way (taken over after the database was
             unreachable for minutes, or removed by ``kgrec unlock --force``); the batches written so
             far stay, and the same load run again completes it.
     """
     if lease is not None:
-        return _ingest_locked(graph, records, cfg, incremental, progress, feed, lease, on_skipped)
+        return _ingest_locked(graph, records, cfg, incremental, progress, feed, lease, on_skipped, dataset, merge)
     with graph_lock(graph, INGEST_LOCK, cfg.lock_wait_s) as held:  # which applies the schema first
-        return _ingest_locked(graph, records, cfg, incremental, progress, feed, held, on_skipped)
+        return _ingest_locked(graph, records, cfg, incremental, progress, feed, held, on_skipped, dataset, merge)
 
 
 def _ingest_locked(graph: Graph, records: GraphRecords, cfg: IngestConfig, incremental: bool, progress: bool,
                    feed: str | None, lease: Lease,
-                   on_skipped: Callable[[list[dict], int], None] | None = None) -> dict[str, Any]:
+                   on_skipped: Callable[[list[dict], int], None] | None = None,
+                   dataset: str | None = None, merge: bool = False) -> dict[str, Any]:
+    if dataset is not None:  # recorded before the first write: a load that fails half-way is rerun as a reload
+        check_dataset(graph, dataset, merge)
+        graph.write("ingest/record_dataset", before_=lease.check, key=dataset_key(dataset))
     interactions = _normalise_interactions(records.interactions)
     skipped, skipped_nodes = 0, {}
     if incremental:

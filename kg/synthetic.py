@@ -8,6 +8,7 @@ recommendations come from their own community.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -57,6 +58,14 @@ class SyntheticSpec:
         if self.brands_per_community < 1 or self.interactions_per_user < MIN_EVENTS or not 0 <= self.affinity <= 1:
             raise ValueError(f"brands_per_community must be >= 1, interactions_per_user >= {MIN_EVENTS} (each user "
                              f"draws at least that many events) and affinity in [0, 1]")
+
+
+def dataset_name(spec: SyntheticSpec) -> str:
+    """The dataset ``spec`` generates, as a graph records it: ``synthetic``, and the settings that
+    differ from the defaults (``synthetic:num_users=200,seed=3``)."""
+    changed = [f"{f.name}={getattr(spec, f.name)}" for f in dataclasses.fields(spec)
+               if getattr(spec, f.name) != f.default]
+    return ":".join(["synthetic", ",".join(changed)] if changed else ["synthetic"])
 
 
 def community_of_user(user_id: str, spec: SyntheticSpec) -> int:

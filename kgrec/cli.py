@@ -20,13 +20,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
-from kg.sources import FORMATS, MAPPED_FORMATS
+from kg.sources import DATASET_FORMATS, FORMATS, MAPPED_FORMATS, PACKAGED_FORMATS
 
 from .config import MODELS, TEXT_MODELS, Config, ConfigError, TrainConfig, load_config
 
 if TYPE_CHECKING:  # pragma: no cover
     from kg.connection import Graph
     from kg.governance import KnownIds
+    from kg.synthetic import SyntheticSpec
     from serving.recommender import Recommender
 
 
@@ -156,7 +157,7 @@ def cmd_demo(args: argparse.Namespace, cfg: Config) -> None:
 
 
 def cmd_ingest(args: argparse.Namespace, cfg: Config) -> None:
-    from kg.ingest import event_key, existing_ids, graph_counts, ingest, without_placeholders_of
+    from kg.ingest import check_dataset, event_key, existing_ids, graph_counts, ingest, without_placeholders_of
     from kg.lock import INGEST_LOCK, Lease, graph_lock, raise_if_busy
 
     _lock_wait(args, cfg)
@@ -170,17 +171,21 @@ def cmd_ingest(args: argparse.Namespace, cfg: Config) -> None:
     if args.mapping is not None and args.format not in MAPPED_FORMATS:  # else ignored without a word
         raise ConfigError(f"--mapping describes the files of {', '.join(MAPPED_FORMATS)} sources; kgrec ingest "
                           f"{args.format} reads its own layout")
+    dataset = _dataset_name(args)
+    if args.merge and dataset is None:  # else ignored without a word
+        raise ConfigError(f"--merge lets a dataset ({', '.join(DATASET_FORMATS)}) load into a graph of other data; "
+                          f"kgrec ingest {args.format} loads your own rows, which merge with the graph's by id anyway")
     if args.bulk:
         from kg.bulk_import import bulk_import
 
-        if args.incremental or args.feed or args.lock_wait_s is not None:
-            raise ConfigError("--bulk replaces the whole database offline: --incremental, --feed and --wait "
-                              "apply to online ingests only")
+        if args.incremental or args.feed or args.lock_wait_s is not None or args.merge:
+            raise ConfigError("--bulk replaces the whole database offline: --incremental, --feed, --wait and "
+                              "--merge apply to online ingests only")
         if not cfg.neo4j.managed:  # said before the source is read, not after
             raise ConfigError("--bulk imports into kgrec's own Neo4j (offline, with neo4j-admin); NEO4J_URI names "
                               "another server: leave out --bulk to load it online")
         records, extra = _read_source(args, cfg)  # into an empty database: nothing there to look up
-        report = bulk_import(records, cfg.neo4j)
+        report = bulk_import(records, cfg.neo4j, dataset=dataset)
         with _graph(cfg) as g:
             report["graph"] = graph_counts(g)
     else:
@@ -189,6 +194,8 @@ def cmd_ingest(args: argparse.Namespace, cfg: Config) -> None:
         with _graph(cfg) as g, ExitStack() as held:
             if not cfg.ingest.lock_wait_s:  # a busy lock fails the load now, not after reading the source
                 raise_if_busy(g, INGEST_LOCK)
+            if dataset is not None:  # so does another dataset's graph (checked again under the lock)
+                check_dataset(g, dataset, args.merge)
             leases: list[Lease] = []
 
             def locked() -> Lease:
@@ -218,7 +225,7 @@ def cmd_ingest(args: argparse.Namespace, cfg: Config) -> None:
                 print(f"kgrec: {len(rows)} events {reason}: listed in {skipped_file}", file=sys.stderr)
 
             report = ingest(g, records, cfg.ingest, incremental=args.incremental, feed=args.feed,
-                            on_skipped=keep_skipped, lease=lease)
+                            on_skipped=keep_skipped, lease=lease, dataset=dataset, merge=args.merge)
             report["graph"] = graph_counts(g)
             if skipped_keys:  # the quality summary describes what was loaded: not the skipped events,
                 kept = [r for r in records.interactions if event_key(r) not in skipped_keys]  # nor their nodes
@@ -237,12 +244,10 @@ def _read_source(args: argparse.Namespace, cfg: Config, known: "KnownIds | None"
 
     if args.format == "synthetic":  # generated rows go through the same governance as a file's
         from kg.governance import govern_records
-        from kg.synthetic import SyntheticSpec, generate
+        from kg.synthetic import generate
 
         name = "synthetic"
-        sizes = {key: getattr(args, name) for key, name in (("num_users", "users"), ("num_items", "items"),
-                                                            ("seed", "seed")) if getattr(args, name) is not None}
-        result = govern_records(generate(SyntheticSpec(**sizes)), cfg.ingest, name)
+        result = govern_records(generate(_synthetic_spec(args)), cfg.ingest, name)
     elif args.path is None:
         raise ConfigError(f"kgrec ingest {args.format} needs a PATH")
     else:
@@ -262,6 +267,30 @@ def _read_source(args: argparse.Namespace, cfg: Config, known: "KnownIds | None"
     rfile.write_text(reconciliation_json(result))
     return result.records, {"reconciliation": json.loads(rfile.read_text()), "quarantine_file": str(qfile),
                             "reconciliation_file": str(rfile)}
+
+
+def _dataset_name(args: argparse.Namespace) -> str | None:
+    """The dataset a load is, as the graph records it (see kg.ingest.check_dataset): a packaged one's
+    format (synthetic with its sizes and seed), a benchmark folder's format and name
+    (``lightgcn:gowalla``); None for your own rows (tabular, triples), which share your ids on purpose."""
+    if args.format == "synthetic":
+        from kg.synthetic import dataset_name
+
+        return dataset_name(_synthetic_spec(args))
+    if args.format not in DATASET_FORMATS or args.path is None:
+        return None
+    if args.format in PACKAGED_FORMATS:
+        return args.format
+    name = _source_name(args.path)  # RecBole's <dataset>.inter, or a benchmark's folder
+    return f"{args.format}:{name.split('.')[0] if Path(args.path).is_file() else name}"
+
+
+def _synthetic_spec(args: argparse.Namespace) -> "SyntheticSpec":
+    """The synthetic dataset ``kgrec ingest synthetic`` generates: its --users, --items, --seed."""
+    from kg.synthetic import SyntheticSpec
+
+    return SyntheticSpec(**{key: getattr(args, name) for key, name in (("num_users", "users"),
+                            ("num_items", "items"), ("seed", "seed")) if getattr(args, name) is not None})
 
 
 def _source_name(path: str) -> str:
@@ -588,6 +617,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--items", type=_positive_int, help="synthetic only: items to generate (default 400)")
     s.add_argument("--seed", type=int, help="synthetic only: the generator's seed (default 7)")
     s.add_argument("--no-quality", action="store_true", help="skip the quality summary and its plot")
+    s.add_argument("--merge", action="store_true",
+                   help="load a dataset into a graph holding other data (refused by default: ids that two datasets "
+                        "share would merge)")
     s.set_defaults(func=cmd_ingest)
 
     s = command("export", help="export the graph to a versioned snapshot")

@@ -23,7 +23,7 @@ from kg.export import export_snapshot
 from kg.ingest import graph_counts, ingest
 from kg.lock import INGEST_LOCK, graph_lock
 from kg.schema import wipe
-from kg.synthetic import TOPICS, SyntheticSpec, community_of_item, community_of_user, generate
+from kg.synthetic import TOPICS, SyntheticSpec, community_of_item, community_of_user, dataset_name, generate
 
 from .config import TEXT_MODELS, Config, ConfigError
 
@@ -320,7 +320,8 @@ def run_demo(graph: Graph, cfg: Config, spec: SyntheticSpec | None = None,
     records = loaded.records
     say(f"[1/6] generated synthetic catalogue: {records.counts()}; "
         f"governance: {loaded.totals()} (reconciles: {loaded.reconciles()})")
-    report = stage("ingest", lambda: ingest(graph, records, cfg.ingest))
+    report = stage("ingest", lambda: ingest(graph, records, cfg.ingest,  # claim_demo_graph checked the graph
+                                            dataset=dataset_name(spec), merge=True))
     graph.write("demo/loaded")  # what a later demo compares the database with
     say(f"[2/6] ingested into Neo4j ({timings['ingest']}s): {graph_counts(graph)}; "
         f"created {report['nodes_created']} nodes, {report['relationships_created']} relationships")

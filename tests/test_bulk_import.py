@@ -7,7 +7,8 @@ import pytest
 
 from kg.bulk_import import bulk_import
 from kg.connection import connect
-from kg.ingest import get_watermark, graph_counts, ingest
+from kg.errors import DatasetMixError
+from kg.ingest import check_dataset, get_watermark, graph_counts, ingest
 from kg.synthetic import SyntheticSpec, generate
 from kgrec.config import IngestConfig, Neo4jConfig
 
@@ -18,9 +19,13 @@ def test_bulk_import_then_merge_changes_nothing(neo4j_config):
     if not neo4j_config.managed:
         pytest.skip("bulk import rebuilds the managed server's database offline")
     records = generate(SyntheticSpec(num_users=120, num_items=60, num_queries=10))
-    report = bulk_import(records, neo4j_config)
+    report = bulk_import(records, neo4j_config, dataset="bulk-set")
     assert report["import_seconds"] > 0
     with connect(neo4j_config) as g:
+        # the dataset is recorded as ingest records it: a reload passes, another dataset is refused
+        check_dataset(g, "bulk-set")
+        with pytest.raises(DatasetMixError, match="holds the dataset bulk-set; loading other"):
+            check_dataset(g, "other")
         counts = graph_counts(g)
         c = records.counts()
         assert counts["users"] == c["users"] and counts["items"] == c["items"]
@@ -28,7 +33,7 @@ def test_bulk_import_then_merge_changes_nothing(neo4j_config):
                                            + c["item_entities"])
         # the first incremental load after it skips what it loaded
         assert get_watermark(g) == max(r["ts"] for r in records.interactions)
-        again = ingest(g, records, IngestConfig(), progress=False)
+        again = ingest(g, records, IngestConfig(), progress=False, dataset="bulk-set")
         assert again["nodes_created"] == 0 and again["relationships_created"] == 0
         # the imported watermark node is the one ingest's MERGE finds (no second one beside it)
         assert g.driver.execute_query("MATCH (m:KgrecMeta) WHERE m.key STARTS WITH 'interactions.max_ts' "

@@ -332,6 +332,26 @@ def test_command_line_numbers_and_paths_say_what_is_wrong(tmp_path, monkeypatch,
     assert main(["ingest", "tabular", "data", "--mapping", "m.toml", "--users", "5", "--seed", "1"]) == 2
     assert "--users, --seed size the synthetic dataset; kgrec ingest tabular loads its source whole" in \
         capsys.readouterr().err
+    # --merge is for datasets, which the graph records; your own rows are not checked
+    assert main(["ingest", "tabular", "data", "--mapping", "m.toml", "--merge"]) == 2
+    assert "kgrec ingest tabular loads your own rows" in capsys.readouterr().err
+    assert main(["ingest", "lastfm", "data", "--bulk", "--merge"]) == 2
+    assert "--merge apply to online ingests only" in capsys.readouterr().err
+
+
+def test_a_load_names_the_dataset_it_is(tmp_path):
+    """The name a graph records a load's dataset under (kg.ingest.check_dataset)."""
+    from kgrec.cli import _dataset_name, build_parser
+
+    (tmp_path / "gowalla").mkdir()
+    (tmp_path / "ml-1m.train.inter").write_text("")
+    for argv, name in ((["synthetic"], "synthetic"), (["synthetic", "--users", "50", "--seed", "2"],
+                                                       "synthetic:num_users=50,seed=2"),
+                       (["lastfm", "data/lastfm-2k"], "lastfm"), (["ml100k", "x/ml-100k"], "ml100k"),
+                       (["lightgcn", str(tmp_path / "gowalla")], "lightgcn:gowalla"),
+                       (["recbole", str(tmp_path / "ml-1m.train.inter")], "recbole:ml-1m"),
+                       (["tabular", "events.csv", "--mapping", "m.toml"], None), (["triples", "kg.tsv"], None)):
+        assert _dataset_name(build_parser().parse_args(["ingest", *argv])) == name, argv
 
 
 def test_blank_neo4j_variables_are_unset_as_kgrec_ones_are():

@@ -847,6 +847,39 @@ def test_cli_ingest_saves_quality_summary_and_plot(graph, neo4j_config, tmp_path
     assert (tmp_path / "quarantine" / "synthetic.reconciliation.json").is_file()
 
 
+def test_cli_ingest_refuses_a_dataset_into_a_graph_of_another(graph, neo4j_config, tmp_path, monkeypatch, capsys):
+    """Datasets number their users and items themselves (ml-100k's item 50 is not lastfm's artist
+    50): a load of one into a graph holding another would merge them by id, so it is refused."""
+    from kg.neo4j_server import read_password
+    from kgrec.cli import main
+
+    monkeypatch.setenv("KGREC_WORKDIR", str(tmp_path))
+    monkeypatch.setenv("NEO4J_URI", neo4j_config.bolt_uri)
+    monkeypatch.setenv("NEO4J_PASSWORD", read_password(neo4j_config))
+    first = ["ingest", "synthetic", "--users", "20", "--items", "15", "--no-quality"]
+    assert main(first) == 0 and main(first) == 0  # a reload of the same dataset
+    capsys.readouterr()
+    loaded = graph_counts(graph)
+    other = ["ingest", "synthetic", "--users", "24", "--items", "15", "--seed", "3", "--no-quality"]
+    assert main(other) == 2
+    err = capsys.readouterr().err
+    assert "holds the dataset synthetic:num_users=20,num_items=15; loading synthetic:num_users=24," \
+           "num_items=15,seed=3 into it" in err and "--merge" in err
+    assert graph_counts(graph) == loaded  # nothing written
+    assert main([*other, "--merge"]) == 0 and main(other) == 0  # recorded: a reload now
+    capsys.readouterr()
+    assert graph.query("ingest/datasets", prefix="dataset:")[0]["datasets"] == [
+        "synthetic:num_users=20,num_items=15", "synthetic:num_users=24,num_items=15,seed=3"]
+    # a graph loaded before datasets were recorded (or by your own sources) holds data of no record
+    graph.driver.execute_query("MATCH (m:KgrecMeta) WHERE m.key STARTS WITH 'dataset:' DELETE m",
+                               database_=graph.database)
+    assert main(first) == 2 and "data that no recorded load of it wrote" in capsys.readouterr().err
+    assert main([*first, "--merge"]) == 0
+    # records of a graph whose data was since deleted (forget-user, a Cypher DELETE) hold nothing up
+    graph.driver.execute_query("MATCH (n) WHERE NOT n:KgrecMeta DETACH DELETE n", database_=graph.database)
+    assert main(other) == 0
+
+
 def test_rows_whose_nodes_are_gone_are_reported_as_not_written(graph):
     """Edges MATCH their ends: a row naming a node that is not in the graph (removed by a forget-user
     between governance's lookup and the write, say) is counted, not silently dropped."""

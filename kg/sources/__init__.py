@@ -12,6 +12,10 @@ if TYPE_CHECKING:  # pragma: no cover
 
 FORMATS = ("tabular", "recbole", "lightgcn", "kgat", "lastfm", "triples", "ml100k")
 MAPPED_FORMATS = ("tabular", "lastfm", "ml100k")  # those read through a mapping (lastfm, ml100k: a packaged one)
+PACKAGED_FORMATS = ("lastfm", "ml100k")  # one dataset each, read through kgrec's packaged mapping
+# whole datasets that number their users and items themselves (a graph records which it holds:
+# kg.ingest.check_dataset); tabular and triples load your own rows into your own graph
+DATASET_FORMATS = ("recbole", "lightgcn", "kgat", *PACKAGED_FORMATS)
 
 
 def load_source(format: str, path: str | Path, mapping: str | Path | dict | None = None,
