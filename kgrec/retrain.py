@@ -332,10 +332,15 @@ def _exported(out_dir: Path) -> set[str]:
 
 
 def _replace_text(path: Path, text: str) -> None:
-    """Write ``path`` whole or not at all (a temp file renamed over it)."""
+    """Write ``path`` whole or not at all (a temp file renamed over it; one that fails, on a full
+    disk say, is removed)."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _version_order(version: Path) -> tuple[str, int]:

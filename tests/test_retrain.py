@@ -785,3 +785,14 @@ def test_the_cron_script_leaves_a_config_files_workdir_alone(tmp_path):
         out = subprocess.run([str(root / "scripts" / "retrain.sh")], env={**env, **extra}, cwd=tmp_path,
                              capture_output=True, text=True, check=True).stdout
         assert out.strip() == want, (extra, out)
+
+
+def test_a_report_that_cannot_be_saved_leaves_no_temporary_file(tmp_path):
+    from kgrec.retrain import _replace_text
+
+    target = tmp_path / "retrain.json"
+    target.mkdir()  # os.replace fails after the temporary file is written, as on a disk full at the rename
+    (target / "keep").write_text("")
+    with pytest.raises(OSError):
+        _replace_text(target, "{}")
+    assert [p.name for p in tmp_path.iterdir()] == ["retrain.json"]
