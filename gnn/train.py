@@ -38,6 +38,7 @@ import scipy.sparse as sp
 import torch
 from torch.optim.swa_utils import AveragedModel
 
+from kg.durable import sync_dir, sync_files
 from kgrec.config import DEFAULT_ID_WEIGHT_DECAY, TEXT_MODELS, TrainConfig
 
 from .artifact import TextIndex, publish, save_artifact
@@ -1000,7 +1001,9 @@ def _write_artifact(out_dir: Path, cfg: TrainConfig, snapshot: Any, train_csr: s
             curve_png=curve_png, filter_state=filter_state, seen_indptr=seen_csr.indptr, seen_indices=seen_csr.indices,
             text_index=text_index, item_attributes=item_attributes(snapshot))
         final_dir = out_dir / version
-        tmp.rename(final_dir)
+        sync_files(tmp)  # on disk before its name says it is whole (published or not: a gated retrain's
+        tmp.rename(final_dir)  # version stays for `kgrec serve --model`)
+        sync_dir(out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

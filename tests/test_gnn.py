@@ -727,6 +727,27 @@ def test_publish_is_atomic_swap(tmp_path: Path, monkeypatch) -> None:
     with pytest.raises(FileNotFoundError):
         publish(tmp_path / "missing", tmp_path)
     assert os.readlink(tmp_path / "current") == b.name
+    publish(tmp_path / "current", tmp_path)  # the version it names, not a link to itself
+    assert os.readlink(tmp_path / "current") == b.name
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="names synced files through /proc")
+def test_an_unpublished_version_is_on_disk_before_it_is_named(tmp_path: Path, monkeypatch) -> None:
+    """A retrain whose gate keeps the old model leaves its version unpublished, for `serve --model`:
+    written to disk all the same, as publish would have."""
+    real_fsync, synced = os.fsync, []
+
+    def fsync_spy(fd) -> None:
+        synced.append(Path(os.readlink(f"/proc/self/fd/{fd}")))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync_spy)
+    version = train(planted_snapshot(num_users=40), tiny_cfg(epochs=1), tmp_path, progress=False,
+                    publish_current=False)
+    monkeypatch.undo()
+    assert {f.name for f in version.iterdir() if f.is_file()} <= {p.name for p in synced}
+    assert tmp_path in synced  # the rename that names it, too
+    assert not (tmp_path / "current").exists()
 
 
 @pytest.mark.parametrize("fusion", ["sum", "concat", "gate"])
