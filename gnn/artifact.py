@@ -300,8 +300,10 @@ def publish(artifact_dir: str | Path, out_dir: str | Path, link_name: str = "cur
     tmp = out_dir / f".{link_name}.tmp-{os.getpid()}"
     if tmp.is_symlink() or tmp.exists():
         tmp.unlink()
-    # Relative target when the artifact sits in out_dir, so the tree can be moved as a whole.
-    target = artifact_dir.name if artifact_dir.resolve().parent == out_dir.resolve() else str(artifact_dir.resolve())
+    # Relative target when the artifact sits in out_dir, so the tree can be moved as a whole (the
+    # version's own name: `current` given as the artifact must not become a link to itself)
+    resolved = artifact_dir.resolve()
+    target = resolved.name if resolved.parent == out_dir.resolve() else str(resolved)
     sync_files(artifact_dir)  # on disk before anything points at it: a power loss never leaves `current` on empty files
     os.symlink(target, tmp)
     os.replace(tmp, link)
