@@ -36,7 +36,8 @@ else
   # by a nightly job that may be offline or race another one on the same venv
   [ -x "$kgrec" ] || make -s -C "$root" install >&2
 fi
-if [ -z "${NEO4J_URI:-}${KGREC_NEO4J__URI:-}" ]; then
+uri="${NEO4J_URI:-}${KGREC_NEO4J__URI:-}"
+if [ -z "${uri//[[:space:]]/}" ]; then  # blank ones are unset, as kgrec reads them
   "$kgrec" neo4j start >&2  # kgrec's own server, after a reboot say; nothing to do when it runs
 fi
 wait_s=${KGREC_WAIT:-600}

@@ -783,8 +783,12 @@ def test_the_cron_script_leaves_a_config_files_workdir_alone(tmp_path):
                         ({}, f"retrain {root}/.kgrec"),
                         ({"KGREC_WORKDIR": "/elsewhere", "KGREC_CONFIG": str(own)}, "retrain /elsewhere")):
         out = subprocess.run([str(root / "scripts" / "retrain.sh")], env={**env, **extra}, cwd=tmp_path,
-                             capture_output=True, text=True, check=True).stdout
-        assert out.strip() == want, (extra, out)
+                             capture_output=True, text=True, check=True)
+        assert out.stdout.strip() == want and "neo4j" not in out.stderr, (extra, out)  # NEO4J_URI's server
+    # a blank NEO4J_URI is unset, as kgrec reads it: kgrec's own server is started
+    out = subprocess.run([str(root / "scripts" / "retrain.sh")], env={**env, "NEO4J_URI": " \t"}, cwd=tmp_path,
+                         capture_output=True, text=True, check=True)
+    assert f"neo4j {root}/.kgrec" in out.stderr and out.stdout.strip() == f"retrain {root}/.kgrec"
 
 
 def test_a_report_that_cannot_be_saved_leaves_no_temporary_file(tmp_path):
