@@ -81,8 +81,8 @@ def evaluate(score_fn: ScoreFn,
         ["ild@K"], "num_users"}`` as floats.
 
     Raises:
-        ValueError: empty ``ks``, a cut-off below 1, a matrix without ``num_items`` columns, or
-            no user with truth items.
+        ValueError: empty ``ks``, a cut-off below 1, a matrix without ``num_items`` columns, no
+            user with truth items, or ``train``/``exclude`` without the row of one who has.
     """
     if not ks:
         raise ValueError("ks must not be empty")
@@ -97,11 +97,12 @@ def evaluate(score_fn: ScoreFn,
     for name, m in (("train", train_m), ("truth", truth_m), ("exclude", excl_m)):
         if m is not None and m.shape[1] != num_items:
             raise ValueError(f"{name} has {m.shape[1]} item columns, expected num_items={num_items}")
-        if m is not None and m.shape[0] < truth_m.shape[0]:  # a truth user's masked items are looked up
-            raise ValueError(f"{name} has {m.shape[0]} user rows, fewer than truth's {truth_m.shape[0]}")
     users = np.flatnonzero(np.diff(truth_m.indptr) > 0)
     if len(users) == 0:
         raise ValueError("no user has truth items")
+    for name, m in (("train", train_m), ("exclude", excl_m)):  # each evaluated user's masked items are looked up
+        if m is not None and m.shape[0] <= users[-1]:  # (rows past it, truth's empty ones, need not be there)
+            raise ValueError(f"{name} has {m.shape[0]} user rows, but truth has items for user {users[-1]}")
     pop = np.asarray(train_m.sum(0)).ravel() if item_popularity is None else np.asarray(item_popularity)
     pop_t = torch.as_tensor(pop, dtype=torch.float64, device=device)
     emb_t = None if item_embeddings is None else torch.as_tensor(item_embeddings, device=device).float()

@@ -135,9 +135,13 @@ def test_evaluate_ignores_stored_zeros_and_nan_scores() -> None:
         evaluate(score_fn, train, truth, ks=[0, 5], num_items=5)
     with pytest.raises(ValueError, match="item columns"):
         evaluate(score_fn, train, to_csr(np.array([0]), np.array([1]), 3, 4), ks=[2], num_items=5)
-    with pytest.raises(ValueError, match="fewer than truth's"):  # not an IndexError from the masking
+    with pytest.raises(ValueError, match="but truth has items for user 1"):  # not an IndexError from the masking
         evaluate(score_fn, to_csr(np.array([0]), np.array([1]), 1, 5), to_csr(np.array([1]), np.array([2]), 2, 5),
                  ks=[2], num_items=5)
+    # rows past the last user with truth items need not be in train: (indptr, indices) ending early
+    short = evaluate(lambda u: table[u].clone(), (np.array([0, 0, 1]), np.array([0])),
+                     to_csr(np.array([1]), np.array([4]), 3, 5), ks=[1], num_items=5)
+    assert short["num_users"] == 1.0 and short["recall@1"] == 1.0  # user 1: item 4 first, item 0 masked
 
 
 def test_a_training_pair_given_twice_as_indptr_and_indices_is_one_positive():
