@@ -146,7 +146,8 @@ class HFTextEncoder(TextEncoder):
         show_progress: draw a tqdm bar while encoding.
 
     Raises:
-        ValueError: an unknown pooling or dtype, or a non-positive size.
+        ValueError: an unknown pooling or dtype, a non-positive size, or a ``max_length`` that
+            leaves no room for text beside the model's special tokens.
         EncoderError: the model cannot be loaded (for example not available offline).
     """
 
@@ -210,6 +211,10 @@ class HFTextEncoder(TextEncoder):
                                     or any(".pooler." in f".{k}" for k in info.get("missing_keys", ()))):
             raise ValueError(f"model {model!r} has no trained pooler weights (they would be random); use "
                              f"pooling='mean' or 'cls'")
+        special = self.tokenizer.num_special_tokens_to_add(pair=False)  # [CLS] and [SEP] for BERT
+        if self.max_length <= special:  # room for no text token: every text the same vector ([CLS][SEP])
+            raise ValueError(f"max_length {self.max_length} leaves no room for text: {model!r} adds {special} "
+                             f"special tokens to each text; give at least {special + 1}")
         longest = _longest_input(config, self.tokenizer, self.model)
         if longest and self.max_length > longest:
             logger.warning("max_length %d is above the %d tokens %s takes; using %d", self.max_length, longest, model,
