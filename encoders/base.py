@@ -3,8 +3,9 @@
 Text rules (applied by :func:`normalize_text`, so a cache keyed on the normalised text agrees with
 what the model saw):
 
-* ``None``, the empty string and whitespace-only text become ``""``; the model encodes ``""`` to a
-  fixed vector (never an error).
+* ``None``, the empty string and text of whitespace, control and format characters only (a
+  zero-width space, which tokenizers drop) become ``""``; the model encodes ``""`` to a fixed
+  vector (never an error).
 * ``bytes`` are decoded as UTF-8 with ``errors="replace"``; invalid sequences become U+FFFD.
 * Lone surrogates in ``str`` (from ``surrogateescape`` decoding) become U+FFFD too.
 * Text is NFKC-normalised (full-width letters, ligatures and compatibility forms fold together).
@@ -22,6 +23,7 @@ import numpy as np
 
 TextLike = Union[str, bytes, None]
 _SURROGATES = re.compile("[\ud800-\udfff]")
+_INVISIBLE = ("Cc", "Cf")  # controls and format characters (zero-width space, BOM): tokenizers drop them
 
 
 class EncoderError(RuntimeError):
@@ -35,7 +37,8 @@ def normalize_text(text: TextLike) -> str:
         text: a ``str``, UTF-8 ``bytes`` (invalid sequences allowed) or ``None``.
 
     Returns:
-        The NFKC-normalised text; ``""`` for missing or whitespace-only input.
+        The NFKC-normalised text; ``""`` for missing input, or one of whitespace, control and
+        format characters only (``"\\u200b"``: tokenizers drop them, so it would encode as ``""``).
 
     Raises:
         TypeError: ``text`` is of another type.
@@ -51,7 +54,7 @@ def normalize_text(text: TextLike) -> str:
     except UnicodeEncodeError:
         text = _SURROGATES.sub("\ufffd", text)
     text = unicodedata.normalize("NFKC", text)
-    return text if text.strip() else ""
+    return text if any(not (c.isspace() or unicodedata.category(c) in _INVISIBLE) for c in text) else ""
 
 
 def check_finite(vectors: np.ndarray, note: str = "") -> np.ndarray:
