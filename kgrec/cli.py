@@ -57,8 +57,8 @@ def _positive_float(text: str) -> float:
     return value
 
 
-def _non_negative(unit: str) -> Callable[[str], float]:
-    """argparse type: a number of ``unit`` (seconds, days), >= 0."""
+def _non_negative(unit: str, finite: bool = False) -> Callable[[str], float]:
+    """argparse type: a number of ``unit`` (seconds, days), >= 0 (and below infinity if ``finite``)."""
     def parse(text: str) -> float:
         try:
             value = float(text)
@@ -66,11 +66,14 @@ def _non_negative(unit: str) -> Callable[[str], float]:
             raise argparse.ArgumentTypeError(f"must be a number of {unit} >= 0, got {text!r}") from None
         if not value >= 0:  # NaN too
             raise argparse.ArgumentTypeError(f"must be >= 0 {unit}, got {text}")
+        if finite and value == float("inf"):
+            raise argparse.ArgumentTypeError(f"must be a finite number of {unit}, got {text}")
         return value
     return parse
 
 
-_seconds, _days = _non_negative("seconds"), _non_negative("days")
+_seconds = _non_negative("seconds")  # --wait inf: wait as long as it takes
+_days = _non_negative("days", finite=True)  # printed in a JSON report, which has no infinity
 
 
 def _lock_wait(args: argparse.Namespace, cfg: Config) -> None:
