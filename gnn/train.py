@@ -517,25 +517,28 @@ class _RunState:
 
     def save(self, ckpt_dir: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
              gen: torch.Generator, swa: AveragedModel | None = None,
-             scaler: torch.amp.GradScaler | None = None, data: str | None = None) -> None:
+             scaler: torch.amp.GradScaler | None = None, data: str | None = None, swa_start: int = 0) -> None:
         """Write ``last.pt`` (atomically, through a temporary file) and ``history.json``; ``data`` is
-        the run's :func:`data_fingerprint`."""
+        the run's :func:`data_fingerprint`, ``swa_start`` the epoch its weight average began at."""
         bookkeeping = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         _write_checkpoint(ckpt_dir, {"data": data, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                                      "sampler_rng": gen.get_state(), "torch_rng": torch.get_rng_state(),
-                                     "swa": swa.state_dict() if swa is not None else None,
+                                     "swa": swa.state_dict() if swa is not None else None, "swa_start": swa_start,
                                      "scaler": scaler.state_dict() if scaler is not None else None, **bookkeeping})
 
     @classmethod
     def load(cls, state: dict[str, Any], model: torch.nn.Module, optimizer: torch.optim.Optimizer,
              gen: torch.Generator, device: torch.device, swa: AveragedModel | None = None,
-             scaler: torch.amp.GradScaler | None = None) -> "_RunState":
+             scaler: torch.amp.GradScaler | None = None, swa_start: int = 0) -> "_RunState":
         """Restore model, optimizer, weight average, fp16 loss scale and RNG states from a loaded
         ``last.pt``; return the bookkeeping.
 
         A checkpoint of a run on another kind of device, or of a kgrec that sampled with numpy, has no
         usable sampler state: the sampler then keeps its fresh seed (logged). A checkpoint without a
-        weight average (a run without ``swa_start``, or one seeded from it) starts the average afresh.
+        weight average (a run without ``swa_start``, or one seeded from it) starts the average afresh,
+        and so does one whose average began at another epoch than ``swa_start`` now says (the mean
+        of epochs 3-4 under a new ``swa_start = 7`` would be scored in epochs 5 and 6, and published
+        mixed into 7-8's).
         """
         model.load_state_dict(_persistent_only(state["model"], model))
         for saved, now in zip(state["optimizer"]["param_groups"], optimizer.param_groups):
@@ -544,7 +547,12 @@ class _RunState:
                     saved[key] = now[key]
         optimizer.load_state_dict(state["optimizer"])
         if swa is not None and state.get("swa") is not None:
-            swa.load_state_dict(_persistent_only(state["swa"], swa))
+            began = state.get("swa_start")  # None: a checkpoint from before it was recorded
+            if began in (None, swa_start):
+                swa.load_state_dict(_persistent_only(state["swa"], swa))
+            else:
+                logger.warning("the checkpoint's weight average began at epoch %d, but swa_start is now %d: the "
+                               "average starts afresh", began, swa_start)
         if state.get("best_state") is not None:
             state["best_state"] = _persistent_only(state["best_state"], model)
         if scaler is not None and scaler.is_enabled() and state.get("scaler"):  # fp16 AMP only
@@ -671,7 +679,8 @@ def train(snapshot: Any, cfg: TrainConfig, out_dir: str | Path, text_embeddings:
         resume: continue from a matching checkpoint when one exists.
         publish_current: repoint ``out_dir/current`` at the new artifact.
         max_time_s: stop after the first epoch that ends past this many seconds of training; the
-            artifact is written and the checkpoint kept, so calling again continues the run.
+            artifact is written and the checkpoint kept, so calling again continues the run (not
+            a run that trained in a checkpoint of its own, another run holding the shared one).
         progress: show a tqdm bar over batches, and each evaluation's score (unless INFO logs every epoch).
         text_index: item text vectors kept in the artifact for free-text search (any model; not
             used in training).
@@ -785,7 +794,7 @@ def _train_embeddings(snapshot: Any, cfg: TrainConfig, out_dir: Path, text_embed
             if state.get("data") not in (None, data_fp):  # None: a checkpoint from before the check
                 raise TrainingError(f"the checkpoint {ckpt_dir / 'last.pt'} is of a run on other data (seeded "
                                     f"from one, same sizes): remove it, or seed from a run on this snapshot")
-            run = _RunState.load(state, model, optimizer, gen, device, swa, scaler)
+            run = _RunState.load(state, model, optimizer, gen, device, swa, scaler, cfg.swa_start)
             logger.info("resumed %s from epoch %d", ckpt_dir.name, run.epoch)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     logger.info("training %r on %s: %d users, %d items, %d train pairs, early stopping on %s %s",
@@ -875,7 +884,7 @@ def _train_embeddings(snapshot: Any, cfg: TrainConfig, out_dir: Path, text_embed
         # a GPU epoch can take less time than writing the checkpoint: epochs without an evaluation
         # write one at most every CHECKPOINT_EVERY_S, so a killed run redoes at most that much
         if score is not None or stopping or time.perf_counter() - last_save >= CHECKPOINT_EVERY_S:
-            run.save(ckpt_dir, model, optimizer, gen, swa, scaler, data_fp)
+            run.save(ckpt_dir, model, optimizer, gen, swa, scaler, data_fp, cfg.swa_start)
             last_save = time.perf_counter()
         if epoch_hook is not None:
             epoch_hook(epoch, row)
@@ -884,13 +893,15 @@ def _train_embeddings(snapshot: Any, cfg: TrainConfig, out_dir: Path, text_embed
                         run.best_epoch)
             break
         if out_of_time:
-            logger.info("time budget %.0fs reached after epoch %d; the checkpoint is kept, so the same "
-                        "call continues from here", max_time_s, epoch)
+            logger.info("time budget %.0fs reached after epoch %d; %s", max_time_s, epoch,
+                        "the checkpoint is kept, so the same call continues from here" if not private else
+                        "this call's own checkpoint (another run held the shared one) is discarded, so "
+                        "calling again starts afresh")
             budget_stop = epoch < cfg.epochs
             break
 
-    if run.best_state is None and not budget_stop and run.history and score_key not in run.history[-1]:
-        # resumed past a lowered cfg.epochs before its first evaluation: the last epoch is evaluated,
+    if not budget_stop and run.history and score_key not in run.history[-1]:
+        # resumed past a lowered cfg.epochs after an unevaluated epoch: the last epoch is evaluated,
         # as an uninterrupted run's last epoch is (unevaluated weights are never published)
         row = run.history.pop()
         run.end_epoch(row, add_scores(row), scored_model())

@@ -816,6 +816,40 @@ def test_checkpoints_leave_out_the_text_features_and_old_ones_still_resume(tmp_p
         np.testing.assert_allclose(z1["item"], z2["item"], rtol=1e-5, atol=1e-6)
 
 
+def test_a_run_resumed_with_another_swa_start_starts_its_weight_average_afresh(tmp_path: Path) -> None:
+    """The mean of epochs 3-4 (swa_start 3) was loaded under a new swa_start of 7: epochs 5 and 6
+    scored that stale mean, and the published weights were the mean of epochs 3, 4, 7 and 8."""
+    snap = planted_snapshot(num_users=40)
+
+    def stop_at_4(epoch: int, row: dict) -> None:
+        if epoch == 4:
+            raise Boom("killed")
+
+    with pytest.raises(Boom):
+        train(snap, tiny_cfg(epochs=8, eval_every=1, swa_start=3, deterministic=True), tmp_path / "cut",
+              epoch_hook=stop_at_4, progress=False)
+    later = tiny_cfg(epochs=8, eval_every=1, swa_start=7, deterministic=True)
+    resumed = train(snap, later, tmp_path / "cut", progress=False)
+    whole = train(snap, later, tmp_path / "whole", progress=False)
+    rows = [json.loads((a / "metrics.json").read_text())["history"] for a in (resumed, whole)]
+    assert [r.get("swa_epochs") for r in rows[0][4:]] == [r.get("swa_epochs") for r in rows[1][4:]] == [None, None, 1, 2]
+    assert [r["valid_ndcg@20"] for r in rows[0][4:]] == pytest.approx([r["valid_ndcg@20"] for r in rows[1][4:]], abs=1e-6)
+
+
+def test_a_run_resumed_with_epochs_lowered_to_an_unevaluated_epoch_ends_as_a_whole_run_does(tmp_path: Path) -> None:
+    """Stopped after epoch 3 (unevaluated, eval_every 2) and called again with epochs = 3: it
+    published epoch 2's weights once an evaluation existed; a whole 3-epoch run evaluates epoch 3."""
+    snap = planted_snapshot(num_users=40)
+    for _ in range(3):  # one epoch a call
+        train(snap, tiny_cfg(epochs=10, eval_every=2, deterministic=True), tmp_path / "cut", progress=False,
+              max_time_s=0)
+    short = tiny_cfg(epochs=3, eval_every=2, deterministic=True)
+    cut = json.loads((train(snap, short, tmp_path / "cut", progress=False) / "metrics.json").read_text())
+    whole = json.loads((train(snap, short, tmp_path / "whole", progress=False) / "metrics.json").read_text())
+    assert cut["best_epoch"] == whole["best_epoch"] and "valid_ndcg@20" in cut["history"][-1]
+    assert cut["test"]["ndcg@20"] == pytest.approx(whole["test"]["ndcg@20"], abs=1e-6)
+
+
 def test_items_reach_their_entities_and_one_triple_further() -> None:
     """An artist same_as a Freebase entity reaches that entity's genre (one triple on, head to
     tail), so recommendations can be asked within it; an entity no item reaches is left out."""
