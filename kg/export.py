@@ -63,14 +63,26 @@ def resolve_split(cfg: ExportConfig, given: np.ndarray | None) -> str:
     Raises:
         ValueError: an unknown split name, or valid/test ratios outside ``0 <= v, t`` and ``v + t < 1``.
     """
+    check_export_config(cfg)
+    if cfg.split == "auto":
+        return "given" if given is not None and given.size and (given >= 0).all() else "ratio"
+    return cfg.split
+
+
+def check_export_config(cfg: ExportConfig) -> None:
+    """Refuse ``[export]`` settings no split can use, before the graph is read.
+
+    Raises:
+        ValueError: an unknown split name, valid/test ratios outside ``0 <= v, t`` and ``v + t < 1``,
+            or a seed that is not a whole number >= 0.
+    """
     if cfg.split not in SPLITS:
         raise ValueError(f"unknown split {cfg.split!r}: use {', '.join(SPLITS)}")
     if not (0 <= cfg.valid_ratio and 0 <= cfg.test_ratio and cfg.valid_ratio + cfg.test_ratio < 1):
         raise ValueError(f"valid_ratio {cfg.valid_ratio} and test_ratio {cfg.test_ratio} must be >= 0 "
                          "and sum to less than 1")
-    if cfg.split == "auto":
-        return "given" if given is not None and given.size and (given >= 0).all() else "ratio"
-    return cfg.split
+    if isinstance(cfg.seed, bool) or not isinstance(cfg.seed, (int, np.integer)) or cfg.seed < 0:
+        raise ValueError(f"export.seed must be a whole number >= 0, got {cfg.seed!r}")
 
 
 def held_out_from(user: np.ndarray, ts: np.ndarray, codes: np.ndarray, split: str, num_users: int) -> np.ndarray | None:
@@ -123,8 +135,9 @@ def split_interactions(user: np.ndarray, item: np.ndarray, ts: np.ndarray, cfg: 
 
     ``ratio`` and ``loo`` work per user, and every user keeps at least one pair in train: under
     ``ratio`` a user with a single interaction keeps it there; ``loo`` holds out the last pair to
-    test and the one before to valid only for users with at least 3, so users with 1 or 2 stay
-    wholly in train (pairs of the same time are ordered by a seeded draw, not by item id, which
+    test and the one before to valid only for users with at least 3, two of them dated, so users
+    with 1 or 2 stay wholly in train, and so do events of unknown time (ts 0), as under
+    ``temporal`` (pairs of the same time are ordered by a seeded draw, not by item id, which
     would hold out the same kind of item every time).
     ``temporal`` is one global cut: interactions ordered by time (ties by user, then item), the
     latest ``test_ratio`` of them to test and the ``valid_ratio`` before those to valid; events of
@@ -160,9 +173,9 @@ def split_interactions(user: np.ndarray, item: np.ndarray, ts: np.ndarray, cfg: 
     u_sorted = user[order]
     counts = np.unique(u_sorted, return_counts=True)[1]  # per user, in sorted order
     rank_from_end = np.repeat(counts, counts) - 1 - rank_within_runs(u_sorted)  # 0 = last of the user
-    if split == "loo":
-        n_test = (counts >= 3).astype(np.int64)
-        n_valid = (counts >= 3).astype(np.int64)
+    if split == "loo":  # the latest two of three or more, dated both (undated events, ts 0, stay in train)
+        dated = np.add.reduceat((ts[order] != 0).astype(np.int64), np.r_[0, np.cumsum(counts)[:-1]])
+        n_test = n_valid = ((counts >= 3) & (dated >= 2)).astype(np.int64)
     elif split == "ratio":
         n_test = np.floor(counts * cfg.test_ratio + 0.5).astype(np.int64)
         n_valid = np.floor(counts * cfg.valid_ratio + 0.5).astype(np.int64)
@@ -263,9 +276,11 @@ def export_snapshot(graph: Graph, cfg: ExportConfig, name: str = "graph", link_l
         ``link_latest`` is false: :func:`point_latest` does it later).
 
     Raises:
-        ValueError: ``name`` names no snapshot (:func:`check_snapshot_name`); nothing was read.
+        ValueError: ``name`` names no snapshot (:func:`check_snapshot_name`), or settings no split
+            can use (:func:`check_export_config`); nothing was read.
     """
     check_snapshot_name(name)
+    check_export_config(cfg)
     started = time.perf_counter()
     users, _ = _ids(graph, "export/users", "User")
     items, item_cols = _ids(graph, "export/items", "Item", "title", "description")
@@ -314,6 +329,14 @@ def export_snapshot(graph: Graph, cfg: ExportConfig, name: str = "graph", link_l
                        "split of all of them ([export] split = \"given\" refuses such data instead)",
                        int((pgiven >= 0).sum()), pgiven.size, int((pgiven < 0).sum()))
     codes = split_interactions(pu, pi, pts, cfg, pgiven)
+    across = 0  # pairs whose events the source put in different splits: held where their latest event is
+    if split == "given" and key_s.size:
+        g = given[order]
+        across = int((np.minimum.reduceat(g, first) != np.maximum.reduceat(g, first)).sum())
+        if across:
+            logger.warning("%d (user, item) pairs have events in more than one of the source's splits: each is "
+                           "held in its latest event's split, weights summed (meta.json: pairs_across_splits)",
+                           across)
     splits = {name_: Interactions(pu[codes == c], pi[codes == c], wsum[codes == c].astype(np.float32),
                                   pts[codes == c], pkind[codes == c])
               for c, name_ in enumerate(("train", "valid", "test"))}
@@ -359,7 +382,8 @@ def export_snapshot(graph: Graph, cfg: ExportConfig, name: str = "graph", link_l
         splits=splits, relations=relations, relation_types=rel_types,
         kinds=names or ["interact"],
         meta={"name": name, "source": f"neo4j:{graph.where}/{graph.database}", "split": split,
-              "split_settings": split_settings(split, cfg), "raw_events": int(u.size), "late_searches": late},
+              "split_settings": split_settings(split, cfg), "raw_events": int(u.size), "late_searches": late,
+              "pairs_across_splits": across},
     )
     sweep_killed_exports(Path(cfg.out_dir), name)
     claimed = _claim_snapshot_dir(Path(cfg.out_dir), f"{name}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}")

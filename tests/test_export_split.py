@@ -439,3 +439,49 @@ def test_a_node_written_outside_kgrec_without_an_id_is_named_not_a_crash(graph, 
                                    database_=graph.database)
     assert not list(tmp_path.iterdir())
     export_snapshot(graph, ExportConfig(out_dir=tmp_path, split="ratio"), "s")  # once mended
+
+
+def test_loo_holds_out_dated_events_only():
+    """An undated event (ts 0) sorts first but is not the earliest: loo held out a user's undated
+    events as their "latest" when fewer than two were dated (dated live events on undated data)."""
+    user = np.array([0, 0, 0, 1, 1, 1, 2, 2, 2, 2])
+    item = np.arange(10)
+    ts = np.array([0, 0, 0, 100, 200, 300, 0, 0, 50, 0])
+    codes = split_interactions(user, item, ts, ExportConfig(split="loo"))
+    assert codes[:3].tolist() == [0, 0, 0]  # none dated: all train, as under temporal
+    assert codes[3:6].tolist() == [0, 1, 2]
+    assert codes[6:].tolist() == [0, 0, 0, 0]  # one dated event: too few to hold out valid and test
+    two = split_interactions(np.array([0, 0, 0]), np.arange(3), np.array([0, 20, 10]), ExportConfig(split="loo"))
+    assert two.tolist() == [0, 2, 1]  # the undated event trains, the dated two are held out
+
+
+def test_export_settings_are_checked_before_the_graph_is_read(graph, tmp_path):
+    from kg.export import check_export_config, export_snapshot
+    from kg.ingest import ingest
+    from kg.records import GraphRecords
+    from kgrec.config import IngestConfig
+
+    for bad, said in (({"seed": -1}, "export.seed must be a whole number >= 0, got -1"),
+                      ({"seed": 1.5}, "export.seed"), ({"split": "LOO"}, "unknown split 'LOO'"),
+                      ({"valid_ratio": 0.5, "test_ratio": 0.5}, "sum to less than 1")):
+        with pytest.raises(ValueError, match=said):
+            check_export_config(ExportConfig(**bad))
+    read = []
+    graph.stream = lambda *a, **k: read.append(a) or iter(())  # the instance's, for this test only
+    try:
+        with pytest.raises(ValueError, match="export.seed"):
+            export_snapshot(graph, ExportConfig(out_dir=tmp_path, split="ratio", seed=-1), "s")
+    finally:
+        del graph.stream
+    assert not read and not list(tmp_path.iterdir())
+    # a source's split with a pair in two splits: the latest's, counted
+    ingest(graph, GraphRecords(users=[{"id": "u0"}], items=[{"id": "i0"}, {"id": "i1"}],
+                               interactions=[{"user": "u0", "item": "i0", "ts": 10, "split": "train"},
+                                             {"user": "u0", "item": "i0", "ts": 50, "split": "test"},
+                                             {"user": "u0", "item": "i1", "ts": 20, "split": "train"}]),
+           IngestConfig(), progress=False)
+    from kg.snapshot import Snapshot
+
+    snap = Snapshot.load(export_snapshot(graph, ExportConfig(out_dir=tmp_path, split="given"), "s"))
+    assert snap.meta["pairs_across_splits"] == 1
+    assert snap.splits["test"].item.tolist() == [list(snap.ids["item"]).index("i0")]
