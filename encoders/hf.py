@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -103,6 +104,45 @@ def _check_vocabulary(tokenizer: Any, model: str) -> None:
         raise EncoderError(f"model {model!r}: its tokenizer knows only its {len(tokenizer)} special tokens (no "
                            f"vocabulary saved beside the weights? tokenizer.save_pretrained): every word would be "
                            f"unknown and the vectors meaningless")
+
+
+# sentence-transformers' pooling settings before its single `pooling_mode`, in its order
+ST_POOLING_FLAGS = {"pooling_mode_cls_token": "cls", "pooling_mode_max_tokens": "max",
+                    "pooling_mode_mean_tokens": "mean", "pooling_mode_mean_sqrt_len_tokens": "mean_sqrt_len_tokens",
+                    "pooling_mode_weightedmean_tokens": "weightedmean", "pooling_mode_lasttoken": "lasttoken"}
+
+
+def _sentence_transformers_pooling(path: str, local: bool) -> str | None:
+    """How a sentence-transformers model pools, as its ``modules.json`` and Pooling config say
+    (``cls``, ``mean``, or a mode kgrec lacks such as ``max``); None for other models, several modes
+    at once, or files that cannot be read (a hub model not in the cache: nothing is downloaded)."""
+    import json
+
+    def read(name: str) -> Any:
+        if local:
+            file: Path | None = Path(path) / name
+        else:
+            from huggingface_hub import try_to_load_from_cache
+
+            found = try_to_load_from_cache(path, name)
+            file = Path(found) if isinstance(found, str) else None
+        try:
+            return json.loads(file.read_text(encoding="utf-8")) if file is not None and file.is_file() else None
+        except (OSError, ValueError):
+            return None
+
+    modules = read("modules.json")
+    folders = [m.get("path") for m in modules if isinstance(m, dict) and isinstance(m.get("path"), str)
+               and str(m.get("type", "")).rsplit(".", 1)[-1] == "Pooling"] if isinstance(modules, list) else []
+    settings = read(f"{folders[0]}/config.json".lstrip("/")) if folders else None
+    if not isinstance(settings, dict):
+        return None
+    mode = settings.get("pooling_mode")
+    if mode is None:  # the older flags; none set is mean, as sentence-transformers reads them
+        mode = [name for key, name in ST_POOLING_FLAGS.items() if settings.get(key)] or ["mean"]
+    if isinstance(mode, list):
+        mode = mode[0] if len(mode) == 1 else None
+    return mode if isinstance(mode, str) else None
 
 
 def _longest_input(config: Any, tokenizer: Any, model: Any = None) -> int | None:
@@ -215,6 +255,11 @@ class HFTextEncoder(TextEncoder):
         if self.max_length <= special:  # room for no text token: every text the same vector ([CLS][SEP])
             raise ValueError(f"max_length {self.max_length} leaves no room for text: {model!r} adds {special} "
                              f"special tokens to each text; give at least {special + 1}")
+        trained = _sentence_transformers_pooling(self.path, local)
+        if trained is not None and trained != pooling:  # BGE and E5 models pool by [CLS], say
+            logger.warning("model %r was trained to pool by %s (its sentence-transformers config), but [encoder] "
+                           "pooling is %r: its vectors would match worse than they can%s", model, trained, pooling,
+                           f"; set pooling = {trained!r}" if trained in POOLINGS else "")
         longest = _longest_input(config, self.tokenizer, self.model)
         if longest and self.max_length > longest:
             logger.warning("max_length %d is above the %d tokens %s takes; using %d", self.max_length, longest, model,

