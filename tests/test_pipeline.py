@@ -517,6 +517,21 @@ def test_write_back_and_vector_index(trained, graph_session, monkeypatch):
     assert len(found) == 5 and not {r["item_id"] for r in found} & set(rec.seen_items("u1"))
     assert all(community_of_item(r["item_id"], SPEC) == 0 for r in found)
     assert [r["score"] for r in found] == sorted((r["score"] for r in found), reverse=True)
+    # fused as serving.search fuses: equal text scores share a rank (many titles tie), not ranked by id
+    import torch
+
+    from serving.search import fuse_ranks
+
+    candidates = graph_session.driver.execute_query(
+        "MATCH (u:User {id: 'u1'}) CALL db.index.fulltext.queryNodes('item_text', 'trail sneaker', {limit: 200}) "
+        "YIELD node, score WHERE NOT (u)-[:INTERACTED]->(node) WITH u, node, score ORDER BY score DESC, node.id "
+        "LIMIT 100 RETURN node.id AS id, score, reduce(s = 0.0, d IN range(0, size(u.embedding) - 1) | "
+        "s + u.embedding[d] * node.embedding[d]) AS model", database_=graph_session.database).records
+    assert len({r["score"] for r in candidates}) < len(candidates)  # ties to share ranks
+    fused = fuse_ranks(torch.tensor([r["score"] for r in candidates], dtype=torch.float64),
+                       torch.tensor([r["model"] for r in candidates], dtype=torch.float64)).tolist()
+    by_fusion = sorted(range(len(candidates)), key=lambda j: (-fused[j], j))
+    assert [r["item_id"] for r in found] == [candidates[j]["id"] for j in by_fusion[:5]]
     # matches without the model's vector (newer than the write-back, or another model's) are still
     # found, after those it scores; before, they were left out and the list came back short
     graph_session.driver.execute_query(
@@ -527,8 +542,9 @@ def test_write_back_and_vector_index(trained, graph_session, monkeypatch):
     quokkas = graph_session.query("serving/search_items_for_user", user_id="u1", query="quokka", k=5)
     graph_session.driver.execute_query("MATCH (i:Item) WHERE i.id STARTS WITH 'zz-' DELETE i",
                                        database_=graph_session.database)
-    # text ranks 1, 2, 3 by id; model ranks: zz-3 (scored) 1, then zz-1 2 and zz-2 3 by their text rank
-    assert [r["item_id"] for r in quokkas] == ["zz-1", "zz-3", "zz-2"]
+    # one text rank for the three equal titles; model ranks: zz-3 (scored) 1, then zz-1 2 and zz-2 3
+    # in text order (by id)
+    assert [r["item_id"] for r in quokkas] == ["zz-3", "zz-1", "zz-2"]
     # a user newer than the write-back (no vector) gets the text order; before, nothing at all
     graph_session.driver.execute_query("CREATE (:User {id: 'newbie'})", database_=graph_session.database)
     by_text = graph_session.query("serving/search_items_for_user", user_id="newbie", query="trail sneaker", k=5)
