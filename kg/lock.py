@@ -164,10 +164,11 @@ def _take_over(graph: Graph, name: str, holder: dict[str, Any]) -> bool:
 
 
 def _busy(graph: Graph, name: str, holder: dict[str, Any], stale_s: float) -> LockedError:
+    unlock = "kgrec unlock" if name == INGEST_LOCK else f"kgrec unlock --lock {name}"
     return LockedError(
         f"another kgrec writer holds the {name!r} lock on {graph.where} ({describe_holder(holder)}); nothing "
         f"was written. Wait for it to finish and retry (--wait SECONDS); a holder that died is taken "
-        f"over once its heartbeat is {stale_s:.0f} s old, or now with `kgrec unlock`.")
+        f"over once its heartbeat is {stale_s:.0f} s old, or now with `{unlock}`.")
 
 
 def raise_if_busy(graph: Graph, name: str = INGEST_LOCK, stale_s: float = STALE_S) -> None:

@@ -454,8 +454,9 @@ def cmd_writeback(args: argparse.Namespace, cfg: Config) -> None:
     from serving.writeback import write_back
 
     rec = Recommender.load(args.model or cfg.served_model(), cfg.serving)
+    wait = {} if args.lock_wait_s is None else {"lock_wait_s": args.lock_wait_s}  # else write_back's 10 minutes
     with _graph(cfg) as g:
-        print(json.dumps(write_back(g, rec, args.k)))  # JSON, as the other commands' reports
+        print(json.dumps(write_back(g, rec, args.k, **wait)))  # JSON, as the other commands' reports
 
 
 def cmd_retrain(args: argparse.Namespace, cfg: Config) -> int:
@@ -688,6 +689,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = command("writeback", help="write embeddings, vector index and top-k lists to Neo4j")
     s.add_argument("--model")
     s.add_argument("-k", type=_positive_int, default=10)
+    s.add_argument("--wait", type=_seconds, metavar="SECONDS", dest="lock_wait_s",
+                   help="wait this long for another write-back to finish (default 600)")
     s.set_defaults(func=cmd_writeback)
 
     s = command("retrain", help="periodic job: export, encode, train, publish if the quality gate "

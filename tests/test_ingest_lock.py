@@ -420,3 +420,20 @@ def test_a_holder_that_renews_after_it_was_seen_stale_keeps_its_lock(graph):
     with pytest.raises(LockedError, match="alive"):
         break_lock(graph)
     graph.write("lock/release", lock=INGEST_LOCK, owner="slow")
+
+
+def test_a_busy_write_back_lock_names_the_commands_that_apply_to_it(graph):
+    """The refusal told a write-back to retry with --wait, which `kgrec writeback` lacked, or to run
+    `kgrec unlock`, which frees the ingest lock and left the write-back's in place."""
+    from kg.lock import WRITEBACK_LOCK, raise_if_busy
+    from kgrec.cli import build_parser
+
+    graph.driver.execute_query(
+        "CREATE (:KgrecLock {name: $lock, owner: 'wb', host: 'elsewhere.example', pid: 7, proc: '', "
+        "since: datetime(), renewed: datetime()})", lock=WRITEBACK_LOCK, database_=graph.database)
+    with pytest.raises(LockedError, match="or now with `kgrec unlock --lock writeback`"):
+        raise_if_busy(graph, WRITEBACK_LOCK)
+    _hold(graph, "far")
+    with pytest.raises(LockedError, match="or now with `kgrec unlock`\\."):
+        raise_if_busy(graph, INGEST_LOCK)
+    assert build_parser().parse_args(["writeback", "--wait", "5"]).lock_wait_s == 5.0
