@@ -631,6 +631,14 @@ class Governor:
         except GovernanceError:
             pass
 
+    def named_ids(self, kind: str) -> set[str]:
+        """The ids of ``kind`` (``"items"``...) that this load's rows, declarations and edges name so
+        far (an edge's end may yet be quarantined at :meth:`finish`, as an unknown reference)."""
+        ids = set(self._nodes[kind]) | self._declared[kind]
+        for edge in self._edges:
+            ids.update(edge.row[key] for key, node_kind in EDGE_ENDPOINTS[edge.kind] if node_kind == kind)
+        return ids
+
     # ---------------------------------------------------------------- edges
 
     def add_interaction(self, source: str, line: int, raw: Any, *, user: Any, item: Any,
@@ -660,7 +668,12 @@ class Governor:
         key = ("i", row["user"], row["item"], row["kind"], row["ts"])
         first = self._event_split.setdefault(key, row["split"])
         if first != row["split"]:  # e.g. a pair in both train.txt and test.txt
-            return self.quarantine(source, line, f"the same event is already in split {first or '(none)'!r}", raw)
+            kept = self._edge_keys[key]  # its reason is amended in finish should that row be quarantined itself
+            self._count(source, "read")
+            kept.conflicts.append(self._quarantine(
+                source, line, f"the same event is already in split {first or '(none)'!r} ({kept.source}:"
+                              f"{kept.line}){KEPT}", raw))
+            return False
         return self._add_edge("interactions", row, key, source, line, raw, creates)
 
     def add_user_query(self, source: str, line: int, raw: Any, *, user: Any, query: Any, ts: Any = None,

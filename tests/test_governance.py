@@ -218,7 +218,7 @@ def test_out_of_range_integers_and_split_conflicts_are_quarantined():
     assert [i["split"] for i in res.records.interactions] == ["train"]
     assert {(q["source"], q["reason"]) for q in res.quarantine} == {
         ("u.csv", "property visits 9223372036854775808 is outside the 64-bit integer range"),
-        ("test.txt", "the same event is already in split 'train'")}
+        ("test.txt", "the same event is already in split 'train' (train.txt:1); kept that row")}
     assert res.report["train.txt"]["deduplicated"] == 1
 
 

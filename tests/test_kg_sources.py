@@ -565,3 +565,58 @@ def test_a_missing_tabular_path_is_named_not_blamed_on_the_mapping(tmp_path):
         load_source("tabular", tmp_path / "nosuch.csv", mapping)
     _files(tmp_path, {"ev.csv": "u,i\nu1,i1\n"})
     assert load_source("tabular", tmp_path / "ev.csv", mapping).records.counts()["interactions"] == 1
+
+
+def test_kgat_without_an_item_list_links_each_item_to_its_entity(tmp_path):
+    """KGAT numbers item i as entity i; the link came only from item_list.txt, which KGAT's own
+    loader does not need: without it the items were cut off from the knowledge graph."""
+    _files(tmp_path, {"train.txt": "0 0 1\n", "test.txt": "0 2 5\n", "kg_final.txt": "0 0 3\n1 0 3\n2 1 4\n"})
+    res = load_source("kgat", tmp_path)
+    _ok(res)
+    # item 5 has no entity in kg_final: no link, and no entity made up for it
+    assert sorted((r["item"], r["entity"], r["relation"]) for r in res.records.item_entities) == [
+        ("0", "kg:0", "same_as"), ("1", "kg:1", "same_as"), ("2", "kg:2", "same_as")]
+    assert "kg:5" not in {e["id"] for e in res.records.entities}
+    assert res.report["kg_final.txt#items"] == {"read": 3, "loaded": 3, "quarantined": 0, "deduplicated": 0}
+
+
+def test_kgat_relation_iris_whose_last_segment_is_no_name_keep_the_whole_iri(tmp_path):
+    _files(tmp_path, {"train.txt": "0 0\n", "kg_final.txt": "0 0 1\n",
+                      "relation_list.txt": "org_id remap_id\nhttp://dbpedia.org/property/name%28s%29 0\n"})
+    res = load_source("kgat", tmp_path)  # its triples were all quarantined as of an invalid name
+    _ok(res)
+    assert [t["relation"] for t in res.records.triples] == ["http://dbpedia.org/property/name%28s%29"]
+
+
+def test_lightgcn_lone_user_missing_from_the_user_list_is_quarantined(tmp_path):
+    """With user_list.txt, a line of only a user the list lacks vanished: neither read nor quarantined."""
+    _files(tmp_path, {"user_list.txt": "org_id remap_id\na 0\n", "train.txt": "0 0\n5\n0\n"})
+    res = load_source("lightgcn", tmp_path)
+    _ok(res)
+    assert [(q["line"], q["reason"]) for q in res.quarantine] == [(2, "unknown user '5' (not in user_list.txt)")]
+    assert [u["id"] for u in res.records.users] == ["0"]
+    created = load_source("lightgcn", tmp_path, cfg=IngestConfig(unknown_reference="create"))
+    assert sorted(u["id"] for u in created.records.users) == ["0", "5"] and not created.quarantine
+
+
+def test_a_pair_in_two_splits_says_when_the_row_it_kept_is_quarantined_too(tmp_path):
+    _files(tmp_path, {"user_list.txt": "org_id remap_id\na 0\n", "train.txt": "3 0\n", "test.txt": "3 0\n"})
+    res = load_source("lightgcn", tmp_path)
+    _ok(res)
+    assert sorted((q["source"], q["reason"]) for q in res.quarantine) == [
+        ("test.txt", "the same event is already in split 'train' (train.txt:1); that row is quarantined too "
+                     "(unknown user '3')"),
+        ("train.txt", "unknown user '3'")]
+
+
+def test_recbole_valid_or_test_files_without_the_train_file_are_refused(tmp_path):
+    """A stray <name>.test.inter stood for the whole dataset: <name>.inter was not read at all."""
+    header = "user_id:token\titem_id:token\n"
+    (tmp_path / "rb").mkdir()
+    d = _files(tmp_path / "rb", {"rb.inter": header + "1\t1\n1\t2\n2\t3\n", "rb.test.inter": header + "2\t3\n"})
+    with pytest.raises(MappingError, match="rb.test.inter without rb.train.inter"):
+        load_source("recbole", d)
+    (tmp_path / "data").mkdir()  # named after neither dataset
+    both = _files(tmp_path / "data", {"foo.inter": header + "1\t1\n", "bar.train.inter": header + "1\t1\n"})
+    with pytest.raises(FileNotFoundError, match="give a folder that holds one dataset's files"):
+        load_source("recbole", both)

@@ -3,9 +3,12 @@
 ``relation_list.txt`` (``org_id remap_id``).
 
 The given split is kept. Items are ids ``0..n_items-1`` and KGAT numbers item ``i`` as entity ``i``,
-so each item is linked to entity ``kg:i`` with relation ``same_as``. Relation names are the last path
-segment of the relation's original id (``http://.../film.film.genre`` -> ``film.film.genre``), or
-``r<id>`` without ``relation_list.txt``; a triple whose relation id that list lacks is quarantined.
+so each item is linked to entity ``kg:i`` with relation ``same_as``: each line of ``item_list.txt``
+links its item, and without that list each item of the pairs whose entity ``kg_final.txt`` names is
+linked (counted as the source ``kg_final.txt#items``, at the line naming the entity first). Relation
+names are the last path segment of the relation's original id (``http://.../film.film.genre`` ->
+``film.film.genre``) when that is a valid name, else the whole IRI, or ``r<id>`` without
+``relation_list.txt``; a triple whose relation id that list lacks is quarantined.
 Ids are non-negative integers: a line with another token (a header such as ``head relation tail``)
 is quarantined with its reason.
 """
@@ -15,7 +18,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..governance import Governor, KnownIds, LoadResult
+from ..governance import NAME_RE, Governor, KnownIds, LoadResult
 from .lightgcn import (check_data_dir, feed_lightgcn, index_id, is_index, list_line_problem, list_lines, not_index,
                        quarantine_to, token_lines)
 
@@ -47,7 +50,8 @@ def relation_names(rel_list: Path) -> dict[str, str]:
         if iris.setdefault(rid, tokens[0]) != tokens[0]:
             raise ValueError(f"{rel_list}:{lineno}: relation {rid} is named twice "
                              f"({iris[rid]!r} and {tokens[0]!r})")
-    short = {rid: relation_name(iri) for rid, iri in iris.items()}
+    short = {rid: name if NAME_RE.fullmatch(name := relation_name(iri)) else iri  # name%28s%29: the IRI
+             for rid, iri in iris.items()}
     iris_of: dict[str, set[str]] = {}
     for rid, name in short.items():
         iris_of.setdefault(name, set()).add(iris[rid])
@@ -98,6 +102,7 @@ def read_kgat(data_dir: str | Path, cfg: "IngestConfig | None" = None, *, kind: 
     if rel_list.is_file():  # a lookup, not graph rows: the bad lines are errors, not quarantine
         relations = relation_names(rel_list)
     kg = data_dir / "kg_final.txt"
+    first_named: dict[str, tuple[int, list[str]]] = {}  # entity -> the kg_final line that names it first
     if kg.is_file():
         for lineno, tokens, raw in gov.rows_of(kg.name, token_lines(kg, limit, quarantine_to(gov, kg.name)),
                                                expect_rows=limit != 0):
@@ -111,7 +116,13 @@ def read_kgat(data_dir: str | Path, cfg: "IngestConfig | None" = None, *, kind: 
             if rel_list.is_file() and r not in relations:  # an r<id> name would stand for a relation the list lacks
                 gov.quarantine(kg.name, lineno, f"relation id {r} not in {rel_list.name}", raw)
                 continue
-            gov.add_triple(kg.name, lineno, tokens, head=f"kg:{h}", relation=relations.get(r, f"r{r}"),
-                           tail=f"kg:{t}")
+            if gov.add_triple(kg.name, lineno, tokens, head=f"kg:{h}", relation=relations.get(r, f"r{r}"),
+                              tail=f"kg:{t}"):
+                for entity in (f"kg:{h}", f"kg:{t}"):
+                    first_named.setdefault(entity, (lineno, tokens))
     feed_lightgcn(gov, data_dir, kind=kind, limit=limit, create=not item_list.is_file())
+    if not item_list.is_file() and first_named:  # item i is entity i, as the list would have said
+        for item in sorted(gov.named_ids("items"), key=lambda i: (len(i), i)):
+            if (named := first_named.get(f"kg:{item}")) is not None:
+                gov.add_item_entity(f"{kg.name}#items", *named, item=item, entity=f"kg:{item}", relation="same_as")
     return gov.finish()

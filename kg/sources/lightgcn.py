@@ -202,6 +202,7 @@ def feed_lightgcn(gov: "Governor", data_dir: str | Path, *, kind: str = "interac
     data_dir = Path(data_dir)
     lists = [("user_list.txt", "users")] + ([("item_list.txt", "items")] if create else [])
     have = set()
+    listed_users: set[str] = set()
     for fname, node_kind in lists:
         path = data_dir / fname
         if not path.is_file():
@@ -212,7 +213,8 @@ def feed_lightgcn(gov: "Governor", data_dir: str | Path, *, kind: str = "interac
             if bad := list_line_problem(tokens):
                 gov.quarantine(fname, lineno, bad, raw)
             elif node_kind == "users":
-                gov.add_user(fname, lineno, tokens, id=index_id(tokens[1]), props={"org_id": tokens[0]})
+                if gov.add_user(fname, lineno, tokens, id=index_id(tokens[1]), props={"org_id": tokens[0]}):
+                    listed_users.add(index_id(tokens[1]))
             else:
                 gov.add_item(fname, lineno, tokens, id=index_id(tokens[1]), props={"org_id": tokens[0]})
     # the pairs' users and items without a list file: created with a pair that loads, not a quarantined one
@@ -227,8 +229,10 @@ def feed_lightgcn(gov: "Governor", data_dir: str | Path, *, kind: str = "interac
             if len(tokens) == 1:
                 if not is_index(user):
                     gov.quarantine(fname, lineno, f"not a non-negative integer id: {user!r}", raw)
-                elif "users" not in have:
+                elif "users" not in have or gov.policy == "create":
                     gov.declare("users", user)  # a user alone on a line has no items in this split, but exists
+                elif user not in listed_users:  # as a pair naming them would be (nothing else to load from it)
+                    gov.quarantine(fname, lineno, f"unknown user {user!r} (not in user_list.txt)", raw)
             for item in map(index_id, tokens[1:]):
                 if not (is_index(user) and is_index(item)):
                     gov.quarantine(fname, lineno, f"not a non-negative integer id: {user!r} {item!r}", raw)

@@ -13,7 +13,7 @@ naming them. ``.kg`` has ``head_id``,
 ``relation_id``, ``tail_id``; ``.link`` has ``item_id`` and ``entity_id`` (relation ``same_as``).
 KG entity ids get the prefix ``kg:``. RecBole's pre-split benchmark files
 ``<name>.train.inter``, ``<name>.valid.inter`` and ``<name>.test.inter`` keep their split (and are
-read instead of ``<name>.inter`` when both are there).
+read instead of ``<name>.inter`` when both are there; valid or test without train is refused).
 """
 from __future__ import annotations
 
@@ -166,9 +166,13 @@ def read_recbole(path: str | Path, cfg: "IngestConfig | None" = None, *, name: s
             name = path.name if path.name in names else (names.pop() if len(names) == 1 else None)
             if name is None:
                 raise FileNotFoundError(f"{path}: no RecBole atomic files, or several datasets ({sorted(names)}); "
-                                        "pass name=")
+                                        "give a folder that holds one dataset's files")
         files = [path / f"{name}{s}" for s in SUFFIXES if (path / f"{name}{s}").is_file()]
         presplit = [path / f"{name}.{split}.inter" for split in SPLIT_FILES if (path / f"{name}.{split}.inter").is_file()]
+        if presplit and not (path / f"{name}.train.inter").is_file():  # a stray test file would stand for the data
+            raise MappingError(f"{path}: {', '.join(p.name for p in presplit)} without {name}.train.inter: a "
+                               f"pre-split dataset needs its training file (remove the others to read "
+                               f"{name}.inter whole)")
         if presplit:
             if path / f"{name}.inter" in files:
                 logger.warning("%s: reading the pre-split %s, not %s.inter", path, [p.name for p in presplit], name)
