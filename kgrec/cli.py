@@ -129,9 +129,11 @@ def _this_command() -> str:
 
 def _stop_command(args: argparse.Namespace) -> str:
     """The command that stops the server this run used: with its ``--config``, else the stop would
-    look for a server in the default home (and say none runs)."""
+    look for a server in the default home (and say none runs), and from this directory, where the
+    relative paths (``.venv/bin/kgrec``, the config, the default ``.kgrec`` workdir) point."""
     given = getattr(args, "config", None)
-    return f"{_this_command()} neo4j stop" + (f" --config {shlex.quote(given)}" if given else "")
+    return (f"cd {shlex.quote(str(Path.cwd()))} && {_this_command()} neo4j stop"
+            + (f" --config {shlex.quote(given)}" if given else ""))
 
 
 def cmd_demo(args: argparse.Namespace, cfg: Config) -> None:

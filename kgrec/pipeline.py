@@ -323,8 +323,8 @@ def run_demo(graph: Graph, cfg: Config, spec: SyntheticSpec | None = None,
     report = stage("ingest", lambda: ingest(graph, records, cfg.ingest,  # claim_demo_graph checked the graph
                                             dataset=dataset_name(spec), merge=True))
     graph.write("demo/loaded")  # what a later demo compares the database with
-    say(f"[2/6] ingested into Neo4j ({timings['ingest']}s): {graph_counts(graph)}; "
-        f"created {report['nodes_created']} nodes, {report['relationships_created']} relationships")
+    say(f"[2/6] ingested into Neo4j ({timings['ingest']}s): the graph holds {graph_counts(graph)}; "
+        f"this load created {report['nodes_created']} nodes, {report['relationships_created']} relationships")
     snapshot = stage("export", export_snapshot, graph, cfg.export, "demo")
     say(f"[3/6] exported snapshot {snapshot} ({timings['export']}s)")
     emb = stage("encode", ensure_text_embeddings, snapshot, cfg)

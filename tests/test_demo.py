@@ -108,5 +108,10 @@ def test_the_demo_names_its_config_in_the_stop_command_it_prints():
 
     from kgrec.cli import _stop_command
 
-    assert _stop_command(argparse.Namespace(config="my dir/kgrec.toml")) == "kgrec neo4j stop --config 'my dir/kgrec.toml'"
-    assert _stop_command(argparse.Namespace()) == "kgrec neo4j stop"
+    import shlex
+    from pathlib import Path
+
+    here = f"cd {shlex.quote(str(Path.cwd()))} && "  # where its relative paths point (.venv/bin/kgrec, .kgrec)
+    assert _stop_command(argparse.Namespace(config="my dir/kgrec.toml")) == \
+        here + "kgrec neo4j stop --config 'my dir/kgrec.toml'"
+    assert _stop_command(argparse.Namespace()) == here + "kgrec neo4j stop"
