@@ -103,10 +103,16 @@ def peak_rss_mb(children: bool = False) -> float:
     return resource.getrusage(resource.RUSAGE_CHILDREN if children else resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def results_dir() -> Path:
+    """Where results go: ``bench/results``, or ``$KGREC_BENCH_RESULTS`` (a trial run at small sizes,
+    which would otherwise overwrite the recorded figures of the same name)."""
+    return Path(os.environ.get("KGREC_BENCH_RESULTS") or RESULTS)
+
+
 def write_result(name: str, payload: dict) -> Path:
-    """Write ``bench/results/<name>.json`` (with machine info and a timestamp) and return its path."""
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / f"{name}.json"
+    """Write ``<results_dir()>/<name>.json`` (with machine info and a timestamp) and return its path."""
+    out = results_dir() / f"{name}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"benchmark": name, "when": time.strftime("%Y-%m-%dT%H:%M:%S"),
                                "machine": machine(), **payload}, indent=2))
     return out

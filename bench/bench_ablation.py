@@ -3,8 +3,7 @@ fused, fused + R-GCN, with GF-CF and popularity as baselines; warm test, full te
 
 Usage::
 
-    KGREC_TEST_BOLT_PORT=7690 KGREC_TEST_HTTP_PORT=7477 \\
-        .venv/bin/python bench/bench_ablation.py --dataset ml-100k [--budget-s 100] [--rebuild]
+    .venv/bin/python bench/bench_ablation.py --dataset ml-100k [--budget-s 100] [--rebuild]
 
 The snapshot is built through the product path, once per dataset, and reused afterwards: the
 source is read by ``kg.sources`` (``kgrec ingest lastfm|ml100k``), written into the benches' own managed

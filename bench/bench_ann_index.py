@@ -57,7 +57,8 @@ def main() -> None:
                    "file_mib": round(size_mib, 1), "same_top10_as_built": same}
         print(n, rows[n], flush=True)
     out = write_result("ann_index", {"rows": rows, "peak_rss_mb": round(peak_rss_mb(), 1),
-                                     "command": "python bench/bench_ann_index.py --items " + args.items})
+                                     "command": "python bench/bench_ann_index.py " + " ".join(
+                                         f"--{a.replace('_', '-')} {v}" for a, v in vars(args).items())})
     print(out)
 
 

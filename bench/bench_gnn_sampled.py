@@ -217,7 +217,7 @@ def run_steps(args: argparse.Namespace) -> None:
         seconds = timed(lambda: step(u, p, n), device)
         if s:
             times.append(seconds)
-    out = {"variant": args.variant, "users": args.users, "nodes": model.num_total,
+    out = {"variant": args.variant, "device": str(device), "users": args.users, "nodes": model.num_total,
            "edges": int(graph[0].size(1)) if args.variant == "step-full" else graph.num_edges,
            "train_interactions": len(tr), "step_s": round(float(np.median(times)), 3),
            "rss_before_steps_mb": round(rss0, 1), "peak_rss_mb": round(peak_rss_since_reset_mb(), 1),

@@ -31,7 +31,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import RESULTS, write_result  # noqa: E402
+from _common import results_dir, write_result  # noqa: E402
 
 ABLATION = Path(__file__).resolve().parent / "bench_ablation.py"
 MODELS = ("lightgcn (id only)", "fused")
@@ -43,7 +43,7 @@ def run_row(dataset: str, row: str, fraction: float, weight_decay: float, seed: 
     args = ["--dataset", dataset, "--rows", row, "--train-fraction", str(fraction), "--weight-decay",
             str(weight_decay), "--seed", str(seed), *extra]
     proc = subprocess.run([sys.executable, str(ABLATION), *args, "--out", name], capture_output=True, text=True)
-    out = RESULTS / f"{name}.json"
+    out = results_dir() / f"{name}.json"
     if proc.returncode != 0 or not out.is_file():  # a skipped dataset says so on stdout, with exit 0
         raise RuntimeError(f"bench_ablation.py {' '.join(args)} wrote no result:\n"
                            f"{(proc.stdout + proc.stderr)[-2000:]}")
