@@ -157,7 +157,7 @@ def dataset_key(dataset: str) -> str:
     return DATASET_PREFIX + dataset
 
 
-def check_dataset(graph: Graph, dataset: str, merge: bool = False) -> None:
+def check_dataset(graph: Graph, dataset: str, merge: bool = False) -> bool:
     """Refuse to load ``dataset`` into a graph holding data that no load of it recorded.
 
     Packaged and benchmark datasets number their users and items from their own files (ml-100k's
@@ -166,12 +166,15 @@ def check_dataset(graph: Graph, dataset: str, merge: bool = False) -> None:
     title, without an error. A load of a named dataset therefore goes into an empty database, or
     one where that dataset was loaded before (a reload, an incremental load), unless ``merge``.
 
+    Returns:
+        Whether the graph holds data (no: its dataset records, if any, name nothing there).
+
     Raises:
         kg.errors.DatasetMixError: the graph holds other data and ``merge`` is off.
     """
     state = graph.query("ingest/datasets", prefix=DATASET_PREFIX)[0]
     if merge or not state["holds_data"] or dataset in state["datasets"]:
-        return
+        return bool(state["holds_data"])
     others = state["datasets"]
     what = (f"the dataset{'s' if len(others) > 1 else ''} {', '.join(others)}" if others else
             "data that no recorded load of it wrote (your own sources, or a load from before kgrec recorded "
@@ -231,8 +234,11 @@ def _ingest_locked(graph: Graph, records: GraphRecords, cfg: IngestConfig, incre
                    on_skipped: Callable[[list[dict], int], None] | None = None,
                    dataset: str | None = None, merge: bool = False) -> dict[str, Any]:
     if dataset is not None:  # recorded before the first write: a load that fails half-way is rerun as a reload
-        check_dataset(graph, dataset, merge)
-        graph.write("ingest/record_dataset", before_=lease.check, key=dataset_key(dataset))
+        holds_data = check_dataset(graph, dataset, merge)
+        # an empty graph's records are stale (loads that wrote nothing, data deleted since): a reload of
+        # one of them would pass into this dataset's graph
+        stale = [] if holds_data else [("ingest/clear_datasets", {"prefix": DATASET_PREFIX})]
+        graph.write_all([*stale, ("ingest/record_dataset", {"key": dataset_key(dataset)})], before=lease.check)
     interactions = _normalise_interactions(records.interactions)
     skipped, skipped_nodes = 0, {}
     if incremental:

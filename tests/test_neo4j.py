@@ -875,9 +875,13 @@ def test_cli_ingest_refuses_a_dataset_into_a_graph_of_another(graph, neo4j_confi
                                database_=graph.database)
     assert main(first) == 2 and "data that no recorded load of it wrote" in capsys.readouterr().err
     assert main([*first, "--merge"]) == 0
-    # records of a graph whose data was since deleted (forget-user, a Cypher DELETE) hold nothing up
+    # records of a graph whose data was since deleted (forget-user, a Cypher DELETE) hold nothing up,
+    # and go: kept, a reload of the first dataset would have passed into the other's graph
     graph.driver.execute_query("MATCH (n) WHERE NOT n:KgrecMeta DETACH DELETE n", database_=graph.database)
     assert main(other) == 0
+    assert graph.query("ingest/datasets", prefix="dataset:")[0]["datasets"] == ["synthetic:num_users=24,num_items=15,seed=3"]
+    capsys.readouterr()
+    assert main(first) == 2 and "holds the dataset synthetic:num_users=24,num_items=15,seed=3;" in capsys.readouterr().err
 
 
 def test_rows_whose_nodes_are_gone_are_reported_as_not_written(graph):
