@@ -176,9 +176,12 @@ def cmd_ingest(args: argparse.Namespace, cfg: Config) -> None:
     if args.mapping is not None and args.format not in MAPPED_FORMATS:  # else ignored without a word
         raise ConfigError(f"--mapping describes the files of {', '.join(MAPPED_FORMATS)} sources; kgrec ingest "
                           f"{args.format} reads its own layout")
+    if args.format != "synthetic" and args.path is None:  # before --merge is judged by a dataset with no name
+        raise ConfigError(f"kgrec ingest {args.format} needs a PATH")
     dataset = _dataset_name(args)
     if args.merge and dataset is None:  # else ignored without a word
-        raise ConfigError(f"--merge lets a dataset ({', '.join(DATASET_FORMATS)}) load into a graph of other data; "
+        raise ConfigError(f"--merge lets a dataset ({', '.join(('synthetic', *DATASET_FORMATS))}) load into a graph "
+                          f"of other data; "
                           f"kgrec ingest {args.format} loads your own rows, which merge with the graph's by id anyway")
     if args.bulk:
         from kg.bulk_import import bulk_import

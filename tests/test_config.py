@@ -334,7 +334,10 @@ def test_command_line_numbers_and_paths_say_what_is_wrong(tmp_path, monkeypatch,
         capsys.readouterr().err
     # --merge is for datasets, which the graph records; your own rows are not checked
     assert main(["ingest", "tabular", "data", "--mapping", "m.toml", "--merge"]) == 2
-    assert "kgrec ingest tabular loads your own rows" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "kgrec ingest tabular loads your own rows" in err and "(synthetic, recbole," in err
+    assert main(["ingest", "lightgcn", "--merge"]) == 2  # no PATH: said so, not that it is no dataset
+    assert "kgrec ingest lightgcn needs a PATH" in capsys.readouterr().err
     assert main(["ingest", "lastfm", "data", "--bulk", "--merge"]) == 2
     assert "--merge apply to online ingests only" in capsys.readouterr().err
 
