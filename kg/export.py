@@ -169,7 +169,8 @@ def split_interactions(user: np.ndarray, item: np.ndarray, ts: np.ndarray, cfg: 
         return out
     rng = np.random.default_rng(cfg.seed)
     draw = rng.random(n)
-    order = np.lexsort((draw, ts, user)) if split == "loo" else np.lexsort((draw, user))
+    # loo: a user's undated events (ts 0) first, before dated ones of any time (1969's are negative)
+    order = np.lexsort((draw, ts, ts != 0, user)) if split == "loo" else np.lexsort((draw, user))
     u_sorted = user[order]
     counts = np.unique(u_sorted, return_counts=True)[1]  # per user, in sorted order
     rank_from_end = np.repeat(counts, counts) - 1 - rank_within_runs(u_sorted)  # 0 = last of the user

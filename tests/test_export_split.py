@@ -453,6 +453,9 @@ def test_loo_holds_out_dated_events_only():
     assert codes[6:].tolist() == [0, 0, 0, 0]  # one dated event: too few to hold out valid and test
     two = split_interactions(np.array([0, 0, 0]), np.arange(3), np.array([0, 20, 10]), ExportConfig(split="loo"))
     assert two.tolist() == [0, 2, 1]  # the undated event trains, the dated two are held out
+    before_1970 = split_interactions(np.zeros(4, np.int64), np.arange(4), np.array([-3e8, -2e8, -1e8, 0]).astype(np.int64),
+                                     ExportConfig(split="loo"))
+    assert before_1970.tolist() == [0, 1, 2, 0]  # negative times are dated: 0 sorted after them, not held out
 
 
 def test_export_settings_are_checked_before_the_graph_is_read(graph, tmp_path):
