@@ -442,6 +442,7 @@ class Governor:
         self._node_source: dict[str, dict[str, str]] = {k: {} for k in _NODE_KINDS}
         self._edges: list[_Edge] = []
         self._declared: dict[str, set[str]] = {k: set() for k in _NODE_KINDS}
+        self._required: list[tuple[str, str, str, int, Any, str]] = []  # (kind, id, source, line, raw, reason)
         self._edge_keys: dict[tuple, _Edge] = {}  # the first row of each edge key
         self._event_split: dict[tuple, str] = {}  # interaction key -> the split of its first row
         self._known = known
@@ -630,6 +631,15 @@ class Governor:
             self._declared[kind].add(normalize_id(id, kind, lowercase))
         except GovernanceError:
             pass
+
+    def require(self, kind: str, id: Any, source: str, line: int, raw: Any, reason: str) -> None:
+        """A line that only says a node exists (a LightGCN user alone on a line, whom the user list
+        lacks): nothing to load when this load or the graph has that node; else, at :meth:`finish`,
+        the node is created under the ``create`` policy, or the line quarantined with ``reason``."""
+        try:
+            self._required.append((kind, normalize_id(id, kind), source, line, raw, reason))
+        except GovernanceError as e:
+            self.quarantine(source, line, str(e), raw)
 
     def named_ids(self, kind: str) -> set[str]:
         """The ids of ``kind`` (``"items"``...) that this load's rows, declarations and edges name so
@@ -831,6 +841,9 @@ class Governor:
                     wanted[kind].add(edge.row[key])
         for kind, ids in self._declared.items():  # declared without an edge (a LightGCN user alone): perhaps stored
             wanted[kind] |= ids - self._nodes[kind].keys()
+        for kind, node_id, *_ in self._required:
+            if node_id not in self._nodes[kind]:
+                wanted[kind].add(node_id)
         for kind, ids in wanted.items():
             if ids:
                 found[kind] = set(self._known(kind, sorted(ids))) & ids
@@ -855,6 +868,13 @@ class Governor:
                 for end in ("head", "tail"):
                     if edge.row[end] not in nodes["entities"] and edge.row[end] not in in_graph["entities"]:
                         self._create("entities", edge.row[end])
+        for kind, node_id, source, line, raw, reason in self._required:
+            if node_id in nodes[kind] or node_id in in_graph[kind]:
+                continue
+            if self.policy == "create":
+                self._create(kind, node_id)
+            else:
+                self.quarantine(source, line, reason, raw)
         dropped, declared = self._resolve(in_graph)
         for kind, ids in declared.items():  # by the edges that stay
             for node_id in sorted(ids):

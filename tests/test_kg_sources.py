@@ -597,6 +597,10 @@ def test_lightgcn_lone_user_missing_from_the_user_list_is_quarantined(tmp_path):
     assert [u["id"] for u in res.records.users] == ["0"]
     created = load_source("lightgcn", tmp_path, cfg=IngestConfig(unknown_reference="create"))
     assert sorted(u["id"] for u in created.records.users) == ["0", "5"] and not created.quarantine
+    # a user the graph holds is known, as for a pair: neither quarantined nor made again
+    stored = load_source("lightgcn", tmp_path, known=lambda kind, ids: [i for i in ids if (kind, i) == ("users", "5")])
+    assert not stored.quarantine and [u["id"] for u in stored.records.users] == ["0"]
+    assert stored.in_graph == {"users": 1}
 
 
 def test_a_pair_in_two_splits_says_when_the_row_it_kept_is_quarantined_too(tmp_path):

@@ -229,10 +229,10 @@ def feed_lightgcn(gov: "Governor", data_dir: str | Path, *, kind: str = "interac
             if len(tokens) == 1:
                 if not is_index(user):
                     gov.quarantine(fname, lineno, f"not a non-negative integer id: {user!r}", raw)
-                elif "users" not in have or gov.policy == "create":
+                elif "users" not in have:
                     gov.declare("users", user)  # a user alone on a line has no items in this split, but exists
-                elif user not in listed_users:  # as a pair naming them would be (nothing else to load from it)
-                    gov.quarantine(fname, lineno, f"unknown user {user!r} (not in user_list.txt)", raw)
+                elif user not in listed_users:  # known to the graph, created, or quarantined, as in a pair
+                    gov.require("users", user, fname, lineno, raw, f"unknown user {user!r} (not in user_list.txt)")
             for item in map(index_id, tokens[1:]):
                 if not (is_index(user) and is_index(item)):
                     gov.quarantine(fname, lineno, f"not a non-negative integer id: {user!r} {item!r}", raw)
