@@ -550,7 +550,7 @@ class _RunState:
             began = state.get("swa_start")  # None: a checkpoint from before it was recorded
             if began in (None, swa_start):
                 swa.load_state_dict(_persistent_only(state["swa"], swa))
-            else:
+            elif int(state["swa"].get("n_averaged", 0)):  # one that had not begun yet loses nothing
                 logger.warning("the checkpoint's weight average began at epoch %d, but swa_start is now %d: the "
                                "average starts afresh", began, swa_start)
         if state.get("best_state") is not None:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import os
 import re
 import shutil
@@ -816,7 +817,7 @@ def test_checkpoints_leave_out_the_text_features_and_old_ones_still_resume(tmp_p
         np.testing.assert_allclose(z1["item"], z2["item"], rtol=1e-5, atol=1e-6)
 
 
-def test_a_run_resumed_with_another_swa_start_starts_its_weight_average_afresh(tmp_path: Path) -> None:
+def test_a_run_resumed_with_another_swa_start_starts_its_weight_average_afresh(tmp_path: Path, caplog) -> None:
     """The mean of epochs 3-4 (swa_start 3) was loaded under a new swa_start of 7: epochs 5 and 6
     scored that stale mean, and the published weights were the mean of epochs 3, 4, 7 and 8."""
     snap = planted_snapshot(num_users=40)
@@ -834,6 +835,15 @@ def test_a_run_resumed_with_another_swa_start_starts_its_weight_average_afresh(t
     rows = [json.loads((a / "metrics.json").read_text())["history"] for a in (resumed, whole)]
     assert [r.get("swa_epochs") for r in rows[0][4:]] == [r.get("swa_epochs") for r in rows[1][4:]] == [None, None, 1, 2]
     assert [r["valid_ndcg@20"] for r in rows[0][4:]] == pytest.approx([r["valid_ndcg@20"] for r in rows[1][4:]], abs=1e-6)
+    assert "average began at epoch 3, but swa_start is now 7: the average starts afresh" in caplog.text
+    # an average that had not begun (swa_start 10, stopped at epoch 4) loses nothing: no warning
+    caplog.clear()
+    with pytest.raises(Boom):
+        train(snap, tiny_cfg(epochs=8, eval_every=1, swa_start=10), tmp_path / "early", epoch_hook=stop_at_4,
+              progress=False)
+    with caplog.at_level(logging.WARNING, logger="gnn.train"):
+        train(snap, tiny_cfg(epochs=5, eval_every=1, swa_start=5), tmp_path / "early", progress=False)
+    assert "weight average began" not in caplog.text
 
 
 def test_a_run_resumed_with_epochs_lowered_to_an_unevaluated_epoch_ends_as_a_whole_run_does(tmp_path: Path) -> None:
