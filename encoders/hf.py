@@ -256,7 +256,7 @@ class HFTextEncoder(TextEncoder):
             raise ValueError(f"max_length {self.max_length} leaves no room for text: {model!r} adds {special} "
                              f"special tokens to each text; give at least {special + 1}")
         trained = _sentence_transformers_pooling(self.path, local)
-        if trained is not None and trained != pooling:  # BGE and E5 models pool by [CLS], say
+        if trained is not None and trained != pooling:  # BGE models pool by [CLS], say
             logger.warning("model %r was trained to pool by %s (its sentence-transformers config), but [encoder] "
                            "pooling is %r: its vectors would match worse than they can%s", model, trained, pooling,
                            f"; set pooling = {trained!r}" if trained in POOLINGS else "")

@@ -897,7 +897,7 @@ def test_an_encoder_decoder_model_encodes_with_its_encoder(tmp_path):
 
 
 def test_a_pooling_other_than_the_one_a_sentence_transformers_model_was_trained_with_is_warned_of(tmp_path, caplog):
-    """BGE and E5 models pool by [CLS]: mean-pooled (kgrec's default) their vectors match worse, silently."""
+    """BGE models pool by [CLS]: mean-pooled (kgrec's default) their vectors match worse, silently."""
     import json
     import logging
     import shutil
