@@ -176,13 +176,13 @@ def cmd_ingest(args: argparse.Namespace, cfg: Config) -> None:
     if args.mapping is not None and args.format not in MAPPED_FORMATS:  # else ignored without a word
         raise ConfigError(f"--mapping describes the files of {', '.join(MAPPED_FORMATS)} sources; kgrec ingest "
                           f"{args.format} reads its own layout")
-    if args.format != "synthetic" and args.path is None:  # before --merge is judged by a dataset with no name
+    if args.format != "synthetic" and args.path is None:  # before the lock is waited for, or --merge judged
         raise ConfigError(f"kgrec ingest {args.format} needs a PATH")
     dataset = _dataset_name(args)
     if args.merge and dataset is None:  # else ignored without a word
         raise ConfigError(f"--merge lets a dataset ({', '.join(('synthetic', *DATASET_FORMATS))}) load into a graph "
-                          f"of other data; "
-                          f"kgrec ingest {args.format} loads your own rows, which merge with the graph's by id anyway")
+                          f"of other data; kgrec ingest {args.format} loads your own rows, which merge with the "
+                          f"graph's by id anyway")
     if args.bulk:
         from kg.bulk_import import bulk_import
 
@@ -197,8 +197,6 @@ def cmd_ingest(args: argparse.Namespace, cfg: Config) -> None:
         with _graph(cfg) as g:
             report["graph"] = graph_counts(g)
     else:
-        if args.format != "synthetic" and args.path is None:  # before waiting for the lock
-            raise ConfigError(f"kgrec ingest {args.format} needs a PATH")
         with _graph(cfg) as g, ExitStack() as held:
             if not cfg.ingest.lock_wait_s:  # a busy lock fails the load now, not after reading the source
                 raise_if_busy(g, INGEST_LOCK)
@@ -256,9 +254,7 @@ def _read_source(args: argparse.Namespace, cfg: Config, known: "KnownIds | None"
 
         name = "synthetic"
         result = govern_records(generate(_synthetic_spec(args)), cfg.ingest, name)
-    elif args.path is None:
-        raise ConfigError(f"kgrec ingest {args.format} needs a PATH")
-    else:
+    else:  # a PATH: cmd_ingest checked
         from kg.sources import load_source
 
         name = _source_name(args.path)
@@ -285,7 +281,7 @@ def _dataset_name(args: argparse.Namespace) -> str | None:
         from kg.synthetic import dataset_name
 
         return dataset_name(_synthetic_spec(args))
-    if args.format not in DATASET_FORMATS or args.path is None:
+    if args.format not in DATASET_FORMATS:
         return None
     if args.format in PACKAGED_FORMATS:
         return args.format
