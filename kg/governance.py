@@ -708,17 +708,20 @@ class Governor:
         return self._add_edge("query_items", row, ("qi", row["query"], row["item"]), source, line, raw)
 
     def add_item_entity(self, source: str, line: int, raw: Any, *, item: Any, entity: Any, relation: Any,
-                        lowercase: bool = False) -> bool:
-        """Add an item-attribute edge; ``relation`` is a checked name stored as a property."""
-        return self._add_attribute("item", item, entity, relation, source, line, raw, lowercase)
+                        lowercase: bool = False, stated: bool = False) -> bool:
+        """Add an item-attribute edge; ``relation`` is a checked name stored as a property.
+        ``stated``: the item's own row gives it (a catalogue file), so the load's values of that
+        relation replace the item's stored ones (``"stated": True`` on the row)."""
+        return self._add_attribute("item", item, entity, relation, source, line, raw, lowercase, stated)
 
     def add_user_entity(self, source: str, line: int, raw: Any, *, user: Any, entity: Any, relation: Any,
-                        lowercase: bool = False) -> bool:
-        """Add a user-attribute edge (occupation, gender, ...); ``relation`` is a checked name."""
-        return self._add_attribute("user", user, entity, relation, source, line, raw, lowercase)
+                        lowercase: bool = False, stated: bool = False) -> bool:
+        """Add a user-attribute edge (occupation, gender, ...); ``relation`` is a checked name;
+        ``stated`` as for :meth:`add_item_entity`."""
+        return self._add_attribute("user", user, entity, relation, source, line, raw, lowercase, stated)
 
     def _add_attribute(self, owner: str, owner_id: Any, entity: Any, relation: Any, source: str, line: int,
-                       raw: Any, lowercase: bool) -> bool:
+                       raw: Any, lowercase: bool, stated: bool = False) -> bool:
         try:
             row = {owner: normalize_id(owner_id, f"{owner} id", lowercase),
                    "entity": normalize_id(entity, "entity id", lowercase),
@@ -726,6 +729,10 @@ class Governor:
         except GovernanceError as e:
             return self.quarantine(source, line, str(e), raw)
         key = (owner[0] + "e", row[owner], row["entity"], row["relation"])
+        if stated:
+            row["stated"] = True
+            if key in self._edge_keys:  # a repeat of a link another file gave: stated all the same
+                self._edge_keys[key].row["stated"] = True
         return self._add_edge(f"{owner}_entities", row, key, source, line, raw)
 
     def add_triple(self, source: str, line: int, raw: Any, *, head: Any, relation: Any, tail: Any,

@@ -63,6 +63,19 @@ STATEMENTS: dict[str, str] = {
     "friends": "ingest/merge_friends",
 }
 assert list(STATEMENTS) == [f.name for f in fields(GraphRecords)]
+UNLINKED = {"item_entities": "ingest/unlink_item_entities", "user_entities": "ingest/unlink_user_entities"}
+
+
+def stated_attributes(rows: list[dict], owner: str) -> list[dict]:
+    """``{owner: id, "relation": r, "entities": [...]}`` for each node and relation that a row marked
+    ``stated`` (the node's own row in an items or users file) gives: every entity the load links it to
+    under that relation, the ones to keep."""
+    stated = {(r[owner], r["relation"]) for r in rows if r.get("stated")}
+    kept: dict[tuple[str, str], list[str]] = {key: [] for key in sorted(stated)}
+    for r in rows:
+        if (r[owner], r["relation"]) in kept:
+            kept[(r[owner], r["relation"])].append(r["entity"])
+    return [{owner: node, "relation": relation, "entities": entities} for (node, relation), entities in kept.items()]
 
 
 def event_key(row: dict) -> tuple[str, str, str, int]:
@@ -214,7 +227,9 @@ def ingest(graph: Graph, records: GraphRecords, cfg: IngestConfig, *,
         rows governance made up for skipped events only, not written}, "nodes_created": n,
         "relationships_created": n, "properties_set": n, "not_written": {kind: rows whose node was
         no longer in the graph}, "resplit": events stored with another non-empty split that now have
-        the one this load gives (logged as a warning), "feed": feed, "watermark": ts}``.
+        the one this load gives (logged as a warning), "attributes_unlinked": stored attribute links
+        that an item's or user's own row no longer gives (:func:`stated_attributes`), "feed": feed,
+        "watermark": ts}``.
 
     Raises:
         kg.lock.LockedError: another ingest held the lock for ``cfg.lock_wait_s`` seconds.
@@ -254,7 +269,7 @@ def _ingest_locked(graph: Graph, records: GraphRecords, cfg: IngestConfig, incre
             if old and on_skipped is not None:
                 on_skipped(old, mark)
     totals: dict[str, Any] = {"nodes_created": 0, "relationships_created": 0, "properties_set": 0,
-                              "not_written": {}, "resplit": 0}
+                              "not_written": {}, "resplit": 0, "attributes_unlinked": 0}
     written: dict[str, int] = {}
     for kind, statement in STATEMENTS.items():
         rows = interactions if kind == "interactions" else getattr(records, kind)
@@ -263,6 +278,10 @@ def _ingest_locked(graph: Graph, records: GraphRecords, cfg: IngestConfig, incre
         if kind == "interactions":
             written[kind] = _write_interactions(graph, rows, cfg, totals, progress, lease)  # after deduplication
             continue
+        if kind in UNLINKED:  # a node's own row states its values: those it no longer has go first
+            for batch in batches(stated_attributes(rows, kind.removesuffix("_entities")), cfg.batch_size):
+                totals["attributes_unlinked"] += graph.write(UNLINKED[kind], before_=lease.check,
+                                                             rows=batch).relationships_deleted
         bar = tqdm(total=len(rows), desc=f"ingest {kind}", unit="row", disable=not progress, leave=False)
         for batch in batches(rows, cfg.batch_size):
             if kind in COUNTED:  # the lease is checked before every attempt, a driver retry's too

@@ -676,7 +676,7 @@ def test_one_attributes_table_reads_as_a_list_of_one(tmp_path):
     res = read_tabular(tmp_path / "at.csv", {"files": [{"role": "users", "id": "id",
                                                         "attributes": {"column": "g", "relation": "gender"}}]})
     _reconciles(res)
-    assert res.records.user_entities == [{"user": "u1", "entity": "gender:M", "relation": "gender"}]
+    assert res.records.user_entities == [{"user": "u1", "entity": "gender:M", "relation": "gender", "stated": True}]
 
 
 def test_flags_and_constant_titles_on_interactions_describe_the_items(tmp_path):

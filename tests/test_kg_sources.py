@@ -422,8 +422,8 @@ def test_user_attributes_become_entities_and_edges(tmp_path):
     _ok(res)
     assert [e["id"] for e in res.records.entities] == ["occupation:nurse"]  # declared once, deduplicated
     assert res.records.user_entities == [
-        {"user": "u1", "entity": "occupation:nurse", "relation": "occupation"},
-        {"user": "u2", "entity": "occupation:nurse", "relation": "occupation"}]  # u3's empty job: no edge
+        {"user": "u1", "entity": "occupation:nurse", "relation": "occupation", "stated": True},  # a users row's own
+        {"user": "u2", "entity": "occupation:nurse", "relation": "occupation", "stated": True}]  # u3's empty job: no edge
 
 
 def test_numeric_properties_in_other_scripts_or_with_separators_are_quarantined(tmp_path):
@@ -624,3 +624,41 @@ def test_recbole_valid_or_test_files_without_the_train_file_are_refused(tmp_path
     both = _files(tmp_path / "data", {"foo.inter": header + "1\t1\n", "bar.train.inter": header + "1\t1\n"})
     with pytest.raises(FileNotFoundError, match="give a folder that holds one dataset's files"):
         load_source("recbole", both)
+
+
+@pytest.mark.neo4j
+def test_an_items_file_reloaded_replaces_the_attribute_values_its_rows_give(graph, tmp_path):
+    """A product moved from category shoes to home kept both: links only ever added up across loads.
+    An item's own row states its values now; events' attribute columns still only add."""
+    from kg.ingest import ingest
+
+    items = {"path": "items.csv", "role": "items", "id": "id", "title": "title",
+             "attributes": [{"column": "category", "relation": "category"},
+                            {"column": "tags", "relation": "tag", "separator": "|"}]}
+    events = {"path": "events.csv", "role": "interactions", "user": "user", "item": "item", "create_users": True,
+              "attributes": [{"column": "promo", "relation": "category"}]}
+
+    def load(files: dict[str, str], *specs: dict) -> dict:
+        folder = tmp_path / f"load{len(list(tmp_path.iterdir()))}"
+        folder.mkdir()
+        res = load_source("tabular", _files(folder, files), mapping={"files": list(specs)})
+        _ok(res)
+        return ingest(graph, res.records, IngestConfig(), progress=False)
+
+    def links() -> set[tuple[str, str]]:
+        return {(r["i"], r["e"]) for r in _read(graph, "MATCH (i:Item)-[:HAS_ATTRIBUTE]->(e) RETURN i.id AS i, e.id AS e")}
+
+    load({"items.csv": "id,title,category,tags\nP1,Sneaker,shoes,a|b\nP2,Pan,kitchen,c\n"}, items)
+    assert links() == {("P1", "category:shoes"), ("P1", "tag:a"), ("P1", "tag:b"), ("P2", "category:kitchen"),
+                       ("P2", "tag:c")}
+    # P1 moves to home; its blank tags leave its tags alone; P2, not in the file, keeps its own
+    report = load({"items.csv": "id,title,category,tags\nP1,Sneaker v2,home,\n"}, items)
+    assert report["attributes_unlinked"] == 1
+    assert links() == {("P1", "category:home"), ("P1", "tag:a"), ("P1", "tag:b"), ("P2", "category:kitchen"),
+                       ("P2", "tag:c")}
+    # an event's attribute column adds a value (events do not describe the whole item)
+    report = load({"events.csv": "user,item,promo\nu1,P2,sale\n"}, events)
+    assert report["attributes_unlinked"] == 0 and ("P2", "category:kitchen") in links() and ("P2", "category:sale") in links()
+    # the same load again changes nothing (P1's one category stays, stated once more)
+    again = load({"items.csv": "id,title,category,tags\nP1,Sneaker v2,home,a|b\n"}, items)
+    assert again["attributes_unlinked"] == 0 and again["relationships_created"] == 0

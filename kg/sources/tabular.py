@@ -42,6 +42,10 @@ table): each value becomes an entity ``<prefix><value>`` (``prefix`` defaults to
 linked by ``relation``. ``flags`` is
 ``{columns, names, relation, entity_type, value = "1", off_value = "0", prefix}`` for one-hot columns
 (MovieLens genres): ``value`` links, ``off_value`` or a blank cell does not, anything else is quarantined.
+The attributes and flags of an ``items`` or ``users`` row state that node's values: loaded again, a
+row's values of a relation replace the ones stored (a blank cell leaves the relation alone); those of
+``interactions`` rows and ``item_entities`` files only add links. A file given on its own (a daily
+events file) needs a mapping of one ``[[files]]`` entry, whose ``path`` is then not read.
 In JSONL an attribute may hold an array of values; a JSON number or boolean in a text, attribute or
 flag field reads as the CSV cell would (``1.5``, ``true``), and an object (or an array inside one)
 quarantines the row, as does a field the mapping reads given twice in one object.
@@ -67,6 +71,7 @@ import json
 import re
 import sys
 from collections import Counter, deque
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
@@ -729,10 +734,11 @@ def _json_text(col: str, value: Any, where: str = "") -> Any:
 
 
 def _attributes(gov: Governor, spec: dict, row: dict, item: Any, source: str, line: int, raw: Any,
-                     lower: bool, *, owner: str = "item") -> None:
+                     lower: bool, *, owner: str = "item", stated: bool = False) -> None:
     """Entities and edges from ``attributes`` and ``flags`` columns of an item (or, with
-    ``owner="user"``, a user) row."""
-    link = gov.add_user_entity if owner == "user" else gov.add_item_entity
+    ``owner="user"``, a user) row; ``stated``: the node's own row (an items or users file), whose
+    values replace the stored ones of each relation it gives."""
+    link = partial(gov.add_user_entity if owner == "user" else gov.add_item_entity, stated=stated)
     for attr in _as_list(spec.get("attributes")):
         value = row.get(attr["column"])
         if value is None or (isinstance(value, str) and not value.strip()):
@@ -838,7 +844,7 @@ def feed_file(gov: Governor, path: Path, spec: dict, *, lowercase_ids: bool = Fa
                 gov.add_item(source, line, raw, id=g("id"), title=g("title"), description=g("description"),
                              props=props, lowercase=lower)
             if gov.quarantined == rejected:  # a rejected row's attributes would hang off nothing (or a placeholder)
-                _attributes(gov, spec, row, g("id"), source, line, raw, lower, owner=role[:-1])
+                _attributes(gov, spec, row, g("id"), source, line, raw, lower, owner=role[:-1], stated=True)
         elif role == "entities":
             prefix = spec.get("entity_prefix", "")
             eid = g("id")
@@ -891,7 +897,9 @@ def read_tabular(path: str | Path, mapping: str | Path | dict, cfg: "IngestConfi
     for spec in files:
         if path.is_file():
             if len(files) != 1:
-                raise MappingError(f"{path} is a file but the mapping lists {len(files)} files; pass a directory")
+                raise MappingError(f"{path} is a file but the mapping lists {len(files)} files: pass their directory, "
+                                   f"or a mapping of one [[files]] entry for this file (a daily events file, say; "
+                                   f"that entry's path is not read)")
             fpath, source = path, path.name
         else:
             if "path" not in spec:
