@@ -662,3 +662,16 @@ def test_an_items_file_reloaded_replaces_the_attribute_values_its_rows_give(grap
     # the same load again changes nothing (P1's one category stays, stated once more)
     again = load({"items.csv": "id,title,category,tags\nP1,Sneaker v2,home,a|b\n"}, items)
     assert again["attributes_unlinked"] == 0 and again["relationships_created"] == 0
+
+
+def test_a_fields_constant_fills_its_columns_blank_cells(tmp_path):
+    """weight = "qty" with weight_value = 1 quarantined every blank qty as a missing weight: the
+    constant was ignored without a word once the column was mapped."""
+    _files(tmp_path, {"events.csv": "user,item,qty,type\nu1,i1,3,purchase\nu1,i2,,click\nu2,i1, ,\n"})
+    res = load_source("tabular", tmp_path, mapping={"files": [{
+        "path": "events.csv", "role": "interactions", "user": "user", "item": "item", "weight": "qty",
+        "weight_value": 1, "kind": "type", "kind_value": "view", "create_nodes": True}]})
+    _ok(res)
+    assert not res.quarantine
+    assert sorted((r["user"], r["item"], r["weight"], r["kind"]) for r in res.records.interactions) == [
+        ("u1", "i1", 3.0, "purchase"), ("u1", "i2", 1.0, "click"), ("u2", "i1", 1.0, "view")]

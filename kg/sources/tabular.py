@@ -20,7 +20,9 @@ A mapping lists files, each with a ``role`` and which column holds which field::
     timestamp = "ts"
     kind_value = "rating"              # or kind = "<column>"
 
-Roles and their fields (``<field>`` names a column, ``<field>_value`` gives a constant):
+Roles and their fields (``<field>`` names a column, ``<field>_value`` gives a constant, both: the
+constant fills the column's blank cells, e.g. ``weight = "qty"`` with ``weight_value = 1`` when the
+quantity is given on purchases only):
 
 - ``interactions``: user, item, weight, timestamp, kind, split; a mapped weight column's blank cell is
   quarantined (missing, not 1), and ``weight_range = [low, high]`` quarantines values outside it;
@@ -633,8 +635,12 @@ def _check_columns(path: Path, used: list[str], columns: list[str]) -> None:
 
 
 def _get(spec: dict, row: dict, f: str, default: Any = None) -> Any:
+    """Field ``f`` of ``row``: its column's cell, or where the mapping gives ``<f>_value`` too, that
+    constant for a blank cell (a quantity given on purchases only); else the constant, or ``default``."""
     if f in spec:
-        return row.get(spec[f])
+        value = row.get(spec[f])
+        blank = value is None or (isinstance(value, str) and not value.strip())
+        return spec[f"{f}_value"] if blank and f"{f}_value" in spec else value
     return spec.get(f"{f}_value", default)
 
 
