@@ -15,6 +15,7 @@ import socket
 import sys
 import threading
 import time
+from collections import Counter
 from contextlib import ExitStack, contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -269,8 +270,24 @@ def _read_source(args: argparse.Namespace, cfg: Config, known: "KnownIds | None"
     write_quarantine(result, qfile)
     rfile = qfile.with_name(f"{name}.reconciliation.json")
     rfile.write_text(reconciliation_json(result))
+    for line in quarantine_summary(result):  # beside the JSON report: a mostly quarantined file is seen
+        print(f"kgrec: {line}; listed in {qfile}", file=sys.stderr)
     return result.records, {"reconciliation": json.loads(rfile.read_text()), "quarantine_file": str(qfile),
                             "reconciliation_file": str(rfile)}
+
+
+def quarantine_summary(result: Any, top: int = 3) -> list[str]:
+    """One line per source file with quarantined rows: how many of how many it read, and its most
+    common reasons (quoted values folded, so "unknown item 'P8'" and 'P9' count as one)."""
+    reasons: dict[str, Counter] = {}
+    for entry in result.quarantine:
+        reasons.setdefault(entry["source"], Counter())[re.sub(r"'[^']*'", "'…'", entry["reason"])] += 1
+    lines = []
+    for source, counts in result.report.items():
+        if counts.get("quarantined"):
+            common = "; ".join(f"{n} x {reason}" for reason, n in reasons.get(source, Counter()).most_common(top))
+            lines.append(f"{source}: {counts['quarantined']} of {counts['read']} rows quarantined ({common})")
+    return lines
 
 
 def _dataset_name(args: argparse.Namespace) -> str | None:

@@ -675,3 +675,15 @@ def test_a_fields_constant_fills_its_columns_blank_cells(tmp_path):
     assert not res.quarantine
     assert sorted((r["user"], r["item"], r["weight"], r["kind"]) for r in res.records.interactions) == [
         ("u1", "i1", 3.0, "purchase"), ("u1", "i2", 1.0, "click"), ("u2", "i1", 1.0, "view")]
+
+
+def test_a_load_with_quarantined_rows_is_summed_up_per_file(tmp_path):
+    """kgrec ingest exited 0 with 3,380 of 3,787 events quarantined and said so only inside its JSON."""
+    from kgrec.cli import quarantine_summary
+
+    _files(tmp_path, {"events.csv": "user,item,qty\nu1,i1,2\nu1,i2,\nu2,i3,\nu3,i9,x\n"})
+    res = load_source("tabular", tmp_path, mapping={"files": [{
+        "path": "events.csv", "role": "interactions", "user": "user", "item": "item", "weight": "qty",
+        "create_nodes": True}]})
+    assert quarantine_summary(res) == [
+        "events.csv: 3 of 4 rows quarantined (2 x missing weight; 1 x weight is not a number: '…')"]
