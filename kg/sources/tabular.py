@@ -35,7 +35,9 @@ quantity is given on purchases only):
 - ``entities``: id, name, type. ``item_entities``: item, entity, relation, ``entity_prefix``.
 - ``triples``: head, relation, tail, ``entity_prefix``. ``friends``: user, friend.
 - ``queries``: id, text. ``user_queries``: user, query, timestamp. ``query_items``: query, item, relevance
-  (a mapped relevance column's blank cell is quarantined, as a weight's is).
+  (a mapped relevance column's blank cell is quarantined, as a weight's is). Those two name queries that
+  a ``queries`` entry gives (or the graph holds): a log of searches lists its file twice, once as
+  ``queries`` with ``id`` and ``text`` both its query column.
 
 ``props`` is a list of columns or a table ``{column = "int"|"float"|"str"|"bool"}``; the property is
 named after the column unless ``prop_names = {column = "name"}`` says otherwise (names must be
