@@ -666,8 +666,9 @@ def test_invalid_names_in_the_mapping_are_mapping_errors(tmp_path, spec, message
     ok = {k: v for k, v in spec.items() if k not in ("kind_value", "type_value", "relation_value")}
     if spec["role"] == "interactions":
         read_tabular(tmp_path / "f.csv", {"files": [{**ok, "kind_value": "click", "path": "f.csv"}]})
-        # beside a column, the constant is never read (rows take the column), so it is not checked
-        read_tabular(tmp_path / "f.csv", {"files": [{**spec, "kind": "id", "path": "f.csv"}]})
+        # beside a column the constant fills its blank cells (since session 40), so it is checked too
+        with pytest.raises(MappingError, match=message):
+            read_tabular(tmp_path / "f.csv", {"files": [{**spec, "kind": "id", "path": "f.csv"}]})
 
 
 def test_one_attributes_table_reads_as_a_list_of_one(tmp_path):

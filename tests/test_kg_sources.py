@@ -662,6 +662,14 @@ def test_an_items_file_reloaded_replaces_the_attribute_values_its_rows_give(grap
     # the same load again changes nothing (P1's one category stays, stated once more)
     again = load({"items.csv": "id,title,category,tags\nP1,Sneaker v2,home,a|b\n"}, items)
     assert again["attributes_unlinked"] == 0 and again["relationships_created"] == 0
+    # a row with a quarantined flag cell, or flags all off, states no genres: the stored ones stay
+    flagged = {"path": "items.csv", "role": "items", "id": "id",
+               "flags": {"columns": ["fa", "fb", "fc"], "names": ["A", "B", "C"], "relation": "genre"}}
+    load({"items.csv": "id,fa,fb,fc\nP2,0,1,1\n"}, flagged)
+    for row in ("P2,0,1,x", "P2,0,0,0", "P2,,,"):
+        report = load({"items.csv": f"id,fa,fb,fc\n{row}\n"}, flagged)
+        assert report["attributes_unlinked"] == 0 and {("P2", "genre:B"), ("P2", "genre:C")} <= links(), row
+    assert load({"items.csv": "id,fa,fb,fc\nP2,1,0,0\n"}, flagged)["attributes_unlinked"] == 2
 
 
 def test_a_fields_constant_fills_its_columns_blank_cells(tmp_path):
@@ -675,6 +683,18 @@ def test_a_fields_constant_fills_its_columns_blank_cells(tmp_path):
     assert not res.quarantine
     assert sorted((r["user"], r["item"], r["weight"], r["kind"]) for r in res.records.interactions) == [
         ("u1", "i1", 3.0, "purchase"), ("u1", "i2", 1.0, "click"), ("u2", "i1", 1.0, "view")]
+    # in JSONL a key left out is a blank cell too
+    (tmp_path / "events.jsonl").write_text('{"user": "u1", "item": "i1", "qty": null}\n{"user": "u2", "item": "i1"}\n')
+    res = load_source("tabular", tmp_path / "events.jsonl", mapping={"files": [{
+        "path": "events.jsonl", "format": "jsonl", "role": "interactions", "user": "user", "item": "item",
+        "weight": "qty", "weight_value": 1, "create_nodes": True}]})
+    _ok(res)
+    assert not res.quarantine and [r["weight"] for r in res.records.interactions] == [1.0, 1.0]
+    # a constant that fills cells is checked up front, as one alone is: not one quarantine per blank row
+    with pytest.raises(MappingError, match="kind_value"):
+        load_source("tabular", tmp_path / "events.csv", mapping={"files": [{
+            "path": "events.csv", "role": "interactions", "user": "user", "item": "item", "kind": "type",
+            "kind_value": "page view", "create_nodes": True}]})
 
 
 def test_a_load_with_quarantined_rows_is_summed_up_per_file(tmp_path):
@@ -686,4 +706,4 @@ def test_a_load_with_quarantined_rows_is_summed_up_per_file(tmp_path):
         "path": "events.csv", "role": "interactions", "user": "user", "item": "item", "weight": "qty",
         "create_nodes": True}]})
     assert quarantine_summary(res) == [
-        "events.csv: 3 of 4 rows quarantined (2 x missing weight; 1 x weight is not a number: '…')"]
+        "events.csv: 3 of 4 records quarantined (2 x missing weight; 1 x weight is not a number: '…')"]

@@ -47,7 +47,8 @@ linked by ``relation``. ``flags`` is
 ``{columns, names, relation, entity_type, value = "1", off_value = "0", prefix}`` for one-hot columns
 (MovieLens genres): ``value`` links, ``off_value`` or a blank cell does not, anything else is quarantined.
 The attributes and flags of an ``items`` or ``users`` row state that node's values: loaded again, a
-row's values of a relation replace the ones stored (a blank cell leaves the relation alone); those of
+row's values of a relation replace the ones stored (a blank cell, flags all off, an empty JSON array or a
+quarantined value leave the relation alone); those of
 ``interactions`` rows and ``item_entities`` files only add links. A file given on its own (a daily
 events file) needs a mapping of one ``[[files]]`` entry, whose ``path`` is then not read.
 In JSONL an attribute may hold an array of values; a JSON number or boolean in a text, attribute or
@@ -75,7 +76,6 @@ import json
 import re
 import sys
 from collections import Counter, deque
-from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
@@ -206,7 +206,7 @@ def _check_names(spec: dict, n: int, role: str) -> None:
         MappingError: the name, where it comes from, and the pattern names must match.
     """
     named = [(key, spec[key], what) for key, what in NAME_CONSTANTS.items()
-             if key in spec and key.removesuffix("_value") not in spec]  # a column given too is what rows read
+             if key in spec]  # with its column too: the constant fills the blank cells
     for what, entries, default in (("attributes", spec.get("attributes"), None), ("flags", spec.get("flags"), "genre")):
         for entry in _as_list(entries):
             relation = entry.get("relation", entry.get("column", default))
@@ -535,6 +535,8 @@ def iter_rows(path: Path, spec: dict, limit: int | None = None
     header = spec.get("header", True)
     columns: list[str] | None = list(spec["columns"]) if spec.get("columns") else None
     used = _used_columns(spec)
+    filled = {spec[f] for f in ROLE_FIELDS[spec["role"]][0] + ROLE_FIELDS[spec["role"]][1]
+              if f in spec and f"{f}_value" in spec}  # columns whose blank (or, in JSONL, absent) cells take it
     if fmt != "jsonl" and not header and columns is None:
         raise MappingError(f"{path.name}: header = false needs a columns list")
     if fmt != "jsonl" and columns is not None and "header" not in spec:  # else a first data row could pass for one
@@ -588,7 +590,7 @@ def iter_rows(path: Path, spec: dict, limit: int | None = None
             if not isinstance(obj, dict):
                 yield lineno, None, text, "JSON line is not an object"
                 continue
-            missing = [c for c in used if c not in obj]
+            missing = [c for c in used if c not in obj and c not in filled]  # a constant fills those
             if missing:
                 yield lineno, None, obj, f"missing field {missing[0]!r}"
                 continue
@@ -746,7 +748,7 @@ def _attributes(gov: Governor, spec: dict, row: dict, item: Any, source: str, li
     """Entities and edges from ``attributes`` and ``flags`` columns of an item (or, with
     ``owner="user"``, a user) row; ``stated``: the node's own row (an items or users file), whose
     values replace the stored ones of each relation it gives."""
-    link = partial(gov.add_user_entity if owner == "user" else gov.add_item_entity, stated=stated)
+    link = gov.add_user_entity if owner == "user" else gov.add_item_entity
     for attr in _as_list(spec.get("attributes")):
         value = row.get(attr["column"])
         if value is None or (isinstance(value, str) and not value.strip()):
@@ -756,25 +758,30 @@ def _attributes(gov: Governor, spec: dict, row: dict, item: Any, source: str, li
         prefix = attr.get("prefix", f"{etype}:")
         sep = attr.get("separator")
         values = value if isinstance(value, list) else (str(value).split(sep) if sep is not None else [value])
+        values = [id_text(v) for v in values if not is_blank_id(v)]  # a zero-width space alone: never the bare prefix
+        rejected = gov.quarantined
         for v in values:
-            if is_blank_id(v):  # a zero-width space alone, too: never the bare prefix
-                continue
-            v = id_text(v)
             gov.add_entity(source, line, raw, id=prefix + v, type=etype, name=v, lowercase=lower)
-            link(source, line, raw, **{owner: item}, entity=prefix + v, relation=relation, lowercase=lower)
+        whole = gov.quarantined == rejected  # a value quarantined: the row does not state the relation whole
+        for v in values:
+            link(source, line, raw, **{owner: item}, entity=prefix + v, relation=relation, lowercase=lower,
+                 stated=stated and whole)
     for flags in _as_list(spec.get("flags")):
         on = str(flags.get("value", "1"))
         relation = flags.get("relation", "genre")
         etype = flags.get("entity_type", relation)
         prefix = flags.get("prefix", f"{etype}:")
         off_value = str(flags.get("off_value", "0"))
-        for col, name in zip(flags["columns"], flags.get("names", flags["columns"])):  # same length: load_mapping
-            value = "" if row.get(col) is None else str(row.get(col)).strip()
+        cells = [("" if row.get(col) is None else str(row.get(col)).strip(), col, name)  # same length: load_mapping
+                 for col, name in zip(flags["columns"], flags.get("names", flags["columns"]))]
+        bad = [(value, col) for value, col, _ in cells if value not in (on, "", off_value)]
+        for value, col in bad:
+            gov.quarantine(source, line, f"flag column {col!r} is {value[:40]!r}, neither {on!r} nor "
+                                         f"{off_value!r}", raw)
+        for value, _, name in cells:  # a bad cell: the row does not state the relation whole
             if value == on:
-                link(source, line, raw, **{owner: item}, entity=prefix + name, relation=relation, lowercase=lower)
-            elif value not in ("", off_value):
-                gov.quarantine(source, line, f"flag column {col!r} is {value[:40]!r}, neither {on!r} nor "
-                                             f"{off_value!r}", raw)
+                link(source, line, raw, **{owner: item}, entity=prefix + name, relation=relation, lowercase=lower,
+                     stated=stated and not bad)
 
 
 def _flag_entities(gov: Governor, spec: dict, source: str, lowercase: bool = False) -> None:
