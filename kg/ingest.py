@@ -248,12 +248,15 @@ def _ingest_locked(graph: Graph, records: GraphRecords, cfg: IngestConfig, incre
                    feed: str | None, lease: Lease,
                    on_skipped: Callable[[list[dict], int], None] | None = None,
                    dataset: str | None = None, merge: bool = False) -> dict[str, Any]:
+    holds_data = (check_dataset(graph, dataset, merge) if dataset is not None
+                  else graph.query("ingest/datasets", prefix=DATASET_PREFIX)[0]["holds_data"])
+    # an empty graph's dataset records are stale (loads that wrote nothing, data deleted since): kept,
+    # a reload of one of them would pass into the graph this load makes, a dataset's or your own rows'
+    steps = [] if holds_data else [("ingest/clear_datasets", {"prefix": DATASET_PREFIX})]
     if dataset is not None:  # recorded before the first write: a load that fails half-way is rerun as a reload
-        holds_data = check_dataset(graph, dataset, merge)
-        # an empty graph's records are stale (loads that wrote nothing, data deleted since): a reload of
-        # one of them would pass into this dataset's graph
-        stale = [] if holds_data else [("ingest/clear_datasets", {"prefix": DATASET_PREFIX})]
-        graph.write_all([*stale, ("ingest/record_dataset", {"key": dataset_key(dataset)})], before=lease.check)
+        steps.append(("ingest/record_dataset", {"key": dataset_key(dataset)}))
+    if steps:
+        graph.write_all(steps, before=lease.check)
     interactions = _normalise_interactions(records.interactions)
     skipped, skipped_nodes = 0, {}
     if incremental:

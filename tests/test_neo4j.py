@@ -882,6 +882,11 @@ def test_cli_ingest_refuses_a_dataset_into_a_graph_of_another(graph, neo4j_confi
     assert graph.query("ingest/datasets", prefix="dataset:")[0]["datasets"] == ["synthetic:num_users=24,num_items=15,seed=3"]
     capsys.readouterr()
     assert main(first) == 2 and "holds the dataset synthetic:num_users=24,num_items=15,seed=3;" in capsys.readouterr().err
+    # so does a load of your own rows: the synthetic record would let that dataset in
+    graph.driver.execute_query("MATCH (n) WHERE NOT n:KgrecMeta DETACH DELETE n", database_=graph.database)
+    ingest(graph, GraphRecords(users=[{"id": "u1"}]), IngestConfig(), progress=False)
+    assert graph.query("ingest/datasets", prefix="dataset:")[0]["datasets"] == []
+    assert main(first) == 2 and "data that no recorded load of it wrote" in capsys.readouterr().err
 
 
 def test_rows_whose_nodes_are_gone_are_reported_as_not_written(graph):
