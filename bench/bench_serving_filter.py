@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from _common import latencies_ms
+from _common import latencies_ms, results_dir
 from bench_gnn_gfcf import ROOT, device_info
 
 
@@ -69,7 +69,8 @@ def main() -> None:
               "baseline_embedding_dot_product_one_user": embed_one,
               "ratio_filter_over_embedding_p50": round(filter_one["p50_ms"] / embed_one["p50_ms"], 1),
               "machine": device_info(torch.device("cpu")), "measured": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    out = ROOT / "bench" / "results" / f"serving_{args.model}_{result['dataset']}.json"
+    out = results_dir() / f"serving_{args.model}_{result['dataset']}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))
 

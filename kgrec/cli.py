@@ -277,7 +277,8 @@ def _read_source(args: argparse.Namespace, cfg: Config, known: "KnownIds | None"
 
 
 def quarantine_summary(result: Any, top: int = 3) -> list[str]:
-    """One line per source file with quarantined rows: how many of how many it read, and its most
+    """One line per source file with quarantined records (a row's nodes and links count each, as in
+    the reconciliation report): how many of how many it read, and its most
     common reasons (quoted values folded, so "unknown item 'P8'" and 'P9' count as one)."""
     reasons: dict[str, Counter] = {}
     for entry in result.quarantine:
@@ -286,7 +287,7 @@ def quarantine_summary(result: Any, top: int = 3) -> list[str]:
     for source, counts in result.report.items():
         if counts.get("quarantined"):
             common = "; ".join(f"{n} x {reason}" for reason, n in reasons.get(source, Counter()).most_common(top))
-            lines.append(f"{source}: {counts['quarantined']} of {counts['read']} rows quarantined ({common})")
+            lines.append(f"{source}: {counts['quarantined']} of {counts['read']} records quarantined ({common})")
     return lines
 
 
