@@ -38,6 +38,7 @@ import logging
 import math
 import re
 import unicodedata
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal, InvalidOperation
@@ -968,6 +969,21 @@ def write_quarantine(result: LoadResult, path: str | Path) -> Path:
         for entry in result.quarantine:
             fh.write(json.dumps(entry, ensure_ascii=False, default=str) + "\n")
     return path
+
+
+def quarantine_summary(result: LoadResult, top: int = 3) -> list[str]:
+    """One line per source file with quarantined records (a row's nodes and links count each, as in
+    the reconciliation report): how many of how many it read, and its most
+    common reasons (quoted values folded, so "unknown item 'P8'" and 'P9' count as one)."""
+    reasons: dict[str, Counter] = {}
+    for entry in result.quarantine:
+        reasons.setdefault(entry["source"], Counter())[re.sub(r"'[^']*'", "'…'", entry["reason"])] += 1
+    lines = []
+    for source, counts in result.report.items():
+        if counts.get("quarantined"):
+            common = "; ".join(f"{n} x {reason}" for reason, n in reasons.get(source, Counter()).most_common(top))
+            lines.append(f"{source}: {counts['quarantined']} of {counts['read']} records quarantined ({common})")
+    return lines
 
 
 def reconciliation_json(result: LoadResult) -> str:

@@ -15,7 +15,6 @@ import socket
 import sys
 import threading
 import time
-from collections import Counter
 from contextlib import ExitStack, contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -247,7 +246,7 @@ def _read_source(args: argparse.Namespace, cfg: Config, known: "KnownIds | None"
                  governed: Callable[[], object] | None = None) -> tuple[Any, dict[str, Any]]:
     """The rows to ingest (governed; quarantine and reconciliation files written) and what to report;
     ``governed()`` is called once they are governed, before any file is written."""
-    from kg.governance import reconciliation_json, write_quarantine
+    from kg.governance import quarantine_summary, reconciliation_json, write_quarantine
 
     if args.format == "synthetic":  # generated rows go through the same governance as a file's
         from kg.governance import govern_records
@@ -274,21 +273,6 @@ def _read_source(args: argparse.Namespace, cfg: Config, known: "KnownIds | None"
         print(f"kgrec: {line}; listed in {qfile}", file=sys.stderr)
     return result.records, {"reconciliation": json.loads(rfile.read_text()), "quarantine_file": str(qfile),
                             "reconciliation_file": str(rfile)}
-
-
-def quarantine_summary(result: Any, top: int = 3) -> list[str]:
-    """One line per source file with quarantined records (a row's nodes and links count each, as in
-    the reconciliation report): how many of how many it read, and its most
-    common reasons (quoted values folded, so "unknown item 'P8'" and 'P9' count as one)."""
-    reasons: dict[str, Counter] = {}
-    for entry in result.quarantine:
-        reasons.setdefault(entry["source"], Counter())[re.sub(r"'[^']*'", "'…'", entry["reason"])] += 1
-    lines = []
-    for source, counts in result.report.items():
-        if counts.get("quarantined"):
-            common = "; ".join(f"{n} x {reason}" for reason, n in reasons.get(source, Counter()).most_common(top))
-            lines.append(f"{source}: {counts['quarantined']} of {counts['read']} records quarantined ({common})")
-    return lines
 
 
 def _dataset_name(args: argparse.Namespace) -> str | None:

@@ -699,7 +699,7 @@ def test_a_fields_constant_fills_its_columns_blank_cells(tmp_path):
 
 def test_a_load_with_quarantined_rows_is_summed_up_per_file(tmp_path):
     """kgrec ingest exited 0 with 3,380 of 3,787 events quarantined and said so only inside its JSON."""
-    from kgrec.cli import quarantine_summary
+    from kg.governance import quarantine_summary
 
     _files(tmp_path, {"events.csv": "user,item,qty\nu1,i1,2\nu1,i2,\nu2,i3,\nu3,i9,x\n"})
     res = load_source("tabular", tmp_path, mapping={"files": [{
