@@ -232,6 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rows", default=",".join(DEFAULT_ROWS),
                     help=f"comma-separated rows to run, from popularity, gf-cf, {', '.join(TRAINED)}")
     ap.add_argument("--seed", type=int, default=2020)
+    ap.add_argument("--device", default="cpu", help="where the trained rows train (cpu, cuda, auto)")
     ap.add_argument("--out", default=None, help="result name (default ablation_<dataset>)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -340,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
                           weight_decay=args.weight_decay,
                           id_weight_decay=args.id_weight_decay if has_item_ids_beside_text(model, fusion) else 0.0,
                           batch_size=args.batch_size, epochs=args.epochs,
-                          patience=args.patience, ks=[20], seed=args.seed, device="cpu")
+                          patience=args.patience, ks=[20], seed=args.seed, device=args.device)
         text_arg = None if model == "lightgcn" else (view_text if model == "kgfused" else view_text["item"])
         t = time.perf_counter()
         with tempfile.TemporaryDirectory() as tmp:
@@ -370,7 +371,7 @@ def main(argv: list[str] | None = None) -> int:
                             "cold_fraction": args.cold_fraction,
                             "cold_seed": args.seed, "few": args.few, "user_fraction": args.user_fraction,
                             "shots": args.shots, "new_user_relations": kept, "friend_fold_in": args.friend_fold_in,
-                            "threads": args.threads, "budget_s_per_trained_row": args.budget_s,
+                            "threads": args.threads, "device": args.device, "budget_s_per_trained_row": args.budget_s,
                             "early_stopping": f"valid ndcg@20, patience {args.patience}"},
                "rows": results, "total_s": round(time.perf_counter() - t_all, 1),
                "command": "python bench/bench_ablation.py " + " ".join(argv if argv is not None else sys.argv[1:])}

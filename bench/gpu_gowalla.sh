@@ -4,7 +4,7 @@
 # The device machine has no network and no ../shared: stage the data here first with
 #   bash bench/gpu_gowalla.sh stage      # copies gowalla + the PyG recipe into .device/ (ignored)
 # then, on the device (carry [".device"], timeout_s 600), from the repository root:
-#   bash bench/gpu_gowalla.sh run        # about 8 minutes, sized for a session's 15 device minutes
+#   bash bench/gpu_gowalla.sh run        # about 8 minutes (369 s on an H200, session 41), sized for a session's 15 device minutes
 # `run` trains ours with the recipe that reached Recall@20 0.18 in the fewest optimiser steps on CPU
 # (batch 16,384, lr 5e-3, user sampling, weight averaging from epoch 400 of 1,000: session 14 in
 # docs/results.md, 0.18 at epoch 450 = 22,500 steps, against run D's 56,000 at batch 8,192) for TRAIN_S
