@@ -70,8 +70,12 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--max-length", type=int, default=128)
     p.add_argument("--repeats", type=int, default=1, help="timing repeats (best is kept)")
     p.add_argument("--changed", type=float, default=0.05, help="fraction of texts changed for the cache run")
-    p.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "encoders_cpu.json")
+    p.add_argument("--out", type=Path, default=None,
+                   help="default: encoders_cpu.json under bench/results (or $KGREC_BENCH_RESULTS)")
     args = p.parse_args(argv)
+    if args.out is None:
+        from _common import results_dir  # the script's folder is on sys.path
+        args.out = results_dir() / "encoders_cpu.json"
 
     import torch
     import transformers

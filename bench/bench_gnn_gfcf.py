@@ -10,12 +10,16 @@ import json
 import logging
 import os
 import platform
+import sys
 import time
 from pathlib import Path
 
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import results_dir  # noqa: E402
 
 
 def device_info(device: torch.device) -> dict:
@@ -83,7 +87,7 @@ def main() -> None:
                {"recall@20": 0.1920, "ndcg@20": 0.1597, "source": "BSPM paper (BSPM-EM)"}),
               "metrics": metrics, "machine": device_info(device),
               "measured": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    out = Path(args.out) if args.out else ROOT / "bench" / "results" / f"gnn_{args.model}_{result['dataset']}.json"
+    out = Path(args.out) if args.out else results_dir() / f"gnn_{args.model}_{result['dataset']}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
     print(json.dumps({k: v for k, v in result.items() if k not in ("metrics", "machine")}))

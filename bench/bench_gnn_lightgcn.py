@@ -28,7 +28,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import peak_rss_mb  # noqa: E402
+from _common import peak_rss_mb, results_dir  # noqa: E402
 from bench_gnn_gfcf import device_info  # noqa: E402
 
 
@@ -162,7 +162,7 @@ def main() -> None:
     rows: list[dict] = []
     t0 = time.perf_counter()
     clock: list[float] = []
-    out = Path(args.out) if args.out else ROOT / "bench" / "results" / f"gnn_lightgcn_{Path(args.data).name}.json"
+    out = Path(args.out) if args.out else results_dir() / f"gnn_lightgcn_{Path(args.data).name}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
 
     def summary(final: dict | None) -> dict:

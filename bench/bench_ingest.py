@@ -13,6 +13,7 @@ import platform
 import time
 from pathlib import Path
 
+from _common import results_dir
 from kg.quality import quality_summary
 from kg.sources import load_source
 
@@ -60,8 +61,10 @@ def bench_one(name: str, fmt: str, path: Path) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--datasets", type=Path, default=ROOT.parent / "shared" / "datasets")
-    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "ingest_sources.json")
+    parser.add_argument("--out", type=Path, default=None, help="default: ingest_sources.json under bench/results "
+                        "(or $KGREC_BENCH_RESULTS)")
     args = parser.parse_args(argv)
+    args.out = args.out or results_dir() / "ingest_sources.json"
     results = {}
     for name, (fmt, _) in EXPECTED.items():
         path = args.datasets / name
