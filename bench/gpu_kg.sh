@@ -87,7 +87,8 @@ PY
         --out "$RESULTS/gnn_gfcf_gowalla_gpu.json"
     # the training part only, 2 epochs: the sampled variant samples its subgraphs on the CPU (about
     # 16 s an epoch on one thread), and session 41's 5 epochs of both parts overran 60 s
-    part 120 "$PY" bench/bench_gnn_sampled.py --device "$DEVICE" --parts train --epochs 2 --out gnn_sampled_gpu
+    part 120 "$PY" bench/bench_gnn_sampled.py --device "$DEVICE" --parts train --epochs 2 --threads "$THREADS" \
+        --out gnn_sampled_gpu
     part $((4 * ROW_S + 60)) "$PY" bench/bench_ablation.py --dataset ml-100k --snapshot .device/snapshots/ml-100k \
         --device "$DEVICE" --threads "$THREADS" --budget-s "$ROW_S" --out ablation_ml-100k_gpu
     grep -h "^===\|^| \|Traceback\|Error" "$LOG" || true
