@@ -14,7 +14,8 @@
 # downloads its wheel and pytz's into .device/whl, and run installs them into /tmp/site.
 # Then on the device (carry [".device"]) from the repository root:
 #   bash bench/gpu_kg.sh run     # about 5 minutes (292 s on an H200, session 41); each part has its own
-#                                # time limit, in order of value
+#                                # time limit, in order of value (together more than a call's 600 s:
+#                                # a slow machine loses the last parts, not the first)
 # Every JSON goes to $OUT (KGREC_BENCH_RESULTS), with one log, so a call cut short brings back
 # the parts it finished.
 set -euo pipefail
@@ -29,8 +30,9 @@ export KGREC_BENCH_RESULTS=$RESULTS
 LOG=$RESULTS/gpu_kg.log
 mkdir -p "$RESULTS"
 
-stage() {
+stage() {  # here, with kgrec's venv (numpy) unless KGREC_GPU_PYTHON says otherwise
     local name src
+    [[ -n ${KGREC_GPU_PYTHON:-} || ! -x .venv/bin/python ]] || PY=.venv/bin/python
     mkdir -p .device/snapshots
     for name in lastfm ml-100k; do
         src=.kgrec/bench-snapshots/ablation-$name-latest
