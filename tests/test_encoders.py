@@ -965,7 +965,7 @@ def test_pooling_auto_takes_the_sentence_transformers_pooling_and_the_snapshot_r
     assert stale_embeddings_reason(snap_dir, cfg) is None
     assert "pooling 'cls', but the config says 'mean'" in stale_embeddings_reason(
         snap_dir, EncoderConfig(model=str(model), pooling="mean", cache_dir=None))
-    with pytest.raises(ValueError, match="pools by 'mean', the config says 'auto', 'cls' for this model"):
+    with pytest.raises(ValueError, match=r"pools by 'mean', the config says 'auto' \('cls' for this model\)"):
         encode_snapshot(snap_dir, cfg, encoder=HFTextEncoder(str(model), pooling="mean", device="cpu",
                                                               show_progress=False))
 
@@ -1021,7 +1021,7 @@ def test_pooling_auto_fetches_a_hub_models_sentence_transformers_files(tmp_path,
 
     import huggingface_hub
 
-    from encoders.hf import resolve_pooling
+    from encoders.hf import _sentence_transformers_config, resolve_pooling
 
     repo = tmp_path / "repo"
     (repo / "1_Pooling").mkdir(parents=True)
@@ -1040,12 +1040,12 @@ def test_pooling_auto_fetches_a_hub_models_sentence_transformers_files(tmp_path,
     monkeypatch.setattr(huggingface_hub, "try_to_load_from_cache", lambda *a, **k: None)
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", download)
     assert resolve_pooling("some-org/bge-like", "auto") == "mean" and not fetched  # no fetch: the cache only
-    assert resolve_pooling("some-org/bge-like", "auto", fetch=True, revision="abc") == "cls"
+    assert _sentence_transformers_config("some-org/bge-like", False, fetch=True, revision="abc") == ("cls", [])
     assert fetched == [("some-org/bge-like", "modules.json", "abc"), ("some-org/bge-like", "1_Pooling/config.json",
                                                                        "abc")]
     monkeypatch.setattr(huggingface_hub, "hf_hub_download",
                         lambda *a, **k: (_ for _ in ()).throw(OSError("offline")))
-    assert resolve_pooling("some-org/bge-like", "auto", fetch=True) == "mean"
+    assert _sentence_transformers_config("some-org/bge-like", False, fetch=True) == (None, [])
 
 
 def test_auto_keeps_the_recorded_pooling_where_the_hub_cache_does_not_know_the_sentence_transformers_files(
