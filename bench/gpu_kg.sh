@@ -30,6 +30,16 @@ export KGREC_BENCH_RESULTS=$RESULTS
 LOG=$RESULTS/gpu_kg.log
 mkdir -p "$RESULTS"
 
+recast() {  # $1 an .npz of text embeddings, $2 the dtype its float arrays are stored in from now on
+    "$PY" - "$1" "$2" <<'PY'
+import sys, numpy as np
+path, dtype = sys.argv[1], sys.argv[2]
+with np.load(path) as z:
+    arrays = {k: z[k].astype(dtype) if z[k].dtype.kind == "f" else z[k] for k in z.files}
+np.savez(path, **arrays)
+PY
+}
+
 stage() {  # here, with kgrec's venv (numpy) unless KGREC_GPU_PYTHON says otherwise
     local name src
     [[ -n ${KGREC_GPU_PYTHON:-} || ! -x .venv/bin/python ]] || PY=.venv/bin/python
@@ -44,13 +54,7 @@ stage() {  # here, with kgrec's venv (numpy) unless KGREC_GPU_PYTHON says otherw
         rm -rf ".device/snapshots/$name"
         cp -rL "$src/" ".device/snapshots/$name"
         rm -f ".device/snapshots/$name/.encode.lock"
-        "$PY" - ".device/snapshots/$name/text_embeddings.npz" float16 <<'PY'
-import sys, numpy as np
-path, dtype = sys.argv[1], sys.argv[2]
-with np.load(path) as z:
-    arrays = {k: z[k].astype(dtype) if z[k].dtype.kind == "f" else z[k] for k in z.files}
-np.savez(path, **arrays)
-PY
+        recast ".device/snapshots/$name/text_embeddings.npz" float16
     done
     rm -rf .device/gowalla .device/whl
     cp -r ../shared/datasets/gowalla .device/
@@ -75,13 +79,7 @@ run() {
         export PYTHONPATH=$PYTHONPATH:/tmp/kgrec-site
     fi
     for name in lastfm ml-100k; do  # back to float32 (see stage)
-        "$PY" - ".device/snapshots/$name/text_embeddings.npz" float32 <<'PY'
-import sys, numpy as np
-path, dtype = sys.argv[1], sys.argv[2]
-with np.load(path) as z:
-    arrays = {k: z[k].astype(dtype) if z[k].dtype.kind == "f" else z[k] for k in z.files}
-np.savez(path, **arrays)
-PY
+        recast ".device/snapshots/$name/text_embeddings.npz" float32
     done
     part $((4 * ROW_S + 60)) "$PY" bench/bench_ablation.py --dataset lastfm --snapshot .device/snapshots/lastfm \
         --device "$DEVICE" --threads "$THREADS" --budget-s "$ROW_S" --out ablation_lastfm_gpu
